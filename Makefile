@@ -1,0 +1,45 @@
+# pktchain: every target installs what it needs first (idempotently).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-unit test-netns lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-deps
+	scripts/install-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/pktchain demo switch
+
+test: setup
+	$(BIN)/pytest -q tests
+
+test-unit: setup
+	$(BIN)/pytest -q tests/unit
+
+test-netns: setup
+	$(BIN)/pytest -q tests/netns
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy --strict src
+
+format: setup
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: setup
+	$(BIN)/python bench/switch_vs_bridge.py
+
+clean:
+	-$(BIN)/pktchain lab down --all 2>/dev/null
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,59 @@
+"""The `pktchain` command line.
+
+Each subsystem registers its own subcommands through a `register(subparsers)`
+function in its `cli` module; those modules import only `argparse` at load time
+and import the subsystem itself inside the handler, so that `pktchain --help`
+and the lean commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pktchain import __version__
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pktchain.demo import cli as demo_cli
+    from pktchain.lab import cli as lab_cli
+    from pktchain.node import cli as node_cli
+
+    parser = argparse.ArgumentParser(
+        prog="pktchain",
+        description="Chain network functions over real traffic on Linux.",
+    )
+    parser.add_argument("--version", action="version", version=f"pktchain {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    lab_cli.register(subparsers)
+    node_cli.register(subparsers)
+    demo_cli.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    handler = args.handler
+    try:
+        status: int = handler(args)
+    except UsageError as exc:
+        print(f"pktchain: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+def _configure_logging(verbosity: int) -> None:
+    import logging
+
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")

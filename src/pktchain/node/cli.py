@@ -1,0 +1,104 @@
+"""`pktchain node`: run a node in the foreground, or ask a running one for its status."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "node",
+        help="run a pktchain node (foreground) or query one",
+        description="Run a pktchain node in the foreground until SIGINT/SIGTERM. "
+        "Ports come from a lab topology (--topology: every interface with "
+        "'attach: node') and/or from --tap / --af-packet.",
+    )
+    _add_name(parser)
+    parser.add_argument("-t", "--topology", metavar="FILE", help="lab topology YAML")
+    parser.add_argument(
+        "--tap",
+        action="append",
+        default=[],
+        metavar="NETNS:IFNAME",
+        help="create TAP IFNAME in namespace NETNS as a port (repeatable)",
+    )
+    parser.add_argument(
+        "--af-packet",
+        action="append",
+        default=[],
+        metavar="[NETNS:]IFNAME",
+        help="attach an existing interface through AF_PACKET (repeatable)",
+    )
+    parser.add_argument(
+        "--mac-aging", type=float, default=None, metavar="SECONDS", help="MAC aging time"
+    )
+    parser.add_argument(
+        "--no-frame-check",
+        action="store_true",
+        help="forward frames without checking their IPv4/IPv6/ARP headers",
+    )
+    parser.set_defaults(handler=_run)
+
+    sub = parser.add_subparsers(dest="node_command", metavar="SUBCOMMAND")
+    status = sub.add_parser("status", help="print a running node's ports and counters")
+    _add_name(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_status)
+
+
+def _add_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--name", default="pktchain", help="node name (default: pktchain)")
+    parser.add_argument("--control", metavar="PATH", help="control socket path")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from pktchain.cli import UsageError
+    from pktchain.node.config import build_config
+    from pktchain.node.daemon import Node
+
+    if args.verbose == 0:
+        logging.getLogger("pktchain").setLevel(logging.INFO)
+    try:
+        config = build_config(
+            name=args.name,
+            topology=Path(args.topology) if args.topology else None,
+            taps=args.tap,
+            af_packets=args.af_packet,
+            mac_aging=args.mac_aging,
+            check_frames=not args.no_frame_check,
+            control=Path(args.control) if args.control else None,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    node = Node(config)
+    try:
+        node.start()
+    except OSError as exc:
+        raise UsageError(f"node {args.name} could not start: {exc}") from exc
+    node.run()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from pktchain.cli import UsageError
+    from pktchain.node.control import ControlError, control_path, request
+
+    path = Path(args.control) if args.control else control_path(args.name)
+    try:
+        reply = request(path, "status")
+    except ControlError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    from pktchain.node.report import print_status
+
+    print_status(reply)
+    return 0

@@ -1,0 +1,62 @@
+"""Building a `NodeConfig` from the command line and a lab topology file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pktchain.node.daemon import HostRoutes, NodeConfig, PortSpec
+from pktchain.node.ports import PortKind
+from pktchain.node.switch import DEFAULT_AGING
+
+
+def build_config(
+    *,
+    name: str,
+    topology: Path | None = None,
+    taps: list[str] | tuple[str, ...] = (),
+    af_packets: list[str] | tuple[str, ...] = (),
+    mac_aging: float | None = None,
+    check_frames: bool = True,
+    control: Path | None = None,
+) -> NodeConfig:
+    """Raises ValueError naming the bad option or topology entry."""
+    ports: list[PortSpec] = []
+    routes: list[HostRoutes] = []
+    if topology is not None:
+        topo_ports, topo_routes = ports_from_topology(topology)
+        ports += topo_ports
+        routes += topo_routes
+    for value in taps:
+        netns, ifname = _split(value, "--tap", netns_required=True)
+        ports.append(PortSpec(PortKind.TAP, ifname, netns=netns))
+    for value in af_packets:
+        netns, ifname = _split(value, "--af-packet", netns_required=False)
+        ports.append(PortSpec(PortKind.AF_PACKET, ifname, netns=netns))
+    if not ports:
+        raise ValueError("no ports: give --topology, --tap or --af-packet")
+    return NodeConfig(
+        name=name,
+        ports=tuple(ports),
+        routes=tuple(routes),
+        mac_aging=DEFAULT_AGING if mac_aging is None else mac_aging,
+        check_frames=check_frames,
+        control=control,
+    )
+
+
+def _split(value: str, option: str, *, netns_required: bool) -> tuple[str | None, str]:
+    netns, sep, ifname = value.rpartition(":")
+    if not sep:
+        if netns_required:
+            raise ValueError(f"{option} {value!r}: expected NETNS:IFNAME")
+        return None, value
+    if not netns or not ifname:
+        raise ValueError(f"{option} {value!r}: expected NETNS:IFNAME")
+    if len(ifname.encode()) > 15:
+        raise ValueError(f"{option} {value!r}: interface name longer than 15 bytes")
+    return netns, ifname
+
+
+def ports_from_topology(path: Path) -> tuple[list[PortSpec], list[HostRoutes]]:
+    """TAP ports for every interface the topology attaches to the node."""
+    raise NotImplementedError

@@ -1,0 +1,228 @@
+"""The node process: attaches ports, runs the datapath, answers status requests.
+
+`Node` ties the pieces together: it creates the ports described by its
+`NodeConfig` (TAP devices inside host namespaces, AF_PACKET sockets on existing
+interfaces), gives each host interface its declared address and routes, runs
+the event loop until SIGINT/SIGTERM, and on the way out closes every
+descriptor, which removes the TAP devices it made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pktchain.node.control import ControlServer, control_path
+from pktchain.node.datapath import Datapath, FrameCheck
+from pktchain.node.loop import EventLoop
+from pktchain.node.ports import PacketPort, Port, PortKind, TapPort
+from pktchain.node.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, MacTable
+
+log = logging.getLogger("pktchain.node")
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """One port to attach.  For a TAP port the node creates `ifname` in `netns`."""
+
+    kind: PortKind
+    ifname: str
+    netns: str | None = None
+    host: str | None = None
+    mac: str | None = None
+    addresses: tuple[str, ...] = ()
+    mtu: int | None = None
+
+    @property
+    def name(self) -> str:
+        owner = self.host or self.netns
+        return f"{owner}:{self.ifname}" if owner else self.ifname
+
+
+@dataclass(frozen=True)
+class HostRoutes:
+    """Routes to add in a host once its node ports are up (they may go through them)."""
+
+    netns: str
+    routes: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str = "pktchain"
+    ports: tuple[PortSpec, ...] = ()
+    routes: tuple[HostRoutes, ...] = ()
+    mac_aging: float = DEFAULT_AGING
+    mac_table_size: int = DEFAULT_MAX_ENTRIES
+    control: Path | None = None
+    check_frames: bool = True
+
+    def __post_init__(self) -> None:
+        names = [spec.name for spec in self.ports]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"ports declared twice: {', '.join(dupes)}")
+
+    @property
+    def control_path(self) -> Path:
+        return self.control or control_path(self.name)
+
+
+@dataclass
+class Node:
+    config: NodeConfig
+    loop: EventLoop = field(default_factory=EventLoop)
+    started: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self.macs: MacTable[Port] = MacTable(self.config.mac_aging, self.config.mac_table_size)
+        self.datapath = Datapath(self.macs, _frame_check(self.config.check_frames))
+        self.control = ControlServer(self.config.control_path, self.loop, self.handle_request)
+        self._closed = False
+
+    # -- life cycle ----------------------------------------------------------
+    def start(self) -> None:
+        """Attach every port and open the control socket; undoes itself on failure."""
+        try:
+            self.control.start()
+            for spec in self.config.ports:
+                self.attach(spec)
+            for host_routes in self.config.routes:
+                _add_routes(host_routes)
+        except BaseException:
+            self.close()
+            raise
+        self.loop.call_every(min(1.0, self.config.mac_aging / 4), self._age)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(signum, self._on_signal)
+        log.info(
+            "node %s running: %d ports, control socket %s",
+            self.config.name,
+            len(self.datapath.ports),
+            self.config.control_path,
+        )
+
+    def run(self) -> None:
+        try:
+            self.loop.run()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.control.close()
+        for port in list(self.datapath.ports):
+            self.detach(port)
+        self.loop.close()
+        log.info("node %s stopped", self.config.name)
+
+    def _on_signal(self, signum: int) -> None:
+        log.info(
+            "node %s: %s received, shutting down", self.config.name, signal.Signals(signum).name
+        )
+        self.loop.stop()
+
+    # -- ports ---------------------------------------------------------------
+    def attach(self, spec: PortSpec) -> Port:
+        port: Port
+        if spec.kind is PortKind.TAP:
+            port = TapPort(name=spec.name, ifname=spec.ifname, netns=spec.netns, host=spec.host)
+            try:
+                port.mac = _configure_interface(spec)
+            except BaseException:
+                port.close()
+                raise
+        else:
+            port = PacketPort(name=spec.name, ifname=spec.ifname, netns=spec.netns, host=spec.host)
+        self.datapath.add_port(port)
+        self.loop.add_reader(port.fd, lambda: self._drain(port))
+        log.info(
+            "port %s attached (%s, netns %s, mac %s)",
+            port.name,
+            port.kind.value,
+            port.netns or "-",
+            port.mac or "-",
+        )
+        return port
+
+    def detach(self, port: Port) -> None:
+        self.loop.remove_reader(port.fd)
+        self.datapath.remove_port(port)
+        port.close()
+        log.info("port %s detached", port.name)
+
+    def _drain(self, port: Port) -> None:
+        self.datapath.now = self.loop.now
+        self.datapath.drain(port)
+
+    def _age(self) -> None:
+        aged = self.macs.expire(self.loop.now)
+        if aged:
+            log.debug("aged out %d MAC addresses", aged)
+
+    # -- control -------------------------------------------------------------
+    def handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "status":
+            return {"ok": True, **self.status()}
+        if op == "ping":
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def status(self) -> dict[str, Any]:
+        now = self.loop.now
+        stats = self.macs.stats
+        return {
+            "node": self.config.name,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 3),
+            "ports": [port.counters() for port in self.datapath.ports],
+            "switch": {
+                "mac_entries": len(self.macs.entries),
+                "mac_aging": self.macs.aging,
+                "learned": stats.learned,
+                "moved": stats.moved,
+                "aged": stats.aged,
+                "table_full": stats.full,
+                "floods": self.datapath.floods,
+            },
+            "mac_table": [
+                {"mac": mac.hex(":"), "port": entry.port.name, "age": round(now - entry.seen, 1)}
+                for mac, entry in sorted(self.macs.entries.items())
+            ],
+        }
+
+
+def _frame_check(enabled: bool) -> FrameCheck:
+    if not enabled:
+        return lambda _frame: None
+    from pktchain.node.ingress import frame_error
+
+    return frame_error
+
+
+def _configure_interface(spec: PortSpec) -> str:
+    """Give a TAP port its declared MAC/addresses/MTU and bring it up; returns its MAC."""
+    from pktchain.lab import configure_interface
+
+    return configure_interface(
+        spec.netns,
+        spec.ifname,
+        mac=spec.mac,
+        addresses=spec.addresses,
+        mtu=spec.mtu,
+        up=True,
+    )
+
+
+def _add_routes(host_routes: HostRoutes) -> None:
+    from pktchain.lab import add_routes
+
+    add_routes(host_routes.netns, host_routes.routes)

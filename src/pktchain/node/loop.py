@@ -1,0 +1,132 @@
+"""The node's event loop: epoll over port descriptors, timers and signals.
+
+One loop per node process.  It is deliberately small (asyncio's per-callback
+machinery costs more than a packet does): readers are plain callbacks run when
+their descriptor is readable, timers live in a heap, and signals arrive through
+`signal.set_wakeup_fd` so that a SIGTERM wakes a sleeping `epoll.poll`.
+`now` is read once per wake-up and shared by everything that runs in it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import select
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(order=True)
+class Timer:
+    deadline: float
+    seq: int
+    callback: Callable[[], None] = field(compare=False)
+    interval: float | None = field(default=None, compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class EventLoop:
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._readers: dict[int, Callable[[], None]] = {}
+        self._timers: list[Timer] = []
+        self._seq = itertools.count()
+        self._signal_handlers: dict[int, Callable[[int], None]] = {}
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._running = False
+        self.now = time.monotonic()
+
+    # -- readers -------------------------------------------------------------
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        self._readers[fd] = callback
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def remove_reader(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+
+    # -- timers --------------------------------------------------------------
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(time.monotonic() + delay, next(self._seq), callback)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def call_every(self, interval: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(time.monotonic() + interval, next(self._seq), callback, interval)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    # -- signals -------------------------------------------------------------
+    def add_signal_handler(self, signum: int, callback: Callable[[int], None]) -> None:
+        if not self._signal_handlers:
+            signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+            self.add_reader(self._wake_r.fileno(), self._dispatch_signals)
+        self._signal_handlers[signum] = callback
+        # The Python-level handler only needs to exist; the byte written to the
+        # wake-up fd is what the loop acts on.
+        signal.signal(signum, lambda _s, _f: None)
+
+    def _dispatch_signals(self) -> None:
+        try:
+            data = self._wake_r.recv(64)
+        except BlockingIOError:
+            return
+        for signum in data:
+            handler = self._signal_handlers.get(signum)
+            if handler is not None:
+                handler(signum)
+
+    # -- running -------------------------------------------------------------
+    def stop(self) -> None:
+        self._running = False
+
+    def run(self) -> None:
+        self._running = True
+        poll = self._epoll.poll
+        readers = self._readers
+        timers = self._timers
+        monotonic = time.monotonic
+        while self._running:
+            timeout = -1.0
+            if timers:
+                timeout = max(0.0, timers[0].deadline - monotonic())
+            events = poll(timeout)
+            self.now = monotonic()
+            for fd, _mask in events:
+                callback = readers.get(fd)
+                if callback is not None:
+                    callback()
+            if timers and timers[0].deadline <= self.now:
+                self._run_timers()
+
+    def _run_timers(self) -> None:
+        now = self.now
+        while self._timers and self._timers[0].deadline <= now:
+            timer = heapq.heappop(self._timers)
+            if timer.cancelled:
+                continue
+            timer.callback()
+            if timer.interval is not None and not timer.cancelled:
+                timer.deadline = now + timer.interval
+                timer.seq = next(self._seq)
+                heapq.heappush(self._timers, timer)
+
+    def close(self) -> None:
+        if self._signal_handlers:
+            signal.set_wakeup_fd(-1)
+            for signum in self._signal_handlers:
+                signal.signal(signum, signal.SIG_DFL)
+        self._epoll.close()
+        self._wake_r.close()
+        self._wake_w.close()

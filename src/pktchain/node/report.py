@@ -1,0 +1,41 @@
+"""Human-readable tables of a node's status (ports, counters, MAC table)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def port_table(status: dict[str, Any]) -> Table:
+    table = Table(title=f"node {status['node']} — ports", title_justify="left")
+    for column in ("port", "driver", "mac"):
+        table.add_column(column)
+    for column in ("rx pkts", "rx bytes", "tx pkts", "tx bytes"):
+        table.add_column(column, justify="right")
+    table.add_column("drops")
+    for port in status["ports"]:
+        problems = {**port["drops"], **{f"tx-{k}": v for k, v in port["tx_errors"].items()}}
+        table.add_row(
+            port["name"],
+            port["kind"],
+            port["mac"] or "-",
+            f"{port['rx_packets']:,}",
+            f"{port['rx_bytes']:,}",
+            f"{port['tx_packets']:,}",
+            f"{port['tx_bytes']:,}",
+            ", ".join(f"{reason}={count}" for reason, count in problems.items()) or "-",
+        )
+    return table
+
+
+def print_status(status: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(port_table(status))
+    switch = status["switch"]
+    console.print(
+        f"switch: {switch['mac_entries']} MAC entries (aging {switch['mac_aging']:g}s), "
+        f"learned {switch['learned']}, moved {switch['moved']}, aged {switch['aged']}, "
+        f"floods {switch['floods']}"
+    )

@@ -1,0 +1,84 @@
+"""The MAC learning table of the node's L2 switch (IEEE 802.1Q §8.8 filtering database).
+
+Sans-IO: it maps source addresses to the port they were last seen on, ages
+entries out, and is bounded so that a flood of random source addresses cannot
+grow it without limit.  The datapath reads `entries` directly on the per-packet
+path; everything else goes through the methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+P = TypeVar("P")
+
+DEFAULT_AGING = 300.0
+"""802.1Q's recommended ageing time for the filtering database, in seconds."""
+
+DEFAULT_MAX_ENTRIES = 65536
+
+
+class MacEntry(Generic[P]):
+    __slots__ = ("port", "seen")
+
+    def __init__(self, port: P, seen: float) -> None:
+        self.port = port
+        self.seen = seen
+
+
+@dataclass
+class MacTableStats:
+    learned: int = 0
+    moved: int = 0
+    aged: int = 0
+    full: int = 0
+
+
+class MacTable(Generic[P]):
+    """Address → entry (port, last seen); entries are refreshed in place."""
+
+    def __init__(self, aging: float = DEFAULT_AGING, max_entries: int = DEFAULT_MAX_ENTRIES):
+        if aging <= 0:
+            raise ValueError(f"mac aging must be positive, got {aging}")
+        if max_entries <= 0:
+            raise ValueError(f"mac table size must be positive, got {max_entries}")
+        self.aging = aging
+        self.max_entries = max_entries
+        self.entries: dict[bytes, MacEntry[P]] = {}
+        self.stats = MacTableStats()
+
+    def learn(self, mac: bytes, port: P, now: float) -> None:
+        """Record that `mac` was seen on `port` (a new address or a move)."""
+        entry = self.entries.get(mac)
+        if entry is None:
+            if len(self.entries) >= self.max_entries:
+                self.stats.full += 1
+                return
+            self.entries[bytes(mac)] = MacEntry(port, now)
+            self.stats.learned += 1
+            return
+        if entry.port is not port:
+            self.stats.moved += 1
+            entry.port = port
+        entry.seen = now
+
+    def lookup(self, mac: bytes) -> P | None:
+        entry = self.entries.get(mac)
+        return None if entry is None else entry.port
+
+    def expire(self, now: float) -> int:
+        """Remove entries not refreshed within the aging time; returns how many."""
+        limit = now - self.aging
+        stale = [mac for mac, entry in self.entries.items() if entry.seen < limit]
+        for mac in stale:
+            del self.entries[mac]
+        self.stats.aged += len(stale)
+        return len(stale)
+
+    def forget_port(self, port: P) -> int:
+        """Remove every address learned on `port` (it was detached)."""
+        gone = [mac for mac, entry in self.entries.items() if entry.port is port]
+        for mac in gone:
+            del self.entries[mac]
+        return len(gone)
