@@ -1,0 +1,161 @@
+"""Labs: topologies of hosts in network namespaces, for tests, demos and benchmarks.
+
+A lab is a set of hosts, each a network namespace named ``pc-<lab>.<host>``,
+joined by veths to each other or to bridges (kept in the lab's own
+``pc-<lab>.fabric`` namespace, so the root namespace is never touched), with
+addresses, routes, sysctls and background commands, as declared in a YAML
+topology (see ``docs/lab.md``)::
+
+    from pktchain.lab import Lab
+
+    with Lab.up("examples/lab-two-hosts.yaml") as lab:
+        print(lab.host("h1").run(["ping", "-c1", "10.0.0.2"]).stdout)
+
+Interfaces declared ``attach: node`` are left for the pktchain node, which
+creates them and then calls `configure_node_port` (or `configure_interface`
+and `add_routes`).
+
+The names below are imported on first use, so that importing this package
+(which the CLI and the pytest plugin do at start) does not load pyroute2.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pktchain.lab.errors import (
+        CommandFailedError,
+        CommandTimeoutError,
+        LabError,
+        LabExistsError,
+        LabOSError,
+        TopologyError,
+        TopologyIssue,
+        WaitTimeoutError,
+    )
+    from pktchain.lab.lab import (
+        CommandResult,
+        Lab,
+        LabHost,
+        Teardown,
+        as_topology,
+        down,
+        down_all,
+        running_labs,
+    )
+    from pktchain.lab.links import (
+        add_routes,
+        configure_interface,
+        configure_node_port,
+        listening,
+    )
+    from pktchain.lab.topology import (
+        Attachment,
+        BridgePort,
+        Host,
+        Interface,
+        InterfaceRef,
+        NodePort,
+        Route,
+        Topology,
+        load_topology,
+        netns_name,
+        parse_route,
+        parse_topology,
+        topology_from_dict,
+    )
+    from pktchain.lab.wait import wait_until
+
+_EXPORTS = {
+    "pktchain.lab.errors": (
+        "CommandFailedError",
+        "CommandTimeoutError",
+        "LabError",
+        "LabExistsError",
+        "LabOSError",
+        "TopologyError",
+        "TopologyIssue",
+        "WaitTimeoutError",
+    ),
+    "pktchain.lab.lab": (
+        "CommandResult",
+        "Lab",
+        "LabHost",
+        "Teardown",
+        "as_topology",
+        "down",
+        "down_all",
+        "running_labs",
+    ),
+    "pktchain.lab.links": (
+        "add_routes",
+        "configure_interface",
+        "configure_node_port",
+        "listening",
+    ),
+    "pktchain.lab.topology": (
+        "Attachment",
+        "BridgePort",
+        "Host",
+        "Interface",
+        "InterfaceRef",
+        "NodePort",
+        "Route",
+        "Topology",
+        "load_topology",
+        "netns_name",
+        "parse_route",
+        "parse_topology",
+        "topology_from_dict",
+    ),
+    "pktchain.lab.wait": ("wait_until",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [
+    "Attachment",
+    "BridgePort",
+    "CommandFailedError",
+    "CommandResult",
+    "CommandTimeoutError",
+    "Host",
+    "Interface",
+    "InterfaceRef",
+    "Lab",
+    "LabError",
+    "LabExistsError",
+    "LabHost",
+    "LabOSError",
+    "NodePort",
+    "Route",
+    "Teardown",
+    "Topology",
+    "TopologyError",
+    "TopologyIssue",
+    "WaitTimeoutError",
+    "add_routes",
+    "as_topology",
+    "configure_interface",
+    "configure_node_port",
+    "down",
+    "down_all",
+    "listening",
+    "load_topology",
+    "netns_name",
+    "parse_route",
+    "parse_topology",
+    "running_labs",
+    "topology_from_dict",
+    "wait_until",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,1022 @@
+"""Lab topologies: the YAML format, its validation and the parsed model.
+
+A topology names a lab, its hosts (one network namespace each), their
+interfaces and how each is attached (a veth to another host's interface, a veth
+to a bridge of the lab, or a port of the pktchain node that the node creates
+later), addresses, routes, sysctls and commands to start in the background.
+The format is documented in ``docs/lab.md``.
+
+Parsing is pure: it reads YAML text or a Python mapping and returns frozen
+dataclasses, or raises `TopologyError` listing every mistake with its file,
+line and field. Names of namespaces and of bridge ports are derived here too,
+so that everything the lab will create is known before anything is created.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import ipaddress
+import re
+import shlex
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import yaml
+
+from pktchain.lab.errors import TopologyError, TopologyIssue
+
+IPInterface: TypeAlias = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Every namespace of a lab is named ``pc-<lab>.<suffix>``; lab and host names
+#: cannot contain a dot, so the prefix of one lab never matches another's.
+NETNS_PREFIX = "pc-"
+#: Suffix of the namespace that holds a lab's bridges (a reserved host name).
+FABRIC = "fabric"
+#: `attach` value of an interface that is a port of the pktchain node.
+NODE = "node"
+
+IFNAMSIZ = 16  # linux/if.h; names hold at most 15 characters
+_LAB_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}\Z")
+_HOST_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}\Z")
+_IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}\Z")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+_SYSCTL = re.compile(r"net(\.[A-Za-z0-9_-]+)+\Z")
+
+
+def netns_name(lab: str, host: str) -> str:
+    """The namespace name of `host` in `lab`: ``pc-<lab>.<host>``."""
+    return f"{NETNS_PREFIX}{lab}.{host}"
+
+
+def fabric_netns_name(lab: str) -> str:
+    """The namespace that holds the bridges of `lab`: ``pc-<lab>.fabric``."""
+    return netns_name(lab, FABRIC)
+
+
+def lab_of_netns(name: str) -> str | None:
+    """The lab a namespace belongs to, from its name, or None if it is not a lab's."""
+    if not name.startswith(NETNS_PREFIX):
+        return None
+    lab, dot, rest = name[len(NETNS_PREFIX) :].partition(".")
+    if not dot or not rest or not _LAB_NAME.match(lab):
+        return None
+    return lab
+
+
+def check_lab_name(name: str) -> str | None:
+    """Why `name` is not a valid lab name, or None if it is."""
+    if _LAB_NAME.match(name):
+        return None
+    return (
+        f"{name!r} is not a valid lab name "
+        "(lowercase letters, digits, '-' and '_', starting with a letter or digit, ≤ 48)"
+    )
+
+
+class Attachment(enum.Enum):
+    """What the far end of a host interface is."""
+
+    VETH = "veth"  # a veth whose peer is another host's interface
+    BRIDGE = "bridge"  # a veth whose peer is a port of a lab bridge
+    NODE = "node"  # a port that the pktchain node creates later
+
+
+@dataclass(frozen=True)
+class InterfaceRef:
+    """An interface of a host, written ``host.interface`` in YAML."""
+
+    host: str
+    interface: str
+
+    def __str__(self) -> str:
+        return f"{self.host}.{self.interface}"
+
+
+@dataclass(frozen=True)
+class Interface:
+    """A network interface of a host.
+
+    For `Attachment.NODE` the lab creates nothing: it keeps `mac`, `mtu` and
+    `addresses` so that the node applies them with `configure_interface` once
+    it has created the port.
+    """
+
+    name: str
+    attachment: Attachment
+    peer: InterfaceRef | None = None
+    bridge: str | None = None
+    mac: str | None = None
+    mtu: int | None = None
+    addresses: tuple[IPInterface, ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route of a host.
+
+    `to` is ``0.0.0.0/0`` or ``::/0`` for a default route. `dev` is always set
+    in a parsed topology (given, or the interface whose subnet holds `via`);
+    it may be None in routes handed straight to `add_routes`, where the kernel
+    then picks the device.
+    """
+
+    to: IPNetwork
+    via: IPAddress | None = None
+    dev: str | None = None
+    metric: int | None = None
+
+    @property
+    def is_default(self) -> bool:
+        return self.to.prefixlen == 0
+
+    def __str__(self) -> str:
+        parts = ["default" if self.is_default else str(self.to)]
+        if self.via is not None:
+            parts.append(f"via {self.via}")
+        if self.dev is not None:
+            parts.append(f"dev {self.dev}")
+        if self.metric is not None:
+            parts.append(f"metric {self.metric}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host: one network namespace with its interfaces, routes and services."""
+
+    name: str
+    netns: str
+    interfaces: tuple[Interface, ...] = ()
+    routes: tuple[Route, ...] = ()
+    sysctls: tuple[tuple[str, str], ...] = ()
+    commands: tuple[tuple[str, ...], ...] = ()
+
+    def interface(self, name: str) -> Interface:
+        for interface in self.interfaces:
+            if interface.name == name:
+                return interface
+        raise KeyError(f"host {self.name!r} has no interface {name!r}")
+
+    def routes_on(self, ifname: str) -> tuple[Route, ...]:
+        """The routes that leave through interface `ifname`."""
+        return tuple(route for route in self.routes if route.dev == ifname)
+
+    def sysctls_on(self, ifname: str) -> tuple[tuple[str, str], ...]:
+        """The sysctls of one interface (``net.ipv6.conf.<ifname>.*`` and the like)."""
+        return tuple((k, v) for k, v in self.sysctls if ifname in k.split("."))
+
+    @property
+    def host_sysctls(self) -> tuple[tuple[str, str], ...]:
+        """The sysctls that name none of the host's interfaces: set before links exist."""
+        names = {i.name for i in self.interfaces}
+        return tuple((k, v) for k, v in self.sysctls if not names & set(k.split(".")))
+
+    @property
+    def interface_sysctls(self) -> tuple[tuple[str, str], ...]:
+        """The sysctls of the interfaces the lab creates: set once they exist."""
+        names = {i.name for i in self.interfaces if i.attachment is not Attachment.NODE}
+        return tuple((k, v) for k, v in self.sysctls if names & set(k.split(".")))
+
+    @property
+    def node_interfaces(self) -> tuple[Interface, ...]:
+        return tuple(i for i in self.interfaces if i.attachment is Attachment.NODE)
+
+    @property
+    def lab_routes(self) -> tuple[Route, ...]:
+        """The routes the lab installs: those not leaving through a node port."""
+        node_ports = {i.name for i in self.node_interfaces}
+        return tuple(route for route in self.routes if route.dev not in node_ports)
+
+
+@dataclass(frozen=True)
+class BridgePort:
+    """The fabric end of a veth between a host interface and a lab bridge."""
+
+    bridge: str
+    host: str
+    interface: str
+    port: str  # interface name in the fabric namespace, ≤ 15 characters
+
+
+@dataclass(frozen=True)
+class NodePort:
+    """An `attach: node` interface with everything the node needs to set it up."""
+
+    host: str
+    netns: str
+    interface: Interface
+    routes: tuple[Route, ...]
+    sysctls: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A parsed, validated lab topology."""
+
+    name: str
+    hosts: tuple[Host, ...]
+    bridges: tuple[str, ...] = ()
+    bridge_ports: tuple[BridgePort, ...] = ()
+    source: str = "<topology>"
+
+    @property
+    def fabric_netns(self) -> str | None:
+        """The namespace holding the bridges, or None when there are no bridges."""
+        return fabric_netns_name(self.name) if self.bridges else None
+
+    @property
+    def netns_names(self) -> tuple[str, ...]:
+        """Every namespace the lab creates, fabric first."""
+        fabric = (self.fabric_netns,) if self.fabric_netns else ()
+        return fabric + tuple(host.netns for host in self.hosts)
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(f"lab {self.name!r} has no host {name!r}")
+
+    def netns_of(self, host: str) -> str:
+        return self.host(host).netns
+
+    def veth_pairs(self) -> Iterator[tuple[InterfaceRef, InterfaceRef]]:
+        """Each host-to-host veth once, as (end that declared `attach`, other end)."""
+        for host in self.hosts:
+            for interface in host.interfaces:
+                if interface.attachment is Attachment.VETH and interface.peer is not None:
+                    here = InterfaceRef(host.name, interface.name)
+                    if _declares_pair(self, here, interface.peer):
+                        yield here, interface.peer
+
+    def node_ports(self) -> tuple[NodePort, ...]:
+        """Every interface declared `attach: node`, in declaration order."""
+        return tuple(
+            NodePort(
+                host.name,
+                host.netns,
+                interface,
+                host.routes_on(interface.name),
+                host.sysctls_on(interface.name),
+            )
+            for host in self.hosts
+            for interface in host.node_interfaces
+        )
+
+    def renamed(self, name: str) -> Topology:
+        """The same topology under another lab name (namespace names follow)."""
+        problem = check_lab_name(name)
+        if problem is not None:
+            raise TopologyError([TopologyIssue(self.source, None, "lab", problem)])
+        hosts = tuple(replace(host, netns=netns_name(name, host.name)) for host in self.hosts)
+        return replace(self, name=name, hosts=hosts)
+
+
+def _declares_pair(topology: Topology, here: InterfaceRef, peer: InterfaceRef) -> bool:
+    """True for exactly one end of each veth pair: the one declared first."""
+    order = [InterfaceRef(h.name, i.name) for h in topology.hosts for i in h.interfaces]
+    return order.index(here) < order.index(peer)
+
+
+# --------------------------------------------------------------------------
+# Loading: YAML nodes keep their line; Python mappings have none.
+
+
+class _Map(dict[str, Any]):
+    """A YAML mapping with the line of each key."""
+
+    def __init__(self, line: int | None) -> None:
+        super().__init__()
+        self.line = line
+        self.key_lines: dict[str, int] = {}
+
+
+class _Seq(list[Any]):
+    """A YAML sequence with the line of each item."""
+
+    def __init__(self, line: int | None) -> None:
+        super().__init__()
+        self.line = line
+        self.item_lines: list[int] = []
+
+
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
+def _from_node(node: yaml.Node, issues: list[TopologyIssue], source: str, path: str = "") -> Any:
+    """Plain data from a YAML node; scalars stay text so each field parses its own type."""
+    line = node.start_mark.line + 1
+    if path.count(".") + path.count("[") > 32:
+        issues.append(TopologyIssue(source, line, path, "nesting too deep (recursive alias?)"))
+        return None
+    if isinstance(node, yaml.ScalarNode):
+        return None if node.tag == _NULL_TAG else str(node.value)
+    if isinstance(node, yaml.SequenceNode):
+        seq = _Seq(line)
+        for index, item in enumerate(node.value):
+            seq.append(_from_node(item, issues, source, f"{path}[{index}]"))
+            seq.item_lines.append(item.start_mark.line + 1)
+        return seq
+    if isinstance(node, yaml.MappingNode):
+        mapping = _Map(line)
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                issues.append(TopologyIssue(source, key_line, path, "keys must be plain names"))
+                continue
+            key = str(key_node.value)
+            key_path = f"{path}.{key}" if path else key
+            if key in mapping:
+                first = mapping.key_lines[key]
+                issues.append(
+                    TopologyIssue(
+                        source, key_line, key_path, f"duplicate key (first on line {first})"
+                    )
+                )
+                continue
+            mapping[key] = _from_node(value_node, issues, source, key_path)
+            mapping.key_lines[key] = key_line
+        return mapping
+    raise TypeError(f"unexpected YAML node {node!r}")
+
+
+def _compose(text: str, source: str) -> tuple[Any, list[TopologyIssue]]:
+    """The document as plain data with lines, and the issues found while reading it."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise TopologyError([TopologyIssue(source, line, "", f"invalid YAML: {message}")]) from exc
+    except yaml.YAMLError as exc:
+        raise TopologyError([TopologyIssue(source, None, "", f"invalid YAML: {exc}")]) from exc
+    if node is None:
+        raise TopologyError([TopologyIssue(source, None, "", "the document is empty")])
+    issues: list[TopologyIssue] = []
+    return _from_node(node, issues, source), issues
+
+
+def load_topology(path: str | Path, *, lab_name: str | None = None) -> Topology:
+    """Read and validate a topology file; `lab_name` overrides its `lab:` name."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise TopologyError([TopologyIssue(source, None, "", f"cannot read: {reason}")]) from exc
+    return parse_topology(text, source=source, lab_name=lab_name)
+
+
+def parse_topology(text: str, *, source: str = "<string>", lab_name: str | None = None) -> Topology:
+    """Validate YAML text; `source` names it in errors."""
+    data, issues = _compose(text, source)
+    parser = _Parser(source)
+    parser.issues.extend(issues)
+    return parser.topology(data, lab_name)
+
+
+def topology_from_dict(
+    data: Mapping[str, Any], *, source: str = "<dict>", lab_name: str | None = None
+) -> Topology:
+    """Validate a topology given as Python data, shaped like the YAML."""
+    return _Parser(source).topology(data, lab_name)
+
+
+def read_lab_name(path: str | Path) -> str:
+    """Only the `lab:` name of a topology file, even if the rest of it is wrong."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise TopologyError([TopologyIssue(source, None, "", f"cannot read: {reason}")]) from exc
+    data, _ = _compose(text, source)
+    parser = _Parser(source)
+    name = None
+    if isinstance(data, Mapping):
+        name = parser.lab_name(data)
+    else:
+        parser.error("", _line(data), "expected a mapping with `lab:` and `hosts:`")
+    if name is None:
+        raise TopologyError(parser.issues)
+    return name
+
+
+# --------------------------------------------------------------------------
+# Validation
+
+
+def _line(value: Any) -> int | None:
+    return value.line if isinstance(value, _Map | _Seq) else None
+
+
+def _key_line(mapping: Mapping[str, Any], key: str) -> int | None:
+    if isinstance(mapping, _Map):
+        return mapping.key_lines.get(key, mapping.line)
+    return None
+
+
+def _item_line(seq: Sequence[Any], index: int) -> int | None:
+    if isinstance(seq, _Seq):
+        return seq.item_lines[index]
+    return None
+
+
+@dataclass
+class _RawInterface:
+    """An interface before attachments are resolved."""
+
+    host: str
+    name: str
+    path: str
+    line: int | None
+    attach: str | None
+    attach_line: int | None
+    mac: str | None = None
+    mtu: int | None = None
+    addresses: tuple[IPInterface, ...] = ()
+
+
+@dataclass
+class _RawHost:
+    name: str
+    path: str
+    line: int | None
+    data: Mapping[str, Any]
+    interfaces: dict[str, _RawInterface] = field(default_factory=dict)
+
+
+class _Parser:
+    """Walks the data once, recording every issue instead of stopping at the first."""
+
+    TOP_KEYS = ("lab", "bridges", "hosts")
+    HOST_KEYS = ("interfaces", "routes", "sysctls", "commands")
+    INTERFACE_KEYS = ("attach", "addresses", "mac", "mtu")
+    ROUTE_KEYS = ("to", "via", "dev", "metric")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.issues: list[TopologyIssue] = []
+
+    def error(self, path: str, line: int | None, message: str) -> None:
+        self.issues.append(TopologyIssue(self.source, line, path, message))
+
+    # -- scalars ---------------------------------------------------------
+
+    def text(self, value: Any, path: str, line: int | None) -> str | None:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        self.error(path, line, f"expected a string, got {_kind(value)}")
+        return None
+
+    def integer(self, value: Any, path: str, line: int | None, low: int, high: int) -> int | None:
+        number: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and re.fullmatch(r"[0-9]+", value):
+            number = int(value)
+        if number is None or not low <= number <= high:
+            self.error(path, line, f"expected an integer from {low} to {high}, got {value!r}")
+            return None
+        return number
+
+    def check_keys(self, mapping: Mapping[str, Any], allowed: Sequence[str], path: str) -> None:
+        for key in mapping:
+            if key not in allowed:
+                where = f"{path}.{key}" if path else str(key)
+                self.error(
+                    where,
+                    _key_line(mapping, key),
+                    f"unknown field (expected one of: {', '.join(allowed)})",
+                )
+
+    def mapping(self, value: Any, path: str, line: int | None) -> Mapping[str, Any] | None:
+        if value is None:
+            return _Map(line)
+        if isinstance(value, Mapping):
+            return value
+        self.error(path, line, f"expected a mapping, got {_kind(value)}")
+        return None
+
+    def sequence(self, value: Any, path: str, line: int | None) -> Sequence[Any] | None:
+        if value is None:
+            return _Seq(line)
+        if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+            return value
+        self.error(path, line, f"expected a list, got {_kind(value)}")
+        return None
+
+    # -- document --------------------------------------------------------
+
+    def lab_name(self, data: Mapping[str, Any]) -> str | None:
+        if "lab" not in data:
+            self.error("lab", _line(data), "missing: every topology names its lab")
+            return None
+        line = _key_line(data, "lab")
+        name = self.text(data["lab"], "lab", line)
+        if name is None:
+            return None
+        problem = check_lab_name(name)
+        if problem is not None:
+            self.error("lab", line, problem)
+            return None
+        return name
+
+    def topology(self, data: Any, lab_name: str | None) -> Topology:
+        if not isinstance(data, Mapping):
+            self.error("", _line(data), "expected a mapping with `lab:` and `hosts:`")
+            raise TopologyError(self.issues)
+        self.check_keys(data, self.TOP_KEYS, "")
+        if lab_name is None:
+            name = self.lab_name(data)
+        else:
+            name = lab_name
+            problem = check_lab_name(name)
+            if problem is not None:
+                self.error("lab", None, problem)
+        bridges = self.bridges(data)
+        raw_hosts = self.hosts(data)
+        interfaces = self.attachments(raw_hosts, bridges)
+        hosts: list[Host] = []
+        for raw in raw_hosts:
+            host_interfaces = tuple(interfaces[raw.name].values())
+            hosts.append(
+                Host(
+                    name=raw.name,
+                    netns=netns_name(name or "invalid", raw.name),
+                    interfaces=host_interfaces,
+                    routes=self.routes(raw, host_interfaces),
+                    sysctls=self.sysctls(raw),
+                    commands=self.commands(raw),
+                )
+            )
+        ports = self.bridge_ports(hosts)
+        if self.issues or name is None:
+            raise TopologyError(self.issues)
+        return Topology(
+            name=name,
+            hosts=tuple(hosts),
+            bridges=tuple(bridges),
+            bridge_ports=ports,
+            source=self.source,
+        )
+
+    def bridges(self, data: Mapping[str, Any]) -> dict[str, int | None]:
+        found: dict[str, int | None] = {}
+        if "bridges" not in data:
+            return found
+        items = self.sequence(data["bridges"], "bridges", _key_line(data, "bridges"))
+        for index, item in enumerate(items or ()):
+            path, line = f"bridges[{index}]", _item_line(items or (), index)
+            name = self.text(item, path, line)
+            if name is None:
+                continue
+            if not _IFNAME.match(name):
+                self.error(path, line, f"{name!r} is not a valid interface name{_IFNAME_RULE}")
+            elif name in (NODE, "lo"):
+                self.error(path, line, f"{name!r} is reserved")
+            elif name in found:
+                self.error(path, line, f"bridge {name!r} is declared twice")
+            else:
+                found[name] = line
+        return found
+
+    def hosts(self, data: Mapping[str, Any]) -> list[_RawHost]:
+        if "hosts" not in data:
+            self.error("hosts", _line(data), "missing: a lab has at least one host")
+            return []
+        hosts_map = self.mapping(data["hosts"], "hosts", _key_line(data, "hosts"))
+        if hosts_map is None:
+            return []
+        if not hosts_map:
+            self.error("hosts", _key_line(data, "hosts"), "a lab has at least one host")
+        result: list[_RawHost] = []
+        for name, value in hosts_map.items():
+            path, line = f"hosts.{name}", _key_line(hosts_map, name)
+            if not _HOST_NAME.match(name):
+                self.error(
+                    path,
+                    line,
+                    f"{name!r} is not a valid host name (lowercase letters, digits, "
+                    "'-' and '_', starting with a letter, ≤ 32)",
+                )
+                continue
+            if name == FABRIC:
+                self.error(path, line, f"{FABRIC!r} is reserved for the lab's bridge namespace")
+                continue
+            host_map = self.mapping(value, path, line)
+            if host_map is None:
+                continue
+            self.check_keys(host_map, self.HOST_KEYS, path)
+            raw = _RawHost(name, path, line, host_map)
+            self.interfaces(raw)
+            result.append(raw)
+        return result
+
+    def interfaces(self, host: _RawHost) -> None:
+        data = host.data
+        if "interfaces" not in data:
+            return
+        path = f"{host.path}.interfaces"
+        interfaces = self.mapping(data["interfaces"], path, _key_line(data, "interfaces"))
+        for name, value in (interfaces or {}).items():
+            ipath, line = f"{path}.{name}", _key_line(interfaces or {}, name)
+            if not _IFNAME.match(name):
+                self.error(ipath, line, f"{name!r} is not a valid interface name{_IFNAME_RULE}")
+                continue
+            if name == "lo":
+                self.error(ipath, line, "'lo' exists in every host and is always up")
+                continue
+            spec = self.mapping(value, ipath, line)
+            if spec is None:
+                continue
+            self.check_keys(spec, self.INTERFACE_KEYS, ipath)
+            attach = None
+            if "attach" in spec:
+                attach = self.text(spec["attach"], f"{ipath}.attach", _key_line(spec, "attach"))
+            raw = _RawInterface(
+                host=host.name,
+                name=name,
+                path=ipath,
+                line=line,
+                attach=attach,
+                attach_line=_key_line(spec, "attach") if "attach" in spec else line,
+            )
+            if "mac" in spec:
+                raw.mac = self.mac(spec["mac"], f"{ipath}.mac", _key_line(spec, "mac"))
+            if "mtu" in spec:
+                raw.mtu = self.integer(
+                    spec["mtu"], f"{ipath}.mtu", _key_line(spec, "mtu"), 68, 65535
+                )
+            if "addresses" in spec:
+                raw.addresses = self.addresses(spec, ipath)
+            host.interfaces[name] = raw
+
+    def mac(self, value: Any, path: str, line: int | None) -> str | None:
+        text = self.text(value, path, line)
+        if text is None:
+            return None
+        mac = text.lower()
+        if not _MAC.match(mac):
+            self.error(path, line, f"{text!r} is not a MAC address (xx:xx:xx:xx:xx:xx)")
+            return None
+        if int(mac[:2], 16) & 1:
+            self.error(path, line, f"{text!r} is a multicast address; an interface needs unicast")
+            return None
+        return mac
+
+    def addresses(self, spec: Mapping[str, Any], path: str) -> tuple[IPInterface, ...]:
+        path = f"{path}.addresses"
+        items = self.sequence(spec["addresses"], path, _key_line(spec, "addresses"))
+        result: list[IPInterface] = []
+        for index, item in enumerate(items or ()):
+            ipath, line = f"{path}[{index}]", _item_line(items or (), index)
+            text = self.text(item, ipath, line)
+            if text is None:
+                continue
+            if "/" not in text:
+                self.error(ipath, line, f"{text!r} needs a prefix length, e.g. {text}/24")
+                continue
+            try:
+                address = ipaddress.ip_interface(text)
+            except ValueError as exc:
+                self.error(ipath, line, str(exc))
+                continue
+            if address in result:
+                self.error(ipath, line, f"{text} is listed twice")
+                continue
+            result.append(address)
+        return tuple(result)
+
+    # -- attachments -----------------------------------------------------
+
+    def attachments(
+        self, hosts: Sequence[_RawHost], bridges: Mapping[str, int | None]
+    ) -> dict[str, dict[str, Interface]]:
+        by_host = {host.name: host for host in hosts}
+        # Which interface each peer reference points at, to pair implicit ends.
+        claimed: dict[tuple[str, str], _RawInterface] = {}
+        peers: dict[tuple[str, str], InterfaceRef] = {}
+        for host in hosts:
+            for raw in host.interfaces.values():
+                if raw.attach is None or "." not in raw.attach:
+                    continue
+                peer = self.peer_ref(raw, by_host)
+                if peer is None:
+                    continue
+                key = (peer.host, peer.interface)
+                if key in claimed:
+                    first = claimed[key]
+                    self.error(
+                        f"{raw.path}.attach",
+                        raw.attach_line,
+                        f"{peer} is already attached to {first.host}.{first.name}",
+                    )
+                    continue
+                claimed[key] = raw
+                peers[(raw.host, raw.name)] = peer
+        result: dict[str, dict[str, Interface]] = {}
+        for host in hosts:
+            result[host.name] = {}
+            for raw in host.interfaces.values():
+                interface = self.attachment(raw, bridges, claimed, peers)
+                if interface is not None:
+                    result[host.name][raw.name] = interface
+        return result
+
+    def peer_ref(self, raw: _RawInterface, hosts: Mapping[str, _RawHost]) -> InterfaceRef | None:
+        path = f"{raw.path}.attach"
+        peer_host, _, peer_if = (raw.attach or "").partition(".")
+        if peer_host not in hosts:
+            self.error(path, raw.attach_line, f"{raw.attach!r}: no host named {peer_host!r}")
+            return None
+        if peer_if not in hosts[peer_host].interfaces:
+            self.error(
+                path,
+                raw.attach_line,
+                f"{raw.attach!r}: host {peer_host!r} declares no interface {peer_if!r}",
+            )
+            return None
+        if (peer_host, peer_if) == (raw.host, raw.name):
+            self.error(path, raw.attach_line, "an interface cannot be attached to itself")
+            return None
+        far_attach = hosts[peer_host].interfaces[peer_if].attach
+        if far_attach is not None and "." not in far_attach:
+            self.error(
+                path,
+                raw.attach_line,
+                f"{raw.attach!r} is itself attached to {far_attach!r}, not to a veth",
+            )
+            return None
+        return InterfaceRef(peer_host, peer_if)
+
+    def attachment(
+        self,
+        raw: _RawInterface,
+        bridges: Mapping[str, int | None],
+        claimed: Mapping[tuple[str, str], _RawInterface],
+        peers: Mapping[tuple[str, str], InterfaceRef],
+    ) -> Interface | None:
+        base = Interface(
+            raw.name, Attachment.NODE, mac=raw.mac, mtu=raw.mtu, addresses=raw.addresses
+        )
+        here = (raw.host, raw.name)
+        path = f"{raw.path}.attach"
+        if raw.attach is None:
+            other = claimed.get(here)
+            if other is None:
+                self.error(
+                    path,
+                    raw.attach_line,
+                    "missing: give `attach: HOST.INTERFACE`, a bridge name or `node`, "
+                    "or name this interface in another interface's `attach`",
+                )
+                return None
+            return replace(
+                base, attachment=Attachment.VETH, peer=InterfaceRef(other.host, other.name)
+            )
+        if raw.attach == NODE:
+            return base
+        if "." not in raw.attach:
+            if raw.attach not in bridges:
+                self.error(
+                    path,
+                    raw.attach_line,
+                    f"{raw.attach!r} is not a bridge listed under `bridges`, "
+                    "nor `node`, nor HOST.INTERFACE",
+                )
+                return None
+            return replace(base, attachment=Attachment.BRIDGE, bridge=raw.attach)
+        peer = peers.get(here)
+        if peer is None:
+            return None  # already reported
+        # Both ends may name each other; if the far end names a third
+        # interface, the pair is ambiguous.
+        far = claimed.get(here)
+        if far is not None and (far.host, far.name) != (peer.host, peer.interface):
+            self.error(
+                path,
+                raw.attach_line,
+                f"{raw.host}.{raw.name} attaches to {peer} but {far.host}.{far.name} "
+                "attaches to it",
+            )
+            return None
+        return replace(base, attachment=Attachment.VETH, peer=peer)
+
+    def bridge_ports(self, hosts: Sequence[Host]) -> tuple[BridgePort, ...]:
+        ports: list[BridgePort] = []
+        used: set[str] = set()
+        for host in hosts:
+            for interface in host.interfaces:
+                if interface.attachment is not Attachment.BRIDGE or interface.bridge is None:
+                    continue
+                name = _port_name(host.name, interface.name, used)
+                used.add(name)
+                ports.append(BridgePort(interface.bridge, host.name, interface.name, name))
+        return tuple(ports)
+
+    # -- routes, sysctls, commands ---------------------------------------
+
+    def routes(self, host: _RawHost, interfaces: Sequence[Interface]) -> tuple[Route, ...]:
+        data = host.data
+        if "routes" not in data:
+            return ()
+        path = f"{host.path}.routes"
+        items = self.sequence(data["routes"], path, _key_line(data, "routes"))
+        result: list[Route] = []
+        for index, item in enumerate(items or ()):
+            rpath, line = f"{path}[{index}]", _item_line(items or (), index)
+            spec = self.mapping(item, rpath, line)
+            if spec is None:
+                continue
+            route = self.route(spec, rpath, line, interfaces)
+            if route is None:
+                continue
+            if any(r.to == route.to and r.metric == route.metric for r in result):
+                self.error(rpath, line, f"a route to {route.to} is already declared")
+                continue
+            result.append(route)
+        return tuple(result)
+
+    def route(
+        self,
+        spec: Mapping[str, Any],
+        path: str,
+        line: int | None,
+        interfaces: Sequence[Interface] | None,
+    ) -> Route | None:
+        """One route; with `interfaces` (a host's), `dev` is checked and resolved."""
+        self.check_keys(spec, self.ROUTE_KEYS, path)
+        errors_before = len(self.issues)
+        via: IPAddress | None = None
+        if "via" in spec:
+            text = self.text(spec["via"], f"{path}.via", _key_line(spec, "via"))
+            if text is not None:
+                try:
+                    via = ipaddress.ip_address(text)
+                except ValueError as exc:
+                    self.error(f"{path}.via", _key_line(spec, "via"), str(exc))
+        to = self.destination(spec, path, line, via)
+        dev: str | None = None
+        if "dev" in spec:
+            dev = self.text(spec["dev"], f"{path}.dev", _key_line(spec, "dev"))
+            if (
+                dev is not None
+                and interfaces is not None
+                and dev not in {i.name for i in interfaces}
+            ):
+                self.error(
+                    f"{path}.dev", _key_line(spec, "dev"), f"no interface {dev!r} on this host"
+                )
+        metric = None
+        if "metric" in spec:
+            metric = self.integer(
+                spec["metric"], f"{path}.metric", _key_line(spec, "metric"), 0, 2**32 - 1
+            )
+        if to is not None and via is not None and to.version != via.version:
+            self.error(f"{path}.via", _key_line(spec, "via"), f"{via} is not IPv{to.version}")
+        if "via" not in spec and "dev" not in spec:
+            self.error(path, line, "a route needs `via`, `dev`, or both")
+        if len(self.issues) > errors_before or to is None:
+            return None
+        if dev is None and via is not None and interfaces is not None:
+            dev = _interface_for(via, interfaces)
+            if dev is None:
+                self.error(
+                    f"{path}.via",
+                    _key_line(spec, "via"),
+                    f"{via} is in no subnet of this host's interfaces; add `dev:`",
+                )
+                return None
+        return Route(to=to, via=via, dev=dev, metric=metric)
+
+    def destination(
+        self, spec: Mapping[str, Any], path: str, line: int | None, via: IPAddress | None
+    ) -> IPNetwork | None:
+        if "to" not in spec:
+            self.error(f"{path}.to", line, "missing: a destination prefix or `default`")
+            return None
+        tline = _key_line(spec, "to")
+        text = self.text(spec["to"], f"{path}.to", tline)
+        if text is None:
+            return None
+        if text == "default":
+            if via is None:
+                self.error(
+                    f"{path}.to",
+                    tline,
+                    "`default` takes its family from `via`; without `via` write 0.0.0.0/0 or ::/0",
+                )
+                return None
+            return ipaddress.ip_network("0.0.0.0/0" if via.version == 4 else "::/0")
+        try:
+            return ipaddress.ip_network(text)
+        except ValueError as exc:
+            self.error(f"{path}.to", tline, str(exc))
+            return None
+
+    def sysctls(self, host: _RawHost) -> tuple[tuple[str, str], ...]:
+        data = host.data
+        if "sysctls" not in data:
+            return ()
+        path = f"{host.path}.sysctls"
+        values = self.mapping(data["sysctls"], path, _key_line(data, "sysctls"))
+        result: list[tuple[str, str]] = []
+        for key, value in (values or {}).items():
+            kpath, line = f"{path}.{key}", _key_line(values or {}, key)
+            if not _SYSCTL.match(key):
+                self.error(
+                    kpath,
+                    line,
+                    "only `net.*` sysctls belong to a network namespace; "
+                    "others would change the whole machine",
+                )
+                continue
+            text = self.text(int(value) if isinstance(value, bool) else value, kpath, line)
+            if text is not None:
+                result.append((key, text))
+        return tuple(result)
+
+    def commands(self, host: _RawHost) -> tuple[tuple[str, ...], ...]:
+        data = host.data
+        if "commands" not in data:
+            return ()
+        path = f"{host.path}.commands"
+        items = self.sequence(data["commands"], path, _key_line(data, "commands"))
+        result: list[tuple[str, ...]] = []
+        for index, item in enumerate(items or ()):
+            cpath, line = f"{path}[{index}]", _item_line(items or (), index)
+            argv: list[str] = []
+            if isinstance(item, str):
+                try:
+                    argv = shlex.split(item)
+                except ValueError as exc:
+                    self.error(cpath, line, f"cannot split into arguments: {exc}")
+                    continue
+            elif isinstance(item, Sequence):
+                for position, arg in enumerate(item):
+                    text = self.text(arg, f"{cpath}[{position}]", _item_line(item, position))
+                    if text is not None:
+                        argv.append(text)
+                if len(argv) != len(item):
+                    continue
+            else:
+                self.error(cpath, line, f"expected a command line or a list, got {_kind(item)}")
+                continue
+            if not argv:
+                self.error(cpath, line, "empty command")
+                continue
+            result.append(tuple(argv))
+        return tuple(result)
+
+
+_IFNAME_RULE = " (1-15 letters, digits, '_', '.', '-')"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, str):
+        return f"{value!r}"
+    if isinstance(value, Sequence):
+        return "a list"
+    return type(value).__name__
+
+
+def _interface_for(via: IPAddress, interfaces: Iterable[Interface]) -> str | None:
+    for interface in interfaces:
+        for address in interface.addresses:
+            if address.version == via.version and via in address.network:
+                return interface.name
+    return None
+
+
+def _port_name(host: str, interface: str, used: set[str]) -> str:
+    """A fabric-side interface name, ≤ 15 characters, unique in the lab."""
+    name = f"{host}-{interface}"
+    if len(name) < IFNAMSIZ and name not in used:
+        return name
+    digest = hashlib.sha1(f"{host}/{interface}".encode(), usedforsecurity=False).hexdigest()
+    for start in range(0, len(digest) - 12):
+        name = f"p-{digest[start : start + 12]}"
+        if name not in used:
+            return name
+    raise ValueError("no free bridge port name")  # 28 collisions of a hash: unreachable
+
+
+def parse_route(spec: Mapping[str, Any], *, source: str = "<route>") -> Route:
+    """One route given like a YAML `routes` item: ``{"to": ..., "via": ..., "dev": ...}``."""
+    parser = _Parser(source)
+    route = parser.route(spec, "route", None, None)
+    if route is None or parser.issues:
+        raise TopologyError(parser.issues)
+    return route
