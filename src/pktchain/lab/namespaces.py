@@ -201,7 +201,6 @@ def terminate(pids: Iterable[int], *, groups: bool = False, grace: float = 2.0) 
             _signal(pid, sig, groups)
         deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5.0)
         while time.monotonic() < deadline:
-            _reap(alive)
             if not any(process_alive(pid) for pid in alive):
                 return alive
             time.sleep(0.01)
@@ -220,10 +219,3 @@ def _signal(pid: int, sig: signal.Signals, group: bool) -> None:
                 os.kill(pid, sig)  # no longer a group leader, or never was
         else:
             os.kill(pid, sig)
-
-
-def _reap(pids: Iterable[int]) -> None:
-    """Collect those of `pids` that are this process's exited children."""
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)

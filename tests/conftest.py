@@ -1,0 +1,21 @@
+"""Test-suite wide settings.
+
+The lab fixtures (``lab_factory``, ``lab_host``, ``unique_name``) come from the
+``pktchain.lab.pytest_plugin`` plugin, loaded through its entry point. Every
+test under ``tests/netns`` is marked ``netns``, so it is skipped, with the
+reason, where network namespaces cannot be made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+NETNS_DIR = Path(__file__).parent / "netns"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if NETNS_DIR in Path(item.path).parents:
+            item.add_marker(pytest.mark.netns)
