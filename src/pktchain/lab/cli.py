@@ -122,8 +122,10 @@ def _print_lab(lab: Lab) -> None:
             first = False
         if first:
             table.add_row(host.name, host.netns, "lo", "", "")
+        node_ports = {i.name for i in host.node_interfaces}
         for route in host.routes:
-            routes.add_row(host.name, str(route))
+            by_node = " (added by the node)" if route.dev in node_ports else ""
+            routes.add_row(host.name, f"{route}{by_node}")
     if topology.fabric_netns:
         table.add_row("(bridges)", topology.fabric_netns, " ".join(topology.bridges), "", "")
     console = Console()

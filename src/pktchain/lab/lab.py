@@ -77,15 +77,17 @@ Stream = int | IO[Any] | None
 
 
 def as_topology(source: TopologySource, *, name: str | None = None) -> Topology:
-    """A `Topology` from a parsed one, a mapping, YAML text (`str`) or a file path.
+    """A `Topology` from a parsed one, a mapping, YAML text or a file path.
 
-    `name`, if given, replaces the lab name (namespace names follow).
+    A `str` holding a line break is YAML text; any other `str`, or a
+    `os.PathLike`, is the path of a file. `name`, if given, replaces the lab
+    name (namespace names follow).
     """
     if isinstance(source, Topology):
         return source if name is None else source.renamed(name)
     if isinstance(source, Mapping):
         return topology_from_dict(source, lab_name=name)
-    if isinstance(source, str):
+    if isinstance(source, str) and "\n" in source:
         return parse_topology(source, lab_name=name)
     return load_topology(Path(source), lab_name=name)
 

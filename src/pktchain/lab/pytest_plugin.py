@@ -4,7 +4,7 @@ Loaded in every pytest run through the ``pytest11`` entry point, so it imports
 nothing heavy until a fixture is used. It provides:
 
 - ``lab_factory``: ``lab = lab_factory(topology)`` brings up a lab from a
-  mapping, YAML text, a `pathlib.Path` or a `Topology`, under a unique name
+  mapping, YAML text, a file path or a `Topology`, under a unique name
   (the test's name, then the session token and a counter), and takes it down
   after the test whatever the outcome.
 - ``lab_host``: a lone host (only ``lo``) in a throwaway lab.
