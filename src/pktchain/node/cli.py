@@ -57,6 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pktchain.cli import UsageError
+    from pktchain.lab import LabError
     from pktchain.node.config import build_config
     from pktchain.node.daemon import Node
 
@@ -72,12 +73,12 @@ def _run(args: argparse.Namespace) -> int:
             check_frames=not args.no_frame_check,
             control=Path(args.control) if args.control else None,
         )
-    except ValueError as exc:
+    except (ValueError, LabError) as exc:
         raise UsageError(str(exc)) from exc
     node = Node(config)
     try:
         node.start()
-    except OSError as exc:
+    except (OSError, LabError) as exc:
         raise UsageError(f"node {args.name} could not start: {exc}") from exc
     node.run()
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pktchain.node.daemon import HostRoutes, NodeConfig, PortSpec
+from pktchain.node.daemon import NodeConfig, PortSpec
 from pktchain.node.ports import PortKind
 from pktchain.node.switch import DEFAULT_AGING
 
@@ -20,12 +20,7 @@ def build_config(
     control: Path | None = None,
 ) -> NodeConfig:
     """Raises ValueError naming the bad option or topology entry."""
-    ports: list[PortSpec] = []
-    routes: list[HostRoutes] = []
-    if topology is not None:
-        topo_ports, topo_routes = ports_from_topology(topology)
-        ports += topo_ports
-        routes += topo_routes
+    ports = ports_from_topology(topology) if topology is not None else []
     for value in taps:
         netns, ifname = _split(value, "--tap", netns_required=True)
         ports.append(PortSpec(PortKind.TAP, ifname, netns=netns))
@@ -37,7 +32,6 @@ def build_config(
     return NodeConfig(
         name=name,
         ports=tuple(ports),
-        routes=tuple(routes),
         mac_aging=DEFAULT_AGING if mac_aging is None else mac_aging,
         check_frames=check_frames,
         control=control,
@@ -57,6 +51,16 @@ def _split(value: str, option: str, *, netns_required: bool) -> tuple[str | None
     return netns, ifname
 
 
-def ports_from_topology(path: Path) -> tuple[list[PortSpec], list[HostRoutes]]:
-    """TAP ports for every interface the topology attaches to the node."""
-    raise NotImplementedError
+def ports_from_topology(path: Path) -> list[PortSpec]:
+    """A TAP port for every interface the topology declares `attach: node`.
+
+    Raises `pktchain.lab.TopologyError` (every problem, with its line) for a
+    bad file.
+    """
+    from pktchain.lab import load_topology
+
+    topology = load_topology(path)
+    return [
+        PortSpec(PortKind.TAP, port.interface.name, netns=port.netns, host=port.host, setup=port)
+        for port in topology.node_ports()
+    ]

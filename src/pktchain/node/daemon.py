@@ -15,28 +15,34 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pktchain.node.control import ControlServer, control_path
 from pktchain.node.datapath import Datapath, FrameCheck
 from pktchain.node.loop import EventLoop
 from pktchain.node.ports import PacketPort, Port, PortKind, TapPort
 from pktchain.node.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, MacTable
+from pktchain.node.tun import tap_mac
+
+if TYPE_CHECKING:
+    from pktchain.lab import NodePort
 
 log = logging.getLogger("pktchain.node")
 
 
 @dataclass(frozen=True)
 class PortSpec:
-    """One port to attach.  For a TAP port the node creates `ifname` in `netns`."""
+    """One port to attach.  For a TAP port the node creates `ifname` in `netns`.
+
+    `setup` is the lab topology's declaration of that interface (MAC, MTU,
+    addresses, sysctls, routes through it), applied once the TAP exists.
+    """
 
     kind: PortKind
     ifname: str
     netns: str | None = None
     host: str | None = None
-    mac: str | None = None
-    addresses: tuple[str, ...] = ()
-    mtu: int | None = None
+    setup: NodePort | None = None
 
     @property
     def name(self) -> str:
@@ -45,18 +51,9 @@ class PortSpec:
 
 
 @dataclass(frozen=True)
-class HostRoutes:
-    """Routes to add in a host once its node ports are up (they may go through them)."""
-
-    netns: str
-    routes: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
 class NodeConfig:
     name: str = "pktchain"
     ports: tuple[PortSpec, ...] = ()
-    routes: tuple[HostRoutes, ...] = ()
     mac_aging: float = DEFAULT_AGING
     mac_table_size: int = DEFAULT_MAX_ENTRIES
     control: Path | None = None
@@ -92,8 +89,6 @@ class Node:
             self.control.start()
             for spec in self.config.ports:
                 self.attach(spec)
-            for host_routes in self.config.routes:
-                _add_routes(host_routes)
         except BaseException:
             self.close()
             raise
@@ -135,7 +130,8 @@ class Node:
         if spec.kind is PortKind.TAP:
             port = TapPort(name=spec.name, ifname=spec.ifname, netns=spec.netns, host=spec.host)
             try:
-                port.mac = _configure_interface(spec)
+                _configure_tap(spec)
+                port.mac = tap_mac(port.fd)
             except BaseException:
                 port.close()
                 raise
@@ -208,21 +204,11 @@ def _frame_check(enabled: bool) -> FrameCheck:
     return frame_error
 
 
-def _configure_interface(spec: PortSpec) -> str:
-    """Give a TAP port its declared MAC/addresses/MTU and bring it up; returns its MAC."""
-    from pktchain.lab import configure_interface
+def _configure_tap(spec: PortSpec) -> None:
+    """Apply the topology's declaration to a new TAP port, or just bring it up."""
+    from pktchain.lab import configure_interface, configure_node_port
 
-    return configure_interface(
-        spec.netns,
-        spec.ifname,
-        mac=spec.mac,
-        addresses=spec.addresses,
-        mtu=spec.mtu,
-        up=True,
-    )
-
-
-def _add_routes(host_routes: HostRoutes) -> None:
-    from pktchain.lab import add_routes
-
-    add_routes(host_routes.netns, host_routes.routes)
+    if spec.setup is not None:
+        configure_node_port(spec.setup)
+    elif spec.netns is not None:
+        configure_interface(spec.netns, spec.ifname, up=True)

@@ -28,6 +28,7 @@ BATCH = 64
 
 ETH_DST = VNET_HDR_LEN
 ETH_SRC = VNET_HDR_LEN + 6
+ETH_TYPE = VNET_HDR_LEN + 12
 ETH_END = VNET_HDR_LEN + 14
 ZERO_MAC = bytes(6)
 
@@ -91,7 +92,7 @@ class Datapath:
                 drops[reason] += 1
                 continue
 
-            src = frame[ETH_SRC:ETH_END]
+            src = frame[ETH_SRC:ETH_TYPE]
             entry = entries.get(src)
             if entry is not None and entry.port is port:
                 entry.seen = now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -30,8 +31,13 @@ def port_table(status: dict[str, Any]) -> Table:
     return table
 
 
+def terminal_console() -> Console:
+    """A console that is 120 columns wide when writing to a file or a pipe."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+
+
 def print_status(status: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or terminal_console()
     console.print(port_table(status))
     switch = status["switch"]
     console.print(

@@ -29,6 +29,7 @@ TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
 TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
+SIOCGIFHWADDR = 0x8927  # also answered by a TUN/TAP descriptor for its device
 
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
@@ -102,3 +103,10 @@ def open_tap(
         where = f" in netns {netns}" if netns else ""
         raise TapError(exc.errno, f"cannot create TAP {ifname}{where}: {exc.strerror}") from exc
     return fd
+
+
+def tap_mac(fd: int) -> str:
+    """The MAC address of the TAP device behind `fd` (no netlink, no namespace switch)."""
+    ifr = fcntl.ioctl(fd, SIOCGIFHWADDR, bytes(IFNAMSIZ + 16))
+    # struct ifreq: name[16], then struct sockaddr {u16 family; char data[14]}.
+    return ifr[IFNAMSIZ + 2 : IFNAMSIZ + 8].hex(":")

@@ -1,0 +1,1 @@
+"""Demos: complete, self-checking walks through what pktchain does on real hosts."""

@@ -1,0 +1,78 @@
+"""Steps of a demo: each runs, is checked, and is reported as it finishes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pktchain.node.report import terminal_console
+
+
+class StepError(Exception):
+    """A step's expectation did not hold; the message says what was seen."""
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class DemoReport:
+    """Runs steps in order, printing each result (unless JSON output was asked for)."""
+
+    def __init__(self, title: str, *, json_output: bool) -> None:
+        self.title = title
+        self.json_output = json_output
+        self.steps: list[Step] = []
+        self.extra: dict[str, Any] = {}
+        self.console = terminal_console()
+        if not json_output:
+            self.console.rule(title)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.steps) and all(step.ok for step in self.steps)
+
+    def step(self, name: str, action: Callable[[], tuple[str, dict[str, Any]]]) -> bool:
+        """Run `action`, which returns (detail, data) or raises StepError."""
+        start = time.monotonic()
+        try:
+            detail, data = action()
+            ok = True
+        except StepError as exc:
+            detail, data, ok = str(exc), {}, False
+        step = Step(name, ok, detail, round(time.monotonic() - start, 3), data)
+        self.steps.append(step)
+        if not self.json_output:
+            mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
+            self.console.print(f"{mark} {name}: {detail}")
+        return ok
+
+    def show(self, renderable: Any) -> None:
+        if not self.json_output:
+            self.console.print(renderable)
+
+    def finish(self) -> int:
+        if self.json_output:
+            print(
+                json.dumps(
+                    {
+                        "demo": self.title,
+                        "ok": self.ok,
+                        "steps": [asdict(s) for s in self.steps],
+                        **self.extra,
+                    },
+                    indent=2,
+                )
+            )
+        else:
+            verdict = "[green]all steps passed[/green]" if self.ok else "[red]FAILED[/red]"
+            self.console.rule(f"{self.title}: {verdict}")
+        return 0 if self.ok else 1

@@ -1,0 +1,140 @@
+"""Running a node as a child process: start it, wait until it serves, stop it.
+
+The demo, the benchmarks and the tests all drive a real `pktchain node`
+process this way, exactly as a user would start it, and talk to it only over
+its control socket.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pktchain.node.control import RUN_DIR, ControlError, request
+
+
+class NodeProcessError(RuntimeError):
+    """The node did not start, or did not stop as asked."""
+
+
+class NodeProcess:
+    """A `pktchain node` child process with its own name and control socket."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        topology: Path | None = None,
+        args: tuple[str, ...] = (),
+        log_path: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.control = RUN_DIR / f"node-{name}.sock"
+        self.topology = topology
+        self.args = args
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise NodeProcessError(f"node {self.name} is not running")
+        return self._proc.pid
+
+    def start(self, timeout: float = 15.0) -> NodeProcess:
+        argv = [sys.executable, "-m", "pktchain", "node", "--name", self.name]
+        argv += ["--control", str(self.control)]
+        if self.topology is not None:
+            argv += ["--topology", str(self.topology)]
+        argv += list(self.args)
+        self._log = (
+            open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        )
+        self._proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise NodeProcessError(
+                    f"node {self.name} exited with status {self._proc.returncode} "
+                    f"while starting{self._log_tail()}"
+                )
+            try:
+                if request(self.control, "ping", timeout=1.0).get("ok"):
+                    return
+            except (ControlError, OSError):
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise NodeProcessError(f"node {self.name} did not serve within {timeout}s")
+
+    def status(self) -> dict[str, Any]:
+        return request(self.control, "status")
+
+    def port(self, name: str) -> dict[str, Any]:
+        for port in self.status()["ports"]:
+            if port["name"] == name:
+                return dict(port)
+        raise KeyError(f"node {self.name} has no port {name!r}")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then wait; returns the exit status (SIGKILL after `timeout`)."""
+        if self._proc is None:
+            return 0
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+                raise NodeProcessError(f"node {self.name} ignored SIGTERM for {timeout}s") from None
+        return self._finish()
+
+    def kill(self) -> int:
+        if self._proc is None:
+            return 0
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        return self._finish()
+
+    def _finish(self) -> int:
+        if self._proc is None:
+            return 0
+        code = self._proc.returncode
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
+        self._log = None
+        return code
+
+    def _log_tail(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        lines = self.log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        return ":\n  " + "\n  ".join(lines) if lines else ""
+
+    def __enter__(self) -> NodeProcess:
+        return self.start() if self._proc is None else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.stop()
+        except NodeProcessError:
+            self.kill()
