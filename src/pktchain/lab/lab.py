@@ -1,9 +1,10 @@
 """Running labs: bring a topology up, reach its hosts, take it all down again.
 
 `Lab.up` creates, in order: the namespaces (the bridges' ``fabric`` namespace
-first), the bridges, the veths between hosts and from hosts to bridges, the
-sysctls, MACs, MTUs and addresses, then waits for every link to be up, adds
-the routes and starts the background commands. Each namespace is written to
+first) and the hosts' sysctls, the bridges, the veths between hosts and from
+hosts to bridges, the interfaces' sysctls, MACs, MTUs and addresses, then
+waits for every link to be up, adds the routes and starts the background
+commands. Each namespace is written to
 the lab's journal before it is created and each process right after it
 starts, so that `down` can remove a lab that a crash left half made. Links
 need no journal entry: they live inside the lab's namespaces and go with them,
@@ -475,15 +476,22 @@ class Lab:
         """Kill the lab's processes and delete its namespaces. Safe to call twice."""
         if self._down:
             return Teardown(self.name)
-        killed = namespaces.terminate(
-            [p.pid for p in self.processes if p.returncode is None], groups=True
-        )
+        stuck: LabOSError | None = None
+        killed: list[int] = []
+        try:
+            killed = namespaces.terminate(
+                [p.pid for p in self.processes if p.returncode is None], groups=True
+            )
+        except LabOSError as exc:
+            stuck = exc  # remove the rest anyway, then report it
         for process in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=1.0)
+                process.wait(timeout=1.0)  # reap: they are this process's children
         self._journal.close()
         result = down(self.name)
         self._down = True
+        if stuck is not None:
+            raise stuck
         return Teardown(
             self.name,
             result.netns,
@@ -529,12 +537,24 @@ def down(name: str) -> Teardown:
         for p in (journal.processes if journal else ())
         if p.start is not None and namespaces.process_start_time(p.pid) == p.start
     ]
-    killed = namespaces.terminate(recorded, groups=True)
+    survivors: list[LabOSError] = []
+    killed: list[int] = []
+    try:
+        killed += namespaces.terminate(recorded, groups=True)
+    except LabOSError as exc:
+        survivors.append(exc)
     ids = [ns_id for ns in netns if (ns_id := namespaces.netns_id(ns)) is not None]
     inside = [pid for pids in namespaces.pids_in_netns(ids).values() for pid in pids]
-    killed += namespaces.terminate(inside)
+    try:
+        killed += namespaces.terminate(inside)
+    except LabOSError as exc:
+        survivors.append(exc)
+    # Delete the names even if a process survived SIGKILL (stuck in the
+    # kernel): the namespace then lives on, nameless, until that process ends.
     deleted = [ns for ns in netns if namespaces.delete_netns(ns)]
     files = remove_journal(name)
+    if survivors:
+        raise survivors[0]
     return Teardown(name, tuple(deleted), tuple(dict.fromkeys(killed)), tuple(files))
 
 
