@@ -214,8 +214,8 @@ def test_node_ports_are_configured_by_whoever_creates_them(lab_factory: LabFacto
         check=True,
     )
     port_a, _ = lab.topology.node_ports()
-    configure_node_port(port_a)
-    configure_interface(b.netns, "n0", addresses=["10.5.0.2/24", "fd00:5::2/64"])
+    configure_node_port(port_a)  # a veth has no carrier until both ends are up
+    configure_interface(b.netns, "n0", addresses=["10.5.0.2/24", "fd00:5::2/64"], wait=5)
     add_routes(b.netns, [{"to": "default", "via": "10.5.0.1"}])
     assert ping(a, "10.5.0.2").ok
     (link,) = ip_json(a, "link", "show", "dev", "n0")
@@ -226,7 +226,7 @@ def test_node_ports_are_configured_by_whoever_creates_them(lab_factory: LabFacto
     (default,) = ip_json(b, "-4", "route", "show", "default")
     assert default["gateway"] == "10.5.0.1"
     # Applying twice is harmless (the node may restart).
-    configure_node_port(port_a)
+    configure_node_port(port_a, wait=5)
     with pytest.raises(LabOSError) as caught:
         configure_interface(b.netns, "nosuch", mtu=1500)
     assert caught.value.errno == errno.ENODEV

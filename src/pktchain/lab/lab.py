@@ -281,11 +281,14 @@ class LabHost:
         addresses: Iterable[str] = (),
         mtu: int | None = None,
         up: bool = True,
+        wait: float = 0.0,
     ) -> None:
         """`pktchain.lab.configure_interface` in this host."""
         from pktchain.lab.links import configure_interface
 
-        configure_interface(self.netns, ifname, mac=mac, addresses=addresses, mtu=mtu, up=up)
+        configure_interface(
+            self.netns, ifname, mac=mac, addresses=addresses, mtu=mtu, up=up, wait=wait
+        )
 
     def add_routes(self, routes: Iterable[Route | Mapping[str, Any]]) -> None:
         """`pktchain.lab.add_routes` in this host."""

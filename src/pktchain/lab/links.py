@@ -197,16 +197,24 @@ def configure_interface(
     addresses: Iterable[str | IPInterface] = (),
     mtu: int | None = None,
     up: bool = True,
+    wait: float = 0.0,
 ) -> None:
     """Set MAC, MTU and addresses of an existing interface in `netns`, then bring it up.
 
     Meant for interfaces something else created, such as a port the node has
     moved into a host. Addresses are ``"10.0.0.1/24"`` strings or
     `ipaddress` interfaces; an address already present is left as is.
+
+    With `wait` > 0, also wait up to that many seconds for the interface to be
+    operationally up. A TAP device's carrier change can be batched by the
+    kernel for up to a second (net/core/link_watch.c), during which frames
+    sent to it are dropped.
     """
     parsed = [_as_interface(address) for address in addresses]
     with Netlink(netns) as netlink:
         netlink.configure(ifname, mac=mac, addresses=parsed, mtu=mtu, up=up)
+    if up and wait > 0:
+        wait_links_up({netns: [ifname]}, timeout=wait)
 
 
 def add_routes(netns: str, routes: Iterable[Route | Mapping[str, Any]]) -> None:
@@ -221,12 +229,12 @@ def add_routes(netns: str, routes: Iterable[Route | Mapping[str, Any]]) -> None:
             netlink.replace_route(route)
 
 
-def configure_node_port(port: NodePort) -> None:
+def configure_node_port(port: NodePort, *, wait: float = 0.0) -> None:
     """Apply what the topology declares for an ``attach: node`` interface.
 
     Call it after creating the port inside ``port.netns``: it sets the port's
     own sysctls, its MAC, MTU and addresses, brings it up and installs the
-    routes that leave through it.
+    routes that leave through it. `wait` is as for `configure_interface`.
     """
     iface = port.interface
     for key, value in port.sysctls:
@@ -235,6 +243,8 @@ def configure_node_port(port: NodePort) -> None:
         netlink.configure(iface.name, mac=iface.mac, addresses=iface.addresses, mtu=iface.mtu)
         for route in port.routes:
             netlink.replace_route(route)
+    if wait > 0:
+        wait_links_up({port.netns: [iface.name]}, timeout=wait)
 
 
 def wait_links_up(links: Mapping[str, Sequence[str]], *, timeout: float = 5.0) -> None:
