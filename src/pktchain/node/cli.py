@@ -17,6 +17,9 @@ def register(subparsers: Any) -> None:
     _add_name(parser)
     parser.add_argument("-t", "--topology", metavar="FILE", help="lab topology YAML")
     parser.add_argument(
+        "--lab", metavar="NAME", help="lab name to use instead of the topology's own"
+    )
+    parser.add_argument(
         "--tap",
         action="append",
         default=[],
@@ -67,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
         config = build_config(
             name=args.name,
             topology=Path(args.topology) if args.topology else None,
+            lab_name=args.lab,
             taps=args.tap,
             af_packets=args.af_packet,
             mac_aging=args.mac_aging,

@@ -13,6 +13,7 @@ def build_config(
     *,
     name: str,
     topology: Path | None = None,
+    lab_name: str | None = None,
     taps: list[str] | tuple[str, ...] = (),
     af_packets: list[str] | tuple[str, ...] = (),
     mac_aging: float | None = None,
@@ -20,7 +21,7 @@ def build_config(
     control: Path | None = None,
 ) -> NodeConfig:
     """Raises ValueError naming the bad option or topology entry."""
-    ports = ports_from_topology(topology) if topology is not None else []
+    ports = ports_from_topology(topology, lab_name) if topology is not None else []
     for value in taps:
         netns, ifname = _split(value, "--tap", netns_required=True)
         ports.append(PortSpec(PortKind.TAP, ifname, netns=netns))
@@ -51,7 +52,7 @@ def _split(value: str, option: str, *, netns_required: bool) -> tuple[str | None
     return netns, ifname
 
 
-def ports_from_topology(path: Path) -> list[PortSpec]:
+def ports_from_topology(path: Path, lab_name: str | None = None) -> list[PortSpec]:
     """A TAP port for every interface the topology declares `attach: node`.
 
     Raises `pktchain.lab.TopologyError` (every problem, with its line) for a
@@ -59,7 +60,7 @@ def ports_from_topology(path: Path) -> list[PortSpec]:
     """
     from pktchain.lab import load_topology
 
-    topology = load_topology(path)
+    topology = load_topology(path, lab_name=lab_name)
     return [
         PortSpec(PortKind.TAP, port.interface.name, netns=port.netns, host=port.host, setup=port)
         for port in topology.node_ports()

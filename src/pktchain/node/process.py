@@ -30,12 +30,14 @@ class NodeProcess:
         name: str,
         *,
         topology: Path | None = None,
+        lab_name: str | None = None,
         args: tuple[str, ...] = (),
         log_path: Path | None = None,
     ) -> None:
         self.name = name
         self.control = RUN_DIR / f"node-{name}.sock"
         self.topology = topology
+        self.lab_name = lab_name
         self.args = args
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
@@ -52,6 +54,8 @@ class NodeProcess:
         argv += ["--control", str(self.control)]
         if self.topology is not None:
             argv += ["--topology", str(self.topology)]
+        if self.lab_name is not None:
+            argv += ["--lab", self.lab_name]
         argv += list(self.args)
         self._log = (
             open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115

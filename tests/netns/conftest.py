@@ -1,0 +1,52 @@
+"""Fixtures for tests that run a real `pktchain node` process between lab hosts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pktchain.lab import Lab
+from pktchain.node.process import NodeProcess, NodeProcessError
+
+
+@pytest.fixture
+def node_lab(
+    lab_factory: Callable[..., Lab],
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> Iterator[Callable[..., tuple[Lab, NodeProcess]]]:
+    """``lab, node = node_lab(topology, args=())``: a lab and a node serving its node ports.
+
+    The node is stopped with SIGTERM after the test, before the lab goes, and
+    must exit 0.
+    """
+    nodes: list[NodeProcess] = []
+
+    def make(topology: dict[str, Any], *, args: tuple[str, ...] = ()) -> tuple[Lab, NodeProcess]:
+        path = tmp_path / f"topology-{len(nodes)}.yaml"
+        path.write_text(yaml.safe_dump(topology, sort_keys=False))
+        lab = lab_factory(path)
+        node = NodeProcess(
+            unique_name("node"),
+            topology=path,
+            lab_name=lab.name,
+            args=args,
+            log_path=tmp_path / f"node-{len(nodes)}.log",
+        )
+        nodes.append(node)
+        node.start()
+        return lab, node
+
+    yield make
+
+    codes = []
+    for node in nodes:
+        try:
+            codes.append(node.stop())
+        except NodeProcessError:
+            codes.append(node.kill())
+    assert all(code in (0, -9) for code in codes), f"node exit statuses: {codes}"
