@@ -64,6 +64,10 @@ class NodeConfig:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"ports declared twice: {', '.join(dupes)}")
+        if not self.mac_aging > 0:
+            raise ValueError(f"mac aging must be positive, got {self.mac_aging}")
+        if self.mac_table_size <= 0:
+            raise ValueError(f"mac table size must be positive, got {self.mac_table_size}")
 
     @property
     def control_path(self) -> Path:
