@@ -1198,3 +1198,14 @@ def test_builder_errors_name_the_field() -> None:
 def test_tcp_flags_reach_the_parse_result() -> None:
     frame = build(Ethernet(), Ipv4(), TcpLayer(flags=TcpFlag.SYN | TcpFlag.ACK))
     assert TcpFlag(parse_frame(frame).tcp_flags) == TcpFlag.SYN | TcpFlag.ACK
+
+
+def test_memoryviews_of_any_shape_count_bytes() -> None:
+    frame = build(Ethernet(), Ipv4(), Udp(7, 9), b"even")
+    expected = parse_frame(frame)
+    assert expected.error is None
+    assert parse_frame(memoryview(frame).cast("H")) == expected
+    spread = bytearray(2 * len(frame))
+    spread[::2] = frame
+    assert parse_frame(memoryview(spread)[::2]) == expected  # not contiguous
+    assert parse_ip(memoryview(frame).cast("H"), 14) == expected._replace(start=14, l2=-1)

@@ -35,6 +35,7 @@ from pktchain.packet.headers import (
     ICMPV6,
     IPV4,
     IPV6,
+    IPV6_EXTENSION,
     IPV6_FRAGMENT,
     NSH,
     NSH_CONTEXT_MD1,
@@ -294,7 +295,8 @@ class Ipv6Extension(Layer):
         next_header = _derived(
             self.next_header, after.ip_proto_code() if after else None, "Ipv6Extension.next_header"
         )
-        return bytes((next_header, length // 8 - 1)) + self.data + payload
+        header = IPV6_EXTENSION.pack(next_header=next_header, hdr_ext_len=length // 8 - 1)
+        return header + self.data + payload
 
 
 @dataclass(frozen=True)
