@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import pytest
+from memports import MemoryPort
 
 from pktchain.node.datapath import BATCH, Datapath
-from pktchain.node.ports import Port, PortKind
 from pktchain.node.switch import MacTable
 from pktchain.node.tun import VNET_HDR_LEN
 
@@ -29,40 +27,8 @@ def frame(dst: str, src: str, ethertype: int = 0x88B5, payload: bytes = b"x" * 4
     )
 
 
-class MemoryPort(Port):
-    """A port whose wire is two Python queues."""
-
-    def __init__(self, name: str, *, refuse: OSError | None = None) -> None:
-        self.inbox: deque[bytes] = deque()
-        self.sent: list[bytes] = []
-        self._refuse = refuse
-        super().__init__(
-            name=name,
-            kind=PortKind.TAP,
-            fd=-1,
-            recv=self._recv,
-            send=self._send,
-            netns=None,
-            ifname=name,
-        )
-
-    def _recv(self) -> bytes:
-        if not self.inbox:
-            raise BlockingIOError
-        return self.inbox.popleft()
-
-    def _send(self, data: bytes) -> int:
-        if self._refuse is not None:
-            raise self._refuse
-        self.sent.append(data)
-        return len(data)
-
-    def close(self) -> None:
-        pass
-
-
-def switch_with(*ports: MemoryPort, check=lambda _f: None, aging: float = 300.0) -> Datapath:  # type: ignore[no-untyped-def]
-    datapath = Datapath(MacTable(aging=aging, max_entries=4), check)
+def switch_with(*ports: MemoryPort, aging: float = 300.0) -> Datapath:
+    datapath = Datapath(MacTable(aging=aging, max_entries=4))
     for port in ports:
         datapath.add_port(port)
     return datapath
@@ -94,7 +60,8 @@ def test_unknown_unicast_is_flooded_then_learned_addresses_are_switched() -> Non
 def test_broadcast_goes_everywhere_but_the_ingress_port() -> None:
     p1, p2, p3 = MemoryPort("p1"), MemoryPort("p2"), MemoryPort("p3")
     dp = switch_with(p1, p2, p3)
-    bcast = frame(BROADCAST, mac(1), ethertype=0x0806)
+    arp_request = bytes.fromhex("00010800060400010200000000010a000001" + "00" * 6 + "0a000002")
+    bcast = frame(BROADCAST, mac(1), ethertype=0x0806, payload=arp_request + bytes(18))
     deliver(dp, p1, bcast)
     assert p1.sent == [] and p2.sent == [bcast] and p3.sent == [bcast]
 
@@ -126,12 +93,29 @@ def test_bad_frames_are_counted_drops(raw: bytes, reason: str) -> None:
     assert p2.sent == [good]  # traffic after the bad frame still flows
 
 
-def test_frame_check_reason_becomes_the_drop_reason() -> None:
+def test_malformed_ip_is_dropped_under_the_codec_reason_and_others_switched() -> None:
     p1, p2 = MemoryPort("p1"), MemoryPort("p2")
-    dp = switch_with(p1, p2, check=lambda f: "ipv4-total-length" if f[-1:] == b"!" else None)
-    deliver(dp, p1, frame(BROADCAST, mac(1), payload=b"!" * 46), frame(BROADCAST, mac(1)))
-    assert p1.drops == {"ipv4-total-length": 1}
-    assert len(p2.sent) == 1
+    dp = switch_with(p1, p2)
+    udp = bytes.fromhex("0001000200080000")  # ports 1 -> 2, length 8, no checksum
+    ipv4 = bytes.fromhex("4500001c000100004011") + bytes(10) + udp  # a 28-byte datagram
+    lying = bytearray(ipv4)
+    lying[2:4] = (600).to_bytes(2, "big")  # total length beyond the frame
+    good = frame(BROADCAST, mac(1), 0x0800, ipv4 + bytes(18))
+    bad = frame(BROADCAST, mac(1), 0x0800, bytes(lying) + bytes(18))
+    other = frame(BROADCAST, mac(1), 0x88B5, b"\xff" * 46)  # unknown EtherType: not judged
+    deliver(dp, p1, bad, good, other)
+    assert p1.drops == {"truncated-ipv4": 1}
+    assert p2.sent == [good, other]
+
+
+def test_frame_check_can_be_turned_off() -> None:
+    p1, p2 = MemoryPort("p1"), MemoryPort("p2")
+    dp = Datapath(MacTable(), check_frames=False)
+    dp.add_port(p1)
+    dp.add_port(p2)
+    lying = frame(BROADCAST, mac(1), 0x0800, bytes.fromhex("4500ffff") + bytes(42))
+    deliver(dp, p1, lying)
+    assert p1.drops == {} and p2.sent == [lying]
 
 
 def test_transmit_refused_by_the_kernel_is_counted_on_the_output_port() -> None:

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pktchain.node.control import ControlServer, control_path
-from pktchain.node.datapath import Datapath, FrameCheck
+from pktchain.node.datapath import Datapath
 from pktchain.node.loop import EventLoop
 from pktchain.node.ports import PacketPort, Port, PortKind, TapPort
+from pktchain.node.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
 from pktchain.node.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, MacTable
 from pktchain.node.tun import tap_mac
 
@@ -58,6 +59,8 @@ class NodeConfig:
     mac_table_size: int = DEFAULT_MAX_ENTRIES
     control: Path | None = None
     check_frames: bool = True
+    flow_idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_flows: int = DEFAULT_MAX_FLOWS
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.ports]
@@ -66,6 +69,8 @@ class NodeConfig:
             raise ValueError(f"ports declared twice: {', '.join(dupes)}")
         if not self.mac_aging > 0:
             raise ValueError(f"mac aging must be positive, got {self.mac_aging}")
+        if not self.flow_idle_timeout > 0:
+            raise ValueError(f"flow idle timeout must be positive, got {self.flow_idle_timeout}")
         if self.mac_table_size <= 0:
             raise ValueError(f"mac table size must be positive, got {self.mac_table_size}")
 
@@ -82,7 +87,12 @@ class Node:
 
     def __post_init__(self) -> None:
         self.macs: MacTable[Port] = MacTable(self.config.mac_aging, self.config.mac_table_size)
-        self.datapath = Datapath(self.macs, _frame_check(self.config.check_frames))
+        self.datapath = Datapath(self.macs, check_frames=self.config.check_frames)
+        self.ports: dict[str, Port] = {}
+        self.steering = Steering(
+            self.ports, idle_timeout=self.config.flow_idle_timeout, max_flows=self.config.max_flows
+        )
+        self.datapath.steering = self.steering
         self.control = ControlServer(self.config.control_path, self.loop, self.handle_request)
         self._closed = False
 
@@ -97,6 +107,7 @@ class Node:
             self.close()
             raise
         self.loop.call_every(min(1.0, self.config.mac_aging / 4), self._age)
+        self.loop.call_every(min(5.0, self.config.flow_idle_timeout / 4), self._expire_flows)
         for signum in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(signum, self._on_signal)
         log.info(
@@ -142,6 +153,7 @@ class Node:
         else:
             port = PacketPort(name=spec.name, ifname=spec.ifname, netns=spec.netns, host=spec.host)
         self.datapath.add_port(port)
+        self.ports[port.name] = port
         self.loop.add_reader(port.fd, lambda: self._drain(port))
         log.info(
             "port %s attached (%s, netns %s, mac %s)",
@@ -155,12 +167,19 @@ class Node:
     def detach(self, port: Port) -> None:
         self.loop.remove_reader(port.fd)
         self.datapath.remove_port(port)
+        self.ports.pop(port.name, None)
         port.close()
         log.info("port %s detached", port.name)
 
     def _drain(self, port: Port) -> None:
-        self.datapath.now = self.loop.now
+        self.datapath.now = self.steering.now = self.loop.now
         self.datapath.drain(port)
+
+    def _expire_flows(self) -> None:
+        self.steering.now = self.loop.now
+        expired = self.steering.expire(self.loop.now)
+        if expired:
+            log.debug("forgot %d idle flows", expired)
 
     def _age(self) -> None:
         aged = self.macs.expire(self.loop.now)
@@ -174,6 +193,11 @@ class Node:
             return {"ok": True, **self.status()}
         if op == "ping":
             return {"ok": True}
+        if op == "flows":
+            limit = request.get("limit", 1000)
+            if not isinstance(limit, int) or limit < 0:
+                return {"ok": False, "error": "limit must be a non-negative integer"}
+            return {"ok": True, "flows": self.steering.flow_table(limit)}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def status(self) -> dict[str, Any]:
@@ -193,19 +217,12 @@ class Node:
                 "table_full": stats.full,
                 "floods": self.datapath.floods,
             },
+            "steering": self.steering.status(),
             "mac_table": [
                 {"mac": mac.hex(":"), "port": entry.port.name, "age": round(now - entry.seen, 1)}
                 for mac, entry in sorted(self.macs.entries.items())
             ],
         }
-
-
-def _frame_check(enabled: bool) -> FrameCheck:
-    if not enabled:
-        return lambda _frame: None
-    from pktchain.node.ingress import frame_error
-
-    return frame_error
 
 
 def _configure_tap(spec: PortSpec) -> None:

@@ -19,11 +19,16 @@ import os
 import socket
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 from functools import partial
+from typing import TYPE_CHECKING
 
 from pktchain.node.tun import VNET_HDR_LEN, in_netns, open_tap
+from pktchain.packet.address import Buffer
+
+if TYPE_CHECKING:
+    from pktchain.node.steering import FlowEntry, FlowKey
 
 MAX_FRAME = 65536 + VNET_HDR_LEN + 64
 """Largest read: a 64 KB GSO segment, its Ethernet and VLAN headers, the vnet header."""
@@ -56,13 +61,17 @@ class Port:
     """One attachment of the node: a descriptor plus counters.
 
     `recv()` returns one frame (vnet header included) or raises
-    `BlockingIOError` when none is waiting; `send(frame)` writes one.  Both are
-    bound once at construction so the packet loop calls them without lookups.
+    `BlockingIOError` when none is waiting; `send(frame)` writes one, and
+    `sendv(parts)` writes one frame given in pieces (so that a rewritten
+    header goes out in front of the untouched rest of a 64 KB frame without
+    copying it).  They are bound once at construction so the packet loop calls
+    them without lookups.
     """
 
     __slots__ = (
         "drops",
         "fd",
+        "flows",
         "host",
         "ifname",
         "index",
@@ -74,6 +83,7 @@ class Port:
         "rx_bytes",
         "rx_packets",
         "send",
+        "sendv",
         "tx_bytes",
         "tx_errors",
         "tx_packets",
@@ -87,6 +97,7 @@ class Port:
         fd: int,
         recv: Callable[[], bytes],
         send: Callable[[bytes], int],
+        sendv: Callable[[Sequence[Buffer]], int],
         netns: str | None,
         ifname: str,
         host: str | None = None,
@@ -97,11 +108,14 @@ class Port:
         self.fd = fd
         self.recv = recv
         self.send = send
+        self.sendv = sendv
         self.netns = netns
         self.ifname = ifname
         self.host = host
         self.mac = mac
         self.index = -1
+        # Flow table of a port that service chains steer from (None: switching only).
+        self.flows: dict[FlowKey, FlowEntry] | None = None
         self.rx_packets = 0
         self.rx_bytes = 0
         self.tx_packets = 0
@@ -118,6 +132,16 @@ class Port:
             return
         self.tx_packets += 1
         self.tx_bytes += len(frame) - VNET_HDR_LEN
+
+    def transmit_parts(self, parts: Sequence[Buffer], size: int) -> None:
+        """Write one frame given in pieces (`size` bytes with the vnet header)."""
+        try:
+            self.sendv(parts)
+        except OSError as exc:
+            self.tx_failed(exc)
+            return
+        self.tx_packets += 1
+        self.tx_bytes += size - VNET_HDR_LEN
 
     def tx_failed(self, exc: OSError) -> None:
         """Count a frame the kernel refused (ENOBUFS, EIO on a down TAP, ...)."""
@@ -156,6 +180,7 @@ class TapPort(Port):
             fd=fd,
             recv=partial(os.read, fd, MAX_FRAME),
             send=partial(os.write, fd),
+            sendv=partial(os.writev, fd),
             netns=netns,
             ifname=ifname,
             host=host,
@@ -189,15 +214,18 @@ class PacketPort(Port):
                 raise
         sock.setblocking(False)
         self._sock = sock
+        mac = sock.getsockname()[4].hex(":")
         super().__init__(
             name=name,
             kind=PortKind.AF_PACKET,
             fd=sock.fileno(),
             recv=partial(sock.recv, MAX_FRAME),
             send=sock.send,
+            sendv=sock.sendmsg,
             netns=netns,
             ifname=ifname,
             host=host,
+            mac=mac,
         )
 
     def close(self) -> None:
