@@ -51,7 +51,7 @@ def topology(name: str) -> dict[str, Any]:
             "interfaces": {
                 "eth0": {
                     "attach": attach,
-                    "mac": f"02:00:00:00:{int(subnet.split('.')[-1]):02x}:{n:02x}",
+                    "mac": f"02:00:00:00:{int(subnet.rsplit('.', maxsplit=1)[-1]):02x}:{n:02x}",
                     "addresses": [f"{subnet}.{n}/24"],
                 }
             }
