@@ -98,7 +98,20 @@ def tcp_gbps(lab: Lab, pair: tuple[str, str, str], seconds: float) -> float:
     return float(json.loads(result.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
-def udp_pps(lab: Lab, pair: tuple[str, str, str], seconds: float) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process so far (/proc/PID/stat fields 14, 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+NODE_CPU: list[tuple[float, float]] = []
+"""(user, system) seconds the node spent in each small-packet run through it."""
+
+
+def udp_pps(
+    lab: Lab, pair: tuple[str, str, str], seconds: float, node_pid: int | None = None
+) -> float:
     sender, receiver, subnet = pair
     rx_host = lab.host(receiver)
     argv = [
@@ -118,9 +131,13 @@ def udp_pps(lab: Lab, pair: tuple[str, str, str], seconds: float) -> float:
         str(seconds),
     ]
     before = rx_packets(rx_host)
+    cpu_before = cpu_seconds(node_pid) if node_pid else (0.0, 0.0)
     result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True)
     time.sleep(0.2)  # let the last queued frames through before reading the counter
     received = rx_packets(rx_host) - before
+    if node_pid:
+        cpu_after = cpu_seconds(node_pid)
+        NODE_CPU.append((cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]))
     flood = json.loads(result.stdout)
     return received / float(flood["seconds"])
 
@@ -175,7 +192,12 @@ def main() -> int:
                 "TCP Gbit/s", args.repeat, lambda p: tcp_gbps(lab, p, args.seconds), lab
             )
             results["udp_pps"] = measure(
-                "small UDP packets/s", args.repeat, lambda p: udp_pps(lab, p, args.seconds), lab
+                "small UDP packets/s",
+                args.repeat,
+                lambda p: udp_pps(
+                    lab, p, args.seconds, node.pid if p == PAIRS["pktchain switch"] else None
+                ),
+                lab,
             )
             results["rtt_ms"] = measure(
                 "ping RTT ms", args.repeat, lambda p: rtt_ms(lab, p, args.pings), lab
@@ -207,6 +229,10 @@ def main() -> int:
         "repeat": args.repeat,
         "results": rows,
         "node_drops": drops,
+        "node_cpu_during_small_packets": {
+            "user_s": round(sum(u for u, _ in NODE_CPU), 2),
+            "system_s": round(sum(k for _, k in NODE_CPU), 2),
+        },
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -223,6 +249,11 @@ def main() -> int:
                 f"{row['ratio']:>7.2f}  {goal}"
             )
         print(f"node drops by port: {drops}")
+        cpu = report["node_cpu_during_small_packets"]
+        print(
+            "node CPU during the small-packet runs: "
+            f"user {cpu['user_s']} s, system {cpu['system_s']} s"
+        )
     return 0
 
 
