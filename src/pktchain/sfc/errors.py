@@ -404,11 +404,11 @@ class InvalidPortPairGroups(Conflict):
 
 
 class PortChainInconsistentCorrelations(BadRequest):
-    def __init__(self, chain: str, chain_corr: str, group: Ref, pair: Ref, pair_corr: str) -> None:
+    def __init__(self, chain: Ref, chain_corr: str, group: Ref, pair: Ref, pair_corr: str) -> None:
         super().__init__(
-            f"Port chain {chain} uses correlation {chain_corr} but port pair {describe(pair)} "
-            f"of port pair group {describe(group)} uses {pair_corr}.",
-            resources=(group, pair),
+            f"Port chain {describe(chain)} uses correlation {chain_corr} but port pair "
+            f"{describe(pair)} of port pair group {describe(group)} uses {pair_corr}.",
+            resources=(group, pair) if isinstance(chain, str) else (chain, group, pair),
         )
 
 

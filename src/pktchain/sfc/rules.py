@@ -45,6 +45,7 @@ from pktchain.sfc.errors import (
     PortPairIngressNoHost,
     PortPairInUse,
     PortPairPortNotFound,
+    Ref,
     ServiceGraphFlowClassifierInConflict,
     ServiceGraphInconsistentEncapsulation,
     ServiceGraphInvalidPortChains,
@@ -63,6 +64,7 @@ from pktchain.sfc.resources import (
     PortPair,
     PortPairGroup,
     Protocol,
+    Resource,
     ServiceGraph,
 )
 from pktchain.sfc.state import SfcState
@@ -70,6 +72,11 @@ from pktchain.sfc.state import SfcState
 
 def _corr(value: Correlation | None) -> str:
     return "no correlation" if value is None else value.value
+
+
+def _new_label(resource: Resource) -> str:
+    """How a message names a resource still being created (its id means nothing yet)."""
+    return f"'{resource.name}'" if resource.name else "being created"
 
 
 def _lowest_free(used: set[int], high: int | None = None) -> int | None:
@@ -181,7 +188,7 @@ def check_port_pair_group(
     # also when a group the chain uses changes.
     after = state.with_resource(group)
     for chain in state.chains_with_group(group.id):
-        _check_chain_correlation(after, chain)
+        _check_chain_correlation(after, chain, chain)
     return group
 
 
@@ -199,7 +206,7 @@ def check_flow_classifier(
 ) -> FlowClassifier:
     if old is not None:
         return fc  # only name and description change
-    label = describe(fc)
+    label = _new_label(fc)
     # flowclassifier_db._check_port_range_valid
     for field, low, high in (
         ("source_port_range", fc.source_port_range_min, fc.source_port_range_max),
@@ -248,14 +255,14 @@ def check_flow_classifier_delete(state: SfcState, fc: FlowClassifier) -> None:
 # --- port chains -----------------------------------------------------------------------
 
 
-def _check_chain_correlation(state: SfcState, chain: PortChain) -> None:
+def _check_chain_correlation(state: SfcState, chain: PortChain, label: Ref) -> None:
     # sfc_db._validate_correlation_consistency: a pair's correlation is none or the chain's.
     chain_corr = chain.chain_parameters.correlation
     for group, pairs in state.chain_port_pairs(chain):
         for pair in pairs:
             if pair.correlation not in (None, chain_corr):
                 raise PortChainInconsistentCorrelations(
-                    describe(chain), chain_corr.value, group, pair, _corr(pair.correlation)
+                    label, chain_corr.value, group, pair, _corr(pair.correlation)
                 )
 
 
@@ -274,7 +281,7 @@ def _overlap_reason(mine: str, theirs: str, match: Match, other: Match) -> str:
 
 
 def check_port_chain(state: SfcState, chain: PortChain, old: PortChain | None) -> PortChain:
-    label = describe(chain)
+    label = describe(chain) if old is not None else _new_label(chain)
     if old is not None:
         # sfc_db.update_port_chain: a chain in a graph keeps its groups and classifiers.
         graph = state.graph_of_chain(chain.id)
@@ -292,13 +299,18 @@ def check_port_chain(state: SfcState, chain: PortChain, old: PortChain | None) -
     for other in state.port_chains.values():
         if other.id != chain.id and other.port_pair_groups == chain.port_pair_groups:
             raise InvalidPortPairGroups(groups, other)
-    _check_chain_correlation(state, chain)
+    _check_chain_correlation(state, chain, chain if old is not None else label)
     # sfc_db._validate_flow_classifiers
     classifiers = [state.get(FlowClassifier, fc_id) for fc_id in chain.flow_classifiers]
     for fc in classifiers:
         user = state.chain_of_flow_classifier(fc.id)
         if user is not None and user.id != chain.id:
             raise FlowClassifierInUse(fc, user)
+    # The OVS driver's create_port_chain_precommit; pktchain checks updates too.
+    if chain.symmetric:
+        for fc in classifiers:
+            if fc.logical_destination_port is None:
+                raise PortChainSymmetricNeedsDestinationPort(label, fc)
     for fc, mine, match in _matches(state, chain):
         for other in state.port_chains.values():
             if other.id == chain.id:
@@ -312,11 +324,6 @@ def check_port_chain(state: SfcState, chain: PortChain, old: PortChain | None) -
                         other,
                         _overlap_reason(mine, theirs, match, other_match),
                     )
-    # The OVS driver's create_port_chain_precommit; pktchain checks updates too.
-    if chain.symmetric:
-        for fc in classifiers:
-            if fc.logical_destination_port is None:
-                raise PortChainSymmetricNeedsDestinationPort(label, fc)
     if old is not None:
         return chain
     # sfc_db.create_port_chain: chain ids are unique; 0 asks for the lowest free one.
