@@ -48,6 +48,11 @@ def register(subparsers: Any) -> None:
     _add_name(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_status)
+    flows = sub.add_parser("flows", help="print a running node's flow table")
+    _add_name(flows)
+    flows.add_argument("--limit", type=int, default=1000, help="at most this many flows")
+    flows.add_argument("--json", action="store_true", help="machine-readable output")
+    flows.set_defaults(handler=_flows)
 
 
 def _add_name(parser: argparse.ArgumentParser) -> None:
@@ -88,8 +93,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
-    import json
+def _ask(args: argparse.Namespace, op: str, **params: Any) -> dict[str, Any]:
+    """One request to the node named on the command line; errors become one line."""
     from pathlib import Path
 
     from pktchain.cli import UsageError
@@ -97,13 +102,35 @@ def _status(args: argparse.Namespace) -> int:
 
     path = Path(args.control) if args.control else control_path(args.name)
     try:
-        reply = request(path, "status")
+        reply = request(path, op, **params)
     except ControlError as exc:
         raise UsageError(str(exc)) from exc
+    if not reply.get("ok"):
+        raise UsageError(f"node {args.name}: {reply.get('error')}")
+    return reply
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    reply = _ask(args, "status")
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0
     from pktchain.node.report import print_status
 
     print_status(reply)
+    return 0
+
+
+def _flows(args: argparse.Namespace) -> int:
+    import json
+
+    reply = _ask(args, "flows", limit=args.limit)
+    if args.json:
+        print(json.dumps(reply["flows"], indent=2))
+        return 0
+    from pktchain.node.report import flow_table, terminal_console
+
+    terminal_console().print(flow_table(reply["flows"]))
     return 0

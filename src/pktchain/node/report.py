@@ -31,6 +31,57 @@ def port_table(status: dict[str, Any]) -> Table:
     return table
 
 
+def chain_table(status: dict[str, Any]) -> Table:
+    """Per chain, per hop (group, port pair, direction): flows, packets, bytes."""
+    table = Table(title="chains", title_justify="left")
+    for column in ("chain", "spi", "group", "port pair", "direction"):
+        table.add_column(column)
+    for column in ("flows", "packets", "bytes"):
+        table.add_column(column, justify="right")
+    for chain in status["steering"]["chains"]:
+        table.add_row(
+            chain["name"] or chain["id"],
+            str(chain["spi"]),
+            "all",
+            "",
+            "",
+            f"{chain['flows']:,}",
+            f"{chain['packets']:,}",
+            f"{chain['bytes']:,}",
+        )
+        for hop in chain["hops"]:
+            table.add_row(
+                "",
+                "",
+                f"{hop['group']}: {hop['group_name']}",
+                hop["port_pair_name"],
+                hop["direction"],
+                f"{hop['flows']:,}",
+                f"{hop['packets']:,}",
+                f"{hop['bytes']:,}",
+            )
+    return table
+
+
+def flow_table(flows: list[dict[str, Any]]) -> Table:
+    table = Table(title="flows", title_justify="left")
+    for column in ("source", "destination", "proto", "chain", "path"):
+        table.add_column(column)
+    for column in ("packets", "idle s"):
+        table.add_column(column, justify="right")
+    for flow in flows:
+        table.add_row(
+            f"{flow['src']}:{flow['sport']}",
+            f"{flow['dst']}:{flow['dport']}",
+            str(flow["proto"]),
+            flow["chain"] or "-",
+            " → ".join(flow["path"]) or "-",
+            f"{flow['packets']:,}",
+            f"{flow['idle']:g}",
+        )
+    return table
+
+
 def terminal_console() -> Console:
     """A console that is 120 columns wide when writing to a file or a pipe."""
     return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -44,4 +95,13 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
         f"switch: {switch['mac_entries']} MAC entries (aging {switch['mac_aging']:g}s), "
         f"learned {switch['learned']}, moved {switch['moved']}, aged {switch['aged']}, "
         f"floods {switch['floods']}"
+    )
+    steering = status["steering"]
+    if steering["chains"]:
+        console.print(chain_table(status))
+    stats = steering["stats"]
+    console.print(
+        f"steering: {steering['flows']} flows, classified {stats['classified']}, "
+        f"unclassified {stats['unclassified']}, re-pinned {stats['repinned']}, "
+        f"expired {stats['expired']}"
     )
