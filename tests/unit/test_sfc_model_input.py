@@ -113,7 +113,7 @@ def test_required_attributes(sfc: Sfc) -> None:
 
 
 def test_body_must_be_an_object(sfc: Sfc) -> None:
-    bad(sfc, e.InvalidInput, "port", lambda: sfc.model.create(Port, ["not", "a", "dict"]))
+    bad(sfc, e.InvalidInput, "port", lambda: sfc.model.create(Port, ["not", "a", "dict"]))  # type: ignore[arg-type]
 
 
 def test_tenant_and_project_must_agree(sfc: Sfc) -> None:
@@ -469,9 +469,13 @@ def test_reverse_match_swaps_the_directions() -> None:
 
 
 def test_l7_values_that_differ_are_disjoint() -> None:
-    base = {"id": str(uuid.uuid4()), "logical_source_port": SRC}
-    a = FlowClassifier(**base, l7_parameters=FrozenMap({"http_host": "a.example"}))
-    b = FlowClassifier(**base, l7_parameters=FrozenMap({"http_host": "b.example"}))
-    c = FlowClassifier(**base)
+    def classifier(**l7: str) -> FlowClassifier:
+        return FlowClassifier(
+            id=str(uuid.uuid4()), logical_source_port=SRC, l7_parameters=FrozenMap(l7)
+        )
+
+    a = classifier(http_host="a.example")
+    b = classifier(http_host="b.example")
+    c = classifier()
     assert not fields_overlap(a, b)
     assert fields_overlap(a, c)

@@ -106,18 +106,21 @@ class SfcState:
 
     def with_resource(self, resource: Resource) -> SfcState:
         """A new state with `resource` added, or replacing the one with its id."""
-        tables = dict(self._tables)
-        table = dict(tables[resource.kind])
+        table = dict(self._tables[resource.kind])
         table[resource.id] = resource
-        tables[resource.kind] = table
-        return SfcState(tables)
+        return self._replacing(resource.kind, table)
 
     def without(self, resource: Resource) -> SfcState:
-        tables = dict(self._tables)
-        table = dict(tables[resource.kind])
+        """A new state without `resource`."""
+        table = dict(self._tables[resource.kind])
         del table[resource.id]
-        tables[resource.kind] = table
-        return SfcState(tables)
+        return self._replacing(resource.kind, table)
+
+    def _replacing(self, kind: ResourceKind, table: dict[str, Resource]) -> SfcState:
+        # The other tables are shared: no state ever changes one.
+        state = SfcState.__new__(SfcState)
+        state._tables = {**self._tables, kind: MappingProxyType(table)}
+        return state
 
     # --- reverse lookups ---------------------------------------------------------------------
 
