@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml scripts/install-deps
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/pktchain demo switch
+	$(BIN)/pktchain demo sfc
 
 test: setup
 	$(BIN)/pytest -q tests

@@ -18,9 +18,24 @@ def register(subparsers: Any) -> None:
         "--iperf-seconds", type=float, default=3.0, help="length of the iperf3 run (default 3)"
     )
     switch.set_defaults(handler=_switch)
+    sfc = sub.add_parser(
+        "sfc",
+        help="seed 003's networking-sfc demo: HTTP steered through service VMs, live changes",
+    )
+    sfc.add_argument("--json", action="store_true", help="print the per-step counters as JSON")
+    sfc.add_argument(
+        "--window", type=float, default=2.5, help="seconds of traffic measured per step"
+    )
+    sfc.set_defaults(handler=_sfc)
 
 
 def _switch(args: argparse.Namespace) -> int:
     from pktchain.demo.switch import run_switch_demo
 
     return run_switch_demo(json_output=args.json, iperf_seconds=args.iperf_seconds)
+
+
+def _sfc(args: argparse.Namespace) -> int:
+    from pktchain.demo.sfc import run_sfc_demo
+
+    return run_sfc_demo(json_output=args.json, window=args.window)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pktchain.node.chaining import Chaining
 from pktchain.node.control import ControlServer, control_path
 from pktchain.node.datapath import Datapath
 from pktchain.node.loop import EventLoop
@@ -93,6 +94,7 @@ class Node:
             self.ports, idle_timeout=self.config.flow_idle_timeout, max_flows=self.config.max_flows
         )
         self.datapath.steering = self.steering
+        self.chaining = Chaining(self.config.name, self.steering)
         self.control = ControlServer(self.config.control_path, self.loop, self.handle_request)
         self._closed = False
 
@@ -154,6 +156,8 @@ class Node:
             port = PacketPort(name=spec.name, ifname=spec.ifname, netns=spec.netns, host=spec.host)
         self.datapath.add_port(port)
         self.ports[port.name] = port
+        addresses = tuple(str(a.ip) for a in spec.setup.interface.addresses) if spec.setup else ()
+        self.chaining.register_port(port, addresses)
         self.loop.add_reader(port.fd, lambda: self._drain(port))
         log.info(
             "port %s attached (%s, netns %s, mac %s)",
@@ -193,6 +197,8 @@ class Node:
             return {"ok": True, **self.status()}
         if op == "ping":
             return {"ok": True}
+        if op == "sfc":
+            return self.chaining.handle(request)
         if op == "flows":
             limit = request.get("limit", 1000)
             if not isinstance(limit, int) or limit < 0:

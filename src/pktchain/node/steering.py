@@ -52,6 +52,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from pktchain.node.tun import VNET_HDR_LEN
+from pktchain.sfc.resources import LbField
 
 if TYPE_CHECKING:
     from pktchain.node.ports import Port
@@ -72,19 +73,6 @@ ETH_SRC = VNET_HDR_LEN + 6
 ETH_TYPE = VNET_HDR_LEN + 12
 TCP = 6
 UDP = 17
-
-
-class LbField(Enum):
-    """The header fields a port pair group may hash on (networking-sfc's lb_fields)."""
-
-    ETH_SRC = "eth_src"
-    ETH_DST = "eth_dst"
-    IP_SRC = "ip_src"
-    IP_DST = "ip_dst"
-    TCP_SRC = "tcp_src"
-    TCP_DST = "tcp_dst"
-    UDP_SRC = "udp_src"
-    UDP_DST = "udp_dst"
 
 
 class Direction(Enum):

@@ -1,0 +1,130 @@
+"""The node's chaining service: the model, kept in step with the steering.
+
+The node owns one `SfcModel`.  Each port the node attaches is registered in it
+as a Neutron-style `Port` (a stable id derived from the node and port names,
+its MAC, its addresses, its host as `device_id`), so that port pairs and
+classifiers can name it.  Every committed change to the model is compiled and
+applied to the steering at once: a change reaches the dataplane before the
+request that made it is answered.
+
+Requests arrive over the control socket as
+``{"op": "sfc", "action": "create|update|delete|get|list", "collection":
+"port_pairs", "id": NAME_OR_ID, "body": {...}, "filters": {...}}`` and are
+answered with the resource(s) in networking-sfc's JSON shape, or with the
+model's error (its Neutron type, message and HTTP status).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pktchain.node.steering import Steering
+from pktchain.sfc.compile import compile_plan
+from pktchain.sfc.errors import ErrorKind, SfcError
+from pktchain.sfc.model import Change, SfcModel
+from pktchain.sfc.resources import Correlation, Port, PortPair, ResourceKind
+from pktchain.sfc.state import SfcState
+
+if TYPE_CHECKING:
+    from pktchain.node.ports import Port as NodePort
+
+log = logging.getLogger(__name__)
+
+PORT_ID_NAMESPACE = uuid.UUID("5d0c3f5e-6a52-4b1e-9f0e-70a1c8b2e6d4")
+"""uuid5 namespace of the ids the node gives its ports (stable across restarts)."""
+
+ACTIONS = ("create", "update", "delete", "get", "list")
+
+
+class NodeChainingError(SfcError):
+    """A change the model allows but this node cannot carry out."""
+
+    kind = ErrorKind.BAD_REQUEST
+    neutron_type = "PortPairCorrelationNotSupported"
+
+
+def port_id(node: str, port: str) -> str:
+    return str(uuid.uuid5(PORT_ID_NAMESPACE, f"{node}/{port}"))
+
+
+class Chaining:
+    def __init__(self, node_name: str, steering: Steering) -> None:
+        self.node_name = node_name
+        self.steering = steering
+        self.model = SfcModel()
+        self.model.add_precommit_hook(self._supported)
+        self.model.add_listener(self._changed)
+
+    # -- ports ---------------------------------------------------------------
+    def register_port(self, port: NodePort, addresses: tuple[str, ...] = ()) -> Port:
+        """Make an attached node port known to the model."""
+        return self.model.create(
+            Port,
+            {
+                "name": port.name,
+                "mac_address": port.mac or "",
+                "fixed_ips": [{"ip_address": address} for address in addresses],
+                "device_id": port.host or port.netns or self.node_name,
+                "device_owner": "pktchain:node",
+                "node_port": port.name,
+            },
+            id=port_id(self.node_name, port.name),
+        )
+
+    # -- model → steering ----------------------------------------------------
+    def _supported(self, changes: tuple[Change, ...], _state: SfcState) -> None:
+        for change in changes:
+            pair = change.new
+            if isinstance(pair, PortPair) and pair.correlation is Correlation.NSH:
+                raise NodeChainingError(
+                    f"port pair {pair.name or pair.id}: service_function_parameters.correlation "
+                    "'nsh' needs an NSH-aware function; this node delivers plain frames to "
+                    "service functions (correlation none)",
+                    resources=(pair,),
+                    field="service_function_parameters.correlation",
+                )
+
+    def _changed(self, change: Change) -> None:
+        if change.kind is ResourceKind.PORT:
+            return  # ports alone change no path
+        self.steering.apply(compile_plan(self.model.state))
+        log.info("%s %s %s", change.action.value, change.kind.label, change.id)
+
+    # -- requests ------------------------------------------------------------
+    def handle(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        action = request.get("action")
+        if action not in ACTIONS:
+            return _error(400, "HTTPBadRequest", f"action must be one of {', '.join(ACTIONS)}")
+        collection = request.get("collection")
+        try:
+            kind = ResourceKind.from_collection(str(collection))
+        except ValueError:
+            return _error(404, "HTTPNotFound", f"no collection {collection!r}")
+        cls = kind.resource_class
+        body = request.get("body") or {}
+        if not isinstance(body, dict):
+            return _error(400, "HTTPBadRequest", "body must be an object")
+        try:
+            if action == "list":
+                filters = request.get("filters") or {}
+                if not isinstance(filters, dict):
+                    return _error(400, "HTTPBadRequest", "filters must be an object")
+                found = self.model.list(cls, filters)
+                return {"ok": True, "resources": [r.to_dict() for r in found]}
+            if action == "create":
+                return {"ok": True, "resource": self.model.create(cls, body).to_dict()}
+            target = self.model.resolve(cls, str(request.get("id", "")))
+            if action == "get":
+                return {"ok": True, "resource": target.to_dict()}
+            if action == "update":
+                return {"ok": True, "resource": self.model.update(cls, target.id, body).to_dict()}
+            return {"ok": True, "resource": self.model.delete(cls, target.id).to_dict()}
+        except SfcError as exc:
+            return _error(exc.status, exc.type, exc.message, exc.field)
+
+
+def _error(status: int, kind: str, message: str, field: str = "") -> dict[str, Any]:
+    return {"ok": False, "status": status, "type": kind, "error": message, "field": field}
