@@ -59,7 +59,9 @@ def test_learned_unicast_is_not_flooded_to_bystanders(node_lab: NodeLab, tmp_pat
     h1, h3 = lab.host("h1"), lab.host("h3")
     assert h1.run(["ping", "-c", "1", "-W", "2", "10.0.0.2"]).ok  # ARP, learning
     capture = tmp_path / "h3.pcap"
-    tcpdump = h3.popen(["tcpdump", "-i", "eth0", "-n", "-U", "-w", str(capture), "icmp"])
+    tcpdump = h3.popen(
+        ["tcpdump", "-i", "eth0", "-n", "--immediate-mode", "-U", "-w", str(capture), "icmp"]
+    )
     wait_until(capture.exists, timeout=10, what="tcpdump in h3 to start")
     before = node.port("h3:eth0")["tx_packets"]
     assert h1.run(["ping", "-c", "50", "-i", "0.01", "-W", "2", "10.0.0.2"]).ok

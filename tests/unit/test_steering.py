@@ -21,12 +21,12 @@ from pktchain.node.steering import (
     ChainPlan,
     ClassifierPlan,
     GroupPlan,
-    LbField,
     PairPlan,
     Steering,
     SteeringPlan,
 )
 from pktchain.node.switch import MacTable
+from pktchain.sfc.resources import LbField
 
 VNET = bytes(10)
 H1, H2 = "02:00:00:00:00:01", "02:00:00:00:00:02"
@@ -103,11 +103,13 @@ class Node:
         return {name: len(self.ports[name].sent) for name in names if self.ports[name].sent}
 
 
-def http(sport: int = 40000, payload: bytes = b"GET / HTTP/1.1\r\n\r\n") -> bytes:
+def http(
+    sport: int = 40000, payload: bytes = b"GET / HTTP/1.1\r\n\r\n", flags: str = "PA"
+) -> bytes:
     return raw(
         Ether(src=H1, dst=H2)
         / IP(src="10.0.0.1", dst="10.0.0.2")
-        / TCP(sport=sport, dport=80)
+        / TCP(sport=sport, dport=80, flags=flags)
         / Raw(payload)
     )
 
@@ -181,6 +183,23 @@ def test_a_bump_in_the_wire_gets_the_destination_restored_and_moves_no_address()
     (delivered,) = node.take("h2")
     assert delivered == http()
     assert node.datapath.macs.lookup(bytes.fromhex(H1.replace(":", ""))) is node.ports["h1"]
+
+
+def test_a_new_connection_on_a_reused_port_is_classified_afresh() -> None:
+    node = Node()
+    node.apply(chain(PG1, PG2))
+    node.send("h1", http(sport=45000, flags="S"))
+    (vm,) = [n[:3] for n in node.where("vm1:in", "vm2:in")]
+    node.clear()
+    # The connection ends; PG2 leaves the chain; the client reuses its port.
+    node.apply(chain(PG1), groups=(PG2,))
+    node.send("h1", http(sport=45000, flags="S"))
+    frame = node.take(f"{vm}:in")[0]  # same hash, same PG1 instance
+    node.send(f"{vm}:out", route_back(frame, f"{vm}:out", H2))
+    assert node.where("vm3:in") == {}  # the new connection follows the new chain
+    assert len(node.take("h2")) == 1
+    # The SYN that comes back from the function mid-path is not a new flow.
+    assert node.steering.stats.classified == 2
 
 
 def test_unclassified_traffic_is_switched_normally() -> None:

@@ -44,6 +44,8 @@ _RUNT = DropReason.RUNT.value
 _BAD_SRC = DropReason.BAD_SRC_MAC.value
 _SAME_PORT = DropReason.SAME_PORT.value
 _NO_PORTS = DropReason.NO_PORTS.value
+_SYN = 0x02
+_SYN_ACK = 0x12
 
 
 class Datapath:
@@ -124,7 +126,9 @@ class Datapath:
             if table is not None and info is not None and info.ip_version:
                 key = info[9:14]
                 flow_entry = table.get(key)
-                if flow_entry is None and steering is not None:
+                if steering is not None and (
+                    flow_entry is None or (flow_entry.first and info.tcp_flags & _SYN_ACK == _SYN)
+                ):
                     flow_entry = steering.classify(port, frame, info, key)
                 if flow_entry is not None:
                     flow = flow_entry.flow

@@ -227,9 +227,23 @@ class FlowEntry:
 
     `out` None means normal switching (after restoring the destination MAC
     when it still is `restore_from`).  `drop` set means drop with that reason.
+    `first` marks the entry where the flow was classified: a TCP SYN arriving
+    there opens a new connection on the same 5-tuple (a client reusing its
+    port), which is classified afresh rather than inheriting the old path.
     """
 
-    __slots__ = ("drop", "flow", "hop", "learn", "mac", "out", "restore_from", "restore_to", "taps")
+    __slots__ = (
+        "drop",
+        "first",
+        "flow",
+        "hop",
+        "learn",
+        "mac",
+        "out",
+        "restore_from",
+        "restore_to",
+        "taps",
+    )
 
     def __init__(
         self,
@@ -243,8 +257,10 @@ class FlowEntry:
         restore_from: bytes | None = None,
         restore_to: bytes = b"",
         drop: str | None = None,
+        first: bool = False,
     ) -> None:
         self.flow = flow
+        self.first = first
         self.out = out
         self.mac = mac
         self.taps = taps
@@ -339,7 +355,7 @@ class Steering:
                     chain=chain, classifier=classifier, port=port, frame=frame, info=info, key=key
                 )
         flow = Flow(key, None, self.now)
-        entry = FlowEntry(flow)
+        entry = FlowEntry(flow, first=True)
         if len(self.flows) < self.max_flows:
             self._add_entry(flow, port, key, entry)
             self.flows[id(flow)] = flow
@@ -421,6 +437,7 @@ class Steering:
             )
 
         first = forward[0][1]
+        first.first = True
         if len(self.flows) >= self.max_flows:
             self.stats.table_full += 1
             return first

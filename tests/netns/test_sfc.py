@@ -1,0 +1,352 @@
+"""Service chaining on real traffic, seen from inside the service functions.
+
+Every expectation here is checked with tcpdump captures taken in the service
+VMs' (or the hosts') namespaces and decoded with scapy, not only with the
+node's own counters.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scapy.layers.inet import TCP, UDP
+from scapy.packet import Packet
+from scapy.utils import rdpcap
+
+from pktchain.demo.sfc import (
+    DEST_IP,
+    SOURCE_IP,
+    STEPS,
+    WELCOME,
+    build_demo_chain,
+    sfc_topology,
+    start_web_server,
+)
+from pktchain.lab import Lab, LabHost, wait_until
+from pktchain.node.client import ChainingClient, ChainingRequestError
+from pktchain.node.process import NodeProcess
+
+NodeLab = Callable[..., tuple[Lab, NodeProcess]]
+Sfc = tuple[Lab, NodeProcess, ChainingClient]
+
+
+@pytest.fixture
+def sfc(node_lab: NodeLab, tmp_path: Path) -> Callable[..., Sfc]:
+    """``lab, node, api = sfc(service_vms=3)``: seed 003's hosts, dest serving HTTP."""
+
+    def make(service_vms: int = 3) -> Sfc:
+        lab, node = node_lab(sfc_topology("sfc", service_vms))
+        start_web_server(lab.host("dest_vm"), tmp_path)
+        return lab, node, ChainingClient(node.control)
+
+    return make
+
+
+@contextmanager
+def capture(host: LabHost, iface: str, bpf: str, path: Path) -> Iterator[list[Packet]]:
+    """tcpdump in `host` while the body runs; the list fills with what it saw."""
+    packets: list[Packet] = []
+    process = host.popen(
+        ["tcpdump", "-i", iface, "-n", "--immediate-mode", "-U", "-w", str(path), bpf]
+    )
+    wait_until(path.exists, timeout=10, what=f"tcpdump in {host.name} to start")
+    try:
+        yield packets
+    finally:
+        time.sleep(0.2)  # the last frames of the body reach the capture
+        process.terminate()
+        process.wait(timeout=10)
+    packets.extend(rdpcap(str(path)))
+
+
+def fetch(lab: Lab, times: int) -> None:
+    for _ in range(times):
+        result = lab.host("source_vm").run(["curl", "-sS", "--max-time", "5", f"http://{DEST_IP}/"])
+        assert result.stdout == WELCOME, result.stderr
+
+
+def ids(api: ChainingClient, collection: str, *names: str) -> list[str]:
+    return [str(api.get(collection, name)["id"]) for name in names]
+
+
+def test_demo_steps_as_the_service_vms_see_them(sfc: Callable[..., Sfc], tmp_path: Path) -> None:
+    lab, _node, api = sfc()
+    build_demo_chain(api)
+    for index, (title, change, expectation) in enumerate(STEPS):
+        change(api)
+        time.sleep(0.3)
+        seen: dict[str, list[Packet]] = {}
+        with (
+            capture(lab.host("vm1"), "in", "tcp port 80", tmp_path / f"{index}-vm1.pcap") as vm1,
+            capture(lab.host("vm2"), "in", "tcp port 80", tmp_path / f"{index}-vm2.pcap") as vm2,
+            capture(lab.host("vm3"), "in", "tcp port 80", tmp_path / f"{index}-vm3.pcap") as vm3,
+        ):
+            fetch(lab, 20)
+        seen = {"vm1": vm1, "vm2": vm2, "vm3": vm3}
+        for vm in expectation.busy:
+            assert seen[vm], f"{title}: {vm} saw no HTTP"
+        for vm in expectation.idle:
+            assert not seen[vm], f"{title}: {vm} saw {len(seen[vm])} HTTP packets"
+
+
+def test_weights_one_to_three_share_two_thousand_flows(
+    sfc: Callable[..., Sfc], tmp_path: Path
+) -> None:
+    lab, _node, api = sfc(service_vms=2)
+    pid = api.port_id
+    one = api.create("port_pairs", name="light", ingress=pid("vm1:in"), egress=pid("vm1:out"))
+    three = api.create(
+        "port_pairs",
+        name="heavy",
+        ingress=pid("vm2:in"),
+        egress=pid("vm2:out"),
+        service_function_parameters={"weight": 3},
+    )
+    group = api.create("port_pair_groups", name="G", port_pairs=[one["id"], three["id"]])
+    fc = api.create(
+        "flow_classifiers",
+        name="udp9999",
+        protocol="udp",
+        destination_port_range_min=9999,
+        destination_port_range_max=9999,
+        logical_source_port=pid("source_vm:eth0"),
+    )
+    api.create("port_chains", name="C", port_pair_groups=[group["id"]], flow_classifiers=[fc["id"]])
+    flows = 2400
+    sender = (
+        "import socket, time\n"
+        f"for sport in range(20000, {20000 + flows}):\n"
+        "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"    s.bind(('{SOURCE_IP}', sport))\n"
+        f"    s.sendto(b'x', ('{DEST_IP}', 9999))\n"
+        "    s.close()\n"
+        "    time.sleep(0.0005)\n"
+    )
+    bpf = "udp dst port 9999"
+    with (
+        capture(lab.host("vm1"), "in", bpf, tmp_path / "vm1.pcap") as light,
+        capture(lab.host("vm2"), "in", bpf, tmp_path / "vm2.pcap") as heavy,
+    ):
+        lab.host("source_vm").run([sys.executable, "-c", sender], timeout=60, check=True)
+    light_flows = {p[UDP].sport for p in light}
+    heavy_flows = {p[UDP].sport for p in heavy}
+    assert not light_flows & heavy_flows  # every flow went to exactly one instance
+    total = len(light_flows) + len(heavy_flows)
+    assert total >= 2000
+    assert abs(len(light_flows) / total - 0.25) <= 0.05, (len(light_flows), len(heavy_flows))
+
+
+def test_symmetric_replies_cross_the_same_instances(
+    sfc: Callable[..., Sfc], tmp_path: Path
+) -> None:
+    lab, _node, api = sfc()
+    build_demo_chain(api)
+    api.delete("port_chains", "PC1")
+    api.delete("flow_classifiers", "FC_demo")  # it would overlap the new one
+    both_ways = api.create(
+        "flow_classifiers",
+        name="FC_symmetric",
+        protocol="tcp",
+        destination_port_range_min=80,
+        destination_port_range_max=80,
+        logical_source_port=api.port_id("source_vm:eth0"),
+        logical_destination_port=api.port_id("dest_vm:eth0"),
+    )
+    api.create(
+        "port_chains",
+        name="PCS",
+        port_pair_groups=ids(api, "port_pair_groups", "PG1", "PG2"),
+        flow_classifiers=[both_ways["id"]],
+        chain_parameters={"symmetric": True},
+    )
+    with (
+        capture(lab.host("vm1"), "any", "tcp port 80", tmp_path / "vm1.pcap") as vm1,
+        capture(lab.host("vm2"), "any", "tcp port 80", tmp_path / "vm2.pcap") as vm2,
+        capture(lab.host("vm3"), "any", "tcp port 80", tmp_path / "vm3.pcap") as vm3,
+    ):
+        fetch(lab, 20)
+
+    def directions(packets: list[Packet]) -> dict[int, set[str]]:
+        """Client port → which directions of that connection were seen."""
+        seen: dict[int, set[str]] = {}
+        for packet in packets:
+            tcp = packet[TCP]
+            if tcp.dport == 80:
+                seen.setdefault(tcp.sport, set()).add("request")
+            else:
+                seen.setdefault(tcp.dport, set()).add("reply")
+        return seen
+
+    first, second, last = directions(vm1), directions(vm2), directions(vm3)
+    assert len(last) == 20
+    assert all(seen == {"request", "reply"} for seen in last.values())
+    assert first and second  # both instances of PG1 took connections
+    assert not set(first) & set(second)  # each connection crossed one of them
+    for seen in (*first.values(), *second.values()):
+        assert seen == {"request", "reply"}  # both ways through the same instance
+
+
+def test_changing_the_group_leaves_a_running_transfer_on_its_instance(
+    sfc: Callable[..., Sfc], tmp_path: Path
+) -> None:
+    lab, node, api = sfc()
+    pid = api.port_id
+    pp1 = api.create("port_pairs", name="PP1", ingress=pid("vm1:in"), egress=pid("vm1:out"))
+    pp2 = api.create("port_pairs", name="PP2", ingress=pid("vm2:in"), egress=pid("vm2:out"))
+    api.create("port_pair_groups", name="PG1", port_pairs=[pp1["id"]])
+    fc = api.create(
+        "flow_classifiers",
+        name="iperf",
+        protocol="tcp",
+        destination_port_range_min=5201,
+        destination_port_range_max=5201,
+        logical_source_port=pid("source_vm:eth0"),
+    )
+    api.create(
+        "port_chains",
+        name="PC",
+        port_pair_groups=ids(api, "port_pair_groups", "PG1"),
+        flow_classifiers=[fc["id"]],
+    )
+    lab.host("dest_vm").popen(["iperf3", "-s", "-1", "-p", "5201"])
+    lab.host("dest_vm").wait_listening(5201, timeout=10)
+    report = tmp_path / "iperf.json"
+    with (
+        capture(lab.host("vm2"), "any", "tcp port 5201", tmp_path / "vm2.pcap") as vm2,
+        report.open("w") as out,
+    ):
+        client = lab.host("source_vm").popen(
+            ["iperf3", "-c", DEST_IP, "-p", "5201", "-t", "5", "-i", "0.5", "-J"], stdout=out
+        )
+        time.sleep(2)
+        before = _pair_packets(node, "PP1")
+        api.update("port_pair_groups", "PG1", port_pairs=[pp1["id"], pp2["id"]])
+        assert client.wait(timeout=30) == 0
+    result = json.loads(report.read_text())
+    intervals = [interval["sum"]["bytes"] for interval in result["intervals"]]
+    assert len(intervals) >= 9
+    assert all(sent > 0 for sent in intervals), intervals  # never stalled
+    assert result["end"]["sum_received"]["bytes"] > 100_000_000
+    assert _pair_packets(node, "PP1") > before  # still crossing vm1 after the change
+    assert _pair_packets(node, "PP2") == 0
+    assert vm2 == []  # vm2 never saw the transfer
+
+
+def _pair_packets(node: NodeProcess, name: str) -> int:
+    pairs = node.status()["steering"]["port_pairs"].values()
+    return sum(int(p["packets"]) for p in pairs if p["name"] == name)
+
+
+def test_a_tap_sees_every_packet_and_the_destination_each_once(
+    sfc: Callable[..., Sfc], tmp_path: Path
+) -> None:
+    lab, node, api = sfc(service_vms=4)
+    pid = api.port_id
+    tap = api.create("port_pairs", name="TAP", ingress=pid("vm4:in"), egress=pid("vm4:out"))
+    pp3 = api.create("port_pairs", name="PP3", ingress=pid("vm3:in"), egress=pid("vm3:out"))
+    tap_group = api.create(
+        "port_pair_groups", name="TAPG", port_pairs=[tap["id"]], tap_enabled=True
+    )
+    group = api.create("port_pair_groups", name="PG2", port_pairs=[pp3["id"]])
+    fc = api.create(
+        "flow_classifiers",
+        name="http",
+        protocol="tcp",
+        destination_port_range_min=80,
+        destination_port_range_max=80,
+        logical_source_port=pid("source_vm:eth0"),
+    )
+    api.create(
+        "port_chains",
+        name="PCT",
+        port_pair_groups=[tap_group["id"], group["id"]],
+        flow_classifiers=[fc["id"]],
+    )
+    bpf = "tcp dst port 80"
+    with (
+        capture(lab.host("source_vm"), "eth0", bpf, tmp_path / "source.pcap") as sent,
+        capture(lab.host("vm4"), "in", bpf, tmp_path / "tap.pcap") as tapped,
+        capture(lab.host("dest_vm"), "eth0", bpf, tmp_path / "dest.pcap") as received,
+    ):
+        fetch(lab, 5)
+
+    def segments(packets: list[Packet]) -> list[tuple[int, int, int, int]]:
+        return sorted((p[TCP].sport, p[TCP].seq, p[TCP].ack, int(p[TCP].flags)) for p in packets)
+
+    assert len(sent) >= 5 * 5  # SYN, ACK, request, ACK..., FIN per fetch
+    assert segments(tapped) == segments(sent)  # the tap saw a copy of every packet
+    assert segments(received) == segments(sent)  # the destination got each exactly once
+    assert node.port("vm4:out")["drops"].get("tap-return", 0) > 0
+
+
+def test_nsh_port_pairs_are_refused_naming_the_field(sfc: Callable[..., Sfc]) -> None:
+    _lab, _node, api = sfc(service_vms=1)
+    with pytest.raises(ChainingRequestError) as refused:
+        api.create(
+            "port_pairs",
+            name="nsh",
+            ingress=api.port_id("vm1:in"),
+            egress=api.port_id("vm1:out"),
+            service_function_parameters={"correlation": "nsh"},
+        )
+    assert refused.value.status == 400
+    assert refused.value.field == "service_function_parameters.correlation"
+    assert api.list("port_pairs") == []
+
+
+def test_counters_per_chain_hop_and_pair_in_the_status_command(
+    sfc: Callable[..., Sfc],
+) -> None:
+    lab, node, api = sfc()
+    build_demo_chain(api)
+    fetch(lab, 6)
+    argv = [sys.executable, "-m", "pktchain", "node", "status", "--control", str(node.control)]
+    table = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    assert "PC1" in table and "PP3" in table and "PG2" in table
+    status: dict[str, Any] = json.loads(
+        subprocess.run(
+            [*argv, "--json"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    )
+    (chain,) = status["steering"]["chains"]
+    assert chain["flows"] == 6
+    pp3 = next(h for h in chain["hops"] if h["port_pair_name"] == "PP3")
+    assert pp3["flows"] == 6 and pp3["packets"] == chain["packets"] > 0
+    flows = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pktchain",
+            "node",
+            "flows",
+            "--json",
+            "--control",
+            str(node.control),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    steered = [f for f in json.loads(flows) if f["chain"] == "PC1"]
+    assert len(steered) == 6 and all(f["path"][-1] == "PP3" for f in steered)
+
+
+@pytest.mark.slow
+def test_demo_sfc_passes_and_reports_json() -> None:
+    argv = [sys.executable, "-m", "pktchain", "demo", "sfc", "--json", "--window", "1.5"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, report
+    walked = [s for s in report["steps"] if s["name"][0].isdigit()]
+    assert len(walked) == 5 and all(s["ok"] for s in walked)
+    assert walked[1]["data"]["service_vms"]["vm3"]["steered_packets"] == 0
+    assert walked[3]["data"]["service_vms"]["vm1"]["steered_packets"] == 0
