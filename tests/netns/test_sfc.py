@@ -287,6 +287,42 @@ def test_a_tap_sees_every_packet_and_the_destination_each_once(
     assert node.port("vm4:out")["drops"].get("tap-return", 0) > 0
 
 
+def test_service_graph_carries_traffic_on_into_the_next_chain(
+    sfc: Callable[..., Sfc], tmp_path: Path
+) -> None:
+    lab, node, api = sfc()
+    build_demo_chain(api)
+    api.update("port_chains", "PC1", port_pair_groups=ids(api, "port_pair_groups", "PG1"))
+    # Chain B's own entry is dest_vm's port, so only the graph brings source
+    # traffic into it.
+    to_dest = api.create(
+        "flow_classifiers",
+        name="FC_to_dest",
+        protocol="tcp",
+        destination_ip_prefix=f"{DEST_IP}/32",
+        logical_source_port=api.port_id("dest_vm:eth0"),
+    )
+    api.create(
+        "port_chains",
+        name="PCB",
+        port_pair_groups=ids(api, "port_pair_groups", "PG2"),
+        flow_classifiers=[to_dest["id"]],
+    )
+    with capture(lab.host("vm3"), "in", "tcp dst port 80", tmp_path / "before.pcap") as before:
+        fetch(lab, 4)
+    assert before == []  # PC1 alone ends after PG1
+    api.create(
+        "service_graphs",
+        name="G",
+        port_chains={ids(api, "port_chains", "PC1")[0]: ids(api, "port_chains", "PCB")},
+    )
+    with capture(lab.host("vm3"), "in", "tcp dst port 80", tmp_path / "after.pcap") as after:
+        fetch(lab, 4)
+    assert len({p[TCP].sport for p in after}) == 4  # every connection went on into PCB
+    chains = {c["name"]: c for c in node.status()["steering"]["chains"]}
+    assert chains["PCB"]["flows"] == 4
+
+
 def test_nsh_port_pairs_are_refused_naming_the_field(sfc: Callable[..., Sfc]) -> None:
     _lab, _node, api = sfc(service_vms=1)
     with pytest.raises(ChainingRequestError) as refused:
