@@ -202,6 +202,18 @@ def test_a_new_connection_on_a_reused_port_is_classified_afresh() -> None:
     assert node.steering.stats.classified == 2
 
 
+def test_a_one_armed_function_uses_one_port_both_ways() -> None:
+    node = Node()
+    one_arm = PairPlan("arm-id", "ARM", "vm4:in", "vm4:in")
+    node.apply(chain(GroupPlan("g-id", "G", (one_arm,)), PG2))
+    node.send("h1", http())
+    (frame,) = node.take("vm4:in")
+    node.send("vm4:in", route_back(frame, "vm4:in", H2))  # back out of the same port
+    (frame,) = node.take("vm3:in")
+    node.send("vm3:out", route_back(frame, "vm3:out", H2))
+    assert len(node.take("h2")) == 1
+
+
 def test_unclassified_traffic_is_switched_normally() -> None:
     node = Node()
     node.apply(chain(PG1, PG2))
