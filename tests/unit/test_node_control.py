@@ -128,3 +128,25 @@ def test_command_line_ports() -> None:
 def test_command_line_mistakes_are_named(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_config(name="n1", **kwargs)
+
+
+def test_submit_runs_work_in_the_loop_thread_and_returns_its_result() -> None:
+    loop = EventLoop()
+    loop_thread = threading.Thread(target=loop.run, daemon=True)
+    # Work submitted before the loop runs waits for it, then runs in its thread.
+    early: list[int] = []
+    submitter = threading.Thread(target=lambda: early.append(loop.submit(threading.get_ident)))
+    submitter.start()
+    loop_thread.start()
+    try:
+        submitter.join(timeout=5)
+        assert early == [loop_thread.ident]
+        assert loop.submit(threading.get_ident) == loop_thread.ident
+        with pytest.raises(ZeroDivisionError):
+            loop.submit(lambda: 1 // 0)
+        assert loop.submit(lambda: "still serving") == "still serving"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join(timeout=5)
+        loop.close()
+    assert not loop_thread.is_alive()

@@ -60,19 +60,21 @@ class Chaining:
 
     # -- ports ---------------------------------------------------------------
     def register_port(self, port: NodePort, addresses: tuple[str, ...] = ()) -> Port:
-        """Make an attached node port known to the model."""
-        return self.model.create(
-            Port,
-            {
-                "name": port.name,
-                "mac_address": port.mac or "",
-                "fixed_ips": [{"ip_address": address} for address in addresses],
-                "device_id": port.host or port.netns or self.node_name,
-                "device_owner": "pktchain:node",
-                "node_port": port.name,
-            },
-            id=port_id(self.node_name, port.name),
-        )
+        """Make an attached node port known to the model (again, after a restart)."""
+        fields: dict[str, object] = {
+            "name": port.name,
+            "mac_address": port.mac or "",
+            "fixed_ips": [{"ip_address": address} for address in addresses],
+            "device_id": port.host or port.netns or self.node_name,
+            "device_owner": "pktchain:node",
+            "node_port": port.name,
+        }
+        known = self.model.state.find(Port, port_id(self.node_name, port.name))
+        if known is None:
+            return self.model.create(Port, fields, id=port_id(self.node_name, port.name))
+        changed = {k: v for k, v in fields.items() if known.to_dict().get(k) != v}
+        changed.pop("device_id", None)  # fixed once pairs may rely on it
+        return self.model.update(Port, known.id, changed) if changed else known
 
     # -- model → steering ----------------------------------------------------
     def _supported(self, changes: tuple[Change, ...], _state: SfcState) -> None:
@@ -90,8 +92,12 @@ class Chaining:
     def _changed(self, change: Change) -> None:
         if change.kind is ResourceKind.PORT:
             return  # ports alone change no path
-        self.steering.apply(compile_plan(self.model.state))
+        self.apply()
         log.info("%s %s %s", change.action.value, change.kind.label, change.id)
+
+    def apply(self) -> None:
+        """Compile the model against the ports attached now, and steer by it."""
+        self.steering.apply(compile_plan(self.model.state, self.steering.ports.keys()))
 
     # -- requests ------------------------------------------------------------
     def handle(self, request: Mapping[str, Any]) -> dict[str, Any]:

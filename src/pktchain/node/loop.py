@@ -5,19 +5,30 @@ machinery costs more than a packet does): readers are plain callbacks run when
 their descriptor is readable, timers live in a heap, and signals arrive through
 `signal.set_wakeup_fd` so that a SIGTERM wakes a sleeping `epoll.poll`.
 `now` is read once per wake-up and shared by everything that runs in it.
+
+Everything the loop owns (ports, tables, the chaining model's effects) is
+touched only from the loop's thread.  Another thread (the REST API's) hands
+work in with `submit(fn)`, which runs `fn` in the loop and waits for its result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
 import select
 import signal
 import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +57,14 @@ class EventLoop:
         self._wake_w.setblocking(False)
         self._running = False
         self.now = time.monotonic()
+        # Work handed in by other threads, and the socket pair that wakes the
+        # loop for it (apart from the signals' one, whose bytes are signal numbers).
+        self._calls: deque[Callable[[], None]] = deque()
+        self._call_r, self._call_w = socket.socketpair()
+        self._call_r.setblocking(False)
+        self._call_w.setblocking(False)
+        self.add_reader(self._call_r.fileno(), self._run_calls)
+        self._thread: int | None = None
 
     # -- readers -------------------------------------------------------------
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
@@ -66,6 +85,39 @@ class EventLoop:
         timer = Timer(time.monotonic() + interval, next(self._seq), callback, interval)
         heapq.heappush(self._timers, timer)
         return timer
+
+    # -- other threads -------------------------------------------------------
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        self._calls.append(callback)
+        with contextlib.suppress(BlockingIOError):  # full: the loop is already woken
+            self._call_w.send(b"\0")
+
+    def submit(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        """Run `fn` in the loop's thread; return its result or raise its exception.
+
+        Called before the loop runs, the work waits for it to start.
+        """
+        if self._thread == threading.get_ident():
+            return fn()
+        future: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed back to the calling thread
+                future.set_exception(exc)
+
+        self.call_soon_threadsafe(run)
+        return future.result(timeout)
+
+    def _run_calls(self) -> None:
+        try:
+            while self._call_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._calls:
+            self._calls.popleft()()
 
     # -- signals -------------------------------------------------------------
     def add_signal_handler(self, signum: int, callback: Callable[[int], None]) -> None:
@@ -93,6 +145,7 @@ class EventLoop:
 
     def run(self) -> None:
         self._running = True
+        self._thread = threading.get_ident()
         poll = self._epoll.poll
         readers = self._readers
         timers = self._timers
@@ -128,5 +181,5 @@ class EventLoop:
             for signum in self._signal_handlers:
                 signal.signal(signum, signal.SIG_DFL)
         self._epoll.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        for sock in (self._wake_r, self._wake_w, self._call_r, self._call_w):
+            sock.close()

@@ -16,6 +16,8 @@ matches on first.)
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from pktchain.node.steering import (
     ChainPlan,
     ClassifierPlan,
@@ -27,8 +29,13 @@ from pktchain.sfc.resources import FlowClassifier
 from pktchain.sfc.state import SfcState
 
 
-def compile_plan(state: SfcState) -> SteeringPlan:
-    node_port = {port.id: port.node_port for port in state.ports.values() if port.node_port}
+def compile_plan(state: SfcState, attached: Collection[str] | None = None) -> SteeringPlan:
+    """The plan for `state`; with `attached`, only those node ports count as present."""
+    node_port = {
+        port.id: port.node_port
+        for port in state.ports.values()
+        if port.node_port and (attached is None or port.node_port in attached)
+    }
     successors: dict[str, list[str]] = {}
     for graph in state.service_graphs.values():
         for source, destinations in graph.port_chains.items():
@@ -37,7 +44,7 @@ def compile_plan(state: SfcState) -> SteeringPlan:
     for chain in sorted(state.port_chains.values(), key=lambda c: c.chain_id):
         groups = []
         for group, pairs in state.chain_port_pairs(chain):
-            attached = tuple(
+            present = tuple(
                 PairPlan(
                     pair.id,
                     pair.name,
@@ -52,7 +59,7 @@ def compile_plan(state: SfcState) -> SteeringPlan:
                 GroupPlan(
                     group.id,
                     group.name,
-                    attached,
+                    present,
                     group.port_pair_group_parameters.lb_fields,
                     group.tap_enabled,
                 )
