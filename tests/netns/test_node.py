@@ -76,6 +76,19 @@ def test_learned_unicast_is_not_flooded_to_bystanders(node_lab: NodeLab, tmp_pat
     assert table["02:00:00:00:00:02"] == "h2:eth0"
 
 
+def test_hosts_on_different_networks_cannot_reach_each_other(node_lab: NodeLab) -> None:
+    topology = node_hosts("h1", "h2", "h3")
+    for host, network in (("h1", "blue"), ("h2", "blue"), ("h3", "red")):
+        topology["hosts"][host]["interfaces"]["eth0"]["network"] = network
+    lab, node = node_lab(topology)
+    h1 = lab.host("h1")
+    assert h1.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.2"]).ok
+    assert not h1.run(["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.0.0.3"]).ok
+    networks = {n["name"]: n["ports"] for n in node.status()["switch"]["networks"]}
+    assert networks == {"blue": ["h1:eth0", "h2:eth0"], "red": ["h3:eth0"]}
+    assert node.port("h3:eth0")["tx_packets"] == 0  # not even h1's ARP broadcasts
+
+
 def garbage_frames(src_mac: str, dst_mac: str) -> dict[str, list[bytes]]:
     """Frames that a careless or hostile host might send, by the drop reason expected."""
     eth = Ether(src=src_mac, dst=dst_mac)

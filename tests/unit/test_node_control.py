@@ -105,11 +105,11 @@ def test_asking_a_node_that_is_not_there(tmp_path: Path) -> None:
 
 
 def test_command_line_ports() -> None:
-    config = build_config(name="n1", taps=["ns1:eth0"], af_packets=["eth3", "ns2:veth9"])
-    assert [(p.kind, p.netns, p.ifname) for p in config.ports] == [
-        (PortKind.TAP, "ns1", "eth0"),
-        (PortKind.AF_PACKET, None, "eth3"),
-        (PortKind.AF_PACKET, "ns2", "veth9"),
+    config = build_config(name="n1", taps=["ns1:eth0"], af_packets=["eth3", "ns2:veth9=outside"])
+    assert [(p.kind, p.netns, p.ifname, p.network) for p in config.ports] == [
+        (PortKind.TAP, "ns1", "eth0", "default"),
+        (PortKind.AF_PACKET, None, "eth3", "default"),
+        (PortKind.AF_PACKET, "ns2", "veth9", "outside"),
     ]
     assert config.control_path == Path("/run/pktchain/node-n1.sock")
 
@@ -120,7 +120,8 @@ def test_command_line_ports() -> None:
         ({}, "no ports"),
         ({"taps": ["eth0"]}, "--tap 'eth0': expected NETNS:IFNAME"),
         ({"taps": ["ns:"]}, "--tap 'ns:': expected NETNS:IFNAME"),
-        ({"taps": ["ns:an-interface-name-too-long"]}, "longer than 15 bytes"),
+        ({"taps": ["ns:an-interface-name-too-long"]}, "must be 1-15 bytes"),
+        ({"taps": ["ns:eth0="]}, "expected a network name after '='"),
         ({"taps": ["ns:eth0", "ns:eth0"]}, "ports declared twice: ns:eth0"),
         ({"taps": ["ns:eth0"], "mac_aging": 0}, "mac aging must be positive"),
     ],

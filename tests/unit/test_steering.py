@@ -25,7 +25,6 @@ from pktchain.node.steering import (
     Steering,
     SteeringPlan,
 )
-from pktchain.node.switch import MacTable
 from pktchain.sfc.resources import LbField
 
 VNET = bytes(10)
@@ -67,7 +66,7 @@ class Node:
 
     def __init__(self) -> None:
         self.ports = {name: MemoryPort(name, mac=mac) for name, mac in PORT_MACS.items()}
-        self.datapath = Datapath(MacTable())
+        self.datapath = Datapath()
         for port in self.ports.values():
             self.datapath.add_port(port)
         self.steering = Steering(self.ports)
@@ -182,7 +181,9 @@ def test_a_bump_in_the_wire_gets_the_destination_restored_and_moves_no_address()
     node.send("vm3:out", frame)  # handed back untouched, our rewrite still in it
     (delivered,) = node.take("h2")
     assert delivered == http()
-    assert node.datapath.macs.lookup(bytes.fromhex(H1.replace(":", ""))) is node.ports["h1"]
+    assert (
+        node.datapath.network().macs.lookup(bytes.fromhex(H1.replace(":", ""))) is node.ports["h1"]
+    )
 
 
 def test_a_new_connection_on_a_reused_port_is_classified_afresh() -> None:

@@ -28,7 +28,7 @@ def frame(dst: str, src: str, ethertype: int = 0x88B5, payload: bytes = b"x" * 4
 
 
 def switch_with(*ports: MemoryPort, aging: float = 300.0) -> Datapath:
-    datapath = Datapath(MacTable(aging=aging, max_entries=4))
+    datapath = Datapath(mac_aging=aging, mac_table_size=4)
     for port in ports:
         datapath.add_port(port)
     return datapath
@@ -53,7 +53,7 @@ def test_unknown_unicast_is_flooded_then_learned_addresses_are_switched() -> Non
     again = frame(mac(2), mac(1), payload=b"y" * 46)
     deliver(dp, p1, again)
     assert p2.sent == [first, again] and p3.sent == [first]
-    assert dp.floods == 1
+    assert dp.network().floods == 1
     assert p1.rx_packets == 2 and p2.tx_packets == 2 and p2.tx_bytes == 2 * (len(first) - 10)
 
 
@@ -110,7 +110,7 @@ def test_malformed_ip_is_dropped_under_the_codec_reason_and_others_switched() ->
 
 def test_frame_check_can_be_turned_off() -> None:
     p1, p2 = MemoryPort("p1"), MemoryPort("p2")
-    dp = Datapath(MacTable(), check_frames=False)
+    dp = Datapath(check_frames=False)
     dp.add_port(p1)
     dp.add_port(p2)
     lying = frame(BROADCAST, mac(1), 0x0800, bytes.fromhex("4500ffff") + bytes(42))
@@ -132,22 +132,22 @@ def test_station_move_and_aging() -> None:
     p1, p2, p3 = MemoryPort("p1"), MemoryPort("p2"), MemoryPort("p3")
     dp = switch_with(p1, p2, p3, aging=10.0)
     deliver(dp, p1, frame(BROADCAST, mac(5)), now=0.0)
-    assert dp.macs.lookup(bytes.fromhex("020000000005")) is p1
+    assert dp.network().macs.lookup(bytes.fromhex("020000000005")) is p1
     deliver(dp, p2, frame(BROADCAST, mac(5)), now=1.0)
-    assert dp.macs.lookup(bytes.fromhex("020000000005")) is p2
-    assert dp.macs.stats.moved == 1
+    assert dp.network().macs.lookup(bytes.fromhex("020000000005")) is p2
+    assert dp.network().macs.stats.moved == 1
     deliver(dp, p2, frame(BROADCAST, mac(5)), now=8.0)  # refresh
-    assert dp.macs.expire(15.0) == 0
-    assert dp.macs.expire(18.5) == 1
-    assert dp.macs.lookup(bytes.fromhex("020000000005")) is None
+    assert dp.network().macs.expire(15.0) == 0
+    assert dp.network().macs.expire(18.5) == 1
+    assert dp.network().macs.lookup(bytes.fromhex("020000000005")) is None
 
 
 def test_table_is_bounded_and_forwarding_goes_on_when_full() -> None:
     p1, p2 = MemoryPort("p1"), MemoryPort("p2")
     dp = switch_with(p1, p2)  # max_entries=4
     deliver(dp, p1, *(frame(BROADCAST, mac(n)) for n in range(1, 11)))
-    assert len(dp.macs.entries) == 4
-    assert dp.macs.stats.full == 6
+    assert len(dp.network().macs.entries) == 4
+    assert dp.network().macs.stats.full == 6
     assert len(p2.sent) == 10
 
 
@@ -165,7 +165,7 @@ def test_removing_a_port_forgets_its_addresses() -> None:
     dp = switch_with(p1, p2, p3)
     deliver(dp, p2, frame(BROADCAST, mac(2)))
     dp.remove_port(p2)
-    assert dp.macs.lookup(bytes.fromhex("020000000002")) is None
+    assert dp.network().macs.lookup(bytes.fromhex("020000000002")) is None
     assert [p.index for p in dp.ports] == [0, 1]
     deliver(dp, p1, frame(mac(2), mac(1)))
     assert len(p3.sent) == 2  # flooded again, not sent to the removed port
@@ -177,3 +177,21 @@ def test_mac_table_rejects_nonsense_settings() -> None:
         MacTable(aging=0)
     with pytest.raises(ValueError, match="size"):
         MacTable(max_entries=0)
+
+
+def test_networks_are_separate_broadcast_domains() -> None:
+    a1, a2, b1, b2 = (MemoryPort(n) for n in ("a1", "a2", "b1", "b2"))
+    dp = Datapath()
+    dp.add_port(a1, "inside")
+    dp.add_port(a2, "inside")
+    dp.add_port(b1, "outside")
+    dp.add_port(b2, "outside")
+    deliver(dp, b1, frame(BROADCAST, mac(9)))  # b1's host is learned in "outside"
+    assert b2.sent and not a1.sent and not a2.sent
+    deliver(dp, a1, frame(BROADCAST, mac(1)))
+    assert a2.sent and len(b1.sent) == 0 and len(b2.sent) == 1
+    # An address learned in the other network is unknown here: flooded inside only.
+    deliver(dp, a1, frame(mac(9), mac(1)))
+    assert len(a2.sent) == 2 and b1.sent == [] and len(b2.sent) == 1
+    assert dp.network("inside").macs.lookup(bytes.fromhex("020000000009")) is None
+    assert dp.network("outside").macs.lookup(bytes.fromhex("020000000009")) is b1

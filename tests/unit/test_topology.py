@@ -367,3 +367,40 @@ def test_unreadable_file_is_a_topology_error(tmp_path: Path) -> None:
 def test_examples_are_valid(path: Path) -> None:
     topology = load_topology(path)
     assert topology.hosts
+
+
+def test_node_ports_join_the_network_they_name() -> None:
+    text = textwrap.dedent(
+        """\
+        lab: nets
+        hosts:
+          a:
+            interfaces:
+              eth0: {attach: node, network: inside}
+          b:
+            interfaces:
+              eth0: {attach: node}
+        """
+    )
+    ports = {port.host: port.interface.network for port in parse_topology(text).node_ports()}
+    assert ports == {"a": "inside", "b": "default"}
+
+
+def test_network_mistakes_are_named_with_their_line() -> None:
+    text = textwrap.dedent(
+        """\
+        lab: nets
+        hosts:
+          a:
+            interfaces:
+              eth0: {attach: node, network: "Bad Name"}
+              eth1: {attach: b.eth0, network: inside}
+          b:
+            interfaces:
+              eth0: {}
+        """
+    )
+    assert issues_of(text) == [
+        (5, "hosts.a.interfaces.eth0.network"),
+        (6, "hosts.a.interfaces.eth1.network"),
+    ]

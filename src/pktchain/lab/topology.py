@@ -37,6 +37,10 @@ IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 NETNS_PREFIX = "pc-"
 #: Suffix of the namespace that holds a lab's bridges (a reserved host name).
 FABRIC = "fabric"
+#: The node network an `attach: node` interface joins when it names none.
+DEFAULT_NETWORK = "default"
+_NETWORK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
 #: `attach` value of an interface that is a port of the pktchain node.
 NODE = "node"
 
@@ -113,6 +117,8 @@ class Interface:
     mac: str | None = None
     mtu: int | None = None
     addresses: tuple[IPInterface, ...] = ()
+    network: str = DEFAULT_NETWORK
+    """For `Attachment.NODE`: the node's L2 network (broadcast domain) it joins."""
 
 
 @dataclass(frozen=True)
@@ -440,6 +446,8 @@ class _RawInterface:
     mac: str | None = None
     mtu: int | None = None
     addresses: tuple[IPInterface, ...] = ()
+    network: str | None = None
+    network_line: int | None = None
 
 
 @dataclass
@@ -456,7 +464,7 @@ class _Parser:
 
     TOP_KEYS = ("lab", "bridges", "hosts")
     HOST_KEYS = ("interfaces", "routes", "sysctls", "commands")
-    INTERFACE_KEYS = ("attach", "addresses", "mac", "mtu")
+    INTERFACE_KEYS = ("attach", "addresses", "mac", "mtu", "network")
     ROUTE_KEYS = ("to", "via", "dev", "metric")
 
     def __init__(self, source: str) -> None:
@@ -657,6 +665,18 @@ class _Parser:
                 )
             if "addresses" in spec:
                 raw.addresses = self.addresses(spec, ipath)
+            if "network" in spec:
+                raw.network_line = _key_line(spec, "network")
+                network = self.text(spec["network"], f"{ipath}.network", raw.network_line)
+                if network is not None and not _NETWORK_NAME.match(network):
+                    self.error(
+                        f"{ipath}.network",
+                        raw.network_line,
+                        f"{network!r} is not a network name "
+                        "(lowercase letters, digits, '-' and '_', at most 32)",
+                    )
+                else:
+                    raw.network = network
             host.interfaces[name] = raw
 
     def mac(self, value: Any, path: str, line: int | None) -> str | None:
@@ -765,10 +785,21 @@ class _Parser:
         peers: Mapping[tuple[str, str], InterfaceRef],
     ) -> Interface | None:
         base = Interface(
-            raw.name, Attachment.NODE, mac=raw.mac, mtu=raw.mtu, addresses=raw.addresses
+            raw.name,
+            Attachment.NODE,
+            mac=raw.mac,
+            mtu=raw.mtu,
+            addresses=raw.addresses,
+            network=raw.network or DEFAULT_NETWORK,
         )
         here = (raw.host, raw.name)
         path = f"{raw.path}.attach"
+        if raw.network is not None and raw.attach != NODE:
+            self.error(
+                f"{raw.path}.network",
+                raw.network_line,
+                "only an interface with `attach: node` joins a node network",
+            )
         if raw.attach is None:
             other = claimed.get(here)
             if other is None:

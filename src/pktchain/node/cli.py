@@ -23,14 +23,14 @@ def register(subparsers: Any) -> None:
         "--tap",
         action="append",
         default=[],
-        metavar="NETNS:IFNAME",
-        help="create TAP IFNAME in namespace NETNS as a port (repeatable)",
+        metavar="NETNS:IFNAME[=NETWORK]",
+        help="create TAP IFNAME in namespace NETNS as a port of NETWORK (repeatable)",
     )
     parser.add_argument(
         "--af-packet",
         action="append",
         default=[],
-        metavar="[NETNS:]IFNAME",
+        metavar="[NETNS:]IFNAME[=NETWORK]",
         help="attach an existing interface through AF_PACKET (repeatable)",
     )
     parser.add_argument(

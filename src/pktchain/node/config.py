@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pktchain.node.daemon import NodeConfig, PortSpec
 from pktchain.node.ports import PortKind
-from pktchain.node.switch import DEFAULT_AGING
+from pktchain.node.switch import DEFAULT_AGING, DEFAULT_NETWORK
 
 
 def build_config(
@@ -23,11 +23,11 @@ def build_config(
     """Raises ValueError naming the bad option or topology entry."""
     ports = ports_from_topology(topology, lab_name) if topology is not None else []
     for value in taps:
-        netns, ifname = _split(value, "--tap", netns_required=True)
-        ports.append(PortSpec(PortKind.TAP, ifname, netns=netns))
+        netns, ifname, network = _split(value, "--tap", netns_required=True)
+        ports.append(PortSpec(PortKind.TAP, ifname, netns=netns, network=network))
     for value in af_packets:
-        netns, ifname = _split(value, "--af-packet", netns_required=False)
-        ports.append(PortSpec(PortKind.AF_PACKET, ifname, netns=netns))
+        netns, ifname, network = _split(value, "--af-packet", netns_required=False)
+        ports.append(PortSpec(PortKind.AF_PACKET, ifname, netns=netns, network=network))
     if not ports:
         raise ValueError("no ports: give --topology, --tap or --af-packet")
     return NodeConfig(
@@ -39,17 +39,21 @@ def build_config(
     )
 
 
-def _split(value: str, option: str, *, netns_required: bool) -> tuple[str | None, str]:
-    netns, sep, ifname = value.rpartition(":")
+def _split(value: str, option: str, *, netns_required: bool) -> tuple[str | None, str, str]:
+    """[NETNS:]IFNAME[=NETWORK] → (netns, ifname, network)."""
+    where, equals, network = value.partition("=")
+    if equals and not network:
+        raise ValueError(f"{option} {value!r}: expected a network name after '='")
+    netns, sep, ifname = where.rpartition(":")
     if not sep:
         if netns_required:
             raise ValueError(f"{option} {value!r}: expected NETNS:IFNAME")
-        return None, value
-    if not netns or not ifname:
+        netns, ifname = "", where
+    elif not netns or not ifname:
         raise ValueError(f"{option} {value!r}: expected NETNS:IFNAME")
-    if len(ifname.encode()) > 15:
-        raise ValueError(f"{option} {value!r}: interface name longer than 15 bytes")
-    return netns, ifname
+    if not ifname or len(ifname.encode()) > 15:
+        raise ValueError(f"{option} {value!r}: interface name must be 1-15 bytes")
+    return netns or None, ifname, network or DEFAULT_NETWORK
 
 
 def ports_from_topology(path: Path, lab_name: str | None = None) -> list[PortSpec]:
@@ -62,6 +66,13 @@ def ports_from_topology(path: Path, lab_name: str | None = None) -> list[PortSpe
 
     topology = load_topology(path, lab_name=lab_name)
     return [
-        PortSpec(PortKind.TAP, port.interface.name, netns=port.netns, host=port.host, setup=port)
+        PortSpec(
+            PortKind.TAP,
+            port.interface.name,
+            netns=port.netns,
+            host=port.host,
+            setup=port,
+            network=port.interface.network,
+        )
         for port in topology.node_ports()
     ]

@@ -23,7 +23,7 @@ from pktchain.node.datapath import Datapath
 from pktchain.node.loop import EventLoop
 from pktchain.node.ports import PacketPort, Port, PortKind, TapPort
 from pktchain.node.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
-from pktchain.node.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, MacTable
+from pktchain.node.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, DEFAULT_NETWORK
 from pktchain.node.tun import tap_mac
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class PortSpec:
     netns: str | None = None
     host: str | None = None
     setup: NodePort | None = None
+    network: str = DEFAULT_NETWORK
 
     @property
     def name(self) -> str:
@@ -87,8 +88,11 @@ class Node:
     started: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        self.macs: MacTable[Port] = MacTable(self.config.mac_aging, self.config.mac_table_size)
-        self.datapath = Datapath(self.macs, check_frames=self.config.check_frames)
+        self.datapath = Datapath(
+            mac_aging=self.config.mac_aging,
+            mac_table_size=self.config.mac_table_size,
+            check_frames=self.config.check_frames,
+        )
         self.ports: dict[str, Port] = {}
         self.steering = Steering(
             self.ports, idle_timeout=self.config.flow_idle_timeout, max_flows=self.config.max_flows
@@ -154,17 +158,18 @@ class Node:
                 raise
         else:
             port = PacketPort(name=spec.name, ifname=spec.ifname, netns=spec.netns, host=spec.host)
-        self.datapath.add_port(port)
+        self.datapath.add_port(port, spec.network)
         self.ports[port.name] = port
         addresses = tuple(str(a.ip) for a in spec.setup.interface.addresses) if spec.setup else ()
         self.chaining.register_port(port, addresses)
         self.loop.add_reader(port.fd, lambda: self._drain(port))
         log.info(
-            "port %s attached (%s, netns %s, mac %s)",
+            "port %s attached (%s, netns %s, mac %s, network %s)",
             port.name,
             port.kind.value,
             port.netns or "-",
             port.mac or "-",
+            spec.network,
         )
         return port
 
@@ -186,7 +191,7 @@ class Node:
             log.debug("forgot %d idle flows", expired)
 
     def _age(self) -> None:
-        aged = self.macs.expire(self.loop.now)
+        aged = sum(n.macs.expire(self.loop.now) for n in self.datapath.networks.values())
         if aged:
             log.debug("aged out %d MAC addresses", aged)
 
@@ -208,25 +213,41 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         now = self.loop.now
-        stats = self.macs.stats
+        networks = list(self.datapath.networks.values())
+        totals = [n.macs.stats for n in networks]
         return {
             "node": self.config.name,
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 3),
             "ports": [port.counters() for port in self.datapath.ports],
             "switch": {
-                "mac_entries": len(self.macs.entries),
-                "mac_aging": self.macs.aging,
-                "learned": stats.learned,
-                "moved": stats.moved,
-                "aged": stats.aged,
-                "table_full": stats.full,
-                "floods": self.datapath.floods,
+                "mac_entries": sum(len(n.macs.entries) for n in networks),
+                "mac_aging": self.config.mac_aging,
+                "learned": sum(t.learned for t in totals),
+                "moved": sum(t.moved for t in totals),
+                "aged": sum(t.aged for t in totals),
+                "table_full": sum(t.full for t in totals),
+                "floods": sum(n.floods for n in networks),
+                "networks": [
+                    {
+                        "name": n.name,
+                        "ports": [p.name for p in n.ports],
+                        "mac_entries": len(n.macs.entries),
+                        "floods": n.floods,
+                    }
+                    for n in networks
+                ],
             },
             "steering": self.steering.status(),
             "mac_table": [
-                {"mac": mac.hex(":"), "port": entry.port.name, "age": round(now - entry.seen, 1)}
-                for mac, entry in sorted(self.macs.entries.items())
+                {
+                    "network": network.name,
+                    "mac": mac.hex(":"),
+                    "port": entry.port.name,
+                    "age": round(now - entry.seen, 1),
+                }
+                for network in networks
+                for mac, entry in sorted(network.macs.entries.items())
             ],
         }
 

@@ -25,7 +25,13 @@ import logging
 
 from pktchain.node.ports import DropReason, Port
 from pktchain.node.steering import Steering
-from pktchain.node.switch import MacTable
+from pktchain.node.switch import (
+    DEFAULT_AGING,
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_NETWORK,
+    MacTable,
+    Network,
+)
 from pktchain.node.tun import VNET_HDR_LEN
 from pktchain.packet.parse import parse_frame
 
@@ -58,18 +64,35 @@ class Datapath:
     switching; a miss asks the steering to classify the flow.
     """
 
-    def __init__(self, macs: MacTable[Port], *, check_frames: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        mac_aging: float = DEFAULT_AGING,
+        mac_table_size: int = DEFAULT_MAX_ENTRIES,
+        check_frames: bool = True,
+    ) -> None:
         self.ports: list[Port] = []
-        self.macs = macs
+        self.networks: dict[str, Network[Port]] = {}
+        self.mac_aging = mac_aging
+        self.mac_table_size = mac_table_size
         self.check_frames = check_frames
         self.steering: Steering | None = None
         self.now = 0.0
-        self.floods = 0
         self.rx_errors = 0
 
-    def add_port(self, port: Port) -> None:
+    def network(self, name: str = DEFAULT_NETWORK) -> Network[Port]:
+        """The network called `name`, created on first use."""
+        network = self.networks.get(name)
+        if network is None:
+            table: MacTable[Port] = MacTable(self.mac_aging, self.mac_table_size)
+            network = self.networks[name] = Network(name, table)
+        return network
+
+    def add_port(self, port: Port, network: str = DEFAULT_NETWORK) -> None:
         port.index = len(self.ports)
         self.ports.append(port)
+        port.network = self.network(network)
+        port.network.ports.append(port)
 
     def remove_port(self, port: Port) -> None:
         if self.steering is not None:
@@ -77,12 +100,18 @@ class Datapath:
         self.ports.remove(port)
         for index, remaining in enumerate(self.ports):
             remaining.index = index
-        self.macs.forget_port(port)
+        if port.network is not None:
+            port.network.ports.remove(port)
+            port.network.macs.forget_port(port)
 
     def drain(self, port: Port) -> int:
         """Process up to `BATCH` frames waiting on `port`; returns how many were read."""
         recv = port.recv
-        entries = self.macs.entries
+        network = port.network
+        if network is None:  # pragma: no cover - every added port has a network
+            return 0
+        macs = network.macs
+        entries = macs.entries
         check = self.check_frames
         table = port.flows
         steering = self.steering
@@ -140,7 +169,7 @@ class Datapath:
                     if known:
                         mac_entry.seen = now  # type: ignore[union-attr]
                     elif flow_entry.learn:
-                        self.macs.learn(src, port, now)
+                        macs.learn(src, port, now)
                     learn = False  # done for this frame
                     hop = flow_entry.hop
                     if hop is not None:
@@ -170,7 +199,7 @@ class Datapath:
                 if known:
                     mac_entry.seen = now  # type: ignore[union-attr]
                 else:
-                    self.macs.learn(src, port, now)
+                    macs.learn(src, port, now)
 
             if not frame[ETH_DST] & 1:
                 mac_entry = entries.get(frame[ETH_DST:ETH_SRC])
@@ -187,14 +216,14 @@ class Datapath:
                     out.tx_packets += 1
                     out.tx_bytes += size - VNET_HDR_LEN
                     continue
-            self.flood(port, frame)
+            self.flood(port, network, frame)
         return count
 
-    def flood(self, ingress: Port, frame: bytes) -> None:
-        """Send to every port but the one the frame came in on."""
-        self.floods += 1
+    def flood(self, ingress: Port, network: Network[Port], frame: bytes) -> None:
+        """Send to every port of the network but the one the frame came in on."""
+        network.floods += 1
         sent = False
-        for out in self.ports:
+        for out in network.ports:
             if out is not ingress:
                 out.transmit(frame)
                 sent = True

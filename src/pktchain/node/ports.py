@@ -29,6 +29,7 @@ from pktchain.packet.address import Buffer
 
 if TYPE_CHECKING:
     from pktchain.node.steering import FlowEntry, FlowKey
+    from pktchain.node.switch import Network
 
 MAX_FRAME = 65536 + VNET_HDR_LEN + 64
 """Largest read: a 64 KB GSO segment, its Ethernet and VLAN headers, the vnet header."""
@@ -79,6 +80,7 @@ class Port:
         "mac",
         "name",
         "netns",
+        "network",
         "recv",
         "rx_bytes",
         "rx_packets",
@@ -114,6 +116,7 @@ class Port:
         self.host = host
         self.mac = mac
         self.index = -1
+        self.network: Network[Port] | None = None  # set when the datapath adds the port
         # Flow table of a port that service chains steer from (None: switching only).
         self.flows: dict[FlowKey, FlowEntry] | None = None
         self.rx_packets = 0
@@ -156,6 +159,7 @@ class Port:
             "kind": self.kind.value,
             "host": self.host,
             "netns": self.netns,
+            "network": self.network.name if self.network else None,
             "ifname": self.ifname,
             "mac": self.mac,
             "rx_packets": self.rx_packets,

@@ -1,9 +1,13 @@
-"""The MAC learning table of the node's L2 switch (IEEE 802.1Q §8.8 filtering database).
+"""The node's L2 networks and their MAC learning tables (IEEE 802.1Q §8.8).
 
-Sans-IO: it maps source addresses to the port they were last seen on, ages
-entries out, and is bounded so that a flood of random source addresses cannot
-grow it without limit.  The datapath reads `entries` directly on the per-packet
-path; everything else goes through the methods.
+A node may hold several networks (broadcast domains): each port joins one, and
+frames are learned, looked up and flooded only within it, as a VLAN-aware
+bridge keeps one filtering database per VLAN.
+
+`MacTable` is sans-IO: it maps source addresses to the port they were last
+seen on, ages entries out, and is bounded so that a flood of random source
+addresses cannot grow it without limit.  The datapath reads `entries` directly
+on the per-packet path; everything else goes through the methods.
 """
 
 from __future__ import annotations
@@ -82,3 +86,16 @@ class MacTable(Generic[P]):
         for mac in gone:
             del self.entries[mac]
         return len(gone)
+
+
+DEFAULT_NETWORK = "default"
+
+
+class Network(Generic[P]):
+    """One broadcast domain of the node: its ports and its MAC table."""
+
+    def __init__(self, name: str, macs: MacTable[P]) -> None:
+        self.name = name
+        self.macs = macs
+        self.ports: list[P] = []
+        self.floods = 0
