@@ -1,0 +1,82 @@
+"""What the REST API needs from the system it serves: the `Backend` protocol.
+
+The API reads the chaining model directly (its `state` is an immutable
+snapshot, safe to read from any thread), but every change goes through
+`Backend.submit`, which runs it where the dataplane lives: the node marshals
+it into its packet loop's thread, applies it to the steering and hands back
+the result or the exception. `status` and `flows` are the node's status
+document and flow table, in the JSON of ``pktchain node status --json`` and of
+the control socket's ``flows`` operation.
+
+`LocalBackend` serves a bare model (tests, model-only use): changes run in the
+calling thread, and the status holds the model's ports and no traffic.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from pktchain.sfc.model import SfcModel
+from pktchain.sfc.resources import Port
+
+T = TypeVar("T")
+
+__all__ = ["Backend", "LocalBackend"]
+
+
+class Backend(Protocol):
+    """The system behind the API: a chaining model and the dataplane following it."""
+
+    @property
+    def model(self) -> SfcModel:
+        """The model; the API reads its snapshots and never changes it directly."""
+        ...
+
+    def submit(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (a model change) where the dataplane lives and return its
+        result, or raise the exception it raised. It must not return before
+        the change has reached the dataplane."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """The node's status document (``pktchain node status --json``)."""
+        ...
+
+    def flows(self, limit: int) -> list[dict[str, Any]]:
+        """At most `limit` rows of the node's flow table (the control socket's ``flows``)."""
+        ...
+
+
+class LocalBackend:
+    """A model with no dataplane behind it: changes run in the caller's thread,
+    one at a time."""
+
+    def __init__(self, model: SfcModel | None = None, *, name: str = "local") -> None:
+        self._model = model if model is not None else SfcModel()
+        self._name = name
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> SfcModel:
+        return self._model
+
+    def submit(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            return fn()
+
+    def status(self) -> dict[str, Any]:
+        ports = self._model.list(Port)
+        return {
+            "node": self._name,
+            "ports": [
+                {"name": port.node_port or port.name, "mac": port.mac_address}
+                for port in ports
+                if port.node_port
+            ],
+            "steering": {"chains": [], "port_pairs": {}, "flows": 0, "stats": {}},
+        }
+
+    def flows(self, limit: int) -> list[dict[str, Any]]:
+        return []
