@@ -19,14 +19,17 @@ def node_lab(
     unique_name: Callable[[str], str],
     tmp_path: Path,
 ) -> Iterator[Callable[..., tuple[Lab, NodeProcess]]]:
-    """``lab, node = node_lab(topology, args=())``: a lab and a node serving its node ports.
+    """``lab, node = node_lab(topology, args=(), state=None)``: a lab and a node serving its
+    node ports (chaining state kept in `state`, or in memory).
 
     The node is stopped with SIGTERM after the test, before the lab goes, and
     must exit 0.
     """
     nodes: list[NodeProcess] = []
 
-    def make(topology: dict[str, Any], *, args: tuple[str, ...] = ()) -> tuple[Lab, NodeProcess]:
+    def make(
+        topology: dict[str, Any], *, args: tuple[str, ...] = (), state: Path | None = None
+    ) -> tuple[Lab, NodeProcess]:
         path = tmp_path / f"topology-{len(nodes)}.yaml"
         path.write_text(yaml.safe_dump(topology, sort_keys=False))
         lab = lab_factory(path)
@@ -34,6 +37,7 @@ def node_lab(
             unique_name("node"),
             topology=path,
             lab_name=lab.name,
+            state=state,
             args=args,
             log_path=tmp_path / f"node-{len(nodes)}.log",
         )

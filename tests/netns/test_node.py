@@ -245,6 +245,19 @@ def test_node_refuses_a_bad_topology_naming_the_line(tmp_path: Path) -> None:
     assert f"{bad}:5" in result.stderr and "mtu" in result.stderr
 
 
+def test_node_refuses_a_state_file_that_is_not_a_database(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    state.write_bytes(b"this is not an SQLite database" * 100)
+    argv = [sys.executable, "-m", "pktchain", "node", "--tap", "pc-absent.h1:eth0"]
+    argv += ["--state", str(state), "--control", str(tmp_path / "node.sock")]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("pktchain: node pktchain could not start: State database")
+    assert str(state) in line
+    assert not (tmp_path / "node.sock").exists()
+
+
 def test_node_without_ports_is_refused() -> None:
     argv = [sys.executable, "-m", "pktchain", "node"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)

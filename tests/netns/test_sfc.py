@@ -42,8 +42,8 @@ Sfc = tuple[Lab, NodeProcess, ChainingClient]
 def sfc(node_lab: NodeLab, tmp_path: Path) -> Callable[..., Sfc]:
     """``lab, node, api = sfc(service_vms=3)``: seed 003's hosts, dest serving HTTP."""
 
-    def make(service_vms: int = 3) -> Sfc:
-        lab, node = node_lab(sfc_topology("sfc", service_vms))
+    def make(service_vms: int = 3, state: Path | None = None) -> Sfc:
+        lab, node = node_lab(sfc_topology("sfc", service_vms), state=state)
         start_web_server(lab.host("dest_vm"), tmp_path)
         return lab, node, ChainingClient(node.control)
 
@@ -321,6 +321,28 @@ def test_service_graph_carries_traffic_on_into_the_next_chain(
     assert len({p[TCP].sport for p in after}) == 4  # every connection went on into PCB
     chains = {c["name"]: c for c in node.status()["steering"]["chains"]}
     assert chains["PCB"]["flows"] == 4
+
+
+def test_a_restarted_node_restores_its_chains_and_steers_as_before(
+    sfc: Callable[..., Sfc], tmp_path: Path
+) -> None:
+    lab, node, api = sfc(state=tmp_path / "state.db")
+    build_demo_chain(api)
+    before = {c: sorted(r["id"] for r in api.list(c)) for c in COLLECTIONS}
+    fetch(lab, 3)
+    assert node.stop() == 0
+    node.start()
+    after = {c: sorted(r["id"] for r in api.list(c)) for c in COLLECTIONS}
+    assert after == before  # same resources, same ids, nothing re-created
+    assert api.get("port_chains", "PC1")["chain_id"] == 1
+    with capture(lab.host("vm3"), "in", "tcp dst port 80", tmp_path / "vm3.pcap") as vm3:
+        fetch(lab, 6)
+    assert len({p[TCP].sport for p in vm3}) == 6  # every connection crossed PG2 again
+    (chain,) = node.status()["steering"]["chains"]
+    assert chain["name"] == "PC1" and chain["flows"] == 6
+
+
+COLLECTIONS = ("port_pairs", "port_pair_groups", "flow_classifiers", "port_chains")
 
 
 def test_nsh_port_pairs_are_refused_naming_the_field(sfc: Callable[..., Sfc]) -> None:

@@ -36,6 +36,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--mac-aging", type=float, default=None, metavar="SECONDS", help="MAC aging time"
     )
+    state = parser.add_mutually_exclusive_group()
+    state.add_argument(
+        "--state",
+        metavar="PATH",
+        help="SQLite file keeping the chaining resources (default /var/lib/pktchain/NAME.db)",
+    )
+    state.add_argument(
+        "--no-state", action="store_true", help="keep the chaining resources in memory only"
+    )
     parser.add_argument(
         "--no-frame-check",
         action="store_true",
@@ -68,6 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     from pktchain.lab import LabError
     from pktchain.node.config import build_config
     from pktchain.node.daemon import Node
+    from pktchain.sfc.errors import SfcError
+    from pktchain.sfc.store import default_path
 
     if args.verbose == 0:
         logging.getLogger("pktchain").setLevel(logging.INFO)
@@ -81,13 +92,14 @@ def _run(args: argparse.Namespace) -> int:
             mac_aging=args.mac_aging,
             check_frames=not args.no_frame_check,
             control=Path(args.control) if args.control else None,
+            state=None if args.no_state else Path(args.state or default_path(args.name)),
         )
     except (ValueError, LabError) as exc:
         raise UsageError(str(exc)) from exc
     node = Node(config)
     try:
         node.start()
-    except (OSError, LabError) as exc:
+    except (OSError, LabError, SfcError) as exc:
         raise UsageError(f"node {args.name} could not start: {exc}") from exc
     node.run()
     return 0

@@ -19,6 +19,7 @@ def build_config(
     mac_aging: float | None = None,
     check_frames: bool = True,
     control: Path | None = None,
+    state: Path | None = None,
 ) -> NodeConfig:
     """Raises ValueError naming the bad option or topology entry."""
     ports = ports_from_topology(topology, lab_name) if topology is not None else []
@@ -36,6 +37,7 @@ def build_config(
         mac_aging=DEFAULT_AGING if mac_aging is None else mac_aging,
         check_frames=check_frames,
         control=control,
+        state=state,
     )
 
 

@@ -28,6 +28,7 @@ from pktchain.node.tun import tap_mac
 
 if TYPE_CHECKING:
     from pktchain.lab import NodePort
+    from pktchain.sfc.store import SqliteStore
 
 log = logging.getLogger("pktchain.node")
 
@@ -63,6 +64,8 @@ class NodeConfig:
     check_frames: bool = True
     flow_idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_flows: int = DEFAULT_MAX_FLOWS
+    state: Path | None = None
+    """SQLite file holding the chaining resources across restarts (None: kept in memory)."""
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.ports]
@@ -99,6 +102,7 @@ class Node:
         )
         self.datapath.steering = self.steering
         self.chaining = Chaining(self.config.name, self.steering)
+        self.store: SqliteStore | None = None
         self.control = ControlServer(self.config.control_path, self.loop, self.handle_request)
         self._closed = False
 
@@ -107,8 +111,11 @@ class Node:
         """Attach every port and open the control socket; undoes itself on failure."""
         try:
             self.control.start()
+            if self.config.state is not None:
+                self._restore(self.config.state)
             for spec in self.config.ports:
                 self.attach(spec)
+            self.chaining.apply()
         except BaseException:
             self.close()
             raise
@@ -121,6 +128,21 @@ class Node:
             self.config.name,
             len(self.datapath.ports),
             self.config.control_path,
+        )
+
+    def _restore(self, path: Path) -> None:
+        """Load the chaining resources kept in `path`, and keep every change there."""
+        from pktchain.sfc.store import SqliteStore
+
+        self.store = SqliteStore(path)
+        self.store.load_into(self.chaining.model)
+        self.store.attach(self.chaining.model)
+        state = self.chaining.model.state
+        log.info(
+            "state %s: %d port chains, %d port pairs restored",
+            path,
+            len(state.port_chains),
+            len(state.port_pairs),
         )
 
     def run(self) -> None:
@@ -136,6 +158,8 @@ class Node:
         self.control.close()
         for port in list(self.datapath.ports):
             self.detach(port)
+        if self.store is not None:
+            self.store.close()
         self.loop.close()
         log.info("node %s stopped", self.config.name)
 

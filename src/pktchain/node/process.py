@@ -31,6 +31,7 @@ class NodeProcess:
         *,
         topology: Path | None = None,
         lab_name: str | None = None,
+        state: Path | None = None,
         args: tuple[str, ...] = (),
         log_path: Path | None = None,
     ) -> None:
@@ -38,6 +39,7 @@ class NodeProcess:
         self.control = RUN_DIR / f"node-{name}.sock"
         self.topology = topology
         self.lab_name = lab_name
+        self.state = state
         self.args = args
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
@@ -56,6 +58,7 @@ class NodeProcess:
             argv += ["--topology", str(self.topology)]
         if self.lab_name is not None:
             argv += ["--lab", self.lab_name]
+        argv += ["--state", str(self.state)] if self.state is not None else ["--no-state"]
         argv += list(self.args)
         self._log = (
             open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115

@@ -25,6 +25,7 @@ class ErrorKind(Enum):
     BAD_REQUEST = 400
     NOT_FOUND = 404
     CONFLICT = 409
+    UNAVAILABLE = 503  # the request was valid but could not be kept (state database)
 
     @property
     def status(self) -> int:

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pktchain.sfc.errors import SfcError
+from pktchain.sfc.errors import ErrorKind, SfcError
 from pktchain.sfc.model import Action, Change, SfcModel
 from pktchain.sfc.resources import RESOURCE_CLASSES, Resource, ResourceKind
 from pktchain.sfc.state import SfcState
@@ -99,6 +99,7 @@ class StoreError(SfcError):
     SQLite reported the failure.
     """
 
+    kind = ErrorKind.UNAVAILABLE
     neutron_type = "ServiceUnavailable"
 
     def __init__(
@@ -114,10 +115,6 @@ class StoreError(SfcError):
         self.path = path
         self.detail = detail
         self.sqlite_errorname = cause.sqlite_errorname if isinstance(cause, sqlite3.Error) else None
-
-    @property
-    def status(self) -> int:
-        return 503
 
 
 class StoreOpenError(StoreError):
