@@ -20,6 +20,8 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pktchain.apply import cli as apply_cli
+    from pktchain.client import cli as client_cli
     from pktchain.demo import cli as demo_cli
     from pktchain.lab import cli as lab_cli
     from pktchain.node import cli as node_cli
@@ -34,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab_cli.register(subparsers)
     node_cli.register(subparsers)
     demo_cli.register(subparsers)
+    client_cli.register(subparsers)
+    apply_cli.register(subparsers)
     return parser
 
 
