@@ -39,6 +39,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from pktchain.api import schemas
 from pktchain.api.backend import Backend
@@ -357,7 +358,10 @@ def _install_errors(app: FastAPI) -> None:
             error.message = f"The resource could not be found: {request.url.path}."
         elif exc.status_code == 405:
             error.message = f"Method {request.method} is not allowed on {request.url.path}."
-        return _error_response(error.status, error.to_neutron())
+        response = _error_response(error.status, error.to_neutron())
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(_allowed_methods(request))
+        return response
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, RequestValidationError):  # pragma: no cover
@@ -373,6 +377,16 @@ def _install_errors(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path (one route per method here)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _child = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _install_token_check(app: FastAPI, token: str) -> None:
@@ -768,9 +782,11 @@ def _install_openapi(app: FastAPI) -> None:
                         *operation.get("parameters", []),
                         *spec["parameters"],
                     ]
-        for path_item in document.get("paths", {}).values():
+        for path, path_item in document.get("paths", {}).items():
             for operation in path_item.values():
                 operation["responses"].update(_error_responses(401))
+                if "{" in path:
+                    operation["responses"].update(_error_responses(404))
         app.openapi_schema = document
         return document
 

@@ -8,12 +8,22 @@ the body as received and reports its errors, so the rules live in one place.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Name = Field(default="", max_length=255)
+
+# Neutron's converters take more than the plain JSON type, and so does the model.
+Text = str | None
+"""A name or description; null reads as ""."""
+Integer = int | str
+"""An integer, or a string holding one (convert_to_int)."""
+Boolean = bool | Literal[0, 1] | Annotated[str, StringConstraints(pattern=r"^(?i:true|false|1|0)$")]
+"""convert_to_boolean: booleans, 0 and 1, and their spellings."""
+UuidList = list[UUID] | UUID | None
+"""convert_to_list: null is empty, a lone value a list of one."""
 
 
 class _Body(BaseModel):
@@ -39,22 +49,22 @@ class _Shown(BaseModel):
 
 class ServiceFunctionParameters(_Body):
     correlation: Literal["mpls", "nsh"] | None = None
-    weight: int = Field(default=1, ge=0)
+    weight: Integer = 1
 
 
 class PortPairCreate(_Body):
-    name: str = Name
-    description: str = Name
-    project_id: str = Name
-    tenant_id: str = Name
+    name: Text = Name
+    description: Text = Name
+    project_id: Text = Name
+    tenant_id: Text = Name
     ingress: UUID
     egress: UUID
     service_function_parameters: ServiceFunctionParameters | None = None
 
 
 class PortPairUpdate(_Body):
-    name: str = Name
-    description: str = Name
+    name: Text = Name
+    description: Text = Name
 
 
 class PortPair(_Shown):
@@ -73,10 +83,10 @@ LbField = Literal[
 class NTuple(_Body):
     source_ip_prefix: str | None = None
     destination_ip_prefix: str | None = None
-    source_port_range_min: int | None = Field(default=None, ge=0, le=65535)
-    source_port_range_max: int | None = Field(default=None, ge=0, le=65535)
-    destination_port_range_min: int | None = Field(default=None, ge=0, le=65535)
-    destination_port_range_max: int | None = Field(default=None, ge=0, le=65535)
+    source_port_range_min: Integer | None = None
+    source_port_range_max: Integer | None = None
+    destination_port_range_min: Integer | None = None
+    destination_port_range_max: Integer | None = None
 
 
 class NTupleMapping(_Body):
@@ -85,24 +95,24 @@ class NTupleMapping(_Body):
 
 
 class PortPairGroupParameters(_Body):
-    lb_fields: list[LbField] = []
+    lb_fields: list[LbField] | LbField | None = None
     ppg_n_tuple_mapping: NTupleMapping | None = None
 
 
 class PortPairGroupCreate(_Body):
-    name: str = Name
-    description: str = Name
-    project_id: str = Name
-    tenant_id: str = Name
-    port_pairs: list[UUID] = []
+    name: Text = Name
+    description: Text = Name
+    project_id: Text = Name
+    tenant_id: Text = Name
+    port_pairs: UuidList = None
     port_pair_group_parameters: PortPairGroupParameters | None = None
-    tap_enabled: bool = False
+    tap_enabled: Boolean = False
 
 
 class PortPairGroupUpdate(_Body):
-    name: str = Name
-    description: str = Name
-    port_pairs: list[UUID] = []
+    name: Text = Name
+    description: Text = Name
+    port_pairs: UuidList = None
 
 
 class PortPairGroup(_Shown):
@@ -116,26 +126,26 @@ class PortPairGroup(_Shown):
 
 
 class FlowClassifierCreate(_Body):
-    name: str = Name
-    description: str = Name
-    project_id: str = Name
-    tenant_id: str = Name
-    ethertype: Literal["IPv4", "IPv6"] = "IPv4"
-    protocol: Literal["tcp", "udp", "icmp"] | None = None
-    source_port_range_min: int | None = Field(default=None, ge=0, le=65535)
-    source_port_range_max: int | None = Field(default=None, ge=0, le=65535)
-    destination_port_range_min: int | None = Field(default=None, ge=0, le=65535)
-    destination_port_range_max: int | None = Field(default=None, ge=0, le=65535)
+    name: Text = Name
+    description: Text = Name
+    project_id: Text = Name
+    tenant_id: Text = Name
+    ethertype: Annotated[str, StringConstraints(pattern=r"^(?i:ipv4|ipv6)$")] | None = None
+    protocol: Annotated[str, StringConstraints(pattern=r"^(?i:tcp|udp|icmp)$")] | None = None
+    source_port_range_min: Integer | None = None
+    source_port_range_max: Integer | None = None
+    destination_port_range_min: Integer | None = None
+    destination_port_range_max: Integer | None = None
     source_ip_prefix: str | None = None
     destination_ip_prefix: str | None = None
     logical_source_port: UUID | None = None
     logical_destination_port: UUID | None = None
-    l7_parameters: dict[str, str] = {}
+    l7_parameters: dict[str, str] | None = None
 
 
 class FlowClassifierUpdate(_Body):
-    name: str = Name
-    description: str = Name
+    name: Text = Name
+    description: Text = Name
 
 
 class FlowClassifier(_Shown):
@@ -156,26 +166,26 @@ class FlowClassifier(_Shown):
 
 
 class ChainParameters(_Body):
-    correlation: Literal["mpls", "nsh"] = "mpls"
-    symmetric: bool = False
+    correlation: Literal["mpls", "nsh"] | None = None
+    symmetric: Boolean = False
 
 
 class PortChainCreate(_Body):
-    name: str = Name
-    description: str = Name
-    project_id: str = Name
-    tenant_id: str = Name
-    port_pair_groups: list[UUID] = Field(min_length=1)
-    flow_classifiers: list[UUID] = []
+    name: Text = Name
+    description: Text = Name
+    project_id: Text = Name
+    tenant_id: Text = Name
+    port_pair_groups: list[UUID] | UUID
+    flow_classifiers: UuidList = None
     chain_parameters: ChainParameters | None = None
-    chain_id: int = Field(default=0, ge=0, le=65535)
+    chain_id: Integer = 0
 
 
 class PortChainUpdate(_Body):
-    name: str = Name
-    description: str = Name
-    port_pair_groups: list[UUID] = Field(default=[], min_length=1)
-    flow_classifiers: list[UUID] = []
+    name: Text = Name
+    description: Text = Name
+    port_pair_groups: list[UUID] | UUID | None = None
+    flow_classifiers: UuidList = None
 
 
 class PortChain(_Shown):
@@ -189,16 +199,16 @@ class PortChain(_Shown):
 
 
 class ServiceGraphCreate(_Body):
-    name: str = Name
-    description: str = Name
-    project_id: str = Name
-    tenant_id: str = Name
-    port_chains: dict[str, list[UUID]]
+    name: Text = Name
+    description: Text = Name
+    project_id: Text = Name
+    tenant_id: Text = Name
+    port_chains: dict[str, list[UUID] | UUID | None] | None
 
 
 class ServiceGraphUpdate(_Body):
-    name: str = Name
-    description: str = Name
+    name: Text = Name
+    description: Text = Name
 
 
 class ServiceGraph(_Shown):
