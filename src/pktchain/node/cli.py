@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 
@@ -45,6 +46,21 @@ def register(subparsers: Any) -> None:
     state.add_argument(
         "--no-state", action="store_true", help="keep the chaining resources in memory only"
     )
+    api = parser.add_mutually_exclusive_group()
+    api.add_argument(
+        "--api",
+        metavar="HOST:PORT",
+        default="127.0.0.1:9696",
+        help="serve the REST API here (default 127.0.0.1:9696; port 0: any free port)",
+    )
+    api.add_argument("--no-api", action="store_true", help="serve no REST API")
+    parser.add_argument(
+        "--api-token",
+        metavar="TOKEN",
+        default=os.environ.get("PKTCHAIN_API_TOKEN"),
+        help="require X-Auth-Token: TOKEN on every API request (default $PKTCHAIN_API_TOKEN); "
+        "needed to serve on a non-loopback address",
+    )
     parser.add_argument(
         "--no-frame-check",
         action="store_true",
@@ -73,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
+    from pktchain.api.server import ApiServerError
     from pktchain.cli import UsageError
     from pktchain.lab import LabError
     from pktchain.node.config import build_config
@@ -93,13 +110,15 @@ def _run(args: argparse.Namespace) -> int:
             check_frames=not args.no_frame_check,
             control=Path(args.control) if args.control else None,
             state=None if args.no_state else Path(args.state or default_path(args.name)),
+            api=None if args.no_api else args.api,
+            api_token=args.api_token,
         )
     except (ValueError, LabError) as exc:
         raise UsageError(str(exc)) from exc
     node = Node(config)
     try:
         node.start()
-    except (OSError, LabError, SfcError) as exc:
+    except (OSError, LabError, SfcError, ApiServerError) as exc:
         raise UsageError(f"node {args.name} could not start: {exc}") from exc
     node.run()
     return 0

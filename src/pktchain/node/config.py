@@ -20,6 +20,8 @@ def build_config(
     check_frames: bool = True,
     control: Path | None = None,
     state: Path | None = None,
+    api: str | None = None,
+    api_token: str | None = None,
 ) -> NodeConfig:
     """Raises ValueError naming the bad option or topology entry."""
     ports = ports_from_topology(topology, lab_name) if topology is not None else []
@@ -38,7 +40,16 @@ def build_config(
         check_frames=check_frames,
         control=control,
         state=state,
+        api=_api_bind(api) if api is not None else None,
+        api_token=api_token,
     )
+
+
+def _api_bind(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--api {value!r}: expected HOST:PORT, e.g. 127.0.0.1:9696")
+    return value
 
 
 def _split(value: str, option: str, *, netns_required: bool) -> tuple[str | None, str, str]:

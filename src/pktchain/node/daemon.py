@@ -13,9 +13,10 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pktchain.node.chaining import Chaining
 from pktchain.node.control import ControlServer, control_path
@@ -27,10 +28,13 @@ from pktchain.node.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, DEFAULT_NET
 from pktchain.node.tun import tap_mac
 
 if TYPE_CHECKING:
+    from pktchain.api.server import ApiServer
     from pktchain.lab import NodePort
+    from pktchain.sfc.model import SfcModel
     from pktchain.sfc.store import SqliteStore
 
 log = logging.getLogger("pktchain.node")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,9 @@ class NodeConfig:
     max_flows: int = DEFAULT_MAX_FLOWS
     state: Path | None = None
     """SQLite file holding the chaining resources across restarts (None: kept in memory)."""
+    api: str | None = None
+    """HOST:PORT of the REST API (port 0: any free port), or None for no API."""
+    api_token: str | None = None
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.ports]
@@ -103,6 +110,7 @@ class Node:
         self.datapath.steering = self.steering
         self.chaining = Chaining(self.config.name, self.steering)
         self.store: SqliteStore | None = None
+        self.api: ApiServer | None = None
         self.control = ControlServer(self.config.control_path, self.loop, self.handle_request)
         self._closed = False
 
@@ -116,6 +124,8 @@ class Node:
             for spec in self.config.ports:
                 self.attach(spec)
             self.chaining.apply()
+            if self.config.api is not None:
+                self._serve_api(self.config.api)
         except BaseException:
             self.close()
             raise
@@ -145,6 +155,16 @@ class Node:
             len(state.port_pairs),
         )
 
+    def _serve_api(self, bind: str) -> None:
+        from pktchain.api.app import create_app
+        from pktchain.api.server import ApiServer
+
+        host, _, port = bind.rpartition(":")
+        app = create_app(NodeBackend(self), token=self.config.api_token)
+        self.api = ApiServer(app, host.strip("[]") or "127.0.0.1", int(port))
+        self.api.start()
+        log.info("REST API on %s/v2.0", self.api.url)
+
     def run(self) -> None:
         try:
             self.loop.run()
@@ -155,6 +175,8 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        if self.api is not None:
+            self.api.stop()
         self.control.close()
         for port in list(self.datapath.ports):
             self.detach(port)
@@ -242,6 +264,7 @@ class Node:
         return {
             "node": self.config.name,
             "pid": os.getpid(),
+            "api": self.api.url if self.api is not None else None,
             "uptime": round(time.time() - self.started, 3),
             "ports": [port.counters() for port in self.datapath.ports],
             "switch": {
@@ -284,3 +307,28 @@ def _configure_tap(spec: PortSpec) -> None:
         configure_node_port(spec.setup)
     elif spec.netns is not None:
         configure_interface(spec.netns, spec.ifname, up=True)
+
+
+class NodeBackend:
+    """What the REST API sees of a node: its model, and its loop for everything else.
+
+    Every change, and every read of the dataplane's state, runs in the node's
+    loop thread (`EventLoop.submit`), where the steering lives: a change has
+    reached the dataplane when `submit` returns.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    @property
+    def model(self) -> SfcModel:
+        return self._node.chaining.model
+
+    def submit(self, fn: Callable[[], T]) -> T:
+        return self._node.loop.submit(fn)
+
+    def status(self) -> dict[str, Any]:
+        return self._node.loop.submit(self._node.status)
+
+    def flows(self, limit: int) -> list[dict[str, Any]]:
+        return self._node.loop.submit(lambda: self._node.steering.flow_table(limit))

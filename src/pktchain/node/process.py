@@ -32,6 +32,7 @@ class NodeProcess:
         topology: Path | None = None,
         lab_name: str | None = None,
         state: Path | None = None,
+        api: str | None = "127.0.0.1:0",
         args: tuple[str, ...] = (),
         log_path: Path | None = None,
     ) -> None:
@@ -40,6 +41,7 @@ class NodeProcess:
         self.topology = topology
         self.lab_name = lab_name
         self.state = state
+        self.api = api
         self.args = args
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
@@ -59,6 +61,7 @@ class NodeProcess:
         if self.lab_name is not None:
             argv += ["--lab", self.lab_name]
         argv += ["--state", str(self.state)] if self.state is not None else ["--no-state"]
+        argv += ["--api", self.api] if self.api is not None else ["--no-api"]
         argv += list(self.args)
         self._log = (
             open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -88,6 +91,13 @@ class NodeProcess:
 
     def status(self) -> dict[str, Any]:
         return request(self.control, "status")
+
+    def api_url(self) -> str:
+        """The REST API's base URL (without /v2.0), as the node reports it."""
+        url = self.status().get("api")
+        if not url:
+            raise NodeProcessError(f"node {self.name} serves no REST API")
+        return str(url)
 
     def port(self, name: str) -> dict[str, Any]:
         for port in self.status()["ports"]:
