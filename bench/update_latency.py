@@ -55,12 +55,13 @@ def port_id(api: str, name: str) -> str:
     return str(call(api, "GET", f"/v2.0/ports?name={name}")["ports"][0]["id"])
 
 
-def sender(host: LabHost, interval: float, seconds: float) -> Any:
+def sender(host: LabHost, interval: float, seconds: float, first_port: int) -> Any:
+    """New UDP flows (one datagram each, source ports from `first_port`) for `seconds`."""
     script = (
         "import socket, time\n"
         f"end = time.monotonic() + {seconds}\n"
-        "sport = 20000\n"
-        "while time.monotonic() < end and sport < 60000:\n"
+        f"sport = {first_port}\n"
+        f"while time.monotonic() < end and sport < {first_port + 4000}:\n"
         "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
         f"    s.bind(('{SOURCE_IP}', sport))\n"
         f"    s.sendto(b'x', ('{DEST_IP}', 9999))\n"
@@ -91,7 +92,8 @@ def one_run(lab: Lab, api: str, workdir: Path, index: int, interval: float) -> d
         ]
     )
     wait_until(pcap.exists, timeout=10, what="tcpdump in vm3")
-    stream = sender(lab.host("source_vm"), interval, seconds=2.0)
+    # Fresh source ports each run: a flow of an earlier run is still pinned.
+    stream = sender(lab.host("source_vm"), interval, seconds=2.0, first_port=20000 + 4000 * index)
     time.sleep(0.5)
     sent = time.time()
     call(
