@@ -72,6 +72,22 @@ def test_rfc7857_s2_2_traffic_after_rst_revives() -> None:
     assert nat.sessions()[0].state is TcpState.ESTABLISHED
 
 
+def test_rfc7857_s2_1_port_reused_after_close_opens_again() -> None:
+    nat = make_nat()
+    for flags, outbound in (("S", True), ("SA", False), ("FA", True), ("FA", False)):
+        packet = (
+            tcp(INSIDE_A, 40000, REMOTE, 80, flags)
+            if outbound
+            else tcp(REMOTE, 80, EXTERNAL, 40000, flags)
+        )
+        ok(out(nat, packet, now=0.0) if outbound else inb(nat, packet, now=0.0))
+    assert nat.sessions()[0].state is TcpState.BOTH_FIN
+    ok(out(nat, tcp(INSIDE_A, 40000, REMOTE, 80, "S"), now=10.0))
+    ok(inb(nat, tcp(REMOTE, 80, EXTERNAL, 40000, "SA"), now=10.0))
+    assert nat.sessions()[0].state is TcpState.ESTABLISHED
+    assert nat.sessions()[0].expires == 10 + 7440
+
+
 def test_rfc7857_s3_no_port_overlapping() -> None:
     # Port overlapping is a MAY; the NAT keeps one mapping per external port.
     nat = make_nat()

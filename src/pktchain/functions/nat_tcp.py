@@ -16,7 +16,15 @@ from enum import Enum
 
 from pktchain.packet.headers import TcpFlag
 
-__all__ = ["TCP_TRANSITIONS", "Lifetime", "TcpEvent", "TcpState", "tcp_event", "tcp_transition"]
+__all__ = [
+    "TCP_TRANSITIONS",
+    "Lifetime",
+    "TcpEvent",
+    "TcpState",
+    "state_changing",
+    "tcp_event",
+    "tcp_transition",
+]
 
 
 class TcpState(Enum):
@@ -95,7 +103,10 @@ TCP_TRANSITIONS: dict[tuple[TcpState, TcpEvent], tuple[TcpState, Lifetime]] = {
     (_S.EXT_FIN, _E.EXT_FIN): (_S.EXT_FIN, _L.ESTABLISHED),
     (_S.EXT_FIN, _E.INT_OTHER): (_S.EXT_FIN, _L.ESTABLISHED),
     (_S.EXT_FIN, _E.EXT_OTHER): (_S.EXT_FIN, _L.ESTABLISHED),
-    # V6 FIN + V4 FIN RCV: everything is translated, nothing re-arms the timer.
+    # V6 FIN + V4 FIN RCV: everything is translated, nothing re-arms the timer,
+    # except a new SYN on the same 5-tuple.
+    (_S.BOTH_FIN, _E.INT_SYN): (_S.INT_SYN, _L.OPENING),
+    (_S.BOTH_FIN, _E.EXT_SYN): (_S.EXT_SYN, _L.INCOMING_SYN),
     # TRANS: any packet but a RST revives the connection.
     (_S.TRANSITORY, _E.INT_SYN): (_S.ESTABLISHED, _L.ESTABLISHED),
     (_S.TRANSITORY, _E.EXT_SYN): (_S.ESTABLISHED, _L.ESTABLISHED),
