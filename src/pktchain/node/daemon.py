@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pktchain.node.chaining import Chaining
 from pktchain.node.control import ControlServer, control_path
 from pktchain.node.datapath import Datapath
-from pktchain.node.loop import EventLoop
+from pktchain.node.functions import FunctionHost, PortFunction, pump
+from pktchain.node.loop import EventLoop, Timer
 from pktchain.node.ports import PacketPort, Port, PortKind, TapPort
 from pktchain.node.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
 from pktchain.node.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, DEFAULT_NETWORK
@@ -111,6 +112,8 @@ class Node:
         self.chaining = Chaining(self.config.name, self.steering)
         self.store: SqliteStore | None = None
         self.api: ApiServer | None = None
+        self.functions: dict[str, FunctionHost] = {}
+        self._function_timers: dict[str, tuple[float, Timer]] = {}
         self.control = ControlServer(self.config.control_path, self.loop, self.handle_request)
         self._closed = False
 
@@ -219,6 +222,52 @@ class Node:
         )
         return port
 
+    def add_function(
+        self, name: str, function: PortFunction, interfaces: Sequence[tuple[str, str, str]]
+    ) -> FunctionHost:
+        """Plug a native function in: one port per (interface, MAC, network)."""
+        if name in self.functions:
+            raise ValueError(f"a function named {name!r} is already plugged in")
+        host = FunctionHost(name, function, lambda: self.loop.now)
+        for iface, mac, network in interfaces:
+            port = host.add_port(iface, mac)
+            self.datapath.add_port(port, network)
+            self.ports[port.name] = port
+            self.chaining.register_port(port)
+            log.info("port %s attached (function, mac %s, network %s)", port.name, mac, network)
+        self.functions[name] = host
+        self._reschedule(host)
+        return host
+
+    def _pump(self) -> None:
+        """Feed what functions emitted back into the datapath, then reset their timers."""
+        if not self.functions:
+            return
+        pump(self.datapath, self.functions.values())
+        for host in self.functions.values():
+            self._reschedule(host)
+
+    def _reschedule(self, host: FunctionHost) -> None:
+        deadline = host.next_deadline()
+        current = self._function_timers.get(host.name)
+        if current is not None:
+            if current[0] == deadline:
+                return
+            current[1].cancel()
+            del self._function_timers[host.name]
+        if deadline is None:
+            return
+
+        def fire() -> None:
+            self._function_timers.pop(host.name, None)
+            self.datapath.now = self.steering.now = self.loop.now
+            host.fire(self.loop.now)
+            self._pump()
+            self._reschedule(host)
+
+        timer = self.loop.call_later(max(0.0, deadline - self.loop.now), fire)
+        self._function_timers[host.name] = (deadline, timer)
+
     def detach(self, port: Port) -> None:
         self.loop.remove_reader(port.fd)
         self.datapath.remove_port(port)
@@ -229,6 +278,7 @@ class Node:
     def _drain(self, port: Port) -> None:
         self.datapath.now = self.steering.now = self.loop.now
         self.datapath.drain(port)
+        self._pump()
 
     def _expire_flows(self) -> None:
         self.steering.now = self.loop.now

@@ -46,6 +46,7 @@ ETH_P_ALL = 0x0003
 class PortKind(Enum):
     TAP = "tap"
     AF_PACKET = "af_packet"
+    FUNCTION = "function"  # an interface of a native function in the node
 
 
 class DropReason(Enum):
