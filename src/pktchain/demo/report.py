@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pktchain.node.process import NodeProcess, NodeProcessError
 from pktchain.node.report import terminal_console
 
 
@@ -76,3 +77,30 @@ class DemoReport:
             verdict = "[green]all steps passed[/green]" if self.ok else "[red]FAILED[/red]"
             self.console.rule(f"{self.title}: {verdict}")
         return 0 if self.ok else 1
+
+
+def fail(message: str) -> tuple[str, dict[str, Any]]:
+    """A step that fails with `message` (for problems found outside a step)."""
+    raise StepError(message)
+
+
+def start_node(node: NodeProcess) -> tuple[str, dict[str, Any]]:
+    """Start the demo's node and name its ports."""
+    try:
+        node.start()
+    except NodeProcessError as exc:
+        raise StepError(str(exc)) from exc
+    ports = [port["name"] for port in node.status()["ports"]]
+    detail = f"node {node.name} (pid {node.pid}) serves {len(ports)} ports: {', '.join(ports)}"
+    return detail, {"ports": ports}
+
+
+def stop_node(node: NodeProcess) -> tuple[str, dict[str, Any]]:
+    """SIGTERM the node; it must exit 0."""
+    try:
+        code = node.stop()
+    except NodeProcessError as exc:
+        raise StepError(str(exc)) from exc
+    if code != 0:
+        raise StepError(f"node exited with status {code}")
+    return "exit status 0", {}

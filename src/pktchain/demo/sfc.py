@@ -32,10 +32,10 @@ from typing import Any
 import yaml
 from rich.table import Table
 
-from pktchain.demo.report import DemoReport, StepError
+from pktchain.demo.report import DemoReport, StepError, fail, start_node, stop_node
 from pktchain.lab import Lab, LabError, LabHost
 from pktchain.node.client import ChainingClient, ChainingRequestError
-from pktchain.node.process import NodeProcess, NodeProcessError
+from pktchain.node.process import NodeProcess
 
 SOURCE_IP = "10.0.0.9"
 DEST_IP = "10.0.0.10"
@@ -257,7 +257,7 @@ def run_sfc_demo(*, json_output: bool = False, window: float = 2.5) -> int:
         loop: HttpLoop | None = None
         try:
             with Lab.up(topology_file) as lab:
-                report.step("start the node", lambda: _start(node))
+                report.step("start the node", lambda: start_node(node))
                 if report.ok:
                     api = ChainingClient(node.control)
                     report.step("web server on dest_vm", lambda: _web(lab, workdir))
@@ -268,28 +268,15 @@ def run_sfc_demo(*, json_output: bool = False, window: float = 2.5) -> int:
                     for title, change, expectation in STEPS:
                         report.step(title, partial(walk.step, title, change, expectation))
                     loop.stop()
-                    report.step("stop the node (SIGTERM)", lambda: _stop(node))
+                    report.step("stop the node (SIGTERM)", lambda: stop_node(node))
         except (LabError, OSError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
-            report.step("lab", lambda: _fail(problem))
+            report.step("lab", lambda: fail(problem))
         finally:
             if loop is not None:
                 loop.stop()
             node.kill()
     return report.finish()
-
-
-def _fail(message: str) -> tuple[str, dict[str, Any]]:
-    raise StepError(message)
-
-
-def _start(node: NodeProcess) -> tuple[str, dict[str, Any]]:
-    try:
-        node.start()
-    except NodeProcessError as exc:
-        raise StepError(str(exc)) from exc
-    ports = [port["name"] for port in node.status()["ports"]]
-    return f"node {node.name} serves {len(ports)} ports: {', '.join(ports)}", {}
 
 
 def _web(lab: Lab, workdir: Path) -> tuple[str, dict[str, Any]]:
@@ -375,13 +362,3 @@ def _table(title: str, delta: dict[str, dict[str, int]], fetched: int, failed: i
             str(counts["out_rx_packets"]),
         )
     return table
-
-
-def _stop(node: NodeProcess) -> tuple[str, dict[str, Any]]:
-    try:
-        code = node.stop()
-    except NodeProcessError as exc:
-        raise StepError(str(exc)) from exc
-    if code != 0:
-        raise StepError(f"node exited with status {code}")
-    return "exit status 0", {}

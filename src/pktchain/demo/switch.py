@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from pktchain.demo.report import DemoReport, StepError
+from pktchain.demo.report import DemoReport, StepError, fail, start_node, stop_node
 from pktchain.lab import Lab, LabError
-from pktchain.node.process import NodeProcess, NodeProcessError
+from pktchain.node.process import NodeProcess
 from pktchain.node.report import port_table
 
 HOSTS = {"h1": "10.0.0.1", "h2": "10.0.0.2", "h3": "10.0.0.3"}
@@ -59,30 +59,17 @@ def run_switch_demo(*, json_output: bool = False, iperf_seconds: float = 3.0) ->
         node = NodeProcess(name, topology=topology_file, log_path=workdir / "node.log")
         try:
             with Lab.up(topology_file) as lab:
-                report.step("start the node", lambda: _start(node, lab))
+                report.step("start the node", lambda: start_node(node))
                 if report.ok:
                     _traffic_steps(report, lab, node, workdir, iperf_seconds)
                     report.step("stop the node (SIGTERM)", lambda: _stop(node, lab))
         except (LabError, OSError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
-            report.step("lab", lambda: _fail(problem))
+            report.step("lab", lambda: fail(problem))
         finally:
             node.kill()
         report.step("clean up", lambda: _check_clean(name))
     return report.finish()
-
-
-def _fail(message: str) -> tuple[str, dict[str, Any]]:
-    raise StepError(message)
-
-
-def _start(node: NodeProcess, lab: Lab) -> tuple[str, dict[str, Any]]:
-    try:
-        node.start()
-    except NodeProcessError as exc:
-        raise StepError(str(exc)) from exc
-    ports = [port["name"] for port in node.status()["ports"]]
-    return f"node {node.name} (pid {node.pid}) serves ports {', '.join(ports)}", {"ports": ports}
 
 
 def _traffic_steps(
@@ -153,12 +140,7 @@ def _traffic_steps(
 
 
 def _stop(node: NodeProcess, lab: Lab) -> tuple[str, dict[str, Any]]:
-    try:
-        code = node.stop()
-    except NodeProcessError as exc:
-        raise StepError(str(exc)) from exc
-    if code != 0:
-        raise StepError(f"node exited with status {code}")
+    stop_node(node)
     left = [host for host in HOSTS if _has_link(lab.netns_of(host), "eth0")]
     if left:
         raise StepError(f"TAP devices still present in {', '.join(left)}")
