@@ -52,7 +52,7 @@ class FakeRouter:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.interfaces: dict[str, RouterNicAdd] = {}
         self.host_table: dict[str, HostEntry] = {}
-        self.forwards: dict[tuple[str, int], tuple[IPv4Address, int]] = {}
+        self.forwards: dict[tuple[str, int], tuple[str, int]] = {}
         self.thread_ids: set[int] = set()
         self.fail_with: BaseException | None = None
 
@@ -78,11 +78,11 @@ class FakeRouter:
             raise KeyError(f"name: no interface {name}")
         del self.interfaces[name]
 
-    def add_host(self, mac: str, ip: IPv4Address, network_id: str = "", /) -> HostEntry:
+    def add_host(self, mac: str, ip: str, network_id: str = "", /) -> HostEntry:
         self._record("add_host", mac, ip, network_id)
         if mac in self.host_table:
             raise ValueError(f"mac: {mac} is already a host")
-        entry = HostEntry(mac, ip, network_id, 49152 + len(self.host_table))
+        entry = HostEntry(mac, IPv4Address(ip), network_id, 49152 + len(self.host_table))
         self.host_table[mac] = entry
         return entry
 
@@ -98,7 +98,7 @@ class FakeRouter:
         return list(self.host_table.values())
 
     def add_port_forward(
-        self, proto: str, external_port: int, inside_ip: IPv4Address, inside_port: int, /
+        self, proto: str, external_port: int, inside_ip: str, inside_port: int, /
     ) -> None:
         self._record("add_port_forward", proto, external_port, inside_ip, inside_port)
         if (proto, external_port) in self.forwards:
@@ -203,12 +203,12 @@ def test_every_operation_round_trips(client: MessengerClient, router: FakeRouter
         "network_id": "net-1",
         "forwarding_port": 49152,
     }
-    assert router.calls[-1] == ("add_host", ("02:00:00:00:01:02", IPv4Address("10.0.1.2"), "net-1"))
+    assert router.calls[-1] == ("add_host", ("02:00:00:00:01:02", "10.0.1.2", "net-1"))
     assert client.call("hosts") == [entry]
     client.call(
         "port_forward_add", proto="tcp", external_port=80, inside_ip="10.0.1.2", inside_port=8080
     )
-    assert router.forwards == {("tcp", 80): (IPv4Address("10.0.1.2"), 8080)}
+    assert router.forwards == {("tcp", 80): ("10.0.1.2", 8080)}
     client.call("port_forward_remove", proto="tcp", external_port=80)
     assert client.call("host_nic_remove", ip="10.0.1.2") == entry
     assert router.calls[-1:] == [("remove_host", ("10.0.1.2",))]

@@ -185,6 +185,7 @@ BAD_ARGUMENTS: list[tuple[Op, dict[str, Any], str]] = [
     (Op.ROUTER_NIC_ADD, {**NIC, "subnet": "10.0.1.0"}, "args.subnet"),
     (Op.ROUTER_NIC_ADD, {**NIC, "subnet": "10.0.1.1/24"}, "args.subnet"),
     (Op.ROUTER_NIC_ADD, {**NIC, "subnet": "10.0.1.0/33"}, "args.subnet"),
+    (Op.ROUTER_NIC_ADD, {**NIC, "subnet": "10.0.1.0/31"}, "args.subnet"),
     (Op.ROUTER_NIC_ADD, {**NIC, "gateway": "10.0.1.254"}, "args.gateway"),
     (Op.ROUTER_NIC_ADD, {**EXTERNAL, "gateway": "198.51.100.1"}, "args.gateway"),
     (Op.ROUTER_NIC_ADD, {**EXTERNAL, "gateway": "192.0.2.10"}, "args.gateway"),

@@ -86,7 +86,7 @@ class ArgKind(Enum):
     IPV4 = enum.auto()
     """A dotted-quad IPv4 address."""
     SUBNET = enum.auto()
-    """An IPv4 network in CIDR form, host bits zero (``"10.0.1.0/24"``)."""
+    """An IPv4 network in CIDR form, host bits zero, prefix at most /30 (``"10.0.1.0/24"``)."""
     NETWORK_ID = enum.auto()
     """The controller's network identifier: a string of at most 64 characters."""
     BOOL = enum.auto()
@@ -148,6 +148,7 @@ ARGUMENTS: Mapping[Op, tuple[ArgSpec, ...]] = {
 _IFNAME = re.compile(r"[^\s/:]{1,15}")
 _MAC = re.compile(r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}")
 _NETWORK_ID_MAX = 64
+_PREFIX_MAX = 30
 
 
 def _integer(value: Json, low: int, high: int) -> int:
@@ -352,9 +353,11 @@ def _router_nic_add(v: dict[str, Any]) -> RouterNicAdd:
     subnet: IPv4Network = v["subnet"]
     ip: IPv4Address = v["ip"]
     gateway: IPv4Address | None = v["gateway"]
+    if subnet.prefixlen > _PREFIX_MAX:
+        raise _invalid("subnet", f"/{subnet.prefixlen} leaves no host addresses besides the router")
     if ip not in subnet:
         raise _invalid("ip", f"{ip} is not in subnet {subnet}")
-    if subnet.prefixlen < 31 and ip in (subnet.network_address, subnet.broadcast_address):
+    if ip in (subnet.network_address, subnet.broadcast_address):
         raise _invalid("ip", f"{ip} is the network or broadcast address of {subnet}")
     if gateway is not None:
         if gateway not in subnet:
@@ -405,20 +408,21 @@ _BUILDERS: Mapping[Op, Callable[[dict[str, Any]], Command]] = {
 class RouterControl(Protocol):
     """The control methods of :class:`pktchain.functions.router.Router` the
     messenger drives. Each raises ValueError naming the field on bad input and
-    changes nothing when it raises."""
+    changes nothing when it raises. Addresses are passed in their text form
+    (MACs lowercase with colons), already checked."""
 
     def add_interface(self, interface: Any, /) -> object: ...
 
     def remove_interface(self, name: str, /) -> object: ...
 
-    def add_host(self, mac: str, ip: IPv4Address, network_id: str = "", /) -> object: ...
+    def add_host(self, mac: str, ip: str, network_id: str = "", /) -> object: ...
 
     def remove_host(self, mac_or_ip: str, /) -> object: ...
 
     def hosts(self) -> object: ...
 
     def add_port_forward(
-        self, proto: str, external_port: int, inside_ip: IPv4Address, inside_port: int, /
+        self, proto: str, external_port: int, inside_ip: str, inside_port: int, /
     ) -> object: ...
 
     def remove_port_forward(self, proto: str, external_port: int, /) -> object: ...
@@ -433,9 +437,9 @@ def router_interface_factory() -> InterfaceFactory:
 
     The router is imported here, when a server is made without a factory of
     its own, so that the messenger does not depend on it otherwise. A
-    ``gateway`` is passed only when ``RouterInterface`` has such a field; a
-    NIC message with a gateway is refused (``args.gateway``) by a router that
-    has none, rather than the gateway being dropped.
+    ``gateway`` is passed only when ``RouterInterface`` has such a field;
+    otherwise an external NIC with a gateway is refused (``args.gateway``)
+    rather than the upstream gateway being dropped.
     """
     import importlib
     import inspect
@@ -445,10 +449,15 @@ def router_interface_factory() -> InterfaceFactory:
 
     def make(nic: RouterNicAdd) -> object:
         extra: dict[str, Any] = {}
-        if nic.gateway is not None:
-            if not takes_gateway:
-                raise _invalid("gateway", "this router takes no gateway per NIC")
+        if nic.gateway is not None and takes_gateway:
             extra["gateway"] = nic.gateway
+        elif nic.gateway is not None and nic.external:
+            # An internal NIC's gateway is its own address (checked already);
+            # an external NIC's is the upstream router, which this router
+            # takes from its configuration only.
+            raise _invalid(
+                "gateway", "this router takes its upstream gateway from its configuration"
+            )
         return router_interface(
             name=nic.name,
             mac=nic.mac,
@@ -472,13 +481,13 @@ def apply_command(
         case RouterNicRemove(name=name):
             return router.remove_interface(name)
         case HostNicAdd(mac=mac, ip=ip, network_id=network_id):
-            return router.add_host(mac, ip, network_id)
+            return router.add_host(mac, str(ip), network_id)
         case HostNicRemove(mac=mac, ip=ip):
             return router.remove_host(mac if mac is not None else str(ip))
         case Hosts():
             return router.hosts()
         case PortForwardAdd(proto=proto, external_port=ext, inside_ip=ip, inside_port=port):
-            return router.add_port_forward(proto.value, ext, ip, port)
+            return router.add_port_forward(proto.value, ext, str(ip), port)
         case PortForwardRemove(proto=proto, external_port=ext):
             return router.remove_port_forward(proto.value, ext)
         case Ping():

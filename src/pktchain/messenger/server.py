@@ -69,7 +69,7 @@ Submit = Callable[[Callable[[], Any]], Any]
 
 STOP_TIMEOUT = 10.0
 _RECV_SIZE = 65536
-_ROUTER_FIELD = re.compile(r"([A-Za-z_][\w.]*): (.*)", re.DOTALL)
+_ROUTER_FIELD = re.compile(r"([A-Za-z_][^\s:]*): (.*)", re.DOTALL)
 #: The router's names for fields the messenger calls otherwise.
 _FIELD_ALIASES = {"address": "ip"}
 
@@ -366,13 +366,26 @@ def _unused(nic: RouterNicAdd) -> object:
 
 
 def _rejected(op: Op, exc: ValueError | LookupError) -> MessengerError:
-    """The router's refusal as a reply: ``field: message`` split and named as ours."""
-    text = str(exc.args[0]) if exc.args else type(exc).__name__
-    match = _ROUTER_FIELD.fullmatch(text)
+    """The router's refusal as a reply.
+
+    The router names fields as ``field: message``, several joined by ``; ``,
+    or lists them in ``errors`` (``RouterConfigError``), with paths such as
+    ``interfaces['eth1'].address``. The first field is named, in the
+    messenger's words where it has them (``args.ip``); every message is kept.
+    """
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, list) and errors and all(isinstance(e, str) for e in errors):
+        parts: list[str] = errors
+    else:
+        text = str(exc.args[0]) if exc.args else type(exc).__name__
+        parts = text.split("; ")
+    match = _ROUTER_FIELD.fullmatch(parts[0])
     if match is None:
-        return MessengerError(ErrorType.REJECTED, text)
+        return MessengerError(ErrorType.REJECTED, "; ".join(parts))
     name, message = match.group(1), match.group(2)
+    if "]." in name:  # a path into the router's configuration: its last step
+        name = name.rsplit("].", 1)[1]
     name = _FIELD_ALIASES.get(name, name)
     if any(spec.name == name for spec in ARGUMENTS[op]):
         name = f"args.{name}"
-    return MessengerError(ErrorType.REJECTED, message, name)
+    return MessengerError(ErrorType.REJECTED, "; ".join([message, *parts[1:]]), name)
