@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pktchain.client import cli as client_cli
     from pktchain.demo import cli as demo_cli
     from pktchain.lab import cli as lab_cli
+    from pktchain.messenger import cli as messenger_cli
     from pktchain.node import cli as node_cli
 
     parser = argparse.ArgumentParser(
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cli.register(subparsers)
     client_cli.register(subparsers)
     apply_cli.register(subparsers)
+    messenger_cli.register(subparsers)
     return parser
 
 
