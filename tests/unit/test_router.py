@@ -609,3 +609,21 @@ def test_interfaces_added_and_removed_at_runtime() -> None:
     with pytest.raises(ValueError, match="external"):
         router.remove_interface("wan")
     assert router.receive("lan2", arp_request(H2_MAC, "10.0.2.9", "10.0.2.1"), 0.0) == []
+
+
+def test_external_interface_added_at_runtime_brings_its_gateway() -> None:
+    router = Router(RouterConfig())
+    router.add_interface(RouterInterface("lan0", LAN0_MAC, IPv4Interface(f"{LAN0_IP}/24")))
+    wan = RouterInterface(
+        "wan", WAN_MAC, IPv4Interface(f"{WAN_IP}/24"), external=True, gateway=IPv4Address(GW_IP)
+    )
+    router.add_interface(wan)
+    router.receive("wan", arp_request(GW_MAC, GW_IP, WAN_IP), 0.0)
+    router.receive("lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0)
+    out = only(router.receive("lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP()), 0.0), "wan")
+    assert out[Ether].dst == GW_MAC and out[IP].src == H1  # plain routing: no NAT
+    with pytest.raises(RouterConfigError, match="gateway"):
+        RouterInterface("x", LAN1_MAC, IPv4Interface("10.0.1.1/24"), gateway=IPv4Address(GW_IP))
+    router.remove_interface("wan")
+    net = only(router.receive("lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP()), 1.0), "lan0")
+    assert (net[ICMP].type, net[ICMP].code) == (3, 0)

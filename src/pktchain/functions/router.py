@@ -1003,6 +1003,8 @@ class Router:
         self._routes = sorted(self._ports.values(), key=lambda p: -p.config.network.prefixlen)
         if iface.external:
             self._external = port
+            if self._config.upstream_gateway is None and iface.gateway is not None:
+                self._gateway = iface.gateway.packed
         self._generation += 1
 
     def add_interface(self, iface: RouterInterface) -> None:
@@ -1018,6 +1020,12 @@ class Router:
             gateway = self._config.upstream_gateway
             if gateway is not None and ip_address(gateway) not in iface.network:
                 errors.append(f"address: upstream_gateway {gateway} is not on {iface.network}")
+            if (
+                gateway is not None
+                and iface.gateway is not None
+                and str(iface.gateway) != str(gateway)
+            ):
+                errors.append(f"gateway: {iface.gateway} differs from upstream_gateway {gateway}")
         if errors:
             raise RouterConfigError(errors)
         self._attach(iface)
@@ -1041,6 +1049,8 @@ class Router:
         self._routes = [p for p in self._routes if p is not port]
         if self._external is port:
             self._external = None
+            if self._config.upstream_gateway is None:
+                self._gateway = None
         self._generation += 1
         return port.config
 

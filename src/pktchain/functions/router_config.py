@@ -55,6 +55,10 @@ class RouterInterface:
     external: bool = False
     network_id: str = ""
     mtu: int = 1500
+    gateway: IPv4Address | None = None
+    """External interface: the upstream gateway (the default route's next hop),
+    as the controller's NIC announcement gives it. Internal interface: if given,
+    the interface's own address (the router is the subnet's gateway)."""
 
     def __post_init__(self) -> None:
         errors = interface_errors(self)
@@ -62,6 +66,8 @@ class RouterInterface:
             raise RouterConfigError(errors)
         if not isinstance(self.address, IPv4Interface):
             object.__setattr__(self, "address", ip_interface(self.address))
+        if self.gateway is not None and not isinstance(self.gateway, IPv4Address):
+            object.__setattr__(self, "gateway", IPv4Address(str(self.gateway)))
         object.__setattr__(self, "mac", mac_bytes(self.mac).hex(":"))
 
     @property
@@ -99,6 +105,23 @@ def interface_errors(iface: RouterInterface) -> list[str]:
             errors.append(f"{where}.address: {address.ip} is the subnet's network or broadcast")
         if address.ip.is_multicast or address.ip.is_loopback or address.ip.is_unspecified:
             errors.append(f"{where}.address: {address.ip} cannot be a gateway address")
+    if iface.gateway is not None and address is not None:
+        try:
+            gateway = IPv4Address(str(iface.gateway))
+        except ValueError:
+            errors.append(f"{where}.gateway: not an IPv4 address: {iface.gateway!r}")
+        else:
+            net = address.network
+            if not iface.external and gateway != address.ip:
+                errors.append(
+                    f"{where}.gateway: {gateway} must be the interface's own address "
+                    f"{address.ip} (the router is the subnet's gateway)"
+                )
+            elif iface.external and (
+                gateway not in net
+                or gateway in (address.ip, net.network_address, net.broadcast_address)
+            ):
+                errors.append(f"{where}.gateway: {gateway} is not another host of {net}")
     if not isinstance(iface.mtu, int) or not MIN_MTU <= iface.mtu <= 0xFFFF:
         errors.append(f"{where}.mtu: {iface.mtu!r} is not in {MIN_MTU}..65535")
     return errors
@@ -227,6 +250,16 @@ def config_errors(config: RouterConfig) -> list[str]:
                 f"upstream_gateway: {parsed} is not another host of the external "
                 f"subnet {external.network}"
             )
+    if (
+        external is not None
+        and external.gateway is not None
+        and gateway is not None
+        and str(external.gateway) != str(gateway)
+    ):
+        errors.append(
+            f"upstream_gateway: {gateway} differs from the external interface's gateway "
+            f"{external.gateway}"
+        )
     errors.extend(nat_errors(config.nat, tuple(interfaces)))
     port = config.auto_forward_service_port
     if port is not None and (not isinstance(port, int) or not 1 <= port <= 0xFFFF):
