@@ -35,6 +35,9 @@ def register(subparsers: Any) -> None:
         help="attach an existing interface through AF_PACKET (repeatable)",
     )
     parser.add_argument(
+        "--router", metavar="FILE", help="run the virtual router described in FILE (YAML)"
+    )
+    parser.add_argument(
         "--mac-aging", type=float, default=None, metavar="SECONDS", help="MAC aging time"
     )
     state = parser.add_mutually_exclusive_group()
@@ -69,6 +72,10 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=_run)
 
     sub = parser.add_subparsers(dest="node_command", metavar="SUBCOMMAND")
+    router = sub.add_parser("router", help="print a running node's router tables")
+    _add_name(router)
+    router.add_argument("--json", action="store_true", help="machine-readable output")
+    router.set_defaults(handler=_router)
     status = sub.add_parser("status", help="print a running node's ports and counters")
     _add_name(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -112,6 +119,7 @@ def _run(args: argparse.Namespace) -> int:
             state=None if args.no_state else Path(args.state or default_path(args.name)),
             api=None if args.no_api else args.api,
             api_token=args.api_token,
+            router=Path(args.router) if args.router else None,
         )
     except (ValueError, LabError) as exc:
         raise UsageError(str(exc)) from exc
@@ -164,4 +172,17 @@ def _flows(args: argparse.Namespace) -> int:
     from pktchain.node.report import flow_table, terminal_console
 
     terminal_console().print(flow_table(reply["flows"]))
+    return 0
+
+
+def _router(args: argparse.Namespace) -> int:
+    import json
+
+    reply = _ask(args, "router")
+    if args.json:
+        print(json.dumps(reply["router"], indent=2))
+        return 0
+    from pktchain.node.report import print_router, terminal_console
+
+    print_router(reply["router"], terminal_console())
     return 0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pktchain.node.daemon import NodeConfig, PortSpec
 from pktchain.node.ports import PortKind
+from pktchain.node.router_file import load_router
 from pktchain.node.switch import DEFAULT_AGING, DEFAULT_NETWORK
 
 
@@ -22,6 +23,7 @@ def build_config(
     state: Path | None = None,
     api: str | None = None,
     api_token: str | None = None,
+    router: Path | None = None,
 ) -> NodeConfig:
     """Raises ValueError naming the bad option or topology entry."""
     ports = ports_from_topology(topology, lab_name) if topology is not None else []
@@ -31,8 +33,8 @@ def build_config(
     for value in af_packets:
         netns, ifname, network = _split(value, "--af-packet", netns_required=False)
         ports.append(PortSpec(PortKind.AF_PACKET, ifname, netns=netns, network=network))
-    if not ports:
-        raise ValueError("no ports: give --topology, --tap or --af-packet")
+    if not ports and router is None:
+        raise ValueError("no ports: give --topology, --tap, --af-packet or --router")
     return NodeConfig(
         name=name,
         ports=tuple(ports),
@@ -42,6 +44,7 @@ def build_config(
         state=state,
         api=_api_bind(api) if api is not None else None,
         api_token=api_token,
+        router=load_router(router) if router is not None else None,
     )
 
 

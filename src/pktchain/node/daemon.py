@@ -9,12 +9,15 @@ descriptor, which removes the TAP devices it made.
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,7 +33,9 @@ from pktchain.node.tun import tap_mac
 
 if TYPE_CHECKING:
     from pktchain.api.server import ApiServer
+    from pktchain.functions.router import Router
     from pktchain.lab import NodePort
+    from pktchain.node.router_file import RouterSpec
     from pktchain.sfc.model import SfcModel
     from pktchain.sfc.store import SqliteStore
 
@@ -74,6 +79,8 @@ class NodeConfig:
     api: str | None = None
     """HOST:PORT of the REST API (port 0: any free port), or None for no API."""
     api_token: str | None = None
+    router: RouterSpec | None = None
+    """A virtual router to run in the node (`--router FILE`)."""
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.ports]
@@ -113,6 +120,7 @@ class Node:
         self.store: SqliteStore | None = None
         self.api: ApiServer | None = None
         self.functions: dict[str, FunctionHost] = {}
+        self.router: Router | None = None
         self._function_timers: dict[str, tuple[float, Timer]] = {}
         self.control = ControlServer(self.config.control_path, self.loop, self.handle_request)
         self._closed = False
@@ -127,6 +135,8 @@ class Node:
             for spec in self.config.ports:
                 self.attach(spec)
             self.chaining.apply()
+            if self.config.router is not None:
+                self._start_router(self.config.router)
             if self.config.api is not None:
                 self._serve_api(self.config.api)
         except BaseException:
@@ -157,6 +167,37 @@ class Node:
             len(state.port_chains),
             len(state.port_pairs),
         )
+
+    def _start_router(self, spec: RouterSpec) -> None:
+        from pktchain.functions.router import Router
+
+        router = Router(spec.config)
+        interfaces = [
+            (iface.name, iface.mac, spec.networks[iface.name]) for iface in spec.config.interfaces
+        ]
+        host = self.add_function(spec.name, router, interfaces)
+        for rule in spec.port_forwards:
+            router.add_port_forward(
+                rule.proto, rule.external_port, rule.inside_ip, rule.inside_port
+            )
+        self.router = router
+        host.queue(router.announcements())
+        self._pump()
+        log.info("router %s: %d interfaces", spec.name, len(interfaces))
+
+    def router_status(self) -> dict[str, Any] | None:
+        router = self.router
+        if router is None:
+            return None
+        return {
+            "interfaces": [_plain(i) for i in router.interfaces()],
+            "hosts": [_plain(h) for h in router.hosts()],
+            "arp": [_plain(a) for a in router.arp_table()],
+            "nat": [_plain(m) for m in router.nat_table()],
+            "nat_sessions": len(router.nat_sessions()),
+            "port_forwards": [_plain(f) for f in router.port_forwards()],
+            "counters": router.counters(),
+        }
 
     def _serve_api(self, bind: str) -> None:
         from pktchain.api.app import create_app
@@ -300,6 +341,11 @@ class Node:
             return {"ok": True}
         if op == "sfc":
             return self.chaining.handle(request)
+        if op == "router":
+            router = self.router_status()
+            if router is None:
+                return {"ok": False, "error": "this node runs no router"}
+            return {"ok": True, "router": router}
         if op == "flows":
             limit = request.get("limit", 1000)
             if not isinstance(limit, int) or limit < 0:
@@ -382,3 +428,18 @@ class NodeBackend:
 
     def flows(self, limit: int) -> list[dict[str, Any]]:
         return self._node.loop.submit(lambda: self._node.steering.flow_table(limit))
+
+
+def _plain(value: Any) -> Any:
+    """A router table row as JSON-ready values (addresses and enums as text)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Enum):  # before int: IpProto is an IntEnum
+        return value.name.lower() if isinstance(value, int) else value.value
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, bytes):
+        return value.hex(":") if len(value) == 6 else str(ipaddress.ip_address(value))
+    return str(value)

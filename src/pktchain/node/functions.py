@@ -127,6 +127,10 @@ class FunctionHost:
     def pending(self) -> list[FunctionPort]:
         return [port for port in self.ports.values() if port.inbox]
 
+    def queue(self, outputs: Outputs) -> None:
+        """Frames the function emits outside `receive`/`on_timer` (e.g. at start)."""
+        self._queue(outputs)
+
     def _queue(self, outputs: Outputs) -> None:
         for iface, frame in outputs:
             port = self.ports.get(iface)

@@ -92,6 +92,13 @@ class NodeProcess:
     def status(self) -> dict[str, Any]:
         return request(self.control, "status")
 
+    def router(self) -> dict[str, Any]:
+        """The router's tables (interfaces, hosts, ARP, NAT, forwards, counters)."""
+        reply = request(self.control, "router")
+        if not reply.get("ok"):
+            raise NodeProcessError(f"node {self.name}: {reply.get('error')}")
+        return dict(reply["router"])
+
     def api_url(self) -> str:
         """The REST API's base URL (without /v2.0), as the node reports it."""
         url = self.status().get("api")

@@ -105,3 +105,48 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
         f"unclassified {stats['unclassified']}, re-pinned {stats['repinned']}, "
         f"expired {stats['expired']}"
     )
+
+
+def _rows_table(title: str, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in columns))
+    return table
+
+
+def print_router(router: dict[str, Any], console: Console) -> None:
+    """The router's interfaces, host table (with forwarding ports), NAT table, rules."""
+    console.print(
+        _rows_table(
+            "router interfaces", router["interfaces"], ("name", "mac", "address", "external")
+        )
+    )
+    console.print(
+        _rows_table("hosts", router["hosts"], ("ip", "mac", "interface", "forward_port", "state"))
+    )
+    console.print(
+        _rows_table(
+            f"NAT table ({router['nat_sessions']} sessions)",
+            router["nat"],
+            (
+                "proto",
+                "internal_address",
+                "internal_port",
+                "external_address",
+                "external_port",
+                "static",
+                "sessions",
+            ),
+        )
+    )
+    console.print(
+        _rows_table(
+            "port forwards",
+            router["port_forwards"],
+            ("proto", "external_port", "inside_ip", "inside_port", "automatic"),
+        )
+    )
+    busy = {k: v for k, v in sorted(router["counters"].items()) if v}
+    console.print("router counters: " + (", ".join(f"{k}={v}" for k, v in busy.items()) or "-"))

@@ -1,0 +1,158 @@
+"""The virtual router on real hosts: NAT out, forwards in, TTL and ICMP, tables.
+
+An inside host (10.0.0.0/24, default route via the router) and an outside host
+(198.51.100.0/24, the router's upstream gateway) sit in two node networks; the
+router runs in the node with its NAT on the outside interface.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pktchain.lab import Lab, LabHost
+from pktchain.node.process import NodeProcess
+
+NodeLab = Callable[..., tuple[Lab, NodeProcess]]
+INSIDE, OUTSIDE, ROUTER_OUT = "10.0.0.10", "198.51.100.10", "198.51.100.2"
+
+TOPOLOGY: dict[str, Any] = {
+    "lab": "router",
+    "hosts": {
+        "inside": {
+            "interfaces": {
+                "eth0": {
+                    "attach": "node",
+                    "network": "inside",
+                    "mac": "02:00:00:00:01:0a",
+                    "addresses": [f"{INSIDE}/24"],
+                }
+            },
+            "routes": [{"to": "default", "via": "10.0.0.1"}],
+        },
+        "outside": {
+            "interfaces": {
+                "eth0": {
+                    "attach": "node",
+                    "network": "outside",
+                    "mac": "02:00:00:00:02:0a",
+                    "addresses": [f"{OUTSIDE}/24"],
+                }
+            }
+        },
+    },
+}
+
+ROUTER = {
+    "name": "router",
+    "interfaces": {
+        "inside": {"network": "inside", "mac": "02:00:00:00:01:01", "address": "10.0.0.1/24"},
+        "outside": {
+            "network": "outside",
+            "mac": "02:00:00:00:02:01",
+            "address": f"{ROUTER_OUT}/24",
+            "external": True,
+            "gateway": OUTSIDE,
+        },
+    },
+    "nat": {},
+    "port_forwards": [
+        {"proto": "tcp", "external_port": 8080, "inside_ip": INSIDE, "inside_port": 80}
+    ],
+}
+
+
+@pytest.fixture
+def routed(node_lab: NodeLab, tmp_path: Path) -> tuple[Lab, NodeProcess]:
+    router = tmp_path / "router.yaml"
+    router.write_text(yaml.safe_dump(ROUTER))
+    lab, node = node_lab(TOPOLOGY, args=("--router", str(router)))
+    for host, address in (("inside", INSIDE), ("outside", OUTSIDE)):
+        serve(lab.host(host), tmp_path / host, address, 80, f"web on {host}\n")
+    return lab, node
+
+
+# `python -m http.server --bind` resolves its own address (socket.getfqdn): with a
+# default route through the router, that DNS query would wander off into the lab.
+NO_LOOKUP_SERVER = (
+    "import http.server, socketserver, sys\n"
+    "socketserver.TCPServer.allow_reuse_address = True\n"
+    "address = (sys.argv[1], int(sys.argv[2]))\n"
+    "socketserver.TCPServer(address, http.server.SimpleHTTPRequestHandler).serve_forever()\n"
+)
+
+
+def serve(host: LabHost, root: Path, address: str, port: int, page: str) -> None:
+    root.mkdir(exist_ok=True)
+    (root / "index.html").write_text(page)
+    host.popen(["python3", "-c", NO_LOOKUP_SERVER, address, str(port)], cwd=root)
+    host.wait_listening(port, timeout=10)
+
+
+def curl(host: LabHost, url: str) -> str:
+    result = host.run(["curl", "-sS", "--max-time", "5", url], timeout=15)
+    assert result.ok, result.stderr
+    return result.stdout
+
+
+def test_inside_host_reaches_the_outside_through_nat(routed: tuple[Lab, NodeProcess]) -> None:
+    lab, node = routed
+    assert curl(lab.host("inside"), f"http://{OUTSIDE}/") == "web on outside\n"
+    assert lab.host("inside").run(["ping", "-c", "3", "-i", "0.2", "-W", "2", OUTSIDE]).ok
+    router = node.router()
+    tcp = [m for m in router["nat"] if m["proto"] == "tcp" and not m["static"]]
+    assert tcp and all(m["external_address"] == ROUTER_OUT for m in tcp)
+    assert router["counters"]["nat-translated-outbound"] > 0
+
+
+@pytest.mark.parametrize("mode", [[], ["-I"]], ids=["udp", "icmp"])
+def test_traceroute_shows_the_router_as_a_hop(
+    routed: tuple[Lab, NodeProcess], mode: list[str]
+) -> None:
+    lab, node = routed
+    # One probe at a time: sixteen at once (traceroute's default) as the very
+    # first traffic would overflow the router's queue for the unresolved
+    # gateway, which keeps only the latest packets (RFC 1122 §2.3.2.2).
+    argv = ["traceroute", "-n", "-N", "1", "-w", "2", "-q", "1", "-m", "4", *mode, OUTSIDE]
+    result = lab.host("inside").run(argv, timeout=60)
+    assert result.ok, result.stderr
+    hops = [line.split()[1] for line in result.stdout.splitlines()[1:]]
+    assert hops == ["10.0.0.1", OUTSIDE], node.router()["counters"]
+
+
+def test_the_outside_reaches_inside_services_by_admin_and_automatic_forwards(
+    routed: tuple[Lab, NodeProcess], tmp_path: Path
+) -> None:
+    lab, node = routed
+    outside = lab.host("outside")
+    assert curl(outside, f"http://{ROUTER_OUT}:8080/") == "web on inside\n"
+    # The inside host is tracked; its automatic port leads to its port 22.
+    serve(lab.host("inside"), tmp_path / "ssh", INSIDE, 22, "service on 22\n")
+    (host,) = node.router()["hosts"]
+    assert host["ip"] == INSIDE and 49152 <= host["forward_port"] <= 65534
+    assert curl(outside, f"http://{ROUTER_OUT}:{host['forward_port']}/") == "service on 22\n"
+    # Nothing else inside is reachable from outside.
+    closed = outside.run(["curl", "-sS", "--max-time", "2", f"http://{ROUTER_OUT}:8081/"])
+    assert not closed.ok
+
+
+def test_router_tables_from_the_command_line(routed: tuple[Lab, NodeProcess]) -> None:
+    lab, node = routed
+    assert curl(lab.host("inside"), f"http://{OUTSIDE}/") == "web on outside\n"
+    base = [sys.executable, "-m", "pktchain", "node", "router", "--control", str(node.control)]
+    table = subprocess.run(base, capture_output=True, text=True, timeout=30, check=True).stdout
+    assert "NAT table" in table and INSIDE in table and "8080" in table
+    data = json.loads(
+        subprocess.run(
+            [*base, "--json"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    )
+    assert {f["external_port"] for f in data["port_forwards"]} >= {8080}
+    assert [i["name"] for i in data["interfaces"]] == ["inside", "outside"]
