@@ -38,6 +38,17 @@ def register(subparsers: Any) -> None:
         "--router", metavar="FILE", help="run the virtual router described in FILE (YAML)"
     )
     parser.add_argument(
+        "--messenger",
+        metavar="HOST:PORT",
+        help="serve the router's messenger (JSON over TCP, HMAC-authenticated) here",
+    )
+    parser.add_argument(
+        "--messenger-secret-file",
+        metavar="FILE",
+        default=os.environ.get("PKTCHAIN_MESSENGER_SECRET_FILE"),
+        help="the messenger's shared secret (default $PKTCHAIN_MESSENGER_SECRET_FILE)",
+    )
+    parser.add_argument(
         "--mac-aging", type=float, default=None, metavar="SECONDS", help="MAC aging time"
     )
     state = parser.add_mutually_exclusive_group()
@@ -120,13 +131,15 @@ def _run(args: argparse.Namespace) -> int:
             api=None if args.no_api else args.api,
             api_token=args.api_token,
             router=Path(args.router) if args.router else None,
+            messenger=args.messenger,
+            messenger_secret=_read_secret(args.messenger_secret_file),
         )
     except (ValueError, LabError) as exc:
         raise UsageError(str(exc)) from exc
     node = Node(config)
     try:
         node.start()
-    except (OSError, LabError, SfcError, ApiServerError) as exc:
+    except (OSError, ValueError, LabError, SfcError, ApiServerError) as exc:
         raise UsageError(f"node {args.name} could not start: {exc}") from exc
     node.run()
     return 0
@@ -186,3 +199,16 @@ def _router(args: argparse.Namespace) -> int:
 
     print_router(reply["router"], terminal_console())
     return 0
+
+
+def _read_secret(path: str | None) -> bytes | None:
+    from pathlib import Path
+
+    from pktchain.cli import UsageError
+
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise UsageError(f"--messenger-secret-file {path}: {exc.strerror}") from exc

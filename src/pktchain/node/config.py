@@ -24,6 +24,8 @@ def build_config(
     api: str | None = None,
     api_token: str | None = None,
     router: Path | None = None,
+    messenger: str | None = None,
+    messenger_secret: bytes | None = None,
 ) -> NodeConfig:
     """Raises ValueError naming the bad option or topology entry."""
     ports = ports_from_topology(topology, lab_name) if topology is not None else []
@@ -42,16 +44,18 @@ def build_config(
         check_frames=check_frames,
         control=control,
         state=state,
-        api=_api_bind(api) if api is not None else None,
+        api=_api_bind(api, "--api") if api is not None else None,
         api_token=api_token,
         router=load_router(router) if router is not None else None,
+        messenger=_api_bind(messenger, "--messenger") if messenger is not None else None,
+        messenger_secret=messenger_secret,
     )
 
 
-def _api_bind(value: str) -> str:
+def _api_bind(value: str, option: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"--api {value!r}: expected HOST:PORT, e.g. 127.0.0.1:9696")
+        raise ValueError(f"{option} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:9696")
     return value
 
 

@@ -33,8 +33,9 @@ from pktchain.node.tun import tap_mac
 
 if TYPE_CHECKING:
     from pktchain.api.server import ApiServer
-    from pktchain.functions.router import Router
+    from pktchain.functions.router import Router, RouterInterface
     from pktchain.lab import NodePort
+    from pktchain.messenger.server import MessengerServer
     from pktchain.node.router_file import RouterSpec
     from pktchain.sfc.model import SfcModel
     from pktchain.sfc.store import SqliteStore
@@ -81,6 +82,9 @@ class NodeConfig:
     api_token: str | None = None
     router: RouterSpec | None = None
     """A virtual router to run in the node (`--router FILE`)."""
+    messenger: str | None = None
+    """HOST:PORT of the messenger a cloud controller drives the router through."""
+    messenger_secret: bytes | None = None
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.ports]
@@ -121,6 +125,7 @@ class Node:
         self.api: ApiServer | None = None
         self.functions: dict[str, FunctionHost] = {}
         self.router: Router | None = None
+        self.messenger: MessengerServer | None = None
         self._function_timers: dict[str, tuple[float, Timer]] = {}
         self.control = ControlServer(self.config.control_path, self.loop, self.handle_request)
         self._closed = False
@@ -137,6 +142,8 @@ class Node:
             self.chaining.apply()
             if self.config.router is not None:
                 self._start_router(self.config.router)
+            if self.config.messenger is not None:
+                self._serve_messenger(self.config.messenger)
             if self.config.api is not None:
                 self._serve_api(self.config.api)
         except BaseException:
@@ -185,6 +192,22 @@ class Node:
         self._pump()
         log.info("router %s: %d interfaces", spec.name, len(interfaces))
 
+    def _serve_messenger(self, bind: str) -> None:
+        from pktchain.messenger.server import MessengerServer
+
+        if self.router is None:
+            raise ValueError("--messenger needs a router (--router FILE)")
+        host, _, port = bind.rpartition(":")
+        self.messenger = MessengerServer(
+            RouterOnNode(self),
+            self.config.messenger_secret,
+            host.strip("[]") or "127.0.0.1",
+            int(port),
+            self.loop.submit,
+        )
+        self.messenger.start()
+        log.info("messenger on %s:%d", host, self.messenger.port)
+
     def router_status(self) -> dict[str, Any] | None:
         router = self.router
         if router is None:
@@ -219,6 +242,8 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        if self.messenger is not None:
+            self.messenger.stop()
         if self.api is not None:
             self.api.stop()
         self.control.close()
@@ -361,6 +386,7 @@ class Node:
             "node": self.config.name,
             "pid": os.getpid(),
             "api": self.api.url if self.api is not None else None,
+            "messenger": self.messenger.port if self.messenger is not None else None,
             "uptime": round(time.time() - self.started, 3),
             "ports": [port.counters() for port in self.datapath.ports],
             "switch": {
@@ -428,6 +454,63 @@ class NodeBackend:
 
     def flows(self, limit: int) -> list[dict[str, Any]]:
         return self._node.loop.submit(lambda: self._node.steering.flow_table(limit))
+
+
+class RouterOnNode:
+    """The router as the messenger drives it: interfaces also come and go as ports.
+
+    Runs in the node's loop thread (the messenger submits every operation).
+    A router interface joins the node network named by its `network_id`, or by
+    its own name when it has none.
+    """
+
+    def __init__(self, node: Node) -> None:
+        if node.router is None:
+            raise ValueError("the node runs no router")
+        self._node = node
+        self._router = node.router
+
+    def add_interface(self, interface: RouterInterface, /) -> object:
+        self._router.add_interface(interface)
+        node = self._node
+        host = node.functions[_router_name(node)]
+        port = host.add_port(interface.name, interface.mac)
+        node.datapath.add_port(port, interface.network_id or interface.name)
+        node.ports[port.name] = port
+        host.queue([(i, f) for i, f in self._router.announcements() if i == interface.name])
+        node._pump()
+        return interface
+
+    def remove_interface(self, name: str, /) -> object:
+        removed = self._router.remove_interface(name)
+        node = self._node
+        host = node.functions[_router_name(node)]
+        port = host.ports.pop(name, None)
+        if port is not None:
+            node.detach(port)
+        return removed
+
+    def add_host(self, mac: str, ip: str, network_id: str = "", /) -> object:
+        return self._router.add_host(mac, ip, network_id)
+
+    def remove_host(self, mac_or_ip: str, /) -> object:
+        return self._router.remove_host(mac_or_ip)
+
+    def hosts(self) -> object:
+        return self._router.hosts()
+
+    def add_port_forward(
+        self, proto: str, external_port: int, inside_ip: str, inside_port: int, /
+    ) -> object:
+        return self._router.add_port_forward(proto, external_port, inside_ip, inside_port)
+
+    def remove_port_forward(self, proto: str, external_port: int, /) -> object:
+        return self._router.remove_port_forward(proto, external_port)
+
+
+def _router_name(node: Node) -> str:
+    spec = node.config.router
+    return spec.name if spec is not None else "router"
 
 
 def _plain(value: Any) -> Any:
