@@ -156,3 +156,15 @@ def test_router_tables_from_the_command_line(routed: tuple[Lab, NodeProcess]) ->
     )
     assert {f["external_port"] for f in data["port_forwards"]} >= {8080}
     assert [i["name"] for i in data["interfaces"]] == ["inside", "outside"]
+
+
+@pytest.mark.slow
+def test_demo_router_passes_and_reports_json() -> None:
+    argv = [sys.executable, "-m", "pktchain", "demo", "router", "--json"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, report
+    assert all(step["ok"] for step in report["steps"])
+    hops = [s["data"]["hops"] for s in report["steps"] if "hops" in s["data"]]
+    assert hops == [["10.0.0.1", "198.51.100.20"]] * 2
+    assert {m["external_port"] for m in report["router"]["nat"] if m["static"]} >= {8080}

@@ -27,6 +27,12 @@ def register(subparsers: Any) -> None:
         "--window", type=float, default=2.5, help="seconds of traffic measured per step"
     )
     sfc.set_defaults(handler=_sfc)
+    router = sub.add_parser(
+        "router",
+        help="seed 002's virtual router: NAT, ping, traceroute, port forwarding, tables",
+    )
+    router.add_argument("--json", action="store_true", help="print the results as JSON")
+    router.set_defaults(handler=_router)
 
 
 def _switch(args: argparse.Namespace) -> int:
@@ -39,3 +45,9 @@ def _sfc(args: argparse.Namespace) -> int:
     from pktchain.demo.sfc import run_sfc_demo
 
     return run_sfc_demo(json_output=args.json, window=args.window)
+
+
+def _router(args: argparse.Namespace) -> int:
+    from pktchain.demo.router import run_router_demo
+
+    return run_router_demo(json_output=args.json)
