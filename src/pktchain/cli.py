@@ -22,6 +22,7 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     from pktchain.apply import cli as apply_cli
     from pktchain.client import cli as client_cli
+    from pktchain.client import router_cli
     from pktchain.demo import cli as demo_cli
     from pktchain.lab import cli as lab_cli
     from pktchain.messenger import cli as messenger_cli
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_cli.register(subparsers)
     apply_cli.register(subparsers)
     messenger_cli.register(subparsers)
+    router_cli.register(subparsers)
     return parser
 
 

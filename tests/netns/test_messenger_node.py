@@ -8,6 +8,9 @@ and changes nothing.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,3 +153,51 @@ ECHO_CLIENT = (
     "c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n"
     "print(c.recv(100).decode(), end='')\n"
 )
+
+
+def test_the_same_operations_through_the_rest_api_and_cli(
+    controller: tuple[Lab, NodeProcess, MessengerClient],
+) -> None:
+    lab, node, _messenger = controller
+    lab.host("a").popen(["python3", "-c", ECHO_SERVER, "10.0.0.10", "7000"])
+    lab.host("a").wait_listening(7000, timeout=10)
+    cli = [sys.executable, "-m", "pktchain", "router"]
+
+    def router(*words: str) -> subprocess.CompletedProcess[str]:
+        argv = [*cli, words[0], "--url", node.api_url(), *words[1:]]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+
+    added = router(
+        "do",
+        "port_forward_add",
+        "proto=tcp",
+        "external_port=7002",
+        "inside_ip=10.0.0.10",
+        "inside_port=7000",
+    )
+    assert added.returncode == 0, added.stderr
+    probe = ["python3", "-c", ECHO_CLIENT, "198.51.100.2", "7002"]
+    assert lab.host("outside").run(probe, timeout=10).stdout == "hello\n"
+    shown = router("show", "--json")
+    forwards = json.loads(shown.stdout)["port_forwards"]
+    assert {(f["external_port"], f["inside_port"]) for f in forwards} >= {(7002, 7000)}
+    twice = router(
+        "do",
+        "port_forward_add",
+        "proto=tcp",
+        "external_port=7002",
+        "inside_ip=10.0.0.10",
+        "inside_port=7000",
+    )
+    assert twice.returncode == 1 and "RouterRejected" in twice.stderr and "409" in twice.stderr
+    bad = router(
+        "do",
+        "port_forward_add",
+        "proto=sctp",
+        "external_port=7003",
+        "inside_ip=10.0.0.10",
+        "inside_port=7000",
+    )
+    assert bad.returncode == 1 and "proto" in bad.stderr and "400" in bad.stderr
+    unknown = router("do", "reboot")
+    assert unknown.returncode == 1 and "404" in unknown.stderr

@@ -333,7 +333,7 @@ def create_app(backend: Backend, *, token: str | None = None, max_body: int = 1 
     _add_neutron_routes(app, backend)
     for kind in SFC_KINDS:
         _add_sfc_routes(app, backend, kind, max_body)
-    _add_pktchain_routes(app, backend)
+    _add_pktchain_routes(app, backend, max_body)
     _install_openapi(app)
     return app
 
@@ -580,8 +580,30 @@ def _add_sfc_routes(app: FastAPI, backend: Backend, kind: ResourceKind, max_body
         )
 
 
-def _add_pktchain_routes(app: FastAPI, backend: Backend) -> None:
+def _add_pktchain_routes(app: FastAPI, backend: Backend, max_body: int) -> None:
     base = f"/{API_VERSION}/pktchain"
+
+    @app.get(
+        f"{base}/router",
+        tags=["pktchain"],
+        summary="The router's tables: interfaces, hosts, ARP, NAT, port forwards, counters",
+    )
+    async def router_tables() -> dict[str, Any]:
+        tables = await run_in_threadpool(backend.router_tables)
+        if tables is None:
+            raise ApiError(404, "HTTPNotFound", "This node runs no router.")
+        return {"router": tables}
+
+    @app.post(
+        f"{base}/router/{{op}}",
+        tags=["pktchain"],
+        summary="A router operation, with the messenger's name and arguments",
+    )
+    async def router_operation(op: str, request: Request) -> dict[str, Any]:
+        body = await _json_body(request, max_body)
+        if not isinstance(body, dict):
+            raise _bad_request("The body must be an object of the operation's arguments.")
+        return {"result": await run_in_threadpool(_router_operation, backend, op, body)}
 
     @app.get(f"{base}/status", tags=["pktchain"], summary="Node status")
     async def status() -> dict[str, Any]:
@@ -604,6 +626,36 @@ def _add_pktchain_routes(app: FastAPI, backend: Backend) -> None:
             "port_pairs": steering.get("port_pairs", {}),
             "ports": node.get("ports", []),
         }
+
+
+def _router_operation(backend: Backend, op: str, args: dict[str, Any]) -> object:
+    """Check `args` as the messenger does, then make the router call in the node."""
+    from pktchain.messenger.ops import (
+        apply_command,
+        parse_command,
+        parse_op,
+        router_interface_factory,
+        to_json,
+    )
+    from pktchain.messenger.wire import ErrorType, MessengerError
+
+    control = backend.router_control()
+    if control is None:
+        raise ApiError(404, "HTTPNotFound", "This node runs no router.")
+    try:
+        command = parse_command(parse_op(op), args)
+    except MessengerError as exc:
+        status = 404 if exc.type is ErrorType.UNKNOWN_OP else 400
+        where = f"Invalid input for {exc.field}. " if exc.field else ""
+        raise ApiError(
+            status, "HTTPBadRequest" if status == 400 else "HTTPNotFound", f"{where}{exc.message}"
+        ) from None
+    make_interface = router_interface_factory()
+    try:
+        result = backend.submit(lambda: apply_command(command, control, make_interface))
+    except (ValueError, LookupError) as exc:
+        raise ApiError(409, "RouterRejected", str(exc)) from None
+    return to_json(result)
 
 
 # --- the OpenAPI document ------------------------------------------------------------------
@@ -787,6 +839,16 @@ def _install_openapi(app: FastAPI) -> None:
                 operation["responses"].update(_error_responses(401))
                 if "{" in path:
                     operation["responses"].update(_error_responses(404))
+        paths = document.get("paths", {})
+        for operation in paths.get(f"/{API_VERSION}/pktchain/router", {}).values():
+            operation["responses"].update(_error_responses(404))  # no router on this node
+        for operation in paths.get(f"/{API_VERSION}/pktchain/router/{{op}}", {}).values():
+            operation["responses"].update(_error_responses(400, 404, 409, 413, 415))
+            operation["requestBody"] = {
+                "required": True,
+                "description": "The operation's arguments, as the messenger takes them",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
         app.openapi_schema = document
         return document
 

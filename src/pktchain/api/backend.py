@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pktchain.sfc.model import SfcModel
 from pktchain.sfc.resources import Port
+
+if TYPE_CHECKING:
+    from pktchain.messenger.ops import RouterControl
 
 T = TypeVar("T")
 
@@ -46,6 +49,15 @@ class Backend(Protocol):
 
     def flows(self, limit: int) -> list[dict[str, Any]]:
         """At most `limit` rows of the node's flow table (the control socket's ``flows``)."""
+        ...
+
+    def router_control(self) -> RouterControl | None:
+        """The router's control methods (the messenger's operations), None without a router.
+        Calls to it are made through `submit`."""
+        ...
+
+    def router_tables(self) -> dict[str, Any] | None:
+        """The router's tables (``pktchain node router --json``), None without a router."""
         ...
 
 
@@ -80,3 +92,9 @@ class LocalBackend:
 
     def flows(self, limit: int) -> list[dict[str, Any]]:
         return []
+
+    def router_control(self) -> RouterControl | None:
+        return None
+
+    def router_tables(self) -> dict[str, Any] | None:
+        return None

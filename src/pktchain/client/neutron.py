@@ -158,6 +158,10 @@ class NeutronClient:
 
     # -- HTTP ------------------------------------------------------------------------
 
+    def call(self, method: str, path: str, body: object = None) -> Any:
+        """Any request under the API's base URL (e.g. pktchain's own endpoints)."""
+        return self._request(method, path, body)
+
     def _get(self, kind: ResourceKind, ident: str) -> dict[str, Any]:
         return _unwrap(self._request("GET", f"{collection_path(kind)}/{ident}"), kind.value)
 

@@ -455,6 +455,12 @@ class NodeBackend:
     def flows(self, limit: int) -> list[dict[str, Any]]:
         return self._node.loop.submit(lambda: self._node.steering.flow_table(limit))
 
+    def router_control(self) -> RouterOnNode | None:
+        return RouterOnNode(self._node) if self._node.router is not None else None
+
+    def router_tables(self) -> dict[str, Any] | None:
+        return self._node.loop.submit(self._node.router_status)
+
 
 class RouterOnNode:
     """The router as the messenger drives it: interfaces also come and go as ports.
