@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from nat_lab import INSIDE, OUTSIDE, ROUTER, TOPOLOGY, serve
 
 from pktchain.lab import Lab
 from pktchain.node.process import NodeProcess, NodeProcessError
@@ -54,3 +55,31 @@ def node_lab(
         except NodeProcessError:
             codes.append(node.kill())
     assert all(code in (0, -9) for code in codes), f"node exit statuses: {codes}"
+
+
+@pytest.fixture
+def router_node(
+    node_lab: Callable[..., tuple[Lab, NodeProcess]], tmp_path: Path
+) -> Callable[..., tuple[Lab, NodeProcess]]:
+    """``lab, node = router_node(topology, router)``: a node running the router that
+    the `router` mapping describes (a router file, see docs/router.md) between the
+    hosts of `topology`."""
+
+    def make(topology: dict[str, Any], router: dict[str, Any]) -> tuple[Lab, NodeProcess]:
+        path = tmp_path / f"router-{len(list(tmp_path.glob('router-*.yaml')))}.yaml"
+        path.write_text(yaml.safe_dump(router))
+        return node_lab(topology, args=("--router", str(path)))
+
+    return make
+
+
+@pytest.fixture
+def routed(
+    router_node: Callable[..., tuple[Lab, NodeProcess]], tmp_path: Path
+) -> tuple[Lab, NodeProcess]:
+    """The router of `nat_lab.ROUTER` between an inside and an outside host, each
+    serving a page on port 80."""
+    lab, node = router_node(TOPOLOGY, ROUTER)
+    for host, address in (("inside", INSIDE), ("outside", OUTSIDE)):
+        serve(lab.host(host), tmp_path / host, address, 80, f"web on {host}\n")
+    return lab, node

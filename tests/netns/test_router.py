@@ -10,96 +10,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
+from nat_lab import INSIDE, OUTSIDE, ROUTER_OUT, curl, serve
 
-from pktchain.lab import Lab, LabHost
+from pktchain.lab import Lab
 from pktchain.node.process import NodeProcess
-
-NodeLab = Callable[..., tuple[Lab, NodeProcess]]
-INSIDE, OUTSIDE, ROUTER_OUT = "10.0.0.10", "198.51.100.10", "198.51.100.2"
-
-TOPOLOGY: dict[str, Any] = {
-    "lab": "router",
-    "hosts": {
-        "inside": {
-            "interfaces": {
-                "eth0": {
-                    "attach": "node",
-                    "network": "inside",
-                    "mac": "02:00:00:00:01:0a",
-                    "addresses": [f"{INSIDE}/24"],
-                }
-            },
-            "routes": [{"to": "default", "via": "10.0.0.1"}],
-        },
-        "outside": {
-            "interfaces": {
-                "eth0": {
-                    "attach": "node",
-                    "network": "outside",
-                    "mac": "02:00:00:00:02:0a",
-                    "addresses": [f"{OUTSIDE}/24"],
-                }
-            }
-        },
-    },
-}
-
-ROUTER = {
-    "name": "router",
-    "interfaces": {
-        "inside": {"network": "inside", "mac": "02:00:00:00:01:01", "address": "10.0.0.1/24"},
-        "outside": {
-            "network": "outside",
-            "mac": "02:00:00:00:02:01",
-            "address": f"{ROUTER_OUT}/24",
-            "external": True,
-            "gateway": OUTSIDE,
-        },
-    },
-    "nat": {},
-    "port_forwards": [
-        {"proto": "tcp", "external_port": 8080, "inside_ip": INSIDE, "inside_port": 80}
-    ],
-}
-
-
-@pytest.fixture
-def routed(node_lab: NodeLab, tmp_path: Path) -> tuple[Lab, NodeProcess]:
-    router = tmp_path / "router.yaml"
-    router.write_text(yaml.safe_dump(ROUTER))
-    lab, node = node_lab(TOPOLOGY, args=("--router", str(router)))
-    for host, address in (("inside", INSIDE), ("outside", OUTSIDE)):
-        serve(lab.host(host), tmp_path / host, address, 80, f"web on {host}\n")
-    return lab, node
-
-
-# `python -m http.server --bind` resolves its own address (socket.getfqdn): with a
-# default route through the router, that DNS query would wander off into the lab.
-NO_LOOKUP_SERVER = (
-    "import http.server, socketserver, sys\n"
-    "socketserver.TCPServer.allow_reuse_address = True\n"
-    "address = (sys.argv[1], int(sys.argv[2]))\n"
-    "socketserver.TCPServer(address, http.server.SimpleHTTPRequestHandler).serve_forever()\n"
-)
-
-
-def serve(host: LabHost, root: Path, address: str, port: int, page: str) -> None:
-    root.mkdir(exist_ok=True)
-    (root / "index.html").write_text(page)
-    host.popen(["python3", "-c", NO_LOOKUP_SERVER, address, str(port)], cwd=root)
-    host.wait_listening(port, timeout=10)
-
-
-def curl(host: LabHost, url: str) -> str:
-    result = host.run(["curl", "-sS", "--max-time", "5", url], timeout=15)
-    assert result.ok, result.stderr
-    return result.stdout
 
 
 def test_inside_host_reaches_the_outside_through_nat(routed: tuple[Lab, NodeProcess]) -> None:
