@@ -14,32 +14,50 @@ would have too.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import errno
+import json
+import select
 import socket
+import struct
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from nat_lab import (
+    BEYOND,
     INSIDE,
     INSIDE2,
     NAT_TOPOLOGY,
     OUTSIDE,
     OUTSIDE2,
     ROUTER,
+    ROUTER_IN,
     ROUTER_OUT,
+    UNREACHABLE,
     RouterLab,
     Wire,
+    checksums_ok,
+    curl,
     external_endpoint,
     icmp,
     quoting,
     receive,
     send_ip,
+    serve,
+    tcp_connect,
+    tcp_listener,
+    tcp_to,
     udp_socket,
     udp_to,
 )
-from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, IPOption_NOP
+from scapy.utils import checksum
 
-from pktchain.lab import Lab
+from pktchain.lab import Lab, wait_until
 from pktchain.node.process import NodeProcess
 
 MakeLab = Callable[..., RouterLab]
@@ -50,8 +68,12 @@ def nat_lab(router_node: Callable[..., tuple[Lab, NodeProcess]]) -> Iterator[Mak
     """``net = nat_lab(**nat_settings)``: the four hosts and a router whose NAT has
     the given settings (names of `NatConfig` fields, as in a router file)."""
 
-    def make(**nat: Any) -> RouterLab:
-        lab, node = router_node(NAT_TOPOLOGY, {**ROUTER, "nat": nat})
+    def make(*, outside_mtu: int | None = None, **nat: Any) -> RouterLab:
+        router = copy.deepcopy(ROUTER)
+        router["nat"] = nat
+        if outside_mtu is not None:
+            router["interfaces"]["outside"]["mtu"] = outside_mtu
+        lab, node = router_node(NAT_TOPOLOGY, router)
         # The outside host answers host unreachable for these, as a router would.
         lab.host("outside").run(["ip", "route", "add", "unreachable", "192.0.2.0/25"], check=True)
         return RouterLab(lab, node)
@@ -69,7 +91,7 @@ def mapped(net: RouterLab, host_name: str, port: int, dport: int = 7000) -> tupl
     """Send one datagram from `host_name`:`port` to the outside host's `dport` and
     return the (address, port) the outside host sees it come from."""
     wire = Wire(net.outside)
-    with udp_socket(net.lab.host(host_name), port) as sock:
+    with udp_socket(net.outside, dport), udp_socket(net.lab.host(host_name), port) as sock:
         sock.sendto(b"map", (OUTSIDE, dport))
         return external_endpoint(wire, dport)
 
@@ -175,8 +197,9 @@ def test_rfc4787_req9_hairpinning_with_external_source(net: RouterLab) -> None:
 
 def mapped_from(net: RouterLab, sock: socket.socket) -> tuple[str, int]:
     wire = Wire(net.outside)
-    sock.sendto(b"map", (OUTSIDE, 7000))
-    return external_endpoint(wire, 7000)
+    with udp_socket(net.outside, 7000):
+        sock.sendto(b"map", (OUTSIDE, 7000))
+        return external_endpoint(wire, 7000)
 
 
 def test_rfc4787_req10_no_application_level_gateway(net: RouterLab) -> None:
@@ -225,3 +248,540 @@ def test_rfc4787_req12_icmp_does_not_end_mapping(net: RouterLab) -> None:
     with udp_socket(net.outside, 7000) as peer:
         peer.sendto(b"reply", (ROUTER_OUT, 40070))
         wire.wait_for(udp_to(40070, OUTSIDE, 7000), what="the reply after the error")
+
+
+def test_rfc4787_req13_fragmentation_needed(nat_lab: MakeLab) -> None:
+    net = nat_lab(outside_mtu=1280)
+    wire, outside_wire = Wire(net.inside), Wire(net.outside)
+    payload = bytes(range(256)) * 5 + b"end"
+    with udp_socket(net.inside, 40080):
+        # DF set, too big for the outside link: fragmentation needed with the
+        # next-hop MTU, from the router, quoting the untranslated datagram.
+        udp = UDP(sport=40080, dport=7001) / payload
+        send_ip(net.inside, IP(src=INSIDE, dst=OUTSIDE, flags="DF") / udp)
+        needed = wire.wait_for(icmp(3, 4), what="fragmentation needed")
+    assert needed[IP].src == ROUTER_IN and needed[ICMP].nexthopmtu == 1280
+    assert quoting(needed) == (INSIDE, 40080, OUTSIDE, 7001) and checksums_ok(needed)
+    assert not outside_wire.received(udp_to(7001))
+
+
+# -- RFC 5382: TCP -------------------------------------------------------------
+
+
+def accept_peer(listener: socket.socket) -> tuple[socket.socket, tuple[str, int]]:
+    conn, peer = listener.accept()
+    conn.settimeout(5.0)
+    return conn, (str(peer[0]), int(peer[1]))
+
+
+def test_rfc5382_req1_endpoint_independent_mapping(net: RouterLab) -> None:
+    peers = []
+    with tcp_listener(net.outside, 80) as one, tcp_listener(net.outside2, 80) as two:
+        for address, listener in ((OUTSIDE, one), (OUTSIDE2, two)):
+            with tcp_connect(net.inside, 41000, (address, 80)):
+                conn, peer = accept_peer(listener)
+                conn.close()
+                peers.append(peer)
+    assert peers == [(ROUTER_OUT, 41000), (ROUTER_OUT, 41000)]
+
+
+def test_rfc5382_req2_three_way_handshake_data_and_close(net: RouterLab, tmp_path: Path) -> None:
+    serve(net.outside, tmp_path / "web", OUTSIDE, 80, "web on outside\n")
+    assert curl(net.inside, f"http://{OUTSIDE}/") == "web on outside\n"
+    net.outside.popen(["iperf3", "-s", "-1", "-B", OUTSIDE])
+    net.outside.wait_listening(5201)
+    result = net.inside.run(
+        ["iperf3", "-c", OUTSIDE, "-t", "1", "--connect-timeout", "3000", "-J"], timeout=20
+    )
+    assert result.ok, result.stdout[-500:]
+    received = json.loads(result.stdout)["end"]["sum_received"]["bytes"]
+    assert received > 1_000_000
+
+
+def connected(sock: socket.socket) -> bool:
+    _, writable, _ = select.select([], [sock], [], 0)
+    return bool(writable) and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+
+
+def test_rfc5382_req2a_simultaneous_open(net: RouterLab) -> None:
+    remote = net.outside.socket(socket.AF_INET, socket.SOCK_STREAM)
+    local = net.inside.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with remote, local:
+        remote.bind((OUTSIDE, 41010))
+        local.bind((INSIDE, 41011))
+        for sock in (remote, local):
+            sock.setblocking(False)
+        # The outside SYN comes first (held by the NAT), then the inside one.
+        assert remote.connect_ex((ROUTER_OUT, 41011)) == errno.EINPROGRESS
+        assert local.connect_ex((OUTSIDE, 41010)) == errno.EINPROGRESS
+        wait_until(
+            lambda: connected(remote) and connected(local), timeout=8, what="simultaneous open"
+        )
+        for sock in (remote, local):
+            sock.settimeout(5.0)
+        local.sendall(b"from inside")
+        assert remote.recv(100) == b"from inside"
+        remote.sendall(b"from outside")
+        assert local.recv(100) == b"from outside"
+
+
+def test_rfc5382_req3_tcp_filtering_configurable_apart_from_udp(nat_lab: MakeLab) -> None:
+    net = nat_lab(tcp_filtering="endpoint-independent", udp_filtering="address-and-port-dependent")
+    wire = Wire(net.inside)
+    with (
+        tcp_listener(net.outside, 80) as listener,
+        tcp_connect(net.inside, 41020, (OUTSIDE, 80)),
+        udp_socket(net.inside, 41021) as sock,
+    ):
+        accept_peer(listener)[0].close()
+        sock.sendto(b"open", (OUTSIDE, 7000))
+        with udp_socket(net.outside2, 7000) as other:
+            # TCP: endpoint-independent, a SYN from another host is let in.
+            syn = TCP(sport=7100, dport=41020, flags="S")
+            send_ip(net.outside2, IP(src=OUTSIDE2, dst=ROUTER_OUT) / syn)
+            wire.wait_for(tcp_to(41020, "S"), what="the SYN of another outside host")
+            # UDP: address-and-port-dependent, the same host's datagram is not.
+            other.sendto(b"filtered", (ROUTER_OUT, 41021))
+        with udp_socket(net.outside, 7000) as peer:
+            peer.sendto(b"reply", (ROUTER_OUT, 41021))
+            wire.wait_for(udp_to(41021, OUTSIDE, 7000), what="the reply")
+    assert not wire.received(udp_to(41021, OUTSIDE2))
+
+
+def test_rfc5382_req4_unsolicited_syn_held_then_port_unreachable(net: RouterLab) -> None:
+    wire, outside_wire = Wire(net.inside), Wire(net.outside)
+    start = time.monotonic()
+    send_ip(net.outside, IP(src=OUTSIDE, dst=ROUTER_OUT) / TCP(sport=7200, dport=41030, flags="S"))
+    answer = outside_wire.wait_for(icmp(3, 3), timeout=10, what="port unreachable")
+    held = time.monotonic() - start
+    assert held >= 6.0, f"answered after {held:.2f} s"
+    assert answer[IP].src == ROUTER_OUT and quoting(answer) == (OUTSIDE, 7200, ROUTER_OUT, 41030)
+    assert checksums_ok(answer)
+    assert not wire.received(tcp_to(41030)) and not outside_wire.received(tcp_to(7200))
+
+
+def test_rfc5382_req4a_policy_drops_silently(nat_lab: MakeLab) -> None:
+    net = nat_lab(unsolicited_syn="drop")
+    outside_wire = Wire(net.outside)
+    send_ip(net.outside, IP(src=OUTSIDE, dst=ROUTER_OUT) / TCP(sport=7210, dport=41031, flags="S"))
+    send_ip(net.outside, IP(src=OUTSIDE, dst=ROUTER_OUT) / ICMP(id=0x5382, seq=1))
+    outside_wire.wait_for(icmp(0), what="the router's echo reply")
+    assert not outside_wire.received(lambda p: ICMP in p and p[ICMP].type == 3)
+    assert not outside_wire.received(tcp_to(7210))
+
+
+def test_rfc5382_req5_idle_timeouts(nat_lab: MakeLab) -> None:
+    net = nat_lab(tcp_opening_timeout=1, tcp_closing_timeout=1)
+    with (
+        tcp_listener(net.outside, 80) as listener,
+        tcp_connect(net.inside, 41040, (OUTSIDE, 80)) as kept,
+    ):
+        conn, _ = accept_peer(listener)
+        with conn:
+            with tcp_connect(net.inside, 41041, (OUTSIDE, 80)) as closed:
+                other, _ = accept_peer(listener)
+                other.close()
+                closed.shutdown(socket.SHUT_WR)
+                assert closed.recv(10) == b""
+            wait_until(lambda: net.session_count() == 2, timeout=3, what="both sessions")
+            # The closed connection goes after its transitory timeout...
+            wait_until(lambda: net.session_count() == 1, timeout=5, what="closed one expired")
+            # ...the established one, idle as long, is kept and carries data.
+            kept.sendall(b"still here")
+            assert conn.recv(100) == b"still here"
+            conn.sendall(b"yes")
+            assert kept.recv(100) == b"yes"
+            assert net.session_count() == 1
+
+
+def test_rfc5382_req6_no_alg_rewrites_payload(net: RouterLab) -> None:
+    command = b"PORT 10,0,0,10,160,150\r\nEPRT |1|10.0.0.10|41110|\r\n"
+    with (
+        tcp_listener(net.outside, 21) as listener,
+        tcp_connect(net.inside, 41050, (OUTSIDE, 21)) as sock,
+    ):
+        conn, peer = accept_peer(listener)
+        with conn:
+            sock.sendall(command)
+            data = b""
+            while len(data) < len(command):
+                chunk = conn.recv(1000)
+                assert chunk
+                data += chunk
+    assert data == command and peer == (ROUTER_OUT, 41050)
+
+
+def test_rfc5382_req7_no_port_overloading(net: RouterLab) -> None:
+    peers = []
+    with (
+        tcp_listener(net.outside, 80) as listener,
+        tcp_connect(net.inside, 41060, (OUTSIDE, 80)),
+        tcp_connect(net.inside2, 41060, (OUTSIDE, 80)),
+    ):
+        for _ in range(2):
+            conn, peer = accept_peer(listener)
+            conn.close()
+            peers.append(peer)
+    assert (ROUTER_OUT, 41060) in peers and len(set(peers)) == 2
+    assert all(port >= 1024 for _, port in peers)
+
+
+def test_rfc5382_req8_hairpinning_with_external_source(net: RouterLab) -> None:
+    # inside2 reaches inside's web port through the external address (the admin
+    # forward 8080 → inside:80): inside sees it come from inside2's mapping.
+    with (
+        tcp_listener(net.inside, 80) as listener,
+        tcp_connect(net.inside2, 41070, (ROUTER_OUT, 8080)) as sock,
+    ):
+        conn, peer = accept_peer(listener)
+        with conn:
+            sock.sendall(b"hello")
+            assert conn.recv(100) == b"hello"
+            conn.sendall(b"back")
+            assert sock.recv(100) == b"back"
+            assert sock.getpeername() == (ROUTER_OUT, 8080)
+    assert peer == (ROUTER_OUT, 41070)
+
+
+def test_rfc5382_req9_icmp_destination_unreachable_translated(net: RouterLab) -> None:
+    wire = Wire(net.inside)
+    with pytest.raises(OSError) as failure:
+        tcp_connect(net.inside, 41080, (UNREACHABLE, 80), timeout=5)
+    assert failure.value.errno == errno.EHOSTUNREACH
+    error = wire.wait_for(icmp(3, 1), what="host unreachable")
+    assert error[IP].src == OUTSIDE and error[IP].dst == INSIDE
+    assert quoting(error) == (INSIDE, 41080, UNREACHABLE, 80)
+    assert checksums_ok(error)
+
+
+def test_rfc5382_req10_icmp_does_not_end_connection(net: RouterLab) -> None:
+    wire, outside_wire = Wire(net.inside), Wire(net.outside)
+    with (
+        tcp_listener(net.outside, 80) as listener,
+        tcp_connect(net.inside, 41090, (OUTSIDE, 80)) as sock,
+    ):
+        conn, _ = accept_peer(listener)
+        with conn:
+            sock.sendall(b"one")
+            assert conn.recv(100) == b"one"
+            segment = outside_wire.wait_for(lambda p: TCP in p and bytes(p[TCP].payload) == b"one")
+            error = IP(src=OUTSIDE, dst=ROUTER_OUT) / ICMP(type=3, code=1) / bytes(segment[IP])[:28]
+            send_ip(net.outside, error)
+            got = wire.wait_for(icmp(3, 1), what="the translated error")
+            assert quoting(got) == (INSIDE, 41090, OUTSIDE, 80)
+            sock.sendall(b"two")
+            assert conn.recv(100) == b"two"
+            conn.sendall(b"three")
+            assert sock.recv(100) == b"three"
+    mappings = [m for m in net.node.router()["nat"] if m["internal_port"] == 41090]
+    assert mappings and mappings[0]["external_port"] == 41090
+
+
+# -- RFC 5508: ICMP ------------------------------------------------------------
+
+
+def test_rfc5508_req1_echo_identifier_mapped_not_sequence(net: RouterLab) -> None:
+    assert net.inside.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", OUTSIDE]).ok
+    wires = {name: Wire(net.lab.host(name)) for name in ("inside", "inside2")}
+    outside_wire = Wire(net.outside)
+    for host, address in ((net.inside, INSIDE), (net.inside2, INSIDE2)):
+        send_ip(host, IP(src=address, dst=OUTSIDE) / ICMP(id=0x4242, seq=7) / b"query")
+    for address, wire in zip((INSIDE, INSIDE2), wires.values(), strict=True):
+        reply = wire.wait_for(icmp(0), what="the echo reply")
+        assert (reply[IP].dst, reply[ICMP].id, reply[ICMP].seq) == (address, 0x4242, 7)
+        assert checksums_ok(reply)
+    requests = outside_wire.received(icmp(8))
+    assert len(requests) == 2 and {p[IP].src for p in requests} == {ROUTER_OUT}
+    assert len({p[ICMP].id for p in requests}) == 2 and {p[ICMP].seq for p in requests} == {7}
+    assert all(checksums_ok(p) for p in requests)
+
+
+@contextlib.contextmanager
+def error_quoting_mapping(net: RouterLab, port: int) -> Iterator[tuple[socket.socket, bytes, Wire]]:
+    """Open a UDP mapping from inside:`port` to the outside host's 7000 (where a
+    socket listens) and give the inside socket, the first 28 bytes of the
+    datagram as the outside host got it, and a capture of the inside host."""
+    wire, outside_wire = Wire(net.inside), Wire(net.outside)
+    with udp_socket(net.outside, 7000), udp_socket(net.inside, port) as sock:
+        sock.sendto(b"quoted", (OUTSIDE, 7000))
+        sent = outside_wire.wait_for(udp_to(7000), what="the datagram")
+        yield sock, bytes(sent[IP])[:28], wire
+
+
+def test_rfc5508_req3_bad_icmp_checksum_dropped(net: RouterLab) -> None:
+    with error_quoting_mapping(net, 41100) as (_sock, quote, wire):
+        bad = IP(src=OUTSIDE, dst=ROUTER_OUT) / ICMP(type=3, code=3, chksum=0x1234) / quote
+        send_ip(net.outside, bad)
+        send_ip(net.outside, IP(src=OUTSIDE, dst=ROUTER_OUT) / ICMP(type=3, code=1) / quote)
+        wire.wait_for(icmp(3, 1), what="the good error")
+    assert not wire.received(icmp(3, 3))
+
+
+def test_rfc5508_req3a_bad_embedded_ip_checksum_dropped(net: RouterLab) -> None:
+    with error_quoting_mapping(net, 41101) as (_sock, quote, wire):
+        broken = bytearray(quote)
+        broken[10] ^= 0xFF
+        bad = IP(src=OUTSIDE, dst=ROUTER_OUT) / ICMP(type=3, code=3) / bytes(broken)
+        send_ip(net.outside, bad)
+        send_ip(net.outside, IP(src=OUTSIDE, dst=ROUTER_OUT) / ICMP(type=3, code=1) / quote)
+        wire.wait_for(icmp(3, 1), what="the good error")
+    assert not wire.received(icmp(3, 3))
+
+
+def test_rfc5508_req3b_embedded_ip_options_skipped(net: RouterLab) -> None:
+    with error_quoting_mapping(net, 41102) as (_sock, quote, wire):
+        sent = IP(quote)
+        embedded = IP(src=sent.src, dst=sent.dst, ttl=sent.ttl, options=[IPOption_NOP()] * 4)
+        embedded = embedded / UDP(sport=sent[UDP].sport, dport=7000, len=14, chksum=0)
+        send_ip(
+            net.outside, IP(src=OUTSIDE, dst=ROUTER_OUT) / ICMP(type=3, code=3) / bytes(embedded)
+        )
+        got = wire.wait_for(icmp(3, 3), what="the translated error")
+    assert got[IPerror].ihl == 6 and quoting(got) == (INSIDE, 41102, OUTSIDE, 7000)
+    assert checksums_ok(got)
+
+
+def test_rfc5508_req3c_embedded_transport_checksum_not_validated(net: RouterLab) -> None:
+    with error_quoting_mapping(net, 41103) as (_sock, quote, wire):
+        broken = bytearray(quote)
+        broken[26:28] = b"\xde\xad"
+        send_ip(net.outside, IP(src=OUTSIDE, dst=ROUTER_OUT) / ICMP(type=3, code=3) / bytes(broken))
+        got = wire.wait_for(icmp(3, 3), what="the translated error")
+    assert quoting(got) == (INSIDE, 41103, OUTSIDE, 7000) and checksums_ok(got)
+
+
+def icmp_extension(data: bytes) -> bytes:
+    """An RFC 4884 §7 extension structure holding one object (class 2, c-type 1)."""
+    body = struct.pack("!HBB", 4 + len(data), 2, 1) + data
+    header = struct.pack("!BBH", 0x20, 0, 0)
+    return struct.pack("!BBH", 0x20, 0, checksum(header + body)) + body
+
+
+def test_rfc5508_req3d_icmp_extensions_left_out_of_embedded_checksum(net: RouterLab) -> None:
+    with error_quoting_mapping(net, 41104) as (_sock, quote, wire):
+        sent = IP(quote)
+        # The whole datagram, with a right UDP checksum, padded to 128 bytes
+        # (RFC 4884 §4.1), then an extension structure with one object.
+        udp = UDP(sport=sent[UDP].sport, dport=7000) / b"quoted"
+        datagram = bytes(IP(src=sent.src, dst=sent.dst) / udp)
+        original = datagram.ljust(128, b"\0")
+        extension = icmp_extension(b"ext-data")
+        error = ICMP(type=3, code=3, length=len(original) // 4) / (original + extension)
+        send_ip(net.outside, IP(src=OUTSIDE, dst=ROUTER_OUT) / error)
+        got = wire.wait_for(icmp(3, 3), what="the translated error")
+    message = bytes(got[IP])[got[IP].ihl * 4 :]
+    body = message[8:]
+    assert checksums_ok(got) and body[128:] == extension
+    embedded = IP(body[: len(datagram)])
+    assert (embedded.src, embedded[UDP].sport) == (INSIDE, 41104)
+    recomputed = embedded.copy()
+    del recomputed[UDP].chksum
+    assert IP(bytes(recomputed))[UDP].chksum == embedded[UDP].chksum
+
+
+def test_rfc5508_req4_inbound_error_translated(net: RouterLab) -> None:
+    wire = Wire(net.inside)
+    with udp_socket(net.inside, 41110) as sock:
+        sock.sendto(b"closed port", (OUTSIDE, 9))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 2)
+        sock.sendto(b"expires beyond", (BEYOND, 33434))
+        unreachable = wire.wait_for(icmp(3, 3), what="port unreachable")
+        exceeded = wire.wait_for(icmp(11, 0), what="time exceeded")
+    # 4a: embedded packet reverted; 4b: type and code kept; 4c: outer destination.
+    assert quoting(unreachable) == (INSIDE, 41110, OUTSIDE, 9)
+    assert quoting(exceeded) == (INSIDE, 41110, BEYOND, 33434)
+    for error in (unreachable, exceeded):
+        assert (error[IP].src, error[IP].dst) == (OUTSIDE, INSIDE) and checksums_ok(error)
+    # traceroute sees the hop beyond the NAT.
+    argv = ["traceroute", "-n", "-N", "1", "-w", "2", "-q", "1", "-m", "2", BEYOND]
+    result = net.inside.run(argv, timeout=30)
+    assert result.ok, result.stderr
+    assert [line.split()[1] for line in result.stdout.splitlines()[1:]] == [ROUTER_IN, OUTSIDE]
+
+
+def test_rfc5508_req5_outbound_error_translated(net: RouterLab) -> None:
+    outside_wire = Wire(net.outside)
+    with udp_socket(net.inside, 41120) as sock:
+        sock.sendto(b"open", (OUTSIDE, 7000))
+        _, external = external_endpoint(outside_wire, 7000)
+    # The inside socket is gone: the inside host answers port unreachable.
+    with udp_socket(net.outside, 7000) as peer:
+        peer.sendto(b"to a closed port", (ROUTER_OUT, external))
+        error = outside_wire.wait_for(icmp(3, 3), what="port unreachable from inside")
+    assert (error[IP].src, error[IP].dst) == (ROUTER_OUT, OUTSIDE)
+    assert quoting(error) == (OUTSIDE, 7000, ROUTER_OUT, external) and checksums_ok(error)
+
+
+def test_rfc5508_req6_errors_neither_refresh_nor_delete(net: RouterLab) -> None:
+    with error_quoting_mapping(net, 41130) as (sock, quote, wire):
+        before = net.session_count()
+        send_ip(net.outside, IP(src=OUTSIDE, dst=ROUTER_OUT) / ICMP(type=3, code=3) / quote)
+        wire.wait_for(icmp(3, 3), what="the translated error")
+        assert net.session_count() == before
+        with udp_socket(net.outside, 7000) as peer:
+            peer.sendto(b"still mapped", (ROUTER_OUT, 41130))
+            assert receive(sock) == (b"still mapped", (OUTSIDE, 7000))
+
+
+def test_rfc5508_req7_hairpinned_error(net: RouterLab) -> None:
+    wire = Wire(net.inside2)
+    first = udp_socket(net.inside, 41140)
+    with first, udp_socket(net.inside2, 41141) as second:
+        external1 = mapped_from(net, first)
+        external2 = mapped_from(net, second)
+        first.sendto(b"punch", external2)
+        first.close()
+        # Hairpinned to a closed port: inside's port unreachable is hairpinned back.
+        second.sendto(b"to a closed port", external1)
+        error = wire.wait_for(icmp(3, 3), what="the hairpinned error")
+    assert (error[IP].src, error[IP].dst) == (ROUTER_OUT, INSIDE2)
+    assert quoting(error) == (INSIDE2, 41141, *external1) and checksums_ok(error)
+
+
+def test_rfc5508_req8_refused_session_answered_3_13(nat_lab: MakeLab) -> None:
+    net = nat_lab(max_sessions_per_host=2)
+    wire = Wire(net.inside)
+    with udp_socket(net.inside, 41150) as sock, udp_socket(net.outside, 7000) as peer:
+        for port in (7001, 7002, 7000):
+            sock.sendto(b"session", (OUTSIDE, port))
+        refusal = wire.wait_for(icmp(3, 13), what="ICMP 3/13")
+        assert refusal[IP].src == ROUTER_IN and checksums_ok(refusal)
+        assert quoting(refusal) == (INSIDE, 41150, OUTSIDE, 7000)
+        # Established sessions keep working; another host is not limited.
+        with udp_socket(net.outside, 7001) as first:
+            first.sendto(b"reply", (ROUTER_OUT, 41150))
+            assert receive(sock) == (b"reply", (OUTSIDE, 7001))
+        address, port = mapped(net, "inside2", 41150)
+        assert address == ROUTER_OUT and port != 41150
+        assert not peer_received(peer)
+
+
+def peer_received(sock: socket.socket) -> bool:
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
+
+
+def test_rfc5508_req9_policy_keeps_nat_silent(nat_lab: MakeLab) -> None:
+    net = nat_lab(max_sessions_per_host=1, icmp_refusals=False)
+    wire = Wire(net.inside)
+    with udp_socket(net.inside, 41160) as sock:
+        sock.sendto(b"first", (OUTSIDE, 7001))
+        sock.sendto(b"refused", (OUTSIDE, 7002))
+        with udp_socket(net.outside, 7001) as peer:
+            peer.sendto(b"reply", (ROUTER_OUT, 41160))
+            wire.wait_for(udp_to(41160, OUTSIDE, 7001), what="the reply")
+    assert not wire.received(icmp(3))
+    assert net.counters().get("nat-host-session-limit", 0) >= 1
+
+
+def test_rfc5508_req10_errors_supported(net: RouterLab) -> None:
+    kinds = ((3, 3), (11, 0), (12, 0))
+    with error_quoting_mapping(net, 41170) as (_sock, quote, wire):
+        for kind, code in kinds:
+            send_ip(
+                net.outside, IP(src=OUTSIDE, dst=ROUTER_OUT) / ICMP(type=kind, code=code) / quote
+            )
+        for kind, code in kinds:
+            got = wire.wait_for(icmp(kind, code), what=f"ICMP {kind}/{code}")
+            assert quoting(got) == (INSIDE, 41170, OUTSIDE, 7000) and checksums_ok(got)
+    assert net.inside.run(["ping", "-c", "1", "-W", "2", OUTSIDE]).ok
+
+
+def test_rfc5508_req11_non_query_and_other_icmp_dropped(net: RouterLab) -> None:
+    with error_quoting_mapping(net, 41180) as (_sock, quote, wire):
+        for kind in (4, 5):  # source quench, redirect
+            send_ip(net.outside, IP(src=OUTSIDE, dst=ROUTER_OUT) / ICMP(type=kind, code=0) / quote)
+        send_ip(net.outside, IP(src=OUTSIDE, dst=ROUTER_OUT) / ICMP(type=3, code=3) / quote)
+        wire.wait_for(icmp(3, 3), what="the destination unreachable sent after them")
+    assert not wire.received(lambda p: ICMP in p and p[ICMP].type in (4, 5))
+
+
+# -- RFC 7857 --------------------------------------------------------------------
+
+
+def sessions_of(net: RouterLab, port: int) -> int:
+    return sum(m["sessions"] for m in net.node.router()["nat"] if m["internal_port"] == port)
+
+
+def test_rfc7857_s2_1_rfc6146_state_machine_and_separate_timeouts(nat_lab: MakeLab) -> None:
+    net = nat_lab(tcp_opening_timeout=1, tcp_closing_timeout=4)
+    with tcp_listener(net.outside, 80) as listener:
+        with tcp_connect(net.inside, 41190, (OUTSIDE, 80)) as sock:
+            conn, _ = accept_peer(listener)
+            conn.close()
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(10) == b""
+        closed_at = time.monotonic()
+        # A SYN nobody answers: the session stays in the opening state.
+        send_ip(net.inside, IP(src=INSIDE, dst=BEYOND) / TCP(sport=41191, dport=80, flags="S"))
+        wait_until(lambda: sessions_of(net, 41191) == 1, timeout=3, what="opening session")
+        wait_until(lambda: sessions_of(net, 41191) == 0, timeout=4, what="opening expired")
+        assert sessions_of(net, 41190) == 1 and time.monotonic() - closed_at < 4
+        wait_until(lambda: sessions_of(net, 41190) == 0, timeout=6, what="closing expired")
+        assert time.monotonic() - closed_at >= 4
+
+
+def test_rfc7857_s2_2_rst_translated_then_session_kept(net: RouterLab) -> None:
+    wire = Wire(net.inside)
+    with (
+        tcp_listener(net.outside, 80) as listener,
+        tcp_connect(net.inside, 41200, (OUTSIDE, 80)) as sock,
+    ):
+        conn, _ = accept_peer(listener)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        reset = wire.wait_for(lambda p: TCP in p and "R" in str(p[TCP].flags), what="RST")
+        assert (reset[IP].src, reset[TCP].sport, reset[IP].dst, reset[TCP].dport) == (
+            OUTSIDE,
+            80,
+            INSIDE,
+            41200,
+        )
+        with pytest.raises(ConnectionResetError):
+            sock.recv(10)
+    assert sessions_of(net, 41200) == 1
+
+
+def test_rfc7857_s4_paired_pooling_for_every_protocol(net: RouterLab) -> None:
+    outside_wire = Wire(net.outside)
+    with tcp_listener(net.outside, 80) as listener, tcp_connect(net.inside, 41210, (OUTSIDE, 80)):
+        accept_peer(listener)[0].close()
+    assert mapped(net, "inside", 41210)[0] == ROUTER_OUT
+    send_ip(net.inside, IP(src=INSIDE, dst=OUTSIDE) / ICMP(id=41210))
+    outside_wire.wait_for(icmp(8), what="the echo request")
+    sources = {p[IP].src for p in outside_wire.received(lambda p: p[IP].src != OUTSIDE)}
+    protocols = {p[IP].proto for p in outside_wire.received()}
+    assert sources == {ROUTER_OUT} and {1, 6, 17} <= protocols
+
+
+def test_rfc7857_s5_mapping_per_protocol(net: RouterLab) -> None:
+    # inside2 holds UDP port 41220; inside still gets TCP port 41220.
+    assert mapped(net, "inside2", 41220) == (ROUTER_OUT, 41220)
+    with tcp_listener(net.outside, 80) as listener, tcp_connect(net.inside, 41220, (OUTSIDE, 80)):
+        conn, peer = accept_peer(listener)
+        conn.close()
+    assert peer == (ROUTER_OUT, 41220)
+    assert mapped(net, "inside", 41220) != (ROUTER_OUT, 41220)
+
+
+def test_rfc7857_s6_eif_per_protocol(nat_lab: MakeLab) -> None:
+    net = nat_lab(udp_filtering="endpoint-independent")
+    wire = Wire(net.inside)
+    with udp_socket(net.inside, 41230):
+        assert mapped(net, "inside", 41230) == (ROUTER_OUT, 41230)
+        # The UDP mapping admits anyone, for UDP only: a SYN to the port is not let in.
+        syn = TCP(sport=7300, dport=41230, flags="S")
+        send_ip(net.outside2, IP(src=OUTSIDE2, dst=ROUTER_OUT) / syn)
+        with udp_socket(net.outside2, 7300) as other:
+            other.sendto(b"udp is open", (ROUTER_OUT, 41230))
+            wire.wait_for(udp_to(41230, OUTSIDE2, 7300), what="the UDP datagram")
+    assert not wire.received(tcp_to(41230))
+
+
+def test_rfc7857_s12_hairpinned_echo_is_for_the_nat_itself(net: RouterLab) -> None:
+    wire, wire2 = Wire(net.inside), Wire(net.inside2)
+    assert net.inside.run(["ping", "-c", "1", "-W", "2", ROUTER_OUT]).ok
+    send_ip(net.inside, IP(src=INSIDE, dst=ROUTER_OUT) / ICMP(id=0x7857, seq=1))
+    reply = wire.wait_for(lambda p: ICMP in p and p[ICMP].type == 0 and p[ICMP].id == 0x7857)
+    assert reply[IP].src == ROUTER_OUT and checksums_ok(reply)
+    assert not wire2.received(icmp(8))
