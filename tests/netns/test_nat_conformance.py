@@ -64,9 +64,10 @@ MakeLab = Callable[..., RouterLab]
 
 
 @pytest.fixture
-def nat_lab(router_node: Callable[..., tuple[Lab, NodeProcess]]) -> Iterator[MakeLab]:
-    """``net = nat_lab(**nat_settings)``: the four hosts and a router whose NAT has
-    the given settings (names of `NatConfig` fields, as in a router file)."""
+def nat_lab(router_node: Callable[..., tuple[Lab, NodeProcess]]) -> MakeLab:
+    """``net = nat_lab(outside_mtu=None, **nat_settings)``: the four hosts and a
+    router whose NAT has the given settings (names of `NatConfig` fields, as in a
+    router file) and whose outside interface has the given MTU."""
 
     def make(*, outside_mtu: int | None = None, **nat: Any) -> RouterLab:
         router = copy.deepcopy(ROUTER)
@@ -78,7 +79,7 @@ def nat_lab(router_node: Callable[..., tuple[Lab, NodeProcess]]) -> Iterator[Mak
         lab.host("outside").run(["ip", "route", "add", "unreachable", "192.0.2.0/25"], check=True)
         return RouterLab(lab, node)
 
-    yield make
+    return make
 
 
 @pytest.fixture
