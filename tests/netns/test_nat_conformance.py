@@ -251,11 +251,19 @@ def test_rfc4787_req12_icmp_does_not_end_mapping(net: RouterLab) -> None:
         wire.wait_for(udp_to(40070, OUTSIDE, 7000), what="the reply after the error")
 
 
-def test_rfc4787_req13_fragmentation_needed(nat_lab: MakeLab) -> None:
+def test_rfc4787_req13_fragmenting_and_fragmentation_needed(nat_lab: MakeLab) -> None:
     net = nat_lab(outside_mtu=1280)
     wire, outside_wire = Wire(net.inside), Wire(net.outside)
     payload = bytes(range(256)) * 5 + b"end"
-    with udp_socket(net.inside, 40080):
+    with udp_socket(net.outside, 7000) as peer, udp_socket(net.inside, 40080):
+        # REQ-13a: DF clear, too big for the outside link: fragmented by the
+        # router, and whole again at the outside host with the translated source.
+        udp = UDP(sport=40080, dport=7000) / payload
+        send_ip(net.inside, IP(src=INSIDE, dst=OUTSIDE, flags=0) / udp)
+        data, source = receive(peer)
+        assert data == payload and source == (ROUTER_OUT, 40080)
+        fragments = outside_wire.received(lambda p: p[IP].src == ROUTER_OUT and p[IP].proto == 17)
+        assert len(fragments) >= 2 and all(len(p[IP]) <= 1280 for p in fragments)
         # DF set, too big for the outside link: fragmentation needed with the
         # next-hop MTU, from the router, quoting the untranslated datagram.
         udp = UDP(sport=40080, dport=7001) / payload

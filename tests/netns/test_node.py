@@ -37,7 +37,10 @@ def iperf(lab: Lab, client: str, server: str, address: str, seconds: float = 2.0
         ["iperf3", "-c", address, "-p", "5201", "-t", str(seconds), "-J"], timeout=seconds + 20
     )
     assert result.ok, result.stderr
-    return json.loads(result.stdout)["end"]["sum_received"]  # type: ignore[no-any-return]
+    report = json.loads(result.stdout)
+    assert "error" not in report, report["error"]
+    assert "sum_received" in report["end"], f"iperf3 ended without a result: {report['end']}"
+    return report["end"]["sum_received"]  # type: ignore[no-any-return]
 
 
 def test_ping_and_tcp_cross_the_switch_with_gso_frames_intact(node_lab: NodeLab) -> None:

@@ -586,7 +586,8 @@ def _l4(  # noqa: PLR0917 - positional: per-packet path
         else:
             sport, dport, length = _unpack_udp(buf, l4)
             # RFC 768: the length covers header and data; bytes past it are padding.
-            if length < _UDP_SIZE or length > available:
+            # A first fragment holds only part of the datagram the length covers.
+            if length < _UDP_SIZE or (length > available and not fragment):
                 error = Malformed.UDP_LENGTH
             else:
                 return _new(
