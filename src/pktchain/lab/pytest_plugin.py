@@ -183,10 +183,26 @@ def _find_leftovers(suite: _Suite) -> list[str]:
         alive = namespaces.process_alive(pid)
         if alive and start is not None and namespaces.process_start_time(pid) == start:
             found.append(f"process {pid} ({_comm(pid)}) started by lab {lab}")
-    for pids in namespaces.pids_in_netns(suite.netns_ids).values():
+    for pids in namespaces.pids_in_netns(_our_netns_ids(suite)).values():
         found.extend(f"process {pid} ({_comm(pid)}) in a lab namespace" for pid in pids)
     found.extend(f"interface {name} in the root namespace" for name in _root_links(suite.token))
     return list(dict.fromkeys(found))
+
+
+def _our_netns_ids(suite: _Suite) -> set[tuple[int, int]]:
+    """The namespace ids this session made, less those the kernel has since given
+    to a namespace mounted under another name (another test run's): a process of
+    ours would keep our namespace alive, so its id could not have been reused."""
+    from pktchain.lab import namespaces
+
+    foreign = {
+        ns_id
+        for name in namespaces.list_netns()
+        if suite.token not in name
+        for ns_id in (namespaces.netns_id(name),)
+        if ns_id is not None
+    }
+    return set(suite.netns_ids) - foreign
 
 
 def _comm(pid: int) -> str:
@@ -214,7 +230,7 @@ def _remove_leftovers(suite: _Suite) -> None:
     from pktchain.lab.lab import down, running_labs
 
     pids = [p for p, start, _ in suite.processes if namespaces.process_start_time(p) == start]
-    inside = namespaces.pids_in_netns(suite.netns_ids).values()
+    inside = namespaces.pids_in_netns(_our_netns_ids(suite)).values()
     try:
         namespaces.terminate(pids + [pid for group in inside for pid in group])
         for lab in running_labs():
