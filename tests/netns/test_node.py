@@ -7,10 +7,13 @@ import random
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from pyroute2 import IPRoute
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
@@ -20,7 +23,7 @@ from scapy.utils import rdpcap
 from topologies import node_hosts
 
 from pktchain.lab import Lab, wait_until
-from pktchain.node.process import NodeProcess
+from pktchain.node.process import NodeProcess, NodeProcessError
 
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 
@@ -277,3 +280,40 @@ def test_demo_switch_passes_and_reports_json() -> None:
     assert report["ok"] is True
     assert [step["ok"] for step in report["steps"]] == [True] * len(report["steps"])
     assert len(report["steps"]) == 8
+
+
+def test_the_api_on_a_non_loopback_address_needs_a_token(
+    lab_factory: Callable[..., Lab], unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(yaml.safe_dump(node_hosts("h1")))
+    lab = lab_factory(topology)
+    open_api = NodeProcess(
+        unique_name("node"),
+        topology=topology,
+        lab_name=lab.name,
+        api="0.0.0.0:0",
+        log_path=tmp_path / "open.log",
+    )
+    with pytest.raises(NodeProcessError, match="without a token"):
+        open_api.start()
+    assert open_api.kill() == 2  # refused at start-up, one clear line
+    guarded = NodeProcess(
+        unique_name("node"),
+        topology=topology,
+        lab_name=lab.name,
+        api="0.0.0.0:0",
+        args=("--api-token", "s3cret-token"),
+        log_path=tmp_path / "guarded.log",
+    )
+    with guarded:
+        url = guarded.api_url().replace("0.0.0.0", "127.0.0.1")
+        anonymous = urllib.request.Request(f"{url}/v2.0/sfc/port_pairs")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(anonymous, timeout=10)
+        assert refused.value.code == 401
+        signed = urllib.request.Request(
+            f"{url}/v2.0/sfc/port_pairs", headers={"X-Auth-Token": "s3cret-token"}
+        )
+        with urllib.request.urlopen(signed, timeout=10) as reply:
+            assert json.loads(reply.read()) == {"port_pairs": []}
