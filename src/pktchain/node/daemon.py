@@ -208,16 +208,19 @@ class Node:
         self.messenger.start()
         log.info("messenger on %s:%d", host, self.messenger.port)
 
-    def router_status(self) -> dict[str, Any] | None:
+    def router_status(self, limit: int = 1000) -> dict[str, Any] | None:
+        """The router's tables, the NAT table cut to its first `limit` rows."""
         router = self.router
         if router is None:
             return None
+        nat = router.nat_table()
         return {
             "interfaces": [_plain(i) for i in router.interfaces()],
             "hosts": [_plain(h) for h in router.hosts()],
             "arp": [_plain(a) for a in router.arp_table()],
-            "nat": [_plain(m) for m in router.nat_table()],
-            "nat_sessions": len(router.nat_sessions()),
+            "nat": [_plain(m) for m in nat[:limit]],
+            "nat_mappings": len(nat),
+            "nat_sessions": router.nat.session_count() if router.nat is not None else 0,
             "port_forwards": [_plain(f) for f in router.port_forwards()],
             "counters": router.counters(),
         }
@@ -367,7 +370,10 @@ class Node:
         if op == "sfc":
             return self.chaining.handle(request)
         if op == "router":
-            router = self.router_status()
+            limit = request.get("limit", 1000)
+            if not isinstance(limit, int) or limit < 0:
+                return {"ok": False, "error": "limit must be a non-negative integer"}
+            router = self.router_status(limit)
             if router is None:
                 return {"ok": False, "error": "this node runs no router"}
             return {"ok": True, "router": router}

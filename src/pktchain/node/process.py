@@ -92,9 +92,9 @@ class NodeProcess:
     def status(self) -> dict[str, Any]:
         return request(self.control, "status")
 
-    def router(self) -> dict[str, Any]:
+    def router(self, limit: int = 1000) -> dict[str, Any]:
         """The router's tables (interfaces, hosts, ARP, NAT, forwards, counters)."""
-        reply = request(self.control, "router")
+        reply = request(self.control, "router", limit=limit)
         if not reply.get("ok"):
             raise NodeProcessError(f"node {self.name}: {reply.get('error')}")
         return dict(reply["router"])

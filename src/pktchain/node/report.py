@@ -128,7 +128,7 @@ def print_router(router: dict[str, Any], console: Console) -> None:
     )
     console.print(
         _rows_table(
-            f"NAT table ({router['nat_sessions']} sessions)",
+            f"NAT table ({router['nat_mappings']} mappings, {router['nat_sessions']} sessions)",
             router["nat"],
             (
                 "proto",
