@@ -39,6 +39,8 @@ format: setup
 
 bench: setup
 	$(BIN)/python bench/switch_vs_bridge.py
+	$(BIN)/python bench/update_latency.py
+	$(BIN)/python bench/nat_sessions.py
 
 clean:
 	-$(BIN)/pktchain lab down --all 2>/dev/null
