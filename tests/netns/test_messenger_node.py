@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,11 @@ def test_a_network_announced_by_the_controller_is_routed_at_once(
     names = [i["name"] for i in node.router()["interfaces"]]
     assert names == ["blue", "outside", "green"]
     assert "router:green" in {p["name"] for p in node.status()["ports"]}
+    # Known to the chaining model too, like any node port: a port pair may name it.
+    url = f"{node.api_url()}/v2.0/ports?name=router:green"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        (port,) = json.loads(reply.read())["ports"]
+    assert port["mac_address"] == "02:00:00:00:03:01" and port["device_id"] == "router"
 
 
 def test_a_forward_from_the_controller_opens_an_inside_service(

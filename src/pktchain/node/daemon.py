@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pktchain.node.chaining import Chaining
 from pktchain.node.control import ControlServer, control_path
 from pktchain.node.datapath import Datapath
-from pktchain.node.functions import FunctionHost, PortFunction, pump
+from pktchain.node.functions import FunctionHost, Outputs, PortFunction, pump
 from pktchain.node.loop import EventLoop, Timer
 from pktchain.node.ports import PacketPort, Port, PortKind, TapPort
 from pktchain.node.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
@@ -125,6 +125,7 @@ class Node:
         self.api: ApiServer | None = None
         self.functions: dict[str, FunctionHost] = {}
         self.router: Router | None = None
+        self.router_host: FunctionHost | None = None
         self.messenger: MessengerServer | None = None
         self._function_timers: dict[str, tuple[float, Timer]] = {}
         self.control = ControlServer(self.config.control_path, self.loop, self.handle_request)
@@ -188,8 +189,8 @@ class Node:
                 rule.proto, rule.external_port, rule.inside_ip, rule.inside_port
             )
         self.router = router
-        host.queue(router.announcements())
-        self._pump()
+        self.router_host = host
+        self.emit(host, router.announcements())
         log.info("router %s: %d interfaces", spec.name, len(interfaces))
 
     def _serve_messenger(self, bind: str) -> None:
@@ -299,14 +300,24 @@ class Node:
             raise ValueError(f"a function named {name!r} is already plugged in")
         host = FunctionHost(name, function, lambda: self.loop.now)
         for iface, mac, network in interfaces:
-            port = host.add_port(iface, mac)
-            self.datapath.add_port(port, network)
-            self.ports[port.name] = port
-            self.chaining.register_port(port)
-            log.info("port %s attached (function, mac %s, network %s)", port.name, mac, network)
+            self.add_function_port(host, iface, mac, network)
         self.functions[name] = host
         self._reschedule(host)
         return host
+
+    def add_function_port(self, host: FunctionHost, iface: str, mac: str, network: str) -> Port:
+        """One more interface of a plugged-in function, as a port of `network`."""
+        port = host.add_port(iface, mac)
+        self.datapath.add_port(port, network)
+        self.ports[port.name] = port
+        self.chaining.register_port(port)
+        log.info("port %s attached (function, mac %s, network %s)", port.name, mac, network)
+        return port
+
+    def emit(self, host: FunctionHost, outputs: Outputs) -> None:
+        """Frames a function sends outside `receive`/`on_timer` (e.g. announcements)."""
+        host.queue(outputs)
+        self._pump()
 
     def _pump(self) -> None:
         """Feed what functions emitted back into the datapath, then reset their timers."""
@@ -477,29 +488,25 @@ class RouterOnNode:
     """
 
     def __init__(self, node: Node) -> None:
-        if node.router is None:
+        if node.router is None or node.router_host is None:
             raise ValueError("the node runs no router")
         self._node = node
         self._router = node.router
+        self._host = node.router_host
 
     def add_interface(self, interface: RouterInterface, /) -> object:
         self._router.add_interface(interface)
-        node = self._node
-        host = node.functions[_router_name(node)]
-        port = host.add_port(interface.name, interface.mac)
-        node.datapath.add_port(port, interface.network_id or interface.name)
-        node.ports[port.name] = port
-        host.queue([(i, f) for i, f in self._router.announcements() if i == interface.name])
-        node._pump()
+        network = interface.network_id or interface.name
+        self._node.add_function_port(self._host, interface.name, interface.mac, network)
+        announce = [(i, f) for i, f in self._router.announcements() if i == interface.name]
+        self._node.emit(self._host, announce)
         return interface
 
     def remove_interface(self, name: str, /) -> object:
         removed = self._router.remove_interface(name)
-        node = self._node
-        host = node.functions[_router_name(node)]
-        port = host.ports.pop(name, None)
+        port = self._host.ports.pop(name, None)
         if port is not None:
-            node.detach(port)
+            self._node.detach(port)
         return removed
 
     def add_host(self, mac: str, ip: str, network_id: str = "", /) -> object:
@@ -518,11 +525,6 @@ class RouterOnNode:
 
     def remove_port_forward(self, proto: str, external_port: int, /) -> object:
         return self._router.remove_port_forward(proto, external_port)
-
-
-def _router_name(node: Node) -> str:
-    spec = node.config.router
-    return spec.name if spec is not None else "router"
 
 
 def _plain(value: Any) -> Any:
