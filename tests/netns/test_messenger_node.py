@@ -182,6 +182,7 @@ def test_the_same_operations_through_the_rest_api_and_cli(
         "inside_port=7000",
     )
     assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["proto"] == "tcp"  # as the operation took it
     probe = ["python3", "-c", ECHO_CLIENT, "198.51.100.2", "7002"]
     assert lab.host("outside").run(probe, timeout=10).stdout == "hello\n"
     shown = router("show", "--json")

@@ -509,14 +509,16 @@ def to_json(value: object, depth: int = 0) -> Json:
     """A router result as JSON values.
 
     Dataclasses and named tuples become objects of their fields; enums their
-    value; addresses, interfaces and networks their text; bytes colon-separated
-    hex (a MAC reads as usual); sequences and sets lists; mappings objects with
-    string keys. Anything else is given as its ``str``.
+    value, but an integer enum (a protocol number) its name in lower case, as
+    the operations take it ("tcp"); addresses, interfaces and networks their
+    text; bytes colon-separated hex (a MAC reads as usual); sequences and sets
+    lists; mappings objects with string keys. Anything else is given as its
+    ``str``.
     """
     if depth > 32:
         raise ValueError("result nested too deeply")
     if isinstance(value, Enum):
-        value = value.value
+        value = value.name.lower() if isinstance(value, int) else value.value
     if isinstance(value, _SCALARS):
         return value
     if isinstance(value, _ADDRESSES):

@@ -9,15 +9,12 @@ descriptor, which removes the TAP devices it made.
 
 from __future__ import annotations
 
-import dataclasses
-import ipaddress
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -214,15 +211,17 @@ class Node:
         router = self.router
         if router is None:
             return None
+        from pktchain.messenger.ops import to_json
+
         nat = router.nat_table()
         return {
-            "interfaces": [_plain(i) for i in router.interfaces()],
-            "hosts": [_plain(h) for h in router.hosts()],
-            "arp": [_plain(a) for a in router.arp_table()],
-            "nat": [_plain(m) for m in nat[:limit]],
+            "interfaces": to_json(router.interfaces()),
+            "hosts": to_json(router.hosts()),
+            "arp": to_json(router.arp_table()),
+            "nat": to_json(nat[:limit]),
             "nat_mappings": len(nat),
             "nat_sessions": router.nat.session_count() if router.nat is not None else 0,
-            "port_forwards": [_plain(f) for f in router.port_forwards()],
+            "port_forwards": to_json(router.port_forwards()),
             "counters": router.counters(),
         }
 
@@ -525,18 +524,3 @@ class RouterOnNode:
 
     def remove_port_forward(self, proto: str, external_port: int, /) -> object:
         return self._router.remove_port_forward(proto, external_port)
-
-
-def _plain(value: Any) -> Any:
-    """A router table row as JSON-ready values (addresses and enums as text)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Enum):  # before int: IpProto is an IntEnum
-        return value.name.lower() if isinstance(value, int) else value.value
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, bytes):
-        return value.hex(":") if len(value) == 6 else str(ipaddress.ip_address(value))
-    return str(value)
