@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from memports import MemoryPort
 
-from pktchain.node.datapath import Datapath
-from pktchain.node.functions import MAX_ROUNDS, FunctionHost, Outputs, pump
+from pktchain.functions.sdk import FlowLease
+from pktchain.node.datapath import MAX_DEPTH, Datapath
+from pktchain.node.functions import FunctionHost, Outputs, pump
 
 VNET = bytes(10)
 H1 = bytes.fromhex("020000000001")
@@ -24,9 +27,9 @@ class Answer:
         self.deadline: float | None = None
         self.fired: list[float] = []
 
-    def receive(self, iface: str, data: bytes, now: float) -> Outputs:
+    def handle(self, iface: str, data: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
         self.seen.append((iface, data))
-        return [(iface, VNET + data[16:22] + FN + data[22:])]
+        return [(iface, VNET + data[16:22] + FN + data[22:])], None
 
     def next_deadline(self) -> float | None:
         return self.deadline
@@ -36,35 +39,33 @@ class Answer:
         self.deadline = None
         return [("lan", frame(H1, FN, b"tick" * 12))]
 
+    def status(self) -> dict[str, Any]:
+        return {"kind": "answer"}
 
-class Broken:
-    def receive(self, iface: str, data: bytes, now: float) -> Outputs:
+
+class Broken(Answer):
+    def handle(self, iface: str, data: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
         raise RuntimeError("bug")
 
-    def next_deadline(self) -> float | None:
-        return None
 
-    def on_timer(self, now: float) -> Outputs:
-        return []
-
-
-def plug(function: object) -> tuple[Datapath, MemoryPort, FunctionHost]:
+def plug(driver: Answer) -> tuple[Datapath, MemoryPort, FunctionHost]:
     datapath = Datapath()
     host_port = MemoryPort("h1")
     datapath.add_port(host_port, "lan")
-    fn = FunctionHost("fn", function, lambda: 5.0)  # type: ignore[arg-type]
+    fn = FunctionHost("fn", driver, datapath, lambda: 5.0)
     datapath.add_port(fn.add_port("lan", FN.hex(":")), "lan")
     return datapath, host_port, fn
 
 
-def test_a_function_answers_through_the_switch() -> None:
+def test_a_function_answers_through_the_switch_at_once() -> None:
     answer = Answer()
     datapath, h1, fn = plug(answer)
     h1.inbox.append(frame(FN, H1))
-    datapath.drain(h1)  # switched (flooded) to the function's port: it answers
+    datapath.drain(h1)  # flooded to the function's port: it answers within the call
     assert answer.seen == [("lan", frame(FN, H1))]
-    assert pump(datapath, [fn]) == 1
     assert h1.sent == [frame(H1, FN)]  # the answer came back through the switch
+    assert fn.ports["lan"].tx_packets == 1
+    assert fn.ports["lan"].rx_packets == 1
 
 
 def test_a_timer_output_is_switched_like_any_frame() -> None:
@@ -73,7 +74,7 @@ def test_a_timer_output_is_switched_like_any_frame() -> None:
     answer.deadline = 7.0
     assert fn.next_deadline() == 7.0
     fn.fire(7.0)
-    pump(datapath, [fn])
+    assert pump(datapath, [fn]) == 1
     assert answer.fired == [7.0]
     assert h1.sent == [frame(H1, FN, b"tick" * 12)]
 
@@ -85,13 +86,13 @@ def test_a_function_that_raises_costs_a_counted_frame_not_the_node() -> None:
     datapath.drain(h1)
     assert fn.errors["RuntimeError"] == 3
     assert fn.ports["lan"].drops["function-error"] == 3
-    assert pump(datapath, [fn]) == 0
+    assert h1.sent == []
 
 
 def test_outputs_to_unknown_interfaces_are_counted() -> None:
     class Stray(Answer):
-        def receive(self, iface: str, data: bytes, now: float) -> Outputs:
-            return [("nowhere", data)]
+        def handle(self, iface: str, data: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
+            return [("nowhere", data)], None
 
     datapath, h1, fn = plug(Stray())
     h1.inbox.append(frame(FN, H1))
@@ -101,13 +102,19 @@ def test_outputs_to_unknown_interfaces_are_counted() -> None:
 
 def test_functions_bouncing_frames_forever_are_bounded() -> None:
     class Echo(Answer):
-        def receive(self, iface: str, data: bytes, now: float) -> Outputs:
-            return [(iface, data)]  # sends everything straight back out
+        def handle(self, iface: str, data: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
+            self.seen.append((iface, data))
+            return [(iface, data)], None  # sends everything straight back out
 
     datapath = Datapath()
-    first = FunctionHost("a", Echo(), lambda: 0.0)
-    second = FunctionHost("b", Echo(), lambda: 0.0)
+    echo_a, echo_b = Echo(), Echo()
+    first = FunctionHost("a", echo_a, datapath, lambda: 0.0)
+    second = FunctionHost("b", echo_b, datapath, lambda: 0.0)
     datapath.add_port(first.add_port("lan", "02:00:00:00:00:a1"), "lan")
     datapath.add_port(second.add_port("lan", "02:00:00:00:00:b1"), "lan")
     first.ports["lan"].inbox.append(frame(b"\xff" * 6, bytes.fromhex("02000000000a")))
-    assert pump(datapath, [first, second]) == MAX_ROUNDS
+    assert pump(datapath, [first, second]) == 1
+    # The flood reaches b, whose echo reaches a, ... until the depth bound.
+    assert len(echo_a.seen) + len(echo_b.seen) == MAX_DEPTH + 1  # the pumped frame, then re-entries
+    drops = first.ports["lan"].drops + second.ports["lan"].drops
+    assert drops["function-depth"] == 1

@@ -329,6 +329,11 @@ class Function:
         """Timers due at `now`; returns frames to emit (interface, Ethernet frame)."""
         return []
 
+    def take_records(self) -> list[dict[str, Any]]:
+        """Records the function exports (e.g. ended flows), handed over once each;
+        the driver writes them where the user said (JSON lines)."""
+        return []
+
     def reconfigure(self, data: Mapping[str, Any]) -> None:
         """Replace the configuration while running (only when ``LIVE``)."""
         if not self.LIVE:

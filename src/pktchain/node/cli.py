@@ -80,9 +80,18 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="forward frames without checking their IPv4/IPv6/ARP headers",
     )
+    parser.add_argument(
+        "--functions",
+        metavar="FILE",
+        help="native functions to run (YAML: name, kind, network, config; docs/functions.md)",
+    )
     parser.set_defaults(handler=_run)
 
     sub = parser.add_subparsers(dest="node_command", metavar="SUBCOMMAND")
+    functions = sub.add_parser("functions", help="print a running node's native functions")
+    _add_name(functions)
+    functions.add_argument("--json", action="store_true", help="machine-readable output")
+    functions.set_defaults(handler=_functions)
     router = sub.add_parser("router", help="print a running node's router tables")
     _add_name(router)
     router.add_argument("--json", action="store_true", help="machine-readable output")
@@ -133,6 +142,7 @@ def _run(args: argparse.Namespace) -> int:
             router=Path(args.router) if args.router else None,
             messenger=args.messenger,
             messenger_secret=_read_secret(args.messenger_secret_file),
+            functions=Path(args.functions) if args.functions else None,
         )
     except (ValueError, LabError) as exc:
         raise UsageError(str(exc)) from exc
@@ -185,6 +195,19 @@ def _flows(args: argparse.Namespace) -> int:
     from pktchain.node.report import flow_table, terminal_console
 
     terminal_console().print(flow_table(reply["flows"]))
+    return 0
+
+
+def _functions(args: argparse.Namespace) -> int:
+    import json
+
+    reply = _ask(args, "functions")
+    if args.json:
+        print(json.dumps(reply["functions"], indent=2))
+        return 0
+    from pktchain.node.report import print_functions, terminal_console
+
+    print_functions(reply["functions"], terminal_console())
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pktchain.node.daemon import NodeConfig, PortSpec
+from pktchain.node.function_file import load_functions
 from pktchain.node.ports import PortKind
 from pktchain.node.router_file import load_router
 from pktchain.node.switch import DEFAULT_AGING, DEFAULT_NETWORK
@@ -26,6 +27,7 @@ def build_config(
     router: Path | None = None,
     messenger: str | None = None,
     messenger_secret: bytes | None = None,
+    functions: Path | None = None,
 ) -> NodeConfig:
     """Raises ValueError naming the bad option or topology entry."""
     ports = ports_from_topology(topology, lab_name) if topology is not None else []
@@ -35,8 +37,9 @@ def build_config(
     for value in af_packets:
         netns, ifname, network = _split(value, "--af-packet", netns_required=False)
         ports.append(PortSpec(PortKind.AF_PACKET, ifname, netns=netns, network=network))
-    if not ports and router is None:
-        raise ValueError("no ports: give --topology, --tap, --af-packet or --router")
+    specs = load_functions(functions) if functions is not None else ()
+    if not ports and router is None and not specs:
+        raise ValueError("no ports: give --topology, --tap, --af-packet, --router or --functions")
     return NodeConfig(
         name=name,
         ports=tuple(ports),
@@ -49,6 +52,7 @@ def build_config(
         router=load_router(router) if router is not None else None,
         messenger=_api_bind(messenger, "--messenger") if messenger is not None else None,
         messenger_secret=messenger_secret,
+        functions=specs,
     )
 
 

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pktchain.node.chaining import Chaining
 from pktchain.node.control import ControlServer, control_path
 from pktchain.node.datapath import Datapath
-from pktchain.node.functions import FunctionHost, Outputs, PortFunction, pump
+from pktchain.node.functions import (
+    FunctionDriver,
+    FunctionHost,
+    Outputs,
+    RouterDriver,
+    SdkDriver,
+    pump,
+)
 from pktchain.node.loop import EventLoop, Timer
 from pktchain.node.ports import PacketPort, Port, PortKind, TapPort
 from pktchain.node.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
@@ -31,8 +38,10 @@ from pktchain.node.tun import tap_mac
 if TYPE_CHECKING:
     from pktchain.api.server import ApiServer
     from pktchain.functions.router import Router, RouterInterface
+    from pktchain.functions.sdk import Function
     from pktchain.lab import NodePort
     from pktchain.messenger.server import MessengerServer
+    from pktchain.node.function_file import FunctionSpec
     from pktchain.node.router_file import RouterSpec
     from pktchain.sfc.model import SfcModel
     from pktchain.sfc.store import SqliteStore
@@ -82,6 +91,8 @@ class NodeConfig:
     messenger: str | None = None
     """HOST:PORT of the messenger a cloud controller drives the router through."""
     messenger_secret: bytes | None = None
+    functions: tuple[FunctionSpec, ...] = ()
+    """Native functions to run (`--functions FILE`)."""
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.ports]
@@ -123,8 +134,10 @@ class Node:
         self.functions: dict[str, FunctionHost] = {}
         self.router: Router | None = None
         self.router_host: FunctionHost | None = None
+        self.router_driver: RouterDriver | None = None
         self.messenger: MessengerServer | None = None
         self._function_timers: dict[str, tuple[float, Timer]] = {}
+        self._exports: dict[str, tuple[Function, Path]] = {}
         self.control = ControlServer(self.config.control_path, self.loop, self.handle_request)
         self._closed = False
 
@@ -137,6 +150,8 @@ class Node:
                 self._restore(self.config.state)
             for spec in self.config.ports:
                 self.attach(spec)
+            for function in self.config.functions:
+                self.start_function(function)
             self.chaining.apply()
             if self.config.router is not None:
                 self._start_router(self.config.router)
@@ -148,6 +163,8 @@ class Node:
             self.close()
             raise
         self.loop.call_every(min(1.0, self.config.mac_aging / 4), self._age)
+        if any(spec.export is not None for spec in self.config.functions):
+            self.loop.call_every(1.0, self._export_tick)
         self.loop.call_every(min(5.0, self.config.flow_idle_timeout / 4), self._expire_flows)
         for signum in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(signum, self._on_signal)
@@ -173,6 +190,43 @@ class Node:
             len(state.port_pairs),
         )
 
+    def start_function(self, spec: FunctionSpec) -> FunctionHost:
+        """Build a function from its spec and plug it in (its ports join their networks)."""
+        function = spec.build()
+        interfaces = [
+            (iface, spec.mac(iface, self.config.name), spec.networks[iface])
+            for iface in function.INTERFACES
+        ]
+        host = self.add_function(spec.name, SdkDriver(function), interfaces)
+        if spec.export is not None:
+            self._exports[spec.name] = (function, spec.export)
+        log.info("function %s (%s): %d interfaces", spec.name, function.kind(), len(interfaces))
+        return host
+
+    def export_records(self) -> int:
+        """Append what each function exported to its file, as JSON lines; returns records."""
+        import json
+
+        written = 0
+        for name, (function, path) in self._exports.items():
+            records = function.take_records()
+            if not records:
+                continue
+            try:
+                with path.open("a") as sink:
+                    sink.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
+            except OSError as exc:
+                log.warning("function %s: cannot export to %s: %s", name, path, exc.strerror)
+                continue
+            written += len(records)
+        return written
+
+    def _export_tick(self) -> None:
+        self.export_records()
+
+    def functions_status(self) -> list[dict[str, Any]]:
+        return [host.status() for host in self.functions.values()]
+
     def _start_router(self, spec: RouterSpec) -> None:
         from pktchain.functions.router import Router
 
@@ -180,7 +234,8 @@ class Node:
         interfaces = [
             (iface.name, iface.mac, spec.networks[iface.name]) for iface in spec.config.interfaces
         ]
-        host = self.add_function(spec.name, router, interfaces)
+        self.router_driver = RouterDriver(router)
+        host = self.add_function(spec.name, self.router_driver, interfaces)
         for rule in spec.port_forwards:
             router.add_port_forward(
                 rule.proto, rule.external_port, rule.inside_ip, rule.inside_port
@@ -254,6 +309,8 @@ class Node:
             self.detach(port)
         if self.store is not None:
             self.store.close()
+        if self._exports:
+            self.export_records()
         self.loop.close()
         log.info("node %s stopped", self.config.name)
 
@@ -292,12 +349,12 @@ class Node:
         return port
 
     def add_function(
-        self, name: str, function: PortFunction, interfaces: Sequence[tuple[str, str, str]]
+        self, name: str, driver: FunctionDriver, interfaces: Sequence[tuple[str, str, str]]
     ) -> FunctionHost:
         """Plug a native function in: one port per (interface, MAC, network)."""
         if name in self.functions:
             raise ValueError(f"a function named {name!r} is already plugged in")
-        host = FunctionHost(name, function, lambda: self.loop.now)
+        host = FunctionHost(name, driver, self.datapath, lambda: self.loop.now)
         for iface, mac, network in interfaces:
             self.add_function_port(host, iface, mac, network)
         self.functions[name] = host
@@ -362,8 +419,9 @@ class Node:
     def _expire_flows(self) -> None:
         self.steering.now = self.loop.now
         expired = self.steering.expire(self.loop.now)
-        if expired:
-            log.debug("forgot %d idle flows", expired)
+        fused = self.datapath.expire_fused(self.loop.now, self.config.flow_idle_timeout)
+        if expired or fused:
+            log.debug("forgot %d idle flows, %d idle fused entries", expired, fused)
 
     def _age(self) -> None:
         aged = sum(n.macs.expire(self.loop.now) for n in self.datapath.networks.values())
@@ -387,6 +445,8 @@ class Node:
             if router is None:
                 return {"ok": False, "error": "this node runs no router"}
             return {"ok": True, "router": router}
+        if op == "functions":
+            return {"ok": True, "functions": self.functions_status()}
         if op == "flows":
             limit = request.get("limit", 1000)
             if not isinstance(limit, int) or limit < 0:
@@ -424,6 +484,13 @@ class Node:
                 ],
             },
             "steering": self.steering.status(),
+            "fast_path": {
+                "entries": self.datapath.fused_entries(),
+                "installed": self.datapath.fused,
+                "hits": self.datapath.fast_hits,
+                "refused": dict(self.datapath.fuse_refused),
+            },
+            "functions": sorted(self.functions),
             "mac_table": [
                 {
                     "network": network.name,
@@ -492,6 +559,7 @@ class RouterOnNode:
         self._node = node
         self._router = node.router
         self._host = node.router_host
+        self._driver = node.router_driver
 
     def add_interface(self, interface: RouterInterface, /) -> object:
         self._router.add_interface(interface)
@@ -499,6 +567,7 @@ class RouterOnNode:
         self._node.add_function_port(self._host, interface.name, interface.mac, network)
         announce = [(i, f) for i, f in self._router.announcements() if i == interface.name]
         self._node.emit(self._host, announce)
+        self._changed()
         return interface
 
     def remove_interface(self, name: str, /) -> object:
@@ -506,13 +575,18 @@ class RouterOnNode:
         port = self._host.ports.pop(name, None)
         if port is not None:
             self._node.detach(port)
+        self._changed()
         return removed
 
     def add_host(self, mac: str, ip: str, network_id: str = "", /) -> object:
-        return self._router.add_host(mac, ip, network_id)
+        added = self._router.add_host(mac, ip, network_id)
+        self._changed()
+        return added
 
     def remove_host(self, mac_or_ip: str, /) -> object:
-        return self._router.remove_host(mac_or_ip)
+        removed = self._router.remove_host(mac_or_ip)
+        self._changed()
+        return removed
 
     def hosts(self) -> object:
         return self._router.hosts()
@@ -520,7 +594,16 @@ class RouterOnNode:
     def add_port_forward(
         self, proto: str, external_port: int, inside_ip: str, inside_port: int, /
     ) -> object:
-        return self._router.add_port_forward(proto, external_port, inside_ip, inside_port)
+        added = self._router.add_port_forward(proto, external_port, inside_ip, inside_port)
+        self._changed()
+        return added
 
     def remove_port_forward(self, proto: str, external_port: int, /) -> object:
-        return self._router.remove_port_forward(proto, external_port)
+        removed = self._router.remove_port_forward(proto, external_port)
+        self._changed()
+        return removed
+
+    def _changed(self) -> None:
+        """Fast-path entries the change invalidated go now, not at the next timer."""
+        if self._driver is not None:
+            self._driver.prune()

@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
+from collections import Counter
+from typing import TYPE_CHECKING
 
-from pktchain.node.ports import DropReason, Port
+from pktchain.node.fastpath import PUNT_TCP_FLAGS, Trace, apply_fused, fuse, on_revoke_remove
+from pktchain.node.ports import DropReason, Port, PortKind
 from pktchain.node.steering import Steering
 from pktchain.node.switch import (
     DEFAULT_AGING,
@@ -33,7 +37,11 @@ from pktchain.node.switch import (
     Network,
 )
 from pktchain.node.tun import VNET_HDR_LEN
-from pktchain.packet.parse import parse_frame
+from pktchain.packet.parse import FrameInfo, parse_frame
+
+if TYPE_CHECKING:
+    from pktchain.node.steering import Flow, HopCounters
+    from pktchain.node.switch import MacEntry
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,23 @@ _SAME_PORT = DropReason.SAME_PORT.value
 _NO_PORTS = DropReason.NO_PORTS.value
 _SYN = 0x02
 _SYN_ACK = 0x12
+_FUNCTION = PortKind.FUNCTION
+_TOO_DEEP = "function-depth"
+
+MAX_DEPTH = 16
+"""How many native functions one frame may cross within one call (a bound on
+frames sent round in circles between functions)."""
+
+DEFAULT_MAX_FUSED = 262_144
+"""Fused fast-path entries per port, at most."""
+
+
+def _ip_size(frame: bytes, info: FrameInfo) -> int:
+    """The IP packet's size, or for a GSO frame the size of each segment it stands for."""
+    if frame[1]:  # virtio_net_hdr gso_type: a GSO frame
+        gso_size = frame[4] | frame[5] << 8  # little-endian virtio-net header
+        return info.payload - info.l3 + gso_size
+    return info.end - info.l3
 
 
 class Datapath:
@@ -79,6 +104,15 @@ class Datapath:
         self.steering: Steering | None = None
         self.now = 0.0
         self.rx_errors = 0
+        self.depth = 0
+        self.trace: Trace | None = None
+        self.origin_port: Port | None = None
+        self.origin_frame = b""
+        self.origin_info: FrameInfo | None = None
+        self.max_fused = DEFAULT_MAX_FUSED
+        self.fast_hits = 0
+        self.fused = 0
+        self.fuse_refused: Counter[str] = Counter()
 
     def network(self, name: str = DEFAULT_NETWORK) -> Network[Port]:
         """The network called `name`, created on first use."""
@@ -93,6 +127,10 @@ class Datapath:
         self.ports.append(port)
         port.network = self.network(network)
         port.network.ports.append(port)
+        if port.kind is _FUNCTION and port.mac:
+            # A native function's address is known from the start and never
+            # ages out (a static entry): frames to it are not flooded.
+            port.network.macs.learn(bytes.fromhex(port.mac.replace(":", "")), port, math.inf)
 
     def remove_port(self, port: Port) -> None:
         if self.steering is not None:
@@ -107,16 +145,7 @@ class Datapath:
     def drain(self, port: Port) -> int:
         """Process up to `BATCH` frames waiting on `port`; returns how many were read."""
         recv = port.recv
-        network = port.network
-        if network is None:  # pragma: no cover - every added port has a network
-            return 0
-        macs = network.macs
-        entries = macs.entries
-        check = self.check_frames
-        table = port.flows
-        steering = self.steering
-        drops = port.drops
-        now = self.now
+        receive = self.receive
         count = 0
         while count < BATCH:
             try:
@@ -126,98 +155,259 @@ class Datapath:
             except OSError as exc:
                 # e.g. ENETDOWN while the host's interface is down: nothing to read.
                 self.rx_errors += 1
-                drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
+                port.drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
                 break
             count += 1
-            size = len(frame)
-            port.rx_packets += 1
-            port.rx_bytes += size - VNET_HDR_LEN
-            if size < ETH_END:
-                drops[_RUNT] += 1
-                continue
-            info = None
-            if check or table is not None:
-                info = parse_frame(frame, VNET_HDR_LEN)
-                if info.error is not None:
-                    if check:
-                        drops[info.error.value] += 1
-                        continue
-                    info = None  # not checking: switch it, but it cannot be steered
+            receive(port, frame)
+        return count
 
-            src = frame[ETH_SRC:ETH_TYPE]
-            mac_entry = entries.get(src)
-            known = mac_entry is not None and mac_entry.port is port
-            if not known and (frame[ETH_SRC] & 1 or src == ZERO_MAC):
-                drops[_BAD_SRC] += 1
-                continue
-            learn = True
+    def inject(self, port: Port, frame: bytes) -> None:
+        """A frame a native function sent from its interface `port`: process it now.
 
-            if table is not None and info is not None and info.ip_version:
-                key = info[9:14]
-                flow_entry = table.get(key)
-                if steering is not None and (
-                    flow_entry is None or (flow_entry.first and info.tcp_flags & _SYN_ACK == _SYN)
-                ):
-                    flow_entry = steering.classify(port, frame, info, key)
-                if flow_entry is not None:
-                    flow = flow_entry.flow
-                    flow.seen = now
+        Functions answer synchronously, so a packet crosses a chain of native
+        functions within one call; the depth is bounded (`MAX_DEPTH`) against
+        functions that send frames round in circles.
+        """
+        if self.depth >= MAX_DEPTH:
+            port.drops[_TOO_DEEP] += 1
+            trace = self.trace
+            if trace is not None:
+                trace.broken = _TOO_DEEP
+            return
+        self.depth += 1
+        try:
+            self.receive(port, frame)
+        finally:
+            self.depth -= 1
+
+    def receive(self, port: Port, frame: bytes) -> None:
+        """Check, learn, steer and forward one frame that arrived on `port`."""
+        network = port.network
+        if network is None:  # pragma: no cover - every added port has a network
+            return
+        drops = port.drops
+        now = self.now
+        size = len(frame)
+        port.rx_packets += 1
+        port.rx_bytes += size - VNET_HDR_LEN
+        if size < ETH_END:
+            drops[_RUNT] += 1
+            return
+        table = port.flows
+        fast = port.fast
+        info = None
+        if self.check_frames or table is not None or fast is not None:
+            info = parse_frame(frame, VNET_HDR_LEN)
+            if info.error is not None:
+                if self.check_frames:
+                    drops[info.error.value] += 1
+                    return
+                info = None  # not checking: switch it, but it cannot be steered
+
+        if fast is not None and info is not None:
+            fused = fast.get(info[9:14])
+            if (
+                fused is not None
+                and frame[ETH_DST:ETH_SRC] == fused.dst_mac
+                and not info.fragment
+                and not info.tcp_flags & PUNT_TCP_FLAGS
+                and (not fused.ttl or frame[info.l3 + fused.ttl_at] > fused.ttl)
+                and (not fused.mtu or _ip_size(frame, info) <= fused.mtu)
+                and (fused.dst_entry is None or fused.dst_entry.port is fused.out)
+            ):
+                payload_size = size - VNET_HDR_LEN
+                fused.packets += 1
+                fused.bytes += payload_size
+                fused.seen = now
+                for lease in fused.leases:
+                    lease.packets += 1
+                    lease.bytes += payload_size
+                    lease.seen = now
+                for flow in fused.flows:
                     flow.packets += 1
-                    if flow_entry.drop is not None:
-                        drops[flow_entry.drop] += 1
-                        continue
-                    if known:
-                        mac_entry.seen = now  # type: ignore[union-attr]
-                    elif flow_entry.learn:
-                        macs.learn(src, port, now)
-                    learn = False  # done for this frame
-                    hop = flow_entry.hop
-                    if hop is not None:
-                        hop.packets += 1
-                        hop.bytes += size - VNET_HDR_LEN
-                    if flow_entry.taps:
-                        tail = memoryview(frame)[ETH_SRC:]
-                        for tap, tap_mac, tap_counters in flow_entry.taps:
-                            tap.transmit_parts((frame[:ETH_DST] + tap_mac, tail), size)
-                            tap_counters.packets += 1
-                            tap_counters.bytes += size - VNET_HDR_LEN
-                    out = flow_entry.out
-                    if out is not None:
-                        # The new destination goes out in front of the untouched
-                        # rest of the frame: a 64 KB segment is not copied.
-                        out.transmit_parts(
-                            (frame[:ETH_DST] + flow_entry.mac, memoryview(frame)[ETH_SRC:]), size
-                        )
-                        continue
-                    restore = flow_entry.restore_from
-                    if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
-                        # The last function handed the frame back with our rewrite
-                        # in place (a bump in the wire): give it its destination back.
-                        frame = frame[:ETH_DST] + flow_entry.restore_to + frame[ETH_SRC:]
+                    flow.seen = now
+                for counters in fused.hops:
+                    counters.packets += 1
+                    counters.bytes += payload_size
+                if fused.src_entry is not None:
+                    fused.src_entry.seen = now
+                fused.out.transmit_parts(
+                    (apply_fused(fused, frame, info), memoryview(frame)[info.payload :]), size
+                )
+                self.fast_hits += 1
+                return
 
-            if learn:
+        if self.depth == 0:
+            # Where a journey through native functions would start (see fastpath.py).
+            self.trace = None
+            self.origin_port = port
+            self.origin_frame = frame
+            self.origin_info = info
+        trace = self.trace
+
+        macs = network.macs
+        entries = macs.entries
+        src = frame[ETH_SRC:ETH_TYPE]
+        mac_entry = entries.get(src)
+        known = mac_entry is not None and mac_entry.port is port
+        if not known and (frame[ETH_SRC] & 1 or src == ZERO_MAC):
+            drops[_BAD_SRC] += 1
+            return
+        learn = True
+
+        if table is not None and info is not None and info.ip_version:
+            key = info[9:14]
+            flow_entry = table.get(key)
+            if self.steering is not None and (
+                flow_entry is None or (flow_entry.first and info.tcp_flags & _SYN_ACK == _SYN)
+            ):
+                flow_entry = self.steering.classify(port, frame, info, key)
+            if flow_entry is not None:
+                flow = flow_entry.flow
+                flow.seen = now
+                flow.packets += 1
+                if flow_entry.drop is not None:
+                    drops[flow_entry.drop] += 1
+                    return
                 if known:
                     mac_entry.seen = now  # type: ignore[union-attr]
-                else:
+                elif flow_entry.learn:
                     macs.learn(src, port, now)
+                learn = False  # done for this frame
+                hop = flow_entry.hop
+                if hop is not None:
+                    hop.packets += 1
+                    hop.bytes += size - VNET_HDR_LEN
+                if trace is not None:
+                    trace.flows.append(flow)
+                    if hop is not None:
+                        trace.hops.append(hop)
+                if flow_entry.taps:
+                    if trace is not None:
+                        trace.broken = "tap"
+                    tail = memoryview(frame)[ETH_SRC:]
+                    for tap, tap_mac, tap_counters in flow_entry.taps:
+                        tap.transmit_parts((frame[:ETH_DST] + tap_mac, tail), size)
+                        tap_counters.packets += 1
+                        tap_counters.bytes += size - VNET_HDR_LEN
+                out = flow_entry.out
+                if out is not None:
+                    # The new destination goes out in front of the untouched
+                    # rest of the frame: a 64 KB segment is not copied.
+                    head = frame[:ETH_DST] + flow_entry.mac
+                    if out.kind is _FUNCTION:
+                        self._enter_function(flow, hop)
+                    elif trace is not None:
+                        self._fuse(trace, out, head + frame[ETH_SRC:], None)
+                    out.transmit_parts((head, memoryview(frame)[ETH_SRC:]), size)
+                    return
+                restore = flow_entry.restore_from
+                if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
+                    # The last function handed the frame back with our rewrite
+                    # in place (a bump in the wire): give it its destination back.
+                    frame = frame[:ETH_DST] + flow_entry.restore_to + frame[ETH_SRC:]
 
-            if not frame[ETH_DST] & 1:
-                mac_entry = entries.get(frame[ETH_DST:ETH_SRC])
-                if mac_entry is not None:
-                    out = mac_entry.port
-                    if out is port:
-                        drops[_SAME_PORT] += 1
-                        continue
-                    try:
-                        out.send(frame)
-                    except OSError as exc:
-                        out.tx_failed(exc)
-                        continue
-                    out.tx_packets += 1
-                    out.tx_bytes += size - VNET_HDR_LEN
-                    continue
-            self.flood(port, network, frame)
-        return count
+        if learn:
+            if known:
+                mac_entry.seen = now  # type: ignore[union-attr]
+            else:
+                macs.learn(src, port, now)
+
+        if not frame[ETH_DST] & 1:
+            dst_entry = entries.get(frame[ETH_DST:ETH_SRC])
+            if dst_entry is not None:
+                out = dst_entry.port
+                if out is port:
+                    drops[_SAME_PORT] += 1
+                    return
+                if out.kind is _FUNCTION:
+                    self._enter_function(None, None)
+                elif trace is not None:
+                    self._fuse(trace, out, frame, dst_entry)
+                try:
+                    out.send(frame)
+                except OSError as exc:
+                    out.tx_failed(exc)
+                    return
+                out.tx_packets += 1
+                out.tx_bytes += size - VNET_HDR_LEN
+                return
+        if trace is not None:
+            trace.broken = "flood"
+        self.flood(port, network, frame)
+
+    def _enter_function(self, flow: Flow | None, hop: HopCounters | None) -> None:
+        """A frame is about to be handed to a native function: start or extend the trace."""
+        trace = self.trace
+        if trace is None:
+            if self.depth or self.origin_info is None or self.origin_port is None:
+                return
+            info = self.origin_info
+            if not info.ip_version or info.fragment or info.l4 < 0:
+                return
+            trace = self.trace = Trace(self.origin_port, self.origin_frame, info)
+            if flow is not None:
+                trace.flows.append(flow)
+            if hop is not None:
+                trace.hops.append(hop)
+        if flow is not None and flow.lease is None:
+            from pktchain.functions.sdk import FlowLease
+
+            flow.lease = FlowLease()
+        if flow is not None and flow.lease is not None:
+            trace.leases.append(flow.lease)
+
+    def _fuse(
+        self, trace: Trace, out: Port, final: bytes, dst_entry: MacEntry[Port] | None
+    ) -> None:
+        """The traced packet leaves on a real port: install its fused entry if it can be."""
+        self.trace = None
+        if trace.broken or not self.depth:
+            if trace.broken:
+                self.fuse_refused[trace.broken] += 1
+            return
+        if any(not lease.valid for lease in trace.leases):
+            self.fuse_refused["lease-revoked"] += 1
+            return
+        origin = trace.port
+        network = origin.network
+        src_entry = None
+        if network is not None:
+            src_entry = network.macs.entries.get(trace.frame[ETH_SRC:ETH_TYPE])
+        fused = fuse(trace, out, final, dst_entry=dst_entry, src_entry=src_entry)
+        if isinstance(fused, str):
+            self.fuse_refused[fused] += 1
+            return
+        table = origin.fast
+        if table is None:
+            table = origin.fast = {}
+        if len(table) >= self.max_fused:
+            self.fuse_refused["table-full"] += 1
+            return
+        key = trace.info[9:14]
+        table[key] = fused
+        fused.seen = self.now
+        self.fused += 1
+        hook = on_revoke_remove(table, key, fused)
+        for lease in fused.leases:
+            lease.on_revoke(hook)
+
+    def expire_fused(self, now: float, idle: float) -> int:
+        """Forget fused entries idle for `idle` seconds; returns how many."""
+        limit = now - idle
+        gone = 0
+        for port in self.ports:
+            table = port.fast
+            if not table:
+                continue
+            stale = [key for key, entry in table.items() if entry.seen < limit]
+            for key in stale:
+                del table[key]
+            gone += len(stale)
+        return gone
+
+    def fused_entries(self) -> int:
+        return sum(len(port.fast) for port in self.ports if port.fast)
 
     def flood(self, ingress: Port, network: Network[Port], frame: bytes) -> None:
         """Send to every port of the network but the one the frame came in on."""

@@ -1,12 +1,18 @@
 """Native functions in the node: sans-IO objects plugged in through virtual ports.
 
-A native function (the router, later any built-in or user function) speaks the
-sans-IO contract of DESIGN.md: frames and `now` in, frames out, timers as
-`next_deadline()` / `on_timer(now)`, no sockets, no clocks.  The node gives it
-one `FunctionPort` per interface, each joined to a node network like any host
-port: a frame the datapath sends to a function port is handed to the function
-at once; what the function returns is queued on the named ports and read back
-by the datapath as if those ports had received it, after the current batch.
+A native function (a built-in, a user's :class:`~pktchain.functions.sdk.Function`,
+or the router) gets one `FunctionPort` per interface, each joined to a node
+network like any host port. A frame the datapath sends to a function port is
+handed to the function at once, and what the function sends is processed by the
+datapath at once, as if its port had received it: a packet crosses a whole
+chain of native functions within one call. That is what lets the datapath trace
+the packet's journey and fuse it into one fast-path entry (see
+`pktchain.node.fastpath`) when every function on the way forwarded it with a
+flow lease.
+
+Each kind of function is driven through a small adapter with one interface
+(`FunctionDriver`): `SdkDriver` for SDK functions, `RouterDriver` for the
+router, whose cache hints become flow leases.
 
 A function that raises does not take the node down: the exception is counted
 (`function-error` on the port) and logged once per kind, and the frame is lost.
@@ -17,12 +23,14 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from pktchain.functions.sdk import FlowLease, Function, Packet, Verdict, frames_out
 from pktchain.node.ports import Port, PortKind
 from pktchain.packet.address import Buffer
 
 if TYPE_CHECKING:
+    from pktchain.functions.router import CacheHint, FlowTuple, Router
     from pktchain.node.datapath import Datapath
 
 log = logging.getLogger(__name__)
@@ -31,18 +39,123 @@ Outputs = list[tuple[str, bytes]]
 """Frames a function emits: (interface name, frame with its virtio-net header)."""
 
 MAX_ROUNDS = 16
-"""How many times one wake-up feeds function outputs back into the datapath:
-a bound on frames bouncing between functions."""
+"""How many times one wake-up feeds queued function outputs (timers, emits) back
+into the datapath: a bound on frames bouncing between functions."""
 
 
-class PortFunction(Protocol):
-    """What the node needs of a native function."""
+class FunctionDriver(Protocol):
+    """What the node needs of a native function, whatever its kind."""
 
-    def receive(self, iface: str, frame: bytes, now: float) -> Outputs: ...
+    def handle(self, iface: str, frame: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
+        """Frames to send for one frame received, and the flow lease it was forwarded with."""
+        ...
 
     def next_deadline(self) -> float | None: ...
 
     def on_timer(self, now: float) -> Outputs: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class SdkDriver:
+    """Drives a :class:`~pktchain.functions.sdk.Function`."""
+
+    def __init__(self, function: Function) -> None:
+        self.function = function
+        self.verdicts: Counter[str] = Counter()
+
+    def handle(self, iface: str, frame: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
+        function = self.function
+        packet = Packet(bytearray(frame), iface)
+        result = function.process(packet, now)
+        verdict = result.verdict
+        self.verdicts[verdict.value] += 1
+        outputs = frames_out(result.emit)
+        if verdict is Verdict.FORWARD:
+            out = result.iface or function.peer(iface)
+            outputs.insert(0, (out, bytes(packet.buf)))
+            return outputs, (result.lease if len(outputs) == 1 else None)
+        if verdict is Verdict.PUNT:
+            outputs.insert(0, (function.peer(iface), frame))
+        return outputs, None
+
+    def next_deadline(self) -> float | None:
+        return self.function.next_deadline()
+
+    def on_timer(self, now: float) -> Outputs:
+        return frames_out(self.function.on_timer(now))
+
+    def status(self) -> dict[str, Any]:
+        status = self.function.status()
+        status["verdicts"] = dict(self.verdicts)
+        return status
+
+
+class RouterDriver:
+    """Drives the router; its per-flow cache hints become flow leases.
+
+    The node's fast path counts cached packets on the lease; before the router's
+    timers run, the leases' last-seen times are handed to the router
+    (:meth:`Router.touch`) so that NAT sessions carried by the fast path do not
+    expire, and a lease whose hint the router no longer honours (its session
+    ended, a neighbour or interface changed) is revoked.
+    """
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self._leases: dict[tuple[str, FlowTuple], tuple[CacheHint, FlowLease, list[float]]] = {}
+        self._generation = router.generation
+
+    def handle(self, iface: str, frame: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
+        router = self.router
+        result = router.process(iface, frame, now)
+        if router.generation != self._generation:
+            self.prune()
+        hint = result.hint
+        if hint is None or len(result.frames) != 1:
+            return result.frames, None
+        key = (hint.in_iface, hint.flow)
+        known = self._leases.get(key)
+        if known is not None and known[1].valid and known[0] == hint:
+            return result.frames, known[1]
+        if known is not None:
+            known[1].revoke()
+        lease = FlowLease(mtu=hint.mtu)
+        self._leases[key] = (hint, lease, [now])
+        return result.frames, lease
+
+    def next_deadline(self) -> float | None:
+        return self.router.next_deadline()
+
+    def on_timer(self, now: float) -> Outputs:
+        self.sync()
+        outputs = self.router.on_timer(now)
+        self.prune()
+        return outputs
+
+    def sync(self) -> None:
+        """Tell the router when the fast path last carried each cached flow."""
+        router = self.router
+        for hint, lease, synced in self._leases.values():
+            if lease.valid and lease.seen > synced[0]:
+                synced[0] = lease.seen
+                if not router.touch(hint, lease.seen):
+                    lease.revoke()
+
+    def prune(self) -> None:
+        """Revoke and forget the leases the router no longer honours."""
+        router = self.router
+        self._generation = router.generation
+        gone = [
+            key
+            for key, (hint, lease, _synced) in self._leases.items()
+            if not lease.valid or not router.hint_valid(hint)
+        ]
+        for key in gone:
+            self._leases.pop(key)[1].revoke()
+
+    def status(self) -> dict[str, Any]:
+        return {"kind": "router", "counters": self.router.counters(), "leases": len(self._leases)}
 
 
 class FunctionPort(Port):
@@ -86,11 +199,14 @@ class FunctionPort(Port):
 
 
 class FunctionHost:
-    """Runs one native function: feeds it, queues its outputs, keeps its timer."""
+    """Runs one native function: feeds it, sends what it answers, keeps its timer."""
 
-    def __init__(self, name: str, function: PortFunction, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, name: str, driver: FunctionDriver, datapath: Datapath, clock: Callable[[], float]
+    ) -> None:
         self.name = name
-        self.function = function
+        self.driver = driver
+        self.datapath = datapath
         self.clock = clock
         self.ports: dict[str, FunctionPort] = {}
         self.errors: Counter[str] = Counter()
@@ -101,17 +217,31 @@ class FunctionHost:
         return port
 
     def deliver(self, port: FunctionPort, frame: bytes) -> None:
-        """A frame the datapath sent to `port`: the function's turn."""
+        """A frame the datapath sent to `port`: the function's turn, then its outputs'."""
+        datapath = self.datapath
+        trace = datapath.trace
         try:
-            outputs = self.function.receive(port.iface, frame, self.clock())
+            outputs, lease = self.driver.handle(port.iface, frame, self.clock())
         except Exception as exc:  # a faulty function must not stop the node
             self._failed(port, exc)
+            if trace is not None:
+                trace.broken = "function-error"
             return
-        self._queue(outputs)
+        if trace is not None:
+            if lease is not None and lease.valid and len(outputs) == 1:
+                trace.add_lease(lease)
+            else:
+                trace.broken = "function-not-cached" if len(outputs) == 1 else "function-fanout"
+        for iface, out in outputs:
+            out_port = self.ports.get(iface)
+            if out_port is None:
+                self.errors["unknown-interface"] += 1
+                continue
+            datapath.inject(out_port, out)
 
     def fire(self, now: float) -> None:
         try:
-            outputs = self.function.on_timer(now)
+            outputs = self.driver.on_timer(now)
         except Exception as exc:  # a faulty function must not stop the node
             self._failed(None, exc)
             return
@@ -119,7 +249,7 @@ class FunctionHost:
 
     def next_deadline(self) -> float | None:
         try:
-            return self.function.next_deadline()
+            return self.driver.next_deadline()
         except Exception as exc:  # a faulty function must not stop the node
             self._failed(None, exc)
             return None
@@ -128,8 +258,21 @@ class FunctionHost:
         return [port for port in self.ports.values() if port.inbox]
 
     def queue(self, outputs: Outputs) -> None:
-        """Frames the function emits outside `receive`/`on_timer` (e.g. at start)."""
+        """Frames the function emits outside `handle`/`on_timer` (e.g. at start)."""
         self._queue(outputs)
+
+    def status(self) -> dict[str, Any]:
+        try:
+            status = self.driver.status()
+        except Exception as exc:  # a faulty function must not stop the node
+            self._failed(None, exc)
+            status = {}
+        return {
+            "name": self.name,
+            "ports": {iface: port.name for iface, port in self.ports.items()},
+            "errors": dict(self.errors),
+            **status,
+        }
 
     def _queue(self, outputs: Outputs) -> None:
         for iface, frame in outputs:
@@ -149,10 +292,10 @@ class FunctionHost:
 
 
 def pump(datapath: Datapath, hosts: Iterable[FunctionHost]) -> int:
-    """Feed what functions emitted back into the datapath; returns frames fed.
+    """Feed what functions queued (timers, emits) into the datapath; returns frames fed.
 
     At most `MAX_ROUNDS` rounds: a function's output may reach another function
-    (or itself), whose output is fed in the next round.
+    (or itself), whose queued output is fed in the next round.
     """
     hosts = tuple(hosts)
     fed = 0

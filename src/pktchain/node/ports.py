@@ -28,6 +28,7 @@ from pktchain.node.tun import VNET_HDR_LEN, in_netns, open_tap
 from pktchain.packet.address import Buffer
 
 if TYPE_CHECKING:
+    from pktchain.node.fastpath import FusedEntry
     from pktchain.node.steering import FlowEntry, FlowKey
     from pktchain.node.switch import Network
 
@@ -72,6 +73,7 @@ class Port:
 
     __slots__ = (
         "drops",
+        "fast",
         "fd",
         "flows",
         "host",
@@ -120,6 +122,8 @@ class Port:
         self.network: Network[Port] | None = None  # set when the datapath adds the port
         # Flow table of a port that service chains steer from (None: switching only).
         self.flows: dict[FlowKey, FlowEntry] | None = None
+        # Fused entries of flows that cross native functions (see fastpath.py).
+        self.fast: dict[FlowKey, FusedEntry] | None = None
         self.rx_packets = 0
         self.rx_bytes = 0
         self.tx_packets = 0

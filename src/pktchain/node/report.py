@@ -150,3 +150,20 @@ def print_router(router: dict[str, Any], console: Console) -> None:
     )
     busy = {k: v for k, v in sorted(router["counters"].items()) if v}
     console.print("router counters: " + (", ".join(f"{k}={v}" for k, v in busy.items()) or "-"))
+
+
+def print_functions(functions: list[dict[str, Any]], console: Console) -> None:
+    """Each native function: kind, ports, verdicts and its non-zero counters."""
+    table = Table(title="native functions")
+    for column in ("name", "kind", "ports", "verdicts", "counters"):
+        table.add_column(column)
+    for function in functions:
+        counters = {k: v for k, v in sorted(function.get("counters", {}).items()) if v}
+        table.add_row(
+            str(function.get("name")),
+            str(function.get("kind", "-")),
+            ", ".join(function.get("ports", {}).values()),
+            ", ".join(f"{k}={v}" for k, v in sorted(function.get("verdicts", {}).items())) or "-",
+            ", ".join(f"{k}={v}" for k, v in counters.items()) or "-",
+        )
+    console.print(table)

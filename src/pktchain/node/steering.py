@@ -55,6 +55,7 @@ from pktchain.node.tun import VNET_HDR_LEN
 from pktchain.sfc.resources import LbField
 
 if TYPE_CHECKING:
+    from pktchain.functions.sdk import FlowLease
     from pktchain.node.ports import Port
     from pktchain.packet.parse import FrameInfo
 
@@ -210,7 +211,7 @@ class HopCounters:
 class Flow:
     """One steered (or deliberately unsteered) flow and the entries it installed."""
 
-    __slots__ = ("chain", "entries", "key", "packets", "pairs", "seen", "started")
+    __slots__ = ("chain", "entries", "key", "lease", "packets", "pairs", "seen", "started")
 
     def __init__(self, key: FlowKey, chain: ChainPlan | None, now: float) -> None:
         self.key = key
@@ -220,6 +221,8 @@ class Flow:
         self.started = now
         self.seen = now
         self.packets = 0
+        self.lease: FlowLease | None = None
+        """Made when a fused fast-path entry depends on this flow; revoked with it."""
 
 
 class FlowEntry:
@@ -306,6 +309,10 @@ class Steering:
             raise ValueError(f"plan uses ports the node does not have: {', '.join(unknown)}")
         old = self.plan
         self.plan = plan
+        # Fused fast-path entries were made under the old plan: new flows must
+        # meet the new one, and steered flows find their pinned path again.
+        for port in self.ports.values():
+            port.fast = None
         self._by_source = {}
         for chain in plan.chains:
             for classifier in chain.classifiers:
@@ -502,6 +509,8 @@ class Steering:
         flow.entries.append((port, key))
 
     def _remove(self, flow: Flow) -> None:
+        if flow.lease is not None:
+            flow.lease.revoke()
         for port, key in flow.entries:
             table = port.flows
             entry = None if table is None else table.get(key)
