@@ -1,0 +1,344 @@
+"""Port mirroring: a bump in the wire that forwards every packet and copies some to a third port.
+
+:class:`Mirror` has the interfaces ``ingress`` and ``egress`` (traffic passes
+between them untouched) and ``mirror``, on which it emits a copy of each packet
+it selects: by the interface the packet came in on (``direction``), by an
+optional 5-tuple filter, one in ``sample`` (systematic count-based sampling,
+RFC 5475 §5.1), cut to ``snaplen`` bytes. Where ``mirror`` leads is the
+driver's business: a node port joined to a network (the copies reach another
+host's port, like a SPAN session), or a capture file the driver writes.
+
+A packet it copies must come to it, so a flow whose packets are copied is
+forwarded without a flow lease: it stays on the node's slow path. Every other
+IP flow is forwarded with a lease, so the fast path carries it; the mirror
+keeps those leases in a bounded table and revokes them all when its
+configuration changes (a flow it let go may match the new filter), and one by
+one when they have been idle for ``lease_idle`` seconds.
+
+The mirror only observes: it forwards what it cannot parse too (counted as
+``malformed``), so that a capture shows what later functions may drop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from pktchain.functions.schema import check
+from pktchain.functions.sdk import (
+    FlowLease,
+    Function,
+    Packet,
+    Result,
+    drop,
+    forward,
+)
+from pktchain.packet.checksum import complete_partial_checksum
+from pktchain.packet.headers import IpProto
+from pktchain.packet.parse import FrameInfo
+from pktchain.packet.virtio import VIRTIO_NET_HDR_LEN, parse_virtio_net_hdr
+
+__all__ = ["Direction", "Mirror", "MirrorConfig", "MirrorFilter", "protocol_number"]
+
+INGRESS = "ingress"
+EGRESS = "egress"
+MIRROR = "mirror"
+
+MAX_SNAPLEN = 262144
+"""libpcap's largest snapshot length; also bounds a 64 KB GSO frame."""
+
+_PORTED = frozenset((int(IpProto.TCP), int(IpProto.UDP)))
+
+
+class Direction(Enum):
+    """Which packets are copied, by the interface they came in on."""
+
+    BOTH = "both"
+    INGRESS = "ingress"
+    """Packets that came in on ``ingress`` (on their way to ``egress``)."""
+    EGRESS = "egress"
+    """Packets that came in on ``egress`` (the return traffic)."""
+
+
+def protocol_number(value: str | int | None) -> int | None:
+    """The IP protocol number for a name (``tcp``, ``icmpv6``...) or a number; None for any.
+
+    Raises ValueError for an unknown name or a number out of 0..255.
+    """
+    if value is None:
+        return None
+    if isinstance(value, int):
+        if not 0 <= value <= 255:
+            raise ValueError(f"protocol {value} is not in 0..255")
+        return value
+    try:
+        return int(IpProto[value.upper()])
+    except KeyError:
+        names = ", ".join(p.name.lower() for p in IpProto)
+        raise ValueError(f"unknown protocol {value!r} (a number or one of {names})") from None
+
+
+def _protocol_error(value: str | int | None) -> str | None:
+    try:
+        protocol_number(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+PORT = check(minimum=0, maximum=65535)
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorFilter:
+    """Which IP packets are copied; a field left out matches anything."""
+
+    protocol: str | int | None = field(default=None, metadata=check(test=_protocol_error))
+    """IP protocol, by name (tcp, udp, icmp, icmpv6, ...) or number."""
+    src: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    """Source address prefix (CIDR); an address alone is a /32 or /128."""
+    dst: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    """Destination address prefix (CIDR)."""
+    sport: int | None = field(default=None, metadata=PORT)
+    """TCP or UDP source port; set, it excludes every other protocol."""
+    dport: int | None = field(default=None, metadata=PORT)
+    """TCP or UDP destination port; set, it excludes every other protocol."""
+    both_ways: bool = True
+    """Also match a packet whose reversed 5-tuple matches, so that a filter written
+    for requests (``dport: 80``) copies their answers too."""
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorConfig:
+    """What the mirror copies, and how it keeps the flows it does not copy."""
+
+    direction: Direction = Direction.BOTH
+    filter: MirrorFilter | None = None
+    """None copies every frame (ARP and malformed frames included)."""
+    snaplen: int = field(default=0, metadata=check(minimum=0, maximum=MAX_SNAPLEN))
+    """Copy at most this many bytes of each frame; 0 copies whole frames."""
+    sample: int = field(default=1, metadata=check(minimum=1, maximum=2**31 - 1))
+    """Copy one selected packet in this many (the first, then every sample-th)."""
+    max_leases: int = field(default=65536, metadata=check(minimum=0))
+    """Flows not copied that may be leased to the fast path at once; 0 leases none."""
+    lease_idle: float = field(default=300.0, metadata=check(minimum=1.0))
+    """Seconds after which an unused lease is revoked and forgotten."""
+
+
+class _Prefix:
+    """An address prefix compiled for a test on raw address bytes."""
+
+    __slots__ = ("length", "mask", "network")
+
+    def __init__(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+        self.length = 4 if network.version == 4 else 16
+        self.network = int(network.network_address)
+        self.mask = int(network.netmask)
+
+    def __call__(self, address: bytes) -> bool:
+        return len(address) == self.length and int.from_bytes(address) & self.mask == self.network
+
+
+class _Match:
+    """A :class:`MirrorFilter` compiled for the per-packet test."""
+
+    __slots__ = ("both_ways", "dport", "dst", "proto", "sport", "src")
+
+    def __init__(self, spec: MirrorFilter) -> None:
+        self.proto = protocol_number(spec.protocol)
+        self.src = None if spec.src is None else _Prefix(spec.src)
+        self.dst = None if spec.dst is None else _Prefix(spec.dst)
+        self.sport = spec.sport
+        self.dport = spec.dport
+        self.both_ways = spec.both_ways
+
+    def __call__(self, info: FrameInfo) -> bool:
+        if info.error is not None or not info.ip_version:
+            return False
+        if self.proto is not None and info.proto != self.proto:
+            return False
+        if self._one_way(info.src, info.dst, info.sport, info.dport, info.proto):
+            return True
+        return self.both_ways and self._one_way(
+            info.dst, info.src, info.dport, info.sport, info.proto
+        )
+
+    def _one_way(self, src: bytes, dst: bytes, sport: int, dport: int, proto: int) -> bool:
+        if self.src is not None and not self.src(src):
+            return False
+        if self.dst is not None and not self.dst(dst):
+            return False
+        if self.sport is None and self.dport is None:
+            return True
+        # FrameInfo puts the ICMP echo identifier in the ports: only TCP and UDP
+        # have ports to match (a non-first fragment has none, so it never does).
+        return (
+            proto in _PORTED
+            and (self.sport is None or sport == self.sport)
+            and (self.dport is None or dport == self.dport)
+        )
+
+
+_LeaseKey = tuple[str, tuple[bytes, bytes, int, int, int]]
+
+
+class Mirror(Function):
+    """Forwards between ``ingress`` and ``egress``; copies selected packets to ``mirror``.
+
+    The copies are emitted frames (``Result.emit``) on the ``mirror`` interface:
+    the function writes nothing itself. A copy of a frame whose checksum was
+    left to offload (``NEEDS_CSUM``) has its checksum completed, so that a
+    capture shows it right; a GSO frame is copied as the one large frame it is,
+    as a capture on the host would show it. Frames that arrive on ``mirror``
+    are dropped (``mirror-input``).
+    """
+
+    KIND = "mirror"
+    Config = MirrorConfig
+    LIVE = True
+    INTERFACES = (INGRESS, EGRESS, MIRROR)
+    COUNTERS = (
+        "forwarded",
+        "copied",
+        "copied-bytes",
+        "not-sampled",
+        "truncated",
+        "checksum-not-completed",
+        "malformed",
+        "leased",
+        "lease-table-full",
+        "leases-expired",
+        "mirror-input",
+        "unknown-interface",
+    )
+
+    config: MirrorConfig
+
+    def __init__(self, config: MirrorConfig | None = None) -> None:
+        super().__init__(config)
+        self._leases: dict[_LeaseKey, tuple[FlowLease, float]] = {}
+        self._sweep_at: float | None = None
+        self._compile()
+
+    def _compile(self) -> None:
+        config = self.config
+        spec = config.filter
+        self._match = None if spec is None else _Match(spec)
+        direction = config.direction
+        self._copied_ifaces = frozenset(
+            (INGRESS, EGRESS) if direction is Direction.BOTH else (direction.value,)
+        )
+        self._countdown = 0  # selected packets to let go before the next copy
+
+    def peer(self, iface: str) -> str:
+        """``ingress`` and ``egress`` forward to each other; ``mirror`` only emits."""
+        if iface == INGRESS:
+            return EGRESS
+        if iface == EGRESS:
+            return INGRESS
+        raise ValueError(f"mirror: {iface!r} has no peer (only ingress and egress forward)")
+
+    def process(self, packet: Packet, now: float) -> Result:
+        iface = packet.iface
+        counters = self.counters
+        if iface not in (INGRESS, EGRESS):
+            reason = "mirror-input" if iface == MIRROR else "unknown-interface"
+            counters[reason] += 1
+            return drop(reason)
+        out = EGRESS if iface == INGRESS else INGRESS
+        info = packet.info
+        counters["forwarded"] += 1
+        if info.error is not None:
+            counters["malformed"] += 1
+        match = self._match
+        if iface in self._copied_ifaces and (match is None or match(info)):
+            return forward(out, emit=self._copy(packet))
+        return forward(out, lease=self._lease(iface, info, now))
+
+    def _copy(self, packet: Packet) -> list[tuple[str, bytes]]:
+        """The copy of a selected packet, if sampling keeps this one."""
+        counters = self.counters
+        if self._countdown:
+            self._countdown -= 1
+            counters["not-sampled"] += 1
+            return []
+        self._countdown = self.config.sample - 1
+        copy = bytearray(packet.buf[VIRTIO_NET_HDR_LEN:])
+        header = parse_virtio_net_hdr(packet.buf)
+        if header is not None and header.needs_csum:
+            try:
+                complete_partial_checksum(copy, header.csum_start, header.csum_offset)
+            except ValueError:
+                # Offsets outside the frame: copy it as it came (a capture shows why).
+                counters["checksum-not-completed"] += 1
+        snaplen = self.config.snaplen
+        if snaplen and len(copy) > snaplen:
+            del copy[snaplen:]
+            counters["truncated"] += 1
+        counters["copied"] += 1
+        counters["copied-bytes"] += len(copy)
+        return [(MIRROR, bytes(copy))]
+
+    def _lease(self, iface: str, info: FrameInfo, now: float) -> FlowLease | None:
+        """A lease for a flow the mirror does not copy (reused while it is valid)."""
+        if info.error is not None or not info.ip_version or info.fragment:
+            return None
+        key: _LeaseKey = (iface, (info.src, info.dst, info.proto, info.sport, info.dport))
+        leases = self._leases
+        known = leases.get(key)
+        if known is not None and known[0].valid:
+            return known[0]
+        if known is None and len(leases) >= self.config.max_leases:
+            self.counters["lease-table-full"] += 1
+            return None
+        lease = FlowLease()
+        leases[key] = (lease, now)
+        self.counters["leased"] += 1
+        if self._sweep_at is None:
+            self._sweep_at = now + self.config.lease_idle
+        return lease
+
+    def next_deadline(self) -> float | None:
+        return self._sweep_at
+
+    def on_timer(self, now: float) -> list[tuple[str, bytes]]:
+        """Revoke and forget leases unused for ``lease_idle`` seconds."""
+        if self._sweep_at is None or now < self._sweep_at:
+            return []
+        idle = self.config.lease_idle
+        leases = self._leases
+        for key, (lease, granted) in list(leases.items()):
+            if not lease.valid:
+                del leases[key]
+            elif now - max(granted, lease.seen) >= idle:
+                del leases[key]
+                lease.revoke()
+                self.counters["leases-expired"] += 1
+        # Half the idle time: a lease is revoked at most 1.5 x lease_idle after its last use.
+        self._sweep_at = now + idle / 2 if leases else None
+        return []
+
+    def apply_config(self, config: Any) -> None:
+        """Take a new configuration: every lease goes, the flows come back to be judged."""
+        self.config = config
+        self._compile()
+        self.revoke_all()
+
+    def revoke_all(self) -> None:
+        """Send every leased flow back through the mirror."""
+        leases, self._leases = self._leases, {}
+        self._sweep_at = None
+        for lease, _granted in leases.values():
+            lease.revoke()
+
+    def status(self) -> dict[str, Any]:
+        status = super().status()
+        config = self.config
+        status["direction"] = config.direction.value
+        status["filtered"] = config.filter is not None
+        status["sample"] = config.sample
+        status["snaplen"] = config.snaplen
+        status["leases"] = len(self._leases)
+        return status
