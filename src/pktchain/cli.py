@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pktchain.lab import cli as lab_cli
     from pktchain.messenger import cli as messenger_cli
     from pktchain.node import cli as node_cli
+    from pktchain.pipe import cli as pipe_cli
 
     parser = argparse.ArgumentParser(
         prog="pktchain",
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply_cli.register(subparsers)
     messenger_cli.register(subparsers)
     router_cli.register(subparsers)
+    pipe_cli.register(subparsers)
     return parser
 
 
