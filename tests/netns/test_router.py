@@ -85,3 +85,27 @@ def test_demo_router_passes_and_reports_json() -> None:
     hops = [s["data"]["hops"] for s in report["steps"] if "hops" in s["data"]]
     assert hops == [["10.0.0.1", "198.51.100.20"]] * 2
     assert {m["external_port"] for m in report["router"]["nat"] if m["static"]} >= {8080}
+
+
+def test_established_flows_take_the_fast_path_and_keep_their_nat_session(
+    routed: tuple[Lab, NodeProcess],
+) -> None:
+    """Only a flow's first packets and its TCP SYN/FIN/RST reach the router."""
+    lab, node = routed
+    server = lab.host("outside").popen(["iperf3", "-s", "-1", "-B", OUTSIDE])
+    try:
+        result = lab.host("inside").run(
+            ["iperf3", "-c", OUTSIDE, "-t", "2", "--connect-timeout", "3000", "-J"], timeout=30
+        )
+    finally:
+        server.wait(timeout=10)
+    assert result.ok, result.stderr
+    report = json.loads(result.stdout)
+    segments = report["end"]["sum_sent"]["bytes"] // 65536  # at least this many frames
+    fast = node.status()["fast_path"]
+    translated = node.router()["counters"]["nat-translated-outbound"]
+    assert fast["installed"] >= 2  # the data connection, both directions
+    assert fast["hits"] > segments // 2, (fast, translated)
+    assert translated < fast["hits"] // 10, (fast, translated)
+    # The NAT still knows the connections the fast path carried.
+    assert any(m["proto"] == "tcp" and m["sessions"] for m in node.router()["nat"])

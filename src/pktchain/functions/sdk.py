@@ -96,7 +96,7 @@ class FlowLease:
     registers what to undo through :meth:`on_revoke`.
     """
 
-    __slots__ = ("_hooks", "bytes", "mtu", "packets", "seen", "valid")
+    __slots__ = ("_hooks", "bytes", "mtu", "packets", "seen", "traced", "valid")
 
     def __init__(self, *, mtu: int | None = None) -> None:
         self.valid = True
@@ -105,6 +105,10 @@ class FlowLease:
         self.seen = 0.0
         self.mtu = mtu
         """Largest IP packet (or GSO segment) the cached treatment may carry."""
+        self.traced = False
+        """Set by the node once a packet under this lease took the slow path: a flow
+        earns a fast-path entry with its second packet, so one-packet flows cost
+        no entry."""
         self._hooks: list[Callable[[], None]] = []
 
     def revoke(self) -> None:

@@ -369,6 +369,13 @@ class Datapath:
         if any(not lease.valid for lease in trace.leases):
             self.fuse_refused["lease-revoked"] += 1
             return
+        if not all(lease.traced for lease in trace.leases):
+            # A flow earns its entry with its second packet: a one-packet flow
+            # (a DNS query, a probe) costs no fast-path memory.
+            for lease in trace.leases:
+                lease.traced = True
+            self.fuse_refused["first-packet"] += 1
+            return
         origin = trace.port
         network = origin.network
         src_entry = None

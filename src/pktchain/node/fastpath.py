@@ -6,9 +6,10 @@ user functions), which answer synchronously. While that happens the datapath
 keeps a :class:`Trace` of the packet's journey: the port and frame it came in
 on, the flow leases the functions forwarded it with, the steering flows and
 hop counters it passed. When the packet finally leaves on a real port (a TAP or
-AF_PACKET port) and every function on the way gave a lease, the datapath fuses
-the journey into a :class:`FusedEntry` on the ingress port, keyed by the
-packet's 5-tuple.
+AF_PACKET port) and every function on the way gave a lease that an earlier
+packet already travelled under (a flow earns its entry with its second packet,
+so one-packet flows cost no memory here), the datapath fuses the journey into a
+:class:`FusedEntry` on the ingress port, keyed by the packet's 5-tuple.
 
 The fused rewrite is not declared by the functions: it is derived by comparing
 the frame as it came in with the frame as it left (destination and source MAC,
