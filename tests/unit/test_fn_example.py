@@ -1,0 +1,68 @@
+"""The example user function (examples/functions/port_filter.py), loaded by path as a user would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+from scapy.packet import Packet as ScapyPacket
+
+from pktchain.functions.schema import ConfigError
+from pktchain.functions.sdk import Function, Packet, Verdict, make_function
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "functions"
+
+
+@pytest.fixture
+def port_filter(monkeypatch: pytest.MonkeyPatch) -> Iterator[Function]:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    yield make_function("port_filter:PortFilter", {"ports": [23, 445]})
+
+
+def frame(layer4: ScapyPacket) -> bytes:
+    return bytes(Ether() / IP(src="10.0.0.1", dst="10.0.1.1") / layer4)
+
+
+def test_the_example_is_at_most_30_lines() -> None:
+    assert len((EXAMPLES / "port_filter.py").read_text().splitlines()) <= 30
+
+
+def test_a_blocked_tcp_port_is_a_counted_drop(port_filter: Function) -> None:
+    result = port_filter.process(Packet.from_ethernet(frame(TCP(dport=23)), "ingress"), 0.0)
+    assert (result.verdict, result.reason) == (Verdict.DROP, "blocked-port")
+    assert port_filter.counters["blocked-port"] == 1
+
+
+def test_a_blocked_udp_port_is_dropped_too(port_filter: Function) -> None:
+    result = port_filter.process(Packet.from_ethernet(frame(UDP(dport=445)), "egress"), 0.0)
+    assert result.verdict is Verdict.DROP
+
+
+def test_other_traffic_is_forwarded_unchanged_with_a_lease(port_filter: Function) -> None:
+    sent = frame(TCP(sport=23, dport=80) / b"hello")  # a source port of 23 is not blocked
+    packet = Packet.from_ethernet(sent, "ingress")
+    result = port_filter.process(packet, 0.0)
+    assert result.verdict is Verdict.FORWARD
+    assert result.lease is not None
+    assert port_filter.peer("ingress") == "egress"
+    assert packet.ethernet == sent
+    assert bytes(Ether(packet.ethernet)[TCP].payload) == b"hello"
+
+
+def test_a_malformed_frame_is_a_counted_drop(port_filter: Function) -> None:
+    result = port_filter.process(Packet.from_ethernet(frame(TCP(dport=80))[:30], "ingress"), 0.0)
+    assert (result.verdict, result.reason) == (Verdict.DROP, "malformed")
+
+
+def test_its_kind_is_its_import_path(port_filter: Function) -> None:
+    assert port_filter.kind() == "port_filter:PortFilter"
+    assert port_filter.schema() == [{"name": "ports", "type": "list[int]", "default": []}]
+
+
+def test_a_wrong_port_is_reported_by_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    with pytest.raises(ConfigError, match=r"ports: 70000 is not a port"):
+        make_function("port_filter:PortFilter", {"ports": [80, 70000]})
