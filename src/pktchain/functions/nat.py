@@ -169,9 +169,14 @@ class Nat:
         """The configuration the NAT was made with (fixed: RFC 4787 REQ-11)."""
         return self._config
 
-    def mappings(self) -> list[MappingEntry]:
-        """Every mapping, static and dynamic, in external port order."""
+    def mappings(self, limit: int | None = None) -> list[MappingEntry]:
+        """The mappings, static and dynamic, in external port order; the first `limit`."""
         external = format_ip(self._external)
+        if limit is None:
+            chosen = sorted(self._by_external.items())
+        else:
+            # A status view of a full table must not sort 100,000 mappings to show ten.
+            chosen = heapq.nsmallest(limit, self._by_external.items()) if limit > 0 else []
         return [
             MappingEntry(
                 IpProto(m.proto),
@@ -182,8 +187,12 @@ class Nat:
                 m.static,
                 m.sessions,
             )
-            for _, m in sorted(self._by_external.items())
+            for _, m in chosen
         ]
+
+    def mapping_count(self) -> int:
+        """Number of mappings, static and dynamic."""
+        return len(self._by_external)
 
     def sessions(self) -> list[SessionEntry]:
         """Every live session."""

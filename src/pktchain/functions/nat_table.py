@@ -70,7 +70,7 @@ class Session:
     ``queued`` is the timer bucket where it waits.
     """
 
-    __slots__ = ("expires", "key", "mapping", "queued", "state")
+    __slots__ = ("cache_in", "cache_out", "expires", "key", "mapping", "queued", "state")
 
     def __init__(self, key: SessionKey, mapping: Mapping, state: TcpState | None) -> None:
         self.key = key
@@ -78,6 +78,10 @@ class Session:
         self.state = state
         self.expires = 0
         self.queued = 0
+        # What a flow cache keeps for each direction of the session (the node's
+        # flow leases); the NAT itself never reads them.
+        self.cache_out: object = None
+        self.cache_in: object = None
 
     @property
     def alive(self) -> bool:

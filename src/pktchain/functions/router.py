@@ -331,9 +331,11 @@ class Router:
             for n in sorted(self._neighbors.values(), key=lambda n: (n.iface, n.ip))
         ]
 
-    def nat_table(self) -> list[MappingEntry]:
-        """The NAT's mappings, static (port forwards) and dynamic; empty without NAT."""
-        return [] if self._nat is None else self._nat.mappings()
+    def nat_table(self, limit: int | None = None) -> list[MappingEntry]:
+        """The NAT's mappings, static (port forwards) and dynamic; empty without NAT.
+
+        With `limit`, only the first that many (in external port order)."""
+        return [] if self._nat is None else self._nat.mappings(limit)
 
     def nat_sessions(self) -> list[SessionEntry]:
         """The NAT's sessions; empty without NAT."""

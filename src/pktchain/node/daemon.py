@@ -268,13 +268,13 @@ class Node:
             return None
         from pktchain.messenger.ops import to_json
 
-        nat = router.nat_table()
+        nat = router.nat_table(limit)
         return {
             "interfaces": to_json(router.interfaces()),
             "hosts": to_json(router.hosts()),
             "arp": to_json(router.arp_table()),
-            "nat": to_json(nat[:limit]),
-            "nat_mappings": len(nat),
+            "nat": to_json(nat),
+            "nat_mappings": router.nat.mapping_count() if router.nat is not None else 0,
             "nat_sessions": router.nat.session_count() if router.nat is not None else 0,
             "port_forwards": to_json(router.port_forwards()),
             "counters": router.counters(),

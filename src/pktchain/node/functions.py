@@ -30,6 +30,7 @@ from pktchain.node.ports import Port, PortKind
 from pktchain.packet.address import Buffer
 
 if TYPE_CHECKING:
+    from pktchain.functions.nat_table import Session
     from pktchain.functions.router import CacheHint, FlowTuple, Router
     from pktchain.node.datapath import Datapath
 
@@ -104,6 +105,8 @@ class RouterDriver:
     def __init__(self, router: Router) -> None:
         self.router = router
         self._leases: dict[tuple[str, FlowTuple], tuple[CacheHint, FlowLease, list[float]]] = {}
+        self._seen: dict[tuple[str, FlowTuple], bool] = {}
+        """Flows without a NAT session seen once (the mark sessions keep themselves)."""
         self._generation = router.generation
 
     def handle(self, iface: str, frame: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
@@ -114,15 +117,38 @@ class RouterDriver:
         hint = result.hint
         if hint is None or len(result.frames) != 1:
             return result.frames, None
+        return result.frames, self._lease(hint, now)
+
+    def _lease(self, hint: CacheHint, now: float) -> FlowLease | None:
+        """The lease for a hinted flow from its second packet on (see fastpath.py).
+
+        A NAT session keeps the first-packet mark and the lease in its own slots,
+        so a one-packet session (a DNS query) costs no lease and no index entry.
+        """
+        session = hint.session
         key = (hint.in_iface, hint.flow)
-        known = self._leases.get(key)
-        if known is not None and known[1].valid and known[0] == hint:
-            return result.frames, known[1]
-        if known is not None:
-            known[1].revoke()
+        if session is not None:
+            held = session.cache_out if hint.outbound else session.cache_in
+        else:
+            known = self._leases.get(key)
+            held = known[1] if known is not None else self._seen.pop(key, None)
+        if isinstance(held, FlowLease) and held.valid:
+            known = self._leases.get(key)
+            if known is not None and known[0] == hint:
+                return held
+            held.revoke()
+            held = True  # the hint changed: a fresh lease for the same flow
+        if held is None:
+            if session is not None:
+                _keep(session, hint.outbound, True)
+            elif len(self._seen) < MAX_UNLEASED:
+                self._seen[key] = True
+            return None
         lease = FlowLease(mtu=hint.mtu)
+        if session is not None:
+            _keep(session, hint.outbound, lease)
         self._leases[key] = (hint, lease, [now])
-        return result.frames, lease
+        return lease
 
     def next_deadline(self) -> float | None:
         return self.router.next_deadline()
@@ -153,9 +179,21 @@ class RouterDriver:
         ]
         for key in gone:
             self._leases.pop(key)[1].revoke()
+        self._seen.clear()
 
     def status(self) -> dict[str, Any]:
         return {"kind": "router", "counters": self.router.counters(), "leases": len(self._leases)}
+
+
+MAX_UNLEASED = 65536
+"""Routed flows without a NAT session remembered as seen once, at most."""
+
+
+def _keep(session: Session, outbound: bool, value: object) -> None:
+    if outbound:
+        session.cache_out = value
+    else:
+        session.cache_in = value
 
 
 class FunctionPort(Port):
