@@ -90,7 +90,11 @@ class TcpClient(End):
     # -- connecting ------------------------------------------------------------
     def _connect(self) -> None:
         self._timer = None
-        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(self.family, socket.SOCK_STREAM)
+        except OSError as exc:  # out of descriptors or memory: a later attempt may do
+            self._retry(exc.strerror or str(exc))
+            return
         configure_stream_socket(sock)
         status = sock.connect_ex(self.remote)
         if status not in (0, errno.EINPROGRESS):

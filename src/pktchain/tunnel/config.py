@@ -3,8 +3,7 @@
 `tunnel_config` takes the options as the user wrote them (text, defaults
 applied by the command line) and returns a `TunnelConfig`, or raises
 `TunnelConfigError` listing every problem found, each naming its option.
-Only the ends the mode runs are checked: a client's options mean nothing to
-a server.
+Every option is checked, also those of an end the mode does not run.
 """
 
 from __future__ import annotations
@@ -149,22 +148,34 @@ def tunnel_config(
             issues.append(f"--mtu: {mtu_value} is below {MIN_MTU_V6}, the IPv6 minimum ({option})")
         return ipaddress.ip_interface(f"{ip}/{prefix}")
 
+    # Every option is checked, whatever the mode: a mistake in one the mode does
+    # not use (a server address given as --inport) is still a mistake.
+    s_if = interface("--serverinterface", server_interface)
+    s_ip = tunnel_address("--serverip", server_ip)
+    listen = address("--listen", listen_ip)
+    s_port = number("--inport", inport, 1, 65535)
+    c_if = interface("--clientinterface", client_interface)
+    c_ip = tunnel_address("--clientip", client_ip)
+    remote = address("--remoteip", remote_ip)
+    c_port = number("--outport", outport, 1, 65535)
     chosen = Mode(mode_text) if mode_text is not None else None
     server = client = None
-    if chosen in (Mode.SERVER, Mode.BOTH):
-        s_if = interface("--serverinterface", server_interface)
-        s_ip = tunnel_address("--serverip", server_ip)
-        listen = address("--listen", listen_ip)
-        s_port = number("--inport", inport, 1, 65535)
-        if s_if is not None and s_ip is not None and listen is not None and s_port is not None:
-            server = ServerSettings(s_if, s_ip, listen, s_port)
-    if chosen in (Mode.CLIENT, Mode.BOTH):
-        c_if = interface("--clientinterface", client_interface)
-        c_ip = tunnel_address("--clientip", client_ip)
-        remote = address("--remoteip", remote_ip)
-        c_port = number("--outport", outport, 1, 65535)
-        if c_if is not None and c_ip is not None and remote is not None and c_port is not None:
-            client = ClientSettings(c_if, c_ip, remote, c_port)
+    if (
+        chosen in (Mode.SERVER, Mode.BOTH)
+        and s_if is not None
+        and s_ip is not None
+        and listen is not None
+        and s_port is not None
+    ):
+        server = ServerSettings(s_if, s_ip, listen, s_port)
+    if (
+        chosen in (Mode.CLIENT, Mode.BOTH)
+        and c_if is not None
+        and c_ip is not None
+        and remote is not None
+        and c_port is not None
+    ):
+        client = ClientSettings(c_if, c_ip, remote, c_port)
     if chosen is Mode.BOTH and server_interface == client_interface:
         issues.append(f"--serverinterface and --clientinterface are both {server_interface!r}")
 

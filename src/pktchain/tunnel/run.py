@@ -51,8 +51,8 @@ def run(config: TunnelConfig) -> int:
         cleanup.callback(loop.close)
         try:
             _start(config, loop, ends, cleanup)
-        except OSError as exc:
-            raise TunnelStartError(str(exc)) from exc
+        except OSError as exc:  # TunError: its message names the device
+            raise TunnelStartError(exc.strerror or str(exc)) from exc
 
         def on_stop(signum: int) -> None:
             log.info("%s received, exiting", signal.Signals(signum).name)
@@ -65,7 +65,8 @@ def run(config: TunnelConfig) -> int:
             loop.add_signal_handler(signum, on_stop)
         loop.add_signal_handler(signal.SIGUSR1, on_usr1)
         loop.run()
-        log.info("counters %s", counters_json(ends))
+    # After the ends are closed, so that their last closes are counted too.
+    log.info("counters %s", counters_json(ends))
     return 0
 
 

@@ -103,7 +103,8 @@ class Session:
         """Why the connection ends when the peer closes it (a clean close included)."""
         if not self.open:
             return Fault(
-                CloseReason.PEER_CLOSED_IN_HANDSHAKE, "closed by the peer in the handshake"
+                CloseReason.PEER_CLOSED_IN_HANDSHAKE,
+                "closed by the peer in the handshake (another key there, or --no-auth?)",
             )
         if self.decoder.buffered:
             return Fault(
