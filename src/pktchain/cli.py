@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pktchain.messenger import cli as messenger_cli
     from pktchain.node import cli as node_cli
     from pktchain.pipe import cli as pipe_cli
+    from pktchain.tunnel import cli as tunnel_cli
 
     parser = argparse.ArgumentParser(
         prog="pktchain",
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     messenger_cli.register(subparsers)
     router_cli.register(subparsers)
     pipe_cli.register(subparsers)
+    tunnel_cli.register(subparsers)
     return parser
 
 
