@@ -1,6 +1,4 @@
-"""Example user function: drop TCP and UDP packets to some destination ports, forward the
-rest with a flow lease (the fast path carries their flows). Load it as ``port_filter:PortFilter``
-with this directory on the Python path (README.md here walks through it)."""
+"""Example user function (see README.md): drop TCP and UDP packets to one port, forward the rest."""
 
 from dataclasses import dataclass, field
 
@@ -8,23 +6,25 @@ from pktchain.functions.schema import check
 from pktchain.functions.sdk import FlowLease, Function, Packet, Result, drop, forward
 
 
-def not_ports(ports: list[int]) -> str | None:
-    return next((f"{p} is not a port (1 to 65535)" for p in ports if not 0 < p < 65536), None)
-
-
 @dataclass(frozen=True)
 class PortFilterConfig:
-    ports: list[int] = field(default_factory=list, metadata=check(test=not_ports))
+    port: int = field(default=23, metadata=check(minimum=1, maximum=65535))
 
 
 class PortFilter(Function):
     Config = PortFilterConfig
     COUNTERS = ("blocked-port", "malformed")
 
+    def __init__(self, config: PortFilterConfig | None = None) -> None:
+        super().__init__(config)
+        self.leases: dict[object, FlowLease] = {}  # one per flow, kept: see README.md
+
     def process(self, packet: Packet, now: float) -> Result:
-        blocked = packet.proto in (6, 17) and packet.dport in self.config.ports  # TCP, UDP
+        blocked = packet.proto in (6, 17) and packet.dport == self.config.port  # TCP, UDP
         if packet.ok and not blocked:
-            return forward(lease=FlowLease())
-        reason = "blocked-port" if packet.ok else "malformed"
+            if len(self.leases) >= 65536:  # bounded; a forgotten flow gets a new lease
+                self.leases.clear()
+            return forward(lease=self.leases.setdefault((packet.iface, packet.key), FlowLease()))
+        reason = "malformed" if not packet.ok else "blocked-port"
         self.counters[reason] += 1
         return drop(reason)

@@ -19,7 +19,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "functions"
 @pytest.fixture
 def port_filter(monkeypatch: pytest.MonkeyPatch) -> Iterator[Function]:
     monkeypatch.syspath_prepend(str(EXAMPLES))
-    yield make_function("port_filter:PortFilter", {"ports": [23, 445]})
+    yield make_function("port_filter:PortFilter", {"port": 23})
 
 
 def frame(layer4: ScapyPacket) -> bytes:
@@ -37,7 +37,7 @@ def test_a_blocked_tcp_port_is_a_counted_drop(port_filter: Function) -> None:
 
 
 def test_a_blocked_udp_port_is_dropped_too(port_filter: Function) -> None:
-    result = port_filter.process(Packet.from_ethernet(frame(UDP(dport=445)), "egress"), 0.0)
+    result = port_filter.process(Packet.from_ethernet(frame(UDP(dport=23)), "egress"), 0.0)
     assert result.verdict is Verdict.DROP
 
 
@@ -52,6 +52,17 @@ def test_other_traffic_is_forwarded_unchanged_with_a_lease(port_filter: Function
     assert bytes(Ether(packet.ethernet)[TCP].payload) == b"hello"
 
 
+def test_each_flow_keeps_its_lease_so_the_fast_path_can_take_it(port_filter: Function) -> None:
+    def lease(sport: int, iface: str = "ingress") -> object:
+        sent = frame(TCP(sport=sport, dport=80))
+        return port_filter.process(Packet.from_ethernet(sent, iface), 0.0).lease
+
+    first = lease(1000)
+    assert lease(1000) is first
+    assert lease(1001) is not first
+    assert lease(1000, "egress") is not first
+
+
 def test_a_malformed_frame_is_a_counted_drop(port_filter: Function) -> None:
     result = port_filter.process(Packet.from_ethernet(frame(TCP(dport=80))[:30], "ingress"), 0.0)
     assert (result.verdict, result.reason) == (Verdict.DROP, "malformed")
@@ -59,10 +70,12 @@ def test_a_malformed_frame_is_a_counted_drop(port_filter: Function) -> None:
 
 def test_its_kind_is_its_import_path(port_filter: Function) -> None:
     assert port_filter.kind() == "port_filter:PortFilter"
-    assert port_filter.schema() == [{"name": "ports", "type": "list[int]", "default": []}]
+    assert port_filter.schema() == [
+        {"name": "port", "type": "int", "default": 23, "minimum": 1, "maximum": 65535}
+    ]
 
 
 def test_a_wrong_port_is_reported_by_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLES))
-    with pytest.raises(ConfigError, match=r"ports: 70000 is not a port"):
-        make_function("port_filter:PortFilter", {"ports": [80, 70000]})
+    with pytest.raises(ConfigError, match=r"port: must be at most 65535, got 70000"):
+        make_function("port_filter:PortFilter", {"port": 70000})

@@ -240,13 +240,36 @@ def test_a_retransmitted_syn_does_not_start_over() -> None:
 
 
 # -- what is not classified ------------------------------------------------------------------
-def test_udp_is_forwarded_with_a_lease_at_once() -> None:
+def test_udp_is_forwarded_with_a_lease_at_once_reused_for_the_flow() -> None:
     function = classifier()
+    decided: list[dict[str, str]] = []
+    function.on_classified = lambda _k, m: decided.append(m)
     frame = bytes(Ether() / IP(src=CLIENT, dst=SERVER) / UDP(sport=5000, dport=443) / b"quic")
     result = send(function, frame)
     assert result.verdict is Verdict.FORWARD
     assert result.lease is not None
-    assert function.counters["not-tcp"] == 1
+    assert send(function, frame).lease is result.lease
+    back = bytes(Ether() / IP(src=SERVER, dst=CLIENT) / UDP(sport=443, dport=5000) / b"quic")
+    assert send(function, back).lease not in (None, result.lease)
+    assert function.counters["not-tcp"] == 3
+    assert decided == []  # nothing to classify: the hook is for TCP flows
+
+
+def test_a_udp_flow_is_forgotten_when_idle() -> None:
+    function = classifier(idle_timeout=60)
+    frame = bytes(Ether() / IP(src=CLIENT, dst=SERVER) / UDP(sport=5000, dport=53) / b"q")
+    lease = send(function, frame, now=1.0).lease
+    function.on_timer(61.0)
+    assert lease is not None and not lease.valid
+    assert function.status()["flows"] == 0
+
+
+def test_ip_fragments_are_forwarded_without_a_lease() -> None:
+    function = classifier()
+    frame = bytes(Ether() / IP(src=CLIENT, dst=SERVER, frag=100, proto=6) / (b"x" * 24))
+    result = send(function, frame)
+    assert (result.verdict, result.lease) == (Verdict.FORWARD, None)
+    assert function.counters["fragment"] == 1
 
 
 def test_a_full_table_forwards_new_flows_unclassified() -> None:
@@ -256,7 +279,7 @@ def test_a_full_table_forwards_new_flows_unclassified() -> None:
     send(function, syn(sport=1))
     result = send(function, syn(sport=2))
     assert result.verdict is Verdict.FORWARD
-    assert result.lease is not None
+    assert result.lease is None  # untracked: no lease to give again, so the slow path
     assert function.counters["table-full"] == 1
     assert decided == [(key(sport=2), {})]
 

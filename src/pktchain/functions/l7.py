@@ -16,7 +16,7 @@ decided (a name found; or the payload is neither HTTP nor TLS; or
 ``max_bytes`` came without an answer; or ``decide_timeout`` passed) it forwards
 with a flow lease, and :meth:`L7Classifier.metadata` answers for the flow's
 5-tuple in either direction, e.g. ``{"tls_sni": "example.test"}`` (empty when
-nothing was found). ``on_classified`` is called once per decided flow. UDP and
+nothing was found). ``on_classified`` is called once per decided TCP flow. UDP and
 other protocols are forwarded with a lease at once: QUIC's Initial packets are
 not read.
 """
@@ -429,6 +429,7 @@ class L7Classifier(Function):
         "table-full",
         "expired",
         "not-tcp",
+        "fragment",
         "not-ip",
         "malformed",
         "unknown-interface",
@@ -462,13 +463,25 @@ class L7Classifier(Function):
         if key is None:
             counters["malformed" if info.error is not None else "not-ip"] += 1
             return forward(out)
-        if key.proto != _TCP or info.fragment:
-            counters["not-tcp"] += 1
-            return forward(out) if info.fragment else forward(out, lease=FlowLease())
-        flags = info.tcp_flags
-        size = info.end - info.payload
+        if info.fragment:
+            counters["fragment"] += 1
+            return forward(out)  # the node never caches fragments
         canonical = key.canonical()
         flow = self._flows.get(canonical)
+        if key.proto != _TCP:
+            # Nothing to read (QUIC is not), but the flow keeps one lease per
+            # direction: the fast path takes a flow on its second packet under
+            # the same lease.
+            counters["not-tcp"] += 1
+            if flow is None:
+                if len(self._flows) >= self.config.max_flows:
+                    counters["table-full"] += 1
+                    return forward(out)
+                flow = self._create(canonical, key, now, {})
+            flow.last = now
+            return forward(out, lease=flow.lease(0 if key == flow.key else 1))
+        flags = info.tcp_flags
+        size = info.end - info.payload
         opening = flags & (_SYN | _ACK) == _SYN
         if flow is not None and opening and (flow.metadata is not None or flow.speaker >= 0):
             self._remove(canonical, flow)  # a new connection on the same 5-tuple
@@ -479,11 +492,13 @@ class L7Classifier(Function):
                 # payload to start from, on the slow path.
                 return punt()
             if len(self._flows) >= self.config.max_flows:
+                # Untracked, it stays on the slow path, unclassified.
                 counters["table-full"] += 1
                 self._decided(key, {})
-                return forward(out, lease=FlowLease())
+                return forward(out)
             initiator = key.reverse() if flags & (_SYN | _ACK) == _SYN | _ACK else key
             flow = self._create(canonical, initiator, now)
+            self.counters["flows"] += 1
         way = 0 if key == flow.key else 1
         flow.last = now
         if flow.metadata is None:
@@ -525,9 +540,11 @@ class L7Classifier(Function):
         if self.on_classified is not None:
             self.on_classified(key, dict(metadata))
 
-    def _create(self, canonical: FlowKey, initiator: FlowKey, now: float) -> _Flow:
+    def _create(
+        self, canonical: FlowKey, initiator: FlowKey, now: float, metadata: Metadata | None = None
+    ) -> _Flow:
         flow = self._flows[canonical] = _Flow(initiator, now)
-        self.counters["flows"] += 1
+        flow.metadata = metadata
         self._schedule(canonical, flow)
         return flow
 
