@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_ICMPV6_ERROR",
     "RejectWith",
+    "answer_header",
     "icmp_unreachable",
     "reply_allowed",
     "tcp_reset",
@@ -117,8 +118,12 @@ def _v6_unicast(address: bytes) -> bool:
     return address[0] != 0xFF and any(address)
 
 
-def _ethernet(buf: bytes | bytearray, info: FrameInfo) -> bytes:
-    """The reply's Ethernet header: addresses swapped, tags and EtherType kept."""
+def answer_header(buf: bytes | bytearray, info: FrameInfo) -> bytes:
+    """The Ethernet header of an answer to the frame ``info``: back to its sender.
+
+    The MAC addresses swapped, any VLAN tags and the EtherType kept, so that a
+    bump in the wire answers as the station the frame was sent to.
+    """
     l2 = info.l2
     return (
         bytes(buf[l2 + _MAC : l2 + 2 * _MAC])
@@ -149,7 +154,7 @@ def tcp_reset(buf: bytes | bytearray, info: FrameInfo) -> bytes:
         length = info.end - info.payload + bool(flags & _SYN) + bool(flags & _FIN)
         seq, ack, control = 0, (tcp.seq + length) % _SEQ_SPACE, _RST | _ACK
     segment = Tcp(sport=info.dport, dport=info.sport, seq=seq, ack=ack, flags=control, window=0)
-    return _ethernet(buf, info) + build(_ip(info), segment)
+    return answer_header(buf, info) + build(_ip(info), segment)
 
 
 def icmp_unreachable(buf: bytes | bytearray, info: FrameInfo, kind: RejectWith) -> bytes:
@@ -165,4 +170,4 @@ def icmp_unreachable(buf: bytes | bytearray, info: FrameInfo, kind: RejectWith) 
     else:
         quoted = bytes(buf[info.l3 : min(info.end, info.l3 + _V6_QUOTE)])
         packet = build(_ip(info), Icmpv6(type=Icmpv6Type.DEST_UNREACHABLE, code=code_v6), quoted)
-    return _ethernet(buf, info) + packet
+    return answer_header(buf, info) + packet
