@@ -22,6 +22,8 @@ def frame(dst: bytes, src: bytes, payload: bytes = b"x" * 46) -> bytes:
 class Answer:
     """Answers every frame on the interface it came from, to its sender."""
 
+    flooded = True  # it sees broadcasts, as a router does
+
     def __init__(self) -> None:
         self.seen: list[tuple[str, bytes]] = []
         self.deadline: float | None = None
@@ -98,6 +100,20 @@ def test_outputs_to_unknown_interfaces_are_counted() -> None:
     h1.inbox.append(frame(FN, H1))
     datapath.drain(h1)
     assert fn.errors["unknown-interface"] == 1
+
+
+def test_a_bump_in_the_wire_is_not_flooded() -> None:
+    class Bump(Answer):
+        flooded = False
+
+    bump = Bump()
+    datapath, h1, _fn = plug(bump)
+    h1.inbox.append(frame(b"\xff" * 6, H1))
+    datapath.drain(h1)
+    assert bump.seen == []  # a broadcast does not reach it
+    h1.inbox.append(frame(FN, H1))
+    datapath.drain(h1)
+    assert len(bump.seen) == 1  # frames for its own address do
 
 
 def test_functions_bouncing_frames_forever_are_bounded() -> None:

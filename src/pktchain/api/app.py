@@ -43,6 +43,7 @@ from starlette.routing import Match
 
 from pktchain.api import schemas
 from pktchain.api.backend import Backend
+from pktchain.functions.schema import ConfigError
 from pktchain.sfc.errors import SfcError
 from pktchain.sfc.model import SfcModel
 from pktchain.sfc.resources import Port, Resource, ResourceKind
@@ -605,6 +606,67 @@ def _add_pktchain_routes(app: FastAPI, backend: Backend, max_body: int) -> None:
             raise _bad_request("The body must be an object of the operation's arguments.")
         return {"result": await run_in_threadpool(_router_operation, backend, op, body)}
 
+    @app.get(f"{base}/functions", tags=["pktchain"], summary="The node's native functions")
+    async def list_functions() -> dict[str, Any]:
+        return {"functions": _functions(await run_in_threadpool(backend.functions))}
+
+    @app.get(f"{base}/functions/{{name}}", tags=["pktchain"], summary="One native function")
+    async def show_function(name: str) -> dict[str, Any]:
+        return {"function": _function(await run_in_threadpool(backend.functions), name)}
+
+    @app.post(
+        f"{base}/functions",
+        tags=["pktchain"],
+        status_code=201,
+        summary="Plug in a function: a built-in kind or package.module:ClassName, its config",
+    )
+    async def add_function(request: Request) -> dict[str, Any]:
+        from pktchain.node.function_file import spec_from_mapping
+
+        _functions(await run_in_threadpool(backend.functions))  # 404 without a dataplane
+        body = _member(await _json_body(request, max_body), "function")
+        try:
+            spec = spec_from_mapping(body)
+        except ConfigError as exc:
+            raise _config_error(exc) from None
+        try:
+            status = await run_in_threadpool(backend.add_function, spec)
+        except ValueError as exc:
+            raise ApiError(409, "FunctionInUse", str(exc)) from None
+        return {"function": status}
+
+    @app.put(
+        f"{base}/functions/{{name}}",
+        tags=["pktchain"],
+        summary="Reconfigure a running function (functions that allow it)",
+    )
+    async def reconfigure_function(name: str, request: Request) -> dict[str, Any]:
+        _function(await run_in_threadpool(backend.functions), name)
+        body = _member(await _json_body(request, max_body), "function")
+        unknown = sorted(set(body) - {"config"})
+        if unknown or not isinstance(body.get("config"), dict):
+            field = unknown[0] if unknown else "config"
+            raise _bad_request(f"Invalid input for {field}: only an object `config` may change.")
+        try:
+            status = await run_in_threadpool(backend.reconfigure_function, name, body["config"])
+        except ConfigError as exc:
+            raise _config_error(exc) from None
+        return {"function": status}
+
+    @app.delete(
+        f"{base}/functions/{{name}}",
+        tags=["pktchain"],
+        status_code=204,
+        summary="Unplug a function that no port pair uses",
+    )
+    async def remove_function(name: str) -> Response:
+        _function(await run_in_threadpool(backend.functions), name)
+        try:
+            await run_in_threadpool(backend.remove_function, name)
+        except ValueError as exc:
+            raise ApiError(409, "FunctionInUse", str(exc)) from None
+        return Response(status_code=204)
+
     @app.get(f"{base}/status", tags=["pktchain"], summary="Node status")
     async def status() -> dict[str, Any]:
         return await run_in_threadpool(backend.status)
@@ -626,6 +688,34 @@ def _add_pktchain_routes(app: FastAPI, backend: Backend, max_body: int) -> None:
             "port_pairs": steering.get("port_pairs", {}),
             "ports": node.get("ports", []),
         }
+
+
+def _functions(functions: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    if functions is None:
+        raise ApiError(404, "HTTPNotFound", "This server runs no dataplane, so no functions.")
+    return functions
+
+
+def _function(functions: list[dict[str, Any]] | None, name: str) -> dict[str, Any]:
+    for function in _functions(functions):
+        if function.get("name") == name:
+            return function
+    raise ApiError(404, "FunctionNotFound", f"Function {name} could not be found.")
+
+
+def _member(body: Any, key: str) -> dict[str, Any]:
+    if not isinstance(body, dict) or not isinstance(body.get(key), dict) or len(body) != 1:
+        raise _bad_request(f"The body must be an object with one member, {key!r}, an object.")
+    inner: dict[str, Any] = body[key]
+    return inner
+
+
+def _config_error(exc: ConfigError) -> ApiError:
+    """A 400 naming every wrong field, as Neutron's "Invalid input for ..." messages do."""
+    problems = "; ".join(
+        f"Invalid input for {e.field or 'function'}: {e.message}." for e in exc.errors
+    )
+    return _bad_request(problems)
 
 
 def _router_operation(backend: Backend, op: str, args: dict[str, Any]) -> object:
@@ -842,6 +932,23 @@ def _install_openapi(app: FastAPI) -> None:
         paths = document.get("paths", {})
         for operation in paths.get(f"/{API_VERSION}/pktchain/router", {}).values():
             operation["responses"].update(_error_responses(404))  # no router on this node
+        function_body = {
+            "required": True,
+            "description": "{'function': {name, kind, network, config, export}} to create; "
+            "{'function': {config}} to reconfigure",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+        functions = f"/{API_VERSION}/pktchain/functions"
+        for method, operation in paths.get(functions, {}).items():
+            codes: tuple[int, ...] = (404,) if method == "get" else (400, 404, 409, 413, 415)
+            operation["responses"].update(_error_responses(*codes))
+            if method == "post":
+                operation["requestBody"] = function_body
+        for method, operation in paths.get(f"{functions}/{{name}}", {}).items():
+            codes = {"get": (404,), "put": (400, 404, 413, 415), "delete": (404, 409)}[method]
+            operation["responses"].update(_error_responses(*codes))
+            if method == "put":
+                operation["requestBody"] = function_body
         for operation in paths.get(f"/{API_VERSION}/pktchain/router/{{op}}", {}).values():
             operation["responses"].update(_error_responses(400, 404, 409, 413, 415))
             operation["requestBody"] = {

@@ -23,6 +23,7 @@ from pktchain.sfc.resources import Port
 
 if TYPE_CHECKING:
     from pktchain.messenger.ops import RouterControl
+    from pktchain.node.function_file import FunctionSpec
 
 T = TypeVar("T")
 
@@ -58,6 +59,23 @@ class Backend(Protocol):
 
     def router_tables(self) -> dict[str, Any] | None:
         """The router's tables (``pktchain node router --json``), None without a router."""
+        ...
+
+    def functions(self) -> list[dict[str, Any]] | None:
+        """The native functions' status (``pktchain node functions --json``); None when
+        the backend runs no dataplane."""
+        ...
+
+    def add_function(self, spec: FunctionSpec) -> dict[str, Any]:
+        """Build and plug in a function; ValueError if the name is taken."""
+        ...
+
+    def reconfigure_function(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """New configuration for a running function; LookupError, ConfigError."""
+        ...
+
+    def remove_function(self, name: str) -> None:
+        """Unplug a function; LookupError, ValueError while port pairs use it."""
         ...
 
 
@@ -98,3 +116,15 @@ class LocalBackend:
 
     def router_tables(self) -> dict[str, Any] | None:
         return None
+
+    def functions(self) -> list[dict[str, Any]] | None:
+        return None
+
+    def add_function(self, spec: FunctionSpec) -> dict[str, Any]:
+        raise LookupError("this backend runs no functions")
+
+    def reconfigure_function(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        raise LookupError("this backend runs no functions")
+
+    def remove_function(self, name: str) -> None:
+        raise LookupError("this backend runs no functions")

@@ -294,7 +294,13 @@ class Function:
     * ``Config``: a frozen dataclass, its configuration schema;
     * ``COUNTERS``: the counter names it keeps (shown even at zero);
     * ``LIVE``: True when :meth:`reconfigure` may be called while it runs;
-    * ``INTERFACES``: its interface names; two for a bump in the wire.
+    * ``INTERFACES``: its interface names; two for a bump in the wire;
+    * ``FLOODED``: True for a function that owns addresses on its networks and
+      must see broadcast (ARP) and unknown-unicast frames there, like a router
+      or a load balancer answering for its virtual IP. A bump in the wire
+      leaves it False: frames reach it only when a chain steers them to it, so
+      forwarding everything from one interface to the other can never bridge a
+      loop on the node's network.
     """
 
     KIND: ClassVar[str] = ""
@@ -302,6 +308,7 @@ class Function:
     COUNTERS: ClassVar[tuple[str, ...]] = ()
     LIVE: ClassVar[bool] = False
     INTERFACES: ClassVar[tuple[str, ...]] = ("ingress", "egress")
+    FLOODED: ClassVar[bool] = False
 
     def __init__(self, config: Any = None) -> None:
         self.config = self.Config() if config is None else config

@@ -163,8 +163,7 @@ class Node:
             self.close()
             raise
         self.loop.call_every(min(1.0, self.config.mac_aging / 4), self._age)
-        if any(spec.export is not None for spec in self.config.functions):
-            self.loop.call_every(1.0, self._export_tick)
+        self.loop.call_every(1.0, self._export_tick)
         self.loop.call_every(min(5.0, self.config.flow_idle_timeout / 4), self._expire_flows)
         for signum in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(signum, self._on_signal)
@@ -220,6 +219,39 @@ class Node:
                 continue
             written += len(records)
         return written
+
+    def reconfigure_function(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Give a running function a new configuration (ConfigError: which fields)."""
+        host = self.functions.get(name)
+        if host is None or not isinstance(host.driver, SdkDriver):
+            raise LookupError(f"no function named {name!r}")
+        host.driver.function.reconfigure(config)
+        self._reschedule(host)
+        return host.status()
+
+    def remove_function(self, name: str) -> None:
+        """Unplug a function; refused while a port pair uses one of its ports."""
+        host = self.functions.get(name)
+        if host is None or not isinstance(host.driver, SdkDriver):
+            raise LookupError(f"no function named {name!r}")
+        from pktchain.node.chaining import port_id
+
+        ids = {port_id(self.config.name, port.name) for port in host.ports.values()}
+        users = sorted(
+            pair.name or pair.id
+            for pair in self.chaining.model.state.port_pairs.values()
+            if pair.ingress in ids or pair.egress in ids
+        )
+        if users:
+            raise ValueError(f"function {name} is used by port pairs {', '.join(users)}")
+        for port in list(host.ports.values()):
+            self.detach(port)
+        timer = self._function_timers.pop(name, None)
+        if timer is not None:
+            timer[1].cancel()
+        self._exports.pop(name, None)
+        del self.functions[name]
+        log.info("function %s removed", name)
 
     def _export_tick(self) -> None:
         self.export_records()
@@ -543,6 +575,25 @@ class NodeBackend:
 
     def router_tables(self) -> dict[str, Any] | None:
         return self._node.loop.submit(self._node.router_status)
+
+    def functions(self) -> list[dict[str, Any]] | None:
+        return self._node.loop.submit(self._node.functions_status)
+
+    def add_function(self, spec: FunctionSpec) -> dict[str, Any]:
+        def add() -> dict[str, Any]:
+            if spec.name in self._node.functions:
+                raise ValueError(f"a function named {spec.name!r} is already plugged in")
+            host = self._node.start_function(spec)
+            self._node.chaining.apply()
+            return host.status()
+
+        return self._node.loop.submit(add)
+
+    def reconfigure_function(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        return self._node.loop.submit(lambda: self._node.reconfigure_function(name, config))
+
+    def remove_function(self, name: str) -> None:
+        self._node.loop.submit(lambda: self._node.remove_function(name))
 
 
 class RouterOnNode:

@@ -421,7 +421,7 @@ class Datapath:
         network.floods += 1
         sent = False
         for out in network.ports:
-            if out is not ingress:
+            if out is not ingress and out.flooded:
                 out.transmit(frame)
                 sent = True
         if not sent:

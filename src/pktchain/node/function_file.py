@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pktchain.functions.schema import ConfigError
+from pktchain.functions.schema import ConfigError, FieldError
 from pktchain.functions.sdk import Function, FunctionLoadError, function_class
 from pktchain.lab.errors import TopologyError, TopologyIssue
 from pktchain.lab.topology import _compose, _item_line, _key_line, _line
@@ -143,6 +143,49 @@ def parse_functions(text: str, *, source: str = "<functions>") -> tuple[Function
     if errors:
         raise FunctionFileError(errors)
     return tuple(specs)
+
+
+def spec_from_mapping(data: Mapping[str, Any]) -> FunctionSpec:
+    """A function spec from an API body; ConfigError lists every wrong field."""
+    errors: list[FieldError] = []
+    for key in data:
+        if key not in FUNCTION_KEYS:
+            errors.append(FieldError(str(key), "unknown field"))
+    name = data.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        errors.append(FieldError("name", f"{name!r} is not a function name"))
+    kind = data.get("kind")
+    cls: type[Function] | None = None
+    if not isinstance(kind, str):
+        errors.append(FieldError("kind", "required: a built-in or package.module:ClassName"))
+    else:
+        try:
+            cls = function_class(kind)
+        except FunctionLoadError as exc:
+            errors.append(FieldError("kind", str(exc)))
+    config = data.get("config") or {}
+    if not isinstance(config, Mapping):
+        errors.append(FieldError("config", "expected an object"))
+    elif cls is not None:
+        try:
+            cls.from_config(config)
+        except ConfigError as exc:
+            errors.extend(
+                FieldError(f"config.{e.field}".rstrip("."), e.message) for e in exc.errors
+            )
+    networks: dict[str, str] | str = {}
+    if cls is not None:
+        networks = _networks(data.get("network", DEFAULT_NETWORK), cls.INTERFACES)
+        if isinstance(networks, str):
+            errors.append(FieldError("network", networks))
+    export = data.get("export")
+    if export is not None and not isinstance(export, str):
+        errors.append(FieldError("export", "expected a file path"))
+    if errors or cls is None or isinstance(networks, str):
+        raise ConfigError(errors, subject="function")
+    return FunctionSpec(
+        str(name), str(kind), dict(config), networks, Path(export) if export else None
+    )
 
 
 def _networks(value: Any, interfaces: Sequence[str]) -> dict[str, str] | str:

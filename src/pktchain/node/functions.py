@@ -57,6 +57,11 @@ class FunctionDriver(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    @property
+    def flooded(self) -> bool:
+        """Whether broadcast and unknown-unicast frames reach the function's ports."""
+        ...
+
 
 class SdkDriver:
     """Drives a :class:`~pktchain.functions.sdk.Function`."""
@@ -64,6 +69,10 @@ class SdkDriver:
     def __init__(self, function: Function) -> None:
         self.function = function
         self.verdicts: Counter[str] = Counter()
+
+    @property
+    def flooded(self) -> bool:
+        return self.function.FLOODED
 
     def handle(self, iface: str, frame: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
         function = self.function
@@ -108,6 +117,9 @@ class RouterDriver:
         self._seen: dict[tuple[str, FlowTuple], bool] = {}
         """Flows without a NAT session seen once (the mark sessions keep themselves)."""
         self._generation = router.generation
+
+    flooded = True
+    """The router answers ARP: it must see broadcasts."""
 
     def handle(self, iface: str, frame: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
         router = self.router
@@ -251,6 +263,7 @@ class FunctionHost:
 
     def add_port(self, iface: str, mac: str) -> FunctionPort:
         port = FunctionPort(self, iface, mac)
+        port.flooded = self.driver.flooded
         self.ports[iface] = port
         return port
 

@@ -75,6 +75,7 @@ class Port:
         "drops",
         "fast",
         "fd",
+        "flooded",
         "flows",
         "host",
         "ifname",
@@ -119,6 +120,8 @@ class Port:
         self.host = host
         self.mac = mac
         self.index = -1
+        self.flooded = True
+        """Whether broadcast and unknown-unicast frames of its network reach it."""
         self.network: Network[Port] | None = None  # set when the datapath adds the port
         # Flow table of a port that service chains steer from (None: switching only).
         self.flows: dict[FlowKey, FlowEntry] | None = None

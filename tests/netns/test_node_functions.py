@@ -1,0 +1,161 @@
+"""Native functions in a running node: chained as port pairs, fused, driven over REST.
+
+The functions are loaded by import path from tests/netns/fnlib (on PYTHONPATH
+for the node process), as a user's own would be.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from topologies import node_hosts
+
+from pktchain.lab import Lab
+from pktchain.node.client import ChainingClient
+from pktchain.node.process import NodeProcess
+
+HERE = Path(__file__).resolve().parent
+NodeLab = Callable[..., tuple[Lab, NodeProcess]]
+FUNCTIONS = {
+    "functions": [
+        {"name": f"f{n}", "kind": "fnlib.passes:CountingPass", "config": {"label": f"hop {n}"}}
+        for n in (1, 2, 3)
+    ]
+}
+
+
+@pytest.fixture
+def chained(
+    node_lab: NodeLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Lab, NodeProcess, ChainingClient]:
+    """client -> f1 -> f2 -> f3 -> server for TCP port 5201, a symmetric chain."""
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    path = tmp_path / "functions.yaml"
+    path.write_text(yaml.safe_dump(FUNCTIONS))
+    lab, node = node_lab(
+        node_hosts("client", "server"), args=("--functions", str(path), "--api", "127.0.0.1:0")
+    )
+    api = ChainingClient(node.control)
+    pid = api.port_id
+    groups = []
+    for n in (1, 2, 3):
+        pair = api.create(
+            "port_pairs", name=f"pp{n}", ingress=pid(f"f{n}:ingress"), egress=pid(f"f{n}:egress")
+        )
+        groups.append(api.create("port_pair_groups", name=f"g{n}", port_pairs=[pair["id"]])["id"])
+    classifier = api.create(
+        "flow_classifiers",
+        name="iperf",
+        protocol="tcp",
+        destination_port_range_min=5201,
+        destination_port_range_max=5201,
+        logical_source_port=pid("client:eth0"),
+        logical_destination_port=pid("server:eth0"),
+    )
+    api.create(
+        "port_chains",
+        name="three",
+        port_pair_groups=groups,
+        flow_classifiers=[classifier["id"]],
+        chain_parameters={"symmetric": True},
+    )
+    return lab, node, api
+
+
+def rest(node: NodeProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        node.api_url() + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            raw = answer.read()
+            return answer.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_a_chain_of_native_functions_rides_the_fast_path(
+    chained: tuple[Lab, NodeProcess, ChainingClient],
+) -> None:
+    lab, node, _api = chained
+    server = lab.host("server").popen(["iperf3", "-s", "-1", "-B", "10.0.0.2"])
+    try:
+        result = lab.host("client").run(
+            ["iperf3", "-c", "10.0.0.2", "-t", "2", "--connect-timeout", "3000", "-J"], timeout=30
+        )
+    finally:
+        server.wait(timeout=10)
+    assert result.ok, result.stderr
+    sent = json.loads(result.stdout)["end"]["sum_sent"]["bytes"]
+    status = node.status()
+    fast = status["fast_path"]
+    hops = [hop for chain in status["steering"]["chains"] for hop in chain["hops"]]
+    forward = [hop for hop in hops if hop["direction"] == "forward"]
+    assert [hop["port_pair_name"] for hop in forward] == ["pp1", "pp2", "pp3"]
+    # Every hop counted the data packets, most of them on the fast path.
+    assert all(hop["bytes"] >= sent for hop in forward), forward
+    _code, listing = rest(node, "GET", "/v2.0/pktchain/functions")
+    functions = {f["name"]: f for f in listing["functions"]}
+    assert set(functions) == {"f1", "f2", "f3"}
+    for function in functions.values():
+        assert function["kind"] == "fnlib.passes:CountingPass"
+        # Only a few packets per flow went through the function itself.
+        assert function["counters"]["calls"] < function["cached_packets"] // 10, function
+    assert fast["hits"] > 0 and fast["entries"] >= 2, fast
+
+
+def test_functions_over_rest_errors_name_the_field_and_in_use_functions_stay(
+    chained: tuple[Lab, NodeProcess, ChainingClient],
+) -> None:
+    _lab, node, api = chained
+    code, body = rest(
+        node,
+        "POST",
+        "/v2.0/pktchain/functions",
+        {
+            "function": {
+                "name": "bad",
+                "kind": "fnlib.passes:CountingPass",
+                "config": {"ttl_floor": 999, "colour": 1},
+            }
+        },
+    )
+    assert code == 400
+    message = body["NeutronError"]["message"]
+    assert "config.ttl_floor" in message and "config.colour" in message
+    code, body = rest(
+        node,
+        "POST",
+        "/v2.0/pktchain/functions",
+        {"function": {"name": "x", "kind": "nosuch:Thing"}},
+    )
+    assert code == 400 and "kind" in body["NeutronError"]["message"]
+    code, body = rest(
+        node,
+        "POST",
+        "/v2.0/pktchain/functions",
+        {"function": {"name": "f4", "kind": "fnlib.passes:CountingPass"}},
+    )
+    assert code == 201 and body["function"]["ports"] == {
+        "ingress": "f4:ingress",
+        "egress": "f4:egress",
+    }
+    assert api.get("ports", api.port_id("f4:ingress"))["name"] == "f4:ingress"
+    code, body = rest(
+        node, "PUT", "/v2.0/pktchain/functions/f4", {"function": {"config": {"label": "new"}}}
+    )
+    assert code == 200 and body["function"]["label"] == "new"
+    assert rest(node, "DELETE", "/v2.0/pktchain/functions/f1")[0] == 409  # pp1 uses it
+    assert rest(node, "DELETE", "/v2.0/pktchain/functions/f4")[0] == 204
+    assert rest(node, "GET", "/v2.0/pktchain/functions/f4")[0] == 404
