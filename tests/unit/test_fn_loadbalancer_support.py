@@ -34,9 +34,10 @@ def backend(
     ip: str, *, port: int = BACKEND_PORT, static: bool = True, **extra: Any
 ) -> dict[str, Any]:
     """A backend mapping; ``static`` gives it its MAC (no ARP needed)."""
-    spec: dict[str, Any] = {"ip": ip, "port": port, **extra}
+    spec: dict[str, Any] = {"ip": ip, "port": port}
     if static:
         spec["mac"] = MACS[ip]
+    spec.update(extra)
     return spec
 
 
