@@ -15,6 +15,7 @@ import os
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -59,6 +60,16 @@ def bump(
             {"eth0": {"attach": f"m.{name}", "mac": MAC_B, "addresses": [b_address]}}
         )
     return {"hosts": hosts}
+
+
+def pair() -> dict[str, Any]:
+    """Hosts A and B on the two ends of one veth."""
+    return {
+        "hosts": {
+            "a": host({"eth0": {"attach": "b.eth0", "mac": MAC_A, "addresses": ["10.0.0.1/24"]}}),
+            "b": host({"eth0": {"mac": MAC_B, "addresses": ["10.0.0.2/24"]}}),
+        }
+    }
 
 
 def neighbour(on: LabHost, address: str, mac: str, dev: str = "eth0") -> None:
@@ -139,16 +150,7 @@ def ascii_frames(path: Path) -> list[Frame]:
 def test_pcap_stream_of_a_ping_reads_back_in_tcpdump(
     lab_factory: LabFactory, tmp_path: Path, precision: str
 ) -> None:
-    lab = lab_factory(
-        {
-            "hosts": {
-                "a": host(
-                    {"eth0": {"attach": "b.eth0", "mac": MAC_A, "addresses": ["10.0.0.1/24"]}}
-                ),
-                "b": host({"eth0": {"mac": MAC_B, "addresses": ["10.0.0.2/24"]}}),
-            }
-        }
-    )
+    lab = lab_factory(pair())
     a, b = lab.host("a"), lab.host("b")
     neighbour(a, "10.0.0.2", MAC_B)
     neighbour(b, "10.0.0.1", MAC_A)
@@ -277,16 +279,7 @@ def test_tee_mirrors_to_a_file_and_a_second_interface(
 def test_a_reader_of_incoming_frames_does_not_read_back_what_a_writer_sends(
     lab_factory: LabFactory, tmp_path: Path
 ) -> None:
-    lab = lab_factory(
-        {
-            "hosts": {
-                "a": host(
-                    {"eth0": {"attach": "b.eth0", "mac": MAC_A, "addresses": ["10.0.0.1/24"]}}
-                ),
-                "b": host({"eth0": {"mac": MAC_B, "addresses": ["10.0.0.2/24"]}}),
-            }
-        }
-    )
+    lab = lab_factory(pair())
     a, b = lab.host("a"), lab.host("b")
     neighbour(b, "10.0.0.1", MAC_A)
     script = (
@@ -349,3 +342,84 @@ def test_a_stalled_consumer_costs_frames_that_the_kernel_counts(
     assert captured == len(events), summary
     assert dropped > 0, summary
     assert captured + dropped <= SENT, summary
+
+
+def test_ping_crosses_a_bump_of_two_opposite_pipes_without_looping(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    lab = lab_factory(bump("b"))
+    a, m, b = lab.host("a"), lab.host("m"), lab.host("b")
+    # ARP goes through too (2 frames each way), then 3 echo requests and 3 replies.
+    # A pipe that read back what the other sends out of its interface would count
+    # more than 5 frames before the pings were over, and cut them short.
+    script = (
+        f"{PKTCHAIN} pipe read --count 5 a | {PKTCHAIN} pipe write b & "
+        f"{PKTCHAIN} pipe read --count 5 b | {PKTCHAIN} pipe write a & "
+        "wait"
+    )
+    with pipeline(m, script, tmp_path):
+        capturing(m, 2)
+        ping = a.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.2"], timeout=10)
+        assert ping.ok, ping.stdout
+        assert " 0% packet loss" in ping.stdout
+        assert b.run(["ip", "neigh", "show", "10.0.0.1"], timeout=5).stdout.strip()
+    stderr = (tmp_path / "m.stderr").read_text()
+    assert stderr.count("5 frames captured (in), 0 dropped by the kernel") == 2, stderr
+
+
+def test_bad_input_is_skipped_and_reported_and_a_lost_pcap_framing_stops(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    lab = lab_factory(pair())
+    a, b = lab.host("a"), lab.host("b")
+    rx = receiver(b)
+    frames = [
+        bytes(
+            Ether(dst=MAC_B, src=MAC_A)
+            / IP(src="10.0.0.1", dst="10.0.0.2")
+            / UDP(sport=40000, dport=PORT)
+            / (b"good %d" % n)
+        )
+        for n in range(3)
+    ]
+    text = (
+        f"{frames[0].hex()}\n"
+        "not a frame\n"
+        "# a comment, and a blank line\n\n"
+        f"{frames[1].hex(' ')}\n"
+        "FFFFFFFFFFFF 0200000A0001 08\n"
+    )
+    written = a.run([sys.executable, "-m", "pktchain", "pipe", "write", "eth0"], input=text)
+    assert written.returncode == 0, written.stderr
+    assert received(rx, 2) == [b"good 0", b"good 1"]
+    lines = written.stderr.splitlines()
+    assert lines[0] == (
+        "pktchain pipe write: stdin: line 2: not hexadecimal byte pairs (column 1): skipped"
+    )
+    assert lines[1].startswith("pktchain pipe write: stdin: line 6: shorter than an Ethernet")
+    assert lines[-1] == (
+        "pktchain pipe write: eth0: 2 frames sent; input: 2 skipped (1 not hexadecimal "
+        "byte pairs, 1 shorter than an Ethernet header (14 bytes))"
+    )
+    # pcap: a record claiming 4 GB: the rest of the stream cannot be found.
+    header = struct.pack("<IHHIIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
+    record = struct.pack("<IIII", 0, 0, len(frames[2]), len(frames[2])) + frames[2]
+    corrupt = header + record + struct.pack("<IIII", 0, 0, 0xFFFFFFFF, 60) + bytes(60)
+    stream = tmp_path / "corrupt.pcap"
+    stream.write_bytes(corrupt)
+    with open(stream, "rb") as source:
+        process = subprocess.run(
+            [sys.executable, "-m", "pktchain", "pipe", "write", "--netns", a.netns, "eth0"],
+            stdin=source,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    assert process.returncode == 1
+    assert received(rx, 1) == [b"good 2"]
+    offset = len(header) + len(record)
+    assert f"stdin: byte {offset}: record 2 claims a captured length of 4294967295" in (
+        process.stderr
+    )
+    assert "eth0: 1 frames sent" in process.stderr

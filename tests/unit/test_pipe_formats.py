@@ -172,9 +172,15 @@ def test_pcap_bad_length_stops_naming_the_record_offset() -> None:
     good = pcap_stream(FRAMES[:1])
     corrupt = good + struct.pack("<IIII", 0, 0, 0x7FFFFFFF, 60) + bytes(60)
     decoder = PcapDecoder()
+    assert decoder.feed(corrupt) == FRAMES[:1]  # what came before it first
     with pytest.raises(StreamFormatError) as caught:
-        decoder.feed(corrupt)
+        decoder.feed(b"")
     assert caught.value.offset == len(good)
+    with pytest.raises(StreamFormatError):
+        decoder.end()
+    decoder = PcapDecoder()
+    with pytest.raises(StreamFormatError):
+        decoder.feed(good[:24] + corrupt[len(good) :])
     assert "record 2" in str(caught.value)
     assert "cannot be resynchronised" in str(caught.value)
 

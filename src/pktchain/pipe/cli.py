@@ -16,9 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pktchain.cli import UsageError
+
+if TYPE_CHECKING:
+    from pktchain.pipe.stream import StopSignals
 
 FORMATS = ("pcap", "ascii")
 DIRECTIONS = ("in", "out", "inout")
@@ -137,18 +140,27 @@ def _check(args: argparse.Namespace) -> None:
 
 def _read(args: argparse.Namespace) -> int:
     _check(args)
-    from pktchain.pipe.formats import StreamFormat, TimePrecision, encoder_for
-    from pktchain.pipe.iface import Capture, Direction, InterfaceError, enter_netns
-    from pktchain.pipe.pumps import capture_to_stream
-    from pktchain.pipe.stream import FrameWriter, Reporter, Stopped, StopSignals
+    from pktchain.pipe.stream import Stopped, StopSignals
 
-    program = "pktchain pipe read"
-    reporter = Reporter(program)
+    stop = StopSignals().install()
+    try:
+        return _capture(args, stop)
+    except Stopped as exc:  # before the capture was open, or a second signal after it
+        return 0 if stop.received == 1 else 128 + exc.signum
+
+
+def _capture(args: argparse.Namespace, stop: StopSignals) -> int:
+    from pktchain.pipe.capture import Capture, Direction
+    from pktchain.pipe.formats import StreamFormat, TimePrecision, encoder_for
+    from pktchain.pipe.iface import InterfaceError, enter_netns
+    from pktchain.pipe.pumps import capture_to_stream
+    from pktchain.pipe.stream import FrameWriter, Reporter
+
+    reporter = Reporter("pktchain pipe read")
     if args.format is None:
         format = StreamFormat.ASCII if os.isatty(1) else StreamFormat.PCAP
     else:
         format = StreamFormat(args.format)
-    stop = StopSignals().install()
     try:
         if args.netns:
             enter_netns(args.netns)
@@ -162,8 +174,6 @@ def _read(args: argparse.Namespace) -> int:
     except InterfaceError as exc:
         reporter.say(exc.strerror or str(exc))
         return 1
-    except Stopped:
-        return 0
     with capture:
         encoder = encoder_for(
             format,
@@ -175,9 +185,10 @@ def _read(args: argparse.Namespace) -> int:
             # The pcap header goes out now: a consumer sees the stream start (and
             # the capture ready) before the first frame.
             writer = FrameWriter(1, encoder, stop=stop)
-        except (BrokenPipeError, Stopped):
+        except BrokenPipeError:
             return 0
         result = capture_to_stream(capture, writer, count=args.count)
+        stop.settle()
     if not args.quiet:
         summary = (
             f"{args.iface}: {result.frames} frames captured ({args.direction}), "
@@ -194,15 +205,24 @@ def _read(args: argparse.Namespace) -> int:
 
 def _write(args: argparse.Namespace) -> int:
     _check(args)
+    from pktchain.pipe.stream import Stopped, StopSignals
+
+    stop = StopSignals().install()
+    try:
+        return _inject(args, stop)
+    except Stopped as exc:  # before the interface was open, or a second signal after it
+        return 0 if stop.received == 1 else 128 + exc.signum
+
+
+def _inject(args: argparse.Namespace, stop: StopSignals) -> int:
     from pktchain.pipe.formats import StreamFormat
     from pktchain.pipe.iface import Injector, InterfaceError, enter_netns
     from pktchain.pipe.pumps import stream_to_interface
-    from pktchain.pipe.stream import FrameReader, Reporter, SkipReport, Stopped, StopSignals
+    from pktchain.pipe.stream import FrameReader, Reporter, SkipReport
 
     program = "pktchain pipe write"
     skips = SkipReport(program)
     refusals = Reporter(program)
-    StopSignals().install()
     try:
         if args.netns:
             enter_netns(args.netns)
@@ -210,8 +230,6 @@ def _write(args: argparse.Namespace) -> int:
     except InterfaceError as exc:
         skips.say(exc.strerror or str(exc))
         return 1
-    except Stopped:
-        return 0
     reader = FrameReader(
         sys.stdin.fileno(),
         None if args.format is None else StreamFormat(args.format),
@@ -219,6 +237,7 @@ def _write(args: argparse.Namespace) -> int:
     )
     with injector:
         result = stream_to_interface(reader, injector, count=args.count, reporter=refusals)
+        stop.settle()
     if result.error is not None:
         skips.say(f"stdin: {result.error}; stopping")
     if not args.quiet:

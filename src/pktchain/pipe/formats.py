@@ -24,7 +24,6 @@ from __future__ import annotations
 from enum import Enum
 from typing import NamedTuple
 
-from pktchain.packet.headers import EtherType
 from pktchain.packet.layout import Field, Layout
 
 __all__ = [
@@ -60,9 +59,6 @@ LINKTYPE_ETHERNET = 1  # tcpdump.org link-layer header types: IEEE 802.3 Etherne
 MAX_LINE = 2 * 1024 * 1024
 """Longest ASCII line kept: a 262144-byte frame written as hex pairs with single
 spaces needs 786 KB; the rest is room for the looser spacing a person may use."""
-
-VLAN_TPIDS = frozenset({EtherType.VLAN, EtherType.QINQ, EtherType.QINQ_LEGACY})
-"""EtherTypes that announce a VLAN tag, written as TPID, TCI bytes, next EtherType."""
 
 
 class StreamFormat(Enum):
@@ -204,7 +200,8 @@ class PcapDecoder:
     hold an Ethernet header is skipped; a record whose captured length exceeds
     262144 bytes means the framing is lost (a corrupt or non-pcap stream), and
     since a pcap stream has no markers to find the next record by, that raises
-    :class:`StreamFormatError` naming the record's offset.
+    :class:`StreamFormatError` naming the record's offset (once the frames before
+    it have been returned).
     """
 
     format = StreamFormat.PCAP
@@ -215,12 +212,15 @@ class PcapDecoder:
         self._record_struct = PCAP_RECORD_HEADER.struct
         self._frac_ns = 0  # nanoseconds per unit of ts_frac; 0 until the header is read
         self._records = 0
+        self._error: StreamFormatError | None = None  # raised again on every later call
         self.snaplen = 0
         self.nanosecond = False
         self.byte_order = "<"
 
     def feed(self, data: bytes) -> list[Event]:
         """Take the next bytes of the stream; return every frame (or skip) they complete."""
+        if self._error is not None:
+            raise self._error
         buf = self._buf
         buf += data
         events: list[Event] = []
@@ -237,12 +237,15 @@ class PcapDecoder:
         while end - pos >= header_size:
             ts_sec, ts_frac, incl_len, orig_len = unpack(buf, pos)
             if incl_len > MAX_FRAME:
-                raise StreamFormatError(
+                self._error = StreamFormatError(
                     self._offset + pos,
                     f"record {self._records + 1} claims a captured length of {incl_len} bytes, "
                     f"more than {MAX_FRAME}: the stream is corrupt or not pcap, and a pcap "
                     f"stream cannot be resynchronised after a bad length",
                 )
+                if not events:
+                    raise self._error
+                break  # the frames before it first; the error on the next call
             stop = pos + header_size + incl_len
             if stop > end:
                 break
@@ -273,6 +276,8 @@ class PcapDecoder:
 
     def end(self) -> list[Event]:
         """The stream has ended: report a record (or file header) cut short."""
+        if self._error is not None:
+            raise self._error
         if not self._buf:
             return []
         if not self._frac_ns:
@@ -498,7 +503,11 @@ class AsciiEncoder:
     format = StreamFormat.ASCII
 
     def __init__(self, *, timestamps: bool = False) -> None:
+        # Imported here: a stream reader (`pipe write`) has no use for the header table.
+        from pktchain.packet.headers import EtherType
+
         self.timestamps = timestamps
+        self._tpids = frozenset({EtherType.VLAN, EtherType.QINQ, EtherType.QINQ_LEGACY})
 
     def header(self) -> bytes:
         return b""
@@ -514,7 +523,7 @@ class AsciiEncoder:
         fields.append(digits[24:28])
         at = 12  # offset of the EtherType just written
         # A tag: TPID already written; TCI as two bytes, then the next EtherType.
-        while int.from_bytes(data[at : at + 2], "big") in VLAN_TPIDS and len(data) >= at + 6:
+        while int.from_bytes(data[at : at + 2], "big") in self._tpids and len(data) >= at + 6:
             tag = data[at + 2 : at + 6].hex().upper()
             fields += (tag[0:2], tag[2:4], tag[4:8])
             at += 4

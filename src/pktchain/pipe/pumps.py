@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import errno
 import signal
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pktchain.pipe.formats import StreamFormatError
-from pktchain.pipe.iface import Capture, CaptureStats, Injector
 from pktchain.pipe.stream import FrameReader, FrameWriter, Reporter, Stopped
+
+if TYPE_CHECKING:  # not imported at run time: `pipe write` need not load the capture side
+    from pktchain.pipe.capture import Capture, CaptureStats
+    from pktchain.pipe.iface import Injector
 
 __all__ = ["CaptureResult", "InjectResult", "capture_to_stream", "stream_to_interface"]
 

@@ -73,12 +73,14 @@ class StopSignals:
     While :attr:`critical` is set (a :class:`FrameWriter` is writing) the first
     signal is only recorded and :meth:`check` raises it after the write; a
     second one raises at once, so a consumer that never reads cannot keep the
-    process from stopping.
+    process from stopping. After :class:`Stopped`, the signals have their usual
+    effect again.
     """
 
     def __init__(self) -> None:
         self.critical = False
         self.pending: int | None = None
+        self.received = 0  # signals so far
 
     def install(self) -> StopSignals:
         signal.signal(signal.SIGINT, self._handle)
@@ -86,15 +88,29 @@ class StopSignals:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received += 1
         if self.critical and self.pending is None:
             self.pending = signum
             return
-        raise Stopped(signum)
+        self._stop(signum)
+
+    def settle(self) -> None:
+        """The pipe has stopped: from now on a first signal is only recorded, so that
+        closing and the summary run to the end; a second still stops at once."""
+        self.critical = True
 
     def check(self) -> None:
         """Raise the signal that arrived during a write, if one did."""
         if self.pending is not None:
-            raise Stopped(self.pending)
+            self._stop(self.pending)
+
+    @staticmethod
+    def _stop(signum: int) -> None:
+        # Stopped is raised once; while the pipe closes and reports, a further
+        # signal acts as usual (SIGTERM ends the process, SIGINT interrupts).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Stopped(signum)
 
 
 class Reporter:
