@@ -99,6 +99,13 @@ class NodeProcess:
             raise NodeProcessError(f"node {self.name}: {reply.get('error')}")
         return dict(reply["router"])
 
+    def functions(self) -> list[dict[str, Any]]:
+        """The node's native functions (``pktchain node functions --json``)."""
+        reply = request(self.control, "functions")
+        if not reply.get("ok"):
+            raise NodeProcessError(f"node {self.name}: {reply.get('error')}")
+        return list(reply["functions"])
+
     def api_url(self) -> str:
         """The REST API's base URL (without /v2.0), as the node reports it."""
         url = self.status().get("api")

@@ -1,0 +1,299 @@
+"""Chains of native functions on the fused fast path, against kernel IP forwarding.
+
+One lab holds two paths, measured alternately, `--repeat` times, medians kept:
+
+- kernel: k1 -- kr -- k2, veth links, kr forwarding IPv4 (`ip_forward=1`);
+- pktchain: p1 and p2 are ports of a node running five native functions; a
+  port chain steers the traffic through the first N of them (N = 1, 3, 5) and,
+  symmetric, back.
+
+Figures:
+
+- 64-byte UDP packets per second (bench/udpflood.py, sendmmsg from the sender's
+  namespace; the rate is what the receiver's interface counted per second of
+  sending) for the kernel and for chains of 1, 3 and 5 functions;
+- TCP throughput (iperf3, one stream) for the kernel and for the 3-function
+  chain.
+
+Goals from the issue, printed with the ratios: the 5-function chain ≥ 0.85 of
+the 1-function rate; the 3-function chain ≥ 0.50 of kernel forwarding (small
+packets); TCP through three functions ≥ 0.60 of kernel forwarding.
+
+`--kinds` names the five functions (built-in kinds or module:Class, with
+`--config KIND=JSON` for their settings); the default is a chain of the
+built-ins that lease their flows, and `--kinds pass` measures the hop itself
+with a do-nothing function (bench/chain_functions.py).
+
+    .venv/bin/python bench/chain_fastpath.py [--seconds 3] [--repeat 3] [--kinds ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pktchain.lab import Lab
+from pktchain.node.client import ChainingClient
+from pktchain.node.process import NodeProcess
+from switch_vs_bridge import cpu_seconds, mac_of, rx_packets
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_KINDS = ("firewall", "flow-monitor", "firewall", "flow-monitor", "firewall")
+DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {}
+LENGTHS = (1, 3, 5)
+FLOOD_PORT = 9
+IPERF_PORT = 5201
+
+
+def topology(name: str) -> dict[str, Any]:
+    def eth(address: str, attach: str | None = None, mac: str | None = None) -> dict[str, Any]:
+        spec: dict[str, Any] = {"addresses": [address]}
+        if attach is not None:
+            spec["attach"] = attach
+        if mac is not None:
+            spec["mac"] = mac
+        return spec
+
+    return {
+        "lab": name,
+        "hosts": {
+            "k1": {
+                "interfaces": {"eth0": eth("10.72.1.1/24", "kr.eth0")},
+                "routes": [{"to": "default", "via": "10.72.1.254"}],
+            },
+            "kr": {
+                "sysctls": {"net.ipv4.ip_forward": 1},
+                "interfaces": {"eth0": eth("10.72.1.254/24"), "eth1": eth("10.72.2.254/24")},
+            },
+            "k2": {
+                "interfaces": {"eth0": eth("10.72.2.2/24", "kr.eth1")},
+                "routes": [{"to": "default", "via": "10.72.2.254"}],
+            },
+            "p1": {"interfaces": {"eth0": eth("10.72.3.1/24", "node", "02:00:00:72:03:01")}},
+            "p2": {"interfaces": {"eth0": eth("10.72.3.2/24", "node", "02:00:00:72:03:02")}},
+        },
+    }
+
+
+def functions_file(kinds: list[str], configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "functions": [
+            {"name": f"f{n}", "kind": kind, "config": configs.get(kind, {})}
+            for n, kind in enumerate(kinds, start=1)
+        ]
+    }
+
+
+def use_chain(api: ChainingClient, length: int) -> None:
+    """Replace the port chain by one through f1..f<length>, UDP to 9 and TCP to 5201."""
+    for chain in api.list("port_chains"):
+        api.delete("port_chains", chain["id"])
+    for group in api.list("port_pair_groups"):
+        api.delete("port_pair_groups", group["id"])
+    pid = api.port_id
+    if not api.list("flow_classifiers"):
+        for proto, port in (("udp", FLOOD_PORT), ("tcp", IPERF_PORT)):
+            api.create(
+                "flow_classifiers",
+                name=f"{proto}{port}",
+                protocol=proto,
+                destination_port_range_min=port,
+                destination_port_range_max=port,
+                logical_source_port=pid("p1:eth0"),
+                logical_destination_port=pid("p2:eth0"),
+            )
+        for n in range(1, 6):
+            api.create(
+                "port_pairs",
+                name=f"pp{n}",
+                ingress=pid(f"f{n}:ingress"),
+                egress=pid(f"f{n}:egress"),
+            )
+    groups = [
+        api.create(
+            "port_pair_groups", name=f"g{n}", port_pairs=[api.get("port_pairs", f"pp{n}")["id"]]
+        )["id"]
+        for n in range(1, length + 1)
+    ]
+    api.create(
+        "port_chains",
+        name=f"chain{length}",
+        port_pair_groups=groups,
+        flow_classifiers=[c["id"] for c in api.list("flow_classifiers")],
+        chain_parameters={"symmetric": True},
+    )
+
+
+def udp_pps(
+    lab: Lab, sender: str, receiver: str, *, dst_ip: str, dst_mac: str, seconds: float
+) -> float:
+    rx_host = lab.host(receiver)
+    argv = [
+        sys.executable,
+        str(HERE / "udpflood.py"),
+        "--netns",
+        lab.host(sender).netns,
+        "--ifname",
+        "eth0",
+        "--dst-mac",
+        dst_mac,
+        "--src-ip",
+        {"k1": "10.72.1.1", "p1": "10.72.3.1"}[sender],
+        "--dst-ip",
+        dst_ip,
+        "--dport",
+        str(FLOOD_PORT),
+        "--seconds",
+        str(seconds),
+    ]
+    before = rx_packets(rx_host)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True)
+    time.sleep(0.2)  # the last queued frames reach the receiver
+    received = rx_packets(rx_host) - before
+    return received / float(json.loads(result.stdout)["seconds"])
+
+
+def tcp_gbps(lab: Lab, sender: str, receiver: str, dst_ip: str, seconds: float) -> float:
+    server = lab.host(receiver).popen(["iperf3", "-s", "-1", "-p", str(IPERF_PORT)])
+    lab.host(receiver).wait_listening(IPERF_PORT, timeout=10)
+    argv = ["iperf3", "-c", dst_ip, "-p", str(IPERF_PORT), "-t", str(seconds), "-J"]
+    result = lab.host(sender).run(argv, timeout=seconds + 30, check=True)
+    server.wait(timeout=10)
+    return float(json.loads(result.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median kept)")
+    parser.add_argument(
+        "--kinds", default=",".join(DEFAULT_KINDS), help="five function kinds, or `pass`"
+    )
+    parser.add_argument("--config", action="append", default=[], metavar="KIND=JSON")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    kinds = ["chain_functions:Pass"] * 5 if args.kinds == "pass" else args.kinds.split(",")
+    if len(kinds) != 5:
+        parser.error("--kinds needs five functions (or `pass`)")
+    configs = dict(DEFAULT_CONFIGS)
+    for item in args.config:
+        kind, _, text = item.partition("=")
+        configs[kind] = json.loads(text)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
+    )
+    name = f"bench-{secrets.token_hex(3)}"
+    samples: dict[str, list[float]] = {}
+    cpu: dict[str, tuple[float, float]] = {}
+    fast: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="pktchain-bench-") as tmp:
+        topo = Path(tmp) / "topology.yaml"
+        topo.write_text(yaml.safe_dump(topology(name), sort_keys=False))
+        functions = Path(tmp) / "functions.yaml"
+        functions.write_text(yaml.safe_dump(functions_file(kinds, configs), sort_keys=False))
+        with (
+            Lab.up(topo) as lab,
+            NodeProcess(
+                name,
+                topology=topo,
+                log_path=Path(tmp) / "node.log",
+                args=("--functions", str(functions)),
+            ) as node,
+        ):
+            api = ChainingClient(node.control)
+            lab.host("k1").run(["ping", "-c", "2", "-W", "2", "10.72.2.2"], check=True)
+            lab.host("p1").run(["ping", "-c", "2", "-W", "2", "10.72.3.2"], check=True)
+            kr_mac = mac_of(lab.host("kr"))
+            p2_mac = mac_of(lab.host("p2"))
+            print(f"functions: {', '.join(kinds)}; {args.repeat} runs each", file=sys.stderr)
+
+            def record(key: str, value: float) -> None:
+                samples.setdefault(key, []).append(value)
+                print(f"  {key}: {value:,.3f}", file=sys.stderr)
+
+            for _ in range(args.repeat):
+                record(
+                    "udp_pps kernel",
+                    udp_pps(
+                        lab, "k1", "k2", dst_ip="10.72.2.2", dst_mac=kr_mac, seconds=args.seconds
+                    ),
+                )
+                for length in LENGTHS:
+                    use_chain(api, length)
+                    before = cpu_seconds(node.pid)
+                    record(
+                        f"udp_pps chain{length}",
+                        udp_pps(
+                            lab,
+                            "p1",
+                            "p2",
+                            dst_ip="10.72.3.2",
+                            dst_mac=p2_mac,
+                            seconds=args.seconds,
+                        ),
+                    )
+                    after = cpu_seconds(node.pid)
+                    cpu[f"chain{length}"] = (after[0] - before[0], after[1] - before[1])
+                    fast[f"chain{length}"] = node.status()["fast_path"]
+                record("tcp_gbps kernel", tcp_gbps(lab, "k1", "k2", "10.72.2.2", args.seconds))
+                use_chain(api, 3)
+                record("tcp_gbps chain3", tcp_gbps(lab, "p1", "p2", "10.72.3.2", args.seconds))
+            functions_status = [
+                {"name": f["name"], "kind": f.get("kind"), "verdicts": f.get("verdicts")}
+                for f in node.functions()
+            ]
+
+    medians = {key: statistics.median(values) for key, values in samples.items()}
+    ratios = {
+        "chain5 / chain1 (small packets)": (
+            medians["udp_pps chain5"] / medians["udp_pps chain1"],
+            0.85,
+        ),
+        "chain3 / kernel (small packets)": (
+            medians["udp_pps chain3"] / medians["udp_pps kernel"],
+            0.50,
+        ),
+        "chain3 / kernel (TCP)": (medians["tcp_gbps chain3"] / medians["tcp_gbps kernel"], 0.60),
+    }
+    report = {
+        "machine": {
+            "kernel": platform.release(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "kinds": kinds,
+        "seconds": args.seconds,
+        "repeat": args.repeat,
+        "medians": medians,
+        "ratios": {k: {"ratio": r, "goal": g, "met": r >= g} for k, (r, g) in ratios.items()},
+        "node_cpu_seconds_last_run": cpu,
+        "fast_path": fast,
+        "functions": functions_status,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for key, value in medians.items():
+        print(f"{key:<22} {value:>15,.3f}")
+    for key, (ratio, goal) in ratios.items():
+        print(f"{key:<34} {ratio:5.2f}  goal ≥ {goal:.2f} {'met' if ratio >= goal else 'MISSED'}")
+    for key, (user, system) in cpu.items():
+        print(f"node CPU, last {key} run: user {user:.2f} s, system {system:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
