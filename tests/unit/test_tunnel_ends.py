@@ -16,13 +16,15 @@ import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.packet import raw
 
+from pktchain.tunnel.auth import Role
 from pktchain.tunnel.client import Backoff, TcpClient
-from pktchain.tunnel.counters import Count, DropReason
+from pktchain.tunnel.counters import Count, Counters, DropReason
 from pktchain.tunnel.loop import Loop
 from pktchain.tunnel.server import TcpServer
-from pktchain.tunnel.stream import End
+from pktchain.tunnel.session import Session
+from pktchain.tunnel.stream import End, StreamConnection
 from pktchain.tunnel.udp import UdpClient, UdpServer
-from pktchain.tunnel.wire import CloseReason, encode_frame
+from pktchain.tunnel.wire import CloseReason, Fault, encode_frame
 
 KEY = b"0123456789abcdef-tunnel-test-key"
 SERVER_IP = bytes([10, 7, 0, 1])
@@ -266,3 +268,58 @@ def test_udp_packets_cross_both_ways(
     run_until(loop, lambda: s.counters.counts[Count.TUN_TX_PACKETS] == 1)
     c.sock.send(bytes(1501))
     run_until(loop, lambda: s.counters.drops[DropReason.OVERSIZED] == 1)
+
+
+class Owner:
+    """The least a connection reports to: counters, and what it was told."""
+
+    def __init__(self) -> None:
+        self.label = "test"
+        self.counters = Counters()
+        self.packets: list[bytes] = []
+        self.faults: list[CloseReason] = []
+
+    def connection_opened(self, connection: StreamConnection) -> None:
+        pass
+
+    def connection_packets(self, connection: StreamConnection, packets: list[bytes]) -> None:
+        self.packets += packets
+
+    def connection_closed(self, connection: StreamConnection, fault: Fault) -> None:
+        self.faults.append(fault.reason)
+
+
+def test_a_slow_reader_gets_everything_queued_and_the_excess_is_dropped(loop: Loop) -> None:
+    near, far = socket.socketpair()
+    with near, far:
+        near.setblocking(False)
+        owner = Owner()
+        session = Session(Role.CLIENT, key=None, mtu=1500, now=loop.now)
+        connection = StreamConnection(loop, near, session, owner, "peer")
+        connection.start()
+        packet = ping("10.7.0.2", "10.7.0.1")
+        frame = encode_frame(packet)
+        queued = 0
+        # Far does not read: the socket buffer fills, then the queue, then drops.
+        while not owner.counters.drops[DropReason.CONGESTED]:
+            connection.queue(packet)
+            connection.flush()
+            queued += 1
+        accepted = queued - 1
+        assert owner.counters.counts[Count.WIRE_TX_PACKETS] == accepted
+        # Far reads now: what was queued arrives whole and in order.
+        far.setblocking(False)
+        received = bytearray()
+
+        def drained() -> bool:
+            try:
+                while chunk := far.recv(1 << 20):
+                    received.extend(chunk)
+            except BlockingIOError:
+                pass
+            return len(received) >= accepted * len(frame)
+
+        run_until(loop, drained)
+        assert bytes(received) == frame * accepted
+        connection.close(Fault(CloseReason.SHUTDOWN, "done"))
+        assert owner.faults == [CloseReason.SHUTDOWN]

@@ -160,9 +160,10 @@ def encode_address(address: bytes) -> bytes:
     raise ValueError(f"an IP address is 4 or 16 bytes, not {len(address)}")
 
 
-def decode_address(field: bytes) -> bytes:
+def decode_address(encoded: bytes) -> bytes:
     """The 4- or 16-byte address of a hello's 16-byte field."""
-    return field[12:] if field[:12] == _V4_MAPPED else field
+    prefix = len(_V4_MAPPED)
+    return encoded[prefix:] if encoded[:prefix] == _V4_MAPPED else encoded
 
 
 def encode_hello(role: Role, nonce: bytes, addresses: Sequence[bytes]) -> bytes:
