@@ -224,6 +224,21 @@ def test_copy_of_a_partial_checksum_frame_has_its_checksum_completed() -> None:
     assert bytes(packet.buf[10:]) == bytes(frame)  # forwarded as it came, still partial
 
 
+def test_destination_mac_addresses_the_copies_to_a_collector() -> None:
+    function = mirror(destination_mac="02:00:00:00:00:99")
+    frame = web()
+    result = send(function, frame)
+    (copy,) = copies(result)
+    assert Ether(copy).dst == "02:00:00:00:00:99"
+    assert copy[6:] == frame[6:]  # the rest as it was, source MAC included
+
+
+def test_destination_mac_applies_before_snaplen() -> None:
+    function = mirror(destination_mac="ff:ff:ff:ff:ff:ff", snaplen=20)
+    (copy,) = copies(send(function, web()))
+    assert copy == b"\xff" * 6 + web()[6:20]
+
+
 # -- what is not ordinary traffic ----------------------------------------------------
 def test_a_malformed_frame_is_forwarded_counted_and_copied_without_filter() -> None:
     function = mirror()
@@ -333,6 +348,7 @@ def test_config_errors_are_all_reported_with_their_paths() -> None:
                 "snaplen": -1,
                 "sample": 0,
                 "lease_idle": 0,
+                "destination_mac": "02:00:00:00:00",
                 "filter": {"protocol": "tcpx", "dport": 70000, "src": "10.0.0.300/8"},
                 "bogus": 1,
             },
@@ -340,6 +356,7 @@ def test_config_errors_are_all_reported_with_their_paths() -> None:
     fields = sorted(error.field for error in caught.value.errors)
     assert fields == [
         "bogus",
+        "destination_mac",
         "direction",
         "filter.dport",
         "filter.protocol",

@@ -6,7 +6,10 @@ it selects: by the interface the packet came in on (``direction``), by an
 optional 5-tuple filter, one in ``sample`` (systematic count-based sampling,
 RFC 5475 §5.1), cut to ``snaplen`` bytes. Where ``mirror`` leads is the
 driver's business: a node port joined to a network (the copies reach another
-host's port, like a SPAN session), or a capture file the driver writes.
+host's port, like a SPAN session), or a capture file the driver writes. On a
+network, give ``destination_mac``: a copy carries the MACs of both ends of a
+conversation, so a learning switch learns them on the mirror port and would
+drop every later copy addressed back to that same port.
 
 A packet it copies must come to it, so a flow whose packets are copied is
 forwarded without a flow lease: it stays on the node's slow path. Every other
@@ -35,6 +38,7 @@ from pktchain.functions.sdk import (
     drop,
     forward,
 )
+from pktchain.packet.address import mac_bytes
 from pktchain.packet.checksum import complete_partial_checksum
 from pktchain.packet.headers import IpProto
 from pktchain.packet.parse import FrameInfo
@@ -80,6 +84,16 @@ def protocol_number(value: str | int | None) -> int | None:
         raise ValueError(f"unknown protocol {value!r} (a number or one of {names})") from None
 
 
+def _mac_error(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        mac_bytes(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _protocol_error(value: str | int | None) -> str | None:
     try:
         protocol_number(value)
@@ -121,6 +135,9 @@ class MirrorConfig:
     """Copy at most this many bytes of each frame; 0 copies whole frames."""
     sample: int = field(default=1, metadata=check(minimum=1, maximum=2**31 - 1))
     """Copy one selected packet in this many (the first, then every sample-th)."""
+    destination_mac: str | None = field(default=None, metadata=check(test=_mac_error))
+    """Address the copies to this MAC (a collector's, or ff:ff:ff:ff:ff:ff to flood
+    them); None keeps each frame's own destination, as a capture file wants."""
     max_leases: int = field(default=65536, metadata=check(minimum=0))
     """Flows not copied that may be leased to the fast path at once; 0 leases none."""
     lease_idle: float = field(default=300.0, metadata=check(minimum=1.0))
@@ -231,6 +248,8 @@ class Mirror(Function):
             (INGRESS, EGRESS) if direction is Direction.BOTH else (direction.value,)
         )
         self._countdown = 0  # selected packets to let go before the next copy
+        mac = config.destination_mac
+        self._destination = None if mac is None else mac_bytes(mac)
 
     def peer(self, iface: str) -> str:
         """``ingress`` and ``egress`` forward to each other; ``mirror`` only emits."""
@@ -273,6 +292,8 @@ class Mirror(Function):
             except ValueError:
                 # Offsets outside the frame: copy it as it came (a capture shows why).
                 counters["checksum-not-completed"] += 1
+        if self._destination is not None and len(copy) >= 6:
+            copy[0:6] = self._destination
         snaplen = self.config.snaplen
         if snaplen and len(copy) > snaplen:
             del copy[snaplen:]
