@@ -63,7 +63,7 @@ def test_it_is_the_builtin_load_balancer() -> None:
         {"frontend_mac": FRONT_MAC, "backend_mac": BACK_MAC, "source_ip": SOURCE},
     )
     assert isinstance(lb, LoadBalancer)
-    assert lb.KIND == "load-balancer" and lb.LIVE
+    assert lb.KIND == "load-balancer" and lb.LIVE and lb.FLOODED
     assert lb.INTERFACES == ("frontend", "backend")
 
 
@@ -116,7 +116,7 @@ def test_its_own_arp_seen_on_the_other_interface_is_ignored() -> None:
     # One-arm: the frontend's announcement is flooded to the backend port.
     lb = make_lb()
     result, _ = run(lb, BACKEND, arp_request(FRONT_MAC, VIP, VIP))
-    assert result.reason == LbDrop.ARP_BAD_SENDER
+    assert result.reason == LbDrop.ARP_OWN
 
 
 def test_the_first_timer_announces_every_address() -> None:

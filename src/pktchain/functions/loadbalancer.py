@@ -135,6 +135,7 @@ class LbDrop(StrEnum):
     GSO_UNRESOLVED = "gso-unresolved"  # a GSO frame cannot wait for ARP
     ARP_OPERATION = "arp-operation"
     ARP_BAD_SENDER = "arp-bad-sender"
+    ARP_OWN = "arp-own"  # its own ARP from the other interface (both on one network)
     ARP_ADDRESS_CONFLICT = "arp-address-conflict"  # someone claims one of our addresses
     ARP_ANSWERED = "arp-answered"  # a request for our address: replied
     ARP_LEARNED = "arp-learned"  # a backend's MAC taken in
@@ -268,6 +269,7 @@ class LoadBalancer(Function):
     COUNTERS = tuple(d.value for d in LbDrop) + EVENT_COUNTERS
     LIVE = True
     INTERFACES = (FRONTEND, BACKEND)
+    FLOODED = True  # it owns addresses: ARP requests for them must reach it
 
     def __init__(self, config: LoadBalancerConfig | None = None) -> None:
         if config is None:
@@ -646,7 +648,9 @@ class LoadBalancer(Function):
         op, sha, spa, tpa = arp.oper, arp.sha, arp.spa, arp.tpa
         if op not in (ArpOp.REQUEST, ArpOp.REPLY):
             return self._drop(LbDrop.ARP_OPERATION)
-        if sha[0] & 1 or sha in (_ZERO_MAC, self._frontend_mac, self._backend_mac):
+        if sha in (self._frontend_mac, self._backend_mac):
+            return self._drop(LbDrop.ARP_OWN)
+        if sha[0] & 1 or sha == _ZERO_MAC:
             return self._drop(LbDrop.ARP_BAD_SENDER)
         iface = packet.iface
         ours = tpa in self._vips if iface == FRONTEND else tpa == self._source_ip
