@@ -82,7 +82,7 @@ def stream_to_interface(
                     refused += 1
                     reporter.tell(
                         "truncated",
-                        f"frame {frames}: a capture of {len(frame.data)} of its "
+                        f"stdin: frame {frames}: a capture of {len(frame.data)} of its "
                         f"{frame.wire_length} bytes (snaplen): not sent",
                         plural="truncated frames",
                     )
