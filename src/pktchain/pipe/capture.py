@@ -195,8 +195,8 @@ class Capture:
             self.runts += 1
             return None
         buf = self._buf
-        flags_, gso_type, _, _, csum_start, csum_offset = _VNET_UNPACK(buf)
-        if flags_ & _NEEDS_CSUM:
+        vnet_flags, gso_type, _, _, csum_start, csum_offset = _VNET_UNPACK(buf)
+        if vnet_flags & _NEEDS_CSUM:
             # A frame cut short (larger than the buffer) cannot be summed: left as it came.
             with contextlib.suppress(ValueError):
                 complete_partial_checksum(buf, csum_start, csum_offset, base=_VNET, end=size)
