@@ -129,6 +129,13 @@ def test_fields_that_contradict_each_other_are_named(rule: dict[str, object], me
     assert message in error.message
 
 
+def test_a_list_field_takes_one_value() -> None:
+    fw = firewall([{"action": "accept", "protocol": "tcp", "dport": 80, "source": "10.0.0.0/8"}])
+    assert fw.process(packet(tcp("S", dport=80)), 0.0).verdict is Verdict.FORWARD
+    fw.reconfigure({"rules": [{"action": "drop", "state": "new"}], "default": "accept"})
+    assert fw.process(packet(tcp("S", dport=81)), 0.0).reason == "drop-rule"
+
+
 def test_the_schema_lists_the_fields() -> None:
     names = [row["name"] for row in Firewall.schema()]
     assert names[:3] == ["rules", "default", "reject_with"]

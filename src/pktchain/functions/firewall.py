@@ -35,6 +35,7 @@ is judged again, and only those leases end.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -237,6 +238,27 @@ class Rule:
             problems.append("reject_with: only for action reject")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+LISTED_RULE_FIELDS = ("source", "destination", "sport", "dport", "state")
+"""Rule fields that take a list, and one value as a list of one (``dport: 80``)."""
+
+
+def _one_as_list(data: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """``data`` with each single value of LISTED_RULE_FIELDS put in a list."""
+    rules = data.get("rules") if isinstance(data, Mapping) else None
+    if data is None or not isinstance(rules, list | tuple):
+        return data
+    fixed = [
+        {
+            key: [value] if key in LISTED_RULE_FIELDS and isinstance(value, str | int) else value
+            for key, value in rule.items()
+        }
+        if isinstance(rule, Mapping)
+        else rule
+        for rule in rules
+    ]
+    return {**data, "rules": fixed}
 
 
 def _versions(networks: tuple[Network, ...]) -> set[int]:
@@ -473,6 +495,13 @@ class Firewall(Function):
         self._packets: list[int] = [0]
         self._bytes: list[int] = [0]
         self._compile(cfg)
+
+    @classmethod
+    def from_config(cls, data: Mapping[str, Any] | None = None) -> Function:
+        return super().from_config(_one_as_list(data))
+
+    def reconfigure(self, data: Mapping[str, Any]) -> None:
+        super().reconfigure(_one_as_list(data) or {})
 
     # -- packets -------------------------------------------------------------
 
