@@ -1,0 +1,92 @@
+"""The flow monitor on real traffic: a curl through a chain, counted mostly on the fast path.
+
+A chain steers everything between h1 and h2 through the flow monitor fm1; the
+node appends what it exports to a JSON-lines file. The record of the finished
+curl connection must carry what curl itself says it sent and received, even
+though most of its packets never reached the monitor.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fn_lab import H1, H2, NodeLab, curl, function_status, start
+
+from pktchain.lab import wait_until
+
+# IPv4 without options; TCP from its bare 20 bytes to 60 with options. Every
+# frame's octets are its payload plus one IP and one TCP header (a GSO frame
+# counts once, with its whole payload).
+MIN_HEADERS, MAX_HEADERS = 20 + 20, 20 + 60
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def within_headers(octets: int, payload: int, packets: int) -> bool:
+    return payload + MIN_HEADERS * packets <= octets <= payload + MAX_HEADERS * packets
+
+
+def test_a_finished_curl_is_exported_with_the_bytes_curl_transferred(
+    node_lab: NodeLab, tmp_path: Path
+) -> None:
+    export = tmp_path / "fm1.jsonl"
+    fm1 = {
+        "name": "fm1",
+        "kind": "flow-monitor",
+        "network": "default",
+        "export": str(export),
+        "config": {"end_wait": 0.5, "idle_timeout": 60, "active_timeout": 600},
+    }
+    lab, node = start(node_lab, tmp_path, [fm1], page_size=4_000_000)
+    sizes = curl(lab)
+    assert sizes["body"] == 4_000_000
+    wait_until(lambda: bool(records(export)), timeout=15, what="the record of the connection")
+    (record,) = [r for r in records(export) if r.get("destinationTransportPort") == 80]
+    assert record["sourceIPv4Address"] == H1
+    assert record["destinationIPv4Address"] == H2
+    assert record["protocolIdentifier"] == 6
+    assert record["flowEndReason"] == 3  # end of flow: FIN both ways
+    assert record["tcpControlBits"] & 0x13 == 0x13  # SYN, ACK and FIN from the client
+    assert record["reverseTcpControlBits"] & 0x13 == 0x13
+    assert record["flowEndMilliseconds"] >= record["flowStartMilliseconds"]
+    assert within_headers(
+        record["octetDeltaCount"], sizes["request"], record["packetDeltaCount"]
+    ), record
+    assert within_headers(
+        record["reverseOctetDeltaCount"],
+        sizes["header"] + sizes["body"],
+        record["reversePacketDeltaCount"],
+    ), (record, sizes)
+    status = function_status(node, "fm1")
+    seen = status["counters"]["packets"]  # what the monitor handled itself
+    total = record["packetTotalCount"] + record["reversePacketTotalCount"]
+    assert seen < total / 4, (seen, total)
+    assert node.status()["fast_path"]["hits"] > total / 2
+
+
+def test_an_idle_ping_flow_is_exported_by_the_idle_timeout(
+    node_lab: NodeLab, tmp_path: Path
+) -> None:
+    export = tmp_path / "fm1.jsonl"
+    fm1 = {
+        "name": "fm1",
+        "kind": "flow-monitor",
+        "network": "default",
+        "export": str(export),
+        "config": {"idle_timeout": 1.0},
+    }
+    lab, _node = start(node_lab, tmp_path, [fm1])
+    result = lab.host("h1").run(["ping", "-c", "5", "-i", "0.2", "-W", "2", H2])
+    assert result.ok, result.stdout
+    wait_until(lambda: bool(records(export)), timeout=15, what="the record of the pings")
+    (record,) = records(export)
+    assert record["protocolIdentifier"] == 1
+    assert record["flowEndReason"] == 1  # idle timeout
+    assert (record["packetDeltaCount"], record["reversePacketDeltaCount"]) == (5, 5)
+    assert record["octetDeltaCount"] == 5 * 84  # 20 IP + 8 ICMP + 56 data
