@@ -410,3 +410,59 @@ def test_classifier_fields() -> None:
     assert not ClassifierPlan("x", "x", destination_prefix=net("10.0.1.0/24")).matches(info)
     assert ClassifierPlan("x", "x", source_ports=(1000, 2000)).matches(info)
     assert not ClassifierPlan("x", "x", source_ports=(1235, 2000)).matches(info)
+
+
+def _named(name: str, key: str, value: str, n: int) -> ChainPlan:
+    classifier = ClassifierPlan(
+        f"fc-{name}",
+        name,
+        protocol=6,
+        destination_ports=(80, 80),
+        logical_source_port="h1",
+        logical_destination_port="h2",
+        l7=((key, value),),
+    )
+    group = GroupPlan(f"pg-{name}", name, (pair(n),))
+    return ChainPlan(f"pc-{name}", name, n, (group,), (classifier,))
+
+
+def test_l7_classifiers_wait_for_the_first_payload_then_match_the_host() -> None:
+    node = Node()
+    node.apply(_named("a", "http_host", "a.test", 1), _named("b", "http_host", "b.test", 2))
+    # The handshake goes as it is: nothing is known of the host yet.
+    node.send("h1", http(flags="S", payload=b""))
+    assert node.where("h2", "vm1:in", "vm2:in") == {"h2": 1}
+    assert node.steering.stats.l7_pending == 1
+    node.clear()
+    node.send("h1", http(payload=b"GET / HTTP/1.1\r\nHost: B.test:80\r\n\r\n"))
+    assert node.where("h2", "vm1:in", "vm2:in") == {"vm2:in": 1}
+    node.clear()
+    node.send("h1", http(payload=b"more data"))  # the flow is pinned now
+    assert node.where("h2", "vm1:in", "vm2:in") == {"vm2:in": 1}
+
+
+def test_an_l7_classifier_matches_the_tls_server_name() -> None:
+    from scapy.layers.tls.extensions import ServerName, TLS_Ext_ServerName
+    from scapy.layers.tls.handshake import TLSClientHello
+    from scapy.layers.tls.record import TLS
+
+    hello = raw(
+        TLS(
+            msg=[
+                TLSClientHello(
+                    ext=[TLS_Ext_ServerName(servernames=[ServerName(servername=b"a.test")])]
+                )
+            ]
+        )
+    )
+    node = Node()
+    node.apply(_named("a", "tls_sni", "a.test", 1), _named("b", "http_host", "a.test", 2))
+    node.send("h1", http(sport=443, payload=hello))
+    assert node.where("h2", "vm1:in", "vm2:in") == {"vm1:in": 1}
+
+
+def test_a_flow_whose_payload_names_no_host_is_switched() -> None:
+    node = Node()
+    node.apply(_named("a", "http_host", "a.test", 1))
+    node.send("h1", http(payload=b"\x16\x03\x01 not a hello"))
+    assert node.where("h2", "vm1:in") == {"h2": 1}

@@ -115,6 +115,8 @@ class ClassifierPlan:
     destination_ports: tuple[int, int] | None = None
     logical_source_port: str | None = None
     logical_destination_port: str | None = None
+    l7: tuple[tuple[str, str], ...] = ()
+    """(key, value) the flow's first payload must carry: ``http_host``, ``tls_sni``."""
 
     def matches(self, info: FrameInfo) -> bool:
         """Whether the parsed packet falls in this classifier (ports aside)."""
@@ -282,6 +284,8 @@ class SteeringStats:
     expired: int = 0
     table_full: int = 0
     path_loops: int = 0
+    l7_pending: int = 0
+    """Packets switched unsteered while their flow waited for its first payload."""
 
 
 @dataclass
@@ -356,11 +360,23 @@ class Steering:
         table = port.flows
         if table is None:  # pragma: no cover - the datapath only calls for steered ports
             raise ValueError(f"port {port.name} is not steered")
+        names: dict[str, str] | None = None
         for classifier, chain in self._by_source.get(port.name, ()):
-            if classifier.matches(info):
-                return self._install(
-                    chain=chain, classifier=classifier, port=port, frame=frame, info=info, key=key
-                )
+            if not classifier.matches(info):
+                continue
+            if classifier.l7:
+                if names is None:
+                    names = l7_names(frame, info)
+                    if names is None:
+                        # No payload yet (a TCP handshake): switch it as it is and
+                        # classify the flow on its first payload.
+                        self.stats.l7_pending += 1
+                        return FlowEntry(Flow(key, None, self.now), first=True)
+                if any(names.get(k) != v for k, v in classifier.l7):
+                    continue
+            return self._install(
+                chain=chain, classifier=classifier, port=port, frame=frame, info=info, key=key
+            )
         flow = Flow(key, None, self.now)
         entry = FlowEntry(flow, first=True)
         if len(self.flows) < self.max_flows:
@@ -601,6 +617,25 @@ class Steering:
                 }
             )
         return rows
+
+
+def l7_names(frame: bytes, info: FrameInfo) -> dict[str, str] | None:
+    """The HTTP Host and TLS server name in a TCP packet's payload; None if it has none.
+
+    Only a flow's first payload segment is read: a name that starts in it and
+    ends in a later segment is not seen (see docs/sfc.md).
+    """
+    if info.proto != TCP or info.l4 < 0 or info.payload >= info.end:
+        return None
+    from pktchain.functions.l7 import Outcome, parse_http_host, parse_tls_sni
+
+    payload = bytes(frame[info.payload : info.end])
+    names: dict[str, str] = {}
+    for key, parse in (("http_host", parse_http_host), ("tls_sni", parse_tls_sni)):
+        outcome, name = parse(payload)
+        if outcome is Outcome.FOUND and name is not None:
+            names[key] = name
+    return names
 
 
 def _mac(port: Port) -> bytes:

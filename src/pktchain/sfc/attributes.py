@@ -56,8 +56,28 @@ from pktchain.sfc.resources import (
 Converter = Callable[[str, object], Any]
 """(attribute path, raw value) -> typed value, or raise InvalidInput."""
 
-L7_PARAMETERS: dict[str, Converter] = {}
-"""Accepted ``l7_parameters`` keys and their converters (none yet)."""
+
+def _l7_host_name(path: str, value: object) -> str:
+    """A DNS host name (RFC 1123 §2.1), lower case, no trailing dot; no port."""
+    if not isinstance(value, str):
+        raise InvalidInput(path, f"'{value}' is not a host name.")
+    name = value.strip().lower().removesuffix(".")
+    labels = name.split(".")
+    if not name or len(name) > _MAX_HOST_NAME or not all(_HOST_LABEL.fullmatch(x) for x in labels):
+        raise InvalidInput(path, f"'{value}' is not a host name.")
+    return name
+
+
+_MAX_HOST_NAME = 253
+_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+
+L7_PARAMETERS: dict[str, Converter] = {
+    "http_host": _l7_host_name,
+    "tls_sni": _l7_host_name,
+}
+"""Accepted ``l7_parameters`` keys and their converters. networking-sfc accepts
+none; pktchain matches the HTTP/1.x Host (RFC 9110 §7.2, without its port) and
+the TLS server_name (RFC 6066 §3) of a flow's first payload."""
 
 
 @dataclass(frozen=True)

@@ -109,4 +109,5 @@ def compile_classifier(fc: FlowClassifier, node_port: dict[str, str]) -> Classif
         destination_ports=fc.destination_ports if has_dports else None,
         logical_source_port=source,
         logical_destination_port=destination,
+        l7=tuple(sorted(fc.l7_parameters.items())),
     )
