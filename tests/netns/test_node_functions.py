@@ -159,3 +159,79 @@ def test_functions_over_rest_errors_name_the_field_and_in_use_functions_stay(
     assert rest(node, "DELETE", "/v2.0/pktchain/functions/f1")[0] == 409  # pp1 uses it
     assert rest(node, "DELETE", "/v2.0/pktchain/functions/f4")[0] == 204
     assert rest(node, "GET", "/v2.0/pktchain/functions/f4")[0] == 404
+
+
+def test_chains_chosen_by_http_host(
+    node_lab: NodeLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    path = tmp_path / "functions.yaml"
+    path.write_text(yaml.safe_dump(FUNCTIONS))
+    lab, node = node_lab(node_hosts("client", "server"), args=("--functions", str(path)))
+    api = ChainingClient(node.control)
+    pid = api.port_id
+    for n, host in ((1, "a.test"), (2, "b.test")):
+        pair = api.create(
+            "port_pairs", name=f"pp{n}", ingress=pid(f"f{n}:ingress"), egress=pid(f"f{n}:egress")
+        )
+        group = api.create("port_pair_groups", name=f"g{n}", port_pairs=[pair["id"]])
+        classifier = api.create(
+            "flow_classifiers",
+            name=f"web-{host}",
+            protocol="tcp",
+            destination_port_range_min=80,
+            destination_port_range_max=80,
+            logical_source_port=pid("client:eth0"),
+            l7_parameters={"http_host": host},
+        )
+        api.create(
+            "port_chains",
+            name=f"to-{host}",
+            port_pair_groups=[group["id"]],
+            flow_classifiers=[classifier["id"]],
+        )
+    server = lab.host("server")
+    serve = (
+        "import http.server as h, socketserver as s; "
+        "s.TCPServer(('10.0.0.2', 80), h.SimpleHTTPRequestHandler).serve_forever()"
+    )
+    server.popen(["python3", "-c", serve], cwd=str(tmp_path))
+    server.wait_listening(80, timeout=10)
+
+    def calls() -> dict[str, int]:
+        return {f["name"]: f["counters"]["calls"] for f in node.functions()}
+
+    for _ in range(2):
+        result = lab.host("client").run(
+            [
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "5",
+                "-H",
+                "Host: B.test",
+                "http://10.0.0.2/",
+            ]
+        )
+        assert result.ok, result.stderr
+    after_b = calls()
+    assert after_b["f2"] > 0 and after_b["f1"] == 0, after_b
+    result = lab.host("client").run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "5",
+            "-H",
+            "Host: a.test",
+            "http://10.0.0.2/",
+        ]
+    )
+    assert result.ok, result.stderr
+    after_a = calls()
+    assert after_a["f1"] > 0 and after_a["f2"] == after_b["f2"], after_a
+    assert node.status()["steering"]["stats"]["l7_pending"] >= 3  # each handshake went as it was
