@@ -211,17 +211,59 @@ def test_the_drain_timeout_cuts_what_is_left() -> None:
     assert lb.counters["connections-cut"] == len(ports[B1])
 
 
-def test_a_removed_backend_loses_its_connections_and_leases_only_they_are_revoked() -> None:
-    lb = make_lb()
-    ports = spread(lb, range(40000, 40060))
-    leases = {port: lease(lb, port) for ps in ports.values() for port in ps}
+def without_b3(lb: LoadBalancer) -> dict[str, Any]:
     changed = settings(lb)
     changed["services"][0]["backends"] = [backend(B1), backend(B2)]
-    lb.reconfigure(changed)
+    return changed
+
+
+def test_a_removed_backend_drains_its_connections_on_the_slow_path() -> None:
+    lb = make_lb(drain_timeout=30.0)
+    lb.on_timer(0.0)
+    ports = spread(lb, range(40000, 40060))
+    leases = {port: lease(lb, port) for ps in ports.values() for port in ps}
+    lb.reconfigure(without_b3(lb))
     for port, given in leases.items():
-        assert given.valid == (port not in ports[B3])
+        assert given.valid == (port not in ports[B3])  # only the removed backend's
+    result, packet = run(lb, FRONTEND, data(ports[B3][0]), 1.0)
+    assert result.verdict is Verdict.FORWARD and result.lease is None
+    assert Ether(packet.ethernet)[IP].dst == B3
+    rows = {b["ip"]: b for b in lb.status()["services"][0]["backends"]}
+    assert rows[B3]["state"] == "removed" and rows[B3]["connections"] == len(ports[B3])
+    new = {forwarded(lb, FRONTEND, from_client(p, "S"), 1.0)[IP].dst for p in range(50000, 50100)}
+    assert new == {B1, B2}
+    lb.on_timer(30.0)  # the drain timeout, counted from the removal
+    assert lb.connection(CLIENT, ports[B3][0], VIP, 80) is None
+    assert {b["ip"] for b in lb.status()["services"][0]["backends"]} == {B1, B2}
+
+
+def test_a_removed_backend_goes_with_its_last_connection() -> None:
+    lb = make_lb(tcp_closing_timeout=5.0)
+    lb.on_timer(0.0)
+    ports = spread(lb, range(40000, 40030))
+    lb.reconfigure(without_b3(lb))
+    for port in ports[B3]:
+        forwarded(lb, FRONTEND, from_client(port, "R", seq=1001), 1.0)
+    lb.on_timer(6.0)
+    assert {b["ip"] for b in lb.status()["services"][0]["backends"]} == {B1, B2}
+
+
+def test_a_removed_backend_without_connections_goes_at_once() -> None:
+    lb = make_lb()
+    lb.reconfigure(without_b3(lb))
+    assert {b["ip"] for b in lb.status()["services"][0]["backends"]} == {B1, B2}
+
+
+def test_a_backend_put_back_while_draining_takes_connections_again() -> None:
+    lb = make_lb()
+    ports = spread(lb, range(40000, 40060))
+    config = settings(lb)
+    lb.reconfigure(without_b3(lb))
+    lb.reconfigure(config)
+    rows = {b["ip"]: b for b in lb.status()["services"][0]["backends"]}
+    assert rows[B3]["state"] == "up" and rows[B3]["connections"] == len(ports[B3])
     result, _ = run(lb, FRONTEND, data(ports[B3][0]))
-    assert result.reason == LbDrop.NO_CONNECTION
+    assert result.lease is not None
 
 
 def test_a_weight_change_revokes_nothing() -> None:

@@ -7,6 +7,9 @@ with the one scapy computes for the same packet.
 
 from __future__ import annotations
 
+import dataclasses
+from enum import Enum
+from ipaddress import IPv4Address
 from typing import Any
 
 from scapy.layers.inet import IP, TCP, UDP
@@ -74,41 +77,23 @@ def make_lb(
 
 
 def settings(lb: LoadBalancer, **changes: Any) -> dict[str, Any]:
-    """The load balancer's configuration as a mapping, with ``changes`` made."""
-    config = lb.config
-    data: dict[str, Any] = {
-        "frontend_mac": config.frontend_mac,
-        "backend_mac": config.backend_mac,
-        "source_ip": str(config.source_ip),
-        "table_size": config.table_size,
-        "health": {
-            "enabled": config.health.enabled,
-            "interval": config.health.interval,
-            "timeout": config.health.timeout,
-            "rise": config.health.rise,
-            "fall": config.health.fall,
-        },
-        "services": [
-            {
-                "vip": str(s.vip),
-                "port": s.port,
-                "proto": s.proto.value,
-                "backends": [
-                    {
-                        "ip": str(b.ip),
-                        "port": b.port,
-                        "weight": b.weight,
-                        "mac": b.mac,
-                        "draining": b.draining,
-                    }
-                    for b in s.backends
-                ],
-            }
-            for s in config.services
-        ],
-    }
+    """The load balancer's whole configuration as a mapping, with ``changes`` made."""
+    data: dict[str, Any] = plain(lb.config)
     data.update(changes)
     return data
+
+
+def plain(value: Any) -> Any:
+    """A configuration dataclass as the mapping it would be read from."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, IPv4Address):
+        return str(value)
+    return value
 
 
 def run(

@@ -184,6 +184,7 @@ class BackendState(Enum):
     UP = "up"
     DOWN = "down"  # its health check fails
     DRAINING = "draining"  # configured so: no new connections, the old ones go on
+    REMOVED = "removed"  # gone from the configuration: draining, its leases revoked
 
 
 _VNET = VIRTIO_NET_HDR_LEN
@@ -208,9 +209,18 @@ _KEY = struct.Struct("!4sH4sHB")
 
 
 class BackendRuntime:
-    """A configured backend of one service, with its connections."""
+    """A backend of one service, with its connections (removed ones until they end)."""
 
-    __slots__ = ("config", "connections", "drain_since", "ip", "name", "port", "target")
+    __slots__ = (
+        "config",
+        "connections",
+        "drain_since",
+        "ip",
+        "name",
+        "port",
+        "removed",
+        "target",
+    )
 
     def __init__(self, config: Backend) -> None:
         self.config = config
@@ -220,6 +230,8 @@ class BackendRuntime:
         self.target: Target | None = None
         self.connections: set[Connection] = set()
         self.drain_since: float | None = None
+        self.removed = False
+        """Gone from the configuration; kept while its connections drain."""
 
     @property
     def healthy(self) -> bool:
@@ -228,10 +240,12 @@ class BackendRuntime:
     @property
     def in_table(self) -> bool:
         """Whether new connections may go to it."""
-        return not self.config.draining and self.healthy
+        return not self.removed and not self.config.draining and self.healthy
 
     @property
     def state(self) -> BackendState:
+        if self.removed:
+            return BackendState.REMOVED
         if self.config.draining:
             return BackendState.DRAINING
         return BackendState.UP if self.healthy else BackendState.DOWN
@@ -474,7 +488,7 @@ class LoadBalancer(Function):
 
     def _lease(self, conn: Connection, flags: int) -> FlowLease | None:
         """The connection's lease for a packet that may take it (None: it may not)."""
-        if not conn.established or flags & _SYN_FIN_RST:
+        if not conn.established or flags & _SYN_FIN_RST or conn.backend.removed:
             return None
         lease = conn.lease
         if lease is None or not lease.valid:
@@ -820,7 +834,7 @@ class LoadBalancer(Function):
     def _drain_timers(self, now: float) -> None:
         limit = self.config.drain_timeout
         for service in self._services.values():
-            for backend in service.backends.values():
+            for backend in list(service.backends.values()):  # removed ones may go
                 since = backend.drain_since
                 if since is not None and backend.connections and since + limit <= now:
                     for conn in list(backend.connections):
@@ -863,6 +877,10 @@ class LoadBalancer(Function):
         backend.connections.discard(conn)
         self._ports.release(conn.proto, backend.ip, backend.port, conn.snat_port)
         self.counters[counter] += 1
+        if backend.removed and not backend.connections:
+            service = conn.service
+            if service.backends.get((backend.ip, backend.port)) is backend:
+                del service.backends[backend.ip, backend.port]
 
     # -- configuration --------------------------------------------------------------------------
 
@@ -922,7 +940,11 @@ class LoadBalancer(Function):
         self._applied = config
 
     def _apply_services(self, config: LoadBalancerConfig, now: float) -> None:
-        """Services and backends added, changed, removed (their connections cut)."""
+        """Services and backends added, changed, removed.
+
+        A removed service's connections are cut (its VIP may be gone); a removed
+        backend drains like a draining one, its connections on the slow path.
+        """
         wanted = {(s.vip.packed, s.port, s.proto.number): s for s in config.services}
         for key in [k for k in self._services if k not in wanted]:
             for backend in self._services.pop(key).backends.values():
@@ -937,15 +959,26 @@ class LoadBalancer(Function):
             service.config = spec
             backends = {(b.ip.packed, b.port): b for b in spec.backends}
             for name in [n for n in service.backends if n not in backends]:
-                gone = service.backends.pop(name)
-                for conn in list(gone.connections):
-                    self._end(conn, "connections-cut")
+                gone = service.backends[name]
+                if not gone.connections:
+                    del service.backends[name]
+                    continue
+                if not gone.removed:
+                    gone.removed = True
+                    gone.target = None
+                    if gone.drain_since is None:
+                        gone.drain_since = now
+                    for conn in gone.connections:
+                        self._revoke(conn)  # its treatment is no longer configured
             for name, backend_spec in backends.items():
                 known = service.backends.get(name)
                 if known is None:
                     backend = service.backends[name] = BackendRuntime(backend_spec)
                 else:
                     backend = known
+                    if backend.removed:  # back before its connections ended
+                        backend.removed = False
+                        backend.drain_since = None
                 backend.config = backend_spec
                 if backend_spec.draining and backend.drain_since is None:
                     backend.drain_since = now
@@ -953,12 +986,13 @@ class LoadBalancer(Function):
                     backend.drain_since = None
 
     def _apply_static_macs(self, config: LoadBalancerConfig) -> None:
-        static = {
-            b.ip.packed: mac_bytes(b.mac)
-            for s in config.services
-            for b in s.backends
-            if b.mac is not None
-        }
+        static: dict[bytes, bytes] = {}
+        for removed in (True, False):  # configured backends win over removed ones
+            for service in self._services.values():
+                for backend in service.backends.values():
+                    text = backend.config.mac
+                    if backend.removed is removed and text is not None:
+                        static[backend.ip] = mac_bytes(text)
         neighbors = self._neighbors
         permanent = NeighborState.PERMANENT
         for ip in [ip for ip, n in neighbors.entries.items() if n.state is permanent]:
@@ -979,7 +1013,7 @@ class LoadBalancer(Function):
             for backend in service.backends.values():
                 port = _check_port(backend.config, service.tcp)
                 backend.target = None
-                if health.enabled and port is not None:
+                if health.enabled and port is not None and not backend.removed:
                     wanted[backend.ip, port] = None
         for key in [k for k in self._targets if k not in wanted]:
             self._drop_target(self._targets[key])
@@ -1002,7 +1036,7 @@ class LoadBalancer(Function):
         for service in self._services.values():
             for backend in service.backends.values():
                 port = _check_port(backend.config, service.tcp)
-                if port is not None:
+                if port is not None and not backend.removed:
                     backend.target = self._targets.get((backend.ip, port))
 
     def _drop_target(self, target: Target) -> None:
