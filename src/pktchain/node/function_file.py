@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pktchain.functions.schema import ConfigError, FieldError
 from pktchain.functions.sdk import Function, FunctionLoadError, function_class
 from pktchain.lab.errors import TopologyError, TopologyIssue
@@ -72,6 +74,11 @@ def parse_functions(text: str, *, source: str = "<functions>") -> tuple[Function
     data, issues = _compose(text, source)
     if issues:
         raise FunctionFileError(issues)
+    # The composed document keeps every scalar as text, with its line (for
+    # errors); configurations take YAML's own types (80 is a number, true a
+    # boolean), read from the same text.
+    typed = yaml.safe_load(text)
+    typed_items = typed.get("functions") if isinstance(typed, Mapping) else None
     errors: list[TopologyIssue] = []
 
     def error(where: str, line: int | None, message: str) -> None:
@@ -113,11 +120,15 @@ def parse_functions(text: str, *, source: str = "<functions>") -> tuple[Function
             error(f"{where}.kind", _key_line(item, "kind"), str(exc))
             continue
         config = item.get("config") or {}
-        if not isinstance(config, Mapping):
+        if isinstance(typed_items, list) and isinstance(typed_items[index], Mapping):
+            typed_config = typed_items[index].get("config") or {}
+        else:  # pragma: no cover - both readings of one text have one shape
+            typed_config = config
+        if not isinstance(config, Mapping) or not isinstance(typed_config, Mapping):
             error(f"{where}.config", _key_line(item, "config"), "expected a mapping")
             continue
         try:
-            cls.from_config(config)
+            cls.from_config(typed_config)
         except ConfigError as exc:
             for problem in exc.errors:
                 error(
@@ -135,7 +146,7 @@ def parse_functions(text: str, *, source: str = "<functions>") -> tuple[Function
             FunctionSpec(
                 name,
                 kind,
-                config,
+                dict(typed_config),
                 networks,
                 Path(str(export)) if export else None,
             )
