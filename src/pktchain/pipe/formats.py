@@ -593,7 +593,7 @@ class StreamDecoder:
             if not self._head:
                 return []
             self._decoder = AsciiDecoder()  # fewer than 4 bytes: not a pcap header
-            self._decoder.feed(self._head)
+            return [*self._decoder.feed(self._head), *self._decoder.end()]
         return self._decoder.end()
 
 
