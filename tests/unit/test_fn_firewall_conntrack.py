@@ -333,6 +333,22 @@ def test_no_lease_before_the_connection_is_established() -> None:
     assert fw.process(packet(udp()), 0.0).lease is None
 
 
+def test_without_state_rules_a_udp_flow_is_leased_from_its_first_packet() -> None:
+    fw = firewall([{"action": "accept", "protocol": "udp", "dport": 53}])
+    lease = lease_of(fw.process(packet(udp()), 0.0))  # one way, never answered
+    assert lease_of(fw.process(packet(udp()), 1.0)) is lease
+    talk = TcpConversation(fw)
+    assert talk.client_sends("S").verdict is Verdict.DROP  # no rule for TCP: default drop
+
+
+def test_without_state_rules_tcp_still_waits_for_its_handshake() -> None:
+    fw = firewall([{"action": "accept"}])
+    talk = TcpConversation(fw)
+    assert talk.client_sends("S").lease is None
+    assert talk.server_sends("SA").lease is None
+    lease_of(talk.client_sends("A"))
+
+
 def test_one_lease_serves_both_directions() -> None:
     fw = firewall()
     talk = TcpConversation(fw)

@@ -489,6 +489,8 @@ class Firewall(Function):
         self._fragments = _Fragments()
         self._bucket: TokenBucket | None = None  # made by the first reject
         self._rules: tuple[Rule, ...] = ()
+        self._stateful = False
+        """Whether any rule matches on connection state (see _lease)."""
         self._matchers: list[_Matcher] = []
         # Per rule, then the default last: packets and bytes judged here (the
         # fast path's are added from the leases, see _harvest).
@@ -608,8 +610,16 @@ class Firewall(Function):
     # -- leases --------------------------------------------------------------
 
     def _lease(self, conn: Connection, tracking: Tracking, index: int) -> FlowLease | None:
-        """The connection's lease for an accepted packet, if the fast path may carry it."""
-        if tracking.state is not ConnState.ESTABLISHED or not conn.replied:
+        """The connection's lease for an accepted packet, if the fast path may carry it.
+
+        A connection is leased once the other end has answered, and TCP only in
+        the states where data flows. Except when no rule looks at connection
+        state: then no later packet of a UDP or ICMP flow can be judged
+        differently until the rules change, so the flow is leased from its
+        first packet (a one-way stream rides the fast path too).
+        """
+        stateless = conn.tcp is None and not self._stateful
+        if not stateless and (tracking.state is not ConnState.ESTABLISHED or not conn.replied):
             return None
         if conn.tcp is not None and conn.tcp not in LEASABLE_TCP_STATES:
             return None
@@ -736,6 +746,7 @@ class Firewall(Function):
         octets.append(self._bytes[-1])
         self._rules = config.rules
         self._matchers = [_Matcher(rule, config.reject_with) for rule in config.rules]
+        self._stateful = any(rule.state for rule in config.rules)
         self._packets, self._bytes = packets, octets
 
     # -- status --------------------------------------------------------------
