@@ -198,13 +198,15 @@ def test_the_drain_timeout_cuts_what_is_left() -> None:
     lb = make_lb(drain_timeout=30.0)
     lb.on_timer(0.0)
     ports = spread(lb, range(40000, 40060))
-    run(lb, FRONTEND, data(ports[B2][0]), 10.0)  # the load balancer's clock is at 10
     kept = lease(lb, ports[B1][0])
     drain(lb, B1, drain_timeout=30.0)
-    assert lb.next_deadline() == 40.0
-    lb.on_timer(39.0)
+    # A reconfiguration has no clock: the drain starts at the timer run next, at once.
+    assert lb.next_deadline() == 0.0
+    lb.on_timer(1000.0)
+    assert lb.next_deadline() == 1030.0
+    lb.on_timer(1029.0)
     assert kept.valid
-    lb.on_timer(40.0)
+    lb.on_timer(1030.0)
     assert not kept.valid
     assert all(lb.connection(CLIENT, p, VIP, 80) is None for p in ports[B1])
     assert all(lb.connection(CLIENT, p, VIP, 80) is not None for p in ports[B2])
@@ -225,6 +227,7 @@ def test_a_removed_backend_drains_its_connections_on_the_slow_path() -> None:
     lb.reconfigure(without_b3(lb))
     for port, given in leases.items():
         assert given.valid == (port not in ports[B3])  # only the removed backend's
+    lb.on_timer(1.0)  # the drain starts
     result, packet = run(lb, FRONTEND, data(ports[B3][0]), 1.0)
     assert result.verdict is Verdict.FORWARD and result.lease is None
     assert Ether(packet.ethernet)[IP].dst == B3
@@ -232,7 +235,9 @@ def test_a_removed_backend_drains_its_connections_on_the_slow_path() -> None:
     assert rows[B3]["state"] == "removed" and rows[B3]["connections"] == len(ports[B3])
     new = {forwarded(lb, FRONTEND, from_client(p, "S"), 1.0)[IP].dst for p in range(50000, 50100)}
     assert new == {B1, B2}
-    lb.on_timer(30.0)  # the drain timeout, counted from the removal
+    lb.on_timer(30.0)
+    assert lb.connection(CLIENT, ports[B3][0], VIP, 80) is not None
+    lb.on_timer(31.0)  # the drain timeout, counted from the removal
     assert lb.connection(CLIENT, ports[B3][0], VIP, 80) is None
     assert {b["ip"] for b in lb.status()["services"][0]["backends"]} == {B1, B2}
 

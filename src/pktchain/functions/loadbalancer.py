@@ -192,6 +192,7 @@ _BROADCAST_MAC = b"\xff" * 6
 _ZERO_MAC = bytes(6)
 _ZERO_IP = bytes(4)
 _INF = float("inf")
+_UNSTAMPED = -_INF  # a drain started by a reconfiguration: the next timer stamps it
 _TCP = int(IpProto.TCP)
 _UDP = int(IpProto.UDP)
 _ICMP = int(IpProto.ICMP)
@@ -230,6 +231,7 @@ class BackendRuntime:
         self.target: Target | None = None
         self.connections: set[Connection] = set()
         self.drain_since: float | None = None
+        """When it started draining; ``_UNSTAMPED`` until the next timer reads the clock."""
         self.removed = False
         """Gone from the configuration; kept while its connections drain."""
 
@@ -836,6 +838,9 @@ class LoadBalancer(Function):
         for service in self._services.values():
             for backend in list(service.backends.values()):  # removed ones may go
                 since = backend.drain_since
+                if since == _UNSTAMPED:
+                    # Marked by a reconfiguration, which has no `now` of its own.
+                    backend.drain_since = since = now
                 if since is not None and backend.connections and since + limit <= now:
                     for conn in list(backend.connections):
                         self._end(conn, "connections-cut")
@@ -890,7 +895,6 @@ class LoadBalancer(Function):
         if errors:
             raise ConfigError(errors, subject=f"{self.KIND} configuration")
         before = self._applied
-        now = self._now
         frontend_mac = mac_bytes(config.frontend_mac)
         backend_mac = mac_bytes(config.backend_mac)
         source_ip = config.source_ip.packed
@@ -918,7 +922,7 @@ class LoadBalancer(Function):
         neighbors.retries = config.arp_retries
         neighbors.queue_limit = config.arp_queue_limit
         old_vips = self._vips
-        self._apply_services(config, now)
+        self._apply_services(config)
         self._vips = frozenset(s.vip.packed for s in config.services)
         self._apply_static_macs(config)
         self._apply_targets(config.health)
@@ -939,7 +943,7 @@ class LoadBalancer(Function):
             self._announce.append(self._announcement(BACKEND, source_ip))
         self._applied = config
 
-    def _apply_services(self, config: LoadBalancerConfig, now: float) -> None:
+    def _apply_services(self, config: LoadBalancerConfig) -> None:
         """Services and backends added, changed, removed.
 
         A removed service's connections are cut (its VIP may be gone); a removed
@@ -967,7 +971,7 @@ class LoadBalancer(Function):
                     gone.removed = True
                     gone.target = None
                     if gone.drain_since is None:
-                        gone.drain_since = now
+                        gone.drain_since = _UNSTAMPED
                     for conn in gone.connections:
                         self._revoke(conn)  # its treatment is no longer configured
             for name, backend_spec in backends.items():
@@ -981,7 +985,7 @@ class LoadBalancer(Function):
                         backend.drain_since = None
                 backend.config = backend_spec
                 if backend_spec.draining and backend.drain_since is None:
-                    backend.drain_since = now
+                    backend.drain_since = _UNSTAMPED
                 elif not backend_spec.draining:
                     backend.drain_since = None
 
@@ -1127,7 +1131,7 @@ class LoadBalancer(Function):
             "mac": format_mac(mac) if mac is not None else None,
             "connections": len(backend.connections),
             "slots": service.slots.get(backend.name, 0),
-            "drain_since": backend.drain_since,
+            "drain_since": None if backend.drain_since == _UNSTAMPED else backend.drain_since,
             "health": health,
         }
 
