@@ -7,6 +7,7 @@ for the node process), as a user's own would be.
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -235,3 +236,44 @@ def test_chains_chosen_by_http_host(
     after_a = calls()
     assert after_a["f1"] > 0 and after_a["f2"] == after_b["f2"], after_a
     assert node.status()["steering"]["stats"]["l7_pending"] >= 3  # each handshake went as it was
+
+
+def test_a_mirror_interface_written_to_a_pcap_file_opens_in_tcpdump(
+    node_lab: NodeLab, tmp_path: Path
+) -> None:
+    capture = tmp_path / "mirror.pcap"
+    path = tmp_path / "functions.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"functions": [{"name": "m", "kind": "mirror", "pcap": {"mirror": str(capture)}}]}
+        )
+    )
+    lab, node = node_lab(node_hosts("client", "server"), args=("--functions", str(path)))
+    api = ChainingClient(node.control)
+    pid = api.port_id
+    pair = api.create("port_pairs", name="pm", ingress=pid("m:ingress"), egress=pid("m:egress"))
+    group = api.create("port_pair_groups", name="gm", port_pairs=[pair["id"]])
+    classifier = api.create(
+        "flow_classifiers",
+        name="icmp",
+        protocol="icmp",
+        logical_source_port=pid("client:eth0"),
+        logical_destination_port=pid("server:eth0"),
+    )
+    api.create(
+        "port_chains",
+        name="mirrored",
+        port_pair_groups=[group["id"]],
+        flow_classifiers=[classifier["id"]],
+        chain_parameters={"symmetric": True},
+    )
+    assert lab.host("client").run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.2"]).ok
+    (mirror,) = node.functions()
+    assert mirror["pcap"]["mirror"]["frames"] == 6  # three requests, three replies
+    listing = subprocess.run(
+        ["tcpdump", "-n", "-r", str(capture)], capture_output=True, text=True, check=True
+    )
+    lines = listing.stdout.splitlines()
+    assert sum("ICMP echo request" in line for line in lines) == 3, listing.stdout
+    assert sum("ICMP echo reply" in line for line in lines) == 3, listing.stdout
+    assert all("10.0.0.1" in line and "10.0.0.2" in line for line in lines)

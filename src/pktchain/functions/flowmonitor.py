@@ -316,6 +316,10 @@ class FlowMonitor(Function):
             self._schedule(canonical, flow)  # not due yet: the fast path carried it on
         return []
 
+    def stop(self, now: float) -> None:
+        """Export every flow still open (forced end), as at shutdown."""
+        self.end_all()
+
     def end_all(self) -> int:
         """Export every flow in the table as forced to end (flowEndReason 4); how many."""
         flows, self._flows = self._flows, {}

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import importlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
@@ -54,6 +54,7 @@ __all__ = [
     "ConfigError",
     "FieldError",
     "FlowLease",
+    "FlowLeases",
     "Function",
     "FunctionLoadError",
     "NoConfig",
@@ -124,6 +125,45 @@ class FlowLease:
             self._hooks.append(hook)
         else:
             hook()
+
+
+class FlowLeases:
+    """One lease per flow, made on first use and reused while valid; bounded.
+
+    The table a function keeps so that every packet of a flow is forwarded
+    with the same lease (a flow earns its fast-path entry with its second
+    packet under one lease). When full, the oldest lease is revoked to make
+    room.
+    """
+
+    def __init__(self, limit: int = 65536) -> None:
+        self.limit = limit
+        self._leases: dict[object, FlowLease] = {}
+
+    def lease(self, key: object) -> FlowLease:
+        lease = self._leases.get(key)
+        if lease is None or not lease.valid:
+            if len(self._leases) >= self.limit:
+                oldest = next(iter(self._leases))
+                self._leases.pop(oldest).revoke()
+            lease = self._leases[key] = FlowLease()
+        return lease
+
+    def revoke(self, key: object) -> None:
+        lease = self._leases.pop(key, None)
+        if lease is not None:
+            lease.revoke()
+
+    def revoke_all(self) -> None:
+        leases, self._leases = self._leases, {}
+        for lease in leases.values():
+            lease.revoke()
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def __iter__(self) -> Iterator[FlowLease]:
+        return iter(list(self._leases.values()))
 
 
 class Packet:
@@ -313,6 +353,9 @@ class Function:
     def __init__(self, config: Any = None) -> None:
         self.config = self.Config() if config is None else config
         self.counters: Counter[str] = Counter(dict.fromkeys(self.COUNTERS, 0))
+        self.clock_offset = 0.0
+        """Seconds to add to ``now`` for wall-clock (Unix) time, set by the driver:
+        ``now`` is a monotonic clock; records that leave the process want dates."""
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any] | None = None) -> Function:
@@ -339,6 +382,9 @@ class Function:
     def on_timer(self, now: float) -> list[tuple[str, bytes]]:
         """Timers due at `now`; returns frames to emit (interface, Ethernet frame)."""
         return []
+
+    def stop(self, now: float) -> None:
+        """The driver is stopping: end what is open (e.g. export flows in progress)."""
 
     def take_records(self) -> list[dict[str, Any]]:
         """Records the function exports (e.g. ended flows), handed over once each;

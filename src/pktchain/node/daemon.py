@@ -192,11 +192,18 @@ class Node:
     def start_function(self, spec: FunctionSpec) -> FunctionHost:
         """Build a function from its spec and plug it in (its ports join their networks)."""
         function = spec.build()
+        # Functions see a monotonic `now`; records they export carry dates.
+        function.clock_offset = time.time() - self.loop.now
         interfaces = [
             (iface, spec.mac(iface, self.config.name), spec.networks[iface])
             for iface in function.INTERFACES
+            if iface not in spec.pcap
         ]
         host = self.add_function(spec.name, SdkDriver(function), interfaces)
+        from pktchain.node.functions import PcapSink
+
+        for iface, path in spec.pcap.items():
+            host.sinks[iface] = PcapSink(path)
         if spec.export is not None:
             self._exports[spec.name] = (function, spec.export)
         log.info("function %s (%s): %d interfaces", spec.name, function.kind(), len(interfaces))
@@ -246,9 +253,12 @@ class Node:
             raise ValueError(f"function {name} is used by port pairs {', '.join(users)}")
         for port in list(host.ports.values()):
             self.detach(port)
+        host.driver.function.stop(self.loop.now)
+        host.close()
         timer = self._function_timers.pop(name, None)
         if timer is not None:
             timer[1].cancel()
+        self.export_records()
         self._exports.pop(name, None)
         del self.functions[name]
         log.info("function %s removed", name)
@@ -341,6 +351,10 @@ class Node:
             self.detach(port)
         if self.store is not None:
             self.store.close()
+        for host in self.functions.values():
+            if isinstance(host.driver, SdkDriver):
+                host.driver.function.stop(self.loop.now)
+            host.close()
         if self._exports:
             self.export_records()
         self.loop.close()

@@ -32,7 +32,7 @@ from pktchain.lab.errors import TopologyError, TopologyIssue
 from pktchain.lab.topology import _compose, _item_line, _key_line, _line
 from pktchain.node.switch import DEFAULT_NETWORK
 
-FUNCTION_KEYS = ("name", "kind", "network", "config", "export")
+FUNCTION_KEYS = ("name", "kind", "network", "config", "export", "pcap")
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
 
 
@@ -46,6 +46,8 @@ class FunctionSpec:
     networks: Mapping[str, str] = field(default_factory=dict)
     """Interface → node network."""
     export: Path | None = None
+    pcap: Mapping[str, Path] = field(default_factory=dict)
+    """Interfaces written to pcap files instead of joining a network."""
 
     def build(self) -> Function:
         return function_class(self.kind).from_config(self.config)
@@ -141,14 +143,19 @@ def parse_functions(text: str, *, source: str = "<functions>") -> tuple[Function
         if isinstance(networks, str):
             error(f"{where}.network", _key_line(item, "network"), networks)
             continue
+        pcap = _pcap(item.get("pcap"), cls.INTERFACES)
+        if isinstance(pcap, str):
+            error(f"{where}.pcap", _key_line(item, "pcap"), pcap)
+            continue
         export = item.get("export")
         specs.append(
             FunctionSpec(
                 name,
                 kind,
                 dict(typed_config),
-                networks,
+                {iface: net for iface, net in networks.items() if iface not in pcap},
                 Path(str(export)) if export else None,
+                pcap,
             )
         )
     if errors:
@@ -192,11 +199,32 @@ def spec_from_mapping(data: Mapping[str, Any]) -> FunctionSpec:
     export = data.get("export")
     if export is not None and not isinstance(export, str):
         errors.append(FieldError("export", "expected a file path"))
-    if errors or cls is None or isinstance(networks, str):
+    pcap: dict[str, Path] | str = {}
+    if cls is not None:
+        pcap = _pcap(data.get("pcap"), cls.INTERFACES)
+        if isinstance(pcap, str):
+            errors.append(FieldError("pcap", pcap))
+    if errors or cls is None or isinstance(networks, str) or isinstance(pcap, str):
         raise ConfigError(errors, subject="function")
     return FunctionSpec(
-        str(name), str(kind), dict(config), networks, Path(export) if export else None
+        str(name),
+        str(kind),
+        dict(config),
+        {iface: net for iface, net in networks.items() if iface not in pcap},
+        Path(export) if export else None,
+        pcap,
     )
+
+
+def _pcap(value: Any, interfaces: Sequence[str]) -> dict[str, Path] | str:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        return "expected a mapping of interface to pcap file"
+    unknown = sorted(set(map(str, value)) - set(interfaces))
+    if unknown:
+        return f"no interface {', '.join(unknown)} (it has {', '.join(interfaces)})"
+    return {str(iface): Path(str(path)) for iface, path in value.items()}
 
 
 def _networks(value: Any, interfaces: Sequence[str]) -> dict[str, str] | str:

@@ -20,16 +20,21 @@ A function that raises does not take the node down: the exception is counted
 
 from __future__ import annotations
 
+import errno
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pktchain.functions.sdk import FlowLease, Function, Packet, Verdict, frames_out
 from pktchain.node.ports import Port, PortKind
+from pktchain.node.tun import VNET_HDR_LEN
 from pktchain.packet.address import Buffer
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pktchain.functions.nat_table import Session
     from pktchain.functions.router import CacheHint, FlowTuple, Router
     from pktchain.node.datapath import Datapath
@@ -248,6 +253,35 @@ class FunctionPort(Port):
         self.inbox.clear()
 
 
+class PcapSink:
+    """A function interface that is a pcap file rather than a port (e.g. a mirror's copies).
+
+    Frames are written as they come (virtio-net header left out), each record
+    flushed so that ``tcpdump -r`` sees it at once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from pktchain.pipe.formats import PcapEncoder, TimePrecision
+
+        self.path = path
+        self._encoder = PcapEncoder(precision=TimePrecision.NANO)
+        self._file = path.open("wb")
+        self._file.write(self._encoder.header())
+        self._file.flush()
+        self.frames = 0
+
+    def write(self, frame: bytes) -> None:
+        from pktchain.pipe.formats import Frame
+
+        record = self._encoder.encode(Frame(frame[VNET_HDR_LEN:]), time.time_ns())
+        self._file.write(record)
+        self._file.flush()
+        self.frames += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class FunctionHost:
     """Runs one native function: feeds it, sends what it answers, keeps its timer."""
 
@@ -259,6 +293,8 @@ class FunctionHost:
         self.datapath = datapath
         self.clock = clock
         self.ports: dict[str, FunctionPort] = {}
+        self.sinks: dict[str, PcapSink] = {}
+        """Interfaces written to pcap files instead of joining a network."""
         self.errors: Counter[str] = Counter()
 
     def add_port(self, iface: str, mac: str) -> FunctionPort:
@@ -286,7 +322,7 @@ class FunctionHost:
         for iface, out in outputs:
             out_port = self.ports.get(iface)
             if out_port is None:
-                self.errors["unknown-interface"] += 1
+                self._sink(iface, out)
                 continue
             datapath.inject(out_port, out)
 
@@ -321,6 +357,9 @@ class FunctionHost:
         return {
             "name": self.name,
             "ports": {iface: port.name for iface, port in self.ports.items()},
+            "pcap": {
+                iface: {"path": str(s.path), "frames": s.frames} for iface, s in self.sinks.items()
+            },
             "errors": dict(self.errors),
             **status,
         }
@@ -329,9 +368,23 @@ class FunctionHost:
         for iface, frame in outputs:
             port = self.ports.get(iface)
             if port is None:
-                self.errors["unknown-interface"] += 1
+                self._sink(iface, frame)
                 continue
             port.inbox.append(frame)
+
+    def _sink(self, iface: str, frame: bytes) -> None:
+        sink = self.sinks.get(iface)
+        if sink is None:
+            self.errors["unknown-interface"] += 1
+            return
+        try:
+            sink.write(frame)
+        except OSError as exc:
+            self.errors["pcap-" + (errno.errorcode.get(exc.errno or 0, "error")).lower()] += 1
+
+    def close(self) -> None:
+        for sink in self.sinks.values():
+            sink.close()
 
     def _failed(self, port: FunctionPort | None, exc: Exception) -> None:
         kind = type(exc).__name__
