@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 
 from pktchain.functions.schema import check
-from pktchain.functions.sdk import FlowLease, Function, Packet, Result, drop, forward
+from pktchain.functions.sdk import FlowLeases, Function, Packet, Result, drop, forward
 
 
 @dataclass(frozen=True)
@@ -17,14 +17,12 @@ class PortFilter(Function):
 
     def __init__(self, config: PortFilterConfig | None = None) -> None:
         super().__init__(config)
-        self.leases: dict[object, FlowLease] = {}  # one per flow, kept: see README.md
+        self.leases = FlowLeases(limit=65536)  # one lease per flow, bounded: see README.md
 
     def process(self, packet: Packet, now: float) -> Result:
         blocked = packet.proto in (6, 17) and packet.dport == self.config.port  # TCP, UDP
         if packet.ok and not blocked:
-            if len(self.leases) >= 65536:  # bounded; a forgotten flow gets a new lease
-                self.leases.clear()
-            return forward(lease=self.leases.setdefault((packet.iface, packet.key), FlowLease()))
+            return forward(lease=self.leases.lease((packet.iface, packet.key)))
         reason = "malformed" if not packet.ok else "blocked-port"
         self.counters[reason] += 1
         return drop(reason)
