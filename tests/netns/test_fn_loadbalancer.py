@@ -7,7 +7,8 @@ network ``back`` on ``backend``) and one-arm (everything in one network, both
 interfaces on it). The load balancer answers ARP for the VIP and for its
 ``source_ip``, resolves the backends by ARP, and checks them with TCP SYNs it
 sends itself; a backend whose server is stopped is taken out of the table by
-those checks, after which every request succeeds on the others.
+those checks, after which every request succeeds on the others. A backend
+drained through the REST API (a live reconfiguration) takes no new requests.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fn_lab import NO_IPV6, NodeLab, function_status
 from nat_lab import NO_LOOKUP_SERVER
 
@@ -74,16 +76,10 @@ def load_balancer(one_arm: bool) -> dict[str, Any]:
 def start(
     node_lab: NodeLab, tmp_path: Path, one_arm: bool
 ) -> tuple[Lab, NodeProcess, dict[str, subprocess.Popen[bytes]]]:
-    """The lab, its node running lb1, and each backend's web server (serving its name).
-
-    lb1 is created through the node's REST API, whose JSON keeps the numbers
-    of the configuration numbers.
-    """
-    lab, node = node_lab(topology(one_arm), args=("--api", "127.0.0.1:0"))
-    code, body = rest(
-        node, "POST", "/v2.0/pktchain/functions", {"function": load_balancer(one_arm)}
-    )
-    assert code == 201, body
+    """The lab, its node running lb1 (from a functions file), and each backend's web server."""
+    path = tmp_path / "functions.yaml"
+    path.write_text(yaml.safe_dump({"functions": [load_balancer(one_arm)]}, sort_keys=False))
+    lab, node = node_lab(topology(one_arm), args=("--functions", str(path), "--api", "127.0.0.1:0"))
     servers = {}
     for name, address in (ONE_ARM if one_arm else BACKENDS).items():
         root = tmp_path / name
@@ -167,3 +163,16 @@ def test_curl_spreads_over_the_backends_and_survives_one_dying(
     rows = backends_of(node)
     assert rows[victim]["health"]["last_result"] == "refused"
     assert function_status(node, "lb1")["services"][0]["backends_in_table"] == 2
+
+
+def test_draining_a_backend_live_sends_new_connections_elsewhere(
+    node_lab: NodeLab, tmp_path: Path
+) -> None:
+    lab, node, _ = start(node_lab, tmp_path, one_arm=False)
+    config = load_balancer(one_arm=False)["config"]
+    config["services"][0]["backends"][0]["draining"] = True  # b1
+    code, body = rest(node, "PUT", "/v2.0/pktchain/functions/lb1", {"function": {"config": config}})
+    assert code == 200, body
+    assert backends_of(node)[BACKENDS["b1"]]["state"] == "draining"
+    answers = fetch(lab, 20)
+    assert set(answers) == {"b2", "b3"}, answers
