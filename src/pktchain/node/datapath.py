@@ -231,9 +231,12 @@ class Datapath:
                     counters.bytes += payload_size
                 if fused.src_entry is not None:
                     fused.src_entry.seen = now
-                fused.out.transmit_parts(
-                    (apply_fused(fused, frame, info), memoryview(frame)[info.payload :]), size
-                )
+                if fused.identity:
+                    fused.out.transmit(frame)
+                else:
+                    fused.out.transmit_parts(
+                        (apply_fused(fused, frame, info), memoryview(frame)[info.payload :]), size
+                    )
                 self.fast_hits += 1
                 return
 

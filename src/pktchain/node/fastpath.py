@@ -112,6 +112,7 @@ class FusedEntry:
         "dst_mac",
         "flows",
         "hops",
+        "identity",
         "ip_delta",
         "l4_csum_at",
         "l4_delta",
@@ -136,6 +137,8 @@ class FusedEntry:
         """The destination MAC of the packets this entry is for."""
         self.macs = macs
         """New destination and source MAC (12 bytes)."""
+        self.identity = False
+        """Nothing to rewrite (a chain of bumps in the wire): send the frame as it came."""
         self.ttl = 0
         self.ttl_at = 0
         self.addrs: bytes | None = None
@@ -267,6 +270,7 @@ def fuse(
     rebuilt = bytes(apply_fused(entry, first, info)) + first[info.payload :]
     if rebuilt != final:
         return "rewrite-not-fusable"
+    entry.identity = final == first
     return entry
 
 

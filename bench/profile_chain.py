@@ -1,0 +1,123 @@
+"""Where the node spends its time while a flood crosses a chain of native functions.
+
+Builds the lab of bench/chain_fastpath.py, steers a 64-byte UDP flood through
+a chain of `--length` functions, and samples the node with py-spy meanwhile;
+prints the functions with the most samples (own time, and with callees).
+
+    .venv/bin/python bench/profile_chain.py [--length 3] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from chain_fastpath import DEFAULT_CONFIGS, DEFAULT_KINDS, functions_file, topology, use_chain
+from pktchain.lab import Lab
+from pktchain.node.client import ChainingClient
+from pktchain.node.process import NodeProcess
+from switch_vs_bridge import mac_of
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--length", type=int, default=3, choices=(1, 3, 5))
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    os.environ["PYTHONPATH"] = str(HERE)
+    name = f"bench-{secrets.token_hex(3)}"
+    with tempfile.TemporaryDirectory(prefix="pktchain-bench-") as tmp:
+        topo = Path(tmp) / "topology.yaml"
+        topo.write_text(yaml.safe_dump(topology(name), sort_keys=False))
+        functions = Path(tmp) / "functions.yaml"
+        functions.write_text(
+            yaml.safe_dump(functions_file(list(DEFAULT_KINDS), DEFAULT_CONFIGS), sort_keys=False)
+        )
+        raw = Path(tmp) / "samples.txt"
+        with (
+            Lab.up(topo) as lab,
+            NodeProcess(
+                name,
+                topology=topo,
+                log_path=Path(tmp) / "node.log",
+                args=("--functions", str(functions)),
+            ) as node,
+        ):
+            lab.host("p1").run(["ping", "-c", "2", "-W", "2", "10.72.3.2"], check=True)
+            use_chain(ChainingClient(node.control), args.length)
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(node.pid),
+                    "--duration",
+                    str(int(args.seconds)),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw),
+                    "--rate",
+                    "500",
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            flood = [
+                sys.executable,
+                str(HERE / "udpflood.py"),
+                "--netns",
+                lab.host("p1").netns,
+                "--ifname",
+                "eth0",
+                "--dst-mac",
+                mac_of(lab.host("p2")),
+                "--src-ip",
+                "10.72.3.1",
+                "--dst-ip",
+                "10.72.3.2",
+                "--seconds",
+                str(args.seconds + 1),
+            ]
+            subprocess.run(flood, check=True, capture_output=True, timeout=args.seconds + 30)
+            spy.wait(timeout=args.seconds + 30)
+        own: collections.Counter[str] = collections.Counter()
+        total: collections.Counter[str] = collections.Counter()
+        samples = 0
+        for line in raw.read_text().splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            count = int(count_text)
+            # "function file.py:line": own time per line, time with callees per function.
+            frames = [
+                f.split(" (")[0] + " " + f.split("/")[-1].rstrip(")") for f in stack.split(";")
+            ]
+            called = {frame.split(":")[0] for frame in frames}
+            samples += count
+            own[frames[-1]] += count
+            for function in called:
+                total[function] += count
+    kinds = ", ".join(DEFAULT_KINDS[: args.length])
+    print(f"{samples} samples of the node, chain of {args.length} ({kinds})")
+    print("own time:")
+    for frame, count in own.most_common(args.top):
+        print(f"  {100 * count / samples:5.1f}%  {frame}")
+    print("with callees:")
+    for frame, count in total.most_common(args.top):
+        print(f"  {100 * count / samples:5.1f}%  {frame}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
