@@ -158,6 +158,14 @@ def send_ip(host: LabHost, packet: Packet) -> None:
         raw.sendto(bytes(packet), (packet[IP].dst, 0))
 
 
+def send_ips(host: LabHost, packets: list[Packet]) -> None:
+    """Send crafted IPv4 packets (fragments, say) from `host`, in the order given."""
+    raw = host.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    with raw:
+        for packet in packets:
+            raw.sendto(bytes(packet), (packet[IP].dst, 0))
+
+
 def udp_socket(host: LabHost, port: int) -> socket.socket:
     """A UDP socket of `host` bound to its address and `port` (the caller closes it)."""
     sock = host.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -47,6 +47,7 @@ from nat_lab import (
     quoting,
     receive,
     send_ip,
+    send_ips,
     serve,
     tcp_connect,
     tcp_listener,
@@ -54,7 +55,7 @@ from nat_lab import (
     udp_socket,
     udp_to,
 )
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, IPOption_NOP
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, IPOption_NOP, fragment
 from scapy.utils import checksum
 
 from pktchain.lab import Lab, wait_until
@@ -65,16 +66,20 @@ MakeLab = Callable[..., RouterLab]
 
 @pytest.fixture
 def nat_lab(router_node: Callable[..., tuple[Lab, NodeProcess]]) -> MakeLab:
-    """``net = nat_lab(outside_mtu=None, **nat_settings)``: the four hosts and a
-    router whose NAT has the given settings (names of `NatConfig` fields, as in a
-    router file) and whose outside interface has the given MTU."""
+    """``net = nat_lab(outside_mtu=None, router=None, **nat_settings)``: the four
+    hosts and a router whose NAT has the given settings (names of `NatConfig`
+    fields, as in a router file), whose outside interface has the given MTU, and
+    with the `RouterConfig` settings of `router` (a mapping, as in a router file)."""
 
-    def make(*, outside_mtu: int | None = None, **nat: Any) -> RouterLab:
-        router = copy.deepcopy(ROUTER)
-        router["nat"] = nat
+    def make(
+        *, outside_mtu: int | None = None, router: dict[str, Any] | None = None, **nat: Any
+    ) -> RouterLab:
+        spec = copy.deepcopy(ROUTER)
+        spec["nat"] = nat
+        spec.update(router or {})
         if outside_mtu is not None:
-            router["interfaces"]["outside"]["mtu"] = outside_mtu
-        lab, node = router_node(NAT_TOPOLOGY, router)
+            spec["interfaces"]["outside"]["mtu"] = outside_mtu
+        lab, node = router_node(NAT_TOPOLOGY, spec)
         # The outside host answers host unreachable for these, as a router would.
         lab.host("outside").run(["ip", "route", "add", "unreachable", "192.0.2.0/25"], check=True)
         return RouterLab(lab, node)
@@ -272,6 +277,54 @@ def test_rfc4787_req13_fragmenting_and_fragmentation_needed(nat_lab: MakeLab) ->
     assert needed[IP].src == ROUTER_IN and needed[ICMP].nexthopmtu == 1280
     assert quoting(needed) == (INSIDE, 40080, OUTSIDE, 7001) and checksums_ok(needed)
     assert not outside_wire.received(udp_to(7001))
+
+
+FRAGMENTED = bytes(range(256)) * 12  # 3072 bytes: four fragments of 1000
+
+
+def test_rfc4787_req14_fragments_in_and_out_of_order(nat_lab: MakeLab) -> None:
+    net = nat_lab(router={"fragment_timeout": 2})
+    # In order, both ways: the hosts' kernels fragment a 3000-byte ping at MTU
+    # 1500; the reply comes back in fragments through the NAT too.
+    ping = net.inside.run(["ping", "-c", "1", "-W", "3", "-s", "3000", OUTSIDE], timeout=10)
+    assert ping.ok, ping.stdout
+    outside_wire = Wire(net.outside)
+    with udp_socket(net.outside, 7000) as peer, udp_socket(net.inside, 40140) as sock:
+        # Out of order, outbound: the last fragment first. The outside kernel
+        # reassembles and checks the UDP checksum the NAT updated in the first.
+        datagram = IP(src=INSIDE, dst=OUTSIDE, id=0x1414) / UDP(sport=40140, dport=7000)
+        send_ips(net.inside, fragment(datagram / FRAGMENTED, fragsize=1000)[::-1])
+        assert receive(peer) == (FRAGMENTED, (ROUTER_OUT, 40140))
+        # Out of order, inbound, to the mapped port.
+        answer = IP(src=OUTSIDE, dst=ROUTER_OUT, id=0x1415) / UDP(sport=7000, dport=40140)
+        send_ips(net.outside, fragment(answer / FRAGMENTED, fragsize=1000)[::-1])
+        assert receive(sock) == (FRAGMENTED, (OUTSIDE, 7000))
+    sent = outside_wire.received(lambda p: p[IP].src == ROUTER_OUT and p[IP].proto == 17)
+    assert len(sent) == 4 and sent[0].frag == 0  # the first, then those that waited for it
+    counters = net.counters()
+    assert counters["fragments-held"] >= 6 and counters["fragments-released"] >= 6
+    # REQ-14a: fragments whose first never comes cost bounded memory (1024
+    # datagrams by default: the oldest are evicted) and go after fragment_timeout.
+    flood = [
+        IP(src=INSIDE, dst=OUTSIDE, id=n, frag=100, proto=17) / (b"f" * 64) for n in range(1500)
+    ]
+    send_ips(net.inside, flood)
+    wait_until(
+        lambda: net.counters().get("drop-fragment-evicted", 0) >= 1500 - 1024,
+        timeout=10,
+        what="the oldest held fragments evicted",
+    )
+    with udp_socket(net.outside, 7001) as peer:
+        datagram = IP(src=INSIDE, dst=OUTSIDE, id=0x1416) / UDP(sport=40140, dport=7001)
+        send_ips(net.inside, fragment(datagram / FRAGMENTED, fragsize=1000)[::-1])
+        assert receive(peer) == (FRAGMENTED, (ROUTER_OUT, 40140))
+
+    def all_discarded() -> bool:
+        counters = net.counters()
+        discarded = counters.get("drop-fragment-evicted", 0)
+        return discarded + counters.get("drop-fragment-timeout", 0) == 1500
+
+    wait_until(all_discarded, timeout=10, what="the flood discarded after fragment_timeout")
 
 
 # -- RFC 5382: TCP -------------------------------------------------------------
@@ -794,3 +847,48 @@ def test_rfc7857_s12_hairpinned_echo_is_for_the_nat_itself(net: RouterLab) -> No
     reply = wire.wait_for(lambda p: ICMP in p and p[ICMP].type == 0 and p[ICMP].id == 0x7857)
     assert reply[IP].src == ROUTER_OUT and checksums_ok(reply)
     assert not wire2.received(icmp(8))
+
+
+def test_rfc7857_s10_ip_id_unique_after_translation(net: RouterLab) -> None:
+    hosts = ((net.inside, INSIDE, b"A"), (net.inside2, INSIDE2, b"B"))
+    wire = Wire(net.outside)
+    with udp_socket(net.outside, 7000) as peer:
+        # Two inside hosts, one ID, one destination: the datagrams would be one
+        # to the outside host's reassembly after source translation. Sent with
+        # their fragments interleaved, both arrive whole.
+        pieces = [
+            fragment(
+                IP(src=address, dst=OUTSIDE, id=0x4242)
+                / UDP(sport=40150, dport=7000)
+                / (tag * 3000),
+                fragsize=1000,
+            )
+            for _, address, tag in hosts
+        ]
+        for first, second in zip(*pieces, strict=True):
+            send_ip(net.inside, first)
+            send_ip(net.inside2, second)
+        got = {receive(peer)[0] for _ in hosts}
+        assert got == {b"A" * 3000, b"B" * 3000}
+        # Whole datagrams with DF clear are non-atomic too; with DF set they are
+        # atomic and keep their ID (RFC 6864 §4).
+        for host, address, _ in hosts:
+            for flags, ident in ((0, 0x4343), ("DF", 0x4444)):
+                datagram = IP(src=address, dst=OUTSIDE, id=ident, flags=flags)
+                send_ip(host, datagram / UDP(sport=40151, dport=7000) / b"whole")
+        for _ in range(4):
+            assert receive(peer)[0] == b"whole"
+    arrived = wire.received(lambda p: p[IP].src == ROUTER_OUT and p[IP].proto == 17)
+    fragmented = [p for p in arrived if p.flags.MF or p.frag]
+    by_id: dict[int, int] = {}
+    for piece in fragmented:
+        by_id[piece.id] = by_id.get(piece.id, 0) + 1
+    assert sorted(by_id.values()) == [4, 4]  # two IDs, one per datagram
+    loose = [
+        p.id
+        for p in arrived
+        if UDP in p and p[UDP].sport != 0 and not p.flags.DF and not p.flags.MF and not p.frag
+    ]
+    assert len(loose) == 2 and loose[0] != loose[1]
+    assert [p.id for p in arrived if p.flags.DF] == [0x4444, 0x4444]
+    assert net.counters()["ip-id-rewritten"] >= 4

@@ -513,7 +513,9 @@ def test_cache_hints_for_established_flows_only() -> None:
     router.receive(
         "wan", from_wan(IP(src=REMOTE, dst=WAN_IP) / TCP(sport=80, dport=40000, flags="SA")), 0.1
     )
-    ack = from_h1(IP(src=H1, dst=REMOTE) / TCP(sport=40000, dport=80, flags="A"))
+    # DF set, as TCP stacks send it: a translated datagram with DF clear gets a
+    # fresh IPv4 ID each time (RFC 7857 §10) and so is never hinted.
+    ack = from_h1(IP(src=H1, dst=REMOTE, flags="DF") / TCP(sport=40000, dport=80, flags="A"))
     hint = router.process("lan0", ack, 0.2).hint
     assert hint is not None and hint.out_iface == "wan" and hint.rewrite is not None
     assert hint.dst_mac == bytes.fromhex(GW_MAC.replace(":", ""))

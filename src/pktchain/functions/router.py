@@ -23,6 +23,10 @@ a clock or opens a socket. What it does:
 * NAPT on the external interface through :class:`~pktchain.functions.nat.Nat`
   (RFC 4787/5382/5508/7857), hairpinning included, and port forwarding: admin
   rules and one automatic forwarding port per tracked host, as in the seed;
+  fragmented datagrams are translated fragment by fragment, in or out of
+  order (RFC 4787 REQ-14), and non-atomic datagrams leaving with the external
+  address get a fresh IPv4 ID (RFC 7857 §10) — both kept by
+  :mod:`~pktchain.functions.router_fragments`;
 * a fast-path hint (:class:`CacheHint`) for each forwarded packet whose later
   packets the node may forward without the router (see docs/router.md).
 
@@ -35,13 +39,20 @@ ValueError naming the wrong field.
 from __future__ import annotations
 
 import contextlib
+import random
 import struct
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address, ip_address
 
 from pktchain.functions.nat import Nat
-from pktchain.functions.nat_icmp import icmp_checksum_ok
+from pktchain.functions.nat_icmp import (
+    ERROR_TYPES,
+    Embedded,
+    icmp_checksum_ok,
+    parse_embedded,
+    refresh_icmp_checksum,
+)
 from pktchain.functions.nat_result import FlowRewrite, NatResult, Verdict
 from pktchain.functions.nat_table import MappingEntry, Session, SessionEntry
 from pktchain.functions.router_arp import (
@@ -66,6 +77,18 @@ from pktchain.functions.router_config import (
     nat_errors,
     overlap_errors,
 )
+from pktchain.functions.router_fragments import (
+    FRAGMENT_TRANSITIONS,
+    Datagram,
+    FragmentAction,
+    FragmentEvent,
+    FragmentKey,
+    FragmentStatus,
+    FragmentTable,
+    HoldOutcome,
+    IdGenerator,
+    IdMemory,
+)
 from pktchain.functions.router_icmp import (
     MAX_QUOTE,
     IcmpError,
@@ -76,11 +99,11 @@ from pktchain.functions.router_icmp import (
     unique_host_address,
 )
 from pktchain.packet.address import Buffer, format_ip, format_mac, mac_bytes
-from pktchain.packet.checksum import complete_partial_checksum
+from pktchain.packet.checksum import complete_partial_checksum, update16
 from pktchain.packet.headers import ETHERNET, IPV4, ArpOp, EtherType, IcmpType, IpProto, TcpFlag
 from pktchain.packet.layers import Arp, Ethernet, build
 from pktchain.packet.parse import FrameInfo, Malformed, parse_frame
-from pktchain.packet.rewrite import Side, decrement_ttl, set_mac
+from pktchain.packet.rewrite import Side, decrement_ttl, set_ip, set_mac
 from pktchain.packet.views import ArpView, Ipv4View
 from pktchain.packet.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr, parse_virtio_net_hdr
 
@@ -88,6 +111,7 @@ __all__ = [
     "ArpEntry",
     "CacheHint",
     "FlowTuple",
+    "FragmentStatus",
     "HostEntry",
     "HostState",
     "IcmpError",
@@ -134,6 +158,13 @@ class RouterDrop(StrEnum):
     LOCAL_DELIVERY = "local-delivery"  # TCP/UDP/other for the router: unreachable sent
     LOCAL_ICMP = "local-icmp"  # ICMP for the router other than echo: consumed
     LOCAL_FRAGMENT = "local-fragment"  # no reassembly of datagrams for the router
+    FRAGMENT_TIMEOUT = "fragment-timeout"  # held, its first fragment never came
+    FRAGMENT_QUEUE_FULL = "fragment-queue-full"  # fragment_queue_limit reached
+    FRAGMENT_MEMORY = "fragment-memory"  # fragment_held_bytes reached
+    FRAGMENT_EVICTED = "fragment-evicted"  # held by a datagram evicted from a full table
+    FRAGMENT_REFUSED = "fragment-refused"  # the NAT refused its datagram's first fragment
+    FRAGMENT_OVERLAP = "fragment-overlap"  # would overwrite the transport header (RFC 1858)
+    FRAGMENTED_ICMP_ERROR = "fragmented-icmp-error"  # its checksum covers what we cannot see
     ICMP_CHECKSUM = "icmp-checksum"  # RFC 1122 §3.2.2: bad ICMP silently discarded
     INTERFACE_REMOVED = "interface-removed"  # queued for an interface that went away
     INTERNAL_ERROR = "internal-error"  # a frame no check caught; should stay 0
@@ -229,6 +260,12 @@ _L4_ERRORS = frozenset(
     )
 )
 _INF = float("inf")
+# RFC 1858 §3.2: a later fragment starting inside the transport header would
+# overwrite, at the receiver, the ports and checksum the NAT translated in the
+# first fragment. The shortest header of each protocol the NAT translates:
+_TRANSPORT_HEADER = {_TCP: 20, _UDP: 8, _ICMP: 8}
+_FOLLOWED = NatResult(Verdict.TRANSLATED)
+"""What a later fragment's translation stands in for: no session of its own."""
 
 
 class _Port:
@@ -289,6 +326,18 @@ class Router:
         self._now = 0.0
         self._out: list[tuple[str, bytes]] = []
         self._hint: CacheHint | None = None
+        self._datagrams = FragmentTable(
+            timeout=config.fragment_timeout,
+            datagram_limit=config.fragment_datagram_limit,
+            queue_limit=config.fragment_queue_limit,
+            held_bytes=config.fragment_held_bytes,
+        )
+        self._release: list[tuple[str, bytes]] = []
+        """Held fragments whose first fragment came: processed after the frame at hand."""
+        self._ids: IdGenerator | None = None
+        if config.nat is not None and config.ip_id_rewrite:
+            self._ids = IdGenerator(random.Random(config.nat.port_seed))
+        self._id_memory = IdMemory(limit=config.ip_id_memory, lifetime=config.fragment_timeout)
         for iface in config.interfaces:
             self._attach(iface)
 
@@ -345,6 +394,10 @@ class Router:
         """Admin and automatic port forwarding rules, by protocol and port."""
         return [self._forwards[key] for key in sorted(self._forwards)]
 
+    def fragments(self) -> FragmentStatus:
+        """The fragmented datagrams the NAT tracks and the fragments it holds."""
+        return self._datagrams.status()
+
     def counters(self) -> dict[str, int]:
         """Packets and drops by name; the NAT's counters follow with a ``nat-`` prefix."""
         result = dict(self._counters)
@@ -369,10 +422,17 @@ class Router:
         """As :meth:`receive`, with the fast-path hint for the frame's flow, if any."""
         self._out = []
         self._hint = None
+        self._release = []
         self._now = max(self._now, now)
         self._count("rx-frames")
         try:
             self._receive(iface, frame, now)
+            # Fragments that waited for this first fragment: translated now (each
+            # a fragment, so none of them makes a hint).
+            while self._release:
+                held_iface, held = self._release.pop(0)
+                self._count("fragments-released")
+                self._receive(held_iface, held, now)
         except (ValueError, IndexError, struct.error):
             # Every frame-level problem is checked above this line; this keeps
             # the node's loop alive if one slipped through.
@@ -680,14 +740,12 @@ class Router:
             self._error(port, buf, info.l3, info.end, IcmpError.TTL_EXCEEDED, now)
             return self._drop(RouterDrop.TTL_EXCEEDED)
         original = bytes(buf[info.l3 : min(info.end, info.l3 + MAX_QUOTE)])
-        if port.external:
-            result = nat.translate_inbound(buf, 0, now, info=info, partial=vnet.needs_csum)
-        else:
-            result = nat.translate_outbound(
-                buf, 0, now, info=info, partial=vnet.needs_csum, reply_from=port.address
-            )
-        if not self._nat_ok(result, now):
+        restore = self._id_given(nat, buf, info, now)
+        result = self._translate(nat, port, buf, info, vnet, now)
+        if result is None:
             return None
+        if restore is not None:
+            self._restore_id(buf, info, restore)
         translated = parse_frame(buf, _VNET)
         if translated.dst in self._local:
             return self._drop(RouterDrop.NAT)
@@ -708,6 +766,173 @@ class Router:
                 self._count("icmp-rate-limited")
         self._drop(RouterDrop.NAT)
         return False
+
+    # -- NAT of forwarded packets: whole datagrams, fragments, the IPv4 ID ----------------
+
+    def _translate(  # noqa: PLR0917 - internal
+        self,
+        nat: Nat,
+        port: _Port,
+        buf: bytearray,
+        info: FrameInfo,
+        vnet: VirtioNetHdr,
+        now: float,
+    ) -> NatResult | None:
+        """Translate a packet that arrived on ``port``; None: dropped or held (counted)."""
+        if info.fragment:
+            return self._translate_fragment(nat, port, buf, info, vnet, now)
+        result = self._nat_translate(nat, port, buf, info, vnet, now)
+        if not self._nat_ok(result, now):
+            return None
+        if self._ids is not None and not port.external:
+            ip = Ipv4View(buf, info.l3)
+            if not ip.df:
+                # RFC 6864 §4: with DF clear the datagram is non-atomic even
+                # whole (a router further on may fragment it), so its ID must
+                # stay unique for the translated source (RFC 7857 §10).
+                self._new_id(ip, info.src, info.proto, now)
+        return result
+
+    def _nat_translate(  # noqa: PLR0917 - internal
+        self,
+        nat: Nat,
+        port: _Port,
+        buf: bytearray,
+        info: FrameInfo,
+        vnet: VirtioNetHdr,
+        now: float,
+    ) -> NatResult:
+        if port.external:
+            return nat.translate_inbound(buf, 0, now, info=info, partial=vnet.needs_csum)
+        return nat.translate_outbound(
+            buf, 0, now, info=info, partial=vnet.needs_csum, reply_from=port.address
+        )
+
+    def _new_id(self, ip: Ipv4View, original_src: bytes, proto: int, now: float) -> None:
+        """Give the translated datagram ``ip`` a fresh ID; remember the one it had."""
+        if self._ids is None:
+            return
+        src, dst = ip.src, ip.dst
+        ident = self._ids.next_id(src, dst, proto)
+        self._id_memory.remember((src, dst, proto, ident), original_src, ip.identification, now)
+        _set_ident(ip, ident)
+        self._count("ip-id-rewritten")
+
+    def _translate_fragment(  # noqa: PLR0917 - internal
+        self,
+        nat: Nat,
+        port: _Port,
+        buf: bytearray,
+        info: FrameInfo,
+        vnet: VirtioNetHdr,
+        now: float,
+    ) -> NatResult | None:
+        """RFC 4787 REQ-14: one fragment of a datagram, in or out of order.
+
+        The first fragment is translated as the whole datagram would be (its
+        transport checksum covers the whole datagram, and an incremental update
+        is right for the whole); the later ones get the addresses and ID it left
+        with, or wait for it (see :mod:`~pktchain.functions.router_fragments`).
+        """
+        ip = Ipv4View(buf, info.l3)
+        key: FragmentKey = (port.external, info.src, info.dst, info.proto, ip.identification)
+        offset = ip.fragment_offset
+        result: NatResult | None = None
+        if offset:
+            if offset * 8 < _TRANSPORT_HEADER.get(info.proto, 0):
+                self._drop(RouterDrop.FRAGMENT_OVERLAP)
+                return None
+            event = FragmentEvent.LATER
+        elif info.proto == _ICMP and info.error is None and buf[info.l4] in ERROR_TYPES:
+            # An ICMP error is at most 576 bytes (RFC 1812 §4.3.2.3); a fragmented
+            # one cannot be checked (RFC 5508 REQ-3) nor its checksum recomputed.
+            self._drop(RouterDrop.FRAGMENTED_ICMP_ERROR)
+            event = FragmentEvent.FIRST_REFUSED
+        else:
+            result = self._nat_translate(nat, port, buf, info._replace(fragment=False), vnet, now)
+            ok = self._nat_ok(result, now)
+            event = FragmentEvent.FIRST_TRANSLATED if ok else FragmentEvent.FIRST_REFUSED
+        datagram = self._datagrams.get(key)
+        next_state, action = FRAGMENT_TRANSITIONS[
+            None if datagram is None else datagram.state, event
+        ]
+        if next_state is None:
+            return None  # not reached: only timers forget datagrams
+        if datagram is None:
+            datagram, evicted = self._datagrams.add(key, next_state, now)
+            if evicted is not None:
+                self._count("fragment-datagrams-evicted")
+                self._discard(len(evicted.held), RouterDrop.FRAGMENT_EVICTED)
+        datagram.state = next_state
+        if action is FragmentAction.HOLD:
+            outcome = self._datagrams.hold(datagram, port.name, bytes(buf))
+            if outcome is HoldOutcome.QUEUE_FULL:
+                self._drop(RouterDrop.FRAGMENT_QUEUE_FULL)
+                return None
+            if outcome is HoldOutcome.MEMORY_FULL:
+                self._drop(RouterDrop.FRAGMENT_MEMORY)
+                return None
+            self._count("fragments-held")
+            return None
+        if action is FragmentAction.FOLLOW:
+            self._follow(buf, info, ip, datagram)
+            return _FOLLOWED
+        if action is FragmentAction.DROP:
+            self._drop(RouterDrop.FRAGMENT_REFUSED)
+            return None
+        if action is FragmentAction.DISCARD:
+            held = self._datagrams.take_held(datagram)
+            self._discard(len(held), RouterDrop.FRAGMENT_REFUSED)
+            return None
+        if event is not FragmentEvent.FIRST_TRANSLATED:
+            return None  # refused: the NAT or the ICMP check counted it
+        if action is FragmentAction.KEEP:
+            _set_ident(ip, datagram.ident)
+        elif self._ids is not None and not port.external:
+            self._new_id(ip, info.src, info.proto, now)
+        datagram.src, datagram.dst, datagram.ident = ip.src, ip.dst, ip.identification
+        if action is FragmentAction.RELEASE:
+            self._release.extend(self._datagrams.take_held(datagram))
+        self._count("fragments-translated")
+        return result
+
+    def _follow(self, buf: bytearray, info: FrameInfo, ip: Ipv4View, datagram: Datagram) -> None:
+        """A later fragment: the addresses and ID its first fragment left with."""
+        if info.src != datagram.src:
+            set_ip(buf, info, Side.SRC, datagram.src)
+        if info.dst != datagram.dst:
+            set_ip(buf, info, Side.DST, datagram.dst)
+        if ip.identification != datagram.ident:
+            _set_ident(ip, datagram.ident)
+        self._count("fragments-translated")
+
+    def _discard(self, count: int, reason: RouterDrop) -> None:
+        if count:
+            self._count("drop-" + reason.value, count)
+
+    def _id_given(
+        self, nat: Nat, buf: bytearray, info: FrameInfo, now: float
+    ) -> tuple[bytes, int] | None:
+        """For an ICMP error quoting a datagram whose ID the router gave: who sent it, and
+        with which ID."""
+        if info.proto != _ICMP or info.error is not None or info.fragment:
+            return None
+        if buf[info.l4] not in ERROR_TYPES:
+            return None
+        embedded = parse_embedded(buf, info.l4, info.end)
+        if not isinstance(embedded, Embedded) or embedded.src != nat.config.external:
+            return None
+        ident = Ipv4View(buf, embedded.l3).identification
+        return self._id_memory.recall((embedded.src, embedded.dst, embedded.proto, ident), now)
+
+    def _restore_id(self, buf: bytearray, info: FrameInfo, given: tuple[bytes, int]) -> None:
+        """RFC 5508 REQ-4a: the embedded datagram goes back as its sender sent it, ID included."""
+        embedded = parse_embedded(buf, info.l4, info.end)
+        if not isinstance(embedded, Embedded) or embedded.src != given[0]:
+            return
+        _set_ident(Ipv4View(buf, embedded.l3), given[1])
+        refresh_icmp_checksum(buf, info.l4, info.end)
+        self._count("ip-id-restored")
 
     def _route(self, dst: bytes) -> tuple[_Port, bytes] | None:
         """Longest prefix over the connected subnets, then the default route."""
@@ -767,10 +992,8 @@ class Router:
         if original is None and (neighbor is None or not neighbor.usable):
             original = bytes(buf[info.l3 : min(info.end, info.l3 + MAX_QUOTE)])
         if translate_out and nat is not None:
-            nat_result = nat.translate_outbound(
-                buf, 0, now, info=info, partial=vnet.needs_csum, reply_from=port.address
-            )
-            if not self._nat_ok(nat_result, now):
+            nat_result = self._translate(nat, port, buf, info, vnet, now)
+            if nat_result is None:
                 return None
         decrement_ttl(buf, _ip_only(info))
         set_mac(buf, info, Side.SRC, out.mac)
@@ -809,6 +1032,10 @@ class Router:
         session: Session | None = None
         if nat_result is not None:
             if not nat_result.cacheable or nat_result.rewrite is None:
+                return None
+            if self._ids is not None and not port.external and not Ipv4View(buf, info.l3).df:
+                # Non-atomic: each datagram got a fresh ID, which the node's fast
+                # path would not give; the flow stays with the router.
                 return None
             rewrite, session = nat_result.rewrite, nat_result.session
         return CacheHint(
@@ -894,6 +1121,9 @@ class Router:
         """When :meth:`on_timer` should run next (None: nothing pending)."""
         deadline = min((n.deadline for n in self._neighbors.values()), default=_INF)
         deadline = min(deadline, min((h.deadline for h in self._hosts.values()), default=_INF))
+        fragments = self._datagrams.next_deadline()
+        if fragments is not None:
+            deadline = min(deadline, fragments)
         if self._nat is not None:
             nat_deadline = self._nat.next_deadline()
             if nat_deadline is not None:
@@ -901,13 +1131,16 @@ class Router:
         return None if deadline == _INF else deadline
 
     def on_timer(self, now: float) -> list[tuple[str, bytes]]:
-        """Run what is due: ARP retries and expiry, host aging, NAT timers."""
+        """Run what is due: ARP retries and expiry, host aging, fragments, NAT timers."""
         self._out = []
         self._hint = None
         self._now = max(self._now, now)
         try:
             self._neighbor_timers(now)
             self._host_timers(now)
+            for datagram in self._datagrams.expire(now):
+                # RFC 791 §3.2: the first fragment did not come in time.
+                self._discard(len(datagram.held), RouterDrop.FRAGMENT_TIMEOUT)
             if self._nat is not None:
                 result = self._nat.on_timer(now)
                 for reply in result.replies:
@@ -1186,3 +1419,11 @@ class Router:
         nat.remove_port_forward(number, external_port)
         del self._forwards[int(number), external_port]
         return rule
+
+
+def _set_ident(ip: Ipv4View, ident: int) -> None:
+    """Set the IPv4 ID, updating the header checksum (RFC 1624 eqn. 3)."""
+    old = ip.identification
+    if old != ident:
+        ip.identification = ident
+        ip.checksum = update16(ip.checksum, old, ident)

@@ -163,6 +163,26 @@ class RouterConfig:
     """ICMP errors per second on average (RFC 1812 §4.3.2.8 token bucket)."""
     icmp_error_burst: int = 50
     """ICMP errors sent back to back before the rate applies."""
+    fragment_timeout: float = 30.0
+    """How long the NAT remembers a fragmented datagram, from the first of its
+    fragments seen (whatever its offset; rounded up to the whole second): the
+    translation its later fragments get, or the fragments held until the one
+    at offset 0 comes, discarded then. RFC 791 §3.2's reassembly timer, kept
+    for out-of-order fragments (RFC 4787 REQ-14)."""
+    fragment_datagram_limit: int = 1024
+    """Fragmented datagrams remembered at once; a new one evicts the oldest
+    (RFC 4787 REQ-14a: a flood of fragments costs bounded memory)."""
+    fragment_queue_limit: int = 64
+    """Fragments held per datagram while its first fragment has not come."""
+    fragment_held_bytes: int = 1 << 20
+    """Bytes of fragments held for all datagrams together."""
+    ip_id_rewrite: bool = True
+    """Give translated non-atomic datagrams (DF clear, or fragments) leaving with
+    the external address a fresh IPv4 ID, so that IDs stay unique per (source,
+    destination, protocol) after translation (RFC 7857 §10, RFC 6864 §5.3.1)."""
+    ip_id_memory: int = 4096
+    """Rewritten IDs remembered (for ``fragment_timeout``) so that an ICMP error
+    quoting such a datagram is given back with the ID its sender chose."""
 
     def __post_init__(self) -> None:
         errors = config_errors(self)
@@ -276,6 +296,7 @@ def config_errors(config: RouterConfig) -> list[str]:
         ("arp_retry_interval", config.arp_retry_interval),
         ("host_aging", config.host_aging),
         ("icmp_error_rate", config.icmp_error_rate),
+        ("fragment_timeout", config.fragment_timeout),
     ):
         if not isinstance(seconds, (int, float)) or not seconds > 0:
             errors.append(f"{name}: {seconds!r} must be positive")
@@ -284,7 +305,13 @@ def config_errors(config: RouterConfig) -> list[str]:
         ("arp_queue_limit", config.arp_queue_limit, 0),
         ("host_limit", config.host_limit, 0),
         ("icmp_error_burst", config.icmp_error_burst, 1),
+        ("fragment_datagram_limit", config.fragment_datagram_limit, 1),
+        ("fragment_queue_limit", config.fragment_queue_limit, 0),
+        ("fragment_held_bytes", config.fragment_held_bytes, 0),
+        ("ip_id_memory", config.ip_id_memory, 0),
     ):
         if not isinstance(count, int) or count < minimum:
             errors.append(f"{name}: {count!r} must be an integer >= {minimum}")
+    if not isinstance(config.ip_id_rewrite, bool):
+        errors.append(f"ip_id_rewrite: {config.ip_id_rewrite!r} is not true or false")
     return errors
