@@ -93,6 +93,7 @@ def test_established_flows_take_the_fast_path_and_keep_their_nat_session(
     """Only a flow's first packets and its TCP SYN/FIN/RST reach the router."""
     lab, node = routed
     server = lab.host("outside").popen(["iperf3", "-s", "-1", "-B", OUTSIDE])
+    lab.host("outside").wait_listening(5201, timeout=10)
     try:
         result = lab.host("inside").run(
             ["iperf3", "-c", OUTSIDE, "-t", "2", "--connect-timeout", "3000", "-J"], timeout=30

@@ -46,7 +46,7 @@ class DropReason(StrEnum):
 
     MALFORMED = "malformed"
     NOT_IPV4 = "not-ipv4"
-    FRAGMENT = "fragment"  # reassembly is the router's job; the NAT needs whole datagrams
+    FRAGMENT = "fragment"  # the NAT core needs an L4 header: the router tracks fragments for it
     UNSUPPORTED_PROTOCOL = "unsupported-protocol"
     UNSUPPORTED_ICMP = "unsupported-icmp"
     LOCAL_DESTINATION = "local-destination"  # an echo request for the NAT's own address

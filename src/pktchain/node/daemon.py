@@ -319,6 +319,7 @@ class Node:
             "nat_mappings": router.nat.mapping_count() if router.nat is not None else 0,
             "nat_sessions": router.nat.session_count() if router.nat is not None else 0,
             "port_forwards": to_json(router.port_forwards()),
+            "fragments": to_json(router.fragments()),
             "counters": router.counters(),
         }
 

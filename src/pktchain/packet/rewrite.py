@@ -12,7 +12,8 @@ a call that does not fit it (a malformed frame, an IPv6 address for IPv4, a
 port on a protocol without ports).
 
 A non-first IP fragment has no L4 header, so only its IP header is updated;
-NAT of fragmented datagrams needs them reassembled first.
+NAT of fragmented datagrams needs the first fragment's translation remembered
+for the later ones (the router's fragment tracking does that).
 """
 
 from __future__ import annotations
