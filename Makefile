@@ -41,6 +41,8 @@ bench: setup
 	$(BIN)/python bench/switch_vs_bridge.py
 	$(BIN)/python bench/update_latency.py
 	$(BIN)/python bench/nat_sessions.py
+	$(BIN)/python bench/chain_fastpath.py
+	$(BIN)/python bench/pipe_startup.py
 
 clean:
 	-$(BIN)/pktchain lab down --all 2>/dev/null
