@@ -111,6 +111,8 @@ class Datapath:
         self.origin_info: FrameInfo | None = None
         self.max_fused = DEFAULT_MAX_FUSED
         self.fast_hits = 0
+        self.delivered = 0
+        """Frames handed to native functions (their hosts count them here)."""
         self.fused = 0
         self.fuse_refused: Counter[str] = Counter()
 
@@ -143,10 +145,16 @@ class Datapath:
             port.network.macs.forget_port(port)
 
     def drain(self, port: Port) -> int:
-        """Process up to `BATCH` frames waiting on `port`; returns how many were read."""
+        """Process up to `BATCH` frames waiting on `port`; returns how many were read.
+
+        A frame of a flow with a fused entry on this port is forwarded right
+        here (the fast path, see fastpath.py); any other goes to `receive`.
+        """
         recv = port.recv
-        receive = self.receive
+        receive = self._receive
+        now = self.now
         count = 0
+        hits = 0
         while count < BATCH:
             try:
                 frame = recv()
@@ -158,7 +166,50 @@ class Datapath:
                 port.drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
                 break
             count += 1
-            receive(port, frame)
+            fast = port.fast
+            if fast is None or len(frame) < ETH_END:
+                receive(port, frame, None)
+                continue
+            info = parse_frame(frame, VNET_HDR_LEN)
+            fused = fast.get(info[9:14]) if info.error is None and info.ip_version else None
+            if (
+                fused is None
+                or frame[ETH_DST:ETH_SRC] != fused.dst_mac
+                or info.fragment
+                or info.tcp_flags & PUNT_TCP_FLAGS
+                or (fused.ttl and frame[info.l3 + fused.ttl_at] <= fused.ttl)
+                or (fused.mtu and _ip_size(frame, info) > fused.mtu)
+                or (fused.dst_entry is not None and fused.dst_entry.port is not fused.out)
+            ):
+                receive(port, frame, info)
+                continue
+            size = len(frame)
+            payload_size = size - VNET_HDR_LEN
+            port.rx_packets += 1
+            port.rx_bytes += payload_size
+            fused.packets += 1
+            fused.bytes += payload_size
+            fused.seen = now
+            for lease in fused.leases:
+                lease.packets += 1
+                lease.bytes += payload_size
+                lease.seen = now
+            for flow in fused.flows:
+                flow.packets += 1
+                flow.seen = now
+            for counters in fused.hops:
+                counters.packets += 1
+                counters.bytes += payload_size
+            if fused.src_entry is not None:
+                fused.src_entry.seen = now
+            if fused.identity:
+                fused.out.transmit(frame)
+            else:
+                fused.out.transmit_parts(
+                    (apply_fused(fused, frame, info), memoryview(frame)[info.payload :]), size
+                )
+            hits += 1
+        self.fast_hits += hits
         return count
 
     def inject(self, port: Port, frame: bytes) -> None:
@@ -176,12 +227,16 @@ class Datapath:
             return
         self.depth += 1
         try:
-            self.receive(port, frame)
+            self._receive(port, frame, None)
         finally:
             self.depth -= 1
 
     def receive(self, port: Port, frame: bytes) -> None:
-        """Check, learn, steer and forward one frame that arrived on `port`."""
+        """Check, learn, steer and forward one frame that arrived on `port` (slow path)."""
+        self._receive(port, frame, None)
+
+    def _receive(self, port: Port, frame: bytes, info: FrameInfo | None) -> None:
+        """`receive`, given the frame's parse when the caller already has it."""
         network = port.network
         if network is None:  # pragma: no cover - every added port has a network
             return
@@ -194,51 +249,13 @@ class Datapath:
             drops[_RUNT] += 1
             return
         table = port.flows
-        fast = port.fast
-        info = None
-        if self.check_frames or table is not None or fast is not None:
+        if info is None and (self.check_frames or table is not None):
             info = parse_frame(frame, VNET_HDR_LEN)
-            if info.error is not None:
-                if self.check_frames:
-                    drops[info.error.value] += 1
-                    return
-                info = None  # not checking: switch it, but it cannot be steered
-
-        if fast is not None and info is not None:
-            fused = fast.get(info[9:14])
-            if (
-                fused is not None
-                and frame[ETH_DST:ETH_SRC] == fused.dst_mac
-                and not info.fragment
-                and not info.tcp_flags & PUNT_TCP_FLAGS
-                and (not fused.ttl or frame[info.l3 + fused.ttl_at] > fused.ttl)
-                and (not fused.mtu or _ip_size(frame, info) <= fused.mtu)
-                and (fused.dst_entry is None or fused.dst_entry.port is fused.out)
-            ):
-                payload_size = size - VNET_HDR_LEN
-                fused.packets += 1
-                fused.bytes += payload_size
-                fused.seen = now
-                for lease in fused.leases:
-                    lease.packets += 1
-                    lease.bytes += payload_size
-                    lease.seen = now
-                for flow in fused.flows:
-                    flow.packets += 1
-                    flow.seen = now
-                for counters in fused.hops:
-                    counters.packets += 1
-                    counters.bytes += payload_size
-                if fused.src_entry is not None:
-                    fused.src_entry.seen = now
-                if fused.identity:
-                    fused.out.transmit(frame)
-                else:
-                    fused.out.transmit_parts(
-                        (apply_fused(fused, frame, info), memoryview(frame)[info.payload :]), size
-                    )
-                self.fast_hits += 1
+        if info is not None and info.error is not None:
+            if self.check_frames:
+                drops[info.error.value] += 1
                 return
+            info = None  # not checking: switch it, but it cannot be steered
 
         if self.depth == 0:
             # Where a journey through native functions would start (see fastpath.py).

@@ -306,6 +306,7 @@ class FunctionHost:
     def deliver(self, port: FunctionPort, frame: bytes) -> None:
         """A frame the datapath sent to `port`: the function's turn, then its outputs'."""
         datapath = self.datapath
+        datapath.delivered += 1
         trace = datapath.trace
         try:
             outputs, lease = self.driver.handle(port.iface, frame, self.clock())
