@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from nat_lab import INSIDE, OUTSIDE, ROUTER_OUT, curl, serve
+import yaml
+from nat_lab import INSIDE, OUTSIDE, ROUTER, ROUTER_OUT, TOPOLOGY, curl, serve
 
 from pktchain.lab import Lab
+from pktchain.node.client import ChainingClient
 from pktchain.node.process import NodeProcess
 
 
@@ -110,3 +113,58 @@ def test_established_flows_take_the_fast_path_and_keep_their_nat_session(
     assert translated < fast["hits"] // 10, (fast, translated)
     # The NAT still knows the connections the fast path carried.
     assert any(m["proto"] == "tcp" and m["sessions"] for m in node.router()["nat"])
+
+
+def test_native_functions_chained_on_the_routers_interface(
+    node_lab: Callable[..., tuple[Lab, NodeProcess]], tmp_path: Path
+) -> None:
+    """A firewall steered on what the router sends outside: the router's ports are
+    ports like any other, so chains of native functions start at them."""
+    router_file = tmp_path / "router.yaml"
+    router_file.write_text(yaml.safe_dump(ROUTER))
+    functions = tmp_path / "functions.yaml"
+    rules = [{"action": "reject", "protocol": "tcp", "dport": 8081}]
+    functions.write_text(
+        yaml.safe_dump(
+            {
+                "functions": [
+                    {
+                        "name": "fw",
+                        "kind": "firewall",
+                        "network": "outside",
+                        "config": {"default": "accept", "rules": rules},
+                    }
+                ]
+            }
+        )
+    )
+    lab, node = node_lab(
+        TOPOLOGY, args=("--router", str(router_file), "--functions", str(functions))
+    )
+    for port in (80, 8081):
+        serve(lab.host("outside"), tmp_path / f"web{port}", OUTSIDE, port, f"port {port}\n")
+    api = ChainingClient(node.control)
+    pid = api.port_id
+    pair = api.create("port_pairs", name="fw", ingress=pid("fw:ingress"), egress=pid("fw:egress"))
+    group = api.create("port_pair_groups", name="fw", port_pairs=[pair["id"]])
+    classifier = api.create(
+        "flow_classifiers",
+        name="out",
+        protocol="tcp",
+        logical_source_port=pid("router:outside"),
+        logical_destination_port=pid("outside:eth0"),
+    )
+    api.create(
+        "port_chains",
+        name="egress-filter",
+        port_pair_groups=[group["id"]],
+        flow_classifiers=[classifier["id"]],
+        chain_parameters={"symmetric": True},
+    )
+    inside = lab.host("inside")
+    assert curl(inside, f"http://{OUTSIDE}/") == "port 80\n"
+    refused = inside.run(["curl", "-sS", "--max-time", "5", f"http://{OUTSIDE}:8081/"])
+    assert refused.returncode == 7, refused.stderr  # connection refused: the firewall's RST
+    fw = next(f for f in node.functions() if f["name"] == "fw")
+    assert fw["counters"]["reject-tcp-reset"] >= 1, fw["counters"]
+    assert fw["counters"]["accepted"] > 0
