@@ -26,9 +26,15 @@ def _register_pipe(subparsers: Any) -> None:
     pipe_cli.register(subparsers)
 
 
-LEAN_COMMANDS: dict[str, Callable[[Any], None]] = {"pipe": _register_pipe}
-"""Commands that must start in a few tens of milliseconds (a packet pipe forwards
-its first frame within 0.1 s of exec): given one of them, `main` builds its parser
+def _register_fn(subparsers: Any) -> None:
+    from pktchain.pipe import fn_cli
+
+    fn_cli.register(subparsers)
+
+
+LEAN_COMMANDS: dict[str, Callable[[Any], None]] = {"pipe": _register_pipe, "fn": _register_fn}
+"""Commands that must start in a few tens of milliseconds (a packet pipe or a function
+filter forwards its first frame within 0.1 s of exec): given one of them, `main` builds its parser
 alone, without importing every other subsystem's command line (about 20 ms), and
 sets up logging only if asked to (-v)."""
 
@@ -62,6 +68,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     messenger_cli.register(subparsers)
     router_cli.register(subparsers)
     _register_pipe(subparsers)
+    _register_fn(subparsers)
     tunnel_cli.register(subparsers)
     return parser
 

@@ -198,6 +198,8 @@ class FrameReader:
         self._on_skip = on_skip
         self._read_size = read_size
         self.frames = 0
+        self.ended = False
+        """The input has ended (a read returned no bytes)."""
 
     @property
     def format(self) -> StreamFormat | None:
@@ -205,17 +207,29 @@ class FrameReader:
         return self._decoder.format
 
     def batches(self) -> Iterator[list[Frame]]:
-        decoder = self._decoder
-        read = os.read
-        while True:
-            data = read(self.fd, self._read_size)
-            events = decoder.feed(data) if data else decoder.end()
-            frames = self._sort(events)
+        while not self.ended:
+            frames = self.read_batch()
             if frames:
-                self.frames += len(frames)
                 yield frames
-            if not data:
-                return
+
+    def read_batch(self) -> list[Frame]:
+        """The frames completed by one ``read()`` of the input, maybe none.
+
+        At the end of the input, the frames still held (and the skip of a
+        record cut short) come out and :attr:`ended` is set. For a caller that
+        waits on several descriptors (``poll``) and reads only the ready ones;
+        on a non-blocking descriptor with nothing to read, ``BlockingIOError``
+        passes through.
+        """
+        data = os.read(self.fd, self._read_size)
+        decoder = self._decoder
+        if data:
+            frames = self._sort(decoder.feed(data))
+        else:
+            self.ended = True
+            frames = self._sort(decoder.end())
+        self.frames += len(frames)
+        return frames
 
     def __iter__(self) -> Iterator[Frame]:
         for batch in self.batches():
