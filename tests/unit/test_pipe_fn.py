@@ -395,6 +395,8 @@ def test_a_bad_config_exits_2_naming_each_wrong_field_on_its_own_line() -> None:
         (("mirror", "--out", "egress=x"), "--out egress=x: the frames leaving by egress go to"),
         (("mirror", "--out", "copies"), "--out copies: expected IFACE=PATH"),
         (("flow-monitor", "-c", "0"), "--count: expected a positive number of frames"),
+        (("mirror", "--reverse-out", "x", "--out", "mirror=x"), "x: named for two outputs"),
+        (("mirror", "--reverse-in", "x", "--reverse-out", "x"), "x: named as an input and an"),
         (("flow-monitor", "--config", "/nonexistent.json"), "--config /nonexistent.json: No such"),
     ],
 )

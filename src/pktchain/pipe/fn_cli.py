@@ -37,7 +37,7 @@ USAGE = (
     "pktchain fn [-h] NAME [key=value ...] [--config FILE] [--in IFACE]\n"
     "                   [--reverse-in PATH] [--reverse-out PATH] [--out IFACE=PATH]\n"
     "                   [--format {pcap,ascii}] [-c N] [-q] [--stats-format {text,json}]\n"
-    "                   [--export FILE] [--help-config] [--schema]"
+    "                   [--export FILE] [--label LABEL] [--help-config] [--schema]"
 )
 DESCRIPTION = (
     "Run a pktchain function as a filter: frames from stdin go through it, the frames it "
@@ -122,6 +122,12 @@ def _options(parser: argparse.ArgumentParser) -> None:
         "--export", metavar="FILE", help="append the records the function exports (JSON lines)"
     )
     parser.add_argument(
+        "--label",
+        metavar="LABEL",
+        help="how its lines on stderr start: 'pktchain fn LABEL:' (default: NAME), to tell "
+        "instances of one function apart",
+    )
+    parser.add_argument(
         "--help-config",
         action="store_true",
         help="print the function's configuration fields and exit",
@@ -149,7 +155,7 @@ def _fn(args: argparse.Namespace) -> int:
     from pktchain.functions.sdk import FunctionLoadError, function_class
     from pktchain.pipe.fn_config import SettingsError, config_from, schema_text
 
-    program = f"pktchain fn {args.name}"
+    program = f"pktchain fn {args.label or args.name}"
     try:
         kind = function_class(args.name)
     except FunctionLoadError as exc:
@@ -197,6 +203,12 @@ def _interfaces(args: argparse.Namespace, function: Function) -> tuple[str, str,
         if iface in paths:
             raise UsageError(f"--out {word}: {iface} already goes to {paths[iface]}")
         paths[iface] = path
+    named = list(paths.values())
+    for path in named:
+        if named.count(path) > 1:
+            raise UsageError(f"{path}: named for two outputs (each writes its own stream)")
+        if path == args.reverse_in:
+            raise UsageError(f"{path}: named as an input and an output (a loop)")
     return stdin_iface, stdout_iface, paths
 
 
@@ -222,10 +234,10 @@ def _run(args: argparse.Namespace, program: str, function: Function) -> int:
         function, on_error=lambda kind, message: reporter.tell(kind, message, plural=f"{kind}s")
     )
     inputs = [Input("stdin", 0, stdin_iface, SkipReport(program))]
-    stdout = Output("stdout", 1)
-    outputs = {stdout_iface: stdout}
+    outputs: dict[str, Output] = {}
     export: TextIO | None = None
     try:
+        stdout = outputs[stdout_iface] = Output("stdout", 1)
         # Inputs first, none waiting for its writer; then outputs, each waiting for
         # its reader: no two filters of a chain can wait on each other (fn_run.py).
         if args.reverse_in:
@@ -236,7 +248,7 @@ def _run(args: argparse.Namespace, program: str, function: Function) -> int:
         if args.export:
             export = open(args.export, "a", encoding="utf-8")  # noqa: SIM115 - closed below
     except OSError as exc:
-        reporter.say(f"{exc.filename}: {exc.strerror}")
+        reporter.say(f"{exc.filename or 'stdout'}: {exc.strerror}")
         return 1
     signals = LoopSignals().install()
     loop = FilterLoop(

@@ -137,7 +137,11 @@ class Reporter:
 
     def say(self, message: str) -> None:
         stream = self.stream if self.stream is not None else sys.stderr
-        print(f"{self.program}: {message}", file=stream, flush=True)
+        # One write per line: the commands of a pipeline share one stderr, and an
+        # unbuffered stream (PYTHONUNBUFFERED) would otherwise write the newline
+        # apart, letting another process's line in between.
+        stream.write(f"{self.program}: {message}\n")
+        stream.flush()
 
 
 class SkipReport(Reporter):
