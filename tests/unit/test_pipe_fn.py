@@ -787,3 +787,18 @@ def test_in_names_the_interface_stdin_frames_arrive_on() -> None:
     egress = fn("firewall", rules, "default=accept", "--in", "egress", input=ascii_lines([ping]))
     assert egress.stdout == b""
     assert "in: egress 1; out: none; verdicts: drop 1" in egress.stderr.decode()
+
+
+def test_an_output_that_cannot_be_opened_exits_1_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "copies.pcap"
+    result = fn("mirror", "--out", f"mirror={missing}")
+    assert result.returncode == 1
+    assert err_lines(result) == [f"pktchain fn mirror: {missing}: No such file or directory"]
+
+
+def test_help_after_the_name_shows_every_option() -> None:
+    result = fn("firewall", "--help")
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    for option in ("--reverse-in", "--reverse-out", "--out IFACE=PATH", "--stats-format"):
+        assert option in text

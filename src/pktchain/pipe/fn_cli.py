@@ -157,23 +157,22 @@ def _fn(args: argparse.Namespace) -> int:
 
     program = f"pktchain fn {args.label or args.name}"
     try:
-        kind = function_class(args.name)
+        made = function_class(args.name)
     except FunctionLoadError as exc:
         raise UsageError(str(exc)) from None
     if args.help_config:
-        sys.stdout.write(schema_text(kind))
+        sys.stdout.write(schema_text(made))
         return 0
     if args.schema:
-        schema = {"kind": kind.kind(), "interfaces": list(kind.INTERFACES), "live": kind.LIVE}
-        print(json.dumps({**schema, "fields": kind.schema()}, indent=2, default=str))
+        schema = {"kind": made.kind(), "interfaces": list(made.INTERFACES), "live": made.LIVE}
+        print(json.dumps({**schema, "fields": made.schema()}, indent=2, default=str))
         return 0
     try:
-        function = kind.from_config(config_from(args.config, args.settings))
+        function = made.from_config(config_from(args.config, args.settings))
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
     except ConfigError as exc:
-        for error in exc.errors:
-            print(f"{program}: {exc.subject}: {error}", file=sys.stderr)
+        sys.stderr.write("".join(f"{program}: {exc.subject}: {error}\n" for error in exc.errors))
         return 2
     return _run(args, program, function)
 
@@ -248,6 +247,8 @@ def _run(args: argparse.Namespace, program: str, function: Function) -> int:
         if args.export:
             export = open(args.export, "a", encoding="utf-8")  # noqa: SIM115 - closed below
     except OSError as exc:
+        for out in outputs.values():
+            out.restore()
         reporter.say(f"{exc.filename or 'stdout'}: {exc.strerror}")
         return 1
     signals = LoopSignals().install()

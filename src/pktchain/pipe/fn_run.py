@@ -95,7 +95,7 @@ class Output:
     """Where the frames leaving by one interface go: a pipe, a named pipe or a file.
 
     On a pipe or a socket, writes are non-blocking and what does not fit waits
-    in :attr:`buffer` (the descriptor's flags are put back by :meth:`close`); on
+    in :attr:`buffer` (the descriptor's flags are put back by :meth:`restore`); on
     a file or a terminal each write completes at once. Until the stream format
     is known (the input's, when ``--format`` is not given) frames wait unencoded.
     """
@@ -214,9 +214,9 @@ class LoopResult(NamedTuple):
     """How the loop ended."""
 
     frames_in: int
-    stopped_by: (
-        str | None
-    )  # "SIGINT", "SIGTERM", "EPIPE" (stdout closed), "count" or None (inputs ended)
+    stopped_by: str | None
+    """"SIGINT", "SIGTERM", "EPIPE" (stdout's reader went away), "count", or None: every
+    input ended."""
 
 
 class FilterLoop:
@@ -224,7 +224,7 @@ class FilterLoop:
 
     def __init__(
         self,
-        function: FunctionFilter,
+        driver: FunctionFilter,
         inputs: list[Input],
         outputs: dict[str, Output],
         *,
@@ -237,7 +237,7 @@ class FilterLoop:
         on_stats: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.filter = function
+        self.driver = driver
         self.inputs = inputs
         self.outputs = outputs
         """Interface name → where the frames leaving by it go (absent: lost, counted)."""
@@ -261,7 +261,7 @@ class FilterLoop:
         self._onward: dict[Input, Output | None] = {}
         for source in inputs:
             try:
-                self._onward[source] = outputs.get(function.function.peer(source.iface))
+                self._onward[source] = outputs.get(driver.function.peer(source.iface))
             except ValueError:
                 self._onward[source] = None
         directions = {id(out) for out in self._onward.values() if out is not None}
@@ -280,7 +280,7 @@ class FilterLoop:
             stopped_by = self._loop()
         except BrokenPipeError:
             stopped_by = "EPIPE"
-        self.filter.stop(self.clock())
+        self.driver.stop(self.clock())
         self._export()
         self._finish(stopped_by != "EPIPE")
         return LoopResult(self.frames_in, stopped_by)
@@ -289,7 +289,7 @@ class FilterLoop:
         """Every counter, JSON-ready: frames in and out by interface, skipped input by
         input and defect, frames with no output or lost by output, verdicts, the
         function's errors, and the function's own status (its counters and tables)."""
-        driver = self.filter
+        driver = self.driver
         return {
             "function": driver.function.kind(),
             "in": dict(driver.frames_in),
@@ -308,7 +308,7 @@ class FilterLoop:
 
     def _loop(self) -> str | None:
         signals = self.signals
-        filter_ = self.filter
+        driver = self.driver
         while True:
             if signals.stop.pending is not None:
                 return signal.Signals(signals.stop.pending).name
@@ -319,9 +319,9 @@ class FilterLoop:
             if not live:
                 return None
             now = self.clock()
-            deadline = filter_.next_deadline()
+            deadline = driver.next_deadline()
             if deadline is not None and deadline <= now:
-                self._route(filter_.fire(now))
+                self._route(driver.fire(now))
                 self._export()
                 continue
             poller = select.poll()
@@ -371,7 +371,7 @@ class FilterLoop:
             frames = frames[: self.count - self.frames_in]
         self.frames_in += len(frames)
         now = self.clock()
-        receive = self.filter.receive
+        receive = self.driver.receive
         routed: list[Routed] = []
         for frame in frames:
             routed.extend(receive(source.iface, frame, now))
@@ -424,7 +424,7 @@ class FilterLoop:
     def _export(self) -> None:
         if self.export is None:
             return
-        lines = self.filter.take_records()
+        lines = self.driver.take_records()
         if not lines:
             return
         try:
