@@ -24,6 +24,7 @@ import errno
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pktchain.node.fastpath import PUNT_TCP_FLAGS, Trace, apply_fused, fuse, on_revoke_remove
@@ -71,6 +72,18 @@ DEFAULT_MAX_FUSED = 262_144
 """Fused fast-path entries per port, at most."""
 
 
+def _once(frame: bytes) -> Callable[[], bytes]:
+    """A `recv` that gives `frame`, then nothing."""
+    frames = [frame]
+
+    def recv() -> bytes:
+        if not frames:
+            raise BlockingIOError
+        return frames.pop()
+
+    return recv
+
+
 def _ip_size(frame: bytes, info: FrameInfo) -> int:
     """The IP packet's size, or for a GSO frame the size of each segment it stands for."""
     if frame[1]:  # virtio_net_hdr gso_type: a GSO frame
@@ -106,9 +119,6 @@ class Datapath:
         self.rx_errors = 0
         self.depth = 0
         self.trace: Trace | None = None
-        self.origin_port: Port | None = None
-        self.origin_frame = b""
-        self.origin_info: FrameInfo | None = None
         self.max_fused = DEFAULT_MAX_FUSED
         self.fast_hits = 0
         self.delivered = 0
@@ -145,72 +155,8 @@ class Datapath:
             port.network.macs.forget_port(port)
 
     def drain(self, port: Port) -> int:
-        """Process up to `BATCH` frames waiting on `port`; returns how many were read.
-
-        A frame of a flow with a fused entry on this port is forwarded right
-        here (the fast path, see fastpath.py); any other goes to `receive`.
-        """
-        recv = port.recv
-        receive = self._receive
-        now = self.now
-        count = 0
-        hits = 0
-        while count < BATCH:
-            try:
-                frame = recv()
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                # e.g. ENETDOWN while the host's interface is down: nothing to read.
-                self.rx_errors += 1
-                port.drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
-                break
-            count += 1
-            fast = port.fast
-            if fast is None or len(frame) < ETH_END:
-                receive(port, frame, None)
-                continue
-            info = parse_frame(frame, VNET_HDR_LEN)
-            fused = fast.get(info[9:14]) if info.error is None and info.ip_version else None
-            if (
-                fused is None
-                or frame[ETH_DST:ETH_SRC] != fused.dst_mac
-                or info.fragment
-                or info.tcp_flags & PUNT_TCP_FLAGS
-                or (fused.ttl and frame[info.l3 + fused.ttl_at] <= fused.ttl)
-                or (fused.mtu and _ip_size(frame, info) > fused.mtu)
-                or (fused.dst_entry is not None and fused.dst_entry.port is not fused.out)
-            ):
-                receive(port, frame, info)
-                continue
-            size = len(frame)
-            payload_size = size - VNET_HDR_LEN
-            port.rx_packets += 1
-            port.rx_bytes += payload_size
-            fused.packets += 1
-            fused.bytes += payload_size
-            fused.seen = now
-            for lease in fused.leases:
-                lease.packets += 1
-                lease.bytes += payload_size
-                lease.seen = now
-            for flow in fused.flows:
-                flow.packets += 1
-                flow.seen = now
-            for counters in fused.hops:
-                counters.packets += 1
-                counters.bytes += payload_size
-            if fused.src_entry is not None:
-                fused.src_entry.seen = now
-            if fused.identity:
-                fused.out.transmit(frame)
-            else:
-                fused.out.transmit_parts(
-                    (apply_fused(fused, frame, info), memoryview(frame)[info.payload :]), size
-                )
-            hits += 1
-        self.fast_hits += hits
-        return count
+        """Process up to `BATCH` frames waiting on `port`; returns how many were read."""
+        return self._run(port, port.recv, BATCH)
 
     def inject(self, port: Port, frame: bytes) -> None:
         """A frame a native function sent from its interface `port`: process it now.
@@ -227,154 +173,224 @@ class Datapath:
             return
         self.depth += 1
         try:
-            self._receive(port, frame, None)
+            self._run(port, _once(frame), 1)
         finally:
             self.depth -= 1
 
     def receive(self, port: Port, frame: bytes) -> None:
-        """Check, learn, steer and forward one frame that arrived on `port` (slow path)."""
-        self._receive(port, frame, None)
+        """Check, learn, steer and forward one frame that arrived on `port`."""
+        self._run(port, _once(frame), 1)
 
-    def _receive(self, port: Port, frame: bytes, info: FrameInfo | None) -> None:
-        """`receive`, given the frame's parse when the caller already has it."""
+    def _run(self, port: Port, recv: Callable[[], bytes], limit: int) -> int:
+        """Read up to `limit` frames with `recv` and forward each; returns how many were read.
+
+        A frame of a flow with a fused entry on this port takes the fast path
+        (see fastpath.py); any other is checked, learned, steered, switched.
+        """
         network = port.network
         if network is None:  # pragma: no cover - every added port has a network
-            return
-        drops = port.drops
-        now = self.now
-        size = len(frame)
-        port.rx_packets += 1
-        port.rx_bytes += size - VNET_HDR_LEN
-        if size < ETH_END:
-            drops[_RUNT] += 1
-            return
-        table = port.flows
-        if info is None and (self.check_frames or table is not None):
-            info = parse_frame(frame, VNET_HDR_LEN)
-        if info is not None and info.error is not None:
-            if self.check_frames:
-                drops[info.error.value] += 1
-                return
-            info = None  # not checking: switch it, but it cannot be steered
-
-        if self.depth == 0:
-            # Where a journey through native functions would start (see fastpath.py).
-            self.trace = None
-            self.origin_port = port
-            self.origin_frame = frame
-            self.origin_info = info
-        trace = self.trace
-
+            return 0
         macs = network.macs
         entries = macs.entries
-        src = frame[ETH_SRC:ETH_TYPE]
-        mac_entry = entries.get(src)
-        known = mac_entry is not None and mac_entry.port is port
-        if not known and (frame[ETH_SRC] & 1 or src == ZERO_MAC):
-            drops[_BAD_SRC] += 1
-            return
-        learn = True
+        check = self.check_frames
+        table = port.flows
+        drops = port.drops
+        now = self.now
+        depth = self.depth
+        count = 0
+        hits = 0
+        while count < limit:
+            try:
+                frame = recv()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                # e.g. ENETDOWN while the host's interface is down: nothing to read.
+                self.rx_errors += 1
+                drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
+                break
+            count += 1
+            size = len(frame)
+            port.rx_packets += 1
+            port.rx_bytes += size - VNET_HDR_LEN
+            if size < ETH_END:
+                drops[_RUNT] += 1
+                continue
+            fast = port.fast  # entries are installed while a batch runs
+            info = None
+            if check or table is not None or fast is not None:
+                info = parse_frame(frame, VNET_HDR_LEN)
+                if info.error is not None:
+                    if check:
+                        drops[info.error.value] += 1
+                        continue
+                    info = None  # not checking: switch it, but it cannot be steered
 
-        if table is not None and info is not None and info.ip_version:
-            key = info[9:14]
-            flow_entry = table.get(key)
-            if self.steering is not None and (
-                flow_entry is None or (flow_entry.first and info.tcp_flags & _SYN_ACK == _SYN)
-            ):
-                flow_entry = self.steering.classify(port, frame, info, key)
-            if flow_entry is not None:
-                flow = flow_entry.flow
-                flow.seen = now
-                flow.packets += 1
-                if flow_entry.drop is not None:
-                    drops[flow_entry.drop] += 1
-                    return
+            if fast is not None and info is not None and info.ip_version:
+                fused = fast.get(info[9:14])
+                if (
+                    fused is not None
+                    and frame[ETH_DST:ETH_SRC] == fused.dst_mac
+                    and not info.fragment
+                    and not info.tcp_flags & PUNT_TCP_FLAGS
+                    and (not fused.ttl or frame[info.l3 + fused.ttl_at] > fused.ttl)
+                    and (not fused.mtu or _ip_size(frame, info) <= fused.mtu)
+                    and (fused.dst_entry is None or fused.dst_entry.port is fused.out)
+                ):
+                    payload_size = size - VNET_HDR_LEN
+                    fused.packets += 1
+                    fused.bytes += payload_size
+                    fused.seen = now
+                    for lease in fused.leases:
+                        lease.packets += 1
+                        lease.bytes += payload_size
+                        lease.seen = now
+                    for flow in fused.flows:
+                        flow.packets += 1
+                        flow.seen = now
+                    for counters in fused.hops:
+                        counters.packets += 1
+                        counters.bytes += payload_size
+                    if fused.src_entry is not None:
+                        fused.src_entry.seen = now
+                    if fused.identity:
+                        fused.out.transmit(frame)
+                    else:
+                        fused.out.transmit_parts(
+                            (apply_fused(fused, frame, info), memoryview(frame)[info.payload :]),
+                            size,
+                        )
+                    hits += 1
+                    continue
+
+            # A journey through native functions starts with the frame as it came
+            # in (see fastpath.py); deeper down, it continues the current one.
+            received = frame
+            trace = self.trace if depth else None
+            src = frame[ETH_SRC:ETH_TYPE]
+            mac_entry = entries.get(src)
+            known = mac_entry is not None and mac_entry.port is port
+            if not known and (frame[ETH_SRC] & 1 or src == ZERO_MAC):
+                drops[_BAD_SRC] += 1
+                continue
+            learn = True
+
+            if table is not None and info is not None and info.ip_version:
+                key = info[9:14]
+                flow_entry = table.get(key)
+                if self.steering is not None and (
+                    flow_entry is None or (flow_entry.first and info.tcp_flags & _SYN_ACK == _SYN)
+                ):
+                    flow_entry = self.steering.classify(port, frame, info, key)
+                if flow_entry is not None:
+                    flow = flow_entry.flow
+                    flow.seen = now
+                    flow.packets += 1
+                    if flow_entry.drop is not None:
+                        drops[flow_entry.drop] += 1
+                        continue
+                    if known:
+                        mac_entry.seen = now  # type: ignore[union-attr]
+                    elif flow_entry.learn:
+                        macs.learn(src, port, now)
+                    learn = False  # done for this frame
+                    hop = flow_entry.hop
+                    if hop is not None:
+                        hop.packets += 1
+                        hop.bytes += size - VNET_HDR_LEN
+                    if trace is not None:
+                        trace.flows.append(flow)
+                        if hop is not None:
+                            trace.hops.append(hop)
+                    if flow_entry.taps:
+                        if trace is not None:
+                            trace.broken = "tap"
+                        tail = memoryview(frame)[ETH_SRC:]
+                        for tap, tap_mac, tap_counters in flow_entry.taps:
+                            tap.transmit_parts((frame[:ETH_DST] + tap_mac, tail), size)
+                            tap_counters.packets += 1
+                            tap_counters.bytes += size - VNET_HDR_LEN
+                    out = flow_entry.out
+                    if out is not None:
+                        # The new destination goes out in front of the untouched
+                        # rest of the frame: a 64 KB segment is not copied.
+                        head = frame[:ETH_DST] + flow_entry.mac
+                        if out.kind is _FUNCTION:
+                            self._enter_function(flow, hop, port, received, info)
+                        elif trace is not None:
+                            self._fuse(trace, out, head + frame[ETH_SRC:], None)
+                        out.transmit_parts((head, memoryview(frame)[ETH_SRC:]), size)
+                        continue
+                    restore = flow_entry.restore_from
+                    if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
+                        # The last function handed the frame back with our rewrite
+                        # in place (a bump in the wire): give it its destination back.
+                        frame = frame[:ETH_DST] + flow_entry.restore_to + frame[ETH_SRC:]
+
+            if learn:
                 if known:
                     mac_entry.seen = now  # type: ignore[union-attr]
-                elif flow_entry.learn:
+                else:
                     macs.learn(src, port, now)
-                learn = False  # done for this frame
-                hop = flow_entry.hop
-                if hop is not None:
-                    hop.packets += 1
-                    hop.bytes += size - VNET_HDR_LEN
-                if trace is not None:
-                    trace.flows.append(flow)
-                    if hop is not None:
-                        trace.hops.append(hop)
-                if flow_entry.taps:
-                    if trace is not None:
-                        trace.broken = "tap"
-                    tail = memoryview(frame)[ETH_SRC:]
-                    for tap, tap_mac, tap_counters in flow_entry.taps:
-                        tap.transmit_parts((frame[:ETH_DST] + tap_mac, tail), size)
-                        tap_counters.packets += 1
-                        tap_counters.bytes += size - VNET_HDR_LEN
-                out = flow_entry.out
-                if out is not None:
-                    # The new destination goes out in front of the untouched
-                    # rest of the frame: a 64 KB segment is not copied.
-                    head = frame[:ETH_DST] + flow_entry.mac
+
+            if not frame[ETH_DST] & 1:
+                dst_entry = entries.get(frame[ETH_DST:ETH_SRC])
+                if dst_entry is not None:
+                    out = dst_entry.port
+                    if out is port:
+                        drops[_SAME_PORT] += 1
+                        continue
                     if out.kind is _FUNCTION:
-                        self._enter_function(flow, hop)
+                        self._enter_function(None, None, port, received, info)
                     elif trace is not None:
-                        self._fuse(trace, out, head + frame[ETH_SRC:], None)
-                    out.transmit_parts((head, memoryview(frame)[ETH_SRC:]), size)
-                    return
-                restore = flow_entry.restore_from
-                if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
-                    # The last function handed the frame back with our rewrite
-                    # in place (a bump in the wire): give it its destination back.
-                    frame = frame[:ETH_DST] + flow_entry.restore_to + frame[ETH_SRC:]
+                        self._fuse(trace, out, frame, dst_entry)
+                    try:
+                        out.send(frame)
+                    except OSError as exc:
+                        out.tx_failed(exc)
+                        continue
+                    out.tx_packets += 1
+                    out.tx_bytes += size - VNET_HDR_LEN
+                    continue
+            if trace is not None:
+                trace.broken = "flood"
+            self.flood(port, network, frame)
+        self.fast_hits += hits
+        return count
 
-        if learn:
-            if known:
-                mac_entry.seen = now  # type: ignore[union-attr]
-            else:
-                macs.learn(src, port, now)
+    def _enter_function(
+        self,
+        flow: Flow | None,
+        hop: HopCounters | None,
+        port: Port,
+        frame: bytes,
+        info: FrameInfo | None,
+    ) -> None:
+        """A frame is about to be handed to a native function: start or extend the trace.
 
-        if not frame[ETH_DST] & 1:
-            dst_entry = entries.get(frame[ETH_DST:ETH_SRC])
-            if dst_entry is not None:
-                out = dst_entry.port
-                if out is port:
-                    drops[_SAME_PORT] += 1
-                    return
-                if out.kind is _FUNCTION:
-                    self._enter_function(None, None)
-                elif trace is not None:
-                    self._fuse(trace, out, frame, dst_entry)
-                try:
-                    out.send(frame)
-                except OSError as exc:
-                    out.tx_failed(exc)
-                    return
-                out.tx_packets += 1
-                out.tx_bytes += size - VNET_HDR_LEN
+        At depth 0 `port`, `frame` and `info` are where the journey starts: the
+        frame as it came in from a real port.
+        """
+        if self.depth:
+            trace = self.trace
+            if trace is None:
                 return
-        if trace is not None:
-            trace.broken = "flood"
-        self.flood(port, network, frame)
-
-    def _enter_function(self, flow: Flow | None, hop: HopCounters | None) -> None:
-        """A frame is about to be handed to a native function: start or extend the trace."""
-        trace = self.trace
-        if trace is None:
-            if self.depth or self.origin_info is None or self.origin_port is None:
+        else:
+            self.trace = None
+            if info is None or not info.ip_version or info.fragment or info.l4 < 0:
                 return
-            info = self.origin_info
-            if not info.ip_version or info.fragment or info.l4 < 0:
-                return
-            trace = self.trace = Trace(self.origin_port, self.origin_frame, info)
+            if port.kind is _FUNCTION:
+                return  # frames functions send from timers: nothing to fuse
+            trace = self.trace = Trace(port, frame, info)
             if flow is not None:
                 trace.flows.append(flow)
             if hop is not None:
                 trace.hops.append(hop)
-        if flow is not None and flow.lease is None:
-            from pktchain.functions.sdk import FlowLease
+        if flow is not None:
+            if flow.lease is None:
+                from pktchain.functions.sdk import FlowLease
 
-            flow.lease = FlowLease()
-        if flow is not None and flow.lease is not None:
+                flow.lease = FlowLease()
             trace.leases.append(flow.lease)
 
     def _fuse(
