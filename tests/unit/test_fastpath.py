@@ -17,9 +17,18 @@ from memports import MemoryPort
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from pktchain.functions.sdk import FlowLease, Function, Packet, Result, drop, forward
+from pktchain.functions.sdk import FlowLease, FlowLeases, Function, Packet, Result, drop, forward
 from pktchain.node.datapath import Datapath
 from pktchain.node.functions import FunctionHost, SdkDriver
+from pktchain.node.ports import Port
+from pktchain.node.steering import (
+    ChainPlan,
+    ClassifierPlan,
+    GroupPlan,
+    PairPlan,
+    Steering,
+    SteeringPlan,
+)
 from pktchain.packet.parse import parse_frame
 from pktchain.packet.virtio import VirtioNetHdr, needs_csum_header
 
@@ -263,3 +272,70 @@ def test_virtio_header_is_carried_unchanged() -> None:
         send(datapath, h1, gso + udp()[10:])
     assert datapath.fast_hits == 1
     assert h2.sent[2][:10] == gso
+
+
+class Bump(Function):
+    """Forwards to the other interface unchanged, one lease per flow."""
+
+    def __init__(self, config: object = None) -> None:
+        super().__init__(config)
+        self.leases = FlowLeases()
+        self.calls = 0
+
+    def process(self, packet: Packet, now: float) -> Result:
+        self.calls += 1
+        return forward(lease=self.leases.lease((packet.iface, packet.key)))
+
+
+def steered_lab() -> tuple[Datapath, MemoryPort, MemoryPort, Steering, Bump]:
+    """h1 -> bump -> h2 as a symmetric chain, as a port pair of a native function."""
+    datapath = Datapath()
+    h1, h2 = MemoryPort("h1", mac=H1), MemoryPort("h2", mac=H2)
+    ports: dict[str, Port] = {"h1": h1, "h2": h2}
+    for port in (h1, h2):
+        datapath.add_port(port)
+    bump = Bump()
+    host = FunctionHost("b", SdkDriver(bump), datapath, lambda: 1.0)
+    for side, mac in (("ingress", FN_A), ("egress", FN_B)):
+        port = host.add_port(side, mac)
+        datapath.add_port(port)
+        ports[port.name] = port
+    steering = Steering(ports)
+    datapath.steering = steering
+    classifier = ClassifierPlan(
+        "fc", "fc", protocol=17, logical_source_port="h1", logical_destination_port="h2"
+    )
+    group = GroupPlan("g", "g", (PairPlan("p", "p", "b:ingress", "b:egress"),))
+    steering.apply(SteeringPlan((ChainPlan("c", "c", 1, (group,), (classifier,), True),)))
+    h2.inbox.append(VNET + bytes(Ether(src=H2, dst="ff:ff:ff:ff:ff:ff", type=0x88B5) / (b"x" * 46)))
+    datapath.drain(h2)
+    return datapath, h1, h2, steering, bump
+
+
+def to_h2(payload: bytes = b"x") -> bytes:
+    return VNET + bytes(
+        Ether(src=H1, dst=H2) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=7, dport=9) / payload
+    )
+
+
+def test_a_chain_of_bumps_is_fused_and_sends_frames_as_they_came() -> None:
+    datapath, h1, h2, steering, bump = steered_lab()
+    for n in range(4):
+        send(datapath, h1, to_h2(b"%d" % n))
+    assert bump.calls == 2 and datapath.fast_hits == 2
+    assert h2.sent == [to_h2(b"%d" % n) for n in range(4)]  # restored, untouched
+    (hop,) = [c for c in steering.counters.values() if c.direction.value == "forward"]
+    assert hop.packets == 4  # the fast path counts the chain's hop too
+    (lease,) = bump.leases
+    assert lease.packets == 2  # and the function's lease, not the steering flow's
+
+
+def test_a_steering_flow_that_goes_takes_its_fused_entry_with_it() -> None:
+    datapath, h1, _h2, steering, bump = steered_lab()
+    for _ in range(3):
+        send(datapath, h1, to_h2())
+    assert datapath.fused_entries() == 1
+    steering.expire(now=10_000.0)
+    assert datapath.fused_entries() == 0
+    send(datapath, h1, to_h2())
+    assert bump.calls == 3  # classified again, through the function

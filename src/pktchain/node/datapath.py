@@ -391,7 +391,7 @@ class Datapath:
                 from pktchain.functions.sdk import FlowLease
 
                 flow.lease = FlowLease()
-            trace.leases.append(flow.lease)
+            trace.revokers.append(flow.lease)
 
     def _fuse(
         self, trace: Trace, out: Port, final: bytes, dst_entry: MacEntry[Port] | None
@@ -402,7 +402,7 @@ class Datapath:
             if trace.broken:
                 self.fuse_refused[trace.broken] += 1
             return
-        if any(not lease.valid for lease in trace.leases):
+        if any(not lease.valid for lease in trace.leases + trace.revokers):
             self.fuse_refused["lease-revoked"] += 1
             return
         if not all(lease.traced for lease in trace.leases):
@@ -432,7 +432,7 @@ class Datapath:
         fused.seen = self.now
         self.fused += 1
         hook = on_revoke_remove(table, key, fused)
-        for lease in fused.leases:
+        for lease in {*fused.leases, *trace.revokers}:
             lease.on_revoke(hook)
 
     def expire_fused(self, now: float, idle: float) -> int:

@@ -82,13 +82,16 @@ def _fold(value: int) -> int:
 class Trace:
     """A packet's journey through native functions, recorded on the slow path."""
 
-    __slots__ = ("broken", "flows", "frame", "hops", "info", "leases", "mtu", "port")
+    __slots__ = ("broken", "flows", "frame", "hops", "info", "leases", "mtu", "port", "revokers")
 
     def __init__(self, port: Port, frame: bytes, info: FrameInfo) -> None:
         self.port = port
         self.frame = frame
         self.info = info
         self.leases: list[FlowLease] = []
+        """The functions' leases: cached packets are counted on them."""
+        self.revokers: list[FlowLease] = []
+        """Leases that only end the entry (the steering flows'): nothing counted on them."""
         self.flows: list[Flow] = []
         self.hops: list[HopCounters] = []
         self.mtu = 0
