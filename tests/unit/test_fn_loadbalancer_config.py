@@ -184,3 +184,11 @@ def test_status_shows_services_backends_health_table_and_counters() -> None:
     rows = {row["ip"]: row for row in lb.status()["services"][0]["backends"]}
     assert rows[B1]["health"]["last_result"] == "timeout"
     assert rows[B1]["state"] == "down"
+
+
+def test_its_ports_carry_the_configured_addresses() -> None:
+    config = base()
+    lb = make_function("load-balancer", config)
+    assert lb.mac(FRONTEND) == config["frontend_mac"].lower()
+    assert lb.mac(BACKEND) == config["backend_mac"].lower()
+    assert lb.mac("elsewhere") is None

@@ -799,8 +799,9 @@ class Firewall(Function):
             "packets": conn.packets,
             "bytes": conn.bytes,
             "leased": conn.lease is not None,
-            "last_seen": conn.last_active,
-            "expires": conn.last_active + self._tracker.timeout(conn),
+            # Unix times: `now` is monotonic, `clock_offset` dates it.
+            "last_seen": round(conn.last_active + self.clock_offset, 3),
+            "expires": round(conn.last_active + self._tracker.timeout(conn) + self.clock_offset, 3),
         }
 
 

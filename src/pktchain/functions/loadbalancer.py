@@ -1073,6 +1073,14 @@ class LoadBalancer(Function):
 
     # -- status ---------------------------------------------------------------------------------
 
+    def mac(self, iface: str) -> str | None:
+        """The configured frontend and backend MACs: the node's ports carry them."""
+        if iface == FRONTEND:
+            return mac_bytes(self.config.frontend_mac).hex(":")
+        if iface == BACKEND:
+            return mac_bytes(self.config.backend_mac).hex(":")
+        return None
+
     def status(self) -> dict[str, Any]:
         """Services, backends (state, weight, connections, health), table size, counters."""
         states: Counter[str] = Counter(c.state.value for c in self._by_client.values())

@@ -404,6 +404,13 @@ class Function:
         """Take a validated configuration; revoke the leases it affects."""
         self.config = config
 
+    def mac(self, iface: str) -> str | None:
+        """The MAC address the function itself uses on `iface` ("02:..."), or None to
+        let the driver choose one. A function that sends from its own addresses
+        (answering ARP, like the load balancer) names them here, so that the node's
+        port carries the same address and frames to it are never flooded."""
+        return None
+
     def peer(self, iface: str) -> str:
         """The other interface of a two-interface function (where FORWARD goes)."""
         first, *rest = self.INTERFACES

@@ -195,7 +195,7 @@ class Node:
         # Functions see a monotonic `now`; records they export carry dates.
         function.clock_offset = time.time() - self.loop.now
         interfaces = [
-            (iface, spec.mac(iface, self.config.name), spec.networks[iface])
+            (iface, function.mac(iface) or spec.mac(iface, self.config.name), spec.networks[iface])
             for iface in function.INTERFACES
             if iface not in spec.pcap
         ]

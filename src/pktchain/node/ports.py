@@ -212,7 +212,9 @@ class PacketPort(Port):
 
     def __init__(self, *, name: str, ifname: str, netns: str | None, host: str | None) -> None:
         with in_netns(netns):
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            # Protocol 0 receives nothing until bind() names the interface and
+            # the protocol: no frame of another interface slips in before.
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             try:
                 ifindex = socket.if_nametoindex(ifname)
                 sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
@@ -220,7 +222,7 @@ class PacketPort(Port):
                 # struct packet_mreq { int ifindex; u16 type; u16 alen; u8 address[8]; }
                 mreq = struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")
                 sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
-                sock.bind((ifname, ETH_P_ALL))
+                sock.bind((ifname, ETH_P_ALL))  # host order: Python converts it
             except OSError:
                 sock.close()
                 raise
