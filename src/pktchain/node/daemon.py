@@ -25,6 +25,7 @@ from pktchain.node.functions import (
     FunctionDriver,
     FunctionHost,
     Outputs,
+    PcapSink,
     RouterDriver,
     SdkDriver,
     pump,
@@ -200,8 +201,6 @@ class Node:
             if iface not in spec.pcap
         ]
         host = self.add_function(spec.name, SdkDriver(function), interfaces)
-        from pktchain.node.functions import PcapSink
-
         for iface, path in spec.pcap.items():
             host.sinks[iface] = PcapSink(path)
         if spec.export is not None:

@@ -398,9 +398,8 @@ class Datapath:
     ) -> None:
         """The traced packet leaves on a real port: install its fused entry if it can be."""
         self.trace = None
-        if trace.broken or not self.depth:
-            if trace.broken:
-                self.fuse_refused[trace.broken] += 1
+        if trace.broken:
+            self.fuse_refused[trace.broken] += 1
             return
         if any(not lease.valid for lease in trace.leases + trace.revokers):
             self.fuse_refused["lease-revoked"] += 1

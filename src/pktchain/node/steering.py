@@ -620,22 +620,18 @@ class Steering:
 
 
 def l7_names(frame: bytes, info: FrameInfo) -> dict[str, str] | None:
-    """The HTTP Host and TLS server name in a TCP packet's payload; None if it has none.
+    """The HTTP Host or TLS server name in a TCP packet's payload; None if it has none.
 
-    Only a flow's first payload segment is read: a name that starts in it and
-    ends in a later segment is not seen (see docs/sfc.md).
+    Only a flow's first payload segment is read (the l7-classifier function's
+    parser): a name that starts in it and ends in a later segment is not seen
+    (see docs/sfc.md).
     """
     if info.proto != TCP or info.l4 < 0 or info.payload >= info.end:
         return None
-    from pktchain.functions.l7 import Outcome, parse_http_host, parse_tls_sni
+    from pktchain.functions.l7 import parse_first_payload
 
-    payload = bytes(frame[info.payload : info.end])
-    names: dict[str, str] = {}
-    for key, parse in (("http_host", parse_http_host), ("tls_sni", parse_tls_sni)):
-        outcome, name = parse(payload)
-        if outcome is Outcome.FOUND and name is not None:
-            names[key] = name
-    return names
+    _outcome, names = parse_first_payload(bytes(frame[info.payload : info.end]))
+    return dict(names)
 
 
 def _mac(port: Port) -> bytes:
