@@ -34,7 +34,7 @@ from enum import IntEnum
 from typing import Any
 
 from pktchain.functions.schema import check
-from pktchain.functions.sdk import FlowLease, Function, Packet, Result, drop, forward
+from pktchain.functions.sdk import Deadlines, FlowLease, Function, Packet, Result, drop, forward
 from pktchain.packet.address import format_ip
 from pktchain.packet.flow import FlowKey, flow_key
 from pktchain.packet.headers import IpProto, TcpFlag
@@ -103,7 +103,6 @@ class _Flow:
         "sent_octets",
         "sent_packets",
         "start",
-        "token",
     )
 
     def __init__(self, key: FlowKey, now: float) -> None:
@@ -123,7 +122,6 @@ class _Flow:
         self.sent_packets = [0, 0]
         """Totals at the last report: a record carries the deltas since."""
         self.sent_octets = [0, 0]
-        self.token = 0
 
     def total_packets(self, way: int) -> int:
         lease = self.leases[way]
@@ -185,11 +183,7 @@ class FlowMonitor(Function):
         super().__init__(config)
         self.clock_offset = 0.0
         self._flows: dict[FlowKey, _Flow] = {}
-        # Lazy deadlines: (due, token, key); an entry whose token is not its
-        # flow's current one is stale and skipped. A due time is recomputed when
-        # popped, since the fast path may have moved the flow's activity on.
-        self._heap: list[tuple[float, int, FlowKey]] = []
-        self._tokens = itertools.count(1)
+        self._deadlines: Deadlines[FlowKey] = Deadlines()
         self._records: deque[dict[str, Any]] = deque(maxlen=self.config.max_records)
 
     # -- packets ---------------------------------------------------------------
@@ -265,7 +259,7 @@ class FlowMonitor(Function):
 
     def _remove(self, canonical: FlowKey, flow: _Flow) -> None:
         del self._flows[canonical]
-        flow.token = 0
+        self._deadlines.discard(canonical)
         # Later packets must come back here and start a new flow, not be counted
         # on a lease nobody reads.
         flow.revoke()
@@ -278,29 +272,17 @@ class FlowMonitor(Function):
         return min(flow.activity() + config.idle_timeout, flow.reported_at + config.active_timeout)
 
     def _schedule(self, canonical: FlowKey, flow: _Flow) -> None:
-        flow.token = next(self._tokens)
-        heapq.heappush(self._heap, (self._due(flow), flow.token, canonical))
+        self._deadlines.set(canonical, self._due(flow))
 
     def next_deadline(self) -> float | None:
-        heap = self._heap
-        while heap:
-            _due, token, canonical = heap[0]
-            flow = self._flows.get(canonical)
-            if flow is not None and flow.token == token:
-                return heap[0][0]
-            heapq.heappop(heap)
-        return None
+        return self._deadlines.next()
 
     def on_timer(self, now: float) -> list[tuple[str, bytes]]:
         """Export the flows that ended or timed out; report long ones."""
-        heap = self._heap
         flows = self._flows
         config = self.config
-        while heap and heap[0][0] <= now:
-            _due, token, canonical = heapq.heappop(heap)
-            flow = flows.get(canonical)
-            if flow is None or flow.token != token:
-                continue
+        for canonical in self._deadlines.pop_due(now):
+            flow = flows[canonical]
             if flow.ended_at is not None:
                 if now >= flow.ended_at + config.end_wait:
                     self._export(flow, FlowEndReason.END_OF_FLOW)
@@ -323,7 +305,7 @@ class FlowMonitor(Function):
     def end_all(self) -> int:
         """Export every flow in the table as forced to end (flowEndReason 4); how many."""
         flows, self._flows = self._flows, {}
-        self._heap = []
+        self._deadlines.clear()
         for flow in flows.values():
             self._export(flow, FlowEndReason.FORCED_END)
             flow.revoke()
@@ -396,7 +378,7 @@ class FlowMonitor(Function):
             self._evict()
         if self._records.maxlen != config.max_records:
             self._records = deque(self._records, maxlen=config.max_records)
-        self._heap = []
+        self._deadlines.clear()
         for canonical, flow in self._flows.items():
             self._schedule(canonical, flow)
 

@@ -23,15 +23,22 @@ not read.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from pktchain.functions.schema import check
-from pktchain.functions.sdk import FlowLease, Function, Packet, Result, drop, forward, punt
+from pktchain.functions.sdk import (
+    Deadlines,
+    FlowLease,
+    Function,
+    Packet,
+    Result,
+    drop,
+    forward,
+    punt,
+)
 from pktchain.packet.flow import FlowKey, flow_key
 from pktchain.packet.headers import TCP, IpProto, TcpFlag
 
@@ -342,7 +349,6 @@ class _Flow:
         "metadata",
         "next_seq",
         "speaker",
-        "token",
     )
 
     def __init__(self, key: FlowKey, now: float) -> None:
@@ -358,7 +364,6 @@ class _Flow:
         self.data = bytearray()
         self.held: dict[int, bytes] = {}
         self.leases: list[FlowLease | None] = [None, None]
-        self.token = 0
 
     def activity(self) -> float:
         last = self.last
@@ -441,8 +446,7 @@ class L7Classifier(Function):
         super().__init__(config)
         self.on_classified: Classified | None = None
         self._flows: dict[FlowKey, _Flow] = {}
-        self._heap: list[tuple[float, int, FlowKey]] = []
-        self._tokens = itertools.count(1)
+        self._deadlines: Deadlines[FlowKey] = Deadlines()
 
     def metadata(self, key: tuple[bytes, bytes, int, int, int]) -> Metadata:
         """What was found for the flow with this 5-tuple (either direction); {} if nothing."""
@@ -550,7 +554,7 @@ class L7Classifier(Function):
 
     def _remove(self, canonical: FlowKey, flow: _Flow) -> None:
         del self._flows[canonical]
-        flow.token = 0
+        self._deadlines.discard(canonical)
         flow.revoke()
 
     # -- timers ----------------------------------------------------------------
@@ -560,28 +564,16 @@ class L7Classifier(Function):
         return flow.activity() + self.config.idle_timeout
 
     def _schedule(self, canonical: FlowKey, flow: _Flow) -> None:
-        flow.token = next(self._tokens)
-        heapq.heappush(self._heap, (self._due(flow), flow.token, canonical))
+        self._deadlines.set(canonical, self._due(flow))
 
     def next_deadline(self) -> float | None:
-        heap = self._heap
-        while heap:
-            _due, token, canonical = heap[0]
-            flow = self._flows.get(canonical)
-            if flow is not None and flow.token == token:
-                return heap[0][0]
-            heapq.heappop(heap)
-        return None
+        return self._deadlines.next()
 
     def on_timer(self, now: float) -> list[tuple[str, bytes]]:
         """Decide flows that waited too long; forget idle ones."""
-        heap = self._heap
         flows = self._flows
-        while heap and heap[0][0] <= now:
-            _due, token, canonical = heapq.heappop(heap)
-            flow = flows.get(canonical)
-            if flow is None or flow.token != token:
-                continue
+        for canonical in self._deadlines.pop_due(now):
+            flow = flows[canonical]
             if flow.metadata is None:
                 self.counters["decide-timeout"] += 1
                 self._decide(canonical, flow, {})

@@ -37,12 +37,14 @@ A user function is a subclass in any importable module, named as
 
 from __future__ import annotations
 
+import heapq
 import importlib
+import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pktchain.functions.schema import ConfigError, FieldError, describe, load_config
 from pktchain.packet.parse import FrameInfo, parse_frame
@@ -52,6 +54,7 @@ from pktchain.packet.virtio import VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_L
 __all__ = [
     "BUILTIN_FUNCTIONS",
     "ConfigError",
+    "Deadlines",
     "FieldError",
     "FlowLease",
     "FlowLeases",
@@ -164,6 +167,58 @@ class FlowLeases:
 
     def __iter__(self) -> Iterator[FlowLease]:
         return iter(list(self._leases.values()))
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Deadlines(Generic[K]):
+    """When each key (a flow, a connection) is next due: a function's timer table.
+
+    `set` files a key, or moves its deadline; `discard` forgets it;
+    `next` is what `next_deadline()` returns; `pop_due(now)` yields the keys
+    whose deadline has come, each forgotten as it is yielded (file it again to
+    keep it). A superseded heap entry stays until it surfaces and is skipped,
+    so moving a deadline costs one push.
+    """
+
+    __slots__ = ("_due", "_heap", "_sequence")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, K]] = []
+        self._due: dict[K, float] = {}
+        self._sequence = itertools.count()
+
+    def set(self, key: K, when: float) -> None:
+        self._due[key] = when
+        heapq.heappush(self._heap, (when, next(self._sequence), key))
+
+    def discard(self, key: K) -> None:
+        self._due.pop(key, None)
+
+    def clear(self) -> None:
+        self._heap = []
+        self._due = {}
+
+    def next(self) -> float | None:
+        heap, due = self._heap, self._due
+        while heap:
+            when, _, key = heap[0]
+            if due.get(key) == when:
+                return when
+            heapq.heappop(heap)  # superseded or forgotten
+        return None
+
+    def pop_due(self, now: float) -> Iterator[K]:
+        heap, due = self._heap, self._due
+        while heap and heap[0][0] <= now:
+            when, _, key = heapq.heappop(heap)
+            if due.get(key) == when:
+                del due[key]
+                yield key
+
+    def __len__(self) -> int:
+        return len(self._due)
 
 
 class Packet:
