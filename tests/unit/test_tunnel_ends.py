@@ -16,10 +16,10 @@ import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.packet import raw
 
+from pktchain.node.loop import EventLoop
 from pktchain.tunnel.auth import Role
 from pktchain.tunnel.client import Backoff, TcpClient
 from pktchain.tunnel.counters import Count, Counters, DropReason
-from pktchain.tunnel.loop import Loop
 from pktchain.tunnel.server import TcpServer
 from pktchain.tunnel.session import Session
 from pktchain.tunnel.stream import End, StreamConnection
@@ -66,8 +66,8 @@ class FakeTun:
 
 
 @pytest.fixture
-def loop() -> Iterator[Loop]:
-    loop = Loop()
+def loop() -> Iterator[EventLoop]:
+    loop = EventLoop()
     yield loop
     loop.close()
 
@@ -93,7 +93,7 @@ def ends() -> Iterator[list[End]]:
         end.close()
 
 
-def run_until(loop: Loop, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+def run_until(loop: EventLoop, condition: Callable[[], bool], timeout: float = 5.0) -> None:
     """Run `loop` until `condition()` holds; fail after `timeout` seconds."""
     expired = False
 
@@ -116,7 +116,7 @@ def run_until(loop: Loop, condition: Callable[[], bool], timeout: float = 5.0) -
 
 
 def server(
-    loop: Loop, tun: FakeTun, ends: list[End], key: bytes | None, port: int = 0
+    loop: EventLoop, tun: FakeTun, ends: list[End], key: bytes | None, port: int = 0
 ) -> TcpServer:
     end = TcpServer(
         loop, tun.fd, "server", listen=("127.0.0.1", port), family=socket.AF_INET,
@@ -127,7 +127,13 @@ def server(
 
 
 def client(
-    loop: Loop, tun: FakeTun, ends: list[End], port: int, key: bytes | None, *, own: bytes = A_IP
+    loop: EventLoop,
+    tun: FakeTun,
+    ends: list[End],
+    port: int,
+    key: bytes | None,
+    *,
+    own: bytes = A_IP,
 ) -> TcpClient:
     end = TcpClient(
         loop, tun.fd, f"client {own.hex()}", remote=("127.0.0.1", port), family=socket.AF_INET,
@@ -148,7 +154,7 @@ def is_up(end: TcpClient) -> bool:
 
 @pytest.mark.parametrize("key", [None, KEY], ids=["no-auth", "key"])
 def test_packets_cross_both_ways(
-    loop: Loop, tuns: Callable[[], FakeTun], ends: list[End], key: bytes | None
+    loop: EventLoop, tuns: Callable[[], FakeTun], ends: list[End], key: bytes | None
 ) -> None:
     s_tun, c_tun = tuns(), tuns()
     s = server(loop, s_tun, ends, key)
@@ -169,7 +175,7 @@ def test_packets_cross_both_ways(
 
 
 def test_a_wrong_key_is_refused_and_the_client_keeps_trying(
-    loop: Loop, tuns: Callable[[], FakeTun], ends: list[End]
+    loop: EventLoop, tuns: Callable[[], FakeTun], ends: list[End]
 ) -> None:
     s = server(loop, tuns(), ends, KEY)
     c = client(loop, tuns(), ends, port_of(s), b"another key of sixteen bytes")
@@ -180,7 +186,7 @@ def test_a_wrong_key_is_refused_and_the_client_keeps_trying(
 
 
 def test_the_client_finds_a_restarted_server(
-    loop: Loop, tuns: Callable[[], FakeTun], ends: list[End]
+    loop: EventLoop, tuns: Callable[[], FakeTun], ends: list[End]
 ) -> None:
     s_tun, c_tun = tuns(), tuns()
     first = server(loop, s_tun, ends, KEY)
@@ -198,7 +204,7 @@ def test_the_client_finds_a_restarted_server(
 
 
 def test_two_clients_reach_each_other_through_the_server(
-    loop: Loop, tuns: Callable[[], FakeTun], ends: list[End]
+    loop: EventLoop, tuns: Callable[[], FakeTun], ends: list[End]
 ) -> None:
     s = server(loop, tuns(), ends, KEY)
     a_tun, b_tun = tuns(), tuns()
@@ -214,7 +220,7 @@ def test_two_clients_reach_each_other_through_the_server(
 
 
 def test_a_zero_length_frame_closes_the_connection(
-    loop: Loop, tuns: Callable[[], FakeTun], ends: list[End]
+    loop: EventLoop, tuns: Callable[[], FakeTun], ends: list[End]
 ) -> None:
     s_tun = tuns()
     s = server(loop, s_tun, ends, None)
@@ -231,7 +237,7 @@ def test_a_zero_length_frame_closes_the_connection(
 
 
 def test_without_a_connection_the_client_drops_and_counts(
-    loop: Loop, tuns: Callable[[], FakeTun], ends: list[End]
+    loop: EventLoop, tuns: Callable[[], FakeTun], ends: list[End]
 ) -> None:
     unused = socket.socket()
     unused.bind(("127.0.0.1", 0))
@@ -245,7 +251,7 @@ def test_without_a_connection_the_client_drops_and_counts(
 
 
 def test_udp_packets_cross_both_ways(
-    loop: Loop, tuns: Callable[[], FakeTun], ends: list[End]
+    loop: EventLoop, tuns: Callable[[], FakeTun], ends: list[End]
 ) -> None:
     s_tun, c_tun = tuns(), tuns()
     s = UdpServer(
@@ -289,7 +295,7 @@ class Owner:
         self.faults.append(fault.reason)
 
 
-def test_a_slow_reader_gets_everything_queued_and_the_excess_is_dropped(loop: Loop) -> None:
+def test_a_slow_reader_gets_everything_queued_and_the_excess_is_dropped(loop: EventLoop) -> None:
     near, far = socket.socketpair()
     with near, far:
         near.setblocking(False)

@@ -1,10 +1,12 @@
-"""The node's event loop: epoll over port descriptors, timers and signals.
+"""The event loop of pktchain's processes: epoll over descriptors, timers and signals.
 
-One loop per node process.  It is deliberately small (asyncio's per-callback
-machinery costs more than a packet does): readers are plain callbacks run when
-their descriptor is readable, timers live in a heap, and signals arrive through
-`signal.set_wakeup_fd` so that a SIGTERM wakes a sleeping `epoll.poll`.
-`now` is read once per wake-up and shared by everything that runs in it.
+One loop per process (the node, the tunnel).  It is deliberately small
+(asyncio's per-callback machinery costs more than a packet does): readers are
+plain callbacks run when their descriptor is readable, writers when it is
+writable (a TCP stream that took part of a write), timers live in a heap, and
+signals arrive through `signal.set_wakeup_fd` so that a SIGTERM wakes a
+sleeping `epoll.poll`. `now` is read once per wake-up and shared by everything
+that runs in it.
 
 Everything the loop owns (ports, tables, the chaining model's effects) is
 touched only from the loop's thread.  Another thread (the REST API's) hands
@@ -32,6 +34,8 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
+_OUT = select.EPOLLOUT
+
 
 @dataclass(order=True)
 class Timer:
@@ -49,6 +53,7 @@ class EventLoop:
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._readers: dict[int, Callable[[], None]] = {}
+        self._writers: dict[int, Callable[[], None]] = {}
         self._timers: list[Timer] = []
         self._seq = itertools.count()
         self._signal_handlers: dict[int, Callable[[int], None]] = {}
@@ -66,14 +71,48 @@ class EventLoop:
         self.add_reader(self._call_r.fileno(), self._run_calls)
         self._thread: int | None = None
 
-    # -- readers -------------------------------------------------------------
+    # -- descriptors ---------------------------------------------------------
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
-        self._readers[fd] = callback
-        self._epoll.register(fd, select.EPOLLIN)
+        self.set_reader(fd, callback)
 
     def remove_reader(self, fd: int) -> None:
-        if self._readers.pop(fd, None) is not None:
+        self.set_reader(fd, None)
+
+    def set_reader(self, fd: int, callback: Callable[[], None] | None) -> None:
+        """Call `callback` whenever `fd` is readable (None: stop)."""
+        self._watch(fd, self._readers, callback)
+
+    def set_writer(self, fd: int, callback: Callable[[], None] | None) -> None:
+        """Call `callback` whenever `fd` is writable (None: stop)."""
+        self._watch(fd, self._writers, callback)
+
+    def forget(self, fd: int) -> None:
+        """Stop watching `fd` at all; call before closing it."""
+        self.set_reader(fd, None)
+        self.set_writer(fd, None)
+
+    def _watch(
+        self, fd: int, table: dict[int, Callable[[], None]], callback: Callable[[], None] | None
+    ) -> None:
+        was = self._interest(fd)
+        if callback is None:
+            table.pop(fd, None)
+        else:
+            table[fd] = callback
+        now = self._interest(fd)
+        if now == was:
+            return
+        if not was:
+            self._epoll.register(fd, now)
+        elif not now:
             self._epoll.unregister(fd)
+        else:
+            self._epoll.modify(fd, now)
+
+    def _interest(self, fd: int) -> int:
+        return (select.EPOLLIN if fd in self._readers else 0) | (
+            select.EPOLLOUT if fd in self._writers else 0
+        )
 
     # -- timers --------------------------------------------------------------
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
@@ -148,6 +187,7 @@ class EventLoop:
         self._thread = threading.get_ident()
         poll = self._epoll.poll
         readers = self._readers
+        writers = self._writers
         timers = self._timers
         monotonic = time.monotonic
         while self._running:
@@ -156,10 +196,17 @@ class EventLoop:
                 timeout = max(0.0, timers[0].deadline - monotonic())
             events = poll(timeout)
             self.now = monotonic()
-            for fd, _mask in events:
-                callback = readers.get(fd)
-                if callback is not None:
-                    callback()
+            for fd, mask in events:
+                # A callback may have stopped watching (or closed) this fd or
+                # another one: look each one up again before calling it.
+                if mask != _OUT:  # readable, or an error/hang-up the reader must see
+                    callback = readers.get(fd)
+                    if callback is not None:
+                        callback()
+                if mask & _OUT:
+                    callback = writers.get(fd)
+                    if callback is not None:
+                        callback()
             if timers and timers[0].deadline <= self.now:
                 self._run_timers()
 

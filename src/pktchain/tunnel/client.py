@@ -18,9 +18,9 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from pktchain.node.loop import EventLoop, Timer
 from pktchain.tunnel.auth import Role
 from pktchain.tunnel.counters import Count, DropReason
-from pktchain.tunnel.loop import Loop, Timer
 from pktchain.tunnel.session import HANDSHAKE_TIMEOUT, Session
 from pktchain.tunnel.stream import End, StreamConnection, configure_stream_socket, peer_name
 from pktchain.tunnel.wire import CloseReason, Fault
@@ -60,7 +60,7 @@ class TcpClient(End):
 
     def __init__(
         self,
-        loop: Loop,
+        loop: EventLoop,
         tun_fd: int,
         label: str,
         *,

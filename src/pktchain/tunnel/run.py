@@ -17,10 +17,10 @@ import socket
 import sys
 from contextlib import ExitStack
 
+from pktchain.node.loop import EventLoop
 from pktchain.tunnel.client import TcpClient
 from pktchain.tunnel.config import Transport, TunnelConfig
 from pktchain.tunnel.device import Tun
-from pktchain.tunnel.loop import Loop
 from pktchain.tunnel.server import TcpServer
 from pktchain.tunnel.stream import End
 from pktchain.tunnel.udp import UdpClient, UdpServer
@@ -45,7 +45,7 @@ def counters_json(ends: list[End]) -> str:
 
 def run(config: TunnelConfig) -> int:
     """Run the tunnel until SIGINT or SIGTERM; raises TunnelStartError if it cannot start."""
-    loop = Loop()
+    loop = EventLoop()
     ends: list[End] = []
     with ExitStack() as cleanup:
         cleanup.callback(loop.close)
@@ -70,7 +70,7 @@ def run(config: TunnelConfig) -> int:
     return 0
 
 
-def _start(config: TunnelConfig, loop: Loop, ends: list[End], cleanup: ExitStack) -> None:
+def _start(config: TunnelConfig, loop: EventLoop, ends: list[End], cleanup: ExitStack) -> None:
     """Create the ends; each is registered with `cleanup` (closed in reverse order)."""
 
     def add(end: End) -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import socket
 
+from pktchain.node.loop import EventLoop
 from pktchain.tunnel.auth import Role
 from pktchain.tunnel.counters import Count
-from pktchain.tunnel.loop import Loop
 from pktchain.tunnel.session import Session
 from pktchain.tunnel.stream import (
     End,
@@ -39,7 +39,7 @@ class TcpServer(End):
 
     def __init__(
         self,
-        loop: Loop,
+        loop: EventLoop,
         tun_fd: int,
         label: str,
         *,

@@ -21,8 +21,8 @@ import os
 import socket
 from typing import Protocol
 
+from pktchain.node.loop import EventLoop, Timer
 from pktchain.tunnel.counters import Count, Counters, DropReason
-from pktchain.tunnel.loop import Loop, Timer
 from pktchain.tunnel.session import Session
 from pktchain.tunnel.wire import HEADER, CloseReason, Fault
 
@@ -73,7 +73,7 @@ def configure_stream_socket(sock: socket.socket) -> None:
 class End:
     """The TUN side of one tunnel end (server or client, over TCP or UDP)."""
 
-    def __init__(self, loop: Loop, tun_fd: int, label: str) -> None:
+    def __init__(self, loop: EventLoop, tun_fd: int, label: str) -> None:
         self.loop = loop
         self.tun_fd = tun_fd
         self.label = label
@@ -129,7 +129,7 @@ class StreamConnection:
     """One connected TCP socket and its session, driven by the loop."""
 
     def __init__(
-        self, loop: Loop, sock: socket.socket, session: Session, owner: StreamOwner, peer: str
+        self, loop: EventLoop, sock: socket.socket, session: Session, owner: StreamOwner, peer: str
     ) -> None:
         self.loop = loop
         self.sock = sock

@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import socket
 
+from pktchain.node.loop import EventLoop, Timer
 from pktchain.tunnel.counters import Count, DropReason
-from pktchain.tunnel.loop import Loop, Timer
 from pktchain.tunnel.stream import TUN_BATCH, End, peer_name
 from pktchain.tunnel.switch import Local, Switch
 
@@ -55,7 +55,7 @@ class UdpServer(End):
 
     def __init__(
         self,
-        loop: Loop,
+        loop: EventLoop,
         tun_fd: int,
         label: str,
         *,
@@ -157,7 +157,7 @@ class UdpClient(End):
 
     def __init__(
         self,
-        loop: Loop,
+        loop: EventLoop,
         tun_fd: int,
         label: str,
         *,
