@@ -38,10 +38,10 @@ import os
 import platform
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ import yaml
 from pktchain.lab import Lab, wait_until
 from pktchain.node.client import ChainingClient
 from pktchain.node.process import NodeProcess
-from switch_vs_bridge import cpu_seconds, mac_of, rx_packets
+from switch_vs_bridge import cpu_seconds, flood_rate, mac_of
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_KINDS = ("firewall", "flow-monitor", "firewall", "flow-monitor", "firewall")
@@ -58,6 +58,7 @@ DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {"firewall": {"default": "accept"}}
 LENGTHS = (1, 3, 5)
 FLOOD_PORT = 9
 IPERF_PORT = 5201
+ADDRESSES = {"k1": "10.72.1.1", "k2": "10.72.2.2", "p1": "10.72.3.1", "p2": "10.72.3.2"}
 VIP, LB_SOURCE = "10.72.3.100", "10.72.3.50"
 SERVICE_FUNCTIONS = [
     {"name": "fw", "kind": "firewall", "config": {"default": "accept"}},
@@ -208,33 +209,41 @@ def use_chain(api: ChainingClient, length: int) -> None:
     )
 
 
-def udp_pps(
-    lab: Lab, sender: str, receiver: str, *, dst_ip: str, dst_mac: str, seconds: float
-) -> float:
-    rx_host = lab.host(receiver)
-    argv = [
-        sys.executable,
-        str(HERE / "udpflood.py"),
-        "--netns",
-        lab.host(sender).netns,
-        "--ifname",
-        "eth0",
-        "--dst-mac",
-        dst_mac,
-        "--src-ip",
-        {"k1": "10.72.1.1", "p1": "10.72.3.1"}[sender],
-        "--dst-ip",
-        dst_ip,
-        "--dport",
-        str(FLOOD_PORT),
-        "--seconds",
-        str(seconds),
-    ]
-    before = rx_packets(rx_host)
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True)
-    time.sleep(0.2)  # the last queued frames reach the receiver
-    received = rx_packets(rx_host) - before
-    return received / float(json.loads(result.stdout)["seconds"])
+def udp_pps(lab: Lab, sender: str, receiver: str, *, dst_mac: str, seconds: float) -> float:
+    """64-byte frames from k1 or p1 to k2 or p2, counted at the receiver per second."""
+    return flood_rate(
+        lab,
+        sender,
+        receiver,
+        src_ip=ADDRESSES[sender],
+        dst_ip=ADDRESSES[receiver],
+        dst_mac=dst_mac,
+        seconds=seconds,
+        dport=FLOOD_PORT,
+    )
+
+
+@contextmanager
+def chain_node(
+    workdir: Path, kinds: list[str], configs: dict[str, dict[str, Any]]
+) -> Iterator[tuple[Lab, NodeProcess]]:
+    """The lab of `topology` and a node running the functions of `functions_file`."""
+    name = f"bench-{secrets.token_hex(3)}"
+    topo = workdir / "topology.yaml"
+    topo.write_text(yaml.safe_dump(topology(name), sort_keys=False))
+    functions = workdir / "functions.yaml"
+    functions.write_text(yaml.safe_dump(functions_file(kinds, configs), sort_keys=False))
+    with (
+        Lab.up(topo) as lab,
+        NodeProcess(
+            name,
+            topology=topo,
+            log_path=workdir / "node.log",
+            args=("--functions", str(functions)),
+        ) as node,
+    ):
+        lab.host("p1").run(["ping", "-c", "2", "-W", "2", ADDRESSES["p2"]], check=True)
+        yield lab, node
 
 
 def tcp_gbps(lab: Lab, sender: str, dst_ip: str, seconds: float) -> float:
@@ -274,77 +283,56 @@ def main() -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
     )
-    name = f"bench-{secrets.token_hex(3)}"
     samples: dict[str, list[float]] = {}
     cpu: dict[str, tuple[float, float]] = {}
     fast: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="pktchain-bench-") as tmp:
-        topo = Path(tmp) / "topology.yaml"
-        topo.write_text(yaml.safe_dump(topology(name), sort_keys=False))
-        functions = Path(tmp) / "functions.yaml"
-        functions.write_text(yaml.safe_dump(functions_file(kinds, configs), sort_keys=False))
-        with (
-            Lab.up(topo) as lab,
-            NodeProcess(
-                name,
-                topology=topo,
-                log_path=Path(tmp) / "node.log",
-                args=("--functions", str(functions)),
-            ) as node,
-        ):
-            api = ChainingClient(node.control)
-            for receiver in ("k2", "p2"):  # iperf3 servers for every TCP run
-                lab.host(receiver).popen(["iperf3", "-s", "-p", str(IPERF_PORT)])
-                lab.host(receiver).wait_listening(IPERF_PORT, timeout=10)
-            lab.host("k1").run(["ping", "-c", "2", "-W", "2", "10.72.2.2"], check=True)
-            lab.host("p1").run(["ping", "-c", "2", "-W", "2", "10.72.3.2"], check=True)
-            kr_mac = mac_of(lab.host("kr"))
-            p2_mac = mac_of(lab.host("p2"))
-            print(f"functions: {', '.join(kinds)}; {args.repeat} runs each", file=sys.stderr)
+    with (
+        tempfile.TemporaryDirectory(prefix="pktchain-bench-") as tmp,
+        chain_node(Path(tmp), kinds, configs) as (lab, node),
+    ):
+        api = ChainingClient(node.control)
+        for receiver in ("k2", "p2"):  # iperf3 servers for every TCP run
+            lab.host(receiver).popen(["iperf3", "-s", "-p", str(IPERF_PORT)])
+            lab.host(receiver).wait_listening(IPERF_PORT, timeout=10)
+        lab.host("k1").run(["ping", "-c", "2", "-W", "2", "10.72.2.2"], check=True)
+        kr_mac = mac_of(lab.host("kr"))
+        p2_mac = mac_of(lab.host("p2"))
+        print(f"functions: {', '.join(kinds)}; {args.repeat} runs each", file=sys.stderr)
 
-            def record(key: str, value: float) -> None:
-                samples.setdefault(key, []).append(value)
-                print(f"  {key}: {value:,.3f}", file=sys.stderr)
+        def record(key: str, value: float) -> None:
+            samples.setdefault(key, []).append(value)
+            print(f"  {key}: {value:,.3f}", file=sys.stderr)
 
-            for _ in range(args.repeat):
+        for _ in range(args.repeat):
+            record(
+                "udp_pps kernel",
+                udp_pps(lab, "k1", "k2", dst_mac=kr_mac, seconds=args.seconds),
+            )
+            for length in LENGTHS:
+                use_chain(api, length)
+                before = cpu_seconds(node.pid)
                 record(
-                    "udp_pps kernel",
-                    udp_pps(
-                        lab, "k1", "k2", dst_ip="10.72.2.2", dst_mac=kr_mac, seconds=args.seconds
-                    ),
+                    f"udp_pps chain{length}",
+                    udp_pps(lab, "p1", "p2", dst_mac=p2_mac, seconds=args.seconds),
                 )
-                for length in LENGTHS:
-                    use_chain(api, length)
-                    before = cpu_seconds(node.pid)
-                    record(
-                        f"udp_pps chain{length}",
-                        udp_pps(
-                            lab,
-                            "p1",
-                            "p2",
-                            dst_ip="10.72.3.2",
-                            dst_mac=p2_mac,
-                            seconds=args.seconds,
-                        ),
-                    )
-                    after = cpu_seconds(node.pid)
-                    cpu[f"chain{length}"] = (after[0] - before[0], after[1] - before[1])
-                    fast[f"chain{length}"] = node.status()["fast_path"]
-                record("tcp_gbps kernel", tcp_gbps(lab, "k1", "10.72.2.2", args.seconds))
-                use_chain(api, 3)
-                record("tcp_gbps chain3", tcp_gbps(lab, "p1", "10.72.3.2", args.seconds))
-                use_service_chains(api)
-                wait_until(
-                    lambda: backend_up(node),
-                    timeout=10,
-                    what="the load balancer's health check to find the backend",
-                )
-                record("tcp_gbps fw-lb-mon", tcp_gbps(lab, "p1", VIP, args.seconds))
-                fast["fw-lb-mon"] = node.status()["fast_path"]
-            functions_status = [
-                {"name": f["name"], "kind": f.get("kind"), "verdicts": f.get("verdicts")}
-                for f in node.functions()
-            ]
+                after = cpu_seconds(node.pid)
+                cpu[f"chain{length}"] = (after[0] - before[0], after[1] - before[1])
+                fast[f"chain{length}"] = node.status()["fast_path"]
+            record("tcp_gbps kernel", tcp_gbps(lab, "k1", "10.72.2.2", args.seconds))
+            use_chain(api, 3)
+            record("tcp_gbps chain3", tcp_gbps(lab, "p1", "10.72.3.2", args.seconds))
+            use_service_chains(api)
+            wait_until(
+                lambda: backend_up(node),
+                timeout=10,
+                what="the load balancer's health check to find the backend",
+            )
+            record("tcp_gbps fw-lb-mon", tcp_gbps(lab, "p1", VIP, args.seconds))
+            fast["fw-lb-mon"] = node.status()["fast_path"]
+        functions_status = [
+            {"name": f["name"], "kind": f.get("kind"), "verdicts": f.get("verdicts")}
+            for f in node.functions()
+        ]
 
     medians = {key: statistics.median(values) for key, values in samples.items()}
     ratios = {

@@ -12,18 +12,13 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
-from chain_fastpath import DEFAULT_CONFIGS, DEFAULT_KINDS, functions_file, topology, use_chain
-from pktchain.lab import Lab
+from chain_fastpath import DEFAULT_CONFIGS, DEFAULT_KINDS, chain_node, udp_pps, use_chain
 from pktchain.node.client import ChainingClient
-from pktchain.node.process import NodeProcess
 from switch_vs_bridge import mac_of
 
 HERE = Path(__file__).resolve().parent
@@ -36,25 +31,9 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
     os.environ["PYTHONPATH"] = str(HERE)
-    name = f"bench-{secrets.token_hex(3)}"
     with tempfile.TemporaryDirectory(prefix="pktchain-bench-") as tmp:
-        topo = Path(tmp) / "topology.yaml"
-        topo.write_text(yaml.safe_dump(topology(name), sort_keys=False))
-        functions = Path(tmp) / "functions.yaml"
-        functions.write_text(
-            yaml.safe_dump(functions_file(list(DEFAULT_KINDS), DEFAULT_CONFIGS), sort_keys=False)
-        )
         raw = Path(tmp) / "samples.txt"
-        with (
-            Lab.up(topo) as lab,
-            NodeProcess(
-                name,
-                topology=topo,
-                log_path=Path(tmp) / "node.log",
-                args=("--functions", str(functions)),
-            ) as node,
-        ):
-            lab.host("p1").run(["ping", "-c", "2", "-W", "2", "10.72.3.2"], check=True)
+        with chain_node(Path(tmp), list(DEFAULT_KINDS), DEFAULT_CONFIGS) as (lab, node):
             use_chain(ChainingClient(node.control), args.length)
             spy = subprocess.Popen(
                 [
@@ -75,23 +54,9 @@ def main() -> int:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            flood = [
-                sys.executable,
-                str(HERE / "udpflood.py"),
-                "--netns",
-                lab.host("p1").netns,
-                "--ifname",
-                "eth0",
-                "--dst-mac",
-                mac_of(lab.host("p2")),
-                "--src-ip",
-                "10.72.3.1",
-                "--dst-ip",
-                "10.72.3.2",
-                "--seconds",
-                str(args.seconds + 1),
-            ]
-            subprocess.run(flood, check=True, capture_output=True, timeout=args.seconds + 30)
+            rate = udp_pps(
+                lab, "p1", "p2", dst_mac=mac_of(lab.host("p2")), seconds=args.seconds + 1
+            )
             spy.wait(timeout=args.seconds + 30)
         own: collections.Counter[str] = collections.Counter()
         total: collections.Counter[str] = collections.Counter()
@@ -109,7 +74,7 @@ def main() -> int:
             for function in called:
                 total[function] += count
     kinds = ", ".join(DEFAULT_KINDS[: args.length])
-    print(f"{samples} samples of the node, chain of {args.length} ({kinds})")
+    print(f"{samples} samples of the node, chain of {args.length} ({kinds}), {rate:,.0f} packets/s")
     print("own time:")
     for frame, count in own.most_common(args.top):
         print(f"  {100 * count / samples:5.1f}%  {frame}")

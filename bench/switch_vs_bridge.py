@@ -109,10 +109,18 @@ NODE_CPU: list[tuple[float, float]] = []
 """(user, system) seconds the node spent in each small-packet run through it."""
 
 
-def udp_pps(
-    lab: Lab, pair: tuple[str, str, str], seconds: float, node_pid: int | None = None
+def flood_rate(
+    lab: Lab,
+    sender: str,
+    receiver: str,
+    *,
+    src_ip: str,
+    dst_ip: str,
+    dst_mac: str,
+    seconds: float,
+    dport: int = 9,
 ) -> float:
-    sender, receiver, subnet = pair
+    """Small UDP frames from `sender` (bench/udpflood.py): what `receiver` counted per second."""
     rx_host = lab.host(receiver)
     argv = [
         sys.executable,
@@ -122,24 +130,41 @@ def udp_pps(
         "--ifname",
         "eth0",
         "--dst-mac",
-        mac_of(rx_host),
+        dst_mac,
         "--src-ip",
-        f"{subnet}.1",
+        src_ip,
         "--dst-ip",
-        f"{subnet}.2",
+        dst_ip,
+        "--dport",
+        str(dport),
         "--seconds",
         str(seconds),
     ]
     before = rx_packets(rx_host)
-    cpu_before = cpu_seconds(node_pid) if node_pid else (0.0, 0.0)
     result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True)
     time.sleep(0.2)  # let the last queued frames through before reading the counter
     received = rx_packets(rx_host) - before
+    return received / float(json.loads(result.stdout)["seconds"])
+
+
+def udp_pps(
+    lab: Lab, pair: tuple[str, str, str], seconds: float, node_pid: int | None = None
+) -> float:
+    sender, receiver, subnet = pair
+    cpu_before = cpu_seconds(node_pid) if node_pid else (0.0, 0.0)
+    rate = flood_rate(
+        lab,
+        sender,
+        receiver,
+        src_ip=f"{subnet}.1",
+        dst_ip=f"{subnet}.2",
+        dst_mac=mac_of(lab.host(receiver)),
+        seconds=seconds,
+    )
     if node_pid:
         cpu_after = cpu_seconds(node_pid)
         NODE_CPU.append((cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]))
-    flood = json.loads(result.stdout)
-    return received / float(flood["seconds"])
+    return rate
 
 
 def rtt_ms(lab: Lab, pair: tuple[str, str, str], pings: int) -> float:
