@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -95,17 +96,29 @@ def serve(lab: Lab, tmp_path: Path, page_size: int) -> None:
     lab.host("h2").wait_listening(80, timeout=10)
 
 
-def plug(node: NodeProcess, function: dict[str, Any]) -> dict[str, Any]:
-    """POST /v2.0/pktchain/functions: the function's status once plugged in."""
+def rest(node: NodeProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One call to the node's REST API: (HTTP status, decoded body or None)."""
+    data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        node.api_url() + "/v2.0/pktchain/functions",
-        data=json.dumps({"function": function}).encode(),
-        method="POST",
+        node.api_url() + path,
+        data=data,
+        method=method,
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        assert answer.status == 201
-        return dict(json.loads(answer.read())["function"])
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            raw = answer.read()
+            return answer.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+def plug(node: NodeProcess, function: dict[str, Any]) -> dict[str, Any]:
+    """POST /v2.0/pktchain/functions: the function's status once plugged in."""
+    code, body = rest(node, "POST", "/v2.0/pktchain/functions", {"function": function})
+    assert code == 201, body
+    return dict(body["function"])
 
 
 def chain(api: ChainingClient, names: list[str]) -> None:

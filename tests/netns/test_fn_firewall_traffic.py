@@ -9,13 +9,11 @@ status and timing, ping's output, a TCP client's ECONNRESET; tcpdump
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from fn_lab import H1, H2, NodeLab, capture, curl, function_status, ping, start
+from fn_lab import H1, H2, NodeLab, capture, curl, function_status, ping, rest, start
 from scapy.layers.inet import ICMP, IP
 
 from pktchain.lab import wait_until
@@ -124,15 +122,11 @@ def test_a_rejected_ping_is_told_admin_prohibited(node_lab: NodeLab, tmp_path: P
 
 
 def reconfigure(node: NodeProcess, name: str, config: dict[str, Any]) -> dict[str, Any]:
-    body = json.dumps({"function": {"config": config}}).encode()
-    request = urllib.request.Request(
-        f"{node.api_url()}/v2.0/pktchain/functions/{name}",
-        data=body,
-        method="PUT",
-        headers={"Content-Type": "application/json"},
+    code, body = rest(
+        node, "PUT", f"/v2.0/pktchain/functions/{name}", {"function": {"config": config}}
     )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        reply: dict[str, Any] = json.loads(answer.read())["function"]
+    assert code == 200, body
+    reply: dict[str, Any] = body["function"]
     return reply
 
 

@@ -13,17 +13,14 @@ drained through the REST API (a live reconfiguration) takes no new requests.
 
 from __future__ import annotations
 
-import json
 import subprocess
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from fn_lab import NO_IPV6, NodeLab, function_status
+from fn_lab import NO_IPV6, NodeLab, function_status, rest
 from nat_lab import NO_LOOKUP_SERVER
 
 from pktchain.lab import Lab, wait_until
@@ -95,22 +92,6 @@ def start(
         what="the load balancer's health checks to pass on every backend",
     )
     return lab, node, servers
-
-
-def rest(node: NodeProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        node.api_url() + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            raw = answer.read()
-            return answer.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def backends_of(node: NodeProcess) -> dict[str, dict[str, Any]]:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from fn_lab import rest
 from topologies import node_hosts
 
 from pktchain.lab import Lab
@@ -68,22 +66,6 @@ def chained(
         chain_parameters={"symmetric": True},
     )
     return lab, node, api
-
-
-def rest(node: NodeProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        node.api_url() + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            raw = answer.read()
-            return answer.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def test_a_chain_of_native_functions_rides_the_fast_path(
