@@ -238,8 +238,6 @@ class Datapath:
                     and (fused.dst_entry is None or fused.dst_entry.port is fused.out)
                 ):
                     payload_size = size - VNET_HDR_LEN
-                    fused.packets += 1
-                    fused.bytes += payload_size
                     fused.seen = now
                     for lease in fused.leases:
                         lease.packets += 1

@@ -110,7 +110,6 @@ class FusedEntry:
     __slots__ = (
         "addrs",
         "addrs_at",
-        "bytes",
         "dst_entry",
         "dst_mac",
         "flows",
@@ -123,7 +122,6 @@ class FusedEntry:
         "macs",
         "mtu",
         "out",
-        "packets",
         "ports",
         "ports_at",
         "seed_delta",
@@ -159,9 +157,9 @@ class FusedEntry:
         self.hops: tuple[HopCounters, ...] = ()
         self.src_entry: MacEntry[Port] | None = None
         self.dst_entry: MacEntry[Port] | None = None
-        self.packets = 0
-        self.bytes = 0
         self.seen = 0.0
+        """When a packet last took this entry (it is forgotten after the idle timeout);
+        packets and bytes are counted where they are read: leases, hops, flows."""
 
 
 def apply_fused(entry: FusedEntry, frame: bytes, info: FrameInfo) -> bytearray:
