@@ -106,6 +106,11 @@ class SdkDriver:
         return status
 
 
+ROUTED_IDLE_TIMEOUT = 300.0
+"""Seconds after which the lease of an idle routed flow without NAT is forgotten
+(a NAT flow ends with its session)."""
+
+
 class RouterDriver:
     """Drives the router; its per-flow cache hints become flow leases.
 
@@ -116,11 +121,11 @@ class RouterDriver:
     ended, a neighbour or interface changed) is revoked.
     """
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, idle_timeout: float = ROUTED_IDLE_TIMEOUT) -> None:
         self.router = router
+        self.idle_timeout = idle_timeout
+        # (in interface, flow) -> (hint, lease, [last seen]).
         self._leases: dict[tuple[str, FlowTuple], tuple[CacheHint, FlowLease, list[float]]] = {}
-        self._seen: dict[tuple[str, FlowTuple], bool] = {}
-        """Flows without a NAT session seen once (the mark sessions keep themselves)."""
         self._generation = router.generation
 
     flooded = True
@@ -137,32 +142,30 @@ class RouterDriver:
         return result.frames, self._lease(hint, now)
 
     def _lease(self, hint: CacheHint, now: float) -> FlowLease | None:
-        """The lease for a hinted flow from its second packet on (see fastpath.py).
+        """The lease for a hinted flow.
 
-        A NAT session keeps the first-packet mark and the lease in its own slots,
-        so a one-packet session (a DNS query) costs no lease and no index entry.
+        A NAT flow gets it with its second packet: the first leaves a mark in
+        the NAT session's own slot, so a one-packet session (a DNS query) costs
+        no lease and no index entry, and the lease made on the second packet is
+        handed over already traced (the node's own second-packet rule, see
+        fastpath.py, is then met). A routed flow without NAT gets its lease at
+        once and the node's rule applies.
         """
-        session = hint.session
         key = (hint.in_iface, hint.flow)
-        if session is not None:
-            held = session.cache_out if hint.outbound else session.cache_in
-        else:
-            known = self._leases.get(key)
-            held = known[1] if known is not None else self._seen.pop(key, None)
-        if isinstance(held, FlowLease) and held.valid:
-            known = self._leases.get(key)
-            if known is not None and known[0] == hint:
-                return held
-            held.revoke()
-            held = True  # the hint changed: a fresh lease for the same flow
-        if held is None:
-            if session is not None:
-                _keep(session, hint.outbound, True)
-            elif len(self._seen) < MAX_UNLEASED:
-                self._seen[key] = True
-            return None
+        known = self._leases.get(key)
+        if known is not None and known[1].valid:
+            if known[0] == hint:
+                known[2][0] = now
+                return known[1]
+            known[1].revoke()  # the hint changed: a fresh lease for the same flow
+        session = hint.session
         lease = FlowLease(mtu=hint.mtu)
         if session is not None:
+            mark = session.cache_out if hint.outbound else session.cache_in
+            if mark is None and known is None:
+                _keep(session, hint.outbound, True)
+                return None
+            lease.traced = True
             _keep(session, hint.outbound, lease)
         self._leases[key] = (hint, lease, [now])
         return lease
@@ -171,19 +174,31 @@ class RouterDriver:
         return self.router.next_deadline()
 
     def on_timer(self, now: float) -> Outputs:
-        self.sync()
+        self.sync(now)
         outputs = self.router.on_timer(now)
         self.prune()
         return outputs
 
-    def sync(self) -> None:
-        """Tell the router when the fast path last carried each cached flow."""
+    def sync(self, now: float) -> None:
+        """Tell the router when the fast path last carried each cached flow.
+
+        A NAT session so touched stays alive; a routed flow without one idle
+        for `idle_timeout` is forgotten (nothing else would end it).
+        """
         router = self.router
-        for hint, lease, synced in self._leases.values():
-            if lease.valid and lease.seen > synced[0]:
-                synced[0] = lease.seen
+        idle: list[tuple[str, FlowTuple]] = []
+        for key, (hint, lease, seen) in self._leases.items():
+            if not lease.valid:
+                continue
+            if lease.seen > seen[0]:
+                seen[0] = lease.seen
                 if not router.touch(hint, lease.seen):
                     lease.revoke()
+                    continue
+            if hint.session is None and seen[0] < now - self.idle_timeout:
+                idle.append(key)
+        for key in idle:
+            self._leases.pop(key)[1].revoke()
 
     def prune(self) -> None:
         """Revoke and forget the leases the router no longer honours."""
@@ -191,19 +206,14 @@ class RouterDriver:
         self._generation = router.generation
         gone = [
             key
-            for key, (hint, lease, _synced) in self._leases.items()
+            for key, (hint, lease, _seen) in self._leases.items()
             if not lease.valid or not router.hint_valid(hint)
         ]
         for key in gone:
             self._leases.pop(key)[1].revoke()
-        self._seen.clear()
 
     def status(self) -> dict[str, Any]:
         return {"kind": "router", "counters": self.router.counters(), "leases": len(self._leases)}
-
-
-MAX_UNLEASED = 65536
-"""Routed flows without a NAT session remembered as seen once, at most."""
 
 
 def _keep(session: Session, outbound: bool, value: object) -> None:
