@@ -12,7 +12,7 @@ default action:
 * ``accept`` forwards the packet unchanged to the other interface, ``drop``
   discards it silently, ``reject`` discards it and answers the sender (a TCP
   RST, or an ICMP unreachable of the configured kind, see
-  :mod:`pktchain.functions.firewall_reject`), within a rate limit;
+  :mod:`pktchain.functions.reject`), within a rate limit;
 * every rule counts packets and bytes; every drop has a named reason.
 
 Connection tracking sees only accepted packets: a dropped SYN-ACK does not
@@ -49,7 +49,7 @@ from pktchain.functions.conntrack import (
     Tracker,
     Tracking,
 )
-from pktchain.functions.firewall_reject import (
+from pktchain.functions.reject import (
     RejectWith,
     icmp_unreachable,
     reply_allowed,

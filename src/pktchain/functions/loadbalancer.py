@@ -74,6 +74,7 @@ from pktchain.functions.nat_icmp import (
     rewrite_embedded,
 )
 from pktchain.functions.nat_tcp import Lifetime, TcpState, tcp_event, tcp_transition
+from pktchain.functions.reject import tcp_reset
 from pktchain.functions.router_icmp import echo_reply
 from pktchain.functions.schema import ConfigError, load_config
 from pktchain.functions.sdk import (
@@ -559,27 +560,16 @@ class LoadBalancer(Function):
         return []
 
     def _refuse(self, packet: Packet, reason: LbDrop) -> Result:
-        """A TCP segment nobody takes gets a reset (RFC 9293 §3.10.7.1); anything else a drop."""
+        """A TCP segment nobody takes gets a reset (RFC 9293 §3.10.7.1); anything else a drop.
+
+        The reset goes back to the sender from the address and MAC the segment
+        was sent to (one of ours: anything else was dropped before).
+        """
         info = packet.info
         if info.proto != _TCP or info.tcp_flags & _RST:
             return self._drop(reason)
-        tcp = TcpView(packet.buf, info.l4)
-        flags = info.tcp_flags
-        if flags & _ACK:
-            seq, ack, reply_flags = tcp.ack, 0, _RST
-        else:
-            length = (
-                info.end - info.payload + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)
-            )
-            seq, ack, reply_flags = 0, (tcp.seq + length) & 0xFFFFFFFF, _RST | _ACK
-        own = self._frontend_mac if packet.iface == FRONTEND else self._backend_mac
-        frame = build(
-            Ethernet(dst=packet.src_mac, src=own),
-            Ipv4(src=info.dst, dst=info.src, ttl=_TTL),
-            Tcp(sport=info.dport, dport=info.sport, seq=seq, ack=ack, flags=reply_flags, window=0),
-        )
         self.counters["rst-sent"] += 1
-        return self._reply(reason, [(packet.iface, frame)])
+        return self._reply(reason, [(packet.iface, tcp_reset(packet.buf, info))])
 
     # -- ICMP -------------------------------------------------------------------------------
 

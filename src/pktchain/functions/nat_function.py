@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
-from pktchain.functions.firewall_reject import answer_header
 from pktchain.functions.nat import Nat, NatResult, Session, Verdict
 from pktchain.functions.nat_config import (
     MIN_ICMP_TIMEOUT,
@@ -54,6 +53,7 @@ from pktchain.functions.nat_config import (
     UnsolicitedSyn,
 )
 from pktchain.functions.nat_result import DropReason, Realm
+from pktchain.functions.reject import answer_header
 from pktchain.functions.router_icmp import TokenBucket
 from pktchain.functions.schema import check
 from pktchain.functions.sdk import FlowLease, Function, Packet, Result, drop, forward, reply

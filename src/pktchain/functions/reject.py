@@ -1,9 +1,11 @@
-"""What a firewall sends back when it rejects a packet: a TCP RST or an ICMP unreachable.
+"""What a function sends back when it refuses a packet: a TCP RST or an ICMP unreachable.
 
 The answer goes back out of the interface the packet came in on, as a frame
 from the station the packet was sent to (the MAC addresses swapped, any VLAN
-tags kept) and from the address it was sent to: the firewall is a bump in the
-wire without an address of its own, so it answers as the host would.
+tags kept) and from the address it was sent to: a firewall (a bump in the wire
+without an address of its own) answers as the host would, and a function that
+owns the address (the load balancer's VIP) answers as itself. The firewall,
+the NAT function and the load balancer use it.
 
 * TCP gets a reset built as RFC 9293 §3.10.7.1 (a segment that reaches a
   CLOSED port) says: if the offending segment has ACK, ``<SEQ=SEG.ACK><CTL=RST>``,
