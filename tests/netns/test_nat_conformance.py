@@ -726,12 +726,14 @@ def peer_received(sock: socket.socket) -> bool:
 def test_rfc5508_req9_policy_keeps_nat_silent(nat_lab: MakeLab) -> None:
     net = nat_lab(max_sessions_per_host=1, icmp_refusals=False)
     wire = Wire(net.inside)
-    with udp_socket(net.inside, 41160) as sock:
+    # The peer listens before anything is sent, so the outside host has no
+    # reason to answer "port unreachable" itself: any ICMP 3 would be the NAT's.
+    with udp_socket(net.inside, 41160) as sock, udp_socket(net.outside, 7001) as peer:
         sock.sendto(b"first", (OUTSIDE, 7001))
+        assert receive(peer)[0] == b"first"
         sock.sendto(b"refused", (OUTSIDE, 7002))
-        with udp_socket(net.outside, 7001) as peer:
-            peer.sendto(b"reply", (ROUTER_OUT, 41160))
-            wire.wait_for(udp_to(41160, OUTSIDE, 7001), what="the reply")
+        peer.sendto(b"reply", (ROUTER_OUT, 41160))
+        wire.wait_for(udp_to(41160, OUTSIDE, 7001), what="the reply")
     assert not wire.received(icmp(3))
     assert net.counters().get("nat-host-session-limit", 0) >= 1
 
