@@ -12,7 +12,8 @@ send.
 from __future__ import annotations
 
 import json
-import subprocess
+import re
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -187,17 +188,54 @@ def function_status(node: NodeProcess, name: str) -> dict[str, Any]:
     raise KeyError(f"node {node.name} runs no function {name!r}")
 
 
+TCPDUMP_REPORT = re.compile(
+    r"(\d+) packets? captured, (\d+) packets? received by filter, (\d+) packets? dropped by kernel"
+)
+"""The counts tcpdump writes to stderr when sent SIGUSR1."""
+
+
 @contextmanager
 def capture(host: LabHost, iface: str, path: Path, bpf: str = "") -> Iterator[list[Packet]]:
-    """tcpdump in `host` while the body runs; the list fills with what it saw."""
+    """tcpdump in `host` while the body runs; the list fills with what it saw.
+
+    The body starts once tcpdump says it is listening (its filter set, its
+    signal handlers in place). After it, tcpdump is stopped only when it reports
+    (asked with SIGUSR1) that it has written every frame the kernel queued for
+    it: a SIGTERM discards the frames still queued, which a loaded machine can
+    leave there for longer than any fixed pause.
+    """
     packets: list[Packet] = []
+    errors = path.with_name(path.name + ".stderr")
     argv = ["tcpdump", "-i", iface, "-n", "--immediate-mode", "-U", "-w", str(path)]
-    process = host.popen([*argv, *bpf.split()], stderr=subprocess.DEVNULL)
-    wait_until(path.exists, timeout=10, what=f"tcpdump in {host.name} to start")
+    with errors.open("wb") as sink:
+        process = host.popen([*argv, *bpf.split()], stderr=sink)
+    wait_until(
+        lambda: "listening on" in errors.read_text(),
+        timeout=10,
+        what=f"tcpdump in {host.name} to start",
+    )
+    asked = 0
+
+    def written_all() -> bool:
+        nonlocal asked
+        if process.poll() is not None:
+            raise AssertionError(f"tcpdump in {host.name} exited: {errors.read_text()}")
+        reports = TCPDUMP_REPORT.findall(errors.read_text())
+        if len(reports) < asked:
+            return False  # the last SIGUSR1 is not answered yet
+        if asked:
+            captured, received, dropped = map(int, reports[-1])
+            if captured + dropped >= received:
+                return True
+        process.send_signal(signal.SIGUSR1)
+        asked = len(reports) + 1
+        return False
+
     try:
         yield packets
+        time.sleep(0.3)  # frames the body set off (a last ACK) reach the interface
+        wait_until(written_all, timeout=10, what=f"tcpdump in {host.name} to write what it got")
     finally:
-        time.sleep(0.3)  # the last frames of the body reach the capture
         process.terminate()
         process.wait(timeout=10)
     packets.extend(rdpcap(str(path)))

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_sfc import capture, fetch
+from fn_lab import capture
+from test_sfc import fetch
 
 from openstack_cli import OPENSTACK, Openstack
 from pktchain.demo.sfc import STEPS, sfc_topology, start_web_server
@@ -57,9 +58,9 @@ UPDATES = (
 def seen_by_service_vms(lab: Lab, tmp_path: Path, label: str) -> dict[str, int]:
     """HTTP packets each service VM receives while source_vm fetches 20 times."""
     with (
-        capture(lab.host("vm1"), "in", "tcp port 80", tmp_path / f"{label}-vm1.pcap") as vm1,
-        capture(lab.host("vm2"), "in", "tcp port 80", tmp_path / f"{label}-vm2.pcap") as vm2,
-        capture(lab.host("vm3"), "in", "tcp port 80", tmp_path / f"{label}-vm3.pcap") as vm3,
+        capture(lab.host("vm1"), "in", tmp_path / f"{label}-vm1.pcap", "tcp port 80") as vm1,
+        capture(lab.host("vm2"), "in", tmp_path / f"{label}-vm2.pcap", "tcp port 80") as vm2,
+        capture(lab.host("vm3"), "in", tmp_path / f"{label}-vm3.pcap", "tcp port 80") as vm3,
     ):
         fetch(lab, 20)
     return {"vm1": len(vm1), "vm2": len(vm2), "vm3": len(vm3)}

@@ -11,15 +11,14 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fn_lab import capture
 from scapy.layers.inet import TCP, UDP
 from scapy.packet import Packet
-from scapy.utils import rdpcap
 
 from pktchain.demo.sfc import (
     DEST_IP,
@@ -30,7 +29,7 @@ from pktchain.demo.sfc import (
     sfc_topology,
     start_web_server,
 )
-from pktchain.lab import Lab, LabHost, wait_until
+from pktchain.lab import Lab
 from pktchain.node.client import ChainingClient, ChainingRequestError
 from pktchain.node.process import NodeProcess
 
@@ -48,23 +47,6 @@ def sfc(node_lab: NodeLab, tmp_path: Path) -> Callable[..., Sfc]:
         return lab, node, ChainingClient(node.control)
 
     return make
-
-
-@contextmanager
-def capture(host: LabHost, iface: str, bpf: str, path: Path) -> Iterator[list[Packet]]:
-    """tcpdump in `host` while the body runs; the list fills with what it saw."""
-    packets: list[Packet] = []
-    process = host.popen(
-        ["tcpdump", "-i", iface, "-n", "--immediate-mode", "-U", "-w", str(path), bpf]
-    )
-    wait_until(path.exists, timeout=10, what=f"tcpdump in {host.name} to start")
-    try:
-        yield packets
-    finally:
-        time.sleep(0.2)  # the last frames of the body reach the capture
-        process.terminate()
-        process.wait(timeout=10)
-    packets.extend(rdpcap(str(path)))
 
 
 def fetch(lab: Lab, times: int) -> None:
@@ -85,9 +67,9 @@ def test_demo_steps_as_the_service_vms_see_them(sfc: Callable[..., Sfc], tmp_pat
         time.sleep(0.3)
         seen: dict[str, list[Packet]] = {}
         with (
-            capture(lab.host("vm1"), "in", "tcp port 80", tmp_path / f"{index}-vm1.pcap") as vm1,
-            capture(lab.host("vm2"), "in", "tcp port 80", tmp_path / f"{index}-vm2.pcap") as vm2,
-            capture(lab.host("vm3"), "in", "tcp port 80", tmp_path / f"{index}-vm3.pcap") as vm3,
+            capture(lab.host("vm1"), "in", tmp_path / f"{index}-vm1.pcap", "tcp port 80") as vm1,
+            capture(lab.host("vm2"), "in", tmp_path / f"{index}-vm2.pcap", "tcp port 80") as vm2,
+            capture(lab.host("vm3"), "in", tmp_path / f"{index}-vm3.pcap", "tcp port 80") as vm3,
         ):
             fetch(lab, 20)
         seen = {"vm1": vm1, "vm2": vm2, "vm3": vm3}
@@ -132,8 +114,8 @@ def test_weights_one_to_three_share_two_thousand_flows(
     )
     bpf = "udp dst port 9999"
     with (
-        capture(lab.host("vm1"), "in", bpf, tmp_path / "vm1.pcap") as light,
-        capture(lab.host("vm2"), "in", bpf, tmp_path / "vm2.pcap") as heavy,
+        capture(lab.host("vm1"), "in", tmp_path / "vm1.pcap", bpf) as light,
+        capture(lab.host("vm2"), "in", tmp_path / "vm2.pcap", bpf) as heavy,
     ):
         lab.host("source_vm").run([sys.executable, "-c", sender], timeout=60, check=True)
     light_flows = {p[UDP].sport for p in light}
@@ -168,9 +150,9 @@ def test_symmetric_replies_cross_the_same_instances(
         chain_parameters={"symmetric": True},
     )
     with (
-        capture(lab.host("vm1"), "any", "tcp port 80", tmp_path / "vm1.pcap") as vm1,
-        capture(lab.host("vm2"), "any", "tcp port 80", tmp_path / "vm2.pcap") as vm2,
-        capture(lab.host("vm3"), "any", "tcp port 80", tmp_path / "vm3.pcap") as vm3,
+        capture(lab.host("vm1"), "any", tmp_path / "vm1.pcap", "tcp port 80") as vm1,
+        capture(lab.host("vm2"), "any", tmp_path / "vm2.pcap", "tcp port 80") as vm2,
+        capture(lab.host("vm3"), "any", tmp_path / "vm3.pcap", "tcp port 80") as vm3,
     ):
         fetch(lab, 20)
 
@@ -220,7 +202,7 @@ def test_changing_the_group_leaves_a_running_transfer_on_its_instance(
     lab.host("dest_vm").wait_listening(5201, timeout=10)
     report = tmp_path / "iperf.json"
     with (
-        capture(lab.host("vm2"), "any", "tcp port 5201", tmp_path / "vm2.pcap") as vm2,
+        capture(lab.host("vm2"), "any", tmp_path / "vm2.pcap", "tcp port 5201") as vm2,
         report.open("w") as out,
     ):
         client = lab.host("source_vm").popen(
@@ -272,9 +254,9 @@ def test_a_tap_sees_every_packet_and_the_destination_each_once(
     )
     bpf = "tcp dst port 80"
     with (
-        capture(lab.host("source_vm"), "eth0", bpf, tmp_path / "source.pcap") as sent,
-        capture(lab.host("vm4"), "in", bpf, tmp_path / "tap.pcap") as tapped,
-        capture(lab.host("dest_vm"), "eth0", bpf, tmp_path / "dest.pcap") as received,
+        capture(lab.host("source_vm"), "eth0", tmp_path / "source.pcap", bpf) as sent,
+        capture(lab.host("vm4"), "in", tmp_path / "tap.pcap", bpf) as tapped,
+        capture(lab.host("dest_vm"), "eth0", tmp_path / "dest.pcap", bpf) as received,
     ):
         fetch(lab, 5)
 
@@ -308,7 +290,7 @@ def test_service_graph_carries_traffic_on_into_the_next_chain(
         port_pair_groups=ids(api, "port_pair_groups", "PG2"),
         flow_classifiers=[to_dest["id"]],
     )
-    with capture(lab.host("vm3"), "in", "tcp dst port 80", tmp_path / "before.pcap") as before:
+    with capture(lab.host("vm3"), "in", tmp_path / "before.pcap", "tcp dst port 80") as before:
         fetch(lab, 4)
     assert before == []  # PC1 alone ends after PG1
     api.create(
@@ -316,7 +298,7 @@ def test_service_graph_carries_traffic_on_into_the_next_chain(
         name="G",
         port_chains={ids(api, "port_chains", "PC1")[0]: ids(api, "port_chains", "PCB")},
     )
-    with capture(lab.host("vm3"), "in", "tcp dst port 80", tmp_path / "after.pcap") as after:
+    with capture(lab.host("vm3"), "in", tmp_path / "after.pcap", "tcp dst port 80") as after:
         fetch(lab, 4)
     assert len({p[TCP].sport for p in after}) == 4  # every connection went on into PCB
     chains = {c["name"]: c for c in node.status()["steering"]["chains"]}
@@ -335,7 +317,7 @@ def test_a_restarted_node_restores_its_chains_and_steers_as_before(
     after = {c: sorted(r["id"] for r in api.list(c)) for c in COLLECTIONS}
     assert after == before  # same resources, same ids, nothing re-created
     assert api.get("port_chains", "PC1")["chain_id"] == 1
-    with capture(lab.host("vm3"), "in", "tcp dst port 80", tmp_path / "vm3.pcap") as vm3:
+    with capture(lab.host("vm3"), "in", tmp_path / "vm3.pcap", "tcp dst port 80") as vm3:
         fetch(lab, 6)
     assert len({p[TCP].sport for p in vm3}) == 6  # every connection crossed PG2 again
     (chain,) = node.status()["steering"]["chains"]
