@@ -58,7 +58,7 @@ def load_balancer(one_arm: bool) -> dict[str, Any]:
             "frontend_mac": "02:00:00:00:10:01",
             "backend_mac": "02:00:00:00:10:02",
             "source_ip": ONE_ARM_SOURCE if one_arm else SOURCE,
-            "health": {"interval": 0.5, "timeout": 0.4, "rise": 2, "fall": 2},
+            "health": {"interval": 1.0, "timeout": 0.9, "rise": 2, "fall": 2},
             "services": [
                 {
                     "vip": VIP,
