@@ -55,16 +55,33 @@ def fetch(lab: Lab, times: int) -> None:
         assert result.stdout == WELCOME, result.stderr
 
 
+def settle(node: NodeProcess, quiet: float = 0.3, timeout: float = 10.0) -> None:
+    """Wait until the node has sent nothing for `quiet` seconds (at most `timeout`)."""
+
+    def sent() -> int:
+        return sum(port["tx_packets"] for port in node.status()["ports"])
+
+    deadline = time.monotonic() + timeout
+    last = sent()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = sent()
+        if now == last:
+            return
+        last = now
+    raise AssertionError(f"the node kept sending for {timeout} s")
+
+
 def ids(api: ChainingClient, collection: str, *names: str) -> list[str]:
     return [str(api.get(collection, name)["id"]) for name in names]
 
 
 def test_demo_steps_as_the_service_vms_see_them(sfc: Callable[..., Sfc], tmp_path: Path) -> None:
-    lab, _node, api = sfc()
+    lab, node, api = sfc()
     build_demo_chain(api)
     for index, (title, change, expectation) in enumerate(STEPS):
         change(api)
-        time.sleep(0.3)
+        settle(node)  # the last packets of the previous step are not this one's
         seen: dict[str, list[Packet]] = {}
         with (
             capture(lab.host("vm1"), "in", tmp_path / f"{index}-vm1.pcap", "tcp port 80") as vm1,
