@@ -153,6 +153,42 @@ def test_cached_packets_are_counted_on_the_lease() -> None:
     assert lease.seen == datapath.now
 
 
+def test_a_batch_is_credited_to_the_lease_before_any_packet_takes_the_slow_path() -> None:
+    datapath, h1, _h2, function = lab()
+    for payload in (b"one", b"two"):
+        send(datapath, h1, tcp("A", payload=payload))  # the entry is installed
+    (lease,) = function.leases.values()
+    seen_by_function: list[int] = []
+    process = function.process
+
+    def watching(packet: Packet, now: float) -> Result:
+        seen_by_function.append(lease.packets)
+        return process(packet, now)
+
+    function.process = watching  # type: ignore[method-assign]
+    # One batch: three packets on the fast path, then a FIN for the function.
+    h1.inbox.extend([tcp("A", payload=b"fast")] * 3 + [tcp("FA")])
+    assert datapath.drain(h1) == 4
+    assert datapath.fast_hits == 3
+    # The lease counts what the function did not see: the three, before the FIN.
+    assert seen_by_function == [3]
+    assert lease.packets == 3 and not datapath.uncredited
+
+
+def test_counts_of_a_batch_on_the_fast_path_reach_lease_flow_and_hop_when_it_ends() -> None:
+    datapath, h1, _h2, function = lab()
+    for _ in range(2):
+        send(datapath, h1, udp())
+    (lease,) = function.leases.values()
+    h1.inbox.extend([udp()] * 10)
+    datapath.now = 7.0
+    assert datapath.drain(h1) == 10
+    assert lease.packets == 10 and lease.bytes == 10 * (len(udp()) - 10)
+    assert lease.seen == 7.0
+    (fused,) = h1.fast.values() if h1.fast else ()
+    assert fused.packets == 0 and fused.seen == 7.0
+
+
 @pytest.mark.parametrize("flags", ["S", "F", "R", "FA", "RA"])
 def test_tcp_syn_fin_rst_always_reach_the_function(flags: str) -> None:
     datapath, h1, h2, function = lab()

@@ -27,7 +27,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pktchain.node.fastpath import PUNT_TCP_FLAGS, Trace, apply_fused, fuse, on_revoke_remove
+from pktchain.node.fastpath import (
+    PUNT_TCP_FLAGS,
+    FusedEntry,
+    Trace,
+    apply_fused,
+    fuse,
+    on_revoke_remove,
+)
 from pktchain.node.ports import DropReason, Port, PortKind
 from pktchain.node.steering import Steering
 from pktchain.node.switch import (
@@ -125,6 +132,8 @@ class Datapath:
         """Frames handed to native functions (their hosts count them here)."""
         self.fused = 0
         self.fuse_refused: Counter[str] = Counter()
+        self.uncredited: list[FusedEntry] = []
+        """Fused entries whose packets are not yet counted where they are read."""
 
     def network(self, name: str = DEFAULT_NETWORK) -> Network[Port]:
         """The network called `name`, created on first use."""
@@ -197,6 +206,7 @@ class Datapath:
         drops = port.drops
         now = self.now
         depth = self.depth
+        uncredited = self.uncredited
         count = 0
         hits = 0
         while count < limit:
@@ -237,20 +247,12 @@ class Datapath:
                     and (not fused.mtu or _ip_size(frame, info) <= fused.mtu)
                     and (fused.dst_entry is None or fused.dst_entry.port is fused.out)
                 ):
-                    payload_size = size - VNET_HDR_LEN
+                    # Counted on the entry; credit() hands the counts on.
+                    if not fused.packets:
+                        uncredited.append(fused)
+                    fused.packets += 1
+                    fused.bytes += size - VNET_HDR_LEN
                     fused.seen = now
-                    for lease in fused.leases:
-                        lease.packets += 1
-                        lease.bytes += payload_size
-                        lease.seen = now
-                    for flow in fused.flows:
-                        flow.packets += 1
-                        flow.seen = now
-                    for counters in fused.hops:
-                        counters.packets += 1
-                        counters.bytes += payload_size
-                    if fused.src_entry is not None:
-                        fused.src_entry.seen = now
                     if fused.identity:
                         fused.out.transmit(frame)
                     else:
@@ -260,6 +262,9 @@ class Datapath:
                         )
                     hits += 1
                     continue
+
+            if uncredited:
+                self.credit()  # the slow path may read what the fast path counted
 
             # A journey through native functions starts with the frame as it came
             # in (see fastpath.py); deeper down, it continues the current one.
@@ -354,7 +359,33 @@ class Datapath:
                 trace.broken = "flood"
             self.flood(port, network, frame)
         self.fast_hits += hits
+        if uncredited:
+            self.credit()
         return count
+
+    def credit(self) -> None:
+        """Count the fast path's packets where they are read: leases, flows, hops.
+
+        A packet on the fast path bumps its entry's counts only; they are
+        handed on at the end of each batch and before any packet takes the slow
+        path, so functions, timers and status readers never see them late.
+        """
+        for fused in self.uncredited:
+            packets, octets, seen = fused.packets, fused.bytes, fused.seen
+            fused.packets = fused.bytes = 0
+            for lease in fused.leases:
+                lease.packets += packets
+                lease.bytes += octets
+                lease.seen = max(lease.seen, seen)
+            for flow in fused.flows:
+                flow.packets += packets
+                flow.seen = max(flow.seen, seen)
+            for hop in fused.hops:
+                hop.packets += packets
+                hop.bytes += octets
+            if fused.src_entry is not None and seen > fused.src_entry.seen:
+                fused.src_entry.seen = seen
+        self.uncredited.clear()
 
     def _enter_function(
         self,

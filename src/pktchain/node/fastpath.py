@@ -110,6 +110,7 @@ class FusedEntry:
     __slots__ = (
         "addrs",
         "addrs_at",
+        "bytes",
         "dst_entry",
         "dst_mac",
         "flows",
@@ -122,6 +123,7 @@ class FusedEntry:
         "macs",
         "mtu",
         "out",
+        "packets",
         "ports",
         "ports_at",
         "seed_delta",
@@ -158,8 +160,11 @@ class FusedEntry:
         self.src_entry: MacEntry[Port] | None = None
         self.dst_entry: MacEntry[Port] | None = None
         self.seen = 0.0
-        """When a packet last took this entry (it is forgotten after the idle timeout);
-        packets and bytes are counted where they are read: leases, hops, flows."""
+        """When a packet last took this entry (it is forgotten after the idle timeout)."""
+        self.packets = 0
+        self.bytes = 0
+        """Packets and bytes not yet credited to the leases, flows and hops
+        (`Datapath.credit`, at the end of each batch)."""
 
 
 def apply_fused(entry: FusedEntry, frame: bytes, info: FrameInfo) -> bytearray:
