@@ -200,6 +200,28 @@ def test_tcp_syn_fin_rst_always_reach_the_function(flags: str) -> None:
     assert h2.sent[-1] == expected(tcp(flags))
 
 
+def test_an_entry_made_with_df_set_carries_only_df_set_packets() -> None:
+    datapath, h1, h2, function = lab()
+
+    def frame(flags: str) -> bytes:
+        return VNET + bytes(
+            Ether(src=H1, dst=FN_A)
+            / IP(src="10.0.0.1", dst="198.51.100.7", flags=flags, id=77)
+            / UDP(sport=5000, dport=53)
+            / b"hello"
+        )
+
+    for _ in range(2):
+        send(datapath, h1, frame("DF"))
+    assert datapath.fused == 1
+    # A non-atomic datagram of the same flow: a NAT might give it a new ID.
+    send(datapath, h1, frame(""))
+    assert function.calls == 3 and datapath.fast_hits == 0
+    send(datapath, h1, frame("DF"))
+    assert function.calls == 3 and datapath.fast_hits == 1
+    assert h2.sent[-1] == expected(frame("DF"))
+
+
 def test_a_one_packet_flow_costs_no_entry() -> None:
     datapath, h1, _h2, _function = lab()
     send(datapath, h1, udp())

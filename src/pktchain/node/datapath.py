@@ -28,6 +28,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pktchain.node.fastpath import (
+    IPV4_DF,
+    IPV4_FLAGS_AT,
     PUNT_TCP_FLAGS,
     FusedEntry,
     Trace,
@@ -244,6 +246,7 @@ class Datapath:
                     and not info.fragment
                     and not info.tcp_flags & PUNT_TCP_FLAGS
                     and (not fused.ttl or frame[info.l3 + fused.ttl_at] > fused.ttl)
+                    and (not fused.df or frame[info.l3 + IPV4_FLAGS_AT] & IPV4_DF)
                     and (not fused.mtu or _ip_size(frame, info) <= fused.mtu)
                     and (fused.dst_entry is None or fused.dst_entry.port is fused.out)
                 ):

@@ -65,6 +65,8 @@ _U16 = struct.Struct("!H")
 _IPV4_TTL_AT = IPV4.offset("ttl")
 _IPV4_CHECKSUM_AT = IPV4.offset("checksum")
 _IPV4_ADDRS_AT = IPV4.offset("src")
+IPV4_FLAGS_AT = IPV4.offset("flags_fragment")
+IPV4_DF = 0x40  # RFC 791 §3.1: Don't Fragment, in the first byte of flags_fragment
 _IPV6_HOPS_AT = IPV6.offset("hop_limit")
 _IPV6_ADDRS_AT = IPV6.offset("src")
 _TCP = int(IpProto.TCP)
@@ -111,6 +113,7 @@ class FusedEntry:
         "addrs",
         "addrs_at",
         "bytes",
+        "df",
         "dst_entry",
         "dst_mac",
         "flows",
@@ -144,6 +147,10 @@ class FusedEntry:
         """Nothing to rewrite (a chain of bumps in the wire): send the frame as it came."""
         self.ttl = 0
         self.ttl_at = 0
+        self.df = False
+        """Only for IPv4 packets with DF set, as the one that made the entry: a
+        function may treat a non-atomic datagram otherwise (a NAT gives it a
+        new IP ID, RFC 7857 §10)."""
         self.addrs: bytes | None = None
         self.addrs_at = 0
         self.ip_delta = 0
@@ -239,6 +246,7 @@ def fuse(
     if ttl < 0:
         return "ttl-raised"
     entry.ttl, entry.ttl_at = ttl, ttl_at
+    entry.df = info.ip_version == 4 and bool(first[l3 + IPV4_FLAGS_AT] & IPV4_DF)
     old_addrs = first[l3 + addrs_at : l3 + addrs_at + addr_len]
     new_addrs = final[l3 + addrs_at : l3 + addrs_at + addr_len]
     if new_addrs != old_addrs:
