@@ -928,3 +928,28 @@ def test_rfc7857_s10_ip_id_unique_after_translation(net: RouterLab) -> None:
     assert len(loose) == 2 and loose[0] != loose[1]
     assert [p.id for p in arrived if p.flags.DF] == [0x4444, 0x4444]
     assert net.counters()["ip-id-rewritten"] >= 4
+
+
+def test_rfc7857_s10_df_clear_datagram_of_a_fast_path_flow_gets_its_own_id(
+    net: RouterLab,
+) -> None:
+    wire = Wire(net.outside)
+
+    def send(flags: str) -> None:
+        datagram = IP(src=INSIDE, dst=OUTSIDE, id=0x5151, flags=flags)
+        send_ip(net.inside, datagram / UDP(sport=40152, dport=7000) / flags.encode())
+
+    with udp_socket(net.outside, 7000) as peer:
+        for _ in range(3):  # the second makes the fast-path entry, the third takes it
+            send("DF")
+            assert receive(peer)[0] == b"DF"
+        hits = net.node.status()["fast_path"]["hits"]
+        rewritten = net.counters().get("ip-id-rewritten", 0)
+        send("")
+        assert receive(peer)[0] == b""
+    assert hits >= 1
+    assert net.counters()["ip-id-rewritten"] == rewritten + 1
+    arrived = wire.received(lambda p: UDP in p and p[UDP].dport == 7000)
+    assert [p.id for p in arrived if p.flags.DF] == [0x5151] * 3
+    (loose,) = [p for p in arrived if not p.flags.DF]
+    assert loose[IP].src == ROUTER_OUT and checksums_ok(loose)  # given by the router, counted
