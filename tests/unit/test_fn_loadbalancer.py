@@ -178,6 +178,17 @@ def test_frames_held_for_arp_are_bounded() -> None:
     assert [f[TCP].sport for f in released] == [40001, 40002]  # the latest kept
 
 
+def test_with_no_arp_queue_the_frame_is_dropped_but_the_backend_resolved() -> None:
+    lb = make_lb([backend(B1, static=False)], arp_queue_limit=0)
+    result, _ = run(lb, FRONTEND, from_client(40000, "S"))
+    assert result.reason == LbDrop.ARP_QUEUE_FULL
+    (request,) = [Ether(f) for _, f in result.emit]
+    assert request[ARP].op == 1 and request[ARP].pdst == B1
+    result, _ = run(lb, BACKEND, arp_reply(B1_MAC, B1, BACK_MAC, SOURCE))
+    assert replies(result.emit, BACKEND) == []  # nothing was held
+    forwarded(lb, FRONTEND, from_client(40001, "S"))  # the next connection goes through
+
+
 def test_a_gratuitous_arp_does_not_create_an_entry() -> None:
     lb = make_lb([backend(B1, static=False)])
     result, _ = run(lb, BACKEND, arp_request(B1_MAC, B1, B1))

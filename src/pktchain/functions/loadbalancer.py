@@ -7,8 +7,9 @@ terminating connections). It has two interfaces:
 * ``frontend``, where it answers ARP for the virtual IPs (VIPs) of its
   services and clients send to them;
 * ``backend``, where it answers ARP for its ``source_ip``, resolves the
-  backends' MACs by ARP (:mod:`~pktchain.functions.loadbalancer_arp`) and
-  sends connections and health checks from ``source_ip``.
+  backends' MACs by ARP (the router's neighbour cache,
+  :class:`~pktchain.functions.router_arp.NeighborCache`) and sends
+  connections and health checks from ``source_ip``.
 
 Both may join one network (a one-arm load balancer: each interface answers
 only for its own addresses), or two networks (clients on one side, backends
@@ -47,7 +48,6 @@ from enum import Enum, StrEnum
 from ipaddress import IPv4Address
 from typing import Any
 
-from pktchain.functions.loadbalancer_arp import Hold, NeighborCache, NeighborState
 from pktchain.functions.loadbalancer_config import (
     Backend,
     HealthCheck,
@@ -75,6 +75,7 @@ from pktchain.functions.nat_icmp import (
 )
 from pktchain.functions.nat_tcp import Lifetime, TcpState, tcp_event, tcp_transition
 from pktchain.functions.reject import tcp_reset
+from pktchain.functions.router_arp import Hold, Merge, NeighborCache, NeighborState
 from pktchain.functions.router_icmp import echo_reply
 from pktchain.functions.schema import ConfigError, load_config
 from pktchain.functions.sdk import (
@@ -310,6 +311,7 @@ class LoadBalancer(Function):
         self._source_ip = b""
         self._ports = SnatPorts(config.snat_port_min, config.snat_port_max)
         self._neighbors = NeighborCache(
+            BACKEND,
             timeout=config.arp_timeout,
             retry_interval=config.arp_retry_interval,
             retries=config.arp_retries,
@@ -542,22 +544,25 @@ class LoadBalancer(Function):
             # The frame will leave as an emitted frame, without its virtio header.
             complete_checksum(buf, vnet, _VNET)
             buf[0] &= ~VIRTIO_NET_HDR_F_NEEDS_CSUM
-        emit = self._hold_frame(ip, bytes(buf[_VNET:]), now)
-        if emit is None:
-            return self._drop(LbDrop.ARP_QUEUE_FULL)
-        return self._drop(LbDrop.ARP_PENDING, emit=emit)
+        queued, emit = self._hold_frame(ip, bytes(buf[_VNET:]), now)
+        return self._drop(LbDrop.ARP_PENDING if queued else LbDrop.ARP_QUEUE_FULL, emit=emit)
 
-    def _hold_frame(self, ip: bytes, frame: bytes, now: float) -> list[tuple[str, bytes]] | None:
-        """Queue an Ethernet frame for ``ip``; the ARP request to emit, None if refused."""
-        held = self._neighbors.hold(ip, frame, BACKEND, now)
+    def _hold_frame(
+        self, ip: bytes, frame: bytes, now: float
+    ) -> tuple[bool, list[tuple[str, bytes]]]:
+        """Queue an Ethernet frame for ``ip``: whether it was, and the ARP request to emit.
+
+        ``ip`` is resolved even when no frame may wait (``arp_queue_limit`` 0).
+        """
+        neighbors = self._neighbors
+        emit = [self._arp_request(ip)] if neighbors.resolve(ip, now) else []
+        held = neighbors.hold(ip, bytearray(frame), BACKEND)
         if held is Hold.REFUSED:
-            return None
+            return False, emit
         self.counters["arp-queued"] += 1
         if held is Hold.QUEUED_OVERFLOW:
             self.counters["arp-queue-overflow"] += 1
-        if held is Hold.QUEUED_REQUEST:
-            return [self._arp_request(ip)]
-        return []
+        return True, emit
 
     def _refuse(self, packet: Packet, reason: LbDrop) -> Result:
         """A TCP segment nobody takes gets a reset (RFC 9293 §3.10.7.1); anything else a drop.
@@ -668,8 +673,9 @@ class LoadBalancer(Function):
             # RFC 826 "merge": refresh a known entry; add a backend only when the
             # packet is for us, so that a gratuitous ARP never creates one.
             create = ours and spa in self._backend_ips()
-            learned, changed = self._neighbors.confirm(spa, sha, now, create=create)
-            if changed:
+            merge = self._neighbors.confirm(spa, sha, now, create=create)
+            learned = merge is not Merge.IGNORED
+            if merge is Merge.MAC_CHANGED:
                 self.counters["arp-mac-changed"] += 1
                 self._revoke_to(spa)
             for queued in self._neighbors.release(spa):
@@ -715,7 +721,7 @@ class LoadBalancer(Function):
         )
         if mac is not None:
             return [(BACKEND, frame)]
-        return self._hold_frame(target.ip, frame, now) or []
+        return self._hold_frame(target.ip, frame, now)[1]
 
     def _check_answer(self, packet: Packet, target: Target, now: float) -> Result:
         """A backend answered a check: SYN-ACK passes it (and gets a RST), RST fails it."""
@@ -810,7 +816,7 @@ class LoadBalancer(Function):
         for _ip, frames in change.failed:
             # A health check waiting here fails by its own timeout; clients retransmit.
             self.counters["arp-resolution-failed"] += 1
-            self.counters["arp-held-dropped"] += frames
+            self.counters["arp-held-dropped"] += len(frames)
         for ip in change.forgotten:
             self._revoke_to(ip)
 

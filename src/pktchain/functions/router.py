@@ -56,17 +56,16 @@ from pktchain.functions.nat_icmp import (
 from pktchain.functions.nat_result import FlowRewrite, NatResult, Verdict
 from pktchain.functions.nat_table import MappingEntry, Session, SessionEntry
 from pktchain.functions.router_arp import (
-    ARP_TRANSITIONS,
     HOST_TRANSITIONS,
-    ArpAction,
     ArpEntry,
-    ArpEvent,
+    Hold,
     Host,
     HostAction,
     HostEntry,
     HostEvent,
     HostState,
-    Neighbor,
+    Merge,
+    NeighborCache,
     NeighborState,
     Queued,
 )
@@ -98,7 +97,7 @@ from pktchain.functions.router_icmp import (
     icmp_error,
     unique_host_address,
 )
-from pktchain.packet.address import Buffer, format_ip, format_mac, mac_bytes
+from pktchain.packet.address import Buffer, format_ip, mac_bytes
 from pktchain.packet.checksum import complete_partial_checksum, update16
 from pktchain.packet.headers import ETHERNET, IPV4, ArpOp, EtherType, IcmpType, IpProto, TcpFlag
 from pktchain.packet.layers import Arp, Ethernet, build
@@ -271,10 +270,23 @@ _FOLLOWED = NatResult(Verdict.TRANSLATED)
 class _Port:
     """A router interface as the packet path uses it: addresses as bytes and ints."""
 
-    __slots__ = ("address", "broadcast", "config", "external", "mac", "mask", "mtu", "name", "net")
+    __slots__ = (
+        "address",
+        "broadcast",
+        "config",
+        "external",
+        "mac",
+        "mask",
+        "mtu",
+        "name",
+        "neighbors",
+        "net",
+    )
 
-    def __init__(self, config: RouterInterface) -> None:
+    def __init__(self, config: RouterInterface, neighbors: NeighborCache) -> None:
         network = config.network
+        self.neighbors = neighbors
+        """The next hops on this interface, resolved or being resolved (ARP)."""
         self.config = config
         self.name = config.name
         self.mac = mac_bytes(config.mac)
@@ -316,7 +328,6 @@ class Router:
         gateway = config.upstream_gateway
         self._gateway = None if gateway is None else IPv4Address(gateway).packed
         self._nat = None if config.nat is None else Nat(config.nat)
-        self._neighbors: dict[tuple[str, bytes], Neighbor] = {}
         self._hosts: dict[bytes, Host] = {}
         self._forwards: dict[tuple[int, int], PortForward] = {}
         self._auto_cursor = config.auto_forward_range[0]
@@ -367,18 +378,8 @@ class Router:
         return [h.entry() for h in sorted(self._hosts.values(), key=lambda h: (h.iface, h.ip))]
 
     def arp_table(self) -> list[ArpEntry]:
-        """The neighbour cache."""
-        return [
-            ArpEntry(
-                n.iface,
-                format_ip(n.ip),
-                None if n.mac is None else format_mac(n.mac),
-                n.state,
-                None if n.deadline == _INF else n.deadline,
-                len(n.queue),
-            )
-            for n in sorted(self._neighbors.values(), key=lambda n: (n.iface, n.ip))
-        ]
+        """The neighbour cache, by interface and address."""
+        return [row for name in sorted(self._ports) for row in self._ports[name].neighbors.rows()]
 
     def nat_table(self, limit: int | None = None) -> list[MappingEntry]:
         """The NAT's mappings, static (port forwards) and dynamic; empty without NAT.
@@ -528,36 +529,23 @@ class Router:
         return None
 
     def _confirm(self, port: _Port, ip: bytes, mac: bytes, now: float, *, create: bool) -> None:
-        key = (port.name, ip)
-        neighbor = self._neighbors.get(key)
-        if neighbor is None:
-            if not create:
-                return
-            neighbor = Neighbor(port.name, ip, NeighborState.INCOMPLETE, None)
-            self._neighbors[key] = neighbor
-        if neighbor.state is NeighborState.PERMANENT:
-            if mac != neighbor.mac:
-                self._count("arp-permanent-mismatch")
+        merge = port.neighbors.confirm(ip, mac, now, create=create)
+        if merge is Merge.PERMANENT_MISMATCH:
+            self._count("arp-permanent-mismatch")
             return
-        next_state, action = ARP_TRANSITIONS[neighbor.state, ArpEvent.CONFIRMED]
-        if neighbor.mac is not None and neighbor.mac != mac:
+        if merge is Merge.MAC_CHANGED:
             self._generation += 1
             self._count("arp-mac-changed")
-        neighbor.mac = mac
-        neighbor.state = next_state or NeighborState.REACHABLE
-        neighbor.tries = 0
-        neighbor.deadline = now + self._config.arp_timeout
-        if action is ArpAction.FLUSH_QUEUE:
-            self._flush(neighbor)
+        self._flush(port, ip)
 
-    def _flush(self, neighbor: Neighbor) -> None:
-        mac = neighbor.mac
+    def _flush(self, port: _Port, ip: bytes) -> None:
+        """Send the frames that waited for ``ip``, now that it is resolved."""
+        mac = port.neighbors.mac(ip)
         if mac is None:
             return
-        while neighbor.queue:
-            queued = neighbor.queue.popleft()
+        for queued in port.neighbors.release(ip):
             queued.frame[_DST_MAC] = mac
-            self._send(neighbor.iface, queued.frame)
+            self._send(port.name, queued.frame)
 
     def _emit(  # noqa: PLR0917 - internal, one shape for all callers
         self,
@@ -567,30 +555,23 @@ class Router:
         now: float,
         in_iface: str | None,
         original: bytes | None,
-    ) -> Neighbor | None:
-        """Send ``frame`` to ``next_hop`` or queue it until resolved; the neighbour if sent."""
-        key = (out.name, next_hop)
-        neighbor = self._neighbors.get(key)
-        if neighbor is not None and neighbor.mac is not None and neighbor.usable:
-            frame[_DST_MAC] = neighbor.mac
+    ) -> bytes | None:
+        """Send ``frame`` to ``next_hop`` or queue it until resolved; the MAC if sent."""
+        neighbors = out.neighbors
+        mac = neighbors.mac(next_hop)
+        if mac is not None:
+            frame[_DST_MAC] = mac
             self._send(out.name, frame)
-            return neighbor
-        if neighbor is None:
-            neighbor = Neighbor(out.name, next_hop, NeighborState.INCOMPLETE, None)
-            self._neighbors[key] = neighbor
+            return mac
+        if neighbors.resolve(next_hop, now):
             self._request(out, next_hop)
-            neighbor.tries = 1
-            neighbor.deadline = now + self._config.arp_retry_interval
-        limit = self._config.arp_queue_limit
-        if limit == 0:
-            self._drop(RouterDrop.ARP_QUEUE_FULL)
-            return None
-        if len(neighbor.queue) >= limit:
-            neighbor.queue.popleft()  # RFC 1122 §2.3.2.2: keep the latest
-            self._drop(RouterDrop.ARP_QUEUE_FULL)
         quote = original if original is not None else bytes(frame[_VNET + ETHERNET.size :])
-        neighbor.queue.append(Queued(frame, in_iface, quote[:MAX_QUOTE]))
-        self._count("arp-queued")
+        held = neighbors.hold(next_hop, frame, in_iface, quote[:MAX_QUOTE])
+        if held is not Hold.QUEUED:
+            # The queue is full (RFC 1122 §2.3.2.2 keeps the latest) or allows nothing.
+            self._drop(RouterDrop.ARP_QUEUE_FULL)
+        if held is not Hold.REFUSED:
+            self._count("arp-queued")
         return None
 
     # -- host tracking and automatic port forwarding ------------------------------------
@@ -988,8 +969,7 @@ class Router:
             if vnet.gso_type or ip.header_length != _IPV4_SIZE:
                 return self._drop(RouterDrop.CANNOT_FRAGMENT)
             fragment_mtu = out.mtu
-        neighbor = self._neighbors.get((out.name, next_hop))
-        if original is None and (neighbor is None or not neighbor.usable):
+        if original is None and out.neighbors.mac(next_hop) is None:
             original = bytes(buf[info.l3 : min(info.end, info.l3 + MAX_QUOTE)])
         if translate_out and nat is not None:
             nat_result = self._translate(nat, port, buf, info, vnet, now)
@@ -1002,9 +982,9 @@ class Router:
             for fragment in self._fragments(buf, info, vnet, fragment_mtu):
                 self._emit(out, next_hop, fragment, now, port.name, original)
             return None
-        sent = self._emit(out, next_hop, buf, now, port.name, original)
-        if sent is not None and sent.mac is not None:
-            self._hint = self._make_hint(port, out, sent.mac, buf, info, flow, nat_result)
+        sent_to = self._emit(out, next_hop, buf, now, port.name, original)
+        if sent_to is not None:
+            self._hint = self._make_hint(port, out, sent_to, buf, info, flow, nat_result)
         return None
 
     def _make_hint(  # noqa: PLR0917 - internal
@@ -1119,7 +1099,7 @@ class Router:
 
     def next_deadline(self) -> float | None:
         """When :meth:`on_timer` should run next (None: nothing pending)."""
-        deadline = min((n.deadline for n in self._neighbors.values()), default=_INF)
+        deadline = min((p.neighbors.next_deadline() for p in self._ports.values()), default=_INF)
         deadline = min(deadline, min((h.deadline for h in self._hosts.values()), default=_INF))
         fragments = self._datagrams.next_deadline()
         if fragments is not None:
@@ -1150,45 +1130,25 @@ class Router:
         return self._out
 
     def _neighbor_timers(self, now: float) -> None:
-        retries = self._config.arp_retries
-        for neighbor in [n for n in self._neighbors.values() if n.deadline <= now]:
-            state = neighbor.state
-            if state is NeighborState.REACHABLE:
-                event = ArpEvent.EXPIRED
-            elif neighbor.tries < retries:
-                event = ArpEvent.RETRY_DUE
-            else:
-                event = ArpEvent.RETRIES_EXHAUSTED
-            row = ARP_TRANSITIONS.get((state, event))
-            if row is None:
-                neighbor.deadline = _INF
-                continue
-            next_state, action = row
-            port = self._ports.get(neighbor.iface)
-            if next_state is None or port is None:
-                del self._neighbors[neighbor.iface, neighbor.ip]
-                if action is ArpAction.FAIL_QUEUE and port is not None:
-                    self._fail_queue(port, neighbor, now)
-                else:
-                    self._generation += 1
-                    self._count("arp-entries-expired")
-                continue
-            neighbor.state = next_state
-            if action is ArpAction.SEND_REQUEST:
-                neighbor.tries = 1 if event is ArpEvent.EXPIRED else neighbor.tries + 1
-                neighbor.deadline = now + self._config.arp_retry_interval
-                self._request(port, neighbor.ip)
+        for port in list(self._ports.values()):
+            change = port.neighbors.on_timer(now)  # a router verifies every neighbour
+            for ip in change.requests:
+                self._request(port, ip)
+            for _ip, queued in change.failed:
+                self._fail_queue(queued, now)
+            for _ip in change.forgotten:
+                self._generation += 1
+                self._count("arp-entries-expired")
 
-    def _fail_queue(self, out: _Port, neighbor: Neighbor, now: float) -> None:
+    def _fail_queue(self, waiting: list[Queued], now: float) -> None:
         """Resolution failed: host unreachable for each waiting packet (RFC 1812 §4.3.3.1)."""
         self._count("arp-resolution-failed")
-        for queued in neighbor.queue:
+        for queued in waiting:
             self._drop(RouterDrop.ARP_FAILED)
             back = self._ports.get(queued.in_iface) if queued.in_iface is not None else None
             if back is not None:
                 data = queued.original
                 self._error(back, data, 0, len(data), IcmpError.HOST_UNREACHABLE, now)
-        neighbor.queue.clear()
 
     def _host_timers(self, now: float) -> None:
         retries = self._config.arp_retries
@@ -1231,7 +1191,15 @@ class Router:
     # -- control: interfaces ------------------------------------------------------------
 
     def _attach(self, iface: RouterInterface) -> None:
-        port = _Port(iface)
+        config = self._config
+        neighbors = NeighborCache(
+            iface.name,
+            timeout=config.arp_timeout,
+            retry_interval=config.arp_retry_interval,
+            retries=config.arp_retries,
+            queue_limit=config.arp_queue_limit,
+        )
+        port = _Port(iface, neighbors)
         self._ports[iface.name] = port
         self._local[port.address] = port
         self._broadcasts.add(port.broadcast)
@@ -1272,8 +1240,7 @@ class Router:
             raise ValueError(f"name: no interface {name!r}")
         if port.external and self._nat is not None:
             raise ValueError(f"name: {name!r} is the NAT's external interface")
-        for key in [k for k in self._neighbors if k[0] == name]:
-            neighbor = self._neighbors.pop(key)
+        for neighbor in port.neighbors.entries.values():
             for _ in neighbor.queue:
                 self._drop(RouterDrop.INTERFACE_REMOVED)
         for host in [h for h in self._hosts.values() if h.iface == name]:
@@ -1337,14 +1304,9 @@ class Router:
             host = existing
             host.mac, host.state, host.deadline, host.tries = hw, HostState.STATIC, _INF, 0
             host.network_id = network_id or host.network_id
-        neighbor = self._neighbors.get((port.name, packed))
-        if neighbor is None:
-            neighbor = Neighbor(port.name, packed, NeighborState.PERMANENT, hw)
-            self._neighbors[port.name, packed] = neighbor
-        elif neighbor.mac != hw:
+        if port.neighbors.set_static(packed, hw):
             self._generation += 1
-        neighbor.state, neighbor.mac, neighbor.deadline = NeighborState.PERMANENT, hw, _INF
-        self._flush(neighbor)
+        self._flush(port, packed)
         return host.entry()
 
     def remove_host(self, mac_or_ip: str) -> HostEntry:
@@ -1365,7 +1327,9 @@ class Router:
         host = matches[0]
         entry = host.entry()
         self._forget_host(host)
-        self._neighbors.pop((host.iface, host.ip), None)
+        port = self._ports.get(host.iface)
+        if port is not None:
+            port.neighbors.forget(host.ip)
         self._count("hosts-removed")
         return entry
 

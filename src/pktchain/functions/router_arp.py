@@ -1,10 +1,12 @@
-"""The router's neighbour cache (ARP, RFC 826) and its host table, each with its state table.
+"""The neighbour cache (ARP, RFC 826) and the router's host table, each with its state table.
 
-Both are sans-IO bookkeeping: they decide, the router builds and sends the
-frames. A :class:`Neighbor` is a next hop on one interface, resolved or being
-resolved, with the packets waiting for it. A :class:`Host` is a machine seen
-on (or announced for) an internal subnet: the seed's "host tracking", with the
-automatic forwarding port the router gave it.
+Both are sans-IO bookkeeping: they decide, their owner builds and sends the
+frames. A :class:`NeighborCache` holds the neighbours of one interface: each
+:class:`Neighbor` is a next hop, resolved or being resolved, with the packets
+waiting for it. The router keeps one cache per interface, the load balancer one
+for its backend side. A :class:`Host` is a machine seen on (or announced for)
+an internal subnet: the seed's "host tracking", with the automatic forwarding
+port the router gave it.
 
 Neighbour states, RFC 826 with the timeouts and queueing of RFC 1122
 §2.3.2.1-2.3.2.2 (the names follow the IPv6 neighbour cache of RFC 4861 §7.3.2,
@@ -41,6 +43,7 @@ STATIC    any                 STATIC    none (until the controller removes it)
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Container
 from dataclasses import dataclass
 from enum import Enum
 
@@ -52,15 +55,21 @@ __all__ = [
     "ArpAction",
     "ArpEntry",
     "ArpEvent",
+    "Hold",
     "Host",
     "HostAction",
     "HostEntry",
     "HostEvent",
     "HostState",
+    "Merge",
     "Neighbor",
+    "NeighborCache",
+    "NeighborChange",
     "NeighborState",
     "Queued",
 ]
+
+_INF = float("inf")
 
 
 class NeighborState(Enum):
@@ -167,7 +176,7 @@ class Neighbor:
         self.ip = ip
         self.state = state
         self.mac = mac
-        self.deadline = float("inf")
+        self.deadline = _INF
         self.tries = 0
         self.queue: deque[Queued] = deque()
 
@@ -175,6 +184,203 @@ class Neighbor:
     def usable(self) -> bool:
         """Whether packets may go to ``mac`` now (PROBE keeps using the old MAC)."""
         return self.mac is not None and self.state is not NeighborState.INCOMPLETE
+
+
+class Hold(Enum):
+    """What became of a frame given to :meth:`NeighborCache.hold`."""
+
+    QUEUED = "queued"
+    QUEUED_OVERFLOW = "queued-overflow"  # queued, the oldest waiting frame dropped
+    REFUSED = "refused"  # the queue limit is 0
+
+
+class Merge(Enum):
+    """What an ARP packet from a neighbour did to the cache (:meth:`NeighborCache.confirm`)."""
+
+    IGNORED = "ignored"  # unknown and not for us: RFC 826 adds nothing
+    CONFIRMED = "confirmed"  # added, or refreshed with the MAC it had
+    MAC_CHANGED = "mac-changed"  # a resolved neighbour now answers from another MAC
+    PERMANENT_MISMATCH = "permanent-mismatch"  # a PERMANENT entry, another MAC claimed
+
+
+@dataclass(slots=True)
+class NeighborChange:
+    """What the timers of a cache want done."""
+
+    requests: list[bytes]
+    """Addresses to send an ARP request for now."""
+    failed: list[tuple[bytes, list[Queued]]]
+    """Addresses given up after their retries, with the frames that waited for them."""
+    forgotten: list[bytes]
+    """Resolved addresses removed (unanswered verification, or no longer used)."""
+
+
+class NeighborCache:
+    """The neighbours of one interface, keyed by IPv4 address (4 bytes).
+
+    Resolution follows the module's state table: an address is resolved on
+    first use (:meth:`resolve`), up to ``queue_limit`` frames wait for it
+    (:meth:`hold`; the oldest is dropped first, RFC 1122 §2.3.2.2 keeps the
+    latest), an unanswered address is retried ``retries`` times
+    ``retry_interval`` apart and then given up with its frames, and a resolved
+    MAC is verified again after ``timeout`` (REACHABLE -> PROBE).
+    """
+
+    def __init__(
+        self, iface: str, *, timeout: float, retry_interval: float, retries: int, queue_limit: int
+    ) -> None:
+        self.iface = iface
+        self.timeout = timeout
+        self.retry_interval = retry_interval
+        self.retries = retries
+        self.queue_limit = queue_limit
+        self.entries: dict[bytes, Neighbor] = {}
+
+    def mac(self, ip: bytes) -> bytes | None:
+        """The MAC to send to ``ip`` now, or None when it is not resolved."""
+        neighbor = self.entries.get(ip)
+        if neighbor is None or not neighbor.usable:
+            return None
+        return neighbor.mac
+
+    def resolve(self, ip: bytes, now: float) -> bool:
+        """Start resolving ``ip`` unless it is known; True when a first request is due now."""
+        if ip in self.entries:
+            return False
+        neighbor = self.entries[ip] = Neighbor(self.iface, ip, NeighborState.INCOMPLETE, None)
+        neighbor.tries = 1
+        neighbor.deadline = now + self.retry_interval
+        return True
+
+    def hold(self, ip: bytes, frame: bytearray, in_iface: str | None, quote: bytes = b"") -> Hold:
+        """Keep ``frame`` until ``ip`` (being resolved: see :meth:`resolve`) answers.
+
+        ``in_iface`` and ``quote`` are what an ICMP error about the frame needs
+        if resolution fails (where it came in, the packet as it arrived).
+        """
+        neighbor = self.entries.get(ip)
+        if neighbor is None or self.queue_limit == 0:
+            return Hold.REFUSED
+        overflow = len(neighbor.queue) >= self.queue_limit
+        if overflow:
+            neighbor.queue.popleft()
+        neighbor.queue.append(Queued(frame, in_iface, quote))
+        return Hold.QUEUED_OVERFLOW if overflow else Hold.QUEUED
+
+    def requested(self, ip: bytes) -> bool:
+        """Whether ``ip`` is being resolved (a request is out)."""
+        neighbor = self.entries.get(ip)
+        return neighbor is not None and neighbor.state is NeighborState.INCOMPLETE
+
+    def confirm(self, ip: bytes, mac: bytes, now: float, *, create: bool) -> Merge:
+        """RFC 826 "merge" of an ARP sender; the frames it frees wait in :meth:`release`.
+
+        An entry is updated if it exists and created only when ``create`` (the
+        ARP packet was for us), so a gratuitous ARP refreshes but never adds.
+        """
+        neighbor = self.entries.get(ip)
+        if neighbor is None:
+            if not create:
+                return Merge.IGNORED
+            neighbor = self.entries[ip] = Neighbor(self.iface, ip, NeighborState.INCOMPLETE, None)
+        if neighbor.state is NeighborState.PERMANENT:
+            return Merge.CONFIRMED if mac == neighbor.mac else Merge.PERMANENT_MISMATCH
+        next_state, _action = ARP_TRANSITIONS[neighbor.state, ArpEvent.CONFIRMED]
+        changed = neighbor.mac is not None and neighbor.mac != mac
+        neighbor.mac = mac
+        neighbor.state = next_state or NeighborState.REACHABLE
+        neighbor.tries = 0
+        neighbor.deadline = now + self.timeout
+        return Merge.MAC_CHANGED if changed else Merge.CONFIRMED
+
+    def set_static(self, ip: bytes, mac: bytes) -> bool:
+        """Make ``ip`` a PERMANENT entry; True when the MAC to use changed.
+
+        Frames waiting for it stay queued until :meth:`release`.
+        """
+        neighbor = self.entries.get(ip)
+        before = neighbor.mac if neighbor is not None and neighbor.usable else None
+        fresh = Neighbor(self.iface, ip, NeighborState.PERMANENT, mac)
+        if neighbor is not None:
+            fresh.queue = neighbor.queue
+        self.entries[ip] = fresh
+        return before is not None and before != mac
+
+    def clear_static(self, ip: bytes) -> bool:
+        """Forget a PERMANENT entry (the address is resolved by ARP from now on)."""
+        neighbor = self.entries.get(ip)
+        if neighbor is None or neighbor.state is not NeighborState.PERMANENT:
+            return False
+        del self.entries[ip]
+        return True
+
+    def forget(self, ip: bytes) -> Neighbor | None:
+        """Remove ``ip`` whatever its state; the entry, with any frames still waiting."""
+        return self.entries.pop(ip, None)
+
+    def release(self, ip: bytes) -> list[Queued]:
+        """The frames waiting for ``ip`` if it is resolved now (and no longer held)."""
+        neighbor = self.entries.get(ip)
+        if neighbor is None or not neighbor.usable or not neighbor.queue:
+            return []
+        frames = list(neighbor.queue)
+        neighbor.queue.clear()
+        return frames
+
+    def next_deadline(self) -> float:
+        return min((n.deadline for n in self.entries.values()), default=_INF)
+
+    def on_timer(self, now: float, used: Container[bytes] | None = None) -> NeighborChange:
+        """Retries, expiry and verification due at ``now``.
+
+        ``used``: the addresses still needed; a resolved one that is not is
+        forgotten when its timeout runs out instead of verified (None: all are).
+        """
+        change = NeighborChange([], [], [])
+        for neighbor in [n for n in self.entries.values() if n.deadline <= now]:
+            state = neighbor.state
+            if state is NeighborState.REACHABLE:
+                if used is not None and neighbor.ip not in used:
+                    del self.entries[neighbor.ip]
+                    change.forgotten.append(neighbor.ip)
+                    continue
+                event = ArpEvent.EXPIRED
+            elif neighbor.tries < self.retries:
+                event = ArpEvent.RETRY_DUE
+            else:
+                event = ArpEvent.RETRIES_EXHAUSTED
+            row = ARP_TRANSITIONS.get((state, event))
+            if row is None:
+                neighbor.deadline = _INF
+                continue
+            next_state, action = row
+            if next_state is None:
+                del self.entries[neighbor.ip]
+                if action is ArpAction.FAIL_QUEUE:
+                    change.failed.append((neighbor.ip, list(neighbor.queue)))
+                else:
+                    change.forgotten.append(neighbor.ip)
+                continue
+            neighbor.state = next_state
+            if action is ArpAction.SEND_REQUEST:
+                neighbor.tries = 1 if event is ArpEvent.EXPIRED else neighbor.tries + 1
+                neighbor.deadline = now + self.retry_interval
+                change.requests.append(neighbor.ip)
+        return change
+
+    def rows(self) -> list[ArpEntry]:
+        """The cache as listed to people and the API, by address."""
+        return [
+            ArpEntry(
+                n.iface,
+                format_ip(n.ip),
+                None if n.mac is None else format_mac(n.mac),
+                n.state,
+                None if n.deadline == _INF else n.deadline,
+                len(n.queue),
+            )
+            for n in sorted(self.entries.values(), key=lambda n: n.ip)
+        ]
 
 
 class Host:
