@@ -96,8 +96,10 @@ class FlowLease:
 
     The node counts the packets it forwards from its cache here, so that the
     function keeps per-flow counters and can tell an idle flow from a busy one
-    in its timer. Revoking sends the flow back through the function; the node
-    registers what to undo through :meth:`on_revoke`.
+    in its timer. The counts arrive once per batch of frames the node reads,
+    and always before the function is next called. Revoking sends the flow
+    back through the function; the node registers what to undo through
+    :meth:`on_revoke`.
     """
 
     __slots__ = ("_hooks", "bytes", "mtu", "packets", "seen", "traced", "valid")
