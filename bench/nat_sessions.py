@@ -34,7 +34,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import raw
 
-from pktchain.lab import Lab, LabHost, wait_until
+from pktchain.lab import Lab, LabHost, node_host_spec, wait_until
 from pktchain.node.process import NodeProcess
 
 HERE = Path(__file__).resolve().parent
@@ -57,21 +57,11 @@ ECHO_SERVER = (
 
 
 def topology(name: str) -> dict[str, Any]:
-    def host(network: str, mac: str, address: str, gateway: str | None) -> dict[str, Any]:
-        spec: dict[str, Any] = {
-            "interfaces": {
-                "eth0": {"attach": "node", "network": network, "mac": mac, "addresses": [address]}
-            }
-        }
-        if gateway:
-            spec["routes"] = [{"to": "default", "via": gateway}]
-        return spec
-
     return {
         "lab": name,
         "hosts": {
-            "inside": host("inside", INSIDE_MAC, f"{INSIDE}/24", ROUTER_IN),
-            "outside": host("outside", "02:00:00:00:02:0a", f"{OUTSIDE}/24", None),
+            "inside": node_host_spec("inside", INSIDE_MAC, f"{INSIDE}/24", ROUTER_IN),
+            "outside": node_host_spec("outside", "02:00:00:00:02:0a", f"{OUTSIDE}/24"),
         },
     }
 

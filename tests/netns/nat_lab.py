@@ -25,7 +25,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
-from pktchain.lab import Lab, LabHost, wait_until
+from pktchain.lab import Lab, LabHost, node_host_spec, wait_until
 from pktchain.node.process import NodeProcess
 
 INSIDE, INSIDE2 = "10.0.0.10", "10.0.0.11"
@@ -35,28 +35,18 @@ UNREACHABLE = "192.0.2.1"  # the outside host answers ICMP host unreachable
 BEYOND = "192.0.2.129"  # the outside host forwards it to the second outside host
 
 
-def _node_interface(network: str, mac: str, address: str) -> dict[str, Any]:
-    return {"attach": "node", "network": network, "mac": mac, "addresses": [address]}
-
-
 TOPOLOGY: dict[str, Any] = {
     "lab": "router",
     "hosts": {
-        "inside": {
-            "interfaces": {"eth0": _node_interface("inside", "02:00:00:00:01:0a", f"{INSIDE}/24")},
-            "routes": [{"to": "default", "via": ROUTER_IN}],
-        },
-        "outside": {
-            "interfaces": {"eth0": _node_interface("outside", "02:00:00:00:02:0a", f"{OUTSIDE}/24")}
-        },
+        "inside": node_host_spec("inside", "02:00:00:00:01:0a", f"{INSIDE}/24", ROUTER_IN),
+        "outside": node_host_spec("outside", "02:00:00:00:02:0a", f"{OUTSIDE}/24"),
     },
 }
 
 NAT_TOPOLOGY: dict[str, Any] = copy.deepcopy(TOPOLOGY)
-NAT_TOPOLOGY["hosts"]["inside2"] = {
-    "interfaces": {"eth0": _node_interface("inside", "02:00:00:00:01:0b", f"{INSIDE2}/24")},
-    "routes": [{"to": "default", "via": ROUTER_IN}],
-}
+NAT_TOPOLOGY["hosts"]["inside2"] = node_host_spec(
+    "inside", "02:00:00:00:01:0b", f"{INSIDE2}/24", ROUTER_IN
+)
 NAT_TOPOLOGY["hosts"]["outside"].update(
     {
         "routes": [{"to": "192.0.2.128/25", "via": OUTSIDE2}],
@@ -67,9 +57,7 @@ NAT_TOPOLOGY["hosts"]["outside"].update(
         },
     }
 )
-NAT_TOPOLOGY["hosts"]["outside2"] = {
-    "interfaces": {"eth0": _node_interface("outside", "02:00:00:00:02:0b", f"{OUTSIDE2}/24")},
-}
+NAT_TOPOLOGY["hosts"]["outside2"] = node_host_spec("outside", "02:00:00:00:02:0b", f"{OUTSIDE2}/24")
 
 ROUTER: dict[str, Any] = {
     "name": "router",

@@ -14,12 +14,11 @@ import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from pktchain.lab import Lab
+from pktchain.lab import Lab, node_host_spec
 from pktchain.messenger.client import MessengerClient, MessengerError
 from pktchain.node.process import NodeProcess
 
@@ -27,23 +26,12 @@ NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 SECRET = b"a shared secret for the test controller"
 
 
-def host(network: str, mac: str, address: str, gateway: str | None) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "interfaces": {
-            "eth0": {"attach": "node", "network": network, "mac": mac, "addresses": [address]}
-        }
-    }
-    if gateway:
-        spec["routes"] = [{"to": "default", "via": gateway}]
-    return spec
-
-
 TOPOLOGY = {
     "lab": "messenger",
     "hosts": {
-        "a": host("blue", "02:00:00:00:01:0a", "10.0.0.10/24", "10.0.0.1"),
-        "b": host("green", "02:00:00:00:03:0b", "10.0.1.11/24", "10.0.1.1"),
-        "outside": host("outside", "02:00:00:00:02:0a", "198.51.100.10/24", None),
+        "a": node_host_spec("blue", "02:00:00:00:01:0a", "10.0.0.10/24", "10.0.0.1"),
+        "b": node_host_spec("green", "02:00:00:00:03:0b", "10.0.1.11/24", "10.0.1.1"),
+        "outside": node_host_spec("outside", "02:00:00:00:02:0a", "198.51.100.10/24"),
     },
 }
 

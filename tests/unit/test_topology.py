@@ -17,6 +17,7 @@ from pktchain.lab.topology import (
     lab_of_netns,
     load_topology,
     netns_name,
+    node_host_spec,
     parse_route,
     parse_topology,
     read_lab_name,
@@ -135,6 +136,30 @@ def test_commands_are_argument_lists() -> None:
         ("python3", "-m", "http.server", "8080", "--bind", "10.0.2.2"),
         ("sleep", "100"),
     )
+
+
+def test_a_node_host_spec_is_a_host_with_one_node_port_and_its_default_route() -> None:
+    topology = topology_from_dict(
+        {
+            "lab": "x",
+            "hosts": {
+                "a": node_host_spec("blue", "02:00:00:00:00:0a", "10.0.0.10/24", "10.0.0.1"),
+                "b": node_host_spec("blue", "02:00:00:00:00:0b", "10.0.0.11/24"),
+            },
+        }
+    )
+    a, b = topology.hosts
+    (eth0,) = a.interfaces
+    assert (eth0.name, eth0.attachment, eth0.network, eth0.mac) == (
+        "eth0",
+        Attachment.NODE,
+        "blue",
+        "02:00:00:00:00:0a",
+    )
+    assert eth0.addresses == (ipaddress.ip_interface("10.0.0.10/24"),)
+    (route,) = a.routes
+    assert (str(route.to), str(route.via), route.dev) == ("0.0.0.0/0", "10.0.0.1", "eth0")
+    assert b.routes == ()
 
 
 def test_bridge_ports_have_short_unique_names() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from pktchain.demo.report import DemoReport, StepError, fail, start_node, stop_node
-from pktchain.lab import Lab, LabError, LabHost
+from pktchain.lab import Lab, LabError, LabHost, node_host_spec
 from pktchain.node.process import NodeProcess
 
 INSIDE = "10.0.0.10"
@@ -56,23 +56,13 @@ BANNER_CLIENT = (
 
 
 def router_topology(lab_name: str) -> dict[str, Any]:
-    def host(network: str, mac: str, address: str, gateway: str | None) -> dict[str, Any]:
-        spec: dict[str, Any] = {
-            "interfaces": {
-                "eth0": {"attach": "node", "network": network, "mac": mac, "addresses": [address]}
-            }
-        }
-        if gateway:
-            spec["routes"] = [{"to": "default", "via": gateway}]
-        return spec
-
     return {
         "lab": lab_name,
         "hosts": {
-            "inside": host("private", "02:00:00:00:01:0a", f"{INSIDE}/24", ROUTER_INSIDE),
-            "web": host("outside", "02:00:00:00:02:14", f"{WEB}/24", None),
-            "service": host("outside", "02:00:00:00:02:1e", f"{SERVICE}/24", None),
-            "upstream": host("outside", "02:00:00:00:02:01", f"{UPSTREAM}/24", None),
+            "inside": node_host_spec("private", "02:00:00:00:01:0a", f"{INSIDE}/24", ROUTER_INSIDE),
+            "web": node_host_spec("outside", "02:00:00:00:02:14", f"{WEB}/24"),
+            "service": node_host_spec("outside", "02:00:00:00:02:1e", f"{SERVICE}/24"),
+            "upstream": node_host_spec("outside", "02:00:00:00:02:01", f"{UPSTREAM}/24"),
         },
     }
 

@@ -52,6 +52,21 @@ _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
 _SYSCTL = re.compile(r"net(\.[A-Za-z0-9_-]+)+\Z")
 
 
+def node_host_spec(
+    network: str, mac: str, address: str, gateway: str | None = None
+) -> dict[str, Any]:
+    """The topology mapping of a host whose one NIC, eth0, is a port of the node.
+
+    `address` carries its prefix ("10.0.0.10/24"); with `gateway`, the host's
+    default route goes through it.
+    """
+    eth0 = {"attach": "node", "network": network, "mac": mac, "addresses": [address]}
+    spec: dict[str, Any] = {"interfaces": {"eth0": eth0}}
+    if gateway is not None:
+        spec["routes"] = [{"to": "default", "via": gateway}]
+    return spec
+
+
 def netns_name(lab: str, host: str) -> str:
     """The namespace name of `host` in `lab`: ``pc-<lab>.<host>``."""
     return f"{NETNS_PREFIX}{lab}.{host}"
