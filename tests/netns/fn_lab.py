@@ -122,33 +122,43 @@ def plug(node: NodeProcess, function: dict[str, Any]) -> dict[str, Any]:
     return dict(body["function"])
 
 
-def chain(api: ChainingClient, names: list[str]) -> None:
-    """Every IP packet from h1 to h2, and back, through the functions `names` in order."""
+def chain(
+    api: ChainingClient,
+    names: list[str],
+    *,
+    name: str = "functions",
+    source: str = "h1:eth0",
+    destination: str | None = "h2:eth0",
+    symmetric: bool = True,
+    **match: Any,
+) -> None:
+    """A port chain through the functions `names` in order (one group each) for the
+    flows from port `source` to `destination` that `match` names (flow classifier
+    fields); by default every IPv4 packet from h1 to h2, and back."""
     pid = api.port_id
     groups = []
-    for name in names:
+    for function in names:
         pair = api.create(
             "port_pairs",
-            name=f"pp-{name}",
-            ingress=pid(f"{name}:ingress"),
-            egress=pid(f"{name}:egress"),
+            name=f"pp-{function}",
+            ingress=pid(f"{function}:ingress"),
+            egress=pid(f"{function}:egress"),
         )
         groups.append(
-            api.create("port_pair_groups", name=f"g-{name}", port_pairs=[pair["id"]])["id"]
+            api.create("port_pair_groups", name=f"g-{function}", port_pairs=[pair["id"]])["id"]
         )
+    fields = match or {"ethertype": "IPv4"}
+    if destination is not None:
+        fields["logical_destination_port"] = pid(destination)
     classifier = api.create(
-        "flow_classifiers",
-        name="h1-h2",
-        ethertype="IPv4",
-        logical_source_port=pid("h1:eth0"),
-        logical_destination_port=pid("h2:eth0"),
+        "flow_classifiers", name=f"fc-{name}", logical_source_port=pid(source), **fields
     )
     api.create(
         "port_chains",
-        name="functions",
+        name=name,
         port_pair_groups=groups,
         flow_classifiers=[classifier["id"]],
-        chain_parameters={"symmetric": True},
+        chain_parameters={"symmetric": symmetric},
     )
 
 

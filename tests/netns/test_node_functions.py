@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fn_lab import rest
+from fn_lab import chain, rest
 from topologies import node_hosts
 
 from pktchain.lab import Lab
@@ -42,28 +42,15 @@ def chained(
         node_hosts("client", "server"), args=("--functions", str(path), "--api", "127.0.0.1:0")
     )
     api = ChainingClient(node.control)
-    pid = api.port_id
-    groups = []
-    for n in (1, 2, 3):
-        pair = api.create(
-            "port_pairs", name=f"pp{n}", ingress=pid(f"f{n}:ingress"), egress=pid(f"f{n}:egress")
-        )
-        groups.append(api.create("port_pair_groups", name=f"g{n}", port_pairs=[pair["id"]])["id"])
-    classifier = api.create(
-        "flow_classifiers",
-        name="iperf",
+    chain(
+        api,
+        ["f1", "f2", "f3"],
+        name="three",
+        source="client:eth0",
+        destination="server:eth0",
         protocol="tcp",
         destination_port_range_min=5201,
         destination_port_range_max=5201,
-        logical_source_port=pid("client:eth0"),
-        logical_destination_port=pid("server:eth0"),
-    )
-    api.create(
-        "port_chains",
-        name="three",
-        port_pair_groups=groups,
-        flow_classifiers=[classifier["id"]],
-        chain_parameters={"symmetric": True},
     )
     return lab, node, api
 
@@ -85,7 +72,7 @@ def test_a_chain_of_native_functions_rides_the_fast_path(
     fast = status["fast_path"]
     hops = [hop for chain in status["steering"]["chains"] for hop in chain["hops"]]
     forward = [hop for hop in hops if hop["direction"] == "forward"]
-    assert [hop["port_pair_name"] for hop in forward] == ["pp1", "pp2", "pp3"]
+    assert [hop["port_pair_name"] for hop in forward] == ["pp-f1", "pp-f2", "pp-f3"]
     # Every hop counted the data packets, most of them on the fast path.
     assert all(hop["bytes"] >= sent for hop in forward), forward
     _code, listing = rest(node, "GET", "/v2.0/pktchain/functions")
@@ -152,26 +139,18 @@ def test_chains_chosen_by_http_host(
     path.write_text(yaml.safe_dump(FUNCTIONS))
     lab, node = node_lab(node_hosts("client", "server"), args=("--functions", str(path)))
     api = ChainingClient(node.control)
-    pid = api.port_id
     for n, host in ((1, "a.test"), (2, "b.test")):
-        pair = api.create(
-            "port_pairs", name=f"pp{n}", ingress=pid(f"f{n}:ingress"), egress=pid(f"f{n}:egress")
-        )
-        group = api.create("port_pair_groups", name=f"g{n}", port_pairs=[pair["id"]])
-        classifier = api.create(
-            "flow_classifiers",
-            name=f"web-{host}",
+        chain(
+            api,
+            [f"f{n}"],
+            name=f"to-{host}",
+            source="client:eth0",
+            destination=None,
+            symmetric=False,
             protocol="tcp",
             destination_port_range_min=80,
             destination_port_range_max=80,
-            logical_source_port=pid("client:eth0"),
             l7_parameters={"http_host": host},
-        )
-        api.create(
-            "port_chains",
-            name=f"to-{host}",
-            port_pair_groups=[group["id"]],
-            flow_classifiers=[classifier["id"]],
         )
     server = lab.host("server")
     serve = (
@@ -231,23 +210,13 @@ def test_a_mirror_interface_written_to_a_pcap_file_opens_in_tcpdump(
         )
     )
     lab, node = node_lab(node_hosts("client", "server"), args=("--functions", str(path)))
-    api = ChainingClient(node.control)
-    pid = api.port_id
-    pair = api.create("port_pairs", name="pm", ingress=pid("m:ingress"), egress=pid("m:egress"))
-    group = api.create("port_pair_groups", name="gm", port_pairs=[pair["id"]])
-    classifier = api.create(
-        "flow_classifiers",
-        name="icmp",
-        protocol="icmp",
-        logical_source_port=pid("client:eth0"),
-        logical_destination_port=pid("server:eth0"),
-    )
-    api.create(
-        "port_chains",
+    chain(
+        ChainingClient(node.control),
+        ["m"],
         name="mirrored",
-        port_pair_groups=[group["id"]],
-        flow_classifiers=[classifier["id"]],
-        chain_parameters={"symmetric": True},
+        source="client:eth0",
+        destination="server:eth0",
+        protocol="icmp",
     )
     assert lab.host("client").run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.2"]).ok
     (mirror,) = node.functions()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fn_lab import chain
 from nat_lab import INSIDE, OUTSIDE, ROUTER, ROUTER_OUT, TOPOLOGY, curl, serve
 
 from pktchain.lab import Lab
@@ -143,23 +144,13 @@ def test_native_functions_chained_on_the_routers_interface(
     )
     for port in (80, 8081):
         serve(lab.host("outside"), tmp_path / f"web{port}", OUTSIDE, port, f"port {port}\n")
-    api = ChainingClient(node.control)
-    pid = api.port_id
-    pair = api.create("port_pairs", name="fw", ingress=pid("fw:ingress"), egress=pid("fw:egress"))
-    group = api.create("port_pair_groups", name="fw", port_pairs=[pair["id"]])
-    classifier = api.create(
-        "flow_classifiers",
-        name="out",
-        protocol="tcp",
-        logical_source_port=pid("router:outside"),
-        logical_destination_port=pid("outside:eth0"),
-    )
-    api.create(
-        "port_chains",
+    chain(
+        ChainingClient(node.control),
+        ["fw"],
         name="egress-filter",
-        port_pair_groups=[group["id"]],
-        flow_classifiers=[classifier["id"]],
-        chain_parameters={"symmetric": True},
+        source="router:outside",
+        destination="outside:eth0",
+        protocol="tcp",
     )
     inside = lab.host("inside")
     assert curl(inside, f"http://{OUTSIDE}/") == "port 80\n"
