@@ -544,11 +544,11 @@ class LoadBalancer(Function):
             # The frame will leave as an emitted frame, without its virtio header.
             complete_checksum(buf, vnet, _VNET)
             buf[0] &= ~VIRTIO_NET_HDR_F_NEEDS_CSUM
-        queued, emit = self._hold_frame(ip, bytes(buf[_VNET:]), now)
+        queued, emit = self._hold_frame(ip, buf[_VNET:], now)
         return self._drop(LbDrop.ARP_PENDING if queued else LbDrop.ARP_QUEUE_FULL, emit=emit)
 
     def _hold_frame(
-        self, ip: bytes, frame: bytes, now: float
+        self, ip: bytes, frame: bytearray, now: float
     ) -> tuple[bool, list[tuple[str, bytes]]]:
         """Queue an Ethernet frame for ``ip``: whether it was, and the ARP request to emit.
 
@@ -556,7 +556,7 @@ class LoadBalancer(Function):
         """
         neighbors = self._neighbors
         emit = [self._arp_request(ip)] if neighbors.resolve(ip, now) else []
-        held = neighbors.hold(ip, bytearray(frame), BACKEND)
+        held = neighbors.hold(ip, frame, BACKEND)
         if held is Hold.REFUSED:
             return False, emit
         self.counters["arp-queued"] += 1
@@ -721,7 +721,7 @@ class LoadBalancer(Function):
         )
         if mac is not None:
             return [(BACKEND, frame)]
-        return self._hold_frame(target.ip, frame, now)[1]
+        return self._hold_frame(target.ip, bytearray(frame), now)[1]
 
     def _check_answer(self, packet: Packet, target: Target, now: float) -> Result:
         """A backend answered a check: SYN-ACK passes it (and gets a RST), RST fails it."""
