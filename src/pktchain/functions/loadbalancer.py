@@ -87,7 +87,7 @@ from pktchain.functions.sdk import (
     drop,
     forward,
 )
-from pktchain.packet.address import format_ip, format_mac, mac_bytes
+from pktchain.packet.address import format_mac, mac_bytes
 from pktchain.packet.headers import ArpOp, EtherType, IcmpType, IpProto, TcpFlag
 from pktchain.packet.layers import Arp, Ethernet, Ipv4, Tcp, build
 from pktchain.packet.rewrite import Side
@@ -1088,13 +1088,8 @@ class LoadBalancer(Function):
             "snat_ports_in_use": self._ports.in_use(),
             "services": [self._service_status(s) for s in self._services.values()],
             "neighbors": [
-                {
-                    "ip": format_ip(n.ip),
-                    "mac": format_mac(n.mac) if n.mac is not None else None,
-                    "state": n.state.value,
-                    "queued": len(n.queue),
-                }
-                for n in self._neighbors.entries.values()
+                {"ip": row.ip, "mac": row.mac, "state": row.state.value, "queued": row.queued}
+                for row in self._neighbors.rows()
             ],
         }
 
