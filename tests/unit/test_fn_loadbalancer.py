@@ -176,6 +176,9 @@ def test_frames_held_for_arp_are_bounded() -> None:
     result, _ = run(lb, BACKEND, arp_reply(B1_MAC, B1, BACK_MAC, SOURCE))
     released = replies(result.emit, BACKEND)
     assert [f[TCP].sport for f in released] == [40001, 40002]  # the latest kept
+    assert lb.status()["neighbors"] == [
+        {"ip": B1, "mac": B1_MAC, "state": "reachable", "queued": 0}
+    ]
 
 
 def test_with_no_arp_queue_the_frame_is_dropped_but_the_backend_resolved() -> None:
