@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-netns lint format bench clean
+.PHONY: setup demo test test-unit test-integration test-netns lint format bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,9 @@ test: setup
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit
+
+test-integration: setup
+	$(BIN)/pytest -q tests/integration
 
 test-netns: setup
 	$(BIN)/pytest -q tests/netns

@@ -16,24 +16,24 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests" / "unit"))  # the in-memory ports
+sys.path.insert(0, str(HERE.parent / "tests"))  # the in-memory ports
 
-from memports import MemoryPort  # noqa: E402
 from scapy.layers.inet import IP, UDP  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
 from chain_functions import Pass  # noqa: E402
-from pktchain.node.datapath import Datapath  # noqa: E402
-from pktchain.node.functions import FunctionHost, SdkDriver  # noqa: E402
-from pktchain.node.ports import Port  # noqa: E402
-from pktchain.node.steering import (  # noqa: E402
+from pktchain.node.dataplane.datapath import Datapath  # noqa: E402
+from pktchain.node.dataplane.functions import FunctionHost, SdkDriver  # noqa: E402
+from pktchain.node.dataplane.ports import Port  # noqa: E402
+from pktchain.node.dataplane.steering import Steering  # noqa: E402
+from pktchain.sfc.plan import (  # noqa: E402
     ChainPlan,
     ClassifierPlan,
     GroupPlan,
     PairPlan,
-    Steering,
     SteeringPlan,
 )
+from support.memports import MemoryPort  # noqa: E402
 
 VNET = bytes(10)
 

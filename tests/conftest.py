@@ -1,5 +1,10 @@
 """Test-suite wide settings.
 
+The suite has three parts: ``unit`` (pure and fast, laid out like ``src/pktchain``),
+``integration`` (tests that start servers or subprocesses on loopback), and
+``netns`` (real hosts in network namespaces). Code they share is the
+``support`` package (``tests`` is on ``sys.path``).
+
 The lab fixtures (``lab_factory``, ``lab_host``, ``unique_name``) come from the
 ``pktchain.lab.pytest_plugin`` plugin, loaded through its entry point. Every
 test under ``tests/netns`` is marked ``netns``, so it is skipped, with the

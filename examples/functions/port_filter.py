@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-from pktchain.functions.schema import check
+from pktchain.functions.sdk.schema import check
 from pktchain.functions.sdk import FlowLeases, Function, Packet, Result, drop, forward
 
 

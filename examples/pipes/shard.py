@@ -15,7 +15,7 @@ fragments stay together. Frames that are not IP (ARP) go to shard 0 only.
 from dataclasses import dataclass, field
 from zlib import crc32
 
-from pktchain.functions.schema import check
+from pktchain.functions.sdk.schema import check
 from pktchain.functions.sdk import FlowLeases, Function, Packet, Result, drop, forward
 
 

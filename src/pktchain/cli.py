@@ -14,10 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pktchain import __version__
+from pktchain.errors import UsageError
 
-
-class UsageError(Exception):
-    """A mistake in what the user asked for: printed as one line, exit status 2."""
+__all__ = ["LEAN_COMMANDS", "UsageError", "build_parser", "main"]
 
 
 def _register_pipe(subparsers: Any) -> None:

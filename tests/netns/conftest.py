@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from nat_lab import INSIDE, OUTSIDE, ROUTER, TOPOLOGY, serve
 
 from pktchain.lab import Lab
 from pktchain.node.process import NodeProcess, NodeProcessError
+from support.nat_lab import INSIDE, OUTSIDE, ROUTER, TOPOLOGY, serve
 
 
 @pytest.fixture

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fn_lab import capture
-from test_sfc import fetch
 
-from openstack_cli import OPENSTACK, Openstack
 from pktchain.demo.sfc import STEPS, sfc_topology, start_web_server
 from pktchain.lab import Lab
 from pktchain.node.process import NodeProcess
+from support.fn_lab import capture
+from support.openstack_cli import OPENSTACK, Openstack
+from support.paths import EXAMPLES
+from support.sfc_lab import fetch
 
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
-EXAMPLES = Path(__file__).parents[2] / "examples"
 
 # Seed 003's sequence, in the openstack client's words (the seed used the old
 # neutron client: `port-chain-update --no-flow-classifier PC1` and so on).

@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fn_lab import H2, NodeLab, curl, function_status, start_from_file
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "functions"
+from support import paths
+from support.fn_lab import H2, NodeLab, curl, function_status, start_from_file
+
+EXAMPLES = paths.EXAMPLES / "functions"
 
 
 def test_the_port_filter_blocks_its_port_and_leaves_the_rest_to_the_fast_path(

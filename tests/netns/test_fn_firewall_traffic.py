@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fn_lab import H1, H2, NodeLab, capture, curl, function_status, ping, rest, start
 from scapy.layers.inet import ICMP, IP
 
 from pktchain.lab import wait_until
 from pktchain.node.process import NodeProcess
+from support.fn_lab import H1, H2, NodeLab, capture, curl, function_status, ping, rest, start
 
 STATEFUL = [
     {"action": "accept", "state": ["established", "related"]},

@@ -12,9 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fn_lab import H1, H2, NodeLab, curl, function_status, start
-
 from pktchain.lab import wait_until
+from support.fn_lab import H1, H2, NodeLab, curl, function_status, start
 
 # IPv4 without options; TCP from its bare 20 bytes to 60 with options. Every
 # frame's octets are its payload plus one IP and one TCP header (a GSO frame

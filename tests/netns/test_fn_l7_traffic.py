@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fn_lab import H2, NodeLab, curl, function_status, start
+from support.fn_lab import H2, NodeLab, curl, function_status, start
 
 L7 = {"name": "l7", "kind": "l7-classifier", "network": "default"}
 

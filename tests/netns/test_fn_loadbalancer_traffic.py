@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 import yaml
-from fn_lab import NO_IPV6, NodeLab, function_status, rest
-from nat_lab import NO_LOOKUP_SERVER
 
 from pktchain.lab import Lab, wait_until
 from pktchain.node.process import NodeProcess
+from support.fn_lab import NO_IPV6, NodeLab, function_status, rest
+from support.nat_lab import NO_LOOKUP_SERVER
 
 VIP = "10.0.0.100"
 CLIENT = "10.0.0.1"

@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fn_lab import H1, H2, H3_MAC, NodeLab, capture, curl, function_status, ping, start
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.l2 import ARP, Ether
 
 from pktchain.lab import wait_until
+from support.fn_lab import H1, H2, H3_MAC, NodeLab, capture, curl, function_status, ping, start
 
 
 def mirror(**config: Any) -> list[dict[str, Any]]:

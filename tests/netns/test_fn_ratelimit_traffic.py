@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from fn_lab import H2, NodeLab, function_status, start
+from support.fn_lab import H2, NodeLab, function_status, start
 
 FLOOD = 2000
 """Datagrams h1 sends, about 1000 a second."""

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,9 +32,9 @@ from pktchain.lab import (
     wait_until,
 )
 from pktchain.lab.journal import Journal, journal_path
+from support.paths import EXAMPLES
 
 LabFactory = Callable[..., Lab]
-EXAMPLES = Path(__file__).parents[2] / "examples"
 
 TWO_HOSTS = {
     "hosts": {

@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nat_lab import (
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, IPOption_NOP, fragment
+from scapy.utils import checksum
+
+from pktchain.lab import Lab, LabHost, wait_until
+from pktchain.node.process import NodeProcess
+from support.nat_lab import (
     BEYOND,
     INSIDE,
     INSIDE2,
@@ -56,11 +61,6 @@ from nat_lab import (
     udp_socket,
     udp_to,
 )
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, IPOption_NOP, fragment
-from scapy.utils import checksum
-
-from pktchain.lab import Lab, LabHost, wait_until
-from pktchain.node.process import NodeProcess
 
 MakeLab = Callable[..., RouterLab]
 

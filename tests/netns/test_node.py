@@ -20,10 +20,10 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw, raw
 from scapy.utils import rdpcap
-from topologies import node_hosts
 
 from pktchain.lab import Lab, wait_until
 from pktchain.node.process import NodeProcess, NodeProcessError
+from support.topologies import node_hosts
 
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 

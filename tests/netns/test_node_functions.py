@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fn_lab import chain, rest
-from topologies import node_hosts
 
 from pktchain.lab import Lab
 from pktchain.node.client import ChainingClient
 from pktchain.node.process import NodeProcess
+from support.fn_lab import chain, rest
+from support.topologies import node_hosts
 
 HERE = Path(__file__).resolve().parent
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]

@@ -29,10 +29,11 @@ from scapy.layers.l2 import Ether
 
 from pktchain.functions.sdk import Packet
 from pktchain.lab import CommandResult, Lab, LabHost, wait_until
+from support import paths
 
 LabFactory = Callable[..., Lab]
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipes"
+EXAMPLES = paths.EXAMPLES / "pipes"
 A, B, EXTERNAL = "192.168.0.1", "203.0.113.2", "203.0.113.1"
 TIMEOUT = 20.0
 

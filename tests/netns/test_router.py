@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fn_lab import chain
-from nat_lab import INSIDE, OUTSIDE, ROUTER, ROUTER_OUT, TOPOLOGY, curl, serve
 
 from pktchain.lab import Lab
 from pktchain.node.client import ChainingClient
 from pktchain.node.process import NodeProcess
+from support.fn_lab import chain
+from support.nat_lab import INSIDE, OUTSIDE, ROUTER, ROUTER_OUT, TOPOLOGY, curl, serve
 
 
 def test_inside_host_reaches_the_outside_through_nat(routed: tuple[Lab, NodeProcess]) -> None:

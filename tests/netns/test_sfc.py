@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fn_lab import capture
 from scapy.layers.inet import TCP, UDP
 from scapy.packet import Packet
 
@@ -24,7 +23,6 @@ from pktchain.demo.sfc import (
     DEST_IP,
     SOURCE_IP,
     STEPS,
-    WELCOME,
     build_demo_chain,
     sfc_topology,
     start_web_server,
@@ -32,6 +30,8 @@ from pktchain.demo.sfc import (
 from pktchain.lab import Lab
 from pktchain.node.client import ChainingClient, ChainingRequestError
 from pktchain.node.process import NodeProcess
+from support.fn_lab import capture
+from support.sfc_lab import fetch
 
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 Sfc = tuple[Lab, NodeProcess, ChainingClient]
@@ -47,12 +47,6 @@ def sfc(node_lab: NodeLab, tmp_path: Path) -> Callable[..., Sfc]:
         return lab, node, ChainingClient(node.control)
 
     return make
-
-
-def fetch(lab: Lab, times: int) -> None:
-    for _ in range(times):
-        result = lab.host("source_vm").run(["curl", "-sS", "--max-time", "5", f"http://{DEST_IP}/"])
-        assert result.stdout == WELCOME, result.stderr
 
 
 def settle(node: NodeProcess, quiet: float = 0.3, timeout: float = 10.0) -> None:

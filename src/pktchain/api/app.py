@@ -43,7 +43,7 @@ from starlette.routing import Match
 
 from pktchain.api import schemas
 from pktchain.api.backend import Backend
-from pktchain.functions.schema import ConfigError
+from pktchain.functions.sdk.schema import ConfigError
 from pktchain.sfc.errors import SfcError
 from pktchain.sfc.model import SfcModel
 from pktchain.sfc.resources import Port, Resource, ResourceKind

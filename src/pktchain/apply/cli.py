@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from pktchain.cli import UsageError
+from pktchain.errors import UsageError
 
 
 def register(subparsers: Any) -> None:

@@ -24,19 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from pktchain.lab.errors import TopologyError, TopologyIssue
-from pktchain.lab.topology import (
-    Topology,
-    _compose,
-    _item_line,
-    _key_line,
-    _kind,
-    _line,
-    load_topology,
-    topology_from_dict,
-)
+from pktchain.lab.topology import Topology, load_topology, topology_from_dict
 from pktchain.sfc.attributes import ATTRIBUTES
 from pktchain.sfc.errors import InvalidInput
 from pktchain.sfc.resources import FrozenMap, ResourceKind
+from pktchain.yamlfile import compose, item_line, key_line, kind_of, line_of
 
 #: The sections of a file, in dependency order (each refers only to earlier ones).
 KINDS: tuple[ResourceKind, ...] = (
@@ -208,10 +200,7 @@ def load_apply_file(path: str | Path) -> ApplyFile:
 
 def parse_apply_file(text: str, *, source: str = "<string>", base: Path | None = None) -> ApplyFile:
     """Check YAML text; `base` is where a relative `topology` path starts."""
-    try:
-        data, issues = _compose(text, source)
-    except TopologyError as exc:
-        raise ApplyFileError(exc.issues) from exc
+    data, issues = compose(text, source, ApplyFileError)
     reader = _Reader(source, base or Path.cwd())
     reader.issues.extend(issues)
     result = reader.document(data)
@@ -233,12 +222,12 @@ class _Reader:
 
     def document(self, data: Any) -> ApplyFile:
         if not isinstance(data, Mapping):
-            self.error("", _line(data), f"expected a mapping of {', '.join(TOP_KEYS)}")
+            self.error("", line_of(data), f"expected a mapping of {', '.join(TOP_KEYS)}")
             return ApplyFile(self.source, ())
         for key in data:
             if key not in TOP_KEYS:
                 self.error(
-                    key, _key_line(data, key), f"unknown section (expected: {', '.join(TOP_KEYS)})"
+                    key, key_line(data, key), f"unknown section (expected: {', '.join(TOP_KEYS)})"
                 )
         topology, topology_file = self.topology(data)
         resources: list[Declared] = []
@@ -253,7 +242,7 @@ class _Reader:
         if TOPOLOGY_KEY not in data:
             return None, None
         value = data[TOPOLOGY_KEY]
-        line = _key_line(data, TOPOLOGY_KEY)
+        line = key_line(data, TOPOLOGY_KEY)
         try:
             if isinstance(value, str):
                 path = self.base / value
@@ -279,11 +268,11 @@ class _Reader:
             return []
         section = data[key]
         if not isinstance(section, Mapping):
-            self.error(key, _key_line(data, key), f"expected a mapping of name → {kind.value}")
+            self.error(key, key_line(data, key), f"expected a mapping of name → {kind.value}")
             return []
         declared: list[Declared] = []
         for name, body in section.items():
-            resource = self.resource(kind, name, body, _key_line(section, name))
+            resource = self.resource(kind, name, body, key_line(section, name))
             if resource is not None:
                 declared.append(resource)
         return declared
@@ -297,7 +286,7 @@ class _Reader:
         if body is None:
             body = {}
         if not isinstance(body, Mapping):
-            self.error(path, line, f"expected the {kind.value}'s attributes, got {_kind(body)}")
+            self.error(path, line, f"expected the {kind.value}'s attributes, got {kind_of(body)}")
             return None
         allowed = declarable(kind)
         values: dict[str, Any] = {}
@@ -305,11 +294,11 @@ class _Reader:
         for key in body:
             if key not in allowed:
                 hint = "the key is the name" if key == "name" else f"expected: {', '.join(allowed)}"
-                self.error(f"{path}.{key}", _key_line(body, key), f"unknown field ({hint})")
+                self.error(f"{path}.{key}", key_line(body, key), f"unknown field ({hint})")
         issues_before = len(self.issues)
         for attribute in allowed:
             given = attribute in body
-            where = _key_line(body, attribute) if given else line
+            where = key_line(body, attribute) if given else line
             lines[attribute] = where
             if not given and attribute in ASSIGNED:
                 continue
@@ -339,21 +328,21 @@ class _Reader:
             if value is None:
                 return None
             if not isinstance(value, str) or not value:
-                self.error(field, line, f"expected the name of a {label}, got {_kind(value)}")
+                self.error(field, line, f"expected the name of a {label}, got {kind_of(value)}")
             return value
         if ref.shape is Shape.LIST:
             if value is None:
                 return []
             if not isinstance(value, Sequence) or isinstance(value, str):
-                self.error(field, line, f"expected a list of {label} names, got {_kind(value)}")
+                self.error(field, line, f"expected a list of {label} names, got {kind_of(value)}")
                 return []
             names: list[str] = []
             for index, item in enumerate(value):
-                item_line = _item_line(value, index)
+                at = item_line(value, index)
                 if not isinstance(item, str) or not item:
-                    self.error(f"{field}[{index}]", item_line, f"expected a {label} name")
+                    self.error(f"{field}[{index}]", at, f"expected a {label} name")
                 elif item in names:
-                    self.error(f"{field}[{index}]", item_line, f"{item!r} is listed twice")
+                    self.error(f"{field}[{index}]", at, f"{item!r} is listed twice")
                 else:
                     names.append(item)
             if not names and field.endswith(".port_pair_groups"):
@@ -364,7 +353,7 @@ class _Reader:
             return {}
         graph: dict[str, list[str]] = {}
         for source, destinations in value.items():
-            source_line = _key_line(value, source)
+            source_line = key_line(value, source)
             if not isinstance(destinations, Sequence) or isinstance(destinations, str):
                 self.error(f"{field}.{source}", source_line, "expected a list of chain names")
                 continue

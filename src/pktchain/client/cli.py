@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pktchain.cli import UsageError
+from pktchain.errors import UsageError
 
 if TYPE_CHECKING:
     from pktchain.client.neutron import NeutronClient

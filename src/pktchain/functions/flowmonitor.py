@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from pktchain.functions.schema import check
 from pktchain.functions.sdk import Deadlines, FlowLease, Function, Packet, Result, drop, forward
+from pktchain.functions.sdk.schema import check
 from pktchain.packet.address import format_ip
 from pktchain.packet.flow import FlowKey, flow_key
 from pktchain.packet.headers import IpProto, TcpFlag

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from pktchain.functions.schema import check
 from pktchain.functions.sdk import (
     Deadlines,
     FlowLease,
@@ -39,6 +38,7 @@ from pktchain.functions.sdk import (
     forward,
     punt,
 )
+from pktchain.functions.sdk.schema import check
 from pktchain.packet.flow import FlowKey, flow_key
 from pktchain.packet.headers import TCP, IpProto, TcpFlag
 

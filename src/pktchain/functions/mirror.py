@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from pktchain.functions.schema import check
 from pktchain.functions.sdk import (
     FlowLease,
     Function,
@@ -38,6 +37,7 @@ from pktchain.functions.sdk import (
     drop,
     forward,
 )
+from pktchain.functions.sdk.schema import check
 from pktchain.packet.address import mac_bytes
 from pktchain.packet.checksum import complete_partial_checksum
 from pktchain.packet.headers import IpProto

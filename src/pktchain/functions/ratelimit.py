@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
-from pktchain.functions.schema import check
 from pktchain.functions.sdk import Function, Packet, Result, drop, forward
+from pktchain.functions.sdk.schema import check
 from pktchain.packet.address import format_ip
 
 __all__ = ["Bucket", "Direction", "RateLimiter", "RateLimiterConfig", "Scope"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from pktchain.cli import UsageError
+from pktchain.errors import UsageError
 
 if TYPE_CHECKING:
     from pktchain.lab.lab import Lab, Teardown

@@ -11,43 +11,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from pktchain.yamlfile import FileError, FileIssue
 
 
 class LabError(Exception):
     """Base class of every error raised by `pktchain.lab`."""
 
 
-@dataclass(frozen=True)
-class TopologyIssue:
-    """One mistake in a topology: where it is and what is wrong."""
-
-    source: str
-    line: int | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = self.source if self.line is None else f"{self.source}:{self.line}"
-        field = f" {self.field}:" if self.field else ""
-        return f"{where}:{field} {self.message}"
+TopologyIssue = FileIssue
+"""One mistake in a topology: where it is and what is wrong."""
 
 
-class TopologyError(LabError):
+class TopologyError(LabError, FileError):
     """A topology description has one or more mistakes, all listed in `issues`."""
 
-    def __init__(self, issues: Sequence[TopologyIssue]) -> None:
-        # In file order, so that a reader fixes them from top to bottom.
-        self.issues = tuple(sorted(issues, key=lambda i: (i.line is None, i.line or 0)))
-        super().__init__(self._summary())
-
-    def _summary(self) -> str:
-        if len(self.issues) == 1:
-            return str(self.issues[0])
-        source = self.issues[0].source if self.issues else "topology"
-        lines = [f"{len(self.issues)} errors in {source}:"]
-        lines.extend(f"  {issue}" for issue in self.issues)
-        return "\n".join(lines)
+    def __init__(self, issues: Sequence[FileIssue]) -> None:
+        FileError.__init__(self, issues)
 
 
 class LabOSError(LabError, OSError):

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeAlias
 
-import yaml
-
 from pktchain.lab.errors import TopologyError, TopologyIssue
+from pktchain.yamlfile import LineMap, LineSeq, compose, item_line, key_line, kind_of, line_of
 
 IPInterface: TypeAlias = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -307,81 +306,6 @@ def _declares_pair(topology: Topology, here: InterfaceRef, peer: InterfaceRef) -
 # Loading: YAML nodes keep their line; Python mappings have none.
 
 
-class _Map(dict[str, Any]):
-    """A YAML mapping with the line of each key."""
-
-    def __init__(self, line: int | None) -> None:
-        super().__init__()
-        self.line = line
-        self.key_lines: dict[str, int] = {}
-
-
-class _Seq(list[Any]):
-    """A YAML sequence with the line of each item."""
-
-    def __init__(self, line: int | None) -> None:
-        super().__init__()
-        self.line = line
-        self.item_lines: list[int] = []
-
-
-_NULL_TAG = "tag:yaml.org,2002:null"
-
-
-def _from_node(node: yaml.Node, issues: list[TopologyIssue], source: str, path: str = "") -> Any:
-    """Plain data from a YAML node; scalars stay text so each field parses its own type."""
-    line = node.start_mark.line + 1
-    if path.count(".") + path.count("[") > 32:
-        issues.append(TopologyIssue(source, line, path, "nesting too deep (recursive alias?)"))
-        return None
-    if isinstance(node, yaml.ScalarNode):
-        return None if node.tag == _NULL_TAG else str(node.value)
-    if isinstance(node, yaml.SequenceNode):
-        seq = _Seq(line)
-        for index, item in enumerate(node.value):
-            seq.append(_from_node(item, issues, source, f"{path}[{index}]"))
-            seq.item_lines.append(item.start_mark.line + 1)
-        return seq
-    if isinstance(node, yaml.MappingNode):
-        mapping = _Map(line)
-        for key_node, value_node in node.value:
-            key_line = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode):
-                issues.append(TopologyIssue(source, key_line, path, "keys must be plain names"))
-                continue
-            key = str(key_node.value)
-            key_path = f"{path}.{key}" if path else key
-            if key in mapping:
-                first = mapping.key_lines[key]
-                issues.append(
-                    TopologyIssue(
-                        source, key_line, key_path, f"duplicate key (first on line {first})"
-                    )
-                )
-                continue
-            mapping[key] = _from_node(value_node, issues, source, key_path)
-            mapping.key_lines[key] = key_line
-        return mapping
-    raise TypeError(f"unexpected YAML node {node!r}")
-
-
-def _compose(text: str, source: str) -> tuple[Any, list[TopologyIssue]]:
-    """The document as plain data with lines, and the issues found while reading it."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-        raise TopologyError([TopologyIssue(source, line, "", f"invalid YAML: {message}")]) from exc
-    except yaml.YAMLError as exc:
-        raise TopologyError([TopologyIssue(source, None, "", f"invalid YAML: {exc}")]) from exc
-    if node is None:
-        raise TopologyError([TopologyIssue(source, None, "", "the document is empty")])
-    issues: list[TopologyIssue] = []
-    return _from_node(node, issues, source), issues
-
-
 def load_topology(path: str | Path, *, lab_name: str | None = None) -> Topology:
     """Read and validate a topology file; `lab_name` overrides its `lab:` name."""
     source = str(path)
@@ -395,7 +319,7 @@ def load_topology(path: str | Path, *, lab_name: str | None = None) -> Topology:
 
 def parse_topology(text: str, *, source: str = "<string>", lab_name: str | None = None) -> Topology:
     """Validate YAML text; `source` names it in errors."""
-    data, issues = _compose(text, source)
+    data, issues = compose(text, source, TopologyError)
     parser = _Parser(source)
     parser.issues.extend(issues)
     return parser.topology(data, lab_name)
@@ -416,13 +340,13 @@ def read_lab_name(path: str | Path) -> str:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise TopologyError([TopologyIssue(source, None, "", f"cannot read: {reason}")]) from exc
-    data, _ = _compose(text, source)
+    data, _ = compose(text, source, TopologyError)
     parser = _Parser(source)
     name = None
     if isinstance(data, Mapping):
         name = parser.lab_name(data)
     else:
-        parser.error("", _line(data), "expected a mapping with `lab:` and `hosts:`")
+        parser.error("", line_of(data), "expected a mapping with `lab:` and `hosts:`")
     if name is None:
         raise TopologyError(parser.issues)
     return name
@@ -430,22 +354,6 @@ def read_lab_name(path: str | Path) -> str:
 
 # --------------------------------------------------------------------------
 # Validation
-
-
-def _line(value: Any) -> int | None:
-    return value.line if isinstance(value, _Map | _Seq) else None
-
-
-def _key_line(mapping: Mapping[str, Any], key: str) -> int | None:
-    if isinstance(mapping, _Map):
-        return mapping.key_lines.get(key, mapping.line)
-    return None
-
-
-def _item_line(seq: Sequence[Any], index: int) -> int | None:
-    if isinstance(seq, _Seq):
-        return seq.item_lines[index]
-    return None
 
 
 @dataclass
@@ -496,7 +404,7 @@ class _Parser:
             return value
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
-        self.error(path, line, f"expected a string, got {_kind(value)}")
+        self.error(path, line, f"expected a string, got {kind_of(value)}")
         return None
 
     def integer(self, value: Any, path: str, line: int | None, low: int, high: int) -> int | None:
@@ -516,33 +424,33 @@ class _Parser:
                 where = f"{path}.{key}" if path else str(key)
                 self.error(
                     where,
-                    _key_line(mapping, key),
+                    key_line(mapping, key),
                     f"unknown field (expected one of: {', '.join(allowed)})",
                 )
 
     def mapping(self, value: Any, path: str, line: int | None) -> Mapping[str, Any] | None:
         if value is None:
-            return _Map(line)
+            return LineMap(line)
         if isinstance(value, Mapping):
             return value
-        self.error(path, line, f"expected a mapping, got {_kind(value)}")
+        self.error(path, line, f"expected a mapping, got {kind_of(value)}")
         return None
 
     def sequence(self, value: Any, path: str, line: int | None) -> Sequence[Any] | None:
         if value is None:
-            return _Seq(line)
+            return LineSeq(line)
         if isinstance(value, Sequence) and not isinstance(value, str | bytes):
             return value
-        self.error(path, line, f"expected a list, got {_kind(value)}")
+        self.error(path, line, f"expected a list, got {kind_of(value)}")
         return None
 
     # -- document --------------------------------------------------------
 
     def lab_name(self, data: Mapping[str, Any]) -> str | None:
         if "lab" not in data:
-            self.error("lab", _line(data), "missing: every topology names its lab")
+            self.error("lab", line_of(data), "missing: every topology names its lab")
             return None
-        line = _key_line(data, "lab")
+        line = key_line(data, "lab")
         name = self.text(data["lab"], "lab", line)
         if name is None:
             return None
@@ -554,7 +462,7 @@ class _Parser:
 
     def topology(self, data: Any, lab_name: str | None) -> Topology:
         if not isinstance(data, Mapping):
-            self.error("", _line(data), "expected a mapping with `lab:` and `hosts:`")
+            self.error("", line_of(data), "expected a mapping with `lab:` and `hosts:`")
             raise TopologyError(self.issues)
         self.check_keys(data, self.TOP_KEYS, "")
         if lab_name is None:
@@ -595,9 +503,9 @@ class _Parser:
         found: dict[str, int | None] = {}
         if "bridges" not in data:
             return found
-        items = self.sequence(data["bridges"], "bridges", _key_line(data, "bridges"))
+        items = self.sequence(data["bridges"], "bridges", key_line(data, "bridges"))
         for index, item in enumerate(items or ()):
-            path, line = f"bridges[{index}]", _item_line(items or (), index)
+            path, line = f"bridges[{index}]", item_line(items or (), index)
             name = self.text(item, path, line)
             if name is None:
                 continue
@@ -613,16 +521,16 @@ class _Parser:
 
     def hosts(self, data: Mapping[str, Any]) -> list[_RawHost]:
         if "hosts" not in data:
-            self.error("hosts", _line(data), "missing: a lab has at least one host")
+            self.error("hosts", line_of(data), "missing: a lab has at least one host")
             return []
-        hosts_map = self.mapping(data["hosts"], "hosts", _key_line(data, "hosts"))
+        hosts_map = self.mapping(data["hosts"], "hosts", key_line(data, "hosts"))
         if hosts_map is None:
             return []
         if not hosts_map:
-            self.error("hosts", _key_line(data, "hosts"), "a lab has at least one host")
+            self.error("hosts", key_line(data, "hosts"), "a lab has at least one host")
         result: list[_RawHost] = []
         for name, value in hosts_map.items():
-            path, line = f"hosts.{name}", _key_line(hosts_map, name)
+            path, line = f"hosts.{name}", key_line(hosts_map, name)
             if not _HOST_NAME.match(name):
                 self.error(
                     path,
@@ -648,9 +556,9 @@ class _Parser:
         if "interfaces" not in data:
             return
         path = f"{host.path}.interfaces"
-        interfaces = self.mapping(data["interfaces"], path, _key_line(data, "interfaces"))
+        interfaces = self.mapping(data["interfaces"], path, key_line(data, "interfaces"))
         for name, value in (interfaces or {}).items():
-            ipath, line = f"{path}.{name}", _key_line(interfaces or {}, name)
+            ipath, line = f"{path}.{name}", key_line(interfaces or {}, name)
             if not _IFNAME.match(name):
                 self.error(ipath, line, f"{name!r} is not a valid interface name{_IFNAME_RULE}")
                 continue
@@ -663,25 +571,25 @@ class _Parser:
             self.check_keys(spec, self.INTERFACE_KEYS, ipath)
             attach = None
             if "attach" in spec:
-                attach = self.text(spec["attach"], f"{ipath}.attach", _key_line(spec, "attach"))
+                attach = self.text(spec["attach"], f"{ipath}.attach", key_line(spec, "attach"))
             raw = _RawInterface(
                 host=host.name,
                 name=name,
                 path=ipath,
                 line=line,
                 attach=attach,
-                attach_line=_key_line(spec, "attach") if "attach" in spec else line,
+                attach_line=key_line(spec, "attach") if "attach" in spec else line,
             )
             if "mac" in spec:
-                raw.mac = self.mac(spec["mac"], f"{ipath}.mac", _key_line(spec, "mac"))
+                raw.mac = self.mac(spec["mac"], f"{ipath}.mac", key_line(spec, "mac"))
             if "mtu" in spec:
                 raw.mtu = self.integer(
-                    spec["mtu"], f"{ipath}.mtu", _key_line(spec, "mtu"), 68, 65535
+                    spec["mtu"], f"{ipath}.mtu", key_line(spec, "mtu"), 68, 65535
                 )
             if "addresses" in spec:
                 raw.addresses = self.addresses(spec, ipath)
             if "network" in spec:
-                raw.network_line = _key_line(spec, "network")
+                raw.network_line = key_line(spec, "network")
                 network = self.text(spec["network"], f"{ipath}.network", raw.network_line)
                 if network is not None and not _NETWORK_NAME.match(network):
                     self.error(
@@ -709,10 +617,10 @@ class _Parser:
 
     def addresses(self, spec: Mapping[str, Any], path: str) -> tuple[IPInterface, ...]:
         path = f"{path}.addresses"
-        items = self.sequence(spec["addresses"], path, _key_line(spec, "addresses"))
+        items = self.sequence(spec["addresses"], path, key_line(spec, "addresses"))
         result: list[IPInterface] = []
         for index, item in enumerate(items or ()):
-            ipath, line = f"{path}[{index}]", _item_line(items or (), index)
+            ipath, line = f"{path}[{index}]", item_line(items or (), index)
             text = self.text(item, ipath, line)
             if text is None:
                 continue
@@ -875,10 +783,10 @@ class _Parser:
         if "routes" not in data:
             return ()
         path = f"{host.path}.routes"
-        items = self.sequence(data["routes"], path, _key_line(data, "routes"))
+        items = self.sequence(data["routes"], path, key_line(data, "routes"))
         result: list[Route] = []
         for index, item in enumerate(items or ()):
-            rpath, line = f"{path}[{index}]", _item_line(items or (), index)
+            rpath, line = f"{path}[{index}]", item_line(items or (), index)
             spec = self.mapping(item, rpath, line)
             if spec is None:
                 continue
@@ -903,31 +811,31 @@ class _Parser:
         errors_before = len(self.issues)
         via: IPAddress | None = None
         if "via" in spec:
-            text = self.text(spec["via"], f"{path}.via", _key_line(spec, "via"))
+            text = self.text(spec["via"], f"{path}.via", key_line(spec, "via"))
             if text is not None:
                 try:
                     via = ipaddress.ip_address(text)
                 except ValueError as exc:
-                    self.error(f"{path}.via", _key_line(spec, "via"), str(exc))
+                    self.error(f"{path}.via", key_line(spec, "via"), str(exc))
         to = self.destination(spec, path, line, via)
         dev: str | None = None
         if "dev" in spec:
-            dev = self.text(spec["dev"], f"{path}.dev", _key_line(spec, "dev"))
+            dev = self.text(spec["dev"], f"{path}.dev", key_line(spec, "dev"))
             if (
                 dev is not None
                 and interfaces is not None
                 and dev not in {i.name for i in interfaces}
             ):
                 self.error(
-                    f"{path}.dev", _key_line(spec, "dev"), f"no interface {dev!r} on this host"
+                    f"{path}.dev", key_line(spec, "dev"), f"no interface {dev!r} on this host"
                 )
         metric = None
         if "metric" in spec:
             metric = self.integer(
-                spec["metric"], f"{path}.metric", _key_line(spec, "metric"), 0, 2**32 - 1
+                spec["metric"], f"{path}.metric", key_line(spec, "metric"), 0, 2**32 - 1
             )
         if to is not None and via is not None and to.version != via.version:
-            self.error(f"{path}.via", _key_line(spec, "via"), f"{via} is not IPv{to.version}")
+            self.error(f"{path}.via", key_line(spec, "via"), f"{via} is not IPv{to.version}")
         if "via" not in spec and "dev" not in spec:
             self.error(path, line, "a route needs `via`, `dev`, or both")
         if len(self.issues) > errors_before or to is None:
@@ -937,7 +845,7 @@ class _Parser:
             if dev is None:
                 self.error(
                     f"{path}.via",
-                    _key_line(spec, "via"),
+                    key_line(spec, "via"),
                     f"{via} is in no subnet of this host's interfaces; add `dev:`",
                 )
                 return None
@@ -949,7 +857,7 @@ class _Parser:
         if "to" not in spec:
             self.error(f"{path}.to", line, "missing: a destination prefix or `default`")
             return None
-        tline = _key_line(spec, "to")
+        tline = key_line(spec, "to")
         text = self.text(spec["to"], f"{path}.to", tline)
         if text is None:
             return None
@@ -973,10 +881,10 @@ class _Parser:
         if "sysctls" not in data:
             return ()
         path = f"{host.path}.sysctls"
-        values = self.mapping(data["sysctls"], path, _key_line(data, "sysctls"))
+        values = self.mapping(data["sysctls"], path, key_line(data, "sysctls"))
         result: list[tuple[str, str]] = []
         for key, value in (values or {}).items():
-            kpath, line = f"{path}.{key}", _key_line(values or {}, key)
+            kpath, line = f"{path}.{key}", key_line(values or {}, key)
             if not _SYSCTL.match(key):
                 self.error(
                     kpath,
@@ -995,10 +903,10 @@ class _Parser:
         if "commands" not in data:
             return ()
         path = f"{host.path}.commands"
-        items = self.sequence(data["commands"], path, _key_line(data, "commands"))
+        items = self.sequence(data["commands"], path, key_line(data, "commands"))
         result: list[tuple[str, ...]] = []
         for index, item in enumerate(items or ()):
-            cpath, line = f"{path}[{index}]", _item_line(items or (), index)
+            cpath, line = f"{path}[{index}]", item_line(items or (), index)
             argv: list[str] = []
             if isinstance(item, str):
                 try:
@@ -1008,13 +916,13 @@ class _Parser:
                     continue
             elif isinstance(item, Sequence):
                 for position, arg in enumerate(item):
-                    text = self.text(arg, f"{cpath}[{position}]", _item_line(item, position))
+                    text = self.text(arg, f"{cpath}[{position}]", item_line(item, position))
                     if text is not None:
                         argv.append(text)
                 if len(argv) != len(item):
                     continue
             else:
-                self.error(cpath, line, f"expected a command line or a list, got {_kind(item)}")
+                self.error(cpath, line, f"expected a command line or a list, got {kind_of(item)}")
                 continue
             if not argv:
                 self.error(cpath, line, "empty command")
@@ -1024,18 +932,6 @@ class _Parser:
 
 
 _IFNAME_RULE = " (1-15 letters, digits, '_', '.', '-')"
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, str):
-        return f"{value!r}"
-    if isinstance(value, Sequence):
-        return "a list"
-    return type(value).__name__
 
 
 def _interface_for(via: IPAddress, interfaces: Iterable[Interface]) -> str | None:

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from pktchain.cli import UsageError
+from pktchain.errors import UsageError
 
 SECRET_FILE_ENV = "PKTCHAIN_MESSENGER_SECRET_FILE"
 _TRUE = {"true", "yes", "on", "1"}

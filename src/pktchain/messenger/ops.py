@@ -406,7 +406,7 @@ _BUILDERS: Mapping[Op, Callable[[dict[str, Any]], Command]] = {
 
 
 class RouterControl(Protocol):
-    """The control methods of :class:`pktchain.functions.router.Router` the
+    """The control methods of :class:`pktchain.functions.router.function.Router` the
     messenger drives. Each raises ValueError naming the field on bad input and
     changes nothing when it raises. Addresses are passed in their text form
     (MACs lowercase with colons), already checked."""
@@ -433,7 +433,7 @@ InterfaceFactory: TypeAlias = Callable[[RouterNicAdd], object]
 
 
 def router_interface_factory() -> InterfaceFactory:
-    """A factory making :class:`pktchain.functions.router.RouterInterface` objects.
+    """A factory making :class:`pktchain.functions.router.function.RouterInterface` objects.
 
     The router is imported here, when a server is made without a factory of
     its own, so that the messenger does not depend on it otherwise. A
@@ -444,7 +444,9 @@ def router_interface_factory() -> InterfaceFactory:
     import importlib
     import inspect
 
-    router_interface: Any = importlib.import_module("pktchain.functions.router").RouterInterface
+    router_interface: Any = importlib.import_module(
+        "pktchain.functions.router.function"
+    ).RouterInterface
     takes_gateway = "gateway" in inspect.signature(router_interface).parameters
 
     def make(nic: RouterNicAdd) -> object:

@@ -318,11 +318,13 @@ class MessengerServer:
             self._close(peer, "idle")
 
     def _close(self, peer: _Peer, reason: str) -> None:
+        # Counted before the peer leaves the table: a reader on another thread
+        # that sees the connection gone also sees why it went.
+        self._counters[f"connections.closed.{reason}"] += 1
         self._peers.pop(peer.sock.fileno(), None)
         if self._selector is not None:
             self._selector.unregister(peer.sock)
         peer.sock.close()
-        self._counters[f"connections.closed.{reason}"] += 1
 
     def _shutdown(self) -> None:
         for peer in list(self._peers.values()):

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pktchain.node.steering import Steering
+from pktchain.node.dataplane.steering import Steering
 from pktchain.sfc.compile import compile_plan
 from pktchain.sfc.errors import ErrorKind, SfcError
 from pktchain.sfc.model import Change, SfcModel
@@ -29,7 +29,7 @@ from pktchain.sfc.resources import Correlation, Port, PortPair, ResourceKind
 from pktchain.sfc.state import SfcState
 
 if TYPE_CHECKING:
-    from pktchain.node.ports import Port as NodePort
+    from pktchain.node.dataplane.ports import Port as NodePort
 
 log = logging.getLogger(__name__)
 

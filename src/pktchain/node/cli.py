@@ -117,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pktchain.api.server import ApiServerError
-    from pktchain.cli import UsageError
+    from pktchain.errors import UsageError
     from pktchain.lab import LabError
     from pktchain.node.config import build_config
     from pktchain.node.daemon import Node
@@ -159,7 +159,7 @@ def _ask(args: argparse.Namespace, op: str, **params: Any) -> dict[str, Any]:
     """One request to the node named on the command line; errors become one line."""
     from pathlib import Path
 
-    from pktchain.cli import UsageError
+    from pktchain.errors import UsageError
     from pktchain.node.control import ControlError, control_path, request
 
     path = Path(args.control) if args.control else control_path(args.name)
@@ -227,7 +227,7 @@ def _router(args: argparse.Namespace) -> int:
 def _read_secret(path: str | None) -> bytes | None:
     from pathlib import Path
 
-    from pktchain.cli import UsageError
+    from pktchain.errors import UsageError
 
     if path is None:
         return None

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pktchain.node.daemon import NodeConfig, PortSpec
+from pktchain.node.dataplane.ports import PortKind
+from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_NETWORK
 from pktchain.node.function_file import load_functions
-from pktchain.node.ports import PortKind
 from pktchain.node.router_file import load_router
-from pktchain.node.switch import DEFAULT_AGING, DEFAULT_NETWORK
 
 
 def build_config(

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pktchain.node.chaining import Chaining
 from pktchain.node.control import ControlServer, control_path
-from pktchain.node.datapath import Datapath
-from pktchain.node.functions import (
+from pktchain.node.dataplane.datapath import Datapath
+from pktchain.node.dataplane.functions import (
     FunctionDriver,
     FunctionHost,
     Outputs,
@@ -30,15 +30,15 @@ from pktchain.node.functions import (
     SdkDriver,
     pump,
 )
+from pktchain.node.dataplane.ports import PacketPort, Port, PortKind, TapPort
+from pktchain.node.dataplane.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
+from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, DEFAULT_NETWORK
 from pktchain.node.loop import EventLoop, Timer
-from pktchain.node.ports import PacketPort, Port, PortKind, TapPort
-from pktchain.node.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
-from pktchain.node.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, DEFAULT_NETWORK
 from pktchain.node.tun import tap_mac
 
 if TYPE_CHECKING:
     from pktchain.api.server import ApiServer
-    from pktchain.functions.router import Router, RouterInterface
+    from pktchain.functions.router.function import Router, RouterInterface
     from pktchain.functions.sdk import Function
     from pktchain.lab import NodePort
     from pktchain.messenger.server import MessengerServer
@@ -269,7 +269,7 @@ class Node:
         return [host.status() for host in self.functions.values()]
 
     def _start_router(self, spec: RouterSpec) -> None:
-        from pktchain.functions.router import Router
+        from pktchain.functions.router.function import Router
 
         router = Router(spec.config)
         interfaces = [

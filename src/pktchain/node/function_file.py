@@ -26,11 +26,11 @@ from typing import Any
 
 import yaml
 
-from pktchain.functions.schema import ConfigError, FieldError
 from pktchain.functions.sdk import Function, FunctionLoadError, function_class
+from pktchain.functions.sdk.schema import ConfigError, FieldError
 from pktchain.lab.errors import TopologyError, TopologyIssue
-from pktchain.lab.topology import _compose, _item_line, _key_line, _line
-from pktchain.node.switch import DEFAULT_NETWORK
+from pktchain.node.dataplane.switch import DEFAULT_NETWORK
+from pktchain.yamlfile import compose, item_line, key_line, line_of
 
 FUNCTION_KEYS = ("name", "kind", "network", "config", "export", "pcap")
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
@@ -73,7 +73,7 @@ def load_functions(path: Path) -> tuple[FunctionSpec, ...]:
 
 
 def parse_functions(text: str, *, source: str = "<functions>") -> tuple[FunctionSpec, ...]:
-    data, issues = _compose(text, source)
+    data, issues = compose(text, source, FunctionFileError)
     if issues:
         raise FunctionFileError(issues)
     # The composed document keeps every scalar as text, with its line (for
@@ -90,36 +90,36 @@ def parse_functions(text: str, *, source: str = "<functions>") -> tuple[Function
     if isinstance(data, Mapping):
         for key in data:
             if key != "functions":
-                error(str(key), _key_line(data, key), "unknown field (expected `functions`)")
+                error(str(key), key_line(data, key), "unknown field (expected `functions`)")
     if not isinstance(items, Sequence) or isinstance(items, str):
-        error("functions", _line(data), "expected a list of functions")
+        error("functions", line_of(data), "expected a list of functions")
         raise FunctionFileError(errors)
     specs: list[FunctionSpec] = []
     names: set[str] = set()
     for index, item in enumerate(items):
         where = f"functions[{index}]"
-        line = _item_line(items, index)
+        line = item_line(items, index)
         if not isinstance(item, Mapping):
             error(where, line, "expected a mapping with `name` and `kind`")
             continue
         for key in item:
             if key not in FUNCTION_KEYS:
-                error(f"{where}.{key}", _key_line(item, key), "unknown field")
+                error(f"{where}.{key}", key_line(item, key), "unknown field")
         name = item.get("name")
         if not isinstance(name, str) or not NAME.match(name):
-            error(f"{where}.name", _key_line(item, "name"), f"{name!r} is not a function name")
+            error(f"{where}.name", key_line(item, "name"), f"{name!r} is not a function name")
             continue
         if name in names:
-            error(f"{where}.name", _key_line(item, "name"), f"{name!r} is declared twice")
+            error(f"{where}.name", key_line(item, "name"), f"{name!r} is declared twice")
         names.add(name)
         kind = item.get("kind")
         if not isinstance(kind, str):
-            error(f"{where}.kind", _key_line(item, "kind"), "required: a built-in or module:Class")
+            error(f"{where}.kind", key_line(item, "kind"), "required: a built-in or module:Class")
             continue
         try:
             cls = function_class(kind)
         except FunctionLoadError as exc:
-            error(f"{where}.kind", _key_line(item, "kind"), str(exc))
+            error(f"{where}.kind", key_line(item, "kind"), str(exc))
             continue
         config = item.get("config") or {}
         if isinstance(typed_items, list) and isinstance(typed_items[index], Mapping):
@@ -127,7 +127,7 @@ def parse_functions(text: str, *, source: str = "<functions>") -> tuple[Function
         else:  # pragma: no cover - both readings of one text have one shape
             typed_config = config
         if not isinstance(config, Mapping) or not isinstance(typed_config, Mapping):
-            error(f"{where}.config", _key_line(item, "config"), "expected a mapping")
+            error(f"{where}.config", key_line(item, "config"), "expected a mapping")
             continue
         try:
             cls.from_config(typed_config)
@@ -135,17 +135,17 @@ def parse_functions(text: str, *, source: str = "<functions>") -> tuple[Function
             for problem in exc.errors:
                 error(
                     f"{where}.config.{problem.field}".rstrip("."),
-                    _path_line(config, problem.field) or _key_line(item, "config"),
+                    _path_line(config, problem.field) or key_line(item, "config"),
                     problem.message,
                 )
             continue
         networks = _networks(item.get("network", DEFAULT_NETWORK), cls.INTERFACES)
         if isinstance(networks, str):
-            error(f"{where}.network", _key_line(item, "network"), networks)
+            error(f"{where}.network", key_line(item, "network"), networks)
             continue
         pcap = _pcap(item.get("pcap"), cls.INTERFACES)
         if isinstance(pcap, str):
-            error(f"{where}.pcap", _key_line(item, "pcap"), pcap)
+            error(f"{where}.pcap", key_line(item, "pcap"), pcap)
             continue
         export = item.get("export")
         specs.append(
@@ -247,10 +247,10 @@ def _path_line(config: Any, path: str) -> int | None:
             index = int(part[1:-1])
             if index >= len(node):
                 break
-            line = _item_line(node, index) or line
+            line = item_line(node, index) or line
             node = node[index]
         elif isinstance(node, Mapping) and part in node:
-            line = _key_line(node, part) or line
+            line = key_line(node, part) or line
             node = node[part]
         else:
             break

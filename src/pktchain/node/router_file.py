@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pktchain.functions.nat_config import NatConfig
-from pktchain.functions.router_config import RouterConfig, RouterInterface
+from pktchain.functions.nat.config import NatConfig
+from pktchain.functions.router.config import RouterConfig, RouterInterface
 from pktchain.lab.errors import TopologyError, TopologyIssue
-from pktchain.lab.topology import _compose, _key_line, _line
+from pktchain.yamlfile import compose, key_line, line_of
 
 TOP_KEYS = ("name", "interfaces", "nat", "port_forwards")
 INTERFACE_KEYS = ("network", "mac", "address", "external", "gateway", "mtu", "network_id")
@@ -77,7 +77,7 @@ def load_router(path: Path) -> RouterSpec:
 
 
 def parse_router(text: str, *, source: str = "<router>") -> RouterSpec:
-    data, issues = _compose(text, source)
+    data, issues = compose(text, source, RouterFileError)
     parser = _Parser(source, issues)
     spec = parser.router(data)
     if parser.issues or spec is None:
@@ -97,7 +97,7 @@ class _Parser:
         if self.issues:
             return None
         if not isinstance(data, Mapping):
-            self.error("", _line(data), "expected a mapping with `name` and `interfaces`")
+            self.error("", line_of(data), "expected a mapping with `name` and `interfaces`")
             return None
         settings: dict[str, Any] = {}
         types = {f.name: str(f.type) for f in dataclasses.fields(RouterConfig)}
@@ -106,12 +106,12 @@ class _Parser:
                 try:
                     settings[key] = typed(types[key], data[key])
                 except ValueError as exc:
-                    self.error(key, _key_line(data, key), str(exc))
+                    self.error(key, key_line(data, key), str(exc))
             elif key not in TOP_KEYS:
-                self.error(key, _key_line(data, key), "unknown field")
+                self.error(key, key_line(data, key), "unknown field")
         name = data.get("name", "router")
         if not isinstance(name, str) or not name.isidentifier():
-            self.error("name", _key_line(data, "name"), f"{name!r} is not a function name")
+            self.error("name", key_line(data, "name"), f"{name!r} is not a function name")
         interfaces, networks = self.interfaces(data)
         nat = self.nat(data, interfaces)
         forwards = self.forwards(data)
@@ -124,32 +124,32 @@ class _Parser:
                 interfaces=tuple(interfaces), upstream_gateway=upstream, nat=nat, **settings
             )
         except (ValueError, TypeError) as exc:
-            self.error("", _line(data), str(exc))
+            self.error("", line_of(data), str(exc))
             return None
         return RouterSpec(str(name), config, networks, forwards)
 
     def interfaces(self, data: Mapping[str, Any]) -> tuple[list[RouterInterface], dict[str, str]]:
         section = data.get("interfaces")
         if not isinstance(section, Mapping) or not section:
-            self.error("interfaces", _key_line(data, "interfaces"), "expected a mapping of names")
+            self.error("interfaces", key_line(data, "interfaces"), "expected a mapping of names")
             return [], {}
         interfaces: list[RouterInterface] = []
         networks: dict[str, str] = {}
         for name, spec in section.items():
             path = f"interfaces.{name}"
-            line = _key_line(section, name)
+            line = key_line(section, name)
             if not isinstance(spec, Mapping):
                 self.error(path, line, "expected a mapping")
                 continue
             for key in spec:
                 if key not in INTERFACE_KEYS:
-                    self.error(f"{path}.{key}", _key_line(spec, key), "unknown field")
+                    self.error(f"{path}.{key}", key_line(spec, key), "unknown field")
             try:
                 address = ipaddress.IPv4Interface(str(spec.get("address", "")))
             except ValueError:
                 self.error(
                     f"{path}.address",
-                    _key_line(spec, "address"),
+                    key_line(spec, "address"),
                     f"{spec.get('address')!r} is not an IPv4 address with its prefix",
                 )
                 continue
@@ -175,7 +175,7 @@ class _Parser:
         if "nat" not in data or data["nat"] in (None, False):
             return None
         section = data["nat"] if isinstance(data["nat"], Mapping) else {}
-        line = _key_line(data, "nat")
+        line = key_line(data, "nat")
         values: dict[str, Any] = {}
         external = [i for i in interfaces if i.external]
         if external:
@@ -186,12 +186,12 @@ class _Parser:
         fields = {f.name: f for f in dataclasses.fields(NatConfig)}
         for key, value in section.items():
             if key not in NAT_SETTINGS:
-                self.error(f"nat.{key}", _key_line(section, key), "unknown NAT setting")
+                self.error(f"nat.{key}", key_line(section, key), "unknown NAT setting")
                 continue
             try:
                 values[key] = typed(str(fields[key].type), value)
             except ValueError as exc:
-                self.error(f"nat.{key}", _key_line(section, key), str(exc))
+                self.error(f"nat.{key}", key_line(section, key), str(exc))
         try:
             return NatConfig(**values)
         except (ValueError, TypeError) as exc:
@@ -201,13 +201,13 @@ class _Parser:
     def forwards(self, data: Mapping[str, Any]) -> tuple[PortForwardRule, ...]:
         section = data.get("port_forwards") or []
         if not isinstance(section, list):
-            self.error("port_forwards", _key_line(data, "port_forwards"), "expected a list")
+            self.error("port_forwards", key_line(data, "port_forwards"), "expected a list")
             return ()
         rules = []
         for index, spec in enumerate(section):
             path = f"port_forwards[{index}]"
             if not isinstance(spec, Mapping) or set(spec) != set(FORWARD_KEYS):
-                self.error(path, _line(spec), f"expected {', '.join(FORWARD_KEYS)}")
+                self.error(path, line_of(spec), f"expected {', '.join(FORWARD_KEYS)}")
                 continue
             try:
                 rules.append(
@@ -219,7 +219,7 @@ class _Parser:
                     )
                 )
             except ValueError as exc:
-                self.error(path, _line(spec), str(exc))
+                self.error(path, line_of(spec), str(exc))
         return tuple(rules)
 
 
@@ -272,7 +272,7 @@ def _enum_value(kind: Any, value: str) -> Any:
 
 
 def _nat_enums() -> tuple[type[enum.Enum], ...]:
-    from pktchain.functions import nat_config
+    from pktchain.functions.nat import config as nat_config
 
     return tuple(
         value

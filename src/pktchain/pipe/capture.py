@@ -24,7 +24,7 @@ write`` can send on:
   socket buffer was full (the reader was held up by a slow consumer).
 
 The AF_PACKET constants the node's ports already use come from
-:mod:`pktchain.node.ports`, the virtio-net header's layout and the checksum
+:mod:`pktchain.node.dataplane.ports`, the virtio-net header's layout and the checksum
 completion from :mod:`pktchain.packet`.
 """
 
@@ -38,7 +38,7 @@ import time
 from enum import Enum
 from typing import NamedTuple
 
-from pktchain.node.ports import (
+from pktchain.node.dataplane.ports import (
     ETH_P_ALL,
     PACKET_ADD_MEMBERSHIP,
     PACKET_IGNORE_OUTGOING,

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pktchain.cli import UsageError
+from pktchain.errors import UsageError
 
 if TYPE_CHECKING:
     from pktchain.pipe.stream import StopSignals

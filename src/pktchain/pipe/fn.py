@@ -4,7 +4,7 @@
 it gives each frame to the function as a :class:`~pktchain.functions.sdk.Packet`
 that came in on a named interface, and answers with the frames to send and
 the interface each leaves by, as the node's driver does
-(``pktchain.node.functions.SdkDriver``):
+(``pktchain.node.dataplane.functions.SdkDriver``):
 
 * FORWARD: the rewritten frame leaves by ``Result.iface`` or, by default, the
   other interface (:meth:`Function.peer`); it keeps the time it was captured;

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from pktchain.cli import UsageError
+from pktchain.errors import UsageError
 
 if TYPE_CHECKING:
     from typing import TextIO
@@ -151,8 +151,8 @@ def _fn(args: argparse.Namespace) -> int:
     _parse_rest(args)
     if args.count is not None and args.count < 1:
         raise UsageError("--count: expected a positive number of frames")
-    from pktchain.functions.schema import ConfigError
     from pktchain.functions.sdk import FunctionLoadError, function_class
+    from pktchain.functions.sdk.schema import ConfigError
     from pktchain.pipe.fn_config import SettingsError, config_from, schema_text
 
     program = f"pktchain fn {args.label or args.name}"

@@ -1,7 +1,7 @@
 """A function's configuration from the command line of ``pktchain fn``, and its schema as text.
 
 ``pktchain fn NAME [--config FILE] [key=value ...]`` builds the mapping that
-the function's schema then checks as a whole (:mod:`pktchain.functions.schema`):
+the function's schema then checks as a whole (:mod:`pktchain.functions.sdk.schema`):
 
 * ``--config FILE``: a JSON or YAML mapping, the function's configuration as
   in the ``config:`` of a functions file. JSON is read by the standard
@@ -26,7 +26,7 @@ import typing
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from pktchain.functions.schema import describe
+from pktchain.functions.sdk.schema import describe
 
 __all__ = ["SettingsError", "config_from", "parse_settings", "read_config_file", "schema_text"]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from pktchain.node.steering import (
+from pktchain.sfc.plan import (
     ChainPlan,
     ClassifierPlan,
     GroupPlan,

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from pktchain.cli import UsageError
+from pktchain.errors import UsageError
 
 KEY_FILE_ENV = "PKTCHAIN_TUNNEL_KEY_FILE"
 

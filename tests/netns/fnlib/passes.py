@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pktchain.functions.schema import check
 from pktchain.functions.sdk import FlowLease, Function, Packet, Result, forward
+from pktchain.functions.sdk.schema import check
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,242 @@
+"""Configuration of the L4 load balancer: virtual services, backends, health checks, limits.
+
+The dataclasses below are the schema :mod:`pktchain.functions.sdk.schema` reads a
+mapping into (every wrong field reported with its dotted path); the checks
+that involve several fields (a VIP used twice, a backend on the load
+balancer's own address, one backend IP with two MACs) are in
+:func:`config_errors`, which the load balancer runs before it takes a
+configuration. Timeouts default to the values the BEHAVE RFCs give a NAT, as
+:class:`pktchain.functions.nat.config.NatConfig` does: toward the backends the
+load balancer is a NAPT from its ``source_ip``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from ipaddress import IPv4Address
+
+from pktchain.functions.loadbalancer.health import HealthState
+from pktchain.functions.loadbalancer.maglev import DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, is_prime
+from pktchain.functions.sdk.schema import FieldError, check
+from pktchain.packet.address import mac_bytes
+from pktchain.packet.headers import IpProto
+
+__all__ = [
+    "MAX_WEIGHT",
+    "Backend",
+    "HealthCheck",
+    "LoadBalancerConfig",
+    "Protocol",
+    "Service",
+    "config_errors",
+]
+
+MAX_WEIGHT = 1000
+"""Largest backend weight: with the default table a weight-1 backend beside
+weight-1000 ones still owns a few slots."""
+
+
+class Protocol(Enum):
+    """The transport protocol of a virtual service."""
+
+    TCP = "tcp"
+    UDP = "udp"
+
+    @property
+    def number(self) -> int:
+        """The IP protocol number."""
+        return int(IpProto.TCP) if self is Protocol.TCP else int(IpProto.UDP)
+
+
+def _mac_error(value: str) -> str | None:
+    try:
+        mac = mac_bytes(value)
+    except ValueError as exc:
+        return str(exc)
+    if mac[0] & 1:
+        return f"{value} is a multicast address; give a unicast MAC"
+    if mac == bytes(6):
+        return "the all-zero MAC is not an address"
+    return None
+
+
+def _host_error(value: IPv4Address) -> str | None:
+    # RFC 1812 §5.3.7 / RFC 1122 §3.2.1.3: addresses that cannot name one host.
+    if value.is_unspecified or value.is_loopback or value.is_multicast:
+        return f"{value} cannot be a host address"
+    if value.is_reserved or value == IPv4Address("255.255.255.255"):
+        return f"{value} cannot be a host address"
+    return None
+
+
+_PORT = check(minimum=1, maximum=65535)
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """A real server of a service: where connections go, and how much of them."""
+
+    ip: IPv4Address = field(metadata=check(test=_host_error))
+    port: int = field(metadata=_PORT)
+    weight: int = field(default=1, metadata=check(minimum=1, maximum=MAX_WEIGHT))
+    """Share of new connections, relative to the other backends of the service."""
+    mac: str | None = field(default=None, metadata=check(test=_mac_error))
+    """Where to send its frames: its own MAC, or that of the router leading to it.
+    None: resolved by ARP on the backend interface (the backend is on that link)."""
+    draining: bool = False
+    """Take no new connections; the ones it has go on until they end or
+    ``drain_timeout`` runs out."""
+    check_port: int | None = field(default=None, metadata=_PORT)
+    """TCP port the health check connects to; None: ``port`` for a TCP service,
+    no health check for a UDP service."""
+
+    @property
+    def name(self) -> str:
+        """``ip:port``: the backend's identity (and its Maglev permutation)."""
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A virtual service: ``vip:port/proto`` spread over its backends."""
+
+    vip: IPv4Address = field(metadata=check(test=_host_error))
+    port: int = field(metadata=_PORT)
+    proto: Protocol = Protocol.TCP
+    backends: tuple[Backend, ...] = ()
+    name: str = ""
+    """A label for listings; empty: ``vip:port/proto``."""
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.vip}:{self.port}/{self.proto.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """Active TCP checks of every backend, sent through the dataplane (HAProxy's defaults)."""
+
+    enabled: bool = True
+    interval: float = field(default=2.0, metadata=check(minimum=0.01))
+    """Seconds between two checks of a backend (HAProxy ``inter``)."""
+    timeout: float = field(default=1.0, metadata=check(minimum=0.001))
+    """Seconds a check waits for the SYN-ACK; at most ``interval``."""
+    rise: int = field(default=2, metadata=check(minimum=1, maximum=1000))
+    """Consecutive successes that bring a down backend up."""
+    fall: int = field(default=3, metadata=check(minimum=1, maximum=1000))
+    """Consecutive failures that take an up backend down."""
+    init_state: HealthState = HealthState.UP
+    """A new backend's state before its first check: ``up`` takes connections at
+    once and goes down on one failure; ``down`` waits for one success (HAProxy's
+    ``init-state up`` / ``down``)."""
+
+
+def _table_size_error(value: int) -> str | None:
+    if not 3 <= value <= MAX_TABLE_SIZE:
+        return None  # the bounds say what is wrong, without a long primality test
+    return None if is_prime(value) else f"{value} is not prime (Maglev needs a prime size)"
+
+
+_POSITIVE = check(minimum=0.001)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancerConfig:
+    """The whole configuration of a load balancer (see docs/functions/load-balancer.md)."""
+
+    frontend_mac: str = field(metadata=check(test=_mac_error))
+    """MAC of the frontend interface, where the VIPs are answered for."""
+    backend_mac: str = field(metadata=check(test=_mac_error))
+    """MAC of the backend interface, where ``source_ip`` is answered for."""
+    source_ip: IPv4Address = field(metadata=check(test=_host_error))
+    """The address connections to backends come from (SNAT), and health checks too."""
+    services: tuple[Service, ...] = ()
+    table_size: int = field(
+        default=DEFAULT_TABLE_SIZE,
+        metadata=check(minimum=3, maximum=MAX_TABLE_SIZE, test=_table_size_error),
+    )
+    """Maglev lookup table size M, a prime; well above 100 x backends per service."""
+    health: HealthCheck = HealthCheck()
+    drain_timeout: float = field(default=300.0, metadata=check(minimum=0.0))
+    """Seconds a draining backend's connections may go on before they are cut."""
+    tcp_established_timeout: float = field(default=7440.0, metadata=_POSITIVE)
+    """Idle timeout of an established connection (RFC 5382 REQ-5: 2 h 4 min)."""
+    tcp_opening_timeout: float = field(default=240.0, metadata=_POSITIVE)
+    """Idle timeout while opening (RFC 6146 TCP_TRANS, RFC 7857 §2.1)."""
+    tcp_closing_timeout: float = field(default=240.0, metadata=_POSITIVE)
+    """Timeout after both FINs or a RST (RFC 7857 §2.1, §2.2)."""
+    udp_timeout: float = field(default=300.0, metadata=_POSITIVE)
+    """Idle timeout of a UDP flow (RFC 4787 REQ-5: 5 min recommended)."""
+    max_connections: int = field(default=200_000, metadata=check(minimum=1))
+    """Connections tracked at once; new ones beyond are dropped."""
+    snat_port_min: int = field(default=1024, metadata=_PORT)
+    snat_port_max: int = field(default=65535, metadata=_PORT)
+    """Source ports of ``source_ip`` given to connections and health checks."""
+    arp_timeout: float = field(default=60.0, metadata=_POSITIVE)
+    """A resolved backend MAC is verified again after this (RFC 1122 §2.3.2.1)."""
+    arp_retry_interval: float = field(default=1.0, metadata=_POSITIVE)
+    arp_retries: int = field(default=3, metadata=check(minimum=1, maximum=100))
+    arp_queue_limit: int = field(default=8, metadata=check(minimum=0, maximum=1024))
+    """Packets held per backend while its MAC is resolved (RFC 1122 §2.3.2.2)."""
+
+
+def config_errors(config: LoadBalancerConfig) -> list[FieldError]:
+    """What is wrong across fields, each with its dotted path; empty when nothing."""
+    errors: list[FieldError] = []
+    if mac_bytes(config.frontend_mac) == mac_bytes(config.backend_mac):
+        errors.append(
+            FieldError("backend_mac", "must differ from frontend_mac (both may join one network)")
+        )
+    if config.snat_port_min > config.snat_port_max:
+        errors.append(
+            FieldError("snat_port_max", f"is below snat_port_min ({config.snat_port_min})")
+        )
+    if config.health.timeout > config.health.interval:
+        errors.append(
+            FieldError("health.timeout", f"exceeds health.interval ({config.health.interval})")
+        )
+    vips = {s.vip for s in config.services}
+    seen: dict[tuple[IPv4Address, int, Protocol], int] = {}
+    labels: dict[str, int] = {}
+    macs: dict[IPv4Address, tuple[str, bytes]] = {}
+    for i, service in enumerate(config.services):
+        where = f"services[{i}]"
+        key = (service.vip, service.port, service.proto)
+        if key in seen:
+            errors.append(FieldError(where, f"repeats services[{seen[key]}] ({service.label})"))
+        seen.setdefault(key, i)
+        if service.label in labels:
+            errors.append(
+                FieldError(
+                    f"{where}.name", f"repeats the name of services[{labels[service.label]}]"
+                )
+            )
+        labels.setdefault(service.label, i)
+        if service.vip == config.source_ip:
+            errors.append(FieldError(f"{where}.vip", "is the source_ip"))
+        if len(service.backends) > config.table_size:
+            errors.append(
+                FieldError(
+                    f"{where}.backends", f"more backends than table_size {config.table_size}"
+                )
+            )
+        names: dict[tuple[IPv4Address, int], int] = {}
+        for k, backend in enumerate(service.backends):
+            at = f"{where}.backends[{k}]"
+            if (backend.ip, backend.port) in names:
+                errors.append(
+                    FieldError(at, f"repeats backends[{names[backend.ip, backend.port]}]")
+                )
+            names.setdefault((backend.ip, backend.port), k)
+            if backend.ip == config.source_ip or backend.ip in vips:
+                errors.append(FieldError(f"{at}.ip", "is an address of the load balancer"))
+            if backend.mac is None:
+                continue
+            mac = mac_bytes(backend.mac)
+            if backend.ip in macs and macs[backend.ip][1] != mac:
+                errors.append(
+                    FieldError(f"{at}.mac", f"differs from {macs[backend.ip][0]} for the same ip")
+                )
+            macs.setdefault(backend.ip, (f"{at}.mac", mac))
+    return errors

@@ -1,0 +1,165 @@
+"""The load balancer's connection table: one entry per client connection, and the SNAT ports.
+
+A connection is found from either side: by the client's 5-tuple toward the
+VIP (``client ip, client port, vip, vport, proto``) and by the backend's view
+of it (``backend ip, backend port, snat port, proto``; the other address is
+always ``source_ip``). It pins the backend chosen for the connection's first
+packet, so that later changes of the Maglev table (a backend added, drained,
+down) never move an established connection.
+
+TCP connections follow the state table of the NAT
+(:data:`pktchain.functions.common.tcp.TCP_TRANSITIONS`, RFC 6146 §3.5.2 as RFC
+7857 §2.1 asks of a NAT44), the client being the internal side: it chooses the
+idle timeout (opening, established, closing) and nothing else; a packet of a
+known connection is always forwarded. UDP flows are NEW until the backend
+answers, then REPLIED.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from pktchain.functions.common.tcp import Lifetime, TcpState
+from pktchain.functions.sdk import FlowLease
+
+if TYPE_CHECKING:
+    from pktchain.functions.loadbalancer.function import BackendRuntime, ServiceRuntime
+
+__all__ = ["ClientKey", "Connection", "ServerKey", "SnatPorts", "UdpState"]
+
+ClientKey = tuple[bytes, int, bytes, int, int]
+"""(client ip, client port, vip, vport, IP protocol)."""
+
+ServerKey = tuple[bytes, int, int, int]
+"""(backend ip, backend port, snat port, IP protocol); the other address is ``source_ip``."""
+
+
+class UdpState(Enum):
+    """A UDP flow: has the backend answered yet."""
+
+    NEW = "new"
+    REPLIED = "replied"
+
+
+ESTABLISHED_LIFETIMES = frozenset((TcpState.ESTABLISHED, TcpState.INT_FIN, TcpState.EXT_FIN))
+"""TCP states whose idle timeout is the established one (RFC 6146 §3.5.2.2)."""
+
+
+class Connection:
+    """One client connection through the load balancer."""
+
+    __slots__ = (
+        "alive",
+        "backend",
+        "client_ip",
+        "client_mac",
+        "client_port",
+        "created",
+        "expires",
+        "lease",
+        "proto",
+        "scheduled",
+        "service",
+        "snat_port",
+        "state",
+        "timer_seq",
+        "vip",
+        "vport",
+    )
+
+    def __init__(  # noqa: PLR0917 - one constructor call site
+        self,
+        service: ServiceRuntime,
+        backend: BackendRuntime,
+        key: ClientKey,
+        client_mac: bytes,
+        snat_port: int,
+        now: float,
+    ) -> None:
+        self.service = service
+        self.backend = backend
+        self.client_ip, self.client_port, self.vip, self.vport, self.proto = key
+        self.client_mac = client_mac
+        self.snat_port = snat_port
+        self.state: TcpState | UdpState = TcpState.CLOSED if service.tcp else UdpState.NEW
+        self.created = now
+        self.expires = now
+        self.lease: FlowLease | None = None
+        self.alive = True
+        self.scheduled = float("inf")
+        """When the live timer entry of this connection is due."""
+        self.timer_seq = 0
+
+    @property
+    def client_key(self) -> ClientKey:
+        return (self.client_ip, self.client_port, self.vip, self.vport, self.proto)
+
+    @property
+    def server_key(self) -> ServerKey:
+        backend = self.backend
+        return (backend.ip, backend.port, self.snat_port, self.proto)
+
+    @property
+    def established(self) -> bool:
+        """Whether later packets may take the fast path (a lease may be given)."""
+        return self.state is TcpState.ESTABLISHED or self.state is UdpState.REPLIED
+
+    @property
+    def answered(self) -> bool:
+        """Whether the backend has answered (a SYN not yet answered may be re-balanced)."""
+        return self.state not in (TcpState.CLOSED, TcpState.INT_SYN, UdpState.NEW)
+
+
+def lifetime_of(state: TcpState | UdpState) -> Lifetime:
+    """The timeout a connection in ``state`` is idle-expired after."""
+    if isinstance(state, UdpState) or state in ESTABLISHED_LIFETIMES:
+        return Lifetime.ESTABLISHED
+    if state in (TcpState.CLOSED, TcpState.INT_SYN, TcpState.EXT_SYN):
+        return Lifetime.OPENING
+    return Lifetime.CLOSING
+
+
+class SnatPorts:
+    """Source ports of ``source_ip``, per backend endpoint and protocol.
+
+    A port is unique per (protocol, backend ip, backend port): that is all the
+    backend's side of a connection needs to be told apart. The client's own
+    port is kept when it is free (RFC 4787 REQ-3 "port preservation"), else
+    the next free one from a point the client port spreads out.
+    """
+
+    __slots__ = ("_used", "high", "low")
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low = low
+        self.high = high
+        self._used: dict[tuple[int, bytes, int], set[int]] = {}
+
+    def take(self, proto: int, ip: bytes, port: int, preferred: int) -> int | None:
+        """A free port toward ``ip:port`` (None: every port of the range is in use)."""
+        used = self._used.setdefault((proto, ip, port), set())
+        low, span = self.low, self.high - self.low + 1
+        if len(used) >= span:
+            return None
+        if low <= preferred <= self.high and preferred not in used:
+            used.add(preferred)
+            return preferred
+        start = (preferred * 2654435761) % span  # Knuth's multiplicative spread
+        for step in range(span):
+            candidate = low + (start + step) % span
+            if candidate not in used:
+                used.add(candidate)
+                return candidate
+        return None
+
+    def release(self, proto: int, ip: bytes, port: int, sport: int) -> None:
+        used = self._used.get((proto, ip, port))
+        if used is None:
+            return
+        used.discard(sport)
+        if not used:
+            del self._used[proto, ip, port]
+
+    def in_use(self) -> int:
+        return sum(len(ports) for ports in self._used.values())

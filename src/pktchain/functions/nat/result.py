@@ -1,0 +1,102 @@
+"""What the NAPT answers for each packet: a verdict, a reason, and what a flow cache may keep.
+
+A :class:`NatResult` is one of three things:
+
+* ``TRANSLATED``: the packet was rewritten in place; ``rewrite`` states the
+  rewrite as new (address, port) pairs so that a per-flow cache entry can apply
+  it to the next packets of the flow, and ``session`` is the NAT session to
+  refresh through :meth:`~pktchain.functions.nat.napt.Nat.touch`;
+* ``DROPPED``: the packet must not be forwarded; ``reason`` says why;
+* ``REPLY``: the packet is refused and ``reply`` holds a complete IPv4 packet
+  (an ICMP error) to send toward ``reply_to`` instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pktchain.functions.nat.table import Session
+
+__all__ = ["DropReason", "Endpoint", "FlowRewrite", "NatResult", "Realm", "Verdict"]
+
+Endpoint = tuple[bytes, int]
+"""An IPv4 address (4 bytes) and a port (or ICMP query identifier)."""
+
+
+class Verdict(Enum):
+    """What the caller does with the packet."""
+
+    TRANSLATED = "translated"
+    DROPPED = "dropped"
+    REPLY = "reply"
+
+
+class Realm(Enum):
+    """A side of the NAT: where a reply goes."""
+
+    INTERNAL = "internal"
+    EXTERNAL = "external"
+
+
+class DropReason(StrEnum):
+    """Why a packet was not translated; stable names, used as counter names."""
+
+    MALFORMED = "malformed"
+    NOT_IPV4 = "not-ipv4"
+    FRAGMENT = "fragment"  # the NAT core needs an L4 header: the router tracks fragments for it
+    UNSUPPORTED_PROTOCOL = "unsupported-protocol"
+    UNSUPPORTED_ICMP = "unsupported-icmp"
+    LOCAL_DESTINATION = "local-destination"  # an echo request for the NAT's own address
+    NOT_INTERNAL_SOURCE = "not-internal-source"
+    NOT_EXTERNAL_DESTINATION = "not-external-destination"
+    BAD_PORT = "bad-port"
+    NO_MAPPING = "no-mapping"
+    FILTERED = "filtered"
+    TCP_NO_SESSION = "tcp-no-session"
+    SYN_HELD = "syn-held"  # RFC 5382 REQ-4: kept, answered later or dropped
+    SYN_HOLD_FULL = "syn-hold-full"
+    SESSION_LIMIT = "session-limit"
+    HOST_SESSION_LIMIT = "host-session-limit"
+    PORTS_EXHAUSTED = "ports-exhausted"
+    ICMP_CHECKSUM = "icmp-checksum"  # RFC 5508 REQ-3
+    EMBEDDED_CHECKSUM = "embedded-ip-checksum"  # RFC 5508 REQ-3a
+    EMBEDDED_MALFORMED = "embedded-malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRewrite:
+    """The translation of one direction of a flow, for a per-flow cache entry.
+
+    The cache key is the packet's own 5-tuple; applying the entry sets the
+    source and/or destination to the pairs below with incremental checksums
+    (:func:`~pktchain.packet.set_ip` / :func:`~pktchain.packet.set_port`), the
+    port being the ICMP identifier for echo. Outbound flows change the source,
+    inbound flows the destination, hairpinned flows both.
+    """
+
+    proto: int
+    src: Endpoint | None
+    dst: Endpoint | None
+
+
+@dataclass(frozen=True, slots=True)
+class NatResult:
+    """The outcome of one packet (see the module docstring)."""
+
+    verdict: Verdict
+    reason: DropReason | None = None
+    rewrite: FlowRewrite | None = None
+    session: Session | None = None
+    cacheable: bool = False
+    """True when later packets of this flow may skip the NAT (the cache must still
+    hand TCP segments with SYN, FIN or RST back to it)."""
+    reply: bytes | None = None
+    reply_to: Realm | None = None
+
+    @property
+    def translated(self) -> bool:
+        """Shorthand for ``verdict is Verdict.TRANSLATED``."""
+        return self.verdict is Verdict.TRANSLATED

@@ -1,0 +1,128 @@
+"""The NAPT's tables: mappings (RFC 4787 §4.1) and the sessions that use them.
+
+A :class:`Mapping` binds an internal endpoint (protocol, address, port or ICMP
+identifier) to an external port of the NAT's one external address; it is
+endpoint-independent (RFC 4787 REQ-1, RFC 5382 REQ-1): every session of the
+internal endpoint, whatever its destination, uses it. A :class:`Session` is
+one conversation on a mapping with one remote endpoint; it carries the timer
+and, for TCP, the state of :mod:`pktchain.functions.common.tcp`. A dynamic mapping
+lives as long as one of its sessions does (RFC 7857 §11); a static one (a port
+forwarding rule) until it is removed.
+
+Both classes use ``__slots__`` and share the address objects of their keys, so
+that a session costs a few hundred bytes (see docs/nat-conformance.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pktchain.functions.common.tcp import TcpState
+from pktchain.packet.address import format_ip
+from pktchain.packet.headers import IpProto
+
+__all__ = ["Mapping", "MappingEntry", "Session", "SessionEntry", "SessionKey"]
+
+SessionKey = tuple[int, bytes, int, bytes, int]
+"""(protocol, internal address, internal port, remote address, remote port)."""
+
+
+class Mapping:
+    """Internal endpoint → external port of the NAT's address."""
+
+    __slots__ = (
+        "external_port",
+        "internal_address",
+        "internal_port",
+        "proto",
+        "sessions",
+        "static",
+    )
+
+    def __init__(
+        self,
+        proto: int,
+        internal_address: bytes,
+        internal_port: int,
+        external_port: int,
+        static: bool,
+    ) -> None:
+        self.proto = proto
+        self.internal_address = internal_address
+        self.internal_port = internal_port
+        self.external_port = external_port
+        self.static = static
+        self.sessions = 0
+
+    def __repr__(self) -> str:
+        kind = "static" if self.static else "dynamic"
+        return (
+            f"Mapping({IpProto(self.proto).name} {format_ip(self.internal_address)}:"
+            f"{self.internal_port} -> :{self.external_port}, {kind}, {self.sessions} sessions)"
+        )
+
+
+class Session:
+    """One conversation of a mapping with one remote endpoint.
+
+    ``expires`` is a whole second of the NAT's clock (rounded up, so a session
+    never lives less than its timeout), -1 once the session is removed;
+    ``queued`` is the timer bucket where it waits.
+    """
+
+    __slots__ = ("cache_in", "cache_out", "expires", "key", "mapping", "queued", "state")
+
+    def __init__(self, key: SessionKey, mapping: Mapping, state: TcpState | None) -> None:
+        self.key = key
+        self.mapping = mapping
+        self.state = state
+        self.expires = 0
+        self.queued = 0
+        # What a flow cache keeps for each direction of the session (the node's
+        # flow leases); the NAT itself never reads them.
+        self.cache_out: object = None
+        self.cache_in: object = None
+
+    @property
+    def alive(self) -> bool:
+        """False once the session expired or was removed: evict cached flows using it."""
+        return self.expires >= 0
+
+    @property
+    def remote(self) -> tuple[bytes, int]:
+        """The remote endpoint (address, port or 0 for ICMP)."""
+        return self.key[3], self.key[4]
+
+    def __repr__(self) -> str:
+        state = self.state.value if self.state is not None else "-"
+        return (
+            f"Session({self.mapping!r} <-> {format_ip(self.key[3])}:{self.key[4]}, "
+            f"{state}, expires {self.expires})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MappingEntry:
+    """A row of the NAT table as listed to people and the API."""
+
+    proto: IpProto
+    internal_address: str
+    internal_port: int
+    external_address: str
+    external_port: int
+    static: bool
+    sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEntry:
+    """A row of the session table as listed to people and the API."""
+
+    proto: IpProto
+    internal_address: str
+    internal_port: int
+    external_port: int
+    remote_address: str
+    remote_port: int
+    state: TcpState | None
+    expires: int

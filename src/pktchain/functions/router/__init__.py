@@ -1,0 +1,10 @@
+"""The virtual router: NAPT, ARP and host tracking, TTL and ICMP, port forwarding.
+
+``function`` is the router itself, ``config`` its settings, ``fragments`` its
+fragment tracking. The package answers for the names of the former
+``pktchain.functions.router`` module (``Router``, ...).
+"""
+
+from pktchain.functions import forward_names
+
+__getattr__ = forward_names(__name__, "pktchain.functions.router.function")

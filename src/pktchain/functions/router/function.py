@@ -1,0 +1,1393 @@
+"""The virtual router: sans-IO IPv4 routing with ARP, host tracking, ICMP, NAPT, port forwarding.
+
+:class:`Router` is the router of seed 002 chapter 4 done as RFC 1812 asks. The
+node gives it every frame that reaches one of its interfaces
+(:meth:`Router.receive`, a 10-byte ``virtio_net_hdr`` then Ethernet) and sends
+what it returns, each frame on the named interface; timers go out through
+:meth:`Router.next_deadline` and run in :meth:`Router.on_timer`. It never reads
+a clock or opens a socket. What it does:
+
+* ARP (RFC 826): answers for its interface addresses, resolves next hops with
+  the neighbour cache of :mod:`~pktchain.functions.common.arp` (timeouts,
+  retries, a bounded queue per next hop, host unreachable when resolution
+  fails), and tracks the hosts of its internal subnets;
+* IPv4 forwarding (RFC 1812 §5): header checks (§5.2.2), martian sources
+  (§5.3.7), no forwarding of broadcasts (§5.3.5) or link-layer broadcasts
+  (§5.3.4), longest-prefix match over the connected subnets and a default
+  route to the upstream gateway, TTL decrement with an incremental checksum
+  (§5.3.1), fragmentation when DF is clear (§5.2.6);
+* ICMP (RFC 1812 §4.3): time exceeded, destination unreachable (net, host,
+  protocol and port for its own addresses, fragmentation needed with the
+  next-hop MTU), echo replies for its own addresses; errors obey
+  §4.3.2.7 and are rate limited (§4.3.2.8) by :mod:`~pktchain.functions.common.icmp`;
+* NAPT on the external interface through :class:`~pktchain.functions.nat.napt.Nat`
+  (RFC 4787/5382/5508/7857), hairpinning included, and port forwarding: admin
+  rules and one automatic forwarding port per tracked host, as in the seed;
+  fragmented datagrams are translated fragment by fragment, in or out of
+  order (RFC 4787 REQ-14), and non-atomic datagrams leaving with the external
+  address get a fresh IPv4 ID (RFC 7857 §10) — both kept by
+  :mod:`~pktchain.functions.router.fragments`;
+* a fast-path hint (:class:`CacheHint`) for each forwarded packet whose later
+  packets the node may forward without the router (see docs/router.md).
+
+A bad frame is a counted drop with a reason (:class:`RouterDrop`), never an
+exception out of :meth:`Router.receive` or :meth:`Router.on_timer`. Control
+calls (interfaces, hosts, port forwards) are all-or-nothing and raise
+ValueError naming the wrong field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import struct
+from dataclasses import dataclass
+from enum import StrEnum
+from ipaddress import IPv4Address, ip_address
+
+from pktchain.functions.common.arp import (
+    HOST_TRANSITIONS,
+    ArpEntry,
+    Hold,
+    Host,
+    HostAction,
+    HostEntry,
+    HostEvent,
+    HostState,
+    Merge,
+    NeighborCache,
+    NeighborState,
+    Queued,
+)
+from pktchain.functions.common.embedded import (
+    ERROR_TYPES,
+    Embedded,
+    icmp_checksum_ok,
+    parse_embedded,
+    refresh_icmp_checksum,
+)
+from pktchain.functions.common.icmp import (
+    MAX_QUOTE,
+    IcmpError,
+    TokenBucket,
+    echo_reply,
+    error_allowed,
+    icmp_error,
+    unique_host_address,
+)
+from pktchain.functions.nat.napt import Nat
+from pktchain.functions.nat.result import FlowRewrite, NatResult, Verdict
+from pktchain.functions.nat.table import MappingEntry, Session, SessionEntry
+from pktchain.functions.router.config import (
+    RouterConfig,
+    RouterConfigError,
+    RouterInterface,
+    nat_errors,
+    overlap_errors,
+)
+from pktchain.functions.router.fragments import (
+    FRAGMENT_TRANSITIONS,
+    Datagram,
+    FragmentAction,
+    FragmentEvent,
+    FragmentKey,
+    FragmentStatus,
+    FragmentTable,
+    HoldOutcome,
+    IdGenerator,
+    IdMemory,
+)
+from pktchain.packet.address import Buffer, format_ip, mac_bytes
+from pktchain.packet.checksum import complete_partial_checksum, update16
+from pktchain.packet.headers import ETHERNET, IPV4, ArpOp, EtherType, IcmpType, IpProto, TcpFlag
+from pktchain.packet.layers import Arp, Ethernet, build
+from pktchain.packet.parse import FrameInfo, Malformed, parse_frame
+from pktchain.packet.rewrite import Side, decrement_ttl, set_ip, set_mac
+from pktchain.packet.views import ArpView, Ipv4View
+from pktchain.packet.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr, parse_virtio_net_hdr
+
+__all__ = [
+    "ArpEntry",
+    "CacheHint",
+    "FlowTuple",
+    "FragmentStatus",
+    "HostEntry",
+    "HostState",
+    "IcmpError",
+    "NeighborState",
+    "PortForward",
+    "Router",
+    "RouterConfig",
+    "RouterConfigError",
+    "RouterDrop",
+    "RouterInterface",
+    "RouterOutput",
+]
+
+
+class RouterDrop(StrEnum):
+    """Why the router did not forward a frame; counted as ``drop-<value>``."""
+
+    UNKNOWN_INTERFACE = "unknown-interface"
+    TRUNCATED_VNET = "truncated-vnet-header"
+    MALFORMED = "malformed"  # also counted as ``malformed-<Malformed value>``
+    VLAN_TAGGED = "vlan-tagged"  # router interfaces are untagged
+    NOT_OUR_MAC = "not-our-mac"  # unicast to another station, flooded to us
+    UNSUPPORTED_ETHERTYPE = "unsupported-ethertype"
+    IPV6 = "ipv6"  # the router is IPv4 only
+    ARP_OPERATION = "arp-operation"
+    ARP_BAD_SENDER = "arp-bad-sender"
+    ARP_FOREIGN_SUBNET = "arp-foreign-subnet"
+    ARP_ADDRESS_CONFLICT = "arp-address-conflict"  # someone claims the router's address
+    ARP_IGNORED = "arp-ignored"  # nothing to learn or answer
+    IP_CHECKSUM = "ip-checksum"  # RFC 1812 §5.2.2
+    MARTIAN_SOURCE = "martian-source"  # RFC 1812 §5.3.7
+    OWN_SOURCE = "own-source"  # a packet claiming to come from the router
+    BROADCAST = "broadcast-destination"  # RFC 1812 §5.3.5: directed broadcasts not forwarded
+    MULTICAST = "multicast-destination"  # no multicast routing
+    LINK_BROADCAST = "link-broadcast"  # RFC 1812 §5.3.4: unicast IP in a link broadcast
+    TTL_EXCEEDED = "ttl-exceeded"
+    NO_ROUTE = "no-route"
+    TOO_BIG = "too-big"  # DF set: fragmentation needed sent
+    CANNOT_FRAGMENT = "cannot-fragment"  # too big, DF clear, but GSO or IP options
+    ARP_QUEUE_FULL = "arp-queue-full"
+    ARP_FAILED = "arp-failed"  # next hop did not answer: host unreachable sent
+    NAT = "nat"  # the NAT refused it (its counters say why)
+    NAT_BYPASS = "nat-bypass"  # from outside straight to a private address
+    LOCAL_DELIVERY = "local-delivery"  # TCP/UDP/other for the router: unreachable sent
+    LOCAL_ICMP = "local-icmp"  # ICMP for the router other than echo: consumed
+    LOCAL_FRAGMENT = "local-fragment"  # no reassembly of datagrams for the router
+    FRAGMENT_TIMEOUT = "fragment-timeout"  # held, its first fragment never came
+    FRAGMENT_QUEUE_FULL = "fragment-queue-full"  # fragment_queue_limit reached
+    FRAGMENT_MEMORY = "fragment-memory"  # fragment_held_bytes reached
+    FRAGMENT_EVICTED = "fragment-evicted"  # held by a datagram evicted from a full table
+    FRAGMENT_REFUSED = "fragment-refused"  # the NAT refused its datagram's first fragment
+    FRAGMENT_OVERLAP = "fragment-overlap"  # would overwrite the transport header (RFC 1858)
+    FRAGMENTED_ICMP_ERROR = "fragmented-icmp-error"  # its checksum covers what we cannot see
+    ICMP_CHECKSUM = "icmp-checksum"  # RFC 1122 §3.2.2: bad ICMP silently discarded
+    INTERFACE_REMOVED = "interface-removed"  # queued for an interface that went away
+    INTERNAL_ERROR = "internal-error"  # a frame no check caught; should stay 0
+
+
+FlowTuple = tuple[int, bytes, int, bytes, int]
+"""(IP protocol, source address, source port, destination address, destination port)
+of a packet as it arrived; the ports are the echo identifier for ICMP echo."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHint:
+    """What the node may cache for the later packets of a forwarded flow (one direction).
+
+    Key: ``(in_iface, flow)``. Applying it to a later packet of the same key:
+    apply ``rewrite`` (NAT, incremental checksums, ``partial`` for NEEDS_CSUM
+    frames), decrement the TTL, set the MACs, send on ``out_iface``, and call
+    :meth:`Router.touch`. The node must hand the packet to :meth:`Router.receive`
+    instead when the TTL is 1 or less, the packet (its ``gso_size`` segments for
+    GSO) exceeds ``mtu``, it is a fragment, it is TCP with SYN, FIN or RST, or
+    :meth:`Router.hint_valid` is false.
+    """
+
+    in_iface: str
+    flow: FlowTuple
+    out_iface: str
+    src_mac: bytes
+    dst_mac: bytes
+    mtu: int
+    rewrite: FlowRewrite | None
+    """The NAT rewrite (``None``: plain routing)."""
+    session: Session | None
+    """The NAT session to refresh through :meth:`Router.touch`."""
+    outbound: bool
+    """The NAT direction for :meth:`Router.touch` (inside to outside or hairpin)."""
+    generation: int
+    """The router's generation when the hint was made: neighbour, interface and
+    host changes bump it and make older hints invalid."""
+
+
+@dataclass(slots=True)
+class RouterOutput:
+    """What :meth:`Router.process` produced for one frame."""
+
+    frames: list[tuple[str, bytes]]
+    """(interface name, frame with its virtio_net_hdr) to send, in order."""
+    hint: CacheHint | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PortForward:
+    """A port forwarding rule: TCP/UDP ``external_port`` of the external address to a host."""
+
+    proto: IpProto
+    external_port: int
+    inside_ip: str
+    inside_port: int
+    automatic: bool
+    """True for the automatic forwarding port of a tracked host."""
+
+
+_VNET = VIRTIO_NET_HDR_LEN
+_ZERO_VNET = bytes(_VNET)
+_DST_MAC = slice(_VNET + ETHERNET.offset("dst"), _VNET + ETHERNET.offset("dst") + 6)
+_SRC_MAC = slice(_VNET + ETHERNET.offset("src"), _VNET + ETHERNET.offset("src") + 6)
+_BROADCAST_MAC = b"\xff" * 6
+_ZERO_MAC = bytes(6)
+_ZERO_IP = bytes(4)
+_LIMITED_BROADCAST = b"\xff" * 4
+_IPV4_SIZE = IPV4.size
+_TCP = int(IpProto.TCP)
+_UDP = int(IpProto.UDP)
+_ICMP = int(IpProto.ICMP)
+_ECHO_TYPES = frozenset((int(IcmpType.ECHO_REQUEST), int(IcmpType.ECHO_REPLY)))
+_ECHO_REQUEST = int(IcmpType.ECHO_REQUEST)
+_SYN_FIN_RST = int(TcpFlag.SYN | TcpFlag.FIN | TcpFlag.RST)
+_ETH_ARP = int(EtherType.ARP)
+_ETH_IPV4 = int(EtherType.IPV4)
+_ETH_IPV6 = int(EtherType.IPV6)
+_IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
+_PROTOCOLS = {"tcp": IpProto.TCP, "udp": IpProto.UDP}
+# Errors in the transport header: the IPv4 header is sound, so the router can
+# still forward the packet (routers do not judge transport headers); only the
+# NAT, which needs the ports, refuses it.
+_L4_ERRORS = frozenset(
+    (
+        Malformed.TRUNCATED_TCP,
+        Malformed.TCP_DATA_OFFSET,
+        Malformed.TCP_OPTIONS,
+        Malformed.TRUNCATED_UDP,
+        Malformed.UDP_LENGTH,
+        Malformed.TRUNCATED_ICMP,
+    )
+)
+_INF = float("inf")
+# RFC 1858 §3.2: a later fragment starting inside the transport header would
+# overwrite, at the receiver, the ports and checksum the NAT translated in the
+# first fragment. The shortest header of each protocol the NAT translates:
+_TRANSPORT_HEADER = {_TCP: 20, _UDP: 8, _ICMP: 8}
+_FOLLOWED = NatResult(Verdict.TRANSLATED)
+"""What a later fragment's translation stands in for: no session of its own."""
+
+
+class _Port:
+    """A router interface as the packet path uses it: addresses as bytes and ints."""
+
+    __slots__ = (
+        "address",
+        "broadcast",
+        "config",
+        "external",
+        "mac",
+        "mask",
+        "mtu",
+        "name",
+        "neighbors",
+        "net",
+    )
+
+    def __init__(self, config: RouterInterface, neighbors: NeighborCache) -> None:
+        network = config.network
+        self.neighbors = neighbors
+        """The next hops on this interface, resolved or being resolved (ARP)."""
+        self.config = config
+        self.name = config.name
+        self.mac = mac_bytes(config.mac)
+        self.address = config.address.ip.packed
+        self.mask = int(network.netmask)
+        self.net = int(network.network_address)
+        self.broadcast = network.broadcast_address.packed
+        self.mtu = config.mtu
+        self.external = config.external
+
+    def contains(self, address: bytes) -> bool:
+        """Whether ``address`` is on this interface's subnet."""
+        return int.from_bytes(address, "big") & self.mask == self.net
+
+    def host_address(self, address: bytes) -> bool:
+        """Whether ``address`` may be a host of the subnet (not network, broadcast or ours)."""
+        return (
+            self.contains(address)
+            and address not in (self.address, self.broadcast)
+            and int.from_bytes(address, "big") != self.net
+        )
+
+
+def _ip_only(info: FrameInfo) -> FrameInfo:
+    """The parse of a frame whose IPv4 header is sound, whatever its transport header."""
+    return info if info.error is None else info._replace(error=None, l4=-1)
+
+
+class Router:
+    """The virtual router (see the module docstring)."""
+
+    def __init__(self, config: RouterConfig) -> None:
+        self._config = config
+        self._ports: dict[str, _Port] = {}
+        self._local: dict[bytes, _Port] = {}
+        self._broadcasts: set[bytes] = set()
+        self._routes: list[_Port] = []
+        self._external: _Port | None = None
+        gateway = config.upstream_gateway
+        self._gateway = None if gateway is None else IPv4Address(gateway).packed
+        self._nat = None if config.nat is None else Nat(config.nat)
+        self._hosts: dict[bytes, Host] = {}
+        self._forwards: dict[tuple[int, int], PortForward] = {}
+        self._auto_cursor = config.auto_forward_range[0]
+        self._bucket = TokenBucket(config.icmp_error_rate, config.icmp_error_burst)
+        self._counters: dict[str, int] = {}
+        self._generation = 0
+        self._now = 0.0
+        self._out: list[tuple[str, bytes]] = []
+        self._hint: CacheHint | None = None
+        self._datagrams = FragmentTable(
+            timeout=config.fragment_timeout,
+            datagram_limit=config.fragment_datagram_limit,
+            queue_limit=config.fragment_queue_limit,
+            held_bytes=config.fragment_held_bytes,
+        )
+        self._release: list[tuple[str, bytes]] = []
+        """Held fragments whose first fragment came: processed after the frame at hand."""
+        self._ids: IdGenerator | None = None
+        if config.nat is not None and config.ip_id_rewrite:
+            self._ids = IdGenerator(random.Random(config.nat.port_seed))
+        self._id_memory = IdMemory(limit=config.ip_id_memory, lifetime=config.fragment_timeout)
+        for iface in config.interfaces:
+            self._attach(iface)
+
+    # -- tables and counters ----------------------------------------------------------
+
+    @property
+    def config(self) -> RouterConfig:
+        """The configuration the router was made with (interfaces may have changed since)."""
+        return self._config
+
+    @property
+    def generation(self) -> int:
+        """Bumped whenever cached forwarding decisions may have become wrong."""
+        return self._generation
+
+    @property
+    def nat(self) -> Nat | None:
+        """The NAT core, when NAT is on."""
+        return self._nat
+
+    def interfaces(self) -> list[RouterInterface]:
+        """The interfaces, in the order they were attached."""
+        return [port.config for port in self._ports.values()]
+
+    def hosts(self) -> list[HostEntry]:
+        """The host table: tracked hosts with their automatic forwarding port."""
+        return [h.entry() for h in sorted(self._hosts.values(), key=lambda h: (h.iface, h.ip))]
+
+    def arp_table(self) -> list[ArpEntry]:
+        """The neighbour cache, by interface and address."""
+        return [row for name in sorted(self._ports) for row in self._ports[name].neighbors.rows()]
+
+    def nat_table(self, limit: int | None = None) -> list[MappingEntry]:
+        """The NAT's mappings, static (port forwards) and dynamic; empty without NAT.
+
+        With `limit`, only the first that many (in external port order)."""
+        return [] if self._nat is None else self._nat.mappings(limit)
+
+    def nat_sessions(self) -> list[SessionEntry]:
+        """The NAT's sessions; empty without NAT."""
+        return [] if self._nat is None else self._nat.sessions()
+
+    def port_forwards(self) -> list[PortForward]:
+        """Admin and automatic port forwarding rules, by protocol and port."""
+        return [self._forwards[key] for key in sorted(self._forwards)]
+
+    def fragments(self) -> FragmentStatus:
+        """The fragmented datagrams the NAT tracks and the fragments it holds."""
+        return self._datagrams.status()
+
+    def counters(self) -> dict[str, int]:
+        """Packets and drops by name; the NAT's counters follow with a ``nat-`` prefix."""
+        result = dict(self._counters)
+        if self._nat is not None:
+            for name, value in self._nat.counters().items():
+                result["nat-" + name] = value
+        return result
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        self._counters[name] = self._counters.get(name, 0) + amount
+
+    def _drop(self, reason: RouterDrop) -> None:
+        self._count("drop-" + reason.value)
+
+    # -- the packet path ----------------------------------------------------------------
+
+    def receive(self, iface: str, frame: bytes, now: float) -> list[tuple[str, bytes]]:
+        """Handle a frame that arrived on ``iface``; returns the frames to send."""
+        return self.process(iface, frame, now).frames
+
+    def process(self, iface: str, frame: bytes, now: float) -> RouterOutput:
+        """As :meth:`receive`, with the fast-path hint for the frame's flow, if any."""
+        self._out = []
+        self._hint = None
+        self._release = []
+        self._now = max(self._now, now)
+        self._count("rx-frames")
+        try:
+            self._receive(iface, frame, now)
+            # Fragments that waited for this first fragment: translated now (each
+            # a fragment, so none of them makes a hint).
+            while self._release:
+                held_iface, held = self._release.pop(0)
+                self._count("fragments-released")
+                self._receive(held_iface, held, now)
+        except (ValueError, IndexError, struct.error):
+            # Every frame-level problem is checked above this line; this keeps
+            # the node's loop alive if one slipped through.
+            self._drop(RouterDrop.INTERNAL_ERROR)
+        return RouterOutput(self._out, self._hint)
+
+    def _send(self, iface: str, frame: Buffer) -> None:
+        self._out.append((iface, bytes(frame)))
+        self._count("tx-frames")
+
+    def _receive(self, iface: str, frame: bytes, now: float) -> None:
+        port = self._ports.get(iface)
+        if port is None:
+            return self._drop(RouterDrop.UNKNOWN_INTERFACE)
+        vnet = parse_virtio_net_hdr(frame)
+        if vnet is None:
+            return self._drop(RouterDrop.TRUNCATED_VNET)
+        buf = bytearray(frame)
+        info = parse_frame(buf, _VNET)
+        error = info.error
+        if error is not None and not (info.ip_version == 4 and error in _L4_ERRORS):
+            self._count("malformed-" + error.value)
+            return self._drop(RouterDrop.MALFORMED)
+        if info.vlans:
+            return self._drop(RouterDrop.VLAN_TAGGED)
+        dst_mac = bytes(buf[_DST_MAC])
+        link_broadcast = bool(dst_mac[0] & 1)
+        if not link_broadcast and dst_mac != port.mac:
+            return self._drop(RouterDrop.NOT_OUR_MAC)
+        ethertype = info.ethertype
+        if ethertype == _ETH_ARP:
+            return self._arp_in(port, buf, info, now)
+        if ethertype == _ETH_IPV4:
+            return self._ipv4_in(port, buf, info, vnet, now, link_broadcast=link_broadcast)
+        if ethertype == _ETH_IPV6:
+            return self._drop(RouterDrop.IPV6)
+        return self._drop(RouterDrop.UNSUPPORTED_ETHERTYPE)
+
+    # -- ARP (RFC 826) ------------------------------------------------------------------
+
+    def _arp_frame(self, port: _Port, op: ArpOp, eth_dst: bytes, tha: bytes, tpa: bytes) -> bytes:
+        return _ZERO_VNET + build(
+            Ethernet(dst=eth_dst, src=port.mac),
+            Arp(op=op, sha=port.mac, spa=port.address, tha=tha, tpa=tpa),
+        )
+
+    def _request(self, port: _Port, target: bytes) -> None:
+        self._send(
+            port.name, self._arp_frame(port, ArpOp.REQUEST, _BROADCAST_MAC, _ZERO_MAC, target)
+        )
+        self._count("arp-requests-sent")
+
+    def announcements(self) -> list[tuple[str, bytes]]:
+        """A gratuitous ARP for each interface address (send when an interface comes up).
+
+        RFC 5227 §3 "ARP announcement": a request with the sender and target
+        address both the router's, so that hosts update stale cache entries.
+        """
+        return [
+            (p.name, self._arp_frame(p, ArpOp.REQUEST, _BROADCAST_MAC, _ZERO_MAC, p.address))
+            for p in self._ports.values()
+        ]
+
+    def _arp_in(self, port: _Port, buf: bytearray, info: FrameInfo, now: float) -> None:
+        arp = ArpView(buf, info.l3)
+        op, sha, spa, tpa = arp.oper, arp.sha, arp.spa, arp.tpa
+        if op not in (ArpOp.REQUEST, ArpOp.REPLY):
+            return self._drop(RouterDrop.ARP_OPERATION)
+        if sha[0] & 1 or sha in (_ZERO_MAC, port.mac):
+            return self._drop(RouterDrop.ARP_BAD_SENDER)
+        for_us = tpa == port.address
+        if spa == _ZERO_IP:
+            # RFC 5227 §2.1.1 probe: answer if it is for our address, learn nothing.
+            if op == ArpOp.REQUEST and for_us:
+                self._send(port.name, self._arp_frame(port, ArpOp.REPLY, sha, sha, spa))
+                self._count("arp-replies-sent")
+                return None
+            return self._drop(RouterDrop.ARP_IGNORED)
+        if spa in self._local:
+            return self._drop(RouterDrop.ARP_ADDRESS_CONFLICT)
+        if not port.host_address(spa):
+            return self._drop(RouterDrop.ARP_FOREIGN_SUBNET)
+        # RFC 826 "merge": update an entry we have; add one only if the packet is
+        # for us. A gratuitous ARP (spa == tpa) thus refreshes but never creates.
+        self._confirm(port, spa, sha, now, create=for_us)
+        if not port.external:
+            self._host_seen(port, sha, spa, now)
+        if op == ArpOp.REQUEST and for_us:
+            self._send(port.name, self._arp_frame(port, ArpOp.REPLY, sha, sha, spa))
+            self._count("arp-replies-sent")
+        else:
+            self._count("arp-in-" + ("gratuitous" if spa == tpa else "other"))
+        return None
+
+    def _confirm(self, port: _Port, ip: bytes, mac: bytes, now: float, *, create: bool) -> None:
+        merge = port.neighbors.confirm(ip, mac, now, create=create)
+        if merge is Merge.PERMANENT_MISMATCH:
+            self._count("arp-permanent-mismatch")
+            return
+        if merge is Merge.MAC_CHANGED:
+            self._generation += 1
+            self._count("arp-mac-changed")
+        self._flush(port, ip)
+
+    def _flush(self, port: _Port, ip: bytes) -> None:
+        """Send the frames that waited for ``ip``, now that it is resolved."""
+        mac = port.neighbors.mac(ip)
+        if mac is None:
+            return
+        for queued in port.neighbors.release(ip):
+            queued.frame[_DST_MAC] = mac
+            self._send(port.name, queued.frame)
+
+    def _emit(  # noqa: PLR0917 - internal, one shape for all callers
+        self,
+        out: _Port,
+        next_hop: bytes,
+        frame: bytearray,
+        now: float,
+        in_iface: str | None,
+        original: bytes | None,
+    ) -> bytes | None:
+        """Send ``frame`` to ``next_hop`` or queue it until resolved; the MAC if sent."""
+        neighbors = out.neighbors
+        mac = neighbors.mac(next_hop)
+        if mac is not None:
+            frame[_DST_MAC] = mac
+            self._send(out.name, frame)
+            return mac
+        if neighbors.resolve(next_hop, now):
+            self._request(out, next_hop)
+        quote = original if original is not None else bytes(frame[_VNET + ETHERNET.size :])
+        held = neighbors.hold(next_hop, frame, in_iface, quote[:MAX_QUOTE])
+        if held is not Hold.QUEUED:
+            # The queue is full (RFC 1122 §2.3.2.2 keeps the latest) or allows nothing.
+            self._drop(RouterDrop.ARP_QUEUE_FULL)
+        if held is not Hold.REFUSED:
+            self._count("arp-queued")
+        return None
+
+    # -- host tracking and automatic port forwarding ------------------------------------
+
+    def _host_seen(self, port: _Port, mac: bytes, ip: bytes, now: float) -> None:
+        if not port.host_address(ip):
+            return
+        host = self._hosts.get(ip)
+        if host is None:
+            if len(self._hosts) >= self._config.host_limit:
+                self._count("host-table-full")
+                return
+            host = Host(mac, ip, port.name, port.config.network_id, now, HostState.ACTIVE)
+            host.deadline = now + self._config.host_aging
+            self._hosts[ip] = host
+            self._auto_forward(host)
+            self._count("hosts-learned")
+            return
+        host.last_seen = now
+        if host.state is HostState.STATIC:
+            if host.mac != mac:
+                self._count("host-mac-mismatch")
+            return
+        if host.mac != mac:
+            host.mac = mac
+            self._count("host-mac-changed")
+        next_state, _ = HOST_TRANSITIONS[host.state, HostEvent.SEEN]
+        host.state = next_state or HostState.ACTIVE
+        host.tries = 0
+        host.deadline = now + self._config.host_aging
+
+    def _auto_forward(self, host: Host) -> None:
+        service = self._config.auto_forward_service_port
+        nat = self._nat
+        if nat is None or service is None or not nat.config.is_internal(host.ip):
+            return
+        low, high = self._config.auto_forward_range
+        span = high - low + 1
+        start = self._auto_cursor
+        for step in range(span):
+            port = low + (start - low + step) % span
+            if (_TCP, port) in self._forwards:
+                continue
+            try:
+                nat.add_port_forward(IpProto.TCP, port, host.ip, service)
+            except ValueError:
+                continue  # a NAT mapping holds it
+            host.forward_port = port
+            self._forwards[_TCP, port] = PortForward(
+                IpProto.TCP, port, format_ip(host.ip), service, automatic=True
+            )
+            self._auto_cursor = low + (port - low + 1) % span
+            return
+        self._count("auto-forward-exhausted")
+
+    def _forget_host(self, host: Host) -> None:
+        del self._hosts[host.ip]
+        port = host.forward_port
+        if port is not None and self._nat is not None:
+            self._forwards.pop((_TCP, port), None)
+            with contextlib.suppress(KeyError):  # already gone with its interface
+                self._nat.remove_port_forward(IpProto.TCP, port)
+            host.forward_port = None
+        self._generation += 1
+
+    # -- IPv4 (RFC 1812 §5) -------------------------------------------------------------
+
+    def _ipv4_in(
+        self,
+        port: _Port,
+        buf: bytearray,
+        info: FrameInfo,
+        vnet: VirtioNetHdr,
+        now: float,
+        *,
+        link_broadcast: bool,
+    ) -> None:
+        if not Ipv4View(buf, info.l3).checksum_ok():
+            return self._drop(RouterDrop.IP_CHECKSUM)
+        src, dst = info.src, info.dst
+        if not unique_host_address(src) or src in self._broadcasts:
+            return self._drop(RouterDrop.MARTIAN_SOURCE)
+        if src in self._local:
+            return self._drop(RouterDrop.OWN_SOURCE)
+        if not port.external and not link_broadcast:
+            self._host_seen(port, bytes(buf[_SRC_MAC]), src, now)
+        if dst == _LIMITED_BROADCAST or dst in self._broadcasts:
+            return self._drop(RouterDrop.BROADCAST)
+        if not unique_host_address(dst):
+            return self._drop(RouterDrop.MULTICAST)
+        if link_broadcast:
+            return self._drop(RouterDrop.LINK_BROADCAST)
+        flow = (info.proto, src, info.sport, dst, info.dport)
+        if dst in self._local:
+            return self._local_in(port, buf, info, vnet, now, flow)
+        return self._forward(port, buf, info, vnet, now, flow)
+
+    def _local_in(  # noqa: PLR0917 - internal
+        self,
+        port: _Port,
+        buf: bytearray,
+        info: FrameInfo,
+        vnet: VirtioNetHdr,
+        now: float,
+        flow: FlowTuple,
+    ) -> None:
+        proto = info.proto
+        ok = info.error is None and not info.fragment
+        if ok and proto == _ICMP and buf[info.l4] == _ECHO_REQUEST:
+            # RFC 1812 §4.3.3.6: a router answers echo requests for its addresses.
+            if not icmp_checksum_ok(buf, info.l4, info.end):
+                return self._drop(RouterDrop.ICMP_CHECKSUM)
+            self._count("icmp-out-echo-reply")
+            return self._send_own(echo_reply(buf, info.l3, info.l4, info.end), now)
+        nat = self._nat
+        if nat is not None and info.dst == nat.config.external:
+            return self._nat_in(port, buf, info, vnet, now, flow)
+        if info.fragment:
+            return self._drop(RouterDrop.LOCAL_FRAGMENT)
+        if info.error is not None:
+            self._count("malformed-" + info.error.value)
+            return self._drop(RouterDrop.MALFORMED)
+        if proto == _ICMP:
+            return self._drop(RouterDrop.LOCAL_ICMP)
+        kind = (
+            IcmpError.PORT_UNREACHABLE if proto in (_TCP, _UDP) else IcmpError.PROTOCOL_UNREACHABLE
+        )
+        self._error(port, buf, info.l3, info.end, kind, now)
+        return self._drop(RouterDrop.LOCAL_DELIVERY)
+
+    def _nat_in(  # noqa: PLR0917 - internal
+        self,
+        port: _Port,
+        buf: bytearray,
+        info: FrameInfo,
+        vnet: VirtioNetHdr,
+        now: float,
+        flow: FlowTuple,
+    ) -> None:
+        """A packet for the external address: inbound, or hairpinned from inside."""
+        nat = self._nat
+        if nat is None:
+            return None
+        if Ipv4View(buf, info.l3).ttl <= 1:
+            # Translation makes it a forwarded packet; the error quotes it as it
+            # arrived, which is what its sender can match (RFC 1812 §5.3.1).
+            self._error(port, buf, info.l3, info.end, IcmpError.TTL_EXCEEDED, now)
+            return self._drop(RouterDrop.TTL_EXCEEDED)
+        original = bytes(buf[info.l3 : min(info.end, info.l3 + MAX_QUOTE)])
+        restore = self._id_given(nat, buf, info, now)
+        result = self._translate(nat, port, buf, info, vnet, now)
+        if result is None:
+            return None
+        if restore is not None:
+            self._restore_id(buf, info, restore)
+        translated = parse_frame(buf, _VNET)
+        if translated.dst in self._local:
+            return self._drop(RouterDrop.NAT)
+        return self._forward(
+            port, buf, translated, vnet, now, flow, nat_result=result, original=original
+        )
+
+    def _nat_ok(self, result: NatResult, now: float) -> bool:
+        if result.verdict is Verdict.TRANSLATED:
+            return True
+        if result.verdict is Verdict.REPLY and result.reply is not None:
+            # An ICMP error the NAT asks for (RFC 5508 REQ-8, RFC 5382 REQ-4): it
+            # is the router's error, so it shares the rate limit.
+            if self._bucket.take(now):
+                self._count("icmp-out-nat")
+                self._send_own(result.reply, now)
+            else:
+                self._count("icmp-rate-limited")
+        self._drop(RouterDrop.NAT)
+        return False
+
+    # -- NAT of forwarded packets: whole datagrams, fragments, the IPv4 ID ----------------
+
+    def _translate(  # noqa: PLR0917 - internal
+        self,
+        nat: Nat,
+        port: _Port,
+        buf: bytearray,
+        info: FrameInfo,
+        vnet: VirtioNetHdr,
+        now: float,
+    ) -> NatResult | None:
+        """Translate a packet that arrived on ``port``; None: dropped or held (counted)."""
+        if info.fragment:
+            return self._translate_fragment(nat, port, buf, info, vnet, now)
+        result = self._nat_translate(nat, port, buf, info, vnet, now)
+        if not self._nat_ok(result, now):
+            return None
+        if self._ids is not None and not port.external:
+            ip = Ipv4View(buf, info.l3)
+            if not ip.df:
+                # RFC 6864 §4: with DF clear the datagram is non-atomic even
+                # whole (a router further on may fragment it), so its ID must
+                # stay unique for the translated source (RFC 7857 §10).
+                self._new_id(ip, info.src, info.proto, now)
+        return result
+
+    def _nat_translate(  # noqa: PLR0917 - internal
+        self,
+        nat: Nat,
+        port: _Port,
+        buf: bytearray,
+        info: FrameInfo,
+        vnet: VirtioNetHdr,
+        now: float,
+    ) -> NatResult:
+        if port.external:
+            return nat.translate_inbound(buf, 0, now, info=info, partial=vnet.needs_csum)
+        return nat.translate_outbound(
+            buf, 0, now, info=info, partial=vnet.needs_csum, reply_from=port.address
+        )
+
+    def _new_id(self, ip: Ipv4View, original_src: bytes, proto: int, now: float) -> None:
+        """Give the translated datagram ``ip`` a fresh ID; remember the one it had."""
+        if self._ids is None:
+            return
+        src, dst = ip.src, ip.dst
+        ident = self._ids.next_id(src, dst, proto)
+        self._id_memory.remember((src, dst, proto, ident), original_src, ip.identification, now)
+        _set_ident(ip, ident)
+        self._count("ip-id-rewritten")
+
+    def _translate_fragment(  # noqa: PLR0917 - internal
+        self,
+        nat: Nat,
+        port: _Port,
+        buf: bytearray,
+        info: FrameInfo,
+        vnet: VirtioNetHdr,
+        now: float,
+    ) -> NatResult | None:
+        """RFC 4787 REQ-14: one fragment of a datagram, in or out of order.
+
+        The first fragment is translated as the whole datagram would be (its
+        transport checksum covers the whole datagram, and an incremental update
+        is right for the whole); the later ones get the addresses and ID it left
+        with, or wait for it (see :mod:`~pktchain.functions.router.fragments`).
+        """
+        ip = Ipv4View(buf, info.l3)
+        key: FragmentKey = (port.external, info.src, info.dst, info.proto, ip.identification)
+        offset = ip.fragment_offset
+        result: NatResult | None = None
+        if offset:
+            if offset * 8 < _TRANSPORT_HEADER.get(info.proto, 0):
+                self._drop(RouterDrop.FRAGMENT_OVERLAP)
+                return None
+            event = FragmentEvent.LATER
+        elif info.proto == _ICMP and info.error is None and buf[info.l4] in ERROR_TYPES:
+            # An ICMP error is at most 576 bytes (RFC 1812 §4.3.2.3); a fragmented
+            # one cannot be checked (RFC 5508 REQ-3) nor its checksum recomputed.
+            self._drop(RouterDrop.FRAGMENTED_ICMP_ERROR)
+            event = FragmentEvent.FIRST_REFUSED
+        else:
+            result = self._nat_translate(nat, port, buf, info._replace(fragment=False), vnet, now)
+            ok = self._nat_ok(result, now)
+            event = FragmentEvent.FIRST_TRANSLATED if ok else FragmentEvent.FIRST_REFUSED
+        datagram = self._datagrams.get(key)
+        next_state, action = FRAGMENT_TRANSITIONS[
+            None if datagram is None else datagram.state, event
+        ]
+        if next_state is None:
+            return None  # not reached: only timers forget datagrams
+        if datagram is None:
+            datagram, evicted = self._datagrams.add(key, next_state, now)
+            if evicted is not None:
+                self._count("fragment-datagrams-evicted")
+                self._discard(len(evicted.held), RouterDrop.FRAGMENT_EVICTED)
+        datagram.state = next_state
+        if action is FragmentAction.HOLD:
+            outcome = self._datagrams.hold(datagram, port.name, bytes(buf))
+            if outcome is HoldOutcome.QUEUE_FULL:
+                self._drop(RouterDrop.FRAGMENT_QUEUE_FULL)
+                return None
+            if outcome is HoldOutcome.MEMORY_FULL:
+                self._drop(RouterDrop.FRAGMENT_MEMORY)
+                return None
+            self._count("fragments-held")
+            return None
+        if action is FragmentAction.FOLLOW:
+            self._follow(buf, info, ip, datagram)
+            return _FOLLOWED
+        if action is FragmentAction.DROP:
+            self._drop(RouterDrop.FRAGMENT_REFUSED)
+            return None
+        if action is FragmentAction.DISCARD:
+            held = self._datagrams.take_held(datagram)
+            self._discard(len(held), RouterDrop.FRAGMENT_REFUSED)
+            return None
+        if event is not FragmentEvent.FIRST_TRANSLATED:
+            return None  # refused: the NAT or the ICMP check counted it
+        if action is FragmentAction.KEEP:
+            _set_ident(ip, datagram.ident)
+        elif self._ids is not None and not port.external:
+            self._new_id(ip, info.src, info.proto, now)
+        datagram.src, datagram.dst, datagram.ident = ip.src, ip.dst, ip.identification
+        if action is FragmentAction.RELEASE:
+            self._release.extend(self._datagrams.take_held(datagram))
+        self._count("fragments-translated")
+        return result
+
+    def _follow(self, buf: bytearray, info: FrameInfo, ip: Ipv4View, datagram: Datagram) -> None:
+        """A later fragment: the addresses and ID its first fragment left with."""
+        if info.src != datagram.src:
+            set_ip(buf, info, Side.SRC, datagram.src)
+        if info.dst != datagram.dst:
+            set_ip(buf, info, Side.DST, datagram.dst)
+        if ip.identification != datagram.ident:
+            _set_ident(ip, datagram.ident)
+        self._count("fragments-translated")
+
+    def _discard(self, count: int, reason: RouterDrop) -> None:
+        if count:
+            self._count("drop-" + reason.value, count)
+
+    def _id_given(
+        self, nat: Nat, buf: bytearray, info: FrameInfo, now: float
+    ) -> tuple[bytes, int] | None:
+        """For an ICMP error quoting a datagram whose ID the router gave: who sent it, and
+        with which ID."""
+        if info.proto != _ICMP or info.error is not None or info.fragment:
+            return None
+        if buf[info.l4] not in ERROR_TYPES:
+            return None
+        embedded = parse_embedded(buf, info.l4, info.end)
+        if not isinstance(embedded, Embedded) or embedded.src != nat.config.external:
+            return None
+        ident = Ipv4View(buf, embedded.l3).identification
+        return self._id_memory.recall((embedded.src, embedded.dst, embedded.proto, ident), now)
+
+    def _restore_id(self, buf: bytearray, info: FrameInfo, given: tuple[bytes, int]) -> None:
+        """RFC 5508 REQ-4a: the embedded datagram goes back as its sender sent it, ID included."""
+        embedded = parse_embedded(buf, info.l4, info.end)
+        if not isinstance(embedded, Embedded) or embedded.src != given[0]:
+            return
+        _set_ident(Ipv4View(buf, embedded.l3), given[1])
+        refresh_icmp_checksum(buf, info.l4, info.end)
+        self._count("ip-id-restored")
+
+    def _route(self, dst: bytes) -> tuple[_Port, bytes] | None:
+        """Longest prefix over the connected subnets, then the default route."""
+        value = int.from_bytes(dst, "big")
+        for port in self._routes:
+            if value & port.mask == port.net:
+                return port, dst
+        external = self._external
+        if external is not None and self._gateway is not None:
+            return external, self._gateway
+        return None
+
+    def _forward(  # noqa: PLR0917 - internal
+        self,
+        port: _Port,
+        buf: bytearray,
+        info: FrameInfo,
+        vnet: VirtioNetHdr,
+        now: float,
+        flow: FlowTuple,
+        *,
+        nat_result: NatResult | None = None,
+        original: bytes | None = None,
+    ) -> None:
+        quote: Buffer = buf if original is None else original
+        q3, qend = (info.l3, info.end) if original is None else (0, len(original))
+        route = self._route(info.dst)
+        if route is None:
+            self._error(port, quote, q3, qend, IcmpError.NET_UNREACHABLE, now)
+            return self._drop(RouterDrop.NO_ROUTE)
+        out, next_hop = route
+        nat = self._nat
+        translate_out = False
+        if nat is not None and nat_result is None:
+            if port.external and not out.external:
+                return self._drop(RouterDrop.NAT_BYPASS)
+            translate_out = out.external and not port.external
+        ip = Ipv4View(buf, info.l3)
+        if nat_result is None and ip.ttl <= 1:
+            # RFC 1812 §5.3.1: time exceeded, quoting the packet as received.
+            self._error(port, quote, q3, qend, IcmpError.TTL_EXCEEDED, now)
+            return self._drop(RouterDrop.TTL_EXCEEDED)
+        size = info.end - info.l3
+        if vnet.gso_type and info.payload > info.l3:
+            # A GSO frame leaves as gso_size segments, each with every header.
+            size = info.payload - info.l3 + vnet.gso_size
+        fragment_mtu = 0
+        if size > out.mtu:
+            if ip.df:
+                # RFC 1812 §5.2.7.1 / RFC 1191 §4: fragmentation needed, next-hop MTU.
+                self._error(port, quote, q3, qend, IcmpError.FRAGMENTATION_NEEDED, now, mtu=out.mtu)
+                return self._drop(RouterDrop.TOO_BIG)
+            if vnet.gso_type or ip.header_length != _IPV4_SIZE:
+                return self._drop(RouterDrop.CANNOT_FRAGMENT)
+            fragment_mtu = out.mtu
+        if original is None and out.neighbors.mac(next_hop) is None:
+            original = bytes(buf[info.l3 : min(info.end, info.l3 + MAX_QUOTE)])
+        if translate_out and nat is not None:
+            nat_result = self._translate(nat, port, buf, info, vnet, now)
+            if nat_result is None:
+                return None
+        decrement_ttl(buf, _ip_only(info))
+        set_mac(buf, info, Side.SRC, out.mac)
+        self._count("forwarded")
+        if fragment_mtu:
+            for fragment in self._fragments(buf, info, vnet, fragment_mtu):
+                self._emit(out, next_hop, fragment, now, port.name, original)
+            return None
+        sent_to = self._emit(out, next_hop, buf, now, port.name, original)
+        if sent_to is not None:
+            self._hint = self._make_hint(port, out, sent_to, buf, info, flow, nat_result)
+        return None
+
+    def _make_hint(  # noqa: PLR0917 - internal
+        self,
+        port: _Port,
+        out: _Port,
+        dst_mac: bytes,
+        buf: bytearray,
+        info: FrameInfo,
+        flow: FlowTuple,
+        nat_result: NatResult | None,
+    ) -> CacheHint | None:
+        if info.error is not None or info.fragment:
+            return None
+        proto = info.proto
+        if proto == _TCP:
+            if info.tcp_flags & _SYN_FIN_RST:
+                return None  # state changes must reach the NAT (and stay visible)
+        elif proto == _ICMP:
+            if buf[info.l4] not in _ECHO_TYPES:
+                return None  # errors are translated one by one
+        elif proto != _UDP:
+            return None
+        rewrite: FlowRewrite | None = None
+        session: Session | None = None
+        if nat_result is not None:
+            if not nat_result.cacheable or nat_result.rewrite is None:
+                return None
+            if self._ids is not None and not port.external and not Ipv4View(buf, info.l3).df:
+                # Non-atomic: each datagram got a fresh ID, which the node's fast
+                # path would not give; the flow stays with the router.
+                return None
+            rewrite, session = nat_result.rewrite, nat_result.session
+        return CacheHint(
+            port.name,
+            flow,
+            out.name,
+            out.mac,
+            dst_mac,
+            out.mtu,
+            rewrite,
+            session,
+            not port.external,
+            self._generation,
+        )
+
+    def _fragments(
+        self, buf: bytearray, info: FrameInfo, vnet: VirtioNetHdr, mtu: int
+    ) -> list[bytearray]:
+        """RFC 791 §3.2 / RFC 1812 §5.2.6: split a datagram without options into fragments."""
+        if vnet.needs_csum:
+            complete_partial_checksum(
+                buf, vnet.csum_start, vnet.csum_offset, base=_VNET, end=info.end
+            )
+        l3, end = info.l3, info.end
+        header = bytes(buf[l3 : l3 + _IPV4_SIZE])
+        original = Ipv4View(header)
+        first_offset, more = original.fragment_offset, original.mf
+        ethernet = bytes(buf[_VNET:l3])
+        data = memoryview(buf)[l3 + _IPV4_SIZE : end]
+        chunk = (mtu - _IPV4_SIZE) // 8 * 8
+        frames: list[bytearray] = []
+        for start in range(0, len(data), chunk):
+            part = data[start : start + chunk]
+            piece = bytearray(header)
+            view = Ipv4View(piece)
+            view.total_length = _IPV4_SIZE + len(part)
+            view.fragment_offset = first_offset + start // 8
+            view.mf = more or start + chunk < len(data)
+            view.fix_checksum()
+            frames.append(bytearray(_ZERO_VNET + ethernet + piece + part))
+        self._count("fragments-made", len(frames))
+        return frames
+
+    # -- ICMP the router sends (RFC 1812 §4.3) -------------------------------------------
+
+    def _error(  # noqa: PLR0917 - internal
+        self,
+        port: _Port,
+        packet: Buffer,
+        l3: int,
+        end: int,
+        kind: IcmpError,
+        now: float,
+        *,
+        mtu: int = 0,
+    ) -> None:
+        """Send ``kind`` about ``packet[l3:end]`` from ``port``'s address, if allowed."""
+        if not error_allowed(packet, l3, end, link_broadcast=False) or (
+            bytes(packet[l3 + 12 : l3 + 16]) in self._local
+        ):
+            self._count("icmp-suppressed")  # RFC 1812 §4.3.2.7
+            return
+        if not self._bucket.take(now):
+            self._count("icmp-rate-limited")  # RFC 1812 §4.3.2.8
+            return
+        self._count(kind.counter)
+        self._send_own(icmp_error(packet, l3, end, kind, source=port.address, mtu=mtu), now)
+
+    def _send_own(self, packet: bytes, now: float) -> None:
+        """Route and send an IPv4 datagram the router made."""
+        route = self._route(packet[16:20])
+        if route is None:
+            self._count("own-no-route")
+            return
+        out, next_hop = route
+        header = ETHERNET.pack(dst=_ZERO_MAC, src=out.mac, ethertype=_ETH_IPV4)
+        frame = bytearray(_ZERO_VNET + header + packet)
+        self._emit(out, next_hop, frame, now, None, packet[:MAX_QUOTE])
+
+    # -- timers -------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`on_timer` should run next (None: nothing pending)."""
+        deadline = min((p.neighbors.next_deadline() for p in self._ports.values()), default=_INF)
+        deadline = min(deadline, min((h.deadline for h in self._hosts.values()), default=_INF))
+        fragments = self._datagrams.next_deadline()
+        if fragments is not None:
+            deadline = min(deadline, fragments)
+        if self._nat is not None:
+            nat_deadline = self._nat.next_deadline()
+            if nat_deadline is not None:
+                deadline = min(deadline, nat_deadline)
+        return None if deadline == _INF else deadline
+
+    def on_timer(self, now: float) -> list[tuple[str, bytes]]:
+        """Run what is due: ARP retries and expiry, host aging, fragments, NAT timers."""
+        self._out = []
+        self._hint = None
+        self._now = max(self._now, now)
+        try:
+            self._neighbor_timers(now)
+            self._host_timers(now)
+            for datagram in self._datagrams.expire(now):
+                # RFC 791 §3.2: the first fragment did not come in time.
+                self._discard(len(datagram.held), RouterDrop.FRAGMENT_TIMEOUT)
+            if self._nat is not None:
+                result = self._nat.on_timer(now)
+                for reply in result.replies:
+                    self._nat_ok(reply, now)
+        except (ValueError, IndexError, struct.error):
+            self._drop(RouterDrop.INTERNAL_ERROR)
+        return self._out
+
+    def _neighbor_timers(self, now: float) -> None:
+        for port in list(self._ports.values()):
+            change = port.neighbors.on_timer(now)  # a router verifies every neighbour
+            for ip in change.requests:
+                self._request(port, ip)
+            for _ip, queued in change.failed:
+                self._fail_queue(queued, now)
+            for _ip in change.forgotten:
+                self._generation += 1
+                self._count("arp-entries-expired")
+
+    def _fail_queue(self, waiting: list[Queued], now: float) -> None:
+        """Resolution failed: host unreachable for each waiting packet (RFC 1812 §4.3.3.1)."""
+        self._count("arp-resolution-failed")
+        for queued in waiting:
+            self._drop(RouterDrop.ARP_FAILED)
+            back = self._ports.get(queued.in_iface) if queued.in_iface is not None else None
+            if back is not None:
+                data = queued.original
+                self._error(back, data, 0, len(data), IcmpError.HOST_UNREACHABLE, now)
+
+    def _host_timers(self, now: float) -> None:
+        retries = self._config.arp_retries
+        for host in [h for h in self._hosts.values() if h.deadline <= now]:
+            if host.state is HostState.ACTIVE:
+                event = HostEvent.EXPIRED
+            elif host.tries < retries:
+                event = HostEvent.RETRY_DUE
+            else:
+                event = HostEvent.RETRIES_EXHAUSTED
+            row = HOST_TRANSITIONS.get((host.state, event))
+            port = self._ports.get(host.iface)
+            if row is None or port is None:
+                host.deadline = _INF
+                continue
+            next_state, action = row
+            if action is HostAction.REMOVE or next_state is None:
+                self._forget_host(host)
+                self._count("hosts-aged-out")
+                continue
+            host.state = next_state
+            host.tries = 1 if event is HostEvent.EXPIRED else host.tries + 1
+            host.deadline = now + self._config.arp_retry_interval
+            self._request(port, host.ip)
+
+    # -- fast path ----------------------------------------------------------------------
+
+    def hint_valid(self, hint: CacheHint) -> bool:
+        """Whether a cached entry made from ``hint`` may still be applied."""
+        return hint.generation == self._generation and (hint.session is None or hint.session.alive)
+
+    def touch(self, hint: CacheHint, now: float, tcp_flags: int = 0) -> bool:
+        """Account a packet the node forwarded from its cache; False: evict the entry."""
+        if not self.hint_valid(hint):
+            return False
+        if hint.session is None or self._nat is None:
+            return True
+        return self._nat.touch(hint.session, now, outbound=hint.outbound, flags=tcp_flags)
+
+    # -- control: interfaces ------------------------------------------------------------
+
+    def _attach(self, iface: RouterInterface) -> None:
+        config = self._config
+        neighbors = NeighborCache(
+            iface.name,
+            timeout=config.arp_timeout,
+            retry_interval=config.arp_retry_interval,
+            retries=config.arp_retries,
+            queue_limit=config.arp_queue_limit,
+        )
+        port = _Port(iface, neighbors)
+        self._ports[iface.name] = port
+        self._local[port.address] = port
+        self._broadcasts.add(port.broadcast)
+        self._routes = sorted(self._ports.values(), key=lambda p: -p.config.network.prefixlen)
+        if iface.external:
+            self._external = port
+            if self._config.upstream_gateway is None and iface.gateway is not None:
+                self._gateway = iface.gateway.packed
+        self._generation += 1
+
+    def add_interface(self, iface: RouterInterface) -> None:
+        """Attach an interface; RouterConfigError (a ValueError) lists every problem."""
+        if not isinstance(iface, RouterInterface):
+            raise RouterConfigError(["iface: give a RouterInterface"])
+        current = [p.config for p in self._ports.values()]
+        errors = overlap_errors([*current, iface])
+        errors.extend(nat_errors(self._config.nat, [*current, iface]))
+        if iface.external:
+            if self._nat is not None:
+                errors.append("external: the NAT's external interface cannot be replaced")
+            gateway = self._config.upstream_gateway
+            if gateway is not None and ip_address(gateway) not in iface.network:
+                errors.append(f"address: upstream_gateway {gateway} is not on {iface.network}")
+            if (
+                gateway is not None
+                and iface.gateway is not None
+                and str(iface.gateway) != str(gateway)
+            ):
+                errors.append(f"gateway: {iface.gateway} differs from upstream_gateway {gateway}")
+        if errors:
+            raise RouterConfigError(errors)
+        self._attach(iface)
+
+    def remove_interface(self, name: str) -> RouterInterface:
+        """Detach an interface with its neighbours and hosts; returns its configuration."""
+        port = self._ports.get(name)
+        if port is None:
+            raise ValueError(f"name: no interface {name!r}")
+        if port.external and self._nat is not None:
+            raise ValueError(f"name: {name!r} is the NAT's external interface")
+        for neighbor in port.neighbors.entries.values():
+            for _ in neighbor.queue:
+                self._drop(RouterDrop.INTERFACE_REMOVED)
+        for host in [h for h in self._hosts.values() if h.iface == name]:
+            self._forget_host(host)
+        del self._ports[name]
+        del self._local[port.address]
+        self._broadcasts.discard(port.broadcast)
+        self._routes = [p for p in self._routes if p is not port]
+        if self._external is port:
+            self._external = None
+            if self._config.upstream_gateway is None:
+                self._gateway = None
+        self._generation += 1
+        return port.config
+
+    # -- control: hosts -----------------------------------------------------------------
+
+    def add_host(self, mac: str, ip: str, network_id: str = "") -> HostEntry:
+        """A host NIC joining an internal subnet (the cloud controller's announcement).
+
+        The host is tracked until :meth:`remove_host` (no aging), its MAC is a
+        permanent neighbour entry, and it gets an automatic forwarding port.
+        Announcing a known host again updates it.
+        """
+        try:
+            hw = mac_bytes(mac)
+        except (ValueError, TypeError, AttributeError):
+            raise ValueError(f"mac: not a MAC address: {mac!r}") from None
+        errors: list[str] = []
+        if hw[0] & 1 or hw == _ZERO_MAC:
+            errors.append(f"mac: {mac!r} is not a unicast MAC")
+        try:
+            address = ip_address(ip)
+        except ValueError:
+            raise ValueError(f"ip: not an IP address: {ip!r}") from None
+        if not isinstance(address, IPv4Address):
+            raise ValueError(f"ip: {ip} is not IPv4")
+        packed = address.packed
+        port = next((p for p in self._routes if not p.external and p.host_address(packed)), None)
+        if port is None:
+            errors.append(f"ip: {ip} is not a host address of any internal interface")
+        elif network_id and port.config.network_id and network_id != port.config.network_id:
+            errors.append(
+                f"network_id: {network_id!r} is not {port.name!r}'s "
+                f"network {port.config.network_id!r}"
+            )
+        existing = self._hosts.get(packed)
+        if existing is None and len(self._hosts) >= self._config.host_limit:
+            errors.append(f"ip: the host table is full ({self._config.host_limit}, host_limit)")
+        if errors or port is None:
+            raise ValueError("; ".join(errors))
+        now = self._now
+        if existing is None:
+            host = Host(
+                hw, packed, port.name, network_id or port.config.network_id, now, HostState.STATIC
+            )
+            self._hosts[packed] = host
+            self._auto_forward(host)
+            self._count("hosts-announced")
+        else:
+            host = existing
+            host.mac, host.state, host.deadline, host.tries = hw, HostState.STATIC, _INF, 0
+            host.network_id = network_id or host.network_id
+        if port.neighbors.set_static(packed, hw):
+            self._generation += 1
+        self._flush(port, packed)
+        return host.entry()
+
+    def remove_host(self, mac_or_ip: str) -> HostEntry:
+        """Forget a host (its NIC left): its forwarding port and neighbour entry go too."""
+        try:
+            address = ip_address(mac_or_ip)
+            matches = [h for h in self._hosts.values() if h.ip == address.packed]
+        except ValueError:
+            try:
+                hw = mac_bytes(mac_or_ip)
+            except (ValueError, TypeError, AttributeError):
+                raise ValueError(f"mac_or_ip: neither a MAC nor an IP: {mac_or_ip!r}") from None
+            matches = [h for h in self._hosts.values() if h.mac == hw]
+        if not matches:
+            raise ValueError(f"mac_or_ip: no host {mac_or_ip!r}")
+        if len(matches) > 1:
+            raise ValueError(f"mac_or_ip: {mac_or_ip!r} names {len(matches)} hosts; give the IP")
+        host = matches[0]
+        entry = host.entry()
+        self._forget_host(host)
+        port = self._ports.get(host.iface)
+        if port is not None:
+            port.neighbors.forget(host.ip)
+        self._count("hosts-removed")
+        return entry
+
+    # -- control: port forwarding ---------------------------------------------------------
+
+    def add_port_forward(
+        self, proto: str, external_port: int, inside_ip: str, inside_port: int
+    ) -> PortForward:
+        """Forward TCP/UDP ``external_port`` of the external address to an inside host's port."""
+        nat = self._nat
+        errors: list[str] = []
+        if nat is None:
+            raise ValueError("nat: port forwarding needs NAT on the external interface")
+        number = _PROTOCOLS.get(str(proto).lower())
+        if number is None:
+            errors.append(f"proto: {proto!r} is not tcp or udp")
+        for name, value in (("external_port", external_port), ("inside_port", inside_port)):
+            if not isinstance(value, int) or not 1 <= value <= 0xFFFF:
+                errors.append(f"{name}: {value!r} is not in 1..65535")
+        packed = b""
+        try:
+            address = ip_address(inside_ip)
+            packed = address.packed
+            if not any(not p.external and p.host_address(packed) for p in self._routes):
+                errors.append(f"inside_ip: {inside_ip} is not a host of any internal interface")
+        except ValueError:
+            errors.append(f"inside_ip: not an IP address: {inside_ip!r}")
+        if number is not None and (int(number), external_port) in self._forwards:
+            errors.append(f"external_port: {number.name} {external_port} is already forwarded")
+        if errors or number is None:
+            raise ValueError("; ".join(errors))
+        nat.add_port_forward(number, external_port, packed, inside_port)
+        rule = PortForward(number, external_port, format_ip(packed), inside_port, automatic=False)
+        self._forwards[int(number), external_port] = rule
+        return rule
+
+    def remove_port_forward(self, proto: str, external_port: int) -> PortForward:
+        """Remove an admin rule (its sessions end; cached flows see ``session.alive`` false)."""
+        nat = self._nat
+        number = _PROTOCOLS.get(str(proto).lower())
+        if number is None:
+            raise ValueError(f"proto: {proto!r} is not tcp or udp")
+        rule = self._forwards.get((int(number), external_port))
+        if nat is None or rule is None:
+            raise ValueError(f"external_port: no {number.name} rule on {external_port}")
+        if rule.automatic:
+            raise ValueError(
+                f"external_port: {external_port} is the automatic forwarding port of "
+                f"{rule.inside_ip}; remove the host instead"
+            )
+        nat.remove_port_forward(number, external_port)
+        del self._forwards[int(number), external_port]
+        return rule
+
+
+def _set_ident(ip: Ipv4View, ident: int) -> None:
+    """Set the IPv4 ID, updating the header checksum (RFC 1624 eqn. 3)."""
+    old = ip.identification
+    if old != ident:
+        ip.identification = ident
+        ip.checksum = update16(ip.checksum, old, ident)

@@ -1,0 +1,53 @@
+"""The function SDK: the contract a network function follows and its configuration schema.
+
+This is the public import path for writing a function
+(``from pktchain.functions.sdk import Function, Packet, forward, drop``); see
+docs/functions.md and ``examples/functions/``.
+"""
+
+from pktchain.functions.sdk.contract import (
+    BUILTIN_FUNCTIONS,
+    VNET,
+    ZERO_VNET,
+    Deadlines,
+    FlowLease,
+    FlowLeases,
+    Function,
+    FunctionLoadError,
+    NoConfig,
+    Packet,
+    Result,
+    Verdict,
+    drop,
+    forward,
+    frames_out,
+    function_class,
+    make_function,
+    punt,
+    reply,
+)
+from pktchain.functions.sdk.schema import ConfigError, FieldError
+
+__all__ = [
+    "BUILTIN_FUNCTIONS",
+    "VNET",
+    "ZERO_VNET",
+    "ConfigError",
+    "Deadlines",
+    "FieldError",
+    "FlowLease",
+    "FlowLeases",
+    "Function",
+    "FunctionLoadError",
+    "NoConfig",
+    "Packet",
+    "Result",
+    "Verdict",
+    "drop",
+    "forward",
+    "frames_out",
+    "function_class",
+    "make_function",
+    "punt",
+    "reply",
+]

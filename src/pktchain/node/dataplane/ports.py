@@ -1,0 +1,247 @@
+"""Port drivers: the node's only contact with frames on the wire.
+
+A port moves whole frames, each with a `virtio_net_hdr` in front, and counts
+them; it knows nothing of switching.  Both drivers use the same 10-byte header,
+so a frame read on one port is written to another unchanged, GSO segments and
+partial checksums included.
+
+- `TapPort`: a TAP device the node creates inside a host's namespace as that
+  host's NIC (`IFF_VNET_HDR` + `TUNSETOFFLOAD`).  The default driver.
+- `PacketPort`: an AF_PACKET socket on an existing interface, with
+  `PACKET_VNET_HDR` (GSO frames intact) and `PACKET_IGNORE_OUTGOING` (the node
+  does not read back what it sent), in promiscuous mode.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from collections import Counter
+from collections.abc import Callable, Sequence
+from enum import Enum
+from functools import partial
+from typing import TYPE_CHECKING
+
+from pktchain.node.tun import VNET_HDR_LEN, in_netns, open_tap
+from pktchain.packet.address import Buffer
+
+if TYPE_CHECKING:
+    from pktchain.node.dataplane.fastpath import FusedEntry
+    from pktchain.node.dataplane.steering import FlowEntry, FlowKey
+    from pktchain.node.dataplane.switch import Network
+
+MAX_FRAME = 65536 + VNET_HDR_LEN + 64
+"""Largest read: a 64 KB GSO segment, its Ethernet and VLAN headers, the vnet header."""
+
+# linux/if_packet.h and linux/if_ether.h
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
+PACKET_VNET_HDR = 15
+PACKET_IGNORE_OUTGOING = 23
+ETH_P_ALL = 0x0003
+
+
+class PortKind(Enum):
+    TAP = "tap"
+    AF_PACKET = "af_packet"
+    FUNCTION = "function"  # an interface of a native function in the node
+
+
+class DropReason(Enum):
+    """Why a frame was not forwarded.  Each is counted on the port it arrived on."""
+
+    RUNT = "runt"  # shorter than vnet header + Ethernet header
+    BAD_SRC_MAC = "bad-src-mac"  # multicast/broadcast or all-zero source address
+    SAME_PORT = "same-port"  # destination was learned on the ingress port
+    NO_PORTS = "no-ports"  # nowhere to flood
+    TX_ERROR = "tx-error"  # the output port refused the frame
+
+
+class Port:
+    """One attachment of the node: a descriptor plus counters.
+
+    `recv()` returns one frame (vnet header included) or raises
+    `BlockingIOError` when none is waiting; `send(frame)` writes one, and
+    `sendv(parts)` writes one frame given in pieces (so that a rewritten
+    header goes out in front of the untouched rest of a 64 KB frame without
+    copying it).  They are bound once at construction so the packet loop calls
+    them without lookups.
+    """
+
+    __slots__ = (
+        "drops",
+        "fast",
+        "fd",
+        "flooded",
+        "flows",
+        "host",
+        "ifname",
+        "index",
+        "kind",
+        "mac",
+        "name",
+        "netns",
+        "network",
+        "recv",
+        "rx_bytes",
+        "rx_packets",
+        "send",
+        "sendv",
+        "tx_bytes",
+        "tx_errors",
+        "tx_packets",
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        kind: PortKind,
+        fd: int,
+        recv: Callable[[], bytes],
+        send: Callable[[bytes], int],
+        sendv: Callable[[Sequence[Buffer]], int],
+        netns: str | None,
+        ifname: str,
+        host: str | None = None,
+        mac: str | None = None,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.fd = fd
+        self.recv = recv
+        self.send = send
+        self.sendv = sendv
+        self.netns = netns
+        self.ifname = ifname
+        self.host = host
+        self.mac = mac
+        self.index = -1
+        self.flooded = True
+        """Whether broadcast and unknown-unicast frames of its network reach it."""
+        self.network: Network[Port] | None = None  # set when the datapath adds the port
+        # Flow table of a port that service chains steer from (None: switching only).
+        self.flows: dict[FlowKey, FlowEntry] | None = None
+        # Fused entries of flows that cross native functions (see fastpath.py).
+        self.fast: dict[FlowKey, FusedEntry] | None = None
+        self.rx_packets = 0
+        self.rx_bytes = 0
+        self.tx_packets = 0
+        self.tx_bytes = 0
+        self.tx_errors: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()
+
+    def transmit(self, frame: bytes) -> None:
+        """Write one frame, counting it; a refusal by the kernel is a counted drop."""
+        try:
+            self.send(frame)
+        except OSError as exc:
+            self.tx_failed(exc)
+            return
+        self.tx_packets += 1
+        self.tx_bytes += len(frame) - VNET_HDR_LEN
+
+    def transmit_parts(self, parts: Sequence[Buffer], size: int) -> None:
+        """Write one frame given in pieces (`size` bytes with the vnet header)."""
+        try:
+            self.sendv(parts)
+        except OSError as exc:
+            self.tx_failed(exc)
+            return
+        self.tx_packets += 1
+        self.tx_bytes += size - VNET_HDR_LEN
+
+    def tx_failed(self, exc: OSError) -> None:
+        """Count a frame the kernel refused (ENOBUFS, EIO on a down TAP, ...)."""
+        self.tx_errors[errno.errorcode.get(exc.errno or 0, str(exc.errno))] += 1
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def counters(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "kind": self.kind.value,
+            "host": self.host,
+            "netns": self.netns,
+            "network": self.network.name if self.network else None,
+            "ifname": self.ifname,
+            "mac": self.mac,
+            "rx_packets": self.rx_packets,
+            "rx_bytes": self.rx_bytes,
+            "tx_packets": self.tx_packets,
+            "tx_bytes": self.tx_bytes,
+            "drops": dict(sorted(self.drops.items())),
+            "tx_errors": dict(sorted(self.tx_errors.items())),
+        }
+
+
+class TapPort(Port):
+    """A TAP device created by the node in a host's namespace as its NIC."""
+
+    __slots__ = ()
+
+    def __init__(self, *, name: str, ifname: str, netns: str | None, host: str | None) -> None:
+        fd = open_tap(ifname, netns=netns)
+        super().__init__(
+            name=name,
+            kind=PortKind.TAP,
+            fd=fd,
+            recv=partial(os.read, fd, MAX_FRAME),
+            send=partial(os.write, fd),
+            sendv=partial(os.writev, fd),
+            netns=netns,
+            ifname=ifname,
+            host=host,
+        )
+
+    def close(self) -> None:
+        # Closing the last descriptor of a non-persistent TAP removes the device.
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class PacketPort(Port):
+    """An AF_PACKET socket bound to an existing interface, optionally in a namespace."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, *, name: str, ifname: str, netns: str | None, host: str | None) -> None:
+        with in_netns(netns):
+            # Protocol 0 receives nothing until bind() names the interface and
+            # the protocol: no frame of another interface slips in before.
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            try:
+                ifindex = socket.if_nametoindex(ifname)
+                sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                # struct packet_mreq { int ifindex; u16 type; u16 alen; u8 address[8]; }
+                mreq = struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")
+                sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+                sock.bind((ifname, ETH_P_ALL))  # host order: Python converts it
+            except OSError:
+                sock.close()
+                raise
+        sock.setblocking(False)
+        self._sock = sock
+        mac = sock.getsockname()[4].hex(":")
+        super().__init__(
+            name=name,
+            kind=PortKind.AF_PACKET,
+            fd=sock.fileno(),
+            recv=partial(sock.recv, MAX_FRAME),
+            send=sock.send,
+            sendv=sock.sendmsg,
+            netns=netns,
+            ifname=ifname,
+            host=host,
+            mac=mac,
+        )
+
+    def close(self) -> None:
+        self._sock.close()
+        self.fd = -1

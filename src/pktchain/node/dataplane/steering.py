@@ -1,0 +1,570 @@
+"""Service-chain steering in the node: compiled chains and per-flow pinned paths.
+
+The chaining model (`pktchain.sfc`) is compiled into a `SteeringPlan`: for each
+port chain, its classifiers and its ordered groups of port pairs, with node
+port names in place of model ids.  `Steering` applies a plan to live traffic.
+
+How a flow is steered.  The first packet of a flow that arrives on a port
+named as some classifier's logical source port, and matches that classifier,
+is *classified*: one port pair is chosen in each group of the chain (weighted
+rendezvous hash of the group's `lb_fields`, so that each pair gets its weight's
+share of the flows), and a flow entry is installed for every hop of that path
+in the flow table of the port the packet will arrive on at that hop:
+
+    source port     --key-->  send to pair 1's ingress port, dst MAC := its MAC
+    pair 1 egress   --key-->  send to pair 2's ingress port, dst MAC := its MAC
+    ...
+    pair N egress   --key-->  normal switching (restoring the original dst MAC
+                              if the function left our rewrite in place)
+
+For a symmetric chain the reverse entries are installed at the same time, on
+the classifier's logical destination port and then on each chosen pair's
+ingress port, in reverse order, so that replies cross the very same instances
+whatever the hash would say.  Later packets of the flow find their entry with
+one dict lookup on the port they arrive on; the chain's length does not
+matter.  A flow that matches no classifier gets a "normal" entry, so it is not
+classified again until the plan changes.
+
+What a change does (the semantics of live updates):
+
+- a new plan applies to new flows at once: flows that were not steered (their
+  "normal" entries) are classified again on their next packet;
+- a flow already steered keeps its pinned path, even if its chain's groups or
+  classifiers change, so that a long transfer is not moved under its feet;
+- unless a port pair of its path is gone (deleted, or removed from its group,
+  or its chain deleted): then the flow's entries are removed and its next
+  packet is classified again (re-pinned) under the current plan.
+
+Flows idle for longer than the idle timeout are forgotten.  Tap groups send
+a copy to the chosen tap function; what that function sends back from its
+egress port is dropped (`tap-return`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pktchain.node.tun import VNET_HDR_LEN
+from pktchain.sfc.plan import (
+    ChainPlan,
+    ClassifierPlan,
+    Direction,
+    GroupPlan,
+    PairPlan,
+    SteeringPlan,
+)
+from pktchain.sfc.resources import LbField
+
+if TYPE_CHECKING:
+    from pktchain.functions.sdk import FlowLease
+    from pktchain.node.dataplane.ports import Port
+    from pktchain.packet.parse import FrameInfo
+
+log = logging.getLogger(__name__)
+
+FlowKey = tuple[bytes, bytes, int, int, int]
+"""(source IP, destination IP, protocol, source port, destination port) as parsed."""
+
+DEFAULT_IDLE_TIMEOUT = 300.0
+DEFAULT_MAX_FLOWS = 262_144
+
+ETH_DST = VNET_HDR_LEN
+ETH_SRC = VNET_HDR_LEN + 6
+ETH_TYPE = VNET_HDR_LEN + 12
+TCP = 6
+UDP = 17
+
+
+class HopCounters:
+    """Packets, bytes and flows through one port pair of one chain, in one direction."""
+
+    __slots__ = ("bytes", "chain", "direction", "flows", "group", "packets", "pair")
+
+    def __init__(self, chain: ChainPlan, group: int, pair: PairPlan, direction: Direction) -> None:
+        self.chain = chain
+        self.group = group
+        self.pair = pair
+        self.direction = direction
+        self.packets = 0
+        self.bytes = 0
+        self.flows = 0
+
+
+class Flow:
+    """One steered (or deliberately unsteered) flow and the entries it installed."""
+
+    __slots__ = ("chain", "entries", "key", "lease", "packets", "pairs", "seen", "started")
+
+    def __init__(self, key: FlowKey, chain: ChainPlan | None, now: float) -> None:
+        self.key = key
+        self.chain = chain
+        self.pairs: list[tuple[GroupPlan, PairPlan]] = []
+        self.entries: list[tuple[Port, FlowKey]] = []
+        self.started = now
+        self.seen = now
+        self.packets = 0
+        self.lease: FlowLease | None = None
+        """Made when a fused fast-path entry depends on this flow; revoked with it."""
+
+
+class FlowEntry:
+    """What to do with a packet of `flow` arriving on the port whose table holds this.
+
+    `out` None means normal switching (after restoring the destination MAC
+    when it still is `restore_from`).  `drop` set means drop with that reason.
+    `first` marks the entry where the flow was classified: a TCP SYN arriving
+    there opens a new connection on the same 5-tuple (a client reusing its
+    port), which is classified afresh rather than inheriting the old path.
+    """
+
+    __slots__ = (
+        "drop",
+        "first",
+        "flow",
+        "hop",
+        "learn",
+        "mac",
+        "out",
+        "restore_from",
+        "restore_to",
+        "taps",
+    )
+
+    def __init__(
+        self,
+        flow: Flow,
+        *,
+        out: Port | None = None,
+        mac: bytes = b"",
+        taps: tuple[tuple[Port, bytes, HopCounters], ...] = (),
+        hop: HopCounters | None = None,
+        learn: bool = True,
+        restore_from: bytes | None = None,
+        restore_to: bytes = b"",
+        drop: str | None = None,
+        first: bool = False,
+    ) -> None:
+        self.flow = flow
+        self.first = first
+        self.out = out
+        self.mac = mac
+        self.taps = taps
+        self.hop = hop
+        self.learn = learn
+        self.restore_from = restore_from
+        self.restore_to = restore_to
+        self.drop = drop
+
+
+@dataclass
+class SteeringStats:
+    classified: int = 0
+    unclassified: int = 0
+    repinned: int = 0
+    expired: int = 0
+    table_full: int = 0
+    path_loops: int = 0
+    l7_pending: int = 0
+    """Packets switched unsteered while their flow waited for its first payload."""
+
+
+@dataclass
+class Steering:
+    """Applies a `SteeringPlan` to the node's ports; see the module docstring."""
+
+    ports: Mapping[str, Port]
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_flows: int = DEFAULT_MAX_FLOWS
+    plan: SteeringPlan = field(default_factory=SteeringPlan)
+    now: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.flows: dict[int, Flow] = {}  # id(flow) -> flow
+        self.stats = SteeringStats()
+        self.counters: dict[tuple[str, int, str, Direction], HopCounters] = {}
+        self._by_source: dict[str, list[tuple[ClassifierPlan, ChainPlan]]] = {}
+        self._steered_ports: set[str] = set()
+
+    # -- plans ---------------------------------------------------------------
+    def apply(self, plan: SteeringPlan) -> None:
+        """Make `plan` the current one (see the module docstring for what flows do)."""
+        unknown = sorted(plan.port_names() - set(self.ports))
+        if unknown:
+            raise ValueError(f"plan uses ports the node does not have: {', '.join(unknown)}")
+        old = self.plan
+        self.plan = plan
+        # Fused fast-path entries were made under the old plan: new flows must
+        # meet the new one, and steered flows find their pinned path again.
+        for port in self.ports.values():
+            port.fast = None
+        self._by_source = {}
+        for chain in plan.chains:
+            for classifier in chain.classifiers:
+                if classifier.logical_source_port is not None:
+                    self._by_source.setdefault(classifier.logical_source_port, []).append(
+                        (classifier, chain)
+                    )
+        members = plan.members()
+        for flow in list(self.flows.values()):
+            if flow.chain is None:
+                self._remove(flow)  # classify again under the new plan
+            elif plan.chain(flow.chain.id) is None or any(
+                (group.id, pair.id) not in members for group, pair in flow.pairs
+            ):
+                self._remove(flow)
+                self.stats.repinned += 1
+        # Ports keep a table while the plan or a running flow needs one.
+        wanted = plan.port_names() | {
+            port.name for flow in self.flows.values() for port, _key in flow.entries
+        }
+        for name in self._steered_ports - wanted:
+            self.ports[name].flows = None
+        for name in wanted - self._steered_ports:
+            self.ports[name].flows = {}
+        self._steered_ports = wanted
+        live_counters = {
+            (chain.id, index, pair.id)
+            for chain in plan.chains
+            for index, group in enumerate(chain.groups)
+            for pair in group.pairs
+        }
+        self.counters = {
+            key: value for key, value in self.counters.items() if key[:3] in live_counters
+        }
+        if old.chains or plan.chains:
+            log.info("steering plan: %d chains, %d flows kept", len(plan.chains), len(self.flows))
+
+    # -- the slow path -------------------------------------------------------
+    def classify(self, port: Port, frame: bytes, info: FrameInfo, key: FlowKey) -> FlowEntry:
+        """First packet of a flow on a steered port: choose its path, install it."""
+        table = port.flows
+        if table is None:  # pragma: no cover - the datapath only calls for steered ports
+            raise ValueError(f"port {port.name} is not steered")
+        names: dict[str, str] | None = None
+        for classifier, chain in self._by_source.get(port.name, ()):
+            if not classifier.matches(info):
+                continue
+            if classifier.l7:
+                if names is None:
+                    names = l7_names(frame, info)
+                    if names is None:
+                        # No payload yet (a TCP handshake): switch it as it is and
+                        # classify the flow on its first payload.
+                        self.stats.l7_pending += 1
+                        return FlowEntry(Flow(key, None, self.now), first=True)
+                if any(names.get(k) != v for k, v in classifier.l7):
+                    continue
+            return self._install(
+                chain=chain, classifier=classifier, port=port, frame=frame, info=info, key=key
+            )
+        flow = Flow(key, None, self.now)
+        entry = FlowEntry(flow, first=True)
+        if len(self.flows) < self.max_flows:
+            self._add_entry(flow, port, key, entry)
+            self.flows[id(flow)] = flow
+            self.stats.unclassified += 1
+        else:
+            self.stats.table_full += 1
+        return entry
+
+    def _install(
+        self,
+        *,
+        chain: ChainPlan,
+        classifier: ClassifierPlan,
+        port: Port,
+        frame: bytes,
+        info: FrameInfo,
+        key: FlowKey,
+    ) -> FlowEntry:
+        flow = Flow(key, chain, self.now)
+        chosen: list[tuple[ChainPlan, int, GroupPlan, PairPlan]] = []
+        for link in self._graph_path(chain, info):
+            for index, group in enumerate(link.groups):
+                pair = choose_pair(group, frame, info)
+                if pair is not None:  # a group whose pairs all weigh 0 is passed over
+                    chosen.append((link, index, group, pair))
+        flow.pairs = [(group, pair) for _link, _index, group, pair in chosen]
+        ends = {port.name, classifier.logical_destination_port}
+
+        def entry(at: Port, **kwargs: Any) -> tuple[Port, FlowEntry]:
+            # Addresses are learned only from the hosts at the ends of the path:
+            # a function that hands frames back unchanged must not move them.
+            return at, FlowEntry(flow, learn=at.name in ends, **kwargs)
+
+        forward: list[tuple[Port, FlowEntry]] = []
+        tap_returns: list[tuple[Port, FlowEntry]] = []
+        hops: list[tuple[ChainPlan, int, PairPlan]] = []
+        taps: list[tuple[Port, bytes, HopCounters]] = []
+        current = port
+        for link, index, group, pair in chosen:
+            counters = self._counters(link, index, pair, Direction.FORWARD)
+            counters.flows += 1
+            if group.tap:
+                tap = self.ports[pair.ingress]
+                taps.append((tap, _mac(tap), counters))
+                tap_returns.append(entry(self.ports[pair.egress], drop="tap-return"))
+                continue
+            target = self.ports[pair.ingress]
+            forward.append(
+                entry(current, out=target, mac=_mac(target), taps=tuple(taps), hop=counters)
+            )
+            taps = []
+            hops.append((link, index, pair))
+            current = self.ports[pair.egress]
+        forward.append(
+            entry(
+                current,
+                taps=tuple(taps),
+                restore_from=_mac(self.ports[hops[-1][2].ingress]) if hops else None,
+                restore_to=frame[ETH_DST:ETH_SRC],
+            )
+        )
+
+        reverse: list[tuple[Port, FlowEntry]] = []
+        destination = classifier.logical_destination_port
+        if chain.symmetric and destination is not None and hops:
+            back = self.ports[destination]
+            for link, index, pair in reversed(hops):
+                counters = self._counters(link, index, pair, Direction.REVERSE)
+                counters.flows += 1
+                target = self.ports[pair.egress]
+                reverse.append(entry(back, out=target, mac=_mac(target), hop=counters))
+                back = self.ports[pair.ingress]
+            reverse.append(
+                entry(
+                    back,
+                    restore_from=_mac(self.ports[hops[0][2].egress]),
+                    restore_to=frame[ETH_SRC:ETH_TYPE],
+                )
+            )
+
+        first = forward[0][1]
+        first.first = True
+        if len(self.flows) >= self.max_flows:
+            self.stats.table_full += 1
+            return first
+        rkey: FlowKey = (key[1], key[0], key[2], key[4], key[3])
+        placed: set[tuple[str, FlowKey]] = set()
+        for at_key, (at, flow_entry) in [(key, e) for e in forward + tap_returns] + [
+            (rkey, e) for e in reverse
+        ]:
+            if (at.name, at_key) in placed:
+                # The path comes back to a port it already left from: the
+                # first entry wins and the rest of the path is unreachable.
+                self.stats.path_loops += 1
+                log.warning("chain %s: path visits port %s twice", chain.name, at.name)
+                continue
+            placed.add((at.name, at_key))
+            if at.flows is not None:
+                self._add_entry(flow, at, at_key, flow_entry)
+        self.flows[id(flow)] = flow
+        self.stats.classified += 1
+        return first
+
+    def _graph_path(self, chain: ChainPlan, info: FrameInfo) -> list[ChainPlan]:
+        """The chain, then the graph successors whose classifiers match, in order."""
+        path = [chain]
+        visited = {chain.id}
+        current = chain
+        while current.successors:
+            following = None
+            for successor_id in current.successors:
+                successor = self.plan.chain(successor_id)
+                if (
+                    successor is not None
+                    and successor.id not in visited
+                    and any(c.matches(info) for c in successor.classifiers)
+                ):
+                    following = successor
+                    break
+            if following is None:
+                break
+            path.append(following)
+            visited.add(following.id)
+            current = following
+        return path
+
+    def _counters(
+        self, chain: ChainPlan, group: int, pair: PairPlan, direction: Direction
+    ) -> HopCounters:
+        key = (chain.id, group, pair.id, direction)
+        counters = self.counters.get(key)
+        if counters is None:
+            counters = self.counters[key] = HopCounters(chain, group, pair, direction)
+        return counters
+
+    def _add_entry(self, flow: Flow, port: Port, key: FlowKey, entry: FlowEntry) -> None:
+        table = port.flows
+        if table is None:  # pragma: no cover - callers check
+            return
+        previous = table.get(key)
+        if previous is not None and previous.flow is not flow:
+            self._remove(previous.flow)
+        table[key] = entry
+        flow.entries.append((port, key))
+
+    def _remove(self, flow: Flow) -> None:
+        if flow.lease is not None:
+            flow.lease.revoke()
+        for port, key in flow.entries:
+            table = port.flows
+            entry = None if table is None else table.get(key)
+            if entry is not None and entry.flow is flow:
+                del table[key]  # type: ignore[union-attr]
+        flow.entries.clear()
+        self.flows.pop(id(flow), None)
+
+    # -- timers and status ---------------------------------------------------
+    def expire(self, now: float) -> int:
+        limit = now - self.idle_timeout
+        stale = [flow for flow in self.flows.values() if flow.seen < limit]
+        for flow in stale:
+            self._remove(flow)
+        self.stats.expired += len(stale)
+        return len(stale)
+
+    def forget_port(self, port: Port) -> None:
+        """A port is going away: drop every flow with an entry on it."""
+        table = port.flows
+        if table:
+            for flow in {id(entry.flow): entry.flow for entry in table.values()}.values():
+                self._remove(flow)
+        port.flows = None
+        self._steered_ports.discard(port.name)
+
+    def status(self) -> dict[str, Any]:
+        chains: dict[str, dict[str, Any]] = {}
+        for chain in self.plan.chains:
+            chains[chain.id] = {
+                "id": chain.id,
+                "name": chain.name,
+                "spi": chain.spi,
+                "packets": 0,
+                "bytes": 0,
+                "flows": 0,
+                "hops": [],
+            }
+        pairs: dict[str, dict[str, Any]] = {}
+        for (chain_id, group, pair_id, direction), hop in sorted(
+            self.counters.items(), key=lambda item: (item[0][0], item[0][1], item[0][2])
+        ):
+            record = {
+                "group": group,
+                "group_name": hop.chain.groups[group].name,
+                "port_pair": pair_id,
+                "port_pair_name": hop.pair.name,
+                "direction": direction.value,
+                "packets": hop.packets,
+                "bytes": hop.bytes,
+                "flows": hop.flows,
+            }
+            chain_status = chains.get(chain_id)
+            if chain_status is not None:
+                chain_status["hops"].append(record)
+                if group == 0 and direction is Direction.FORWARD:
+                    chain_status["packets"] += hop.packets
+                    chain_status["bytes"] += hop.bytes
+                    chain_status["flows"] += hop.flows
+            totals = pairs.setdefault(
+                pair_id, {"name": hop.pair.name, "packets": 0, "bytes": 0, "flows": 0}
+            )
+            totals["packets"] += hop.packets
+            totals["bytes"] += hop.bytes
+            totals["flows"] += hop.flows
+        return {
+            "chains": list(chains.values()),
+            "port_pairs": pairs,
+            "flows": len(self.flows),
+            "stats": vars(self.stats).copy(),
+        }
+
+    def flow_table(self, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = []
+        for flow in list(self.flows.values())[:limit]:
+            src, dst, proto, sport, dport = flow.key
+            rows.append(
+                {
+                    "src": str(ipaddress.ip_address(src)) if src else "",
+                    "dst": str(ipaddress.ip_address(dst)) if dst else "",
+                    "proto": proto,
+                    "sport": sport,
+                    "dport": dport,
+                    "chain": flow.chain.name if flow.chain else None,
+                    "path": [pair.name for _group, pair in flow.pairs],
+                    "packets": flow.packets,
+                    "idle": round(self.now - flow.seen, 1),
+                }
+            )
+        return rows
+
+
+def l7_names(frame: bytes, info: FrameInfo) -> dict[str, str] | None:
+    """The HTTP Host or TLS server name in a TCP packet's payload; None if it has none.
+
+    Only a flow's first payload segment is read (the l7-classifier function's
+    parser): a name that starts in it and ends in a later segment is not seen
+    (see docs/sfc.md).
+    """
+    if info.proto != TCP or info.l4 < 0 or info.payload >= info.end:
+        return None
+    from pktchain.functions.l7 import parse_first_payload
+
+    _outcome, names = parse_first_payload(bytes(frame[info.payload : info.end]))
+    return dict(names)
+
+
+def _mac(port: Port) -> bytes:
+    if port.mac is None:
+        raise ValueError(f"port {port.name} has no known MAC address")
+    return bytes.fromhex(port.mac.replace(":", ""))
+
+
+def lb_values(fields: tuple[LbField, ...], frame: bytes, info: FrameInfo) -> bytes:
+    """The bytes a group hashes for a flow: its lb_fields, or the 5-tuple by default."""
+    if not fields:
+        return b"%b|%b|%d|%d|%d" % (info.src, info.dst, info.proto, info.sport, info.dport)
+    parts = []
+    for name in fields:
+        if name is LbField.ETH_SRC:
+            parts.append(frame[ETH_SRC:ETH_TYPE])
+        elif name is LbField.ETH_DST:
+            parts.append(frame[ETH_DST:ETH_SRC])
+        elif name is LbField.IP_SRC:
+            parts.append(info.src)
+        elif name is LbField.IP_DST:
+            parts.append(info.dst)
+        else:
+            wanted = TCP if name in (LbField.TCP_SRC, LbField.TCP_DST) else UDP
+            source = name in (LbField.TCP_SRC, LbField.UDP_SRC)
+            port = (info.sport if source else info.dport) if info.proto == wanted else -1
+            parts.append(b"%d" % port)
+    return b"|".join(parts)
+
+
+def choose_pair(group: GroupPlan, frame: bytes, info: FrameInfo) -> PairPlan | None:
+    """Weighted rendezvous hashing: each pair wins its weight's share of flows.
+
+    Each pair scores ``-weight / ln(u)`` with `u` uniform in (0, 1) drawn from a
+    hash of the flow's lb_fields and the pair's id; the highest score wins.
+    Removing a pair moves only the flows it had.  Pairs of weight 0 take no new
+    flows; None when every pair has weight 0.
+    """
+    values = lb_values(group.lb_fields, frame, info)
+    best: PairPlan | None = None
+    best_score = -math.inf
+    for pair in group.pairs:
+        if pair.weight <= 0:
+            continue
+        digest = hashlib.blake2b(values + pair.id.encode(), digest_size=8).digest()
+        u = (int.from_bytes(digest, "big") + 0.5) / 2.0**64
+        score = -pair.weight / math.log(u)
+        if score > best_score:
+            best, best_score = pair, score
+    return best
