@@ -5,10 +5,14 @@ Every error leaves the API as ``{"NeutronError": {"type", "message",
 `ApiError` for what the API itself refuses before the model sees it, and
 Starlette's and FastAPI's own errors (unknown path 404, wrong method 405,
 failed parameter validation, which Neutron answers as a 400).
-`install_error_handlers` puts the handlers on an application.
+`install_error_handlers` puts the handlers on an application, and
+`error_responses` declares on a route the errors it may answer, for the
+OpenAPI document.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,9 +20,26 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from pktchain.api.schemas import NeutronError
 from pktchain.sfc.errors import SfcError
 
-__all__ = ["ApiError", "bad_request", "error_response", "install_error_handlers"]
+__all__ = [
+    "ApiError",
+    "bad_request",
+    "error_response",
+    "error_responses",
+    "install_error_handlers",
+]
+
+_MEANINGS = {
+    400: "Malformed request or a rule broken (the message names the field)",
+    401: "Missing or wrong X-Auth-Token",
+    404: "Not found",
+    409: "In use or in conflict",
+    413: "Request body too large",
+    415: "Content-Type is not application/json",
+}
+"""What each error status means in this API, as the OpenAPI document says it."""
 
 
 class ApiError(Exception):
@@ -40,6 +61,13 @@ def bad_request(message: str) -> ApiError:
 
 def error_response(error: ApiError | SfcError) -> JSONResponse:
     return JSONResponse(error.to_neutron(), status_code=error.status)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=`` for these error statuses: each a NeutronError body."""
+    return {
+        status: {"model": NeutronError, "description": _MEANINGS[status]} for status in statuses
+    }
 
 
 def install_error_handlers(app: FastAPI) -> None:

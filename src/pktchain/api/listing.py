@@ -6,7 +6,8 @@ either name) and the list controls of Neutron's ``api/v2/base.py``:
 direction per key), ``page_reverse``, ``marker`` and ``limit``; a full page
 carries a ``<collection>_links`` entry whose ``next`` href repeats the query
 with the marker of the page's last record. Bad values are 400s naming the
-control, an unknown marker a 404, in Neutron's words.
+control, an unknown marker a 404, in Neutron's words. `list_parameters` and
+`fields_parameter` are the OpenAPI declarations of these parameters.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from fastapi import Request
 
 from pktchain.api.errors import ApiError, bad_request
 
-__all__ = ["filter_records", "next_link", "one_value", "page", "select_fields", "split_query"]
+__all__ = [
+    "fields_parameter",
+    "filter_records",
+    "list_parameters",
+    "next_link",
+    "one_value",
+    "page",
+    "select_fields",
+    "split_query",
+]
 
 LIST_CONTROLS = ("fields", "limit", "marker", "page_reverse", "sort_key", "sort_dir")
 """Query parameters of a list that are not filters (Neutron's api/v2/base.py)."""
@@ -125,3 +135,39 @@ def next_link(request: Request, collection: str, records: list[dict[str, Any]]) 
     href = str(request.url.include_query_params())
     href = href.split("?", 1)[0] + "?" + "&".join(f"{k}={v}" for k, v in query)
     return {f"{collection}_links": [{"rel": "next", "href": href}]}
+
+
+# The parameters are declared for the OpenAPI document only, not as FastAPI
+# parameters: FastAPI would check them itself and answer with its own
+# messages, where Neutron names the control (above), and any attribute of the
+# resource is a filter, which no fixed list of parameters can say.
+
+
+def _repeatable(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "array", "items": {"type": "string"}},
+        "style": "form",
+        "explode": True,
+    }
+
+
+def fields_parameter() -> dict[str, Any]:
+    """The OpenAPI parameter ``fields``, which lists and shows take."""
+    return _repeatable("fields", "Attributes to show (repeatable); all when absent.")
+
+
+def list_parameters() -> list[dict[str, Any]]:
+    """The OpenAPI parameters of a list: two filters as examples, fields, paging, sorting."""
+    return [
+        _repeatable("id", "Only these ids (repeatable)."),
+        _repeatable("name", "Only these names (repeatable); any attribute filters the same way."),
+        fields_parameter(),
+        {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer"}},
+        {"name": "marker", "in": "query", "required": False, "schema": {"type": "string"}},
+        _repeatable("sort_key", "Attributes to sort by."),
+        _repeatable("sort_dir", "asc or desc, one per sort_key."),
+    ]

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from pktchain.api.backend import Backend
-from pktchain.api.errors import ApiError
+from pktchain.api.errors import ApiError, error_responses
 from pktchain.api.listing import filter_records, next_link, page, select_fields, split_query
 from pktchain.api.routes import API_VERSION
 from pktchain.api.routes.sfc import SFC_KINDS
@@ -104,10 +104,10 @@ def _extension_record(extension: Mapping[str, Any]) -> dict[str, Any]:
 
 def neutron_routes(backend: Backend) -> APIRouter:
     """Versions, extensions, networks and ports, over `backend`'s model."""
-    router = APIRouter()
+    router = APIRouter(tags=["neutron"])
     base = f"/{API_VERSION}"
 
-    @router.get("/", tags=["neutron"], summary="API versions")
+    @router.get("/", summary="API versions")
     async def versions(request: Request) -> dict[str, Any]:
         href = str(request.base_url).rstrip("/") + f"{base}/"
         return {
@@ -116,7 +116,7 @@ def neutron_routes(backend: Backend) -> APIRouter:
             ]
         }
 
-    @router.get(base, tags=["neutron"], summary="Resources of API v2.0")
+    @router.get(base, summary="Resources of API v2.0")
     @router.get(f"{base}/", include_in_schema=False)
     async def resources(request: Request) -> dict[str, Any]:
         root = str(request.base_url).rstrip("/") + base
@@ -139,18 +139,22 @@ def neutron_routes(backend: Backend) -> APIRouter:
             ],
         }
 
-    @router.get(f"{base}/extensions", tags=["neutron"], summary="API extensions")
+    @router.get(f"{base}/extensions", summary="API extensions")
     async def extensions() -> dict[str, Any]:
         return {"extensions": [_extension_record(e) for e in EXTENSIONS]}
 
-    @router.get(f"{base}/extensions/{{alias}}", tags=["neutron"], summary="One API extension")
+    @router.get(
+        f"{base}/extensions/{{alias}}",
+        summary="One API extension",
+        responses=error_responses(400, 404),
+    )
     async def extension(alias: str) -> dict[str, Any]:
         for candidate in EXTENSIONS:
             if candidate["alias"] == alias:
                 return {"extension": _extension_record(candidate)}
         raise ApiError(404, "HTTPNotFound", f"Extension {alias} not found.")
 
-    @router.get(f"{base}/networks", tags=["neutron"], summary="Networks (the node's switch)")
+    @router.get(f"{base}/networks", summary="Networks (the node's switch)")
     async def networks(request: Request) -> dict[str, Any]:
         filters, controls = split_query(request)
         records = [_network_record(i) for i in _network_ids(backend.model)]
@@ -159,7 +163,11 @@ def neutron_routes(backend: Backend) -> APIRouter:
         fields = controls.get("fields")
         return {"networks": [select_fields(record, fields) for record in listed]}
 
-    @router.get(f"{base}/networks/{{network_id}}", tags=["neutron"], summary="One network")
+    @router.get(
+        f"{base}/networks/{{network_id}}",
+        summary="One network",
+        responses=error_responses(400, 404),
+    )
     async def network(network_id: str, request: Request) -> dict[str, Any]:
         if network_id not in _network_ids(backend.model):
             raise ApiError(404, "NetworkNotFound", f"Network {network_id} could not be found.")
@@ -175,7 +183,7 @@ def _add_port_routes(router: APIRouter, backend: Backend) -> None:
     model_keys = {"id", "name", "description", "project_id", "tenant_id", "mac_address"}
     model_keys |= {"device_id", "device_owner", "node_port"}
 
-    @router.get(base, tags=["neutron"], summary="Ports (read-only: the node registers them)")
+    @router.get(base, summary="Ports (read-only: the node registers them)")
     async def ports(request: Request) -> Response:
         filters, controls = split_query(request)
         in_model = {k: v for k, v in filters.items() if k in model_keys}
@@ -189,7 +197,7 @@ def _add_port_routes(router: APIRouter, backend: Backend) -> None:
             body.update(next_link(request, "ports", listed))
         return JSONResponse(body)
 
-    @router.get(f"{base}/{{port_id}}", tags=["neutron"], summary="One port")
+    @router.get(f"{base}/{{port_id}}", summary="One port", responses=error_responses(400, 404))
     async def port(port_id: str, request: Request) -> dict[str, Any]:
         _filters, controls = split_query(request)
         found = backend.model.get(Port, port_id)

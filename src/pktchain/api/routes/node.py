@@ -18,23 +18,38 @@ from starlette.concurrency import run_in_threadpool
 
 from pktchain.api.backend import Backend
 from pktchain.api.bodies import json_body, member
-from pktchain.api.errors import ApiError, bad_request
+from pktchain.api.errors import ApiError, bad_request, error_responses
 from pktchain.api.listing import one_value, split_query
 from pktchain.api.routes import API_VERSION
 from pktchain.functions.schema import ConfigError
 
 __all__ = ["node_routes"]
 
+_FUNCTION_BODY = (
+    "{'function': {name, kind, network, config, export}} to create; "
+    "{'function': {config}} to reconfigure"
+)
+_OPERATION_BODY = "The operation's arguments, as the messenger takes them"
+
+
+def _object_body(description: str) -> dict[str, Any]:
+    """An OpenAPI request body that is a JSON object, checked by the route itself."""
+    return {
+        "required": True,
+        "description": description,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
 
 def node_routes(backend: Backend, max_body: int) -> APIRouter:
     """Status, flows, counters, functions and router of the node behind `backend`."""
-    router = APIRouter()
+    router = APIRouter(tags=["pktchain"])
     base = f"/{API_VERSION}/pktchain"
 
     @router.get(
         f"{base}/router",
-        tags=["pktchain"],
         summary="The router's tables: interfaces, hosts, ARP, NAT, port forwards, counters",
+        responses=error_responses(404),
     )
     async def router_tables() -> dict[str, Any]:
         tables = await run_in_threadpool(backend.router_tables)
@@ -44,8 +59,9 @@ def node_routes(backend: Backend, max_body: int) -> APIRouter:
 
     @router.post(
         f"{base}/router/{{op}}",
-        tags=["pktchain"],
         summary="A router operation, with the messenger's name and arguments",
+        responses=error_responses(400, 404, 409, 413, 415),
+        openapi_extra={"requestBody": _object_body(_OPERATION_BODY)},
     )
     async def router_operation(op: str, request: Request) -> dict[str, Any]:
         body = await json_body(request, max_body)
@@ -53,19 +69,28 @@ def node_routes(backend: Backend, max_body: int) -> APIRouter:
             raise bad_request("The body must be an object of the operation's arguments.")
         return {"result": await run_in_threadpool(_router_operation, backend, op, body)}
 
-    @router.get(f"{base}/functions", tags=["pktchain"], summary="The node's native functions")
+    @router.get(
+        f"{base}/functions",
+        summary="The node's native functions",
+        responses=error_responses(404),
+    )
     async def list_functions() -> dict[str, Any]:
         return {"functions": _functions(await run_in_threadpool(backend.functions))}
 
-    @router.get(f"{base}/functions/{{name}}", tags=["pktchain"], summary="One native function")
+    @router.get(
+        f"{base}/functions/{{name}}",
+        summary="One native function",
+        responses=error_responses(400, 404),
+    )
     async def show_function(name: str) -> dict[str, Any]:
         return {"function": _function(await run_in_threadpool(backend.functions), name)}
 
     @router.post(
         f"{base}/functions",
-        tags=["pktchain"],
         status_code=201,
         summary="Plug in a function: a built-in kind or package.module:ClassName, its config",
+        responses=error_responses(400, 404, 409, 413, 415),
+        openapi_extra={"requestBody": _object_body(_FUNCTION_BODY)},
     )
     async def add_function(request: Request) -> dict[str, Any]:
         from pktchain.node.function_file import spec_from_mapping
@@ -84,8 +109,9 @@ def node_routes(backend: Backend, max_body: int) -> APIRouter:
 
     @router.put(
         f"{base}/functions/{{name}}",
-        tags=["pktchain"],
         summary="Reconfigure a running function (functions that allow it)",
+        responses=error_responses(400, 404, 413, 415),
+        openapi_extra={"requestBody": _object_body(_FUNCTION_BODY)},
     )
     async def reconfigure_function(name: str, request: Request) -> dict[str, Any]:
         _function(await run_in_threadpool(backend.functions), name)
@@ -102,9 +128,9 @@ def node_routes(backend: Backend, max_body: int) -> APIRouter:
 
     @router.delete(
         f"{base}/functions/{{name}}",
-        tags=["pktchain"],
         status_code=204,
         summary="Unplug a function that no port pair uses",
+        responses=error_responses(400, 404, 409),
     )
     async def remove_function(name: str) -> Response:
         _function(await run_in_threadpool(backend.functions), name)
@@ -114,11 +140,11 @@ def node_routes(backend: Backend, max_body: int) -> APIRouter:
             raise ApiError(409, "FunctionInUse", str(exc)) from None
         return Response(status_code=204)
 
-    @router.get(f"{base}/status", tags=["pktchain"], summary="Node status")
+    @router.get(f"{base}/status", summary="Node status")
     async def status() -> dict[str, Any]:
         return await run_in_threadpool(backend.status)
 
-    @router.get(f"{base}/flows", tags=["pktchain"], summary="The flow table")
+    @router.get(f"{base}/flows", summary="The flow table")
     async def flows(request: Request) -> dict[str, Any]:
         _filters, controls = split_query(request)
         text = one_value(controls, "limit") or "1000"
@@ -126,9 +152,7 @@ def node_routes(backend: Backend, max_body: int) -> APIRouter:
             raise bad_request(f"Invalid input for limit: '{text}' is not in 0..1000000.")
         return {"flows": await run_in_threadpool(backend.flows, int(text))}
 
-    @router.get(
-        f"{base}/counters", tags=["pktchain"], summary="Counters per chain, hop, pair, port"
-    )
+    @router.get(f"{base}/counters", summary="Counters per chain, hop, pair, port")
     async def counters() -> dict[str, Any]:
         node = await run_in_threadpool(backend.status)
         steering = node.get("steering", {})
