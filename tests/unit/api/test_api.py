@@ -577,6 +577,162 @@ def test_openapi_document(client: TestClient) -> None:
     assert "HTTPValidationError" not in schemas
 
 
+SFC_COLLECTIONS = {
+    "port_pairs": "PortPair",
+    "port_pair_groups": "PortPairGroup",
+    "flow_classifiers": "FlowClassifier",
+    "port_chains": "PortChain",
+    "service_graphs": "ServiceGraph",
+}
+SFC_OPERATIONS = {
+    # action: (method, on an item, success status, error statuses)
+    "list": ("get", False, "200", {"400", "401", "404"}),
+    "create": ("post", False, "201", {"400", "401", "404", "409", "413", "415"}),
+    "show": ("get", True, "200", {"401", "404"}),
+    "update": ("put", True, "200", {"400", "401", "404", "409", "413", "415"}),
+    "delete": ("delete", True, "204", {"401", "404", "409"}),
+}
+OTHER_OPERATIONS = {
+    # (method, path): every status documented
+    ("get", "/"): {"200", "401"},
+    ("get", "/v2.0"): {"200", "401"},
+    ("get", "/v2.0/extensions"): {"200", "401"},
+    ("get", "/v2.0/extensions/{alias}"): {"200", "400", "401", "404"},
+    ("get", "/v2.0/networks"): {"200", "401"},
+    ("get", "/v2.0/networks/{network_id}"): {"200", "400", "401", "404"},
+    ("get", "/v2.0/ports"): {"200", "401"},
+    ("get", "/v2.0/ports/{port_id}"): {"200", "400", "401", "404"},
+    ("get", "/v2.0/pktchain/status"): {"200", "401"},
+    ("get", "/v2.0/pktchain/flows"): {"200", "401"},
+    ("get", "/v2.0/pktchain/counters"): {"200", "401"},
+    ("get", "/v2.0/pktchain/router"): {"200", "401", "404"},
+    ("post", "/v2.0/pktchain/router/{op}"): {"200", "400", "401", "404", "409", "413", "415"},
+    ("get", "/v2.0/pktchain/functions"): {"200", "401", "404"},
+    ("post", "/v2.0/pktchain/functions"): {"201", "400", "401", "404", "409", "413", "415"},
+    ("get", "/v2.0/pktchain/functions/{name}"): {"200", "400", "401", "404"},
+    ("put", "/v2.0/pktchain/functions/{name}"): {"200", "400", "401", "404", "413", "415"},
+    ("delete", "/v2.0/pktchain/functions/{name}"): {"204", "400", "401", "404", "409"},
+}
+
+
+def wrapper(key: str, schema: str, *, many: bool = False) -> dict[str, Any]:
+    """A networking-sfc body: one member, `key`, holding the resource (or a list of them)."""
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {
+        "type": "object",
+        "properties": {key: {"type": "array", "items": ref} if many else ref},
+        "required": [key],
+        "additionalProperties": False,
+    }
+
+
+def json_schema(part: dict[str, Any]) -> Any:
+    return part["content"]["application/json"]["schema"]
+
+
+def refs(node: object) -> set[str]:
+    """Every $ref in a part of the document."""
+    if isinstance(node, dict):
+        found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(refs(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(refs(value) for value in node))
+    return set()
+
+
+@pytest.fixture
+def openapi(client: TestClient) -> dict[str, Any]:
+    document: dict[str, Any] = client.get("/openapi.json").json()
+    return document
+
+
+def test_openapi_sfc_collections(openapi: dict[str, Any]) -> None:
+    """Every networking-sfc collection has its five operations, with the bodies,
+    parameters and statuses networking-sfc has."""
+    paths = openapi["paths"]
+    for collection, schema in SFC_COLLECTIONS.items():
+        singular = collection[:-1]
+        base, item = paths[f"{SFC}/{collection}"], paths[f"{SFC}/{collection}/{{resource_id}}"]
+        assert set(base) == {"get", "post"}
+        assert set(item) == {"get", "put", "delete"}
+        for action, (method, on_item, success, errors) in SFC_OPERATIONS.items():
+            operation = (item if on_item else base)[method]
+            assert operation["operationId"] == f"{action}_{collection}"
+            assert operation["tags"] == [collection]
+            assert set(operation["responses"]) == {success, *errors}, (collection, action)
+            for status in errors:
+                assert json_schema(operation["responses"][status]) == {
+                    "$ref": "#/components/schemas/NeutronError"
+                }
+            if on_item:
+                assert operation["parameters"][0]["name"] == "resource_id"
+                assert operation["parameters"][0]["in"] == "path"
+        one, many = wrapper(singular, schema), wrapper(collection, schema, many=True)
+        listed, create = base["get"], base["post"]
+        show, update, delete = item["get"], item["put"], item["delete"]
+        assert json_schema(listed["responses"]["200"]) == many
+        assert [p["name"] for p in listed["parameters"]] == [
+            "id",
+            "name",
+            "fields",
+            "limit",
+            "marker",
+            "sort_key",
+            "sort_dir",
+        ]
+        assert create["requestBody"]["required"] is True
+        assert json_schema(create["requestBody"]) == {
+            "oneOf": [
+                wrapper(singular, f"{schema}Create"),
+                wrapper(collection, f"{schema}Create", many=True),
+            ]
+        }
+        assert json_schema(create["responses"]["201"]) == {"oneOf": [one, many]}
+        assert json_schema(show["responses"]["200"]) == one
+        assert [p["name"] for p in show["parameters"]] == ["resource_id", "fields"]
+        assert update["requestBody"]["required"] is True
+        assert json_schema(update["requestBody"]) == wrapper(singular, f"{schema}Update")
+        assert json_schema(update["responses"]["200"]) == one
+        assert "content" not in delete["responses"]["204"]
+
+
+def test_openapi_other_operations(openapi: dict[str, Any]) -> None:
+    """The Neutron and pktchain operations and their statuses; bodies where they take one."""
+    operations = {
+        (method, path): operation
+        for path, item in openapi["paths"].items()
+        if not path.startswith(f"{SFC}/")
+        for method, operation in item.items()
+    }
+    assert {key: set(op["responses"]) for key, op in operations.items()} == OTHER_OPERATIONS
+    with_body = {key for key, operation in operations.items() if "requestBody" in operation}
+    assert with_body == {
+        ("post", "/v2.0/pktchain/router/{op}"),
+        ("post", "/v2.0/pktchain/functions"),
+        ("put", "/v2.0/pktchain/functions/{name}"),
+    }
+    for key in with_body:
+        body = operations[key]["requestBody"]
+        assert body["required"] is True
+        assert json_schema(body) == {"type": "object"}
+
+
+def test_openapi_errors_are_neutrons(openapi: dict[str, Any]) -> None:
+    """Every operation may answer 401 (the token), none a 422 (validation errors are
+    Neutron's 400), and every $ref names a schema of the document."""
+    schemas = openapi["components"]["schemas"]
+    assert {"HTTPValidationError", "ValidationError"}.isdisjoint(schemas)
+    assert set(schemas["NeutronError"]["required"]) == {"NeutronError"}
+    for item in openapi["paths"].values():
+        for operation in item.values():
+            assert "401" in operation["responses"]
+            assert "422" not in operation["responses"]
+    prefix = "#/components/schemas/"
+    for ref in refs(openapi):
+        assert ref.startswith(prefix)
+        assert ref.removeprefix(prefix) in schemas, ref
+
+
 # --- the server ---------------------------------------------------------------------------
 
 

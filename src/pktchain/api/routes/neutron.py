@@ -1,0 +1,204 @@
+"""The Neutron routes: what clients look for on any Neutron v2.0 server.
+
+``GET /`` (the versions), ``GET /v2.0`` (its resources), the extensions
+(networking-sfc's, and pktchain's own), the networks (one: the node's
+switch, plus any network its ports name) and the ports (the model's,
+read-only: the node registers them). The openstack client and keystoneauth
+read these before they touch a networking-sfc collection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from pktchain.api.backend import Backend
+from pktchain.api.errors import ApiError, error_responses
+from pktchain.api.listing import filter_records, next_link, page, select_fields, split_query
+from pktchain.api.routes import API_VERSION
+from pktchain.api.routes.sfc import SFC_KINDS
+from pktchain.sfc.model import SfcModel
+from pktchain.sfc.resources import Port
+
+__all__ = ["DEFAULT_NETWORK_ID", "EXTENSIONS", "neutron_routes"]
+
+DEFAULT_NETWORK_ID = "8a4f9b1e-3c57-5d2e-9f60-706b74636861"
+"""The one network of a node, for ports registered without a network."""
+
+_UPDATED = "2015-10-05T10:00:00-00:00"
+
+EXTENSIONS: tuple[dict[str, Any], ...] = (
+    {
+        "alias": "sfc",
+        "name": "Service Function Chaining",
+        "description": "Service Function Chain extension.",
+    },
+    {
+        "alias": "flow_classifier",
+        "name": "Flow Classifier",
+        "description": "Flow Classifier Extension.",
+    },
+    {
+        "alias": "sfc_service_graph",
+        "name": "Service Graph",
+        "description": "Service Graph extension.",
+    },
+    {
+        "alias": "sfc_tap",
+        "name": "Tap SFC",
+        "description": "Tap SFC extension: port pair groups that receive a copy of the traffic.",
+    },
+    {
+        "alias": "pktchain",
+        "name": "pktchain",
+        "description": "pktchain node status, flow table and counters.",
+    },
+)
+"""networking-sfc's extensions, as ``GET /v2.0/extensions`` lists them."""
+
+
+def _port_record(port: Port) -> dict[str, Any]:
+    record = port.to_dict()
+    record["network_id"] = port.network_id or DEFAULT_NETWORK_ID
+    record["status"] = "ACTIVE" if port.node_port else "DOWN"
+    record["admin_state_up"] = True
+    record["binding:host_id"] = port.device_id
+    record["security_groups"] = []
+    record["allowed_address_pairs"] = []
+    record["port_security_enabled"] = False
+    record["tags"] = []
+    return record
+
+
+def _network_record(network_id: str) -> dict[str, Any]:
+    return {
+        "id": network_id,
+        "name": "pktchain",
+        "description": "The node's switch.",
+        "project_id": "",
+        "tenant_id": "",
+        "status": "ACTIVE",
+        "admin_state_up": True,
+        "subnets": [],
+        "shared": True,
+        "mtu": 1500,
+        "router:external": False,
+        "tags": [],
+    }
+
+
+def _network_ids(model: SfcModel) -> list[str]:
+    ids = [DEFAULT_NETWORK_ID]
+    for port in model.state.table(Port).values():
+        if port.network_id and port.network_id not in ids:
+            ids.append(port.network_id)
+    return ids
+
+
+def _extension_record(extension: Mapping[str, Any]) -> dict[str, Any]:
+    return {**extension, "updated": _UPDATED, "links": []}
+
+
+def neutron_routes(backend: Backend) -> APIRouter:
+    """Versions, extensions, networks and ports, over `backend`'s model."""
+    router = APIRouter(tags=["neutron"])
+    base = f"/{API_VERSION}"
+
+    @router.get("/", summary="API versions")
+    async def versions(request: Request) -> dict[str, Any]:
+        href = str(request.base_url).rstrip("/") + f"{base}/"
+        return {
+            "versions": [
+                {"id": API_VERSION, "status": "CURRENT", "links": [{"href": href, "rel": "self"}]}
+            ]
+        }
+
+    @router.get(base, summary="Resources of API v2.0")
+    @router.get(f"{base}/", include_in_schema=False)
+    async def resources(request: Request) -> dict[str, Any]:
+        root = str(request.base_url).rstrip("/") + base
+        collections = ["networks", "ports"] + [f"sfc/{kind.collection}" for kind in SFC_KINDS]
+        return {
+            # Not in Neutron's answer: keystoneauth needs it to accept an
+            # endpoint that ends in /v2.0 (openstack --os-endpoint .../v2.0).
+            "version": {
+                "id": API_VERSION,
+                "status": "CURRENT",
+                "links": [{"href": f"{root}/", "rel": "self"}],
+            },
+            "resources": [
+                {
+                    "name": collection.rsplit("/", 1)[-1][:-1],
+                    "collection": collection.rsplit("/", 1)[-1],
+                    "links": [{"href": f"{root}/{collection}", "rel": "self"}],
+                }
+                for collection in collections
+            ],
+        }
+
+    @router.get(f"{base}/extensions", summary="API extensions")
+    async def extensions() -> dict[str, Any]:
+        return {"extensions": [_extension_record(e) for e in EXTENSIONS]}
+
+    @router.get(
+        f"{base}/extensions/{{alias}}",
+        summary="One API extension",
+        responses=error_responses(400, 404),
+    )
+    async def extension(alias: str) -> dict[str, Any]:
+        for candidate in EXTENSIONS:
+            if candidate["alias"] == alias:
+                return {"extension": _extension_record(candidate)}
+        raise ApiError(404, "HTTPNotFound", f"Extension {alias} not found.")
+
+    @router.get(f"{base}/networks", summary="Networks (the node's switch)")
+    async def networks(request: Request) -> dict[str, Any]:
+        filters, controls = split_query(request)
+        records = [_network_record(i) for i in _network_ids(backend.model)]
+        records = filter_records(records, filters, "network")
+        listed, _more = page(records, controls, set(records[0]) if records else set())
+        fields = controls.get("fields")
+        return {"networks": [select_fields(record, fields) for record in listed]}
+
+    @router.get(
+        f"{base}/networks/{{network_id}}",
+        summary="One network",
+        responses=error_responses(400, 404),
+    )
+    async def network(network_id: str, request: Request) -> dict[str, Any]:
+        if network_id not in _network_ids(backend.model):
+            raise ApiError(404, "NetworkNotFound", f"Network {network_id} could not be found.")
+        _filters, controls = split_query(request)
+        return {"network": select_fields(_network_record(network_id), controls.get("fields"))}
+
+    _add_port_routes(router, backend)
+    return router
+
+
+def _add_port_routes(router: APIRouter, backend: Backend) -> None:
+    base = f"/{API_VERSION}/ports"
+    model_keys = {"id", "name", "description", "project_id", "tenant_id", "mac_address"}
+    model_keys |= {"device_id", "device_owner", "node_port"}
+
+    @router.get(base, summary="Ports (read-only: the node registers them)")
+    async def ports(request: Request) -> Response:
+        filters, controls = split_query(request)
+        in_model = {k: v for k, v in filters.items() if k in model_keys}
+        others = {k: v for k, v in filters.items() if k not in model_keys}
+        found = backend.model.list(Port, in_model)
+        records = filter_records([_port_record(p) for p in found], others, "port")
+        shown = set(records[0]) if records else set()
+        listed, more = page(records, controls, shown)
+        body: dict[str, Any] = {"ports": [select_fields(r, controls.get("fields")) for r in listed]}
+        if more:
+            body.update(next_link(request, "ports", listed))
+        return JSONResponse(body)
+
+    @router.get(f"{base}/{{port_id}}", summary="One port", responses=error_responses(400, 404))
+    async def port(port_id: str, request: Request) -> dict[str, Any]:
+        _filters, controls = split_query(request)
+        found = backend.model.get(Port, port_id)
+        return {"port": select_fields(_port_record(found), controls.get("fields"))}
