@@ -1,5 +1,5 @@
 #!/bin/sh
-# Two functions in a chain, both directions, through named pipes (seed 004's NAT
+# Two functions in a chain, both directions, through named pipes (/dev/stdpkt's NAT
 # example took its return path through a FIFO too):
 #
 #   LEFT ─ pipe read ─▶ fn firewall ──▶ fn flow-monitor ─▶ pipe write ─▶ RIGHT

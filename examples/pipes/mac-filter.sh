@@ -1,7 +1,7 @@
 #!/bin/sh
-# Seed 004's MAC address filter: only frames for one destination MAC cross from
+# /dev/stdpkt's MAC address filter: only frames for one destination MAC cross from
 # IN to OUT (ARP requests are broadcasts: give the sender a static neighbour, or
-# run the bump's return pipe for replies). The seed's one-liner is
+# run the bump's return pipe for replies). /dev/stdpkt's one-liner is
 #     awk '$1=="001122334455"{print $0}'
 # For live traffic awk must pass each line on as it comes: fflush() after print,
 # and mawk (Debian's awk) also needs -W interactive, or it reads its input in blocks.

@@ -1,8 +1,8 @@
 #!/bin/sh
-# Seed 004's port mirroring: frames from IN leave by OUT, and a copy by MIRROR;
+# /dev/stdpkt's port mirroring: frames from IN leave by OUT, and a copy by MIRROR;
 # with a fourth argument, a copy is also kept in that file. tee copies any
 # stream, pcap as here or ASCII: each copy starts with the pcap file header.
-# (The seed wrote `tee /dev/ethpipe/1 > /dev/ethpipe/2`; an interface is not a
+# (/dev/stdpkt wrote `tee /dev/ethpipe/1 > /dev/ethpipe/2`; an interface is not a
 # file here, so the copy goes through a named pipe.)
 #
 #   pktchain lab exec -f examples/pipes/lab.yaml m -- sh examples/pipes/mirror.sh a b c /tmp/a.pcap

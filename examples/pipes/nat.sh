@@ -1,5 +1,5 @@
 #!/bin/sh
-# Seed 004's NAT example (`ping.sh | nat.sh | dest.sh`, the return path through
+# /dev/stdpkt's NAT example (`ping.sh | nat.sh | dest.sh`, the return path through
 # a FIFO) between two interfaces: the hosts of NETWORK behind INSIDE reach the
 # hosts behind OUTSIDE from ADDRESS, the NAT's one external address, and the
 # answers are translated back (docs/functions/nat.md):

@@ -1,6 +1,6 @@
 """Keep one shard of the flows: N filter instances, each keeping its own, share the load.
 
-Seed 004 balanced load with ``tee``: every instance receives every frame and
+/dev/stdpkt balanced load with ``tee``: every instance receives every frame and
 takes its part. ``pktchain fn shard:Shard index=I of=N`` is that part: it
 forwards the frames of the flows whose hash falls to shard I of N and drops the
 others (counted as ``other-shard``). The hash is of the two endpoints (address

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Load balancing across N instances of a function (seed 004's tee example):
+# Load balancing across N instances of a function (/dev/stdpkt's tee example):
 # every instance reads every frame (tee) and keeps one shard of the flows
 # (shard.py: a hash of the flow's addresses and ports, the same both ways, so
 # that each instance sees whole connections); what the instances pass meets

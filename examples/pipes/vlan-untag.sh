@@ -1,6 +1,6 @@
 #!/bin/sh
-# Seed 004's VLAN untagging: frames tagged with VLAN VID (priority 0) leave OUT
-# without the tag. The seed's one-liner, for VLAN 1, is
+# /dev/stdpkt's VLAN untagging: frames tagged with VLAN VID (priority 0) leave OUT
+# without the tag. /dev/stdpkt's one-liner, for VLAN 1, is
 #     sed -e 's/8100 00 01 //'
 # which works because pktchain writes a tag as its TPID, the two TCI bytes and
 # the inner EtherType: removing "8100 00 01 " leaves the line of the untagged

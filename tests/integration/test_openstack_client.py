@@ -2,7 +2,7 @@
 python-neutronclient's sfc plugin) drives the API unchanged.
 
 The API is served on a free loopback port by `ApiServer` over a bare model
-holding the seed-003 demo's ports; each step of the demo's live-update
+holding the networking-sfc demo's ports; each step of the demo's live-update
 sequence is run as the `openstack` CLI in a subprocess, and the model is
 checked after it. The same sequence against a running node, with its traffic
 checked, lives in ``tests/netns``.
@@ -129,8 +129,8 @@ def test_seed_003_sequence(openstack: Openstack, model: SfcModel) -> None:
     shown_chain = openstack.json("sfc port chain show PC1")
     assert shown_chain["Port Pair Groups"] == list(both_groups)
     assert shown_chain["Flow Classifiers"] == [fc.id]
-    assert openstack("sfc port chain set --description 'seed 003' PC1") == ""
-    assert model.resolve(PortChain, "PC1").description == "seed 003"
+    assert openstack("sfc port chain set --description 'networking-sfc demo' PC1") == ""
+    assert model.resolve(PortChain, "PC1").description == "networking-sfc demo"
 
     # A refused change: the client reports the model's message and fails.
     refused = openstack.run("sfc port pair delete PP1")

@@ -1,5 +1,5 @@
-"""Packet stream formats: pcap against scapy and dpkt, the EtherPIPE ASCII lines of seed 004
-with the seed's own awk and sed one-liners, malformed input, format detection, filters."""
+"""Packet stream formats: pcap against scapy and dpkt, the EtherPIPE ASCII lines of /dev/stdpkt
+with /dev/stdpkt's own awk and sed one-liners, malformed input, format detection, filters."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from pktchain.pipe.stream import FrameReader, FrameWriter, SkipReport, run_filte
 EXAMPLES = settings(max_examples=60, deadline=None)
 T0 = 1_700_000_000_123_456_000  # a capture time in ns since the epoch, whole microseconds
 
-# The first line of the seed's `cat /dev/ethpipe/0` (seed 004), byte for byte.
+# The first line of /dev/stdpkt's `cat /dev/ethpipe/0` in the /dev/stdpkt talk, byte for byte.
 SEED_LINE = (
     "0000000000000000 A0369F1850e5 001C7E6ABAD1 0800 45 00 00 4E 00 00 40 00 40 11 FB 32 "
     "0A 00 00 6E 0A 00 00 02 04 04 00 89 00 3A 38 03 10 FD 01 10 00 01 00 00 00 00 00 00 "
@@ -254,14 +254,14 @@ def test_seed_line_decodes_with_its_timestamp_column_and_mixed_case() -> None:
     assert packet.dst == "a0:36:9f:18:50:e5"
     assert packet.src == "00:1c:7e:6a:ba:d1"
     assert packet[IP].src == "10.0.0.110"
-    assert packet[UDP].dport == 137  # the seed's NetBIOS name query
+    assert packet[UDP].dport == 137  # /dev/stdpkt's NetBIOS name query
 
 
 def test_lines_are_written_as_the_seed_prints_them_without_the_time_column() -> None:
     frame = decode_line(SEED_LINE.encode())
     assert isinstance(frame, Frame)
     line = AsciiEncoder().encode(frame).decode()
-    # The seed's line, upper case, without the first column: $1 is the destination.
+    # /dev/stdpkt's line, upper case, without the first column: $1 is the destination.
     assert line == SEED_LINE[17:].upper() + "\n"
     stamped = AsciiEncoder(timestamps=True).encode(frame._replace(timestamp_ns=T0)).decode()
     assert stamped.split()[0] == f"{T0:016X}"
@@ -271,7 +271,7 @@ def test_lines_are_written_as_the_seed_prints_them_without_the_time_column() -> 
 def test_vlan_tag_is_written_so_that_the_seeds_sed_untags_it() -> None:
     tagged = AsciiEncoder().encode(Frame(tagged_frame(1)))
     assert b" 8100 00 01 0800 45 " in tagged
-    # The seed's sed, unchanged: the result is the line of the untagged frame.
+    # /dev/stdpkt's sed, unchanged: the result is the line of the untagged frame.
     result = subprocess.run(
         ["sed", "-e", "s/8100 00 01 //"], input=tagged, capture_output=True, check=True
     )
@@ -313,7 +313,7 @@ def test_what_a_person_writes_is_accepted() -> None:
         hexdigits + "\n",  # one run of digits
         "02:00:00:0b:00:02 02:00:00:0a:00:01 " + hexdigits[24:] + "\n",  # MACs with colons
         canonical.rstrip("\n") + "  # a comment\n",
-        "0000000000000000 " + canonical,  # the seed's unknown time
+        "0000000000000000 " + canonical,  # /dev/stdpkt's unknown time
     ]
     for text in variants:
         assert decode_line(text.encode()) == Frame(frame), text

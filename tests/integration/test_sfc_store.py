@@ -1,7 +1,7 @@
 """The SQLite store of the chaining model: round trips, atomicity, durability,
 damaged files and schema versions.
 
-`Lab` fills a model with every kind of resource (as the seed-003 demo does,
+`Lab` fills a model with every kind of resource (as the networking-sfc demo does,
 plus a tap group, an IPv6 classifier and a service graph) and with updates
 and deletes between creates, so that restored order and ids are not the
 trivial ones.

@@ -1,7 +1,7 @@
 """Real clients drive a running node, and the traffic follows.
 
 The official `openstack` command line (with python-neutronclient's sfc plugin)
-runs seed 003's create / update / delete sequence against the node's REST API;
+runs the networking-sfc demo's create / update / delete sequence against the node's REST API;
 after each step, captures inside the service VMs show where HTTP went.
 `pktchain apply` brings the same chain from the shipped example file, and a
 second run changes nothing.
@@ -27,7 +27,7 @@ from support.sfc_lab import fetch
 
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 
-# Seed 003's sequence, in the openstack client's words (the seed used the old
+# The networking-sfc demo's sequence, in the openstack client's words (the demo used the old
 # neutron client: `port-chain-update --no-flow-classifier PC1` and so on).
 CREATE = (
     "sfc port pair create --ingress vm1:in --egress vm1:out PP1",

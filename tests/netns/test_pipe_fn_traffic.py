@@ -3,7 +3,7 @@
 Each test brings up examples/pipes/fn-lab.yaml (A, 192.168.0.1, reaches B,
 203.0.113.2, only through M) and runs one example script in M: chain.sh (a
 firewall and a flow monitor, both directions through named pipes), nat.sh
-(seed 004's NAT example) or shard.sh (seed 004's load balancing: a firewall in
+(/dev/stdpkt's NAT example) or shard.sh (/dev/stdpkt's load balancing: a firewall in
 two instances, each keeping half of the flows). Real ping and curl go across;
 SIGUSR1 to the script's process group asks the functions for their counters,
 SIGTERM stops everything, and each function prints its counters at exit.

@@ -1,4 +1,4 @@
-"""`pktchain pipe read|write` on real interfaces: pcap that tcpdump reads, and seed 004's
+"""`pktchain pipe read|write` on real interfaces: pcap that tcpdump reads, and /dev/stdpkt's
 EtherPIPE one-liners (awk MAC filter, sed VLAN untagging, tee mirroring) between hosts.
 
 Most tests put a host M between A and B (A.eth0 - M.a, M.b - B.eth0) and run a
@@ -195,7 +195,7 @@ def test_awk_mac_filter_passes_only_frames_to_that_mac(
     mac = MAC_B.replace(":", "").upper()
     script = (
         f"{PKTCHAIN} pipe read --format ascii --count 6 a"
-        f" | awk '$1==\"{mac}\"{{print $0}}'"  # the seed's filter, B's MAC
+        f" | awk '$1==\"{mac}\"{{print $0}}'"  # /dev/stdpkt's filter, B's MAC
         f" | {PKTCHAIN} pipe write b"
     )
     with pipeline(m, script, tmp_path):
@@ -229,7 +229,7 @@ def test_sed_untags_vlan_frames(lab_factory: LabFactory, tmp_path: Path) -> None
     script = (
         f"{PKTCHAIN} pipe read --format ascii --count 3 a"
         " | tee tagged.txt"
-        " | sed -e 's/8100 00 01 //'"  # the seed's sed
+        " | sed -e 's/8100 00 01 //'"  # /dev/stdpkt's sed
         f" | {PKTCHAIN} pipe write b"
     )
     with pipeline(m, script, tmp_path):
@@ -252,7 +252,7 @@ def test_tee_mirrors_to_a_file_and_a_second_interface(
     neighbour(a, "10.0.0.2", MAC_B)
     rx_b, rx_c = receiver(lab.host("b")), receiver(lab.host("c"))
     tx = udp_socket(a)
-    # The seed's `tee /dev/ethpipe/1 > /dev/ethpipe/2`, with a named pipe for the
+    # /dev/stdpkt's `tee /dev/ethpipe/1 > /dev/ethpipe/2`, with a named pipe for the
     # second interface (sh has no process substitution).
     script = (
         "mkfifo to-c; "

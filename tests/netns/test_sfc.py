@@ -39,7 +39,7 @@ Sfc = tuple[Lab, NodeProcess, ChainingClient]
 
 @pytest.fixture
 def sfc(node_lab: NodeLab, tmp_path: Path) -> Callable[..., Sfc]:
-    """``lab, node, api = sfc(service_vms=3)``: seed 003's hosts, dest serving HTTP."""
+    """``lab, node, api = sfc(service_vms=3)``: the demo's hosts, dest serving HTTP."""
 
     def make(service_vms: int = 3, state: Path | None = None) -> Sfc:
         lab, node = node_lab(sfc_topology("sfc", service_vms), state=state)

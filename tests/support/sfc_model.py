@@ -70,7 +70,7 @@ class Sfc:
         )
 
     def demo(self) -> dict[str, Any]:
-        """Seed 003: PG1 = {PP1, PP2}, PG2 = {PP3}, FC_demo (TCP to 80), PC1 = [PG1, PG2]."""
+        """The demo: PG1 = {PP1, PP2}, PG2 = {PP3}, FC_demo (TCP to 80), PC1 = [PG1, PG2]."""
         source = self.port("source_vm")
         dest = self.port("dest_vm")
         pp1, pp2, pp3 = (self.pair(f"vm{i}") for i in (1, 2, 3))

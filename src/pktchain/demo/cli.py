@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
     switch.set_defaults(handler=_switch)
     sfc = sub.add_parser(
         "sfc",
-        help="seed 003's networking-sfc demo: HTTP steered through service VMs, live changes",
+        help="the networking-sfc demo: HTTP steered through service VMs, live changes",
     )
     sfc.add_argument("--json", action="store_true", help="print the per-step counters as JSON")
     sfc.add_argument(
@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
     sfc.set_defaults(handler=_sfc)
     router = sub.add_parser(
         "router",
-        help="seed 002's virtual router: NAT, ping, traceroute, port forwarding, tables",
+        help="the virtual-routers thesis's router: NAT, ping, traceroute, port forwarding, tables",
     )
     router.add_argument("--json", action="store_true", help="print the results as JSON")
     router.set_defaults(handler=_router)

@@ -1,4 +1,4 @@
-"""`pktchain demo router`: seed 002's virtual router (its chapter 5), on real hosts.
+"""`pktchain demo router`: the virtual-routers thesis's router (its chapter 5), on real hosts.
 
 A router in the node has a public interface on an "outside" network, where a
 web server and a TCP service run, and a private network 10.0.0.0/24 with one

@@ -1,4 +1,4 @@
-"""`pktchain demo sfc`: the networking-sfc demo of seed 003, on real hosts.
+"""`pktchain demo sfc`: the networking-sfc demo (a devstack walk-through), on real hosts.
 
 source_vm fetches http://dest_vm/ ("Welcome to dest-vm") in a bounded loop
 while the demo builds port pairs PP1..PP3 on three service VMs (namespaces
@@ -44,7 +44,7 @@ SERVICE_VMS = ("vm1", "vm2", "vm3")
 PAIR_OF = {"vm1": "PP1", "vm2": "PP2", "vm3": "PP3"}
 
 SF_SYSCTLS = {
-    # A service VM forwards IP between its ports, as the seed's VMs do with
+    # A service VM forwards IP between its ports, as the demo's VMs do with
     # static routes; it does not second-guess the path (rp_filter), tell the
     # source to go elsewhere (redirects), or answer ARP on the wrong port.
     "net.ipv4.ip_forward": 1,

@@ -1,6 +1,6 @@
 """The messenger: the control channel through which a cloud controller drives a router.
 
-As in seed 002 (chapter 4), the controller tells the router about its NICs
+As in the virtual-routers thesis (chapter 4), the controller tells the router about its NICs
 (MAC, IP, subnet, gateway, network id), about host NICs joining a network and
 about NICs removed, and the router applies them at run time and answers. Here
 the messages are JSON over TCP, each framed by its length and authenticated

@@ -10,7 +10,7 @@ passed, and each command is one call of the router's control interface
 (:class:`RouterControl`), which is all-or-nothing: a request is applied whole
 or not at all.
 
-The vocabulary is seed 002's controller messages: a router NIC has a ``mac``,
+The vocabulary is the controller messages of the virtual-routers thesis: a router NIC has a ``mac``,
 an ``ip``, a ``subnet``, a ``gateway`` and a ``network_id``; a host NIC has a
 ``mac``, an ``ip`` and a ``network_id``.
 """
@@ -362,7 +362,7 @@ def _router_nic_add(v: dict[str, Any]) -> RouterNicAdd:
     if gateway is not None:
         if gateway not in subnet:
             raise _invalid("gateway", f"{gateway} is not in subnet {subnet}")
-        # Seed 002: on a private network the router's own address is the
+        # As in the virtual-routers thesis: on a private network the router's own address is the
         # subnet's gateway; on the external one the gateway is the upstream router.
         if not v["external"] and gateway != ip:
             raise _invalid("gateway", f"{gateway} is not the NIC's ip {ip} (internal NIC)")

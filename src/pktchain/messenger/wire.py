@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 7790
-"""The TCP port of POX's messenger, which seed 002's router listened on."""
+"""The TCP port of POX's messenger, which the virtual-routers thesis's router listened on."""
 
 HEADER = struct.Struct("!I")
 """The 4-byte big-endian length in front of every message."""

@@ -1,6 +1,6 @@
 """Packet pipes: network interfaces as pcap or ASCII packet streams on stdin/stdout.
 
-The /dev/stdpkt idea (seed 004): a network function is a Unix filter, a chain
+The /dev/stdpkt idea: a network function is a Unix filter, a chain
 is a shell pipeline. ``pktchain pipe read`` turns an interface into a stream,
 ``pktchain pipe write`` turns a stream back into frames on an interface, and
 anything in between (awk, sed, tee, a pktchain function) edits the stream.

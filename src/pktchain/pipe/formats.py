@@ -7,7 +7,7 @@ A pipe carries Ethernet frames as a byte stream in one of two formats
   Wireshark): a 24-byte file header, then per frame a 16-byte record header and
   the frame. Read with microsecond or nanosecond timestamps, in either byte
   order; written little-endian, LINKTYPE_ETHERNET, snaplen 262144.
-* **ascii**, one frame per line as the EtherPIPE device printed them (seed 004):
+* **ascii**, one frame per line as the EtherPIPE device printed them (/dev/stdpkt):
   destination MAC, source MAC, EtherType, then the rest as hex byte pairs, so
   that ``awk``, ``sed``, ``grep`` and ``tee`` work on a packet stream.
 
@@ -450,7 +450,7 @@ def decode_line(raw: bytes, line: int = 1, offset: int = 0) -> Frame | Skipped |
     if len(body) > _TIMESTAMP_DIGITS and body[_TIMESTAMP_DIGITS] in _WHITESPACE:
         stamp = _hex_field(body[:_TIMESTAMP_DIGITS])
         if stamp is not None:
-            timestamp = stamp or None  # all zeros: time unknown (the seed's lines)
+            timestamp = stamp or None  # all zeros: time unknown (/dev/stdpkt's lines)
             column += _TIMESTAMP_DIGITS + 1
             body = body[_TIMESTAMP_DIGITS + 1 :]
     if ":" in body:

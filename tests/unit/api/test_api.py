@@ -3,7 +3,7 @@ filters, field selection and paging, the Neutron resources clients look
 for, error mapping, malformed requests, the token, the OpenAPI document and
 the server thread.
 
-`lab` is the seed-003 demo's ports (source and destination VMs, three service
+`lab` is the networking-sfc demo's ports (source and destination VMs, three service
 VMs with an in and an out port), registered in the model as the node would.
 """
 
@@ -132,7 +132,7 @@ def make_chain(client: TestClient, name: str, groups: list[str], fcs: list[str])
 
 @pytest.fixture
 def demo(client: TestClient, model: SfcModel) -> dict[str, dict[str, Any]]:
-    """Seed 003's chain: PC1 = PG1 (PP1, PP2) then PG2 (PP3), classifier FC."""
+    """The networking-sfc demo's chain: PC1 = PG1 (PP1, PP2) then PG2 (PP3), classifier FC."""
     pp1, pp2, pp3 = (make_pair(client, model, f"vm{i}", f"PP{i}") for i in (1, 2, 3))
     pg1 = make_group(client, "PG1", pp1["id"], pp2["id"])
     pg2 = make_group(client, "PG2", pp3["id"])

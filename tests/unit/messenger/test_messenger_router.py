@@ -1,5 +1,5 @@
 """The messenger driving the real router function (pktchain.functions.router.function):
-the seed's controller messages applied, refusals named in the messenger's words,
+the thesis's controller messages applied, refusals named in the messenger's words,
 nothing applied by a refused message."""
 
 from __future__ import annotations

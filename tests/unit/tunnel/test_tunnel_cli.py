@@ -89,7 +89,7 @@ def test_every_mistake_is_reported_at_once() -> None:
         (("-n", "tun0"), KEY, False, "--serverinterface and --clientinterface are both 'tun0'"),
         (("-l", "33"), KEY, False, "--prefix-length: 33 is too long for --serverip"),
         (("-s", "fd00::1", "-l", "64", "--mtu", "1000"), KEY, False, "below 1280"),
-        # The seed's client example gives the server's address as -i (the port).
+        # TunConnector's client example gives the server's address as -i (the port).
         (("-m", "client", "-i", "192.168.6.9"), KEY, False, "--inport: '192.168.6.9' is not a num"),
     ],
 )
