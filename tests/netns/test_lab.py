@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from pktchain.lab import (
     LabExistsError,
     LabHost,
     LabOSError,
+    TcpConnection,
+    TcpState,
     add_routes,
     configure_interface,
     configure_node_port,
@@ -182,6 +185,41 @@ def test_sockets_and_sysctls_belong_to_the_host(lab_factory: LabFactory) -> None
     assert h1.sysctl("net.ipv4.ip_forward", 1) == "1"
     assert h2.sysctl("net.ipv4.ip_forward") == "0"
     assert namespaces.read_sysctl(h1.netns, "net.ipv6.conf.eth0.accept_dad") == "0"
+
+
+def test_tcp_connections_show_each_end_until_it_is_closed(lab_factory: LabFactory) -> None:
+    lab = lab_factory(TWO_HOSTS)
+    h1, h2 = lab.host("h1"), lab.host("h2")
+
+    def states(host: LabHost, port: int) -> list[TcpState]:
+        return [connection.state for connection in host.tcp_connections(port)]
+
+    with h2.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("10.0.0.2", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert h2.tcp_connections(port) == []  # a listener is no connection
+        with h1.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
+            client.settimeout(5)
+            client.connect(("10.0.0.2", port))
+            server, _ = listener.accept()
+            near, far = ("10.0.0.1", client.getsockname()[1]), ("10.0.0.2", port)
+            assert h1.tcp_connections(port) == [TcpConnection(near, far, TcpState.ESTABLISHED)]
+            assert h2.tcp_connections(port) == [TcpConnection(far, near, TcpState.ESTABLISHED)]
+            server.close()  # h2 closes first (RFC 9293 §3.6, case 1)
+            wait_until(
+                lambda: (
+                    states(h1, port) == [TcpState.CLOSE_WAIT]
+                    and states(h2, port) == [TcpState.FIN_WAIT2]
+                ),
+                timeout=5,
+                what="h2's FIN acknowledged",
+            )
+        wait_until(
+            lambda: states(h1, port) == [] and states(h2, port) == [TcpState.TIME_WAIT],
+            timeout=5,
+            what="h1's FIN acknowledged",
+        )
 
 
 def test_node_ports_are_configured_by_whoever_creates_them(lab_factory: LabFactory) -> None:

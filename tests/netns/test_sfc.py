@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scapy.layers.inet import TCP, UDP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.packet import Packet
 
 from pktchain.demo.sfc import (
@@ -27,7 +27,7 @@ from pktchain.demo.sfc import (
     sfc_topology,
     start_web_server,
 )
-from pktchain.lab import Lab
+from pktchain.lab import Lab, TcpState, wait_until
 from pktchain.node.client import ChainingClient, ChainingRequestError
 from pktchain.node.process import NodeProcess
 from support.fn_lab import capture
@@ -323,6 +323,11 @@ def test_a_restarted_node_restores_its_chains_and_steers_as_before(
     build_demo_chain(api)
     before = {c: sorted(r["id"] for r in api.list(c)) for c in COLLECTIONS}
     fetch(lab, 3)
+    # curl is done once it has closed its end, while its FIN may still be
+    # crossing the chain: a node stopped then loses it, the client sends it
+    # again after the restart, and the restarted node, which has no flow for
+    # it, steers it into PC1 as a flow of its own.
+    wait_closed(lab, 80, "source_vm", "dest_vm")
     assert node.stop() == 0
     node.start()
     after = {c: sorted(r["id"] for r in api.list(c)) for c in COLLECTIONS}
@@ -330,9 +335,38 @@ def test_a_restarted_node_restores_its_chains_and_steers_as_before(
     assert api.get("port_chains", "PC1")["chain_id"] == 1
     with capture(lab.host("vm3"), "in", tmp_path / "vm3.pcap", "tcp dst port 80") as vm3:
         fetch(lab, 6)
-    assert len({p[TCP].sport for p in vm3}) == 6  # every connection crossed PG2 again
+    crossed = {(p[IP].src, p[IP].dst, p[IP].proto, p[TCP].sport, p[TCP].dport) for p in vm3}
+    assert len(crossed) == 6  # every connection crossed PG2 again
+    flows = node.flows()
+    steered = {
+        (f["src"], f["dst"], f["proto"], f["sport"], f["dport"]): f["path"]
+        for f in flows
+        if f["chain"] == "PC1"
+    }
+    assert set(steered) == crossed, flows  # the node steered these connections and no other
+    assert all(path[-1] == "PP3" for path in steered.values())
     (chain,) = node.status()["steering"]["chains"]
-    assert chain["name"] == "PC1" and chain["flows"] == 6
+    assert chain["name"] == "PC1" and chain["flows"] == 6, flows
+
+
+def wait_closed(lab: Lab, port: int, *hosts: str) -> None:
+    """Wait until every TCP connection on `port` in `hosts` is gone or in TIME_WAIT.
+
+    Then neither end has a segment left to send: TIME_WAIT only answers a FIN
+    sent again (RFC 9293 §3.6), and a peer that is gone or in TIME_WAIT too
+    sends none.
+    """
+
+    def closed() -> bool:
+        return all(
+            connection.state is TcpState.TIME_WAIT
+            for host in hosts
+            for connection in lab.host(host).tcp_connections(port)
+        )
+
+    wait_until(
+        closed, timeout=10, what=f"connections on port {port} in {', '.join(hosts)} to close"
+    )
 
 
 COLLECTIONS = ("port_pairs", "port_pair_groups", "flow_classifiers", "port_chains")

@@ -46,10 +46,13 @@ if TYPE_CHECKING:
         running_labs,
     )
     from pktchain.lab.links import (
+        TcpConnection,
+        TcpState,
         add_routes,
         configure_interface,
         configure_node_port,
         listening,
+        tcp_connections,
     )
     from pktchain.lab.topology import (
         Attachment,
@@ -93,8 +96,11 @@ _EXPORTS = {
     "pktchain.lab.links": (
         "add_routes",
         "configure_interface",
+        "TcpConnection",
+        "TcpState",
         "configure_node_port",
         "listening",
+        "tcp_connections",
     ),
     "pktchain.lab.topology": (
         "Attachment",
@@ -132,6 +138,8 @@ __all__ = [
     "LabOSError",
     "NodePort",
     "Route",
+    "TcpConnection",
+    "TcpState",
     "Teardown",
     "Topology",
     "TopologyError",
@@ -150,6 +158,7 @@ __all__ = [
     "parse_route",
     "parse_topology",
     "running_labs",
+    "tcp_connections",
     "topology_from_dict",
     "wait_until",
 ]

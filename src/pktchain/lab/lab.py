@@ -50,7 +50,7 @@ from pktchain.lab.journal import (
     read_journal,
     remove_journal,
 )
-from pktchain.lab.links import Netlink, wait_links_up
+from pktchain.lab.links import Netlink, TcpConnection, wait_links_up
 from pktchain.lab.topology import (
     Attachment,
     Host,
@@ -272,6 +272,12 @@ class LabHost:
             timeout=timeout,
             what=f"{self.name}: a listener on port {port}",
         )
+
+    def tcp_connections(self, port: int) -> list[TcpConnection]:
+        """This host's TCP connections with `port` at either end (listeners aside)."""
+        from pktchain.lab.links import tcp_connections
+
+        return tcp_connections(self.netns, port)
 
     def configure_interface(
         self,

@@ -17,6 +17,8 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 from pyroute2 import DiagSocket, IPRoute, NetlinkError
@@ -271,8 +273,51 @@ def wait_links_up(links: Mapping[str, Sequence[str]], *, timeout: float = 5.0) -
             netlink.close()
 
 
-_TCP_LISTEN = 10  # include/net/tcp_states.h
-_TCP_CLOSE = 7  # state of an unconnected, bound UDP socket
+class TcpState(IntEnum):
+    """A socket's state as sock_diag reports it (include/net/tcp_states.h).
+
+    A bound, unconnected UDP socket is reported as `CLOSE`.
+    """
+
+    ESTABLISHED = 1
+    SYN_SENT = 2
+    SYN_RECV = 3
+    FIN_WAIT1 = 4
+    FIN_WAIT2 = 5
+    TIME_WAIT = 6
+    CLOSE = 7
+    CLOSE_WAIT = 8
+    LAST_ACK = 9
+    LISTEN = 10
+    CLOSING = 11
+    NEW_SYN_RECV = 12
+
+
+@dataclass(frozen=True)
+class TcpConnection:
+    """A TCP socket of a namespace: its two ends, as (address, port), and its state."""
+
+    local: tuple[str, int]
+    remote: tuple[str, int]
+    state: TcpState
+
+
+def _sockets(netns: str, protocol: int, states: Iterable[TcpState]) -> list[dict[str, Any]]:
+    """The inet_diag messages of the IPv4 and IPv6 sockets of `netns` in `states`."""
+    mask = sum(1 << state for state in set(states))
+    with entered(netns):
+        diag: Any = DiagSocket()
+    try:
+        diag.bind()
+        found: list[dict[str, Any]] = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                found += diag.get_sock_stats(family=family, states=mask, protocol=protocol)
+            except NetlinkError as exc:
+                raise LabOSError(exc.code, netns, "list sockets in") from exc
+        return found
+    finally:
+        diag.close()
 
 
 def listening(netns: str, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> bool:
@@ -281,19 +326,23 @@ def listening(netns: str, port: int, kind: socket.SocketKind = socket.SOCK_STREA
     Asks the kernel over sock_diag netlink, so that a server accepting a
     single connection (``iperf3 -1``) is not disturbed by a probe.
     """
-    protocol = socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else socket.IPPROTO_UDP
-    state = _TCP_LISTEN if kind == socket.SOCK_STREAM else _TCP_CLOSE
-    with entered(netns):
-        diag: Any = DiagSocket()
-    try:
-        diag.bind()
-        for family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                found = diag.get_sock_stats(family=family, states=1 << state, protocol=protocol)
-            except NetlinkError as exc:
-                raise LabOSError(exc.code, netns, "list sockets in") from exc
-            if any(entry.get("idiag_sport") == port for entry in found):
-                return True
-        return False
-    finally:
-        diag.close()
+    if kind == socket.SOCK_STREAM:
+        found = _sockets(netns, socket.IPPROTO_TCP, (TcpState.LISTEN,))
+    else:
+        found = _sockets(netns, socket.IPPROTO_UDP, (TcpState.CLOSE,))
+    return any(entry.get("idiag_sport") == port for entry in found)
+
+
+def tcp_connections(netns: str, port: int) -> list[TcpConnection]:
+    """The TCP connections of `netns` with `port` at either end, in any state but
+    LISTEN (TIME_WAIT ones included), from sock_diag netlink."""
+    states = [state for state in TcpState if state is not TcpState.LISTEN]
+    return [
+        TcpConnection(
+            (str(entry["idiag_src"]), int(entry["idiag_sport"])),
+            (str(entry["idiag_dst"]), int(entry["idiag_dport"])),
+            TcpState(entry["idiag_state"]),
+        )
+        for entry in _sockets(netns, socket.IPPROTO_TCP, states)
+        if port in (entry["idiag_sport"], entry["idiag_dport"])
+    ]

@@ -106,6 +106,13 @@ class NodeProcess:
             raise NodeProcessError(f"node {self.name}: {reply.get('error')}")
         return list(reply["functions"])
 
+    def flows(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The steering's flow table, at most `limit` rows (``pktchain node flows --json``)."""
+        reply = request(self.control, "flows", limit=limit)
+        if not reply.get("ok"):
+            raise NodeProcessError(f"node {self.name}: {reply.get('error')}")
+        return list(reply["flows"])
+
     def api_url(self) -> str:
         """The REST API's base URL (without /v2.0), as the node reports it."""
         url = self.status().get("api")

@@ -38,7 +38,7 @@ from pktchain.node.dataplane.fastpath import (
     on_revoke_remove,
 )
 from pktchain.node.dataplane.ports import DropReason, Port, PortKind
-from pktchain.node.dataplane.steering import Steering
+from pktchain.node.dataplane.steering import Steering, syn_isn
 from pktchain.node.dataplane.switch import (
     DEFAULT_AGING,
     DEFAULT_MAX_ENTRIES,
@@ -285,7 +285,12 @@ class Datapath:
                 key = info[9:14]
                 flow_entry = table.get(key)
                 if self.steering is not None and (
-                    flow_entry is None or (flow_entry.first and info.tcp_flags & _SYN_ACK == _SYN)
+                    flow_entry is None
+                    or (
+                        flow_entry.first
+                        and info.tcp_flags & _SYN_ACK == _SYN
+                        and syn_isn(frame, info) != flow_entry.flow.isn
+                    )
                 ):
                     flow_entry = self.steering.classify(port, frame, info, key)
                 if flow_entry is not None:

@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pktchain.node.tun import VNET_HDR_LEN
+from pktchain.packet.headers import TCP as TCP_HEADER
+from pktchain.packet.headers import TcpFlag
 from pktchain.sfc.plan import (
     ChainPlan,
     ClassifierPlan,
@@ -79,6 +81,7 @@ ETH_SRC = VNET_HDR_LEN + 6
 ETH_TYPE = VNET_HDR_LEN + 12
 TCP = 6
 UDP = 17
+_SEQ_AT = TCP_HEADER.offset("seq")
 
 
 class HopCounters:
@@ -99,11 +102,24 @@ class HopCounters:
 class Flow:
     """One steered (or deliberately unsteered) flow and the entries it installed."""
 
-    __slots__ = ("chain", "entries", "key", "lease", "packets", "pairs", "seen", "started")
+    __slots__ = (
+        "chain",
+        "entries",
+        "isn",
+        "key",
+        "lease",
+        "packets",
+        "pairs",
+        "seen",
+        "started",
+    )
 
-    def __init__(self, key: FlowKey, chain: ChainPlan | None, now: float) -> None:
+    def __init__(self, key: FlowKey, chain: ChainPlan | None, now: float, isn: bytes = b"") -> None:
         self.key = key
         self.chain = chain
+        self.isn = isn
+        """The initial sequence number of the TCP SYN that opened the flow
+        (`syn_isn`), b"" when its first packet was no SYN."""
         self.pairs: list[tuple[GroupPlan, PairPlan]] = []
         self.entries: list[tuple[Port, FlowKey]] = []
         self.started = now
@@ -119,8 +135,10 @@ class FlowEntry:
     `out` None means normal switching (after restoring the destination MAC
     when it still is `restore_from`).  `drop` set means drop with that reason.
     `first` marks the entry where the flow was classified: a TCP SYN arriving
-    there opens a new connection on the same 5-tuple (a client reusing its
-    port), which is classified afresh rather than inheriting the old path.
+    there with another initial sequence number than the flow's opens a new
+    connection on the same 5-tuple (a client reusing its port), which is
+    classified afresh rather than inheriting the old path.  The same SYN sent
+    again (no SYN-ACK in time) belongs to the connection it opened.
     """
 
     __slots__ = (
@@ -247,6 +265,7 @@ class Steering:
         if table is None:  # pragma: no cover - the datapath only calls for steered ports
             raise ValueError(f"port {port.name} is not steered")
         names: dict[str, str] | None = None
+        isn = syn_isn(frame, info)
         for classifier, chain in self._by_source.get(port.name, ()):
             if not classifier.matches(info):
                 continue
@@ -257,13 +276,19 @@ class Steering:
                         # No payload yet (a TCP handshake): switch it as it is and
                         # classify the flow on its first payload.
                         self.stats.l7_pending += 1
-                        return FlowEntry(Flow(key, None, self.now), first=True)
+                        return FlowEntry(Flow(key, None, self.now, isn), first=True)
                 if any(names.get(k) != v for k, v in classifier.l7):
                     continue
             return self._install(
-                chain=chain, classifier=classifier, port=port, frame=frame, info=info, key=key
+                chain=chain,
+                classifier=classifier,
+                port=port,
+                frame=frame,
+                info=info,
+                key=key,
+                isn=isn,
             )
-        flow = Flow(key, None, self.now)
+        flow = Flow(key, None, self.now, isn)
         entry = FlowEntry(flow, first=True)
         if len(self.flows) < self.max_flows:
             self._add_entry(flow, port, key, entry)
@@ -282,8 +307,9 @@ class Steering:
         frame: bytes,
         info: FrameInfo,
         key: FlowKey,
+        isn: bytes,
     ) -> FlowEntry:
-        flow = Flow(key, chain, self.now)
+        flow = Flow(key, chain, self.now, isn)
         chosen: list[tuple[ChainPlan, int, GroupPlan, PairPlan]] = []
         for link in self._graph_path(chain, info):
             for index, group in enumerate(link.groups):
@@ -518,6 +544,20 @@ def l7_names(frame: bytes, info: FrameInfo) -> dict[str, str] | None:
 
     _outcome, names = parse_first_payload(bytes(frame[info.payload : info.end]))
     return dict(names)
+
+
+def syn_isn(frame: bytes, info: FrameInfo) -> bytes:
+    """The initial sequence number a TCP SYN (without ACK) carries, as sent; b"" for
+    any other packet.
+
+    A SYN sent again because no SYN-ACK came in time carries the same one
+    (RFC 9293 §3.8.1); a new connection on the same 5-tuple picks another
+    (RFC 9293 §3.4.1).
+    """
+    if info.proto != TCP or info.tcp_flags & (TcpFlag.SYN | TcpFlag.ACK) != TcpFlag.SYN:
+        return b""
+    at = info.l4 + _SEQ_AT
+    return bytes(frame[at : at + 4])
 
 
 def _mac(port: Port) -> bytes:

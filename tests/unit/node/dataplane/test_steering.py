@@ -97,12 +97,15 @@ class Node:
 
 
 def http(
-    sport: int = 40000, payload: bytes = b"GET / HTTP/1.1\r\n\r\n", flags: str = "PA"
+    sport: int = 40000,
+    payload: bytes = b"GET / HTTP/1.1\r\n\r\n",
+    flags: str = "PA",
+    seq: int = 0,
 ) -> bytes:
     return raw(
         Ether(src=H1, dst=H2)
         / IP(src="10.0.0.1", dst="10.0.0.2")
-        / TCP(sport=sport, dport=80, flags=flags)
+        / TCP(sport=sport, dport=80, flags=flags, seq=seq)
         / Raw(payload)
     )
 
@@ -186,15 +189,32 @@ def test_a_new_connection_on_a_reused_port_is_classified_afresh() -> None:
     node.send("h1", http(sport=45000, flags="S"))
     (vm,) = [n[:3] for n in node.where("vm1:in", "vm2:in")]
     node.clear()
-    # The connection ends; PG2 leaves the chain; the client reuses its port.
+    # The connection ends; PG2 leaves the chain; the client reuses its port
+    # for a connection of its own (a new initial sequence number).
     node.apply(chain(PG1), groups=(PG2,))
-    node.send("h1", http(sport=45000, flags="S"))
+    node.send("h1", http(sport=45000, flags="S", seq=1))
     frame = node.take(f"{vm}:in")[0]  # same hash, same PG1 instance
     node.send(f"{vm}:out", route_back(frame, f"{vm}:out", H2))
     assert node.where("vm3:in") == {}  # the new connection follows the new chain
     assert len(node.take("h2")) == 1
     # The SYN that comes back from the function mid-path is not a new flow.
     assert node.steering.stats.classified == 2
+
+
+def test_a_syn_sent_again_is_the_connection_it_opened_not_a_new_flow() -> None:
+    node = Node()
+    node.apply(chain(PG1, PG2))
+    syn = http(sport=45000, flags="S", seq=7)
+    node.send("h1", syn)
+    # No SYN-ACK came back in time: the client sends the same SYN, with the
+    # same initial sequence number, again (RFC 9293 §3.8.1, RFC 6298 §5).
+    node.send("h1", syn, now=1.0)
+    assert sum(node.where("vm1:in", "vm2:in").values()) == 2
+    assert len(node.where("vm1:in", "vm2:in")) == 1  # both to the same instance
+    assert node.steering.stats.classified == 1
+    (pc1,) = node.steering.status()["chains"]
+    assert pc1["flows"] == 1
+    assert all(hop["flows"] == 1 for hop in pc1["hops"])
 
 
 def test_a_one_armed_function_uses_one_port_both_ways() -> None:
