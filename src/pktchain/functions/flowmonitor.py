@@ -33,10 +33,18 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from pktchain.functions.sdk import Deadlines, FlowLease, Function, Packet, Result, drop, forward
+from pktchain.functions.sdk import (
+    Deadlines,
+    FlowLease,
+    Function,
+    Packet,
+    Result,
+    forward,
+    observed_flow,
+)
 from pktchain.functions.sdk.schema import check
 from pktchain.packet.address import format_ip
-from pktchain.packet.flow import FlowKey, flow_key
+from pktchain.packet.flow import FlowKey
 from pktchain.packet.headers import IpProto, TcpFlag
 
 __all__ = ["FlowEndReason", "FlowMonitor", "FlowMonitorConfig"]
@@ -188,19 +196,12 @@ class FlowMonitor(Function):
 
     # -- packets ---------------------------------------------------------------
     def process(self, packet: Packet, now: float) -> Result:
-        iface = packet.iface
-        counters = self.counters
-        if iface not in self.INTERFACES:
-            counters["unknown-interface"] += 1
-            return drop("unknown-interface")
-        out = self.peer(iface)
-        info = packet.info
-        key = flow_key(info)
+        out = self.peer(packet.iface)
+        key = observed_flow(packet, self.counters)
         if key is None:
-            # Observed, not counted in a flow: the monitor never changes the traffic.
-            counters["malformed" if info.error is not None else "not-ip"] += 1
-            return forward(out)
-        counters["packets"] += 1
+            return forward(out)  # observed, not counted in a flow
+        info = packet.info
+        self.counters["packets"] += 1
         flags = info.tcp_flags if info.proto == _TCP else 0
         canonical = key.canonical()
         flow = self._flows.get(canonical)

@@ -34,12 +34,12 @@ from pktchain.functions.sdk import (
     Function,
     Packet,
     Result,
-    drop,
     forward,
+    observed_flow,
     punt,
 )
 from pktchain.functions.sdk.schema import check
-from pktchain.packet.flow import FlowKey, flow_key
+from pktchain.packet.flow import FlowKey
 from pktchain.packet.headers import TCP, IpProto, TcpFlag
 
 __all__ = [
@@ -456,17 +456,12 @@ class L7Classifier(Function):
         return dict(flow.metadata)
 
     def process(self, packet: Packet, now: float) -> Result:
-        iface = packet.iface
         counters = self.counters
-        if iface not in self.INTERFACES:
-            counters["unknown-interface"] += 1
-            return drop("unknown-interface")
-        out = self.peer(iface)
-        info = packet.info
-        key = flow_key(info)
+        out = self.peer(packet.iface)
+        key = observed_flow(packet, counters)
         if key is None:
-            counters["malformed" if info.error is not None else "not-ip"] += 1
             return forward(out)
+        info = packet.info
         if info.fragment:
             counters["fragment"] += 1
             return forward(out)  # the node never caches fragments

@@ -261,13 +261,11 @@ class Mirror(Function):
 
     def process(self, packet: Packet, now: float) -> Result:
         iface = packet.iface
-        counters = self.counters
-        if iface not in (INGRESS, EGRESS):
-            reason = "mirror-input" if iface == MIRROR else "unknown-interface"
-            counters[reason] += 1
-            return drop(reason)
+        if iface == MIRROR:
+            return drop("mirror-input")
         out = EGRESS if iface == INGRESS else INGRESS
         info = packet.info
+        counters = self.counters
         counters["forwarded"] += 1
         if info.error is not None:
             counters["malformed"] += 1

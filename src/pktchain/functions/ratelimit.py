@@ -155,6 +155,7 @@ class RateLimiter(Function):
     Config: ClassVar[type[Any]] = RateLimiterConfig
     LIVE: ClassVar[bool] = True
     INTERFACES: ClassVar[tuple[str, ...]] = ("ingress", "egress")
+    UNKNOWN_INTERFACE: ClassVar[str] = "drop-unknown-interface"
     COUNTERS: ClassVar[tuple[str, ...]] = (
         "passed",
         "passed-bytes",
@@ -187,10 +188,8 @@ class RateLimiter(Function):
     def process(self, packet: Packet, now: float) -> Result:
         info = packet.info
         if info.error is not None:
-            return self._drop("drop-malformed")
+            return drop("drop-malformed")
         iface = packet.iface
-        if iface not in self.INTERFACES:
-            return self._drop("drop-unknown-interface")
         if not info.ip_version or iface not in self._limited:
             self.counters["not-limited"] += 1
             return forward()
@@ -208,11 +207,7 @@ class RateLimiter(Function):
             self.counters["passed-bytes"] += size
             return forward()  # never with a lease: every packet must be counted here
         self.counters["drop-rate-limit-bytes"] += size
-        return self._drop("drop-rate-limit")
-
-    def _drop(self, reason: str) -> Result:
-        self.counters[reason] += 1
-        return drop(reason)
+        return drop("drop-rate-limit")
 
     def _take(self, key: BucketKey, size: int, now: float) -> bool:
         config = self.config

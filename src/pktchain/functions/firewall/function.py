@@ -106,7 +106,7 @@ class FirewallDrop(StrEnum):
     """Why the firewall did not forward a packet; counted as ``drop-<value>``."""
 
     MALFORMED = "malformed"
-    UNKNOWN_INTERFACE = "unknown-interface"
+    UNKNOWN_INTERFACE = "unknown-interface"  # refused by the driver (Function.UNKNOWN_INTERFACE)
     NON_IP = "non-ip"
     RULE = "rule"  # a rule whose action is drop
     POLICY = "policy"  # the default action is drop
@@ -454,6 +454,7 @@ class Firewall(Function):
     Config: ClassVar[type[Any]] = FirewallConfig
     LIVE: ClassVar[bool] = True
     INTERFACES: ClassVar[tuple[str, ...]] = ("ingress", "egress")
+    UNKNOWN_INTERFACE: ClassVar[str] = FirewallDrop.UNKNOWN_INTERFACE.counter
     COUNTERS: ClassVar[tuple[str, ...]] = (
         "accepted",
         "rejected",
@@ -511,9 +512,7 @@ class Firewall(Function):
         info = packet.info
         if info.error is not None:
             return self._drop(FirewallDrop.MALFORMED)
-        direction = self._directions.get(packet.iface)
-        if direction is None:
-            return self._drop(FirewallDrop.UNKNOWN_INTERFACE)
+        direction = self._directions[packet.iface]
         if not info.ip_version:
             if self.config.non_ip is NonIp.ACCEPT:
                 self.counters["non-ip-passed"] += 1
@@ -586,7 +585,6 @@ class Firewall(Function):
         return self.config.default, self.config.reject_with
 
     def _drop(self, reason: FirewallDrop) -> Result:
-        self.counters[reason.counter] += 1
         return drop(reason.counter)
 
     def _reject(self, packet: Packet, kind: RejectWith, now: float) -> Result:
@@ -600,7 +598,6 @@ class Firewall(Function):
             bucket = self._bucket = TokenBucket(self.config.reject_rate, self.config.reject_burst)
         if not bucket.take(now):
             return self._drop(FirewallDrop.REJECT_RATE_LIMIT)
-        self.counters["rejected"] += 1
         if info.proto == _TCP:
             self.counters["reject-tcp-reset"] += 1
             return reply(packet, tcp_reset(buf, info), reason="rejected")

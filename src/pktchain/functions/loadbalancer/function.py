@@ -115,7 +115,7 @@ BACKEND = "backend"
 class LbDrop(StrEnum):
     """Why a frame did not go on; each is a counter of the same name."""
 
-    UNKNOWN_INTERFACE = "unknown-interface"
+    UNKNOWN_INTERFACE = "unknown-interface"  # refused by the driver (Function.UNKNOWN_INTERFACE)
     MALFORMED = "malformed"
     VLAN_TAGGED = "vlan-tagged"  # the interfaces are untagged
     NOT_OUR_MAC = "not-our-mac"  # unicast to another station, flooded to us
@@ -320,14 +320,12 @@ class LoadBalancer(Function):
         super().__init__(config)
         self.apply_config(config)
 
-    # -- counting -------------------------------------------------------------------------
+    # -- drops and replies (the driver counts each under its reason) ----------------------
 
     def _drop(self, reason: LbDrop, emit: Iterable[tuple[str, bytes]] = ()) -> Result:
-        self.counters[reason] += 1
         return drop(reason.value, emit=emit)
 
     def _reply(self, reason: LbDrop, frames: list[tuple[str, bytes]]) -> Result:
-        self.counters[reason] += 1
         return Result(Verdict.REPLY, reason=reason.value, emit=frames)
 
     # -- the packet path ------------------------------------------------------------------
@@ -342,12 +340,7 @@ class LoadBalancer(Function):
 
     def _process(self, packet: Packet, now: float) -> Result:
         iface = packet.iface
-        if iface == FRONTEND:
-            own_mac = self._frontend_mac
-        elif iface == BACKEND:
-            own_mac = self._backend_mac
-        else:
-            return self._drop(LbDrop.UNKNOWN_INTERFACE)
+        own_mac = self._frontend_mac if iface == FRONTEND else self._backend_mac
         info = packet.info
         if info.error is not None:
             self.counters["malformed-" + info.error.value] += 1

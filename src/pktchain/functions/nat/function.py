@@ -191,6 +191,7 @@ class NatFunction(Function):
     Config: ClassVar[type[Any]] = NatFunctionConfig
     LIVE: ClassVar[bool] = False  # RFC 4787 REQ-11: a NAT's behaviour does not change under it
     INTERFACES: ClassVar[tuple[str, ...]] = (_INSIDE, _OUTSIDE)
+    UNKNOWN_INTERFACE: ClassVar[str] = "drop-unknown-interface"
     COUNTERS: ClassVar[tuple[str, ...]] = (
         "translated",
         "non-ip-passed",
@@ -231,9 +232,7 @@ class NatFunction(Function):
     def process(self, packet: Packet, now: float) -> Result:
         info = packet.info
         if info.error is not None:
-            return self._drop("drop-malformed")
-        if packet.iface not in self.INTERFACES:
-            return self._drop("drop-unknown-interface")
+            return drop("drop-malformed")
         if not info.ip_version:
             self.counters["non-ip-passed"] += 1
             return forward()
@@ -250,7 +249,6 @@ class NatFunction(Function):
             out = _INSIDE if hairpin else self.peer(packet.iface)
             return forward(out, lease=self._lease(result, outbound=inside))
         reason = "drop-" + (result.reason.value if result.reason is not None else "malformed")
-        self.counters[reason] += 1
         if result.verdict is Verdict.REPLY and result.reply is not None:
             if not self._bucket.take(now):
                 self.counters["drop-icmp-rate-limit"] += 1
@@ -259,10 +257,6 @@ class NatFunction(Function):
             return reply(packet, answer_header(buf, info) + result.reply, reason=reason)
         if result.reason is DropReason.SYN_HELD:
             self._remember_sender(info.src, answer_header(buf, info))
-        return drop(reason)
-
-    def _drop(self, reason: str) -> Result:
-        self.counters[reason] += 1
         return drop(reason)
 
     def _remember_sender(self, address: bytes, header: bytes) -> None:

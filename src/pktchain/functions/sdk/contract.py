@@ -14,7 +14,10 @@ same way:
   to forward on, frames to emit, and optionally a :class:`FlowLease`;
 * timers are :meth:`Function.next_deadline` / :meth:`Function.on_timer`;
 * counters are a ``Counter`` of named integers (:attr:`Function.counters`),
-  pre-seeded from :attr:`Function.COUNTERS` so that they show at zero;
+  pre-seeded from :attr:`Function.COUNTERS` so that they show at zero; the
+  driver (:mod:`pktchain.functions.sdk.driver`) counts each DROP and REPLY
+  there under its reason, and refuses frames on interfaces the function does
+  not have, so neither is the function's business;
 * :attr:`Function.LIVE` says whether :meth:`Function.reconfigure` may change
   the configuration while traffic flows.
 
@@ -47,6 +50,7 @@ from enum import Enum
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pktchain.functions.sdk.schema import ConfigError, FieldError, describe, load_config
+from pktchain.packet.flow import FlowKey, flow_key
 from pktchain.packet.parse import FrameInfo, parse_frame
 from pktchain.packet.rewrite import Side, decrement_ttl, set_ip, set_mac, set_port
 from pktchain.packet.virtio import VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_LEN
@@ -68,6 +72,7 @@ __all__ = [
     "forward",
     "function_class",
     "make_function",
+    "observed_flow",
     "punt",
     "reply",
 ]
@@ -377,6 +382,19 @@ def punt() -> Result:
     return Result(Verdict.PUNT)
 
 
+def observed_flow(packet: Packet, counters: Counter[str]) -> FlowKey | None:
+    """The packet's flow, for a function that observes every frame and forwards it.
+
+    None for a frame that has no flow, counted as ``malformed`` or ``not-ip``:
+    the caller forwards it as it came (an observer never changes the traffic).
+    """
+    info = packet.info
+    key = flow_key(info)
+    if key is None:
+        counters["malformed" if info.error is not None else "not-ip"] += 1
+    return key
+
+
 @dataclass(frozen=True, slots=True)
 class NoConfig:
     """The configuration of a function that takes none."""
@@ -392,6 +410,9 @@ class Function:
     * ``COUNTERS``: the counter names it keeps (shown even at zero);
     * ``LIVE``: True when :meth:`reconfigure` may be called while it runs;
     * ``INTERFACES``: its interface names; two for a bump in the wire;
+    * ``UNKNOWN_INTERFACE``: the drop reason (a counter) under which the driver
+      refuses a frame on an interface not in ``INTERFACES``, so that
+      :meth:`process` only ever sees its own interfaces;
     * ``FLOODED``: True for a function that owns addresses on its networks and
       must see broadcast (ARP) and unknown-unicast frames there, like a router
       or a load balancer answering for its virtual IP. A bump in the wire
@@ -405,6 +426,7 @@ class Function:
     COUNTERS: ClassVar[tuple[str, ...]] = ()
     LIVE: ClassVar[bool] = False
     INTERFACES: ClassVar[tuple[str, ...]] = ("ingress", "egress")
+    UNKNOWN_INTERFACE: ClassVar[str] = "unknown-interface"
     FLOODED: ClassVar[bool] = False
 
     def __init__(self, config: Any = None) -> None:
@@ -429,7 +451,11 @@ class Function:
         return describe(cls.Config)
 
     def process(self, packet: Packet, now: float) -> Result:
-        """Handle one packet; never raise for a bad packet (drop it with a reason)."""
+        """Handle one packet that came in on one of ``INTERFACES``.
+
+        Never raise for a bad packet: drop it with a reason, which the driver
+        counts (a function does not count the reason it returns).
+        """
         raise NotImplementedError
 
     def next_deadline(self) -> float | None:
