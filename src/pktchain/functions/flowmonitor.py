@@ -156,7 +156,7 @@ class _Flow:
                 lease.revoke()
 
 
-class FlowMonitor(Function):
+class FlowMonitor(Function[FlowMonitorConfig]):
     """Counts flows in both directions and exports a record when each one ends.
 
     Between the driver and the monitor: :meth:`take_records` hands over the
@@ -184,8 +184,6 @@ class FlowMonitor(Function):
         "malformed",
         "unknown-interface",
     )
-
-    config: FlowMonitorConfig
 
     def __init__(self, config: FlowMonitorConfig | None = None) -> None:
         super().__init__(config)
@@ -372,7 +370,7 @@ class FlowMonitor(Function):
         return round((when + self.clock_offset) * 1000)
 
     # -- configuration and status ------------------------------------------------
-    def apply_config(self, config: Any) -> None:
+    def apply_config(self, config: FlowMonitorConfig) -> None:
         """New timeouts apply to every flow; a smaller table evicts the surplus."""
         self.config = config
         while len(self._flows) > config.max_flows:

@@ -413,7 +413,7 @@ class _Flow:
         self.next_seq[way] = expected
 
 
-class L7Classifier(Function):
+class L7Classifier(Function[L7ClassifierConfig]):
     """Finds each TCP flow's HTTP Host or TLS server name; see the module docstring.
 
     ``metadata(key)`` is what the node's chain classification asks (flow
@@ -439,8 +439,6 @@ class L7Classifier(Function):
         "malformed",
         "unknown-interface",
     )
-
-    config: L7ClassifierConfig
 
     def __init__(self, config: L7ClassifierConfig | None = None) -> None:
         super().__init__(config)

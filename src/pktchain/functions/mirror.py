@@ -201,7 +201,7 @@ class _Match:
 _LeaseKey = tuple[str, tuple[bytes, bytes, int, int, int]]
 
 
-class Mirror(Function):
+class Mirror(Function[MirrorConfig]):
     """Forwards between ``ingress`` and ``egress``; copies selected packets to ``mirror``.
 
     The copies are emitted frames (``Result.emit``) on the ``mirror`` interface:
@@ -230,8 +230,6 @@ class Mirror(Function):
         "mirror-input",
         "unknown-interface",
     )
-
-    config: MirrorConfig
 
     def __init__(self, config: MirrorConfig | None = None) -> None:
         super().__init__(config)
@@ -339,7 +337,7 @@ class Mirror(Function):
         self._sweep_at = now + idle / 2 if leases else None
         return []
 
-    def apply_config(self, config: Any) -> None:
+    def apply_config(self, config: MirrorConfig) -> None:
         """Take a new configuration: every lease goes, the flows come back to be judged."""
         self.config = config
         self._compile()

@@ -148,7 +148,7 @@ class Bucket:
         self.dropped = 0
 
 
-class RateLimiter(Function):
+class RateLimiter(Function[RateLimiterConfig]):
     """Token-bucket policing (see the module docstring)."""
 
     KIND: ClassVar[str] = "rate-limiter"
@@ -168,8 +168,6 @@ class RateLimiter(Function):
         "buckets-expired",
         "buckets-evicted",
     )
-
-    config: RateLimiterConfig
 
     def __init__(self, config: RateLimiterConfig) -> None:
         super().__init__(config)
@@ -267,7 +265,7 @@ class RateLimiter(Function):
 
     # -- configuration and status --------------------------------------------
 
-    def apply_config(self, config: Any) -> None:
+    def apply_config(self, config: RateLimiterConfig) -> None:
         """New rates apply at once; tokens above a new burst are cut; a new scope starts afresh."""
         old = self.config
         self.config = config

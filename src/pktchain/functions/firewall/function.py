@@ -38,7 +38,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum, StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self
 
 from pktchain.functions.common.reject import (
     RejectWith,
@@ -447,7 +447,7 @@ class _Fragments:
 _STATE_COUNTERS = {state: "state-" + state.value for state in ConnState}
 
 
-class Firewall(Function):
+class Firewall(Function[FirewallConfig]):
     """The stateful firewall (see the module docstring)."""
 
     KIND: ClassVar[str] = "firewall"
@@ -470,8 +470,6 @@ class Firewall(Function):
         "leases-granted",
         "leases-revoked",
     )
-
-    config: FirewallConfig
 
     def __init__(self, config: FirewallConfig | None = None) -> None:
         super().__init__(config)
@@ -500,7 +498,7 @@ class Firewall(Function):
         self._compile(cfg)
 
     @classmethod
-    def from_config(cls, data: Mapping[str, Any] | None = None) -> Function:
+    def from_config(cls, data: Mapping[str, Any] | None = None) -> Self:
         return super().from_config(_one_as_list(data))
 
     def reconfigure(self, data: Mapping[str, Any]) -> None:
@@ -672,7 +670,7 @@ class Firewall(Function):
 
     # -- configuration -------------------------------------------------------
 
-    def apply_config(self, config: Any) -> None:
+    def apply_config(self, config: FirewallConfig) -> None:
         """Take new rules and settings; revoke the leases the new rules judge differently."""
         old = self.config
         for conn in self._tracker.connections():

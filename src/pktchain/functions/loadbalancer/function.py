@@ -279,7 +279,7 @@ class ServiceRuntime:
         return None if index is None else self.members[index]
 
 
-class LoadBalancer(Function):
+class LoadBalancer(Function[LoadBalancerConfig]):
     """Virtual services spread over backends (see the module docstring and the docs)."""
 
     KIND = "load-balancer"

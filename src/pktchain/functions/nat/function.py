@@ -184,7 +184,7 @@ class _Leases:
         self.queued = -1.0
 
 
-class NatFunction(Function):
+class NatFunction(Function[NatFunctionConfig]):
     """The NAPT between ``ingress`` (inside) and ``egress`` (outside); see the module docstring."""
 
     KIND: ClassVar[str] = "nat"
@@ -203,8 +203,6 @@ class NatFunction(Function):
         "leases-granted",
         "leases-revoked",
     )
-
-    config: NatFunctionConfig
 
     def __init__(self, config: NatFunctionConfig) -> None:
         super().__init__(config)
