@@ -80,18 +80,49 @@ class FlowEndReason(IntEnum):
 class FlowMonitorConfig:
     """Timeouts (seconds, in the unit of ``now``), table bounds and the top-talkers size."""
 
-    idle_timeout: float = field(default=15.0, metadata=check(minimum=0.1))
-    """A flow without a packet for this long is exported and forgotten."""
-    active_timeout: float = field(default=60.0, metadata=check(minimum=1.0))
-    """A flow is reported at least this often while it lasts (deltas since its last report)."""
-    end_wait: float = field(default=2.0, metadata=check(minimum=0.0, maximum=60.0))
-    """After TCP FIN both ways or RST, wait this long (for the last ACK) before exporting."""
-    max_flows: int = field(default=65536, metadata=check(minimum=1))
-    """Flows kept at once; a new flow beyond it evicts one (flowEndReason 5)."""
-    max_records: int = field(default=65536, metadata=check(minimum=1))
-    """Records kept until the driver takes them; beyond it the oldest are lost (counted)."""
-    top: int = field(default=10, metadata=check(minimum=0, maximum=1000))
-    """How many flows and sources ``status()`` lists as top talkers."""
+    idle_timeout: float = field(
+        default=15.0,
+        metadata=check(
+            minimum=0.1, help="a flow without a packet for this long is exported and forgotten"
+        ),
+    )
+    active_timeout: float = field(
+        default=60.0,
+        metadata=check(
+            minimum=1.0,
+            help="a flow is reported at least this often while it lasts (deltas since its "
+            "last report)",
+        ),
+    )
+    end_wait: float = field(
+        default=2.0,
+        metadata=check(
+            minimum=0.0,
+            maximum=60.0,
+            help="after TCP FIN both ways or RST, wait this long (for the last ACK) before "
+            "exporting",
+        ),
+    )
+    max_flows: int = field(
+        default=65536,
+        metadata=check(
+            minimum=1, help="flows kept at once; a new flow beyond it evicts one (flowEndReason 5)"
+        ),
+    )
+    max_records: int = field(
+        default=65536,
+        metadata=check(
+            minimum=1,
+            help="records kept until the driver takes them; beyond it the oldest are lost "
+            "(counted)",
+        ),
+    )
+    top: int = field(
+        default=10,
+        metadata=check(
+            minimum=0, maximum=1000, help="how many flows and sources status() lists as top talkers"
+        ),
+    )
 
 
 class _Flow:

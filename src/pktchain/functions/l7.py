@@ -326,14 +326,34 @@ MAX_HELD_SEGMENTS = 16
 class L7ClassifierConfig:
     """Bounds on what is read and kept, and the timeouts (seconds)."""
 
-    max_bytes: int = field(default=4096, metadata=check(minimum=16, maximum=65536))
-    """Bytes of a flow's first payload read at most before it is decided unclassified."""
-    max_flows: int = field(default=65536, metadata=check(minimum=1))
-    """TCP flows tracked at once; a new one beyond is forwarded unclassified (counted)."""
-    decide_timeout: float = field(default=30.0, metadata=check(minimum=0.1))
-    """An undecided flow is decided unclassified this long after it was first seen."""
-    idle_timeout: float = field(default=300.0, metadata=check(minimum=1.0))
-    """A flow idle for this long is forgotten (its metadata with it)."""
+    max_bytes: int = field(
+        default=4096,
+        metadata=check(
+            minimum=16,
+            maximum=65536,
+            help="bytes of a flow's first payload read at most before it is decided unclassified",
+        ),
+    )
+    max_flows: int = field(
+        default=65536,
+        metadata=check(
+            minimum=1,
+            help="TCP flows tracked at once; a new one beyond is forwarded unclassified (counted)",
+        ),
+    )
+    decide_timeout: float = field(
+        default=30.0,
+        metadata=check(
+            minimum=0.1,
+            help="an undecided flow is decided unclassified this long after it was first seen",
+        ),
+    )
+    idle_timeout: float = field(
+        default=300.0,
+        metadata=check(
+            minimum=1.0, help="a flow idle for this long is forgotten (its metadata with it)"
+        ),
+    )
 
 
 class _Flow:

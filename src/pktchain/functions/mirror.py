@@ -102,46 +102,97 @@ def _protocol_error(value: str | int | None) -> str | None:
     return None
 
 
-PORT = check(minimum=0, maximum=65535)
+def _port(help_text: str) -> Any:
+    return field(default=None, metadata=check(minimum=0, maximum=65535, help=help_text))
 
 
 @dataclass(frozen=True, slots=True)
 class MirrorFilter:
     """Which IP packets are copied; a field left out matches anything."""
 
-    protocol: str | int | None = field(default=None, metadata=check(test=_protocol_error))
-    """IP protocol, by name (tcp, udp, icmp, icmpv6, ...) or number."""
-    src: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
-    """Source address prefix (CIDR); an address alone is a /32 or /128."""
-    dst: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
-    """Destination address prefix (CIDR)."""
-    sport: int | None = field(default=None, metadata=PORT)
-    """TCP or UDP source port; set, it excludes every other protocol."""
-    dport: int | None = field(default=None, metadata=PORT)
-    """TCP or UDP destination port; set, it excludes every other protocol."""
-    both_ways: bool = True
-    """Also match a packet whose reversed 5-tuple matches, so that a filter written
-    for requests (``dport: 80``) copies their answers too."""
+    protocol: str | int | None = field(
+        default=None,
+        metadata=check(
+            test=_protocol_error,
+            help="IP protocol, by name (tcp, udp, icmp, icmpv6, sctp, gre, ...) or number (0-255)",
+        ),
+    )
+    src: ipaddress.IPv4Network | ipaddress.IPv6Network | None = field(
+        default=None,
+        metadata=check(
+            help="source prefix, CIDR (10.0.0.0/24, 2001:db8::/32); an address alone is a "
+            "/32 or /128"
+        ),
+    )
+    dst: ipaddress.IPv4Network | ipaddress.IPv6Network | None = field(
+        default=None, metadata=check(help="destination prefix, as src")
+    )
+    sport: int | None = _port("TCP or UDP source port; set, it excludes every other protocol")
+    dport: int | None = _port("TCP or UDP destination port; set, it excludes every other protocol")
+    both_ways: bool = field(
+        default=True,
+        metadata=check(
+            help="also match a packet whose reversed 5-tuple matches, so that a filter "
+            "written for requests (dport: 80) copies their answers too"
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class MirrorConfig:
     """What the mirror copies, and how it keeps the flows it does not copy."""
 
-    direction: Direction = Direction.BOTH
-    filter: MirrorFilter | None = None
-    """None copies every frame (ARP and malformed frames included)."""
-    snaplen: int = field(default=0, metadata=check(minimum=0, maximum=MAX_SNAPLEN))
-    """Copy at most this many bytes of each frame; 0 copies whole frames."""
-    sample: int = field(default=1, metadata=check(minimum=1, maximum=2**31 - 1))
-    """Copy one selected packet in this many (the first, then every sample-th)."""
-    destination_mac: str | None = field(default=None, metadata=check(test=_mac_error))
-    """Address the copies to this MAC (a collector's, or ff:ff:ff:ff:ff:ff to flood
-    them); None keeps each frame's own destination, as a capture file wants."""
-    max_leases: int = field(default=65536, metadata=check(minimum=0))
-    """Flows not copied that may be leased to the fast path at once; 0 leases none."""
-    lease_idle: float = field(default=300.0, metadata=check(minimum=1.0))
-    """Seconds after which an unused lease is revoked and forgotten."""
+    direction: Direction = field(
+        default=Direction.BOTH,
+        metadata=check(
+            help="both, ingress (packets that came in on ingress, on their way to egress) "
+            "or egress (the return traffic)"
+        ),
+    )
+    filter: MirrorFilter | None = field(
+        default=None,
+        metadata=check(
+            help="which IP packets are copied; none copies every frame (ARP and malformed "
+            "frames included)"
+        ),
+    )
+    snaplen: int = field(
+        default=0,
+        metadata=check(
+            minimum=0,
+            maximum=MAX_SNAPLEN,
+            help="copy at most this many bytes of each frame; 0 copies whole frames",
+        ),
+    )
+    sample: int = field(
+        default=1,
+        metadata=check(
+            minimum=1,
+            maximum=2**31 - 1,
+            help="copy one selected packet in this many (the first, then every sample-th)",
+        ),
+    )
+    destination_mac: str | None = field(
+        default=None,
+        metadata=check(
+            test=_mac_error,
+            help="address the copies to this MAC (a collector's, or ff:ff:ff:ff:ff:ff to "
+            "flood them); none keeps each frame's own destination, as a capture file wants",
+        ),
+    )
+    max_leases: int = field(
+        default=65536,
+        metadata=check(
+            minimum=0,
+            help="flows not copied that may be leased to the fast path at once; 0 leases none",
+        ),
+    )
+    lease_idle: float = field(
+        default=300.0,
+        metadata=check(
+            minimum=1.0, help="seconds after which an unused lease is revoked and forgotten"
+        ),
+    )
 
 
 class _Prefix:

@@ -63,37 +63,59 @@ class RateLimiterConfig:
     """Rates, bursts, scope and table bounds; at least one of the two rates is required."""
 
     rate_pps: float | None = field(
-        default=None, metadata={**check(test=_positive), "help": "packets per second"}
+        default=None, metadata=check(test=_positive, help="packets per second (more than 0)")
     )
     rate_bps: float | None = field(
-        default=None, metadata={**check(test=_positive), "help": "bits per second"}
+        default=None,
+        metadata=check(
+            test=_positive,
+            help="bits per second (more than 0); at least one of the two rates is required",
+        ),
     )
     burst_packets: int | None = field(
         default=None,
-        metadata={
-            **check(minimum=1),
-            "help": "packets at once; default one second of rate_pps (at least 1)",
-        },
+        metadata=check(
+            minimum=1,
+            help="packet bucket size; default one second of rate_pps (at least 1); needs rate_pps",
+        ),
     )
     burst_bytes: int | None = field(
         default=None,
-        metadata={
-            **check(minimum=1),
-            "help": "bytes at once; default one second of rate_bps, at least 65536",
-        },
+        metadata=check(
+            minimum=1,
+            help="byte bucket size; default one second of rate_bps, at least 65536; needs rate_bps",
+        ),
     )
-    scope: Scope = field(default=Scope.FLOW, metadata={"help": "flow, source or global"})
+    scope: Scope = field(
+        default=Scope.FLOW,
+        metadata=check(
+            help="what shares a bucket: flow (the 5-tuple), source (the source address) "
+            "or global (everything)"
+        ),
+    )
     direction: Direction = field(
-        default=Direction.ANY, metadata={"help": "interface whose incoming packets are limited"}
+        default=Direction.ANY,
+        metadata=check(
+            help="ingress, egress or any: the interface whose incoming packets are limited"
+        ),
     )
-    max_buckets: int = field(default=65536, metadata={**check(minimum=1), "help": "table limit"})
+    max_buckets: int = field(
+        default=65536,
+        metadata=check(
+            minimum=1, help="bucket table limit; the least recently used bucket makes room"
+        ),
+    )
     idle_timeout: float = field(
         default=60.0,
-        metadata={**check(minimum=0.001), "help": "a bucket unused this long is forgotten"},
+        metadata=check(minimum=0.001, help="seconds before an unused bucket is forgotten"),
     )
     status_buckets: int = field(
         default=20,
-        metadata={**check(minimum=0, maximum=10000), "help": "buckets listed by status()"},
+        metadata=check(
+            minimum=0,
+            maximum=10000,
+            help="buckets listed by status() (those that dropped most)",
+        ),
     )
 
     def __post_init__(self) -> None:

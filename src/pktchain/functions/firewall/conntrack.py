@@ -262,7 +262,7 @@ def _positive(value: float) -> str | None:
 
 
 def _timeout(default: float, help_text: str) -> float:
-    return field(default=default, metadata={**check(test=_positive), "help": help_text})
+    return field(default=default, metadata=check(test=_positive, help=help_text))
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,43 +177,64 @@ def _ports_error(values: tuple[int | str, ...]) -> str | None:
     return None
 
 
-def _help(text: str, **bounds: Any) -> dict[str, Any]:
-    return {**check(**bounds), "help": text}
-
-
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One firewall rule: every field given must match; fields left out match anything."""
 
-    action: Action = field(metadata=_help("accept, drop or reject"))
-    name: str = field(default="", metadata=_help("a label shown with the rule's counters"))
+    action: Action = field(metadata=check(help="accept, drop or reject"))
+    name: str = field(default="", metadata=check(help="a label shown with the rule's counters"))
     direction: Direction = field(
-        default=Direction.ANY, metadata=_help("interface the packet came in on")
+        default=Direction.ANY,
+        metadata=check(help="ingress, egress (the interface the packet came in on) or any"),
     )
     protocol: int | str | None = field(
-        default=None, metadata=_help("tcp, udp, icmp, icmpv6, ... or 0-255", test=_protocol_error)
+        default=None,
+        metadata=check(
+            help="tcp, udp, icmp, icmpv6, gre, esp, ah, sctp, or 0-255", test=_protocol_error
+        ),
     )
-    source: tuple[Network, ...] = field(default=(), metadata=_help("source networks (CIDR)"))
+    source: tuple[Network, ...] = field(
+        default=(),
+        metadata=check(
+            help="source networks, IPv4 and/or IPv6 (10.0.0.0/8, fd00::/8, 192.0.2.7); "
+            "one or a list"
+        ),
+    )
     destination: tuple[Network, ...] = field(
-        default=(), metadata=_help("destination networks (CIDR)")
+        default=(), metadata=check(help="destination networks, as source")
     )
     sport: tuple[int | str, ...] = field(
-        default=(), metadata=_help("source ports or ranges (tcp/udp)", test=_ports_error)
+        default=(),
+        metadata=check(
+            help='source ports and ranges (22, "8000-8080"); need protocol tcp or udp',
+            test=_ports_error,
+        ),
     )
     dport: tuple[int | str, ...] = field(
-        default=(), metadata=_help("destination ports or ranges (tcp/udp)", test=_ports_error)
+        default=(), metadata=check(help="destination ports and ranges, as sport", test=_ports_error)
     )
     icmp_type: int | None = field(
-        default=None, metadata=_help("ICMP or ICMPv6 type", minimum=0, maximum=255)
+        default=None,
+        metadata=check(
+            help="ICMP or ICMPv6 type; needs protocol icmp or icmpv6", minimum=0, maximum=255
+        ),
     )
     icmp_code: int | None = field(
-        default=None, metadata=_help("ICMP or ICMPv6 code (with icmp_type)", minimum=0, maximum=255)
+        default=None,
+        metadata=check(help="ICMP or ICMPv6 code; needs icmp_type", minimum=0, maximum=255),
     )
     state: tuple[ConnState, ...] = field(
-        default=(), metadata=_help("connection states: new, established, related, ...")
+        default=(),
+        metadata=check(
+            help="connection states: new, established, related, invalid, untracked; one or a list"
+        ),
     )
     reject_with: RejectWith | None = field(
-        default=None, metadata=_help("reject: the ICMP unreachable for non-TCP packets")
+        default=None,
+        metadata=check(
+            help="the ICMP unreachable this rule's reject sends (only with action reject); "
+            "none: the firewall's"
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -269,26 +290,52 @@ def _versions(networks: tuple[Network, ...]) -> set[int]:
 class FirewallConfig:
     """The firewall's configuration: rules in order, the default, tracking limits."""
 
-    rules: tuple[Rule, ...] = field(default=(), metadata=_help("the rules, first match wins"))
-    default: Action = field(default=Action.DROP, metadata=_help("action when no rule matches"))
+    rules: tuple[Rule, ...] = field(
+        default=(),
+        metadata=check(help="the rules, in order: the first one a packet matches decides"),
+    )
+    default: Action = field(
+        default=Action.DROP, metadata=check(help="accept, drop or reject a packet no rule matches")
+    )
     reject_with: RejectWith = field(
         default=RejectWith.ADMIN_PROHIBITED,
-        metadata=_help("ICMP unreachable a reject sends (RFC 1812 §5.2.7.1: code 13)"),
+        metadata=check(
+            help="the ICMP unreachable a reject sends for what is not TCP: admin-prohibited "
+            "(RFC 1812 §5.2.7.1), port-unreachable, host-unreachable or net-unreachable"
+        ),
     )
     reject_rate: float = field(
         default=100.0,
-        metadata=_help("answers to rejected packets per second (RFC 1812 §4.3.2.8)", minimum=0.001),
+        metadata=check(
+            help="answers to rejected packets per second (token bucket, RFC 1812 §4.3.2.8)",
+            minimum=0.001,
+        ),
     )
-    reject_burst: int = field(default=100, metadata=_help("answers sent at once", minimum=1))
-    non_ip: NonIp = field(default=NonIp.ACCEPT, metadata=_help("frames that are not IP (ARP)"))
+    reject_burst: int = field(default=100, metadata=check(help="answers sent at once", minimum=1))
+    non_ip: NonIp = field(
+        default=NonIp.ACCEPT,
+        metadata=check(help="accept or drop frames that are not IP (ARP, LLDP)"),
+    )
     tcp_pickup: bool = field(
         default=False,
-        metadata=_help("track TCP connections met mid-stream (after a restart) instead of invalid"),
+        metadata=check(
+            help="track a TCP connection met mid-stream (after a restart) as established "
+            "instead of invalid"
+        ),
     )
-    max_connections: int = field(default=65536, metadata=_help("connection table limit", minimum=1))
-    timeouts: Timeouts = field(default_factory=Timeouts, metadata=_help("idle timeouts, s"))
+    max_connections: int = field(
+        default=65536,
+        metadata=check(
+            help="connection table limit; when full, the oldest unanswered connection makes room",
+            minimum=1,
+        ),
+    )
+    timeouts: Timeouts = field(
+        default_factory=Timeouts,
+        metadata=check(help="idle timeouts per connection state, in seconds"),
+    )
     status_connections: int = field(
-        default=50, metadata=_help("connections listed by status()", minimum=0, maximum=10000)
+        default=50, metadata=check(help="connections listed by status()", minimum=0, maximum=10000)
     )
 
 

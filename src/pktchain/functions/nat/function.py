@@ -76,7 +76,7 @@ _IPV4_DST = slice(IPV4.offset("dst"), IPV4.offset("dst") + 4)
 
 def _nat(name: str, help_text: str, **bounds: Any) -> Any:
     """A field with NatConfig's default for ``name``."""
-    return field(default=_NAT_DEFAULTS[name], metadata={**check(**bounds), "help": help_text})
+    return field(default=_NAT_DEFAULTS[name], metadata=check(help=help_text, **bounds))
 
 
 def _protocol_error(value: str) -> str | None:
@@ -87,14 +87,27 @@ def _networks_error(value: tuple[ipaddress.IPv4Network, ...]) -> str | None:
     return None if value else "give at least one IPv4 network"
 
 
+_FILTERINGS = "endpoint-independent, address-dependent or address-and-port-dependent"
+
+
 @dataclass(frozen=True, slots=True)
 class PortForward:
     """A static mapping: ``external_port`` of the external address leads to an inside host."""
 
-    protocol: str = field(metadata={**check(test=_protocol_error), "help": "tcp or udp"})
-    external_port: int = field(metadata=check(minimum=1, maximum=0xFFFF))
-    internal_address: ipaddress.IPv4Address = field(metadata={"help": "in internal_networks"})
-    internal_port: int = field(metadata=check(minimum=1, maximum=0xFFFF))
+    protocol: str = field(metadata=check(test=_protocol_error, help="tcp or udp"))
+    external_port: int = field(
+        metadata=check(
+            minimum=1,
+            maximum=0xFFFF,
+            help="port of the external address; each (protocol, external_port) once",
+        )
+    )
+    internal_address: ipaddress.IPv4Address = field(
+        metadata=check(help="the inside host, an address in internal_networks")
+    )
+    internal_port: int = field(
+        metadata=check(minimum=1, maximum=0xFFFF, help="the inside host's port")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,47 +115,91 @@ class NatFunctionConfig:
     """NatConfig's fields (same names, defaults and RFC minima), port forwards, ICMP rate."""
 
     external_address: ipaddress.IPv4Address = field(
-        metadata={"help": "the one public address every mapping uses"}
+        metadata=check(help="the one public IPv4 address every mapping uses")
     )
     internal_networks: tuple[ipaddress.IPv4Network, ...] = field(
-        metadata={**check(test=_networks_error), "help": "subnets whose hosts are translated"}
+        metadata=check(
+            test=_networks_error,
+            help="subnets whose hosts are translated (at least one); the external address "
+            "must not lie in them (RFC 4787 REQ-7)",
+        )
     )
     udp_filtering: Filtering = field(
-        default=_NAT_DEFAULTS["udp_filtering"], metadata={"help": "RFC 4787 REQ-8"}
+        default=_NAT_DEFAULTS["udp_filtering"],
+        metadata=check(help=f"which inbound UDP a mapping admits: {_FILTERINGS} (RFC 4787 REQ-8)"),
     )
     tcp_filtering: Filtering = field(
-        default=_NAT_DEFAULTS["tcp_filtering"], metadata={"help": "RFC 5382 REQ-3"}
+        default=_NAT_DEFAULTS["tcp_filtering"],
+        metadata=check(help=f"which inbound TCP a mapping admits: {_FILTERINGS} (RFC 5382 REQ-3)"),
     )
-    udp_timeout: float = _nat("udp_timeout", "RFC 4787 REQ-5", minimum=MIN_UDP_TIMEOUT)
+    udp_timeout: float = _nat(
+        "udp_timeout", "UDP session idle timeout, s (RFC 4787 REQ-5)", minimum=MIN_UDP_TIMEOUT
+    )
     tcp_established_timeout: float = _nat(
-        "tcp_established_timeout", "RFC 5382 REQ-5", minimum=MIN_TCP_ESTABLISHED_TIMEOUT
+        "tcp_established_timeout",
+        "established TCP session idle timeout, s (RFC 5382 REQ-5)",
+        minimum=MIN_TCP_ESTABLISHED_TIMEOUT,
     )
-    tcp_opening_timeout: float = _nat("tcp_opening_timeout", "RFC 7857 §2.1", minimum=1.0)
-    tcp_closing_timeout: float = _nat("tcp_closing_timeout", "RFC 7857 §2.1", minimum=1.0)
+    tcp_opening_timeout: float = _nat(
+        "tcp_opening_timeout",
+        "timeout of a TCP connection being opened, s (RFC 7857 §2.1)",
+        minimum=1.0,
+    )
+    tcp_closing_timeout: float = _nat(
+        "tcp_closing_timeout",
+        "timeout after both FINs or a RST, s (RFC 7857 §2.1)",
+        minimum=1.0,
+    )
     tcp_incoming_syn_timeout: float = _nat(
-        "tcp_incoming_syn_timeout", "RFC 5382 REQ-4", minimum=MIN_INCOMING_SYN_TIMEOUT
+        "tcp_incoming_syn_timeout",
+        "how long an unsolicited inbound SYN is held, s (RFC 5382 REQ-4)",
+        minimum=MIN_INCOMING_SYN_TIMEOUT,
     )
-    icmp_timeout: float = _nat("icmp_timeout", "RFC 5508 REQ-2", minimum=MIN_ICMP_TIMEOUT)
-    inbound_refresh: bool = _nat("inbound_refresh", "RFC 4787 REQ-6a")
+    icmp_timeout: float = _nat(
+        "icmp_timeout", "ICMP query session timeout, s (RFC 5508 REQ-2)", minimum=MIN_ICMP_TIMEOUT
+    )
+    inbound_refresh: bool = _nat(
+        "inbound_refresh", "inbound UDP and ICMP packets refresh their session (RFC 4787 REQ-6a)"
+    )
     unsolicited_syn: UnsolicitedSyn = field(
-        default=_NAT_DEFAULTS["unsolicited_syn"], metadata={"help": "RFC 5382 REQ-4"}
+        default=_NAT_DEFAULTS["unsolicited_syn"],
+        metadata=check(
+            help="an inbound SYN no mapping admits: hold-then-icmp, hold-then-drop or drop "
+            "(RFC 5382 REQ-4)"
+        ),
     )
-    icmp_refusals: bool = _nat("icmp_refusals", "RFC 5508 REQ-8, REQ-9")
-    max_sessions: int = _nat("max_sessions", "table limit", minimum=0)
-    max_sessions_per_host: int = _nat("max_sessions_per_host", "per inside host", minimum=0)
-    max_held_syns: int = _nat("max_held_syns", "unsolicited SYNs held at once", minimum=0)
-    preserve_parity: bool = _nat("preserve_parity", "RFC 4787 REQ-4")
-    port_seed: int | None = _nat("port_seed", "seed of the port randomization (RFC 7857 §9)")
+    icmp_refusals: bool = _nat(
+        "icmp_refusals", "answer a refused session with ICMP 3/13 (RFC 5508 REQ-8, REQ-9)"
+    )
+    max_sessions: int = _nat("max_sessions", "session table limit", minimum=0)
+    max_sessions_per_host: int = _nat(
+        "max_sessions_per_host", "sessions one inside host may hold at once", minimum=0
+    )
+    max_held_syns: int = _nat(
+        "max_held_syns", "unsolicited SYNs held at once; more are dropped", minimum=0
+    )
+    preserve_parity: bool = _nat(
+        "preserve_parity",
+        "keep the parity of a port that cannot be preserved (RFC 4787 REQ-4)",
+    )
+    port_seed: int | None = _nat(
+        "port_seed", "seed of the port randomization (RFC 7857 §9); none draws one"
+    )
     port_forwards: tuple[PortForward, ...] = field(
-        default=(), metadata={"help": "static mappings open to any outside host"}
+        default=(), metadata=check(help="static mappings open to any outside host")
     )
     icmp_error_rate: float = field(
         default=100.0,
-        metadata={**check(minimum=0.001), "help": "ICMP errors per second (RFC 1812 §4.3.2.8)"},
+        metadata=check(
+            minimum=0.001, help="ICMP errors the NAT sends per second (RFC 1812 §4.3.2.8)"
+        ),
     )
-    icmp_error_burst: int = field(default=50, metadata={**check(minimum=1), "help": "at once"})
+    icmp_error_burst: int = field(
+        default=50, metadata=check(minimum=1, help="ICMP errors sent at once")
+    )
     status_mappings: int = field(
-        default=50, metadata={**check(minimum=0, maximum=10000), "help": "mappings in status()"}
+        default=50,
+        metadata=check(minimum=0, maximum=10000, help="mappings listed by status()"),
     )
 
     def __post_init__(self) -> None:
