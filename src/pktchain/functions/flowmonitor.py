@@ -29,9 +29,10 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from pktchain.functions.sdk import (
     Deadlines,
@@ -83,15 +84,16 @@ class FlowMonitorConfig:
     idle_timeout: float = field(
         default=15.0,
         metadata=check(
-            minimum=0.1, help="a flow without a packet for this long is exported and forgotten"
+            minimum=0.1,
+            help="seconds without a packet after which a flow is exported and forgotten",
         ),
     )
     active_timeout: float = field(
         default=60.0,
         metadata=check(
             minimum=1.0,
-            help="a flow is reported at least this often while it lasts (deltas since its "
-            "last report)",
+            help="seconds between two reports of a flow that goes on (deltas since its last "
+            "report)",
         ),
     )
     end_wait: float = field(
@@ -99,7 +101,7 @@ class FlowMonitorConfig:
         metadata=check(
             minimum=0.0,
             maximum=60.0,
-            help="after TCP FIN both ways or RST, wait this long (for the last ACK) before "
+            help="seconds to wait after TCP FIN both ways or RST (for the last ACK) before "
             "exporting",
         ),
     )
@@ -201,20 +203,21 @@ class FlowMonitor(Function[FlowMonitorConfig]):
     KIND = "flow-monitor"
     Config = FlowMonitorConfig
     LIVE = True
-    COUNTERS = (
-        "packets",
-        "flows",
-        "records",
-        "records-lost",
-        "idle-timeout",
-        "active-timeout",
-        "end-of-flow",
-        "forced-end",
-        "lack-of-resources",
-        "not-ip",
-        "malformed",
-        "unknown-interface",
-    )
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "packets": "IP packets the monitor saw itself (those the fast path carried are "
+        "counted on the flows' leases)",
+        "flows": "flows created",
+        "records": "records exported",
+        "records-lost": "records dropped unread (max_records)",
+        "idle-timeout": "records of flows idle for idle_timeout (flowEndReason 1)",
+        "active-timeout": "reports of flows that went on for active_timeout (flowEndReason 2)",
+        "end-of-flow": "records of flows that ended: TCP FIN both ways, or RST (flowEndReason 3)",
+        "forced-end": "records of flows still open at shutdown (flowEndReason 4)",
+        "lack-of-resources": "records of flows evicted from a full table (flowEndReason 5)",
+        "not-ip": "frames that are not IP, forwarded without a flow",
+        "malformed": "frames that do not parse, forwarded without a flow",
+        "unknown-interface": "frames on an interface it does not have, refused by the driver",
+    }
 
     def __init__(self, config: FlowMonitorConfig | None = None) -> None:
         super().__init__(config)

@@ -23,10 +23,10 @@ not read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from pktchain.functions.sdk import (
     Deadlines,
@@ -345,13 +345,14 @@ class L7ClassifierConfig:
         default=30.0,
         metadata=check(
             minimum=0.1,
-            help="an undecided flow is decided unclassified this long after it was first seen",
+            help="seconds after a flow is first seen before, undecided, it is decided unclassified",
         ),
     )
     idle_timeout: float = field(
         default=300.0,
         metadata=check(
-            minimum=1.0, help="a flow idle for this long is forgotten (its metadata with it)"
+            minimum=1.0,
+            help="seconds without a packet after which a flow is forgotten (its metadata with it)",
         ),
     )
 
@@ -444,21 +445,21 @@ class L7Classifier(Function[L7ClassifierConfig]):
 
     KIND = "l7-classifier"
     Config = L7ClassifierConfig
-    COUNTERS = (
-        "flows",
-        "http",
-        "tls",
-        "unclassified",
-        "byte-limit",
-        "decide-timeout",
-        "table-full",
-        "expired",
-        "not-tcp",
-        "fragment",
-        "not-ip",
-        "malformed",
-        "unknown-interface",
-    )
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "flows": "TCP flows tracked (since the start)",
+        "http": "flows decided with an HTTP Host",
+        "tls": "flows decided with a TLS server name",
+        "unclassified": "flows decided with nothing found",
+        "byte-limit": "flows decided unclassified after max_bytes without an answer",
+        "decide-timeout": "flows decided unclassified after decide_timeout",
+        "table-full": "new flows forwarded untracked because max_flows were tracked",
+        "expired": "decided flows forgotten after idle_timeout",
+        "not-tcp": "packets of other protocols, forwarded with their flow's lease",
+        "fragment": "IP fragments, forwarded without a lease",
+        "not-ip": "frames that are not IP, forwarded without a flow",
+        "malformed": "frames that do not parse, forwarded without a flow",
+        "unknown-interface": "frames on an interface it does not have, refused by the driver",
+    }
 
     def __init__(self, config: L7ClassifierConfig | None = None) -> None:
         super().__init__(config)

@@ -25,9 +25,10 @@ The mirror only observes: it forwards what it cannot parse too (counted as
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from pktchain.functions.sdk import (
     FlowLease,
@@ -267,20 +268,21 @@ class Mirror(Function[MirrorConfig]):
     Config = MirrorConfig
     LIVE = True
     INTERFACES = (INGRESS, EGRESS, MIRROR)
-    COUNTERS = (
-        "forwarded",
-        "copied",
-        "copied-bytes",
-        "not-sampled",
-        "truncated",
-        "checksum-not-completed",
-        "malformed",
-        "leased",
-        "lease-table-full",
-        "leases-expired",
-        "mirror-input",
-        "unknown-interface",
-    )
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "forwarded": "packets forwarded between ingress and egress",
+        "copied": "copies emitted on mirror",
+        "copied-bytes": "bytes of those copies (after snaplen)",
+        "not-sampled": "selected packets that sampling did not copy",
+        "truncated": "copies cut to snaplen",
+        "checksum-not-completed": "partial-checksum frames whose offsets lie outside the "
+        "frame (copied as they came)",
+        "malformed": "frames that do not parse (forwarded all the same)",
+        "leased": "leases given to flows that are not copied",
+        "lease-table-full": "leases not given because max_leases were out",
+        "leases-expired": "leases revoked after lease_idle unused",
+        "mirror-input": "frames dropped because they came in on mirror",
+        "unknown-interface": "frames on an interface it does not have, refused by the driver",
+    }
 
     def __init__(self, config: MirrorConfig | None = None) -> None:
         super().__init__(config)

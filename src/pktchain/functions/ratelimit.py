@@ -27,6 +27,7 @@ everything. Frames that are not IP pass without being limited.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
@@ -178,18 +179,18 @@ class RateLimiter(Function[RateLimiterConfig]):
     LIVE: ClassVar[bool] = True
     INTERFACES: ClassVar[tuple[str, ...]] = ("ingress", "egress")
     UNKNOWN_INTERFACE: ClassVar[str] = "drop-unknown-interface"
-    COUNTERS: ClassVar[tuple[str, ...]] = (
-        "passed",
-        "passed-bytes",
-        "drop-rate-limit",
-        "drop-rate-limit-bytes",
-        "drop-malformed",
-        "drop-unknown-interface",
-        "not-limited",
-        "buckets-new",
-        "buckets-expired",
-        "buckets-evicted",
-    )
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "passed": "packets within the rate",
+        "passed-bytes": "bytes of the packets within the rate (Ethernet frames)",
+        "drop-rate-limit": "packets over the rate, dropped",
+        "drop-rate-limit-bytes": "bytes of the packets over the rate",
+        "drop-malformed": "frames that do not parse, dropped",
+        "drop-unknown-interface": "frames on an interface it does not have, refused by the driver",
+        "not-limited": "packets passed without policing (the other direction, or not IP)",
+        "buckets-new": "buckets made",
+        "buckets-expired": "buckets forgotten after idle_timeout unused",
+        "buckets-evicted": "buckets dropped to make room (max_buckets)",
+    }
 
     def __init__(self, config: RateLimiterConfig) -> None:
         super().__init__(config)

@@ -106,18 +106,35 @@ class FirewallDrop(StrEnum):
     """Why the firewall did not forward a packet; counted as ``drop-<value>``."""
 
     MALFORMED = "malformed"
-    UNKNOWN_INTERFACE = "unknown-interface"  # refused by the driver (Function.UNKNOWN_INTERFACE)
+    UNKNOWN_INTERFACE = "unknown-interface"
     NON_IP = "non-ip"
-    RULE = "rule"  # a rule whose action is drop
-    POLICY = "policy"  # the default action is drop
-    TABLE_FULL = "table-full"  # accepted, but no room for its connection
-    FRAGMENT = "fragment"  # a later fragment whose first one was refused or not seen
-    REJECT_SUPPRESSED = "reject-suppressed"  # rejected; no answer allowed (RFC 1812 §4.3.2.7)
-    REJECT_RATE_LIMIT = "reject-rate-limit"  # rejected; answers are over their rate
+    RULE = "rule"
+    POLICY = "policy"
+    TABLE_FULL = "table-full"
+    FRAGMENT = "fragment"
+    REJECT_SUPPRESSED = "reject-suppressed"
+    REJECT_RATE_LIMIT = "reject-rate-limit"
 
     @property
     def counter(self) -> str:
         return "drop-" + self.value
+
+
+_DROPS = {
+    FirewallDrop.MALFORMED: "frames that do not parse",
+    FirewallDrop.UNKNOWN_INTERFACE: "frames on an interface it does not have, refused by the "
+    "driver",
+    FirewallDrop.NON_IP: "frames that are not IP, with non_ip: drop",
+    FirewallDrop.RULE: "packets a rule with action drop matched",
+    FirewallDrop.POLICY: "packets no rule matched, with default: drop",
+    FirewallDrop.TABLE_FULL: "accepted packets that would open a connection when the table "
+    "has no room for it",
+    FirewallDrop.FRAGMENT: "later fragments whose first one was refused or not seen",
+    FirewallDrop.REJECT_SUPPRESSED: "rejected packets that may not be answered (an ICMP "
+    "error; to or from a multicast or broadcast address; RFC 1812 §4.3.2.7)",
+    FirewallDrop.REJECT_RATE_LIMIT: "rejected packets not answered: answers over reject_rate",
+}
+"""What each drop counter counts."""
 
 
 PROTOCOLS: dict[str, int] = {
@@ -492,6 +509,14 @@ class _Fragments:
 # -- the function ------------------------------------------------------------------
 
 _STATE_COUNTERS = {state: "state-" + state.value for state in ConnState}
+_STATES = {
+    ConnState.NEW: "a connection's packets before anything came back",
+    ConnState.ESTABLISHED: "packets of a connection whose other end has answered",
+    ConnState.RELATED: "ICMP errors about a tracked connection, travelling back to its sender",
+    ConnState.INVALID: "packets that fit no connection (impossible TCP flags, a segment "
+    "without its connection, an unasked echo reply)",
+    ConnState.UNTRACKED: "ICMP that is neither a query nor an error (neighbour discovery, MLD)",
+}
 
 
 class Firewall(Function[FirewallConfig]):
@@ -502,21 +527,25 @@ class Firewall(Function[FirewallConfig]):
     LIVE: ClassVar[bool] = True
     INTERFACES: ClassVar[tuple[str, ...]] = ("ingress", "egress")
     UNKNOWN_INTERFACE: ClassVar[str] = FirewallDrop.UNKNOWN_INTERFACE.counter
-    COUNTERS: ClassVar[tuple[str, ...]] = (
-        "accepted",
-        "rejected",
-        *(reason.counter for reason in FirewallDrop),
-        "reject-tcp-reset",
-        "reject-icmp",
-        "non-ip-passed",
-        "fragments-passed",
-        *_STATE_COUNTERS.values(),
-        "conn-new",
-        "conn-expired",
-        "conn-evicted",
-        "leases-granted",
-        "leases-revoked",
-    )
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "accepted": "packets forwarded",
+        "rejected": "rejected packets that were answered (a RST or an ICMP unreachable)",
+        **{reason.counter: _DROPS[reason] for reason in FirewallDrop},
+        "reject-tcp-reset": "answers that were a TCP RST",
+        "reject-icmp": "answers that were an ICMP or ICMPv6 unreachable",
+        "non-ip-passed": "frames that are not IP, passed without judging",
+        "fragments-passed": "later fragments passed on their first fragment's verdict",
+        **{
+            _STATE_COUNTERS[state]: f"packets judged {state.value}: {what}"
+            for state, what in _STATES.items()
+        },
+        "conn-new": "connections entered in the table",
+        "conn-expired": "connections expired for idleness",
+        "conn-evicted": "unanswered connections evicted to make room",
+        "leases-granted": "fast-path leases given to established connections",
+        "leases-revoked": "leases revoked (the connection closed or expired, or new rules "
+        "judge it differently)",
+    }
 
     def __init__(self, config: FirewallConfig | None = None) -> None:
         super().__init__(config)

@@ -37,6 +37,7 @@ import heapq
 import ipaddress
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
@@ -230,6 +231,34 @@ class NatFunctionConfig:
         return NatConfig(**values)
 
 
+_DROPS = {
+    DropReason.MALFORMED: "frames that do not parse",
+    DropReason.NOT_IPV4: "IPv6 packets (the NAT is IPv4 only)",
+    DropReason.FRAGMENT: "IP fragments (the NAT needs the L4 header)",
+    DropReason.UNSUPPORTED_PROTOCOL: "protocols other than TCP, UDP and ICMP",
+    DropReason.UNSUPPORTED_ICMP: "ICMP other than echo and the errors it translates",
+    DropReason.LOCAL_DESTINATION: "echo requests for the external address",
+    DropReason.NOT_INTERNAL_SOURCE: "outbound packets from outside internal_networks",
+    DropReason.NOT_EXTERNAL_DESTINATION: "inbound packets not sent to the external address",
+    DropReason.BAD_PORT: "TCP or UDP packets with port 0",
+    DropReason.NO_MAPPING: "inbound packets no mapping admits",
+    DropReason.FILTERED: "inbound packets the mapping's filtering refuses (RFC 4787 REQ-8, "
+    "RFC 5382 REQ-3)",
+    DropReason.TCP_NO_SESSION: "TCP segments other than a SYN without a session",
+    DropReason.SYN_HELD: "unsolicited inbound SYNs held, answered or dropped later "
+    "(RFC 5382 REQ-4)",
+    DropReason.SYN_HOLD_FULL: "unsolicited inbound SYNs dropped: max_held_syns are held",
+    DropReason.SESSION_LIMIT: "new sessions refused: max_sessions",
+    DropReason.HOST_SESSION_LIMIT: "new sessions refused: max_sessions_per_host",
+    DropReason.PORTS_EXHAUSTED: "new sessions refused: no external port free",
+    DropReason.ICMP_CHECKSUM: "ICMP messages with a wrong checksum (RFC 5508 REQ-3)",
+    DropReason.EMBEDDED_CHECKSUM: "ICMP errors quoting an IP header with a wrong checksum "
+    "(RFC 5508 REQ-3a)",
+    DropReason.EMBEDDED_MALFORMED: "ICMP errors whose quoted packet is unusable",
+}
+"""What each of the NAT's drop counters counts."""
+
+
 class _Leases:
     """The leases of one NAT session, one per direction, and its place in the timer heap."""
 
@@ -249,17 +278,17 @@ class NatFunction(Function[NatFunctionConfig]):
     LIVE: ClassVar[bool] = False  # RFC 4787 REQ-11: a NAT's behaviour does not change under it
     INTERFACES: ClassVar[tuple[str, ...]] = (_INSIDE, _OUTSIDE)
     UNKNOWN_INTERFACE: ClassVar[str] = "drop-unknown-interface"
-    COUNTERS: ClassVar[tuple[str, ...]] = (
-        "translated",
-        "non-ip-passed",
-        "drop-malformed",
-        "drop-unknown-interface",
-        *("drop-" + reason.value for reason in DropReason),
-        "icmp-sent",
-        "drop-icmp-rate-limit",
-        "leases-granted",
-        "leases-revoked",
-    )
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "translated": "packets translated and forwarded",
+        "non-ip-passed": "frames that are not IP, passed without translation",
+        "drop-malformed": _DROPS[DropReason.MALFORMED],
+        "drop-unknown-interface": "frames on an interface it does not have, refused by the driver",
+        **{"drop-" + reason.value: _DROPS[reason] for reason in DropReason},
+        "icmp-sent": "ICMP errors sent",
+        "drop-icmp-rate-limit": "ICMP errors not sent: over icmp_error_rate",
+        "leases-granted": "fast-path leases given to sessions",
+        "leases-revoked": "leases revoked (the session left ESTABLISHED, or ended)",
+    }
 
     def __init__(self, config: NatFunctionConfig) -> None:
         super().__init__(config)

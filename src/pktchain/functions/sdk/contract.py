@@ -423,7 +423,9 @@ class Function(Generic[C]):
     * ``KIND``: its name in listings (built-ins: ``firewall``, ...);
     * ``Config``: a frozen dataclass, its configuration schema (the class the
       function is generic in);
-    * ``COUNTERS``: the counter names it keeps (shown even at zero);
+    * ``COUNTERS``: the counters it keeps (shown even at zero), each name with
+      what it counts (``{"blocked-port": "packets to the blocked port"}``: the
+      function's page in docs/functions/ lists them), or the names alone;
     * ``LIVE``: True when :meth:`reconfigure` may be called while it runs;
     * ``INTERFACES``: its interface names; two for a bump in the wire;
     * ``UNKNOWN_INTERFACE``: the drop reason (a counter) under which the driver
@@ -439,7 +441,7 @@ class Function(Generic[C]):
 
     KIND: ClassVar[str] = ""
     Config: ClassVar[type[Any]] = NoConfig
-    COUNTERS: ClassVar[tuple[str, ...]] = ()
+    COUNTERS: ClassVar[Mapping[str, str] | tuple[str, ...]] = ()
     LIVE: ClassVar[bool] = False
     INTERFACES: ClassVar[tuple[str, ...]] = ("ingress", "egress")
     UNKNOWN_INTERFACE: ClassVar[str] = "unknown-interface"
@@ -456,6 +458,14 @@ class Function(Generic[C]):
     def from_config(cls, data: Mapping[str, Any] | None = None) -> Self:
         """Build from a configuration mapping; ConfigError lists every wrong field."""
         return cls(load_config(cls.Config, data, subject=f"{cls.kind()} configuration"))
+
+    @classmethod
+    def counter_descriptions(cls) -> dict[str, str]:
+        """Each declared counter with what it counts ("" where ``COUNTERS`` only names it)."""
+        counters = cls.COUNTERS
+        if isinstance(counters, Mapping):
+            return dict(counters)
+        return dict.fromkeys(counters, "")
 
     @classmethod
     def kind(cls) -> str:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from pktchain.errors import ConfigError, FieldError
 
-__all__ = ["ConfigError", "FieldError", "check", "describe", "load_config", "walk"]
+__all__ = ["ConfigError", "FieldError", "check", "describe", "load_config", "sections", "walk"]
 
 T = TypeVar("T")
 
@@ -108,6 +108,22 @@ def walk(cls: type[Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]
         yield path, row
         for nested, many in _nested(hints[row["name"]]):
             yield from walk(nested, f"{path}[]." if many else f"{path}.")
+
+
+def sections(cls: type[Any], path: str = "") -> Iterator[tuple[str, type[Any]]]:
+    """`cls` (path "") and every dataclass nested in it, each with its path.
+
+    The path is that of the field holding it (``health``), with ``[]`` when
+    the field holds a collection of them (``services[].backends[]``).
+    """
+    yield path, cls
+    hints = typing.get_type_hints(cls)
+    for spec in dataclasses.fields(cls):
+        if not spec.init:
+            continue
+        where = f"{path}.{spec.name}" if path else spec.name
+        for nested, many in _nested(hints[spec.name]):
+            yield from sections(nested, f"{where}[]" if many else where)
 
 
 def _nested(kind: Any, many: bool = False) -> Iterator[tuple[type[Any], bool]]:
