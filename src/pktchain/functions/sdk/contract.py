@@ -473,7 +473,8 @@ class Function(Generic[C]):
 
     @classmethod
     def schema(cls) -> list[dict[str, Any]]:
-        """The configuration schema as data (field, type, default, bounds)."""
+        """The configuration schema as data: each field's type, default, bounds and help,
+        a nested configuration's fields under ``fields`` (see :func:`describe`)."""
         return describe(cls.Config)
 
     def process(self, packet: Packet, now: float) -> Result:
