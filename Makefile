@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-integration test-netns lint format bench clean
+.PHONY: setup demo test test-unit test-integration test-netns lint format docs bench clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,10 @@ lint: setup
 format: setup
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
+
+# The reference parts of docs/functions/*.md, from the functions' own declarations.
+docs: setup
+	$(BIN)/python -m pktchain.functions.sdk.docs --write
 
 bench: setup
 	$(BIN)/python bench/switch_vs_bridge.py

@@ -23,6 +23,4 @@ class PortFilter(Function):
         blocked = packet.proto in (6, 17) and packet.dport == self.config.port  # TCP, UDP
         if packet.ok and not blocked:
             return forward(lease=self.leases.lease((packet.iface, packet.key)))
-        reason = "malformed" if not packet.ok else "blocked-port"
-        self.counters[reason] += 1
-        return drop(reason)
+        return drop("malformed" if not packet.ok else "blocked-port")  # counted by the driver

@@ -15,7 +15,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet as ScapyPacket
 from scapy.utils import checksum as scapy_checksum
 
-from pktchain.functions.sdk import Function, Packet, Result, make_function
+from pktchain.functions.sdk import Driver, Function, Packet, Result, make_function
 
 MAC_A = "02:00:00:00:00:0a"
 MAC_B = "02:00:00:00:00:0b"
@@ -40,6 +40,12 @@ def raw_packet(frame: bytes, iface: str = "ingress") -> Packet:
 
 def make(kind: str, **config: Any) -> Function:
     return make_function(kind, config)
+
+
+def driven(function: Function, packet: Packet, now: float = 0.0) -> Result:
+    """`function`'s result for `packet`, run by the driver the node and ``pktchain fn`` use
+    (which refuses unknown interfaces and counts each drop under its reason)."""
+    return Driver(function).process(packet, now)[1]
 
 
 def emitted(result: Result) -> list[tuple[str, Ether]]:

@@ -17,7 +17,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet as ScapyPacket
 
 from pktchain.functions.loadbalancer.function import BACKEND, FRONTEND, LoadBalancer
-from pktchain.functions.sdk import Packet, Result, Verdict
+from pktchain.functions.sdk import Driver, Packet, Result, Verdict
 
 FRONT_MAC = "02:00:00:00:10:01"
 BACK_MAC = "02:00:00:00:10:02"
@@ -99,9 +99,10 @@ def plain(value: Any) -> Any:
 def run(
     lb: LoadBalancer, iface: str, frame: ScapyPacket, now: float = 0.0
 ) -> tuple[Result, Packet]:
-    """Give the load balancer one scapy frame; the result and the (rewritten) packet."""
+    """Give the load balancer one scapy frame through the driver (which counts drops by
+    reason, as in the node); the result and the (rewritten) packet."""
     packet = Packet.from_ethernet(bytes(frame), iface)
-    return lb.process(packet, now), packet
+    return Driver(lb).process(packet, now)[1], packet
 
 
 def forwarded(lb: LoadBalancer, iface: str, frame: ScapyPacket, now: float = 0.0) -> Ether:

@@ -29,14 +29,23 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
-from pktchain.functions.sdk import Deadlines, FlowLease, Function, Packet, Result, drop, forward
+from pktchain.functions.sdk import (
+    Deadlines,
+    FlowLease,
+    Function,
+    Packet,
+    Result,
+    forward,
+    observed_flow,
+)
 from pktchain.functions.sdk.schema import check
 from pktchain.packet.address import format_ip
-from pktchain.packet.flow import FlowKey, flow_key
+from pktchain.packet.flow import FlowKey
 from pktchain.packet.headers import IpProto, TcpFlag
 
 __all__ = ["FlowEndReason", "FlowMonitor", "FlowMonitorConfig"]
@@ -72,18 +81,50 @@ class FlowEndReason(IntEnum):
 class FlowMonitorConfig:
     """Timeouts (seconds, in the unit of ``now``), table bounds and the top-talkers size."""
 
-    idle_timeout: float = field(default=15.0, metadata=check(minimum=0.1))
-    """A flow without a packet for this long is exported and forgotten."""
-    active_timeout: float = field(default=60.0, metadata=check(minimum=1.0))
-    """A flow is reported at least this often while it lasts (deltas since its last report)."""
-    end_wait: float = field(default=2.0, metadata=check(minimum=0.0, maximum=60.0))
-    """After TCP FIN both ways or RST, wait this long (for the last ACK) before exporting."""
-    max_flows: int = field(default=65536, metadata=check(minimum=1))
-    """Flows kept at once; a new flow beyond it evicts one (flowEndReason 5)."""
-    max_records: int = field(default=65536, metadata=check(minimum=1))
-    """Records kept until the driver takes them; beyond it the oldest are lost (counted)."""
-    top: int = field(default=10, metadata=check(minimum=0, maximum=1000))
-    """How many flows and sources ``status()`` lists as top talkers."""
+    idle_timeout: float = field(
+        default=15.0,
+        metadata=check(
+            minimum=0.1,
+            help="seconds without a packet after which a flow is exported and forgotten",
+        ),
+    )
+    active_timeout: float = field(
+        default=60.0,
+        metadata=check(
+            minimum=1.0,
+            help="seconds between two reports of a flow that goes on (deltas since its last "
+            "report)",
+        ),
+    )
+    end_wait: float = field(
+        default=2.0,
+        metadata=check(
+            minimum=0.0,
+            maximum=60.0,
+            help="seconds to wait after TCP FIN both ways or RST (for the last ACK) before "
+            "exporting",
+        ),
+    )
+    max_flows: int = field(
+        default=65536,
+        metadata=check(
+            minimum=1, help="flows kept at once; a new flow beyond it evicts one (flowEndReason 5)"
+        ),
+    )
+    max_records: int = field(
+        default=65536,
+        metadata=check(
+            minimum=1,
+            help="records kept until the driver takes them; beyond it the oldest are lost "
+            "(counted)",
+        ),
+    )
+    top: int = field(
+        default=10,
+        metadata=check(
+            minimum=0, maximum=1000, help="how many flows and sources status() lists as top talkers"
+        ),
+    )
 
 
 class _Flow:
@@ -148,7 +189,7 @@ class _Flow:
                 lease.revoke()
 
 
-class FlowMonitor(Function):
+class FlowMonitor(Function[FlowMonitorConfig]):
     """Counts flows in both directions and exports a record when each one ends.
 
     Between the driver and the monitor: :meth:`take_records` hands over the
@@ -162,22 +203,21 @@ class FlowMonitor(Function):
     KIND = "flow-monitor"
     Config = FlowMonitorConfig
     LIVE = True
-    COUNTERS = (
-        "packets",
-        "flows",
-        "records",
-        "records-lost",
-        "idle-timeout",
-        "active-timeout",
-        "end-of-flow",
-        "forced-end",
-        "lack-of-resources",
-        "not-ip",
-        "malformed",
-        "unknown-interface",
-    )
-
-    config: FlowMonitorConfig
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "packets": "IP packets the monitor saw itself (those the fast path carried are "
+        "counted on the flows' leases)",
+        "flows": "flows created",
+        "records": "records exported",
+        "records-lost": "records dropped unread (max_records)",
+        "idle-timeout": "records of flows idle for idle_timeout (flowEndReason 1)",
+        "active-timeout": "reports of flows that went on for active_timeout (flowEndReason 2)",
+        "end-of-flow": "records of flows that ended: TCP FIN both ways, or RST (flowEndReason 3)",
+        "forced-end": "records of flows still open at shutdown (flowEndReason 4)",
+        "lack-of-resources": "records of flows evicted from a full table (flowEndReason 5)",
+        "not-ip": "frames that are not IP, forwarded without a flow",
+        "malformed": "frames that do not parse, forwarded without a flow",
+        "unknown-interface": "frames on an interface it does not have, refused by the driver",
+    }
 
     def __init__(self, config: FlowMonitorConfig | None = None) -> None:
         super().__init__(config)
@@ -188,19 +228,12 @@ class FlowMonitor(Function):
 
     # -- packets ---------------------------------------------------------------
     def process(self, packet: Packet, now: float) -> Result:
-        iface = packet.iface
-        counters = self.counters
-        if iface not in self.INTERFACES:
-            counters["unknown-interface"] += 1
-            return drop("unknown-interface")
-        out = self.peer(iface)
-        info = packet.info
-        key = flow_key(info)
+        out = self.peer(packet.iface)
+        key = observed_flow(packet, self.counters)
         if key is None:
-            # Observed, not counted in a flow: the monitor never changes the traffic.
-            counters["malformed" if info.error is not None else "not-ip"] += 1
-            return forward(out)
-        counters["packets"] += 1
+            return forward(out)  # observed, not counted in a flow
+        info = packet.info
+        self.counters["packets"] += 1
         flags = info.tcp_flags if info.proto == _TCP else 0
         canonical = key.canonical()
         flow = self._flows.get(canonical)
@@ -371,7 +404,7 @@ class FlowMonitor(Function):
         return round((when + self.clock_offset) * 1000)
 
     # -- configuration and status ------------------------------------------------
-    def apply_config(self, config: Any) -> None:
+    def apply_config(self, config: FlowMonitorConfig) -> None:
         """New timeouts apply to every flow; a smaller table evicts the surplus."""
         self.config = config
         while len(self._flows) > config.max_flows:

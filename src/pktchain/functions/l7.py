@@ -23,10 +23,10 @@ not read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from pktchain.functions.sdk import (
     Deadlines,
@@ -34,12 +34,12 @@ from pktchain.functions.sdk import (
     Function,
     Packet,
     Result,
-    drop,
     forward,
+    observed_flow,
     punt,
 )
 from pktchain.functions.sdk.schema import check
-from pktchain.packet.flow import FlowKey, flow_key
+from pktchain.packet.flow import FlowKey
 from pktchain.packet.headers import TCP, IpProto, TcpFlag
 
 __all__ = [
@@ -326,14 +326,35 @@ MAX_HELD_SEGMENTS = 16
 class L7ClassifierConfig:
     """Bounds on what is read and kept, and the timeouts (seconds)."""
 
-    max_bytes: int = field(default=4096, metadata=check(minimum=16, maximum=65536))
-    """Bytes of a flow's first payload read at most before it is decided unclassified."""
-    max_flows: int = field(default=65536, metadata=check(minimum=1))
-    """TCP flows tracked at once; a new one beyond is forwarded unclassified (counted)."""
-    decide_timeout: float = field(default=30.0, metadata=check(minimum=0.1))
-    """An undecided flow is decided unclassified this long after it was first seen."""
-    idle_timeout: float = field(default=300.0, metadata=check(minimum=1.0))
-    """A flow idle for this long is forgotten (its metadata with it)."""
+    max_bytes: int = field(
+        default=4096,
+        metadata=check(
+            minimum=16,
+            maximum=65536,
+            help="bytes of a flow's first payload read at most before it is decided unclassified",
+        ),
+    )
+    max_flows: int = field(
+        default=65536,
+        metadata=check(
+            minimum=1,
+            help="TCP flows tracked at once; a new one beyond is forwarded unclassified (counted)",
+        ),
+    )
+    decide_timeout: float = field(
+        default=30.0,
+        metadata=check(
+            minimum=0.1,
+            help="seconds after a flow is first seen before, undecided, it is decided unclassified",
+        ),
+    )
+    idle_timeout: float = field(
+        default=300.0,
+        metadata=check(
+            minimum=1.0,
+            help="seconds without a packet after which a flow is forgotten (its metadata with it)",
+        ),
+    )
 
 
 class _Flow:
@@ -413,7 +434,7 @@ class _Flow:
         self.next_seq[way] = expected
 
 
-class L7Classifier(Function):
+class L7Classifier(Function[L7ClassifierConfig]):
     """Finds each TCP flow's HTTP Host or TLS server name; see the module docstring.
 
     ``metadata(key)`` is what the node's chain classification asks (flow
@@ -424,23 +445,21 @@ class L7Classifier(Function):
 
     KIND = "l7-classifier"
     Config = L7ClassifierConfig
-    COUNTERS = (
-        "flows",
-        "http",
-        "tls",
-        "unclassified",
-        "byte-limit",
-        "decide-timeout",
-        "table-full",
-        "expired",
-        "not-tcp",
-        "fragment",
-        "not-ip",
-        "malformed",
-        "unknown-interface",
-    )
-
-    config: L7ClassifierConfig
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "flows": "TCP flows tracked (since the start)",
+        "http": "flows decided with an HTTP Host",
+        "tls": "flows decided with a TLS server name",
+        "unclassified": "flows decided with nothing found",
+        "byte-limit": "flows decided unclassified after max_bytes without an answer",
+        "decide-timeout": "flows decided unclassified after decide_timeout",
+        "table-full": "new flows forwarded untracked because max_flows were tracked",
+        "expired": "decided flows forgotten after idle_timeout",
+        "not-tcp": "packets of other protocols, forwarded with their flow's lease",
+        "fragment": "IP fragments, forwarded without a lease",
+        "not-ip": "frames that are not IP, forwarded without a flow",
+        "malformed": "frames that do not parse, forwarded without a flow",
+        "unknown-interface": "frames on an interface it does not have, refused by the driver",
+    }
 
     def __init__(self, config: L7ClassifierConfig | None = None) -> None:
         super().__init__(config)
@@ -456,17 +475,12 @@ class L7Classifier(Function):
         return dict(flow.metadata)
 
     def process(self, packet: Packet, now: float) -> Result:
-        iface = packet.iface
         counters = self.counters
-        if iface not in self.INTERFACES:
-            counters["unknown-interface"] += 1
-            return drop("unknown-interface")
-        out = self.peer(iface)
-        info = packet.info
-        key = flow_key(info)
+        out = self.peer(packet.iface)
+        key = observed_flow(packet, counters)
         if key is None:
-            counters["malformed" if info.error is not None else "not-ip"] += 1
             return forward(out)
+        info = packet.info
         if info.fragment:
             counters["fragment"] += 1
             return forward(out)  # the node never caches fragments

@@ -25,9 +25,10 @@ The mirror only observes: it forwards what it cannot parse too (counted as
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from pktchain.functions.sdk import (
     FlowLease,
@@ -102,46 +103,97 @@ def _protocol_error(value: str | int | None) -> str | None:
     return None
 
 
-PORT = check(minimum=0, maximum=65535)
+def _port(help_text: str) -> Any:
+    return field(default=None, metadata=check(minimum=0, maximum=65535, help=help_text))
 
 
 @dataclass(frozen=True, slots=True)
 class MirrorFilter:
     """Which IP packets are copied; a field left out matches anything."""
 
-    protocol: str | int | None = field(default=None, metadata=check(test=_protocol_error))
-    """IP protocol, by name (tcp, udp, icmp, icmpv6, ...) or number."""
-    src: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
-    """Source address prefix (CIDR); an address alone is a /32 or /128."""
-    dst: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
-    """Destination address prefix (CIDR)."""
-    sport: int | None = field(default=None, metadata=PORT)
-    """TCP or UDP source port; set, it excludes every other protocol."""
-    dport: int | None = field(default=None, metadata=PORT)
-    """TCP or UDP destination port; set, it excludes every other protocol."""
-    both_ways: bool = True
-    """Also match a packet whose reversed 5-tuple matches, so that a filter written
-    for requests (``dport: 80``) copies their answers too."""
+    protocol: str | int | None = field(
+        default=None,
+        metadata=check(
+            test=_protocol_error,
+            help="IP protocol, by name (tcp, udp, icmp, icmpv6, sctp, gre, ...) or number (0-255)",
+        ),
+    )
+    src: ipaddress.IPv4Network | ipaddress.IPv6Network | None = field(
+        default=None,
+        metadata=check(
+            help="source prefix, CIDR (10.0.0.0/24, 2001:db8::/32); an address alone is a "
+            "/32 or /128"
+        ),
+    )
+    dst: ipaddress.IPv4Network | ipaddress.IPv6Network | None = field(
+        default=None, metadata=check(help="destination prefix, as src")
+    )
+    sport: int | None = _port("TCP or UDP source port; set, it excludes every other protocol")
+    dport: int | None = _port("TCP or UDP destination port; set, it excludes every other protocol")
+    both_ways: bool = field(
+        default=True,
+        metadata=check(
+            help="also match a packet whose reversed 5-tuple matches, so that a filter "
+            "written for requests (dport: 80) copies their answers too"
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class MirrorConfig:
     """What the mirror copies, and how it keeps the flows it does not copy."""
 
-    direction: Direction = Direction.BOTH
-    filter: MirrorFilter | None = None
-    """None copies every frame (ARP and malformed frames included)."""
-    snaplen: int = field(default=0, metadata=check(minimum=0, maximum=MAX_SNAPLEN))
-    """Copy at most this many bytes of each frame; 0 copies whole frames."""
-    sample: int = field(default=1, metadata=check(minimum=1, maximum=2**31 - 1))
-    """Copy one selected packet in this many (the first, then every sample-th)."""
-    destination_mac: str | None = field(default=None, metadata=check(test=_mac_error))
-    """Address the copies to this MAC (a collector's, or ff:ff:ff:ff:ff:ff to flood
-    them); None keeps each frame's own destination, as a capture file wants."""
-    max_leases: int = field(default=65536, metadata=check(minimum=0))
-    """Flows not copied that may be leased to the fast path at once; 0 leases none."""
-    lease_idle: float = field(default=300.0, metadata=check(minimum=1.0))
-    """Seconds after which an unused lease is revoked and forgotten."""
+    direction: Direction = field(
+        default=Direction.BOTH,
+        metadata=check(
+            help="both, ingress (packets that came in on ingress, on their way to egress) "
+            "or egress (the return traffic)"
+        ),
+    )
+    filter: MirrorFilter | None = field(
+        default=None,
+        metadata=check(
+            help="which IP packets are copied; none copies every frame (ARP and malformed "
+            "frames included)"
+        ),
+    )
+    snaplen: int = field(
+        default=0,
+        metadata=check(
+            minimum=0,
+            maximum=MAX_SNAPLEN,
+            help="copy at most this many bytes of each frame; 0 copies whole frames",
+        ),
+    )
+    sample: int = field(
+        default=1,
+        metadata=check(
+            minimum=1,
+            maximum=2**31 - 1,
+            help="copy one selected packet in this many (the first, then every sample-th)",
+        ),
+    )
+    destination_mac: str | None = field(
+        default=None,
+        metadata=check(
+            test=_mac_error,
+            help="address the copies to this MAC (a collector's, or ff:ff:ff:ff:ff:ff to "
+            "flood them); none keeps each frame's own destination, as a capture file wants",
+        ),
+    )
+    max_leases: int = field(
+        default=65536,
+        metadata=check(
+            minimum=0,
+            help="flows not copied that may be leased to the fast path at once; 0 leases none",
+        ),
+    )
+    lease_idle: float = field(
+        default=300.0,
+        metadata=check(
+            minimum=1.0, help="seconds after which an unused lease is revoked and forgotten"
+        ),
+    )
 
 
 class _Prefix:
@@ -201,7 +253,7 @@ class _Match:
 _LeaseKey = tuple[str, tuple[bytes, bytes, int, int, int]]
 
 
-class Mirror(Function):
+class Mirror(Function[MirrorConfig]):
     """Forwards between ``ingress`` and ``egress``; copies selected packets to ``mirror``.
 
     The copies are emitted frames (``Result.emit``) on the ``mirror`` interface:
@@ -216,22 +268,21 @@ class Mirror(Function):
     Config = MirrorConfig
     LIVE = True
     INTERFACES = (INGRESS, EGRESS, MIRROR)
-    COUNTERS = (
-        "forwarded",
-        "copied",
-        "copied-bytes",
-        "not-sampled",
-        "truncated",
-        "checksum-not-completed",
-        "malformed",
-        "leased",
-        "lease-table-full",
-        "leases-expired",
-        "mirror-input",
-        "unknown-interface",
-    )
-
-    config: MirrorConfig
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "forwarded": "packets forwarded between ingress and egress",
+        "copied": "copies emitted on mirror",
+        "copied-bytes": "bytes of those copies (after snaplen)",
+        "not-sampled": "selected packets that sampling did not copy",
+        "truncated": "copies cut to snaplen",
+        "checksum-not-completed": "partial-checksum frames whose offsets lie outside the "
+        "frame (copied as they came)",
+        "malformed": "frames that do not parse (forwarded all the same)",
+        "leased": "leases given to flows that are not copied",
+        "lease-table-full": "leases not given because max_leases were out",
+        "leases-expired": "leases revoked after lease_idle unused",
+        "mirror-input": "frames dropped because they came in on mirror",
+        "unknown-interface": "frames on an interface it does not have, refused by the driver",
+    }
 
     def __init__(self, config: MirrorConfig | None = None) -> None:
         super().__init__(config)
@@ -261,13 +312,11 @@ class Mirror(Function):
 
     def process(self, packet: Packet, now: float) -> Result:
         iface = packet.iface
-        counters = self.counters
-        if iface not in (INGRESS, EGRESS):
-            reason = "mirror-input" if iface == MIRROR else "unknown-interface"
-            counters[reason] += 1
-            return drop(reason)
+        if iface == MIRROR:
+            return drop("mirror-input")
         out = EGRESS if iface == INGRESS else INGRESS
         info = packet.info
+        counters = self.counters
         counters["forwarded"] += 1
         if info.error is not None:
             counters["malformed"] += 1
@@ -341,7 +390,7 @@ class Mirror(Function):
         self._sweep_at = now + idle / 2 if leases else None
         return []
 
-    def apply_config(self, config: Any) -> None:
+    def apply_config(self, config: MirrorConfig) -> None:
         """Take a new configuration: every lease goes, the flows come back to be judged."""
         self.config = config
         self._compile()

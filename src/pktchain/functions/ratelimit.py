@@ -27,6 +27,7 @@ everything. Frames that are not IP pass without being limited.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
@@ -63,37 +64,59 @@ class RateLimiterConfig:
     """Rates, bursts, scope and table bounds; at least one of the two rates is required."""
 
     rate_pps: float | None = field(
-        default=None, metadata={**check(test=_positive), "help": "packets per second"}
+        default=None, metadata=check(test=_positive, help="packets per second (more than 0)")
     )
     rate_bps: float | None = field(
-        default=None, metadata={**check(test=_positive), "help": "bits per second"}
+        default=None,
+        metadata=check(
+            test=_positive,
+            help="bits per second (more than 0); at least one of the two rates is required",
+        ),
     )
     burst_packets: int | None = field(
         default=None,
-        metadata={
-            **check(minimum=1),
-            "help": "packets at once; default one second of rate_pps (at least 1)",
-        },
+        metadata=check(
+            minimum=1,
+            help="packet bucket size; default one second of rate_pps (at least 1); needs rate_pps",
+        ),
     )
     burst_bytes: int | None = field(
         default=None,
-        metadata={
-            **check(minimum=1),
-            "help": "bytes at once; default one second of rate_bps, at least 65536",
-        },
+        metadata=check(
+            minimum=1,
+            help="byte bucket size; default one second of rate_bps, at least 65536; needs rate_bps",
+        ),
     )
-    scope: Scope = field(default=Scope.FLOW, metadata={"help": "flow, source or global"})
+    scope: Scope = field(
+        default=Scope.FLOW,
+        metadata=check(
+            help="what shares a bucket: flow (the 5-tuple), source (the source address) "
+            "or global (everything)"
+        ),
+    )
     direction: Direction = field(
-        default=Direction.ANY, metadata={"help": "interface whose incoming packets are limited"}
+        default=Direction.ANY,
+        metadata=check(
+            help="ingress, egress or any: the interface whose incoming packets are limited"
+        ),
     )
-    max_buckets: int = field(default=65536, metadata={**check(minimum=1), "help": "table limit"})
+    max_buckets: int = field(
+        default=65536,
+        metadata=check(
+            minimum=1, help="bucket table limit; the least recently used bucket makes room"
+        ),
+    )
     idle_timeout: float = field(
         default=60.0,
-        metadata={**check(minimum=0.001), "help": "a bucket unused this long is forgotten"},
+        metadata=check(minimum=0.001, help="seconds before an unused bucket is forgotten"),
     )
     status_buckets: int = field(
         default=20,
-        metadata={**check(minimum=0, maximum=10000), "help": "buckets listed by status()"},
+        metadata=check(
+            minimum=0,
+            maximum=10000,
+            help="buckets listed by status() (those that dropped most)",
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -148,27 +171,26 @@ class Bucket:
         self.dropped = 0
 
 
-class RateLimiter(Function):
+class RateLimiter(Function[RateLimiterConfig]):
     """Token-bucket policing (see the module docstring)."""
 
     KIND: ClassVar[str] = "rate-limiter"
     Config: ClassVar[type[Any]] = RateLimiterConfig
     LIVE: ClassVar[bool] = True
     INTERFACES: ClassVar[tuple[str, ...]] = ("ingress", "egress")
-    COUNTERS: ClassVar[tuple[str, ...]] = (
-        "passed",
-        "passed-bytes",
-        "drop-rate-limit",
-        "drop-rate-limit-bytes",
-        "drop-malformed",
-        "drop-unknown-interface",
-        "not-limited",
-        "buckets-new",
-        "buckets-expired",
-        "buckets-evicted",
-    )
-
-    config: RateLimiterConfig
+    UNKNOWN_INTERFACE: ClassVar[str] = "drop-unknown-interface"
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "passed": "packets within the rate",
+        "passed-bytes": "bytes of the packets within the rate (Ethernet frames)",
+        "drop-rate-limit": "packets over the rate, dropped",
+        "drop-rate-limit-bytes": "bytes of the packets over the rate",
+        "drop-malformed": "frames that do not parse, dropped",
+        "drop-unknown-interface": "frames on an interface it does not have, refused by the driver",
+        "not-limited": "packets passed without policing (the other direction, or not IP)",
+        "buckets-new": "buckets made",
+        "buckets-expired": "buckets forgotten after idle_timeout unused",
+        "buckets-evicted": "buckets dropped to make room (max_buckets)",
+    }
 
     def __init__(self, config: RateLimiterConfig) -> None:
         super().__init__(config)
@@ -187,10 +209,8 @@ class RateLimiter(Function):
     def process(self, packet: Packet, now: float) -> Result:
         info = packet.info
         if info.error is not None:
-            return self._drop("drop-malformed")
+            return drop("drop-malformed")
         iface = packet.iface
-        if iface not in self.INTERFACES:
-            return self._drop("drop-unknown-interface")
         if not info.ip_version or iface not in self._limited:
             self.counters["not-limited"] += 1
             return forward()
@@ -208,11 +228,7 @@ class RateLimiter(Function):
             self.counters["passed-bytes"] += size
             return forward()  # never with a lease: every packet must be counted here
         self.counters["drop-rate-limit-bytes"] += size
-        return self._drop("drop-rate-limit")
-
-    def _drop(self, reason: str) -> Result:
-        self.counters[reason] += 1
-        return drop(reason)
+        return drop("drop-rate-limit")
 
     def _take(self, key: BucketKey, size: int, now: float) -> bool:
         config = self.config
@@ -272,7 +288,7 @@ class RateLimiter(Function):
 
     # -- configuration and status --------------------------------------------
 
-    def apply_config(self, config: Any) -> None:
+    def apply_config(self, config: RateLimiterConfig) -> None:
         """New rates apply at once; tokens above a new burst are cut; a new scope starts afresh."""
         old = self.config
         self.config = config

@@ -20,13 +20,11 @@ wrong fields are found afterwards by the schema, all at once.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from pktchain.functions.sdk.schema import describe
+from pktchain.functions.sdk.schema import walk
 
 __all__ = ["SettingsError", "config_from", "parse_settings", "read_config_file", "schema_text"]
 
@@ -125,7 +123,7 @@ def schema_text(function: type[Any]) -> str:
         f"{function.kind()}: interfaces {', '.join(function.INTERFACES)}; "
         f"live reconfiguration: {live}",
     ]
-    rows = list(_rows(config, ""))
+    rows = list(walk(config))
     if not rows:
         lines.append("no configuration")
         return "\n".join(lines) + "\n"
@@ -133,26 +131,6 @@ def schema_text(function: type[Any]) -> str:
     for path, row in rows:
         lines.append(f"  {path:<{width}}  {_describe_row(row)}")
     return "\n".join(lines) + "\n"
-
-
-def _rows(config: type[Any], prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    hints = typing.get_type_hints(config)
-    for row in describe(config):
-        path = prefix + row["name"]
-        yield path, row
-        for nested, many in _nested(hints[row["name"]]):
-            yield from _rows(nested, f"{path}[]." if many else f"{path}.")
-
-
-def _nested(kind: Any, many: bool = False) -> Iterator[tuple[type[Any], bool]]:
-    """The dataclasses inside a field's type; ``many`` when they are items of a collection."""
-    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
-        yield kind, many
-        return
-    origin = typing.get_origin(kind)
-    collection = origin in (list, tuple, dict)
-    for arg in typing.get_args(kind):
-        yield from _nested(arg, many or collection)
 
 
 def _describe_row(row: dict[str, Any]) -> str:

@@ -9,7 +9,8 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet as ScapyPacket
 
-from pktchain.functions.sdk import Function, Packet, Verdict, make_function
+from pktchain.functions.sdk import ZERO_VNET as VNET
+from pktchain.functions.sdk import Driver, Function, Packet, Verdict, make_function
 from pktchain.functions.sdk.schema import ConfigError
 from support import paths
 
@@ -33,7 +34,11 @@ def test_the_example_is_at_most_30_lines() -> None:
 def test_a_blocked_tcp_port_is_a_counted_drop(port_filter: Function) -> None:
     result = port_filter.process(Packet.from_ethernet(frame(TCP(dport=23)), "ingress"), 0.0)
     assert (result.verdict, result.reason) == (Verdict.DROP, "blocked-port")
-    assert port_filter.counters["blocked-port"] == 1
+    out, _sent, _emit, _lease = Driver(port_filter).receive(
+        "ingress", VNET + frame(TCP(dport=23)), 0
+    )
+    assert out is None
+    assert port_filter.counters["blocked-port"] == 1  # counted once, by the driver
 
 
 def test_a_blocked_udp_port_is_dropped_too(port_filter: Function) -> None:

@@ -13,7 +13,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet as ScapyPacket
 
 from pktchain.functions.flowmonitor import FlowEndReason, FlowMonitor
-from pktchain.functions.sdk import FlowLease, Packet, Result, Verdict, make_function
+from pktchain.functions.sdk import Driver, FlowLease, Packet, Result, Verdict, make_function
 from pktchain.functions.sdk.schema import ConfigError
 
 CLIENT, SERVER = "10.0.0.1", "10.0.1.1"
@@ -107,8 +107,9 @@ def test_a_fragment_is_counted_but_not_leased() -> None:
 
 def test_frames_on_an_unknown_interface_are_dropped() -> None:
     function = monitor()
-    result = function.process(Packet.from_ethernet(up(), "mirror"), 0.0)
+    result = Driver(function).process(Packet.from_ethernet(up(), "mirror"), 0.0)[1]
     assert (result.verdict, result.reason) == (Verdict.DROP, "unknown-interface")
+    assert function.counters["unknown-interface"] == 1
 
 
 # -- records ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from pktchain.functions.l7 import L7Classifier
-from pktchain.functions.sdk import FlowLease, Packet, Result, Verdict, make_function
+from pktchain.functions.sdk import Driver, FlowLease, Packet, Result, Verdict, make_function
 from pktchain.functions.sdk.schema import ConfigError
 from pktchain.packet.address import ip_bytes
 from pktchain.packet.flow import FlowKey
@@ -294,8 +294,9 @@ def test_malformed_frames_are_forwarded_and_counted() -> None:
 
 def test_an_unknown_interface_is_a_counted_drop() -> None:
     function = classifier()
-    result = function.process(Packet.from_ethernet(syn(), "mirror"), 0.0)
+    result = Driver(function).process(Packet.from_ethernet(syn(), "mirror"), 0.0)[1]
     assert (result.verdict, result.reason) == (Verdict.DROP, "unknown-interface")
+    assert function.counters["unknown-interface"] == 1
 
 
 def test_status_counts_flows_and_undecided_ones() -> None:

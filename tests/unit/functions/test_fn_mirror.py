@@ -14,7 +14,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet as ScapyPacket
 
 from pktchain.functions.mirror import Mirror
-from pktchain.functions.sdk import FlowLease, Packet, Result, Verdict, make_function
+from pktchain.functions.sdk import Driver, FlowLease, Packet, Result, Verdict, make_function
 from pktchain.functions.sdk.schema import ConfigError
 from pktchain.packet.checksum import partial_checksum_seed
 from pktchain.packet.headers import IpProto
@@ -55,7 +55,7 @@ def mirror(**config: Any) -> Mirror:
 
 def send(function: Mirror, frame: bytes, iface: str = "ingress", now: float = 0.0) -> Result:
     packet = Packet.from_ethernet(frame, iface)
-    result = function.process(packet, now)
+    result = Driver(function).process(packet, now)[1]  # as the node runs it: drops counted
     if result.verdict is Verdict.FORWARD:
         assert packet.ethernet == frame  # the mirror never changes what it forwards
     return result

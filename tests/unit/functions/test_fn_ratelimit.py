@@ -13,7 +13,7 @@ from scapy.layers.l2 import ARP, Ether
 from pktchain.functions.ratelimit import RateLimiter
 from pktchain.functions.sdk import Result, Verdict, function_class, make_function
 from pktchain.functions.sdk.schema import ConfigError
-from support.fn_frames import CLIENT, MAC_A, MAC_B, SERVER, packet, raw_packet, udp
+from support.fn_frames import CLIENT, MAC_A, MAC_B, SERVER, driven, packet, raw_packet, udp
 
 
 def limiter(**config: Any) -> RateLimiter:
@@ -27,7 +27,7 @@ def verdicts(results: list[Result]) -> list[str]:
 
 
 def send(fn: RateLimiter, count: int, now: float, **fields: Any) -> list[str]:
-    return verdicts([fn.process(packet(udp(**fields)), now) for _ in range(count)])
+    return verdicts([driven(fn, packet(udp(**fields)), now) for _ in range(count)])
 
 
 def test_the_kind_loads_the_class() -> None:

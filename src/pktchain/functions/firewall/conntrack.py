@@ -262,14 +262,16 @@ def _positive(value: float) -> str | None:
 
 
 def _timeout(default: float, help_text: str) -> float:
-    return field(default=default, metadata={**check(test=_positive), "help": help_text})
+    return field(default=default, metadata=check(test=_positive, help=help_text))
 
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """Idle timeouts per connection state, in seconds (of the ``now`` the firewall gets)."""
 
-    tcp_syn_sent: float = _timeout(120.0, "after a SYN, until a SYN-ACK answers")
+    tcp_syn_sent: float = _timeout(
+        120.0, "after a SYN (and a simultaneous open's), until a SYN-ACK answers"
+    )
     tcp_syn_received: float = _timeout(60.0, "after a SYN-ACK, until the handshake's ACK")
     tcp_established: float = _timeout(
         7440.0, "established; 2 h 4 min, the floor RFC 5382 REQ-5 sets for middleboxes"

@@ -38,7 +38,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum, StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self
 
 from pktchain.functions.common.reject import (
     RejectWith,
@@ -108,16 +108,33 @@ class FirewallDrop(StrEnum):
     MALFORMED = "malformed"
     UNKNOWN_INTERFACE = "unknown-interface"
     NON_IP = "non-ip"
-    RULE = "rule"  # a rule whose action is drop
-    POLICY = "policy"  # the default action is drop
-    TABLE_FULL = "table-full"  # accepted, but no room for its connection
-    FRAGMENT = "fragment"  # a later fragment whose first one was refused or not seen
-    REJECT_SUPPRESSED = "reject-suppressed"  # rejected; no answer allowed (RFC 1812 §4.3.2.7)
-    REJECT_RATE_LIMIT = "reject-rate-limit"  # rejected; answers are over their rate
+    RULE = "rule"
+    POLICY = "policy"
+    TABLE_FULL = "table-full"
+    FRAGMENT = "fragment"
+    REJECT_SUPPRESSED = "reject-suppressed"
+    REJECT_RATE_LIMIT = "reject-rate-limit"
 
     @property
     def counter(self) -> str:
         return "drop-" + self.value
+
+
+_DROPS = {
+    FirewallDrop.MALFORMED: "frames that do not parse",
+    FirewallDrop.UNKNOWN_INTERFACE: "frames on an interface it does not have, refused by the "
+    "driver",
+    FirewallDrop.NON_IP: "frames that are not IP, with non_ip: drop",
+    FirewallDrop.RULE: "packets a rule with action drop matched",
+    FirewallDrop.POLICY: "packets no rule matched, with default: drop",
+    FirewallDrop.TABLE_FULL: "accepted packets that would open a connection when the table "
+    "has no room for it",
+    FirewallDrop.FRAGMENT: "later fragments whose first one was refused or not seen",
+    FirewallDrop.REJECT_SUPPRESSED: "rejected packets that may not be answered (an ICMP "
+    "error; to or from a multicast or broadcast address; RFC 1812 §4.3.2.7)",
+    FirewallDrop.REJECT_RATE_LIMIT: "rejected packets not answered: answers over reject_rate",
+}
+"""What each drop counter counts."""
 
 
 PROTOCOLS: dict[str, int] = {
@@ -177,43 +194,64 @@ def _ports_error(values: tuple[int | str, ...]) -> str | None:
     return None
 
 
-def _help(text: str, **bounds: Any) -> dict[str, Any]:
-    return {**check(**bounds), "help": text}
-
-
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One firewall rule: every field given must match; fields left out match anything."""
 
-    action: Action = field(metadata=_help("accept, drop or reject"))
-    name: str = field(default="", metadata=_help("a label shown with the rule's counters"))
+    action: Action = field(metadata=check(help="accept, drop or reject"))
+    name: str = field(default="", metadata=check(help="a label shown with the rule's counters"))
     direction: Direction = field(
-        default=Direction.ANY, metadata=_help("interface the packet came in on")
+        default=Direction.ANY,
+        metadata=check(help="ingress, egress (the interface the packet came in on) or any"),
     )
     protocol: int | str | None = field(
-        default=None, metadata=_help("tcp, udp, icmp, icmpv6, ... or 0-255", test=_protocol_error)
+        default=None,
+        metadata=check(
+            help="tcp, udp, icmp, icmpv6, gre, esp, ah, sctp, or 0-255", test=_protocol_error
+        ),
     )
-    source: tuple[Network, ...] = field(default=(), metadata=_help("source networks (CIDR)"))
+    source: tuple[Network, ...] = field(
+        default=(),
+        metadata=check(
+            help="source networks, IPv4 and/or IPv6 (10.0.0.0/8, fd00::/8, 192.0.2.7); "
+            "one or a list"
+        ),
+    )
     destination: tuple[Network, ...] = field(
-        default=(), metadata=_help("destination networks (CIDR)")
+        default=(), metadata=check(help="destination networks, as source")
     )
     sport: tuple[int | str, ...] = field(
-        default=(), metadata=_help("source ports or ranges (tcp/udp)", test=_ports_error)
+        default=(),
+        metadata=check(
+            help='source ports and ranges (22, "8000-8080"); need protocol tcp or udp',
+            test=_ports_error,
+        ),
     )
     dport: tuple[int | str, ...] = field(
-        default=(), metadata=_help("destination ports or ranges (tcp/udp)", test=_ports_error)
+        default=(), metadata=check(help="destination ports and ranges, as sport", test=_ports_error)
     )
     icmp_type: int | None = field(
-        default=None, metadata=_help("ICMP or ICMPv6 type", minimum=0, maximum=255)
+        default=None,
+        metadata=check(
+            help="ICMP or ICMPv6 type; needs protocol icmp or icmpv6", minimum=0, maximum=255
+        ),
     )
     icmp_code: int | None = field(
-        default=None, metadata=_help("ICMP or ICMPv6 code (with icmp_type)", minimum=0, maximum=255)
+        default=None,
+        metadata=check(help="ICMP or ICMPv6 code; needs icmp_type", minimum=0, maximum=255),
     )
     state: tuple[ConnState, ...] = field(
-        default=(), metadata=_help("connection states: new, established, related, ...")
+        default=(),
+        metadata=check(
+            help="connection states: new, established, related, invalid, untracked; one or a list"
+        ),
     )
     reject_with: RejectWith | None = field(
-        default=None, metadata=_help("reject: the ICMP unreachable for non-TCP packets")
+        default=None,
+        metadata=check(
+            help="the ICMP unreachable this rule's reject sends (only with action reject); "
+            "none: the firewall's"
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -269,26 +307,52 @@ def _versions(networks: tuple[Network, ...]) -> set[int]:
 class FirewallConfig:
     """The firewall's configuration: rules in order, the default, tracking limits."""
 
-    rules: tuple[Rule, ...] = field(default=(), metadata=_help("the rules, first match wins"))
-    default: Action = field(default=Action.DROP, metadata=_help("action when no rule matches"))
+    rules: tuple[Rule, ...] = field(
+        default=(),
+        metadata=check(help="the rules, in order: the first one a packet matches decides"),
+    )
+    default: Action = field(
+        default=Action.DROP, metadata=check(help="accept, drop or reject a packet no rule matches")
+    )
     reject_with: RejectWith = field(
         default=RejectWith.ADMIN_PROHIBITED,
-        metadata=_help("ICMP unreachable a reject sends (RFC 1812 §5.2.7.1: code 13)"),
+        metadata=check(
+            help="the ICMP unreachable a reject sends for what is not TCP: admin-prohibited "
+            "(RFC 1812 §5.2.7.1), port-unreachable, host-unreachable or net-unreachable"
+        ),
     )
     reject_rate: float = field(
         default=100.0,
-        metadata=_help("answers to rejected packets per second (RFC 1812 §4.3.2.8)", minimum=0.001),
+        metadata=check(
+            help="answers to rejected packets per second (token bucket, RFC 1812 §4.3.2.8)",
+            minimum=0.001,
+        ),
     )
-    reject_burst: int = field(default=100, metadata=_help("answers sent at once", minimum=1))
-    non_ip: NonIp = field(default=NonIp.ACCEPT, metadata=_help("frames that are not IP (ARP)"))
+    reject_burst: int = field(default=100, metadata=check(help="answers sent at once", minimum=1))
+    non_ip: NonIp = field(
+        default=NonIp.ACCEPT,
+        metadata=check(help="accept or drop frames that are not IP (ARP, LLDP)"),
+    )
     tcp_pickup: bool = field(
         default=False,
-        metadata=_help("track TCP connections met mid-stream (after a restart) instead of invalid"),
+        metadata=check(
+            help="track a TCP connection met mid-stream (after a restart) as established "
+            "instead of invalid"
+        ),
     )
-    max_connections: int = field(default=65536, metadata=_help("connection table limit", minimum=1))
-    timeouts: Timeouts = field(default_factory=Timeouts, metadata=_help("idle timeouts, s"))
+    max_connections: int = field(
+        default=65536,
+        metadata=check(
+            help="connection table limit; when full, the oldest unanswered connection makes room",
+            minimum=1,
+        ),
+    )
+    timeouts: Timeouts = field(
+        default_factory=Timeouts,
+        metadata=check(help="idle timeouts per connection state, in seconds"),
+    )
     status_connections: int = field(
-        default=50, metadata=_help("connections listed by status()", minimum=0, maximum=10000)
+        default=50, metadata=check(help="connections listed by status()", minimum=0, maximum=10000)
     )
 
 
@@ -445,32 +509,43 @@ class _Fragments:
 # -- the function ------------------------------------------------------------------
 
 _STATE_COUNTERS = {state: "state-" + state.value for state in ConnState}
+_STATES = {
+    ConnState.NEW: "a connection's packets before anything came back",
+    ConnState.ESTABLISHED: "packets of a connection whose other end has answered",
+    ConnState.RELATED: "ICMP errors about a tracked connection, travelling back to its sender",
+    ConnState.INVALID: "packets that fit no connection (impossible TCP flags, a segment "
+    "without its connection, an unasked echo reply)",
+    ConnState.UNTRACKED: "ICMP that is neither a query nor an error (neighbour discovery, MLD)",
+}
 
 
-class Firewall(Function):
+class Firewall(Function[FirewallConfig]):
     """The stateful firewall (see the module docstring)."""
 
     KIND: ClassVar[str] = "firewall"
     Config: ClassVar[type[Any]] = FirewallConfig
     LIVE: ClassVar[bool] = True
     INTERFACES: ClassVar[tuple[str, ...]] = ("ingress", "egress")
-    COUNTERS: ClassVar[tuple[str, ...]] = (
-        "accepted",
-        "rejected",
-        *(reason.counter for reason in FirewallDrop),
-        "reject-tcp-reset",
-        "reject-icmp",
-        "non-ip-passed",
-        "fragments-passed",
-        *_STATE_COUNTERS.values(),
-        "conn-new",
-        "conn-expired",
-        "conn-evicted",
-        "leases-granted",
-        "leases-revoked",
-    )
-
-    config: FirewallConfig
+    UNKNOWN_INTERFACE: ClassVar[str] = FirewallDrop.UNKNOWN_INTERFACE.counter
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "accepted": "packets forwarded",
+        "rejected": "rejected packets that were answered (a RST or an ICMP unreachable)",
+        **{reason.counter: _DROPS[reason] for reason in FirewallDrop},
+        "reject-tcp-reset": "answers that were a TCP RST",
+        "reject-icmp": "answers that were an ICMP or ICMPv6 unreachable",
+        "non-ip-passed": "frames that are not IP, passed without judging",
+        "fragments-passed": "later fragments passed on their first fragment's verdict",
+        **{
+            _STATE_COUNTERS[state]: f"packets judged {state.value}: {what}"
+            for state, what in _STATES.items()
+        },
+        "conn-new": "connections entered in the table",
+        "conn-expired": "connections expired for idleness",
+        "conn-evicted": "unanswered connections evicted to make room",
+        "leases-granted": "fast-path leases given to established connections",
+        "leases-revoked": "leases revoked (the connection closed or expired, or new rules "
+        "judge it differently)",
+    }
 
     def __init__(self, config: FirewallConfig | None = None) -> None:
         super().__init__(config)
@@ -499,7 +574,7 @@ class Firewall(Function):
         self._compile(cfg)
 
     @classmethod
-    def from_config(cls, data: Mapping[str, Any] | None = None) -> Function:
+    def from_config(cls, data: Mapping[str, Any] | None = None) -> Self:
         return super().from_config(_one_as_list(data))
 
     def reconfigure(self, data: Mapping[str, Any]) -> None:
@@ -511,9 +586,7 @@ class Firewall(Function):
         info = packet.info
         if info.error is not None:
             return self._drop(FirewallDrop.MALFORMED)
-        direction = self._directions.get(packet.iface)
-        if direction is None:
-            return self._drop(FirewallDrop.UNKNOWN_INTERFACE)
+        direction = self._directions[packet.iface]
         if not info.ip_version:
             if self.config.non_ip is NonIp.ACCEPT:
                 self.counters["non-ip-passed"] += 1
@@ -586,7 +659,6 @@ class Firewall(Function):
         return self.config.default, self.config.reject_with
 
     def _drop(self, reason: FirewallDrop) -> Result:
-        self.counters[reason.counter] += 1
         return drop(reason.counter)
 
     def _reject(self, packet: Packet, kind: RejectWith, now: float) -> Result:
@@ -600,7 +672,6 @@ class Firewall(Function):
             bucket = self._bucket = TokenBucket(self.config.reject_rate, self.config.reject_burst)
         if not bucket.take(now):
             return self._drop(FirewallDrop.REJECT_RATE_LIMIT)
-        self.counters["rejected"] += 1
         if info.proto == _TCP:
             self.counters["reject-tcp-reset"] += 1
             return reply(packet, tcp_reset(buf, info), reason="rejected")
@@ -675,7 +746,7 @@ class Firewall(Function):
 
     # -- configuration -------------------------------------------------------
 
-    def apply_config(self, config: Any) -> None:
+    def apply_config(self, config: FirewallConfig) -> None:
         """Take new rules and settings; revoke the leases the new rules judge differently."""
         old = self.config
         for conn in self._tracker.connections():

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Address
+from typing import Any
 
 from pktchain.functions.loadbalancer.health import HealthState
 from pktchain.functions.loadbalancer.maglev import DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, is_prime
@@ -70,26 +71,51 @@ def _host_error(value: IPv4Address) -> str | None:
     return None
 
 
-_PORT = check(minimum=1, maximum=65535)
+def _port(help_text: str) -> dict[str, Any]:
+    return check(minimum=1, maximum=65535, help=help_text)
 
 
 @dataclass(frozen=True, slots=True)
 class Backend:
     """A real server of a service: where connections go, and how much of them."""
 
-    ip: IPv4Address = field(metadata=check(test=_host_error))
-    port: int = field(metadata=_PORT)
-    weight: int = field(default=1, metadata=check(minimum=1, maximum=MAX_WEIGHT))
-    """Share of new connections, relative to the other backends of the service."""
-    mac: str | None = field(default=None, metadata=check(test=_mac_error))
-    """Where to send its frames: its own MAC, or that of the router leading to it.
-    None: resolved by ARP on the backend interface (the backend is on that link)."""
-    draining: bool = False
-    """Take no new connections; the ones it has go on until they end or
-    ``drain_timeout`` runs out."""
-    check_port: int | None = field(default=None, metadata=_PORT)
-    """TCP port the health check connects to; None: ``port`` for a TCP service,
-    no health check for a UDP service."""
+    ip: IPv4Address = field(
+        metadata=check(
+            test=_host_error,
+            help="where its connections go; ip:port is its identity (and its Maglev permutation)",
+        )
+    )
+    port: int = field(metadata=_port("its port; a service's backends are unique by ip:port"))
+    weight: int = field(
+        default=1,
+        metadata=check(
+            minimum=1,
+            maximum=MAX_WEIGHT,
+            help="share of new connections, relative to the other backends of the service",
+        ),
+    )
+    mac: str | None = field(
+        default=None,
+        metadata=check(
+            test=_mac_error,
+            help="where to send its frames: its own MAC, or that of the router leading to it; "
+            "none: resolved by ARP on the backend interface. One IP has one MAC across services",
+        ),
+    )
+    draining: bool = field(
+        default=False,
+        metadata=check(
+            help="take no new connections; the ones it has go on until they end or "
+            "drain_timeout runs out"
+        ),
+    )
+    check_port: int | None = field(
+        default=None,
+        metadata=_port(
+            "TCP port its health check connects to; none: port for a TCP service, no health "
+            "check for a UDP service"
+        ),
+    )
 
     @property
     def name(self) -> str:
@@ -101,12 +127,22 @@ class Backend:
 class Service:
     """A virtual service: ``vip:port/proto`` spread over its backends."""
 
-    vip: IPv4Address = field(metadata=check(test=_host_error))
-    port: int = field(metadata=_PORT)
-    proto: Protocol = Protocol.TCP
-    backends: tuple[Backend, ...] = ()
-    name: str = ""
-    """A label for listings; empty: ``vip:port/proto``."""
+    vip: IPv4Address = field(
+        metadata=check(
+            test=_host_error,
+            help="the virtual IP, a unicast host address; several services may share it",
+        )
+    )
+    port: int = field(metadata=_port("the virtual port"))
+    proto: Protocol = field(
+        default=Protocol.TCP, metadata=check(help="tcp or udp; vip:port/proto is unique")
+    )
+    backends: tuple[Backend, ...] = field(
+        default=(), metadata=check(help="the real servers, unique by ip:port")
+    )
+    name: str = field(
+        default="", metadata=check(help="a label for listings, unique; empty: vip:port/proto")
+    )
 
     @property
     def label(self) -> str:
@@ -117,19 +153,38 @@ class Service:
 class HealthCheck:
     """Active TCP checks of every backend, sent through the dataplane (HAProxy's defaults)."""
 
-    enabled: bool = True
-    interval: float = field(default=2.0, metadata=check(minimum=0.01))
-    """Seconds between two checks of a backend (HAProxy ``inter``)."""
-    timeout: float = field(default=1.0, metadata=check(minimum=0.001))
-    """Seconds a check waits for the SYN-ACK; at most ``interval``."""
-    rise: int = field(default=2, metadata=check(minimum=1, maximum=1000))
-    """Consecutive successes that bring a down backend up."""
-    fall: int = field(default=3, metadata=check(minimum=1, maximum=1000))
-    """Consecutive failures that take an up backend down."""
-    init_state: HealthState = HealthState.UP
-    """A new backend's state before its first check: ``up`` takes connections at
-    once and goes down on one failure; ``down`` waits for one success (HAProxy's
-    ``init-state up`` / ``down``)."""
+    enabled: bool = field(default=True, metadata=check(help="false: every backend counts as up"))
+    interval: float = field(
+        default=2.0,
+        metadata=check(
+            minimum=0.01, help="seconds between two checks of a backend (HAProxy inter)"
+        ),
+    )
+    timeout: float = field(
+        default=1.0,
+        metadata=check(
+            minimum=0.001, help="seconds a check waits for the SYN-ACK; at most interval"
+        ),
+    )
+    rise: int = field(
+        default=2,
+        metadata=check(
+            minimum=1, maximum=1000, help="consecutive successes that bring a down backend up"
+        ),
+    )
+    fall: int = field(
+        default=3,
+        metadata=check(
+            minimum=1, maximum=1000, help="consecutive failures that take an up backend down"
+        ),
+    )
+    init_state: HealthState = field(
+        default=HealthState.UP,
+        metadata=check(
+            help="a new backend's state before its first check: up takes connections at once "
+            "and goes down on one failure; down waits for one success (HAProxy's init-state)"
+        ),
+    )
 
 
 def _table_size_error(value: int) -> str | None:
@@ -138,47 +193,93 @@ def _table_size_error(value: int) -> str | None:
     return None if is_prime(value) else f"{value} is not prime (Maglev needs a prime size)"
 
 
-_POSITIVE = check(minimum=0.001)
+def _seconds(default: float, help_text: str, minimum: float = 0.001) -> Any:
+    return field(default=default, metadata=check(minimum=minimum, help=help_text))
 
 
 @dataclass(frozen=True, slots=True)
 class LoadBalancerConfig:
     """The whole configuration of a load balancer (see docs/functions/load-balancer.md)."""
 
-    frontend_mac: str = field(metadata=check(test=_mac_error))
-    """MAC of the frontend interface, where the VIPs are answered for."""
-    backend_mac: str = field(metadata=check(test=_mac_error))
-    """MAC of the backend interface, where ``source_ip`` is answered for."""
-    source_ip: IPv4Address = field(metadata=check(test=_host_error))
-    """The address connections to backends come from (SNAT), and health checks too."""
-    services: tuple[Service, ...] = ()
+    frontend_mac: str = field(
+        metadata=check(
+            test=_mac_error, help="MAC of the frontend interface, where the VIPs are answered for"
+        )
+    )
+    backend_mac: str = field(
+        metadata=check(
+            test=_mac_error,
+            help="MAC of the backend interface, where source_ip is answered for; not frontend_mac",
+        )
+    )
+    source_ip: IPv4Address = field(
+        metadata=check(
+            test=_host_error,
+            help="the address connections to backends come from (SNAT), and health checks "
+            "too; not a VIP nor a backend",
+        )
+    )
+    services: tuple[Service, ...] = field(default=(), metadata=check(help="the virtual services"))
     table_size: int = field(
         default=DEFAULT_TABLE_SIZE,
-        metadata=check(minimum=3, maximum=MAX_TABLE_SIZE, test=_table_size_error),
+        metadata=check(
+            minimum=3,
+            maximum=MAX_TABLE_SIZE,
+            test=_table_size_error,
+            help="Maglev lookup table size M, a prime; well above 100 x backends per service",
+        ),
     )
-    """Maglev lookup table size M, a prime; well above 100 x backends per service."""
-    health: HealthCheck = HealthCheck()
-    drain_timeout: float = field(default=300.0, metadata=check(minimum=0.0))
-    """Seconds a draining backend's connections may go on before they are cut."""
-    tcp_established_timeout: float = field(default=7440.0, metadata=_POSITIVE)
-    """Idle timeout of an established connection (RFC 5382 REQ-5: 2 h 4 min)."""
-    tcp_opening_timeout: float = field(default=240.0, metadata=_POSITIVE)
-    """Idle timeout while opening (RFC 6146 TCP_TRANS, RFC 7857 §2.1)."""
-    tcp_closing_timeout: float = field(default=240.0, metadata=_POSITIVE)
-    """Timeout after both FINs or a RST (RFC 7857 §2.1, §2.2)."""
-    udp_timeout: float = field(default=300.0, metadata=_POSITIVE)
-    """Idle timeout of a UDP flow (RFC 4787 REQ-5: 5 min recommended)."""
-    max_connections: int = field(default=200_000, metadata=check(minimum=1))
-    """Connections tracked at once; new ones beyond are dropped."""
-    snat_port_min: int = field(default=1024, metadata=_PORT)
-    snat_port_max: int = field(default=65535, metadata=_PORT)
-    """Source ports of ``source_ip`` given to connections and health checks."""
-    arp_timeout: float = field(default=60.0, metadata=_POSITIVE)
-    """A resolved backend MAC is verified again after this (RFC 1122 §2.3.2.1)."""
-    arp_retry_interval: float = field(default=1.0, metadata=_POSITIVE)
-    arp_retries: int = field(default=3, metadata=check(minimum=1, maximum=100))
-    arp_queue_limit: int = field(default=8, metadata=check(minimum=0, maximum=1024))
-    """Packets held per backend while its MAC is resolved (RFC 1122 §2.3.2.2)."""
+    health: HealthCheck = field(
+        default=HealthCheck(), metadata=check(help="the health checks of every backend")
+    )
+    drain_timeout: float = _seconds(
+        300.0,
+        "seconds a draining or removed backend's connections may go on before they are cut",
+        minimum=0.0,
+    )
+    tcp_established_timeout: float = _seconds(
+        7440.0, "idle timeout of an established connection (RFC 5382 REQ-5: 2 h 4 min)"
+    )
+    tcp_opening_timeout: float = _seconds(
+        240.0, "idle timeout while opening (RFC 6146 TCP_TRANS, RFC 7857 §2.1)"
+    )
+    tcp_closing_timeout: float = _seconds(
+        240.0, "timeout after both FINs or a RST (RFC 7857 §2.1, §2.2)"
+    )
+    udp_timeout: float = _seconds(
+        300.0, "idle timeout of a UDP flow (RFC 4787 REQ-5: 5 min recommended)"
+    )
+    max_connections: int = field(
+        default=200_000,
+        metadata=check(
+            minimum=1, help="connections tracked at once; new ones beyond are dropped (table-full)"
+        ),
+    )
+    snat_port_min: int = field(
+        default=1024,
+        metadata=_port("lowest source port of source_ip given to connections and health checks"),
+    )
+    snat_port_max: int = field(
+        default=65535,
+        metadata=_port("highest such port; ports are unique per backend ip:port and protocol"),
+    )
+    arp_timeout: float = _seconds(
+        60.0, "a resolved backend MAC is verified again after this (RFC 1122 §2.3.2.1)"
+    )
+    arp_retry_interval: float = _seconds(1.0, "seconds between two ARP requests for one address")
+    arp_retries: int = field(
+        default=3,
+        metadata=check(minimum=1, maximum=100, help="ARP requests before an address is given up"),
+    )
+    arp_queue_limit: int = field(
+        default=8,
+        metadata=check(
+            minimum=0,
+            maximum=1024,
+            help="packets held per backend while its MAC is resolved; the oldest goes first "
+            "(RFC 1122 §2.3.2.2)",
+        ),
+    )
 
 
 def config_errors(config: LoadBalancerConfig) -> list[FieldError]:

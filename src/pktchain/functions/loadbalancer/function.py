@@ -43,10 +43,10 @@ import heapq
 import random
 import struct
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import Enum, StrEnum
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, ClassVar
 
 from pktchain.functions.common.arp import Hold, Merge, NeighborCache, NeighborState
 from pktchain.functions.common.embedded import (
@@ -115,7 +115,7 @@ BACKEND = "backend"
 class LbDrop(StrEnum):
     """Why a frame did not go on; each is a counter of the same name."""
 
-    UNKNOWN_INTERFACE = "unknown-interface"
+    UNKNOWN_INTERFACE = "unknown-interface"  # refused by the driver (Function.UNKNOWN_INTERFACE)
     MALFORMED = "malformed"
     VLAN_TAGGED = "vlan-tagged"  # the interfaces are untagged
     NOT_OUR_MAC = "not-our-mac"  # unicast to another station, flooded to us
@@ -178,6 +178,74 @@ EVENT_COUNTERS = (
     "maglev-rebuilds",
 )
 """Counters of what happened (the drop reasons are counters too)."""
+
+DROPS: dict[LbDrop, str] = {
+    LbDrop.UNKNOWN_INTERFACE: "frames on an interface it does not have, refused by the driver",
+    LbDrop.MALFORMED: "frames that do not parse (also counted as malformed-<why>)",
+    LbDrop.VLAN_TAGGED: "VLAN-tagged frames (the interfaces are untagged)",
+    LbDrop.NOT_OUR_MAC: "unicast frames to another station, flooded to it",
+    LbDrop.UNSUPPORTED_ETHERTYPE: "frames that are neither IPv4, ARP nor IPv6",
+    LbDrop.IPV6: "IPv6 packets (IPv4 only)",
+    LbDrop.LINK_BROADCAST: "unicast IP in a link-layer broadcast (RFC 1812 §5.3.4)",
+    LbDrop.IP_CHECKSUM: "IPv4 headers with a wrong checksum (RFC 1812 §5.2.2)",
+    LbDrop.FRAGMENT: "IP fragments (no reassembly: a fragment names no connection)",
+    LbDrop.NOT_FOR_US: "packets to an address the load balancer does not own",
+    LbDrop.UNSUPPORTED_PROTOCOL: "protocols other than TCP, UDP and ICMP",
+    LbDrop.NO_SERVICE: "packets to a VIP port without a service (TCP: a RST sent)",
+    LbDrop.NO_BACKEND: "new connections while every backend is down or draining (TCP: a RST sent)",
+    LbDrop.NO_CONNECTION: "TCP segments other than a SYN without a connection (a RST sent)",
+    LbDrop.TABLE_FULL: "new connections beyond max_connections",
+    LbDrop.SNAT_PORTS_EXHAUSTED: "new connections with no source port of source_ip free",
+    LbDrop.TTL_EXCEEDED: "packets whose TTL ran out",
+    LbDrop.ARP_PENDING: "packets held until the backend's MAC is known (sent then)",
+    LbDrop.ARP_QUEUE_FULL: "packets not held for ARP: arp_queue_limit is 0",
+    LbDrop.GSO_UNRESOLVED: "GSO frames to a backend whose MAC is unknown (they cannot wait)",
+    LbDrop.ARP_OPERATION: "ARP that is neither a request nor a reply",
+    LbDrop.ARP_BAD_SENDER: "ARP from an unusable sender address",
+    LbDrop.ARP_OWN: "its own ARP, from its other interface (both on one network)",
+    LbDrop.ARP_ADDRESS_CONFLICT: "ARP from a host claiming one of its addresses",
+    LbDrop.ARP_ANSWERED: "ARP requests for one of its addresses, answered",
+    LbDrop.ARP_LEARNED: "ARP that taught it a backend's MAC",
+    LbDrop.ARP_IGNORED: "ARP with nothing to learn or answer",
+    LbDrop.ICMP_CHECKSUM: "ICMP with a wrong checksum, silently discarded (RFC 1122 §3.2.2)",
+    LbDrop.ICMP_ECHO_ANSWERED: "echo requests to a VIP or source_ip, answered",
+    LbDrop.ICMP_UNSUPPORTED: "ICMP other than echo requests and errors",
+    LbDrop.ICMP_EMBEDDED: "ICMP errors whose quoted packet is unusable",
+    LbDrop.ICMP_NO_CONNECTION: "ICMP errors about no known connection",
+    LbDrop.HEALTH_CHECK_ANSWER: "backends' answers to health checks, consumed",
+    LbDrop.INTERNAL_ERROR: "frames no check caught (should stay 0)",
+}
+"""What each drop counter counts."""
+
+EVENTS = {
+    "to-backend": "packets forwarded to a backend",
+    "to-client": "packets forwarded back to a client",
+    "connections-opened": "connections opened",
+    "connections-expired": "connections ended by their idle or closing timeout",
+    "connections-cut": "connections cut: drain_timeout ran out, their service or "
+    "source_ip went away, or they were closed",
+    "connections-rebalanced": "connections started over on a backend picked again (a new "
+    "SYN on an ended one; a backend that left the table before answering)",
+    "leases-granted": "fast-path leases given to connections",
+    "leases-revoked": "leases revoked (FIN or RST, expiry, or a change that concerns them)",
+    "rst-sent": "TCP resets sent",
+    "icmp-errors-translated": "ICMP errors about a connection, translated (RFC 5508 §4.2)",
+    "arp-requests-sent": "ARP requests sent for backends",
+    "arp-replies-sent": "ARP replies sent for its addresses",
+    "arp-announcements-sent": "gratuitous ARP sent for its addresses",
+    "arp-queued": "packets held while a backend's MAC is resolved",
+    "arp-queue-overflow": "held packets that pushed out an older one (arp_queue_limit)",
+    "arp-resolution-failed": "backend addresses given up after arp_retries",
+    "arp-held-dropped": "held packets dropped with an address given up",
+    "arp-mac-changed": "backends whose MAC changed",
+    "health-checks-sent": "health-check SYNs sent",
+    "health-checks-passed": "health checks answered by a SYN-ACK",
+    "health-checks-failed": "health checks refused or timed out",
+    "backends-marked-up": "backends brought up by their checks",
+    "backends-marked-down": "backends taken down by their checks",
+    "maglev-rebuilds": "Maglev tables built again",
+}
+"""What each counter of EVENT_COUNTERS counts."""
 
 
 class BackendState(Enum):
@@ -279,12 +347,15 @@ class ServiceRuntime:
         return None if index is None else self.members[index]
 
 
-class LoadBalancer(Function):
+class LoadBalancer(Function[LoadBalancerConfig]):
     """Virtual services spread over backends (see the module docstring and the docs)."""
 
     KIND = "load-balancer"
     Config = LoadBalancerConfig
-    COUNTERS = tuple(d.value for d in LbDrop) + EVENT_COUNTERS
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        **{reason.value: DROPS.get(reason, "") for reason in LbDrop},
+        **{name: EVENTS.get(name, "") for name in EVENT_COUNTERS},
+    }
     LIVE = True
     INTERFACES = (FRONTEND, BACKEND)
     FLOODED = True  # it owns addresses: ARP requests for them must reach it
@@ -320,14 +391,12 @@ class LoadBalancer(Function):
         super().__init__(config)
         self.apply_config(config)
 
-    # -- counting -------------------------------------------------------------------------
+    # -- drops and replies (the driver counts each under its reason) ----------------------
 
     def _drop(self, reason: LbDrop, emit: Iterable[tuple[str, bytes]] = ()) -> Result:
-        self.counters[reason] += 1
         return drop(reason.value, emit=emit)
 
     def _reply(self, reason: LbDrop, frames: list[tuple[str, bytes]]) -> Result:
-        self.counters[reason] += 1
         return Result(Verdict.REPLY, reason=reason.value, emit=frames)
 
     # -- the packet path ------------------------------------------------------------------
@@ -342,12 +411,7 @@ class LoadBalancer(Function):
 
     def _process(self, packet: Packet, now: float) -> Result:
         iface = packet.iface
-        if iface == FRONTEND:
-            own_mac = self._frontend_mac
-        elif iface == BACKEND:
-            own_mac = self._backend_mac
-        else:
-            return self._drop(LbDrop.UNKNOWN_INTERFACE)
+        own_mac = self._frontend_mac if iface == FRONTEND else self._backend_mac
         info = packet.info
         if info.error is not None:
             self.counters["malformed-" + info.error.value] += 1

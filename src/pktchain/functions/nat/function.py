@@ -37,6 +37,7 @@ import heapq
 import ipaddress
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
@@ -76,7 +77,7 @@ _IPV4_DST = slice(IPV4.offset("dst"), IPV4.offset("dst") + 4)
 
 def _nat(name: str, help_text: str, **bounds: Any) -> Any:
     """A field with NatConfig's default for ``name``."""
-    return field(default=_NAT_DEFAULTS[name], metadata={**check(**bounds), "help": help_text})
+    return field(default=_NAT_DEFAULTS[name], metadata=check(help=help_text, **bounds))
 
 
 def _protocol_error(value: str) -> str | None:
@@ -87,14 +88,27 @@ def _networks_error(value: tuple[ipaddress.IPv4Network, ...]) -> str | None:
     return None if value else "give at least one IPv4 network"
 
 
+_FILTERINGS = "endpoint-independent, address-dependent or address-and-port-dependent"
+
+
 @dataclass(frozen=True, slots=True)
 class PortForward:
     """A static mapping: ``external_port`` of the external address leads to an inside host."""
 
-    protocol: str = field(metadata={**check(test=_protocol_error), "help": "tcp or udp"})
-    external_port: int = field(metadata=check(minimum=1, maximum=0xFFFF))
-    internal_address: ipaddress.IPv4Address = field(metadata={"help": "in internal_networks"})
-    internal_port: int = field(metadata=check(minimum=1, maximum=0xFFFF))
+    protocol: str = field(metadata=check(test=_protocol_error, help="tcp or udp"))
+    external_port: int = field(
+        metadata=check(
+            minimum=1,
+            maximum=0xFFFF,
+            help="port of the external address; each (protocol, external_port) once",
+        )
+    )
+    internal_address: ipaddress.IPv4Address = field(
+        metadata=check(help="the inside host, an address in internal_networks")
+    )
+    internal_port: int = field(
+        metadata=check(minimum=1, maximum=0xFFFF, help="the inside host's port")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,47 +116,91 @@ class NatFunctionConfig:
     """NatConfig's fields (same names, defaults and RFC minima), port forwards, ICMP rate."""
 
     external_address: ipaddress.IPv4Address = field(
-        metadata={"help": "the one public address every mapping uses"}
+        metadata=check(help="the one public IPv4 address every mapping uses")
     )
     internal_networks: tuple[ipaddress.IPv4Network, ...] = field(
-        metadata={**check(test=_networks_error), "help": "subnets whose hosts are translated"}
+        metadata=check(
+            test=_networks_error,
+            help="subnets whose hosts are translated (at least one); the external address "
+            "must not lie in them (RFC 4787 REQ-7)",
+        )
     )
     udp_filtering: Filtering = field(
-        default=_NAT_DEFAULTS["udp_filtering"], metadata={"help": "RFC 4787 REQ-8"}
+        default=_NAT_DEFAULTS["udp_filtering"],
+        metadata=check(help=f"which inbound UDP a mapping admits: {_FILTERINGS} (RFC 4787 REQ-8)"),
     )
     tcp_filtering: Filtering = field(
-        default=_NAT_DEFAULTS["tcp_filtering"], metadata={"help": "RFC 5382 REQ-3"}
+        default=_NAT_DEFAULTS["tcp_filtering"],
+        metadata=check(help=f"which inbound TCP a mapping admits: {_FILTERINGS} (RFC 5382 REQ-3)"),
     )
-    udp_timeout: float = _nat("udp_timeout", "RFC 4787 REQ-5", minimum=MIN_UDP_TIMEOUT)
+    udp_timeout: float = _nat(
+        "udp_timeout", "UDP session idle timeout, s (RFC 4787 REQ-5)", minimum=MIN_UDP_TIMEOUT
+    )
     tcp_established_timeout: float = _nat(
-        "tcp_established_timeout", "RFC 5382 REQ-5", minimum=MIN_TCP_ESTABLISHED_TIMEOUT
+        "tcp_established_timeout",
+        "established TCP session idle timeout, s (RFC 5382 REQ-5)",
+        minimum=MIN_TCP_ESTABLISHED_TIMEOUT,
     )
-    tcp_opening_timeout: float = _nat("tcp_opening_timeout", "RFC 7857 §2.1", minimum=1.0)
-    tcp_closing_timeout: float = _nat("tcp_closing_timeout", "RFC 7857 §2.1", minimum=1.0)
+    tcp_opening_timeout: float = _nat(
+        "tcp_opening_timeout",
+        "timeout of a TCP connection being opened, s (RFC 7857 §2.1)",
+        minimum=1.0,
+    )
+    tcp_closing_timeout: float = _nat(
+        "tcp_closing_timeout",
+        "timeout after both FINs or a RST, s (RFC 7857 §2.1)",
+        minimum=1.0,
+    )
     tcp_incoming_syn_timeout: float = _nat(
-        "tcp_incoming_syn_timeout", "RFC 5382 REQ-4", minimum=MIN_INCOMING_SYN_TIMEOUT
+        "tcp_incoming_syn_timeout",
+        "how long an unsolicited inbound SYN is held, s (RFC 5382 REQ-4)",
+        minimum=MIN_INCOMING_SYN_TIMEOUT,
     )
-    icmp_timeout: float = _nat("icmp_timeout", "RFC 5508 REQ-2", minimum=MIN_ICMP_TIMEOUT)
-    inbound_refresh: bool = _nat("inbound_refresh", "RFC 4787 REQ-6a")
+    icmp_timeout: float = _nat(
+        "icmp_timeout", "ICMP query session timeout, s (RFC 5508 REQ-2)", minimum=MIN_ICMP_TIMEOUT
+    )
+    inbound_refresh: bool = _nat(
+        "inbound_refresh", "inbound UDP and ICMP packets refresh their session (RFC 4787 REQ-6a)"
+    )
     unsolicited_syn: UnsolicitedSyn = field(
-        default=_NAT_DEFAULTS["unsolicited_syn"], metadata={"help": "RFC 5382 REQ-4"}
+        default=_NAT_DEFAULTS["unsolicited_syn"],
+        metadata=check(
+            help="an inbound SYN no mapping admits: hold-then-icmp, hold-then-drop or drop "
+            "(RFC 5382 REQ-4)"
+        ),
     )
-    icmp_refusals: bool = _nat("icmp_refusals", "RFC 5508 REQ-8, REQ-9")
-    max_sessions: int = _nat("max_sessions", "table limit", minimum=0)
-    max_sessions_per_host: int = _nat("max_sessions_per_host", "per inside host", minimum=0)
-    max_held_syns: int = _nat("max_held_syns", "unsolicited SYNs held at once", minimum=0)
-    preserve_parity: bool = _nat("preserve_parity", "RFC 4787 REQ-4")
-    port_seed: int | None = _nat("port_seed", "seed of the port randomization (RFC 7857 §9)")
+    icmp_refusals: bool = _nat(
+        "icmp_refusals", "answer a refused session with ICMP 3/13 (RFC 5508 REQ-8, REQ-9)"
+    )
+    max_sessions: int = _nat("max_sessions", "session table limit", minimum=0)
+    max_sessions_per_host: int = _nat(
+        "max_sessions_per_host", "sessions one inside host may hold at once", minimum=0
+    )
+    max_held_syns: int = _nat(
+        "max_held_syns", "unsolicited SYNs held at once; more are dropped", minimum=0
+    )
+    preserve_parity: bool = _nat(
+        "preserve_parity",
+        "keep the parity of a port that cannot be preserved (RFC 4787 REQ-4)",
+    )
+    port_seed: int | None = _nat(
+        "port_seed", "seed of the port randomization (RFC 7857 §9); none draws one"
+    )
     port_forwards: tuple[PortForward, ...] = field(
-        default=(), metadata={"help": "static mappings open to any outside host"}
+        default=(), metadata=check(help="static mappings open to any outside host")
     )
     icmp_error_rate: float = field(
         default=100.0,
-        metadata={**check(minimum=0.001), "help": "ICMP errors per second (RFC 1812 §4.3.2.8)"},
+        metadata=check(
+            minimum=0.001, help="ICMP errors the NAT sends per second (RFC 1812 §4.3.2.8)"
+        ),
     )
-    icmp_error_burst: int = field(default=50, metadata={**check(minimum=1), "help": "at once"})
+    icmp_error_burst: int = field(
+        default=50, metadata=check(minimum=1, help="ICMP errors sent at once")
+    )
     status_mappings: int = field(
-        default=50, metadata={**check(minimum=0, maximum=10000), "help": "mappings in status()"}
+        default=50,
+        metadata=check(minimum=0, maximum=10000, help="mappings listed by status()"),
     )
 
     def __post_init__(self) -> None:
@@ -173,6 +231,34 @@ class NatFunctionConfig:
         return NatConfig(**values)
 
 
+_DROPS = {
+    DropReason.MALFORMED: "frames that do not parse",
+    DropReason.NOT_IPV4: "IPv6 packets (the NAT is IPv4 only)",
+    DropReason.FRAGMENT: "IP fragments (the NAT needs the L4 header)",
+    DropReason.UNSUPPORTED_PROTOCOL: "protocols other than TCP, UDP and ICMP",
+    DropReason.UNSUPPORTED_ICMP: "ICMP other than echo and the errors it translates",
+    DropReason.LOCAL_DESTINATION: "echo requests for the external address",
+    DropReason.NOT_INTERNAL_SOURCE: "outbound packets from outside internal_networks",
+    DropReason.NOT_EXTERNAL_DESTINATION: "inbound packets not sent to the external address",
+    DropReason.BAD_PORT: "TCP or UDP packets with port 0",
+    DropReason.NO_MAPPING: "inbound packets no mapping admits",
+    DropReason.FILTERED: "inbound packets the mapping's filtering refuses (RFC 4787 REQ-8, "
+    "RFC 5382 REQ-3)",
+    DropReason.TCP_NO_SESSION: "TCP segments other than a SYN without a session",
+    DropReason.SYN_HELD: "unsolicited inbound SYNs held, answered or dropped later "
+    "(RFC 5382 REQ-4)",
+    DropReason.SYN_HOLD_FULL: "unsolicited inbound SYNs dropped: max_held_syns are held",
+    DropReason.SESSION_LIMIT: "new sessions refused: max_sessions",
+    DropReason.HOST_SESSION_LIMIT: "new sessions refused: max_sessions_per_host",
+    DropReason.PORTS_EXHAUSTED: "new sessions refused: no external port free",
+    DropReason.ICMP_CHECKSUM: "ICMP messages with a wrong checksum (RFC 5508 REQ-3)",
+    DropReason.EMBEDDED_CHECKSUM: "ICMP errors quoting an IP header with a wrong checksum "
+    "(RFC 5508 REQ-3a)",
+    DropReason.EMBEDDED_MALFORMED: "ICMP errors whose quoted packet is unusable",
+}
+"""What each of the NAT's drop counters counts."""
+
+
 class _Leases:
     """The leases of one NAT session, one per direction, and its place in the timer heap."""
 
@@ -184,26 +270,25 @@ class _Leases:
         self.queued = -1.0
 
 
-class NatFunction(Function):
+class NatFunction(Function[NatFunctionConfig]):
     """The NAPT between ``ingress`` (inside) and ``egress`` (outside); see the module docstring."""
 
     KIND: ClassVar[str] = "nat"
     Config: ClassVar[type[Any]] = NatFunctionConfig
     LIVE: ClassVar[bool] = False  # RFC 4787 REQ-11: a NAT's behaviour does not change under it
     INTERFACES: ClassVar[tuple[str, ...]] = (_INSIDE, _OUTSIDE)
-    COUNTERS: ClassVar[tuple[str, ...]] = (
-        "translated",
-        "non-ip-passed",
-        "drop-malformed",
-        "drop-unknown-interface",
-        *("drop-" + reason.value for reason in DropReason),
-        "icmp-sent",
-        "drop-icmp-rate-limit",
-        "leases-granted",
-        "leases-revoked",
-    )
-
-    config: NatFunctionConfig
+    UNKNOWN_INTERFACE: ClassVar[str] = "drop-unknown-interface"
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "translated": "packets translated and forwarded",
+        "non-ip-passed": "frames that are not IP, passed without translation",
+        "drop-malformed": _DROPS[DropReason.MALFORMED],
+        "drop-unknown-interface": "frames on an interface it does not have, refused by the driver",
+        **{"drop-" + reason.value: _DROPS[reason] for reason in DropReason},
+        "icmp-sent": "ICMP errors sent",
+        "drop-icmp-rate-limit": "ICMP errors not sent: over icmp_error_rate",
+        "leases-granted": "fast-path leases given to sessions",
+        "leases-revoked": "leases revoked (the session left ESTABLISHED, or ended)",
+    }
 
     def __init__(self, config: NatFunctionConfig) -> None:
         super().__init__(config)
@@ -231,9 +316,7 @@ class NatFunction(Function):
     def process(self, packet: Packet, now: float) -> Result:
         info = packet.info
         if info.error is not None:
-            return self._drop("drop-malformed")
-        if packet.iface not in self.INTERFACES:
-            return self._drop("drop-unknown-interface")
+            return drop("drop-malformed")
         if not info.ip_version:
             self.counters["non-ip-passed"] += 1
             return forward()
@@ -250,7 +333,6 @@ class NatFunction(Function):
             out = _INSIDE if hairpin else self.peer(packet.iface)
             return forward(out, lease=self._lease(result, outbound=inside))
         reason = "drop-" + (result.reason.value if result.reason is not None else "malformed")
-        self.counters[reason] += 1
         if result.verdict is Verdict.REPLY and result.reply is not None:
             if not self._bucket.take(now):
                 self.counters["drop-icmp-rate-limit"] += 1
@@ -259,10 +341,6 @@ class NatFunction(Function):
             return reply(packet, answer_header(buf, info) + result.reply, reason=reason)
         if result.reason is DropReason.SYN_HELD:
             self._remember_sender(info.src, answer_header(buf, info))
-        return drop(reason)
-
-    def _drop(self, reason: str) -> Result:
-        self.counters[reason] += 1
         return drop(reason)
 
     def _remember_sender(self, address: bytes, header: bytes) -> None:

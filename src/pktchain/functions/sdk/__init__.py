@@ -1,4 +1,5 @@
-"""The function SDK: the contract a network function follows and its configuration schema.
+"""The function SDK: the contract a network function follows, its configuration schema,
+and the one driver that runs a function (:class:`Driver`).
 
 This is the public import path for writing a function
 (``from pktchain.functions.sdk import Function, Packet, forward, drop``); see
@@ -23,17 +24,21 @@ from pktchain.functions.sdk.contract import (
     frames_out,
     function_class,
     make_function,
+    observed_flow,
     punt,
     reply,
 )
+from pktchain.functions.sdk.driver import FUNCTION_ERROR, Driver
 from pktchain.functions.sdk.schema import ConfigError, FieldError
 
 __all__ = [
     "BUILTIN_FUNCTIONS",
+    "FUNCTION_ERROR",
     "VNET",
     "ZERO_VNET",
     "ConfigError",
     "Deadlines",
+    "Driver",
     "FieldError",
     "FlowLease",
     "FlowLeases",
@@ -48,6 +53,7 @@ __all__ = [
     "frames_out",
     "function_class",
     "make_function",
+    "observed_flow",
     "punt",
     "reply",
 ]

@@ -14,7 +14,10 @@ same way:
   to forward on, frames to emit, and optionally a :class:`FlowLease`;
 * timers are :meth:`Function.next_deadline` / :meth:`Function.on_timer`;
 * counters are a ``Counter`` of named integers (:attr:`Function.counters`),
-  pre-seeded from :attr:`Function.COUNTERS` so that they show at zero;
+  pre-seeded from :attr:`Function.COUNTERS` so that they show at zero; the
+  driver (:mod:`pktchain.functions.sdk.driver`) counts each DROP and REPLY
+  there under its reason, and refuses frames on interfaces the function does
+  not have, so neither is the function's business;
 * :attr:`Function.LIVE` says whether :meth:`Function.reconfigure` may change
   the configuration while traffic flows.
 
@@ -44,9 +47,10 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from pktchain.functions.sdk.schema import ConfigError, FieldError, describe, load_config
+from pktchain.packet.flow import FlowKey, flow_key
 from pktchain.packet.parse import FrameInfo, parse_frame
 from pktchain.packet.rewrite import Side, decrement_ttl, set_ip, set_mac, set_port
 from pktchain.packet.virtio import VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_LEN
@@ -68,6 +72,7 @@ __all__ = [
     "forward",
     "function_class",
     "make_function",
+    "observed_flow",
     "punt",
     "reply",
 ]
@@ -377,21 +382,55 @@ def punt() -> Result:
     return Result(Verdict.PUNT)
 
 
+def observed_flow(packet: Packet, counters: Counter[str]) -> FlowKey | None:
+    """The packet's flow, for a function that observes every frame and forwards it.
+
+    None for a frame that has no flow, counted as ``malformed`` or ``not-ip``:
+    the caller forwards it as it came (an observer never changes the traffic).
+    """
+    info = packet.info
+    key = flow_key(info)
+    if key is None:
+        counters["malformed" if info.error is not None else "not-ip"] += 1
+    return key
+
+
 @dataclass(frozen=True, slots=True)
 class NoConfig:
     """The configuration of a function that takes none."""
 
 
-class Function:
+if TYPE_CHECKING:
+    # A default lets `Function` alone mean `Function[Any]`, as it did before the
+    # class was generic; typing_extensions has it on Python 3.11, but importing it
+    # costs `pktchain fn` tens of milliseconds at start, so only the type checker does.
+    from typing_extensions import TypeVar as TypeVarWithDefault
+
+    C = TypeVarWithDefault("C", default=Any)
+else:
+    C = TypeVar("C")
+
+
+class Function(Generic[C]):
     """Base class of every function; subclass it and override :meth:`process`.
+
+    A function is generic in its configuration: ``class Firewall(Function[FirewallConfig])``
+    makes ``self.config`` a ``FirewallConfig`` to the type checker; a plain
+    ``Function`` subclass keeps an untyped ``config``.
 
     Class attributes a subclass sets:
 
     * ``KIND``: its name in listings (built-ins: ``firewall``, ...);
-    * ``Config``: a frozen dataclass, its configuration schema;
-    * ``COUNTERS``: the counter names it keeps (shown even at zero);
+    * ``Config``: a frozen dataclass, its configuration schema (the class the
+      function is generic in);
+    * ``COUNTERS``: the counters it keeps (shown even at zero), each name with
+      what it counts (``{"blocked-port": "packets to the blocked port"}``: the
+      function's page in docs/functions/ lists them), or the names alone;
     * ``LIVE``: True when :meth:`reconfigure` may be called while it runs;
     * ``INTERFACES``: its interface names; two for a bump in the wire;
+    * ``UNKNOWN_INTERFACE``: the drop reason (a counter) under which the driver
+      refuses a frame on an interface not in ``INTERFACES``, so that
+      :meth:`process` only ever sees its own interfaces;
     * ``FLOODED``: True for a function that owns addresses on its networks and
       must see broadcast (ARP) and unknown-unicast frames there, like a router
       or a load balancer answering for its virtual IP. A bump in the wire
@@ -402,22 +441,31 @@ class Function:
 
     KIND: ClassVar[str] = ""
     Config: ClassVar[type[Any]] = NoConfig
-    COUNTERS: ClassVar[tuple[str, ...]] = ()
+    COUNTERS: ClassVar[Mapping[str, str] | tuple[str, ...]] = ()
     LIVE: ClassVar[bool] = False
     INTERFACES: ClassVar[tuple[str, ...]] = ("ingress", "egress")
+    UNKNOWN_INTERFACE: ClassVar[str] = "unknown-interface"
     FLOODED: ClassVar[bool] = False
 
-    def __init__(self, config: Any = None) -> None:
-        self.config = self.Config() if config is None else config
+    def __init__(self, config: C | None = None) -> None:
+        self.config: C = self.Config() if config is None else config
         self.counters: Counter[str] = Counter(dict.fromkeys(self.COUNTERS, 0))
         self.clock_offset = 0.0
         """Seconds to add to ``now`` for wall-clock (Unix) time, set by the driver:
         ``now`` is a monotonic clock; records that leave the process want dates."""
 
     @classmethod
-    def from_config(cls, data: Mapping[str, Any] | None = None) -> Function:
+    def from_config(cls, data: Mapping[str, Any] | None = None) -> Self:
         """Build from a configuration mapping; ConfigError lists every wrong field."""
         return cls(load_config(cls.Config, data, subject=f"{cls.kind()} configuration"))
+
+    @classmethod
+    def counter_descriptions(cls) -> dict[str, str]:
+        """Each declared counter with what it counts ("" where ``COUNTERS`` only names it)."""
+        counters = cls.COUNTERS
+        if isinstance(counters, Mapping):
+            return dict(counters)
+        return dict.fromkeys(counters, "")
 
     @classmethod
     def kind(cls) -> str:
@@ -425,11 +473,16 @@ class Function:
 
     @classmethod
     def schema(cls) -> list[dict[str, Any]]:
-        """The configuration schema as data (field, type, default, bounds)."""
+        """The configuration schema as data: each field's type, default, bounds and help,
+        a nested configuration's fields under ``fields`` (see :func:`describe`)."""
         return describe(cls.Config)
 
     def process(self, packet: Packet, now: float) -> Result:
-        """Handle one packet; never raise for a bad packet (drop it with a reason)."""
+        """Handle one packet that came in on one of ``INTERFACES``.
+
+        Never raise for a bad packet: drop it with a reason, which the driver
+        counts (a function does not count the reason it returns).
+        """
         raise NotImplementedError
 
     def next_deadline(self) -> float | None:
@@ -457,7 +510,7 @@ class Function:
             )
         self.apply_config(load_config(self.Config, data, subject=f"{self.kind()} configuration"))
 
-    def apply_config(self, config: Any) -> None:
+    def apply_config(self, config: C) -> None:
         """Take a validated configuration; revoke the leases it affects."""
         self.config = config
 

@@ -4,7 +4,7 @@ A function's configuration is a (frozen) dataclass whose field types say what
 is accepted: ``int``, ``float``, ``str``, ``bool``, enums (by value), IP
 addresses and networks (from strings), ``X | None``, ``list[X]`` /
 ``tuple[X, ...]``, ``dict[str, X]`` and nested dataclasses. Range and other
-checks ride in the field's metadata (``minimum``, ``maximum``, ``check``).
+checks, and the field's help text, ride in its metadata (:func:`check`).
 :func:`load_config` reads a mapping (from YAML, JSON, the API or the command
 line) into that dataclass and reports every wrong field at once, each with its
 dotted path (``rules[2].dport``), as a :class:`ConfigError`: Click's habit of
@@ -20,13 +20,13 @@ import dataclasses
 import ipaddress
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from enum import Enum
 from typing import Any, TypeVar
 
 from pktchain.errors import ConfigError, FieldError
 
-__all__ = ["ConfigError", "FieldError", "check", "describe", "load_config"]
+__all__ = ["ConfigError", "FieldError", "check", "describe", "load_config", "sections", "walk"]
 
 T = TypeVar("T")
 
@@ -43,12 +43,15 @@ def check(
     minimum: float | None = None,
     maximum: float | None = None,
     test: Callable[[Any], str | None] | None = None,
+    help: str = "",
 ) -> dict[str, Any]:
-    """Field metadata: ``field(default=1, metadata=check(minimum=1))``.
+    """Field metadata: ``field(default=1, metadata=check(minimum=1, help="..."))``.
 
-    ``test`` returns an error message, or None when the value is fine.
+    ``test`` returns an error message, or None when the value is fine. ``help``
+    says what the field means, in a line: ``pktchain fn KIND --help-config``,
+    ``--schema`` and the function's page in docs/functions/ show it.
     """
-    return {"minimum": minimum, "maximum": maximum, "test": test}
+    return {"minimum": minimum, "maximum": maximum, "test": test, "help": help}
 
 
 def load_config(cls: type[T], data: Mapping[str, Any] | None, *, subject: str = "") -> T:
@@ -61,11 +64,19 @@ def load_config(cls: type[T], data: Mapping[str, Any] | None, *, subject: str = 
 
 
 def describe(cls: type[Any]) -> list[dict[str, Any]]:
-    """The schema as data (for ``pktchain fn --help`` and the API): one row per field."""
+    """The schema as data (for ``pktchain fn --schema`` and the API): one row per field.
+
+    A row has the field's ``name``, ``type``, ``default`` (or ``required``),
+    ``minimum`` and ``maximum`` when bounded, and ``help``; a field that holds
+    a dataclass, or a collection of them, has their rows as ``fields``.
+    """
     hints = typing.get_type_hints(cls)
     rows = []
     for spec in dataclasses.fields(cls):
-        row: dict[str, Any] = {"name": spec.name, "type": _type_name(hints[spec.name])}
+        if not spec.init:
+            continue
+        kind = hints[spec.name]
+        row: dict[str, Any] = {"name": spec.name, "type": _type_name(kind)}
         if spec.default is not dataclasses.MISSING:
             row["default"] = _plain(spec.default)
         elif spec.default_factory is not dataclasses.MISSING:
@@ -77,8 +88,53 @@ def describe(cls: type[Any]) -> list[dict[str, Any]]:
                 row[key] = spec.metadata[key]
         if spec.metadata.get("help"):
             row["help"] = spec.metadata["help"]
+        for nested, _many in _nested(kind):
+            row["fields"] = describe(nested)
+            break
         rows.append(row)
     return rows
+
+
+def walk(cls: type[Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every field of `cls` with its :func:`describe` row, nested ones under their path.
+
+    The path of a field of a nested dataclass is dotted (``health.interval``),
+    with ``[]`` after a collection of them (``rules[].dport``: the field of each
+    rule).
+    """
+    hints = typing.get_type_hints(cls)
+    for row in describe(cls):
+        path = prefix + row["name"]
+        yield path, row
+        for nested, many in _nested(hints[row["name"]]):
+            yield from walk(nested, f"{path}[]." if many else f"{path}.")
+
+
+def sections(cls: type[Any], path: str = "") -> Iterator[tuple[str, type[Any]]]:
+    """`cls` (path "") and every dataclass nested in it, each with its path.
+
+    The path is that of the field holding it (``health``), with ``[]`` when
+    the field holds a collection of them (``services[].backends[]``).
+    """
+    yield path, cls
+    hints = typing.get_type_hints(cls)
+    for spec in dataclasses.fields(cls):
+        if not spec.init:
+            continue
+        where = f"{path}.{spec.name}" if path else spec.name
+        for nested, many in _nested(hints[spec.name]):
+            yield from sections(nested, f"{where}[]" if many else where)
+
+
+def _nested(kind: Any, many: bool = False) -> Iterator[tuple[type[Any], bool]]:
+    """The dataclasses inside a field's type; ``many`` when they are items of a collection."""
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+        yield kind, many
+        return
+    origin = typing.get_origin(kind)
+    collection = origin in (list, tuple, dict)
+    for arg in typing.get_args(kind):
+        yield from _nested(arg, many or collection)
 
 
 def _convert(kind: Any, value: Any, path: str, errors: list[FieldError]) -> Any:

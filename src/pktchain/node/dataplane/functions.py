@@ -11,11 +11,14 @@ the packet's journey and fuse it into one fast-path entry (see
 flow lease.
 
 Each kind of function is driven through a small adapter with one interface
-(`FunctionDriver`): `SdkDriver` for SDK functions, `RouterDriver` for the
-router, whose cache hints become flow leases.
+(`FunctionDriver`): `SdkDriver` for SDK functions (the SDK's own driver,
+`pktchain.functions.sdk.Driver`, which maps verdicts to outputs and does the
+counting), `RouterDriver` for the router, whose cache hints become flow leases.
 
-A function that raises does not take the node down: the exception is counted
-(`function-error` on the port) and logged once per kind, and the frame is lost.
+A function that raises does not take the node down: the SDK's driver counts the
+lost frame as a `function-error` drop of the function and the exception by its
+name, and logs the first of each kind; an exception out of any other driver is
+counted here the same way (`function-error` on the port).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pktchain.functions.sdk import FlowLease, Function, Packet, Verdict, frames_out
+from pktchain.functions.sdk import Driver, FlowLease, frames_out
 from pktchain.node.dataplane.ports import Port, PortKind
 from pktchain.node.tun import VNET_HDR_LEN
 from pktchain.packet.address import Buffer
@@ -68,41 +71,34 @@ class FunctionDriver(Protocol):
         ...
 
 
-class SdkDriver:
-    """Drives a :class:`~pktchain.functions.sdk.Function`."""
+class SdkDriver(Driver):
+    """Drives a :class:`~pktchain.functions.sdk.Function` through the SDK's one driver.
 
-    def __init__(self, function: Function) -> None:
-        self.function = function
-        self.verdicts: Counter[str] = Counter()
+    What leaves and what is counted is :class:`~pktchain.functions.sdk.Driver`'s;
+    this puts its outputs in the node's form (every frame with its virtio-net
+    header) and hands the datapath the flow lease only when the packet goes on
+    alone: a journey that fans out cannot be fused.
+    """
 
     @property
     def flooded(self) -> bool:
         return self.function.FLOODED
 
     def handle(self, iface: str, frame: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
-        function = self.function
-        packet = Packet(bytearray(frame), iface)
-        result = function.process(packet, now)
-        verdict = result.verdict
-        self.verdicts[verdict.value] += 1
-        outputs = frames_out(result.emit)
-        if verdict is Verdict.FORWARD:
-            out = result.iface or function.peer(iface)
-            outputs.insert(0, (out, bytes(packet.buf)))
-            return outputs, (result.lease if len(outputs) == 1 else None)
-        if verdict is Verdict.PUNT:
-            outputs.insert(0, (function.peer(iface), frame))
-        return outputs, None
-
-    def next_deadline(self) -> float | None:
-        return self.function.next_deadline()
+        out, sent, emit, lease = self.receive(iface, frame, now)
+        outputs = frames_out(emit) if emit else []
+        if out is None:
+            return outputs, None
+        outputs.insert(0, (out, bytes(sent)))
+        return outputs, (lease if len(outputs) == 1 else None)
 
     def on_timer(self, now: float) -> Outputs:
-        return frames_out(self.function.on_timer(now))
+        return frames_out(self.fire(now))
 
     def status(self) -> dict[str, Any]:
-        status = self.function.status()
-        status["verdicts"] = dict(self.verdicts)
+        status = super().status()
+        status["verdicts"] = self.verdicts
+        status["errors"] = dict(self.errors)
         return status
 
 
@@ -365,13 +361,14 @@ class FunctionHost:
         except Exception as exc:  # a faulty function must not stop the node
             self._failed(None, exc)
             status = {}
+        errors = self.errors + Counter(status.pop("errors", {}))  # the driver's, and the host's
         return {
             "name": self.name,
             "ports": {iface: port.name for iface, port in self.ports.items()},
             "pcap": {
                 iface: {"path": str(s.path), "frames": s.frames} for iface, s in self.sinks.items()
             },
-            "errors": dict(self.errors),
+            "errors": dict(errors),
             **status,
         }
 

@@ -29,6 +29,7 @@ from support.fn_frames import (
     SERVER,
     SERVER6,
     assert_checksums,
+    driven,
     emitted,
     make,
     packet,
@@ -62,9 +63,9 @@ def test_the_kind_loads_the_class() -> None:
 
 def test_the_default_drops_ip_and_passes_arp() -> None:
     fw = firewall([])
-    assert fw.process(packet(udp()), 0.0).verdict is Verdict.DROP
+    assert driven(fw, packet(udp()), 0.0).verdict is Verdict.DROP
     arp = raw_packet(bytes(Ether(src=MAC_A, dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=SERVER)))
-    assert fw.process(arp, 0.0).verdict is Verdict.FORWARD
+    assert driven(fw, arp, 0.0).verdict is Verdict.FORWARD
     assert fw.counters["drop-policy"] == 1
     assert fw.counters["non-ip-passed"] == 1
 
@@ -246,8 +247,8 @@ def test_a_forwarded_packet_is_unchanged() -> None:
 
 def test_drops_are_counted_by_reason() -> None:
     fw = firewall([{"action": "drop", "protocol": "udp", "dport": [53]}], default="drop")
-    assert fw.process(packet(udp(dport=53)), 0.0).reason == "drop-rule"
-    assert fw.process(packet(udp(dport=54)), 0.0).reason == "drop-policy"
+    assert driven(fw, packet(udp(dport=53)), 0.0).reason == "drop-rule"
+    assert driven(fw, packet(udp(dport=54)), 0.0).reason == "drop-policy"
     assert (fw.counters["drop-rule"], fw.counters["drop-policy"]) == (1, 1)
 
 
@@ -414,8 +415,8 @@ def test_later_fragments_follow_the_first_ones_verdict() -> None:
     fw = firewall([{"action": "accept", "protocol": "udp", "dport": [53]}])
     good = fragments(IP(src=CLIENT, dst=SERVER, id=1) / UDP(dport=53) / (b"a" * 200))
     bad = fragments(IP(src=CLIENT, dst=SERVER, id=2) / UDP(dport=54) / (b"a" * 200))
-    assert [fw.process(packet(p), 0.0).verdict for p in good] == [Verdict.FORWARD] * len(good)
-    assert [fw.process(packet(p), 0.0).verdict for p in bad] == [Verdict.DROP] * len(bad)
+    assert [driven(fw, packet(p), 0.0).verdict for p in good] == [Verdict.FORWARD] * len(good)
+    assert [driven(fw, packet(p), 0.0).verdict for p in bad] == [Verdict.DROP] * len(bad)
     assert fw.counters["fragments-passed"] == len(good) - 1
     assert fw.counters["drop-fragment"] == len(bad) - 1
 
@@ -459,7 +460,8 @@ def test_a_malformed_frame_is_a_counted_drop() -> None:
 
 def test_an_unknown_interface_is_a_counted_drop() -> None:
     fw = firewall(ACCEPT_ALL)
-    assert fw.process(packet(udp(), "sideways"), 0.0).reason == "drop-unknown-interface"
+    assert driven(fw, packet(udp(), "sideways"), 0.0).reason == "drop-unknown-interface"
+    assert fw.counters["drop-unknown-interface"] == 1
 
 
 def test_impossible_tcp_flags_are_invalid() -> None:

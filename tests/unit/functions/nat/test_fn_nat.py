@@ -29,6 +29,7 @@ from support.fn_frames import (
     MAC_A,
     MAC_B,
     assert_checksums,
+    driven,
     emitted,
     packet,
     raw_packet,
@@ -225,7 +226,7 @@ def test_an_inbound_icmp_error_is_translated_without_a_lease() -> None:
 
 def test_unsolicited_inbound_is_dropped_with_its_reason() -> None:
     fn = nat()
-    result = fn.process(in_udp(dport=7777), 0.0)
+    result = driven(fn, in_udp(dport=7777), 0.0)
     assert (result.verdict, result.reason) == (Verdict.DROP, "drop-no-mapping")
     assert fn.counters["drop-no-mapping"] == 1
 

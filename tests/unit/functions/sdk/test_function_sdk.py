@@ -12,6 +12,7 @@ from pktchain.functions.sdk import (
     FlowLeases,
     Function,
     FunctionLoadError,
+    NoConfig,
     function_class,
 )
 from pktchain.functions.sdk.schema import ConfigError, check, load_config
@@ -98,3 +99,15 @@ def test_a_schema_reports_every_wrong_field_with_its_path() -> None:
     assert fields == {"name", "inner[0].port", "inner[1].port", "rate", "extra"}
     made = load_config(Outer, {"name": "n", "inner": [{"port": 80}], "rate": 2})
     assert made == Outer("n", (Inner(80),), 2.0)
+
+
+def test_a_function_is_generic_in_its_configuration_and_need_not_say_so() -> None:
+    class Typed(Function[Inner]):
+        Config = Inner
+
+    class Plain(Function):
+        pass
+
+    typed = Typed.from_config({"port": 80})
+    assert isinstance(typed, Typed) and typed.config == Inner(80)
+    assert Plain.from_config(None).config == NoConfig()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pktchain.functions.sdk import FlowLease
+from pktchain.functions.sdk import FlowLease, Function, Packet, Result, drop
 from pktchain.node.dataplane.datapath import MAX_DEPTH, Datapath
-from pktchain.node.dataplane.functions import FunctionHost, Outputs, pump
+from pktchain.node.dataplane.functions import FunctionHost, Outputs, SdkDriver, pump
 from support.memports import MemoryPort
 
 VNET = bytes(10)
@@ -133,3 +133,22 @@ def test_functions_bouncing_frames_forever_are_bounded() -> None:
     assert len(echo_a.seen) + len(echo_b.seen) == MAX_DEPTH + 1  # the pumped frame, then re-entries
     drops = first.ports["lan"].drops + second.ports["lan"].drops
     assert drops["function-depth"] == 1
+
+
+def test_an_sdk_functions_drops_and_errors_show_in_its_status() -> None:
+    class Picky(Function):
+        KIND = "picky"
+        INTERFACES = ("lan", "wan")
+
+        def process(self, packet: Packet, now: float) -> Result:
+            if packet.ethernet[-1:] == b"!":
+                raise ValueError("bug")
+            return drop("not-today")
+
+    datapath, h1, fn = plug(SdkDriver(Picky()))
+    h1.inbox.extend([frame(FN, H1), frame(FN, H1, b"x" * 45 + b"!")])
+    datapath.drain(h1)
+    status = fn.status()
+    assert status["counters"] == {"not-today": 1, "function-error": 1}
+    assert (status["verdicts"], status["errors"]) == ({"drop": 1}, {"ValueError": 1})
+    assert h1.sent == []
