@@ -38,6 +38,7 @@ import time
 from enum import Enum
 from typing import NamedTuple
 
+from pktchain.linux.tuntap import VNET_HDR_LEN
 from pktchain.node.dataplane.ports import (
     ETH_P_ALL,
     PACKET_ADD_MEMBERSHIP,
@@ -46,7 +47,6 @@ from pktchain.node.dataplane.ports import (
     PACKET_VNET_HDR,
     SOL_PACKET,
 )
-from pktchain.node.tun import VNET_HDR_LEN
 from pktchain.packet.checksum import complete_partial_checksum
 from pktchain.packet.headers import VIRTIO_NET_HDR, EtherType
 from pktchain.pipe.formats import ETHERNET_HEADER_LEN, MAX_FRAME, Frame

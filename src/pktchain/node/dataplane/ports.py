@@ -24,7 +24,8 @@ from enum import Enum
 from functools import partial
 from typing import TYPE_CHECKING
 
-from pktchain.node.tun import VNET_HDR_LEN, in_netns, open_tap
+from pktchain.linux.netns import entered
+from pktchain.linux.tuntap import VNET_HDR_LEN, open_tap
 from pktchain.packet.address import Buffer
 
 if TYPE_CHECKING:
@@ -211,7 +212,7 @@ class PacketPort(Port):
     __slots__ = ("_sock",)
 
     def __init__(self, *, name: str, ifname: str, netns: str | None, host: str | None) -> None:
-        with in_netns(netns):
+        with entered(netns):
             # Protocol 0 receives nothing until bind() names the interface and
             # the protocol: no frame of another interface slips in before.
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
