@@ -10,11 +10,12 @@ without one is refused before any socket is opened.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import threading
 import time
 from typing import Any
+
+from pktchain.linux.sockets import is_loopback
 
 __all__ = ["DEFAULT_PORT", "ApiServer", "ApiServerError", "is_loopback"]
 
@@ -27,16 +28,6 @@ STOP_TIMEOUT = 10.0
 
 class ApiServerError(Exception):
     """The server cannot start as configured."""
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` (an address, or ``localhost``) is on the loopback interface."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def token_required(app: Any) -> bool:

@@ -2,8 +2,9 @@
 
 - :mod:`pktchain.linux.netns`: entering a network namespace, one thread at a time.
 - :mod:`pktchain.linux.tuntap`: creating TUN and TAP devices (``/dev/net/tun``).
+- :mod:`pktchain.linux.sockets`: how pktchain's TCP and UDP sockets are set up.
 
 These modules use the standard library only, and nothing else in pktchain, so
 that every layer above (the node, the tunnel, the lab, the pipes) can use them;
-none of those enters a namespace or opens a TUN device its own way.
+none of those opens a namespace, a TUN device or a listening socket its own way.
 """
