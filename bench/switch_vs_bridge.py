@@ -39,6 +39,7 @@ import yaml
 from pyroute2 import IPRoute
 
 from pktchain.lab import Lab, LabHost
+from pktchain.linux.netns import entered
 from pktchain.node.process import NodeProcess
 
 HERE = Path(__file__).resolve().parent
@@ -76,14 +77,14 @@ PAIRS = {
 
 
 def rx_packets(host: LabHost) -> int:
-    with IPRoute(netns=host.netns) as ipr:
+    with entered(host.netns), IPRoute() as ipr:
         index = ipr.link_lookup(ifname="eth0")[0]
         stats = ipr.get_links(index)[0].get_attr("IFLA_STATS64")
         return int(stats["rx_packets"])
 
 
 def mac_of(host: LabHost) -> str:
-    with IPRoute(netns=host.netns) as ipr:
+    with entered(host.netns), IPRoute() as ipr:
         index = ipr.link_lookup(ifname="eth0")[0]
         return str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
 

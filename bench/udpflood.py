@@ -18,10 +18,11 @@ import json
 import socket
 import time
 
-from pyroute2 import netns as pr_netns
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw, raw
+
+from pktchain.linux.netns import enter
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -63,7 +64,7 @@ def build_frames(args: argparse.Namespace, src_mac: str) -> list[bytes]:
 
 def flood(args: argparse.Namespace) -> dict[str, float]:
     libc = ctypes.CDLL(None, use_errno=True)
-    pr_netns.setns(args.netns)
+    enter(args.netns)
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
     sock.bind((args.ifname, 0))

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pktchain.eventloop import EventLoop
 from pktchain.messenger.client import MessengerClient, make_request
 from pktchain.messenger.ops import RouterNicAdd
 from pktchain.messenger.server import MessengerServer
@@ -227,6 +228,40 @@ def test_operations_run_through_submit(router: FakeRouter) -> None:
         }
     assert submit.count == 2
     assert router.thread_ids and not router.thread_ids & server_thread
+
+
+def test_served_on_a_given_loop_in_its_thread_without_a_thread_of_its_own(
+    router: FakeRouter,
+) -> None:
+    threads_before = set(threading.enumerate())
+    loop = EventLoop()
+    server = MessengerServer(router, SECRET, port=0, loop=loop, make_interface=_identity)
+    server.start()
+    assert set(threading.enumerate()) == threads_before
+    replies: list[Any] = []
+    failures: list[BaseException] = []
+
+    def controller() -> None:
+        try:
+            with MessengerClient("127.0.0.1", server.port, SECRET, timeout=5) as client:
+                replies.append(client.call("router_nic_add", **NIC))
+                replies.append(client.call("hosts"))
+        except BaseException as exc:  # reported to the test thread below
+            failures.append(exc)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+
+    worker = threading.Thread(target=controller)
+    worker.start()
+    try:
+        loop.run()  # the test's thread is the loop's
+    finally:
+        worker.join(10)
+        server.stop()
+        loop.close()
+    assert not failures and replies == [None, []]
+    assert router.thread_ids == {threading.get_ident()}
+    assert not server.running and server.connections == 0
 
 
 # -- validation and partial application -------------------------------------------

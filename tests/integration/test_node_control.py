@@ -4,43 +4,36 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pktchain.eventloop import EventLoop, LoopThread
 from pktchain.node.config import build_config
 from pktchain.node.control import ControlError, ControlServer, request
 from pktchain.node.dataplane.ports import PortKind
-from pktchain.node.loop import EventLoop
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Path]:
     """A control server answering {"op": "echo"} on a loop running in a thread."""
     path = tmp_path / "node.sock"
-    loop = EventLoop()
+    runner = LoopThread("control-test")
 
     def handle(req: dict[str, Any]) -> dict[str, Any]:
         if req["op"] == "echo":
             return {"ok": True, "echo": req.get("value")}
         return {"ok": False, "error": f"unknown op {req['op']!r}"}
 
-    control = ControlServer(path, loop, handle)
+    control = ControlServer(path, runner.loop, handle)
     control.start()
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
+    runner.start()
     yield path
-    loop.call_later(0, loop.stop)
-    loop.call_later(0, control.close)
-    # Wake the loop so that it sees the timers.
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.connect(str(path))
-    thread.join(timeout=5)
-    assert not thread.is_alive()
-    loop.close()
+    runner.loop.submit(control.close)
+    runner.stop()
+    assert not runner.running
 
 
 def raw_exchange(path: Path, data: bytes) -> dict[str, Any]:
@@ -129,25 +122,3 @@ def test_command_line_ports() -> None:
 def test_command_line_mistakes_are_named(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_config(name="n1", **kwargs)
-
-
-def test_submit_runs_work_in_the_loop_thread_and_returns_its_result() -> None:
-    loop = EventLoop()
-    loop_thread = threading.Thread(target=loop.run, daemon=True)
-    # Work submitted before the loop runs waits for it, then runs in its thread.
-    early: list[int] = []
-    submitter = threading.Thread(target=lambda: early.append(loop.submit(threading.get_ident)))
-    submitter.start()
-    loop_thread.start()
-    try:
-        submitter.join(timeout=5)
-        assert early == [loop_thread.ident]
-        assert loop.submit(threading.get_ident) == loop_thread.ident
-        with pytest.raises(ZeroDivisionError):
-            loop.submit(lambda: 1 // 0)
-        assert loop.submit(lambda: "still serving") == "still serving"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        loop_thread.join(timeout=5)
-        loop.close()
-    assert not loop_thread.is_alive()

@@ -264,6 +264,20 @@ def test_node_refuses_a_state_file_that_is_not_a_database(tmp_path: Path) -> Non
     assert not (tmp_path / "node.sock").exists()
 
 
+def test_node_refuses_a_tap_in_a_missing_namespace_and_creates_none(
+    tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    missing = unique_name("absent")
+    argv = [sys.executable, "-m", "pktchain", "node", "--tap", f"{missing}:eth0", "--no-state"]
+    argv += ["--no-api", "--control", str(tmp_path / "node.sock")]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("pktchain: node pktchain could not start: ")
+    assert f"cannot open network namespace {missing}: No such file or directory" in line
+    assert not Path("/run/netns", missing).exists()
+
+
 def test_node_without_ports_is_refused() -> None:
     argv = [sys.executable, "-m", "pktchain", "node"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)

@@ -10,11 +10,11 @@ without one is refused before any socket is opened.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 import threading
 import time
 from typing import Any
+
+from pktchain.linux.sockets import is_loopback, tcp_listener
 
 __all__ = ["DEFAULT_PORT", "ApiServer", "ApiServerError", "is_loopback"]
 
@@ -27,16 +27,6 @@ STOP_TIMEOUT = 10.0
 
 class ApiServerError(Exception):
     """The server cannot start as configured."""
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` (an address, or ``localhost``) is on the loopback interface."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def token_required(app: Any) -> bool:
@@ -73,15 +63,7 @@ class ApiServer:
                 f"refusing to serve the API on {self.host}, which is not a loopback "
                 "address, without a token: configure one (X-Auth-Token) or bind 127.0.0.1"
             )
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-            sock.listen(128)
-        except OSError:
-            sock.close()
-            raise
+        sock = tcp_listener((self.host, self.port), 128)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=5

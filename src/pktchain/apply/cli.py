@@ -7,10 +7,10 @@ the client are imported by the handler.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
+from pktchain.client.options import add_api_options
 from pktchain.errors import UsageError
 
 
@@ -30,14 +30,7 @@ def register(subparsers: Any) -> None:
         default=False,
         help="delete the resources the file does not declare (default: --no-prune)",
     )
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("PKTCHAIN_URL", "http://127.0.0.1:9696"),
-        help="the node's API (default: $PKTCHAIN_URL or http://127.0.0.1:9696)",
-    )
-    parser.add_argument(
-        "--token", default=os.environ.get("PKTCHAIN_TOKEN"), help="sent as X-Auth-Token"
-    )
+    add_api_options(parser)
     parser.set_defaults(handler=_apply)
 
 

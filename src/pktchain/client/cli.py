@@ -16,19 +16,16 @@ enums are imported by the handlers.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pktchain.client.options import add_api_options
 from pktchain.errors import UsageError
 
 if TYPE_CHECKING:
     from pktchain.client.neutron import NeutronClient
     from pktchain.sfc.resources import ResourceKind
-
-URL_ENV = "PKTCHAIN_URL"
-TOKEN_ENV = "PKTCHAIN_TOKEN"
 
 #: Command name → the resource's singular API name.
 COMMANDS = {
@@ -47,16 +44,7 @@ BodyBuilder = Callable[
 
 def register(subparsers: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url",
-        default=os.environ.get(URL_ENV, "http://127.0.0.1:9696"),
-        help=f"the node's API (default: ${URL_ENV} or http://127.0.0.1:9696)",
-    )
-    common.add_argument(
-        "--token",
-        default=os.environ.get(TOKEN_ENV),
-        help=f"sent as X-Auth-Token (default: ${TOKEN_ENV})",
-    )
+    add_api_options(common)
     common.add_argument("--json", action="store_true", help="print the API's JSON")
     _port_pair(subparsers, common)
     _port_pair_group(subparsers, common)

@@ -13,22 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
-URL_ENV = "PKTCHAIN_URL"
-TOKEN_ENV = "PKTCHAIN_TOKEN"
+from pktchain.client.options import add_api_options
 
 
 def register(subparsers: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url",
-        default=os.environ.get(URL_ENV, "http://127.0.0.1:9696"),
-        help=f"the node's API (default: ${URL_ENV} or http://127.0.0.1:9696)",
-    )
-    common.add_argument("--token", default=os.environ.get(TOKEN_ENV), help="X-Auth-Token")
+    add_api_options(common)
     common.add_argument("--json", action="store_true", help="print the API's JSON")
     parser = subparsers.add_parser("router", help="the node's virtual router (REST API)")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)

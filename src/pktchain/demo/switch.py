@@ -148,10 +148,10 @@ def _stop(node: NodeProcess, lab: Lab) -> tuple[str, dict[str, Any]]:
 
 
 def _has_link(netns: str, ifname: str) -> bool:
-    from pyroute2 import IPRoute
+    from pktchain.lab.links import Netlink
 
-    with IPRoute(netns=netns) as ipr:
-        return bool(ipr.link_lookup(ifname=ifname))
+    with Netlink(netns) as netlink:
+        return netlink.exists(ifname)
 
 
 def _check_clean(lab_name: str) -> tuple[str, dict[str, Any]]:

@@ -4,8 +4,8 @@ A named namespace is a bind mount of ``/proc/<pid>/ns/net`` under
 ``/run/netns`` (the convention of iproute2, which pyroute2 follows), so that
 `ip netns`, `nsenter --net=` and pyroute2 all see the lab's namespaces.
 
-Code enters a namespace only in the calling thread (`entered`): ``setns(2)``
-with CLONE_NEWNET changes the network namespace of one thread, so sockets and
+Code enters a namespace only in the calling thread (`entered`, which is
+:func:`pktchain.linux.netns.entered` with the lab's errors): sockets and
 ``/proc/sys/net`` files opened inside the block belong to that namespace and
 keep belonging to it afterwards, while the rest of the process is unaffected.
 
@@ -22,18 +22,34 @@ import os
 import signal
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 from pyroute2 import netns as pyroute2_netns
 
 from pktchain.lab.errors import LabOSError
+from pktchain.linux import netns
+from pktchain.linux.netns import NETNS_RUN_DIR, netns_path
 
-NETNS_DIR = Path("/run/netns")
+__all__ = [
+    "NETNS_DIR",
+    "NetnsId",
+    "create_netns",
+    "delete_netns",
+    "entered",
+    "list_netns",
+    "netns_exists",
+    "netns_id",
+    "netns_path",
+    "pids_in_netns",
+    "process_alive",
+    "process_netns",
+    "process_start_time",
+    "read_sysctl",
+    "terminate",
+    "write_sysctl",
+]
+
+NETNS_DIR = NETNS_RUN_DIR
 NetnsId = tuple[int, int]  # (st_dev, st_ino) of the namespace file
-
-
-def netns_path(name: str) -> str:
-    return str(NETNS_DIR / name)
 
 
 def list_netns() -> list[str]:
@@ -86,26 +102,16 @@ def delete_netns(name: str) -> bool:
 
 @contextlib.contextmanager
 def entered(name: str) -> Iterator[None]:
-    """Run the block with the calling thread inside namespace `name`."""
-    try:
-        target = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise LabOSError(exc.errno or errno.EIO, name, "open namespace") from exc
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
+    """Run the block with the calling thread inside namespace `name`.
+
+    A namespace that cannot be opened or entered is a `LabOSError` naming it.
+    """
+    with contextlib.ExitStack() as inside:
         try:
-            pyroute2_netns.setns(target, flags=0)
-        except OSError as exc:
-            raise LabOSError(exc.errno or errno.EIO, name, "enter namespace") from exc
-        try:
-            yield
-        finally:
-            # If this fails the thread would run on in the lab's namespace:
-            # let the error propagate rather than carry on somewhere wrong.
-            pyroute2_netns.setns(home, flags=0)
-    finally:
-        os.close(target)
-        os.close(home)
+            inside.enter_context(netns.entered(name))
+        except netns.NetnsError as exc:
+            raise LabOSError(exc.errno or errno.EIO, name, f"{exc.operation} namespace") from exc
+        yield
 
 
 def _sysctl_path(key: str) -> str:

@@ -10,7 +10,7 @@ checked before anything is applied (docs/messenger.md).
 - :mod:`pktchain.messenger.wire`: frames, canonical encoding, MACs, replay guard.
 - :mod:`pktchain.messenger.ops`: the operations, their arguments and dispatch.
 - :mod:`pktchain.messenger.connection`: one connection's protocol, without I/O.
-- :mod:`pktchain.messenger.server`: :class:`MessengerServer`, a thread.
+- :mod:`pktchain.messenger.server`: :class:`MessengerServer`, on an event loop.
 - :mod:`pktchain.messenger.client`: :class:`MessengerClient`.
 - :mod:`pktchain.messenger.cli`: ``pktchain messenger send``.
 

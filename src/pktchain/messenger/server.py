@@ -1,20 +1,20 @@
-"""The messenger server: controller connections served from one background thread.
+"""The messenger server: controller connections served on an event loop.
 
-`MessengerServer(router, secret).start()` binds, listens and returns; a thread
-then runs a :mod:`selectors` loop over the listening socket and every
-connection, moving bytes to and from each connection's
-:class:`~pktchain.messenger.connection.ServerConnection`. Each checked command
-runs through ``submit`` (the node's ``EventLoop.submit``), so the router is
-only ever touched from the node's loop thread; `stop()` closes every socket and
-joins the thread.
+`MessengerServer(router, secret, loop=loop).start()` binds, listens and
+registers the listening socket with `loop` (a :class:`pktchain.eventloop.EventLoop`);
+the loop then moves bytes between every connection's socket and its
+:class:`~pktchain.messenger.connection.ServerConnection`. In the node, `loop`
+is the node's own: each checked command runs in the loop's thread, where the
+router lives, between two batches of packets, and no other thread is involved.
+Without a loop (a test, a tool) the server runs one in a thread of its own
+(:class:`pktchain.eventloop.LoopThread`), and ``submit`` may then hand each
+command to wherever the router lives. `stop()` closes every socket (and
+stops that thread).
 
-Why selectors and not asyncio: every request ends in ``submit``, which waits
-for the node's loop, so requests are serialized there whatever the server
-does; a second event loop in the process would only add a layer between the
-sockets and that call. A selector loop states the bounds plainly: at most
-``max_connections`` connections, at most one partial request
-(``max_request`` bytes) and ``max_pending`` unsent reply bytes per
-connection, and connections idle for ``idle_timeout`` seconds closed.
+The bounds are stated plainly: at most ``max_connections`` connections, at
+most one partial request (``max_request`` bytes) and ``max_pending`` unsent
+reply bytes per connection, and connections idle for ``idle_timeout``
+seconds closed.
 
 Without a secret the server refuses to be made, unless ``insecure=True``, and
 then only on a loopback address: anyone who can reach the port could change
@@ -24,18 +24,17 @@ the router.
 from __future__ import annotations
 
 import collections
-import contextlib
+import functools
 import logging
 import re
-import selectors
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pktchain.api.server import is_loopback
+from pktchain.eventloop import EventLoop, LoopThread, Timer
+from pktchain.linux.sockets import is_loopback, tcp_listener
 from pktchain.messenger.connection import ServerConnection
 from pktchain.messenger.ops import (
     ARGUMENTS,
@@ -88,7 +87,11 @@ class _Peer:
 
 
 class MessengerServer:
-    """The messenger on `host`:`port` (port 0: any free port, see :attr:`port`)."""
+    """The messenger on `host`:`port` (port 0: any free port, see :attr:`port`).
+
+    With `loop`, `start` and `stop` are called from the loop's thread (or
+    while it is not running), as for anything else registered with it.
+    """
 
     def __init__(
         self,
@@ -98,6 +101,7 @@ class MessengerServer:
         port: int = DEFAULT_PORT,
         submit: Submit = _call,
         *,
+        loop: EventLoop | None = None,
         insecure: bool = False,
         make_interface: InterfaceFactory | None = None,
         idle_timeout: float = 300.0,
@@ -132,12 +136,11 @@ class MessengerServer:
             raise MessengerConfigError(f"replay_{exc}") from None
         self._counters: collections.Counter[str] = collections.Counter()
         self._peers: dict[int, _Peer] = {}
+        self._given_loop = loop
+        self._loop: EventLoop | None = None
+        self._thread: LoopThread | None = None
         self._listener: socket.socket | None = None
-        self._selector: selectors.BaseSelector | None = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._idle_timer: Timer | None = None
 
     # -- public --------------------------------------------------------------
     @property
@@ -152,54 +155,42 @@ class MessengerServer:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._listener is not None and (self._thread is None or self._thread.running)
 
     def start(self) -> None:
         """Bind and listen; returns once connections are accepted."""
-        if self._thread is not None:
+        if self._listener is not None:
             raise RuntimeError("messenger server already started")
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((self.host, self.port))
-            listener.listen(min(self.max_connections, socket.SOMAXCONN))
-            listener.setblocking(False)
-        except OSError:
-            listener.close()
-            raise
+        listener = tcp_listener((self.host, self.port), min(self.max_connections, socket.SOMAXCONN))
         self.port = listener.getsockname()[1]
         self._listener = listener
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(listener, selectors.EVENT_READ, None)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._stopping.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"pktchain-messenger-{self.port}", daemon=True
-        )
-        self._thread.start()
+        loop = self._given_loop
+        if loop is None:
+            self._thread = LoopThread(f"pktchain-messenger-{self.port}")
+            loop = self._thread.loop
+        self._loop = loop
+        loop.set_reader(listener.fileno(), self._accept)
+        if self._thread is not None:
+            self._thread.start()
         log.info("messenger listening on %s:%d", self.host, self.port)
 
     def stop(self) -> None:
-        """Close every connection and the listening socket; wait for the thread.
+        """Close every connection and the listening socket (and stop the server's thread).
 
-        Not to be called from the thread ``submit`` runs work in while a request
-        is in flight: the server thread would wait for it.
+        Without a loop given, not to be called from the thread ``submit`` runs
+        work in while a request is in flight: the server's thread would wait for it.
         """
-        thread = self._thread
-        if thread is None:
+        if self._listener is None:
             return
-        self._stopping.set()
-        if self._wake_w is not None:
-            # A full buffer means the thread is being woken anyway.
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"x")
-        thread.join(STOP_TIMEOUT)
-        if thread.is_alive():
-            raise RuntimeError("messenger server thread did not stop")
-        self._thread = None
+        thread = self._thread
+        if thread is not None and thread.running:
+            thread.loop.submit(self._shutdown, STOP_TIMEOUT)
+        else:
+            self._shutdown()
+        if thread is not None:
+            thread.stop(STOP_TIMEOUT)
+            self._thread = None
+        self._loop = None
 
     def __enter__(self) -> MessengerServer:
         self.start()
@@ -208,46 +199,11 @@ class MessengerServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    # -- the thread ------------------------------------------------------------
-    def _run(self) -> None:
-        selector = self._selector
-        if selector is None:
-            return
-        try:
-            while not self._stopping.is_set():
-                for key, events in selector.select(self._select_timeout()):
-                    if key.fileobj is self._listener:
-                        self._accept()
-                    elif key.fileobj is self._wake_r:
-                        self._drain_wake()
-                    else:
-                        peer: _Peer = key.data
-                        if events & selectors.EVENT_READ:
-                            self._read(peer)
-                        if events & selectors.EVENT_WRITE and peer.sock.fileno() in self._peers:
-                            self._write(peer)
-                self._close_idle()
-        finally:
-            self._shutdown()
-
-    def _select_timeout(self) -> float:
-        if not self._peers:
-            return self.idle_timeout
-        oldest = min(peer.last_active for peer in self._peers.values())
-        return max(0.0, oldest + self.idle_timeout - time.monotonic())
-
-    def _drain_wake(self) -> None:
-        if self._wake_r is None:
-            return
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
-
+    # -- on the loop ---------------------------------------------------------------
     def _accept(self) -> None:
-        if self._listener is None or self._selector is None:
+        if self._listener is None or self._loop is None:
             return
+        loop = self._loop
         for _ in range(self.max_connections):
             try:
                 sock, address = self._listener.accept()
@@ -268,10 +224,12 @@ class MessengerServer:
                 counters=self._counters,
                 max_request=self.max_request,
             )
-            peer = _Peer(sock, f"{address[0]}:{address[1]}", connection, time.monotonic())
+            peer = _Peer(sock, f"{address[0]}:{address[1]}", connection, loop.now)
             self._peers[sock.fileno()] = peer
-            self._selector.register(sock, selectors.EVENT_READ, peer)
+            loop.set_reader(sock.fileno(), functools.partial(self._read, peer))
             self._counters["connections.opened"] += 1
+            if self._idle_timer is None:
+                self._idle_timer = loop.call_later(self.idle_timeout, self._close_idle)
 
     def _read(self, peer: _Peer) -> None:
         try:
@@ -285,7 +243,8 @@ class MessengerServer:
         if not data:
             self._close(peer, "by_peer")
             return
-        peer.last_active = time.monotonic()
+        if self._loop is not None:
+            peer.last_active = self._loop.now
         peer.connection.receive_data(data, time.time())
         peer.outgoing += peer.connection.data_to_send()
         if len(peer.outgoing) > self.max_pending:
@@ -308,34 +267,46 @@ class MessengerServer:
         if not peer.outgoing and peer.connection.closing:
             self._close(peer, "protocol")
             return
-        if self._selector is not None:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.outgoing else 0)
-            self._selector.modify(peer.sock, events, peer)
+        if self._loop is not None:
+            writer = functools.partial(self._write, peer) if peer.outgoing else None
+            self._loop.set_writer(peer.sock.fileno(), writer)
 
     def _close_idle(self) -> None:
-        limit = time.monotonic() - self.idle_timeout
-        for peer in [p for p in self._peers.values() if p.last_active <= limit]:
+        """Close the connections idle for `idle_timeout`; wait for the next one to be."""
+        self._idle_timer = None
+        if self._loop is None:
+            return
+        now = self._loop.now
+        for peer in [p for p in self._peers.values() if p.last_active <= now - self.idle_timeout]:
             self._close(peer, "idle")
+        if self._peers:
+            # Activity only moves a connection's deadline later: the oldest
+            # one is the first that can expire.
+            oldest = min(peer.last_active for peer in self._peers.values())
+            delay = max(0.0, oldest + self.idle_timeout - now)
+            self._idle_timer = self._loop.call_later(delay, self._close_idle)
 
     def _close(self, peer: _Peer, reason: str) -> None:
         # Counted before the peer leaves the table: a reader on another thread
         # that sees the connection gone also sees why it went.
         self._counters[f"connections.closed.{reason}"] += 1
-        self._peers.pop(peer.sock.fileno(), None)
-        if self._selector is not None:
-            self._selector.unregister(peer.sock)
+        fd = peer.sock.fileno()
+        self._peers.pop(fd, None)
+        if self._loop is not None:
+            self._loop.forget(fd)
         peer.sock.close()
 
     def _shutdown(self) -> None:
         for peer in list(self._peers.values()):
             self._close(peer, "stop")
-        for sock in (self._listener, self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
-        if self._selector is not None:
-            self._selector.close()
-        self._listener = self._wake_r = self._wake_w = None
-        self._selector = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._listener is not None:
+            if self._loop is not None:
+                self._loop.forget(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
 
     # -- commands ----------------------------------------------------------------
     def _execute(self, op: Op, command: Command) -> Any:

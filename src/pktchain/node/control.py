@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pktchain.node.loop import EventLoop
+from pktchain.eventloop import EventLoop
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pktchain.eventloop import EventLoop, Timer
+from pktchain.linux.tuntap import tap_mac
 from pktchain.node.chaining import Chaining
 from pktchain.node.control import ControlServer, control_path
 from pktchain.node.dataplane.datapath import Datapath
@@ -33,8 +35,6 @@ from pktchain.node.dataplane.functions import (
 from pktchain.node.dataplane.ports import PacketPort, Port, PortKind, TapPort
 from pktchain.node.dataplane.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, DEFAULT_NETWORK
-from pktchain.node.loop import EventLoop, Timer
-from pktchain.node.tun import tap_mac
 
 if TYPE_CHECKING:
     from pktchain.api.server import ApiServer
@@ -297,7 +297,7 @@ class Node:
             self.config.messenger_secret,
             host.strip("[]") or "127.0.0.1",
             int(port),
-            self.loop.submit,
+            loop=self.loop,
         )
         self.messenger.start()
         log.info("messenger on %s:%d", host, self.messenger.port)

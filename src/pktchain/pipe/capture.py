@@ -38,15 +38,16 @@ import time
 from enum import Enum
 from typing import NamedTuple
 
-from pktchain.node.dataplane.ports import (
+from pktchain.linux.packet import (
     ETH_P_ALL,
-    PACKET_ADD_MEMBERSHIP,
+    PACKET_AUXDATA,
     PACKET_IGNORE_OUTGOING,
-    PACKET_MR_PROMISC,
+    PACKET_STATISTICS,
     PACKET_VNET_HDR,
     SOL_PACKET,
+    set_promiscuous,
 )
-from pktchain.node.tun import VNET_HDR_LEN
+from pktchain.linux.tuntap import VNET_HDR_LEN
 from pktchain.packet.checksum import complete_partial_checksum
 from pktchain.packet.headers import VIRTIO_NET_HDR, EtherType
 from pktchain.pipe.formats import ETHERNET_HEADER_LEN, MAX_FRAME, Frame
@@ -54,9 +55,7 @@ from pktchain.pipe.iface import InterfaceError, open_packet_socket
 
 __all__ = ["DEFAULT_BUFFER_SIZE", "Capture", "CaptureStats", "Direction"]
 
-# linux/if_packet.h, beyond what the node's ports use.
-PACKET_STATISTICS = 6
-PACKET_AUXDATA = 8
+# linux/if_packet.h: the auxiliary data of a received frame.
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
 _TPACKET_STATS = struct.Struct("II")  # struct tpacket_stats {tp_packets, tp_drops}
@@ -134,10 +133,7 @@ class Capture:
                 self._kernel_time = False  # another ABI: stamp frames on receipt
             self._set_buffer(sock, buffer_size)
             if promiscuous:
-                ifindex = socket.if_nametoindex(ifname)
-                # struct packet_mreq { int ifindex; u16 type; u16 alen; u8 address[8]; }
-                mreq = struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")
-                sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+                set_promiscuous(sock, ifname)
             sock.bind((ifname, ETH_P_ALL))
         except OSError as exc:
             sock.close()

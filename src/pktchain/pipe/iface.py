@@ -1,11 +1,11 @@
 """Network namespaces and AF_PACKET sockets for `pktchain pipe`; sending frames out.
 
 :func:`enter_netns` is ``--netns``: the process moves into the namespace before
-opening anything, as under ``ip netns exec``. :class:`Injector` sends frames out
-of an interface; it is bound with protocol 0, so it receives nothing (no
-socket buffer fills with frames nobody reads). Capture, which needs the packet
-codec, is in :mod:`pktchain.pipe.capture`, so that ``pktchain pipe write``
-does not load it.
+opening anything, as under ``ip netns exec`` (:func:`pktchain.linux.netns.enter`).
+:class:`Injector` sends frames out of an interface; it is bound with protocol
+0, so it receives nothing (no socket buffer fills with frames nobody reads).
+Capture, which needs the packet codec, is in :mod:`pktchain.pipe.capture`, so
+that ``pktchain pipe write`` does not load it.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import socket
 import struct
 import time
 
+from pktchain.linux import netns
+
 __all__ = ["Injector", "InterfaceError", "enter_netns", "open_packet_socket"]
 
 SIOCGIFMTU = 0x8921  # linux/sockios.h
-CLONE_NEWNET = 0x40000000  # linux/sched.h
-NETNS_RUN_DIR = "/run/netns"  # where `ip netns add` mounts a named namespace
 
 # A frame the interface refuses for a full queue (ENOBUFS) is offered again for
 # this long, backing off, before it counts as refused: the kernel gives no
@@ -44,31 +44,15 @@ def enter_netns(name: str) -> None:
     as ``/proc/PID/ns/net``. Interfaces and sockets opened afterwards are those
     of the namespace, as under ``ip netns exec NAME``.
     """
-    path = name if "/" in name else f"{NETNS_RUN_DIR}/{name}"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        code = exc.errno or errno.ENOENT
-        raise InterfaceError(code, f"netns {name}", "open the namespace", path) from None
-    try:
-        _setns(fd, CLONE_NEWNET)
-    except OSError as exc:
-        raise InterfaceError(exc.errno or errno.EPERM, f"netns {name}", "enter it") from None
-    finally:
-        os.close(fd)
-
-
-def _setns(fd: int, nstype: int) -> None:
-    setns = getattr(os, "setns", None)  # Python 3.12+
-    if setns is not None:
-        setns(fd, nstype)
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, nstype) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
+        netns.enter(name)
+    except netns.NetnsError as exc:
+        code = exc.errno or errno.EPERM
+        if exc.operation is netns.NetnsOperation.OPEN:
+            raise InterfaceError(
+                code, f"netns {name}", "open the namespace", netns.netns_path(name)
+            ) from None
+        raise InterfaceError(code, f"netns {name}", "enter it") from None
 
 
 def open_packet_socket(ifname: str, action: str) -> socket.socket:

@@ -10,6 +10,7 @@ between them by inner destination address; a client reconnects with backoff.
 
 The protocol parts are sans-IO and tested without sockets: `wire` (framing),
 `auth` (the handshake), `session` (one connection's protocol), `switch`
-(the server's routing). `device`, `loop`, `server`, `client` and `run` move
-the bytes. docs/tunnel.md is the user's description.
+(the server's routing). `device`, `stream`, `server`, `client`, `udp` and
+`run` move the bytes, on the event loop of :mod:`pktchain.eventloop`.
+docs/tunnel.md is the user's description.
 """

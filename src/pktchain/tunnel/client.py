@@ -18,7 +18,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from pktchain.node.loop import EventLoop, Timer
+from pktchain.eventloop import EventLoop, Timer
 from pktchain.tunnel.auth import Role
 from pktchain.tunnel.counters import Count, DropReason
 from pktchain.tunnel.session import HANDSHAKE_TIMEOUT, Session

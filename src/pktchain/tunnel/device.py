@@ -1,8 +1,8 @@
 """The TUN device of a tunnel end: created by the process, gone when it exits.
 
 The original tool ran ``openvpn --mktun``, ``ip link set up`` and ``ip addr
-add`` and, on exit, their reverse. Here the process opens ``/dev/net/tun``
-and creates the device with ``TUNSETIFF`` (``IFF_TUN | IFF_NO_PI``: bare IP
+add`` and, on exit, their reverse. Here the process creates the device with
+:func:`pktchain.linux.tuntap.open_tun` (``IFF_TUN | IFF_NO_PI``: bare IP
 packets, as the original reads them), then sets its MTU, address and state
 over netlink (pyroute2). The device is not made persistent, so the kernel
 removes it, with its address and routes, when the descriptor is closed: on a
@@ -15,39 +15,19 @@ would not be ours to remove.
 from __future__ import annotations
 
 import errno
-import fcntl
 import ipaddress
 import os
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute, NetlinkError
 
 from pktchain.lab.links import IFA_F_NODAD
-from pktchain.node.tun import IFF_NO_PI, IFNAMSIZ, TUN_DEVICE, TUNSETIFF
+from pktchain.linux.tuntap import IFF_TUN, TunError, check_ifname, open_tun
 
 __all__ = ["IFF_TUN", "Tun", "TunError", "check_ifname"]
 
-IFF_TUN = 0x0001
-"""linux/if_tun.h: a layer-3 device (node/tun.py declares the TAP flags)."""
-
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-_IFNAME_FORBIDDEN = frozenset("/:") | {chr(c) for c in range(33)} | {chr(127)}
-
-
-class TunError(OSError):
-    """Creating or configuring the TUN device failed; keeps the errno and names the device."""
-
-
-def check_ifname(name: str) -> None:
-    """Raise ValueError unless `name` is a valid interface name (1-15 bytes, no
-    slash, colon or whitespace; net/core/dev.c dev_valid_name)."""
-    size = len(name.encode())
-    if not 1 <= size < IFNAMSIZ or name in (".", "..") or _IFNAME_FORBIDDEN & set(name):
-        raise ValueError(
-            f"{name!r} is not an interface name (1-{IFNAMSIZ - 1} bytes, no '/', ':' or whitespace)"
-        )
 
 
 @dataclass
@@ -65,17 +45,12 @@ class Tun:
         with IPRoute() as ipr:
             if ipr.link_lookup(ifname=name):
                 raise TunError(errno.EEXIST, f"cannot create TUN {name}: the name is taken")
+            fd = open_tun(name)
             try:
-                fd = os.open(TUN_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError as exc:
-                raise TunError(exc.errno, f"cannot open {TUN_DEVICE}: {exc.strerror}") from exc
-            try:
-                ifr = struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI)
-                fcntl.ioctl(fd, TUNSETIFF, ifr)
                 index = _configure(ipr, name, address, mtu)
             except OSError as exc:
                 os.close(fd)
-                raise TunError(exc.errno, f"cannot create TUN {name}: {exc.strerror}") from exc
+                raise TunError(exc.errno, f"cannot configure TUN {name}: {exc.strerror}") from exc
             except NetlinkError as exc:
                 os.close(fd)
                 raise TunError(

@@ -17,7 +17,7 @@ import socket
 import sys
 from contextlib import ExitStack
 
-from pktchain.node.loop import EventLoop
+from pktchain.eventloop import EventLoop
 from pktchain.tunnel.client import TcpClient
 from pktchain.tunnel.config import Transport, TunnelConfig
 from pktchain.tunnel.device import Tun

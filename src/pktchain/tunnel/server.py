@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import socket
 
-from pktchain.node.loop import EventLoop
+from pktchain.eventloop import EventLoop
+from pktchain.linux.sockets import tcp_listener
 from pktchain.tunnel.auth import Role
 from pktchain.tunnel.counters import Count
 from pktchain.tunnel.session import Session
@@ -55,16 +56,7 @@ class TcpServer(End):
         self.own = own
         self.switch: Switch[StreamConnection] = Switch(self.counters, own=(own,))
         self.connections: set[StreamConnection] = set()
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            # A restarted server binds again at once, whatever TIME_WAIT is left.
-            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind(listen)
-            self.listener.listen(LISTEN_BACKLOG)
-        except OSError:
-            self.listener.close()
-            raise
-        self.listener.setblocking(False)
+        self.listener = tcp_listener(listen, LISTEN_BACKLOG, family)
         loop.set_reader(self.listener.fileno(), self._on_accept)
         loop.set_reader(tun_fd, self._on_tun)
         log.info("%s: listening on %s", label, peer_name(listen))

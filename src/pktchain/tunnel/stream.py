@@ -21,7 +21,8 @@ import os
 import socket
 from typing import Protocol
 
-from pktchain.node.loop import EventLoop, Timer
+from pktchain.eventloop import EventLoop, Timer
+from pktchain.linux.sockets import Keepalive, tune_stream
 from pktchain.tunnel.counters import Count, Counters, DropReason
 from pktchain.tunnel.session import Session
 from pktchain.tunnel.wire import HEADER, CloseReason, Fault
@@ -44,11 +45,9 @@ RECV_SIZE = 256 * 1024
 MAX_PENDING = 1024 * 1024
 """Bytes queued on a connection beyond which packets to it are dropped."""
 
-# TCP keepalive: a client notices a server that vanished without closing (a
-# reboot, a cut link) after about 15 + 3 * 5 seconds, then reconnects.
-KEEPALIVE_IDLE = 15
-KEEPALIVE_INTERVAL = 5
-KEEPALIVE_COUNT = 3
+KEEPALIVE = Keepalive(idle=15, interval=5, count=3)
+"""A client notices a server that vanished without closing (a reboot, a cut
+link) after about 15 + 3 * 5 seconds, then reconnects."""
 
 # Closes that are part of normal life; the others are logged as warnings.
 _QUIET = frozenset((CloseReason.PEER_CLOSED, CloseReason.SHUTDOWN))
@@ -60,14 +59,9 @@ def peer_name(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
 
 
 def configure_stream_socket(sock: socket.socket) -> None:
-    """Non-blocking, no Nagle delay (every frame is a packet someone waits for;
-    batching is done here, per wake-up), and keepalive."""
-    sock.setblocking(False)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+    """Set up a tunnel connection's socket: non-blocking, no Nagle delay (frames
+    are batched here, per wake-up) and `KEEPALIVE`."""
+    tune_stream(sock, KEEPALIVE)
 
 
 class End:

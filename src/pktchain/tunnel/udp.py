@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import socket
 
-from pktchain.node.loop import EventLoop, Timer
+from pktchain.eventloop import EventLoop, Timer
+from pktchain.linux.sockets import udp_socket
 from pktchain.tunnel.counters import Count, DropReason
 from pktchain.tunnel.stream import TUN_BATCH, End, peer_name
 from pktchain.tunnel.switch import Local, Switch
@@ -32,22 +33,7 @@ KEEPALIVE_INTERVAL = 10.0
 PEER_IDLE = 60.0
 MAX_PEERS = 1024
 
-# linux/in.h and linux/in6.h: let the kernel fragment what is too large for
-# the path, instead of failing the send with EMSGSIZE.
-IP_MTU_DISCOVER = 10
-IPV6_MTU_DISCOVER = 23
-PMTUDISC_DONT = 0
-
 Address = tuple[str, int]
-
-
-def _datagram_socket(family: socket.AddressFamily) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, PMTUDISC_DONT)
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, PMTUDISC_DONT)
-    return sock
 
 
 class UdpServer(End):
@@ -68,13 +54,7 @@ class UdpServer(End):
         self.mtu = mtu
         self.switch: Switch[Address] = Switch(self.counters, own=(own,))
         self.last_seen: dict[Address, float] = {}
-        self.sock = _datagram_socket(family)
-        try:
-            self.sock.bind(listen)
-        except OSError:
-            self.sock.close()
-            raise
-        self.sock.setblocking(False)
+        self.sock = udp_socket(family, bind=listen, fragment=True)
         loop.set_reader(self.sock.fileno(), self._on_datagram)
         loop.set_reader(tun_fd, self._on_tun)
         self._timer: Timer = loop.call_later(PEER_IDLE / 2, self._expire)
@@ -167,14 +147,8 @@ class UdpClient(End):
     ) -> None:
         super().__init__(loop, tun_fd, label)
         self.mtu = mtu
-        self.sock = _datagram_socket(family)
-        try:
-            # Connected: the kernel passes up only the server's datagrams.
-            self.sock.connect(remote)
-        except OSError:
-            self.sock.close()
-            raise
-        self.sock.setblocking(False)
+        # Connected: the kernel passes up only the server's datagrams.
+        self.sock = udp_socket(family, connect=remote, fragment=True)
         loop.set_reader(self.sock.fileno(), self._on_datagram)
         loop.set_reader(tun_fd, self._on_tun)
         self._timer: Timer | None = None

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pktchain.cli import main
+from pktchain.cli import build_parser, main
 from pktchain.sfc.resources import (
     FlowClassifier,
     Port,
@@ -311,6 +311,24 @@ def test_url_and_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
         monkeypatch.setenv("PKTCHAIN_TOKEN", "t0k")
         assert main(["port", "list"]) == 0
     assert api.requests[0].token == "t0k"
+
+
+@pytest.mark.parametrize(
+    "command", [["port-pair", "list"], ["router", "show"], ["apply", "-f", "chains.yaml"]]
+)
+def test_every_api_command_takes_url_and_token_alike(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PKTCHAIN_URL", raising=False)
+    monkeypatch.delenv("PKTCHAIN_TOKEN", raising=False)
+    args = build_parser().parse_args(command)
+    assert (args.url, args.token) == ("http://127.0.0.1:9696", None)
+    monkeypatch.setenv("PKTCHAIN_URL", "http://192.0.2.1:9696")
+    monkeypatch.setenv("PKTCHAIN_TOKEN", "from-env")
+    args = build_parser().parse_args(command)
+    assert (args.url, args.token) == ("http://192.0.2.1:9696", "from-env")
+    args = build_parser().parse_args([*command, "--url", "http://[::1]:1", "--token", "t"])
+    assert (args.url, args.token) == ("http://[::1]:1", "t")
 
 
 def test_service_graph(api: FakeApi) -> None:

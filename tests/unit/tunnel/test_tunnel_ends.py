@@ -16,7 +16,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.packet import raw
 
-from pktchain.node.loop import EventLoop
+from pktchain.eventloop import EventLoop
 from pktchain.tunnel.auth import Role
 from pktchain.tunnel.client import Backoff, TcpClient
 from pktchain.tunnel.counters import Count, Counters, DropReason

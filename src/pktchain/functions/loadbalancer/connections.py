@@ -1,5 +1,9 @@
 """The load balancer's connection table: one entry per client connection, and the SNAT ports.
 
+The services and backends a connection is pinned to (:class:`ServiceRuntime`,
+:class:`BackendRuntime`) are kept here too, beside the connections that name
+them and that they hold.
+
 A connection is found from either side: by the client's 5-tuple toward the
 VIP (``client ip, client port, vip, vport, proto``) and by the backend's view
 of it (``backend ip, backend port, snat port, proto``; the other address is
@@ -17,16 +21,25 @@ answers, then REPLIED.
 
 from __future__ import annotations
 
+import struct
 from enum import Enum
-from typing import TYPE_CHECKING
 
 from pktchain.functions.common.tcp import Lifetime, TcpState
+from pktchain.functions.loadbalancer.config import Backend, Protocol, Service
+from pktchain.functions.loadbalancer.health import Target
+from pktchain.functions.loadbalancer.maglev import MaglevTable, flow_hash
 from pktchain.functions.sdk import FlowLease
 
-if TYPE_CHECKING:
-    from pktchain.functions.loadbalancer.function import BackendRuntime, ServiceRuntime
-
-__all__ = ["ClientKey", "Connection", "ServerKey", "SnatPorts", "UdpState"]
+__all__ = [
+    "BackendRuntime",
+    "BackendState",
+    "ClientKey",
+    "Connection",
+    "ServerKey",
+    "ServiceRuntime",
+    "SnatPorts",
+    "UdpState",
+]
 
 ClientKey = tuple[bytes, int, bytes, int, int]
 """(client ip, client port, vip, vport, IP protocol)."""
@@ -163,3 +176,83 @@ class SnatPorts:
 
     def in_use(self) -> int:
         return sum(len(ports) for ports in self._used.values())
+
+
+class BackendState(Enum):
+    """How a backend stands for new connections."""
+
+    UP = "up"
+    DOWN = "down"  # its health check fails
+    DRAINING = "draining"  # configured so: no new connections, the old ones go on
+    REMOVED = "removed"  # gone from the configuration: draining, its leases revoked
+
+
+_KEY = struct.Struct("!4sH4sHB")
+
+
+class BackendRuntime:
+    """A backend of one service, with its connections (removed ones until they end)."""
+
+    __slots__ = (
+        "config",
+        "connections",
+        "drain_since",
+        "ip",
+        "name",
+        "port",
+        "removed",
+        "target",
+    )
+
+    def __init__(self, config: Backend) -> None:
+        self.config = config
+        self.ip = config.ip.packed
+        self.port = config.port
+        self.name = config.name
+        self.target: Target | None = None
+        self.connections: set[Connection] = set()
+        self.drain_since: float | None = None
+        """When it started draining; ``_UNSTAMPED`` until the next timer reads the clock."""
+        self.removed = False
+        """Gone from the configuration; kept while its connections drain."""
+
+    @property
+    def healthy(self) -> bool:
+        return self.target is None or self.target.up
+
+    @property
+    def in_table(self) -> bool:
+        """Whether new connections may go to it."""
+        return not self.removed and not self.config.draining and self.healthy
+
+    @property
+    def state(self) -> BackendState:
+        if self.removed:
+            return BackendState.REMOVED
+        if self.config.draining:
+            return BackendState.DRAINING
+        return BackendState.UP if self.healthy else BackendState.DOWN
+
+
+class ServiceRuntime:
+    """A configured service, its backends and its Maglev table."""
+
+    __slots__ = ("backends", "built", "config", "members", "slots", "table", "tcp")
+
+    def __init__(self, config: Service) -> None:
+        self.config = config
+        self.tcp = config.proto is Protocol.TCP
+        self.backends: dict[tuple[bytes, int], BackendRuntime] = {}
+        self.members: tuple[BackendRuntime, ...] = ()
+        """The backends in the table, in the order of its indices."""
+        self.table: MaglevTable | None = None
+        self.slots: dict[str, int] = {}
+        self.built: tuple[tuple[str, int], ...] | None = None
+        """(name, weight) of each member when the table was built."""
+
+    def pick(self, key: ClientKey) -> BackendRuntime | None:
+        """The backend the Maglev table gives the flow ``key`` (None: no backend in it)."""
+        if self.table is None:
+            return None
+        index = self.table.lookup(flow_hash(_KEY.pack(*key)))
+        return None if index is None else self.members[index]

@@ -44,7 +44,7 @@ import random
 import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from enum import Enum, StrEnum
+from enum import StrEnum
 from ipaddress import IPv4Address
 from typing import Any, ClassVar
 
@@ -64,19 +64,21 @@ from pktchain.functions.loadbalancer.config import (
     HealthCheck,
     LoadBalancerConfig,
     Protocol,
-    Service,
     config_errors,
 )
 from pktchain.functions.loadbalancer.connections import (
+    BackendRuntime,
+    BackendState,
     ClientKey,
     Connection,
     ServerKey,
+    ServiceRuntime,
     SnatPorts,
     UdpState,
     lifetime_of,
 )
 from pktchain.functions.loadbalancer.health import CheckResult, Target
-from pktchain.functions.loadbalancer.maglev import MaglevTable, flow_hash
+from pktchain.functions.loadbalancer.maglev import MaglevTable
 from pktchain.functions.sdk import (
     FlowLease,
     Function,
@@ -248,15 +250,6 @@ EVENTS = {
 """What each counter of EVENT_COUNTERS counts."""
 
 
-class BackendState(Enum):
-    """How a backend stands for new connections."""
-
-    UP = "up"
-    DOWN = "down"  # its health check fails
-    DRAINING = "draining"  # configured so: no new connections, the old ones go on
-    REMOVED = "removed"  # gone from the configuration: draining, its leases revoked
-
-
 _VNET = VIRTIO_NET_HDR_LEN
 _BROADCAST_MAC = b"\xff" * 6
 _ZERO_MAC = bytes(6)
@@ -276,75 +269,6 @@ _RST = int(TcpFlag.RST)
 _SYN_FIN_RST = _SYN | _FIN | _RST
 _TTL = 64  # RFC 1700 default TTL for the load balancer's own datagrams (RFC 1122 §3.2.1.7)
 _CHECK_WINDOW = 1024  # window of a health-check SYN: it carries no data
-_KEY = struct.Struct("!4sH4sHB")
-
-
-class BackendRuntime:
-    """A backend of one service, with its connections (removed ones until they end)."""
-
-    __slots__ = (
-        "config",
-        "connections",
-        "drain_since",
-        "ip",
-        "name",
-        "port",
-        "removed",
-        "target",
-    )
-
-    def __init__(self, config: Backend) -> None:
-        self.config = config
-        self.ip = config.ip.packed
-        self.port = config.port
-        self.name = config.name
-        self.target: Target | None = None
-        self.connections: set[Connection] = set()
-        self.drain_since: float | None = None
-        """When it started draining; ``_UNSTAMPED`` until the next timer reads the clock."""
-        self.removed = False
-        """Gone from the configuration; kept while its connections drain."""
-
-    @property
-    def healthy(self) -> bool:
-        return self.target is None or self.target.up
-
-    @property
-    def in_table(self) -> bool:
-        """Whether new connections may go to it."""
-        return not self.removed and not self.config.draining and self.healthy
-
-    @property
-    def state(self) -> BackendState:
-        if self.removed:
-            return BackendState.REMOVED
-        if self.config.draining:
-            return BackendState.DRAINING
-        return BackendState.UP if self.healthy else BackendState.DOWN
-
-
-class ServiceRuntime:
-    """A configured service, its backends and its Maglev table."""
-
-    __slots__ = ("backends", "built", "config", "members", "slots", "table", "tcp")
-
-    def __init__(self, config: Service) -> None:
-        self.config = config
-        self.tcp = config.proto is Protocol.TCP
-        self.backends: dict[tuple[bytes, int], BackendRuntime] = {}
-        self.members: tuple[BackendRuntime, ...] = ()
-        """The backends in the table, in the order of its indices."""
-        self.table: MaglevTable | None = None
-        self.slots: dict[str, int] = {}
-        self.built: tuple[tuple[str, int], ...] | None = None
-        """(name, weight) of each member when the table was built."""
-
-    def pick(self, key: ClientKey) -> BackendRuntime | None:
-        """The backend the Maglev table gives the flow ``key`` (None: no backend in it)."""
-        if self.table is None:
-            return None
-        index = self.table.lookup(flow_hash(_KEY.pack(*key)))
-        return None if index is None else self.members[index]
 
 
 class LoadBalancer(Function[LoadBalancerConfig]):

@@ -41,7 +41,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from pktchain.node.tun import VNET_HDR_LEN
+from pktchain.linux.tuntap import VNET_HDR_LEN
 from pktchain.packet.checksum import ones_sum
 from pktchain.packet.headers import IPV4, IPV6, L4_CHECKSUM_OFFSET, IpProto
 from pktchain.packet.parse import FrameInfo, parse_frame

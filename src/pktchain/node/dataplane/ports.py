@@ -17,14 +17,21 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import struct
 from collections import Counter
 from collections.abc import Callable, Sequence
 from enum import Enum
 from functools import partial
 from typing import TYPE_CHECKING
 
-from pktchain.node.tun import VNET_HDR_LEN, in_netns, open_tap
+from pktchain.linux.netns import entered
+from pktchain.linux.packet import (
+    ETH_P_ALL,
+    PACKET_IGNORE_OUTGOING,
+    PACKET_VNET_HDR,
+    SOL_PACKET,
+    set_promiscuous,
+)
+from pktchain.linux.tuntap import VNET_HDR_LEN, open_tap
 from pktchain.packet.address import Buffer
 
 if TYPE_CHECKING:
@@ -34,14 +41,6 @@ if TYPE_CHECKING:
 
 MAX_FRAME = 65536 + VNET_HDR_LEN + 64
 """Largest read: a 64 KB GSO segment, its Ethernet and VLAN headers, the vnet header."""
-
-# linux/if_packet.h and linux/if_ether.h
-SOL_PACKET = 263
-PACKET_ADD_MEMBERSHIP = 1
-PACKET_MR_PROMISC = 1
-PACKET_VNET_HDR = 15
-PACKET_IGNORE_OUTGOING = 23
-ETH_P_ALL = 0x0003
 
 
 class PortKind(Enum):
@@ -211,17 +210,14 @@ class PacketPort(Port):
     __slots__ = ("_sock",)
 
     def __init__(self, *, name: str, ifname: str, netns: str | None, host: str | None) -> None:
-        with in_netns(netns):
+        with entered(netns):
             # Protocol 0 receives nothing until bind() names the interface and
             # the protocol: no frame of another interface slips in before.
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             try:
-                ifindex = socket.if_nametoindex(ifname)
                 sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
                 sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-                # struct packet_mreq { int ifindex; u16 type; u16 alen; u8 address[8]; }
-                mreq = struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")
-                sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+                set_promiscuous(sock, ifname)
                 sock.bind((ifname, ETH_P_ALL))  # host order: Python converts it
             except OSError:
                 sock.close()

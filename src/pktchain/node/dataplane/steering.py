@@ -50,7 +50,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pktchain.node.tun import VNET_HDR_LEN
+from pktchain.linux.tuntap import VNET_HDR_LEN
 from pktchain.packet.headers import TCP as TCP_HEADER
 from pktchain.packet.headers import TcpFlag
 from pktchain.sfc.plan import (

@@ -1,16 +1,22 @@
 """The event loop of pktchain's processes: epoll over descriptors, timers and signals.
 
-One loop per process (the node, the tunnel).  It is deliberately small
-(asyncio's per-callback machinery costs more than a packet does): readers are
-plain callbacks run when their descriptor is readable, writers when it is
-writable (a TCP stream that took part of a write), timers live in a heap, and
-signals arrive through `signal.set_wakeup_fd` so that a SIGTERM wakes a
-sleeping `epoll.poll`. `now` is read once per wake-up and shared by everything
-that runs in it.
+One loop per process: the node runs its ports, control socket and messenger
+on it, the tunnel its ends. It is deliberately small (asyncio's per-callback
+machinery costs more than a packet does): readers are plain callbacks run
+when their descriptor is readable, writers when it is writable (a TCP stream
+that took part of a write), timers live in a heap, and signals arrive through
+`signal.set_wakeup_fd` so that a SIGTERM wakes a sleeping `epoll.poll`. `now`
+is read once per wake-up and shared by everything that runs in it.
 
-Everything the loop owns (ports, tables, the chaining model's effects) is
-touched only from the loop's thread.  Another thread (the REST API's) hands
-work in with `submit(fn)`, which runs `fn` in the loop and waits for its result.
+Everything the loop owns is touched only from the loop's thread: callers
+register descriptors and timers from that thread, or before the loop runs.
+Another thread (the REST API's) hands work in with `submit(fn)`, which runs
+`fn` in the loop and waits for its result. `LoopThread` runs a loop in a
+thread of its own, for a server used outside such a process (a test, a tool).
+
+It sits at the bottom of the layers, beside `pktchain.errors`, because the
+node, the tunnel and the messenger all run on it; it uses the standard
+library only.
 """
 
 from __future__ import annotations
@@ -230,3 +236,38 @@ class EventLoop:
         self._epoll.close()
         for sock in (self._wake_r, self._wake_w, self._call_r, self._call_w):
             sock.close()
+
+
+class LoopThread:
+    """An `EventLoop` run by a daemon thread of its own, for a server outside a node.
+
+    Register descriptors and timers with `loop` before `start()`, and through
+    `loop.submit` afterwards. `stop()` stops the loop, waits for the thread and
+    closes the loop's descriptors.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = EventLoop()
+        self._thread = threading.Thread(target=self.loop.run, name=name, daemon=True)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise RuntimeError(f"{self._thread.name}: the loop did not stop")
+        self.loop.close()
+
+    def __enter__(self) -> LoopThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

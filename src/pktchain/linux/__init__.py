@@ -1,0 +1,11 @@
+"""The Linux kernel interfaces pktchain uses, each in one place.
+
+- :mod:`pktchain.linux.netns`: entering a network namespace, one thread at a time.
+- :mod:`pktchain.linux.tuntap`: creating TUN and TAP devices (``/dev/net/tun``).
+- :mod:`pktchain.linux.sockets`: how pktchain's TCP and UDP sockets are set up.
+- :mod:`pktchain.linux.packet`: the options of packet (``AF_PACKET``) sockets.
+
+These modules use the standard library only, and nothing else in pktchain, so
+that every layer above (the node, the tunnel, the lab, the pipes) can use them;
+none of those opens a namespace, a TUN device or a listening socket its own way.
+"""
