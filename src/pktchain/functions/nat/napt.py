@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pktchain.functions.common.embedded import (
     ERROR_TYPES,
     Embedded,
+    Unusable,
     build_icmp_error,
     icmp_checksum_ok,
     parse_embedded,
@@ -768,7 +769,8 @@ class Nat:
     def _embedded(self, buf: WritableBuffer, info: FrameInfo) -> Embedded | DropReason:
         if not icmp_checksum_ok(buf, info.l4, info.end):  # RFC 5508 REQ-3
             return DropReason.ICMP_CHECKSUM
-        return parse_embedded(buf, info.l4, info.end)
+        embedded = parse_embedded(buf, info.l4, info.end)
+        return DropReason(embedded.value) if isinstance(embedded, Unusable) else embedded
 
 
 def _cacheable(session: Session) -> bool:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING
 
+from pktchain.functions.common.embedded import Unusable
+
 if TYPE_CHECKING:
     from pktchain.functions.nat.table import Session
 
@@ -42,13 +44,17 @@ class Realm(Enum):
 
 
 class DropReason(StrEnum):
-    """Why a packet was not translated; stable names, used as counter names."""
+    """Why a packet was not translated; stable names, used as counter names.
+
+    The reasons about the datagram quoted in an ICMP error are those of
+    :class:`~pktchain.functions.common.embedded.Unusable`, by value.
+    """
 
     MALFORMED = "malformed"
     NOT_IPV4 = "not-ipv4"
     FRAGMENT = "fragment"  # the NAT core needs an L4 header: the router tracks fragments for it
     UNSUPPORTED_PROTOCOL = "unsupported-protocol"
-    UNSUPPORTED_ICMP = "unsupported-icmp"
+    UNSUPPORTED_ICMP = Unusable.UNSUPPORTED.value
     LOCAL_DESTINATION = "local-destination"  # an echo request for the NAT's own address
     NOT_INTERNAL_SOURCE = "not-internal-source"
     NOT_EXTERNAL_DESTINATION = "not-external-destination"
@@ -62,8 +68,8 @@ class DropReason(StrEnum):
     HOST_SESSION_LIMIT = "host-session-limit"
     PORTS_EXHAUSTED = "ports-exhausted"
     ICMP_CHECKSUM = "icmp-checksum"  # RFC 5508 REQ-3
-    EMBEDDED_CHECKSUM = "embedded-ip-checksum"  # RFC 5508 REQ-3a
-    EMBEDDED_MALFORMED = "embedded-malformed"
+    EMBEDDED_CHECKSUM = Unusable.CHECKSUM.value  # RFC 5508 REQ-3a
+    EMBEDDED_MALFORMED = Unusable.MALFORMED.value
 
 
 @dataclass(frozen=True, slots=True)
