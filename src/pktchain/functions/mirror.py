@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
+from pktchain.functions.common.fields import PORTED, Direction, protocol_number
+from pktchain.functions.common.fields import mac_error as _mac_error
 from pktchain.functions.sdk import (
     FlowLease,
     Function,
@@ -40,7 +41,6 @@ from pktchain.functions.sdk import (
 from pktchain.functions.sdk.schema import check
 from pktchain.packet.address import mac_bytes
 from pktchain.packet.checksum import complete_partial_checksum
-from pktchain.packet.headers import IpProto
 from pktchain.packet.parse import FrameInfo
 from pktchain.packet.virtio import VIRTIO_NET_HDR_LEN, parse_virtio_net_hdr
 
@@ -52,46 +52,6 @@ MIRROR = "mirror"
 
 MAX_SNAPLEN = 262144
 """libpcap's largest snapshot length; also bounds a 64 KB GSO frame."""
-
-_PORTED = frozenset((int(IpProto.TCP), int(IpProto.UDP)))
-
-
-class Direction(Enum):
-    """Which packets are copied, by the interface they came in on."""
-
-    BOTH = "both"
-    INGRESS = "ingress"
-    """Packets that came in on ``ingress`` (on their way to ``egress``)."""
-    EGRESS = "egress"
-    """Packets that came in on ``egress`` (the return traffic)."""
-
-
-def protocol_number(value: str | int | None) -> int | None:
-    """The IP protocol number for a name (``tcp``, ``icmpv6``...) or a number; None for any.
-
-    Raises ValueError for an unknown name or a number out of 0..255.
-    """
-    if value is None:
-        return None
-    if isinstance(value, int):
-        if not 0 <= value <= 255:
-            raise ValueError(f"protocol {value} is not in 0..255")
-        return value
-    try:
-        return int(IpProto[value.upper()])
-    except KeyError:
-        names = ", ".join(p.name.lower() for p in IpProto)
-        raise ValueError(f"unknown protocol {value!r} (a number or one of {names})") from None
-
-
-def _mac_error(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        mac_bytes(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
 
 
 def _protocol_error(value: str | int | None) -> str | None:
@@ -192,7 +152,7 @@ class _Match:
         # FrameInfo puts the ICMP echo identifier in the ports: only TCP and UDP
         # have ports to match (a non-first fragment has none, so it never does).
         return (
-            proto in _PORTED
+            proto in PORTED
             and (self.sport is None or sport == self.sport)
             and (self.dport is None or dport == self.dport)
         )
@@ -245,7 +205,7 @@ class Mirror(Function):
         self._match = None if spec is None else _Match(spec)
         direction = config.direction
         self._copied_ifaces = frozenset(
-            (INGRESS, EGRESS) if direction is Direction.BOTH else (direction.value,)
+            (INGRESS, EGRESS) if direction is Direction.ANY else (direction.value,)
         )
         self._countdown = 0  # selected packets to let go before the next copy
         mac = config.destination_mac

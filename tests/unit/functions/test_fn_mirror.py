@@ -379,7 +379,7 @@ def test_status_shows_counters_and_settings() -> None:
     assert status["kind"] == "mirror"
     assert status["counters"]["copied"] == 1
     assert status["counters"]["forwarded"] == 1
-    assert (status["sample"], status["snaplen"], status["direction"]) == (2, 100, "both")
+    assert (status["sample"], status["snaplen"], status["direction"]) == (2, 100, "any")
 
 
 def test_copies_written_as_pcap_decode_as_the_frames_sent() -> None:

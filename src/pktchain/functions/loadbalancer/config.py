@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Address
 
+from pktchain.functions.common.fields import mac_error
 from pktchain.functions.loadbalancer.health import HealthState
 from pktchain.functions.loadbalancer.maglev import DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, is_prime
 from pktchain.functions.sdk.schema import FieldError, check
@@ -50,15 +51,7 @@ class Protocol(Enum):
 
 
 def _mac_error(value: str) -> str | None:
-    try:
-        mac = mac_bytes(value)
-    except ValueError as exc:
-        return str(exc)
-    if mac[0] & 1:
-        return f"{value} is a multicast address; give a unicast MAC"
-    if mac == bytes(6):
-        return "the all-zero MAC is not an address"
-    return None
+    return mac_error(value, unicast=True)
 
 
 def _host_error(value: IPv4Address) -> str | None:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
+from pktchain.functions.common.fields import protocol_name
 from pktchain.functions.common.icmp import TokenBucket
 from pktchain.functions.common.reject import answer_header
 from pktchain.functions.nat.config import (
@@ -384,7 +385,7 @@ class NatFunction(Function):
 def _plain(entry: Any) -> dict[str, Any]:
     row = dataclasses.asdict(entry)
     return {
-        key: (value.name.lower() if isinstance(value, IpProto) else value.value)
+        key: (protocol_name(value) if isinstance(value, IpProto) else value.value)
         if isinstance(value, Enum)
         else value
         for key, value in row.items()

@@ -52,6 +52,7 @@ from pktchain.functions.common.embedded import (
     refresh_icmp_checksum,
     rewrite_embedded,
 )
+from pktchain.functions.common.fields import ported_protocol
 from pktchain.functions.common.tcp import Lifetime, TcpState, tcp_event, tcp_transition
 from pktchain.functions.nat.config import Filtering, NatConfig, UnsolicitedSyn
 from pktchain.functions.nat.result import (
@@ -101,7 +102,6 @@ _REFUSALS = frozenset(
 )
 _UNADMITTED = frozenset((DropReason.NO_MAPPING, DropReason.FILTERED))
 _DROPS = {reason: NatResult(Verdict.DROPPED, reason) for reason in DropReason}
-_PROTOCOLS = {"tcp": IpProto.TCP, "udp": IpProto.UDP}
 
 
 @dataclass(frozen=True, slots=True)
@@ -780,7 +780,7 @@ def _cacheable(session: Session) -> bool:
 
 def _protocol(proto: IpProto | str) -> int:
     if isinstance(proto, str):
-        number = _PROTOCOLS.get(proto.lower())
+        number = ported_protocol(proto)
         if number is None:
             raise ValueError(f"proto: {proto!r} is not tcp or udp")
         return int(number)

@@ -66,6 +66,7 @@ from pktchain.functions.common.embedded import (
     parse_embedded,
     refresh_icmp_checksum,
 )
+from pktchain.functions.common.fields import mac_error, ported_protocol
 from pktchain.functions.common.icmp import (
     MAX_QUOTE,
     IcmpError,
@@ -244,7 +245,6 @@ _ETH_ARP = int(EtherType.ARP)
 _ETH_IPV4 = int(EtherType.IPV4)
 _ETH_IPV6 = int(EtherType.IPV6)
 _IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
-_PROTOCOLS = {"tcp": IpProto.TCP, "udp": IpProto.UDP}
 # Errors in the transport header: the IPv4 header is sound, so the router can
 # still forward the packet (routers do not judge transport headers); only the
 # NAT, which needs the ports, refuses it.
@@ -1265,13 +1265,10 @@ class Router:
         permanent neighbour entry, and it gets an automatic forwarding port.
         Announcing a known host again updates it.
         """
-        try:
-            hw = mac_bytes(mac)
-        except (ValueError, TypeError, AttributeError):
-            raise ValueError(f"mac: not a MAC address: {mac!r}") from None
         errors: list[str] = []
-        if hw[0] & 1 or hw == _ZERO_MAC:
-            errors.append(f"mac: {mac!r} is not a unicast MAC")
+        problem = mac_error(mac, unicast=True)
+        if problem is not None:
+            errors.append(f"mac: {problem}")
         try:
             address = ip_address(ip)
         except ValueError:
@@ -1292,6 +1289,7 @@ class Router:
             errors.append(f"ip: the host table is full ({self._config.host_limit}, host_limit)")
         if errors or port is None:
             raise ValueError("; ".join(errors))
+        hw = mac_bytes(mac)
         now = self._now
         if existing is None:
             host = Host(
@@ -1343,7 +1341,7 @@ class Router:
         errors: list[str] = []
         if nat is None:
             raise ValueError("nat: port forwarding needs NAT on the external interface")
-        number = _PROTOCOLS.get(str(proto).lower())
+        number = ported_protocol(str(proto))
         if number is None:
             errors.append(f"proto: {proto!r} is not tcp or udp")
         for name, value in (("external_port", external_port), ("inside_port", inside_port)):
@@ -1369,7 +1367,7 @@ class Router:
     def remove_port_forward(self, proto: str, external_port: int) -> PortForward:
         """Remove an admin rule (its sessions end; cached flows see ``session.alive`` false)."""
         nat = self._nat
-        number = _PROTOCOLS.get(str(proto).lower())
+        number = ported_protocol(str(proto))
         if number is None:
             raise ValueError(f"proto: {proto!r} is not tcp or udp")
         rule = self._forwards.get((int(number), external_port))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-COMMON = ("arp", "embedded", "icmp", "reject", "tcp")
+COMMON = ("arp", "embedded", "fields", "icmp", "reject", "tcp")
 
 
 def test_common_imports_no_function_package() -> None:
