@@ -48,7 +48,14 @@ from enum import Enum, StrEnum
 from ipaddress import IPv4Address
 from typing import Any
 
-from pktchain.functions.common.arp import Hold, Merge, NeighborCache, NeighborState
+from pktchain.functions.common.arp import (
+    ArpResponder,
+    Heard,
+    Hold,
+    Merge,
+    NeighborCache,
+    NeighborState,
+)
 from pktchain.functions.common.embedded import (
     ERROR_TYPES,
     icmp_checksum_ok,
@@ -88,10 +95,10 @@ from pktchain.functions.sdk import (
 )
 from pktchain.functions.sdk.schema import ConfigError, load_config
 from pktchain.packet.address import format_mac, mac_bytes
-from pktchain.packet.headers import ArpOp, EtherType, IcmpType, IpProto, TcpFlag
-from pktchain.packet.layers import Arp, Ethernet, Ipv4, Tcp, build
+from pktchain.packet.headers import EtherType, IcmpType, IpProto, TcpFlag
+from pktchain.packet.layers import Ethernet, Ipv4, Tcp, build
 from pktchain.packet.rewrite import Side
-from pktchain.packet.views import ArpView, IcmpView, Ipv4View, TcpView
+from pktchain.packet.views import IcmpView, Ipv4View, TcpView
 from pktchain.packet.virtio import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_LEN,
@@ -190,9 +197,7 @@ class BackendState(Enum):
 
 
 _VNET = VIRTIO_NET_HDR_LEN
-_BROADCAST_MAC = b"\xff" * 6
 _ZERO_MAC = bytes(6)
-_ZERO_IP = bytes(4)
 _INF = float("inf")
 _UNSTAMPED = -_INF  # a drain started by a reconfiguration: the next timer stamps it
 _TCP = int(IpProto.TCP)
@@ -306,6 +311,7 @@ class LoadBalancer(Function):
         self._outbox: list[tuple[str, bytes]] = []
         self._announce: list[tuple[str, bytes]] = []
         self._random = random.Random()
+        self._arp: dict[str, ArpResponder] = {}
         self._frontend_mac = b""
         self._backend_mac = b""
         self._source_ip = b""
@@ -636,43 +642,34 @@ class LoadBalancer(Function):
 
     # -- ARP (RFC 826) ----------------------------------------------------------------------
 
-    def _arp_frame(  # noqa: PLR0917 - internal, the fields of the ARP packet
-        self, iface: str, op: ArpOp, eth_dst: bytes, spa: bytes, tha: bytes, tpa: bytes
-    ) -> bytes:
-        own = self._frontend_mac if iface == FRONTEND else self._backend_mac
-        return build(Ethernet(dst=eth_dst, src=own), Arp(op=op, sha=own, spa=spa, tha=tha, tpa=tpa))
-
     def _arp_request(self, ip: bytes) -> tuple[str, bytes]:
         self.counters["arp-requests-sent"] += 1
-        source = self._source_ip
-        frame = self._arp_frame(BACKEND, ArpOp.REQUEST, _BROADCAST_MAC, source, _ZERO_MAC, ip)
-        return (BACKEND, frame)
+        return (BACKEND, self._arp[BACKEND].request(self._source_ip, ip))
 
     def _announcement(self, iface: str, address: bytes) -> tuple[str, bytes]:
         """RFC 5227 §3 announcement: hosts update cache entries that point elsewhere."""
-        frame = self._arp_frame(iface, ArpOp.REQUEST, _BROADCAST_MAC, address, _ZERO_MAC, address)
-        return (iface, frame)
+        return (iface, self._arp[iface].announcement(address))
 
     def _arp_in(self, packet: Packet, now: float) -> Result:
-        info = packet.info
-        arp = ArpView(packet.buf, info.l3)
-        op, sha, spa, tpa = arp.oper, arp.sha, arp.spa, arp.tpa
-        if op not in (ArpOp.REQUEST, ArpOp.REPLY):
-            return self._drop(LbDrop.ARP_OPERATION)
-        if sha in (self._frontend_mac, self._backend_mac):
-            return self._drop(LbDrop.ARP_OWN)
-        if sha[0] & 1 or sha == _ZERO_MAC:
-            return self._drop(LbDrop.ARP_BAD_SENDER)
         iface = packet.iface
-        ours = tpa in self._vips if iface == FRONTEND else tpa == self._source_ip
-        if spa != _ZERO_IP and (spa in self._vips or spa == self._source_ip):
+        responder = self._arp[iface]
+        heard = responder.hear(packet.buf, packet.info.l3)
+        kind = heard.kind
+        if kind is Heard.BAD_OPERATION:
+            return self._drop(LbDrop.ARP_OPERATION)
+        if kind is Heard.OWN:
+            return self._drop(LbDrop.ARP_OWN)
+        if kind is Heard.BAD_SENDER:
+            return self._drop(LbDrop.ARP_BAD_SENDER)
+        if kind is Heard.CONFLICT:
             return self._drop(LbDrop.ARP_ADDRESS_CONFLICT)
         emit: list[tuple[str, bytes]] = []
         learned = False
-        if iface == BACKEND and spa != _ZERO_IP:
+        sha, spa = heard.sha, heard.spa
+        if iface == BACKEND and kind is Heard.NEIGHBOR:
             # RFC 826 "merge": refresh a known entry; add a backend only when the
             # packet is for us, so that a gratuitous ARP never creates one.
-            create = ours and spa in self._backend_ips()
+            create = heard.for_us and spa in self._backend_ips()
             merge = self._neighbors.confirm(spa, sha, now, create=create)
             learned = merge is not Merge.IGNORED
             if merge is Merge.MAC_CHANGED:
@@ -682,9 +679,9 @@ class LoadBalancer(Function):
                 queued.frame[0:6] = sha
                 emit.append((BACKEND, bytes(queued.frame)))
                 self.counters["to-backend"] += 1
-        if op == ArpOp.REQUEST and ours:
+        if heard.answer_due:
             # RFC 5227 §2.1.1 probes (sender 0.0.0.0) are answered too.
-            emit.insert(0, (iface, self._arp_frame(iface, ArpOp.REPLY, sha, tpa, sha, spa)))
+            emit.insert(0, (iface, responder.reply(heard)))
             self.counters["arp-replies-sent"] += 1
             return self._reply(LbDrop.ARP_ANSWERED, emit)
         return self._drop(LbDrop.ARP_LEARNED if learned else LbDrop.ARP_IGNORED, emit)
@@ -920,6 +917,12 @@ class LoadBalancer(Function):
         old_vips = self._vips
         self._apply_services(config)
         self._vips = frozenset(s.vip.packed for s in config.services)
+        owned = self._vips | {source_ip}
+        macs = frozenset((frontend_mac, backend_mac))
+        self._arp = {
+            FRONTEND: ArpResponder(frontend_mac, self._vips, owned, macs),
+            BACKEND: ArpResponder(backend_mac, frozenset((source_ip,)), owned, macs),
+        }
         self._apply_static_macs(config)
         self._apply_targets(config.health)
         resize = before is None or before.table_size != config.table_size

@@ -7,10 +7,11 @@ what it returns, each frame on the named interface; timers go out through
 :meth:`Router.next_deadline` and run in :meth:`Router.on_timer`. It never reads
 a clock or opens a socket. What it does:
 
-* ARP (RFC 826): answers for its interface addresses, resolves next hops with
-  the neighbour cache of :mod:`~pktchain.functions.common.arp` (timeouts,
-  retries, a bounded queue per next hop, host unreachable when resolution
-  fails), and tracks the hosts of its internal subnets;
+* ARP (RFC 826): answers for its interface addresses and resolves next hops
+  with the responder and neighbour cache of
+  :mod:`~pktchain.functions.common.arp` (timeouts, retries, a bounded queue
+  per next hop, host unreachable when resolution fails), and tracks the hosts
+  of its internal subnets (:mod:`~pktchain.functions.router.hosts`);
 * IPv4 forwarding (RFC 1812 §5): header checks (§5.2.2), martian sources
   (§5.3.7), no forwarding of broadcasts (§5.3.5) or link-layer broadcasts
   (§5.3.4), longest-prefix match over the connected subnets and a default
@@ -41,19 +42,16 @@ from __future__ import annotations
 import contextlib
 import random
 import struct
+from collections.abc import Container
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address, ip_address
 
 from pktchain.functions.common.arp import (
-    HOST_TRANSITIONS,
     ArpEntry,
+    ArpResponder,
+    Heard,
     Hold,
-    Host,
-    HostAction,
-    HostEntry,
-    HostEvent,
-    HostState,
     Merge,
     NeighborCache,
     NeighborState,
@@ -98,13 +96,20 @@ from pktchain.functions.router.fragments import (
     IdGenerator,
     IdMemory,
 )
+from pktchain.functions.router.hosts import (
+    HOST_TRANSITIONS,
+    Host,
+    HostAction,
+    HostEntry,
+    HostEvent,
+    HostState,
+)
 from pktchain.packet.address import Buffer, format_ip, mac_bytes
 from pktchain.packet.checksum import complete_partial_checksum, update16
-from pktchain.packet.headers import ETHERNET, IPV4, ArpOp, EtherType, IcmpType, IpProto, TcpFlag
-from pktchain.packet.layers import Arp, Ethernet, build
+from pktchain.packet.headers import ETHERNET, IPV4, EtherType, IcmpType, IpProto, TcpFlag
 from pktchain.packet.parse import FrameInfo, Malformed, parse_frame
 from pktchain.packet.rewrite import Side, decrement_ttl, set_ip, set_mac
-from pktchain.packet.views import ArpView, Ipv4View
+from pktchain.packet.views import Ipv4View
 from pktchain.packet.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr, parse_virtio_net_hdr
 
 __all__ = [
@@ -230,9 +235,7 @@ _VNET = VIRTIO_NET_HDR_LEN
 _ZERO_VNET = bytes(_VNET)
 _DST_MAC = slice(_VNET + ETHERNET.offset("dst"), _VNET + ETHERNET.offset("dst") + 6)
 _SRC_MAC = slice(_VNET + ETHERNET.offset("src"), _VNET + ETHERNET.offset("src") + 6)
-_BROADCAST_MAC = b"\xff" * 6
 _ZERO_MAC = bytes(6)
-_ZERO_IP = bytes(4)
 _LIMITED_BROADCAST = b"\xff" * 4
 _IPV4_SIZE = IPV4.size
 _TCP = int(IpProto.TCP)
@@ -272,6 +275,7 @@ class _Port:
 
     __slots__ = (
         "address",
+        "arp",
         "broadcast",
         "config",
         "external",
@@ -283,7 +287,9 @@ class _Port:
         "net",
     )
 
-    def __init__(self, config: RouterInterface, neighbors: NeighborCache) -> None:
+    def __init__(
+        self, config: RouterInterface, neighbors: NeighborCache, owned: Container[bytes]
+    ) -> None:
         network = config.network
         self.neighbors = neighbors
         """The next hops on this interface, resolved or being resolved (ARP)."""
@@ -291,6 +297,8 @@ class _Port:
         self.name = config.name
         self.mac = mac_bytes(config.mac)
         self.address = config.address.ip.packed
+        self.arp = ArpResponder(self.mac, frozenset((self.address,)), owned)
+        """Answers ARP for the interface's address; ``owned``: all the router's."""
         self.mask = int(network.netmask)
         self.net = int(network.network_address)
         self.broadcast = network.broadcast_address.packed
@@ -474,16 +482,8 @@ class Router:
 
     # -- ARP (RFC 826) ------------------------------------------------------------------
 
-    def _arp_frame(self, port: _Port, op: ArpOp, eth_dst: bytes, tha: bytes, tpa: bytes) -> bytes:
-        return _ZERO_VNET + build(
-            Ethernet(dst=eth_dst, src=port.mac),
-            Arp(op=op, sha=port.mac, spa=port.address, tha=tha, tpa=tpa),
-        )
-
     def _request(self, port: _Port, target: bytes) -> None:
-        self._send(
-            port.name, self._arp_frame(port, ArpOp.REQUEST, _BROADCAST_MAC, _ZERO_MAC, target)
-        )
+        self._send(port.name, _ZERO_VNET + port.arp.request(port.address, target))
         self._count("arp-requests-sent")
 
     def announcements(self) -> list[tuple[str, bytes]]:
@@ -492,40 +492,37 @@ class Router:
         RFC 5227 §3 "ARP announcement": a request with the sender and target
         address both the router's, so that hosts update stale cache entries.
         """
-        return [
-            (p.name, self._arp_frame(p, ArpOp.REQUEST, _BROADCAST_MAC, _ZERO_MAC, p.address))
-            for p in self._ports.values()
-        ]
+        return [(p.name, _ZERO_VNET + p.arp.announcement(p.address)) for p in self._ports.values()]
 
     def _arp_in(self, port: _Port, buf: bytearray, info: FrameInfo, now: float) -> None:
-        arp = ArpView(buf, info.l3)
-        op, sha, spa, tpa = arp.oper, arp.sha, arp.spa, arp.tpa
-        if op not in (ArpOp.REQUEST, ArpOp.REPLY):
+        heard = port.arp.hear(buf, info.l3)
+        kind = heard.kind
+        if kind is Heard.BAD_OPERATION:
             return self._drop(RouterDrop.ARP_OPERATION)
-        if sha[0] & 1 or sha in (_ZERO_MAC, port.mac):
+        if kind is Heard.OWN or kind is Heard.BAD_SENDER:
             return self._drop(RouterDrop.ARP_BAD_SENDER)
-        for_us = tpa == port.address
-        if spa == _ZERO_IP:
+        if kind is Heard.PROBE:
             # RFC 5227 §2.1.1 probe: answer if it is for our address, learn nothing.
-            if op == ArpOp.REQUEST and for_us:
-                self._send(port.name, self._arp_frame(port, ArpOp.REPLY, sha, sha, spa))
+            if heard.answer_due:
+                self._send(port.name, _ZERO_VNET + port.arp.reply(heard))
                 self._count("arp-replies-sent")
                 return None
             return self._drop(RouterDrop.ARP_IGNORED)
-        if spa in self._local:
+        if kind is Heard.CONFLICT:
             return self._drop(RouterDrop.ARP_ADDRESS_CONFLICT)
+        sha, spa = heard.sha, heard.spa
         if not port.host_address(spa):
             return self._drop(RouterDrop.ARP_FOREIGN_SUBNET)
         # RFC 826 "merge": update an entry we have; add one only if the packet is
         # for us. A gratuitous ARP (spa == tpa) thus refreshes but never creates.
-        self._confirm(port, spa, sha, now, create=for_us)
+        self._confirm(port, spa, sha, now, create=heard.for_us)
         if not port.external:
             self._host_seen(port, sha, spa, now)
-        if op == ArpOp.REQUEST and for_us:
-            self._send(port.name, self._arp_frame(port, ArpOp.REPLY, sha, sha, spa))
+        if heard.answer_due:
+            self._send(port.name, _ZERO_VNET + port.arp.reply(heard))
             self._count("arp-replies-sent")
         else:
-            self._count("arp-in-" + ("gratuitous" if spa == tpa else "other"))
+            self._count("arp-in-" + ("gratuitous" if spa == heard.tpa else "other"))
         return None
 
     def _confirm(self, port: _Port, ip: bytes, mac: bytes, now: float, *, create: bool) -> None:
@@ -1199,7 +1196,7 @@ class Router:
             retries=config.arp_retries,
             queue_limit=config.arp_queue_limit,
         )
-        port = _Port(iface, neighbors)
+        port = _Port(iface, neighbors, self._local)
         self._ports[iface.name] = port
         self._local[port.address] = port
         self._broadcasts.add(port.broadcast)
