@@ -32,6 +32,7 @@ from pktchain.functions.common.fields import PORTED, Direction, protocol_number
 from pktchain.functions.common.fields import mac_error as _mac_error
 from pktchain.functions.sdk import (
     FlowLease,
+    FlowLeases,
     Function,
     Packet,
     Result,
@@ -195,8 +196,6 @@ class Mirror(Function):
 
     def __init__(self, config: MirrorConfig | None = None) -> None:
         super().__init__(config)
-        self._leases: dict[_LeaseKey, tuple[FlowLease, float]] = {}
-        self._sweep_at: float | None = None
         self._compile()
 
     def _compile(self) -> None:
@@ -210,6 +209,7 @@ class Mirror(Function):
         self._countdown = 0  # selected packets to let go before the next copy
         mac = config.destination_mac
         self._destination = None if mac is None else mac_bytes(mac)
+        self._leases = FlowLeases(config.max_leases, idle=config.lease_idle)
 
     def peer(self, iface: str) -> str:
         """``ingress`` and ``egress`` forward to each other; ``mirror`` only emits."""
@@ -268,51 +268,32 @@ class Mirror(Function):
             return None
         key: _LeaseKey = (iface, (info.src, info.dst, info.proto, info.sport, info.dport))
         leases = self._leases
-        known = leases.get(key)
-        if known is not None and known[0].valid:
-            return known[0]
-        if known is None and len(leases) >= self.config.max_leases:
+        if key not in leases and leases.full:
             self.counters["lease-table-full"] += 1
             return None
-        lease = FlowLease()
-        leases[key] = (lease, now)
-        self.counters["leased"] += 1
-        if self._sweep_at is None:
-            self._sweep_at = now + self.config.lease_idle
+        known = leases.get(key)
+        lease = leases.lease(key, now)
+        if lease is not known:
+            self.counters["leased"] += 1
         return lease
 
     def next_deadline(self) -> float | None:
-        return self._sweep_at
+        return self._leases.next_deadline()
 
     def on_timer(self, now: float) -> list[tuple[str, bytes]]:
         """Revoke and forget leases unused for ``lease_idle`` seconds."""
-        if self._sweep_at is None or now < self._sweep_at:
-            return []
-        idle = self.config.lease_idle
-        leases = self._leases
-        for key, (lease, granted) in list(leases.items()):
-            if not lease.valid:
-                del leases[key]
-            elif now - max(granted, lease.seen) >= idle:
-                del leases[key]
-                lease.revoke()
-                self.counters["leases-expired"] += 1
-        # Half the idle time: a lease is revoked at most 1.5 x lease_idle after its last use.
-        self._sweep_at = now + idle / 2 if leases else None
+        self.counters["leases-expired"] += self._leases.expire(now)
         return []
 
     def apply_config(self, config: Any) -> None:
         """Take a new configuration: every lease goes, the flows come back to be judged."""
+        self.revoke_all()
         self.config = config
         self._compile()
-        self.revoke_all()
 
     def revoke_all(self) -> None:
         """Send every leased flow back through the mirror."""
-        leases, self._leases = self._leases, {}
-        self._sweep_at = None
-        for lease, _granted in leases.values():
-            lease.revoke()
+        self._leases.revoke_all()
 
     def status(self) -> dict[str, Any]:
         status = super().status()

@@ -39,7 +39,6 @@ of :meth:`LoadBalancer.process` or :meth:`LoadBalancer.on_timer`.
 
 from __future__ import annotations
 
-import heapq
 import random
 import struct
 from collections import Counter
@@ -85,6 +84,7 @@ from pktchain.functions.loadbalancer.connections import (
 from pktchain.functions.loadbalancer.health import CheckResult, Target
 from pktchain.functions.loadbalancer.maglev import MaglevTable, flow_hash
 from pktchain.functions.sdk import (
+    Deadlines,
     FlowLease,
     Function,
     Packet,
@@ -306,8 +306,8 @@ class LoadBalancer(Function):
         self._probes: dict[tuple[bytes, int, int], Target] = {}
         self._by_client: dict[ClientKey, Connection] = {}
         self._by_server: dict[ServerKey, Connection] = {}
-        self._timers: list[tuple[float, int, Connection]] = []
-        self._timer_seq = 0
+        self._idle: Deadlines[Connection] = Deadlines()
+        """When each connection's idle timeout is due (its lease's activity included)."""
         self._outbox: list[tuple[str, bytes]] = []
         self._announce: list[tuple[str, bytes]] = []
         self._random = random.Random()
@@ -778,11 +778,9 @@ class LoadBalancer(Function):
             for backend in service.backends.values():
                 if backend.drain_since is not None and backend.connections:
                     deadline = min(deadline, backend.drain_since + self.config.drain_timeout)
-        timers = self._timers
-        while timers and (not timers[0][2].alive or timers[0][1] != timers[0][2].timer_seq):
-            heapq.heappop(timers)
-        if timers:
-            deadline = min(deadline, timers[0][0])
+        idle = self._idle.next()
+        if idle is not None:
+            deadline = min(deadline, idle)
         if deadline == _INF:
             return None
         return max(deadline, self._now) if deadline == -_INF else deadline
@@ -840,26 +838,16 @@ class LoadBalancer(Function):
 
     def _arm(self, conn: Connection, expires: float) -> None:
         conn.expires = expires
-        if expires < conn.scheduled:
-            self._schedule(conn, expires)
-
-    def _schedule(self, conn: Connection, when: float) -> None:
-        self._timer_seq += 1
-        conn.timer_seq = self._timer_seq
-        conn.scheduled = when
-        heapq.heappush(self._timers, (when, self._timer_seq, conn))
+        scheduled = self._idle.get(conn)
+        if scheduled is None or expires < scheduled:
+            self._idle.set(conn, expires)
 
     def _connection_timers(self, now: float) -> None:
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            _when, seq, conn = heapq.heappop(timers)
-            if not conn.alive or seq != conn.timer_seq:
-                continue
-            conn.scheduled = _INF
+        for conn in list(self._idle.pop_due(now)):
             if conn.lease is not None:
                 self._fold(conn, conn.lease)  # consult the fast path's last packet
             if conn.expires > now:
-                self._schedule(conn, conn.expires)
+                self._idle.set(conn, conn.expires)
             else:
                 self._end(conn, "connections-expired")
 
@@ -868,6 +856,7 @@ class LoadBalancer(Function):
         if not conn.alive:
             return
         conn.alive = False
+        self._idle.discard(conn)
         self._revoke(conn)
         self._by_client.pop(conn.client_key, None)
         self._by_server.pop(conn.server_key, None)
