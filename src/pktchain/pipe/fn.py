@@ -72,7 +72,10 @@ class FunctionFilter:
             self._failed(exc, "process")
             return []
         self.verdicts[verdict.value] += 1
-        out.extend((name, Frame(emitted)) for name, emitted in result.emit)
+        out.extend(
+            (name, Frame(emitted.ethernet if isinstance(emitted, Packet) else emitted))
+            for name, emitted in result.emit
+        )
         self._count(out)
         return out
 

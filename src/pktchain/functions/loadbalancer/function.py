@@ -334,7 +334,7 @@ class LoadBalancer(Function):
 
     def _reply(self, reason: LbDrop, frames: list[tuple[str, bytes]]) -> Result:
         self.counters[reason] += 1
-        return Result(Verdict.REPLY, reason=reason.value, emit=frames)
+        return Result(Verdict.REPLY, reason=reason.value, emit=[*frames])
 
     # -- the packet path ------------------------------------------------------------------
 

@@ -1,11 +1,15 @@
 """The virtual router: sans-IO IPv4 routing with ARP, host tracking, ICMP, NAPT, port forwarding.
 
-:class:`Router` is the router of seed 002 chapter 4 done as RFC 1812 asks. The
-node gives it every frame that reaches one of its interfaces
-(:meth:`Router.receive`, a 10-byte ``virtio_net_hdr`` then Ethernet) and sends
-what it returns, each frame on the named interface; timers go out through
-:meth:`Router.next_deadline` and run in :meth:`Router.on_timer`. It never reads
-a clock or opens a socket. What it does:
+:class:`Router` is the router of seed 002 chapter 4 done as RFC 1812 asks. It is a
+function like any other (:class:`~pktchain.functions.sdk.Function`): it
+gets every frame that reaches one of its interfaces as a
+:class:`~pktchain.functions.sdk.Packet` in :meth:`Router.process`, forwards it
+out of the interface its route names, and emits what else it sends (ARP, ICMP,
+frames that waited for ARP, fragments); timers go out through
+:meth:`Router.next_deadline` and run in :meth:`Router.on_timer`. Unlike a bump
+in the wire it has as many interfaces as its configuration gives and control
+calls add, and it is flooded (it owns addresses). It never reads a clock or
+opens a socket. What it does:
 
 * ARP (RFC 826): answers for its interface addresses and resolves next hops
   with the responder and neighbour cache of
@@ -28,13 +32,17 @@ a clock or opens a socket. What it does:
   order (RFC 4787 REQ-14), and non-atomic datagrams leaving with the external
   address get a fresh IPv4 ID (RFC 7857 §10) — both kept by
   :mod:`~pktchain.functions.router.fragments`;
-* a fast-path hint (:class:`CacheHint`) for each forwarded packet whose later
-  packets the node may forward without the router (see docs/router.md).
+* flow leases for the flows whose later packets the node's fast path may
+  forward without the router, revoked when its treatment of the flow would
+  change (:mod:`~pktchain.functions.router.leases`, docs/router.md).
 
 A bad frame is a counted drop with a reason (:class:`RouterDrop`), never an
-exception out of :meth:`Router.receive` or :meth:`Router.on_timer`. Control
-calls (interfaces, hosts, port forwards) are all-or-nothing and raise
-ValueError naming the wrong field.
+exception out of :meth:`Router.process` or :meth:`Router.on_timer`; the router
+counts its own (one frame may cost several drops: a full queue, released
+fragments), and a packet it does not forward gets the first of them as its
+``Result.reason``. Control calls (interfaces, hosts, port forwards) are
+all-or-nothing, raise ValueError naming the wrong field, and revoke the leases
+the change concerns.
 """
 
 from __future__ import annotations
@@ -46,11 +54,13 @@ from collections.abc import Container
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address, ip_address
+from typing import Any
 
 from pktchain.functions.common.arp import (
     ArpEntry,
     ArpResponder,
     Heard,
+    HeardArp,
     Hold,
     Merge,
     NeighborCache,
@@ -75,7 +85,8 @@ from pktchain.functions.common.icmp import (
     unique_host_address,
 )
 from pktchain.functions.nat.napt import Nat
-from pktchain.functions.nat.result import FlowRewrite, NatResult, Verdict
+from pktchain.functions.nat.result import FlowRewrite, NatResult
+from pktchain.functions.nat.result import Verdict as NatVerdict
 from pktchain.functions.nat.table import MappingEntry, Session, SessionEntry
 from pktchain.functions.router.config import (
     RouterConfig,
@@ -104,6 +115,13 @@ from pktchain.functions.router.hosts import (
     HostEvent,
     HostState,
 )
+from pktchain.functions.router.leases import (
+    ROUTED_IDLE_TIMEOUT,
+    CacheHint,
+    FlowTuple,
+    LeaseTable,
+)
+from pktchain.functions.sdk import Emitted, Function, Packet, Result, Verdict, forward
 from pktchain.packet.address import Buffer, format_ip, mac_bytes
 from pktchain.packet.checksum import complete_partial_checksum, update16
 from pktchain.packet.headers import ETHERNET, IPV4, EtherType, IcmpType, IpProto, TcpFlag
@@ -127,7 +145,6 @@ __all__ = [
     "RouterConfigError",
     "RouterDrop",
     "RouterInterface",
-    "RouterOutput",
 ]
 
 
@@ -173,50 +190,6 @@ class RouterDrop(StrEnum):
     ICMP_CHECKSUM = "icmp-checksum"  # RFC 1122 §3.2.2: bad ICMP silently discarded
     INTERFACE_REMOVED = "interface-removed"  # queued for an interface that went away
     INTERNAL_ERROR = "internal-error"  # a frame no check caught; should stay 0
-
-
-FlowTuple = tuple[int, bytes, int, bytes, int]
-"""(IP protocol, source address, source port, destination address, destination port)
-of a packet as it arrived; the ports are the echo identifier for ICMP echo."""
-
-
-@dataclass(frozen=True, slots=True)
-class CacheHint:
-    """What the node may cache for the later packets of a forwarded flow (one direction).
-
-    Key: ``(in_iface, flow)``. Applying it to a later packet of the same key:
-    apply ``rewrite`` (NAT, incremental checksums, ``partial`` for NEEDS_CSUM
-    frames), decrement the TTL, set the MACs, send on ``out_iface``, and call
-    :meth:`Router.touch`. The node must hand the packet to :meth:`Router.receive`
-    instead when the TTL is 1 or less, the packet (its ``gso_size`` segments for
-    GSO) exceeds ``mtu``, it is a fragment, it is TCP with SYN, FIN or RST, or
-    :meth:`Router.hint_valid` is false.
-    """
-
-    in_iface: str
-    flow: FlowTuple
-    out_iface: str
-    src_mac: bytes
-    dst_mac: bytes
-    mtu: int
-    rewrite: FlowRewrite | None
-    """The NAT rewrite (``None``: plain routing)."""
-    session: Session | None
-    """The NAT session to refresh through :meth:`Router.touch`."""
-    outbound: bool
-    """The NAT direction for :meth:`Router.touch` (inside to outside or hairpin)."""
-    generation: int
-    """The router's generation when the hint was made: neighbour, interface and
-    host changes bump it and make older hints invalid."""
-
-
-@dataclass(slots=True)
-class RouterOutput:
-    """What :meth:`Router.process` produced for one frame."""
-
-    frames: list[tuple[str, bytes]]
-    """(interface name, frame with its virtio_net_hdr) to send, in order."""
-    hint: CacheHint | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +239,7 @@ _INF = float("inf")
 # overwrite, at the receiver, the ports and checksum the NAT translated in the
 # first fragment. The shortest header of each protocol the NAT translates:
 _TRANSPORT_HEADER = {_TCP: 20, _UDP: 8, _ICMP: 8}
-_FOLLOWED = NatResult(Verdict.TRANSLATED)
+_FOLLOWED = NatResult(NatVerdict.TRANSLATED)
 """What a later fragment's translation stands in for: no session of its own."""
 
 
@@ -323,11 +296,24 @@ def _ip_only(info: FrameInfo) -> FrameInfo:
     return info if info.error is None else info._replace(error=None, l4=-1)
 
 
-class Router:
+class Router(Function):
     """The virtual router (see the module docstring)."""
 
-    def __init__(self, config: RouterConfig) -> None:
-        self._config = config
+    KIND = "router"
+    Config = RouterConfig
+    INTERFACES = ()
+    """None of its own: the router's interfaces come from its configuration and
+    change at run time (:meth:`interfaces`)."""
+    FLOODED = True  # it answers ARP for its addresses: broadcasts must reach it
+
+    config: RouterConfig
+    """The configuration the router was made with (interfaces may have changed since)."""
+
+    def __init__(
+        self, config: RouterConfig | None = None, *, idle_timeout: float = ROUTED_IDLE_TIMEOUT
+    ) -> None:
+        super().__init__(config)
+        config = self.config
         self._ports: dict[str, _Port] = {}
         self._local: dict[bytes, _Port] = {}
         self._broadcasts: set[bytes] = set()
@@ -340,11 +326,25 @@ class Router:
         self._forwards: dict[tuple[int, int], PortForward] = {}
         self._auto_cursor = config.auto_forward_range[0]
         self._bucket = TokenBucket(config.icmp_error_rate, config.icmp_error_burst)
-        self._counters: dict[str, int] = {}
         self._generation = 0
         self._now = 0.0
-        self._out: list[tuple[str, bytes]] = []
+        self._out: list[Emitted] = []
+        """Frames sent besides the packet at hand (Ethernet, or held with their vnet header)."""
+        self._packet: bytearray | None = None
+        """The buffer of the packet :meth:`process` was given, while it is handled."""
+        self._sent_on: str | None = None
+        """Where the packet at hand was forwarded (None: it was not)."""
+        self._dropped = ""
+        self._fate = ""
+        """Why the packet at hand was not forwarded: its first drop, else what the router
+        did with it (a counter name either way)."""
+        self._answered = False
         self._hint: CacheHint | None = None
+        self._leases = LeaseTable(idle_timeout)
+        self._leased_generation = 0
+        """The generation the leases were last checked against."""
+        self._announce: list[tuple[str, bytes]] = []
+        """Gratuitous ARP for interfaces that came up, sent by the next timer."""
         self._datagrams = FragmentTable(
             timeout=config.fragment_timeout,
             datagram_limit=config.fragment_datagram_limit,
@@ -361,11 +361,6 @@ class Router:
             self._attach(iface)
 
     # -- tables and counters ----------------------------------------------------------
-
-    @property
-    def config(self) -> RouterConfig:
-        """The configuration the router was made with (interfaces may have changed since)."""
-        return self._config
 
     @property
     def generation(self) -> int:
@@ -407,60 +402,101 @@ class Router:
         """The fragmented datagrams the NAT tracks and the fragments it holds."""
         return self._datagrams.status()
 
-    def counters(self) -> dict[str, int]:
-        """Packets and drops by name; the NAT's counters follow with a ``nat-`` prefix."""
-        result = dict(self._counters)
+    def status(self) -> dict[str, Any]:
+        """Counters (packets and drops by name; the NAT's follow with a ``nat-`` prefix)
+        and the number of flows leased to the fast path."""
+        counters = dict(self.counters)
         if self._nat is not None:
             for name, value in self._nat.counters().items():
-                result["nat-" + name] = value
-        return result
+                counters["nat-" + name] = value
+        return {"kind": self.kind(), "counters": counters, "leases": len(self._leases)}
+
+    def mac(self, iface: str) -> str | None:
+        """The MAC of interface `iface` (the node's port carries it)."""
+        port = self._ports.get(iface)
+        return None if port is None else port.config.mac
 
     def _count(self, name: str, amount: int = 1) -> None:
-        self._counters[name] = self._counters.get(name, 0) + amount
+        self.counters[name] += amount
 
     def _drop(self, reason: RouterDrop) -> None:
-        self._count("drop-" + reason.value)
+        counter = "drop-" + reason.value
+        self.counters[counter] += 1
+        if self._packet is not None and not self._dropped:
+            self._dropped = counter
+
+    def _answering(self) -> None:
+        """What is being sent answers the packet at hand (if there is one)."""
+        if self._packet is not None:
+            self._answered = True
+
+    def _consumed(self, fate: str) -> None:
+        """The packet at hand was taken in without a drop: held, answered, learned."""
+        if self._packet is not None and not self._fate:
+            self._fate = fate
 
     # -- the packet path ----------------------------------------------------------------
 
-    def receive(self, iface: str, frame: bytes, now: float) -> list[tuple[str, bytes]]:
-        """Handle a frame that arrived on ``iface``; returns the frames to send."""
-        return self.process(iface, frame, now).frames
-
-    def process(self, iface: str, frame: bytes, now: float) -> RouterOutput:
-        """As :meth:`receive`, with the fast-path hint for the frame's flow, if any."""
+    def process(self, packet: Packet, now: float) -> Result:
+        """Handle a frame that arrived on one of the interfaces; never raises for a bad one."""
         self._out = []
         self._hint = None
         self._release = []
+        self._packet = packet.buf
+        self._sent_on = None
+        self._dropped = self._fate = ""
+        self._answered = False
         self._now = max(self._now, now)
         self._count("rx-frames")
         try:
-            self._receive(iface, frame, now)
+            self._receive(packet.iface, packet.buf, packet.info, now)
             # Fragments that waited for this first fragment: translated now (each
             # a fragment, so none of them makes a hint).
+            self._packet = None
             while self._release:
                 held_iface, held = self._release.pop(0)
                 self._count("fragments-released")
-                self._receive(held_iface, held, now)
+                self._receive(held_iface, bytearray(held), None, now)
         except (ValueError, IndexError, struct.error):
             # Every frame-level problem is checked above this line; this keeps
             # the node's loop alive if one slipped through.
             self._drop(RouterDrop.INTERNAL_ERROR)
-        return RouterOutput(self._out, self._hint)
+        self._packet = None
+        if self._generation != self._leased_generation:
+            self._prune()
+        out = self._out
+        if self._sent_on is not None:
+            hint = self._hint
+            lease = None if hint is None or out else self._leases.lease(hint, now)
+            return forward(self._sent_on, lease=lease, emit=out)
+        reason = self._dropped or self._fate or "consumed"
+        return Result(Verdict.REPLY if self._answered else Verdict.DROP, reason=reason, emit=out)
 
-    def _send(self, iface: str, frame: Buffer) -> None:
-        self._out.append((iface, bytes(frame)))
+    def _send(self, iface: str, frame: bytearray) -> None:
+        """Send a frame that has its virtio-net header: the packet at hand, or another."""
         self._count("tx-frames")
+        if frame is self._packet:
+            self._sent_on = iface
+        elif frame[:_VNET] == _ZERO_VNET:
+            self._out.append((iface, bytes(frame[_VNET:])))
+        else:
+            # Held with its offload header (a GSO frame, a partial checksum): it
+            # leaves with it.
+            self._out.append((iface, Packet(bytearray(frame), iface)))
 
-    def _receive(self, iface: str, frame: bytes, now: float) -> None:
+    def _send_arp(self, iface: str, frame: bytes) -> None:
+        self._count("tx-frames")
+        self._out.append((iface, frame))
+
+    def _receive(self, iface: str, buf: bytearray, info: FrameInfo | None, now: float) -> None:
         port = self._ports.get(iface)
         if port is None:
             return self._drop(RouterDrop.UNKNOWN_INTERFACE)
-        vnet = parse_virtio_net_hdr(frame)
+        vnet = parse_virtio_net_hdr(buf)
         if vnet is None:
             return self._drop(RouterDrop.TRUNCATED_VNET)
-        buf = bytearray(frame)
-        info = parse_frame(buf, _VNET)
+        if info is None:
+            info = parse_frame(buf, _VNET)
         error = info.error
         if error is not None and not (info.ip_version == 4 and error in _L4_ERRORS):
             self._count("malformed-" + error.value)
@@ -483,16 +519,14 @@ class Router:
     # -- ARP (RFC 826) ------------------------------------------------------------------
 
     def _request(self, port: _Port, target: bytes) -> None:
-        self._send(port.name, _ZERO_VNET + port.arp.request(port.address, target))
+        self._send_arp(port.name, port.arp.request(port.address, target))
         self._count("arp-requests-sent")
 
-    def announcements(self) -> list[tuple[str, bytes]]:
-        """A gratuitous ARP for each interface address (send when an interface comes up).
-
-        RFC 5227 §3 "ARP announcement": a request with the sender and target
-        address both the router's, so that hosts update stale cache entries.
-        """
-        return [(p.name, _ZERO_VNET + p.arp.announcement(p.address)) for p in self._ports.values()]
+    def _answer_arp(self, port: _Port, heard: HeardArp) -> None:
+        self._send_arp(port.name, port.arp.reply(heard))
+        self._count("arp-replies-sent")
+        self._answering()
+        self._consumed("arp-replies-sent")
 
     def _arp_in(self, port: _Port, buf: bytearray, info: FrameInfo, now: float) -> None:
         heard = port.arp.hear(buf, info.l3)
@@ -504,9 +538,7 @@ class Router:
         if kind is Heard.PROBE:
             # RFC 5227 §2.1.1 probe: answer if it is for our address, learn nothing.
             if heard.answer_due:
-                self._send(port.name, _ZERO_VNET + port.arp.reply(heard))
-                self._count("arp-replies-sent")
-                return None
+                return self._answer_arp(port, heard)
             return self._drop(RouterDrop.ARP_IGNORED)
         if kind is Heard.CONFLICT:
             return self._drop(RouterDrop.ARP_ADDRESS_CONFLICT)
@@ -519,10 +551,10 @@ class Router:
         if not port.external:
             self._host_seen(port, sha, spa, now)
         if heard.answer_due:
-            self._send(port.name, _ZERO_VNET + port.arp.reply(heard))
-            self._count("arp-replies-sent")
-        else:
-            self._count("arp-in-" + ("gratuitous" if spa == heard.tpa else "other"))
+            return self._answer_arp(port, heard)
+        learned = "arp-in-" + ("gratuitous" if spa == heard.tpa else "other")
+        self._count(learned)
+        self._consumed(learned)
         return None
 
     def _confirm(self, port: _Port, ip: bytes, mac: bytes, now: float, *, create: bool) -> None:
@@ -563,12 +595,18 @@ class Router:
         if neighbors.resolve(next_hop, now):
             self._request(out, next_hop)
         quote = original if original is not None else bytes(frame[_VNET + ETHERNET.size :])
-        held = neighbors.hold(next_hop, frame, in_iface, quote[:MAX_QUOTE])
-        if held is not Hold.QUEUED:
-            # The queue is full (RFC 1122 §2.3.2.2 keeps the latest) or allows nothing.
-            self._drop(RouterDrop.ARP_QUEUE_FULL)
-        if held is not Hold.REFUSED:
-            self._count("arp-queued")
+        # The packet at hand is held as a copy: its buffer is the driver's.
+        waiting = bytearray(frame) if frame is self._packet else frame
+        held = neighbors.hold(next_hop, waiting, in_iface, quote[:MAX_QUOTE])
+        if held is Hold.REFUSED:
+            self._drop(RouterDrop.ARP_QUEUE_FULL)  # the queue allows nothing
+            return None
+        if held is Hold.QUEUED_OVERFLOW:
+            # RFC 1122 §2.3.2.2 keeps the latest: the oldest waiting frame went.
+            self._discard(1, RouterDrop.ARP_QUEUE_FULL)
+        self._count("arp-queued")
+        if frame is self._packet:
+            self._consumed("arp-queued")
         return None
 
     # -- host tracking and automatic port forwarding ------------------------------------
@@ -578,11 +616,11 @@ class Router:
             return
         host = self._hosts.get(ip)
         if host is None:
-            if len(self._hosts) >= self._config.host_limit:
+            if len(self._hosts) >= self.config.host_limit:
                 self._count("host-table-full")
                 return
             host = Host(mac, ip, port.name, port.config.network_id, now, HostState.ACTIVE)
-            host.deadline = now + self._config.host_aging
+            host.deadline = now + self.config.host_aging
             self._hosts[ip] = host
             self._auto_forward(host)
             self._count("hosts-learned")
@@ -598,14 +636,14 @@ class Router:
         next_state, _ = HOST_TRANSITIONS[host.state, HostEvent.SEEN]
         host.state = next_state or HostState.ACTIVE
         host.tries = 0
-        host.deadline = now + self._config.host_aging
+        host.deadline = now + self.config.host_aging
 
     def _auto_forward(self, host: Host) -> None:
-        service = self._config.auto_forward_service_port
+        service = self.config.auto_forward_service_port
         nat = self._nat
         if nat is None or service is None or not nat.config.is_internal(host.ip):
             return
-        low, high = self._config.auto_forward_range
+        low, high = self.config.auto_forward_range
         span = high - low + 1
         start = self._auto_cursor
         for step in range(span):
@@ -682,6 +720,8 @@ class Router:
             if not icmp_checksum_ok(buf, info.l4, info.end):
                 return self._drop(RouterDrop.ICMP_CHECKSUM)
             self._count("icmp-out-echo-reply")
+            self._answering()
+            self._consumed("icmp-out-echo-reply")
             return self._send_own(echo_reply(buf, info.l3, info.l4, info.end), now)
         nat = self._nat
         if nat is not None and info.dst == nat.config.external:
@@ -732,13 +772,14 @@ class Router:
         )
 
     def _nat_ok(self, result: NatResult, now: float) -> bool:
-        if result.verdict is Verdict.TRANSLATED:
+        if result.verdict is NatVerdict.TRANSLATED:
             return True
-        if result.verdict is Verdict.REPLY and result.reply is not None:
+        if result.verdict is NatVerdict.REPLY and result.reply is not None:
             # An ICMP error the NAT asks for (RFC 5508 REQ-8, RFC 5382 REQ-4): it
             # is the router's error, so it shares the rate limit.
             if self._bucket.take(now):
                 self._count("icmp-out-nat")
+                self._answering()
                 self._send_own(result.reply, now)
             else:
                 self._count("icmp-rate-limited")
@@ -851,6 +892,7 @@ class Router:
                 self._drop(RouterDrop.FRAGMENT_MEMORY)
                 return None
             self._count("fragments-held")
+            self._consumed("fragments-held")
             return None
         if action is FragmentAction.FOLLOW:
             self._follow(buf, info, ip, datagram)
@@ -976,6 +1018,7 @@ class Router:
         set_mac(buf, info, Side.SRC, out.mac)
         self._count("forwarded")
         if fragment_mtu:
+            self._consumed("fragments-made")
             for fragment in self._fragments(buf, info, vnet, fragment_mtu):
                 self._emit(out, next_hop, fragment, now, port.name, original)
             return None
@@ -1079,6 +1122,7 @@ class Router:
             self._count("icmp-rate-limited")  # RFC 1812 §4.3.2.8
             return
         self._count(kind.counter)
+        self._answering()
         self._send_own(icmp_error(packet, l3, end, kind, source=port.address, mtu=mtu), now)
 
     def _send_own(self, packet: bytes, now: float) -> None:
@@ -1096,6 +1140,8 @@ class Router:
 
     def next_deadline(self) -> float | None:
         """When :meth:`on_timer` should run next (None: nothing pending)."""
+        if self._announce:
+            return self._now
         deadline = min((p.neighbors.next_deadline() for p in self._ports.values()), default=_INF)
         deadline = min(deadline, min((h.deadline for h in self._hosts.values()), default=_INF))
         fragments = self._datagrams.next_deadline()
@@ -1108,10 +1154,15 @@ class Router:
         return None if deadline == _INF else deadline
 
     def on_timer(self, now: float) -> list[tuple[str, bytes]]:
-        """Run what is due: ARP retries and expiry, host aging, fragments, NAT timers."""
+        """Run what is due: announcements, ARP retries and expiry, host aging, fragments,
+        NAT timers; take in what the fast path carried, and revoke the leases gone stale."""
+        announcements, self._announce = self._announce, []
         self._out = []
         self._hint = None
+        self._packet = None
         self._now = max(self._now, now)
+        # Before the NAT's timers: a session the fast path carried must not expire.
+        self._leases.sync(now, self._touch)
         try:
             self._neighbor_timers(now)
             self._host_timers(now)
@@ -1124,7 +1175,13 @@ class Router:
                     self._nat_ok(reply, now)
         except (ValueError, IndexError, struct.error):
             self._drop(RouterDrop.INTERNAL_ERROR)
-        return self._out
+        self._prune()
+        # Only the router's own frames leave from its timers: none was held with
+        # an offload header, so each is a plain Ethernet frame.
+        return announcements + [
+            (iface, frame if isinstance(frame, bytes) else frame.ethernet)
+            for iface, frame in self._out
+        ]
 
     def _neighbor_timers(self, now: float) -> None:
         for port in list(self._ports.values()):
@@ -1148,7 +1205,7 @@ class Router:
                 self._error(back, data, 0, len(data), IcmpError.HOST_UNREACHABLE, now)
 
     def _host_timers(self, now: float) -> None:
-        retries = self._config.arp_retries
+        retries = self.config.arp_retries
         for host in [h for h in self._hosts.values() if h.deadline <= now]:
             if host.state is HostState.ACTIVE:
                 event = HostEvent.EXPIRED
@@ -1168,27 +1225,32 @@ class Router:
                 continue
             host.state = next_state
             host.tries = 1 if event is HostEvent.EXPIRED else host.tries + 1
-            host.deadline = now + self._config.arp_retry_interval
+            host.deadline = now + self.config.arp_retry_interval
             self._request(port, host.ip)
 
-    # -- fast path ----------------------------------------------------------------------
+    # -- flow leases (see router/leases.py) ---------------------------------------------
 
-    def hint_valid(self, hint: CacheHint) -> bool:
-        """Whether a cached entry made from ``hint`` may still be applied."""
+    def _hint_valid(self, hint: CacheHint) -> bool:
+        """Whether a flow treated as ``hint`` says would still be treated so."""
         return hint.generation == self._generation and (hint.session is None or hint.session.alive)
 
-    def touch(self, hint: CacheHint, now: float, tcp_flags: int = 0) -> bool:
-        """Account a packet the node forwarded from its cache; False: evict the entry."""
-        if not self.hint_valid(hint):
+    def _touch(self, hint: CacheHint, now: float) -> bool:
+        """Account a packet the fast path forwarded under ``hint``; False: revoke its lease."""
+        if not self._hint_valid(hint):
             return False
         if hint.session is None or self._nat is None:
             return True
-        return self._nat.touch(hint.session, now, outbound=hint.outbound, flags=tcp_flags)
+        return self._nat.touch(hint.session, now, outbound=hint.outbound)
+
+    def _prune(self) -> None:
+        """Revoke the leases of flows the router would no longer treat as it did."""
+        self._leased_generation = self._generation
+        self._leases.prune(self._hint_valid)
 
     # -- control: interfaces ------------------------------------------------------------
 
     def _attach(self, iface: RouterInterface) -> None:
-        config = self._config
+        config = self.config
         neighbors = NeighborCache(
             iface.name,
             timeout=config.arp_timeout,
@@ -1203,9 +1265,12 @@ class Router:
         self._routes = sorted(self._ports.values(), key=lambda p: -p.config.network.prefixlen)
         if iface.external:
             self._external = port
-            if self._config.upstream_gateway is None and iface.gateway is not None:
+            if self.config.upstream_gateway is None and iface.gateway is not None:
                 self._gateway = iface.gateway.packed
         self._generation += 1
+        # RFC 5227 §3 "ARP announcement": a request with the sender and target
+        # address both the router's, so that hosts update stale cache entries.
+        self._announce.append((port.name, port.arp.announcement(port.address)))
 
     def add_interface(self, iface: RouterInterface) -> None:
         """Attach an interface; RouterConfigError (a ValueError) lists every problem."""
@@ -1213,11 +1278,11 @@ class Router:
             raise RouterConfigError(["iface: give a RouterInterface"])
         current = [p.config for p in self._ports.values()]
         errors = overlap_errors([*current, iface])
-        errors.extend(nat_errors(self._config.nat, [*current, iface]))
+        errors.extend(nat_errors(self.config.nat, [*current, iface]))
         if iface.external:
             if self._nat is not None:
                 errors.append("external: the NAT's external interface cannot be replaced")
-            gateway = self._config.upstream_gateway
+            gateway = self.config.upstream_gateway
             if gateway is not None and ip_address(gateway) not in iface.network:
                 errors.append(f"address: upstream_gateway {gateway} is not on {iface.network}")
             if (
@@ -1229,6 +1294,7 @@ class Router:
         if errors:
             raise RouterConfigError(errors)
         self._attach(iface)
+        self._prune()
 
     def remove_interface(self, name: str) -> RouterInterface:
         """Detach an interface with its neighbours and hosts; returns its configuration."""
@@ -1248,9 +1314,10 @@ class Router:
         self._routes = [p for p in self._routes if p is not port]
         if self._external is port:
             self._external = None
-            if self._config.upstream_gateway is None:
+            if self.config.upstream_gateway is None:
                 self._gateway = None
         self._generation += 1
+        self._prune()
         return port.config
 
     # -- control: hosts -----------------------------------------------------------------
@@ -1282,8 +1349,8 @@ class Router:
                 f"network {port.config.network_id!r}"
             )
         existing = self._hosts.get(packed)
-        if existing is None and len(self._hosts) >= self._config.host_limit:
-            errors.append(f"ip: the host table is full ({self._config.host_limit}, host_limit)")
+        if existing is None and len(self._hosts) >= self.config.host_limit:
+            errors.append(f"ip: the host table is full ({self.config.host_limit}, host_limit)")
         if errors or port is None:
             raise ValueError("; ".join(errors))
         hw = mac_bytes(mac)
@@ -1302,6 +1369,7 @@ class Router:
         if port.neighbors.set_static(packed, hw):
             self._generation += 1
         self._flush(port, packed)
+        self._prune()
         return host.entry()
 
     def remove_host(self, mac_or_ip: str) -> HostEntry:
@@ -1326,6 +1394,7 @@ class Router:
         if port is not None:
             port.neighbors.forget(host.ip)
         self._count("hosts-removed")
+        self._prune()
         return entry
 
     # -- control: port forwarding ---------------------------------------------------------
@@ -1359,6 +1428,7 @@ class Router:
         nat.add_port_forward(number, external_port, packed, inside_port)
         rule = PortForward(number, external_port, format_ip(packed), inside_port, automatic=False)
         self._forwards[int(number), external_port] = rule
+        self._prune()
         return rule
 
     def remove_port_forward(self, proto: str, external_port: int) -> PortForward:
@@ -1377,6 +1447,7 @@ class Router:
             )
         nat.remove_port_forward(number, external_port)
         del self._forwards[int(number), external_port]
+        self._prune()
         return rule
 
 

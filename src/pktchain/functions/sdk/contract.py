@@ -55,6 +55,7 @@ __all__ = [
     "BUILTIN_FUNCTIONS",
     "ConfigError",
     "Deadlines",
+    "Emitted",
     "FieldError",
     "FlowLease",
     "FlowLeases",
@@ -392,6 +393,10 @@ class Packet:
         self.info = parse_frame(self.buf, VNET)
 
 
+Emitted = tuple[str, bytes | Packet]
+"""A frame a function sends besides the packet it was given: see :attr:`Result.emit`."""
+
+
 @dataclass(slots=True)
 class Result:
     """A function's answer for one packet (build it with the helpers below)."""
@@ -403,21 +408,24 @@ class Result:
     """DROP / REPLY: why the packet itself did not go on (a counter name)."""
     lease: FlowLease | None = None
     """FORWARD: later packets of the flow may skip this function (see FlowLease)."""
-    emit: list[tuple[str, bytes]] = field(default_factory=list)
-    """Other frames to send: (interface, Ethernet frame without virtio header)."""
+    emit: list[Emitted] = field(default_factory=list)
+    """Other frames to send: (interface, Ethernet frame without virtio header), or
+    (interface, :class:`Packet`) for a packet the function kept from an earlier
+    call (held until its next hop was resolved, say): that one leaves with its
+    virtio-net header, so a GSO frame or a partial checksum goes as it came."""
 
 
 def forward(
     iface: str | None = None,
     *,
     lease: FlowLease | None = None,
-    emit: Iterable[tuple[str, bytes]] = (),
+    emit: Iterable[Emitted] = (),
 ) -> Result:
     """Send the packet on; with a lease, the rest of the flow may skip the function."""
     return Result(Verdict.FORWARD, iface=iface, lease=lease, emit=list(emit))
 
 
-def drop(reason: str, *, emit: Iterable[tuple[str, bytes]] = ()) -> Result:
+def drop(reason: str, *, emit: Iterable[Emitted] = ()) -> Result:
     """Discard the packet, counted under `reason`."""
     return Result(Verdict.DROP, reason=reason, emit=list(emit))
 
@@ -579,6 +587,10 @@ def make_function(kind: str, config: Mapping[str, Any] | None = None) -> Functio
     return function_class(kind).from_config(config)
 
 
-def frames_out(outputs: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """Emitted Ethernet frames with a zero virtio-net header in front, for the node."""
-    return [(iface, ZERO_VNET + frame) for iface, frame in outputs]
+def frames_out(outputs: Sequence[Emitted]) -> list[tuple[str, bytes]]:
+    """Emitted frames with their virtio-net header in front (zero for Ethernet frames),
+    for the node."""
+    return [
+        (iface, bytes(frame.buf) if isinstance(frame, Packet) else ZERO_VNET + frame)
+        for iface, frame in outputs
+    ]
