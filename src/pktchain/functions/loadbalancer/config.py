@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Address
 
-from pktchain.functions.common.fields import mac_error
+from pktchain.functions.common.fields import PROTOCOLS, mac_error
 from pktchain.functions.loadbalancer.health import HealthState
 from pktchain.functions.loadbalancer.maglev import DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, is_prime
 from pktchain.functions.sdk.schema import FieldError, check
 from pktchain.packet.address import mac_bytes
-from pktchain.packet.headers import IpProto
 
 __all__ = [
     "MAX_WEIGHT",
@@ -47,7 +46,7 @@ class Protocol(Enum):
     @property
     def number(self) -> int:
         """The IP protocol number."""
-        return int(IpProto.TCP) if self is Protocol.TCP else int(IpProto.UDP)
+        return PROTOCOLS[self.value]
 
 
 def _mac_error(value: str) -> str | None:
