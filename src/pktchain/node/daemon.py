@@ -24,7 +24,6 @@ from pktchain.node.dataplane.datapath import Datapath
 from pktchain.node.dataplane.functions import (
     FunctionDriver,
     FunctionHost,
-    Outputs,
     PcapSink,
     SdkDriver,
     pump,
@@ -411,11 +410,6 @@ class Node:
         self.chaining.register_port(port)
         log.info("port %s attached (function, mac %s, network %s)", port.name, mac, network)
         return port
-
-    def emit(self, host: FunctionHost, outputs: Outputs) -> None:
-        """Frames a function sends outside `receive`/`on_timer` (e.g. announcements)."""
-        host.queue(outputs)
-        self._pump()
 
     def _pump(self) -> None:
         """Feed what functions emitted back into the datapath, then reset their timers."""
