@@ -63,12 +63,6 @@ root package's ``__init__``, not everything under it."""
 
 ALLOWED_EDGES: dict[tuple[str, str], str] = {
     (
-        "pktchain.functions.common.embedded",
-        "pktchain.functions.nat.result",
-    ): "the ICMP error translation shared by the NAT, the router and the load balancer "
-    "answers with the NAT's result types; they move down into functions.common with the "
-    "changes to functions/common under way",
-    (
         "pktchain.node.dataplane.datapath",
         "pktchain.node.tun",
     ): "VNET_HDR_LEN, to be imported from pktchain.linux.tuntap (pktchain.node.tun only "

@@ -33,7 +33,7 @@ MOVED: dict[str, str] = {
     "pktchain.functions.schema": "pktchain.functions.sdk.schema",
     "pktchain.functions.router_config": "pktchain.functions.router.config",
     "pktchain.functions.router_fragments": "pktchain.functions.router.fragments",
-    "pktchain.functions.router_arp": "pktchain.functions.common.arp",
+    "pktchain.functions.router_arp": "pktchain.functions.router.hosts",
     "pktchain.functions.router_icmp": "pktchain.functions.common.icmp",
     "pktchain.functions.nat_config": "pktchain.functions.nat.config",
     "pktchain.functions.nat_function": "pktchain.functions.nat.function",

@@ -27,11 +27,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, ClassVar
 
+from pktchain.functions.common.fields import PORTED, Direction, protocol_number
+from pktchain.functions.common.fields import mac_error as _mac_error
 from pktchain.functions.sdk import (
     FlowLease,
+    FlowLeases,
     Function,
     Packet,
     Result,
@@ -41,7 +43,6 @@ from pktchain.functions.sdk import (
 from pktchain.functions.sdk.schema import check
 from pktchain.packet.address import mac_bytes
 from pktchain.packet.checksum import complete_partial_checksum
-from pktchain.packet.headers import IpProto
 from pktchain.packet.parse import FrameInfo
 from pktchain.packet.virtio import VIRTIO_NET_HDR_LEN, parse_virtio_net_hdr
 
@@ -53,46 +54,6 @@ MIRROR = "mirror"
 
 MAX_SNAPLEN = 262144
 """libpcap's largest snapshot length; also bounds a 64 KB GSO frame."""
-
-_PORTED = frozenset((int(IpProto.TCP), int(IpProto.UDP)))
-
-
-class Direction(Enum):
-    """Which packets are copied, by the interface they came in on."""
-
-    BOTH = "both"
-    INGRESS = "ingress"
-    """Packets that came in on ``ingress`` (on their way to ``egress``)."""
-    EGRESS = "egress"
-    """Packets that came in on ``egress`` (the return traffic)."""
-
-
-def protocol_number(value: str | int | None) -> int | None:
-    """The IP protocol number for a name (``tcp``, ``icmpv6``...) or a number; None for any.
-
-    Raises ValueError for an unknown name or a number out of 0..255.
-    """
-    if value is None:
-        return None
-    if isinstance(value, int):
-        if not 0 <= value <= 255:
-            raise ValueError(f"protocol {value} is not in 0..255")
-        return value
-    try:
-        return int(IpProto[value.upper()])
-    except KeyError:
-        names = ", ".join(p.name.lower() for p in IpProto)
-        raise ValueError(f"unknown protocol {value!r} (a number or one of {names})") from None
-
-
-def _mac_error(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        mac_bytes(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
 
 
 def _protocol_error(value: str | int | None) -> str | None:
@@ -244,7 +205,7 @@ class _Match:
         # FrameInfo puts the ICMP echo identifier in the ports: only TCP and UDP
         # have ports to match (a non-first fragment has none, so it never does).
         return (
-            proto in _PORTED
+            proto in PORTED
             and (self.sport is None or sport == self.sport)
             and (self.dport is None or dport == self.dport)
         )
@@ -286,8 +247,6 @@ class Mirror(Function[MirrorConfig]):
 
     def __init__(self, config: MirrorConfig | None = None) -> None:
         super().__init__(config)
-        self._leases: dict[_LeaseKey, tuple[FlowLease, float]] = {}
-        self._sweep_at: float | None = None
         self._compile()
 
     def _compile(self) -> None:
@@ -296,11 +255,12 @@ class Mirror(Function[MirrorConfig]):
         self._match = None if spec is None else _Match(spec)
         direction = config.direction
         self._copied_ifaces = frozenset(
-            (INGRESS, EGRESS) if direction is Direction.BOTH else (direction.value,)
+            (INGRESS, EGRESS) if direction is Direction.ANY else (direction.value,)
         )
         self._countdown = 0  # selected packets to let go before the next copy
         mac = config.destination_mac
         self._destination = None if mac is None else mac_bytes(mac)
+        self._leases = FlowLeases(config.max_leases, idle=config.lease_idle)
 
     def peer(self, iface: str) -> str:
         """``ingress`` and ``egress`` forward to each other; ``mirror`` only emits."""
@@ -357,51 +317,32 @@ class Mirror(Function[MirrorConfig]):
             return None
         key: _LeaseKey = (iface, (info.src, info.dst, info.proto, info.sport, info.dport))
         leases = self._leases
-        known = leases.get(key)
-        if known is not None and known[0].valid:
-            return known[0]
-        if known is None and len(leases) >= self.config.max_leases:
+        if key not in leases and leases.full:
             self.counters["lease-table-full"] += 1
             return None
-        lease = FlowLease()
-        leases[key] = (lease, now)
-        self.counters["leased"] += 1
-        if self._sweep_at is None:
-            self._sweep_at = now + self.config.lease_idle
+        known = leases.get(key)
+        lease = leases.lease(key, now)
+        if lease is not known:
+            self.counters["leased"] += 1
         return lease
 
     def next_deadline(self) -> float | None:
-        return self._sweep_at
+        return self._leases.next_deadline()
 
     def on_timer(self, now: float) -> list[tuple[str, bytes]]:
         """Revoke and forget leases unused for ``lease_idle`` seconds."""
-        if self._sweep_at is None or now < self._sweep_at:
-            return []
-        idle = self.config.lease_idle
-        leases = self._leases
-        for key, (lease, granted) in list(leases.items()):
-            if not lease.valid:
-                del leases[key]
-            elif now - max(granted, lease.seen) >= idle:
-                del leases[key]
-                lease.revoke()
-                self.counters["leases-expired"] += 1
-        # Half the idle time: a lease is revoked at most 1.5 x lease_idle after its last use.
-        self._sweep_at = now + idle / 2 if leases else None
+        self.counters["leases-expired"] += self._leases.expire(now)
         return []
 
     def apply_config(self, config: MirrorConfig) -> None:
         """Take a new configuration: every lease goes, the flows come back to be judged."""
+        self.revoke_all()
         self.config = config
         self._compile()
-        self.revoke_all()
 
     def revoke_all(self) -> None:
         """Send every leased flow back through the mirror."""
-        leases, self._leases = self._leases, {}
-        self._sweep_at = None
-        for lease, _granted in leases.values():
-            lease.revoke()
+        self._leases.revoke_all()
 
     def status(self) -> dict[str, Any]:
         status = super().status()

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
+from pktchain.functions.common.fields import Direction
 from pktchain.functions.sdk import Function, Packet, Result, drop, forward
 from pktchain.functions.sdk.schema import check
 from pktchain.packet.address import format_ip
@@ -45,14 +46,6 @@ class Scope(Enum):
     FLOW = "flow"
     SOURCE = "source"
     GLOBAL = "global"
-
-
-class Direction(Enum):
-    """Which interface's incoming packets are limited (the others pass)."""
-
-    INGRESS = "ingress"
-    EGRESS = "egress"
-    ANY = "any"
 
 
 def _positive(value: float | None) -> str | None:

@@ -26,9 +26,7 @@ from pktchain.node.dataplane.datapath import Datapath
 from pktchain.node.dataplane.functions import (
     FunctionDriver,
     FunctionHost,
-    Outputs,
     PcapSink,
-    RouterDriver,
     SdkDriver,
     pump,
 )
@@ -135,7 +133,6 @@ class Node:
         self.functions: dict[str, FunctionHost] = {}
         self.router: Router | None = None
         self.router_host: FunctionHost | None = None
-        self.router_driver: RouterDriver | None = None
         self.messenger: MessengerServer | None = None
         self._function_timers: dict[str, tuple[float, Timer]] = {}
         self._exports: dict[str, tuple[Function, Path]] = {}
@@ -229,7 +226,7 @@ class Node:
     def reconfigure_function(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
         """Give a running function a new configuration (ConfigError: which fields)."""
         host = self.functions.get(name)
-        if host is None or not isinstance(host.driver, SdkDriver):
+        if host is None or host is self.router_host or not isinstance(host.driver, SdkDriver):
             raise LookupError(f"no function named {name!r}")
         host.driver.function.reconfigure(config)
         self._reschedule(host)
@@ -238,7 +235,7 @@ class Node:
     def remove_function(self, name: str) -> None:
         """Unplug a function; refused while a port pair uses one of its ports."""
         host = self.functions.get(name)
-        if host is None or not isinstance(host.driver, SdkDriver):
+        if host is None or host is self.router_host or not isinstance(host.driver, SdkDriver):
             raise LookupError(f"no function named {name!r}")
         from pktchain.node.chaining import port_id
 
@@ -275,15 +272,13 @@ class Node:
         interfaces = [
             (iface.name, iface.mac, spec.networks[iface.name]) for iface in spec.config.interfaces
         ]
-        self.router_driver = RouterDriver(router)
-        host = self.add_function(spec.name, self.router_driver, interfaces)
+        host = self.add_function(spec.name, SdkDriver(router), interfaces)
         for rule in spec.port_forwards:
             router.add_port_forward(
                 rule.proto, rule.external_port, rule.inside_ip, rule.inside_port
             )
         self.router = router
         self.router_host = host
-        self.emit(host, router.announcements())
         log.info("router %s: %d interfaces", spec.name, len(interfaces))
 
     def _serve_messenger(self, bind: str) -> None:
@@ -319,7 +314,7 @@ class Node:
             "nat_sessions": router.nat.session_count() if router.nat is not None else 0,
             "port_forwards": to_json(router.port_forwards()),
             "fragments": to_json(router.fragments()),
-            "counters": router.counters(),
+            "counters": router.status()["counters"],
         }
 
     def _serve_api(self, bind: str) -> None:
@@ -416,11 +411,6 @@ class Node:
         log.info("port %s attached (function, mac %s, network %s)", port.name, mac, network)
         return port
 
-    def emit(self, host: FunctionHost, outputs: Outputs) -> None:
-        """Frames a function sends outside `receive`/`on_timer` (e.g. announcements)."""
-        host.queue(outputs)
-        self._pump()
-
     def _pump(self) -> None:
         """Feed what functions emitted back into the datapath, then reset their timers."""
         if not self.functions:
@@ -428,6 +418,10 @@ class Node:
         pump(self.datapath, self.functions.values())
         for host in self.functions.values():
             self._reschedule(host)
+
+    def reschedule(self, host: FunctionHost) -> None:
+        """Set `host`'s timer to the function's next deadline."""
+        self._reschedule(host)
 
     def _reschedule(self, host: FunctionHost) -> None:
         deadline = host.next_deadline()
@@ -629,14 +623,11 @@ class RouterOnNode:
         self._node = node
         self._router = node.router
         self._host = node.router_host
-        self._driver = node.router_driver
 
     def add_interface(self, interface: RouterInterface, /) -> object:
         self._router.add_interface(interface)
         network = interface.network_id or interface.name
         self._node.add_function_port(self._host, interface.name, interface.mac, network)
-        announce = [(i, f) for i, f in self._router.announcements() if i == interface.name]
-        self._node.emit(self._host, announce)
         self._changed()
         return interface
 
@@ -674,6 +665,6 @@ class RouterOnNode:
         return removed
 
     def _changed(self) -> None:
-        """Fast-path entries the change invalidated go now, not at the next timer."""
-        if self._driver is not None:
-            self._driver.prune()
+        """The router may have queued frames (an interface's announcement) or moved its
+        timers: its timer is set again (it revoked the leases the change concerns)."""
+        self._node.reschedule(self._host)

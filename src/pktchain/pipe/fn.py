@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from pktchain.functions.sdk import VNET, ZERO_VNET, Driver, Function
+from pktchain.functions.sdk import VNET, ZERO_VNET, Driver, Function, Packet
 from pktchain.pipe.formats import Frame
 
 __all__ = ["FunctionFilter", "Routed"]
@@ -66,7 +66,10 @@ class FunctionFilter:
             data = bytes(memoryview(sent)[VNET:])
             wire = frame.wire_length if len(data) == len(frame.data) else None
             routed.append((out, Frame(data, frame.timestamp_ns, wire)))
-        routed.extend((name, Frame(emitted)) for name, emitted in emit)
+        routed.extend(
+            (name, Frame(emitted.ethernet if isinstance(emitted, Packet) else emitted))
+            for name, emitted in emit
+        )
         self._count(routed)
         return routed
 

@@ -1,12 +1,14 @@
-"""The neighbour cache (ARP, RFC 826) and the router's host table, each with its state table.
+"""ARP for functions that own addresses: the responder and the neighbour cache (RFC 826).
 
-Both are sans-IO bookkeeping: they decide, their owner builds and sends the
-frames. A :class:`NeighborCache` holds the neighbours of one interface: each
-:class:`Neighbor` is a next hop, resolved or being resolved, with the packets
-waiting for it. The router keeps one cache per interface, the load balancer one
-for its backend side. A :class:`Host` is a machine seen on (or announced for)
-an internal subnet: the seed's "host tracking", with the automatic forwarding
-port the router gave it.
+Both are sans-IO: they decide and build frames, their owner sends them. An
+:class:`ArpResponder` stands for one interface of a function that owns
+addresses (the router, the load balancer): it sorts the ARP packets that
+interface hears (:meth:`ArpResponder.hear`), answers the requests for its
+addresses, RFC 5227 probes included, and builds the requests and
+announcements its owner sends. A :class:`NeighborCache` holds the neighbours of
+one interface: each :class:`Neighbor` is a next hop, resolved or being
+resolved, with the packets waiting for it. The router keeps one cache per
+interface, the load balancer one for its backend side.
 
 Neighbour states, RFC 826 with the timeouts and queueing of RFC 1122
 §2.3.2.1-2.3.2.2 (the names follow the IPv6 neighbour cache of RFC 4861 §7.3.2,
@@ -25,19 +27,6 @@ PROBE       RETRY_DUE           PROBE       send another request
 PROBE       RETRIES_EXHAUSTED   (removed)   forget the neighbour (§2.3.2.1 timeout)
 PERMANENT   any                 PERMANENT   none (announced by the controller)
 ==========  ==================  ==========  =====================================
-
-Host states (host tracking; learned hosts age out, announced ones stay):
-
-========  ==================  ========  ================================
-state     event               next      action
-========  ==================  ========  ================================
-ACTIVE    SEEN                ACTIVE    restart the aging timer
-ACTIVE    EXPIRED             PROBING   send an ARP request to the host
-PROBING   SEEN                ACTIVE    restart the aging timer
-PROBING   RETRY_DUE           PROBING   send another request
-PROBING   RETRIES_EXHAUSTED   (gone)    release its forwarding port
-STATIC    any                 STATIC    none (until the controller removes it)
-========  ==================  ========  ================================
 """
 
 from __future__ import annotations
@@ -48,19 +37,19 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pktchain.packet.address import format_ip, format_mac
+from pktchain.packet.headers import ETHERNET, ArpOp
+from pktchain.packet.layers import Arp, Ethernet, build
+from pktchain.packet.views import ArpView
 
 __all__ = [
     "ARP_TRANSITIONS",
-    "HOST_TRANSITIONS",
     "ArpAction",
     "ArpEntry",
     "ArpEvent",
+    "ArpResponder",
+    "Heard",
+    "HeardArp",
     "Hold",
-    "Host",
-    "HostAction",
-    "HostEntry",
-    "HostEvent",
-    "HostState",
     "Merge",
     "Neighbor",
     "NeighborCache",
@@ -91,7 +80,7 @@ class ArpEvent(Enum):
 
 
 class ArpAction(Enum):
-    """What the router does on a transition."""
+    """What the cache's owner does on a transition."""
 
     NONE = "none"
     FLUSH_QUEUE = "flush-queue"
@@ -117,41 +106,6 @@ ARP_TRANSITIONS: dict[tuple[NeighborState, ArpEvent], tuple[NeighborState | None
 """(state, event) -> (next state or None for removal, action). PERMANENT has no rows."""
 
 
-class HostState(Enum):
-    """Where a tracked host is in its life (see the module's table)."""
-
-    ACTIVE = "active"
-    PROBING = "probing"
-    STATIC = "static"
-
-
-class HostEvent(Enum):
-    """What happens to a tracked host."""
-
-    SEEN = "seen"
-    EXPIRED = "expired"
-    RETRY_DUE = "retry-due"
-    RETRIES_EXHAUSTED = "retries-exhausted"
-
-
-class HostAction(Enum):
-    """What the router does on a host transition."""
-
-    REFRESH = "refresh"
-    SEND_REQUEST = "send-request"
-    REMOVE = "remove"
-
-
-HOST_TRANSITIONS: dict[tuple[HostState, HostEvent], tuple[HostState | None, HostAction]] = {
-    (HostState.ACTIVE, HostEvent.SEEN): (HostState.ACTIVE, HostAction.REFRESH),
-    (HostState.ACTIVE, HostEvent.EXPIRED): (HostState.PROBING, HostAction.SEND_REQUEST),
-    (HostState.PROBING, HostEvent.SEEN): (HostState.ACTIVE, HostAction.REFRESH),
-    (HostState.PROBING, HostEvent.RETRY_DUE): (HostState.PROBING, HostAction.SEND_REQUEST),
-    (HostState.PROBING, HostEvent.RETRIES_EXHAUSTED): (None, HostAction.REMOVE),
-}
-"""(state, event) -> (next state or None for removal, action). STATIC has no rows."""
-
-
 class Queued:
     """A frame waiting for its next hop's MAC, and what an error about it needs."""
 
@@ -161,7 +115,7 @@ class Queued:
         self.frame = frame
         """The whole frame (vnet header included) ready but for its destination MAC."""
         self.in_iface = in_iface
-        """Where the packet came in; None for the router's own packets."""
+        """Where the packet came in; None for the owner's own packets."""
         self.original = original
         """The IP packet as it arrived (before NAT), quoted by host unreachable."""
 
@@ -383,66 +337,6 @@ class NeighborCache:
         ]
 
 
-class Host:
-    """A host the router tracks on an internal subnet."""
-
-    __slots__ = (
-        "deadline",
-        "first_seen",
-        "forward_port",
-        "iface",
-        "ip",
-        "last_seen",
-        "mac",
-        "network_id",
-        "state",
-        "tries",
-    )
-
-    def __init__(  # noqa: PLR0917 - one constructor call site
-        self, mac: bytes, ip: bytes, iface: str, network_id: str, now: float, state: HostState
-    ) -> None:
-        self.mac = mac
-        self.ip = ip
-        self.iface = iface
-        self.network_id = network_id
-        self.first_seen = now
-        self.last_seen = now
-        self.state = state
-        self.deadline = float("inf")
-        self.tries = 0
-        self.forward_port: int | None = None
-
-    def entry(self) -> HostEntry:
-        """The row of the host table."""
-        return HostEntry(
-            format_mac(self.mac),
-            format_ip(self.ip),
-            self.iface,
-            self.network_id,
-            self.first_seen,
-            self.last_seen,
-            self.forward_port,
-            self.state,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class HostEntry:
-    """A row of the host table as listed to people and the API."""
-
-    mac: str
-    ip: str
-    interface: str
-    network_id: str
-    first_seen: float
-    last_seen: float
-    forward_port: int | None
-    """The automatic forwarding port (TCP, external address) leading to the host's
-    service port; None when automatic forwarding is off or no port was free."""
-    state: HostState
-
-
 @dataclass(frozen=True, slots=True)
 class ArpEntry:
     """A row of the neighbour cache as listed to people and the API."""
@@ -454,3 +348,93 @@ class ArpEntry:
     deadline: float | None
     """When the entry next changes state (None: never)."""
     queued: int
+
+
+# -- answering for owned addresses -------------------------------------------------
+
+_BROADCAST_MAC = b"\xff" * 6
+_ZERO_MAC = bytes(6)
+_ZERO_IP = bytes(4)
+_ARP_OPERATIONS = (int(ArpOp.REQUEST), int(ArpOp.REPLY))
+_ARP_AT = ETHERNET.size
+
+
+class Heard(Enum):
+    """What an ARP packet heard on an interface of a function is, checked in this order."""
+
+    BAD_OPERATION = "bad-operation"  # neither a request nor a reply
+    OWN = "own"  # sent from one of the function's own MACs
+    BAD_SENDER = "bad-sender"  # a group or all-zero sender MAC names no station
+    PROBE = "probe"  # sender address 0.0.0.0 (RFC 5227 §2.1.1): nothing to learn
+    CONFLICT = "conflict"  # someone claims one of the function's addresses
+    NEIGHBOR = "neighbor"  # a neighbour's request or reply: RFC 826 "merge" applies
+
+
+@dataclass(frozen=True, slots=True)
+class HeardArp:
+    """One ARP packet, sorted by :meth:`ArpResponder.hear`."""
+
+    kind: Heard
+    request: bool
+    sha: bytes
+    spa: bytes
+    tpa: bytes
+    for_us: bool
+    """Its target is an address the interface answers for."""
+
+    @property
+    def answer_due(self) -> bool:
+        """A request (or probe) for one of the interface's addresses: answer it."""
+        return self.request and self.for_us and self.kind in (Heard.PROBE, Heard.NEIGHBOR)
+
+
+@dataclass(frozen=True, slots=True)
+class ArpResponder:
+    """ARP on one interface of a function that owns addresses (RFC 826, RFC 5227).
+
+    ``mac`` is the interface's own; ``answers`` the addresses it answers for;
+    ``owned`` every address of the function (a packet claiming one is a
+    conflict, whichever interface hears it); ``macs`` every MAC of the function
+    (its own packets, heard back through a network it joins twice).
+    """
+
+    mac: bytes
+    answers: Container[bytes]
+    owned: Container[bytes]
+    macs: Container[bytes] = ()
+
+    def hear(self, frame: bytes | bytearray, l3: int) -> HeardArp:
+        """Sort the ARP packet at ``frame[l3:]`` (parsed as ARP for IPv4 over Ethernet)."""
+        arp = ArpView(frame, l3)
+        op, sha, spa, tpa = arp.oper, arp.sha, arp.spa, arp.tpa
+        if op not in _ARP_OPERATIONS:
+            kind = Heard.BAD_OPERATION
+        elif sha == self.mac or sha in self.macs:
+            kind = Heard.OWN
+        elif sha[0] & 1 or sha == _ZERO_MAC:
+            kind = Heard.BAD_SENDER
+        elif spa == _ZERO_IP:
+            kind = Heard.PROBE
+        elif spa in self.owned:
+            kind = Heard.CONFLICT
+        else:
+            kind = Heard.NEIGHBOR
+        return HeardArp(kind, op == ArpOp.REQUEST, sha, spa, tpa, tpa in self.answers)
+
+    def reply(self, heard: HeardArp) -> bytes:
+        """The reply to a request for one of the interface's addresses, sent to its sender."""
+        return self._frame(ArpOp.REPLY, heard.sha, heard.tpa, heard.sha, heard.spa)
+
+    def request(self, source: bytes, target: bytes) -> bytes:
+        """A broadcast request for ``target``, sent from the interface's address ``source``."""
+        return self._frame(ArpOp.REQUEST, _BROADCAST_MAC, source, _ZERO_MAC, target)
+
+    def announcement(self, address: bytes) -> bytes:
+        """RFC 5227 §3 announcement of ``address``: hosts update entries that point elsewhere."""
+        return self._frame(ArpOp.REQUEST, _BROADCAST_MAC, address, _ZERO_MAC, address)
+
+    def _frame(self, op: ArpOp, eth_dst: bytes, spa: bytes, tha: bytes, tpa: bytes) -> bytes:
+        return build(
+            Ethernet(dst=eth_dst, src=self.mac),
+            Arp(op=op, sha=self.mac, spa=spa, tha=tha, tpa=tpa),
+        )

@@ -16,9 +16,9 @@ checks lengths against the IP header) is not used on it; the views read it.
 from __future__ import annotations
 
 import struct
+from enum import StrEnum
 from typing import NamedTuple
 
-from pktchain.functions.nat.result import DropReason
 from pktchain.packet.address import Buffer, WritableBuffer
 from pktchain.packet.checksum import internet_checksum, ones_sum, update16, update32
 from pktchain.packet.headers import ICMP, IPV4, L4_CHECKSUM_OFFSET, IcmpType, IpProto
@@ -30,6 +30,7 @@ __all__ = [
     "ERROR_TYPES",
     "MAX_ERROR_SIZE",
     "Embedded",
+    "Unusable",
     "build_icmp_error",
     "icmp_checksum_ok",
     "parse_embedded",
@@ -61,6 +62,15 @@ _ICMP = int(IpProto.ICMP)
 _ECHO = frozenset((IcmpType.ECHO_REQUEST, IcmpType.ECHO_REPLY))
 
 
+class Unusable(StrEnum):
+    """Why the datagram quoted in an ICMP error cannot be used; the values are drop
+    reasons of the functions that translate errors (the NAT's among them)."""
+
+    MALFORMED = "embedded-malformed"
+    CHECKSUM = "embedded-ip-checksum"  # RFC 5508 REQ-3a
+    UNSUPPORTED = "unsupported-icmp"  # quotes something other than TCP, UDP or an echo
+
+
 class Embedded(NamedTuple):
     """The datagram inside an ICMP error: offsets in the caller's buffer and its flow."""
 
@@ -81,19 +91,19 @@ def icmp_checksum_ok(buf: Buffer, l4: int, end: int) -> bool:
     return ones_sum(memoryview(buf)[l4:end]) == 0xFFFF
 
 
-def parse_embedded(buf: Buffer, l4: int, end: int) -> Embedded | DropReason:
+def parse_embedded(buf: Buffer, l4: int, end: int) -> Embedded | Unusable:
     """The datagram embedded in the ICMP error at ``buf[l4:end]``, or why it is unusable."""
     l3 = l4 + _ICMP_SIZE
     if end - l3 < _IPV4_SIZE:
-        return DropReason.EMBEDDED_MALFORMED
+        return Unusable.MALFORMED
     ip = Ipv4View(buf, l3)
     hlen = ip.header_length  # RFC 5508 REQ-3b: step over any IP options
     if ip.version != 4 or hlen < _IPV4_SIZE or end - l3 < hlen + _MIN_L4:
-        return DropReason.EMBEDDED_MALFORMED
+        return Unusable.MALFORMED
     if not ip.checksum_ok():  # RFC 5508 REQ-3a
-        return DropReason.EMBEDDED_CHECKSUM
+        return Unusable.CHECKSUM
     if ip.fragment_offset:
-        return DropReason.EMBEDDED_MALFORMED  # a later fragment names no ports
+        return Unusable.MALFORMED  # a later fragment names no ports
     proto = ip.protocol
     inner = l3 + hlen
     if proto in (_TCP, _UDP):
@@ -101,7 +111,7 @@ def parse_embedded(buf: Buffer, l4: int, end: int) -> Embedded | DropReason:
     elif proto == _ICMP and buf[inner] in _ECHO:
         sport = dport = IcmpView(buf, inner).identifier
     else:
-        return DropReason.UNSUPPORTED_ICMP
+        return Unusable.UNSUPPORTED
     return Embedded(l3, inner, end, proto, ip.src, ip.dst, sport, dport)
 
 

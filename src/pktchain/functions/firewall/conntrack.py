@@ -33,8 +33,6 @@ as activity through ``lease.seen``.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -42,7 +40,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
-from pktchain.functions.sdk import FlowLease
+from pktchain.functions.sdk import Deadlines, FlowLease
 from pktchain.functions.sdk.schema import check
 from pktchain.packet.headers import (
     ICMP,
@@ -350,7 +348,6 @@ class Connection:
         "lease_rule",
         "leased",
         "packets",
-        "queued",
         "removed",
         "replied",
         "reply_key",
@@ -380,7 +377,6 @@ class Connection:
         """ICMP/ICMPv6 type of the original direction's queries, -1 if not ICMP."""
         self.echo_reply_type = -1
         """ICMP/ICMPv6 type of the answers, -1 if not ICMP."""
-        self.queued = float("inf")
         self.removed = False
 
     @property
@@ -443,8 +439,7 @@ class Tracker:
         self._count = 0
         # Connections nobody answered yet, oldest first: the ones a full table evicts.
         self._unreplied: dict[Connection, None] = {}
-        self._heap: list[tuple[float, int, Connection]] = []
-        self._sequence = itertools.count()
+        self._deadlines: Deadlines[Connection] = Deadlines()
 
     def __len__(self) -> int:
         return self._count
@@ -558,8 +553,9 @@ class Tracker:
             if conn.lease is not None and tracking.tcp not in LEASABLE_TCP_STATES:
                 self._release(conn)
         due = now + self.timeout(conn)
-        if due < conn.queued:
-            self._file(conn, due)
+        filed = self._deadlines.get(conn)
+        if filed is None or due < filed:
+            self._deadlines.set(conn, due)
         return conn
 
     def _open(
@@ -592,6 +588,7 @@ class Tracker:
         if conn.lease is not None:
             self._release(conn)
         conn.removed = True
+        self._deadlines.discard(conn)
         for key in (conn.key, conn.reply_key):
             if self._table.get(key) is conn:
                 del self._table[key]
@@ -612,31 +609,21 @@ class Tracker:
             return timeouts.icmp
         return timeouts.other
 
-    def _file(self, conn: Connection, due: float) -> None:
-        conn.queued = due
-        heapq.heappush(self._heap, (due, next(self._sequence), conn))
-
     def refile_all(self) -> None:
         """File every connection again (after the timeouts changed)."""
-        self._heap = []
+        deadlines = self._deadlines
+        deadlines.clear()
         for conn in self.connections():
-            self._file(conn, conn.last_active + self.timeout(conn))
+            deadlines.set(conn, conn.last_active + self.timeout(conn))
 
     def next_deadline(self) -> float | None:
         """When :meth:`expire` has something to look at (None: no connection)."""
-        heap = self._heap
-        while heap and (heap[0][2].removed or heap[0][2].queued != heap[0][0]):
-            heapq.heappop(heap)  # stale: the connection went, or was filed earlier
-        return heap[0][0] if heap else None
+        return self._deadlines.next()
 
     def expire(self, now: float) -> list[Connection]:
         """Remove the connections idle for longer than their timeout; returns them."""
         expired: list[Connection] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            due, _, conn = heapq.heappop(heap)
-            if conn.removed or conn.queued != due:
-                continue
+        for conn in list(self._deadlines.pop_due(now)):
             # Activity on the fast path (lease.seen) counts: a busy cached
             # connection is filed again, not expired.
             actual = conn.last_active + self.timeout(conn)
@@ -644,7 +631,7 @@ class Tracker:
                 self.remove(conn)
                 expired.append(conn)
             else:
-                self._file(conn, actual)
+                self._deadlines.set(conn, actual)
         if expired:
             self._counters["conn-expired"] += len(expired)
         return expired

@@ -40,6 +40,12 @@ from dataclasses import dataclass, field, fields
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self
 
+from pktchain.functions.common.fields import (
+    PROTOCOLS,
+    Direction,
+    protocol_name,
+    protocol_number,
+)
 from pktchain.functions.common.reject import (
     RejectWith,
     icmp_unreachable,
@@ -87,14 +93,6 @@ class Action(Enum):
     REJECT = "reject"
 
 
-class Direction(Enum):
-    """Which interface a rule's packets come in on."""
-
-    INGRESS = "ingress"
-    EGRESS = "egress"
-    ANY = "any"
-
-
 class NonIp(Enum):
     """What becomes of frames that are not IP (ARP, LLDP, ...)."""
 
@@ -137,19 +135,6 @@ _DROPS = {
 """What each drop counter counts."""
 
 
-PROTOCOLS: dict[str, int] = {
-    "tcp": IpProto.TCP,
-    "udp": IpProto.UDP,
-    "icmp": IpProto.ICMP,
-    "icmpv6": IpProto.ICMPV6,
-    "ipv6-icmp": IpProto.ICMPV6,
-    "gre": IpProto.GRE,
-    "esp": IpProto.ESP,
-    "ah": IpProto.AH,
-    "sctp": IpProto.SCTP,
-}
-"""Protocol names a rule accepts (any number 0-255 is accepted too)."""
-
 _TCP = int(IpProto.TCP)
 _UDP = int(IpProto.UDP)
 _ICMP = int(IpProto.ICMP)
@@ -162,14 +147,17 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _protocol_number(value: str | int) -> int | None:
-    if isinstance(value, int):
-        return value if 0 <= value <= 255 else None
-    return PROTOCOLS.get(value.lower())
+    try:
+        return protocol_number(value)
+    except ValueError:
+        return None
 
 
 def _protocol_error(value: str | int) -> str | None:
-    if _protocol_number(value) is None:
-        return f"{value!r} is not a protocol: use 0-255 or one of {', '.join(PROTOCOLS)}"
+    try:
+        protocol_number(value)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -860,7 +848,7 @@ class Firewall(Function[FirewallConfig]):
         else:
             state = "replied" if conn.replied else "unreplied"
         return {
-            "protocol": _protocol_name(proto),
+            "protocol": protocol_name(proto),
             "source": format_ip(src),
             "sport": sport,
             "destination": format_ip(dst),
@@ -874,13 +862,6 @@ class Firewall(Function[FirewallConfig]):
             "last_seen": round(conn.last_active + self.clock_offset, 3),
             "expires": round(conn.last_active + self._tracker.timeout(conn) + self.clock_offset, 3),
         }
-
-
-def _protocol_name(number: int) -> str:
-    try:
-        return IpProto(number).name.lower()
-    except ValueError:
-        return str(number)
 
 
 def _rule_view(rule: Rule) -> dict[str, Any]:

@@ -17,11 +17,11 @@ from enum import Enum
 from ipaddress import IPv4Address
 from typing import Any
 
+from pktchain.functions.common.fields import PROTOCOLS, mac_error
 from pktchain.functions.loadbalancer.health import HealthState
 from pktchain.functions.loadbalancer.maglev import DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, is_prime
 from pktchain.functions.sdk.schema import FieldError, check
 from pktchain.packet.address import mac_bytes
-from pktchain.packet.headers import IpProto
 
 __all__ = [
     "MAX_WEIGHT",
@@ -47,19 +47,11 @@ class Protocol(Enum):
     @property
     def number(self) -> int:
         """The IP protocol number."""
-        return int(IpProto.TCP) if self is Protocol.TCP else int(IpProto.UDP)
+        return PROTOCOLS[self.value]
 
 
 def _mac_error(value: str) -> str | None:
-    try:
-        mac = mac_bytes(value)
-    except ValueError as exc:
-        return str(exc)
-    if mac[0] & 1:
-        return f"{value} is a multicast address; give a unicast MAC"
-    if mac == bytes(6):
-        return "the all-zero MAC is not an address"
-    return None
+    return mac_error(value, unicast=True)
 
 
 def _host_error(value: IPv4Address) -> str | None:

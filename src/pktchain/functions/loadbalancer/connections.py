@@ -72,11 +72,9 @@ class Connection:
         "expires",
         "lease",
         "proto",
-        "scheduled",
         "service",
         "snat_port",
         "state",
-        "timer_seq",
         "vip",
         "vport",
     )
@@ -100,9 +98,6 @@ class Connection:
         self.expires = now
         self.lease: FlowLease | None = None
         self.alive = True
-        self.scheduled = float("inf")
-        """When the live timer entry of this connection is due."""
-        self.timer_seq = 0
 
     @property
     def client_key(self) -> ClientKey:

@@ -39,7 +39,6 @@ of :meth:`LoadBalancer.process` or :meth:`LoadBalancer.on_timer`.
 
 from __future__ import annotations
 
-import heapq
 import random
 import struct
 from collections import Counter
@@ -48,7 +47,14 @@ from enum import StrEnum
 from ipaddress import IPv4Address
 from typing import Any, ClassVar
 
-from pktchain.functions.common.arp import Hold, Merge, NeighborCache, NeighborState
+from pktchain.functions.common.arp import (
+    ArpResponder,
+    Heard,
+    Hold,
+    Merge,
+    NeighborCache,
+    NeighborState,
+)
 from pktchain.functions.common.embedded import (
     ERROR_TYPES,
     icmp_checksum_ok,
@@ -80,6 +86,7 @@ from pktchain.functions.loadbalancer.connections import (
 from pktchain.functions.loadbalancer.health import CheckResult, Target
 from pktchain.functions.loadbalancer.maglev import MaglevTable
 from pktchain.functions.sdk import (
+    Deadlines,
     FlowLease,
     Function,
     Packet,
@@ -90,10 +97,10 @@ from pktchain.functions.sdk import (
 )
 from pktchain.functions.sdk.schema import ConfigError, load_config
 from pktchain.packet.address import format_mac, mac_bytes
-from pktchain.packet.headers import ArpOp, EtherType, IcmpType, IpProto, TcpFlag
-from pktchain.packet.layers import Arp, Ethernet, Ipv4, Tcp, build
+from pktchain.packet.headers import EtherType, IcmpType, IpProto, TcpFlag
+from pktchain.packet.layers import Ethernet, Ipv4, Tcp, build
 from pktchain.packet.rewrite import Side
-from pktchain.packet.views import ArpView, IcmpView, Ipv4View, TcpView
+from pktchain.packet.views import IcmpView, Ipv4View, TcpView
 from pktchain.packet.virtio import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_LEN,
@@ -251,9 +258,7 @@ EVENTS = {
 
 
 _VNET = VIRTIO_NET_HDR_LEN
-_BROADCAST_MAC = b"\xff" * 6
 _ZERO_MAC = bytes(6)
-_ZERO_IP = bytes(4)
 _INF = float("inf")
 _UNSTAMPED = -_INF  # a drain started by a reconfiguration: the next timer stamps it
 _TCP = int(IpProto.TCP)
@@ -296,11 +301,12 @@ class LoadBalancer(Function[LoadBalancerConfig]):
         self._probes: dict[tuple[bytes, int, int], Target] = {}
         self._by_client: dict[ClientKey, Connection] = {}
         self._by_server: dict[ServerKey, Connection] = {}
-        self._timers: list[tuple[float, int, Connection]] = []
-        self._timer_seq = 0
+        self._idle: Deadlines[Connection] = Deadlines()
+        """When each connection's idle timeout is due (its lease's activity included)."""
         self._outbox: list[tuple[str, bytes]] = []
         self._announce: list[tuple[str, bytes]] = []
         self._random = random.Random()
+        self._arp: dict[str, ArpResponder] = {}
         self._frontend_mac = b""
         self._backend_mac = b""
         self._source_ip = b""
@@ -321,7 +327,7 @@ class LoadBalancer(Function[LoadBalancerConfig]):
         return drop(reason.value, emit=emit)
 
     def _reply(self, reason: LbDrop, frames: list[tuple[str, bytes]]) -> Result:
-        return Result(Verdict.REPLY, reason=reason.value, emit=frames)
+        return Result(Verdict.REPLY, reason=reason.value, emit=[*frames])
 
     # -- the packet path ------------------------------------------------------------------
 
@@ -624,43 +630,34 @@ class LoadBalancer(Function[LoadBalancerConfig]):
 
     # -- ARP (RFC 826) ----------------------------------------------------------------------
 
-    def _arp_frame(  # noqa: PLR0917 - internal, the fields of the ARP packet
-        self, iface: str, op: ArpOp, eth_dst: bytes, spa: bytes, tha: bytes, tpa: bytes
-    ) -> bytes:
-        own = self._frontend_mac if iface == FRONTEND else self._backend_mac
-        return build(Ethernet(dst=eth_dst, src=own), Arp(op=op, sha=own, spa=spa, tha=tha, tpa=tpa))
-
     def _arp_request(self, ip: bytes) -> tuple[str, bytes]:
         self.counters["arp-requests-sent"] += 1
-        source = self._source_ip
-        frame = self._arp_frame(BACKEND, ArpOp.REQUEST, _BROADCAST_MAC, source, _ZERO_MAC, ip)
-        return (BACKEND, frame)
+        return (BACKEND, self._arp[BACKEND].request(self._source_ip, ip))
 
     def _announcement(self, iface: str, address: bytes) -> tuple[str, bytes]:
         """RFC 5227 §3 announcement: hosts update cache entries that point elsewhere."""
-        frame = self._arp_frame(iface, ArpOp.REQUEST, _BROADCAST_MAC, address, _ZERO_MAC, address)
-        return (iface, frame)
+        return (iface, self._arp[iface].announcement(address))
 
     def _arp_in(self, packet: Packet, now: float) -> Result:
-        info = packet.info
-        arp = ArpView(packet.buf, info.l3)
-        op, sha, spa, tpa = arp.oper, arp.sha, arp.spa, arp.tpa
-        if op not in (ArpOp.REQUEST, ArpOp.REPLY):
-            return self._drop(LbDrop.ARP_OPERATION)
-        if sha in (self._frontend_mac, self._backend_mac):
-            return self._drop(LbDrop.ARP_OWN)
-        if sha[0] & 1 or sha == _ZERO_MAC:
-            return self._drop(LbDrop.ARP_BAD_SENDER)
         iface = packet.iface
-        ours = tpa in self._vips if iface == FRONTEND else tpa == self._source_ip
-        if spa != _ZERO_IP and (spa in self._vips or spa == self._source_ip):
+        responder = self._arp[iface]
+        heard = responder.hear(packet.buf, packet.info.l3)
+        kind = heard.kind
+        if kind is Heard.BAD_OPERATION:
+            return self._drop(LbDrop.ARP_OPERATION)
+        if kind is Heard.OWN:
+            return self._drop(LbDrop.ARP_OWN)
+        if kind is Heard.BAD_SENDER:
+            return self._drop(LbDrop.ARP_BAD_SENDER)
+        if kind is Heard.CONFLICT:
             return self._drop(LbDrop.ARP_ADDRESS_CONFLICT)
         emit: list[tuple[str, bytes]] = []
         learned = False
-        if iface == BACKEND and spa != _ZERO_IP:
+        sha, spa = heard.sha, heard.spa
+        if iface == BACKEND and kind is Heard.NEIGHBOR:
             # RFC 826 "merge": refresh a known entry; add a backend only when the
             # packet is for us, so that a gratuitous ARP never creates one.
-            create = ours and spa in self._backend_ips()
+            create = heard.for_us and spa in self._backend_ips()
             merge = self._neighbors.confirm(spa, sha, now, create=create)
             learned = merge is not Merge.IGNORED
             if merge is Merge.MAC_CHANGED:
@@ -670,9 +667,9 @@ class LoadBalancer(Function[LoadBalancerConfig]):
                 queued.frame[0:6] = sha
                 emit.append((BACKEND, bytes(queued.frame)))
                 self.counters["to-backend"] += 1
-        if op == ArpOp.REQUEST and ours:
+        if heard.answer_due:
             # RFC 5227 §2.1.1 probes (sender 0.0.0.0) are answered too.
-            emit.insert(0, (iface, self._arp_frame(iface, ArpOp.REPLY, sha, tpa, sha, spa)))
+            emit.insert(0, (iface, responder.reply(heard)))
             self.counters["arp-replies-sent"] += 1
             return self._reply(LbDrop.ARP_ANSWERED, emit)
         return self._drop(LbDrop.ARP_LEARNED if learned else LbDrop.ARP_IGNORED, emit)
@@ -769,11 +766,9 @@ class LoadBalancer(Function[LoadBalancerConfig]):
             for backend in service.backends.values():
                 if backend.drain_since is not None and backend.connections:
                     deadline = min(deadline, backend.drain_since + self.config.drain_timeout)
-        timers = self._timers
-        while timers and (not timers[0][2].alive or timers[0][1] != timers[0][2].timer_seq):
-            heapq.heappop(timers)
-        if timers:
-            deadline = min(deadline, timers[0][0])
+        idle = self._idle.next()
+        if idle is not None:
+            deadline = min(deadline, idle)
         if deadline == _INF:
             return None
         return max(deadline, self._now) if deadline == -_INF else deadline
@@ -831,26 +826,16 @@ class LoadBalancer(Function[LoadBalancerConfig]):
 
     def _arm(self, conn: Connection, expires: float) -> None:
         conn.expires = expires
-        if expires < conn.scheduled:
-            self._schedule(conn, expires)
-
-    def _schedule(self, conn: Connection, when: float) -> None:
-        self._timer_seq += 1
-        conn.timer_seq = self._timer_seq
-        conn.scheduled = when
-        heapq.heappush(self._timers, (when, self._timer_seq, conn))
+        scheduled = self._idle.get(conn)
+        if scheduled is None or expires < scheduled:
+            self._idle.set(conn, expires)
 
     def _connection_timers(self, now: float) -> None:
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            _when, seq, conn = heapq.heappop(timers)
-            if not conn.alive or seq != conn.timer_seq:
-                continue
-            conn.scheduled = _INF
+        for conn in list(self._idle.pop_due(now)):
             if conn.lease is not None:
                 self._fold(conn, conn.lease)  # consult the fast path's last packet
             if conn.expires > now:
-                self._schedule(conn, conn.expires)
+                self._idle.set(conn, conn.expires)
             else:
                 self._end(conn, "connections-expired")
 
@@ -859,6 +844,7 @@ class LoadBalancer(Function[LoadBalancerConfig]):
         if not conn.alive:
             return
         conn.alive = False
+        self._idle.discard(conn)
         self._revoke(conn)
         self._by_client.pop(conn.client_key, None)
         self._by_server.pop(conn.server_key, None)
@@ -908,6 +894,12 @@ class LoadBalancer(Function[LoadBalancerConfig]):
         old_vips = self._vips
         self._apply_services(config)
         self._vips = frozenset(s.vip.packed for s in config.services)
+        owned = self._vips | {source_ip}
+        macs = frozenset((frontend_mac, backend_mac))
+        self._arp = {
+            FRONTEND: ArpResponder(frontend_mac, self._vips, owned, macs),
+            BACKEND: ArpResponder(backend_mac, frozenset((source_ip,)), owned, macs),
+        }
         self._apply_static_macs(config)
         self._apply_targets(config.health)
         resize = before is None or before.table_size != config.table_size

@@ -33,15 +33,14 @@ always (RFC 4787 REQ-6), an inbound one only for TCP or with
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import ipaddress
-import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
+from pktchain.functions.common.fields import protocol_name
 from pktchain.functions.common.icmp import TokenBucket
 from pktchain.functions.common.reject import answer_header
 from pktchain.functions.nat.config import (
@@ -56,7 +55,16 @@ from pktchain.functions.nat.config import (
 )
 from pktchain.functions.nat.napt import Nat, NatResult, Session, Verdict
 from pktchain.functions.nat.result import DropReason, Realm
-from pktchain.functions.sdk import FlowLease, Function, Packet, Result, drop, forward, reply
+from pktchain.functions.sdk import (
+    Deadlines,
+    FlowLease,
+    Function,
+    Packet,
+    Result,
+    drop,
+    forward,
+    reply,
+)
 from pktchain.functions.sdk.schema import check
 from pktchain.packet.headers import IPV4, IpProto
 from pktchain.packet.parse import parse_frame
@@ -260,14 +268,13 @@ _DROPS = {
 
 
 class _Leases:
-    """The leases of one NAT session, one per direction, and its place in the timer heap."""
+    """The leases of one NAT session, one per direction."""
 
-    __slots__ = ("inbound", "outbound", "queued")
+    __slots__ = ("inbound", "outbound")
 
     def __init__(self) -> None:
         self.outbound: FlowLease | None = None
         self.inbound: FlowLease | None = None
-        self.queued = -1.0
 
 
 class NatFunction(Function[NatFunctionConfig]):
@@ -300,8 +307,8 @@ class NatFunction(Function[NatFunctionConfig]):
         self._external = config.external_address.packed
         self._bucket = TokenBucket(config.icmp_error_rate, config.icmp_error_burst)
         self._leases: dict[Session, _Leases] = {}
-        self._heap: list[tuple[float, int, Session]] = []
-        self._sequence = itertools.count()
+        self._refresh: Deadlines[Session] = Deadlines()
+        """When each leased session is due: its leases' activity is taken in then."""
         # RFC 5382 REQ-4: where an unsolicited SYN came from, to send its port
         # unreachable back the same way when the NAT gives up on it.
         self._held_from: dict[bytes, bytes] = {}
@@ -364,7 +371,7 @@ class NatFunction(Function[NatFunctionConfig]):
             return None
         if entry is None:
             entry = self._leases[session] = _Leases()
-            self._file(session, entry, float(session.expires))
+            self._refresh.set(session, float(session.expires))
         lease = entry.outbound if outbound else entry.inbound
         if lease is None:
             lease = FlowLease()
@@ -380,14 +387,11 @@ class NatFunction(Function[NatFunctionConfig]):
         entry = self._leases.pop(session, None)
         if entry is None:
             return
+        self._refresh.discard(session)
         for lease in (entry.outbound, entry.inbound):
             if lease is not None:
                 self.counters["leases-revoked"] += 1
                 lease.revoke()
-
-    def _file(self, session: Session, entry: _Leases, due: float) -> None:
-        entry.queued = due
-        heapq.heappush(self._heap, (due, next(self._sequence), session))
 
     def _idle_timeout(self, session: Session) -> float:
         config = self.config
@@ -397,17 +401,16 @@ class NatFunction(Function[NatFunctionConfig]):
 
     def _refresh_from_leases(self, now: float) -> None:
         """Refresh the leased sessions due by ``now`` from what the fast path carried."""
-        heap, nat = self._heap, self._nat
-        while heap and heap[0][0] <= now:
-            due, _, session = heapq.heappop(heap)
+        nat, refresh = self._nat, self._refresh
+        for session in list(refresh.pop_due(now)):
             entry = self._leases.get(session)
-            if entry is None or entry.queued != due:
-                continue  # stale: its leases ended, or it was filed again
+            if entry is None:
+                continue
             if not session.alive:
                 self._end(session)
                 continue
-            if session.expires > due:
-                self._file(session, entry, float(session.expires))  # the slow path refreshed it
+            if session.expires > now:
+                refresh.set(session, float(session.expires))  # the slow path refreshed it
                 continue
             timeout = self._idle_timeout(session)
             for lease, outbound in ((entry.outbound, True), (entry.inbound, False)):
@@ -419,7 +422,7 @@ class NatFunction(Function[NatFunctionConfig]):
                 if math.ceil(lease.seen + timeout) > session.expires:
                     nat.touch(session, lease.seen, outbound=outbound)
             if session.expires > now:
-                self._file(session, entry, float(session.expires))
+                refresh.set(session, float(session.expires))
 
     # -- timers --------------------------------------------------------------
 
@@ -462,7 +465,7 @@ class NatFunction(Function[NatFunctionConfig]):
 def _plain(entry: Any) -> dict[str, Any]:
     row = dataclasses.asdict(entry)
     return {
-        key: (value.name.lower() if isinstance(value, IpProto) else value.value)
+        key: (protocol_name(value) if isinstance(value, IpProto) else value.value)
         if isinstance(value, Enum)
         else value
         for key, value in row.items()

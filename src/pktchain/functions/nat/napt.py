@@ -45,12 +45,14 @@ from dataclasses import dataclass
 from pktchain.functions.common.embedded import (
     ERROR_TYPES,
     Embedded,
+    Unusable,
     build_icmp_error,
     icmp_checksum_ok,
     parse_embedded,
     refresh_icmp_checksum,
     rewrite_embedded,
 )
+from pktchain.functions.common.fields import ported_protocol
 from pktchain.functions.common.tcp import Lifetime, TcpState, tcp_event, tcp_transition
 from pktchain.functions.nat.config import Filtering, NatConfig, UnsolicitedSyn
 from pktchain.functions.nat.result import (
@@ -100,7 +102,6 @@ _REFUSALS = frozenset(
 )
 _UNADMITTED = frozenset((DropReason.NO_MAPPING, DropReason.FILTERED))
 _DROPS = {reason: NatResult(Verdict.DROPPED, reason) for reason in DropReason}
-_PROTOCOLS = {"tcp": IpProto.TCP, "udp": IpProto.UDP}
 
 
 @dataclass(frozen=True, slots=True)
@@ -768,7 +769,8 @@ class Nat:
     def _embedded(self, buf: WritableBuffer, info: FrameInfo) -> Embedded | DropReason:
         if not icmp_checksum_ok(buf, info.l4, info.end):  # RFC 5508 REQ-3
             return DropReason.ICMP_CHECKSUM
-        return parse_embedded(buf, info.l4, info.end)
+        embedded = parse_embedded(buf, info.l4, info.end)
+        return DropReason(embedded.value) if isinstance(embedded, Unusable) else embedded
 
 
 def _cacheable(session: Session) -> bool:
@@ -778,7 +780,7 @@ def _cacheable(session: Session) -> bool:
 
 def _protocol(proto: IpProto | str) -> int:
     if isinstance(proto, str):
-        number = _PROTOCOLS.get(proto.lower())
+        number = ported_protocol(proto)
         if number is None:
             raise ValueError(f"proto: {proto!r} is not tcp or udp")
         return int(number)

@@ -1,11 +1,12 @@
-"""What the NAPT answers for each packet: a verdict, a reason, and what a flow cache may keep.
+"""What the NAPT answers for each packet: a verdict, a reason, and whether its flow may be leased.
 
 A :class:`NatResult` is one of three things:
 
 * ``TRANSLATED``: the packet was rewritten in place; ``rewrite`` states the
-  rewrite as new (address, port) pairs so that a per-flow cache entry can apply
-  it to the next packets of the flow, and ``session`` is the NAT session to
-  refresh through :meth:`~pktchain.functions.nat.napt.Nat.touch`;
+  rewrite as new (address, port) pairs, the same for every packet of the flow
+  while its session lasts, and ``session`` is the NAT session to refresh
+  through :meth:`~pktchain.functions.nat.napt.Nat.touch` for the packets a
+  flow lease let skip the NAT;
 * ``DROPPED``: the packet must not be forwarded; ``reason`` says why;
 * ``REPLY``: the packet is refused and ``reply`` holds a complete IPv4 packet
   (an ICMP error) to send toward ``reply_to`` instead.
@@ -16,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING
+
+from pktchain.functions.common.embedded import Unusable
 
 if TYPE_CHECKING:
     from pktchain.functions.nat.table import Session
@@ -42,13 +45,17 @@ class Realm(Enum):
 
 
 class DropReason(StrEnum):
-    """Why a packet was not translated; stable names, used as counter names."""
+    """Why a packet was not translated; stable names, used as counter names.
+
+    The reasons about the datagram quoted in an ICMP error are those of
+    :class:`~pktchain.functions.common.embedded.Unusable`, by value.
+    """
 
     MALFORMED = "malformed"
     NOT_IPV4 = "not-ipv4"
     FRAGMENT = "fragment"  # the NAT core needs an L4 header: the router tracks fragments for it
     UNSUPPORTED_PROTOCOL = "unsupported-protocol"
-    UNSUPPORTED_ICMP = "unsupported-icmp"
+    UNSUPPORTED_ICMP = Unusable.UNSUPPORTED.value
     LOCAL_DESTINATION = "local-destination"  # an echo request for the NAT's own address
     NOT_INTERNAL_SOURCE = "not-internal-source"
     NOT_EXTERNAL_DESTINATION = "not-external-destination"
@@ -62,19 +69,18 @@ class DropReason(StrEnum):
     HOST_SESSION_LIMIT = "host-session-limit"
     PORTS_EXHAUSTED = "ports-exhausted"
     ICMP_CHECKSUM = "icmp-checksum"  # RFC 5508 REQ-3
-    EMBEDDED_CHECKSUM = "embedded-ip-checksum"  # RFC 5508 REQ-3a
-    EMBEDDED_MALFORMED = "embedded-malformed"
+    EMBEDDED_CHECKSUM = Unusable.CHECKSUM.value  # RFC 5508 REQ-3a
+    EMBEDDED_MALFORMED = Unusable.MALFORMED.value
 
 
 @dataclass(frozen=True, slots=True)
 class FlowRewrite:
-    """The translation of one direction of a flow, for a per-flow cache entry.
+    """The translation of one direction of a flow (the packet's own 5-tuple).
 
-    The cache key is the packet's own 5-tuple; applying the entry sets the
-    source and/or destination to the pairs below with incremental checksums
-    (:func:`~pktchain.packet.set_ip` / :func:`~pktchain.packet.set_port`), the
-    port being the ICMP identifier for echo. Outbound flows change the source,
-    inbound flows the destination, hairpinned flows both.
+    The source and/or destination become the pairs below, the port being the
+    ICMP identifier for echo: outbound flows change the source, inbound flows
+    the destination, hairpinned flows both. Two packets of a flow with equal
+    rewrites were translated alike (what a flow lease made for the first relies on).
     """
 
     proto: int

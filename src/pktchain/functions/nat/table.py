@@ -78,8 +78,9 @@ class Session:
         self.state = state
         self.expires = 0
         self.queued = 0
-        # What a flow cache keeps for each direction of the session (the node's
-        # flow leases); the NAT itself never reads them.
+        # Set by the router when it forwards a packet of that direction that a
+        # flow lease could cover (functions/router/leases.py: a flow is leased
+        # from its second packet); the NAT itself never reads them.
         self.cache_out: object = None
         self.cache_in: object = None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address, ip_interface
 
+from pktchain.functions.common.fields import mac_error
 from pktchain.functions.nat.config import NatConfig
 from pktchain.packet.address import mac_bytes
 
@@ -82,12 +83,9 @@ def interface_errors(iface: RouterInterface) -> list[str]:
     where = f"interfaces[{iface.name!r}]"
     if not isinstance(iface.name, str) or not iface.name:
         errors.append("name: give a non-empty interface name")
-    try:
-        mac = mac_bytes(iface.mac)
-        if mac[0] & 1 or mac == bytes(6):
-            errors.append(f"{where}.mac: {iface.mac!r} is not a unicast MAC")
-    except (ValueError, TypeError, AttributeError):
-        errors.append(f"{where}.mac: not a MAC address: {iface.mac!r}")
+    mac_problem = mac_error(iface.mac, unicast=True)
+    if mac_problem is not None:
+        errors.append(f"{where}.mac: {mac_problem}")
     address = iface.address
     if not isinstance(address, IPv4Interface):
         try:

@@ -1,16 +1,21 @@
 """The virtual router: sans-IO IPv4 routing with ARP, host tracking, ICMP, NAPT, port forwarding.
 
-:class:`Router` is the router of seed 002 chapter 4 done as RFC 1812 asks. The
-node gives it every frame that reaches one of its interfaces
-(:meth:`Router.receive`, a 10-byte ``virtio_net_hdr`` then Ethernet) and sends
-what it returns, each frame on the named interface; timers go out through
-:meth:`Router.next_deadline` and run in :meth:`Router.on_timer`. It never reads
-a clock or opens a socket. What it does:
+:class:`Router` is the router of seed 002 chapter 4 done as RFC 1812 asks. It is a
+function like any other (:class:`~pktchain.functions.sdk.Function`): it
+gets every frame that reaches one of its interfaces as a
+:class:`~pktchain.functions.sdk.Packet` in :meth:`Router.process`, forwards it
+out of the interface its route names, and emits what else it sends (ARP, ICMP,
+frames that waited for ARP, fragments); timers go out through
+:meth:`Router.next_deadline` and run in :meth:`Router.on_timer`. Unlike a bump
+in the wire it has as many interfaces as its configuration gives and control
+calls add, and it is flooded (it owns addresses). It never reads a clock or
+opens a socket. What it does:
 
-* ARP (RFC 826): answers for its interface addresses, resolves next hops with
-  the neighbour cache of :mod:`~pktchain.functions.common.arp` (timeouts,
-  retries, a bounded queue per next hop, host unreachable when resolution
-  fails), and tracks the hosts of its internal subnets;
+* ARP (RFC 826): answers for its interface addresses and resolves next hops
+  with the responder and neighbour cache of
+  :mod:`~pktchain.functions.common.arp` (timeouts, retries, a bounded queue
+  per next hop, host unreachable when resolution fails), and tracks the hosts
+  of its internal subnets (:mod:`~pktchain.functions.router.hosts`);
 * IPv4 forwarding (RFC 1812 §5): header checks (§5.2.2), martian sources
   (§5.3.7), no forwarding of broadcasts (§5.3.5) or link-layer broadcasts
   (§5.3.4), longest-prefix match over the connected subnets and a default
@@ -27,13 +32,17 @@ a clock or opens a socket. What it does:
   order (RFC 4787 REQ-14), and non-atomic datagrams leaving with the external
   address get a fresh IPv4 ID (RFC 7857 §10) — both kept by
   :mod:`~pktchain.functions.router.fragments`;
-* a fast-path hint (:class:`CacheHint`) for each forwarded packet whose later
-  packets the node may forward without the router (see docs/router.md).
+* flow leases for the flows whose later packets the node's fast path may
+  forward without the router, revoked when its treatment of the flow would
+  change (:mod:`~pktchain.functions.router.leases`, docs/router.md).
 
 A bad frame is a counted drop with a reason (:class:`RouterDrop`), never an
-exception out of :meth:`Router.receive` or :meth:`Router.on_timer`. Control
-calls (interfaces, hosts, port forwards) are all-or-nothing and raise
-ValueError naming the wrong field.
+exception out of :meth:`Router.process` or :meth:`Router.on_timer`; the router
+counts its own (one frame may cost several drops: a full queue, released
+fragments), and a packet it does not forward gets the first of them as its
+``Result.reason``. Control calls (interfaces, hosts, port forwards) are
+all-or-nothing, raise ValueError naming the wrong field, and revoke the leases
+the change concerns.
 """
 
 from __future__ import annotations
@@ -41,19 +50,18 @@ from __future__ import annotations
 import contextlib
 import random
 import struct
+from collections.abc import Container
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address, ip_address
+from typing import Any
 
 from pktchain.functions.common.arp import (
-    HOST_TRANSITIONS,
     ArpEntry,
+    ArpResponder,
+    Heard,
+    HeardArp,
     Hold,
-    Host,
-    HostAction,
-    HostEntry,
-    HostEvent,
-    HostState,
     Merge,
     NeighborCache,
     NeighborState,
@@ -66,6 +74,7 @@ from pktchain.functions.common.embedded import (
     parse_embedded,
     refresh_icmp_checksum,
 )
+from pktchain.functions.common.fields import mac_error, ported_protocol
 from pktchain.functions.common.icmp import (
     MAX_QUOTE,
     IcmpError,
@@ -76,7 +85,8 @@ from pktchain.functions.common.icmp import (
     unique_host_address,
 )
 from pktchain.functions.nat.napt import Nat
-from pktchain.functions.nat.result import FlowRewrite, NatResult, Verdict
+from pktchain.functions.nat.result import FlowRewrite, NatResult
+from pktchain.functions.nat.result import Verdict as NatVerdict
 from pktchain.functions.nat.table import MappingEntry, Session, SessionEntry
 from pktchain.functions.router.config import (
     RouterConfig,
@@ -97,13 +107,27 @@ from pktchain.functions.router.fragments import (
     IdGenerator,
     IdMemory,
 )
+from pktchain.functions.router.hosts import (
+    HOST_TRANSITIONS,
+    Host,
+    HostAction,
+    HostEntry,
+    HostEvent,
+    HostState,
+)
+from pktchain.functions.router.leases import (
+    ROUTED_IDLE_TIMEOUT,
+    CacheHint,
+    FlowTuple,
+    LeaseTable,
+)
+from pktchain.functions.sdk import Emitted, Function, Packet, Result, Verdict, forward
 from pktchain.packet.address import Buffer, format_ip, mac_bytes
 from pktchain.packet.checksum import complete_partial_checksum, update16
-from pktchain.packet.headers import ETHERNET, IPV4, ArpOp, EtherType, IcmpType, IpProto, TcpFlag
-from pktchain.packet.layers import Arp, Ethernet, build
+from pktchain.packet.headers import ETHERNET, IPV4, EtherType, IcmpType, IpProto, TcpFlag
 from pktchain.packet.parse import FrameInfo, Malformed, parse_frame
 from pktchain.packet.rewrite import Side, decrement_ttl, set_ip, set_mac
-from pktchain.packet.views import ArpView, Ipv4View
+from pktchain.packet.views import Ipv4View
 from pktchain.packet.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr, parse_virtio_net_hdr
 
 __all__ = [
@@ -121,7 +145,6 @@ __all__ = [
     "RouterConfigError",
     "RouterDrop",
     "RouterInterface",
-    "RouterOutput",
 ]
 
 
@@ -169,50 +192,6 @@ class RouterDrop(StrEnum):
     INTERNAL_ERROR = "internal-error"  # a frame no check caught; should stay 0
 
 
-FlowTuple = tuple[int, bytes, int, bytes, int]
-"""(IP protocol, source address, source port, destination address, destination port)
-of a packet as it arrived; the ports are the echo identifier for ICMP echo."""
-
-
-@dataclass(frozen=True, slots=True)
-class CacheHint:
-    """What the node may cache for the later packets of a forwarded flow (one direction).
-
-    Key: ``(in_iface, flow)``. Applying it to a later packet of the same key:
-    apply ``rewrite`` (NAT, incremental checksums, ``partial`` for NEEDS_CSUM
-    frames), decrement the TTL, set the MACs, send on ``out_iface``, and call
-    :meth:`Router.touch`. The node must hand the packet to :meth:`Router.receive`
-    instead when the TTL is 1 or less, the packet (its ``gso_size`` segments for
-    GSO) exceeds ``mtu``, it is a fragment, it is TCP with SYN, FIN or RST, or
-    :meth:`Router.hint_valid` is false.
-    """
-
-    in_iface: str
-    flow: FlowTuple
-    out_iface: str
-    src_mac: bytes
-    dst_mac: bytes
-    mtu: int
-    rewrite: FlowRewrite | None
-    """The NAT rewrite (``None``: plain routing)."""
-    session: Session | None
-    """The NAT session to refresh through :meth:`Router.touch`."""
-    outbound: bool
-    """The NAT direction for :meth:`Router.touch` (inside to outside or hairpin)."""
-    generation: int
-    """The router's generation when the hint was made: neighbour, interface and
-    host changes bump it and make older hints invalid."""
-
-
-@dataclass(slots=True)
-class RouterOutput:
-    """What :meth:`Router.process` produced for one frame."""
-
-    frames: list[tuple[str, bytes]]
-    """(interface name, frame with its virtio_net_hdr) to send, in order."""
-    hint: CacheHint | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class PortForward:
     """A port forwarding rule: TCP/UDP ``external_port`` of the external address to a host."""
@@ -229,9 +208,7 @@ _VNET = VIRTIO_NET_HDR_LEN
 _ZERO_VNET = bytes(_VNET)
 _DST_MAC = slice(_VNET + ETHERNET.offset("dst"), _VNET + ETHERNET.offset("dst") + 6)
 _SRC_MAC = slice(_VNET + ETHERNET.offset("src"), _VNET + ETHERNET.offset("src") + 6)
-_BROADCAST_MAC = b"\xff" * 6
 _ZERO_MAC = bytes(6)
-_ZERO_IP = bytes(4)
 _LIMITED_BROADCAST = b"\xff" * 4
 _IPV4_SIZE = IPV4.size
 _TCP = int(IpProto.TCP)
@@ -244,7 +221,6 @@ _ETH_ARP = int(EtherType.ARP)
 _ETH_IPV4 = int(EtherType.IPV4)
 _ETH_IPV6 = int(EtherType.IPV6)
 _IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
-_PROTOCOLS = {"tcp": IpProto.TCP, "udp": IpProto.UDP}
 # Errors in the transport header: the IPv4 header is sound, so the router can
 # still forward the packet (routers do not judge transport headers); only the
 # NAT, which needs the ports, refuses it.
@@ -263,7 +239,7 @@ _INF = float("inf")
 # overwrite, at the receiver, the ports and checksum the NAT translated in the
 # first fragment. The shortest header of each protocol the NAT translates:
 _TRANSPORT_HEADER = {_TCP: 20, _UDP: 8, _ICMP: 8}
-_FOLLOWED = NatResult(Verdict.TRANSLATED)
+_FOLLOWED = NatResult(NatVerdict.TRANSLATED)
 """What a later fragment's translation stands in for: no session of its own."""
 
 
@@ -272,6 +248,7 @@ class _Port:
 
     __slots__ = (
         "address",
+        "arp",
         "broadcast",
         "config",
         "external",
@@ -283,7 +260,9 @@ class _Port:
         "net",
     )
 
-    def __init__(self, config: RouterInterface, neighbors: NeighborCache) -> None:
+    def __init__(
+        self, config: RouterInterface, neighbors: NeighborCache, owned: Container[bytes]
+    ) -> None:
         network = config.network
         self.neighbors = neighbors
         """The next hops on this interface, resolved or being resolved (ARP)."""
@@ -291,6 +270,8 @@ class _Port:
         self.name = config.name
         self.mac = mac_bytes(config.mac)
         self.address = config.address.ip.packed
+        self.arp = ArpResponder(self.mac, frozenset((self.address,)), owned)
+        """Answers ARP for the interface's address; ``owned``: all the router's."""
         self.mask = int(network.netmask)
         self.net = int(network.network_address)
         self.broadcast = network.broadcast_address.packed
@@ -315,11 +296,24 @@ def _ip_only(info: FrameInfo) -> FrameInfo:
     return info if info.error is None else info._replace(error=None, l4=-1)
 
 
-class Router:
+class Router(Function):
     """The virtual router (see the module docstring)."""
 
-    def __init__(self, config: RouterConfig) -> None:
-        self._config = config
+    KIND = "router"
+    Config = RouterConfig
+    INTERFACES = ()
+    """None of its own: the router's interfaces come from its configuration and
+    change at run time (:meth:`interfaces`)."""
+    FLOODED = True  # it answers ARP for its addresses: broadcasts must reach it
+
+    config: RouterConfig
+    """The configuration the router was made with (interfaces may have changed since)."""
+
+    def __init__(
+        self, config: RouterConfig | None = None, *, idle_timeout: float = ROUTED_IDLE_TIMEOUT
+    ) -> None:
+        super().__init__(config)
+        config = self.config
         self._ports: dict[str, _Port] = {}
         self._local: dict[bytes, _Port] = {}
         self._broadcasts: set[bytes] = set()
@@ -332,11 +326,24 @@ class Router:
         self._forwards: dict[tuple[int, int], PortForward] = {}
         self._auto_cursor = config.auto_forward_range[0]
         self._bucket = TokenBucket(config.icmp_error_rate, config.icmp_error_burst)
-        self._counters: dict[str, int] = {}
         self._generation = 0
         self._now = 0.0
-        self._out: list[tuple[str, bytes]] = []
+        self._out: list[Emitted] = []
+        """Frames sent besides the packet at hand (Ethernet, or held with their vnet header)."""
+        self._packet: bytearray | None = None
+        """The buffer of the packet :meth:`process` was given, while it is handled."""
+        self._sent_on: str | None = None
+        """Where the packet at hand was forwarded (None: it was not)."""
+        self._reason = ""
+        """Why the packet at hand was not forwarded: its first drop, else what the router
+        did with it (a counter name either way)."""
+        self._answered = False
         self._hint: CacheHint | None = None
+        self._leases = LeaseTable(idle_timeout)
+        self._leased_generation = 0
+        """The generation the leases were last checked against."""
+        self._announce: list[tuple[str, bytes]] = []
+        """Gratuitous ARP for interfaces that came up, sent by the next timer."""
         self._datagrams = FragmentTable(
             timeout=config.fragment_timeout,
             datagram_limit=config.fragment_datagram_limit,
@@ -353,11 +360,6 @@ class Router:
             self._attach(iface)
 
     # -- tables and counters ----------------------------------------------------------
-
-    @property
-    def config(self) -> RouterConfig:
-        """The configuration the router was made with (interfaces may have changed since)."""
-        return self._config
 
     @property
     def generation(self) -> int:
@@ -399,60 +401,105 @@ class Router:
         """The fragmented datagrams the NAT tracks and the fragments it holds."""
         return self._datagrams.status()
 
-    def counters(self) -> dict[str, int]:
-        """Packets and drops by name; the NAT's counters follow with a ``nat-`` prefix."""
-        result = dict(self._counters)
+    def status(self) -> dict[str, Any]:
+        """Counters (packets and drops by name; the NAT's follow with a ``nat-`` prefix)
+        and the number of flows leased to the fast path."""
+        counters = dict(self.counters)
         if self._nat is not None:
             for name, value in self._nat.counters().items():
-                result["nat-" + name] = value
-        return result
+                counters["nat-" + name] = value
+        return {"kind": self.kind(), "counters": counters, "leases": len(self._leases)}
+
+    def mac(self, iface: str) -> str | None:
+        """The MAC of interface `iface` (the node's port carries it)."""
+        port = self._ports.get(iface)
+        return None if port is None else port.config.mac
 
     def _count(self, name: str, amount: int = 1) -> None:
-        self._counters[name] = self._counters.get(name, 0) + amount
+        self.counters[name] += amount
 
     def _drop(self, reason: RouterDrop) -> None:
-        self._count("drop-" + reason.value)
+        self._fate("drop-" + reason.value)
+
+    def _answering(self) -> None:
+        """What is being sent answers the packet at hand (if there is one)."""
+        if self._packet is not None:
+            self._answered = True
+
+    def _fate(self, counter: str) -> None:
+        """Count what became of a frame: a drop, or taken in (held, answered, learned).
+
+        The first fate of the packet at hand is the Result's reason, which the
+        driver counts; any other (a second one, or one outside ``process``) is
+        counted here.
+        """
+        if self._packet is not None and not self._reason:
+            self._reason = counter
+        else:
+            self.counters[counter] += 1
 
     # -- the packet path ----------------------------------------------------------------
 
-    def receive(self, iface: str, frame: bytes, now: float) -> list[tuple[str, bytes]]:
-        """Handle a frame that arrived on ``iface``; returns the frames to send."""
-        return self.process(iface, frame, now).frames
-
-    def process(self, iface: str, frame: bytes, now: float) -> RouterOutput:
-        """As :meth:`receive`, with the fast-path hint for the frame's flow, if any."""
+    def process(self, packet: Packet, now: float) -> Result:
+        """Handle a frame that arrived on one of the interfaces; never raises for a bad one."""
         self._out = []
         self._hint = None
         self._release = []
+        self._packet = packet.buf
+        self._sent_on = None
+        self._reason = ""
+        self._answered = False
         self._now = max(self._now, now)
         self._count("rx-frames")
         try:
-            self._receive(iface, frame, now)
+            self._receive(packet.iface, packet.buf, packet.info, now)
             # Fragments that waited for this first fragment: translated now (each
             # a fragment, so none of them makes a hint).
+            self._packet = None
             while self._release:
                 held_iface, held = self._release.pop(0)
                 self._count("fragments-released")
-                self._receive(held_iface, held, now)
+                self._receive(held_iface, bytearray(held), None, now)
         except (ValueError, IndexError, struct.error):
             # Every frame-level problem is checked above this line; this keeps
             # the node's loop alive if one slipped through.
             self._drop(RouterDrop.INTERNAL_ERROR)
-        return RouterOutput(self._out, self._hint)
+        self._packet = None
+        if self._generation != self._leased_generation:
+            self._prune()
+        out = self._out
+        if self._sent_on is not None:
+            hint = self._hint
+            lease = None if hint is None or out else self._leases.lease(hint, now)
+            return forward(self._sent_on, lease=lease, emit=out)
+        verdict = Verdict.REPLY if self._answered else Verdict.DROP
+        return Result(verdict, reason=self._reason, emit=out)
 
-    def _send(self, iface: str, frame: Buffer) -> None:
-        self._out.append((iface, bytes(frame)))
+    def _send(self, iface: str, frame: bytearray) -> None:
+        """Send a frame that has its virtio-net header: the packet at hand, or another."""
         self._count("tx-frames")
+        if frame is self._packet:
+            self._sent_on = iface
+        elif frame[:_VNET] == _ZERO_VNET:
+            self._out.append((iface, bytes(frame[_VNET:])))
+        else:
+            # Held with its offload header (a GSO frame, a partial checksum): it
+            # leaves with it.
+            self._out.append((iface, Packet(bytearray(frame), iface)))
 
-    def _receive(self, iface: str, frame: bytes, now: float) -> None:
+    def _send_arp(self, iface: str, frame: bytes) -> None:
+        self._count("tx-frames")
+        self._out.append((iface, frame))
+
+    def _receive(self, iface: str, buf: bytearray, info: FrameInfo | None, now: float) -> None:
         port = self._ports.get(iface)
         if port is None:
             return self._drop(RouterDrop.UNKNOWN_INTERFACE)
-        vnet = parse_virtio_net_hdr(frame)
+        vnet = parse_virtio_net_hdr(buf)
         if vnet is None:
             return self._drop(RouterDrop.TRUNCATED_VNET)
-        buf = bytearray(frame)
-        info = parse_frame(buf, _VNET)
+        if info is None:
+            info = parse_frame(buf, _VNET)
         error = info.error
         if error is not None and not (info.ip_version == 4 and error in _L4_ERRORS):
             self._count("malformed-" + error.value)
@@ -474,58 +521,41 @@ class Router:
 
     # -- ARP (RFC 826) ------------------------------------------------------------------
 
-    def _arp_frame(self, port: _Port, op: ArpOp, eth_dst: bytes, tha: bytes, tpa: bytes) -> bytes:
-        return _ZERO_VNET + build(
-            Ethernet(dst=eth_dst, src=port.mac),
-            Arp(op=op, sha=port.mac, spa=port.address, tha=tha, tpa=tpa),
-        )
-
     def _request(self, port: _Port, target: bytes) -> None:
-        self._send(
-            port.name, self._arp_frame(port, ArpOp.REQUEST, _BROADCAST_MAC, _ZERO_MAC, target)
-        )
+        self._send_arp(port.name, port.arp.request(port.address, target))
         self._count("arp-requests-sent")
 
-    def announcements(self) -> list[tuple[str, bytes]]:
-        """A gratuitous ARP for each interface address (send when an interface comes up).
-
-        RFC 5227 §3 "ARP announcement": a request with the sender and target
-        address both the router's, so that hosts update stale cache entries.
-        """
-        return [
-            (p.name, self._arp_frame(p, ArpOp.REQUEST, _BROADCAST_MAC, _ZERO_MAC, p.address))
-            for p in self._ports.values()
-        ]
+    def _answer_arp(self, port: _Port, heard: HeardArp) -> None:
+        self._send_arp(port.name, port.arp.reply(heard))
+        self._answering()
+        self._fate("arp-replies-sent")
 
     def _arp_in(self, port: _Port, buf: bytearray, info: FrameInfo, now: float) -> None:
-        arp = ArpView(buf, info.l3)
-        op, sha, spa, tpa = arp.oper, arp.sha, arp.spa, arp.tpa
-        if op not in (ArpOp.REQUEST, ArpOp.REPLY):
+        heard = port.arp.hear(buf, info.l3)
+        kind = heard.kind
+        if kind is Heard.BAD_OPERATION:
             return self._drop(RouterDrop.ARP_OPERATION)
-        if sha[0] & 1 or sha in (_ZERO_MAC, port.mac):
+        if kind is Heard.OWN or kind is Heard.BAD_SENDER:
             return self._drop(RouterDrop.ARP_BAD_SENDER)
-        for_us = tpa == port.address
-        if spa == _ZERO_IP:
+        if kind is Heard.PROBE:
             # RFC 5227 §2.1.1 probe: answer if it is for our address, learn nothing.
-            if op == ArpOp.REQUEST and for_us:
-                self._send(port.name, self._arp_frame(port, ArpOp.REPLY, sha, sha, spa))
-                self._count("arp-replies-sent")
-                return None
+            if heard.answer_due:
+                return self._answer_arp(port, heard)
             return self._drop(RouterDrop.ARP_IGNORED)
-        if spa in self._local:
+        if kind is Heard.CONFLICT:
             return self._drop(RouterDrop.ARP_ADDRESS_CONFLICT)
+        sha, spa = heard.sha, heard.spa
         if not port.host_address(spa):
             return self._drop(RouterDrop.ARP_FOREIGN_SUBNET)
         # RFC 826 "merge": update an entry we have; add one only if the packet is
         # for us. A gratuitous ARP (spa == tpa) thus refreshes but never creates.
-        self._confirm(port, spa, sha, now, create=for_us)
+        self._confirm(port, spa, sha, now, create=heard.for_us)
         if not port.external:
             self._host_seen(port, sha, spa, now)
-        if op == ArpOp.REQUEST and for_us:
-            self._send(port.name, self._arp_frame(port, ArpOp.REPLY, sha, sha, spa))
-            self._count("arp-replies-sent")
-        else:
-            self._count("arp-in-" + ("gratuitous" if spa == tpa else "other"))
+        if heard.answer_due:
+            return self._answer_arp(port, heard)
+        learned = "arp-in-" + ("gratuitous" if spa == heard.tpa else "other")
+        self._fate(learned)
         return None
 
     def _confirm(self, port: _Port, ip: bytes, mac: bytes, now: float, *, create: bool) -> None:
@@ -566,11 +596,18 @@ class Router:
         if neighbors.resolve(next_hop, now):
             self._request(out, next_hop)
         quote = original if original is not None else bytes(frame[_VNET + ETHERNET.size :])
-        held = neighbors.hold(next_hop, frame, in_iface, quote[:MAX_QUOTE])
-        if held is not Hold.QUEUED:
-            # The queue is full (RFC 1122 §2.3.2.2 keeps the latest) or allows nothing.
-            self._drop(RouterDrop.ARP_QUEUE_FULL)
-        if held is not Hold.REFUSED:
+        # The packet at hand is held as a copy: its buffer is the driver's.
+        waiting = bytearray(frame) if frame is self._packet else frame
+        held = neighbors.hold(next_hop, waiting, in_iface, quote[:MAX_QUOTE])
+        if held is Hold.REFUSED:
+            self._drop(RouterDrop.ARP_QUEUE_FULL)  # the queue allows nothing
+            return None
+        if held is Hold.QUEUED_OVERFLOW:
+            # RFC 1122 §2.3.2.2 keeps the latest: the oldest waiting frame went.
+            self._discard(1, RouterDrop.ARP_QUEUE_FULL)
+        if frame is self._packet:
+            self._fate("arp-queued")
+        else:
             self._count("arp-queued")
         return None
 
@@ -581,11 +618,11 @@ class Router:
             return
         host = self._hosts.get(ip)
         if host is None:
-            if len(self._hosts) >= self._config.host_limit:
+            if len(self._hosts) >= self.config.host_limit:
                 self._count("host-table-full")
                 return
             host = Host(mac, ip, port.name, port.config.network_id, now, HostState.ACTIVE)
-            host.deadline = now + self._config.host_aging
+            host.deadline = now + self.config.host_aging
             self._hosts[ip] = host
             self._auto_forward(host)
             self._count("hosts-learned")
@@ -601,14 +638,14 @@ class Router:
         next_state, _ = HOST_TRANSITIONS[host.state, HostEvent.SEEN]
         host.state = next_state or HostState.ACTIVE
         host.tries = 0
-        host.deadline = now + self._config.host_aging
+        host.deadline = now + self.config.host_aging
 
     def _auto_forward(self, host: Host) -> None:
-        service = self._config.auto_forward_service_port
+        service = self.config.auto_forward_service_port
         nat = self._nat
         if nat is None or service is None or not nat.config.is_internal(host.ip):
             return
-        low, high = self._config.auto_forward_range
+        low, high = self.config.auto_forward_range
         span = high - low + 1
         start = self._auto_cursor
         for step in range(span):
@@ -684,7 +721,8 @@ class Router:
             # RFC 1812 §4.3.3.6: a router answers echo requests for its addresses.
             if not icmp_checksum_ok(buf, info.l4, info.end):
                 return self._drop(RouterDrop.ICMP_CHECKSUM)
-            self._count("icmp-out-echo-reply")
+            self._answering()
+            self._fate("icmp-out-echo-reply")
             return self._send_own(echo_reply(buf, info.l3, info.l4, info.end), now)
         nat = self._nat
         if nat is not None and info.dst == nat.config.external:
@@ -735,13 +773,14 @@ class Router:
         )
 
     def _nat_ok(self, result: NatResult, now: float) -> bool:
-        if result.verdict is Verdict.TRANSLATED:
+        if result.verdict is NatVerdict.TRANSLATED:
             return True
-        if result.verdict is Verdict.REPLY and result.reply is not None:
+        if result.verdict is NatVerdict.REPLY and result.reply is not None:
             # An ICMP error the NAT asks for (RFC 5508 REQ-8, RFC 5382 REQ-4): it
             # is the router's error, so it shares the rate limit.
             if self._bucket.take(now):
                 self._count("icmp-out-nat")
+                self._answering()
                 self._send_own(result.reply, now)
             else:
                 self._count("icmp-rate-limited")
@@ -853,7 +892,7 @@ class Router:
             if outcome is HoldOutcome.MEMORY_FULL:
                 self._drop(RouterDrop.FRAGMENT_MEMORY)
                 return None
-            self._count("fragments-held")
+            self._fate("fragments-held")
             return None
         if action is FragmentAction.FOLLOW:
             self._follow(buf, info, ip, datagram)
@@ -979,6 +1018,7 @@ class Router:
         set_mac(buf, info, Side.SRC, out.mac)
         self._count("forwarded")
         if fragment_mtu:
+            # Left as fragments (counted as made below): no reason to count again.
             for fragment in self._fragments(buf, info, vnet, fragment_mtu):
                 self._emit(out, next_hop, fragment, now, port.name, original)
             return None
@@ -1082,6 +1122,7 @@ class Router:
             self._count("icmp-rate-limited")  # RFC 1812 §4.3.2.8
             return
         self._count(kind.counter)
+        self._answering()
         self._send_own(icmp_error(packet, l3, end, kind, source=port.address, mtu=mtu), now)
 
     def _send_own(self, packet: bytes, now: float) -> None:
@@ -1099,6 +1140,8 @@ class Router:
 
     def next_deadline(self) -> float | None:
         """When :meth:`on_timer` should run next (None: nothing pending)."""
+        if self._announce:
+            return self._now
         deadline = min((p.neighbors.next_deadline() for p in self._ports.values()), default=_INF)
         deadline = min(deadline, min((h.deadline for h in self._hosts.values()), default=_INF))
         fragments = self._datagrams.next_deadline()
@@ -1111,10 +1154,15 @@ class Router:
         return None if deadline == _INF else deadline
 
     def on_timer(self, now: float) -> list[tuple[str, bytes]]:
-        """Run what is due: ARP retries and expiry, host aging, fragments, NAT timers."""
+        """Run what is due: announcements, ARP retries and expiry, host aging, fragments,
+        NAT timers; take in what the fast path carried, and revoke the leases gone stale."""
+        announcements, self._announce = self._announce, []
         self._out = []
         self._hint = None
+        self._packet = None
         self._now = max(self._now, now)
+        # Before the NAT's timers: a session the fast path carried must not expire.
+        self._leases.sync(now, self._touch)
         try:
             self._neighbor_timers(now)
             self._host_timers(now)
@@ -1127,7 +1175,13 @@ class Router:
                     self._nat_ok(reply, now)
         except (ValueError, IndexError, struct.error):
             self._drop(RouterDrop.INTERNAL_ERROR)
-        return self._out
+        self._prune()
+        # Only the router's own frames leave from its timers: none was held with
+        # an offload header, so each is a plain Ethernet frame.
+        return announcements + [
+            (iface, frame if isinstance(frame, bytes) else frame.ethernet)
+            for iface, frame in self._out
+        ]
 
     def _neighbor_timers(self, now: float) -> None:
         for port in list(self._ports.values()):
@@ -1151,7 +1205,7 @@ class Router:
                 self._error(back, data, 0, len(data), IcmpError.HOST_UNREACHABLE, now)
 
     def _host_timers(self, now: float) -> None:
-        retries = self._config.arp_retries
+        retries = self.config.arp_retries
         for host in [h for h in self._hosts.values() if h.deadline <= now]:
             if host.state is HostState.ACTIVE:
                 event = HostEvent.EXPIRED
@@ -1171,27 +1225,32 @@ class Router:
                 continue
             host.state = next_state
             host.tries = 1 if event is HostEvent.EXPIRED else host.tries + 1
-            host.deadline = now + self._config.arp_retry_interval
+            host.deadline = now + self.config.arp_retry_interval
             self._request(port, host.ip)
 
-    # -- fast path ----------------------------------------------------------------------
+    # -- flow leases (see router/leases.py) ---------------------------------------------
 
-    def hint_valid(self, hint: CacheHint) -> bool:
-        """Whether a cached entry made from ``hint`` may still be applied."""
+    def _hint_valid(self, hint: CacheHint) -> bool:
+        """Whether a flow treated as ``hint`` says would still be treated so."""
         return hint.generation == self._generation and (hint.session is None or hint.session.alive)
 
-    def touch(self, hint: CacheHint, now: float, tcp_flags: int = 0) -> bool:
-        """Account a packet the node forwarded from its cache; False: evict the entry."""
-        if not self.hint_valid(hint):
+    def _touch(self, hint: CacheHint, now: float) -> bool:
+        """Account a packet the fast path forwarded under ``hint``; False: revoke its lease."""
+        if not self._hint_valid(hint):
             return False
         if hint.session is None or self._nat is None:
             return True
-        return self._nat.touch(hint.session, now, outbound=hint.outbound, flags=tcp_flags)
+        return self._nat.touch(hint.session, now, outbound=hint.outbound)
+
+    def _prune(self) -> None:
+        """Revoke the leases of flows the router would no longer treat as it did."""
+        self._leased_generation = self._generation
+        self._leases.prune(self._hint_valid)
 
     # -- control: interfaces ------------------------------------------------------------
 
     def _attach(self, iface: RouterInterface) -> None:
-        config = self._config
+        config = self.config
         neighbors = NeighborCache(
             iface.name,
             timeout=config.arp_timeout,
@@ -1199,16 +1258,19 @@ class Router:
             retries=config.arp_retries,
             queue_limit=config.arp_queue_limit,
         )
-        port = _Port(iface, neighbors)
+        port = _Port(iface, neighbors, self._local)
         self._ports[iface.name] = port
         self._local[port.address] = port
         self._broadcasts.add(port.broadcast)
         self._routes = sorted(self._ports.values(), key=lambda p: -p.config.network.prefixlen)
         if iface.external:
             self._external = port
-            if self._config.upstream_gateway is None and iface.gateway is not None:
+            if self.config.upstream_gateway is None and iface.gateway is not None:
                 self._gateway = iface.gateway.packed
         self._generation += 1
+        # RFC 5227 §3 "ARP announcement": a request with the sender and target
+        # address both the router's, so that hosts update stale cache entries.
+        self._announce.append((port.name, port.arp.announcement(port.address)))
 
     def add_interface(self, iface: RouterInterface) -> None:
         """Attach an interface; RouterConfigError (a ValueError) lists every problem."""
@@ -1216,11 +1278,11 @@ class Router:
             raise RouterConfigError(["iface: give a RouterInterface"])
         current = [p.config for p in self._ports.values()]
         errors = overlap_errors([*current, iface])
-        errors.extend(nat_errors(self._config.nat, [*current, iface]))
+        errors.extend(nat_errors(self.config.nat, [*current, iface]))
         if iface.external:
             if self._nat is not None:
                 errors.append("external: the NAT's external interface cannot be replaced")
-            gateway = self._config.upstream_gateway
+            gateway = self.config.upstream_gateway
             if gateway is not None and ip_address(gateway) not in iface.network:
                 errors.append(f"address: upstream_gateway {gateway} is not on {iface.network}")
             if (
@@ -1232,6 +1294,7 @@ class Router:
         if errors:
             raise RouterConfigError(errors)
         self._attach(iface)
+        self._prune()
 
     def remove_interface(self, name: str) -> RouterInterface:
         """Detach an interface with its neighbours and hosts; returns its configuration."""
@@ -1251,9 +1314,10 @@ class Router:
         self._routes = [p for p in self._routes if p is not port]
         if self._external is port:
             self._external = None
-            if self._config.upstream_gateway is None:
+            if self.config.upstream_gateway is None:
                 self._gateway = None
         self._generation += 1
+        self._prune()
         return port.config
 
     # -- control: hosts -----------------------------------------------------------------
@@ -1265,13 +1329,10 @@ class Router:
         permanent neighbour entry, and it gets an automatic forwarding port.
         Announcing a known host again updates it.
         """
-        try:
-            hw = mac_bytes(mac)
-        except (ValueError, TypeError, AttributeError):
-            raise ValueError(f"mac: not a MAC address: {mac!r}") from None
         errors: list[str] = []
-        if hw[0] & 1 or hw == _ZERO_MAC:
-            errors.append(f"mac: {mac!r} is not a unicast MAC")
+        problem = mac_error(mac, unicast=True)
+        if problem is not None:
+            errors.append(f"mac: {problem}")
         try:
             address = ip_address(ip)
         except ValueError:
@@ -1288,10 +1349,11 @@ class Router:
                 f"network {port.config.network_id!r}"
             )
         existing = self._hosts.get(packed)
-        if existing is None and len(self._hosts) >= self._config.host_limit:
-            errors.append(f"ip: the host table is full ({self._config.host_limit}, host_limit)")
+        if existing is None and len(self._hosts) >= self.config.host_limit:
+            errors.append(f"ip: the host table is full ({self.config.host_limit}, host_limit)")
         if errors or port is None:
             raise ValueError("; ".join(errors))
+        hw = mac_bytes(mac)
         now = self._now
         if existing is None:
             host = Host(
@@ -1307,6 +1369,7 @@ class Router:
         if port.neighbors.set_static(packed, hw):
             self._generation += 1
         self._flush(port, packed)
+        self._prune()
         return host.entry()
 
     def remove_host(self, mac_or_ip: str) -> HostEntry:
@@ -1331,6 +1394,7 @@ class Router:
         if port is not None:
             port.neighbors.forget(host.ip)
         self._count("hosts-removed")
+        self._prune()
         return entry
 
     # -- control: port forwarding ---------------------------------------------------------
@@ -1343,7 +1407,7 @@ class Router:
         errors: list[str] = []
         if nat is None:
             raise ValueError("nat: port forwarding needs NAT on the external interface")
-        number = _PROTOCOLS.get(str(proto).lower())
+        number = ported_protocol(str(proto))
         if number is None:
             errors.append(f"proto: {proto!r} is not tcp or udp")
         for name, value in (("external_port", external_port), ("inside_port", inside_port)):
@@ -1364,12 +1428,13 @@ class Router:
         nat.add_port_forward(number, external_port, packed, inside_port)
         rule = PortForward(number, external_port, format_ip(packed), inside_port, automatic=False)
         self._forwards[int(number), external_port] = rule
+        self._prune()
         return rule
 
     def remove_port_forward(self, proto: str, external_port: int) -> PortForward:
         """Remove an admin rule (its sessions end; cached flows see ``session.alive`` false)."""
         nat = self._nat
-        number = _PROTOCOLS.get(str(proto).lower())
+        number = ported_protocol(str(proto))
         if number is None:
             raise ValueError(f"proto: {proto!r} is not tcp or udp")
         rule = self._forwards.get((int(number), external_port))
@@ -1382,6 +1447,7 @@ class Router:
             )
         nat.remove_port_forward(number, external_port)
         del self._forwards[int(number), external_port]
+        self._prune()
         return rule
 
 

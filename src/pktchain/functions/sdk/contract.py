@@ -59,6 +59,7 @@ __all__ = [
     "BUILTIN_FUNCTIONS",
     "ConfigError",
     "Deadlines",
+    "Emitted",
     "FieldError",
     "FlowLease",
     "FlowLeases",
@@ -137,56 +138,17 @@ class FlowLease:
             hook()
 
 
-class FlowLeases:
-    """One lease per flow, made on first use and reused while valid; bounded.
-
-    The table a function keeps so that every packet of a flow is forwarded
-    with the same lease (a flow earns its fast-path entry with its second
-    packet under one lease). When full, the oldest lease is revoked to make
-    room.
-    """
-
-    def __init__(self, limit: int = 65536) -> None:
-        self.limit = limit
-        self._leases: dict[object, FlowLease] = {}
-
-    def lease(self, key: object) -> FlowLease:
-        lease = self._leases.get(key)
-        if lease is None or not lease.valid:
-            if len(self._leases) >= self.limit:
-                oldest = next(iter(self._leases))
-                self._leases.pop(oldest).revoke()
-            lease = self._leases[key] = FlowLease()
-        return lease
-
-    def revoke(self, key: object) -> None:
-        lease = self._leases.pop(key, None)
-        if lease is not None:
-            lease.revoke()
-
-    def revoke_all(self) -> None:
-        leases, self._leases = self._leases, {}
-        for lease in leases.values():
-            lease.revoke()
-
-    def __len__(self) -> int:
-        return len(self._leases)
-
-    def __iter__(self) -> Iterator[FlowLease]:
-        return iter(list(self._leases.values()))
-
-
 K = TypeVar("K", bound=Hashable)
 
 
 class Deadlines(Generic[K]):
     """When each key (a flow, a connection) is next due: a function's timer table.
 
-    `set` files a key, or moves its deadline; `discard` forgets it;
-    `next` is what `next_deadline()` returns; `pop_due(now)` yields the keys
-    whose deadline has come, each forgotten as it is yielded (file it again to
-    keep it). A superseded heap entry stays until it surfaces and is skipped,
-    so moving a deadline costs one push.
+    `set` files a key, or moves its deadline; `get` says when it is due;
+    `discard` forgets it; `next` is what `next_deadline()` returns;
+    `pop_due(now)` yields the keys whose deadline has come, each forgotten as
+    it is yielded (file it again to keep it). A superseded heap entry stays
+    until it surfaces and is skipped, so moving a deadline costs one push.
     """
 
     __slots__ = ("_due", "_heap", "_sequence")
@@ -199,6 +161,10 @@ class Deadlines(Generic[K]):
     def set(self, key: K, when: float) -> None:
         self._due[key] = when
         heapq.heappush(self._heap, (when, next(self._sequence), key))
+
+    def get(self, key: K) -> float | None:
+        """When `key` is due (None: it is not filed)."""
+        return self._due.get(key)
 
     def discard(self, key: K) -> None:
         self._due.pop(key, None)
@@ -226,6 +192,96 @@ class Deadlines(Generic[K]):
 
     def __len__(self) -> int:
         return len(self._due)
+
+
+class FlowLeases:
+    """One lease per flow, made on first use and reused while valid; bounded; idle ones expire.
+
+    The table a function keeps so that every packet of a flow is forwarded
+    with the same lease (a flow earns its fast-path entry with its second
+    packet under one lease). When full, the oldest lease is revoked to make
+    room (a function that would rather refuse checks :attr:`full` first).
+
+    With ``idle``, a lease the fast path has not used for that many seconds
+    is revoked and forgotten when the owner's timer calls :meth:`expire`
+    (:meth:`next_deadline` says when); give :meth:`lease` the ``now`` of the
+    packet. A lease revoked elsewhere (by the node, say) is forgotten then too.
+    """
+
+    def __init__(self, limit: int = 65536, *, idle: float | None = None) -> None:
+        self.limit = limit
+        self.idle = idle
+        self._leases: dict[Hashable, FlowLease] = {}
+        self._idle: Deadlines[Hashable] = Deadlines()
+
+    def lease(self, key: Hashable, now: float = 0.0) -> FlowLease:
+        leases = self._leases
+        lease = leases.get(key)
+        if lease is None or not lease.valid:
+            if lease is None and leases and len(leases) >= self.limit:
+                self.revoke(next(iter(leases)))
+            lease = leases[key] = FlowLease()
+            if self.idle is not None:
+                self._idle.set(key, now + self.idle)
+        return lease
+
+    def get(self, key: Hashable) -> FlowLease | None:
+        """The lease of `key`, valid or not, if the table holds one."""
+        return self._leases.get(key)
+
+    @property
+    def full(self) -> bool:
+        """Whether a lease for a new key would revoke the oldest."""
+        return len(self._leases) >= self.limit
+
+    def revoke(self, key: Hashable) -> None:
+        lease = self._leases.pop(key, None)
+        self._idle.discard(key)
+        if lease is not None:
+            lease.revoke()
+
+    def revoke_all(self) -> None:
+        leases, self._leases = self._leases, {}
+        self._idle.clear()
+        for lease in leases.values():
+            lease.revoke()
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`expire` has a lease to look at (None: no idle timeout, or no lease)."""
+        return self._idle.next()
+
+    def expire(self, now: float) -> int:
+        """Revoke and forget the leases unused for ``idle`` seconds; returns how many.
+
+        A lease's last use is when it was made or when the fast path last
+        carried a packet under it (``seen``), whichever is later.
+        """
+        idle = self.idle
+        if idle is None:
+            return 0
+        revoked = 0
+        for key in list(self._idle.pop_due(now)):
+            lease = self._leases.get(key)
+            if lease is None:
+                continue
+            if not lease.valid:
+                del self._leases[key]
+            elif lease.seen + idle > now:
+                self._idle.set(key, lease.seen + idle)
+            else:
+                del self._leases[key]
+                lease.revoke()
+                revoked += 1
+        return revoked
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._leases
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def __iter__(self) -> Iterator[FlowLease]:
+        return iter(list(self._leases.values()))
 
 
 class Packet:
@@ -342,6 +398,10 @@ class Packet:
         self.info = parse_frame(self.buf, VNET)
 
 
+Emitted = tuple[str, bytes | Packet]
+"""A frame a function sends besides the packet it was given: see :attr:`Result.emit`."""
+
+
 @dataclass(slots=True)
 class Result:
     """A function's answer for one packet (build it with the helpers below)."""
@@ -353,21 +413,24 @@ class Result:
     """DROP / REPLY: why the packet itself did not go on (a counter name)."""
     lease: FlowLease | None = None
     """FORWARD: later packets of the flow may skip this function (see FlowLease)."""
-    emit: list[tuple[str, bytes]] = field(default_factory=list)
-    """Other frames to send: (interface, Ethernet frame without virtio header)."""
+    emit: list[Emitted] = field(default_factory=list)
+    """Other frames to send: (interface, Ethernet frame without virtio header), or
+    (interface, :class:`Packet`) for a packet the function kept from an earlier
+    call (held until its next hop was resolved, say): that one leaves with its
+    virtio-net header, so a GSO frame or a partial checksum goes as it came."""
 
 
 def forward(
     iface: str | None = None,
     *,
     lease: FlowLease | None = None,
-    emit: Iterable[tuple[str, bytes]] = (),
+    emit: Iterable[Emitted] = (),
 ) -> Result:
     """Send the packet on; with a lease, the rest of the flow may skip the function."""
     return Result(Verdict.FORWARD, iface=iface, lease=lease, emit=list(emit))
 
 
-def drop(reason: str, *, emit: Iterable[tuple[str, bytes]] = ()) -> Result:
+def drop(reason: str, *, emit: Iterable[Emitted] = ()) -> Result:
     """Discard the packet, counted under `reason`."""
     return Result(Verdict.DROP, reason=reason, emit=list(emit))
 
@@ -577,6 +640,10 @@ def make_function(kind: str, config: Mapping[str, Any] | None = None) -> Functio
     return function_class(kind).from_config(config)
 
 
-def frames_out(outputs: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """Emitted Ethernet frames with a zero virtio-net header in front, for the node."""
-    return [(iface, ZERO_VNET + frame) for iface, frame in outputs]
+def frames_out(outputs: Sequence[Emitted]) -> list[tuple[str, bytes]]:
+    """Emitted frames with their virtio-net header in front (zero for Ethernet frames),
+    for the node."""
+    return [
+        (iface, bytes(frame.buf) if isinstance(frame, Packet) else ZERO_VNET + frame)
+        for iface, frame in outputs
+    ]

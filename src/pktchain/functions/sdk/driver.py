@@ -7,7 +7,9 @@ does for every function what the contract leaves out of it, as Click counts
 drops in the framework rather than in each element:
 
 * a frame on an interface the function does not have is refused before the
-  function sees it: a drop counted under :attr:`Function.UNKNOWN_INTERFACE`;
+  function sees it: a drop counted under :attr:`Function.UNKNOWN_INTERFACE`
+  (a function whose interfaces come from its configuration, like the router,
+  declares no ``INTERFACES`` and refuses unknown ones itself);
 * the :class:`~pktchain.functions.sdk.Result` decides what leaves, and by
   which interface:
 
@@ -44,17 +46,25 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pktchain.functions.sdk.contract import FlowLease, Function, Packet, Result, Verdict, drop
+from pktchain.functions.sdk.contract import (
+    Emitted,
+    FlowLease,
+    Function,
+    Packet,
+    Result,
+    Verdict,
+    drop,
+)
 
 __all__ = ["FUNCTION_ERROR", "Driver", "Received"]
 
 FUNCTION_ERROR = "function-error"
 """The drop reason of a frame lost to an exception the function raised."""
 
-Received = tuple[str | None, bytes | bytearray, Sequence[tuple[str, bytes]], FlowLease | None]
+Received = tuple[str | None, bytes | bytearray, Sequence[Emitted], FlowLease | None]
 """What one frame received comes to: the interface the packet leaves by (None:
 it goes no further), the packet as it leaves (with its virtio-net header), the
-frames the function emitted (interface, Ethernet frame), and the flow lease the
+frames the function emitted (interface, Ethernet frame or kept Packet), and the flow lease the
 packet was forwarded with."""
 
 _FORWARD = Verdict.FORWARD
@@ -99,7 +109,9 @@ class Driver:
         """
         function = self.function
         iface = packet.iface
-        if iface not in self.interfaces:
+        # A function whose interfaces come from its configuration (the router)
+        # declares none and refuses an unknown one itself.
+        if self.interfaces and iface not in self.interfaces:
             self._verdicts[_DROP] += 1
             function.counters[function.UNKNOWN_INTERFACE] += 1
             return None, drop(function.UNKNOWN_INTERFACE)

@@ -1,7 +1,7 @@
 """Native functions in the node: sans-IO objects plugged in through virtual ports.
 
-A native function (a built-in, a user's :class:`~pktchain.functions.sdk.Function`,
-or the router) gets one `FunctionPort` per interface, each joined to a node
+A native function (a built-in or a user's :class:`~pktchain.functions.sdk.Function`,
+the router among them) gets one `FunctionPort` per interface, each joined to a node
 network like any host port. A frame the datapath sends to a function port is
 handed to the function at once, and what the function sends is processed by the
 datapath at once, as if its port had received it: a packet crosses a whole
@@ -10,10 +10,10 @@ the packet's journey and fuse it into one fast-path entry (see
 `pktchain.node.dataplane.fastpath`) when every function on the way forwarded it with a
 flow lease.
 
-Each kind of function is driven through a small adapter with one interface
-(`FunctionDriver`): `SdkDriver` for SDK functions (the SDK's own driver,
-`pktchain.functions.sdk.Driver`, which maps verdicts to outputs and does the
-counting), `RouterDriver` for the router, whose cache hints become flow leases.
+Every function, the router included, is driven through `SdkDriver` (the
+`FunctionDriver` interface), the node's side of the SDK's own driver
+(`pktchain.functions.sdk.Driver`), which maps verdicts to outputs and does the
+counting.
 
 A function that raises does not take the node down: the SDK's driver counts the
 lost frame as a `function-error` drop of the function and the exception by its
@@ -38,8 +38,6 @@ from pktchain.packet.address import Buffer
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from pktchain.functions.nat.table import Session
-    from pktchain.functions.router.function import CacheHint, FlowTuple, Router
     from pktchain.node.dataplane.datapath import Datapath
 
 log = logging.getLogger(__name__)
@@ -100,123 +98,6 @@ class SdkDriver(Driver):
         status["verdicts"] = self.verdicts
         status["errors"] = dict(self.errors)
         return status
-
-
-ROUTED_IDLE_TIMEOUT = 300.0
-"""Seconds after which the lease of an idle routed flow without NAT is forgotten
-(a NAT flow ends with its session)."""
-
-
-class RouterDriver:
-    """Drives the router; its per-flow cache hints become flow leases.
-
-    The node's fast path counts cached packets on the lease; before the router's
-    timers run, the leases' last-seen times are handed to the router
-    (:meth:`Router.touch`) so that NAT sessions carried by the fast path do not
-    expire, and a lease whose hint the router no longer honours (its session
-    ended, a neighbour or interface changed) is revoked.
-    """
-
-    def __init__(self, router: Router, idle_timeout: float = ROUTED_IDLE_TIMEOUT) -> None:
-        self.router = router
-        self.idle_timeout = idle_timeout
-        # (in interface, flow) -> (hint, lease, [last seen]).
-        self._leases: dict[tuple[str, FlowTuple], tuple[CacheHint, FlowLease, list[float]]] = {}
-        self._generation = router.generation
-
-    flooded = True
-    """The router answers ARP: it must see broadcasts."""
-
-    def handle(self, iface: str, frame: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
-        router = self.router
-        result = router.process(iface, frame, now)
-        if router.generation != self._generation:
-            self.prune()
-        hint = result.hint
-        if hint is None or len(result.frames) != 1:
-            return result.frames, None
-        return result.frames, self._lease(hint, now)
-
-    def _lease(self, hint: CacheHint, now: float) -> FlowLease | None:
-        """The lease for a hinted flow.
-
-        A NAT flow gets it with its second packet: the first leaves a mark in
-        the NAT session's own slot, so a one-packet session (a DNS query) costs
-        no lease and no index entry, and the lease made on the second packet is
-        handed over already traced (the node's own second-packet rule, see
-        fastpath.py, is then met). A routed flow without NAT gets its lease at
-        once and the node's rule applies.
-        """
-        key = (hint.in_iface, hint.flow)
-        known = self._leases.get(key)
-        if known is not None and known[1].valid:
-            if known[0] == hint:
-                known[2][0] = now
-                return known[1]
-            known[1].revoke()  # the hint changed: a fresh lease for the same flow
-        session = hint.session
-        lease = FlowLease(mtu=hint.mtu)
-        if session is not None:
-            mark = session.cache_out if hint.outbound else session.cache_in
-            if mark is None and known is None:
-                _keep(session, hint.outbound, True)
-                return None
-            lease.traced = True
-            _keep(session, hint.outbound, lease)
-        self._leases[key] = (hint, lease, [now])
-        return lease
-
-    def next_deadline(self) -> float | None:
-        return self.router.next_deadline()
-
-    def on_timer(self, now: float) -> Outputs:
-        self.sync(now)
-        outputs = self.router.on_timer(now)
-        self.prune()
-        return outputs
-
-    def sync(self, now: float) -> None:
-        """Tell the router when the fast path last carried each cached flow.
-
-        A NAT session so touched stays alive; a routed flow without one idle
-        for `idle_timeout` is forgotten (nothing else would end it).
-        """
-        router = self.router
-        idle: list[tuple[str, FlowTuple]] = []
-        for key, (hint, lease, seen) in self._leases.items():
-            if not lease.valid:
-                continue
-            if lease.seen > seen[0]:
-                seen[0] = lease.seen
-                if not router.touch(hint, lease.seen):
-                    lease.revoke()
-                    continue
-            if hint.session is None and seen[0] < now - self.idle_timeout:
-                idle.append(key)
-        for key in idle:
-            self._leases.pop(key)[1].revoke()
-
-    def prune(self) -> None:
-        """Revoke and forget the leases the router no longer honours."""
-        router = self.router
-        self._generation = router.generation
-        gone = [
-            key
-            for key, (hint, lease, _seen) in self._leases.items()
-            if not lease.valid or not router.hint_valid(hint)
-        ]
-        for key in gone:
-            self._leases.pop(key)[1].revoke()
-
-    def status(self) -> dict[str, Any]:
-        return {"kind": "router", "counters": self.router.counters(), "leases": len(self._leases)}
-
-
-def _keep(session: Session, outbound: bool, value: object) -> None:
-    if outbound:
-        session.cache_out = value
-    else:
-        session.cache_in = value
 
 
 class FunctionPort(Port):

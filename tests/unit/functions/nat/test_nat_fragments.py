@@ -26,6 +26,8 @@ from pktchain.functions.router.function import (
     RouterConfigError,
     RouterInterface,
 )
+from pktchain.functions.sdk import Verdict
+from support.router import process, receive, timers
 
 LAN0_MAC, LAN1_MAC, WAN_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"
 H1_MAC, H2_MAC, GW_MAC = "02:aa:00:00:00:01", "02:aa:00:00:00:02", "02:bb:00:00:00:fe"
@@ -49,6 +51,7 @@ def make_router(*, wan_mtu: int = 1500, **overrides: Any) -> Router:
     }
     settings.update(overrides)
     router = Router(RouterConfig(**settings))
+    timers(router, 0.0)  # its interfaces' announcements
     for iface, mac, ip, target in (
         ("lan0", H1_MAC, H1, LAN0_IP),
         ("lan1", H2_MAC, H2, LAN1_IP),
@@ -57,7 +60,7 @@ def make_router(*, wan_mtu: int = 1500, **overrides: Any) -> Router:
         request = Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
             op=1, hwsrc=mac, psrc=ip, hwdst="00:00:00:00:00:00", pdst=target
         )
-        router.receive(iface, VNET + bytes(request), 0.0)
+        receive(router, iface, VNET + bytes(request), 0.0)
     return router
 
 
@@ -71,7 +74,7 @@ def frame(iface: str, packet: Packet) -> bytes:
 
 def send(router: Router, iface: str, packet: Packet, now: float = 1.0) -> list[Packet]:
     """Hand `packet` to the router on `iface`; the IP packets it sends, decoded."""
-    return [Ether(data[10:])[IP] for _, data in router.receive(iface, frame(iface, packet), now)]
+    return [Ether(data[10:])[IP] for _, data in receive(router, iface, frame(iface, packet), now)]
 
 
 def send_all(router: Router, iface: str, packets: list[Packet], now: float = 1.0) -> list[Packet]:
@@ -140,7 +143,7 @@ def test_rfc4787_req14_in_order_fragments_are_translated_as_they_come() -> None:
     whole = reassemble(out)
     assert whole[UDP].sport == 5000 and bytes(whole[UDP].payload) == PAYLOAD
     assert checksums_ok(whole)  # the first fragment's update is right for the whole
-    counters = router.counters()
+    counters = router.status()["counters"]
     assert counters["fragments-translated"] == 4 and "fragments-held" not in counters
 
 
@@ -153,7 +156,7 @@ def test_rfc4787_req14_out_of_order_fragments_wait_for_the_first() -> None:
     assert len(out) == 4 and out[0].frag == 0
     whole = reassemble(out)
     assert whole.src == WAN_IP and bytes(whole[UDP].payload) == PAYLOAD and checksums_ok(whole)
-    counters = router.counters()
+    counters = router.status()["counters"]
     assert counters["fragments-held"] == 3 and counters["fragments-released"] == 3
     assert router.fragments().datagrams == 1 and router.fragments().held == 0
 
@@ -225,11 +228,13 @@ def test_router_refragments_translated_fragments_for_a_smaller_mtu() -> None:
     assert whole[UDP].sport == 5001 and checksums_ok(whole)
 
 
-def test_fragments_never_make_a_cache_hint() -> None:
+def test_fragments_are_never_leased() -> None:
     router = make_router()
-    for piece in pieces(udp_datagram()):
-        result = router.process("lan0", frame("lan0", piece), 1.0)
-        assert len(result.frames) == 1 and result.hint is None
+    for _ in range(2):  # a NAT flow is leased from its second packet: not a fragment's
+        for piece in pieces(udp_datagram()):
+            result, _packet = process(router, "lan0", frame("lan0", piece), 1.0)
+            assert result.verdict is Verdict.FORWARD and result.emit == []
+            assert result.lease is None
 
 
 # -- RFC 4787 REQ-14a: bounded ----------------------------------------------------------------
@@ -240,9 +245,9 @@ def test_rfc4787_req14a_held_fragments_are_discarded_after_the_timeout() -> None
     _, *rest = pieces(udp_datagram())
     assert send_all(router, "lan0", rest, now=10.0) == []
     assert router.next_deadline() == 40.0
-    assert router.on_timer(39.9) == [] and router.fragments().held == 3
-    assert router.on_timer(40.0) == []
-    assert router.counters()["drop-fragment-timeout"] == 3
+    assert timers(router, 39.9) == [] and router.fragments().held == 3
+    assert timers(router, 40.0) == []
+    assert router.status()["counters"]["drop-fragment-timeout"] == 3
     assert router.fragments().datagrams == 0 and router.fragments().held_bytes == 0
 
 
@@ -252,7 +257,7 @@ def test_rfc4787_req14a_a_flood_of_fragments_stays_bounded() -> None:
     assert send_all(router, "lan0", flood) == []
     state = router.fragments()
     assert state.datagrams == 8 and state.held == 8
-    counters = router.counters()
+    counters = router.status()["counters"]
     assert counters["fragments-held"] == 200
     assert counters["fragment-datagrams-evicted"] == 192
     assert counters["drop-fragment-evicted"] == 192
@@ -266,11 +271,11 @@ def test_rfc4787_req14a_per_datagram_and_byte_limits() -> None:
     router = make_router(fragment_queue_limit=2)
     _, *rest = pieces(udp_datagram())
     assert send_all(router, "lan0", rest) == []
-    assert router.counters()["drop-fragment-queue-full"] == 1
+    assert router.status()["counters"]["drop-fragment-queue-full"] == 1
     # Frames of 1044, 1044 and 124 bytes: the second does not fit in 2000.
     router = make_router(fragment_held_bytes=2000)
     assert send_all(router, "lan0", rest) == []
-    assert router.counters()["drop-fragment-memory"] == 1
+    assert router.status()["counters"]["drop-fragment-memory"] == 1
     assert router.fragments().held_bytes == 1044 + 124
 
 
@@ -279,7 +284,7 @@ def test_fragments_of_a_refused_datagram_are_dropped() -> None:
     # To an external port without a mapping: the NAT refuses the first fragment.
     first, *rest = pieces(IP(src=REMOTE, dst=WAN_IP, id=3) / UDP(sport=1, dport=4444) / PAYLOAD)
     assert send_all(router, "wan", [rest[0], first, rest[1], rest[2]]) == []
-    counters = router.counters()
+    counters = router.status()["counters"]
     assert counters["nat-no-mapping"] == 1
     assert counters["drop-fragment-refused"] == 3  # one held, then discarded; two after
 
@@ -289,10 +294,10 @@ def test_later_fragment_overlapping_the_transport_header_is_dropped() -> None:
     router = make_router()
     overlap = IP(src=H1, dst=REMOTE, id=1, frag=1, proto=6) / (b"\x00" * 24)
     assert send(router, "lan0", overlap) == []
-    assert router.counters()["drop-fragment-overlap"] == 1
+    assert router.status()["counters"]["drop-fragment-overlap"] == 1
     # For UDP, 8 bytes is past the header: held.
     assert send(router, "lan0", IP(src=H1, dst=REMOTE, id=2, frag=1, proto=17) / (b"u" * 8)) == []
-    assert router.counters()["fragments-held"] == 1
+    assert router.status()["counters"]["fragments-held"] == 1
 
 
 def test_fragmented_icmp_error_is_dropped() -> None:
@@ -300,7 +305,7 @@ def test_fragmented_icmp_error_is_dropped() -> None:
     quoted = bytes(IP(src=WAN_IP, dst=REMOTE) / UDP(sport=5000, dport=7000) / PAYLOAD)
     error = IP(src=REMOTE, dst=WAN_IP, id=8) / ICMP(type=3, code=3) / quoted
     assert send_all(router, "wan", pieces(error)) == []
-    counters = router.counters()
+    counters = router.status()["counters"]
     assert counters["drop-fragmented-icmp-error"] == 1
     assert counters["drop-fragment-refused"] == 3
 
@@ -328,9 +333,9 @@ def test_any_fragments_are_forwarded_held_or_counted_never_raised(
         src, dst = (H1, REMOTE) if iface == "lan0" else (REMOTE, WAN_IP)
         flags = "MF" if more else 0
         packet = IP(src=src, dst=dst, id=ident, frag=offset, flags=flags, proto=proto) / data
-        router.receive(iface, frame(iface, packet), 1.0)
-    router.on_timer(100.0)
-    assert "drop-internal-error" not in router.counters()
+        receive(router, iface, frame(iface, packet), 1.0)
+    timers(router, 100.0)
+    assert "drop-internal-error" not in router.status()["counters"]
     assert router.fragments().datagrams == 0 and router.fragments().held_bytes == 0
 
 
@@ -354,19 +359,20 @@ def test_rfc7857_s10_same_id_from_two_inside_hosts_gets_two_translated_ids() -> 
         for iface, src in (("lan0", H1), ("lan1", H2))
     ]
     assert whole[0].id != whole[1].id and all(checksums_ok(p) for p in whole)
-    assert router.counters()["ip-id-rewritten"] == 4
+    assert router.status()["counters"]["ip-id-rewritten"] == 4
 
 
-def test_rfc7857_s10_atomic_datagrams_keep_their_id_and_their_hint() -> None:
+def test_rfc7857_s10_atomic_datagrams_keep_their_id_and_their_lease() -> None:
     router = make_router()
     atomic = IP(src=H1, dst=REMOTE, id=4242, flags="DF") / UDP(sport=6000, dport=7000)
     assert send(router, "lan0", atomic)[0].id == 4242
-    assert router.process("lan0", frame("lan0", atomic), 1.1).hint is not None
+    assert process(router, "lan0", frame("lan0", atomic), 1.1)[0].lease is not None
     # DF clear: a fresh ID per datagram, which the node's fast path cannot give.
     loose = IP(src=H1, dst=REMOTE, id=4242) / UDP(sport=6001, dport=7000)
     send(router, "lan0", loose)
-    result = router.process("lan0", frame("lan0", loose), 1.1)
-    assert result.hint is None and checksums_ok(Ether(result.frames[0][1][10:])[IP])
+    result, packet = process(router, "lan0", frame("lan0", loose), 1.1)
+    assert result.verdict is Verdict.FORWARD and result.lease is None
+    assert checksums_ok(Ether(packet.ethernet)[IP])
 
 
 def test_rfc7857_s10_ids_toward_one_destination_do_not_repeat() -> None:
@@ -391,7 +397,7 @@ def test_rfc7857_s10_icmp_error_goes_back_with_the_original_id() -> None:
     rebuilt = IP(bytes(fresh))
     assert rebuilt[ICMP].chksum == back[ICMP].chksum
     assert rebuilt[IPerror].chksum == back[IPerror].chksum
-    assert router.counters()["ip-id-restored"] == 1
+    assert router.status()["counters"]["ip-id-restored"] == 1
 
 
 def test_rfc7857_s10_hairpinned_icmp_error_goes_back_with_the_original_id() -> None:
@@ -403,7 +409,7 @@ def test_rfc7857_s10_hairpinned_icmp_error_goes_back_with_the_original_id() -> N
     error = IP(src=H2, dst=WAN_IP) / ICMP(type=3, code=3) / bytes(hairpinned)[:28]
     (back,) = send(router, "lan1", error)
     assert back.dst == H1 and back[IPerror].src == H1 and back[IPerror].id == 600
-    assert router.counters()["ip-id-restored"] == 1
+    assert router.status()["counters"]["ip-id-restored"] == 1
 
 
 def test_rfc7857_s10_rewriting_can_be_turned_off() -> None:
@@ -412,7 +418,7 @@ def test_rfc7857_s10_rewriting_can_be_turned_off() -> None:
     assert {p.id for p in out} == {4242} and checksums_ok(reassemble(out))
     loose = IP(src=H1, dst=REMOTE, id=9) / UDP(sport=6001, dport=7000)
     send(router, "lan0", loose)
-    assert router.process("lan0", frame("lan0", loose), 1.1).hint is not None
+    assert process(router, "lan0", frame("lan0", loose), 1.1)[0].lease is not None
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -443,4 +449,4 @@ def test_tcp_first_fragment_needs_a_session_like_a_whole_segment() -> None:
     router = make_router()
     ack = IP(src=H1, dst=REMOTE, id=1) / TCP(sport=40000, dport=80, flags="A") / PAYLOAD
     assert send_all(router, "lan0", pieces(ack)) == []
-    assert router.counters()["nat-tcp-no-session"] == 1
+    assert router.status()["counters"]["nat-tcp-no-session"] == 1

@@ -25,9 +25,12 @@ from pktchain.functions.router.function import (
     RouterConfigError,
     RouterInterface,
 )
+from pktchain.functions.sdk import Packet as SdkPacket
+from pktchain.functions.sdk import Verdict
 from pktchain.packet import parse_frame
 from pktchain.packet.checksum import complete_partial_checksum, partial_checksum_seed
 from pktchain.packet.virtio import GsoType, needs_csum_header, parse_virtio_net_hdr
+from support.router import process, receive, timers
 
 LAN0_MAC, LAN1_MAC, WAN_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"
 H1_MAC, H2_MAC, GW_MAC = "02:aa:00:00:00:01", "02:aa:00:00:00:02", "02:bb:00:00:00:fe"
@@ -48,7 +51,14 @@ def make_router(*, nat: bool = True, lan1_mtu: int = 1500, **overrides: Any) -> 
         "nat": NatConfig(WAN_IP, ("10.0.0.0/16",), port_seed=7) if nat else None,
     }
     settings.update(overrides)
-    return Router(RouterConfig(**settings))
+    return fresh(Router(RouterConfig(**settings)))
+
+
+def fresh(router: Router) -> Router:
+    """A new router, once its first timer sent the announcement of each interface."""
+    announcements = timers(router, 0.0)
+    assert [name for name, _ in announcements] == [i.name for i in router.interfaces()]
+    return router
 
 
 def frame(packet: Packet, vnet: bytes = VNET) -> bytes:
@@ -88,9 +98,9 @@ def arp_reply(src_mac: str, src_ip: str, dst_mac: str, dst_ip: str) -> bytes:
 
 def learn_all(router: Router, now: float = 0.0) -> None:
     """The three neighbours announce themselves by asking for the router's address."""
-    router.receive("lan0", arp_request(H1_MAC, H1, LAN0_IP), now)
-    router.receive("lan1", arp_request(H2_MAC, H2, LAN1_IP), now)
-    router.receive("wan", arp_request(GW_MAC, GW_IP, WAN_IP), now)
+    receive(router, "lan0", arp_request(H1_MAC, H1, LAN0_IP), now)
+    receive(router, "lan1", arp_request(H2_MAC, H2, LAN1_IP), now)
+    receive(router, "wan", arp_request(GW_MAC, GW_IP, WAN_IP), now)
 
 
 def ip_checksums_ok(packet: Packet) -> None:
@@ -120,13 +130,13 @@ def only(outputs: list[tuple[str, bytes]], iface: str | None = None) -> Ether:
 
 def test_arp_request_for_interface_address_is_answered() -> None:
     router = make_router()
-    reply = only(router.receive("lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0), "lan0")
+    reply = only(receive(router, "lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0), "lan0")
     assert reply[Ether].dst == H1_MAC and reply[Ether].src == LAN0_MAC
     assert reply[ARP].op == 2 and reply[ARP].psrc == LAN0_IP and reply[ARP].hwsrc == LAN0_MAC
     assert reply[ARP].pdst == H1 and reply[ARP].hwdst == H1_MAC
     # Only the receiving interface's address is answered; others are not ours to claim.
-    assert router.receive("lan0", arp_request(H1_MAC, H1, LAN1_IP), 0.0) == []
-    assert router.receive("lan0", arp_request(H1_MAC, H1, "10.0.0.9"), 0.0) == []
+    assert receive(router, "lan0", arp_request(H1_MAC, H1, LAN1_IP), 0.0) == []
+    assert receive(router, "lan0", arp_request(H1_MAC, H1, "10.0.0.9"), 0.0) == []
     entry = next(e for e in router.arp_table() if e.ip == H1)
     assert entry.mac == H1_MAC and entry.state is NeighborState.REACHABLE
 
@@ -134,42 +144,42 @@ def test_arp_request_for_interface_address_is_answered() -> None:
 def test_gratuitous_arp_updates_but_never_creates() -> None:
     router = make_router()
     gratuitous = arp_request(H2_MAC, H2, H2)
-    router.receive("lan1", gratuitous, 0.0)
+    receive(router, "lan1", gratuitous, 0.0)
     assert not any(e.ip == H2 for e in router.arp_table())  # RFC 826 merge: not for us
-    router.receive("lan1", arp_request(H2_MAC, H2, LAN1_IP), 0.0)
+    receive(router, "lan1", arp_request(H2_MAC, H2, LAN1_IP), 0.0)
     moved = "02:aa:00:00:00:99"
-    router.receive("lan1", arp_request(moved, H2, H2), 1.0)
+    receive(router, "lan1", arp_request(moved, H2, H2), 1.0)
     assert next(e for e in router.arp_table() if e.ip == H2).mac == moved
     # Someone claiming the router's own address is not believed.
-    router.receive("lan1", arp_request(moved, LAN1_IP, LAN1_IP), 1.0)
-    assert router.counters()["drop-arp-address-conflict"] == 1
+    receive(router, "lan1", arp_request(moved, LAN1_IP, LAN1_IP), 1.0)
+    assert router.status()["counters"]["drop-arp-address-conflict"] == 1
 
 
 def test_forwarding_resolves_next_hop_then_flushes_queue() -> None:
     router = make_router()
-    router.receive("lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0)
+    receive(router, "lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0)
     probe = from_h1(IP(src=H1, dst=H2, ttl=64) / UDP(sport=4000, dport=5000) / (b"x" * 20))
-    request = only(router.receive("lan0", probe, 0.0), "lan1")
+    request = only(receive(router, "lan0", probe, 0.0), "lan1")
     assert request[ARP].op == 1 and request[ARP].pdst == H2 and request[ARP].psrc == LAN1_IP
     assert request[Ether].dst == "ff:ff:ff:ff:ff:ff"
-    flushed = router.receive("lan1", arp_reply(H2_MAC, H2, LAN1_MAC, LAN1_IP), 0.5)
+    flushed = receive(router, "lan1", arp_reply(H2_MAC, H2, LAN1_MAC, LAN1_IP), 0.5)
     packet = only(flushed, "lan1")
     assert packet[Ether].src == LAN1_MAC and packet[Ether].dst == H2_MAC
     assert packet[IP].ttl == 63 and packet[IP].src == H1 and packet[IP].dst == H2
     ip_checksums_ok(packet)
     # Resolved: the next packet goes straight out.
-    assert only(router.receive("lan0", probe, 1.0), "lan1")[IP].ttl == 63
+    assert only(receive(router, "lan0", probe, 1.0), "lan1")[IP].ttl == 63
 
 
 def test_arp_retries_then_host_unreachable_for_queued_packets() -> None:
     router = make_router(arp_retries=3, arp_retry_interval=1.0)
-    router.receive("lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0)
+    receive(router, "lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0)
     probe = from_h1(IP(src=H1, dst=H2) / UDP(sport=4000, dport=5000) / b"hello")
-    router.receive("lan0", probe, 0.0)
+    receive(router, "lan0", probe, 0.0)
     assert router.next_deadline() == pytest.approx(1.0)
     for now in (1.0, 2.0):
-        assert decode(router.on_timer(now)[0][1])[ARP].pdst == H2
-    outputs = router.on_timer(3.0)
+        assert decode(timers(router, now)[0][1])[ARP].pdst == H2
+    outputs = timers(router, 3.0)
     error = only(outputs, "lan0")
     assert error[ICMP].type == 3 and error[ICMP].code == 1
     assert error[IP].src == LAN0_IP and error[IP].dst == H1
@@ -177,16 +187,16 @@ def test_arp_retries_then_host_unreachable_for_queued_packets() -> None:
     assert error[IPerror].ttl == 64  # quoted as it arrived
     ip_checksums_ok(error)
     assert not any(e.ip == H2 for e in router.arp_table())
-    assert router.counters()["arp-requests-sent"] == 3
+    assert router.status()["counters"]["arp-requests-sent"] == 3
 
 
 def test_arp_queue_is_bounded_and_keeps_the_latest() -> None:
     router = make_router(arp_queue_limit=2)
-    router.receive("lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0)
+    receive(router, "lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0)
     for port in (1, 2, 3):
-        router.receive("lan0", from_h1(IP(src=H1, dst=H2) / UDP(sport=port, dport=9)), 0.0)
-    assert router.counters()["drop-arp-queue-full"] == 1
-    flushed = router.receive("lan1", arp_reply(H2_MAC, H2, LAN1_MAC, LAN1_IP), 0.1)
+        receive(router, "lan0", from_h1(IP(src=H1, dst=H2) / UDP(sport=port, dport=9)), 0.0)
+    assert router.status()["counters"]["drop-arp-queue-full"] == 1
+    flushed = receive(router, "lan1", arp_reply(H2_MAC, H2, LAN1_MAC, LAN1_IP), 0.1)
     assert [decode(f)[UDP].sport for _, f in flushed] == [2, 3]
 
 
@@ -194,16 +204,16 @@ def test_arp_entry_expires_is_probed_and_forgotten() -> None:
     router = make_router(arp_timeout=30.0, arp_retries=2)
     learn_all(router)
     assert router.next_deadline() is not None
-    probe = router.on_timer(30.0)
+    probe = timers(router, 30.0)
     assert [decode(f)[ARP].pdst for _, f in probe] == [H1, H2, GW_IP]
     assert {e.state for e in router.arp_table()} == {NeighborState.PROBE}
     # Still usable while probed.
-    out = router.receive("lan0", from_h1(IP(src=H1, dst=H2) / UDP(sport=1, dport=2)), 30.5)
+    out = receive(router, "lan0", from_h1(IP(src=H1, dst=H2) / UDP(sport=1, dport=2)), 30.5)
     assert only(out, "lan1")[Ether].dst == H2_MAC
-    router.receive("lan1", arp_reply(H2_MAC, H2, LAN1_MAC, LAN1_IP), 30.6)  # H2 answers
-    router.on_timer(31.0)
+    receive(router, "lan1", arp_reply(H2_MAC, H2, LAN1_MAC, LAN1_IP), 30.6)  # H2 answers
+    timers(router, 31.0)
     generation = router.generation
-    router.on_timer(32.0)
+    timers(router, 32.0)
     assert [e.ip for e in router.arp_table()] == [H2]
     assert router.generation > generation
 
@@ -213,7 +223,7 @@ def test_arp_entry_expires_is_probed_and_forgotten() -> None:
 
 def test_hosts_are_learned_with_an_automatic_forwarding_port_and_age_out() -> None:
     router = make_router(host_aging=100.0, arp_retries=2)
-    router.receive("lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP(sport=1, dport=2)), 5.0)
+    receive(router, "lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP(sport=1, dport=2)), 5.0)
     (host,) = router.hosts()
     assert (host.mac, host.ip, host.interface, host.network_id) == (H1_MAC, H1, "lan0", "net-a")
     assert host.forward_port == 49152 and host.state is HostState.ACTIVE
@@ -221,20 +231,20 @@ def test_hosts_are_learned_with_an_automatic_forwarding_port_and_age_out() -> No
     rule = next(m for m in router.nat_table() if m.static)
     assert (rule.external_port, rule.internal_address, rule.internal_port) == (49152, H1, 22)
     # Silent for host_aging: probed by ARP, then forgotten with its port.
-    probe = [decode(f) for _, f in router.on_timer(105.0)]
+    probe = [decode(f) for _, f in timers(router, 105.0)]
     assert any(ARP in p and p[ARP].pdst == H1 for p in probe)
     assert router.hosts()[0].state is HostState.PROBING
-    router.on_timer(106.0)
-    router.on_timer(107.0)
+    timers(router, 106.0)
+    timers(router, 107.0)
     assert router.hosts() == []
     assert not any(m.static for m in router.nat_table())
 
 
 def test_probed_host_that_answers_stays() -> None:
     router = make_router(host_aging=100.0)
-    router.receive("lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0)
-    router.on_timer(100.0)
-    router.receive("lan0", arp_reply(H1_MAC, H1, LAN0_MAC, LAN0_IP), 100.5)
+    receive(router, "lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0)
+    timers(router, 100.0)
+    receive(router, "lan0", arp_reply(H1_MAC, H1, LAN0_MAC, LAN0_IP), 100.5)
     assert router.hosts()[0].state is HostState.ACTIVE
     assert router.hosts()[0].last_seen == 100.5
 
@@ -246,13 +256,13 @@ def test_announced_host_forwarding_port_reaches_its_service() -> None:
     entry = router.add_host(H1_MAC, H1, "net-a")
     assert entry.state is HostState.STATIC and entry.forward_port is not None
     syn = from_wan(IP(src=REMOTE, dst=WAN_IP) / TCP(sport=40000, dport=entry.forward_port))
-    packet = only(router.receive("wan", syn, 1.0), "lan0")
+    packet = only(receive(router, "wan", syn, 1.0), "lan0")
     assert packet[IP].dst == H1 and packet[TCP].dport == 22 and packet[IP].ttl == 63
     assert packet[Ether].dst == H1_MAC
     ip_checksums_ok(packet)
     removed = router.remove_host(H1_MAC)
     assert removed.ip == H1
-    assert router.receive("wan", syn, 2.0) == []
+    assert receive(router, "wan", syn, 2.0) == []
     with pytest.raises(ValueError, match="mac_or_ip"):
         router.remove_host(H1)
 
@@ -282,7 +292,7 @@ def test_add_host_checks_every_field() -> None:
 def test_time_exceeded_quotes_the_probe(probe: Packet) -> None:
     router = make_router()
     learn_all(router)
-    out = router.receive("lan0", from_h1(IP(src=H1, dst=REMOTE, ttl=1, id=77) / probe), 1.0)
+    out = receive(router, "lan0", from_h1(IP(src=H1, dst=REMOTE, ttl=1, id=77) / probe), 1.0)
     error = only(out, "lan0")
     assert error[Ether].dst == H1_MAC and error[Ether].src == LAN0_MAC
     assert error[IP].src == LAN0_IP and error[IP].dst == H1
@@ -297,12 +307,12 @@ def test_time_exceeded_quotes_the_probe(probe: Packet) -> None:
 def test_destination_unreachable_net_port_protocol() -> None:
     router = make_router(nat=False, upstream_gateway=None)
     learn_all(router)
-    net = only(router.receive("lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP()), 0.0))
+    net = only(receive(router, "lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP()), 0.0))
     assert (net[ICMP].type, net[ICMP].code) == (3, 0)
-    port = only(router.receive("lan0", from_h1(IP(src=H1, dst=LAN1_IP) / UDP(dport=9)), 0.0))
+    port = only(receive(router, "lan0", from_h1(IP(src=H1, dst=LAN1_IP) / UDP(dport=9)), 0.0))
     assert (port[ICMP].type, port[ICMP].code, port[IP].src) == (3, 3, LAN0_IP)
     assert port[UDPerror].dport == 9
-    proto = only(router.receive("lan0", from_h1(IP(src=H1, dst=LAN0_IP, proto=47) / b"gre!"), 0))
+    proto = only(receive(router, "lan0", from_h1(IP(src=H1, dst=LAN0_IP, proto=47) / b"gre!"), 0))
     assert (proto[ICMP].type, proto[ICMP].code) == (3, 2)
     for packet in (net, port, proto):
         ip_checksums_ok(packet)
@@ -312,7 +322,7 @@ def test_fragmentation_needed_carries_next_hop_mtu() -> None:
     router = make_router(lan1_mtu=1000)
     learn_all(router)
     big = IP(src=H1, dst=H2, flags="DF") / UDP(sport=1, dport=2) / (b"z" * 1200)
-    error = only(router.receive("lan0", from_h1(big), 0.0), "lan0")
+    error = only(receive(router, "lan0", from_h1(big), 0.0), "lan0")
     assert (error[ICMP].type, error[ICMP].code, error[ICMP].nexthopmtu) == (3, 4, 1000)
     assert error[IPerror].dst == H2
     ip_checksums_ok(error)
@@ -322,7 +332,7 @@ def test_too_big_without_df_is_fragmented() -> None:
     router = make_router(lan1_mtu=1000)
     learn_all(router)
     big = IP(src=H1, dst=H2, id=9) / UDP(sport=1, dport=2) / (b"z" * 2400)
-    outputs = router.receive("lan0", from_h1(big), 0.0)
+    outputs = receive(router, "lan0", from_h1(big), 0.0)
     pieces = [decode(f) for _, f in outputs]
     assert len(pieces) == 3 and all(len(p[IP]) <= 1000 for p in pieces)
     for piece in pieces:
@@ -341,7 +351,7 @@ def test_echo_replies_for_own_addresses() -> None:
         ("lan0", from_h1(IP(src=H1, dst=WAN_IP) / ICMP(id=7, seq=4) / b"abc"), WAN_IP),
         ("wan", from_wan(IP(src=REMOTE, dst=WAN_IP) / ICMP(id=8, seq=5) / b"abc"), WAN_IP),
     ):
-        reply = only(router.receive(iface, src_frame, 0.0), iface)
+        reply = only(receive(router, iface, src_frame, 0.0), iface)
         assert reply[ICMP].type == 0 and reply[IP].src == target
         assert bytes(reply[ICMP].payload) == b"abc"
         ip_checksums_ok(reply)
@@ -351,11 +361,11 @@ def test_icmp_errors_are_rate_limited_by_a_token_bucket() -> None:
     router = make_router(icmp_error_rate=1.0, icmp_error_burst=2)
     learn_all(router)
     probe = from_h1(IP(src=H1, dst=REMOTE, ttl=1) / UDP(dport=33434))
-    sent = sum(len(router.receive("lan0", probe, 10.0)) for _ in range(5))
+    sent = sum(len(receive(router, "lan0", probe, 10.0)) for _ in range(5))
     assert sent == 2
-    assert router.counters()["icmp-rate-limited"] == 3
-    assert len(router.receive("lan0", probe, 11.0)) == 1  # one token back after 1 s
-    assert router.receive("lan0", probe, 11.0) == []
+    assert router.status()["counters"]["icmp-rate-limited"] == 3
+    assert len(receive(router, "lan0", probe, 11.0)) == 1  # one token back after 1 s
+    assert receive(router, "lan0", probe, 11.0) == []
 
 
 def test_no_icmp_error_about_errors_broadcasts_or_later_fragments() -> None:
@@ -365,12 +375,12 @@ def test_no_icmp_error_about_errors_broadcasts_or_later_fragments() -> None:
     error_in = IP(src=H1, dst=REMOTE, ttl=1) / ICMP(type=3, code=3) / quoted
     later_fragment = IP(src=H1, dst=REMOTE, ttl=1, frag=10) / (b"f" * 16)
     for packet in (error_in, later_fragment):
-        assert router.receive("lan0", from_h1(packet), 0.0) == []
+        assert receive(router, "lan0", from_h1(packet), 0.0) == []
     link_broadcast = from_h1(IP(src=H1, dst=REMOTE, ttl=1) / UDP(), dst_mac="ff:ff:ff:ff:ff:ff")
-    assert router.receive("lan0", link_broadcast, 0.0) == []
+    assert receive(router, "lan0", link_broadcast, 0.0) == []
     directed = from_h1(IP(src=H1, dst="10.0.1.255") / UDP())
-    assert router.receive("lan0", directed, 0.0) == []
-    counters = router.counters()
+    assert receive(router, "lan0", directed, 0.0) == []
+    counters = router.status()["counters"]
     assert counters["icmp-suppressed"] == 2
     assert counters["drop-link-broadcast"] == 1
     assert counters["drop-broadcast-destination"] == 1
@@ -383,27 +393,27 @@ def test_nat_outbound_and_reply_inbound() -> None:
     router = make_router()
     learn_all(router)
     query = from_h1(IP(src=H1, dst=REMOTE, ttl=64) / UDP(sport=5353, dport=53) / b"q")
-    out = only(router.receive("lan0", query, 1.0), "wan")
+    out = only(receive(router, "lan0", query, 1.0), "wan")
     assert out[Ether].src == WAN_MAC and out[Ether].dst == GW_MAC
     assert out[IP].src == WAN_IP and out[IP].ttl == 63 and out[UDP].sport == 5353
     ip_checksums_ok(out)
     answer = from_wan(IP(src=REMOTE, dst=WAN_IP, ttl=50) / UDP(sport=53, dport=5353) / b"a")
-    back = only(router.receive("wan", answer, 1.5), "lan0")
+    back = only(receive(router, "wan", answer, 1.5), "lan0")
     assert back[IP].dst == H1 and back[UDP].dport == 5353 and back[IP].ttl == 49
     assert back[Ether].dst == H1_MAC
     ip_checksums_ok(back)
     # Outside hosts cannot reach private addresses directly.
-    assert router.receive("wan", from_wan(IP(src=REMOTE, dst=H1) / UDP()), 2.0) == []
-    assert router.counters()["drop-nat-bypass"] == 1
+    assert receive(router, "wan", from_wan(IP(src=REMOTE, dst=H1) / UDP()), 2.0) == []
+    assert router.status()["counters"]["drop-nat-bypass"] == 1
 
 
 def test_nat_translates_time_exceeded_from_an_outside_hop() -> None:
     router = make_router()
     learn_all(router)
     probe = IP(src=H1, dst=REMOTE, ttl=2) / UDP(sport=43000, dport=33435)
-    sent = only(router.receive("lan0", from_h1(probe), 1.0), "wan")
+    sent = only(receive(router, "lan0", from_h1(probe), 1.0), "wan")
     hop = IP(src="192.0.2.9", dst=WAN_IP) / ICMP(type=11, code=0) / bytes(sent[IP])[:28]
-    back = only(router.receive("wan", from_wan(hop), 1.1), "lan0")
+    back = only(receive(router, "wan", from_wan(hop), 1.1), "lan0")
     assert back[IP].dst == H1 and back[ICMP].type == 11
     assert back[IPerror].src == H1 and back[UDPerror].sport == 43000
     ip_checksums_ok(back)
@@ -414,7 +424,7 @@ def test_hairpin_through_the_external_address() -> None:
     learn_all(router)
     router.add_port_forward("tcp", 8080, H2, 80)
     syn = from_h1(IP(src=H1, dst=WAN_IP) / TCP(sport=41000, dport=8080, flags="S"))
-    packet = only(router.receive("lan0", syn, 1.0), "lan1")
+    packet = only(receive(router, "lan0", syn, 1.0), "lan1")
     assert packet[IP].src == WAN_IP and packet[TCP].sport == 41000  # external source
     assert packet[IP].dst == H2 and packet[TCP].dport == 80 and packet[IP].ttl == 63
     ip_checksums_ok(packet)
@@ -426,7 +436,7 @@ def test_admin_port_forward_add_and_remove() -> None:
     rule = router.add_port_forward("udp", 5000, H2, 6000)
     assert rule in router.port_forwards() and not rule.automatic
     datagram = from_wan(IP(src=REMOTE, dst=WAN_IP) / UDP(sport=7, dport=5000) / b"in")
-    packet = only(router.receive("wan", datagram, 1.0), "lan1")
+    packet = only(receive(router, "wan", datagram, 1.0), "lan1")
     assert (packet[IP].dst, packet[UDP].dport) == (H2, 6000)
     ip_checksums_ok(packet)
     with pytest.raises(ValueError, match="external_port"):
@@ -439,7 +449,7 @@ def test_admin_port_forward_add_and_remove() -> None:
     with pytest.raises(ValueError, match="automatic"):
         router.remove_port_forward("tcp", auto.external_port)
     router.remove_port_forward("udp", 5000)
-    assert router.receive("wan", datagram, 2.0) == []
+    assert receive(router, "wan", datagram, 2.0) == []
 
 
 def test_nat_refusal_icmp_goes_back_inside() -> None:
@@ -449,10 +459,10 @@ def test_nat_refusal_icmp_goes_back_inside() -> None:
         upstream_gateway=router.config.upstream_gateway,
         nat=NatConfig(WAN_IP, ("10.0.0.0/16",), max_sessions_per_host=1, port_seed=7),
     )
-    router = Router(config)
+    router = fresh(Router(config))
     learn_all(router)
-    router.receive("lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP(sport=1, dport=2)), 0.0)
-    refused = router.receive("lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP(sport=3, dport=4)), 0)
+    receive(router, "lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP(sport=1, dport=2)), 0.0)
+    refused = receive(router, "lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP(sport=3, dport=4)), 0)
     error = only(refused, "lan0")
     assert (error[ICMP].type, error[ICMP].code, error[IP].src) == (3, 13, LAN0_IP)
 
@@ -478,9 +488,9 @@ def _gso_frame(src: str, dst: str, sport: int, dport: int, *, size: int, gso_siz
 def test_gso_frame_with_partial_checksum_is_natted_and_completes_right() -> None:
     router = make_router()
     learn_all(router)
-    router.receive("lan0", from_h1(IP(src=H1, dst=REMOTE) / TCP(sport=40000, dport=80)), 0.0)
+    receive(router, "lan0", from_h1(IP(src=H1, dst=REMOTE) / TCP(sport=40000, dport=80)), 0.0)
     gso = _gso_frame(H1, REMOTE, 40000, 80, size=30000, gso_size=1448)
-    ((name, data),) = router.receive("lan0", gso, 1.0)
+    ((name, data),) = receive(router, "lan0", gso, 1.0)
     assert name == "wan"
     vnet = parse_virtio_net_hdr(data)
     assert vnet is not None
@@ -492,40 +502,62 @@ def test_gso_frame_with_partial_checksum_is_natted_and_completes_right() -> None
     ip_checksums_ok(packet)
 
 
+def test_a_gso_frame_that_waited_for_arp_leaves_with_its_virtio_header() -> None:
+    router = make_router()
+    receive(router, "lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0)
+    gso = _gso_frame(H1, H2, 1000, 2000, size=20000, gso_size=1448)
+    result, _ = process(router, "lan0", gso, 0.0)
+    assert result.verdict is Verdict.DROP and result.reason == "arp-queued"
+    assert [decode(VNET + f)[ARP].pdst for _, f in result.emit] == [H2]  # who has H2?
+    answer, _ = process(router, "lan1", arp_reply(H2_MAC, H2, LAN1_MAC, LAN1_IP), 0.1)
+    ((name, held),) = answer.emit
+    assert name == "lan1" and isinstance(held, SdkPacket)  # sent as the packet it was
+    ((name, data),) = receive(router, "lan0", gso, 0.2)  # resolved now: forwarded at once
+    vnet = parse_virtio_net_hdr(bytes(held.buf))
+    assert vnet == parse_virtio_net_hdr(data)
+    assert vnet is not None and vnet.gso_type == GsoType.TCPV4 and vnet.needs_csum
+    assert held.ethernet == data[10:] and decode(data)[Ether].dst == H2_MAC
+
+
 def test_gso_frame_judged_by_gso_size_against_the_mtu() -> None:
     router = make_router(lan1_mtu=1000)
     learn_all(router)
     fits = _gso_frame(H1, H2, 1000, 2000, size=20000, gso_size=900)
-    assert only(router.receive("lan0", fits, 0.0), "lan1")[IP].ttl == 63
+    assert only(receive(router, "lan0", fits, 0.0), "lan1")[IP].ttl == 63
     too_big = _gso_frame(H1, H2, 1000, 2000, size=20000, gso_size=1448)
-    error = only(router.receive("lan0", too_big, 0.0), "lan0")
+    error = only(receive(router, "lan0", too_big, 0.0), "lan0")
     assert (error[ICMP].type, error[ICMP].code, error[ICMP].nexthopmtu) == (3, 4, 1000)
 
 
 # -- fast path ---------------------------------------------------------------------------
 
 
-def test_cache_hints_for_established_flows_only() -> None:
+def test_established_flows_are_leased_to_the_fast_path() -> None:
     router = make_router()
     learn_all(router)
     syn = from_h1(IP(src=H1, dst=REMOTE) / TCP(sport=40000, dport=80, flags="S"))
-    assert router.process("lan0", syn, 0.0).hint is None  # SYN: no hint
-    router.receive(
-        "wan", from_wan(IP(src=REMOTE, dst=WAN_IP) / TCP(sport=80, dport=40000, flags="SA")), 0.1
+    assert process(router, "lan0", syn, 0.0)[0].lease is None  # SYN: the NAT must see it
+    receive(
+        router,
+        "wan",
+        from_wan(IP(src=REMOTE, dst=WAN_IP) / TCP(sport=80, dport=40000, flags="SA")),
+        0.1,
     )
     # DF set, as TCP stacks send it: a translated datagram with DF clear gets a
-    # fresh IPv4 ID each time (RFC 7857 §10) and so is never hinted.
+    # fresh IPv4 ID each time (RFC 7857 §10) and so is never leased.
     ack = from_h1(IP(src=H1, dst=REMOTE, flags="DF") / TCP(sport=40000, dport=80, flags="A"))
-    hint = router.process("lan0", ack, 0.2).hint
-    assert hint is not None and hint.out_iface == "wan" and hint.rewrite is not None
-    assert hint.dst_mac == bytes.fromhex(GW_MAC.replace(":", ""))
-    assert hint.flow[1] == bytes([10, 0, 0, 5]) and hint.outbound
-    assert router.hint_valid(hint) and router.touch(hint, 0.3)
-    plain = router.process("lan0", from_h1(IP(src=H1, dst=H2) / UDP(sport=1, dport=2)), 0.4)
-    assert plain.hint is not None and plain.hint.rewrite is None
-    # The gateway's MAC changes: every older hint is invalid.
-    router.receive("wan", arp_request("02:bb:00:00:00:ee", GW_IP, WAN_IP), 0.5)
-    assert not router.hint_valid(hint)
+    first, _ = process(router, "lan0", ack, 0.2)
+    assert first.iface == "wan" and first.lease is None  # the session's first-packet mark
+    second, packet = process(router, "lan0", ack, 0.3)
+    lease = second.lease
+    assert lease is not None and lease.valid and lease.traced and lease.mtu == 1500
+    assert Ether(packet.ethernet)[Ether].dst == GW_MAC and Ether(packet.ethernet)[IP].src == WAN_IP
+    plain, _ = process(router, "lan0", from_h1(IP(src=H1, dst=H2) / UDP(sport=1, dport=2)), 0.4)
+    assert plain.lease is not None and not plain.lease.traced  # routed: leased at once
+    assert router.status()["leases"] == 2
+    # The gateway's MAC changes: every lease goes.
+    receive(router, "wan", arp_request("02:bb:00:00:00:ee", GW_IP, WAN_IP), 0.5)
+    assert not lease.valid and not plain.lease.valid and router.status()["leases"] == 0
 
 
 # -- robustness and configuration -----------------------------------------------------------
@@ -548,9 +580,9 @@ def test_garbage_frames_are_counted_drops() -> None:
         frame(Ether(src=H1_MAC, dst=LAN0_MAC) / IPv6(src="fd00::5", dst="fd00::1") / UDP()),
     ]
     for data in frames:
-        assert router.receive("lan0", data, 0.0) == []
-    assert router.receive("nowhere", frames[4], 0.0) == []
-    counters = router.counters()
+        assert receive(router, "lan0", data, 0.0) == []
+    assert receive(router, "nowhere", frames[4], 0.0) == []
+    counters = router.status()["counters"]
     drops = sum(v for k, v in counters.items() if k.startswith("drop-"))
     assert drops == len(frames) + 1
     for reason in (
@@ -596,7 +628,15 @@ def test_config_reports_every_error_with_its_field() -> None:
 def test_interfaces_added_and_removed_at_runtime() -> None:
     router = make_router()
     router.add_interface(RouterInterface("lan2", "02:00:00:00:00:04", IPv4Interface("10.0.2.1/24")))
-    reply = only(router.receive("lan2", arp_request(H2_MAC, "10.0.2.9", "10.0.2.1"), 0.0))
+    assert router.next_deadline() == 0.0  # its announcement is due (RFC 5227 §3)
+    announcement = only(timers(router, 0.0), "lan2")
+    assert (announcement[ARP].op, announcement[ARP].psrc, announcement[ARP].pdst) == (
+        1,
+        "10.0.2.1",
+        "10.0.2.1",
+    )
+    assert announcement[Ether].dst == "ff:ff:ff:ff:ff:ff"
+    reply = only(receive(router, "lan2", arp_request(H2_MAC, "10.0.2.9", "10.0.2.1"), 0.0))
     assert reply[ARP].psrc == "10.0.2.1"
     with pytest.raises(ValueError, match="overlaps"):
         router.add_interface(
@@ -610,7 +650,7 @@ def test_interfaces_added_and_removed_at_runtime() -> None:
     assert all(h.interface != "lan2" for h in router.hosts())
     with pytest.raises(ValueError, match="external"):
         router.remove_interface("wan")
-    assert router.receive("lan2", arp_request(H2_MAC, "10.0.2.9", "10.0.2.1"), 0.0) == []
+    assert receive(router, "lan2", arp_request(H2_MAC, "10.0.2.9", "10.0.2.1"), 0.0) == []
 
 
 def test_external_interface_added_at_runtime_brings_its_gateway() -> None:
@@ -620,12 +660,12 @@ def test_external_interface_added_at_runtime_brings_its_gateway() -> None:
         "wan", WAN_MAC, IPv4Interface(f"{WAN_IP}/24"), external=True, gateway=IPv4Address(GW_IP)
     )
     router.add_interface(wan)
-    router.receive("wan", arp_request(GW_MAC, GW_IP, WAN_IP), 0.0)
-    router.receive("lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0)
-    out = only(router.receive("lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP()), 0.0), "wan")
+    receive(router, "wan", arp_request(GW_MAC, GW_IP, WAN_IP), 0.0)
+    receive(router, "lan0", arp_request(H1_MAC, H1, LAN0_IP), 0.0)
+    out = only(receive(router, "lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP()), 0.0), "wan")
     assert out[Ether].dst == GW_MAC and out[IP].src == H1  # plain routing: no NAT
     with pytest.raises(RouterConfigError, match="gateway"):
         RouterInterface("x", LAN1_MAC, IPv4Interface("10.0.1.1/24"), gateway=IPv4Address(GW_IP))
     router.remove_interface("wan")
-    net = only(router.receive("lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP()), 1.0), "lan0")
+    net = only(receive(router, "lan0", from_h1(IP(src=H1, dst=REMOTE) / UDP()), 1.0), "lan0")
     assert (net[ICMP].type, net[ICMP].code) == (3, 0)

@@ -48,6 +48,7 @@ def test_a_key_filed_again_while_due_keys_are_taken_comes_back_later() -> None:
         taken.append(key)
         deadlines.set(key, 4.0)  # not done yet: look again later
     assert taken == ["a"] and deadlines.next() == 4.0
+    assert deadlines.get("a") == 4.0 and deadlines.get("gone") is None
 
 
 def test_a_lease_table_gives_one_lease_per_key_and_stays_bounded() -> None:
@@ -60,6 +61,39 @@ def test_a_lease_table_gives_one_lease_per_key_and_stays_bounded() -> None:
     assert leases.lease("x") is not first
     leases.revoke_all()
     assert len(leases) == 0
+
+
+def test_a_lease_the_fast_path_stopped_using_expires_after_the_idle_timeout() -> None:
+    leases = FlowLeases(idle=10.0)
+    busy, quiet = leases.lease("busy", now=100.0), leases.lease("quiet", now=100.0)
+    assert leases.next_deadline() == 110.0
+    busy.seen = 105.0  # the node counted a packet on the fast path
+    assert leases.expire(109.0) == 0
+    assert leases.expire(110.0) == 1
+    assert not quiet.valid and busy.valid and "quiet" not in leases
+    assert leases.next_deadline() == 115.0  # idle seconds after its last use
+    assert leases.expire(115.0) == 1 and not busy.valid
+    assert len(leases) == 0 and leases.next_deadline() is None
+
+
+def test_a_lease_revoked_elsewhere_is_forgotten_without_counting() -> None:
+    leases = FlowLeases(idle=10.0)
+    leases.lease("x", now=0.0).revoke()
+    assert leases.expire(10.0) == 0 and len(leases) == 0
+
+
+def test_replacing_a_revoked_lease_does_not_evict_another() -> None:
+    leases = FlowLeases(limit=2)
+    first, second = leases.lease("x"), leases.lease("y")
+    first.revoke()
+    assert leases.full and leases.get("x") is first
+    assert leases.lease("x") is not first and second.valid
+
+
+def test_without_an_idle_timeout_leases_stay() -> None:
+    leases = FlowLeases()
+    leases.lease("x", now=0.0)
+    assert leases.next_deadline() is None and leases.expire(1e9) == 0 and len(leases) == 1
 
 
 def test_revoking_a_lease_runs_its_hooks_once() -> None:

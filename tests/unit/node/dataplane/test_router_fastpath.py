@@ -1,4 +1,4 @@
-"""The router in the node: its cache hints as flow leases on the fused fast path."""
+"""The router on the node's datapath: hosted like any function, its flows fused."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from pktchain.functions.router.function import Router
+from pktchain.functions.router.leases import ROUTED_IDLE_TIMEOUT
 from pktchain.node.dataplane.datapath import Datapath
-from pktchain.node.dataplane.functions import FunctionHost, RouterDriver
+from pktchain.node.dataplane.functions import FunctionHost, SdkDriver
 from pktchain.node.router_file import parse_router
 from support.memports import MemoryPort
 
@@ -28,14 +29,14 @@ HOSTS = {  # network: (host MAC, host address)
 }
 
 
-def lab() -> tuple[Datapath, dict[str, MemoryPort], RouterDriver]:
+def lab() -> tuple[Datapath, dict[str, MemoryPort], Router]:
     spec = parse_router(ROUTER)
-    driver = RouterDriver(Router(spec.config))
+    router = Router(spec.config)
     datapath = Datapath()
     ports = {network: MemoryPort(network) for network in HOSTS}
     for network, port in ports.items():
         datapath.add_port(port, network)
-    host = FunctionHost("router", driver, datapath, lambda: 1.0)
+    host = FunctionHost("router", SdkDriver(router), datapath, lambda: 1.0)
     for iface in spec.config.interfaces:
         datapath.add_port(host.add_port(iface.name, iface.mac), spec.networks[iface.name])
     for network, (mac, address) in HOSTS.items():  # each host answers the router's ARP
@@ -48,7 +49,7 @@ def lab() -> tuple[Datapath, dict[str, MemoryPort], RouterDriver]:
         datapath.drain(ports[network])
     for port in ports.values():
         port.sent.clear()
-    return datapath, ports, driver
+    return datapath, ports, router
 
 
 def udp(network: str, dst: str, sport: int = 4000) -> bytes:
@@ -56,9 +57,7 @@ def udp(network: str, dst: str, sport: int = 4000) -> bytes:
     router_mac = {"inside": "02:00:00:00:01:01", "lab": "02:00:00:00:03:01"}[network]
     return VNET + bytes(
         Ether(src=mac, dst=router_mac)
-        / IP(
-            src=address, dst=dst, flags="DF"
-        )  # with DF clear each would get its own ID (RFC 7857 §10): never cached
+        / IP(src=address, dst=dst, flags="DF")  # DF clear: each gets its own ID, never cached
         / UDP(sport=sport, dport=53)
         / b"q"
     )
@@ -70,25 +69,23 @@ def send(datapath: Datapath, port: MemoryPort, frame: bytes, now: float = 1.0) -
     datapath.drain(port)
 
 
-def test_a_nat_flow_is_fused_on_its_second_packet_and_a_one_packet_session_costs_no_lease() -> None:
-    datapath, ports, driver = lab()
+def test_a_nat_flow_is_fused_on_its_second_packet_and_a_one_packet_session_costs_no_entry() -> None:
+    datapath, ports, router = lab()
     send(datapath, ports["inside"], udp("inside", "198.51.100.10", sport=1))  # a lone query
-    assert driver.status()["leases"] == 0 and datapath.fused_entries() == 0
+    assert router.status()["leases"] == 0 and datapath.fused_entries() == 0
     for _ in range(3):
         send(datapath, ports["inside"], udp("inside", "198.51.100.10", sport=2))
     assert datapath.fused_entries() == 1 and datapath.fast_hits == 1
-    assert driver.status()["leases"] == 1
+    assert router.status()["leases"] == 1
     sent = [Ether(frame[10:]) for frame in ports["outside"].sent]
     assert [p[IP].src for p in sent] == ["198.51.100.2"] * 4  # translated, fast or not
     assert len({bytes(p) for p in sent[1:]}) == 1  # the fast path sent what the router did
 
 
-def test_a_routed_flow_without_nat_is_forgotten_when_idle() -> None:
-    datapath, ports, driver = lab()
+def test_a_routed_flow_left_idle_loses_its_fused_entry_with_its_lease() -> None:
+    datapath, ports, router = lab()
     for _ in range(3):
         send(datapath, ports["inside"], udp("inside", "10.0.3.10"))
     assert datapath.fused_entries() == 1 and len(ports["lab"].sent) == 3
-    driver.sync(now=1.0 + driver.idle_timeout - 1)
-    assert datapath.fused_entries() == 1
-    driver.sync(now=1.0 + driver.idle_timeout + 1)
-    assert driver.status()["leases"] == 0 and datapath.fused_entries() == 0
+    router.on_timer(1.0 + ROUTED_IDLE_TIMEOUT + 1)
+    assert router.status()["leases"] == 0 and datapath.fused_entries() == 0
