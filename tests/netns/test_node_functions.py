@@ -61,6 +61,9 @@ def test_a_chain_of_native_functions_rides_the_fast_path(
 ) -> None:
     lab, node, _api = chained
     server = lab.host("server").popen(["iperf3", "-s", "-1", "-B", "10.0.0.2"])
+    # The client must not start before the server listens: refused, it would exit at
+    # once and leave the one-shot server waiting forever.
+    lab.host("server").wait_listening(5201, timeout=10)
     try:
         result = lab.host("client").run(
             ["iperf3", "-c", "10.0.0.2", "-t", "2", "--connect-timeout", "3000", "-J"], timeout=30
