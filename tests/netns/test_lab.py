@@ -26,7 +26,7 @@ from pktchain.lab import (
     LabHost,
     LabOSError,
     TcpConnection,
-    TcpState,
+    TcpSocketState,
     add_routes,
     configure_interface,
     configure_node_port,
@@ -191,7 +191,7 @@ def test_tcp_connections_show_each_end_until_it_is_closed(lab_factory: LabFactor
     lab = lab_factory(TWO_HOSTS)
     h1, h2 = lab.host("h1"), lab.host("h2")
 
-    def states(host: LabHost, port: int) -> list[TcpState]:
+    def states(host: LabHost, port: int) -> list[TcpSocketState]:
         return [connection.state for connection in host.tcp_connections(port)]
 
     with h2.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
@@ -204,19 +204,23 @@ def test_tcp_connections_show_each_end_until_it_is_closed(lab_factory: LabFactor
             client.connect(("10.0.0.2", port))
             server, _ = listener.accept()
             near, far = ("10.0.0.1", client.getsockname()[1]), ("10.0.0.2", port)
-            assert h1.tcp_connections(port) == [TcpConnection(near, far, TcpState.ESTABLISHED)]
-            assert h2.tcp_connections(port) == [TcpConnection(far, near, TcpState.ESTABLISHED)]
+            assert h1.tcp_connections(port) == [
+                TcpConnection(near, far, TcpSocketState.ESTABLISHED)
+            ]
+            assert h2.tcp_connections(port) == [
+                TcpConnection(far, near, TcpSocketState.ESTABLISHED)
+            ]
             server.close()  # h2 closes first (RFC 9293 §3.6, case 1)
             wait_until(
                 lambda: (
-                    states(h1, port) == [TcpState.CLOSE_WAIT]
-                    and states(h2, port) == [TcpState.FIN_WAIT2]
+                    states(h1, port) == [TcpSocketState.CLOSE_WAIT]
+                    and states(h2, port) == [TcpSocketState.FIN_WAIT2]
                 ),
                 timeout=5,
                 what="h2's FIN acknowledged",
             )
         wait_until(
-            lambda: states(h1, port) == [] and states(h2, port) == [TcpState.TIME_WAIT],
+            lambda: states(h1, port) == [] and states(h2, port) == [TcpSocketState.TIME_WAIT],
             timeout=5,
             what="h1's FIN acknowledged",
         )

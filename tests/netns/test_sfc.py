@@ -27,7 +27,7 @@ from pktchain.demo.sfc import (
     sfc_topology,
     start_web_server,
 )
-from pktchain.lab import Lab, TcpState, wait_until
+from pktchain.lab import Lab, TcpSocketState, wait_until
 from pktchain.node.client import ChainingClient, ChainingRequestError
 from pktchain.node.process import NodeProcess
 from support.fn_lab import capture
@@ -359,7 +359,7 @@ def wait_closed(lab: Lab, port: int, *hosts: str) -> None:
 
     def closed() -> bool:
         return all(
-            connection.state is TcpState.TIME_WAIT
+            connection.state is TcpSocketState.TIME_WAIT
             for host in hosts
             for connection in lab.host(host).tcp_connections(port)
         )

@@ -13,7 +13,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, in4_chksum
 from scapy.packet import Packet
 from scapy.utils import checksum as scapy_checksum
 
-from pktchain.functions.nat.napt import Nat, NatConfig, NatResult, Verdict
+from pktchain.functions.nat.napt import Nat, NatConfig, NatResult, NatVerdict
 
 EXTERNAL = "203.0.113.1"
 INSIDE_A = "10.0.0.5"
@@ -73,7 +73,7 @@ def inb(nat: Nat, packet: bytearray, now: float = 0.0, **kw: Any) -> NatResult:
 
 
 def ok(result: NatResult) -> NatResult:
-    assert result.verdict is Verdict.TRANSLATED, result
+    assert result.verdict is NatVerdict.TRANSLATED, result
     return result
 
 

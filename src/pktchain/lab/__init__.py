@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     )
     from pktchain.lab.links import (
         TcpConnection,
-        TcpState,
+        TcpSocketState,
         add_routes,
         configure_interface,
         configure_node_port,
@@ -97,7 +97,7 @@ _EXPORTS = {
         "add_routes",
         "configure_interface",
         "TcpConnection",
-        "TcpState",
+        "TcpSocketState",
         "configure_node_port",
         "listening",
         "tcp_connections",
@@ -139,7 +139,7 @@ __all__ = [
     "NodePort",
     "Route",
     "TcpConnection",
-    "TcpState",
+    "TcpSocketState",
     "Teardown",
     "Topology",
     "TopologyError",

@@ -273,7 +273,7 @@ def wait_links_up(links: Mapping[str, Sequence[str]], *, timeout: float = 5.0) -
             netlink.close()
 
 
-class TcpState(IntEnum):
+class TcpSocketState(IntEnum):
     """A socket's state as sock_diag reports it (include/net/tcp_states.h).
 
     A bound, unconnected UDP socket is reported as `CLOSE`.
@@ -299,10 +299,10 @@ class TcpConnection:
 
     local: tuple[str, int]
     remote: tuple[str, int]
-    state: TcpState
+    state: TcpSocketState
 
 
-def _sockets(netns: str, protocol: int, states: Iterable[TcpState]) -> list[dict[str, Any]]:
+def _sockets(netns: str, protocol: int, states: Iterable[TcpSocketState]) -> list[dict[str, Any]]:
     """The inet_diag messages of the IPv4 and IPv6 sockets of `netns` in `states`."""
     mask = sum(1 << state for state in set(states))
     with entered(netns):
@@ -327,21 +327,21 @@ def listening(netns: str, port: int, kind: socket.SocketKind = socket.SOCK_STREA
     single connection (``iperf3 -1``) is not disturbed by a probe.
     """
     if kind == socket.SOCK_STREAM:
-        found = _sockets(netns, socket.IPPROTO_TCP, (TcpState.LISTEN,))
+        found = _sockets(netns, socket.IPPROTO_TCP, (TcpSocketState.LISTEN,))
     else:
-        found = _sockets(netns, socket.IPPROTO_UDP, (TcpState.CLOSE,))
+        found = _sockets(netns, socket.IPPROTO_UDP, (TcpSocketState.CLOSE,))
     return any(entry.get("idiag_sport") == port for entry in found)
 
 
 def tcp_connections(netns: str, port: int) -> list[TcpConnection]:
     """The TCP connections of `netns` with `port` at either end, in any state but
     LISTEN (TIME_WAIT ones included), from sock_diag netlink."""
-    states = [state for state in TcpState if state is not TcpState.LISTEN]
+    states = [state for state in TcpSocketState if state is not TcpSocketState.LISTEN]
     return [
         TcpConnection(
             (str(entry["idiag_src"]), int(entry["idiag_sport"])),
             (str(entry["idiag_dst"]), int(entry["idiag_dport"])),
-            TcpState(entry["idiag_state"]),
+            TcpSocketState(entry["idiag_state"]),
         )
         for entry in _sockets(netns, socket.IPPROTO_TCP, states)
         if port in (entry["idiag_sport"], entry["idiag_dport"])

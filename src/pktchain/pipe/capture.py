@@ -15,7 +15,7 @@ write`` can send on:
   libpcap does, so that ``8100 ...`` shows in the stream and ``sed`` can
   remove it;
 * ``SO_TIMESTAMPNS``: each frame carries the kernel's receive time;
-* ``PACKET_IGNORE_OUTGOING`` for ``Direction.IN`` (the default of ``pktchain
+* ``PACKET_IGNORE_OUTGOING`` for ``CaptureDirection.IN`` (the default of ``pktchain
   pipe read``), so a pipe never reads back what this host, or a ``pktchain pipe
   write`` on the same interface, sends out of it; ``INOUT`` is tcpdump's view;
 * promiscuous mode through ``PACKET_ADD_MEMBERSHIP``, which the kernel undoes
@@ -53,7 +53,7 @@ from pktchain.packet.headers import VIRTIO_NET_HDR, EtherType
 from pktchain.pipe.formats import ETHERNET_HEADER_LEN, MAX_FRAME, Frame
 from pktchain.pipe.iface import InterfaceError, open_packet_socket
 
-__all__ = ["DEFAULT_BUFFER_SIZE", "Capture", "CaptureStats", "Direction"]
+__all__ = ["DEFAULT_BUFFER_SIZE", "Capture", "CaptureDirection", "CaptureStats"]
 
 # linux/if_packet.h: the auxiliary data of a received frame.
 TP_STATUS_VLAN_VALID = 1 << 4
@@ -80,7 +80,7 @@ _VNET_UNPACK = VIRTIO_NET_HDR.struct.unpack_from
 _VLAN_TAG = struct.Struct("!HH")
 
 
-class Direction(Enum):
+class CaptureDirection(Enum):
     """Which frames of an interface a capture reads, named as tcpdump's -Q."""
 
     IN = "in"  # received by the interface
@@ -107,7 +107,7 @@ class Capture:
         self,
         ifname: str,
         *,
-        direction: Direction = Direction.IN,
+        direction: CaptureDirection = CaptureDirection.IN,
         promiscuous: bool = True,
         snaplen: int = MAX_FRAME,
         buffer_size: int = DEFAULT_BUFFER_SIZE,
@@ -124,7 +124,7 @@ class Capture:
         try:
             sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
-            if direction is Direction.IN:
+            if direction is CaptureDirection.IN:
                 sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -169,7 +169,7 @@ class Capture:
 
     def _receive_one(self, flags: int) -> Frame | None:
         size, ancillary, _, address = self._sock.recvmsg_into([self._view], _ANCILLARY_SIZE, flags)
-        if self.direction is Direction.OUT and address[2] != socket.PACKET_OUTGOING:
+        if self.direction is CaptureDirection.OUT and address[2] != socket.PACKET_OUTGOING:
             return None
         stamp = 0
         wire = 0

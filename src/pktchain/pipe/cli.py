@@ -150,7 +150,7 @@ def _read(args: argparse.Namespace) -> int:
 
 
 def _capture(args: argparse.Namespace, stop: StopSignals) -> int:
-    from pktchain.pipe.capture import Capture, Direction
+    from pktchain.pipe.capture import Capture, CaptureDirection
     from pktchain.pipe.formats import StreamFormat, TimePrecision, encoder_for
     from pktchain.pipe.iface import InterfaceError, enter_netns
     from pktchain.pipe.pumps import capture_to_stream
@@ -166,7 +166,7 @@ def _capture(args: argparse.Namespace, stop: StopSignals) -> int:
             enter_netns(args.netns)
         capture = Capture(
             args.iface,
-            direction=Direction(args.direction),
+            direction=CaptureDirection(args.direction),
             promiscuous=args.promiscuous,
             snaplen=args.snaplen,
             buffer_size=args.buffer_size * 1024,

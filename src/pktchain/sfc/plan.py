@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class Direction(Enum):
+class PathDirection(Enum):
     FORWARD = "forward"
     REVERSE = "reverse"
 

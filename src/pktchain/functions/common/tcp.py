@@ -20,14 +20,14 @@ __all__ = [
     "TCP_TRANSITIONS",
     "Lifetime",
     "TcpEvent",
-    "TcpState",
+    "TcpSessionState",
     "state_changing",
     "tcp_event",
     "tcp_transition",
 ]
 
 
-class TcpState(Enum):
+class TcpSessionState(Enum):
     """Session states of RFC 6146 §3.5.2.1 (V6 = internal, V4 = external)."""
 
     CLOSED = "closed"
@@ -63,7 +63,7 @@ class Lifetime(Enum):
     KEEP = "keep"
 
 
-_S = TcpState
+_S = TcpSessionState
 _E = TcpEvent
 _L = Lifetime
 
@@ -71,7 +71,7 @@ _L = Lifetime
 # re-arms its timer. Pairs not listed leave the state and the expiry as they are
 # (the packet is still translated). Additions to RFC 6146, from RFC 7857 §2.2:
 # a RST in a FIN state also leads to TRANSITORY (4 min, then removal).
-TCP_TRANSITIONS: dict[tuple[TcpState, TcpEvent], tuple[TcpState, Lifetime]] = {
+TCP_TRANSITIONS: dict[tuple[TcpSessionState, TcpEvent], tuple[TcpSessionState, Lifetime]] = {
     # CLOSED: only a SYN opens a session (the NAT drops other packets first).
     (_S.CLOSED, _E.INT_SYN): (_S.INT_SYN, _L.OPENING),
     (_S.CLOSED, _E.EXT_SYN): (_S.EXT_SYN, _L.INCOMING_SYN),
@@ -133,7 +133,7 @@ def tcp_event(flags: int, outbound: bool) -> TcpEvent:
     return TcpEvent.INT_OTHER if outbound else TcpEvent.EXT_OTHER
 
 
-def tcp_transition(state: TcpState, event: TcpEvent) -> tuple[TcpState, Lifetime]:
+def tcp_transition(state: TcpSessionState, event: TcpEvent) -> tuple[TcpSessionState, Lifetime]:
     """Next state and timer for ``event`` in ``state`` (unlisted pairs: no change)."""
     return TCP_TRANSITIONS.get((state, event), (state, Lifetime.KEEP))
 

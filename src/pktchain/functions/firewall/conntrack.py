@@ -58,10 +58,10 @@ __all__ = [
     "TCP_TRANSITIONS",
     "ConnState",
     "Connection",
+    "ConntrackTcpState",
     "FlowTuple",
     "Segment",
     "TcpEvent",
-    "TcpState",
     "Timeouts",
     "Tracker",
     "Tracking",
@@ -84,7 +84,7 @@ class ConnState(Enum):
     UNTRACKED = "untracked"
 
 
-class TcpState(Enum):
+class ConntrackTcpState(Enum):
     """Where a tracked TCP connection is, as seen from the middle of the path.
 
     "Original" is the side that sent the first SYN, "reply" the other side.
@@ -126,14 +126,14 @@ class TcpEvent(Enum):
     REPLY_RST = "reply-rst"
 
 
-_S = TcpState
+_S = ConntrackTcpState
 _E = TcpEvent
 
 # RFC 9293, one row per (state, event) that a connection may see. The value is
 # the next state, or None when the segment (a SYN) starts a new connection on
 # the same 4-tuple. Pairs not listed are invalid: the segment does not fit the
 # connection, and the state does not move.
-TCP_TRANSITIONS: dict[tuple[TcpState, TcpEvent], TcpState | None] = {
+TCP_TRANSITIONS: dict[tuple[ConntrackTcpState, TcpEvent], ConntrackTcpState | None] = {
     # §3.5 figure 6, three-way handshake: SYN, then SYN-ACK from the other side.
     (_S.SYN_SENT, _E.ORIG_SYN): _S.SYN_SENT,  # retransmitted SYN (§3.8.1)
     (_S.SYN_SENT, _E.REPLY_SYN_ACK): _S.SYN_RECEIVED,
@@ -219,7 +219,9 @@ TCP_TRANSITIONS: dict[tuple[TcpState, TcpEvent], TcpState | None] = {
     (_S.CLOSED, _E.REPLY_SYN): None,
 }
 
-LEASABLE_TCP_STATES = frozenset((TcpState.ESTABLISHED, TcpState.FIN_ORIGINAL, TcpState.FIN_REPLY))
+LEASABLE_TCP_STATES = frozenset(
+    (ConntrackTcpState.ESTABLISHED, ConntrackTcpState.FIN_ORIGINAL, ConntrackTcpState.FIN_REPLY)
+)
 """TCP states in which the fast path may carry the connection: data flows, and
 the segments that move the state (SYN, FIN, RST) reach the firewall anyway.
 After the second FIN the last ACK must be seen, so the lease ends there."""
@@ -283,18 +285,18 @@ class Timeouts:
     icmp: float = _timeout(30.0, "ICMP/ICMPv6 echo")
     other: float = _timeout(600.0, "other IP protocols (GRE, ESP, SCTP, ...)")
 
-    def for_tcp(self, state: TcpState) -> float:
+    def for_tcp(self, state: ConntrackTcpState) -> float:
         """The idle timeout of a TCP connection in ``state``."""
         return {
-            TcpState.SYN_SENT: self.tcp_syn_sent,
-            TcpState.SYN_SENT2: self.tcp_syn_sent,
-            TcpState.SYN_RECEIVED: self.tcp_syn_received,
-            TcpState.ESTABLISHED: self.tcp_established,
-            TcpState.FIN_ORIGINAL: self.tcp_fin_wait,
-            TcpState.FIN_REPLY: self.tcp_fin_wait,
-            TcpState.FIN_BOTH: self.tcp_closing,
-            TcpState.TIME_WAIT: self.tcp_time_wait,
-            TcpState.CLOSED: self.tcp_closed,
+            ConntrackTcpState.SYN_SENT: self.tcp_syn_sent,
+            ConntrackTcpState.SYN_SENT2: self.tcp_syn_sent,
+            ConntrackTcpState.SYN_RECEIVED: self.tcp_syn_received,
+            ConntrackTcpState.ESTABLISHED: self.tcp_established,
+            ConntrackTcpState.FIN_ORIGINAL: self.tcp_fin_wait,
+            ConntrackTcpState.FIN_REPLY: self.tcp_fin_wait,
+            ConntrackTcpState.FIN_BOTH: self.tcp_closing,
+            ConntrackTcpState.TIME_WAIT: self.tcp_time_wait,
+            ConntrackTcpState.CLOSED: self.tcp_closed,
         }[state]
 
 
@@ -354,7 +356,9 @@ class Connection:
         "tcp",
     )
 
-    def __init__(self, key: FlowTuple, iface: str, tcp: TcpState | None, now: float) -> None:
+    def __init__(
+        self, key: FlowTuple, iface: str, tcp: ConntrackTcpState | None, now: float
+    ) -> None:
         self.key = key
         self.reply_key: FlowTuple = (key[1], key[0], key[2], key[4], key[3])
         self.iface = iface
@@ -400,7 +404,7 @@ class Tracking(NamedTuple):
     """The connection the packet belongs to (for ``related``: the one its error is about)."""
     reply: bool
     """The packet travels in the connection's reply direction."""
-    tcp: TcpState | None
+    tcp: ConntrackTcpState | None
     """TCP: the state accepting the packet moves the connection to."""
     opens: bool
     """Accepting the packet creates a connection (replacing ``connection`` if set)."""
@@ -409,8 +413,8 @@ class Tracking(NamedTuple):
 _INVALID = Tracking(ConnState.INVALID, None, False, None, False)
 _UNTRACKED = Tracking(ConnState.UNTRACKED, None, False, None, False)
 _NEW_QUERY = Tracking(ConnState.NEW, None, False, None, True)
-_NEW_TCP = Tracking(ConnState.NEW, None, False, TcpState.SYN_SENT, True)
-_PICKUP = Tracking(ConnState.NEW, None, False, TcpState.ESTABLISHED, True)
+_NEW_TCP = Tracking(ConnState.NEW, None, False, ConntrackTcpState.SYN_SENT, True)
+_PICKUP = Tracking(ConnState.NEW, None, False, ConntrackTcpState.ESTABLISHED, True)
 
 
 class Tracker:
@@ -488,7 +492,7 @@ class Tracker:
         after = TCP_TRANSITIONS[conn.tcp, event]
         if after is None:
             # A new incarnation; it is oriented the way this SYN travels.
-            return Tracking(ConnState.NEW, conn, False, TcpState.SYN_SENT, True)
+            return Tracking(ConnState.NEW, conn, False, ConntrackTcpState.SYN_SENT, True)
         return Tracking(_answered(conn, reply), conn, reply, after, False)
 
     def _classify_icmp(self, buf: bytes | bytearray, info: FrameInfo, key: FlowTuple) -> Tracking:
@@ -559,7 +563,7 @@ class Tracker:
         return conn
 
     def _open(
-        self, info: FrameInfo, iface: str, tcp: TcpState | None, now: float
+        self, info: FrameInfo, iface: str, tcp: ConntrackTcpState | None, now: float
     ) -> Connection | None:
         if self._count >= self.limit:
             if not self._unreplied:

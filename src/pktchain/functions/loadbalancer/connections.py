@@ -24,7 +24,7 @@ from __future__ import annotations
 import struct
 from enum import Enum
 
-from pktchain.functions.common.tcp import Lifetime, TcpState
+from pktchain.functions.common.tcp import Lifetime, TcpSessionState
 from pktchain.functions.loadbalancer.config import Backend, Protocol, Service
 from pktchain.functions.loadbalancer.health import Target
 from pktchain.functions.loadbalancer.maglev import MaglevTable, flow_hash
@@ -55,7 +55,9 @@ class UdpState(Enum):
     REPLIED = "replied"
 
 
-ESTABLISHED_LIFETIMES = frozenset((TcpState.ESTABLISHED, TcpState.INT_FIN, TcpState.EXT_FIN))
+ESTABLISHED_LIFETIMES = frozenset(
+    (TcpSessionState.ESTABLISHED, TcpSessionState.INT_FIN, TcpSessionState.EXT_FIN)
+)
 """TCP states whose idle timeout is the established one (RFC 6146 §3.5.2.2)."""
 
 
@@ -93,7 +95,9 @@ class Connection:
         self.client_ip, self.client_port, self.vip, self.vport, self.proto = key
         self.client_mac = client_mac
         self.snat_port = snat_port
-        self.state: TcpState | UdpState = TcpState.CLOSED if service.tcp else UdpState.NEW
+        self.state: TcpSessionState | UdpState = (
+            TcpSessionState.CLOSED if service.tcp else UdpState.NEW
+        )
         self.created = now
         self.expires = now
         self.lease: FlowLease | None = None
@@ -111,19 +115,19 @@ class Connection:
     @property
     def established(self) -> bool:
         """Whether later packets may take the fast path (a lease may be given)."""
-        return self.state is TcpState.ESTABLISHED or self.state is UdpState.REPLIED
+        return self.state is TcpSessionState.ESTABLISHED or self.state is UdpState.REPLIED
 
     @property
     def answered(self) -> bool:
         """Whether the backend has answered (a SYN not yet answered may be re-balanced)."""
-        return self.state not in (TcpState.CLOSED, TcpState.INT_SYN, UdpState.NEW)
+        return self.state not in (TcpSessionState.CLOSED, TcpSessionState.INT_SYN, UdpState.NEW)
 
 
-def lifetime_of(state: TcpState | UdpState) -> Lifetime:
+def lifetime_of(state: TcpSessionState | UdpState) -> Lifetime:
     """The timeout a connection in ``state`` is idle-expired after."""
     if isinstance(state, UdpState) or state in ESTABLISHED_LIFETIMES:
         return Lifetime.ESTABLISHED
-    if state in (TcpState.CLOSED, TcpState.INT_SYN, TcpState.EXT_SYN):
+    if state in (TcpSessionState.CLOSED, TcpSessionState.INT_SYN, TcpSessionState.EXT_SYN):
         return Lifetime.OPENING
     return Lifetime.CLOSING
 

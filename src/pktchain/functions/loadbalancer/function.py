@@ -64,7 +64,7 @@ from pktchain.functions.common.embedded import (
 )
 from pktchain.functions.common.icmp import echo_reply
 from pktchain.functions.common.reject import tcp_reset
-from pktchain.functions.common.tcp import Lifetime, TcpState, tcp_event, tcp_transition
+from pktchain.functions.common.tcp import Lifetime, TcpSessionState, tcp_event, tcp_transition
 from pktchain.functions.loadbalancer.config import (
     Backend,
     HealthCheck,
@@ -436,7 +436,7 @@ class LoadBalancer(Function[LoadBalancerConfig]):
             return not conn.backend.healthy
         if flags & (_SYN | _ACK | _RST) != _SYN:
             return False
-        if conn.state in (TcpState.BOTH_FIN, TcpState.TRANSITORY):
+        if conn.state in (TcpSessionState.BOTH_FIN, TcpSessionState.TRANSITORY):
             return True
         return not conn.answered and not conn.backend.in_table
 
@@ -471,7 +471,7 @@ class LoadBalancer(Function[LoadBalancerConfig]):
         if flags & (_FIN | _RST):
             self._revoke(conn)  # the connection ends: see it again
         state = conn.state
-        if not isinstance(state, TcpState):
+        if not isinstance(state, TcpSessionState):
             return
         conn.state, lifetime = tcp_transition(state, tcp_event(flags, outbound))
         if lifetime is not Lifetime.KEEP:

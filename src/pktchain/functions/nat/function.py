@@ -53,7 +53,7 @@ from pktchain.functions.nat.config import (
     NatConfigError,
     UnsolicitedSyn,
 )
-from pktchain.functions.nat.napt import Nat, NatResult, Session, Verdict
+from pktchain.functions.nat.napt import Nat, NatResult, NatVerdict, Session
 from pktchain.functions.nat.result import DropReason, Realm
 from pktchain.functions.sdk import (
     Deadlines,
@@ -334,13 +334,13 @@ class NatFunction(Function[NatFunctionConfig]):
             result = self._nat.translate_outbound(buf, 0, now, info=info, partial=packet.partial)
         else:
             result = self._nat.translate_inbound(buf, 0, now, info=info, partial=packet.partial)
-        if result.verdict is Verdict.TRANSLATED:
+        if result.verdict is NatVerdict.TRANSLATED:
             packet.info = parse_frame(buf, VIRTIO_NET_HDR_LEN)
             self.counters["translated"] += 1
             out = _INSIDE if hairpin else self.peer(packet.iface)
             return forward(out, lease=self._lease(result, outbound=inside))
         reason = "drop-" + (result.reason.value if result.reason is not None else "malformed")
-        if result.verdict is Verdict.REPLY and result.reply is not None:
+        if result.verdict is NatVerdict.REPLY and result.reply is not None:
             if not self._bucket.take(now):
                 self.counters["drop-icmp-rate-limit"] += 1
                 return drop(reason)

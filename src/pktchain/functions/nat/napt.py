@@ -53,14 +53,14 @@ from pktchain.functions.common.embedded import (
     rewrite_embedded,
 )
 from pktchain.functions.common.fields import ported_protocol
-from pktchain.functions.common.tcp import Lifetime, TcpState, tcp_event, tcp_transition
+from pktchain.functions.common.tcp import Lifetime, TcpSessionState, tcp_event, tcp_transition
 from pktchain.functions.nat.config import Filtering, NatConfig, UnsolicitedSyn
 from pktchain.functions.nat.result import (
     DropReason,
     FlowRewrite,
     NatResult,
+    NatVerdict,
     Realm,
-    Verdict,
 )
 from pktchain.functions.nat.table import Mapping, MappingEntry, Session, SessionEntry, SessionKey
 from pktchain.packet.address import IpLike, WritableBuffer, format_ip, ip_bytes
@@ -78,12 +78,12 @@ __all__ = [
     "NatConfig",
     "NatResult",
     "NatTimerResult",
+    "NatVerdict",
     "Realm",
     "Session",
     "SessionEntry",
-    "TcpState",
+    "TcpSessionState",
     "UnsolicitedSyn",
-    "Verdict",
 ]
 
 _TCP = int(IpProto.TCP)
@@ -101,7 +101,7 @@ _REFUSALS = frozenset(
     (DropReason.SESSION_LIMIT, DropReason.HOST_SESSION_LIMIT, DropReason.PORTS_EXHAUSTED)
 )
 _UNADMITTED = frozenset((DropReason.NO_MAPPING, DropReason.FILTERED))
-_DROPS = {reason: NatResult(Verdict.DROPPED, reason) for reason in DropReason}
+_DROPS = {reason: NatResult(NatVerdict.DROPPED, reason) for reason in DropReason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +313,7 @@ class Nat:
                     source=self._external,
                 )
                 self._count("unsolicited-syn-icmp")
-                replies.append(NatResult(Verdict.REPLY, reply=reply, reply_to=Realm.EXTERNAL))
+                replies.append(NatResult(NatVerdict.REPLY, reply=reply, reply_to=Realm.EXTERNAL))
             else:
                 self._count("unsolicited-syn-dropped")
         heap, buckets = self._bucket_heap, self._buckets
@@ -407,7 +407,7 @@ class Nat:
         return None
 
     def _open(
-        self, mapping: Mapping | None, key: SessionKey, state: TcpState | None
+        self, mapping: Mapping | None, key: SessionKey, state: TcpSessionState | None
     ) -> Session | DropReason:
         """A new session (and mapping) for ``key``, or why the NAT refuses it."""
         config = self._config
@@ -485,7 +485,9 @@ class Nat:
         if proto == _TCP and (flags & (_SYN | _RST | _ACK)) != _SYN:
             return DropReason.TCP_NO_SESSION  # RFC 6146 §3.5.2.2: only a SYN opens
         opened = self._open(
-            self._mapping_for(proto, src, sport), key, TcpState.CLOSED if proto == _TCP else None
+            self._mapping_for(proto, src, sport),
+            key,
+            TcpSessionState.CLOSED if proto == _TCP else None,
         )
         if isinstance(opened, DropReason):
             return opened
@@ -517,7 +519,7 @@ class Nat:
             return DropReason.FILTERED
         if proto == _TCP and (flags & (_SYN | _RST | _ACK)) != _SYN:
             return DropReason.TCP_NO_SESSION
-        opened = self._open(mapping, key, TcpState.CLOSED if proto == _TCP else None)
+        opened = self._open(mapping, key, TcpSessionState.CLOSED if proto == _TCP else None)
         if isinstance(opened, DropReason):
             return opened
         if proto == _TCP:
@@ -555,7 +557,7 @@ class Nat:
             code=_CODE_ADMIN_PROHIBITED,
             source=source,
         )
-        return NatResult(Verdict.REPLY, reason, reply=reply, reply_to=to)
+        return NatResult(NatVerdict.REPLY, reason, reply=reply, reply_to=to)
 
     def translate_outbound(
         self,
@@ -611,7 +613,7 @@ class Nat:
             set_port(buf, info, Side.SRC, mapping.external_port, partial=partial)
         self._count("translated-outbound")
         return NatResult(
-            Verdict.TRANSLATED,
+            NatVerdict.TRANSLATED,
             rewrite=FlowRewrite(proto, (external, mapping.external_port), None),
             session=opened,
             cacheable=_cacheable(opened),
@@ -646,7 +648,7 @@ class Nat:
         set_port(buf, info, Side.DST, target.internal_port, partial=partial)
         self._count("hairpinned")
         return NatResult(
-            Verdict.TRANSLATED,
+            NatVerdict.TRANSLATED,
             rewrite=FlowRewrite(
                 info.proto,
                 (external, sender.external_port),
@@ -701,7 +703,7 @@ class Nat:
             set_port(buf, info, Side.DST, mapping.internal_port, partial=partial)
         self._count("translated-inbound")
         return NatResult(
-            Verdict.TRANSLATED,
+            NatVerdict.TRANSLATED,
             rewrite=FlowRewrite(proto, None, (mapping.internal_address, mapping.internal_port)),
             session=opened,
             cacheable=_cacheable(opened),
@@ -749,7 +751,7 @@ class Nat:
             set_ip(buf, info, Side.DST, sender.internal_address)
         refresh_icmp_checksum(buf, info.l4, info.end)
         self._count("icmp-error-outbound")
-        return NatResult(Verdict.TRANSLATED)
+        return NatResult(NatVerdict.TRANSLATED)
 
     def _error_inbound(self, buf: WritableBuffer, info: FrameInfo) -> NatResult:
         """An outside error about a packet the NAT sent out (RFC 5508 REQ-4)."""
@@ -764,7 +766,7 @@ class Nat:
         set_ip(buf, info, Side.DST, mapping.internal_address)
         refresh_icmp_checksum(buf, info.l4, info.end)
         self._count("icmp-error-inbound")
-        return NatResult(Verdict.TRANSLATED)
+        return NatResult(NatVerdict.TRANSLATED)
 
     def _embedded(self, buf: WritableBuffer, info: FrameInfo) -> Embedded | DropReason:
         if not icmp_checksum_ok(buf, info.l4, info.end):  # RFC 5508 REQ-3
@@ -775,7 +777,7 @@ class Nat:
 
 def _cacheable(session: Session) -> bool:
     state = session.state
-    return state is None or state is TcpState.ESTABLISHED
+    return state is None or state is TcpSessionState.ESTABLISHED
 
 
 def _protocol(proto: IpProto | str) -> int:

@@ -23,13 +23,13 @@ from pktchain.functions.common.embedded import Unusable
 if TYPE_CHECKING:
     from pktchain.functions.nat.table import Session
 
-__all__ = ["DropReason", "Endpoint", "FlowRewrite", "NatResult", "Realm", "Verdict"]
+__all__ = ["DropReason", "Endpoint", "FlowRewrite", "NatResult", "NatVerdict", "Realm"]
 
 Endpoint = tuple[bytes, int]
 """An IPv4 address (4 bytes) and a port (or ICMP query identifier)."""
 
 
-class Verdict(Enum):
+class NatVerdict(Enum):
     """What the caller does with the packet."""
 
     TRANSLATED = "translated"
@@ -92,7 +92,7 @@ class FlowRewrite:
 class NatResult:
     """The outcome of one packet (see the module docstring)."""
 
-    verdict: Verdict
+    verdict: NatVerdict
     reason: DropReason | None = None
     rewrite: FlowRewrite | None = None
     session: Session | None = None
@@ -104,5 +104,5 @@ class NatResult:
 
     @property
     def translated(self) -> bool:
-        """Shorthand for ``verdict is Verdict.TRANSLATED``."""
-        return self.verdict is Verdict.TRANSLATED
+        """Shorthand for ``verdict is NatVerdict.TRANSLATED``."""
+        return self.verdict is NatVerdict.TRANSLATED

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pktchain.functions.common.tcp import TcpState
+from pktchain.functions.common.tcp import TcpSessionState
 from pktchain.packet.address import format_ip
 from pktchain.packet.headers import IpProto
 
@@ -72,7 +72,7 @@ class Session:
 
     __slots__ = ("cache_in", "cache_out", "expires", "key", "mapping", "queued", "state")
 
-    def __init__(self, key: SessionKey, mapping: Mapping, state: TcpState | None) -> None:
+    def __init__(self, key: SessionKey, mapping: Mapping, state: TcpSessionState | None) -> None:
         self.key = key
         self.mapping = mapping
         self.state = state
@@ -125,5 +125,5 @@ class SessionEntry:
     external_port: int
     remote_address: str
     remote_port: int
-    state: TcpState | None
+    state: TcpSessionState | None
     expires: int

@@ -85,8 +85,7 @@ from pktchain.functions.common.icmp import (
     unique_host_address,
 )
 from pktchain.functions.nat.napt import Nat
-from pktchain.functions.nat.result import FlowRewrite, NatResult
-from pktchain.functions.nat.result import Verdict as NatVerdict
+from pktchain.functions.nat.result import FlowRewrite, NatResult, NatVerdict
 from pktchain.functions.nat.table import MappingEntry, Session, SessionEntry
 from pktchain.functions.router.config import (
     RouterConfig,

@@ -56,9 +56,9 @@ from pktchain.packet.headers import TcpFlag
 from pktchain.sfc.plan import (
     ChainPlan,
     ClassifierPlan,
-    Direction,
     GroupPlan,
     PairPlan,
+    PathDirection,
     SteeringPlan,
 )
 from pktchain.sfc.resources import LbField
@@ -89,7 +89,9 @@ class HopCounters:
 
     __slots__ = ("bytes", "chain", "direction", "flows", "group", "packets", "pair")
 
-    def __init__(self, chain: ChainPlan, group: int, pair: PairPlan, direction: Direction) -> None:
+    def __init__(
+        self, chain: ChainPlan, group: int, pair: PairPlan, direction: PathDirection
+    ) -> None:
         self.chain = chain
         self.group = group
         self.pair = pair
@@ -205,7 +207,7 @@ class Steering:
     def __post_init__(self) -> None:
         self.flows: dict[int, Flow] = {}  # id(flow) -> flow
         self.stats = SteeringStats()
-        self.counters: dict[tuple[str, int, str, Direction], HopCounters] = {}
+        self.counters: dict[tuple[str, int, str, PathDirection], HopCounters] = {}
         self._by_source: dict[str, list[tuple[ClassifierPlan, ChainPlan]]] = {}
         self._steered_ports: set[str] = set()
 
@@ -330,7 +332,7 @@ class Steering:
         taps: list[tuple[Port, bytes, HopCounters]] = []
         current = port
         for link, index, group, pair in chosen:
-            counters = self._counters(link, index, pair, Direction.FORWARD)
+            counters = self._counters(link, index, pair, PathDirection.FORWARD)
             counters.flows += 1
             if group.tap:
                 tap = self.ports[pair.ingress]
@@ -358,7 +360,7 @@ class Steering:
         if chain.symmetric and destination is not None and hops:
             back = self.ports[destination]
             for link, index, pair in reversed(hops):
-                counters = self._counters(link, index, pair, Direction.REVERSE)
+                counters = self._counters(link, index, pair, PathDirection.REVERSE)
                 counters.flows += 1
                 target = self.ports[pair.egress]
                 reverse.append(entry(back, out=target, mac=_mac(target), hop=counters))
@@ -418,7 +420,7 @@ class Steering:
         return path
 
     def _counters(
-        self, chain: ChainPlan, group: int, pair: PairPlan, direction: Direction
+        self, chain: ChainPlan, group: int, pair: PairPlan, direction: PathDirection
     ) -> HopCounters:
         key = (chain.id, group, pair.id, direction)
         counters = self.counters.get(key)
@@ -494,7 +496,7 @@ class Steering:
             chain_status = chains.get(chain_id)
             if chain_status is not None:
                 chain_status["hops"].append(record)
-                if group == 0 and direction is Direction.FORWARD:
+                if group == 0 and direction is PathDirection.FORWARD:
                     chain_status["packets"] += hop.packets
                     chain_status["bytes"] += hop.bytes
                     chain_status["flows"] += hop.flows

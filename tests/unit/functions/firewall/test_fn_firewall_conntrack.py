@@ -11,7 +11,7 @@ from scapy.layers.inet6 import (
     IPv6,
 )
 
-from pktchain.functions.firewall.conntrack import TCP_TRANSITIONS, TcpEvent, TcpState
+from pktchain.functions.firewall.conntrack import TCP_TRANSITIONS, ConntrackTcpState, TcpEvent
 from pktchain.functions.firewall.function import Firewall
 from pktchain.functions.sdk import FlowLease, Result, Verdict, make_function
 from support.fn_frames import (
@@ -54,13 +54,13 @@ def lease_of(result: Result) -> FlowLease:
 
 def test_every_state_can_be_left() -> None:
     """Each TCP state has a row in the table: no connection is stuck but by its timer."""
-    assert {state for state, _ in TCP_TRANSITIONS} == set(TcpState)
+    assert {state for state, _ in TCP_TRANSITIONS} == set(ConntrackTcpState)
 
 
 def test_a_reset_ends_every_state() -> None:
-    for state in TcpState:
-        assert TCP_TRANSITIONS[state, TcpEvent.ORIG_RST] is TcpState.CLOSED
-        assert TCP_TRANSITIONS[state, TcpEvent.REPLY_RST] is TcpState.CLOSED
+    for state in ConntrackTcpState:
+        assert TCP_TRANSITIONS[state, TcpEvent.ORIG_RST] is ConntrackTcpState.CLOSED
+        assert TCP_TRANSITIONS[state, TcpEvent.REPLY_RST] is ConntrackTcpState.CLOSED
 
 
 def test_the_handshake_moves_through_its_states() -> None:

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, in4_chksum
 
 from pktchain.functions.nat.config import NatConfigError
-from pktchain.functions.nat.napt import DropReason, Filtering, NatConfig, Realm, TcpState, Verdict
+from pktchain.functions.nat.napt import (
+    DropReason,
+    Filtering,
+    NatConfig,
+    NatVerdict,
+    Realm,
+    TcpSessionState,
+)
 from pktchain.packet import (
     Ipv4,
     Side,
@@ -88,7 +95,7 @@ def test_garbage_never_raises(data: bytes, outbound: bool) -> None:
     nat = make_nat()
     packet = bytearray(data)
     result = out(nat, packet) if outbound else inb(nat, packet)
-    assert result.verdict in (Verdict.DROPPED, Verdict.TRANSLATED, Verdict.REPLY)
+    assert result.verdict in (NatVerdict.DROPPED, NatVerdict.TRANSLATED, NatVerdict.REPLY)
 
 
 @settings(max_examples=200, deadline=None)
@@ -102,7 +109,7 @@ def test_truncated_and_corrupted_icmp_errors_never_raise(cut: int, flip: int) ->
     struct.pack_into("!H", error, 2, len(error))
     error[min(len(error) - 1, 28 + flip % 20)] ^= 0xA5
     result = inb(nat, error)
-    assert result.verdict in (Verdict.DROPPED, Verdict.TRANSLATED)
+    assert result.verdict in (NatVerdict.DROPPED, NatVerdict.TRANSLATED)
 
 
 def test_drops_have_reasons_and_counters() -> None:
@@ -184,7 +191,7 @@ def test_port_forward_admits_anyone_and_is_used_outbound() -> None:
     synack = tcp(INSIDE_B, 22, REMOTE, 5000, "SA")
     ok(out(nat, synack, now=1.0))
     assert IP(bytes(synack))[TCP].sport == 2222
-    assert nat.sessions()[0].state is TcpState.ESTABLISHED
+    assert nat.sessions()[0].state is TcpSessionState.ESTABLISHED
     # Static mappings outlive their sessions.
     nat.on_timer(1.0 + 7440)
     assert nat.sessions() == [] and [m.external_port for m in nat.mappings()] == [2222]
@@ -277,6 +284,6 @@ def test_listing_tables() -> None:
     assert (session.remote_address, session.remote_port, session.state) == (
         REMOTE,
         80,
-        TcpState.INT_SYN,
+        TcpSessionState.INT_SYN,
     )
     assert nat.session_count() == 1

@@ -13,7 +13,7 @@ import sys
 import time
 import tracemalloc
 
-from pktchain.functions.nat.napt import Nat, NatConfig, Verdict
+from pktchain.functions.nat.napt import Nat, NatConfig, NatVerdict
 from pktchain.packet import Ipv4, Udp, build
 
 _ADDRESSES = struct.Struct("!4s4s")
@@ -38,7 +38,7 @@ def fill(sessions: int) -> tuple[Nat, float, float]:
                     packet, 12, inside, bytes((198, 51, 100 + remote // 250, 1 + remote % 250))
                 )
                 _PORTS.pack_into(packet, 20, 20000 + port, 53)
-                if nat.translate_outbound(packet, 0, 0.0).verdict is not Verdict.TRANSLATED:
+                if nat.translate_outbound(packet, 0, 0.0).verdict is not NatVerdict.TRANSLATED:
                     raise RuntimeError("session refused while filling the table")
     elapsed = time.perf_counter() - started
     used = tracemalloc.get_traced_memory()[0] - before
@@ -52,7 +52,7 @@ def test_bytes_per_session_stay_small() -> None:
     assert per_session < 600
     # The table limit holds: one more session is refused.
     extra = bytearray(build(Ipv4(src="10.0.9.9", dst="198.51.100.1"), Udp(9, 9), b""))
-    assert nat.translate_outbound(extra, 0, 0.0).verdict is Verdict.REPLY
+    assert nat.translate_outbound(extra, 0, 0.0).verdict is NatVerdict.REPLY
 
 
 if __name__ == "__main__":

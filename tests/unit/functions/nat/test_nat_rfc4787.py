@@ -10,7 +10,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, UDP, UDPerror
 
 from pktchain.functions.nat.config import NatConfigError
-from pktchain.functions.nat.napt import DropReason, Filtering, NatConfig, Verdict
+from pktchain.functions.nat.napt import DropReason, Filtering, NatConfig, NatVerdict
 from support.nat import (
     EXTERNAL,
     INSIDE_A,
@@ -187,7 +187,7 @@ def test_rfc4787_req11_deterministic_refusal_instead_of_overloading() -> None:
     for port in range(1, 1024):
         ok(out(nat, udp(INSIDE_A, port, REMOTE, 9)))
     refused = out(nat, udp(INSIDE_B, 80, REMOTE, 9))
-    assert refused.verdict is Verdict.REPLY
+    assert refused.verdict is NatVerdict.REPLY
     assert refused.reason is DropReason.PORTS_EXHAUSTED
     # Mapping stays endpoint-independent and filtering unchanged under pressure.
     ok(out(nat, udp(INSIDE_A, 80, REMOTE_2, 9)))

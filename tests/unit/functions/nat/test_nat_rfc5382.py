@@ -10,10 +10,10 @@ from pktchain.functions.nat.napt import (
     DropReason,
     Filtering,
     NatConfig,
+    NatVerdict,
     Realm,
-    TcpState,
+    TcpSessionState,
     UnsolicitedSyn,
-    Verdict,
 )
 from support.nat import (
     EXTERNAL,
@@ -67,7 +67,7 @@ def test_rfc5382_req2_three_way_handshake_data_and_close() -> None:
             assert IP(bytes(packet)).dst == INSIDE_A
         assert_checksums(packet)
     assert result is not None and result.session is not None
-    assert result.session.state is TcpState.BOTH_FIN
+    assert result.session.state is TcpSessionState.BOTH_FIN
 
 
 def test_rfc5382_req2a_simultaneous_open() -> None:
@@ -78,7 +78,7 @@ def test_rfc5382_req2a_simultaneous_open() -> None:
     assert IP(bytes(crossing)).dst == INSIDE_A
     ok(out(nat, tcp(INSIDE_A, 40000, REMOTE, 5555, "SA")))
     last = ok(inb(nat, tcp(REMOTE, 5555, EXTERNAL, 40000, "SA")))
-    assert last.session is not None and last.session.state is TcpState.ESTABLISHED
+    assert last.session is not None and last.session.state is TcpSessionState.ESTABLISHED
 
 
 def test_rfc5382_req3_tcp_filtering_configurable_apart_from_udp() -> None:
@@ -129,7 +129,7 @@ def test_rfc5382_req4a_policy_drops_silently() -> None:
     for policy in (UnsolicitedSyn.HOLD_THEN_DROP, UnsolicitedSyn.DROP):
         nat = make_nat(unsolicited_syn=policy)
         result = inb(nat, tcp(REMOTE, 1234, EXTERNAL, 2222, "S"), now=0.0)
-        assert result.verdict is Verdict.DROPPED
+        assert result.verdict is NatVerdict.DROPPED
         assert nat.on_timer(60.0).replies == ()
 
 
@@ -208,4 +208,4 @@ def test_rfc5382_req10_icmp_does_not_end_connection() -> None:
     ok(inb(nat, icmp_error(ROUTER_ON_PATH, EXTERNAL, bytes(syn), 3, 4), now=5.0))
     after = nat.sessions()
     assert after == [session]
-    assert after[0].state is TcpState.ESTABLISHED
+    assert after[0].state is TcpSessionState.ESTABLISHED

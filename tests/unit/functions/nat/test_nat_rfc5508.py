@@ -8,7 +8,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, UDP, ICMPerror, TCPerror, UDPerror
 
 from pktchain.functions.nat.config import NatConfigError
-from pktchain.functions.nat.napt import DropReason, Filtering, NatConfig, Realm, Verdict
+from pktchain.functions.nat.napt import DropReason, Filtering, NatConfig, NatVerdict, Realm
 from support.nat import (
     EXTERNAL,
     INSIDE_A,
@@ -204,7 +204,7 @@ def test_rfc5508_req8_refused_session_answered_3_13() -> None:
     second = udp(INSIDE_B, 4001, REMOTE, 53)
     original = bytes(second)
     result = out(nat, second, reply_from=bytes([10, 0, 1, 1]))
-    assert (result.verdict, result.reason) == (Verdict.REPLY, DropReason.SESSION_LIMIT)
+    assert (result.verdict, result.reason) == (NatVerdict.REPLY, DropReason.SESSION_LIMIT)
     assert result.reply_to is Realm.INTERNAL and result.reply is not None
     decoded = assert_checksums(result.reply)
     assert (decoded.src, decoded.dst) == ("10.0.1.1", INSIDE_B)
@@ -216,7 +216,7 @@ def test_rfc5508_req8_refused_session_answered_3_13() -> None:
 def test_rfc5508_req9_policy_keeps_nat_silent() -> None:
     nat = make_nat(max_sessions=0, icmp_refusals=False)
     result = out(nat, udp(INSIDE_A, 4000, REMOTE, 53))
-    assert (result.verdict, result.reason) == (Verdict.DROPPED, DropReason.SESSION_LIMIT)
+    assert (result.verdict, result.reason) == (NatVerdict.DROPPED, DropReason.SESSION_LIMIT)
 
 
 @pytest.mark.parametrize(("icmp_type", "code"), [(3, 3), (3, 4), (11, 0), (12, 0)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from scapy.layers.inet import IP, TCP, UDP
 
 from pktchain.functions.common.tcp import TCP_TRANSITIONS, Lifetime, TcpEvent, tcp_transition
-from pktchain.functions.nat.napt import DropReason, Filtering, TcpState
+from pktchain.functions.nat.napt import DropReason, Filtering, TcpSessionState
 from support.nat import (
     EXTERNAL,
     INSIDE_A,
@@ -26,28 +26,28 @@ from support.nat import (
 def test_rfc7857_s2_1_rfc6146_state_machine_and_separate_timeouts() -> None:
     nat = make_nat(tcp_opening_timeout=100, tcp_closing_timeout=30)
     ok(out(nat, tcp(INSIDE_A, 40000, REMOTE, 80, "S"), now=0.0))
-    assert nat.sessions()[0].state is TcpState.INT_SYN
+    assert nat.sessions()[0].state is TcpSessionState.INT_SYN
     assert nat.sessions()[0].expires == 100  # the opening timeout
     ok(inb(nat, tcp(REMOTE, 80, EXTERNAL, 40000, "SA"), now=1.0))
-    assert nat.sessions()[0].state is TcpState.ESTABLISHED
+    assert nat.sessions()[0].state is TcpSessionState.ESTABLISHED
     ok(out(nat, tcp(INSIDE_A, 40000, REMOTE, 80, "FA"), now=2.0))
-    assert nat.sessions()[0].state is TcpState.INT_FIN
+    assert nat.sessions()[0].state is TcpSessionState.INT_FIN
     ok(inb(nat, tcp(REMOTE, 80, EXTERNAL, 40000, "FA"), now=3.0))
-    assert nat.sessions()[0].state is TcpState.BOTH_FIN
+    assert nat.sessions()[0].state is TcpSessionState.BOTH_FIN
     assert nat.sessions()[0].expires == 33  # the closing timeout
     ok(out(nat, tcp(INSIDE_A, 40000, REMOTE, 80, "A"), now=4.0))  # last ACK: no refresh
     assert nat.on_timer(32.0).expired == ()
     assert len(nat.on_timer(33.0).expired) == 1
     # The table is the one of RFC 6146 §3.5.2.2 (spot checks).
-    assert tcp_transition(TcpState.CLOSED, TcpEvent.EXT_SYN) == (
-        TcpState.EXT_SYN,
+    assert tcp_transition(TcpSessionState.CLOSED, TcpEvent.EXT_SYN) == (
+        TcpSessionState.EXT_SYN,
         Lifetime.INCOMING_SYN,
     )
-    assert tcp_transition(TcpState.BOTH_FIN, TcpEvent.INT_OTHER) == (
-        TcpState.BOTH_FIN,
+    assert tcp_transition(TcpSessionState.BOTH_FIN, TcpEvent.INT_OTHER) == (
+        TcpSessionState.BOTH_FIN,
         Lifetime.KEEP,
     )
-    assert (TcpState.TRANSITORY, TcpEvent.EXT_RST) not in TCP_TRANSITIONS
+    assert (TcpSessionState.TRANSITORY, TcpEvent.EXT_RST) not in TCP_TRANSITIONS
 
 
 def test_rfc7857_s2_2_rst_translated_then_session_kept_4_minutes() -> None:
@@ -57,7 +57,7 @@ def test_rfc7857_s2_2_rst_translated_then_session_kept_4_minutes() -> None:
     rst = tcp(REMOTE, 80, EXTERNAL, 40000, "R")
     ok(inb(nat, rst, now=10.0))
     assert IP(bytes(rst)).dst == INSIDE_A  # translated by the mapping
-    assert nat.sessions()[0].state is TcpState.TRANSITORY
+    assert nat.sessions()[0].state is TcpSessionState.TRANSITORY
     assert nat.on_timer(249.0).expired == ()
     assert len(nat.on_timer(250.0).expired) == 1
     assert not nat.mappings()
@@ -69,7 +69,7 @@ def test_rfc7857_s2_2_traffic_after_rst_revives() -> None:
     ok(inb(nat, tcp(REMOTE, 80, EXTERNAL, 40000, "SA"), now=0.0))
     ok(out(nat, tcp(INSIDE_A, 40000, REMOTE, 80, "R"), now=1.0))
     ok(inb(nat, tcp(REMOTE, 80, EXTERNAL, 40000, "A"), now=2.0))
-    assert nat.sessions()[0].state is TcpState.ESTABLISHED
+    assert nat.sessions()[0].state is TcpSessionState.ESTABLISHED
 
 
 def test_rfc7857_s2_1_port_reused_after_close_opens_again() -> None:
@@ -81,10 +81,10 @@ def test_rfc7857_s2_1_port_reused_after_close_opens_again() -> None:
             else tcp(REMOTE, 80, EXTERNAL, 40000, flags)
         )
         ok(out(nat, packet, now=0.0) if outbound else inb(nat, packet, now=0.0))
-    assert nat.sessions()[0].state is TcpState.BOTH_FIN
+    assert nat.sessions()[0].state is TcpSessionState.BOTH_FIN
     ok(out(nat, tcp(INSIDE_A, 40000, REMOTE, 80, "S"), now=10.0))
     ok(inb(nat, tcp(REMOTE, 80, EXTERNAL, 40000, "SA"), now=10.0))
-    assert nat.sessions()[0].state is TcpState.ESTABLISHED
+    assert nat.sessions()[0].state is TcpSessionState.ESTABLISHED
     assert nat.sessions()[0].expires == 10 + 7440
 
 
