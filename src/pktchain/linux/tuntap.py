@@ -13,7 +13,7 @@ if the process is killed.
 For the TAP ports, announcing ``TUN_F_CSUM | TUN_F_TSO*`` with ``TUNSETOFFLOAD``
 lets the host's stack hand the node 64 KB TCP segments with a partial
 checksum instead of MTU-sized frames with a full one, which is what makes a
-Python switch reach kernel-like TCP throughput (DESIGN.md, "Linux facts").
+Python switch reach kernel-like TCP throughput (docs/benchmarks.md).
 """
 
 from __future__ import annotations

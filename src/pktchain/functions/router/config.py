@@ -1,7 +1,7 @@
 """Configuration of the virtual router: its interfaces, upstream gateway, NAT and timers.
 
 A :class:`RouterInterface` is one leg of the router in one subnet, holding the
-subnet's gateway address (the seed's convention: the router is the gateway
+subnet's gateway address (the thesis's convention: the router is the gateway
 of every subnet it is attached to). At most one interface is ``external``: it
 holds the public address, the NAT's external address when NAT is on, and
 leads to the upstream gateway. :class:`RouterConfig` checks the whole
@@ -140,7 +140,7 @@ class RouterConfig:
     address. None: plain routing everywhere."""
     auto_forward_service_port: int | None = 22
     """Inside TCP port that each tracked host's automatic forwarding port leads
-    to (the seed's SSH port); None turns automatic forwarding off."""
+    to (the thesis's SSH port); None turns automatic forwarding off."""
     auto_forward_range: tuple[int, int] = (49152, 65534)
     """External ports handed out as automatic forwarding ports, both ends included."""
     arp_timeout: float = 60.0

@@ -1,6 +1,7 @@
 """The virtual router: sans-IO IPv4 routing with ARP, host tracking, ICMP, NAPT, port forwarding.
 
-:class:`Router` is the router of seed 002 chapter 4 done as RFC 1812 asks. It is a
+:class:`Router` is the SDN router of the virtual-routers thesis (chapter 4) done as
+RFC 1812 asks. It is a
 function like any other (:class:`~pktchain.functions.sdk.Function`): it
 gets every frame that reaches one of its interfaces as a
 :class:`~pktchain.functions.sdk.Packet` in :meth:`Router.process`, forwards it
@@ -27,7 +28,7 @@ opens a socket. What it does:
   §4.3.2.7 and are rate limited (§4.3.2.8) by :mod:`~pktchain.functions.common.icmp`;
 * NAPT on the external interface through :class:`~pktchain.functions.nat.napt.Nat`
   (RFC 4787/5382/5508/7857), hairpinning included, and port forwarding: admin
-  rules and one automatic forwarding port per tracked host, as in the seed;
+  rules and one automatic forwarding port per tracked host, as in the thesis;
   fragmented datagrams are translated fragment by fragment, in or out of
   order (RFC 4787 REQ-14), and non-atomic datagrams leaving with the external
   address get a fresh IPv4 ID (RFC 7857 §10) — both kept by

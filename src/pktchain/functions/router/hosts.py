@@ -1,7 +1,7 @@
 """The router's host table: the hosts of its internal subnets, with their state table.
 
 A :class:`Host` is a machine seen on (or announced for) an internal subnet:
-the seed's "host tracking", with the automatic forwarding port the router gave
+the thesis's "host tracking", with the automatic forwarding port the router gave
 it. The table is sans-IO bookkeeping like the neighbour cache of
 :mod:`~pktchain.functions.common.arp`: the router decides and sends.
 

@@ -1,6 +1,6 @@
 """The function contract: what a pktchain network function is, and how to write one.
 
-A function is a sans-IO object (DESIGN.md). The node, a pipe filter
+A function is a sans-IO object (docs/design.md). The node, a pipe filter
 (``pktchain fn``) and an out-of-process worker all drive the same object the
 same way:
 
