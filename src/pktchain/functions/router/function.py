@@ -1,16 +1,15 @@
 """The virtual router: sans-IO IPv4 routing with ARP, host tracking, ICMP, NAPT, port forwarding.
 
-:class:`Router` is the SDN router of the virtual-routers thesis (chapter 4) done as
-RFC 1812 asks. It is a
-function like any other (:class:`~pktchain.functions.sdk.Function`): it
-gets every frame that reaches one of its interfaces as a
-:class:`~pktchain.functions.sdk.Packet` in :meth:`Router.process`, forwards it
-out of the interface its route names, and emits what else it sends (ARP, ICMP,
-frames that waited for ARP, fragments); timers go out through
-:meth:`Router.next_deadline` and run in :meth:`Router.on_timer`. Unlike a bump
-in the wire it has as many interfaces as its configuration gives and control
-calls add, and it is flooded (it owns addresses). It never reads a clock or
-opens a socket. What it does:
+:class:`Router` is the SDN router of the virtual-routers thesis (chapter 4) done
+as RFC 1812 asks. It is a function like any other
+(:class:`~pktchain.functions.sdk.Function`): it gets every frame that reaches
+one of its interfaces as a :class:`~pktchain.functions.sdk.Packet` in
+:meth:`Router.process`, forwards it out of the interface its route names, and
+emits what else it sends (ARP, ICMP, frames that waited for ARP, fragments);
+timers go out through :meth:`Router.next_deadline` and run in
+:meth:`Router.on_timer`. Unlike a bump in the wire it has as many interfaces as
+its configuration gives and control calls add, and it is flooded (it owns
+addresses). It never reads a clock or opens a socket. What it does:
 
 * ARP (RFC 826): answers for its interface addresses and resolves next hops
   with the responder and neighbour cache of
