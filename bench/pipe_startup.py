@@ -47,8 +47,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pktchain.lab import Lab
+from pktchain.packet.streams import AsciiEncoder, Frame
 from pktchain.pipe.capture import SO_TIMESTAMPNS
-from pktchain.pipe.formats import AsciiEncoder, Frame
 
 PKTCHAIN = str(Path(sys.executable).with_name("pktchain"))
 ETH_P_ALL = 0x0003

@@ -33,6 +33,7 @@ from scapy.packet import Packet as ScapyPacket
 from scapy.utils import PcapReader, RawPcapReader
 
 from pktchain.functions.sdk import Function, Packet, Result, drop, forward, make_function, punt
+from pktchain.packet.streams import Frame
 from pktchain.pipe.fn import FunctionFilter
 from pktchain.pipe.fn_config import (
     SettingsError,
@@ -41,7 +42,6 @@ from pktchain.pipe.fn_config import (
     read_config_file,
     schema_text,
 )
-from pktchain.pipe.formats import Frame
 from support.paths import ROOT
 
 EXAMPLES = ROOT / "examples"

@@ -20,7 +20,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.utils import PcapWriter, rdpcap
 
 from pktchain.packet import Ethernet, Ipv4, Udp, Vlan, build
-from pktchain.pipe.formats import (
+from pktchain.packet.streams import (
     AsciiDecoder,
     AsciiEncoder,
     Defect,

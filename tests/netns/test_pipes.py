@@ -29,7 +29,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 
 from pktchain.lab import Lab, LabHost, wait_until
-from pktchain.pipe.formats import AsciiDecoder, Frame
+from pktchain.packet.streams import AsciiDecoder, Frame
 
 LabFactory = Callable[..., Lab]
 

@@ -71,12 +71,6 @@ ALLOWED_EDGES: dict[tuple[str, str], str] = {
         "pktchain.node.dataplane.functions",
         "pktchain.node.tun",
     ): "VNET_HDR_LEN, as for datapath, with the function-hosting changes under way",
-    (
-        "pktchain.node.dataplane.functions",
-        "pktchain.pipe.formats",
-    ): "the node's pcap sink writes with the pipe's pcap encoder; the stream formats are "
-    "codecs and belong under pktchain.packet, a move that waits for the function-hosting "
-    "changes under way",
 }
 """Imports that point up, each with why it is still there and what removes it."""
 

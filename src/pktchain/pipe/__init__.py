@@ -5,7 +5,7 @@ is a shell pipeline. ``pktchain pipe read`` turns an interface into a stream,
 ``pktchain pipe write`` turns a stream back into frames on an interface, and
 anything in between (awk, sed, tee, a pktchain function) edits the stream.
 
-- :mod:`~pktchain.pipe.formats`: the two stream formats, sans-IO (decoders fed
+- :mod:`~pktchain.packet.streams`: the two stream formats, sans-IO (decoders fed
   bytes, encoders returning bytes, format detection);
 - :mod:`~pktchain.pipe.stream`: frames from and to file descriptors
   (:class:`~pktchain.pipe.stream.FrameReader`, :class:`~pktchain.pipe.stream.FrameWriter`,

@@ -1,6 +1,6 @@
 """Capturing the frames of one interface through AF_PACKET, as libpcap does.
 
-:class:`Capture` reads frames as :class:`~pktchain.pipe.formats.Frame` so that
+:class:`Capture` reads frames as :class:`~pktchain.packet.streams.Frame` so that
 what a pipe carries is what tcpdump would show, and what a ``pktchain pipe
 write`` can send on:
 
@@ -50,7 +50,7 @@ from pktchain.linux.packet import (
 from pktchain.linux.tuntap import VNET_HDR_LEN
 from pktchain.packet.checksum import complete_partial_checksum
 from pktchain.packet.headers import VIRTIO_NET_HDR, EtherType
-from pktchain.pipe.formats import ETHERNET_HEADER_LEN, MAX_FRAME, Frame
+from pktchain.packet.streams import ETHERNET_HEADER_LEN, MAX_FRAME, Frame
 from pktchain.pipe.iface import InterfaceError, open_packet_socket
 
 __all__ = ["DEFAULT_BUFFER_SIZE", "Capture", "CaptureDirection", "CaptureStats"]

@@ -150,8 +150,8 @@ def _read(args: argparse.Namespace) -> int:
 
 
 def _capture(args: argparse.Namespace, stop: StopSignals) -> int:
+    from pktchain.packet.streams import StreamFormat, TimePrecision, encoder_for
     from pktchain.pipe.capture import Capture, CaptureDirection
-    from pktchain.pipe.formats import StreamFormat, TimePrecision, encoder_for
     from pktchain.pipe.iface import InterfaceError, enter_netns
     from pktchain.pipe.pumps import capture_to_stream
     from pktchain.pipe.stream import FrameWriter, Reporter
@@ -215,7 +215,7 @@ def _write(args: argparse.Namespace) -> int:
 
 
 def _inject(args: argparse.Namespace, stop: StopSignals) -> int:
-    from pktchain.pipe.formats import StreamFormat
+    from pktchain.packet.streams import StreamFormat
     from pktchain.pipe.iface import Injector, InterfaceError, enter_netns
     from pktchain.pipe.pumps import stream_to_interface
     from pktchain.pipe.stream import FrameReader, Reporter, SkipReport

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pktchain.functions.sdk import VNET, ZERO_VNET, Driver, Function, Packet
-from pktchain.pipe.formats import Frame
+from pktchain.packet.streams import Frame
 
 __all__ = ["FunctionFilter", "Routed"]
 

@@ -212,6 +212,7 @@ def _interfaces(args: argparse.Namespace, function: Function) -> tuple[str, str,
 
 
 def _run(args: argparse.Namespace, program: str, function: Function) -> int:
+    from pktchain.packet.streams import StreamFormat
     from pktchain.pipe.fn import FunctionFilter
     from pktchain.pipe.fn_run import (
         FilterLoop,
@@ -222,7 +223,6 @@ def _run(args: argparse.Namespace, program: str, function: Function) -> int:
         open_output,
         stats_line,
     )
-    from pktchain.pipe.formats import StreamFormat
     from pktchain.pipe.stream import Reporter, SkipReport, Stopped
 
     stdin_iface, stdout_iface, paths = _interfaces(args, function)

@@ -38,8 +38,14 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, NamedTuple, TextIO
 
+from pktchain.packet.streams import (
+    Frame,
+    FrameEncoder,
+    StreamFormat,
+    StreamFormatError,
+    encoder_for,
+)
 from pktchain.pipe.fn import FunctionFilter, Routed
-from pktchain.pipe.formats import Frame, FrameEncoder, StreamFormat, StreamFormatError, encoder_for
 from pktchain.pipe.stream import READ_SIZE, FrameReader, Reporter, SkipReport, StopSignals
 
 __all__ = [

@@ -13,7 +13,7 @@ import errno
 import signal
 from typing import TYPE_CHECKING, NamedTuple
 
-from pktchain.pipe.formats import StreamFormatError
+from pktchain.packet.streams import StreamFormatError
 from pktchain.pipe.stream import FrameReader, FrameWriter, Reporter, Stopped
 
 if TYPE_CHECKING:  # not imported at run time: `pipe write` need not load the capture side

@@ -1,6 +1,6 @@
 """Packet streams on file descriptors: frames in from stdin, frames out to stdout.
 
-The drivers around the sans-IO codecs of :mod:`pktchain.pipe.formats`. A
+The drivers around the sans-IO codecs of :mod:`pktchain.packet.streams`. A
 packet filter (``pktchain pipe``, ``pktchain fn``) is::
 
     reader = FrameReader(0, on_skip=SkipReport("pktchain fn"))  # format detected
@@ -14,7 +14,7 @@ which :func:`run_filter` does, with ``--count``, signals and a closed stdout
 handled. Writes block: a slow consumer slows the producer down and nothing
 is lost in between. Malformed lines or records are skipped, reported on
 stderr (the first few of each kind) and counted; a pcap stream whose framing
-is lost raises :class:`~pktchain.pipe.formats.StreamFormatError`.
+is lost raises :class:`~pktchain.packet.streams.StreamFormatError`.
 
 SIGINT and SIGTERM end a pipe between frames (:class:`StopSignals`): a frame is
 never half written, so the output stays a valid stream.
@@ -31,7 +31,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from types import FrameType
 from typing import NamedTuple, TextIO
 
-from pktchain.pipe.formats import (
+from pktchain.packet.streams import (
     Defect,
     Frame,
     FrameEncoder,

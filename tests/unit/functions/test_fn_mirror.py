@@ -383,7 +383,7 @@ def test_status_shows_counters_and_settings() -> None:
 
 
 def test_copies_written_as_pcap_decode_as_the_frames_sent() -> None:
-    formats = pytest.importorskip("pktchain.pipe.formats")
+    formats = pytest.importorskip("pktchain.packet.streams")
     from scapy.utils import rdpcap
 
     function = mirror(snaplen=60)

@@ -148,7 +148,7 @@ class PcapSink:
     """
 
     def __init__(self, path: Path) -> None:
-        from pktchain.pipe.formats import PcapEncoder, TimePrecision
+        from pktchain.packet.streams import PcapEncoder, TimePrecision
 
         self.path = path
         self._encoder = PcapEncoder(precision=TimePrecision.NANO)
@@ -158,7 +158,7 @@ class PcapSink:
         self.frames = 0
 
     def write(self, frame: bytes) -> None:
-        from pktchain.pipe.formats import Frame
+        from pktchain.packet.streams import Frame
 
         record = self._encoder.encode(Frame(frame[VNET_HDR_LEN:]), time.time_ns())
         self._file.write(record)
