@@ -125,7 +125,6 @@ class Datapath:
         self.check_frames = check_frames
         self.steering: Steering | None = None
         self.now = 0.0
-        self.rx_errors = 0
         self.depth = 0
         self.trace: Trace | None = None
         self.max_fused = DEFAULT_MAX_FUSED
@@ -146,7 +145,6 @@ class Datapath:
         return network
 
     def add_port(self, port: Port, network: str = DEFAULT_NETWORK) -> None:
-        port.index = len(self.ports)
         self.ports.append(port)
         port.network = self.network(network)
         port.network.ports.append(port)
@@ -159,8 +157,6 @@ class Datapath:
         if self.steering is not None:
             self.steering.forget_port(port)
         self.ports.remove(port)
-        for index, remaining in enumerate(self.ports):
-            remaining.index = index
         if port.network is not None:
             port.network.ports.remove(port)
             port.network.macs.forget_port(port)
@@ -188,10 +184,6 @@ class Datapath:
         finally:
             self.depth -= 1
 
-    def receive(self, port: Port, frame: bytes) -> None:
-        """Check, learn, steer and forward one frame that arrived on `port`."""
-        self._run(port, _once(frame), 1)
-
     def _run(self, port: Port, recv: Callable[[], bytes], limit: int) -> int:
         """Read up to `limit` frames with `recv` and forward each; returns how many were read.
 
@@ -218,7 +210,6 @@ class Datapath:
                 break
             except OSError as exc:
                 # e.g. ENETDOWN while the host's interface is down: nothing to read.
-                self.rx_errors += 1
                 drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
                 break
             count += 1

@@ -57,7 +57,6 @@ class DropReason(Enum):
     BAD_SRC_MAC = "bad-src-mac"  # multicast/broadcast or all-zero source address
     SAME_PORT = "same-port"  # destination was learned on the ingress port
     NO_PORTS = "no-ports"  # nowhere to flood
-    TX_ERROR = "tx-error"  # the output port refused the frame
 
 
 class Port:
@@ -79,7 +78,6 @@ class Port:
         "flows",
         "host",
         "ifname",
-        "index",
         "kind",
         "mac",
         "name",
@@ -119,7 +117,6 @@ class Port:
         self.ifname = ifname
         self.host = host
         self.mac = mac
-        self.index = -1
         self.flooded = True
         """Whether broadcast and unknown-unicast frames of its network reach it."""
         self.network: Network[Port] | None = None  # set when the datapath adds the port
