@@ -47,7 +47,7 @@ from pktchain.node.dataplane.switch import (
     Network,
 )
 from pktchain.node.tun import VNET_HDR_LEN
-from pktchain.packet.parse import FrameInfo, parse_frame
+from pktchain.packet.parse import FLOW_END, FLOW_START, FrameInfo, parse_frame
 
 if TYPE_CHECKING:
     from pktchain.node.dataplane.steering import Flow, HopCounters
@@ -230,7 +230,7 @@ class Datapath:
                     info = None  # not checking: switch it, but it cannot be steered
 
             if fast is not None and info is not None and info.ip_version:
-                fused = fast.get(info[9:14])
+                fused = fast.get(info[FLOW_START:FLOW_END])
                 if (
                     fused is not None
                     and frame[ETH_DST:ETH_SRC] == fused.dst_mac
@@ -273,7 +273,7 @@ class Datapath:
             learn = True
 
             if table is not None and info is not None and info.ip_version:
-                key = info[9:14]
+                key = info[FLOW_START:FLOW_END]
                 flow_entry = table.get(key)
                 if self.steering is not None and (
                     flow_entry is None or (flow_entry.first and info.tcp_flags & _SYN_ACK == _SYN)
@@ -449,7 +449,7 @@ class Datapath:
         if len(table) >= self.max_fused:
             self.fuse_refused["table-full"] += 1
             return
-        key = trace.info[9:14]
+        key = trace.info[FLOW_START:FLOW_END]
         table[key] = fused
         fused.seen = self.now
         self.fused += 1
