@@ -37,7 +37,15 @@ from pktchain.node.dataplane.fastpath import (
     fuse,
     on_revoke_remove,
 )
-from pktchain.node.dataplane.ports import DropReason, Port, PortKind
+from pktchain.node.dataplane.ports import (
+    ETH_DST,
+    ETH_END,
+    ETH_SRC,
+    ETH_TYPE,
+    DropReason,
+    Port,
+    PortKind,
+)
 from pktchain.node.dataplane.steering import Steering
 from pktchain.node.dataplane.switch import (
     DEFAULT_AGING,
@@ -47,6 +55,7 @@ from pktchain.node.dataplane.switch import (
     Network,
 )
 from pktchain.node.tun import VNET_HDR_LEN
+from pktchain.packet.headers import VIRTIO_NET_HDR
 from pktchain.packet.parse import FLOW_END, FLOW_START, FrameInfo, parse_frame
 
 if TYPE_CHECKING:
@@ -58,10 +67,6 @@ log = logging.getLogger(__name__)
 BATCH = 64
 """Frames read from one port before the loop looks at the others (fairness)."""
 
-ETH_DST = VNET_HDR_LEN
-ETH_SRC = VNET_HDR_LEN + 6
-ETH_TYPE = VNET_HDR_LEN + 12
-ETH_END = VNET_HDR_LEN + 14
 ZERO_MAC = bytes(6)
 
 _RUNT = DropReason.RUNT.value
@@ -72,6 +77,8 @@ _SYN = 0x02
 _SYN_ACK = 0x12
 _FUNCTION = PortKind.FUNCTION
 _TOO_DEEP = "function-depth"
+_GSO_TYPE_AT = VIRTIO_NET_HDR.offset("gso_type")
+_GSO_SIZE_AT = VIRTIO_NET_HDR.offset("gso_size")
 
 MAX_DEPTH = 16
 """How many native functions one frame may cross within one call (a bound on
@@ -95,8 +102,9 @@ def _once(frame: bytes) -> Callable[[], bytes]:
 
 def _ip_size(frame: bytes, info: FrameInfo) -> int:
     """The IP packet's size, or for a GSO frame the size of each segment it stands for."""
-    if frame[1]:  # virtio_net_hdr gso_type: a GSO frame
-        gso_size = frame[4] | frame[5] << 8  # little-endian virtio-net header
+    if frame[_GSO_TYPE_AT]:
+        # The virtio_net_hdr's fields are little-endian (its layout, VIRTIO_NET_HDR).
+        gso_size = frame[_GSO_SIZE_AT] | frame[_GSO_SIZE_AT + 1] << 8
         return info.payload - info.l3 + gso_size
     return info.end - info.l3
 

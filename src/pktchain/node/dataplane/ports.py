@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from pktchain.node.tun import VNET_HDR_LEN, in_netns, open_tap
 from pktchain.packet.address import Buffer
+from pktchain.packet.headers import ETHERNET
 
 if TYPE_CHECKING:
     from pktchain.node.dataplane.fastpath import FusedEntry
@@ -34,6 +35,12 @@ if TYPE_CHECKING:
 
 MAX_FRAME = 65536 + VNET_HDR_LEN + 64
 """Largest read: a 64 KB GSO segment, its Ethernet and VLAN headers, the vnet header."""
+
+# The Ethernet header's fields in a frame as ports carry it, after the vnet header.
+ETH_DST = VNET_HDR_LEN + ETHERNET.offset("dst")
+ETH_SRC = VNET_HDR_LEN + ETHERNET.offset("src")
+ETH_TYPE = VNET_HDR_LEN + ETHERNET.offset("ethertype")
+ETH_END = VNET_HDR_LEN + ETHERNET.size
 
 # linux/if_packet.h and linux/if_ether.h
 SOL_PACKET = 263
