@@ -1,18 +1,27 @@
 """The node's per-packet path: read a batch from a port, check, learn, forward.
 
-This is the code every frame runs through, so it is written for CPython's
-speed rather than for elegance: attribute lookups are hoisted out of the loop,
-counters are plain integers, and the common case (a known unicast destination
-on another port) costs one parse, two dict lookups and one write, plus one
-flow-table lookup on ports that chains steer from.  Anything unusual (a
-flood, a drop, a new address, the first packet of a steered flow) leaves the
-loop's fast branch but never raises out of it: a bad frame is a counted drop
-with a named reason.
+This is the code every frame runs through, so its loop (`Datapath._forward`)
+is written for CPython's speed rather than for elegance: attribute lookups are
+hoisted out of the loop, counters are plain integers, and the common cases (a
+known unicast destination on another port, a flow with a fused entry) are
+handled inline: one parse, two dict lookups and one write, plus one
+flow-table lookup on ports that chains steer from.  Anything rarer leaves the
+loop for a named method: the flow table of a steered port (`_steer`), tap
+copies (`_tap`), a native function (`_through_function`), a flood (`flood`),
+the trace of a journey through functions (`_journey`, `_fuse`).  Nothing
+raises out of the loop: a bad frame is a counted drop with a named reason.
 
 The parse (`pktchain.packet.parse_frame`, about 0.7 µs) is also the ingress
 check: a frame whose IPv4, IPv6, ARP or L4 header is inconsistent is dropped
 under the codec's reason.  Other EtherTypes are switched as they are: a switch
 does not judge protocols it does not speak.
+
+A native function is called from here, not through its port: a frame switched
+or steered to a function's port is handed to the function at once, and each
+frame it answers with is forwarded at once as if the function's port had
+received it, one level deeper (at most `MAX_DEPTH`).  So a packet crosses a
+whole chain of functions within one call, which is what lets the datapath
+trace its journey and fuse it into one fast-path entry (fastpath.py).
 
 Frames carry their `virtio_net_hdr` in front (`VNET_HDR_LEN` bytes), so the
 Ethernet destination starts at offset 10 and the source at 16.
@@ -24,8 +33,8 @@ import errno
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 from pktchain.node.dataplane.fastpath import (
     IPV4_DF,
@@ -59,8 +68,21 @@ from pktchain.packet.headers import VIRTIO_NET_HDR
 from pktchain.packet.parse import FLOW_END, FLOW_START, FrameInfo, parse_frame
 
 if TYPE_CHECKING:
-    from pktchain.node.dataplane.steering import Flow, HopCounters
+    from pktchain.node.dataplane.functions import FunctionPort
+    from pktchain.node.dataplane.steering import FlowEntry, HopCounters
     from pktchain.node.dataplane.switch import MacEntry
+
+__all__ = [
+    "BATCH",
+    "DEFAULT_MAX_FUSED",
+    "ETH_DST",
+    "ETH_END",
+    "ETH_SRC",
+    "ETH_TYPE",
+    "MAX_DEPTH",
+    "ZERO_MAC",
+    "Datapath",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +95,10 @@ _RUNT = DropReason.RUNT.value
 _BAD_SRC = DropReason.BAD_SRC_MAC.value
 _SAME_PORT = DropReason.SAME_PORT.value
 _NO_PORTS = DropReason.NO_PORTS.value
+_TOO_DEEP = DropReason.FUNCTION_DEPTH.value
 _SYN = 0x02
 _SYN_ACK = 0x12
 _FUNCTION = PortKind.FUNCTION
-_TOO_DEEP = "function-depth"
 _GSO_TYPE_AT = VIRTIO_NET_HDR.offset("gso_type")
 _GSO_SIZE_AT = VIRTIO_NET_HDR.offset("gso_size")
 
@@ -88,18 +110,6 @@ DEFAULT_MAX_FUSED = 262_144
 """Fused fast-path entries per port, at most."""
 
 
-def _once(frame: bytes) -> Callable[[], bytes]:
-    """A `recv` that gives `frame`, then nothing."""
-    frames = [frame]
-
-    def recv() -> bytes:
-        if not frames:
-            raise BlockingIOError
-        return frames.pop()
-
-    return recv
-
-
 def _ip_size(frame: bytes, info: FrameInfo) -> int:
     """The IP packet's size, or for a GSO frame the size of each segment it stands for."""
     if frame[_GSO_TYPE_AT]:
@@ -107,6 +117,11 @@ def _ip_size(frame: bytes, info: FrameInfo) -> int:
         gso_size = frame[_GSO_SIZE_AT] | frame[_GSO_SIZE_AT + 1] << 8
         return info.payload - info.l3 + gso_size
     return info.end - info.l3
+
+
+def _with_dst(frame: bytes, mac: bytes) -> bytes:
+    """`frame` with its Ethernet destination replaced by `mac`: one copy of the frame."""
+    return frame[:ETH_DST] + mac + memoryview(frame)[ETH_SRC:]
 
 
 class Datapath:
@@ -133,12 +148,10 @@ class Datapath:
         self.check_frames = check_frames
         self.steering: Steering | None = None
         self.now = 0.0
-        self.depth = 0
-        self.trace: Trace | None = None
         self.max_fused = DEFAULT_MAX_FUSED
         self.fast_hits = 0
         self.delivered = 0
-        """Frames handed to native functions (their hosts count them here)."""
+        """Frames handed to native functions."""
         self.fused = 0
         self.fuse_refused: Counter[str] = Counter()
         self.uncredited: list[FusedEntry] = []
@@ -171,56 +184,47 @@ class Datapath:
 
     def drain(self, port: Port) -> int:
         """Process up to `BATCH` frames waiting on `port`; returns how many were read."""
-        return self._run(port, port.recv, BATCH)
+        recv = port.recv
+        frames: list[bytes] = []
+        for _ in range(BATCH):
+            try:
+                frames.append(recv())
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                # e.g. ENETDOWN while the host's interface is down: nothing to read.
+                port.drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
+                break
+        if frames:
+            self._forward(port, frames, None, 0)
+        return len(frames)
 
-    def inject(self, port: Port, frame: bytes) -> None:
-        """A frame a native function sent from its interface `port`: process it now.
-
-        Functions answer synchronously, so a packet crosses a chain of native
-        functions within one call; the depth is bounded (`MAX_DEPTH`) against
-        functions that send frames round in circles.
-        """
-        if self.depth >= MAX_DEPTH:
-            port.drops[_TOO_DEEP] += 1
-            trace = self.trace
-            if trace is not None:
-                trace.broken = _TOO_DEEP
-            return
-        self.depth += 1
-        try:
-            self._run(port, _once(frame), 1)
-        finally:
-            self.depth -= 1
-
-    def _run(self, port: Port, recv: Callable[[], bytes], limit: int) -> int:
-        """Read up to `limit` frames with `recv` and forward each; returns how many were read.
+    def _forward(
+        self, port: Port, frames: Iterable[bytes], trace: Trace | None, depth: int
+    ) -> None:
+        """Forward each of `frames`, received on `port`.
 
         A frame of a flow with a fused entry on this port takes the fast path
         (see fastpath.py); any other is checked, learned, steered, switched.
+        `depth` counts the native functions the frames have come through
+        within this call (0: they came in on `port` from outside), `trace` is
+        their journey's, if it is being traced.
         """
         network = port.network
         if network is None:  # pragma: no cover - every added port has a network
-            return 0
+            return
+        if trace is not None and trace.ended:
+            trace = None  # an earlier frame of the journey ended it
         macs = network.macs
         entries = macs.entries
         check = self.check_frames
         table = port.flows
         drops = port.drops
         now = self.now
-        depth = self.depth
         uncredited = self.uncredited
-        count = 0
         hits = 0
-        while count < limit:
-            try:
-                frame = recv()
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                # e.g. ENETDOWN while the host's interface is down: nothing to read.
-                drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
-                break
-            count += 1
+        for received in frames:
+            frame = received
             size = len(frame)
             port.rx_packets += 1
             port.rx_bytes += size - VNET_HDR_LEN
@@ -268,75 +272,23 @@ class Datapath:
             if uncredited:
                 self.credit()  # the slow path may read what the fast path counted
 
-            # A journey through native functions starts with the frame as it came
-            # in (see fastpath.py); deeper down, it continues the current one.
-            received = frame
-            trace = self.trace if depth else None
             src = frame[ETH_SRC:ETH_TYPE]
-            mac_entry = entries.get(src)
-            known = mac_entry is not None and mac_entry.port is port
-            if not known and (frame[ETH_SRC] & 1 or src == ZERO_MAC):
+            src_entry = entries.get(src)
+            if src_entry is not None and src_entry.port is not port:
+                src_entry = None  # learned elsewhere: learned here anew
+            if src_entry is None and (frame[ETH_SRC] & 1 or src == ZERO_MAC):
                 drops[_BAD_SRC] += 1
                 continue
-            learn = True
 
             if table is not None and info is not None and info.ip_version:
-                key = info[FLOW_START:FLOW_END]
-                flow_entry = table.get(key)
-                if self.steering is not None and (
-                    flow_entry is None or (flow_entry.first and info.tcp_flags & _SYN_ACK == _SYN)
-                ):
-                    flow_entry = self.steering.classify(port, frame, info, key)
-                if flow_entry is not None:
-                    flow = flow_entry.flow
-                    flow.seen = now
-                    flow.packets += 1
-                    if flow_entry.drop is not None:
-                        drops[flow_entry.drop] += 1
-                        continue
-                    if known:
-                        mac_entry.seen = now  # type: ignore[union-attr]
-                    elif flow_entry.learn:
-                        macs.learn(src, port, now)
-                    learn = False  # done for this frame
-                    hop = flow_entry.hop
-                    if hop is not None:
-                        hop.packets += 1
-                        hop.bytes += size - VNET_HDR_LEN
-                    if trace is not None:
-                        trace.flows.append(flow)
-                        if hop is not None:
-                            trace.hops.append(hop)
-                    if flow_entry.taps:
-                        if trace is not None:
-                            trace.broken = "tap"
-                        tail = memoryview(frame)[ETH_SRC:]
-                        for tap, tap_mac, tap_counters in flow_entry.taps:
-                            tap.transmit_parts((frame[:ETH_DST] + tap_mac, tail), size)
-                            tap_counters.packets += 1
-                            tap_counters.bytes += size - VNET_HDR_LEN
-                    out = flow_entry.out
-                    if out is not None:
-                        # The new destination goes out in front of the untouched
-                        # rest of the frame: a 64 KB segment is not copied.
-                        head = frame[:ETH_DST] + flow_entry.mac
-                        if out.kind is _FUNCTION:
-                            self._enter_function(flow, hop, port, received, info)
-                        elif trace is not None:
-                            self._fuse(trace, out, head + frame[ETH_SRC:], None)
-                        out.transmit_parts((head, memoryview(frame)[ETH_SRC:]), size)
-                        continue
-                    restore = flow_entry.restore_from
-                    if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
-                        # The last function handed the frame back with our rewrite
-                        # in place (a bump in the wire): give it its destination back.
-                        frame = frame[:ETH_DST] + flow_entry.restore_to + frame[ETH_SRC:]
-
-            if learn:
-                if known:
-                    mac_entry.seen = now  # type: ignore[union-attr]
-                else:
-                    macs.learn(src, port, now)
+                steered = self._steer(port, frame, info, src_entry, trace=trace, depth=depth)
+                if steered is None:
+                    continue  # sent or dropped as its flow entry says
+                frame = steered
+            elif src_entry is not None:
+                src_entry.seen = now
+            else:
+                macs.learn(src, port, now)
 
             if not frame[ETH_DST] & 1:
                 dst_entry = entries.get(frame[ETH_DST:ETH_SRC])
@@ -346,8 +298,11 @@ class Datapath:
                         drops[_SAME_PORT] += 1
                         continue
                     if out.kind is _FUNCTION:
-                        self._enter_function(None, None, port, received, info)
-                    elif trace is not None:
+                        # A journey starts with the frame as it came in (fastpath.py).
+                        journey = self._journey(trace, port, received, info)
+                        self._through_function(cast("FunctionPort", out), frame, journey, depth)
+                        continue
+                    if trace is not None:
                         self._fuse(trace, out, frame, dst_entry)
                     try:
                         out.send(frame)
@@ -357,13 +312,10 @@ class Datapath:
                     out.tx_packets += 1
                     out.tx_bytes += size - VNET_HDR_LEN
                     continue
-            if trace is not None:
-                trace.broken = "flood"
-            self.flood(port, network, frame)
+            self.flood(port, network, frame, trace, depth)
         self.fast_hits += hits
         if uncredited:
             self.credit()
-        return count
 
     def credit(self) -> None:
         """Count the fast path's packets where they are read: leases, flows, hops.
@@ -389,46 +341,183 @@ class Datapath:
                 fused.src_entry.seen = seen
         self.uncredited.clear()
 
-    def _enter_function(
+    def _steer(
         self,
-        flow: Flow | None,
-        hop: HopCounters | None,
+        port: Port,
+        frame: bytes,
+        info: FrameInfo,
+        src_entry: MacEntry[Port] | None,
+        *,
+        trace: Trace | None,
+        depth: int,
+    ) -> bytes | None:
+        """An IP packet on a port chains steer from: do what its flow entry says.
+
+        The entry is looked up by the packet's 5-tuple, or made by classifying
+        the flow (its first packet, or a TCP SYN where the flow was classified:
+        a new connection on an old 5-tuple).  The source address is learned
+        as far as the entry allows (`src_entry`: the source's entry if it was
+        learned on this port).  Returns the frame to switch normally (its
+        destination restored if the last function of its path left our
+        rewrite in place), or None when the entry sent or dropped it.
+        """
+        table = port.flows
+        network = port.network
+        if table is None or network is None:  # pragma: no cover - the loop checked
+            return frame
+        now = self.now
+        key = info[FLOW_START:FLOW_END]
+        flow_entry = table.get(key)
+        if self.steering is not None and (
+            flow_entry is None or (flow_entry.first and info.tcp_flags & _SYN_ACK == _SYN)
+        ):
+            flow_entry = self.steering.classify(port, frame, info, key)
+        if flow_entry is not None:
+            flow_entry.flow.seen = now
+            flow_entry.flow.packets += 1
+            if flow_entry.drop is not None:
+                port.drops[flow_entry.drop] += 1
+                return None
+        if src_entry is not None:
+            src_entry.seen = now
+        elif flow_entry is None or flow_entry.learn:
+            network.macs.learn(frame[ETH_SRC:ETH_TYPE], port, now)
+        if flow_entry is None:
+            return frame  # no steering: switched as it is
+
+        hop = flow_entry.hop
+        if hop is not None:
+            hop.packets += 1
+            hop.bytes += len(frame) - VNET_HDR_LEN
+        if trace is not None:
+            trace.flows.append(flow_entry.flow)
+            if hop is not None:
+                trace.hops.append(hop)
+        if flow_entry.taps:
+            self._tap(flow_entry.taps, frame, trace, depth)
+        out = flow_entry.out
+        if out is not None:
+            if out.kind is _FUNCTION:
+                journey = self._journey(trace, port, frame, info, flow_entry)
+                to_function = _with_dst(frame, flow_entry.mac)
+                self._through_function(cast("FunctionPort", out), to_function, journey, depth)
+                return None
+            # The new destination goes out in front of the untouched rest of
+            # the frame: a 64 KB segment is not copied.
+            head = frame[:ETH_DST] + flow_entry.mac
+            if trace is not None:
+                self._fuse(trace, out, head + memoryview(frame)[ETH_SRC:], None)
+            out.transmit_parts((head, memoryview(frame)[ETH_SRC:]), len(frame))
+            return None
+        restore = flow_entry.restore_from
+        if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
+            # The last function handed the frame back with our rewrite in place
+            # (a bump in the wire): give it its destination back.
+            return _with_dst(frame, flow_entry.restore_to)
+        return frame
+
+    def _tap(
+        self,
+        taps: Iterable[tuple[Port, bytes, HopCounters]],
+        frame: bytes,
+        trace: Trace | None,
+        depth: int,
+    ) -> None:
+        """Send a copy of `frame` to each tap of its path (what a tap sends back is dropped)."""
+        if trace is not None:
+            trace.broken = "tap"  # the fast path makes no copies
+        size = len(frame)
+        tail = memoryview(frame)[ETH_SRC:]
+        for tap, tap_mac, tap_counters in taps:
+            if tap.kind is _FUNCTION:
+                self._through_function(
+                    cast("FunctionPort", tap), _with_dst(frame, tap_mac), trace, depth
+                )
+            else:
+                tap.transmit_parts((frame[:ETH_DST] + tap_mac, tail), size)
+            tap_counters.packets += 1
+            tap_counters.bytes += size - VNET_HDR_LEN
+
+    def _through_function(
+        self, port: FunctionPort, frame: bytes, trace: Trace | None, depth: int
+    ) -> None:
+        """Hand `frame` to the native function behind `port`, then forward what it sends.
+
+        Each frame the function answers with is forwarded at once, as received
+        on the function's port for its interface, one level deeper: a packet
+        crosses a chain of functions within this call.  Past `MAX_DEPTH`
+        levels (functions sending frames round in circles) it is dropped as
+        `function-depth`.  `trace` learns whether the function forwarded the
+        packet with a flow lease.
+        """
+        port.tx_packets += 1
+        port.tx_bytes += len(frame) - VNET_HDR_LEN
+        self.delivered += 1
+        host = port.owner
+        answer = host.handle(port, frame)
+        if answer is None:  # the function raised: counted by its host
+            if trace is not None:
+                trace.broken = "function-error"
+            return
+        outputs, lease = answer
+        if trace is not None:
+            if lease is not None and lease.valid and len(outputs) == 1:
+                trace.add_lease(lease)
+            else:
+                trace.broken = "function-not-cached" if len(outputs) == 1 else "function-fanout"
+        ports = host.ports
+        for iface, sent in outputs:
+            out = ports.get(iface)
+            if out is None:
+                host.sink(iface, sent)
+                continue
+            if depth >= MAX_DEPTH:
+                out.drops[_TOO_DEEP] += 1
+                if trace is not None:
+                    trace.broken = _TOO_DEEP
+                continue
+            self._forward(out, (sent,), trace, depth + 1)
+
+    def _journey(
+        self,
+        trace: Trace | None,
         port: Port,
         frame: bytes,
         info: FrameInfo | None,
-    ) -> None:
-        """A frame is about to be handed to a native function: start or extend the trace.
+        flow_entry: FlowEntry | None = None,
+    ) -> Trace | None:
+        """The trace a frame carries into a native function, if its journey is traced.
 
-        At depth 0 `port`, `frame` and `info` are where the journey starts: the
-        frame as it came in from a real port.
+        A frame received on a real port starts a journey: `frame` and `info`
+        are the frame as it came in (`flow_entry` the steering entry that sends
+        it on, if any).  A frame a function sent continues `trace`, if any (one
+        it sent from a timer has none).  A steering flow on the way gets a
+        lease that ends the fused entry with the flow.
         """
-        if self.depth:
-            trace = self.trace
-            if trace is None:
-                return
-        else:
-            self.trace = None
+        if port.kind is not _FUNCTION:
             if info is None or not info.ip_version or info.fragment or info.l4 < 0:
-                return
-            if port.kind is _FUNCTION:
-                return  # frames functions send from timers: nothing to fuse
-            trace = self.trace = Trace(port, frame, info)
-            if flow is not None:
-                trace.flows.append(flow)
-            if hop is not None:
-                trace.hops.append(hop)
-        if flow is not None:
+                return None
+            trace = Trace(port, frame, info)
+            if flow_entry is not None:
+                trace.flows.append(flow_entry.flow)
+                if flow_entry.hop is not None:
+                    trace.hops.append(flow_entry.hop)
+        elif trace is None:
+            return None
+        if flow_entry is not None:
+            flow = flow_entry.flow
             if flow.lease is None:
                 from pktchain.functions.sdk import FlowLease
 
                 flow.lease = FlowLease()
             trace.revokers.append(flow.lease)
+        return trace
 
     def _fuse(
         self, trace: Trace, out: Port, final: bytes, dst_entry: MacEntry[Port] | None
     ) -> None:
         """The traced packet leaves on a real port: install its fused entry if it can be."""
-        self.trace = None
+        trace.ended = True
         if trace.broken:
             self.fuse_refused[trace.broken] += 1
             return
@@ -482,13 +571,23 @@ class Datapath:
     def fused_entries(self) -> int:
         return sum(len(port.fast) for port in self.ports if port.fast)
 
-    def flood(self, ingress: Port, network: Network[Port], frame: bytes) -> None:
-        """Send to every port of the network but the one the frame came in on."""
+    def flood(
+        self, ingress: Port, network: Network[Port], frame: bytes, trace: Trace | None, depth: int
+    ) -> None:
+        """Send to every port of the network but the one the frame came in on.
+
+        Native functions among them get it at once (`_through_function`).
+        """
         network.floods += 1
+        if trace is not None:
+            trace.broken = "flood"
         sent = False
         for out in network.ports:
             if out is not ingress and out.flooded:
-                out.transmit(frame)
+                if out.kind is _FUNCTION:
+                    self._through_function(cast("FunctionPort", out), frame, trace, depth)
+                else:
+                    out.transmit(frame)
                 sent = True
         if not sent:
             ingress.drops[_NO_PORTS] += 1

@@ -84,7 +84,18 @@ def _fold(value: int) -> int:
 class Trace:
     """A packet's journey through native functions, recorded on the slow path."""
 
-    __slots__ = ("broken", "flows", "frame", "hops", "info", "leases", "mtu", "port", "revokers")
+    __slots__ = (
+        "broken",
+        "ended",
+        "flows",
+        "frame",
+        "hops",
+        "info",
+        "leases",
+        "mtu",
+        "port",
+        "revokers",
+    )
 
     def __init__(self, port: Port, frame: bytes, info: FrameInfo) -> None:
         self.port = port
@@ -99,6 +110,9 @@ class Trace:
         self.mtu = 0
         self.broken = ""
         """Why the journey cannot be fused ("" while it can)."""
+        self.ended = False
+        """The packet left on a real port (fused or not): the rest of its journey
+        (other outputs of a function, other ports of a flood) is not traced."""
 
     def add_lease(self, lease: FlowLease) -> None:
         self.leases.append(lease)

@@ -58,12 +58,15 @@ class PortKind(Enum):
 
 
 class DropReason(Enum):
-    """Why a frame was not forwarded.  Each is counted on the port it arrived on."""
+    """Why a frame was not forwarded.  Each is counted on the port it arrived on
+    (`function-error`: on the port it was handed to the function through)."""
 
     RUNT = "runt"  # shorter than vnet header + Ethernet header
     BAD_SRC_MAC = "bad-src-mac"  # multicast/broadcast or all-zero source address
     SAME_PORT = "same-port"  # destination was learned on the ingress port
     NO_PORTS = "no-ports"  # nowhere to flood
+    FUNCTION_ERROR = "function-error"  # the native function behind the port raised
+    FUNCTION_DEPTH = "function-depth"  # sent by a function too deep in a chain of them
 
 
 class Port:
