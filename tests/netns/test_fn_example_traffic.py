@@ -8,6 +8,7 @@ fast path; a connection to the blocked port 23 never opens.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ EXAMPLES = paths.EXAMPLES / "functions"
 def test_the_port_filter_blocks_its_port_and_leaves_the_rest_to_the_fast_path(
     node_lab: NodeLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYTHONPATH", str(EXAMPLES))
+    monkeypatch.setenv("PYTHONPATH", str(EXAMPLES), prepend=os.pathsep)
     path = EXAMPLES / "port-filter.yaml"
     lab, node = start_from_file(node_lab, tmp_path, path, page_size=1_000_000)
     h2 = lab.host("h2")

@@ -7,6 +7,7 @@ for the node process), as a user's own would be.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,7 @@ def chained(
     node_lab: NodeLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Lab, NodeProcess, ChainingClient]:
     """client -> f1 -> f2 -> f3 -> server for TCP port 5201, a symmetric chain."""
-    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    monkeypatch.setenv("PYTHONPATH", str(HERE), prepend=os.pathsep)
     path = tmp_path / "functions.yaml"
     path.write_text(yaml.safe_dump(FUNCTIONS))
     lab, node = node_lab(
@@ -134,7 +135,7 @@ def test_functions_over_rest_errors_name_the_field_and_in_use_functions_stay(
 def test_chains_chosen_by_http_host(
     node_lab: NodeLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    monkeypatch.setenv("PYTHONPATH", str(HERE), prepend=os.pathsep)
     path = tmp_path / "functions.yaml"
     path.write_text(yaml.safe_dump(FUNCTIONS))
     lab, node = node_lab(node_hosts("client", "server"), args=("--functions", str(path)))
