@@ -68,8 +68,9 @@ from pktchain.packet.headers import VIRTIO_NET_HDR
 from pktchain.packet.parse import FLOW_END, FLOW_START, FrameInfo, parse_frame
 
 if TYPE_CHECKING:
+    from pktchain.functions.sdk import FlowLease
     from pktchain.node.dataplane.functions import FunctionPort
-    from pktchain.node.dataplane.steering import FlowEntry, HopCounters
+    from pktchain.node.dataplane.steering import Flow, HopCounters
     from pktchain.node.dataplane.switch import MacEntry
 
 __all__ = [
@@ -117,6 +118,15 @@ def _ip_size(frame: bytes, info: FrameInfo) -> int:
         gso_size = frame[_GSO_SIZE_AT] | frame[_GSO_SIZE_AT + 1] << 8
         return info.payload - info.l3 + gso_size
     return info.end - info.l3
+
+
+def _lease_of(flow: Flow) -> FlowLease:
+    """The lease that ends a fused entry with the steering flow it passed (made on first use)."""
+    if flow.lease is None:
+        from pktchain.functions.sdk import FlowLease
+
+        flow.lease = FlowLease()
+    return flow.lease
 
 
 def _with_dst(frame: bytes, mac: bytes) -> bytes:
@@ -389,32 +399,37 @@ class Datapath:
         if hop is not None:
             hop.packets += 1
             hop.bytes += len(frame) - VNET_HDR_LEN
+        out = flow_entry.out
+        if out is not None and out.kind is _FUNCTION:
+            # The journey into the function starts here (or goes on), before
+            # the tap copies break it; the steering flow's end will end it.
+            trace = self._journey(trace, port, frame, info)
+            if trace is not None:
+                trace.revokers.append(_lease_of(flow_entry.flow))
         if trace is not None:
             trace.flows.append(flow_entry.flow)
             if hop is not None:
                 trace.hops.append(hop)
         if flow_entry.taps:
             self._tap(flow_entry.taps, frame, trace, depth)
-        out = flow_entry.out
-        if out is not None:
-            if out.kind is _FUNCTION:
-                journey = self._journey(trace, port, frame, info, flow_entry)
-                to_function = _with_dst(frame, flow_entry.mac)
-                self._through_function(cast("FunctionPort", out), to_function, journey, depth)
-                return None
-            # The new destination goes out in front of the untouched rest of
-            # the frame: a 64 KB segment is not copied.
-            head = frame[:ETH_DST] + flow_entry.mac
-            if trace is not None:
-                self._fuse(trace, out, head + memoryview(frame)[ETH_SRC:], None)
-            out.transmit_parts((head, memoryview(frame)[ETH_SRC:]), len(frame))
+        if out is None:
+            restore = flow_entry.restore_from
+            if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
+                # The last function handed the frame back with our rewrite in
+                # place (a bump in the wire): give it its destination back.
+                return _with_dst(frame, flow_entry.restore_to)
+            return frame
+        if out.kind is _FUNCTION:
+            to_function = _with_dst(frame, flow_entry.mac)
+            self._through_function(cast("FunctionPort", out), to_function, trace, depth)
             return None
-        restore = flow_entry.restore_from
-        if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
-            # The last function handed the frame back with our rewrite in place
-            # (a bump in the wire): give it its destination back.
-            return _with_dst(frame, flow_entry.restore_to)
-        return frame
+        # The new destination goes out in front of the untouched rest of the
+        # frame: a 64 KB segment is not copied.
+        head = frame[:ETH_DST] + flow_entry.mac
+        if trace is not None:
+            self._fuse(trace, out, head + memoryview(frame)[ETH_SRC:], None)
+        out.transmit_parts((head, memoryview(frame)[ETH_SRC:]), len(frame))
+        return None
 
     def _tap(
         self,
@@ -423,16 +438,19 @@ class Datapath:
         trace: Trace | None,
         depth: int,
     ) -> None:
-        """Send a copy of `frame` to each tap of its path (what a tap sends back is dropped)."""
+        """Send a copy of `frame` to each tap of its path (what a tap sends back is dropped).
+
+        A copy's own journey is not traced; the frame's is broken (`trace`): a
+        fused entry would make no copies.
+        """
         if trace is not None:
-            trace.broken = "tap"  # the fast path makes no copies
+            trace.broken = "tap"
         size = len(frame)
         tail = memoryview(frame)[ETH_SRC:]
         for tap, tap_mac, tap_counters in taps:
             if tap.kind is _FUNCTION:
-                self._through_function(
-                    cast("FunctionPort", tap), _with_dst(frame, tap_mac), trace, depth
-                )
+                copy = _with_dst(frame, tap_mac)
+                self._through_function(cast("FunctionPort", tap), copy, None, depth)
             else:
                 tap.transmit_parts((frame[:ETH_DST] + tap_mac, tail), size)
             tap_counters.packets += 1
@@ -479,39 +497,19 @@ class Datapath:
             self._forward(out, (sent,), trace, depth + 1)
 
     def _journey(
-        self,
-        trace: Trace | None,
-        port: Port,
-        frame: bytes,
-        info: FrameInfo | None,
-        flow_entry: FlowEntry | None = None,
+        self, trace: Trace | None, port: Port, frame: bytes, info: FrameInfo | None
     ) -> Trace | None:
         """The trace a frame carries into a native function, if its journey is traced.
 
         A frame received on a real port starts a journey: `frame` and `info`
-        are the frame as it came in (`flow_entry` the steering entry that sends
-        it on, if any).  A frame a function sent continues `trace`, if any (one
-        it sent from a timer has none).  A steering flow on the way gets a
-        lease that ends the fused entry with the flow.
+        are the frame as it came in.  A frame a function sent goes on with
+        `trace`, if any (one it sent from a timer has none).
         """
-        if port.kind is not _FUNCTION:
-            if info is None or not info.ip_version or info.fragment or info.l4 < 0:
-                return None
-            trace = Trace(port, frame, info)
-            if flow_entry is not None:
-                trace.flows.append(flow_entry.flow)
-                if flow_entry.hop is not None:
-                    trace.hops.append(flow_entry.hop)
-        elif trace is None:
+        if port.kind is _FUNCTION:
+            return trace
+        if info is None or not info.ip_version or info.fragment or info.l4 < 0:
             return None
-        if flow_entry is not None:
-            flow = flow_entry.flow
-            if flow.lease is None:
-                from pktchain.functions.sdk import FlowLease
-
-                flow.lease = FlowLease()
-            trace.revokers.append(flow.lease)
-        return trace
+        return Trace(port, frame, info)
 
     def _fuse(
         self, trace: Trace, out: Port, final: bytes, dst_entry: MacEntry[Port] | None
