@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
+
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
 
 from pktchain.functions.sdk import FlowLease
 from pktchain.node.dataplane.datapath import MAX_DEPTH, Datapath
@@ -133,3 +137,26 @@ def test_functions_bouncing_frames_forever_are_bounded() -> None:
     assert len(echo_a.seen) + len(echo_b.seen) == MAX_DEPTH + 1  # the pumped frame, then re-entries
     drops = first.ports["lan"].drops + second.ports["lan"].drops
     assert drops["function-depth"] == 1
+
+
+def test_a_function_port_has_no_wire_a_write_to_it_is_a_counted_refusal() -> None:
+    _datapath, _h1, fn = plug(Answer())
+    port = fn.ports["lan"]
+    port.transmit(frame(FN, H1))
+    assert port.tx_errors[errno.errorcode[errno.EOPNOTSUPP]] == 1 and port.tx_packets == 0
+
+
+def test_an_answer_to_a_flood_is_not_fused_with_an_earlier_packets_journey() -> None:
+    class DropsIpAnswersTheRest(Answer):
+        def handle(self, iface: str, data: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
+            if data[22:24] == b"\x08\x00":
+                return [], None  # an IP packet ends here: its journey is never fused
+            return super().handle(iface, data, now)
+
+    datapath, h1, _fn = plug(DropsIpAnswersTheRest())
+    udp = Ether(dst=FN, src=H1) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=9)
+    h1.inbox.append(VNET + bytes(udp))
+    h1.inbox.append(frame(b"\xff" * 6, H1))
+    datapath.drain(h1)
+    assert h1.sent == [frame(H1, FN)]  # the flood was answered
+    assert datapath.fuse_refused == {}  # and the answer carried no trace
