@@ -4,12 +4,12 @@ This is the code every frame runs through, so its loop (`Datapath._forward`)
 is written for CPython's speed rather than for elegance: attribute lookups are
 hoisted out of the loop, counters are plain integers, and the common cases (a
 known unicast destination on another port, a flow with a fused entry) are
-handled inline: one parse, two dict lookups and one write, plus one
-flow-table lookup on ports that chains steer from.  Anything rarer leaves the
-loop for a named method: the flow table of a steered port (`_steer`), tap
-copies (`_tap`), a native function (`_through_function`), a flood (`flood`),
-the trace of a journey through functions (`_journey`, `_fuse`).  Nothing
-raises out of the loop: a bad frame is a counted drop with a named reason.
+handled inline: one parse, two dict lookups and one write.  Anything rarer
+leaves the loop for a named method: the flow table of a steered port
+(`_steer`), tap copies (`_tap`), a native function (`_through_function`), a
+flood (`flood`), the trace of a journey through functions (`_journey`,
+`_fuse`).  Nothing raises out of the loop: a bad frame is a counted drop with
+a named reason.
 
 The parse (`pktchain.packet.parse_frame`, about 0.7 µs) is also the ingress
 check: a frame whose IPv4, IPv6, ARP or L4 header is inconsistent is dropped
