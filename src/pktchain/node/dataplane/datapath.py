@@ -291,7 +291,7 @@ class Datapath:
                 continue
 
             if table is not None and info is not None and info.ip_version:
-                steered = self._steer(port, frame, info, src_entry, trace=trace, depth=depth)
+                steered = self._steer(port, frame, info, src_entry, trace, depth)
                 if steered is None:
                     continue  # sent or dropped as its flow entry says
                 frame = steered
@@ -351,13 +351,12 @@ class Datapath:
                 fused.src_entry.seen = seen
         self.uncredited.clear()
 
-    def _steer(
+    def _steer(  # noqa: PLR0917 - positional: per-packet path
         self,
         port: Port,
         frame: bytes,
         info: FrameInfo,
         src_entry: MacEntry[Port] | None,
-        *,
         trace: Trace | None,
         depth: int,
     ) -> bytes | None:
@@ -383,8 +382,9 @@ class Datapath:
         ):
             flow_entry = self.steering.classify(port, frame, info, key)
         if flow_entry is not None:
-            flow_entry.flow.seen = now
-            flow_entry.flow.packets += 1
+            flow = flow_entry.flow
+            flow.seen = now
+            flow.packets += 1
             if flow_entry.drop is not None:
                 port.drops[flow_entry.drop] += 1
                 return None
@@ -405,9 +405,9 @@ class Datapath:
             # the tap copies break it; the steering flow's end will end it.
             trace = self._journey(trace, port, frame, info)
             if trace is not None:
-                trace.revokers.append(_lease_of(flow_entry.flow))
+                trace.revokers.append(_lease_of(flow))
         if trace is not None:
-            trace.flows.append(flow_entry.flow)
+            trace.flows.append(flow)
             if hop is not None:
                 trace.hops.append(hop)
         if flow_entry.taps:
