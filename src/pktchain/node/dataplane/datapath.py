@@ -30,7 +30,6 @@ Ethernet destination starts at offset 10 and the source at 16.
 from __future__ import annotations
 
 import errno
-import logging
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -84,8 +83,6 @@ __all__ = [
     "ZERO_MAC",
     "Datapath",
 ]
-
-log = logging.getLogger(__name__)
 
 BATCH = 64
 """Frames read from one port before the loop looks at the others (fairness)."""
