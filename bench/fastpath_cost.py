@@ -48,7 +48,7 @@ def build(length: int) -> tuple[Datapath, MemoryPort, bytes]:
         ports[port.name] = port
     groups = []
     for n in range(length):
-        host = FunctionHost(f"f{n}", SdkDriver(Pass()), datapath, lambda: 1.0)
+        host = FunctionHost(f"f{n}", SdkDriver(Pass()), lambda: 1.0)
         for side, last in (("ingress", 1), ("egress", 2)):
             port = host.add_port(side, f"02:00:00:00:{n + 1:02x}:{last:02x}")
             datapath.add_port(port)

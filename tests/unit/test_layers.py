@@ -61,17 +61,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 """Bottom to top: (name, module or package prefixes). ``pktchain`` alone is the
 root package's ``__init__``, not everything under it."""
 
-ALLOWED_EDGES: dict[tuple[str, str], str] = {
-    (
-        "pktchain.node.dataplane.datapath",
-        "pktchain.node.tun",
-    ): "VNET_HDR_LEN, to be imported from pktchain.linux.tuntap (pktchain.node.tun only "
-    "keeps the former names) with the datapath changes under way",
-    (
-        "pktchain.node.dataplane.functions",
-        "pktchain.node.tun",
-    ): "VNET_HDR_LEN, as for datapath, with the function-hosting changes under way",
-}
+ALLOWED_EDGES: dict[tuple[str, str], str] = {}
 """Imports that point up, each with why it is still there and what removes it."""
 
 ALLOWED_CYCLES: dict[frozenset[str], str] = {
@@ -81,8 +71,9 @@ ALLOWED_CYCLES: dict[frozenset[str], str] = {
             "pktchain.node.dataplane.ports",
             "pktchain.node.dataplane.steering",
         }
-    ): "type-only (TYPE_CHECKING): a port holds its flow and fused-entry tables, whose "
-    "entries name ports; to be broken with the datapath changes under way",
+    ): "type-only (TYPE_CHECKING): a port holds its flow table and its fused entries, "
+    "whose entries name ports; the per-packet path reads both from the port (one "
+    "attribute lookup), so the tables stay on it and the annotations name each other",
 }
 """Import cycles (as the set of their modules), each with why it is still there."""
 

@@ -395,7 +395,7 @@ class Node:
         """Plug a native function in: one port per (interface, MAC, network)."""
         if name in self.functions:
             raise ValueError(f"a function named {name!r} is already plugged in")
-        host = FunctionHost(name, driver, self.datapath, lambda: self.loop.now)
+        host = FunctionHost(name, driver, lambda: self.loop.now)
         for iface, mac, network in interfaces:
             self.add_function_port(host, iface, mac, network)
         self.functions[name] = host

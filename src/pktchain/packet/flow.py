@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from pktchain.packet.address import format_ip
-from pktchain.packet.parse import FrameInfo
+from pktchain.packet.parse import FLOW_END, FLOW_START, FrameInfo
 
 __all__ = ["FlowKey", "flow_key"]
 
@@ -53,8 +53,8 @@ class FlowKey(NamedTuple):
 
 
 # FrameInfo keeps src, dst, proto, sport, dport side by side, so a key is one slice.
-if FrameInfo._fields[9:14] != FlowKey._fields:  # pragma: no cover - guards a field reorder
-    raise ImportError("FrameInfo no longer holds the flow fields at [9:14] in FlowKey order")
+if FrameInfo._fields[FLOW_START:FLOW_END] != FlowKey._fields:  # pragma: no cover
+    raise ImportError("FrameInfo no longer holds the flow fields in FlowKey order")
 
 
 def flow_key(info: FrameInfo) -> FlowKey | None:
@@ -64,5 +64,5 @@ def flow_key(info: FrameInfo) -> FlowKey | None:
     """
     if info.error is not None or not info.ip_version:
         return None
-    key: FlowKey = _new(FlowKey, info[9:14])
+    key: FlowKey = _new(FlowKey, info[FLOW_START:FLOW_END])
     return key

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from pktchain.packet.address import Buffer
 from pktchain.packet.headers import (
@@ -38,6 +38,8 @@ from pktchain.packet.headers import (
 from pktchain.packet.options import options_well_formed
 
 __all__ = [
+    "FLOW_END",
+    "FLOW_START",
     "MAX_IPV6_EXTENSIONS",
     "MAX_VLAN_TAGS",
     "FrameInfo",
@@ -141,6 +143,15 @@ class FrameInfo(NamedTuple):
         """True for IPv4 or IPv6."""
         return self.ip_version != 0
 
+
+# The flow's 5-tuple (src, dst, proto, sport, dport) lies side by side in a
+# FrameInfo, so ``info[FLOW_START:FLOW_END]`` is the key of the node's flow
+# tables in one slice (see pktchain.packet.flow.FlowKey).  Literal values, so
+# that type checkers know the slice's type; the check below keeps them true.
+FLOW_START: Final = 9
+FLOW_END: Final = 14
+if FrameInfo._fields[FLOW_START:FLOW_END] != ("src", "dst", "proto", "sport", "dport"):
+    raise ImportError("FrameInfo moved its flow fields: FLOW_START, FLOW_END")  # pragma: no cover
 
 _new = tuple.__new__
 _NO_TAGS: tuple[int, ...] = ()

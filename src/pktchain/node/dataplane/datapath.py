@@ -1,18 +1,27 @@
 """The node's per-packet path: read a batch from a port, check, learn, forward.
 
-This is the code every frame runs through, so it is written for CPython's
-speed rather than for elegance: attribute lookups are hoisted out of the loop,
-counters are plain integers, and the common case (a known unicast destination
-on another port) costs one parse, two dict lookups and one write, plus one
-flow-table lookup on ports that chains steer from.  Anything unusual (a
-flood, a drop, a new address, the first packet of a steered flow) leaves the
-loop's fast branch but never raises out of it: a bad frame is a counted drop
-with a named reason.
+This is the code every frame runs through, so its loop (`Datapath._forward`)
+is written for CPython's speed rather than for elegance: attribute lookups are
+hoisted out of the loop, counters are plain integers, and the common cases (a
+known unicast destination on another port, a flow with a fused entry) are
+handled inline: one parse, two dict lookups and one write.  Anything rarer
+leaves the loop for a named method: the flow table of a steered port
+(`_steer`), tap copies (`_tap`), a native function (`_through_function`), a
+flood (`flood`), the trace of a journey through functions (`_journey`,
+`_fuse`).  Nothing raises out of the loop: a bad frame is a counted drop with
+a named reason.
 
 The parse (`pktchain.packet.parse_frame`, about 0.7 µs) is also the ingress
 check: a frame whose IPv4, IPv6, ARP or L4 header is inconsistent is dropped
 under the codec's reason.  Other EtherTypes are switched as they are: a switch
 does not judge protocols it does not speak.
+
+A native function is called from here, not through its port: a frame switched
+or steered to a function's port is handed to the function at once, and each
+frame it answers with is forwarded at once as if the function's port had
+received it, one level deeper (at most `MAX_DEPTH`).  So a packet crosses a
+whole chain of functions within one call, which is what lets the datapath
+trace its journey and fuse it into one fast-path entry (fastpath.py).
 
 Frames carry their `virtio_net_hdr` in front (`VNET_HDR_LEN` bytes), so the
 Ethernet destination starts at offset 10 and the source at 16.
@@ -21,12 +30,12 @@ Ethernet destination starts at offset 10 and the source at 16.
 from __future__ import annotations
 
 import errno
-import logging
 import math
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
+from pktchain.linux.tuntap import VNET_HDR_LEN
 from pktchain.node.dataplane.fastpath import (
     IPV4_DF,
     IPV4_FLAGS_AT,
@@ -37,7 +46,15 @@ from pktchain.node.dataplane.fastpath import (
     fuse,
     on_revoke_remove,
 )
-from pktchain.node.dataplane.ports import DropReason, Port, PortKind
+from pktchain.node.dataplane.ports import (
+    ETH_DST,
+    ETH_END,
+    ETH_SRC,
+    ETH_TYPE,
+    DropReason,
+    Port,
+    PortKind,
+)
 from pktchain.node.dataplane.steering import Steering, syn_isn
 from pktchain.node.dataplane.switch import (
     DEFAULT_AGING,
@@ -46,32 +63,42 @@ from pktchain.node.dataplane.switch import (
     MacTable,
     Network,
 )
-from pktchain.node.tun import VNET_HDR_LEN
-from pktchain.packet.parse import FrameInfo, parse_frame
+from pktchain.packet.headers import VIRTIO_NET_HDR
+from pktchain.packet.parse import FLOW_END, FLOW_START, FrameInfo, parse_frame
 
 if TYPE_CHECKING:
+    from pktchain.functions.sdk import FlowLease
+    from pktchain.node.dataplane.functions import FunctionPort
     from pktchain.node.dataplane.steering import Flow, HopCounters
     from pktchain.node.dataplane.switch import MacEntry
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "BATCH",
+    "DEFAULT_MAX_FUSED",
+    "ETH_DST",
+    "ETH_END",
+    "ETH_SRC",
+    "ETH_TYPE",
+    "MAX_DEPTH",
+    "ZERO_MAC",
+    "Datapath",
+]
 
 BATCH = 64
 """Frames read from one port before the loop looks at the others (fairness)."""
 
-ETH_DST = VNET_HDR_LEN
-ETH_SRC = VNET_HDR_LEN + 6
-ETH_TYPE = VNET_HDR_LEN + 12
-ETH_END = VNET_HDR_LEN + 14
 ZERO_MAC = bytes(6)
 
 _RUNT = DropReason.RUNT.value
 _BAD_SRC = DropReason.BAD_SRC_MAC.value
 _SAME_PORT = DropReason.SAME_PORT.value
 _NO_PORTS = DropReason.NO_PORTS.value
+_TOO_DEEP = DropReason.FUNCTION_DEPTH.value
 _SYN = 0x02
 _SYN_ACK = 0x12
 _FUNCTION = PortKind.FUNCTION
-_TOO_DEEP = "function-depth"
+_GSO_TYPE_AT = VIRTIO_NET_HDR.offset("gso_type")
+_GSO_SIZE_AT = VIRTIO_NET_HDR.offset("gso_size")
 
 MAX_DEPTH = 16
 """How many native functions one frame may cross within one call (a bound on
@@ -81,24 +108,27 @@ DEFAULT_MAX_FUSED = 262_144
 """Fused fast-path entries per port, at most."""
 
 
-def _once(frame: bytes) -> Callable[[], bytes]:
-    """A `recv` that gives `frame`, then nothing."""
-    frames = [frame]
-
-    def recv() -> bytes:
-        if not frames:
-            raise BlockingIOError
-        return frames.pop()
-
-    return recv
-
-
 def _ip_size(frame: bytes, info: FrameInfo) -> int:
     """The IP packet's size, or for a GSO frame the size of each segment it stands for."""
-    if frame[1]:  # virtio_net_hdr gso_type: a GSO frame
-        gso_size = frame[4] | frame[5] << 8  # little-endian virtio-net header
+    if frame[_GSO_TYPE_AT]:
+        # The virtio_net_hdr's fields are little-endian (its layout, VIRTIO_NET_HDR).
+        gso_size = frame[_GSO_SIZE_AT] | frame[_GSO_SIZE_AT + 1] << 8
         return info.payload - info.l3 + gso_size
     return info.end - info.l3
+
+
+def _lease_of(flow: Flow) -> FlowLease:
+    """The lease that ends a fused entry with the steering flow it passed (made on first use)."""
+    if flow.lease is None:
+        from pktchain.functions.sdk import FlowLease
+
+        flow.lease = FlowLease()
+    return flow.lease
+
+
+def _with_dst(frame: bytes, mac: bytes) -> bytes:
+    """`frame` with its Ethernet destination replaced by `mac`: one copy of the frame."""
+    return frame[:ETH_DST] + mac + memoryview(frame)[ETH_SRC:]
 
 
 class Datapath:
@@ -125,13 +155,10 @@ class Datapath:
         self.check_frames = check_frames
         self.steering: Steering | None = None
         self.now = 0.0
-        self.rx_errors = 0
-        self.depth = 0
-        self.trace: Trace | None = None
         self.max_fused = DEFAULT_MAX_FUSED
         self.fast_hits = 0
         self.delivered = 0
-        """Frames handed to native functions (their hosts count them here)."""
+        """Frames handed to native functions."""
         self.fused = 0
         self.fuse_refused: Counter[str] = Counter()
         self.uncredited: list[FusedEntry] = []
@@ -146,7 +173,6 @@ class Datapath:
         return network
 
     def add_port(self, port: Port, network: str = DEFAULT_NETWORK) -> None:
-        port.index = len(self.ports)
         self.ports.append(port)
         port.network = self.network(network)
         port.network.ports.append(port)
@@ -159,69 +185,53 @@ class Datapath:
         if self.steering is not None:
             self.steering.forget_port(port)
         self.ports.remove(port)
-        for index, remaining in enumerate(self.ports):
-            remaining.index = index
         if port.network is not None:
             port.network.ports.remove(port)
             port.network.macs.forget_port(port)
 
     def drain(self, port: Port) -> int:
         """Process up to `BATCH` frames waiting on `port`; returns how many were read."""
-        return self._run(port, port.recv, BATCH)
+        recv = port.recv
+        frames: list[bytes] = []
+        for _ in range(BATCH):
+            try:
+                frames.append(recv())
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                # e.g. ENETDOWN while the host's interface is down: nothing to read.
+                port.drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
+                break
+        if frames:
+            self._forward(port, frames, None, 0)
+        return len(frames)
 
-    def inject(self, port: Port, frame: bytes) -> None:
-        """A frame a native function sent from its interface `port`: process it now.
-
-        Functions answer synchronously, so a packet crosses a chain of native
-        functions within one call; the depth is bounded (`MAX_DEPTH`) against
-        functions that send frames round in circles.
-        """
-        if self.depth >= MAX_DEPTH:
-            port.drops[_TOO_DEEP] += 1
-            trace = self.trace
-            if trace is not None:
-                trace.broken = _TOO_DEEP
-            return
-        self.depth += 1
-        try:
-            self._run(port, _once(frame), 1)
-        finally:
-            self.depth -= 1
-
-    def receive(self, port: Port, frame: bytes) -> None:
-        """Check, learn, steer and forward one frame that arrived on `port`."""
-        self._run(port, _once(frame), 1)
-
-    def _run(self, port: Port, recv: Callable[[], bytes], limit: int) -> int:
-        """Read up to `limit` frames with `recv` and forward each; returns how many were read.
+    def _forward(
+        self, port: Port, frames: Iterable[bytes], trace: Trace | None, depth: int
+    ) -> None:
+        """Forward each of `frames`, received on `port`.
 
         A frame of a flow with a fused entry on this port takes the fast path
         (see fastpath.py); any other is checked, learned, steered, switched.
+        `depth` counts the native functions the frames have come through
+        within this call (0: they came in on `port` from outside), `trace` is
+        their journey's, if it is being traced.
         """
         network = port.network
         if network is None:  # pragma: no cover - every added port has a network
-            return 0
+            return
+        if trace is not None and trace.ended:
+            trace = None  # an earlier frame of the journey ended it
         macs = network.macs
         entries = macs.entries
         check = self.check_frames
         table = port.flows
         drops = port.drops
         now = self.now
-        depth = self.depth
         uncredited = self.uncredited
-        count = 0
         hits = 0
-        while count < limit:
-            try:
-                frame = recv()
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                # e.g. ENETDOWN while the host's interface is down: nothing to read.
-                self.rx_errors += 1
-                drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
-                break
-            count += 1
+        for received in frames:
+            frame = received
             size = len(frame)
             port.rx_packets += 1
             port.rx_bytes += size - VNET_HDR_LEN
@@ -239,7 +249,7 @@ class Datapath:
                     info = None  # not checking: switch it, but it cannot be steered
 
             if fast is not None and info is not None and info.ip_version:
-                fused = fast.get(info[9:14])
+                fused = fast.get(info[FLOW_START:FLOW_END])
                 if (
                     fused is not None
                     and frame[ETH_DST:ETH_SRC] == fused.dst_mac
@@ -269,80 +279,23 @@ class Datapath:
             if uncredited:
                 self.credit()  # the slow path may read what the fast path counted
 
-            # A journey through native functions starts with the frame as it came
-            # in (see fastpath.py); deeper down, it continues the current one.
-            received = frame
-            trace = self.trace if depth else None
             src = frame[ETH_SRC:ETH_TYPE]
-            mac_entry = entries.get(src)
-            known = mac_entry is not None and mac_entry.port is port
-            if not known and (frame[ETH_SRC] & 1 or src == ZERO_MAC):
+            src_entry = entries.get(src)
+            if src_entry is not None and src_entry.port is not port:
+                src_entry = None  # learned elsewhere: learned here anew
+            if src_entry is None and (frame[ETH_SRC] & 1 or src == ZERO_MAC):
                 drops[_BAD_SRC] += 1
                 continue
-            learn = True
 
             if table is not None and info is not None and info.ip_version:
-                key = info[9:14]
-                flow_entry = table.get(key)
-                if self.steering is not None and (
-                    flow_entry is None
-                    or (
-                        flow_entry.first
-                        and info.tcp_flags & _SYN_ACK == _SYN
-                        and syn_isn(frame, info) != flow_entry.flow.isn
-                    )
-                ):
-                    flow_entry = self.steering.classify(port, frame, info, key)
-                if flow_entry is not None:
-                    flow = flow_entry.flow
-                    flow.seen = now
-                    flow.packets += 1
-                    if flow_entry.drop is not None:
-                        drops[flow_entry.drop] += 1
-                        continue
-                    if known:
-                        mac_entry.seen = now  # type: ignore[union-attr]
-                    elif flow_entry.learn:
-                        macs.learn(src, port, now)
-                    learn = False  # done for this frame
-                    hop = flow_entry.hop
-                    if hop is not None:
-                        hop.packets += 1
-                        hop.bytes += size - VNET_HDR_LEN
-                    if trace is not None:
-                        trace.flows.append(flow)
-                        if hop is not None:
-                            trace.hops.append(hop)
-                    if flow_entry.taps:
-                        if trace is not None:
-                            trace.broken = "tap"
-                        tail = memoryview(frame)[ETH_SRC:]
-                        for tap, tap_mac, tap_counters in flow_entry.taps:
-                            tap.transmit_parts((frame[:ETH_DST] + tap_mac, tail), size)
-                            tap_counters.packets += 1
-                            tap_counters.bytes += size - VNET_HDR_LEN
-                    out = flow_entry.out
-                    if out is not None:
-                        # The new destination goes out in front of the untouched
-                        # rest of the frame: a 64 KB segment is not copied.
-                        head = frame[:ETH_DST] + flow_entry.mac
-                        if out.kind is _FUNCTION:
-                            self._enter_function(flow, hop, port, received, info)
-                        elif trace is not None:
-                            self._fuse(trace, out, head + frame[ETH_SRC:], None)
-                        out.transmit_parts((head, memoryview(frame)[ETH_SRC:]), size)
-                        continue
-                    restore = flow_entry.restore_from
-                    if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
-                        # The last function handed the frame back with our rewrite
-                        # in place (a bump in the wire): give it its destination back.
-                        frame = frame[:ETH_DST] + flow_entry.restore_to + frame[ETH_SRC:]
-
-            if learn:
-                if known:
-                    mac_entry.seen = now  # type: ignore[union-attr]
-                else:
-                    macs.learn(src, port, now)
+                steered = self._steer(port, frame, info, src_entry, trace, depth)
+                if steered is None:
+                    continue  # sent or dropped as its flow entry says
+                frame = steered
+            elif src_entry is not None:
+                src_entry.seen = now
+            else:
+                macs.learn(src, port, now)
 
             if not frame[ETH_DST] & 1:
                 dst_entry = entries.get(frame[ETH_DST:ETH_SRC])
@@ -352,8 +305,11 @@ class Datapath:
                         drops[_SAME_PORT] += 1
                         continue
                     if out.kind is _FUNCTION:
-                        self._enter_function(None, None, port, received, info)
-                    elif trace is not None:
+                        # A journey starts with the frame as it came in (fastpath.py).
+                        journey = self._journey(trace, port, received, info)
+                        self._through_function(cast("FunctionPort", out), frame, journey, depth)
+                        continue
+                    if trace is not None:
                         self._fuse(trace, out, frame, dst_entry)
                     try:
                         out.send(frame)
@@ -363,13 +319,10 @@ class Datapath:
                     out.tx_packets += 1
                     out.tx_bytes += size - VNET_HDR_LEN
                     continue
-            if trace is not None:
-                trace.broken = "flood"
-            self.flood(port, network, frame)
+            self.flood(port, network, frame, trace, depth)
         self.fast_hits += hits
         if uncredited:
             self.credit()
-        return count
 
     def credit(self) -> None:
         """Count the fast path's packets where they are read: leases, flows, hops.
@@ -395,46 +348,177 @@ class Datapath:
                 fused.src_entry.seen = seen
         self.uncredited.clear()
 
-    def _enter_function(
+    def _steer(  # noqa: PLR0917 - positional: per-packet path
         self,
-        flow: Flow | None,
-        hop: HopCounters | None,
         port: Port,
         frame: bytes,
-        info: FrameInfo | None,
-    ) -> None:
-        """A frame is about to be handed to a native function: start or extend the trace.
+        info: FrameInfo,
+        src_entry: MacEntry[Port] | None,
+        trace: Trace | None,
+        depth: int,
+    ) -> bytes | None:
+        """An IP packet on a port chains steer from: do what its flow entry says.
 
-        At depth 0 `port`, `frame` and `info` are where the journey starts: the
-        frame as it came in from a real port.
+        The entry is looked up by the packet's 5-tuple, or made by classifying
+        the flow (its first packet, or a TCP SYN with another initial sequence
+        number where the flow was classified: a new connection on an old
+        5-tuple; a SYN sent again is the connection it opened).  The source address is learned
+        as far as the entry allows (`src_entry`: the source's entry if it was
+        learned on this port).  Returns the frame to switch normally (its
+        destination restored if the last function of its path left our
+        rewrite in place), or None when the entry sent or dropped it.
         """
-        if self.depth:
-            trace = self.trace
-            if trace is None:
-                return
-        else:
-            self.trace = None
-            if info is None or not info.ip_version or info.fragment or info.l4 < 0:
-                return
-            if port.kind is _FUNCTION:
-                return  # frames functions send from timers: nothing to fuse
-            trace = self.trace = Trace(port, frame, info)
-            if flow is not None:
-                trace.flows.append(flow)
+        table = port.flows
+        network = port.network
+        if table is None or network is None:  # pragma: no cover - the loop checked
+            return frame
+        now = self.now
+        key = info[FLOW_START:FLOW_END]
+        flow_entry = table.get(key)
+        if self.steering is not None and (
+            flow_entry is None
+            or (
+                flow_entry.first
+                and info.tcp_flags & _SYN_ACK == _SYN
+                and syn_isn(frame, info) != flow_entry.flow.isn
+            )
+        ):
+            flow_entry = self.steering.classify(port, frame, info, key)
+        if flow_entry is not None:
+            flow = flow_entry.flow
+            flow.seen = now
+            flow.packets += 1
+            if flow_entry.drop is not None:
+                port.drops[flow_entry.drop] += 1
+                return None
+        if src_entry is not None:
+            src_entry.seen = now
+        elif flow_entry is None or flow_entry.learn:
+            network.macs.learn(frame[ETH_SRC:ETH_TYPE], port, now)
+        if flow_entry is None:
+            return frame  # no steering: switched as it is
+
+        hop = flow_entry.hop
+        if hop is not None:
+            hop.packets += 1
+            hop.bytes += len(frame) - VNET_HDR_LEN
+        out = flow_entry.out
+        if out is not None and out.kind is _FUNCTION:
+            # The journey into the function starts here (or goes on), before
+            # the tap copies break it; the steering flow's end will end it.
+            trace = self._journey(trace, port, frame, info)
+            if trace is not None:
+                trace.revokers.append(_lease_of(flow))
+        if trace is not None:
+            trace.flows.append(flow)
             if hop is not None:
                 trace.hops.append(hop)
-        if flow is not None:
-            if flow.lease is None:
-                from pktchain.functions.sdk import FlowLease
+        if flow_entry.taps:
+            self._tap(flow_entry.taps, frame, trace, depth)
+        if out is None:
+            restore = flow_entry.restore_from
+            if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
+                # The last function handed the frame back with our rewrite in
+                # place (a bump in the wire): give it its destination back.
+                return _with_dst(frame, flow_entry.restore_to)
+            return frame
+        if out.kind is _FUNCTION:
+            to_function = _with_dst(frame, flow_entry.mac)
+            self._through_function(cast("FunctionPort", out), to_function, trace, depth)
+            return None
+        # The new destination goes out in front of the untouched rest of the
+        # frame: a 64 KB segment is not copied.
+        head = frame[:ETH_DST] + flow_entry.mac
+        if trace is not None:
+            self._fuse(trace, out, head + memoryview(frame)[ETH_SRC:], None)
+        out.transmit_parts((head, memoryview(frame)[ETH_SRC:]), len(frame))
+        return None
 
-                flow.lease = FlowLease()
-            trace.revokers.append(flow.lease)
+    def _tap(
+        self,
+        taps: Iterable[tuple[Port, bytes, HopCounters]],
+        frame: bytes,
+        trace: Trace | None,
+        depth: int,
+    ) -> None:
+        """Send a copy of `frame` to each tap of its path (what a tap sends back is dropped).
+
+        A copy's own journey is not traced; the frame's is broken (`trace`): a
+        fused entry would make no copies.
+        """
+        if trace is not None:
+            trace.broken = "tap"
+        size = len(frame)
+        tail = memoryview(frame)[ETH_SRC:]
+        for tap, tap_mac, tap_counters in taps:
+            if tap.kind is _FUNCTION:
+                copy = _with_dst(frame, tap_mac)
+                self._through_function(cast("FunctionPort", tap), copy, None, depth)
+            else:
+                tap.transmit_parts((frame[:ETH_DST] + tap_mac, tail), size)
+            tap_counters.packets += 1
+            tap_counters.bytes += size - VNET_HDR_LEN
+
+    def _through_function(
+        self, port: FunctionPort, frame: bytes, trace: Trace | None, depth: int
+    ) -> None:
+        """Hand `frame` to the native function behind `port`, then forward what it sends.
+
+        Each frame the function answers with is forwarded at once, as received
+        on the function's port for its interface, one level deeper: a packet
+        crosses a chain of functions within this call.  Past `MAX_DEPTH`
+        levels (functions sending frames round in circles) it is dropped as
+        `function-depth`.  `trace` learns whether the function forwarded the
+        packet with a flow lease.
+        """
+        port.tx_packets += 1
+        port.tx_bytes += len(frame) - VNET_HDR_LEN
+        self.delivered += 1
+        host = port.owner
+        answer = host.handle(port, frame)
+        if answer is None:  # the function raised: counted by its host
+            if trace is not None:
+                trace.broken = "function-error"
+            return
+        outputs, lease = answer
+        if trace is not None:
+            if lease is not None and lease.valid and len(outputs) == 1:
+                trace.add_lease(lease)
+            else:
+                trace.broken = "function-not-cached" if len(outputs) == 1 else "function-fanout"
+        ports = host.ports
+        for iface, sent in outputs:
+            out = ports.get(iface)
+            if out is None:
+                host.sink(iface, sent)
+                continue
+            if depth >= MAX_DEPTH:
+                out.drops[_TOO_DEEP] += 1
+                if trace is not None:
+                    trace.broken = _TOO_DEEP
+                continue
+            self._forward(out, (sent,), trace, depth + 1)
+
+    def _journey(
+        self, trace: Trace | None, port: Port, frame: bytes, info: FrameInfo | None
+    ) -> Trace | None:
+        """The trace a frame carries into a native function, if its journey is traced.
+
+        A frame received on a real port starts a journey: `frame` and `info`
+        are the frame as it came in.  A frame a function sent goes on with
+        `trace`, if any (one it sent from a timer has none).
+        """
+        if port.kind is _FUNCTION:
+            return trace
+        if info is None or not info.ip_version or info.fragment or info.l4 < 0:
+            return None
+        return Trace(port, frame, info)
 
     def _fuse(
         self, trace: Trace, out: Port, final: bytes, dst_entry: MacEntry[Port] | None
     ) -> None:
         """The traced packet leaves on a real port: install its fused entry if it can be."""
-        self.trace = None
+        trace.ended = True
         if trace.broken:
             self.fuse_refused[trace.broken] += 1
             return
@@ -463,7 +547,7 @@ class Datapath:
         if len(table) >= self.max_fused:
             self.fuse_refused["table-full"] += 1
             return
-        key = trace.info[9:14]
+        key = trace.info[FLOW_START:FLOW_END]
         table[key] = fused
         fused.seen = self.now
         self.fused += 1
@@ -488,13 +572,23 @@ class Datapath:
     def fused_entries(self) -> int:
         return sum(len(port.fast) for port in self.ports if port.fast)
 
-    def flood(self, ingress: Port, network: Network[Port], frame: bytes) -> None:
-        """Send to every port of the network but the one the frame came in on."""
+    def flood(
+        self, ingress: Port, network: Network[Port], frame: bytes, trace: Trace | None, depth: int
+    ) -> None:
+        """Send to every port of the network but the one the frame came in on.
+
+        Native functions among them get it at once (`_through_function`).
+        """
         network.floods += 1
+        if trace is not None:
+            trace.broken = "flood"
         sent = False
         for out in network.ports:
             if out is not ingress and out.flooded:
-                out.transmit(frame)
+                if out.kind is _FUNCTION:
+                    self._through_function(cast("FunctionPort", out), frame, trace, depth)
+                else:
+                    out.transmit(frame)
                 sent = True
         if not sent:
             ingress.drops[_NO_PORTS] += 1

@@ -42,9 +42,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from pktchain.linux.tuntap import VNET_HDR_LEN
+from pktchain.node.dataplane.ports import ETH_DST, ETH_SRC, ETH_TYPE
 from pktchain.packet.checksum import ones_sum
-from pktchain.packet.headers import IPV4, IPV6, L4_CHECKSUM_OFFSET, IpProto
+from pktchain.packet.headers import IPV4, IPV6, L4_CHECKSUM_OFFSET, VIRTIO_NET_HDR, IpProto
 from pktchain.packet.parse import FrameInfo, parse_frame
+from pktchain.packet.virtio import VIRTIO_NET_HDR_F_NEEDS_CSUM
 
 if TYPE_CHECKING:
     from pktchain.functions.sdk import FlowLease
@@ -56,9 +58,6 @@ __all__ = ["FusedEntry", "Trace", "apply_fused", "fuse", "on_revoke_remove"]
 
 K = TypeVar("K")
 
-ETH_DST = VNET_HDR_LEN
-ETH_TYPE = VNET_HDR_LEN + 12
-NEEDS_CSUM = 1  # virtio_net_hdr flags: the L4 checksum holds the pseudo-header seed
 PUNT_TCP_FLAGS = 0x07  # FIN | SYN | RST (RFC 9293 §3.1)
 
 _U16 = struct.Struct("!H")
@@ -74,6 +73,7 @@ _UDP = int(IpProto.UDP)
 _ICMP = int(IpProto.ICMP)
 _ICMPV6 = int(IpProto.ICMPV6)
 _ICMP_ID_AT = 4  # RFC 792 echo: type, code, checksum, identifier
+_VNET_FLAGS_AT = VIRTIO_NET_HDR.offset("flags")
 
 
 def _fold(value: int) -> int:
@@ -84,7 +84,18 @@ def _fold(value: int) -> int:
 class Trace:
     """A packet's journey through native functions, recorded on the slow path."""
 
-    __slots__ = ("broken", "flows", "frame", "hops", "info", "leases", "mtu", "port", "revokers")
+    __slots__ = (
+        "broken",
+        "ended",
+        "flows",
+        "frame",
+        "hops",
+        "info",
+        "leases",
+        "mtu",
+        "port",
+        "revokers",
+    )
 
     def __init__(self, port: Port, frame: bytes, info: FrameInfo) -> None:
         self.port = port
@@ -99,6 +110,9 @@ class Trace:
         self.mtu = 0
         self.broken = ""
         """Why the journey cannot be fused ("" while it can)."""
+        self.ended = False
+        """The packet left on a real port (fused or not): the rest of its journey
+        (other outputs of a function, other ports of a flood) is not traced."""
 
     def add_lease(self, lease: FlowLease) -> None:
         self.leases.append(lease)
@@ -198,7 +212,8 @@ def apply_fused(entry: FusedEntry, frame: bytes, info: FrameInfo) -> bytearray:
     if entry.l4_csum_at >= 0:
         at = info.l4 + entry.l4_csum_at
         checksum = (head[at] << 8) | head[at + 1]
-        if frame[0] & NEEDS_CSUM:
+        if frame[_VNET_FLAGS_AT] & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+            # The L4 checksum holds the pseudo-header seed: only the seed changes.
             checksum = _fold(checksum + entry.seed_delta)
         elif checksum or not entry.udp:
             checksum = ~_fold((~checksum & 0xFFFF) + entry.l4_delta) & 0xFFFF
@@ -236,7 +251,7 @@ def fuse(
         return "layout-changed"
     if len(final) != len(first) or final[:ETH_DST] != first[:ETH_DST]:
         return "length-changed"
-    entry = FusedEntry(out, first[ETH_DST : ETH_DST + 6], final[ETH_DST:ETH_TYPE])
+    entry = FusedEntry(out, first[ETH_DST:ETH_SRC], final[ETH_DST:ETH_TYPE])
     l3, l4, proto = info.l3, info.l4, info.proto
     if info.ip_version == 4:
         ttl_at, addrs_at, addr_len = _IPV4_TTL_AT, _IPV4_ADDRS_AT, 8

@@ -2,13 +2,15 @@
 
 A native function (a built-in or a user's :class:`~pktchain.functions.sdk.Function`,
 the router among them) gets one `FunctionPort` per interface, each joined to a node
-network like any host port. A frame the datapath sends to a function port is
-handed to the function at once, and what the function sends is processed by the
+network like any host port. A frame the datapath switches or steers to a
+function port is handed to the function at once (`Datapath._through_function`
+calls `FunctionHost.handle`), and what the function sends is forwarded by the
 datapath at once, as if its port had received it: a packet crosses a whole
 chain of native functions within one call. That is what lets the datapath trace
 the packet's journey and fuse it into one fast-path entry (see
 `pktchain.node.dataplane.fastpath`) when every function on the way forwarded it with a
-flow lease.
+flow lease. What a function sends outside that call (from a timer, at start)
+waits in its port's inbox until `pump` feeds it to the datapath.
 
 Every function, the router included, is driven through `SdkDriver` (the
 `FunctionDriver` interface), the node's side of the SDK's own driver
@@ -27,18 +29,16 @@ import errno
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pktchain.functions.sdk import Driver, FlowLease, frames_out
-from pktchain.node.dataplane.ports import Port, PortKind
-from pktchain.node.tun import VNET_HDR_LEN
-from pktchain.packet.address import Buffer
+from pktchain.linux.tuntap import VNET_HDR_LEN
+from pktchain.node.dataplane.ports import DropReason, Port, PortKind
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from pktchain.node.dataplane.datapath import Datapath
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,18 @@ class SdkDriver(Driver):
         return status
 
 
+def _no_wire(frame: object) -> int:
+    raise OSError(errno.EOPNOTSUPP, "a function port is written by the datapath's function call")
+
+
 class FunctionPort(Port):
-    """One interface of a native function, seen by the datapath as a port."""
+    """One interface of a native function, seen by the datapath as a port.
+
+    It has no wire: the datapath hands frames for it to the function itself
+    (`Datapath._through_function`), so `send` refuses (a counted transmit
+    error, should anything try). `recv` gives what the function sent outside
+    a call (its `inbox`, fed by `pump`).
+    """
 
     __slots__ = ("iface", "inbox", "owner")
 
@@ -113,8 +123,8 @@ class FunctionPort(Port):
             kind=PortKind.FUNCTION,
             fd=-1,
             recv=self._recv,
-            send=self._send,
-            sendv=self._sendv,
+            send=_no_wire,
+            sendv=_no_wire,
             netns=None,
             ifname=iface,
             host=host.name,
@@ -126,15 +136,6 @@ class FunctionPort(Port):
         if not self.inbox:
             raise BlockingIOError
         return self.inbox.popleft()
-
-    def _send(self, frame: Buffer) -> int:
-        self.owner.deliver(self, bytes(frame))
-        return len(frame)
-
-    def _sendv(self, parts: Sequence[Buffer]) -> int:
-        frame = b"".join(parts)
-        self.owner.deliver(self, frame)
-        return len(frame)
 
     def close(self) -> None:
         self.inbox.clear()
@@ -172,12 +173,9 @@ class PcapSink:
 class FunctionHost:
     """Runs one native function: feeds it, sends what it answers, keeps its timer."""
 
-    def __init__(
-        self, name: str, driver: FunctionDriver, datapath: Datapath, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, name: str, driver: FunctionDriver, clock: Callable[[], float]) -> None:
         self.name = name
         self.driver = driver
-        self.datapath = datapath
         self.clock = clock
         self.ports: dict[str, FunctionPort] = {}
         self.sinks: dict[str, PcapSink] = {}
@@ -190,29 +188,14 @@ class FunctionHost:
         self.ports[iface] = port
         return port
 
-    def deliver(self, port: FunctionPort, frame: bytes) -> None:
-        """A frame the datapath sent to `port`: the function's turn, then its outputs'."""
-        datapath = self.datapath
-        datapath.delivered += 1
-        trace = datapath.trace
+    def handle(self, port: FunctionPort, frame: bytes) -> tuple[Outputs, FlowLease | None] | None:
+        """The function's answer to `frame` arriving on `port`: the frames it
+        sends and the flow lease it forwarded with; None if it raised (counted)."""
         try:
-            outputs, lease = self.driver.handle(port.iface, frame, self.clock())
+            return self.driver.handle(port.iface, frame, self.clock())
         except Exception as exc:  # a faulty function must not stop the node
             self._failed(port, exc)
-            if trace is not None:
-                trace.broken = "function-error"
-            return
-        if trace is not None:
-            if lease is not None and lease.valid and len(outputs) == 1:
-                trace.add_lease(lease)
-            else:
-                trace.broken = "function-not-cached" if len(outputs) == 1 else "function-fanout"
-        for iface, out in outputs:
-            out_port = self.ports.get(iface)
-            if out_port is None:
-                self._sink(iface, out)
-                continue
-            datapath.inject(out_port, out)
+            return None
 
     def fire(self, now: float) -> None:
         try:
@@ -257,11 +240,13 @@ class FunctionHost:
         for iface, frame in outputs:
             port = self.ports.get(iface)
             if port is None:
-                self._sink(iface, frame)
+                self.sink(iface, frame)
                 continue
             port.inbox.append(frame)
 
-    def _sink(self, iface: str, frame: bytes) -> None:
+    def sink(self, iface: str, frame: bytes) -> None:
+        """A frame the function sent on `iface`, which is not a port: written to
+        its pcap file, or counted as sent to an unknown interface."""
         sink = self.sinks.get(iface)
         if sink is None:
             self.errors["unknown-interface"] += 1
@@ -281,10 +266,16 @@ class FunctionHost:
             log.exception("function %s raised %s", self.name, kind, exc_info=exc)
         self.errors[kind] += 1
         if port is not None:
-            port.drops["function-error"] += 1
+            port.drops[DropReason.FUNCTION_ERROR.value] += 1
 
 
-def pump(datapath: Datapath, hosts: Iterable[FunctionHost]) -> int:
+class Drains(Protocol):
+    """What `pump` feeds: the datapath, which reads a port's queued frames."""
+
+    def drain(self, port: FunctionPort) -> int: ...
+
+
+def pump(datapath: Drains, hosts: Iterable[FunctionHost]) -> int:
     """Feed what functions queued (timers, emits) into the datapath; returns frames fed.
 
     At most `MAX_ROUNDS` rounds: a function's output may reach another function

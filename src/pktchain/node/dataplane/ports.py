@@ -33,6 +33,7 @@ from pktchain.linux.packet import (
 )
 from pktchain.linux.tuntap import VNET_HDR_LEN, open_tap
 from pktchain.packet.address import Buffer
+from pktchain.packet.headers import ETHERNET
 
 if TYPE_CHECKING:
     from pktchain.node.dataplane.fastpath import FusedEntry
@@ -42,6 +43,12 @@ if TYPE_CHECKING:
 MAX_FRAME = 65536 + VNET_HDR_LEN + 64
 """Largest read: a 64 KB GSO segment, its Ethernet and VLAN headers, the vnet header."""
 
+# The Ethernet header's fields in a frame as ports carry it, after the vnet header.
+ETH_DST = VNET_HDR_LEN + ETHERNET.offset("dst")
+ETH_SRC = VNET_HDR_LEN + ETHERNET.offset("src")
+ETH_TYPE = VNET_HDR_LEN + ETHERNET.offset("ethertype")
+ETH_END = VNET_HDR_LEN + ETHERNET.size
+
 
 class PortKind(Enum):
     TAP = "tap"
@@ -50,13 +57,15 @@ class PortKind(Enum):
 
 
 class DropReason(Enum):
-    """Why a frame was not forwarded.  Each is counted on the port it arrived on."""
+    """Why a frame was not forwarded.  Each is counted on the port it arrived on
+    (`function-error`: on the port it was handed to the function through)."""
 
     RUNT = "runt"  # shorter than vnet header + Ethernet header
     BAD_SRC_MAC = "bad-src-mac"  # multicast/broadcast or all-zero source address
     SAME_PORT = "same-port"  # destination was learned on the ingress port
     NO_PORTS = "no-ports"  # nowhere to flood
-    TX_ERROR = "tx-error"  # the output port refused the frame
+    FUNCTION_ERROR = "function-error"  # the native function behind the port raised
+    FUNCTION_DEPTH = "function-depth"  # sent by a function too deep in a chain of them
 
 
 class Port:
@@ -78,7 +87,6 @@ class Port:
         "flows",
         "host",
         "ifname",
-        "index",
         "kind",
         "mac",
         "name",
@@ -118,7 +126,6 @@ class Port:
         self.ifname = ifname
         self.host = host
         self.mac = mac
-        self.index = -1
         self.flooded = True
         """Whether broadcast and unknown-unicast frames of its network reach it."""
         self.network: Network[Port] | None = None  # set when the datapath adds the port

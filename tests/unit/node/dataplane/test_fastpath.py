@@ -74,7 +74,7 @@ def lab(
     datapath.add_port(h1, "left")
     datapath.add_port(h2, "right")
     function = Routerish(config)
-    host = FunctionHost("r", SdkDriver(function), datapath, lambda: 1.0)
+    host = FunctionHost("r", SdkDriver(function), lambda: 1.0)
     datapath.add_port(host.add_port("a", FN_A), "left")
     datapath.add_port(host.add_port("b", FN_B), "right")
     # h2 is known on the right (it spoke once), so frames to it are not flooded.
@@ -339,26 +339,50 @@ class Bump(Function):
         return forward(lease=self.leases.lease((packet.iface, packet.key)))
 
 
-def steered_lab() -> tuple[Datapath, MemoryPort, MemoryPort, Steering, Bump]:
-    """h1 -> bump -> h2 as a symmetric chain, as a port pair of a native function."""
+class Watch(Function):
+    """A tap: counts the copies it is given."""
+
+    def __init__(self, config: object = None) -> None:
+        super().__init__(config)
+        self.calls = 0
+
+    def process(self, packet: Packet, now: float) -> Result:
+        self.calls += 1
+        return drop("watched")
+
+
+def steered_lab(
+    tap: Function | None = None,
+) -> tuple[Datapath, MemoryPort, MemoryPort, Steering, Bump]:
+    """h1 -> bump -> h2 as a symmetric chain, as a port pair of a native function.
+
+    With `tap`, a tap group of that function comes first in the chain.
+    """
     datapath = Datapath()
     h1, h2 = MemoryPort("h1", mac=H1), MemoryPort("h2", mac=H2)
     ports: dict[str, Port] = {"h1": h1, "h2": h2}
     for port in (h1, h2):
         datapath.add_port(port)
     bump = Bump()
-    host = FunctionHost("b", SdkDriver(bump), datapath, lambda: 1.0)
-    for side, mac in (("ingress", FN_A), ("egress", FN_B)):
-        port = host.add_port(side, mac)
-        datapath.add_port(port)
-        ports[port.name] = port
+    functions: list[tuple[str, Function, str, str]] = [("b", bump, FN_A, FN_B)]
+    if tap is not None:
+        functions.append(("t", tap, "02:00:00:00:00:a2", "02:00:00:00:00:b2"))
+    for name, function, ingress_mac, egress_mac in functions:
+        host = FunctionHost(name, SdkDriver(function), lambda: 1.0)
+        for side, mac in (("ingress", ingress_mac), ("egress", egress_mac)):
+            port = host.add_port(side, mac)
+            datapath.add_port(port)
+            ports[port.name] = port
     steering = Steering(ports)
     datapath.steering = steering
     classifier = ClassifierPlan(
         "fc", "fc", protocol=17, logical_source_port="h1", logical_destination_port="h2"
     )
-    group = GroupPlan("g", "g", (PairPlan("p", "p", "b:ingress", "b:egress"),))
-    steering.apply(SteeringPlan((ChainPlan("c", "c", 1, (group,), (classifier,), True),)))
+    groups = (GroupPlan("g", "g", (PairPlan("p", "p", "b:ingress", "b:egress"),)),)
+    if tap is not None:
+        watch = PairPlan("pt", "pt", "t:ingress", "t:egress")
+        groups = (GroupPlan("gt", "gt", (watch,), tap=True), *groups)
+    steering.apply(SteeringPlan((ChainPlan("c", "c", 1, groups, (classifier,), True),)))
     h2.inbox.append(VNET + bytes(Ether(src=H2, dst="ff:ff:ff:ff:ff:ff", type=0x88B5) / (b"x" * 46)))
     datapath.drain(h2)
     return datapath, h1, h2, steering, bump
@@ -391,3 +415,14 @@ def test_a_steering_flow_that_goes_takes_its_fused_entry_with_it() -> None:
     assert datapath.fused_entries() == 0
     send(datapath, h1, to_h2())
     assert bump.calls == 3  # classified again, through the function
+
+
+def test_a_tap_before_the_functions_gets_a_copy_of_every_packet() -> None:
+    watch = Watch()
+    datapath, h1, h2, _steering, bump = steered_lab(tap=watch)
+    for n in range(4):
+        send(datapath, h1, to_h2(b"%d" % n))
+    assert watch.calls == 4  # a fused entry would send no copies: there is none
+    assert bump.calls == 4 and datapath.fast_hits == 0
+    assert datapath.fuse_refused["tap"] == 4
+    assert h2.sent == [to_h2(b"%d" % n) for n in range(4)]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
+
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
 
 from pktchain.functions.sdk import FlowLease, Function, Packet, Result, drop
 from pktchain.node.dataplane.datapath import MAX_DEPTH, Datapath
@@ -53,7 +57,7 @@ def plug(driver: Answer) -> tuple[Datapath, MemoryPort, FunctionHost]:
     datapath = Datapath()
     host_port = MemoryPort("h1")
     datapath.add_port(host_port, "lan")
-    fn = FunctionHost("fn", driver, datapath, lambda: 5.0)
+    fn = FunctionHost("fn", driver, lambda: 5.0)
     datapath.add_port(fn.add_port("lan", FN.hex(":")), "lan")
     return datapath, host_port, fn
 
@@ -123,8 +127,8 @@ def test_functions_bouncing_frames_forever_are_bounded() -> None:
 
     datapath = Datapath()
     echo_a, echo_b = Echo(), Echo()
-    first = FunctionHost("a", echo_a, datapath, lambda: 0.0)
-    second = FunctionHost("b", echo_b, datapath, lambda: 0.0)
+    first = FunctionHost("a", echo_a, lambda: 0.0)
+    second = FunctionHost("b", echo_b, lambda: 0.0)
     datapath.add_port(first.add_port("lan", "02:00:00:00:00:a1"), "lan")
     datapath.add_port(second.add_port("lan", "02:00:00:00:00:b1"), "lan")
     first.ports["lan"].inbox.append(frame(b"\xff" * 6, bytes.fromhex("02000000000a")))
@@ -152,3 +156,26 @@ def test_an_sdk_functions_drops_and_errors_show_in_its_status() -> None:
     assert status["counters"] == {"not-today": 1, "function-error": 1}
     assert (status["verdicts"], status["errors"]) == ({"drop": 1}, {"ValueError": 1})
     assert h1.sent == []
+
+
+def test_a_function_port_has_no_wire_a_write_to_it_is_a_counted_refusal() -> None:
+    _datapath, _h1, fn = plug(Answer())
+    port = fn.ports["lan"]
+    port.transmit(frame(FN, H1))
+    assert port.tx_errors[errno.errorcode[errno.EOPNOTSUPP]] == 1 and port.tx_packets == 0
+
+
+def test_an_answer_to_a_flood_is_not_fused_with_an_earlier_packets_journey() -> None:
+    class DropsIpAnswersTheRest(Answer):
+        def handle(self, iface: str, data: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
+            if data[22:24] == b"\x08\x00":
+                return [], None  # an IP packet ends here: its journey is never fused
+            return super().handle(iface, data, now)
+
+    datapath, h1, _fn = plug(DropsIpAnswersTheRest())
+    udp = Ether(dst=FN, src=H1) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=9)
+    h1.inbox.append(VNET + bytes(udp))
+    h1.inbox.append(frame(b"\xff" * 6, H1))
+    datapath.drain(h1)
+    assert h1.sent == [frame(H1, FN)]  # the flood was answered
+    assert datapath.fuse_refused == {}  # and the answer carried no trace

@@ -36,7 +36,7 @@ def lab() -> tuple[Datapath, dict[str, MemoryPort], Router]:
     ports = {network: MemoryPort(network) for network in HOSTS}
     for network, port in ports.items():
         datapath.add_port(port, network)
-    host = FunctionHost("router", SdkDriver(router), datapath, lambda: 1.0)
+    host = FunctionHost("router", SdkDriver(router), lambda: 1.0)
     for iface in spec.config.interfaces:
         datapath.add_port(host.add_port(iface.name, iface.mac), spec.networks[iface.name])
     for network, (mac, address) in HOSTS.items():  # each host answers the router's ARP
