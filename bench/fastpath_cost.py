@@ -24,7 +24,7 @@ from scapy.layers.l2 import Ether  # noqa: E402
 from chain_functions import Pass  # noqa: E402
 from pktchain.node.dataplane.datapath import Datapath  # noqa: E402
 from pktchain.node.dataplane.functions import FunctionHost, SdkDriver  # noqa: E402
-from pktchain.node.dataplane.ports import Port  # noqa: E402
+from pktchain.node.dataplane.ports import SwitchPort  # noqa: E402
 from pktchain.node.dataplane.steering import Steering  # noqa: E402
 from pktchain.sfc.plan import (  # noqa: E402
     ChainPlan,
@@ -42,7 +42,7 @@ def build(length: int) -> tuple[Datapath, MemoryPort, bytes]:
     datapath = Datapath()
     h1 = MemoryPort("h1", mac="02:00:00:00:00:01")
     h2 = MemoryPort("h2", mac="02:00:00:00:00:02")
-    ports: dict[str, Port] = {}
+    ports: dict[str, SwitchPort] = {}
     for port in (h1, h2):
         datapath.add_port(port)
         ports[port.name] = port

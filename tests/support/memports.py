@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
-from pktchain.node.dataplane.ports import Port, PortKind
+from pktchain.node.dataplane.ports import PortKind, SwitchPort
 from pktchain.packet.address import Buffer
 
 
-class MemoryPort(Port):
+class MemoryPort(SwitchPort):
     """A port whose wire is two Python queues."""
 
     def __init__(self, name: str, *, mac: str | None = None, refuse: OSError | None = None) -> None:

@@ -29,7 +29,7 @@ from pktchain.sfc.resources import Correlation, Port, PortPair, ResourceKind
 from pktchain.sfc.state import SfcState
 
 if TYPE_CHECKING:
-    from pktchain.node.dataplane.ports import Port as NodePort
+    from pktchain.node.dataplane.ports import SwitchPort
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Chaining:
         self.model.add_listener(self._changed)
 
     # -- ports ---------------------------------------------------------------
-    def register_port(self, port: NodePort, addresses: tuple[str, ...] = ()) -> Port:
+    def register_port(self, port: SwitchPort, addresses: tuple[str, ...] = ()) -> Port:
         """Make an attached node port known to the model (again, after a restart)."""
         fields: dict[str, object] = {
             "name": port.name,

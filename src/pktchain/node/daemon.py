@@ -30,7 +30,7 @@ from pktchain.node.dataplane.functions import (
     SdkDriver,
     pump,
 )
-from pktchain.node.dataplane.ports import PacketPort, Port, PortKind, TapPort
+from pktchain.node.dataplane.ports import PacketPort, PortKind, SwitchPort, TapPort
 from pktchain.node.dataplane.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, DEFAULT_NETWORK
 
@@ -122,7 +122,7 @@ class Node:
             mac_table_size=self.config.mac_table_size,
             check_frames=self.config.check_frames,
         )
-        self.ports: dict[str, Port] = {}
+        self.ports: dict[str, SwitchPort] = {}
         self.steering = Steering(
             self.ports, idle_timeout=self.config.flow_idle_timeout, max_flows=self.config.max_flows
         )
@@ -362,8 +362,8 @@ class Node:
         self.loop.stop()
 
     # -- ports ---------------------------------------------------------------
-    def attach(self, spec: PortSpec) -> Port:
-        port: Port
+    def attach(self, spec: PortSpec) -> SwitchPort:
+        port: SwitchPort
         if spec.kind is PortKind.TAP:
             port = TapPort(name=spec.name, ifname=spec.ifname, netns=spec.netns, host=spec.host)
             try:
@@ -402,7 +402,9 @@ class Node:
         self._reschedule(host)
         return host
 
-    def add_function_port(self, host: FunctionHost, iface: str, mac: str, network: str) -> Port:
+    def add_function_port(
+        self, host: FunctionHost, iface: str, mac: str, network: str
+    ) -> SwitchPort:
         """One more interface of a plugged-in function, as a port of `network`."""
         port = host.add_port(iface, mac)
         self.datapath.add_port(port, network)
@@ -444,14 +446,14 @@ class Node:
         timer = self.loop.call_later(max(0.0, deadline - self.loop.now), fire)
         self._function_timers[host.name] = (deadline, timer)
 
-    def detach(self, port: Port) -> None:
+    def detach(self, port: SwitchPort) -> None:
         self.loop.remove_reader(port.fd)
         self.datapath.remove_port(port)
         self.ports.pop(port.name, None)
         port.close()
         log.info("port %s detached", port.name)
 
-    def _drain(self, port: Port) -> None:
+    def _drain(self, port: SwitchPort) -> None:
         datapath = self.datapath
         datapath.now = self.steering.now = self.loop.now
         delivered = datapath.delivered

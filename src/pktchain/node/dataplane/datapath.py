@@ -52,8 +52,8 @@ from pktchain.node.dataplane.ports import (
     ETH_SRC,
     ETH_TYPE,
     DropReason,
-    Port,
     PortKind,
+    SwitchPort,
 )
 from pktchain.node.dataplane.steering import Steering, syn_isn
 from pktchain.node.dataplane.switch import (
@@ -148,8 +148,8 @@ class Datapath:
         mac_table_size: int = DEFAULT_MAX_ENTRIES,
         check_frames: bool = True,
     ) -> None:
-        self.ports: list[Port] = []
-        self.networks: dict[str, Network[Port]] = {}
+        self.ports: list[SwitchPort] = []
+        self.networks: dict[str, Network[SwitchPort]] = {}
         self.mac_aging = mac_aging
         self.mac_table_size = mac_table_size
         self.check_frames = check_frames
@@ -164,15 +164,15 @@ class Datapath:
         self.uncredited: list[FusedEntry] = []
         """Fused entries whose packets are not yet counted where they are read."""
 
-    def network(self, name: str = DEFAULT_NETWORK) -> Network[Port]:
+    def network(self, name: str = DEFAULT_NETWORK) -> Network[SwitchPort]:
         """The network called `name`, created on first use."""
         network = self.networks.get(name)
         if network is None:
-            table: MacTable[Port] = MacTable(self.mac_aging, self.mac_table_size)
+            table: MacTable[SwitchPort] = MacTable(self.mac_aging, self.mac_table_size)
             network = self.networks[name] = Network(name, table)
         return network
 
-    def add_port(self, port: Port, network: str = DEFAULT_NETWORK) -> None:
+    def add_port(self, port: SwitchPort, network: str = DEFAULT_NETWORK) -> None:
         self.ports.append(port)
         port.network = self.network(network)
         port.network.ports.append(port)
@@ -181,7 +181,7 @@ class Datapath:
             # ages out (a static entry): frames to it are not flooded.
             port.network.macs.learn(bytes.fromhex(port.mac.replace(":", "")), port, math.inf)
 
-    def remove_port(self, port: Port) -> None:
+    def remove_port(self, port: SwitchPort) -> None:
         if self.steering is not None:
             self.steering.forget_port(port)
         self.ports.remove(port)
@@ -189,7 +189,7 @@ class Datapath:
             port.network.ports.remove(port)
             port.network.macs.forget_port(port)
 
-    def drain(self, port: Port) -> int:
+    def drain(self, port: SwitchPort) -> int:
         """Process up to `BATCH` frames waiting on `port`; returns how many were read."""
         recv = port.recv
         frames: list[bytes] = []
@@ -207,7 +207,7 @@ class Datapath:
         return len(frames)
 
     def _forward(
-        self, port: Port, frames: Iterable[bytes], trace: Trace | None, depth: int
+        self, port: SwitchPort, frames: Iterable[bytes], trace: Trace | None, depth: int
     ) -> None:
         """Forward each of `frames`, received on `port`.
 
@@ -350,10 +350,10 @@ class Datapath:
 
     def _steer(  # noqa: PLR0917 - positional: per-packet path
         self,
-        port: Port,
+        port: SwitchPort,
         frame: bytes,
         info: FrameInfo,
-        src_entry: MacEntry[Port] | None,
+        src_entry: MacEntry[SwitchPort] | None,
         trace: Trace | None,
         depth: int,
     ) -> bytes | None:
@@ -436,7 +436,7 @@ class Datapath:
 
     def _tap(
         self,
-        taps: Iterable[tuple[Port, bytes, HopCounters]],
+        taps: Iterable[tuple[SwitchPort, bytes, HopCounters]],
         frame: bytes,
         trace: Trace | None,
         depth: int,
@@ -500,7 +500,7 @@ class Datapath:
             self._forward(out, (sent,), trace, depth + 1)
 
     def _journey(
-        self, trace: Trace | None, port: Port, frame: bytes, info: FrameInfo | None
+        self, trace: Trace | None, port: SwitchPort, frame: bytes, info: FrameInfo | None
     ) -> Trace | None:
         """The trace a frame carries into a native function, if its journey is traced.
 
@@ -515,7 +515,7 @@ class Datapath:
         return Trace(port, frame, info)
 
     def _fuse(
-        self, trace: Trace, out: Port, final: bytes, dst_entry: MacEntry[Port] | None
+        self, trace: Trace, out: SwitchPort, final: bytes, dst_entry: MacEntry[SwitchPort] | None
     ) -> None:
         """The traced packet leaves on a real port: install its fused entry if it can be."""
         trace.ended = True
@@ -573,7 +573,12 @@ class Datapath:
         return sum(len(port.fast) for port in self.ports if port.fast)
 
     def flood(
-        self, ingress: Port, network: Network[Port], frame: bytes, trace: Trace | None, depth: int
+        self,
+        ingress: SwitchPort,
+        network: Network[SwitchPort],
+        frame: bytes,
+        trace: Trace | None,
+        depth: int,
     ) -> None:
         """Send to every port of the network but the one the frame came in on.
 

@@ -50,7 +50,7 @@ from pktchain.packet.virtio import VIRTIO_NET_HDR_F_NEEDS_CSUM
 
 if TYPE_CHECKING:
     from pktchain.functions.sdk import FlowLease
-    from pktchain.node.dataplane.ports import Port
+    from pktchain.node.dataplane.ports import SwitchPort
     from pktchain.node.dataplane.steering import Flow, HopCounters
     from pktchain.node.dataplane.switch import MacEntry
 
@@ -97,7 +97,7 @@ class Trace:
         "revokers",
     )
 
-    def __init__(self, port: Port, frame: bytes, info: FrameInfo) -> None:
+    def __init__(self, port: SwitchPort, frame: bytes, info: FrameInfo) -> None:
         self.port = port
         self.frame = frame
         self.info = info
@@ -151,7 +151,7 @@ class FusedEntry:
         "udp",
     )
 
-    def __init__(self, out: Port, dst_mac: bytes, macs: bytes) -> None:
+    def __init__(self, out: SwitchPort, dst_mac: bytes, macs: bytes) -> None:
         self.out = out
         self.dst_mac = dst_mac
         """The destination MAC of the packets this entry is for."""
@@ -178,8 +178,8 @@ class FusedEntry:
         self.leases: tuple[FlowLease, ...] = ()
         self.flows: tuple[Flow, ...] = ()
         self.hops: tuple[HopCounters, ...] = ()
-        self.src_entry: MacEntry[Port] | None = None
-        self.dst_entry: MacEntry[Port] | None = None
+        self.src_entry: MacEntry[SwitchPort] | None = None
+        self.dst_entry: MacEntry[SwitchPort] | None = None
         self.seen = 0.0
         """When a packet last took this entry (it is forgotten after the idle timeout)."""
         self.packets = 0
@@ -231,11 +231,11 @@ def _delta(old: bytes, new: bytes) -> int:
 
 def fuse(
     trace: Trace,
-    out: Port,
+    out: SwitchPort,
     final: bytes,
     *,
-    dst_entry: MacEntry[Port] | None,
-    src_entry: MacEntry[Port] | None,
+    dst_entry: MacEntry[SwitchPort] | None,
+    src_entry: MacEntry[SwitchPort] | None,
 ) -> FusedEntry | str:
     """The fused entry for `trace` ending with `final` sent on `out`, or why there is none."""
     first, info = trace.frame, trace.info

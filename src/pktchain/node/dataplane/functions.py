@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pktchain.functions.sdk import Driver, FlowLease, frames_out
 from pktchain.linux.tuntap import VNET_HDR_LEN
-from pktchain.node.dataplane.ports import DropReason, Port, PortKind
+from pktchain.node.dataplane.ports import DropReason, PortKind, SwitchPort
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -104,7 +104,7 @@ def _no_wire(frame: object) -> int:
     raise OSError(errno.EOPNOTSUPP, "a function port is written by the datapath's function call")
 
 
-class FunctionPort(Port):
+class FunctionPort(SwitchPort):
     """One interface of a native function, seen by the datapath as a port.
 
     It has no wire: the datapath hands frames for it to the function itself
@@ -214,10 +214,6 @@ class FunctionHost:
 
     def pending(self) -> list[FunctionPort]:
         return [port for port in self.ports.values() if port.inbox]
-
-    def queue(self, outputs: Outputs) -> None:
-        """Frames the function emits outside `handle`/`on_timer` (e.g. at start)."""
-        self._queue(outputs)
 
     def status(self) -> dict[str, Any]:
         try:

@@ -68,7 +68,7 @@ class DropReason(Enum):
     FUNCTION_DEPTH = "function-depth"  # sent by a function too deep in a chain of them
 
 
-class Port:
+class SwitchPort:
     """One attachment of the node: a descriptor plus counters.
 
     `recv()` returns one frame (vnet header included) or raises
@@ -128,7 +128,7 @@ class Port:
         self.mac = mac
         self.flooded = True
         """Whether broadcast and unknown-unicast frames of its network reach it."""
-        self.network: Network[Port] | None = None  # set when the datapath adds the port
+        self.network: Network[SwitchPort] | None = None  # set when the datapath adds the port
         # Flow table of a port that service chains steer from (None: switching only).
         self.flows: dict[FlowKey, FlowEntry] | None = None
         # Fused entries of flows that cross native functions (see fastpath.py).
@@ -185,7 +185,7 @@ class Port:
         }
 
 
-class TapPort(Port):
+class TapPort(SwitchPort):
     """A TAP device created by the node in a host's namespace as its NIC."""
 
     __slots__ = ()
@@ -211,7 +211,7 @@ class TapPort(Port):
             self.fd = -1
 
 
-class PacketPort(Port):
+class PacketPort(SwitchPort):
     """An AF_PACKET socket bound to an existing interface, optionally in a namespace."""
 
     __slots__ = ("_sock",)

@@ -65,7 +65,7 @@ from pktchain.sfc.resources import LbField
 
 if TYPE_CHECKING:
     from pktchain.functions.sdk import FlowLease
-    from pktchain.node.dataplane.ports import Port
+    from pktchain.node.dataplane.ports import SwitchPort
     from pktchain.packet.parse import FrameInfo
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class Flow:
         """The initial sequence number of the TCP SYN that opened the flow
         (`syn_isn`), b"" when its first packet was no SYN."""
         self.pairs: list[tuple[GroupPlan, PairPlan]] = []
-        self.entries: list[tuple[Port, FlowKey]] = []
+        self.entries: list[tuple[SwitchPort, FlowKey]] = []
         self.started = now
         self.seen = now
         self.packets = 0
@@ -160,9 +160,9 @@ class FlowEntry:
         self,
         flow: Flow,
         *,
-        out: Port | None = None,
+        out: SwitchPort | None = None,
         mac: bytes = b"",
-        taps: tuple[tuple[Port, bytes, HopCounters], ...] = (),
+        taps: tuple[tuple[SwitchPort, bytes, HopCounters], ...] = (),
         hop: HopCounters | None = None,
         learn: bool = True,
         restore_from: bytes | None = None,
@@ -198,7 +198,7 @@ class SteeringStats:
 class Steering:
     """Applies a `SteeringPlan` to the node's ports; see the module docstring."""
 
-    ports: Mapping[str, Port]
+    ports: Mapping[str, SwitchPort]
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_flows: int = DEFAULT_MAX_FLOWS
     plan: SteeringPlan = field(default_factory=SteeringPlan)
@@ -261,7 +261,7 @@ class Steering:
             log.info("steering plan: %d chains, %d flows kept", len(plan.chains), len(self.flows))
 
     # -- the slow path -------------------------------------------------------
-    def classify(self, port: Port, frame: bytes, info: FrameInfo, key: FlowKey) -> FlowEntry:
+    def classify(self, port: SwitchPort, frame: bytes, info: FrameInfo, key: FlowKey) -> FlowEntry:
         """First packet of a flow on a steered port: choose its path, install it."""
         table = port.flows
         if table is None:  # pragma: no cover - the datapath only calls for steered ports
@@ -305,7 +305,7 @@ class Steering:
         *,
         chain: ChainPlan,
         classifier: ClassifierPlan,
-        port: Port,
+        port: SwitchPort,
         frame: bytes,
         info: FrameInfo,
         key: FlowKey,
@@ -321,15 +321,15 @@ class Steering:
         flow.pairs = [(group, pair) for _link, _index, group, pair in chosen]
         ends = {port.name, classifier.logical_destination_port}
 
-        def entry(at: Port, **kwargs: Any) -> tuple[Port, FlowEntry]:
+        def entry(at: SwitchPort, **kwargs: Any) -> tuple[SwitchPort, FlowEntry]:
             # Addresses are learned only from the hosts at the ends of the path:
             # a function that hands frames back unchanged must not move them.
             return at, FlowEntry(flow, learn=at.name in ends, **kwargs)
 
-        forward: list[tuple[Port, FlowEntry]] = []
-        tap_returns: list[tuple[Port, FlowEntry]] = []
+        forward: list[tuple[SwitchPort, FlowEntry]] = []
+        tap_returns: list[tuple[SwitchPort, FlowEntry]] = []
         hops: list[tuple[ChainPlan, int, PairPlan]] = []
-        taps: list[tuple[Port, bytes, HopCounters]] = []
+        taps: list[tuple[SwitchPort, bytes, HopCounters]] = []
         current = port
         for link, index, group, pair in chosen:
             counters = self._counters(link, index, pair, PathDirection.FORWARD)
@@ -355,7 +355,7 @@ class Steering:
             )
         )
 
-        reverse: list[tuple[Port, FlowEntry]] = []
+        reverse: list[tuple[SwitchPort, FlowEntry]] = []
         destination = classifier.logical_destination_port
         if chain.symmetric and destination is not None and hops:
             back = self.ports[destination]
@@ -428,7 +428,7 @@ class Steering:
             counters = self.counters[key] = HopCounters(chain, group, pair, direction)
         return counters
 
-    def _add_entry(self, flow: Flow, port: Port, key: FlowKey, entry: FlowEntry) -> None:
+    def _add_entry(self, flow: Flow, port: SwitchPort, key: FlowKey, entry: FlowEntry) -> None:
         table = port.flows
         if table is None:  # pragma: no cover - callers check
             return
@@ -458,7 +458,7 @@ class Steering:
         self.stats.expired += len(stale)
         return len(stale)
 
-    def forget_port(self, port: Port) -> None:
+    def forget_port(self, port: SwitchPort) -> None:
         """A port is going away: drop every flow with an entry on it."""
         table = port.flows
         if table:
@@ -562,7 +562,7 @@ def syn_isn(frame: bytes, info: FrameInfo) -> bytes:
     return bytes(frame[at : at + 4])
 
 
-def _mac(port: Port) -> bytes:
+def _mac(port: SwitchPort) -> bytes:
     if port.mac is None:
         raise ValueError(f"port {port.name} has no known MAC address")
     return bytes.fromhex(port.mac.replace(":", ""))

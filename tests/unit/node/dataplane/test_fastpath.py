@@ -19,7 +19,7 @@ from scapy.layers.l2 import Ether
 from pktchain.functions.sdk import FlowLease, FlowLeases, Function, Packet, Result, drop, forward
 from pktchain.node.dataplane.datapath import Datapath
 from pktchain.node.dataplane.functions import FunctionHost, SdkDriver
-from pktchain.node.dataplane.ports import Port
+from pktchain.node.dataplane.ports import SwitchPort
 from pktchain.node.dataplane.steering import Steering
 from pktchain.packet.parse import parse_frame
 from pktchain.packet.virtio import VirtioNetHdr, needs_csum_header
@@ -360,7 +360,7 @@ def steered_lab(
     """
     datapath = Datapath()
     h1, h2 = MemoryPort("h1", mac=H1), MemoryPort("h2", mac=H2)
-    ports: dict[str, Port] = {"h1": h1, "h2": h2}
+    ports: dict[str, SwitchPort] = {"h1": h1, "h2": h2}
     for port in (h1, h2):
         datapath.add_port(port)
     bump = Bump()

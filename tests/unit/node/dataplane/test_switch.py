@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pktchain.linux.tuntap import VNET_HDR_LEN
 from pktchain.node.dataplane.datapath import BATCH, Datapath
 from pktchain.node.dataplane.switch import MacTable
-from pktchain.node.tun import VNET_HDR_LEN
 from support.memports import MemoryPort
 
 VNET = bytes(VNET_HDR_LEN)
