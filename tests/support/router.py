@@ -13,9 +13,13 @@ from pktchain.functions.sdk import Driver, Packet, Result
 from pktchain.node.dataplane.functions import SdkDriver
 
 
-def receive(router: Router, iface: str, frame: bytes, now: float) -> list[tuple[str, bytes]]:
-    """What the router sends for a frame that came in on `iface`: the forwarded one first."""
-    return SdkDriver(router).handle(iface, frame, now)[0]
+def receive(
+    router: Router, iface: str, frame: bytes, now: float
+) -> list[tuple[str, bytes | bytearray]]:
+    """What the router sends for a frame that came in on `iface`: the forwarded one first.
+
+    The router gets a copy of `frame`, as the node hands it one."""
+    return SdkDriver(router).handle(iface, bytearray(frame), now)[0]
 
 
 def timers(router: Router, now: float) -> list[tuple[str, bytes]]:

@@ -94,7 +94,8 @@ class Verdict(Enum):
     PUNT = "punt"
     """Forward it unchanged without deciding: the function needs to see more of
     the flow (an L7 classifier before the first payload), so the flow stays on
-    the slow path."""
+    the slow path. A function punts a packet it has not rewritten: the node
+    sends on the buffer the function was given."""
 
 
 class FlowLease:
@@ -291,6 +292,11 @@ class Packet:
     come with one) and then the Ethernet frame; ``info`` is its parse. The
     setters rewrite in place with incremental checksums and parse again, so
     ``info`` always describes ``buf``.
+
+    ``buf`` is the function's only while :meth:`Function.process` runs: a
+    packet it forwards leaves as that buffer (the node hands the same buffer to
+    the next function, which rewrites it in place), so a function that keeps a
+    packet past the call (one waiting for its next hop) keeps a copy.
     """
 
     __slots__ = ("buf", "iface", "info")

@@ -34,6 +34,11 @@ drops in the framework rather than in each element:
   raises leaves the driver: a bad packet, or a bug, never stops the loop
   around it.
 
+:meth:`Driver.receive` copies the frame it is given into the packet's
+buffer, so the caller's frame stays as it came; :meth:`Driver.receive_owned`
+takes a buffer the caller gives away (the node's datapath, which made the one
+copy of the frame) and the packet leaves as that same buffer.
+
 Frames in and the packet's own output carry the 10-byte virtio-net header
 (zero when the frame came without one), as :class:`Packet` holds them; emitted
 frames are bare Ethernet, as the function gives them. What a driver makes of
@@ -91,7 +96,11 @@ class Driver:
         return {verdict.value: count for verdict, count in self._verdicts.items()}
 
     def receive(self, iface: str, frame: bytes, now: float) -> Received:
-        """The function's turn for one frame (virtio-net header first) that came in on `iface`."""
+        """The function's turn for one frame (virtio-net header first) that came in on `iface`.
+
+        The function rewrites a copy of `frame`, which stays as it came (a
+        punted packet leaves as it).
+        """
         packet = Packet(bytearray(frame), iface)
         out, result = self.process(packet, now)
         if out is None:
@@ -99,6 +108,20 @@ class Driver:
         if result.verdict is _FORWARD:
             return out, packet.buf, result.emit, result.lease
         return out, frame, result.emit, None  # PUNT: as it came
+
+    def receive_owned(self, iface: str, buf: bytearray, now: float) -> Received:
+        """As :meth:`receive`, for a frame the caller gives away: no copy is made.
+
+        `buf` becomes the packet's buffer, so the function rewrites it in
+        place; a packet that goes on (FORWARD, PUNT) leaves as `buf` itself,
+        the caller's again. A punted packet is one the function left
+        unchanged (:attr:`Verdict.PUNT`), so `buf` is what came in.
+        """
+        packet = Packet(buf, iface)
+        out, result = self.process(packet, now)
+        if out is None:
+            return None, b"", result.emit, None
+        return out, buf, result.emit, result.lease if result.verdict is _FORWARD else None
 
     def process(self, packet: Packet, now: float) -> tuple[str | None, Result]:
         """The function's turn for one packet, with the bookkeeping done.

@@ -23,6 +23,16 @@ received it, one level deeper (at most `MAX_DEPTH`).  So a packet crosses a
 whole chain of functions within one call, which is what lets the datapath
 trace its journey and fuse it into one fast-path entry (fastpath.py).
 
+A function gets its frame as a bytearray of its own, its packet's buffer,
+which it rewrites in place: one copy of the frame per function, made here.  A
+frame from a real port (bytes, which nothing rewrites) is copied into one,
+with the destination MAC of a steering hop written into the copy; a frame a
+function forwarded comes back as that bytearray, which the datapath owns again
+and hands on as it is (the next hop's MAC written in place).  So a packet
+crossing a chain of N functions is copied N times at most: once on the way
+in, and once more for each function a flood or a tap reaches.  The frame as it
+came in stays as it was, for the trace that fuses the journey.
+
 Frames carry their `virtio_net_hdr` in front (`VNET_HDR_LEN` bytes), so the
 Ethernet destination starts at offset 10 and the source at 16.
 """
@@ -108,7 +118,7 @@ DEFAULT_MAX_FUSED = 262_144
 """Fused fast-path entries per port, at most."""
 
 
-def _ip_size(frame: bytes, info: FrameInfo) -> int:
+def _ip_size(frame: bytes | bytearray, info: FrameInfo) -> int:
     """The IP packet's size, or for a GSO frame the size of each segment it stands for."""
     if frame[_GSO_TYPE_AT]:
         # The virtio_net_hdr's fields are little-endian (its layout, VIRTIO_NET_HDR).
@@ -126,9 +136,18 @@ def _lease_of(flow: Flow) -> FlowLease:
     return flow.lease
 
 
-def _with_dst(frame: bytes, mac: bytes) -> bytes:
-    """`frame` with its Ethernet destination replaced by `mac`: one copy of the frame."""
-    return frame[:ETH_DST] + mac + memoryview(frame)[ETH_SRC:]
+def _owned(frame: bytes | bytearray) -> bytearray:
+    """`frame` as a buffer to hand to a function: a bytearray the datapath holds
+    (a function forwarded it) as it is, a frame from a port copied, once."""
+    return frame if isinstance(frame, bytearray) else bytearray(frame)
+
+
+def _with_dst(frame: bytes | bytearray, mac: bytes) -> bytearray:
+    """`frame` with its Ethernet destination replaced by `mac`, as a buffer the
+    datapath owns: rewritten in place if it is one already, else one copy."""
+    owned = _owned(frame)
+    owned[ETH_DST:ETH_SRC] = mac
+    return owned
 
 
 class Datapath:
@@ -207,7 +226,11 @@ class Datapath:
         return len(frames)
 
     def _forward(
-        self, port: SwitchPort, frames: Iterable[bytes], trace: Trace | None, depth: int
+        self,
+        port: SwitchPort,
+        frames: Iterable[bytes | bytearray],
+        trace: Trace | None,
+        depth: int,
     ) -> None:
         """Forward each of `frames`, received on `port`.
 
@@ -215,7 +238,9 @@ class Datapath:
         (see fastpath.py); any other is checked, learned, steered, switched.
         `depth` counts the native functions the frames have come through
         within this call (0: they came in on `port` from outside), `trace` is
-        their journey's, if it is being traced.
+        their journey's, if it is being traced.  A frame from a real port is
+        bytes; one a function forwarded (or that steering rewrote) is a
+        bytearray the datapath owns (see the module).
         """
         network = port.network
         if network is None:  # pragma: no cover - every added port has a network
@@ -229,6 +254,12 @@ class Datapath:
         drops = port.drops
         now = self.now
         uncredited = self.uncredited
+        # A bytearray's slices are bytearrays, which cannot be dict keys: where
+        # frames may be bytearrays (a function's port, whose frames come from
+        # functions; a steered port, where a restored destination is written
+        # into a copy) the MAC keys are made bytes.  Frames from a real port
+        # that switches only are bytes: nothing is added to their path.
+        owned = port.kind is _FUNCTION or table is not None
         hits = 0
         for received in frames:
             frame = received
@@ -280,7 +311,9 @@ class Datapath:
                 self.credit()  # the slow path may read what the fast path counted
 
             src = frame[ETH_SRC:ETH_TYPE]
-            src_entry = entries.get(src)
+            if owned:
+                src = bytes(src)
+            src_entry = entries.get(src)  # type: ignore[arg-type]  # bytes: see `owned`
             if src_entry is not None and src_entry.port is not port:
                 src_entry = None  # learned elsewhere: learned here anew
             if src_entry is None and (frame[ETH_SRC] & 1 or src == ZERO_MAC):
@@ -295,10 +328,13 @@ class Datapath:
             elif src_entry is not None:
                 src_entry.seen = now
             else:
-                macs.learn(src, port, now)
+                macs.learn(src, port, now)  # type: ignore[arg-type]  # bytes: see `owned`
 
             if not frame[ETH_DST] & 1:
-                dst_entry = entries.get(frame[ETH_DST:ETH_SRC])
+                dst = frame[ETH_DST:ETH_SRC]
+                if owned:
+                    dst = bytes(dst)
+                dst_entry = entries.get(dst)  # type: ignore[arg-type]  # bytes: see `owned`
                 if dst_entry is not None:
                     out = dst_entry.port
                     if out is port:
@@ -307,7 +343,8 @@ class Datapath:
                     if out.kind is _FUNCTION:
                         # A journey starts with the frame as it came in (fastpath.py).
                         journey = self._journey(trace, port, received, info)
-                        self._through_function(cast("FunctionPort", out), frame, journey, depth)
+                        function = cast("FunctionPort", out)
+                        self._through_function(function, _owned(frame), journey, depth)
                         continue
                     if trace is not None:
                         self._fuse(trace, out, frame, dst_entry)
@@ -351,12 +388,12 @@ class Datapath:
     def _steer(  # noqa: PLR0917 - positional: per-packet path
         self,
         port: SwitchPort,
-        frame: bytes,
+        frame: bytes | bytearray,
         info: FrameInfo,
         src_entry: MacEntry[SwitchPort] | None,
         trace: Trace | None,
         depth: int,
-    ) -> bytes | None:
+    ) -> bytes | bytearray | None:
         """An IP packet on a port chains steer from: do what its flow entry says.
 
         The entry is looked up by the packet's 5-tuple, or made by classifying
@@ -366,7 +403,10 @@ class Datapath:
         as far as the entry allows (`src_entry`: the source's entry if it was
         learned on this port).  Returns the frame to switch normally (its
         destination restored if the last function of its path left our
-        rewrite in place), or None when the entry sent or dropped it.
+        rewrite in place), or None when the entry sent or dropped it.  A frame
+        steered to a function goes as a bytearray it owns: `frame` if it is one
+        (the datapath's), else its one copy; the new destination is written
+        into it.
         """
         table = port.flows
         network = port.network
@@ -394,7 +434,7 @@ class Datapath:
         if src_entry is not None:
             src_entry.seen = now
         elif flow_entry is None or flow_entry.learn:
-            network.macs.learn(frame[ETH_SRC:ETH_TYPE], port, now)
+            network.macs.learn(bytes(frame[ETH_SRC:ETH_TYPE]), port, now)
         if flow_entry is None:
             return frame  # no steering: switched as it is
 
@@ -437,14 +477,16 @@ class Datapath:
     def _tap(
         self,
         taps: Iterable[tuple[SwitchPort, bytes, HopCounters]],
-        frame: bytes,
+        frame: bytes | bytearray,
         trace: Trace | None,
         depth: int,
     ) -> None:
         """Send a copy of `frame` to each tap of its path (what a tap sends back is dropped).
 
         A copy's own journey is not traced; the frame's is broken (`trace`): a
-        fused entry would make no copies.
+        fused entry would make no copies.  A function tap gets a copy of its
+        own (the frame goes on after it), a port the new destination in front
+        of the untouched rest.
         """
         if trace is not None:
             trace.broken = "tap"
@@ -452,7 +494,8 @@ class Datapath:
         tail = memoryview(frame)[ETH_SRC:]
         for tap, tap_mac, tap_counters in taps:
             if tap.kind is _FUNCTION:
-                copy = _with_dst(frame, tap_mac)
+                copy = bytearray(frame)
+                copy[ETH_DST:ETH_SRC] = tap_mac
                 self._through_function(cast("FunctionPort", tap), copy, None, depth)
             else:
                 tap.transmit_parts((frame[:ETH_DST] + tap_mac, tail), size)
@@ -460,9 +503,14 @@ class Datapath:
             tap_counters.bytes += size - VNET_HDR_LEN
 
     def _through_function(
-        self, port: FunctionPort, frame: bytes, trace: Trace | None, depth: int
+        self, port: FunctionPort, frame: bytearray, trace: Trace | None, depth: int
     ) -> None:
         """Hand `frame` to the native function behind `port`, then forward what it sends.
+
+        `frame` is given away: the function rewrites it in place and may keep
+        it, so it is a buffer nothing else holds, and nothing reads it after.
+        The frame the function forwards comes back (as that bytearray) among
+        its outputs.
 
         Each frame the function answers with is forwarded at once, as received
         on the function's port for its interface, one level deeper: a packet
@@ -500,7 +548,11 @@ class Datapath:
             self._forward(out, (sent,), trace, depth + 1)
 
     def _journey(
-        self, trace: Trace | None, port: SwitchPort, frame: bytes, info: FrameInfo | None
+        self,
+        trace: Trace | None,
+        port: SwitchPort,
+        frame: bytes | bytearray,
+        info: FrameInfo | None,
     ) -> Trace | None:
         """The trace a frame carries into a native function, if its journey is traced.
 
@@ -508,14 +560,20 @@ class Datapath:
         are the frame as it came in.  A frame a function sent goes on with
         `trace`, if any (one it sent from a timer has none).
         """
-        if port.kind is _FUNCTION:
+        if port.kind is _FUNCTION or not isinstance(frame, bytes):
+            # Only a real port's frame (bytes, never rewritten) starts one: the
+            # trace compares it with the frame that leaves.
             return trace
         if info is None or not info.ip_version or info.fragment or info.l4 < 0:
             return None
         return Trace(port, frame, info)
 
     def _fuse(
-        self, trace: Trace, out: SwitchPort, final: bytes, dst_entry: MacEntry[SwitchPort] | None
+        self,
+        trace: Trace,
+        out: SwitchPort,
+        final: bytes | bytearray,
+        dst_entry: MacEntry[SwitchPort] | None,
     ) -> None:
         """The traced packet leaves on a real port: install its fused entry if it can be."""
         trace.ended = True
@@ -537,7 +595,8 @@ class Datapath:
         src_entry = None
         if network is not None:
             src_entry = network.macs.entries.get(trace.frame[ETH_SRC:ETH_TYPE])
-        fused = fuse(trace, out, final, dst_entry=dst_entry, src_entry=src_entry)
+        # A copy of the frame that leaves, once per flow: the entry keeps slices of it.
+        fused = fuse(trace, out, bytes(final), dst_entry=dst_entry, src_entry=src_entry)
         if isinstance(fused, str):
             self.fuse_refused[fused] += 1
             return
@@ -576,13 +635,14 @@ class Datapath:
         self,
         ingress: SwitchPort,
         network: Network[SwitchPort],
-        frame: bytes,
+        frame: bytes | bytearray,
         trace: Trace | None,
         depth: int,
     ) -> None:
         """Send to every port of the network but the one the frame came in on.
 
-        Native functions among them get it at once (`_through_function`).
+        Native functions among them get it at once (`_through_function`), each
+        a copy of its own: each may rewrite it.
         """
         network.floods += 1
         if trace is not None:
@@ -591,7 +651,8 @@ class Datapath:
         for out in network.ports:
             if out is not ingress and out.flooded:
                 if out.kind is _FUNCTION:
-                    self._through_function(cast("FunctionPort", out), frame, trace, depth)
+                    function = cast("FunctionPort", out)
+                    self._through_function(function, bytearray(frame), trace, depth)
                 else:
                     out.transmit(frame)
                 sent = True

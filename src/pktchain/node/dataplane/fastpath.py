@@ -188,7 +188,7 @@ class FusedEntry:
         (`Datapath.credit`, at the end of each batch)."""
 
 
-def apply_fused(entry: FusedEntry, frame: bytes, info: FrameInfo) -> bytearray:
+def apply_fused(entry: FusedEntry, frame: bytes | bytearray, info: FrameInfo) -> bytearray:
     """The rewritten headers of `frame` (up to ``info.payload``); the rest is unchanged."""
     l3 = info.l3
     head = bytearray(frame[: info.payload])

@@ -17,6 +17,11 @@ Every function, the router included, is driven through `SdkDriver` (the
 (`pktchain.functions.sdk.Driver`), which maps verdicts to outputs and does the
 counting.
 
+The datapath copies a frame once for each function it hands it to, into a
+bytearray the function owns (its packet's buffer, rewritten in place); a
+packet the function forwards comes back as that bytearray, which the datapath
+hands on to the next function without copying it again.
+
 A function that raises does not take the node down: the SDK's driver counts the
 lost frame as a `function-error` drop of the function and the exception by its
 name, and logs the first of each kind; an exception out of any other driver is
@@ -45,6 +50,11 @@ log = logging.getLogger(__name__)
 Outputs = list[tuple[str, bytes]]
 """Frames a function emits: (interface name, frame with its virtio-net header)."""
 
+Answer = list[tuple[str, bytes | bytearray]]
+"""Frames a function sends for one frame it was handed: (interface name, frame
+with its virtio-net header). A bytearray is the buffer the function was handed,
+going on: the datapath's again, to rewrite in place and hand on."""
+
 MAX_ROUNDS = 16
 """How many times one wake-up feeds queued function outputs (timers, emits) back
 into the datapath: a bound on frames bouncing between functions."""
@@ -53,8 +63,12 @@ into the datapath: a bound on frames bouncing between functions."""
 class FunctionDriver(Protocol):
     """What the node needs of a native function, whatever its kind."""
 
-    def handle(self, iface: str, frame: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
-        """Frames to send for one frame received, and the flow lease it was forwarded with."""
+    def handle(self, iface: str, frame: bytearray, now: float) -> tuple[Answer, FlowLease | None]:
+        """Frames to send for one frame received, and the flow lease it was forwarded with.
+
+        `frame` is the function's from now on (the datapath made it for this
+        call and keeps no reference): no need to copy it before rewriting it.
+        """
         ...
 
     def next_deadline(self) -> float | None: ...
@@ -76,19 +90,23 @@ class SdkDriver(Driver):
     this puts its outputs in the node's form (every frame with its virtio-net
     header) and hands the datapath the flow lease only when the packet goes on
     alone: a journey that fans out cannot be fused.
+
+    The frame the datapath hands over becomes the packet's buffer as it is
+    (`Driver.receive_owned`), and a packet that goes on leaves as that same
+    bytearray: the datapath's one copy of a frame is the only one.
     """
 
     @property
     def flooded(self) -> bool:
         return self.function.FLOODED
 
-    def handle(self, iface: str, frame: bytes, now: float) -> tuple[Outputs, FlowLease | None]:
-        out, sent, emit, lease = self.receive(iface, frame, now)
-        outputs = frames_out(emit) if emit else []
-        if out is None:
-            return outputs, None
-        outputs.insert(0, (out, bytes(sent)))
-        return outputs, (lease if len(outputs) == 1 else None)
+    def handle(self, iface: str, frame: bytearray, now: float) -> tuple[Answer, FlowLease | None]:
+        out, sent, emit, lease = self.receive_owned(iface, frame, now)
+        outputs: Answer = [] if out is None else [(out, sent)]
+        if emit:
+            outputs.extend(frames_out(emit))
+            return outputs, None  # a journey that fans out is not fused
+        return outputs, lease
 
     def on_timer(self, now: float) -> Outputs:
         return frames_out(self.fire(now))
@@ -158,10 +176,10 @@ class PcapSink:
         self._file.flush()
         self.frames = 0
 
-    def write(self, frame: bytes) -> None:
+    def write(self, frame: bytes | bytearray) -> None:
         from pktchain.packet.streams import Frame
 
-        record = self._encoder.encode(Frame(frame[VNET_HDR_LEN:]), time.time_ns())
+        record = self._encoder.encode(Frame(bytes(frame[VNET_HDR_LEN:])), time.time_ns())
         self._file.write(record)
         self._file.flush()
         self.frames += 1
@@ -188,9 +206,14 @@ class FunctionHost:
         self.ports[iface] = port
         return port
 
-    def handle(self, port: FunctionPort, frame: bytes) -> tuple[Outputs, FlowLease | None] | None:
+    def handle(
+        self, port: FunctionPort, frame: bytearray
+    ) -> tuple[Answer, FlowLease | None] | None:
         """The function's answer to `frame` arriving on `port`: the frames it
-        sends and the flow lease it forwarded with; None if it raised (counted)."""
+        sends and the flow lease it forwarded with; None if it raised (counted).
+
+        `frame` is handed over: the caller neither reads nor reuses it after.
+        """
         try:
             return self.driver.handle(port.iface, frame, self.clock())
         except Exception as exc:  # a faulty function must not stop the node
@@ -240,7 +263,7 @@ class FunctionHost:
                 continue
             port.inbox.append(frame)
 
-    def sink(self, iface: str, frame: bytes) -> None:
+    def sink(self, iface: str, frame: bytes | bytearray) -> None:
         """A frame the function sent on `iface`, which is not a port: written to
         its pcap file, or counted as sent to an unknown interface."""
         sink = self.sinks.get(iface)

@@ -109,7 +109,7 @@ class SwitchPort:
         kind: PortKind,
         fd: int,
         recv: Callable[[], bytes],
-        send: Callable[[bytes], int],
+        send: Callable[[Buffer], int],
         sendv: Callable[[Sequence[Buffer]], int],
         netns: str | None,
         ifname: str,
@@ -140,7 +140,7 @@ class SwitchPort:
         self.tx_errors: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
 
-    def transmit(self, frame: bytes) -> None:
+    def transmit(self, frame: Buffer) -> None:
         """Write one frame, counting it; a refusal by the kernel is a counted drop."""
         try:
             self.send(frame)

@@ -261,7 +261,9 @@ class Steering:
             log.info("steering plan: %d chains, %d flows kept", len(plan.chains), len(self.flows))
 
     # -- the slow path -------------------------------------------------------
-    def classify(self, port: SwitchPort, frame: bytes, info: FrameInfo, key: FlowKey) -> FlowEntry:
+    def classify(
+        self, port: SwitchPort, frame: bytes | bytearray, info: FrameInfo, key: FlowKey
+    ) -> FlowEntry:
         """First packet of a flow on a steered port: choose its path, install it."""
         table = port.flows
         if table is None:  # pragma: no cover - the datapath only calls for steered ports
@@ -306,7 +308,7 @@ class Steering:
         chain: ChainPlan,
         classifier: ClassifierPlan,
         port: SwitchPort,
-        frame: bytes,
+        frame: bytes | bytearray,
         info: FrameInfo,
         key: FlowKey,
         isn: bytes,
@@ -351,7 +353,7 @@ class Steering:
                 current,
                 taps=tuple(taps),
                 restore_from=_mac(self.ports[hops[-1][2].ingress]) if hops else None,
-                restore_to=frame[ETH_DST:ETH_SRC],
+                restore_to=bytes(frame[ETH_DST:ETH_SRC]),
             )
         )
 
@@ -369,7 +371,7 @@ class Steering:
                 entry(
                     back,
                     restore_from=_mac(self.ports[hops[0][2].egress]),
-                    restore_to=frame[ETH_SRC:ETH_TYPE],
+                    restore_to=bytes(frame[ETH_SRC:ETH_TYPE]),
                 )
             )
 
@@ -533,7 +535,7 @@ class Steering:
         return rows
 
 
-def l7_names(frame: bytes, info: FrameInfo) -> dict[str, str] | None:
+def l7_names(frame: bytes | bytearray, info: FrameInfo) -> dict[str, str] | None:
     """The HTTP Host or TLS server name in a TCP packet's payload; None if it has none.
 
     Only a flow's first payload segment is read (the l7-classifier function's
@@ -548,7 +550,7 @@ def l7_names(frame: bytes, info: FrameInfo) -> dict[str, str] | None:
     return dict(names)
 
 
-def syn_isn(frame: bytes, info: FrameInfo) -> bytes:
+def syn_isn(frame: bytes | bytearray, info: FrameInfo) -> bytes:
     """The initial sequence number a TCP SYN (without ACK) carries, as sent; b"" for
     any other packet.
 
@@ -568,7 +570,7 @@ def _mac(port: SwitchPort) -> bytes:
     return bytes.fromhex(port.mac.replace(":", ""))
 
 
-def lb_values(fields: tuple[LbField, ...], frame: bytes, info: FrameInfo) -> bytes:
+def lb_values(fields: tuple[LbField, ...], frame: bytes | bytearray, info: FrameInfo) -> bytes:
     """The bytes a group hashes for a flow: its lb_fields, or the 5-tuple by default."""
     if not fields:
         return b"%b|%b|%d|%d|%d" % (info.src, info.dst, info.proto, info.sport, info.dport)
@@ -590,7 +592,7 @@ def lb_values(fields: tuple[LbField, ...], frame: bytes, info: FrameInfo) -> byt
     return b"|".join(parts)
 
 
-def choose_pair(group: GroupPlan, frame: bytes, info: FrameInfo) -> PairPlan | None:
+def choose_pair(group: GroupPlan, frame: bytes | bytearray, info: FrameInfo) -> PairPlan | None:
     """Weighted rendezvous hashing: each pair wins its weight's share of flows.
 
     Each pair scores ``-weight / ln(u)`` with `u` uniform in (0, 1) drawn from a
