@@ -106,7 +106,7 @@ def test_established_flows_take_the_fast_path_and_keep_their_nat_session(
         server.wait(timeout=10)
     assert result.ok, result.stderr
     report = json.loads(result.stdout)
-    segments = report["end"]["sum_sent"]["bytes"] // 65536  # at least this many frames
+    segments = report["end"]["sum_received"]["bytes"] // 65536  # at least this many frames crossed
     fast = node.status()["fast_path"]
     translated = node.router()["counters"]["nat-translated-outbound"]
     assert fast["installed"] >= 2  # the data connection, both directions
