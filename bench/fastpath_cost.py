@@ -23,49 +23,13 @@ from scapy.layers.l2 import Ether  # noqa: E402
 
 from chain_functions import Pass  # noqa: E402
 from pktchain.node.dataplane.datapath import Datapath  # noqa: E402
-from pktchain.node.dataplane.functions import FunctionHost, SdkDriver  # noqa: E402
-from pktchain.node.dataplane.ports import SwitchPort  # noqa: E402
-from pktchain.node.dataplane.steering import Steering  # noqa: E402
-from pktchain.sfc.plan import (  # noqa: E402
-    ChainPlan,
-    ClassifierPlan,
-    GroupPlan,
-    PairPlan,
-    SteeringPlan,
-)
-from support.memports import MemoryPort  # noqa: E402
+from support.memports import MemoryPort, function_chain  # noqa: E402
 
 VNET = bytes(10)
 
 
 def build(length: int) -> tuple[Datapath, MemoryPort, bytes]:
-    datapath = Datapath()
-    h1 = MemoryPort("h1", mac="02:00:00:00:00:01")
-    h2 = MemoryPort("h2", mac="02:00:00:00:00:02")
-    ports: dict[str, SwitchPort] = {}
-    for port in (h1, h2):
-        datapath.add_port(port)
-        ports[port.name] = port
-    groups = []
-    for n in range(length):
-        host = FunctionHost(f"f{n}", SdkDriver(Pass()), lambda: 1.0)
-        for side, last in (("ingress", 1), ("egress", 2)):
-            port = host.add_port(side, f"02:00:00:00:{n + 1:02x}:{last:02x}")
-            datapath.add_port(port)
-            ports[port.name] = port
-        pair = PairPlan(f"p{n}", f"p{n}", f"f{n}:ingress", f"f{n}:egress")
-        groups.append(GroupPlan(f"g{n}", f"g{n}", (pair,)))
-    steering = Steering(ports)
-    datapath.steering = steering
-    if length:
-        classifier = ClassifierPlan(
-            "fc", "fc", protocol=17, logical_source_port="h1", logical_destination_port="h2"
-        )
-        steering.apply(SteeringPlan((ChainPlan("c", "c", 1, tuple(groups), (classifier,), True),)))
-    # h2 speaks once so that the switch knows where it is.
-    hello = Ether(src="02:00:00:00:00:02", dst="ff:ff:ff:ff:ff:ff", type=0x88B5) / (b"x" * 46)
-    h2.inbox.append(VNET + bytes(hello))
-    datapath.drain(h2)
+    datapath, h1, _h2 = function_chain([Pass() for _ in range(length)])
     frame = VNET + bytes(
         Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
         / IP(src="10.0.0.1", dst="10.0.0.2")

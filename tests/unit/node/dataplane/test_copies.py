@@ -15,10 +15,7 @@ from scapy.layers.l2 import Ether
 from pktchain.functions.sdk import Function, Packet, Result, drop, forward
 from pktchain.node.dataplane.datapath import Datapath
 from pktchain.node.dataplane.functions import FunctionHost, SdkDriver
-from pktchain.node.dataplane.ports import SwitchPort
-from pktchain.node.dataplane.steering import Steering
-from pktchain.sfc.plan import ChainPlan, ClassifierPlan, GroupPlan, PairPlan, SteeringPlan
-from support.memports import MemoryPort
+from support.memports import MemoryPort, function_chain
 
 VNET = bytes(10)
 H1, H2 = "02:00:00:00:00:01", "02:00:00:00:00:02"
@@ -73,28 +70,8 @@ def hello(datapath: Datapath, h2: MemoryPort) -> None:
 
 
 def test_a_packet_steered_through_three_functions_is_copied_once() -> None:
-    datapath = Datapath()
-    h1, h2 = MemoryPort("h1", mac=H1), MemoryPort("h2", mac=H2)
-    ports: dict[str, SwitchPort] = {"h1": h1, "h2": h2}
-    datapath.add_port(h1)
-    datapath.add_port(h2)
     functions = [Recorder() for _ in range(3)]
-    groups = []
-    for n, function in enumerate(functions):
-        host = FunctionHost(f"f{n}", SdkDriver(function), lambda: 1.0)
-        for side, last in (("ingress", 1), ("egress", 2)):
-            port = host.add_port(side, f"02:00:00:00:{n + 1:02x}:{last:02x}")
-            datapath.add_port(port)
-            ports[port.name] = port
-        pair = PairPlan(f"p{n}", f"p{n}", f"f{n}:ingress", f"f{n}:egress")
-        groups.append(GroupPlan(f"g{n}", f"g{n}", (pair,)))
-    steering = Steering(ports)
-    datapath.steering = steering
-    classifier = ClassifierPlan(
-        "fc", "fc", protocol=17, logical_source_port="h1", logical_destination_port="h2"
-    )
-    steering.apply(SteeringPlan((ChainPlan("c", "c", 1, tuple(groups), (classifier,), True),)))
-    hello(datapath, h2)
+    datapath, h1, h2 = function_chain(functions)
 
     frames = [to_h2(b"%d" % n) for n in range(3)]
     for frame in frames:
