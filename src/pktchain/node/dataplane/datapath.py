@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from pktchain.node.dataplane.functions import FunctionPort
     from pktchain.node.dataplane.steering import Flow, HopCounters
     from pktchain.node.dataplane.switch import MacEntry
+    from pktchain.node.dataplane.underlay import Arrival, Peer, PeerPort, Underlay
 
 __all__ = [
     "BATCH",
@@ -107,6 +108,7 @@ _TOO_DEEP = DropReason.FUNCTION_DEPTH.value
 _SYN = 0x02
 _SYN_ACK = 0x12
 _FUNCTION = PortKind.FUNCTION
+_UNDERLAY = PortKind.UNDERLAY
 _GSO_TYPE_AT = VIRTIO_NET_HDR.offset("gso_type")
 _GSO_SIZE_AT = VIRTIO_NET_HDR.offset("gso_size")
 
@@ -173,6 +175,8 @@ class Datapath:
         self.mac_table_size = mac_table_size
         self.check_frames = check_frames
         self.steering: Steering | None = None
+        self.underlay: Underlay | None = None
+        """Set on a node of a cluster: its peers are ports of every network."""
         self.now = 0.0
         self.max_fused = DEFAULT_MAX_FUSED
         self.fast_hits = 0
@@ -184,12 +188,129 @@ class Datapath:
         """Fused entries whose packets are not yet counted where they are read."""
 
     def network(self, name: str = DEFAULT_NETWORK) -> Network[SwitchPort]:
-        """The network called `name`, created on first use."""
+        """The network called `name`, created on first use (and joined by every peer)."""
         network = self.networks.get(name)
         if network is None:
             table: MacTable[SwitchPort] = MacTable(self.mac_aging, self.mac_table_size)
             network = self.networks[name] = Network(name, table)
+            if self.underlay is not None:
+                for peer in self.underlay.peers.values():
+                    self._join(peer, network)
         return network
+
+    # -- the underlay ---------------------------------------------------------
+    def add_peer(self, peer: Peer) -> None:
+        """A node joined the cluster: it becomes a port of each network."""
+        for network in list(self.networks.values()):
+            self._join(peer, network)
+
+    def _join(self, peer: Peer, network: Network[SwitchPort]) -> None:
+        from pktchain.node.dataplane.underlay import PeerPort
+
+        if self.underlay is None:  # pragma: no cover - callers check
+            return
+        port = PeerPort(self.underlay, peer, network.name)
+        peer.ports[port.vni] = port
+        self.ports.append(port)
+        port.network = network
+        network.ports.append(port)
+
+    def remove_peer(self, peer: Peer) -> None:
+        """A node left the cluster: its ports go, and what was learned on them."""
+        for port in peer.ports.values():
+            self.remove_port(port)
+        peer.ports.clear()
+
+    def pin_remote(self, mac: bytes, node: str) -> bool:
+        """Know `mac` as behind node `node` in every network, without learning or
+        ageing (a port of that node, from the cluster's registry); False if the
+        node is not a peer."""
+        peer = None if self.underlay is None else self.underlay.peers.get(node)
+        if peer is None:
+            return False
+        for port in peer.ports.values():
+            if port.network is not None:
+                port.network.macs.learn(mac, port, math.inf)
+        return True
+
+    def drain_underlay(self, underlay: Underlay) -> int:
+        """Forward the datagrams waiting on the underlay; returns how many were read."""
+        from pktchain.node.dataplane.underlay import SPI_SWITCHED
+
+        received = underlay.receive()
+        drops = underlay.drops
+        for data, source in received:
+            arrival = underlay.decode(data, source)
+            if isinstance(arrival, str):
+                drops[arrival] += 1
+                continue
+            port = arrival.peer.ports.get(arrival.vni)
+            if port is None:
+                drops["unknown-network"] += 1
+                continue
+            if arrival.spi == SPI_SWITCHED:
+                self._forward(port, (arrival.frame,), None, 0)
+            else:
+                self._arrive(port, arrival)
+        return len(received)
+
+    def _arrive(self, port: PeerPort, arrival: Arrival) -> None:
+        """A chained frame from another node: on along its path, as its entry says."""
+        frame = arrival.frame
+        port.rx_packets += 1
+        port.rx_bytes += len(frame) - VNET_HDR_LEN
+        drops = port.drops
+        info = parse_frame(frame, VNET_HDR_LEN)
+        if info.error is not None:
+            drops[info.error.value] += 1
+            return
+        if not info.ip_version:
+            drops["nsh-not-ip"] += 1
+            return
+        steering = self.steering
+        if steering is None:
+            drops["nsh-no-chains"] += 1
+            return
+        key = info[FLOW_START:FLOW_END]
+        entry = steering.arrivals.get((arrival.spi << 8 | arrival.si, key))
+        if entry is None:
+            joined = steering.arrive(arrival, info, key)
+            if isinstance(joined, str):
+                drops[joined] += 1
+                return
+            entry = joined
+        flow = entry.flow
+        flow.seen = self.now
+        flow.packets += 1
+        if entry.drop is not None:
+            drops[entry.drop] += 1
+            return
+        hop = entry.hop
+        if hop is not None:
+            hop.packets += 1
+            hop.bytes += len(frame) - VNET_HDR_LEN
+        out = entry.out
+        if out is None:
+            restore = entry.restore_from
+            if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
+                frame = _with_dst(frame, entry.restore_to)  # type: ignore[assignment]
+            self._forward(port, (frame,), None, 0)
+        elif entry.nsh is not None:
+            # Passed on without a function here: the TTL is the frame's own,
+            # so that frames sent round between nodes die out.
+            if arrival.ttl <= 1:
+                drops["nsh-ttl-exhausted"] += 1
+                return
+            header = entry.nsh
+            if header.ttl != arrival.ttl - 1:
+                header = header.with_ttl(arrival.ttl - 1)
+            cast("PeerPort", out).transmit_nsh(header, frame, entry.restore_to)
+        elif out.kind is _FUNCTION:
+            self._through_function(cast("FunctionPort", out), _with_dst(frame, entry.mac), None, 0)
+        else:
+            out.transmit_parts(
+                (frame[:ETH_DST] + entry.mac, memoryview(frame)[ETH_SRC:]), len(frame)
+            )
 
     def add_port(self, port: SwitchPort, network: str = DEFAULT_NETWORK) -> None:
         self.ports.append(port)
@@ -466,6 +587,11 @@ class Datapath:
             to_function = _with_dst(frame, flow_entry.mac)
             self._through_function(cast("FunctionPort", out), to_function, trace, depth)
             return None
+        if flow_entry.nsh is not None:
+            if trace is not None:
+                trace.broken = "underlay"
+            cast("PeerPort", out).transmit_nsh(flow_entry.nsh, frame, flow_entry.restore_to)
+            return None
         # The new destination goes out in front of the untouched rest of the
         # frame: a 64 KB segment is not copied.
         head = frame[:ETH_DST] + flow_entry.mac
@@ -648,8 +774,11 @@ class Datapath:
         if trace is not None:
             trace.broken = "flood"
         sent = False
+        # Split horizon: every node floods to every other itself, so what
+        # came from one is not sent on to another.
+        from_peer = ingress.kind is _UNDERLAY
         for out in network.ports:
-            if out is not ingress and out.flooded:
+            if out is not ingress and out.flooded and not (from_peer and out.kind is _UNDERLAY):
                 if out.kind is _FUNCTION:
                     function = cast("FunctionPort", out)
                     self._through_function(function, bytearray(frame), trace, depth)
