@@ -25,7 +25,7 @@ from pktchain.sfc.plan import (
     PairPlan,
     SteeringPlan,
 )
-from pktchain.sfc.resources import FlowClassifier, PortPair
+from pktchain.sfc.resources import Correlation, FlowClassifier, PortPair
 from pktchain.sfc.state import SfcState
 
 
@@ -94,14 +94,22 @@ def _pair_plan(
 ) -> PairPlan | None:
     """The pair in the plan: here, on one other node, or (its ports missing, or
     split between nodes) absent."""
+    nsh = pair.correlation is Correlation.NSH
     if pair.ingress in node_port and pair.egress in node_port:
         return PairPlan(
-            pair.id, pair.name, node_port[pair.ingress], node_port[pair.egress], pair.weight
+            pair.id,
+            pair.name,
+            node_port[pair.ingress],
+            node_port[pair.egress],
+            pair.weight,
+            nsh=nsh,
         )
     ingress, egress = remote.get(pair.ingress), remote.get(pair.egress)
     if ingress is None or egress is None or ingress[0] != egress[0]:
         return None
-    return PairPlan(pair.id, pair.name, ingress[1], egress[1], pair.weight, node=ingress[0])
+    return PairPlan(
+        pair.id, pair.name, ingress[1], egress[1], pair.weight, node=ingress[0], nsh=nsh
+    )
 
 
 def compile_classifier(fc: FlowClassifier, node_port: dict[str, str]) -> ClassifierPlan | None:

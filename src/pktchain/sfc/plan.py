@@ -53,6 +53,9 @@ class PairPlan:
     egress: str
     weight: int = 1
     node: str = ""
+    nsh: bool = False
+    """An NSH-aware function (correlation "nsh"): it gets and gives back the
+    frame in NSH over Ethernet, and decrements the SI itself."""
 
     @property
     def tag(self) -> int:

@@ -79,9 +79,9 @@ from pktchain.packet.parse import FLOW_END, FLOW_START, FrameInfo, parse_frame
 if TYPE_CHECKING:
     from pktchain.functions.sdk import FlowLease
     from pktchain.node.dataplane.functions import FunctionPort
-    from pktchain.node.dataplane.steering import Flow, HopCounters
+    from pktchain.node.dataplane.steering import Flow, FlowEntry, HopCounters
     from pktchain.node.dataplane.switch import MacEntry
-    from pktchain.node.dataplane.underlay import Arrival, Peer, PeerPort, Underlay
+    from pktchain.node.dataplane.underlay import Arrival, NshHeader, Peer, PeerPort, Underlay
 
 __all__ = [
     "BATCH",
@@ -109,6 +109,7 @@ _SYN = 0x02
 _SYN_ACK = 0x12
 _FUNCTION = PortKind.FUNCTION
 _UNDERLAY = PortKind.UNDERLAY
+_NSH_ETHERTYPE = b"\x89\x4f"
 _GSO_TYPE_AT = VIRTIO_NET_HDR.offset("gso_type")
 _GSO_SIZE_AT = VIRTIO_NET_HDR.offset("gso_size")
 
@@ -244,7 +245,7 @@ class Datapath:
             if isinstance(arrival, str):
                 drops[arrival] += 1
                 continue
-            port = arrival.peer.ports.get(arrival.vni)
+            port = None if arrival.peer is None else arrival.peer.ports.get(arrival.vni)
             if port is None:
                 drops["unknown-network"] += 1
                 continue
@@ -254,11 +255,40 @@ class Datapath:
                 self._arrive(port, arrival)
         return len(received)
 
-    def _arrive(self, port: PeerPort, arrival: Arrival) -> None:
-        """A chained frame from another node: on along its path, as its entry says."""
+    def _send_nsh(
+        self, out: SwitchPort, entry: FlowEntry, header: NshHeader, frame: bytes | bytearray
+    ) -> None:
+        """Send `frame` along its path in NSH: to another node over the
+        underlay, or to an NSH-aware function over Ethernet."""
+        if out.kind is _UNDERLAY:
+            cast("PeerPort", out).transmit_nsh(header, frame, entry.restore_to)
+            return
+        from pktchain.node.dataplane.underlay import encapsulate_ethernet
+
+        parts, size = encapsulate_ethernet(header, frame, entry.restore_to, entry.mac)
+        if out.kind is _FUNCTION:
+            self._through_function(cast("FunctionPort", out), bytearray(b"".join(parts)), None, 0)
+        else:
+            out.transmit_parts(parts, size)
+
+    def _nsh_return(self, port: SwitchPort, frame: bytes | bytearray) -> None:
+        """NSH an NSH-aware function sent back on `port`: on along its path."""
+        from pktchain.node.dataplane.underlay import decode_nsh
+
+        arrival = decode_nsh(bytes(frame), ETH_END, None, 0)
+        if isinstance(arrival, str):
+            port.drops[arrival] += 1
+            return
+        self._arrive(port, arrival)
+
+    def _arrive(self, port: SwitchPort, arrival: Arrival) -> None:
+        """A chained frame from another node (`port` is its peer port) or back
+        from an NSH-aware function (`port` is its egress): on along its path,
+        as its entry says."""
         frame = arrival.frame
-        port.rx_packets += 1
-        port.rx_bytes += len(frame) - VNET_HDR_LEN
+        if arrival.peer is not None:
+            port.rx_packets += 1
+            port.rx_bytes += len(frame) - VNET_HDR_LEN
         drops = port.drops
         info = parse_frame(frame, VNET_HDR_LEN)
         if info.error is not None:
@@ -274,7 +304,7 @@ class Datapath:
         key = info[FLOW_START:FLOW_END]
         entry = steering.arrivals.get((arrival.spi << 8 | arrival.si, key))
         if entry is None:
-            joined = steering.arrive(arrival, info, key)
+            joined = steering.arrive(arrival, port, info, key)
             if isinstance(joined, str):
                 drops[joined] += 1
                 return
@@ -302,9 +332,9 @@ class Datapath:
                 drops["nsh-ttl-exhausted"] += 1
                 return
             header = entry.nsh
-            if header.ttl != arrival.ttl - 1:
+            if out.kind is _UNDERLAY and header.ttl != arrival.ttl - 1:
                 header = header.with_ttl(arrival.ttl - 1)
-            cast("PeerPort", out).transmit_nsh(header, frame, entry.restore_to)
+            self._send_nsh(out, entry, header, frame)
         elif out.kind is _FUNCTION:
             self._through_function(cast("FunctionPort", out), _with_dst(frame, entry.mac), None, 0)
         else:
@@ -441,6 +471,9 @@ class Datapath:
                 drops[_BAD_SRC] += 1
                 continue
 
+            if table is not None and frame[ETH_TYPE:ETH_END] == _NSH_ETHERTYPE:
+                self._nsh_return(port, frame)
+                continue
             if table is not None and info is not None and info.ip_version:
                 steered = self._steer(port, frame, info, src_entry, trace, depth)
                 if steered is None:
@@ -589,8 +622,8 @@ class Datapath:
             return None
         if flow_entry.nsh is not None:
             if trace is not None:
-                trace.broken = "underlay"
-            cast("PeerPort", out).transmit_nsh(flow_entry.nsh, frame, flow_entry.restore_to)
+                trace.broken = "nsh"
+            self._send_nsh(out, flow_entry, flow_entry.nsh, frame)
             return None
         # The new destination goes out in front of the untouched rest of the
         # frame: a 64 KB segment is not copied.

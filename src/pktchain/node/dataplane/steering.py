@@ -58,6 +58,7 @@ from pktchain.node.dataplane.underlay import (
     REVERSE_SPI,
     NshHeader,
     network_vni,
+    node_mac,
 )
 from pktchain.packet.headers import TCP as TCP_HEADER
 from pktchain.packet.headers import TcpFlag
@@ -235,6 +236,8 @@ class Steering:
         self._steered_ports: set[str] = set()
         self.underlay: Underlay | None = None
         """Set on a node of a cluster: where pairs of other nodes are reached."""
+        self.node_mac = node_mac("pktchain")
+        """The source MAC of NSH this node sends its NSH-aware functions."""
         self.arrivals: dict[ArrivalKey, FlowEntry] = {}
         """What to do with NSH from other nodes, by SPI, SI and inner flow."""
 
@@ -349,7 +352,7 @@ class Steering:
                 if pair is not None:  # a group whose pairs all weigh 0 is passed over
                     chosen.append((link, index, group, pair))
         flow.pairs = [(group, pair) for _link, _index, group, pair in chosen]
-        if self.underlay is not None and _crosses_nodes(chosen, port, frame):
+        if _crosses_nodes(chosen, port, frame):
             return self._install_across(
                 flow, classifier=classifier, port=port, frame=frame, key=key, chosen=chosen
             )
@@ -488,8 +491,13 @@ class Steering:
         self.stats.classified += 1
         return first
 
-    def arrive(self, arrival: Arrival, info: FrameInfo, key: FlowKey) -> FlowEntry | str:
-        """NSH from another node with no entry yet: join its path here, or say why not.
+    def arrive(
+        self, arrival: Arrival, at: SwitchPort, info: FrameInfo, key: FlowKey
+    ) -> FlowEntry | str:
+        """NSH with no entry yet: join its path here, or say why not.
+
+        The frame came from another node (`at` is that peer's port), or back
+        from an NSH-aware function of this node (`at` is its egress port).
 
         The SPI names the chain (and the direction), the path TLV the instance
         of every hop, the SI the hop the frame goes to.  This node follows the
@@ -526,9 +534,16 @@ class Steering:
         start = INITIAL_SI - arrival.si
         if not 0 <= start <= len(hops):
             return "nsh-unknown-si"
-        peer_port = arrival.peer.ports.get(arrival.vni)
-        if peer_port is None:
-            return "nsh-unknown-network"
+        if arrival.peer is None:
+            # Back from a function of this node: it must be the hop before
+            # `start`, sending back on the port a function of that hop returns on.
+            travel = hops if direction is PathDirection.FORWARD else hops[::-1]
+            pair = travel[start - 1][2] if start else None
+            back = None
+            if pair is not None:
+                back = pair.egress if direction is PathDirection.FORWARD else pair.ingress
+            if pair is None or pair.node or not pair.nsh or back != at.name:
+                return "nsh-unexpected-si"
         frame = arrival.frame
         placed = self._path(
             flow,
@@ -536,9 +551,9 @@ class Steering:
             hops,
             arrival.tags,
             start=start,
-            at=peer_port,
+            at=at,
             original_dst=frame[ETH_DST:ETH_SRC],
-            ttl=arrival.ttl - 1,
+            ttl=arrival.ttl - 1 if arrival.peer is not None else arrival.ttl,
         )
         reverse: list[tuple[SwitchPort, FlowEntry]] = []
         end = placed[-1][1]
@@ -550,7 +565,7 @@ class Steering:
         ):
             # The chain ends here: if the destination is a port of this node,
             # this is the egress, and it learns the way back from the frame.
-            dst = end.out or self._port_of(peer_port, frame[ETH_DST:ETH_SRC])
+            dst = end.out or self._port_of(at, frame[ETH_DST:ETH_SRC])
             if dst is not None and dst.kind is not PortKind.UNDERLAY:
                 reverse = self._path(
                     flow,
@@ -594,8 +609,8 @@ class Steering:
         destination is there, so that it learns the path.
         """
         chain = flow.chain
-        if chain is None or self.underlay is None:  # pragma: no cover - callers check
-            raise ValueError("a path across nodes needs a chain and an underlay")
+        if chain is None:  # pragma: no cover - callers check
+            raise ValueError("a path needs a chain")
         forward = direction is PathDirection.FORWARD
         travel = hops if forward else hops[::-1]
         spi = chain.spi | (0 if forward else REVERSE_SPI)
@@ -623,6 +638,25 @@ class Steering:
             counters.flows += 1
             target = self.ports[pair.ingress if forward else pair.egress]
             last_mac = _mac(target)
+            if pair.nsh:
+                # The function hands the frame back in NSH, its SI one less:
+                # the rest of the path is joined then (`arrive`).
+                header = NshHeader(vni, spi, INITIAL_SI - position, ttl, tags)
+                placed.append(
+                    (
+                        current,
+                        FlowEntry(
+                            flow,
+                            out=target,
+                            mac=last_mac + self.node_mac,
+                            nsh=header,
+                            restore_to=original_dst,
+                            hop=counters,
+                            learn=False,
+                        ),
+                    )
+                )
+                return placed
             placed.append(
                 (current, FlowEntry(flow, out=target, mac=last_mac, hop=counters, learn=False))
             )
@@ -859,7 +893,7 @@ def _crosses_nodes(
     frame: bytes | bytearray,
 ) -> bool:
     """Whether a path leaves this node: a pair elsewhere, or its destination."""
-    if any(pair.node for _link, _index, group, pair in chosen if not group.tap):
+    if any(pair.node or pair.nsh for _link, _index, group, pair in chosen if not group.tap):
         return True
     network = port.network
     destination = None if network is None else network.macs.lookup(bytes(frame[ETH_DST:ETH_SRC]))

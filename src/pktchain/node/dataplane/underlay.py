@@ -146,10 +146,39 @@ def encapsulate(header: NshHeader, frame: Buffer, dst: bytes | None = None) -> l
     return parts
 
 
+NSH_ETHERTYPE = b"\x89\x4f"
+
+
+def node_mac(node: str) -> bytes:
+    """The MAC a node sends NSH from to its NSH-aware functions (locally
+    administered, from its name); they send the frames back to it."""
+    digest = zlib.crc32(node.encode()).to_bytes(4, "big")
+    return b"\x02\x50" + digest
+
+
+def encapsulate_ethernet(
+    header: NshHeader, frame: Buffer, dst: bytes, macs: bytes
+) -> tuple[list[Buffer], int]:
+    """`frame` in NSH over Ethernet for a function on a port of this node, as
+    pieces and their size: `macs` (destination and source) and EtherType 0x894F
+    in front of the NSH (the VXLAN-GPE header left out), the inner frame with
+    destination `dst`.  The frame's virtio-net header goes in the offload TLV;
+    the one in front is zero (the kernel cannot segment NSH)."""
+    vnet = bytes(frame[:VNET_HDR_LEN])
+    view = memoryview(frame)
+    if vnet == _NO_OFFLOAD:
+        parts: list[Buffer] = [_NO_OFFLOAD, macs, NSH_ETHERTYPE, header.plain[_GPE.size :]]
+    else:
+        parts = [_NO_OFFLOAD, macs, NSH_ETHERTYPE, header.offload[_GPE.size :], vnet, _PAD]
+    parts += (dst, view[ETH_SRC:])
+    return parts, sum(len(part) for part in parts)
+
+
 class Arrival(NamedTuple):
     """A datagram from a peer, decoded: the inner frame with its virtio-net header."""
 
-    peer: Peer
+    peer: Peer | None
+    """None for a frame an NSH-aware function of this node sent back."""
     vni: int
     spi: int
     si: int
@@ -214,6 +243,37 @@ class PeerPort(SwitchPort):
 
     def close(self) -> None:
         pass
+
+
+def decode_nsh(data: bytes, offset: int, peer: Peer | None, vni: int) -> Arrival | str:
+    """The frame in the NSH at `offset` of `data`, or why it is dropped."""
+    nsh = parse_nsh(data, offset)
+    if nsh.error is not None:
+        return nsh.error.value
+    if nsh.next_protocol != _ETHERNET:
+        return "nsh-not-ethernet"
+    if nsh.oam:
+        return "nsh-oam"
+    if nsh.ttl == 0:
+        return "nsh-ttl-exhausted"
+    vnet = _NO_OFFLOAD
+    tags: tuple[int, ...] = ()
+    if nsh.md_type == _MD2 and nsh.inner > nsh.context:
+        tlvs, _error = parse_context_tlvs(data, nsh.context, nsh.inner)  # parse_nsh checked
+        for tlv in tlvs:
+            if tlv.md_class != MD_CLASS:
+                continue
+            if tlv.type == TLV_PATH:
+                if len(tlv.value) % 4:
+                    return "nsh-bad-path"
+                tags = struct.unpack(f"!{len(tlv.value) // 4}I", tlv.value)
+            elif tlv.type == TLV_OFFLOAD:
+                if len(tlv.value) != _OFFLOAD_VALUE:
+                    return "nsh-bad-offload"
+                vnet = tlv.value
+    if len(data) - nsh.inner < ETH_SRC - ETH_DST + 8:
+        return "runt"
+    return Arrival(peer, vni, nsh.spi, nsh.si, nsh.ttl, tags, vnet + data[nsh.inner :])
 
 
 class Underlay:
@@ -297,33 +357,7 @@ class Underlay:
             return gpe.error.value
         if gpe.next_protocol != _NSH_PROTO:
             return "not-nsh"
-        nsh = parse_nsh(data, gpe.inner)
-        if nsh.error is not None:
-            return nsh.error.value
-        if nsh.next_protocol != _ETHERNET:
-            return "nsh-not-ethernet"
-        if nsh.oam:
-            return "nsh-oam"
-        if nsh.ttl == 0:
-            return "nsh-ttl-exhausted"
-        vnet = _NO_OFFLOAD
-        tags: tuple[int, ...] = ()
-        if nsh.md_type == _MD2 and nsh.inner > nsh.context:
-            tlvs, _error = parse_context_tlvs(data, nsh.context, nsh.inner)  # parse_nsh checked
-            for tlv in tlvs:
-                if tlv.md_class != MD_CLASS:
-                    continue
-                if tlv.type == TLV_PATH:
-                    if len(tlv.value) % 4:
-                        return "nsh-bad-path"
-                    tags = struct.unpack(f"!{len(tlv.value) // 4}I", tlv.value)
-                elif tlv.type == TLV_OFFLOAD:
-                    if len(tlv.value) != _OFFLOAD_VALUE:
-                        return "nsh-bad-offload"
-                    vnet = tlv.value
-        if len(data) - nsh.inner < ETH_SRC - ETH_DST + 8:
-            return "runt"
-        return Arrival(peer, gpe.vni, nsh.spi, nsh.si, nsh.ttl, tags, vnet + data[nsh.inner :])
+        return decode_nsh(data, gpe.inner, peer, gpe.vni)
 
     def counters(self) -> dict[str, object]:
         return {
