@@ -253,6 +253,8 @@ class Datapath:
                 self._forward(port, (arrival.frame,), None, 0)
             else:
                 self._arrive(port, arrival)
+        if self.uncredited:
+            self.credit()
         return len(received)
 
     def _send_nsh(
@@ -271,6 +273,18 @@ class Datapath:
         else:
             out.transmit_parts(parts, size)
 
+    @staticmethod
+    def _send_fused_nsh(fused: FusedEntry, frame: bytes | bytearray, info: FrameInfo) -> None:
+        out = cast("PeerPort", fused.out)
+        if fused.nsh is None:  # pragma: no cover - the caller checks
+            return
+        if fused.identity:
+            out.transmit_nsh(fused.nsh, frame)
+        else:
+            head = apply_fused(fused, frame, info)
+            head += memoryview(frame)[info.payload :]
+            out.transmit_nsh(fused.nsh, head)
+
     def _nsh_return(self, port: SwitchPort, frame: bytes | bytearray) -> None:
         """NSH an NSH-aware function sent back on `port`: on along its path."""
         from pktchain.node.dataplane.underlay import decode_nsh
@@ -280,6 +294,19 @@ class Datapath:
             port.drops[arrival] += 1
             return
         self._arrive(port, arrival)
+
+    @staticmethod
+    def _fast_fits(fused: FusedEntry, frame: bytes, info: FrameInfo) -> bool:
+        """Whether a frame may take `fused` (the checks of the loop in `_forward`)."""
+        return (
+            frame[ETH_DST:ETH_SRC] == fused.dst_mac
+            and not info.fragment
+            and not info.tcp_flags & PUNT_TCP_FLAGS
+            and (not fused.ttl or frame[info.l3 + fused.ttl_at] > fused.ttl)
+            and (not fused.df or bool(frame[info.l3 + IPV4_FLAGS_AT] & IPV4_DF))
+            and (not fused.mtu or _ip_size(frame, info) <= fused.mtu)
+            and (fused.dst_entry is None or fused.dst_entry.port is fused.out)
+        )
 
     def _arrive(self, port: SwitchPort, arrival: Arrival) -> None:
         """A chained frame from another node (`port` is its peer port) or back
@@ -302,7 +329,28 @@ class Datapath:
             drops["nsh-no-chains"] += 1
             return
         key = info[FLOW_START:FLOW_END]
-        entry = steering.arrivals.get((arrival.spi << 8 | arrival.si, key))
+        akey = (arrival.spi << 8 | arrival.si, key)
+        fused = steering.arrival_fast.get(akey)
+        if fused is not None and self._fast_fits(fused, frame, info):
+            if not fused.packets:
+                self.uncredited.append(fused)
+            fused.packets += 1
+            fused.bytes += len(frame) - VNET_HDR_LEN
+            fused.seen = self.now
+            self.fast_hits += 1
+            if fused.nsh is not None:
+                self._send_fused_nsh(fused, frame, info)
+            elif fused.identity:
+                fused.out.transmit(frame)
+            else:
+                fused.out.transmit_parts(
+                    (apply_fused(fused, frame, info), memoryview(frame)[info.payload :]),
+                    len(frame),
+                )
+            return
+        if self.uncredited:
+            self.credit()
+        entry = steering.arrivals.get(akey)
         if entry is None:
             joined = steering.arrive(arrival, port, info, key)
             if isinstance(joined, str):
@@ -336,7 +384,16 @@ class Datapath:
                 header = header.with_ttl(arrival.ttl - 1)
             self._send_nsh(out, entry, header, frame)
         elif out.kind is _FUNCTION:
-            self._through_function(cast("FunctionPort", out), _with_dst(frame, entry.mac), None, 0)
+            trace = None
+            if not info.fragment and info.l4 >= 0:
+                # The journey from here may be fused: later frames of the flow
+                # then skip every function of this node (`arrival_fast`).
+                trace = Trace(port, frame, info, akey)
+                trace.revokers.append(_lease_of(flow))
+                trace.flows.append(flow)
+                if hop is not None:
+                    trace.hops.append(hop)
+            self._through_function(cast("FunctionPort", out), _with_dst(frame, entry.mac), trace, 0)
         else:
             out.transmit_parts(
                 (frame[:ETH_DST] + entry.mac, memoryview(frame)[ETH_SRC:]), len(frame)
@@ -448,7 +505,9 @@ class Datapath:
                     fused.packets += 1
                     fused.bytes += size - VNET_HDR_LEN
                     fused.seen = now
-                    if fused.identity:
+                    if fused.nsh is not None:
+                        self._send_fused_nsh(fused, frame, info)
+                    elif fused.identity:
                         fused.out.transmit(frame)
                     else:
                         fused.out.transmit_parts(
@@ -622,7 +681,11 @@ class Datapath:
             return None
         if flow_entry.nsh is not None:
             if trace is not None:
-                trace.broken = "nsh"
+                if out.kind is _UNDERLAY:
+                    final = frame[:ETH_DST] + flow_entry.restore_to + frame[ETH_SRC:]
+                    self._fuse(trace, out, bytes(final), None, flow_entry.nsh)
+                else:
+                    trace.broken = "nsh-function"
             self._send_nsh(out, flow_entry, flow_entry.nsh, frame)
             return None
         # The new destination goes out in front of the untouched rest of the
@@ -733,6 +796,7 @@ class Datapath:
         out: SwitchPort,
         final: bytes | bytearray,
         dst_entry: MacEntry[SwitchPort] | None,
+        nsh: NshHeader | None = None,
     ) -> None:
         """The traced packet leaves on a real port: install its fused entry if it can be."""
         trace.ended = True
@@ -755,9 +819,21 @@ class Datapath:
         if network is not None:
             src_entry = network.macs.entries.get(trace.frame[ETH_SRC:ETH_TYPE])
         # A copy of the frame that leaves, once per flow: the entry keeps slices of it.
-        fused = fuse(trace, out, bytes(final), dst_entry=dst_entry, src_entry=src_entry)
+        fused = fuse(trace, out, bytes(final), dst_entry=dst_entry, src_entry=src_entry, nsh=nsh)
         if isinstance(fused, str):
             self.fuse_refused[fused] += 1
+            return
+        if trace.arrival is not None and self.steering is not None:
+            arrivals = self.steering.arrival_fast
+            if len(arrivals) >= self.max_fused:
+                self.fuse_refused["table-full"] += 1
+                return
+            arrivals[trace.arrival] = fused
+            fused.seen = self.now
+            self.fused += 1
+            on_revoke = on_revoke_remove(arrivals, trace.arrival, fused)
+            for lease in {*fused.leases, *trace.revokers}:
+                lease.on_revoke(on_revoke)
             return
         table = origin.fast
         if table is None:
@@ -785,10 +861,17 @@ class Datapath:
             for key in stale:
                 del table[key]
             gone += len(stale)
+        if self.steering is not None:
+            arrivals = self.steering.arrival_fast
+            idle_arrivals = [key for key, entry in arrivals.items() if entry.seen < limit]
+            for akey in idle_arrivals:
+                del arrivals[akey]
+            gone += len(idle_arrivals)
         return gone
 
     def fused_entries(self) -> int:
-        return sum(len(port.fast) for port in self.ports if port.fast)
+        arrivals = 0 if self.steering is None else len(self.steering.arrival_fast)
+        return arrivals + sum(len(port.fast) for port in self.ports if port.fast)
 
     def flood(
         self,

@@ -74,6 +74,7 @@ from pktchain.sfc.resources import LbField
 
 if TYPE_CHECKING:
     from pktchain.functions.sdk import FlowLease
+    from pktchain.node.dataplane.fastpath import FusedEntry
     from pktchain.node.dataplane.ports import SwitchPort
     from pktchain.node.dataplane.underlay import Arrival, Underlay
     from pktchain.packet.parse import FrameInfo
@@ -240,6 +241,8 @@ class Steering:
         """The source MAC of NSH this node sends its NSH-aware functions."""
         self.arrivals: dict[ArrivalKey, FlowEntry] = {}
         """What to do with NSH from other nodes, by SPI, SI and inner flow."""
+        self.arrival_fast: dict[ArrivalKey, FusedEntry] = {}
+        """Fused entries of journeys that began with NSH from another node."""
 
     # -- plans ---------------------------------------------------------------
     def apply(self, plan: SteeringPlan) -> None:
@@ -253,6 +256,7 @@ class Steering:
         # meet the new one, and steered flows find their pinned path again.
         for port in self.ports.values():
             port.fast = None
+        self.arrival_fast = {}
         self._by_source = {}
         self._by_spi = {chain.spi: chain for chain in plan.chains}
         for chain in plan.chains:

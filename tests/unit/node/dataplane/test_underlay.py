@@ -16,7 +16,7 @@ from scapy.contrib.nsh import NSH
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
-from pktchain.functions.sdk import Function, Packet, Result, forward
+from pktchain.functions.sdk import FlowLeases, Function, Packet, Result, forward
 from pktchain.node.dataplane.datapath import Datapath
 from pktchain.node.dataplane.functions import FunctionHost, SdkDriver
 from pktchain.node.dataplane.ports import SwitchPort
@@ -239,3 +239,64 @@ def test_switched_frames_flood_to_peers_and_learn_where_hosts_are(
     n2.datapath.drain(h2)
     wait_drain(n1)
     assert [frame[10:16] for frame in h1.sent] == [mac(H1)]
+
+
+class Bump(Function):
+    """Forwards to its other interface unchanged, with one lease per flow."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.leases = FlowLeases()
+        self.calls = 0
+
+    def process(self, packet: Packet, now: float) -> Result:
+        self.calls += 1
+        return forward(lease=self.leases.lease((packet.iface, packet.key)))
+
+
+def add_function(node: Node, name: str, function: Function, n: int) -> PairPlan:
+    host = FunctionHost(name, SdkDriver(function), lambda: 1.0)
+    for side, last in (("ingress", 1), ("egress", 2)):
+        port = host.add_port(side, f"02:00:00:00:{n:02x}:{last:02x}")
+        node.datapath.add_port(port)
+        node.ports[port.name] = port
+    return PairPlan(
+        f"{n:08x}-0000-4000-8000-000000000000", name, f"{name}:ingress", f"{name}:egress"
+    )
+
+
+def test_established_flows_across_nodes_take_the_fast_path_on_both() -> None:
+    n1, n2 = Node("n1", "127.0.0.4"), Node("n2", "127.0.0.5")
+    try:
+        h1, h2 = n1.host("h1", H1), n2.host("h2", H2)
+        f1, f2 = Bump(), Bump()
+        p1 = add_function(n1, "f1", f1, 1)
+        p2 = add_function(n2, "f2", f2, 2)
+        n1.peer(n2)
+        n2.peer(n1)
+        n1.datapath.pin_remote(mac(H2), "n2")
+        n2.datapath.pin_remote(mac(H1), "n1")
+        on_n2 = PairPlan(p2.id, p2.name, p2.ingress, p2.egress, node="n2")
+        on_n1 = PairPlan(p1.id, p1.name, p1.ingress, p1.egress, node="n1")
+        groups1 = (GroupPlan("g1", "g1", (p1,)), GroupPlan("g2", "g2", (on_n2,)))
+        groups2 = (GroupPlan("g1", "g1", (on_n1,)), GroupPlan("g2", "g2", (p2,)))
+        classifier = ClassifierPlan("fc", "fc", protocol=17, logical_source_port="h1")
+        n1.steer(SteeringPlan((ChainPlan("c", "c", 9, groups1, (classifier,), True),)))
+        n2.steer(SteeringPlan((ChainPlan("c", "c", 9, groups2, (), True),)))
+        frame = udp_frame(H1, H2, "10.0.0.1", "10.0.0.2", sport=4100, dport=53)
+        for _ in range(5):
+            h1.inbox.append(frame)
+            n1.datapath.drain(h1)
+            wait_drain(n2)
+        assert [Ether(sent[10:])[IP].src for sent in h2.sent] == ["10.0.0.1"] * 5
+        assert all(sent == h2.sent[0] for sent in h2.sent)
+        # The first two take the slow path (a flow earns its entry with its second).
+        assert (f1.calls, f2.calls) == (2, 2)
+        assert n1.datapath.fast_hits == 3
+        assert n2.datapath.fast_hits == 3
+        # Counted where they are read: the hops' counters saw all five.
+        assert n1.datapath.steering is not None
+        assert [c.packets for c in n1.datapath.steering.counters.values()] == [5]
+    finally:
+        n1.underlay.close()
+        n2.underlay.close()
