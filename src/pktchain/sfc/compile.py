@@ -38,14 +38,15 @@ def compile_plan(
 
     In a cluster, `remote` maps the id of each port that sits on another live
     node to (that node, its node port name): a pair whose ports are both on
-    one other node is in the plan with that `node`, reached over the underlay.
+    one other node is in the plan with that `node`, reached over the underlay;
+    and a pair on no live node is out of its group for the flows pinned to it.
     """
     node_port = {
         port.id: port.node_port
         for port in state.ports.values()
         if port.node_port and (attached is None or port.node_port in attached)
     }
-    remote = remote or {}
+    present_remote = remote or {}
     successors: dict[str, list[str]] = {}
     for graph in state.service_graphs.values():
         for source, destinations in graph.port_chains.items():
@@ -54,7 +55,7 @@ def compile_plan(
     for chain in sorted(state.port_chains.values(), key=lambda c: c.chain_id):
         groups = []
         for group, pairs in state.chain_port_pairs(chain):
-            placed = (_pair_plan(pair, node_port, remote) for pair in pairs)
+            placed = (_pair_plan(pair, node_port, present_remote) for pair in pairs)
             present = tuple(pair for pair in placed if pair is not None)
             groups.append(
                 GroupPlan(
@@ -81,11 +82,21 @@ def compile_plan(
                 tuple(successors.get(chain.id, ())),
             )
         )
-    memberships = frozenset(
-        (group.id, pair_id)
-        for group in state.port_pair_groups.values()
-        for pair_id in group.port_pairs
-    )
+    if remote is not None:
+        # In a cluster a pair whose node has gone is as good as removed from
+        # its group: the flows pinned to it are pinned again elsewhere.
+        memberships = frozenset(
+            (group.id, pair.id)
+            for chain in chains
+            for group in chain.groups
+            for pair in group.pairs
+        )
+    else:
+        memberships = frozenset(
+            (group.id, pair_id)
+            for group in state.port_pair_groups.values()
+            for pair_id in group.port_pairs
+        )
     return SteeringPlan(tuple(chains), memberships)
 
 

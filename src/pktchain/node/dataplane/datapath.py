@@ -240,8 +240,11 @@ class Datapath:
 
         received = underlay.receive()
         drops = underlay.drops
+        underlay.now = self.now
         for data, source in received:
             arrival = underlay.decode(data, source)
+            if arrival is None:
+                continue  # a hello
             if isinstance(arrival, str):
                 drops[arrival] += 1
                 continue

@@ -190,13 +190,16 @@ class Arrival(NamedTuple):
 class Peer:
     """Another node of the cluster, as this node's underlay sees it."""
 
-    __slots__ = ("address", "name", "ports")
+    __slots__ = ("address", "alive", "name", "ports", "seen")
 
-    def __init__(self, name: str, address: tuple[str, int]) -> None:
+    def __init__(self, name: str, address: tuple[str, int], now: float = 0.0) -> None:
         self.name = name
         self.address = address
         self.ports: dict[int, PeerPort] = {}
         """Its port in each of this node's networks, by VNI."""
+        self.seen = now
+        """When a datagram from it last arrived (its hellos, at least)."""
+        self.alive = True
 
 
 class PeerPort(SwitchPort):
@@ -276,6 +279,29 @@ def decode_nsh(data: bytes, offset: int, peer: Peer | None, vni: int) -> Arrival
     return Arrival(peer, vni, nsh.spi, nsh.si, nsh.ttl, tags, vnet + data[nsh.inner :])
 
 
+HELLO_INTERVAL = 0.1
+"""Seconds between the hellos a node sends each peer."""
+DEAD_AFTER = 0.5
+"""Seconds of silence after which a peer is taken for dead (five hellos lost)."""
+HELLO_ETHERTYPE = b"\x88\xb5"
+"""IEEE 802 local experimental EtherType 1, the inner frame of a hello."""
+
+
+def _hello_datagram(node: str) -> bytes:
+    """A hello: an OAM NSH (O bit set, SPI 0) whose inner Ethernet frame names the node."""
+    header = NshHeader(0, SPI_SWITCHED, INITIAL_SI)
+    nsh = bytearray(header.plain)
+    nsh[_GPE.size] |= 0x20  # the O bit (RFC 8300 §2.2)
+    mac = node_mac(node)
+    payload = b"pktchain hello " + node.encode()
+    inner = b"\xff" * 6 + mac + HELLO_ETHERTYPE + payload + bytes(max(0, 46 - len(payload)))
+    return bytes(nsh) + inner
+
+
+_HELLO_HEAD = _hello_datagram("x")[: _GPE.size + _NSH.size]
+"""What every hello starts with (VXLAN-GPE, NSH with the O bit, SPI 0, SI 255)."""
+
+
 class Underlay:
     """This node's end of the underlay: one UDP socket, the peers, the counters.
 
@@ -284,10 +310,23 @@ class Underlay:
     NSH whose TTL is spent (`nsh-ttl-exhausted`).
     """
 
-    def __init__(self, node: str, address: tuple[str, int] = ("0.0.0.0", VXLAN_GPE_PORT)) -> None:
+    def __init__(
+        self,
+        node: str,
+        address: tuple[str, int] = ("0.0.0.0", VXLAN_GPE_PORT),
+        *,
+        hello_interval: float = HELLO_INTERVAL,
+        dead_after: float = DEAD_AFTER,
+    ) -> None:
         """Bind the underlay socket to `address` (port 0: any free port)."""
         host, port = address
         self.node = node
+        self.hello_interval = hello_interval
+        self.dead_after = dead_after
+        self.now = 0.0
+        self.hellos_sent = 0
+        self.hellos_received = 0
+        self._hello = _hello_datagram(node)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # DF clear: a datagram larger than the underlay's MTU is fragmented by
         # the kernel rather than lost.
@@ -325,7 +364,7 @@ class Underlay:
         for name, address in peers.items():
             if name == self.node or name in self.peers:
                 continue
-            peer = self.peers[name] = Peer(name, address)
+            peer = self.peers[name] = Peer(name, address, self.now)
             self._by_ip[address[0]] = peer
             joined.append(peer)
         return joined, left
@@ -347,11 +386,15 @@ class Underlay:
             received.append((data, source[0]))
         return received
 
-    def decode(self, data: bytes, source: str) -> Arrival | str:
-        """The frame `data` carries, or why it is dropped."""
+    def decode(self, data: bytes, source: str) -> Arrival | str | None:
+        """The frame `data` carries, or why it is dropped (None: a peer's hello)."""
         peer = self._by_ip.get(source)
         if peer is None:
             return "unknown-source"
+        peer.seen = self.now
+        if data[: len(_HELLO_HEAD)] == _HELLO_HEAD:
+            self.hellos_received += 1
+            return None
         gpe = parse_vxlan_gpe(data)
         if gpe.error is not None:
             return gpe.error.value
@@ -359,10 +402,41 @@ class Underlay:
             return "not-nsh"
         return decode_nsh(data, gpe.inner, peer, gpe.vni)
 
+    def send_hellos(self) -> None:
+        """Tell every peer this node is alive (every `hello_interval` seconds)."""
+        for peer in self.peers.values():
+            try:
+                self._sock.sendto(self._hello, peer.address)
+            except OSError:
+                self.drops["hello-tx-error"] += 1
+                continue
+            self.hellos_sent += 1
+
+    def liveness(self, now: float) -> tuple[list[Peer], list[Peer]]:
+        """Peers that fell silent for `dead_after` seconds, and silent ones heard
+        again: (gone down, come back); each peer's `alive` follows."""
+        down: list[Peer] = []
+        up: list[Peer] = []
+        for peer in self.peers.values():
+            alive = now - peer.seen < self.dead_after
+            if alive != peer.alive:
+                peer.alive = alive
+                (up if alive else down).append(peer)
+        return down, up
+
     def counters(self) -> dict[str, object]:
         return {
             "address": f"{self.address[0]}:{self.address[1]}",
-            "peers": {name: f"{p.address[0]}:{p.address[1]}" for name, p in self.peers.items()},
+            "peers": {
+                name: {
+                    "address": f"{p.address[0]}:{p.address[1]}",
+                    "alive": p.alive,
+                    "silent": round(max(0.0, self.now - p.seen), 3),
+                }
+                for name, p in self.peers.items()
+            },
+            "hellos_sent": self.hellos_sent,
+            "hellos_received": self.hellos_received,
             "rx_packets": self.rx_packets,
             "rx_bytes": self.rx_bytes,
             "drops": dict(sorted(self.drops.items())),

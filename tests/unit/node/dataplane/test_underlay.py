@@ -300,3 +300,43 @@ def test_established_flows_across_nodes_take_the_fast_path_on_both() -> None:
     finally:
         n1.underlay.close()
         n2.underlay.close()
+
+
+def test_hellos_keep_a_peer_alive_and_silence_takes_it_for_dead(
+    cluster: tuple[Node, Node, MemoryPort, MemoryPort, Counting],
+) -> None:
+    n1, n2, _h1, _h2, _function = cluster
+    peer = n2.underlay.peers["n1"]
+    n2.datapath.now = 10.0
+    n1.underlay.send_hellos()
+    wait_drain(n2)
+    assert (peer.seen, n2.underlay.hellos_received) == (10.0, 1)
+    assert n2.underlay.liveness(10.0 + n2.underlay.dead_after / 2) == ([], [])
+    down, up = n2.underlay.liveness(10.0 + n2.underlay.dead_after)
+    assert (down, up, peer.alive) == ([peer], [], False)
+    n2.datapath.now = 11.0
+    n1.underlay.send_hellos()
+    wait_drain(n2)
+    assert n2.underlay.liveness(11.0) == ([], [peer])
+    assert peer.alive
+    # A hello is no frame: nothing was switched or dropped.
+    assert sum(n2.underlay.drops.values()) == 0
+    assert all(port.sent == [] for port in n2.ports.values() if isinstance(port, MemoryPort))
+
+
+def test_a_hello_decodes_as_oam_nsh_with_an_ethernet_frame_naming_the_node(
+    cluster: tuple[Node, Node, MemoryPort, MemoryPort, Counting],
+) -> None:
+    n1, _n2, _h1, _h2, _function = cluster
+    spy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    spy.bind(("127.0.0.3", 0))
+    spy.settimeout(5)
+    n1.underlay.peers["n2"].address = spy.getsockname()
+    n1.underlay.send_hellos()
+    data = spy.recv(65535)
+    spy.close()
+    nsh = NSH(data[8:])
+    assert (nsh.oam, nsh.spi, nsh.si, nsh.nextproto) == (1, 0, INITIAL_SI, 3)
+    inner = Ether(bytes(nsh.payload))
+    assert inner.type == 0x88B5
+    assert b"pktchain hello n1" in bytes(inner.payload)
