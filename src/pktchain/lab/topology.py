@@ -60,6 +60,7 @@ UNDERLAY_IFNAME = "ul0"
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 _OFF = frozenset({"false", "no", "off"})
+_ON = frozenset({"true", "yes", "on"})
 
 IFNAMSIZ = 16  # linux/if.h; names hold at most 15 characters
 _LAB_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}\Z")
@@ -713,9 +714,9 @@ class _Parser:
                 path,
                 nline if address is None else key_line(spec, "underlay"),
             )
+        etcd = self.etcd(data, underlay, lab)
         if underlay is None:
             return _Cluster(None, mtu, dict.fromkeys(declared), None)
-        etcd = self.etcd(data, underlay, lab)
         taken: dict[ipaddress.IPv4Address, str] = {}
         if etcd is not None:
             taken[etcd.address.ip] = "the etcd address"
@@ -786,47 +787,55 @@ class _Parser:
         return address
 
     def etcd(
-        self, data: Mapping[str, Any], underlay: ipaddress.IPv4Network, lab: str
+        self, data: Mapping[str, Any], underlay: ipaddress.IPv4Network | None, lab: str
     ) -> EtcdSpec | None:
-        """The lab's etcd: on by default, at the underlay's last usable address."""
-        last = underlay.broadcast_address - 1
-        default = EtcdSpec(lab, ipaddress.IPv4Interface(f"{last}/{underlay.prefixlen}"))
-        if "etcd" not in data:
-            return default
-        line = key_line(data, "etcd")
-        value = data["etcd"]
-        if isinstance(value, str) and value.lower() in _OFF:
-            return None
-        if isinstance(value, str):
-            self.error(
-                "etcd",
-                line,
-                f"expected a mapping (address, client_port, peer_port) or `false`, got {value!r}",
-            )
-            return default
-        spec = self.mapping(value, "etcd", line)
-        if spec is None:
-            return default
-        self.check_keys(spec, self.ETCD_KEYS, "etcd")
-        address = default.address
-        if "address" in spec:
+        """The lab's etcd: on by default, at the underlay's last usable address.
+
+        With a broken `underlay` (None), its settings are still checked, and
+        None is returned.
+        """
+        address: ipaddress.IPv4Interface | None = None
+        if underlay is not None:
+            last = underlay.broadcast_address - 1
+            address = ipaddress.IPv4Interface(f"{last}/{underlay.prefixlen}")
+        spec: Mapping[str, Any] = {}
+        if "etcd" in data:
+            line = key_line(data, "etcd")
+            value = data["etcd"]
+            if value is False or (isinstance(value, str) and value.lower() in _OFF):
+                return None
+            if value is True or (isinstance(value, str) and value.lower() in _ON):
+                pass  # the default etcd
+            elif isinstance(value, str):
+                self.error(
+                    "etcd",
+                    line,
+                    "expected a mapping (address, client_port, peer_port) or `false`, "
+                    f"got {value!r}",
+                )
+            else:
+                spec = self.mapping(value, "etcd", line) or {}
+                self.check_keys(spec, self.ETCD_KEYS, "etcd")
+        if "address" in spec and underlay is not None:
             given = self.underlay_address(
                 spec["address"], "etcd.address", key_line(spec, "address"), underlay
             )
             if given is not None:
                 address = ipaddress.IPv4Interface(f"{given}/{underlay.prefixlen}")
         ports = {}
-        for key, default_port in (("client_port", ETCD_CLIENT_PORT), ("peer_port", ETCD_PEER_PORT)):
+        for key, standard in (("client_port", ETCD_CLIENT_PORT), ("peer_port", ETCD_PEER_PORT)):
             port = None
             if key in spec:
                 port = self.integer(spec[key], f"etcd.{key}", key_line(spec, key), 1, 65535)
-            ports[key] = port or default_port
+            ports[key] = port or standard
         if ports["client_port"] == ports["peer_port"]:
             self.error(
                 "etcd.peer_port",
-                key_line(spec, "peer_port") or key_line(spec, "client_port") or line,
+                key_line(spec, "peer_port") or key_line(spec, "client_port"),
                 f"the client and peer ports are both {ports['client_port']}",
             )
+        if address is None:
+            return None
         return EtcdSpec(lab, address, ports["client_port"], ports["peer_port"])
 
     def host_node(
