@@ -199,6 +199,7 @@ DEFAULT_API = "127.0.0.1:9696"
 def _enter_node(args: argparse.Namespace) -> None:
     """``--node NODE``: move this process into the node's namespace, and take the
     options the cluster needs from the topology (those given explicitly win)."""
+    import threading
     from pathlib import Path
 
     from pktchain.errors import UsageError
@@ -214,6 +215,10 @@ def _enter_node(args: argparse.Namespace) -> None:
         )
     except (ValueError, LabError) as exc:
         raise UsageError(str(exc)) from exc
+    if threading.active_count() > 1:
+        # setns(2) moves the calling thread only; threads already running
+        # would stay behind.
+        raise UsageError("--node: the process must enter the node's namespace before any thread")
     try:
         enter(node.netns)
     except NetnsError as exc:
