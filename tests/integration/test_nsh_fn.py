@@ -147,13 +147,18 @@ def test_c_example_compiles_without_warnings(tmp_path: Path) -> None:
             str(tmp_path / "nsh-flowcount"),
             str(ROOT / "examples" / "nsh" / "nsh_flowcount.c"),
         ],
+        check=False,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
     usage = subprocess.run(
-        [str(tmp_path / "nsh-flowcount"), "--help"], capture_output=True, text=True, timeout=10
+        [str(tmp_path / "nsh-flowcount"), "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=10,
     )
     assert usage.returncode == 0
     assert "--interface" in usage.stdout
@@ -231,10 +236,16 @@ def test_c_flowcount_stops_after_count(start: Start) -> None:
 def test_c_flowcount_refuses_bad_usage() -> None:
     binary = str(flowcount_binary())
     for argv in ([], ["--egress", "eth1", "--udp", "4790"], ["--udp", "4790", "--flows", "0"]):
-        result = subprocess.run([binary, *argv], capture_output=True, text=True, timeout=10)
+        result = subprocess.run(
+            [binary, *argv], check=False, capture_output=True, text=True, timeout=10
+        )
         assert result.returncode == 2, argv
     result = subprocess.run(
-        [binary, "--interface", "no-such-if0"], capture_output=True, text=True, timeout=10
+        [binary, "--interface", "no-such-if0"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=10,
     )
     assert result.returncode == 1
     assert "no-such-if0: no such interface" in result.stderr
@@ -308,6 +319,7 @@ def test_nsh_fn_count_and_quiet(start: Start) -> None:
 def test_nsh_fn_usage_errors(argv: list[str], message: str) -> None:
     result = subprocess.run(
         pktchain_argv("nsh-fn", *argv),
+        check=False,
         capture_output=True,
         text=True,
         timeout=30,
@@ -320,6 +332,7 @@ def test_nsh_fn_usage_errors(argv: list[str], message: str) -> None:
 def test_nsh_fn_configuration_errors_and_help() -> None:
     result = subprocess.run(
         pktchain_argv("nsh-fn", "stamp", "name=" + "x" * 200, "colour=red", "--udp", "1"),
+        check=False,
         capture_output=True,
         text=True,
         timeout=30,
@@ -330,6 +343,7 @@ def test_nsh_fn_configuration_errors_and_help() -> None:
     assert "colour" in result.stderr
     result = subprocess.run(
         pktchain_argv("nsh-fn", "stamp", "--help-config"),
+        check=False,
         capture_output=True,
         text=True,
         timeout=30,

@@ -74,7 +74,7 @@ def inner_udp(n: int) -> bytes:
     return bytes(
         Ether(src="02:00:00:00:aa:01", dst="02:00:00:00:aa:02")
         / IP(src="10.1.0.1", dst="10.1.0.3")
-        / UDP(sport=5353, dport=53)
+        / UDP(sport=44444, dport=44445)
         / Raw(b"query %d" % n)
     )
 
