@@ -95,7 +95,10 @@ OFFLOAD_TLV_LENGTH = VIRTIO_NET_HDR_LEN
 
 
 class PktchainTlv(IntEnum):
-    """The context header types of class :data:`PKTCHAIN_MD_CLASS` (docs/nsh.md)."""
+    """The context header types of class :data:`PKTCHAIN_MD_CLASS` (docs/nsh.md).
+
+    Types 0x80 and above are free for functions' own metadata in examples.
+    """
 
     PATH = 0x01
     """The instance chosen at each hop: one 32-bit tag per hop, in hop order."""
@@ -105,11 +108,6 @@ class PktchainTlv(IntEnum):
     """examples/nsh/nsh_flowcount.c: its count of the flow's packets (4 bytes)."""
     EXAMPLE_STAMP = 0x81
     """The stamp function: the name of the function that saw the packet (UTF-8)."""
-
-    @classmethod
-    def is_example(cls, tlv_type: int) -> bool:
-        """Types 0x80 and above are free for functions' own (example) metadata."""
-        return tlv_type >= cls.EXAMPLE_FLOW_COUNT
 
 
 _new = tuple.__new__
