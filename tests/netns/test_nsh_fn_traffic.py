@@ -206,7 +206,8 @@ def test_nsh_function_over_ethernet(
             "0x894f",
         ]
     )
-    wait_until(lambda: packet_sockets(peer_host, "0003") >= 1, timeout=TIMEOUT, what="tcpdump")
+    # tcpdump creates its file once its filter is set: from then on it misses nothing.
+    wait_until(pcap.exists, timeout=TIMEOUT, what="tcpdump to start")
 
     stats = tmp_path / "stats.json"
     log = tmp_path / "function.log"
