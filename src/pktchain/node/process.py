@@ -31,6 +31,7 @@ class NodeProcess:
         *,
         topology: Path | None = None,
         lab_name: str | None = None,
+        node: str | None = None,
         state: Path | None = None,
         api: str | None = "127.0.0.1:0",
         args: tuple[str, ...] = (),
@@ -40,6 +41,7 @@ class NodeProcess:
         self.control = RUN_DIR / f"node-{name}.sock"
         self.topology = topology
         self.lab_name = lab_name
+        self.node = node
         self.state = state
         self.api = api
         self.args = args
@@ -60,6 +62,8 @@ class NodeProcess:
             argv += ["--topology", str(self.topology)]
         if self.lab_name is not None:
             argv += ["--lab", self.lab_name]
+        if self.node is not None:
+            argv += ["--node", self.node]
         argv += ["--state", str(self.state)] if self.state is not None else ["--no-state"]
         argv += ["--api", self.api] if self.api is not None else ["--no-api"]
         argv += list(self.args)
