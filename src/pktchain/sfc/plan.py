@@ -10,12 +10,12 @@ and built in tests without a node.
 from __future__ import annotations
 
 import ipaddress
-import uuid
 import zlib
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from pktchain.packet.nsh import path_tag
 from pktchain.sfc.resources import LbField
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def pair_tag(pair_id: str) -> int:
     """The 32-bit tag that names a port pair in NSH path metadata (docs/nsh.md):
     the first four bytes of its UUID, or the CRC-32 of an id that is none."""
     try:
-        return int.from_bytes(uuid.UUID(pair_id).bytes[:4], "big")
+        return path_tag(pair_id)
     except ValueError:
         return zlib.crc32(pair_id.encode())
 

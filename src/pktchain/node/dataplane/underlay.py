@@ -27,7 +27,6 @@ decodes what arrives; the datapath (`Datapath.drain_underlay`) forwards it.
 from __future__ import annotations
 
 import socket
-import struct
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -37,17 +36,28 @@ from pktchain.linux.sockets import udp_socket
 from pktchain.linux.tuntap import VNET_HDR_LEN
 from pktchain.node.dataplane.ports import ETH_DST, ETH_SRC, PortKind, SwitchPort
 from pktchain.packet.address import Buffer
-from pktchain.packet.headers import VXLAN_GPE_PORT, GpeNextProtocol, NshNextProtocol
-from pktchain.packet.nsh import parse_context_tlvs, parse_nsh, parse_vxlan_gpe
+from pktchain.packet.headers import VXLAN_GPE_PORT, GpeNextProtocol, NshMdType, NshNextProtocol
+from pktchain.packet.nsh import (
+    NSH_TTL,
+    PKTCHAIN_MD_CLASS,
+    REVERSE_SPI,
+    SI_START,
+    PktchainTlv,
+    build_nsh,
+    build_vxlan_gpe,
+    context_tlv,
+    parse_context_tlvs,
+    parse_nsh,
+    parse_path_tlv,
+    parse_vxlan_gpe,
+    path_tlv,
+)
 
 __all__ = [
     "INITIAL_SI",
     "INITIAL_TTL",
-    "MD_CLASS",
     "REVERSE_SPI",
     "SPI_SWITCHED",
-    "TLV_OFFLOAD",
-    "TLV_PATH",
     "Arrival",
     "NshHeader",
     "PeerPort",
@@ -55,32 +65,27 @@ __all__ = [
     "network_vni",
 ]
 
-MD_CLASS = 0xFFF6
-"""pktchain's MD type 2 class (RFC 8300 §9.1.4, first of the experimental range)."""
-TLV_PATH = 0x01
-TLV_OFFLOAD = 0x02
 SPI_SWITCHED = 0
 """The SPI of a frame switched between nodes rather than chained."""
-REVERSE_SPI = 0x800000
-"""Or'ed into a chain's SPI on the way back of a symmetric chain."""
-INITIAL_SI = 255
-INITIAL_TTL = 63
-"""RFC 8300 §2.2's recommended initial TTL."""
+INITIAL_SI = SI_START
+INITIAL_TTL = NSH_TTL
 
 MAX_DATAGRAM = 65535
 SOCKET_BUFFER = 8 << 20
 """Bytes of send and receive buffer (the kernel caps it at net.core.*mem_max)."""
 BATCH = 64
 
-_GPE = struct.Struct("!BHBI")
-_NSH = struct.Struct("!II")
-_TLV = struct.Struct("!HBB")
-_GPE_FLAGS = 0x0C  # I and P set, version 0 (draft-ietf-nvo3-vxlan-gpe §3.1)
+_GPE_SIZE = len(build_vxlan_gpe())
+_NSH_SIZE = len(build_nsh(0, SI_START))
 _NSH_PROTO = int(GpeNextProtocol.NSH)
 _ETHERNET = int(NshNextProtocol.ETHERNET)
-_MD2 = 2
+_MD2 = int(NshMdType.VARIABLE)
+_PATH = int(PktchainTlv.PATH)
+_OFFLOAD = int(PktchainTlv.OFFLOAD)
 _OFFLOAD_VALUE = VNET_HDR_LEN
-_OFFLOAD_TLV = _TLV.size + (_OFFLOAD_VALUE + 3) // 4 * 4
+_OFFLOAD_HEAD = context_tlv(PKTCHAIN_MD_CLASS, _OFFLOAD, bytes(_OFFLOAD_VALUE))[:-12]
+"""The offload context header's class, type and Length: its value follows per packet."""
+_OFFLOAD_TLV = len(_OFFLOAD_HEAD) + (_OFFLOAD_VALUE + 3) // 4 * 4
 _NO_OFFLOAD = bytes(VNET_HDR_LEN)
 _PAD = bytes(-_OFFLOAD_VALUE % 4)
 
@@ -108,23 +113,13 @@ class NshHeader:
         self.si = si
         self.ttl = ttl
         self.tags = tuple(tags)
-        path = b""
-        if self.tags:
-            value = b"".join(tag.to_bytes(4, "big") for tag in self.tags)
-            path = _TLV.pack(MD_CLASS, TLV_PATH, len(value)) + value
-        gpe = _GPE.pack(_GPE_FLAGS, 0, _NSH_PROTO, vni << 8)
-        self.plain = gpe + self._nsh(len(path)) + path
-        self.offload = (
-            gpe
-            + self._nsh(len(path) + _OFFLOAD_TLV)
-            + path
-            + _TLV.pack(MD_CLASS, TLV_OFFLOAD, _OFFLOAD_VALUE)
-        )
-
-    def _nsh(self, context: int) -> bytes:
-        words = (_NSH.size + context) // 4
-        head = (self.ttl << 22) | (words << 16) | (_MD2 << 8) | _ETHERNET
-        return _NSH.pack(head, self.spi << 8 | self.si)
+        path = path_tlv(self.tags) if self.tags else b""
+        gpe = build_vxlan_gpe(_NSH_PROTO, vni)
+        self.plain = gpe + build_nsh(spi, si, ttl=ttl, tlvs=path)
+        # The offload TLV's value comes last, per packet: the NSH's Length
+        # counts it already.
+        offload = build_nsh(spi, si, ttl=ttl, tlvs=path + _OFFLOAD_HEAD + bytes(12))
+        self.offload = gpe + offload[:-12]
 
     def with_ttl(self, ttl: int) -> NshHeader:
         return NshHeader(self.vni, self.spi, self.si, ttl, self.tags)
@@ -167,9 +162,9 @@ def encapsulate_ethernet(
     vnet = bytes(frame[:VNET_HDR_LEN])
     view = memoryview(frame)
     if vnet == _NO_OFFLOAD:
-        parts: list[Buffer] = [_NO_OFFLOAD, macs, NSH_ETHERTYPE, header.plain[_GPE.size :]]
+        parts: list[Buffer] = [_NO_OFFLOAD, macs, NSH_ETHERTYPE, header.plain[_GPE_SIZE:]]
     else:
-        parts = [_NO_OFFLOAD, macs, NSH_ETHERTYPE, header.offload[_GPE.size :], vnet, _PAD]
+        parts = [_NO_OFFLOAD, macs, NSH_ETHERTYPE, header.offload[_GPE_SIZE:], vnet, _PAD]
     parts += (dst, view[ETH_SRC:])
     return parts, sum(len(part) for part in parts)
 
@@ -264,13 +259,14 @@ def decode_nsh(data: bytes, offset: int, peer: Peer | None, vni: int) -> Arrival
     if nsh.md_type == _MD2 and nsh.inner > nsh.context:
         tlvs, _error = parse_context_tlvs(data, nsh.context, nsh.inner)  # parse_nsh checked
         for tlv in tlvs:
-            if tlv.md_class != MD_CLASS:
+            if tlv.md_class != PKTCHAIN_MD_CLASS:
                 continue
-            if tlv.type == TLV_PATH:
-                if len(tlv.value) % 4:
+            if tlv.type == _PATH:
+                found = parse_path_tlv(tlv.value)
+                if found is None:
                     return "nsh-bad-path"
-                tags = struct.unpack(f"!{len(tlv.value) // 4}I", tlv.value)
-            elif tlv.type == TLV_OFFLOAD:
+                tags = found
+            elif tlv.type == _OFFLOAD:
                 if len(tlv.value) != _OFFLOAD_VALUE:
                     return "nsh-bad-offload"
                 vnet = tlv.value
@@ -289,16 +285,14 @@ HELLO_ETHERTYPE = b"\x88\xb5"
 
 def _hello_datagram(node: str) -> bytes:
     """A hello: an OAM NSH (O bit set, SPI 0) whose inner Ethernet frame names the node."""
-    header = NshHeader(0, SPI_SWITCHED, INITIAL_SI)
-    nsh = bytearray(header.plain)
-    nsh[_GPE.size] |= 0x20  # the O bit (RFC 8300 §2.2)
+    nsh = build_vxlan_gpe(_NSH_PROTO, 0) + build_nsh(SPI_SWITCHED, INITIAL_SI, oam=True)
     mac = node_mac(node)
     payload = b"pktchain hello " + node.encode()
     inner = b"\xff" * 6 + mac + HELLO_ETHERTYPE + payload + bytes(max(0, 46 - len(payload)))
-    return bytes(nsh) + inner
+    return nsh + inner
 
 
-_HELLO_HEAD = _hello_datagram("x")[: _GPE.size + _NSH.size]
+_HELLO_HEAD = _hello_datagram("x")[: _GPE_SIZE + _NSH_SIZE]
 """What every hello starts with (VXLAN-GPE, NSH with the O bit, SPI 0, SI 255)."""
 
 
