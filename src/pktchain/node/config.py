@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pktchain.cluster.record import DEFAULT_LEASE_TTL, parse_underlay
+from pktchain.etcd.endpoints import parse_endpoints
+from pktchain.etcd.keys import DEFAULT_CLUSTER, check_segment
 from pktchain.node.daemon import NodeConfig, PortSpec
 from pktchain.node.dataplane.ports import PortKind
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_NETWORK
@@ -28,8 +31,18 @@ def build_config(
     messenger: str | None = None,
     messenger_secret: bytes | None = None,
     functions: Path | None = None,
+    etcd: str | None = None,
+    cluster: str | None = None,
+    lease_ttl: float | None = None,
+    underlay: str | None = None,
 ) -> NodeConfig:
     """Raises ValueError naming the bad option or topology entry."""
+    endpoints = parse_endpoints(etcd) if etcd is not None else ()
+    if endpoints:
+        check_segment("node name", name)
+    cluster_name = check_segment("--cluster", cluster) if cluster is not None else DEFAULT_CLUSTER
+    if lease_ttl is not None and not lease_ttl > 0:
+        raise ValueError(f"--lease-ttl {lease_ttl:g}: must be positive")
     ports = ports_from_topology(topology, lab_name) if topology is not None else []
     for value in taps:
         netns, ifname, network = _split(value, "--tap", netns_required=True)
@@ -53,13 +66,17 @@ def build_config(
         messenger=_api_bind(messenger, "--messenger") if messenger is not None else None,
         messenger_secret=messenger_secret,
         functions=specs,
+        etcd=endpoints,
+        cluster=cluster_name,
+        lease_ttl=DEFAULT_LEASE_TTL if lease_ttl is None else lease_ttl,
+        underlay=parse_underlay(underlay) if underlay is not None else None,
     )
 
 
 def _api_bind(value: str, option: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{option} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:9696")
+    from pktchain.api.server import parse_listen
+
+    parse_listen(value, option)
     return value
 
 
