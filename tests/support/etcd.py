@@ -156,4 +156,3 @@ def etcd() -> Iterator[EtcdServer]:
         yield server
     finally:
         server.close()
-
