@@ -506,7 +506,7 @@ def _short(exc: BaseException) -> str:
 
 
 class WatchStream:
-    """The messages of one watch, as they arrive; `close()` ends it from any thread.
+    """The messages of one watch, as they arrive.
 
     The iteration ends quietly when the stream stayed silent for the watch's
     timeout (`timed_out` is then true), and with `EtcdUnreachableError` when the
@@ -560,8 +560,9 @@ class WatchStream:
             )
         return WatchResponse.from_json(message.get("result") or {})
 
-    def close(self) -> None:
-        """End the stream; a thread reading it stops at once."""
+    def interrupt(self) -> None:
+        """End the stream from another thread: the thread reading it stops at once
+        (and closes it)."""
         self._closed = True
         # Closing a socket does not wake a thread blocked reading it; shutting it down does.
         connection = getattr(self._response.raw, "connection", None)
@@ -569,5 +570,10 @@ class WatchStream:
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """End the stream and release its connection; from the thread that reads it
+        (another thread calls `interrupt`)."""
+        self.interrupt()
         self._response.close()
         self._session.close()

@@ -105,7 +105,7 @@ class PrefixWatch:
         with self._stream_lock:
             stream = self._stream
         if stream is not None:
-            stream.close()
+            stream.interrupt()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 

@@ -16,6 +16,13 @@ deleted. Several changes can be made as one with `SfcModel.transaction()`
 (all of them or none), and a transaction opened with ``dry_run=True`` reports
 what it would change without changing anything.
 
+A state shared with other writers (etcd, `pktchain.sfc.etcd_store`) adds two
+things: a precommit hook may refuse a change as worked out on an outdated
+state (`StateOutdated`), and `SfcModel.run` then catches the model up and
+works the change out again (the one-change operations do so by themselves);
+and `SfcModel.sync` makes the model hold what the shared store holds,
+telling the listeners what changed without running any hook.
+
     model = SfcModel()
     port = model.create(Port, mac_address="02:00:00:00:00:01", device_id="vm1",
                         node_port="vm1:in")
