@@ -7,7 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-unit test-integration test-netns lint format docs bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) build/nsh-flowcount
+
+# The example NSH-aware function in C (examples/nsh, docs/nsh.md).
+build/nsh-flowcount: examples/nsh/nsh_flowcount.c examples/nsh/Makefile
+	$(MAKE) -s -C examples/nsh BUILD=$(CURDIR)/build
 
 $(STAMP): pyproject.toml scripts/install-deps
 	scripts/install-deps

@@ -31,11 +31,21 @@ def _register_fn(subparsers: Any) -> None:
     fn_cli.register(subparsers)
 
 
-LEAN_COMMANDS: dict[str, Callable[[Any], None]] = {"pipe": _register_pipe, "fn": _register_fn}
-"""Commands that must start in a few tens of milliseconds (a packet pipe or a function
-filter forwards its first frame within 0.1 s of exec): given one of them, `main` builds its parser
-alone, without importing every other subsystem's command line (about 20 ms), and
-sets up logging only if asked to (-v)."""
+def _register_nsh_fn(subparsers: Any) -> None:
+    from pktchain.pipe import nsh_fn_cli
+
+    nsh_fn_cli.register(subparsers)
+
+
+LEAN_COMMANDS: dict[str, Callable[[Any], None]] = {
+    "pipe": _register_pipe,
+    "fn": _register_fn,
+    "nsh-fn": _register_nsh_fn,
+}
+"""Commands that must start in a few tens of milliseconds (a packet pipe, a function
+filter or an NSH-aware function handles its first frame within 0.1 s of exec): given one
+of them, `main` builds its parser alone, without importing every other subsystem's
+command line (about 20 ms), and sets up logging only if asked to (-v)."""
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -70,6 +80,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     router_cli.register(subparsers)
     _register_pipe(subparsers)
     _register_fn(subparsers)
+    _register_nsh_fn(subparsers)
     tunnel_cli.register(subparsers)
     return parser
 

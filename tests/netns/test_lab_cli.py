@@ -80,7 +80,7 @@ def test_up_exec_down(topology_file: Path) -> None:
     assert status.returncode == 7
     unknown = pktchain("lab", "exec", "--lab", name, "h9", "--", "true")
     assert unknown.returncode == 2
-    assert "has no host 'h9' (hosts: h1, h2, h3)" in unknown.stderr
+    assert "has no host or node 'h9' (it has: h1, h2, h3)" in unknown.stderr
 
     listed = pktchain("lab", "list")
     assert f"{name}: 4 namespace(s), up" in listed.stdout

@@ -40,6 +40,25 @@ def test_clean(lab_host):
     assert lab_host.run(["true"]).ok
 """
 
+CLUSTER = """
+from pktchain.lab import Lab
+
+TOPOLOGY = {
+    "nodes": {"n1": {}, "n2": {}},
+    "hosts": {"h": {"node": "n1", "interfaces": {"eth0": {"attach": "node"}}}},
+}
+
+
+def test_cluster_lab(lab_factory):
+    lab = lab_factory(TOPOLOGY)
+    assert lab.node("n2").run(["ping", "-c1", "-W2", "10.250.0.1"]).ok
+
+
+def test_leaks_a_cluster_lab(lab_token):
+    lab = Lab.up(TOPOLOGY, name=f"leak-{lab_token}")
+    print("ETCD", lab.etcd_process.pid)
+"""
+
 
 def run_session(directory: Path, source: str, *prefix: str) -> subprocess.CompletedProcess[str]:
     test_file = directory / "test_inner.py"
@@ -83,6 +102,19 @@ def test_a_clean_session_passes(tmp_path: Path) -> None:
     result = run_session(tmp_path, CLEAN)
     assert result.returncode == 0, result.stdout
     assert "left behind" not in result.stdout
+
+
+def test_cluster_labs_are_taken_down_and_their_etcd_with_them(tmp_path: Path) -> None:
+    result = run_session(tmp_path, CLUSTER)
+    output = result.stdout
+    assert "2 passed" in output, output
+    # The lab the second test left is found, and removed with its etcd.
+    assert result.returncode == 1, output
+    assert "pktchain lab: left behind by this session" in output
+    assert re.search(r"namespace pc-leak-\w+\.n2\n", output), output
+    (pid,) = re.findall(r"ETCD (\d+)", output)
+    assert not namespaces.process_alive(int(pid))
+    assert not [ns for ns in namespaces.list_netns() if ns.startswith("pc-leak-")]
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")

@@ -72,10 +72,12 @@ ALLOWED_CYCLES: dict[frozenset[str], str] = {
             "pktchain.node.dataplane.fastpath",
             "pktchain.node.dataplane.ports",
             "pktchain.node.dataplane.steering",
+            "pktchain.node.dataplane.underlay",
         }
     ): "type-only (TYPE_CHECKING): a port holds its flow table and its fused entries, "
     "whose entries name ports; the per-packet path reads both from the port (one "
-    "attribute lookup), so the tables stay on it and the annotations name each other",
+    "attribute lookup), so the tables stay on it and the annotations name each other "
+    "(the steering's entries name the NSH header of the underlay, whose peers are ports)",
 }
 """Import cycles (as the set of their modules), each with why it is still there."""
 

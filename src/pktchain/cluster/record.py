@@ -16,6 +16,7 @@ from typing import Any
 
 from pktchain.errors import PktchainError
 from pktchain.etcd.keys import DEFAULT_CLUSTER, check_segment, cluster_prefix
+from pktchain.packet.headers import VXLAN_GPE_PORT
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
@@ -32,7 +33,7 @@ __all__ = [
 DEFAULT_LEASE_TTL = 3.0
 """Seconds a dead node stays in the registry (``--lease-ttl``)."""
 
-DEFAULT_UNDERLAY_PORT = 4790
+DEFAULT_UNDERLAY_PORT = VXLAN_GPE_PORT
 """UDP port of VXLAN-GPE, which carries NSH between nodes."""
 
 

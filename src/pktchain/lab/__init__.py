@@ -13,7 +13,9 @@ topology (see ``docs/lab.md``)::
 
 Interfaces declared ``attach: node`` are left for the pktchain node, which
 creates them and then calls `configure_node_port` (or `configure_interface`
-and `add_routes`).
+and `add_routes`). A topology with ``nodes`` describes several nodes, each a
+namespace ``pc-<lab>.<node>`` on an underlay bridge, with an etcd the lab runs
+in its fabric; each host names the node that makes its ports.
 
 The names below are imported on first use, so that importing this package
 (which the CLI and the pytest plugin do at start) does not load pyroute2.
@@ -57,10 +59,12 @@ if TYPE_CHECKING:
     from pktchain.lab.topology import (
         Attachment,
         BridgePort,
+        EtcdSpec,
         Host,
         Interface,
         InterfaceRef,
         NodePort,
+        NodeSpec,
         Route,
         Topology,
         load_topology,
@@ -105,10 +109,12 @@ _EXPORTS = {
     "pktchain.lab.topology": (
         "Attachment",
         "BridgePort",
+        "EtcdSpec",
         "Host",
         "Interface",
         "InterfaceRef",
         "NodePort",
+        "NodeSpec",
         "Route",
         "Topology",
         "load_topology",
@@ -128,6 +134,7 @@ __all__ = [
     "CommandFailedError",
     "CommandResult",
     "CommandTimeoutError",
+    "EtcdSpec",
     "Host",
     "Interface",
     "InterfaceRef",
@@ -137,6 +144,7 @@ __all__ = [
     "LabHost",
     "LabOSError",
     "NodePort",
+    "NodeSpec",
     "Route",
     "TcpConnection",
     "TcpSocketState",

@@ -50,14 +50,15 @@ def register(subparsers: Any) -> None:
 
     run = commands.add_parser(
         "exec",
-        help="run a command in a host of a lab",
+        help="run a command in a host (or a node) of a lab",
         description="Run CMD in HOST's network namespace; exits with CMD's status. "
+        "HOST may also name a node of a cluster topology. "
         "Without -f or --lab, the only lab that is up is used.",
     )
     choose = run.add_mutually_exclusive_group()
     choose.add_argument("-f", "--file", metavar="FILE", help="topology (YAML) of the lab")
     choose.add_argument("--lab", metavar="NAME", help="the lab's name")
-    run.add_argument("host", metavar="HOST")
+    run.add_argument("host", metavar="HOST", help="a host, or a node of a cluster topology")
     run.add_argument("argv", metavar="-- CMD", nargs=argparse.REMAINDER, help="command to run")
     run.set_defaults(handler=_exec)
 
@@ -91,7 +92,7 @@ def _print_lab(lab: Lab) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pktchain.lab.topology import Attachment
+    from pktchain.lab.topology import UNDERLAY_BRIDGE, Attachment
 
     topology = lab.topology
     table = Table(title=f"lab {topology.name} ({topology.source})")
@@ -110,6 +111,8 @@ def _print_lab(lab: Lab) -> None:
                 attached = f"veth {iface.peer}"
             elif iface.attachment is Attachment.BRIDGE:
                 attached = f"bridge {iface.bridge}"
+            elif host.node is not None:
+                attached = f"node {host.node} (made by it)"
             else:
                 attached = "node (made by the node)"
             table.add_row(
@@ -126,19 +129,36 @@ def _print_lab(lab: Lab) -> None:
         for route in host.routes:
             by_node = " (added by the node)" if route.dev in node_ports else ""
             routes.add_row(host.name, f"{route}{by_node}")
+    for node in topology.nodes.values():
+        table.add_row(
+            f"(node {node.name})",
+            node.netns,
+            node.ifname,
+            f"bridge {UNDERLAY_BRIDGE}, mtu {node.mtu}",
+            str(node.underlay),
+        )
     if topology.fabric_netns:
-        table.add_row("(bridges)", topology.fabric_netns, " ".join(topology.bridges), "", "")
+        bridges = list(topology.bridges) + ([UNDERLAY_BRIDGE] if topology.nodes else [])
+        etcd = str(topology.etcd.address) if topology.etcd is not None else ""
+        table.add_row("(bridges)", topology.fabric_netns, " ".join(bridges), "", etcd)
     console = Console()
     console.print(table)
     if routes.row_count:
         console.print(routes)
-    if lab.processes:
+    if topology.etcd is not None and lab.etcd_process is not None:
+        console.print(
+            f"etcd {topology.etcd.client_url} (pid {lab.etcd_process.pid}, "
+            f"in {topology.fabric_netns}), data in {lab.etcd_data_dir}/"
+        )
+    commands = [p for p in lab.processes if p is not lab.etcd_process]
+    if commands:
         processes = Table(title="background commands")
         for column in ("pid", "host", "command"):
             processes.add_column(column)
-        for process, (host_name, argv) in zip(lab.processes, _commands(lab), strict=False):
+        for process, (host_name, argv) in zip(commands, _commands(lab), strict=False):
             processes.add_row(str(process.pid), host_name, shlex.join(argv))
         console.print(processes)
+    if lab.processes:
         console.print(f"output in {lab.log_dir}/")
 
 
@@ -227,7 +247,9 @@ def _exec(args: argparse.Namespace) -> int:
             ns[len(netns_name(name, "")) :] for ns in lab_netns(name) if lab_of_netns(ns) == name
         )
         known = ", ".join(h for h in hosts if h != "fabric") or "none: is it up?"
-        raise UsageError(f"lab exec: lab {name!r} has no host {args.host!r} (hosts: {known})")
+        raise UsageError(
+            f"lab exec: lab {name!r} has no host or node {args.host!r} (it has: {known})"
+        )
     try:
         command = nsenter_argv(netns, argv)
     except LabOSError as exc:

@@ -1,14 +1,15 @@
 """Running labs: bring a topology up, reach its hosts, take it all down again.
 
 `Lab.up` creates, in order: the namespaces (the bridges' ``fabric`` namespace
-first) and the hosts' sysctls, the bridges, the veths between hosts and from
-hosts to bridges, the interfaces' sysctls, MACs, MTUs and addresses, then
-waits for every link to be up, adds the routes and starts the background
-commands. Each namespace is written to
-the lab's journal before it is created and each process right after it
-starts, so that `down` can remove a lab that a crash left half made. Links
-need no journal entry: they live inside the lab's namespaces and go with them,
-and the root namespace is never touched.
+first, the nodes' last) and the hosts' sysctls, the bridges (the underlay one
+too, for a cluster topology), the veths between hosts, from hosts to bridges
+and from nodes to the underlay, the interfaces' sysctls, MACs, MTUs and
+addresses, then waits for every link to be up, adds the routes, starts the
+cluster's etcd and waits until it answers, and starts the background
+commands. Each namespace is written to the lab's journal before it is created
+and each process right after it starts, so that `down` can remove a lab that
+a crash left half made. Links need no journal entry: they live inside the
+lab's namespaces and go with them, and the root namespace is never touched.
 
 Commands run in a host through ``nsenter --net=/run/netns/<ns>``, not through
 ``setns`` in a ``preexec_fn``: a ``preexec_fn`` runs Python between fork and
@@ -41,6 +42,7 @@ from pktchain.lab.errors import (
     LabError,
     LabExistsError,
     LabOSError,
+    WaitTimeoutError,
 )
 from pktchain.lab.journal import (
     Journal,
@@ -52,6 +54,7 @@ from pktchain.lab.journal import (
 )
 from pktchain.lab.links import Netlink, TcpConnection, wait_links_up
 from pktchain.lab.topology import (
+    UNDERLAY_BRIDGE,
     Attachment,
     Host,
     Route,
@@ -242,7 +245,7 @@ class LabHost:
             cwd=cwd,
             start_new_session=True,
         )
-        self.lab._track(self, process, argv)
+        self.lab._track(self.netns, process, argv)
         return process
 
     def socket(
@@ -314,7 +317,13 @@ class Lab:
         self.topology = topology
         self._journal = journal
         self.hosts: dict[str, LabHost] = {h.name: LabHost(self, h) for h in topology.hosts}
+        self.nodes: dict[str, LabHost] = {
+            name: LabHost(self, node.host) for name, node in topology.nodes.items()
+        }
+        """The namespaces of a cluster topology's nodes, each a host with only ``ul0``."""
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.etcd_process: subprocess.Popen[bytes] | None = None
+        """The etcd of a cluster lab, while this `Lab` started it."""
         self._down = False
 
     @property
@@ -331,6 +340,19 @@ class Lab:
             return self.hosts[name]
         except KeyError:
             raise KeyError(f"lab {self.name!r} has no host {name!r}") from None
+
+    def node(self, name: str) -> LabHost:
+        """The namespace of node `name` of a cluster topology, to run commands in."""
+        try:
+            return self.nodes[name]
+        except KeyError:
+            known = ", ".join(self.nodes) or "none"
+            raise KeyError(f"lab {self.name!r} has no node {name!r} (nodes: {known})") from None
+
+    @property
+    def etcd_data_dir(self) -> Path:
+        """Where the cluster's etcd keeps its data (removed with the lab)."""
+        return self.log_dir / "etcd"
 
     def netns_of(self, host: str) -> str:
         return self.host(host).netns
@@ -357,11 +379,15 @@ class Lab:
         name: str | None = None,
         start_commands: bool = True,
         link_timeout: float = 5.0,
+        etcd_timeout: float = 30.0,
     ) -> Lab:
         """Create everything `topology` declares and return the running lab.
 
-        On any failure, what was created is removed before the error is raised.
-        `LabExistsError` if a lab of that name is up or was left by a crash.
+        A cluster topology's etcd is started (whatever `start_commands` says)
+        and waited for, up to `etcd_timeout` seconds, before the hosts'
+        commands. On any failure, what was created is removed before the
+        error is raised. `LabExistsError` if a lab of that name is up or was
+        left by a crash.
         """
         spec = as_topology(topology, name=name)
         if any(lab_of_netns(ns) == spec.name for ns in namespaces.list_netns()):
@@ -370,6 +396,8 @@ class Lab:
         lab = cls(spec, journal)
         try:
             lab._build(link_timeout)
+            if spec.etcd is not None:
+                lab._start_etcd(etcd_timeout)
             if start_commands:
                 lab._start_commands()
             journal.ready()
@@ -402,6 +430,9 @@ class Lab:
             # the `default` values and forwarding is on from the start.
             for key, value in LAB_SYSCTLS + host.host_sysctls:
                 namespaces.write_sysctl(host.netns, key, value)
+        for node in spec.nodes.values():
+            for key, value in LAB_SYSCTLS:
+                namespaces.write_sysctl(node.netns, key, value)
         sockets: dict[str, Netlink] = {}
         try:
             for ns in spec.netns_names:
@@ -426,8 +457,14 @@ class Lab:
                 namespaces.write_sysctl(fabric, key, 1)
             for bridge in spec.bridges:
                 sockets[fabric].create_bridge(bridge)
+            if spec.nodes:
+                # etcd reaches itself at the bridge's address, over lo.
+                sockets[fabric].set_link("lo", up=True)
+                sockets[fabric].create_bridge(UNDERLAY_BRIDGE)
         for host in spec.hosts:
             sockets[host.netns].set_link("lo", up=True)
+        for node in spec.nodes.values():
+            sockets[node.netns].set_link("lo", up=True)
         # Created ends get ifindexes from 1000 up, peers get small ones from the
         # kernel: the two ends of a veth never share an ifindex (see create_veth).
         index = itertools.count(1000)
@@ -442,6 +479,15 @@ class Lab:
             sockets[host.netns].create_veth(port.interface, fabric, port.port, index=next(index))
             mtu = host.interface(port.interface).mtu
             sockets[fabric].set_link(port.port, mtu=mtu, master=port.bridge, up=True)
+        for node in spec.nodes.values():
+            if fabric is None:
+                raise LabError("nodes without a fabric namespace")  # parse prevents it
+            sockets[node.netns].create_veth(
+                node.ifname, fabric, node.fabric_port, index=next(index)
+            )
+            sockets[fabric].set_link(
+                node.fabric_port, mtu=node.mtu, master=UNDERLAY_BRIDGE, up=True
+            )
 
     def _configure_hosts(self, sockets: Mapping[str, Netlink]) -> None:
         for host in self.topology.hosts:
@@ -453,6 +499,16 @@ class Lab:
                 sockets[host.netns].configure(
                     iface.name, mac=iface.mac, addresses=iface.addresses, mtu=iface.mtu
                 )
+        spec = self.topology
+        for node in spec.nodes.values():
+            sockets[node.netns].configure(node.ifname, addresses=(node.underlay,), mtu=node.mtu)
+        if spec.nodes and spec.fabric_netns is not None:
+            # Set once the ports are in: an MTU set by hand stays whatever
+            # ports join later. The etcd listens on the bridge's address.
+            addresses = (spec.etcd.address,) if spec.etcd is not None else ()
+            sockets[spec.fabric_netns].configure(
+                UNDERLAY_BRIDGE, addresses=addresses, mtu=spec.underlay_mtu
+            )
 
     def _expected_links(self) -> dict[str, list[str]]:
         links: dict[str, list[str]] = {}
@@ -460,10 +516,53 @@ class Lab:
             links[host.netns] = [
                 i.name for i in host.interfaces if i.attachment is not Attachment.NODE
             ]
+        for node in self.topology.nodes.values():
+            links[node.netns] = [node.ifname]
         fabric = self.topology.fabric_netns
         if fabric is not None:
-            links[fabric] = [port.port for port in self.topology.bridge_ports]
+            links[fabric] = [port.port for port in self.topology.bridge_ports] + [
+                node.fabric_port for node in self.topology.nodes.values()
+            ]
         return links
+
+    def _start_etcd(self, timeout: float) -> None:
+        """Start the cluster's etcd in the fabric and wait until it answers."""
+        from pktchain.lab.etcd import etcd_argv, etcd_env, etcd_healthy, find_etcd, last_log_line
+
+        spec, fabric = self.topology.etcd, self.topology.fabric_netns
+        if spec is None or fabric is None:
+            return
+        program = find_etcd()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / "etcd.log"
+        argv = etcd_argv(program, spec, self.etcd_data_dir)
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                nsenter_argv(fabric, argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=etcd_env(),
+                start_new_session=True,
+            )
+        self._track(fabric, process, argv)
+        self.etcd_process = process
+        try:
+            wait_until(
+                lambda: process.poll() is not None or etcd_healthy(fabric, spec),
+                timeout=timeout,
+                what=f"etcd at {spec.client_url}",
+            )
+        except WaitTimeoutError:
+            raise LabError(
+                f"etcd at {spec.client_url} did not answer within {timeout:g} s; "
+                f"its last words: {last_log_line(log_path)}"
+            ) from None
+        if process.returncode is not None:
+            raise LabError(
+                f"etcd at {spec.client_url} exited with status {process.returncode}: "
+                f"{last_log_line(log_path)}"
+            )
 
     def _start_commands(self) -> None:
         logs = self.log_dir
@@ -474,10 +573,10 @@ class Lab:
                 with open(path, "ab") as log:
                     self.hosts[host.name].popen(argv, stdout=log, stderr=subprocess.STDOUT)
 
-    def _track(self, host: LabHost, process: subprocess.Popen[bytes], argv: Sequence[str]) -> None:
+    def _track(self, netns: str, process: subprocess.Popen[bytes], argv: Sequence[str]) -> None:
         self.processes.append(process)
         start = namespaces.process_start_time(process.pid)
-        self._journal.process(ProcessRecord(process.pid, start, host.netns, tuple(argv)))
+        self._journal.process(ProcessRecord(process.pid, start, netns, tuple(argv)))
 
     # -- teardown ------------------------------------------------------------
 

@@ -4,6 +4,9 @@ A topology names a lab, its hosts (one network namespace each), their
 interfaces and how each is attached (a veth to another host's interface, a veth
 to a bridge of the lab, or a port of the pktchain node that the node creates
 later), addresses, routes, sysctls and commands to start in the background.
+A cluster topology also declares `nodes`: several pktchain nodes, each a
+namespace of its own joined to the others by an underlay network, with an etcd
+on that network; each host then says which node makes its node ports.
 The format is documented in ``docs/lab.md``.
 
 Parsing is pure: it reads YAML text or a Python mapping and returns frozen
@@ -22,6 +25,7 @@ import shlex
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeAlias
 
 from pktchain.lab.errors import TopologyError, TopologyIssue
@@ -42,6 +46,21 @@ _NETWORK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 #: `attach` value of an interface that is a port of the pktchain node.
 NODE = "node"
+
+#: The underlay joining the nodes of a cluster topology, unless it names another.
+DEFAULT_UNDERLAY = ipaddress.IPv4Network("10.250.0.0/24")
+#: The underlay's MTU, unless `underlay_mtu` says otherwise: room for a full
+#: 1500-byte frame with its NSH and VXLAN-GPE headers, and then some.
+DEFAULT_UNDERLAY_MTU = 9000
+#: The bridge joining the nodes' underlay interfaces, in the fabric namespace.
+UNDERLAY_BRIDGE = "underlay"
+#: A node's interface on the underlay, inside the node's namespace.
+UNDERLAY_IFNAME = "ul0"
+#: etcd's client and peer ports (the IANA ones).
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+_OFF = frozenset({"false", "no", "off"})
+_ON = frozenset({"true", "yes", "on"})
 
 IFNAMSIZ = 16  # linux/if.h; names hold at most 15 characters
 _LAB_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}\Z")
@@ -175,6 +194,8 @@ class Host:
     routes: tuple[Route, ...] = ()
     sysctls: tuple[tuple[str, str], ...] = ()
     commands: tuple[tuple[str, ...], ...] = ()
+    node: str | None = None
+    """In a cluster topology: the node that makes this host's node ports."""
 
     def interface(self, name: str) -> Interface:
         for interface in self.interfaces:
@@ -232,28 +253,100 @@ class NodePort:
     interface: Interface
     routes: tuple[Route, ...]
     sysctls: tuple[tuple[str, str], ...] = ()
+    node: str | None = None
+    """In a cluster topology: the node that makes this port."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A pktchain node of a cluster topology: a namespace on the underlay.
+
+    The lab makes the namespace ``pc-<lab>.<node>`` and a veth from its
+    `ifname` (with the `underlay` address and `mtu`) to the underlay bridge,
+    whose end in the fabric is `fabric_port`. The node process enters the
+    namespace and makes the node ports of the hosts that name it.
+    """
+
+    name: str
+    underlay: ipaddress.IPv4Interface
+    netns: str
+    fabric_port: str
+    mtu: int = DEFAULT_UNDERLAY_MTU
+    ifname: str = UNDERLAY_IFNAME
+
+    @property
+    def host(self) -> Host:
+        """The node's namespace seen as a host with one interface on the underlay bridge."""
+        ul0 = Interface(
+            self.ifname,
+            Attachment.BRIDGE,
+            bridge=UNDERLAY_BRIDGE,
+            mtu=self.mtu,
+            addresses=(self.underlay,),
+        )
+        return Host(self.name, self.netns, interfaces=(ul0,))
+
+
+@dataclass(frozen=True)
+class EtcdSpec:
+    """The one-member etcd a cluster lab runs in its fabric, on the underlay bridge."""
+
+    name: str
+    """The member's name: the lab's."""
+    address: ipaddress.IPv4Interface
+    client_port: int = ETCD_CLIENT_PORT
+    peer_port: int = ETCD_PEER_PORT
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{self.address.ip}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.address.ip}:{self.peer_port}"
 
 
 @dataclass(frozen=True)
 class Topology:
-    """A parsed, validated lab topology."""
+    """A parsed, validated lab topology.
+
+    Without `nodes` it is the lab of one node: every `attach: node` interface
+    is a port of the same node. With `nodes` (a cluster topology), each node
+    is a namespace joined to the others by the `underlay` network, and each
+    host names its node.
+    """
 
     name: str
     hosts: tuple[Host, ...]
     bridges: tuple[str, ...] = ()
     bridge_ports: tuple[BridgePort, ...] = ()
     source: str = "<topology>"
+    nodes: Mapping[str, NodeSpec] = field(default_factory=dict, hash=False)
+    """The nodes of a cluster topology, by name, in declaration order (empty: one node)."""
+    underlay: ipaddress.IPv4Network | None = None
+    """The network joining the nodes; None without `nodes`."""
+    underlay_mtu: int = DEFAULT_UNDERLAY_MTU
+    etcd: EtcdSpec | None = None
+    """The etcd the lab runs for its nodes, or None (no nodes, or `etcd: false`)."""
 
     @property
     def fabric_netns(self) -> str | None:
-        """The namespace holding the bridges, or None when there are no bridges."""
-        return fabric_netns_name(self.name) if self.bridges else None
+        """The namespace holding the bridges and the underlay, or None when there is neither."""
+        return fabric_netns_name(self.name) if self.bridges or self.nodes else None
 
     @property
     def netns_names(self) -> tuple[str, ...]:
-        """Every namespace the lab creates, fabric first."""
+        """Every namespace the lab creates: fabric first, then hosts, then nodes."""
         fabric = (self.fabric_netns,) if self.fabric_netns else ()
-        return fabric + tuple(host.netns for host in self.hosts)
+        hosts = tuple(host.netns for host in self.hosts)
+        return fabric + hosts + tuple(node.netns for node in self.nodes.values())
+
+    def node(self, name: str) -> NodeSpec:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            known = ", ".join(self.nodes) or "none"
+            raise KeyError(f"lab {self.name!r} has no node {name!r} (nodes: {known})") from None
 
     def host(self, name: str) -> Host:
         for host in self.hosts:
@@ -273,8 +366,14 @@ class Topology:
                     if _declares_pair(self, here, interface.peer):
                         yield here, interface.peer
 
-    def node_ports(self) -> tuple[NodePort, ...]:
-        """Every interface declared `attach: node`, in declaration order."""
+    def node_ports(self, node: str | None = None) -> tuple[NodePort, ...]:
+        """Every interface declared `attach: node`, in declaration order.
+
+        With `node`, only those of the hosts that name that node (KeyError if
+        the topology has no such node).
+        """
+        if node is not None:
+            self.node(node)
         return tuple(
             NodePort(
                 host.name,
@@ -282,8 +381,10 @@ class Topology:
                 interface,
                 host.routes_on(interface.name),
                 host.sysctls_on(interface.name),
+                host.node,
             )
             for host in self.hosts
+            if node is None or host.node == node
             for interface in host.node_interfaces
         )
 
@@ -293,7 +394,12 @@ class Topology:
         if problem is not None:
             raise TopologyError([TopologyIssue(self.source, None, "lab", problem)])
         hosts = tuple(replace(host, netns=netns_name(name, host.name)) for host in self.hosts)
-        return replace(self, name=name, hosts=hosts)
+        nodes = {
+            key: replace(node, netns=netns_name(name, node.name))
+            for key, node in self.nodes.items()
+        }
+        etcd = None if self.etcd is None else replace(self.etcd, name=name)
+        return replace(self, name=name, hosts=hosts, nodes=MappingProxyType(nodes), etcd=etcd)
 
 
 def _declares_pair(topology: Topology, here: InterfaceRef, peer: InterfaceRef) -> bool:
@@ -382,17 +488,31 @@ class _RawHost:
     interfaces: dict[str, _RawInterface] = field(default_factory=dict)
 
 
+@dataclass
+class _Cluster:
+    """What the top level says of the nodes, before the hosts are checked against it."""
+
+    underlay: ipaddress.IPv4Network | None  # None: given, but not an underlay
+    mtu: int
+    nodes: dict[str, ipaddress.IPv4Interface | None]  # None: no valid address
+    etcd: EtcdSpec | None
+
+
 class _Parser:
     """Walks the data once, recording every issue instead of stopping at the first."""
 
-    TOP_KEYS = ("lab", "bridges", "hosts")
-    HOST_KEYS = ("interfaces", "routes", "sysctls", "commands")
+    TOP_KEYS = ("lab", "bridges", "hosts", "nodes", "underlay", "underlay_mtu", "etcd")
+    CLUSTER_KEYS = ("underlay", "underlay_mtu", "etcd")
+    HOST_KEYS = ("node", "interfaces", "routes", "sysctls", "commands")
+    NODE_KEYS = ("underlay",)
+    ETCD_KEYS = ("address", "client_port", "peer_port")
     INTERFACE_KEYS = ("attach", "addresses", "mac", "mtu", "network")
     ROUTE_KEYS = ("to", "via", "dev", "metric")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.issues: list[TopologyIssue] = []
+        self.top_keys: frozenset[str] = frozenset()
 
     def error(self, path: str, line: int | None, message: str) -> None:
         self.issues.append(TopologyIssue(self.source, line, path, message))
@@ -465,6 +585,7 @@ class _Parser:
             self.error("", line_of(data), "expected a mapping with `lab:` and `hosts:`")
             raise TopologyError(self.issues)
         self.check_keys(data, self.TOP_KEYS, "")
+        self.top_keys = frozenset(data)
         if lab_name is None:
             name = self.lab_name(data)
         else:
@@ -474,6 +595,13 @@ class _Parser:
                 self.error("lab", None, problem)
         bridges = self.bridges(data)
         raw_hosts = self.hosts(data)
+        cluster = self.cluster(data, raw_hosts, name or "invalid")
+        if "nodes" in data and UNDERLAY_BRIDGE in bridges:
+            self.error(
+                "bridges",
+                bridges[UNDERLAY_BRIDGE],
+                f"{UNDERLAY_BRIDGE!r} is reserved for the bridge joining the nodes",
+            )
         interfaces = self.attachments(raw_hosts, bridges)
         hosts: list[Host] = []
         for raw in raw_hosts:
@@ -486,9 +614,24 @@ class _Parser:
                     routes=self.routes(raw, host_interfaces),
                     sysctls=self.sysctls(raw),
                     commands=self.commands(raw),
+                    node=self.host_node(raw, cluster, host_interfaces),
                 )
             )
-        ports = self.bridge_ports(hosts)
+        used: set[str] = set()
+        ports = self.bridge_ports(hosts, used)
+        nodes: dict[str, NodeSpec] = {}
+        for node, address in (cluster.nodes if cluster else {}).items():
+            if address is None:
+                continue  # reported
+            port = _port_name(node, UNDERLAY_IFNAME, used)
+            used.add(port)
+            nodes[node] = NodeSpec(
+                node,
+                address,
+                netns_name(name or "invalid", node),
+                port,
+                mtu=cluster.mtu if cluster else DEFAULT_UNDERLAY_MTU,
+            )
         if self.issues or name is None:
             raise TopologyError(self.issues)
         return Topology(
@@ -497,7 +640,235 @@ class _Parser:
             bridges=tuple(bridges),
             bridge_ports=ports,
             source=self.source,
+            nodes=MappingProxyType(nodes),
+            underlay=cluster.underlay if cluster else None,
+            underlay_mtu=cluster.mtu if cluster else DEFAULT_UNDERLAY_MTU,
+            etcd=cluster.etcd if cluster else None,
         )
+
+    # -- nodes -----------------------------------------------------------
+
+    def cluster(
+        self, data: Mapping[str, Any], hosts: Sequence[_RawHost], lab: str
+    ) -> _Cluster | None:
+        """The nodes, their underlay and etcd; None for a one-node topology.
+
+        With a broken `underlay`, the nodes are still listed (without
+        addresses) so that the hosts' `node:` can be checked against them.
+        """
+        if "nodes" not in data:
+            for key in self.CLUSTER_KEYS:
+                if key in data:
+                    self.error(key, key_line(data, key), "only in a topology with `nodes:`")
+            return None
+        underlay = self.underlay(data)
+        mtu = DEFAULT_UNDERLAY_MTU
+        if "underlay_mtu" in data:
+            mtu = (
+                self.integer(
+                    data["underlay_mtu"], "underlay_mtu", key_line(data, "underlay_mtu"), 68, 65535
+                )
+                or DEFAULT_UNDERLAY_MTU
+            )
+        line = key_line(data, "nodes")
+        nodes_map = self.mapping(data["nodes"], "nodes", line)
+        if nodes_map is None:
+            return None
+        if not nodes_map:
+            self.error("nodes", line, "a cluster has at least one node")
+        host_names = {host.name for host in hosts}
+        # name → (given address or None, its path, its line)
+        declared: dict[str, tuple[ipaddress.IPv4Address | None, str, int | None]] = {}
+        for name, value in nodes_map.items():
+            path, nline = f"nodes.{name}", key_line(nodes_map, name)
+            if not _HOST_NAME.match(name):
+                self.error(
+                    path,
+                    nline,
+                    f"{name!r} is not a valid node name (lowercase letters, digits, "
+                    "'-' and '_', starting with a letter, ≤ 32)",
+                )
+                continue
+            if name == FABRIC:
+                self.error(path, nline, f"{FABRIC!r} is reserved for the lab's fabric namespace")
+                continue
+            if name in host_names:
+                self.error(
+                    path,
+                    nline,
+                    f"{name!r} is also a host; a node and a host each get the namespace "
+                    f"pc-<lab>.{name}, so their names differ",
+                )
+                continue
+            spec = self.mapping(value, path, nline)
+            if spec is None:
+                continue
+            self.check_keys(spec, self.NODE_KEYS, path)
+            address = None
+            if "underlay" in spec and underlay is not None:
+                address = self.underlay_address(
+                    spec["underlay"], f"{path}.underlay", key_line(spec, "underlay"), underlay
+                )
+            declared[name] = (
+                address,
+                path,
+                nline if address is None else key_line(spec, "underlay"),
+            )
+        etcd = self.etcd(data, underlay, lab)
+        if underlay is None:
+            return _Cluster(None, mtu, dict.fromkeys(declared), None)
+        taken: dict[ipaddress.IPv4Address, str] = {}
+        if etcd is not None:
+            taken[etcd.address.ip] = "the etcd address"
+        for name, (address, path, aline) in declared.items():
+            if address is None:
+                continue
+            if address in taken:  # the first declared keeps it
+                self.error(f"{path}.underlay", aline, f"{address} is already {taken[address]}")
+                continue
+            taken[address] = f"the underlay address of node {name!r}"
+        free = (a for a in underlay.hosts() if a not in taken)
+        nodes: dict[str, ipaddress.IPv4Interface | None] = {}
+        for name, (given, path, aline) in declared.items():
+            address = given if given is not None else next(free, None)
+            if address is None:
+                self.error(path, aline, f"no address left for this node in {underlay}")
+            nodes[name] = (
+                None
+                if address is None
+                else ipaddress.IPv4Interface(f"{address}/{underlay.prefixlen}")
+            )
+        return _Cluster(underlay, mtu, nodes, etcd)
+
+    def underlay(self, data: Mapping[str, Any]) -> ipaddress.IPv4Network | None:
+        if "underlay" not in data:
+            return DEFAULT_UNDERLAY
+        line = key_line(data, "underlay")
+        text = self.text(data["underlay"], "underlay", line)
+        if text is None:
+            return None
+        try:
+            network = ipaddress.ip_network(text)
+        except ValueError as exc:
+            self.error("underlay", line, str(exc))
+            return None
+        if not isinstance(network, ipaddress.IPv4Network):
+            self.error("underlay", line, f"{text}: the underlay is an IPv4 network")
+            return None
+        if network.prefixlen > 30:
+            self.error(
+                "underlay", line, f"{text} is too small: the nodes and etcd need at least a /30"
+            )
+            return None
+        return network
+
+    def underlay_address(
+        self, value: Any, path: str, line: int | None, underlay: ipaddress.IPv4Network
+    ) -> ipaddress.IPv4Address | None:
+        """An address on the underlay, written plainly or with the underlay's prefix length."""
+        text = self.text(value, path, line)
+        if text is None:
+            return None
+        try:
+            interface = ipaddress.ip_interface(text if "/" in text else f"{text}/32")
+        except ValueError as exc:
+            self.error(path, line, str(exc))
+            return None
+        address = interface.ip
+        if not isinstance(address, ipaddress.IPv4Address) or address not in underlay:
+            self.error(path, line, f"{text} is not in the underlay {underlay}")
+            return None
+        if "/" in text and interface.network != underlay:
+            self.error(path, line, f"{text}: the underlay is {underlay}; give the address alone")
+            return None
+        if address in (underlay.network_address, underlay.broadcast_address):
+            self.error(path, line, f"{address} is the underlay's network or broadcast address")
+            return None
+        return address
+
+    def etcd(
+        self, data: Mapping[str, Any], underlay: ipaddress.IPv4Network | None, lab: str
+    ) -> EtcdSpec | None:
+        """The lab's etcd: on by default, at the underlay's last usable address.
+
+        With a broken `underlay` (None), its settings are still checked, and
+        None is returned.
+        """
+        address: ipaddress.IPv4Interface | None = None
+        if underlay is not None:
+            last = underlay.broadcast_address - 1
+            address = ipaddress.IPv4Interface(f"{last}/{underlay.prefixlen}")
+        spec: Mapping[str, Any] = {}
+        if "etcd" in data:
+            line = key_line(data, "etcd")
+            value = data["etcd"]
+            if value is False or (isinstance(value, str) and value.lower() in _OFF):
+                return None
+            if value is True or (isinstance(value, str) and value.lower() in _ON):
+                pass  # the default etcd
+            elif isinstance(value, str):
+                self.error(
+                    "etcd",
+                    line,
+                    "expected a mapping (address, client_port, peer_port) or `false`, "
+                    f"got {value!r}",
+                )
+            else:
+                spec = self.mapping(value, "etcd", line) or {}
+                self.check_keys(spec, self.ETCD_KEYS, "etcd")
+        if "address" in spec and underlay is not None:
+            given = self.underlay_address(
+                spec["address"], "etcd.address", key_line(spec, "address"), underlay
+            )
+            if given is not None:
+                address = ipaddress.IPv4Interface(f"{given}/{underlay.prefixlen}")
+        ports = {}
+        for key, standard in (("client_port", ETCD_CLIENT_PORT), ("peer_port", ETCD_PEER_PORT)):
+            port = None
+            if key in spec:
+                port = self.integer(spec[key], f"etcd.{key}", key_line(spec, key), 1, 65535)
+            ports[key] = port or standard
+        if ports["client_port"] == ports["peer_port"]:
+            self.error(
+                "etcd.peer_port",
+                key_line(spec, "peer_port") or key_line(spec, "client_port"),
+                f"the client and peer ports are both {ports['client_port']}",
+            )
+        if address is None:
+            return None
+        return EtcdSpec(lab, address, ports["client_port"], ports["peer_port"])
+
+    def host_node(
+        self, raw: _RawHost, cluster: _Cluster | None, interfaces: Sequence[Interface]
+    ) -> str | None:
+        """The node a host names, checked against the topology's nodes."""
+        data = raw.data
+        has_ports = any(i.attachment is Attachment.NODE for i in interfaces)
+        if "node" not in data:
+            if cluster is not None and has_ports and cluster.nodes:
+                self.error(
+                    f"{raw.path}.node",
+                    raw.line,
+                    "missing: with `nodes:`, a host with `attach: node` interfaces names "
+                    f"the node that makes them (one of: {', '.join(cluster.nodes)})",
+                )
+            return None
+        line = key_line(data, "node")
+        node = self.text(data["node"], f"{raw.path}.node", line)
+        if node is None:
+            return None
+        if "nodes" not in self.top_keys:
+            self.error(
+                f"{raw.path}.node",
+                line,
+                "only in a topology with `nodes:`; without it, one node makes every node port",
+            )
+            return None
+        if cluster is not None and node not in cluster.nodes:
+            known = ", ".join(cluster.nodes) or "none"
+            self.error(f"{raw.path}.node", line, f"no node named {node!r} (nodes: {known})")
+            return None
+        return node
 
     def bridges(self, data: Mapping[str, Any]) -> dict[str, int | None]:
         found: dict[str, int | None] = {}
@@ -764,9 +1135,9 @@ class _Parser:
             return None
         return replace(base, attachment=Attachment.VETH, peer=peer)
 
-    def bridge_ports(self, hosts: Sequence[Host]) -> tuple[BridgePort, ...]:
+    def bridge_ports(self, hosts: Sequence[Host], used: set[str]) -> tuple[BridgePort, ...]:
+        """The fabric ends of the hosts' veths to bridges; their names join `used`."""
         ports: list[BridgePort] = []
-        used: set[str] = set()
         for host in hosts:
             for interface in host.interfaces:
                 if interface.attachment is not Attachment.BRIDGE or interface.bridge is None:

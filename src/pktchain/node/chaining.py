@@ -25,10 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from pktchain.node.dataplane.steering import Steering
 from pktchain.sfc.compile import compile_plan
-from pktchain.sfc.errors import ErrorKind, SfcError
+from pktchain.sfc.errors import SfcError
 from pktchain.sfc.model import Change, SfcModel
-from pktchain.sfc.resources import Correlation, Port, PortPair, ResourceKind
-from pktchain.sfc.state import SfcState
+from pktchain.sfc.resources import Port, ResourceKind
 
 if TYPE_CHECKING:
     from pktchain.node.dataplane.ports import SwitchPort
@@ -41,13 +40,6 @@ PORT_ID_NAMESPACE = uuid.UUID("5d0c3f5e-6a52-4b1e-9f0e-70a1c8b2e6d4")
 ACTIONS = ("create", "update", "delete", "get", "list")
 
 
-class NodeChainingError(SfcError):
-    """A change the model allows but this node cannot carry out."""
-
-    kind = ErrorKind.BAD_REQUEST
-    neutron_type = "PortPairCorrelationNotSupported"
-
-
 def port_id(node: str, port: str) -> str:
     return str(uuid.uuid5(PORT_ID_NAMESPACE, f"{node}/{port}"))
 
@@ -57,7 +49,6 @@ class Chaining:
         self.node_name = node_name
         self.steering = steering
         self.model = SfcModel()
-        self.model.add_precommit_hook(self._supported)
         self.model.add_listener(self._changed)
 
     # -- ports ---------------------------------------------------------------
@@ -80,18 +71,6 @@ class Chaining:
         return self.model.update(Port, known.id, changed) if changed else known
 
     # -- model → steering ----------------------------------------------------
-    def _supported(self, changes: tuple[Change, ...], _state: SfcState) -> None:
-        for change in changes:
-            pair = change.new
-            if isinstance(pair, PortPair) and pair.correlation is Correlation.NSH:
-                raise NodeChainingError(
-                    f"port pair {pair.name or pair.id}: service_function_parameters.correlation "
-                    "'nsh' needs an NSH-aware function; this node delivers plain frames to "
-                    "service functions (correlation none)",
-                    resources=(pair,),
-                    field="service_function_parameters.correlation",
-                )
-
     def _changed(self, change: Change) -> None:
         if change.kind is ResourceKind.PORT:
             return  # ports alone change no path

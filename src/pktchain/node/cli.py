@@ -13,12 +13,22 @@ def register(subparsers: Any) -> None:
         help="run a pktchain node (foreground) or query one",
         description="Run a pktchain node in the foreground until SIGINT/SIGTERM. "
         "Ports come from a lab topology (--topology: every interface with "
-        "'attach: node') and/or from --tap / --af-packet.",
+        "'attach: node'; with --node, those of that node's hosts) and/or from "
+        "--tap / --af-packet.",
     )
-    _add_name(parser)
+    _add_name(parser, default=None, default_help="pktchain, or NODE with --node")
     parser.add_argument("-t", "--topology", metavar="FILE", help="lab topology YAML")
     parser.add_argument(
         "--lab", metavar="NAME", help="lab name to use instead of the topology's own"
+    )
+    parser.add_argument(
+        "--node",
+        metavar="NODE",
+        help="run node NODE of a cluster topology (one with `nodes:`): the process "
+        "enters the node's namespace pc-<lab>.NODE first, takes only the ports of the "
+        "hosts with `node: NODE`, and takes --etcd (the lab's etcd) and --underlay "
+        "(the node's underlay address, port 4790) from the topology unless given "
+        "(--state or --no-state: no etcd)",
     )
     parser.add_argument(
         "--tap",
@@ -64,8 +74,11 @@ def register(subparsers: Any) -> None:
     api.add_argument(
         "--api",
         metavar="HOST:PORT",
-        default="127.0.0.1:9696",
-        help="serve the REST API here (default 127.0.0.1:9696; port 0: any free port)",
+        default=None,
+        help="serve the REST API here (default 127.0.0.1:9696; port 0: any free port). "
+        "With --node and an API token, the default is the node's underlay address, "
+        "port 9696, so that the other namespaces on the underlay reach it; without a "
+        "token, 127.0.0.1:9696 inside the node's namespace",
     )
     api.add_argument("--no-api", action="store_true", help="serve no REST API")
     parser.add_argument(
@@ -107,8 +120,8 @@ def register(subparsers: Any) -> None:
     cluster.add_argument(
         "--underlay",
         metavar="IP[:PORT]",
-        help="where other nodes send this node's chained traffic (UDP, default port 4790), "
-        "published in the registry",
+        help="this node's address (and UDP port, default 4790) for NSH over VXLAN-GPE "
+        "between nodes, published in the registry",
     )
     parser.set_defaults(handler=_run)
 
@@ -132,8 +145,15 @@ def register(subparsers: Any) -> None:
     flows.set_defaults(handler=_flows)
 
 
-def _add_name(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-n", "--name", default="pktchain", help="node name (default: pktchain)")
+def _add_name(
+    parser: argparse.ArgumentParser,
+    *,
+    default: str | None = "pktchain",
+    default_help: str = "pktchain",
+) -> None:
+    parser.add_argument(
+        "-n", "--name", default=default, help=f"node name (default: {default_help})"
+    )
     parser.add_argument("--control", metavar="PATH", help="control socket path")
 
 
@@ -152,6 +172,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.verbose == 0:
         logging.getLogger("pktchain").setLevel(logging.INFO)
+    if args.node is not None:
+        # Before anything opens a socket: the whole process moves.
+        _enter_node(args)
     if args.etcd is not None and (args.state is not None or args.no_state):
         raise UsageError(
             "--state and --no-state do not apply with --etcd: the chaining resources are "
@@ -161,6 +184,10 @@ def _run(args: argparse.Namespace) -> int:
         for option, value in (("--cluster", args.cluster), ("--lease-ttl", args.lease_ttl)):
             if value is not None:
                 raise UsageError(f"{option} needs --etcd")
+    if args.name is None:
+        args.name = "pktchain"
+    if args.api is None:
+        args.api = DEFAULT_API
     if args.etcd is not None or args.no_state:
         state = None
     else:
@@ -170,6 +197,7 @@ def _run(args: argparse.Namespace) -> int:
             name=args.name,
             topology=Path(args.topology) if args.topology else None,
             lab_name=args.lab,
+            node=args.node,
             taps=args.tap,
             af_packets=args.af_packet,
             mac_aging=args.mac_aging,
@@ -208,6 +236,46 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"node {args.name} could not start: {exc}") from exc
     node.run()
     return 0
+
+
+DEFAULT_API = "127.0.0.1:9696"
+
+
+def _enter_node(args: argparse.Namespace) -> None:
+    """``--node NODE``: move this process into the node's namespace, and take the
+    options the cluster needs from the topology (those given explicitly win)."""
+    import threading
+    from pathlib import Path
+
+    from pktchain.errors import UsageError
+    from pktchain.lab import LabError
+    from pktchain.linux.netns import NetnsError, enter
+    from pktchain.node.config import cluster_node
+
+    if not args.topology:
+        raise UsageError("--node needs --topology FILE, a topology with `nodes:`")
+    try:
+        node = cluster_node(
+            Path(args.topology), args.node, lab_name=args.lab, api_token=bool(args.api_token)
+        )
+    except (ValueError, LabError) as exc:
+        raise UsageError(str(exc)) from exc
+    if threading.active_count() > 1:
+        # setns(2) moves the calling thread only; threads already running
+        # would stay behind.
+        raise UsageError("--node: the process must enter the node's namespace before any thread")
+    try:
+        enter(node.netns)
+    except NetnsError as exc:
+        raise UsageError(f"{exc}; is the lab up? (pktchain lab up {args.topology})") from exc
+    if args.etcd is None and node.etcd and args.state is None and not args.no_state:
+        args.etcd = list(node.etcd)
+    if args.underlay is None:
+        args.underlay = node.underlay
+    if args.name is None:
+        args.name = node.name
+    if args.api is None and not args.no_api:
+        args.api = node.api
 
 
 def _ask(args: argparse.Namespace, op: str, **params: Any) -> dict[str, Any]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pktchain.cluster.record import DEFAULT_LEASE_TTL, parse_underlay
 from pktchain.etcd.endpoints import parse_endpoints
@@ -13,12 +16,16 @@ from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_NETWORK
 from pktchain.node.function_file import load_functions
 from pktchain.node.router_file import load_router
 
+if TYPE_CHECKING:
+    from pktchain.lab.topology import NodeSpec, Topology
+
 
 def build_config(
     *,
     name: str,
     topology: Path | None = None,
     lab_name: str | None = None,
+    node: str | None = None,
     taps: list[str] | tuple[str, ...] = (),
     af_packets: list[str] | tuple[str, ...] = (),
     mac_aging: float | None = None,
@@ -31,19 +38,25 @@ def build_config(
     messenger: str | None = None,
     messenger_secret: bytes | None = None,
     functions: Path | None = None,
-    etcd: str | None = None,
+    etcd: str | Sequence[str] | None = None,
     cluster: str | None = None,
     lease_ttl: float | None = None,
-    underlay: str | None = None,
+    underlay: str | tuple[str, int] | None = None,
 ) -> NodeConfig:
-    """Raises ValueError naming the bad option or topology entry."""
+    """Raises ValueError naming the bad option or topology entry.
+
+    With `node`, the topology is a cluster's and only the ports of that node's
+    hosts are taken.
+    """
     endpoints = parse_endpoints(etcd) if etcd is not None else ()
     if endpoints:
         check_segment("node name", name)
     cluster_name = check_segment("--cluster", cluster) if cluster is not None else DEFAULT_CLUSTER
     if lease_ttl is not None and not lease_ttl > 0:
         raise ValueError(f"--lease-ttl {lease_ttl:g}: must be positive")
-    ports = ports_from_topology(topology, lab_name) if topology is not None else []
+    if node is not None and topology is None:
+        raise ValueError("--node needs --topology FILE, a topology with `nodes:`")
+    ports = ports_from_topology(topology, lab_name, node) if topology is not None else []
     for value in taps:
         netns, ifname, network = _split(value, "--tap", netns_required=True)
         ports.append(PortSpec(PortKind.TAP, ifname, netns=netns, network=network))
@@ -69,7 +82,7 @@ def build_config(
         etcd=endpoints,
         cluster=cluster_name,
         lease_ttl=DEFAULT_LEASE_TTL if lease_ttl is None else lease_ttl,
-        underlay=parse_underlay(underlay) if underlay is not None else None,
+        underlay=parse_underlay(underlay) if isinstance(underlay, str) else underlay,
     )
 
 
@@ -97,15 +110,26 @@ def _split(value: str, option: str, *, netns_required: bool) -> tuple[str | None
     return netns or None, ifname, network or DEFAULT_NETWORK
 
 
-def ports_from_topology(path: Path, lab_name: str | None = None) -> list[PortSpec]:
+def ports_from_topology(
+    path: Path, lab_name: str | None = None, node: str | None = None
+) -> list[PortSpec]:
     """A TAP port for every interface the topology declares `attach: node`.
 
-    Raises `pktchain.lab.TopologyError` (every problem, with its line) for a
-    bad file.
+    For a cluster topology `node` names the node whose hosts' ports are
+    taken; without it, a cluster topology is refused (ValueError). Raises
+    `pktchain.lab.TopologyError` (every problem, with its line) for a bad
+    file.
     """
     from pktchain.lab import load_topology
 
     topology = load_topology(path, lab_name=lab_name)
+    if node is not None:
+        _node_of(topology, node, path)
+    elif topology.nodes:
+        raise ValueError(
+            f"{path} is a cluster topology with nodes {', '.join(topology.nodes)}: "
+            "run one of them with --node NODE"
+        )
     return [
         PortSpec(
             PortKind.TAP,
@@ -115,5 +139,61 @@ def ports_from_topology(path: Path, lab_name: str | None = None) -> list[PortSpe
             setup=port,
             network=port.interface.network,
         )
-        for port in topology.node_ports()
+        for port in topology.node_ports(node)
     ]
+
+
+#: The port of a node's REST API on the underlay (the port networking-sfc's
+#: Neutron serves on).
+NODE_API_PORT = 9696
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    """What ``pktchain node --node NODE`` takes from a cluster topology."""
+
+    name: str
+    netns: str
+    """The node's namespace, which the process enters."""
+    etcd: tuple[str, ...]
+    """The client URLs of the lab's etcd (empty when the topology runs none)."""
+    underlay: tuple[str, int]
+    """The node's underlay address and VXLAN-GPE port."""
+    api: str
+    """Where the REST API is served unless ``--api`` says otherwise."""
+
+
+def cluster_node(
+    path: Path, node: str, *, lab_name: str | None = None, api_token: bool = False
+) -> ClusterNode:
+    """The settings of node `node` of the cluster topology in `path`.
+
+    The API is served on the node's underlay address when there is an API
+    token (the API refuses a non-loopback address without one), and on the
+    loopback of the node's namespace otherwise. ValueError if the topology
+    has no such node; `pktchain.lab.TopologyError` for a bad file.
+    """
+    from pktchain.lab import load_topology
+    from pktchain.packet.headers import VXLAN_GPE_PORT
+
+    topology = load_topology(path, lab_name=lab_name)
+    spec = _node_of(topology, node, path)
+    address = str(spec.underlay.ip)
+    return ClusterNode(
+        name=spec.name,
+        netns=spec.netns,
+        etcd=(topology.etcd.client_url,) if topology.etcd is not None else (),
+        underlay=(address, VXLAN_GPE_PORT),
+        api=f"{address}:{NODE_API_PORT}" if api_token else f"127.0.0.1:{NODE_API_PORT}",
+    )
+
+
+def _node_of(topology: Topology, node: str, path: Path) -> NodeSpec:
+    if not topology.nodes:
+        raise ValueError(f"--node {node}: {path} declares no `nodes:`")
+    try:
+        return topology.nodes[node]
+    except KeyError:
+        raise ValueError(
+            f"--node {node}: {path} has no such node (nodes: {', '.join(topology.nodes)})"
+        ) from None

@@ -31,6 +31,7 @@ class NodeProcess:
         *,
         topology: Path | None = None,
         lab_name: str | None = None,
+        node: str | None = None,
         state: Path | None = None,
         api: str | None = "127.0.0.1:0",
         args: tuple[str, ...] = (),
@@ -41,6 +42,7 @@ class NodeProcess:
         self.control = RUN_DIR / f"node-{name}.sock"
         self.topology = topology
         self.lab_name = lab_name
+        self.node = node
         self.state = state
         self.api = api
         self.args = args
@@ -63,6 +65,8 @@ class NodeProcess:
             argv += ["--topology", str(self.topology)]
         if self.lab_name is not None:
             argv += ["--lab", self.lab_name]
+        if self.node is not None:
+            argv += ["--node", self.node]
         if self.etcd is not None:
             argv += ["--etcd", self.etcd]
         elif self.state is not None:

@@ -118,11 +118,14 @@ def schema_text(function: type[Any]) -> str:
     of a list), type, default or ``required``, bounds, and help.
     """
     config = function.Config
-    live = "yes" if function.LIVE else "no"
-    lines = [
-        f"{function.kind()}: interfaces {', '.join(function.INTERFACES)}; "
-        f"live reconfiguration: {live}",
-    ]
+    interfaces = getattr(function, "INTERFACES", None)
+    if interfaces is None:  # an NSH-aware function: its transport is the command line's
+        lines = [f"{function.kind()}: NSH-aware function"]
+    else:
+        live = "yes" if function.LIVE else "no"
+        lines = [
+            f"{function.kind()}: interfaces {', '.join(interfaces)}; live reconfiguration: {live}"
+        ]
     rows = list(walk(config))
     if not rows:
         lines.append("no configuration")

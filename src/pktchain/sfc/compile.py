@@ -16,7 +16,7 @@ matches on first.)
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from pktchain.sfc.plan import (
     ChainPlan,
@@ -25,17 +25,27 @@ from pktchain.sfc.plan import (
     PairPlan,
     SteeringPlan,
 )
-from pktchain.sfc.resources import FlowClassifier
+from pktchain.sfc.resources import Correlation, FlowClassifier, PortPair
 from pktchain.sfc.state import SfcState
 
 
-def compile_plan(state: SfcState, attached: Collection[str] | None = None) -> SteeringPlan:
-    """The plan for `state`; with `attached`, only those node ports count as present."""
+def compile_plan(
+    state: SfcState,
+    attached: Collection[str] | None = None,
+    remote: Mapping[str, tuple[str, str]] | None = None,
+) -> SteeringPlan:
+    """The plan for `state`; with `attached`, only those node ports count as present.
+
+    In a cluster, `remote` maps the id of each port that sits on another live
+    node to (that node, its node port name): a pair whose ports are both on
+    one other node is in the plan with that `node`, reached over the underlay.
+    """
     node_port = {
         port.id: port.node_port
         for port in state.ports.values()
         if port.node_port and (attached is None or port.node_port in attached)
     }
+    remote = remote or {}
     successors: dict[str, list[str]] = {}
     for graph in state.service_graphs.values():
         for source, destinations in graph.port_chains.items():
@@ -44,17 +54,8 @@ def compile_plan(state: SfcState, attached: Collection[str] | None = None) -> St
     for chain in sorted(state.port_chains.values(), key=lambda c: c.chain_id):
         groups = []
         for group, pairs in state.chain_port_pairs(chain):
-            present = tuple(
-                PairPlan(
-                    pair.id,
-                    pair.name,
-                    node_port[pair.ingress],
-                    node_port[pair.egress],
-                    pair.weight,
-                )
-                for pair in pairs
-                if pair.ingress in node_port and pair.egress in node_port
-            )
+            placed = (_pair_plan(pair, node_port, remote) for pair in pairs)
+            present = tuple(pair for pair in placed if pair is not None)
             groups.append(
                 GroupPlan(
                     group.id,
@@ -86,6 +87,29 @@ def compile_plan(state: SfcState, attached: Collection[str] | None = None) -> St
         for pair_id in group.port_pairs
     )
     return SteeringPlan(tuple(chains), memberships)
+
+
+def _pair_plan(
+    pair: PortPair, node_port: Mapping[str, str], remote: Mapping[str, tuple[str, str]]
+) -> PairPlan | None:
+    """The pair in the plan: here, on one other node, or (its ports missing, or
+    split between nodes) absent."""
+    nsh = pair.correlation is Correlation.NSH
+    if pair.ingress in node_port and pair.egress in node_port:
+        return PairPlan(
+            pair.id,
+            pair.name,
+            node_port[pair.ingress],
+            node_port[pair.egress],
+            pair.weight,
+            nsh=nsh,
+        )
+    ingress, egress = remote.get(pair.ingress), remote.get(pair.egress)
+    if ingress is None or egress is None or ingress[0] != egress[0]:
+        return None
+    return PairPlan(
+        pair.id, pair.name, ingress[1], egress[1], pair.weight, node=ingress[0], nsh=nsh
+    )
 
 
 def compile_classifier(fc: FlowClassifier, node_port: dict[str, str]) -> ClassifierPlan | None:

@@ -10,6 +10,8 @@ and built in tests without a node.
 from __future__ import annotations
 
 import ipaddress
+import uuid
+import zlib
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -27,15 +29,37 @@ class PathDirection(Enum):
     REVERSE = "reverse"
 
 
+def pair_tag(pair_id: str) -> int:
+    """The 32-bit tag that names a port pair in NSH path metadata (docs/nsh.md):
+    the first four bytes of its UUID, or the CRC-32 of an id that is none."""
+    try:
+        return int.from_bytes(uuid.UUID(pair_id).bytes[:4], "big")
+    except ValueError:
+        return zlib.crc32(pair_id.encode())
+
+
 @dataclass(frozen=True)
 class PairPlan:
-    """A port pair: a service function reached on `ingress`, returning on `egress`."""
+    """A port pair: a service function reached on `ingress`, returning on `egress`.
+
+    `node` is empty for a pair on this node; otherwise the pair sits on that
+    node of the cluster, its ports are that node's, and traffic reaches it in
+    NSH over the underlay.
+    """
 
     id: str
     name: str
     ingress: str  # node port names
     egress: str
     weight: int = 1
+    node: str = ""
+    nsh: bool = False
+    """An NSH-aware function (correlation "nsh"): it gets and gives back the
+    frame in NSH over Ethernet, and decrements the SI itself."""
+
+    @property
+    def tag(self) -> int:
+        return pair_tag(self.id)
 
 
 @dataclass(frozen=True)
@@ -122,12 +146,13 @@ class SteeringPlan:
         return None
 
     def port_names(self) -> set[str]:
-        """Every node port the plan sends to, receives from, or classifies on."""
+        """Every port of this node the plan sends to, receives from, or classifies on."""
         names: set[str] = set()
         for chain in self.chains:
             for group in chain.groups:
                 for pair in group.pairs:
-                    names.update((pair.ingress, pair.egress))
+                    if not pair.node:
+                        names.update((pair.ingress, pair.egress))
             for classifier in chain.classifiers:
                 names.update(
                     p

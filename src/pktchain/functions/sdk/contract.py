@@ -72,6 +72,7 @@ __all__ = [
     "drop",
     "forward",
     "function_class",
+    "import_class",
     "make_function",
     "observed_flow",
     "punt",
@@ -620,10 +621,19 @@ class FunctionLoadError(ValueError):
 
 def function_class(kind: str) -> type[Function]:
     """The class for a built-in kind or a ``package.module:ClassName`` path."""
-    path = BUILTIN_FUNCTIONS.get(kind, kind)
+    return import_class(kind, Function, BUILTIN_FUNCTIONS, "a pktchain Function class")
+
+
+F = TypeVar("F")
+
+
+def import_class(kind: str, base: type[F], builtins: Mapping[str, str], what: str) -> type[F]:
+    """The subclass of `base` that a built-in kind (a key of `builtins`) or a
+    ``package.module:ClassName`` path names; FunctionLoadError saying why not."""
+    path = builtins.get(kind, kind)
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
-        known = ", ".join(sorted(BUILTIN_FUNCTIONS))
+        known = ", ".join(sorted(builtins))
         raise FunctionLoadError(
             f"unknown function {kind!r}: use a built-in ({known}) or package.module:ClassName"
         )
@@ -636,8 +646,8 @@ def function_class(kind: str) -> type[Function]:
         found = getattr(found, part, None)
         if found is None:
             raise FunctionLoadError(f"function {kind!r}: {module_name} has no {attribute}")
-    if not (isinstance(found, type) and issubclass(found, Function)):
-        raise FunctionLoadError(f"function {kind!r}: {path} is not a pktchain Function class")
+    if not (isinstance(found, type) and issubclass(found, base)):
+        raise FunctionLoadError(f"function {kind!r}: {path} is not {what}")
     return found
 
 

@@ -79,8 +79,9 @@ from pktchain.packet.parse import FLOW_END, FLOW_START, FrameInfo, parse_frame
 if TYPE_CHECKING:
     from pktchain.functions.sdk import FlowLease
     from pktchain.node.dataplane.functions import FunctionPort
-    from pktchain.node.dataplane.steering import Flow, HopCounters
+    from pktchain.node.dataplane.steering import Flow, FlowEntry, HopCounters
     from pktchain.node.dataplane.switch import MacEntry
+    from pktchain.node.dataplane.underlay import Arrival, NshHeader, Peer, PeerPort, Underlay
 
 __all__ = [
     "BATCH",
@@ -107,6 +108,8 @@ _TOO_DEEP = DropReason.FUNCTION_DEPTH.value
 _SYN = 0x02
 _SYN_ACK = 0x12
 _FUNCTION = PortKind.FUNCTION
+_UNDERLAY = PortKind.UNDERLAY
+_NSH_ETHERTYPE = b"\x89\x4f"
 _GSO_TYPE_AT = VIRTIO_NET_HDR.offset("gso_type")
 _GSO_SIZE_AT = VIRTIO_NET_HDR.offset("gso_size")
 
@@ -173,6 +176,8 @@ class Datapath:
         self.mac_table_size = mac_table_size
         self.check_frames = check_frames
         self.steering: Steering | None = None
+        self.underlay: Underlay | None = None
+        """Set on a node of a cluster: its peers are ports of every network."""
         self.now = 0.0
         self.max_fused = DEFAULT_MAX_FUSED
         self.fast_hits = 0
@@ -184,12 +189,215 @@ class Datapath:
         """Fused entries whose packets are not yet counted where they are read."""
 
     def network(self, name: str = DEFAULT_NETWORK) -> Network[SwitchPort]:
-        """The network called `name`, created on first use."""
+        """The network called `name`, created on first use (and joined by every peer)."""
         network = self.networks.get(name)
         if network is None:
             table: MacTable[SwitchPort] = MacTable(self.mac_aging, self.mac_table_size)
             network = self.networks[name] = Network(name, table)
+            if self.underlay is not None:
+                for peer in self.underlay.peers.values():
+                    self._join(peer, network)
         return network
+
+    # -- the underlay ---------------------------------------------------------
+    def add_peer(self, peer: Peer) -> None:
+        """A node joined the cluster: it becomes a port of each network."""
+        for network in list(self.networks.values()):
+            self._join(peer, network)
+
+    def _join(self, peer: Peer, network: Network[SwitchPort]) -> None:
+        from pktchain.node.dataplane.underlay import PeerPort
+
+        if self.underlay is None:  # pragma: no cover - callers check
+            return
+        port = PeerPort(self.underlay, peer, network.name)
+        peer.ports[port.vni] = port
+        self.ports.append(port)
+        port.network = network
+        network.ports.append(port)
+
+    def remove_peer(self, peer: Peer) -> None:
+        """A node left the cluster: its ports go, and what was learned on them."""
+        for port in peer.ports.values():
+            self.remove_port(port)
+        peer.ports.clear()
+
+    def pin_remote(self, mac: bytes, node: str) -> bool:
+        """Know `mac` as behind node `node` in every network, without learning or
+        ageing (a port of that node, from the cluster's registry); False if the
+        node is not a peer."""
+        peer = None if self.underlay is None else self.underlay.peers.get(node)
+        if peer is None:
+            return False
+        for port in peer.ports.values():
+            if port.network is not None:
+                port.network.macs.learn(mac, port, math.inf)
+        return True
+
+    def drain_underlay(self, underlay: Underlay) -> int:
+        """Forward the datagrams waiting on the underlay; returns how many were read."""
+        from pktchain.node.dataplane.underlay import SPI_SWITCHED
+
+        received = underlay.receive()
+        drops = underlay.drops
+        for data, source in received:
+            arrival = underlay.decode(data, source)
+            if isinstance(arrival, str):
+                drops[arrival] += 1
+                continue
+            port = None if arrival.peer is None else arrival.peer.ports.get(arrival.vni)
+            if port is None:
+                drops["unknown-network"] += 1
+                continue
+            if arrival.spi == SPI_SWITCHED:
+                self._forward(port, (arrival.frame,), None, 0)
+            else:
+                self._arrive(port, arrival)
+        if self.uncredited:
+            self.credit()
+        return len(received)
+
+    def _send_nsh(
+        self, out: SwitchPort, entry: FlowEntry, header: NshHeader, frame: bytes | bytearray
+    ) -> None:
+        """Send `frame` along its path in NSH: to another node over the
+        underlay, or to an NSH-aware function over Ethernet."""
+        if out.kind is _UNDERLAY:
+            cast("PeerPort", out).transmit_nsh(header, frame, entry.restore_to)
+            return
+        from pktchain.node.dataplane.underlay import encapsulate_ethernet
+
+        parts, size = encapsulate_ethernet(header, frame, entry.restore_to, entry.mac)
+        if out.kind is _FUNCTION:
+            self._through_function(cast("FunctionPort", out), bytearray(b"".join(parts)), None, 0)
+        else:
+            out.transmit_parts(parts, size)
+
+    @staticmethod
+    def _send_fused_nsh(fused: FusedEntry, frame: bytes | bytearray, info: FrameInfo) -> None:
+        out = cast("PeerPort", fused.out)
+        if fused.nsh is None:  # pragma: no cover - the caller checks
+            return
+        if fused.identity:
+            out.transmit_nsh(fused.nsh, frame)
+        else:
+            head = apply_fused(fused, frame, info)
+            head += memoryview(frame)[info.payload :]
+            out.transmit_nsh(fused.nsh, head)
+
+    def _nsh_return(self, port: SwitchPort, frame: bytes | bytearray) -> None:
+        """NSH an NSH-aware function sent back on `port`: on along its path."""
+        from pktchain.node.dataplane.underlay import decode_nsh
+
+        arrival = decode_nsh(bytes(frame), ETH_END, None, 0)
+        if isinstance(arrival, str):
+            port.drops[arrival] += 1
+            return
+        self._arrive(port, arrival)
+
+    @staticmethod
+    def _fast_fits(fused: FusedEntry, frame: bytes, info: FrameInfo) -> bool:
+        """Whether a frame may take `fused` (the checks of the loop in `_forward`)."""
+        return (
+            frame[ETH_DST:ETH_SRC] == fused.dst_mac
+            and not info.fragment
+            and not info.tcp_flags & PUNT_TCP_FLAGS
+            and (not fused.ttl or frame[info.l3 + fused.ttl_at] > fused.ttl)
+            and (not fused.df or bool(frame[info.l3 + IPV4_FLAGS_AT] & IPV4_DF))
+            and (not fused.mtu or _ip_size(frame, info) <= fused.mtu)
+            and (fused.dst_entry is None or fused.dst_entry.port is fused.out)
+        )
+
+    def _arrive(self, port: SwitchPort, arrival: Arrival) -> None:
+        """A chained frame from another node (`port` is its peer port) or back
+        from an NSH-aware function (`port` is its egress): on along its path,
+        as its entry says."""
+        frame = arrival.frame
+        if arrival.peer is not None:
+            port.rx_packets += 1
+            port.rx_bytes += len(frame) - VNET_HDR_LEN
+        drops = port.drops
+        info = parse_frame(frame, VNET_HDR_LEN)
+        if info.error is not None:
+            drops[info.error.value] += 1
+            return
+        if not info.ip_version:
+            drops["nsh-not-ip"] += 1
+            return
+        steering = self.steering
+        if steering is None:
+            drops["nsh-no-chains"] += 1
+            return
+        key = info[FLOW_START:FLOW_END]
+        akey = (arrival.spi << 8 | arrival.si, key)
+        fused = steering.arrival_fast.get(akey)
+        if fused is not None and self._fast_fits(fused, frame, info):
+            if not fused.packets:
+                self.uncredited.append(fused)
+            fused.packets += 1
+            fused.bytes += len(frame) - VNET_HDR_LEN
+            fused.seen = self.now
+            self.fast_hits += 1
+            if fused.nsh is not None:
+                self._send_fused_nsh(fused, frame, info)
+            elif fused.identity:
+                fused.out.transmit(frame)
+            else:
+                fused.out.transmit_parts(
+                    (apply_fused(fused, frame, info), memoryview(frame)[info.payload :]),
+                    len(frame),
+                )
+            return
+        if self.uncredited:
+            self.credit()
+        entry = steering.arrivals.get(akey)
+        if entry is None:
+            joined = steering.arrive(arrival, port, info, key)
+            if isinstance(joined, str):
+                drops[joined] += 1
+                return
+            entry = joined
+        flow = entry.flow
+        flow.seen = self.now
+        flow.packets += 1
+        if entry.drop is not None:
+            drops[entry.drop] += 1
+            return
+        hop = entry.hop
+        if hop is not None:
+            hop.packets += 1
+            hop.bytes += len(frame) - VNET_HDR_LEN
+        out = entry.out
+        if out is None:
+            restore = entry.restore_from
+            if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
+                frame = _with_dst(frame, entry.restore_to)  # type: ignore[assignment]
+            self._forward(port, (frame,), None, 0)
+        elif entry.nsh is not None:
+            # Passed on without a function here: the TTL is the frame's own,
+            # so that frames sent round between nodes die out.
+            if arrival.ttl <= 1:
+                drops["nsh-ttl-exhausted"] += 1
+                return
+            header = entry.nsh
+            if out.kind is _UNDERLAY and header.ttl != arrival.ttl - 1:
+                header = header.with_ttl(arrival.ttl - 1)
+            self._send_nsh(out, entry, header, frame)
+        elif out.kind is _FUNCTION:
+            trace = None
+            if not info.fragment and info.l4 >= 0:
+                # The journey from here may be fused: later frames of the flow
+                # then skip every function of this node (`arrival_fast`).
+                trace = Trace(port, frame, info, akey)
+                trace.revokers.append(_lease_of(flow))
+                trace.flows.append(flow)
+                if hop is not None:
+                    trace.hops.append(hop)
+            self._through_function(cast("FunctionPort", out), _with_dst(frame, entry.mac), trace, 0)
+        else:
+            out.transmit_parts(
+                (frame[:ETH_DST] + entry.mac, memoryview(frame)[ETH_SRC:]), len(frame)
+            )
 
     def add_port(self, port: SwitchPort, network: str = DEFAULT_NETWORK) -> None:
         self.ports.append(port)
@@ -297,7 +505,9 @@ class Datapath:
                     fused.packets += 1
                     fused.bytes += size - VNET_HDR_LEN
                     fused.seen = now
-                    if fused.identity:
+                    if fused.nsh is not None:
+                        self._send_fused_nsh(fused, frame, info)
+                    elif fused.identity:
                         fused.out.transmit(frame)
                     else:
                         fused.out.transmit_parts(
@@ -320,6 +530,9 @@ class Datapath:
                 drops[_BAD_SRC] += 1
                 continue
 
+            if table is not None and frame[ETH_TYPE:ETH_END] == _NSH_ETHERTYPE:
+                self._nsh_return(port, frame)
+                continue
             if table is not None and info is not None and info.ip_version:
                 steered = self._steer(port, frame, info, src_entry, trace, depth)
                 if steered is None:
@@ -466,6 +679,15 @@ class Datapath:
             to_function = _with_dst(frame, flow_entry.mac)
             self._through_function(cast("FunctionPort", out), to_function, trace, depth)
             return None
+        if flow_entry.nsh is not None:
+            if trace is not None:
+                if out.kind is _UNDERLAY:
+                    final = frame[:ETH_DST] + flow_entry.restore_to + frame[ETH_SRC:]
+                    self._fuse(trace, out, bytes(final), None, flow_entry.nsh)
+                else:
+                    trace.broken = "nsh-function"
+            self._send_nsh(out, flow_entry, flow_entry.nsh, frame)
+            return None
         # The new destination goes out in front of the untouched rest of the
         # frame: a 64 KB segment is not copied.
         head = frame[:ETH_DST] + flow_entry.mac
@@ -574,6 +796,7 @@ class Datapath:
         out: SwitchPort,
         final: bytes | bytearray,
         dst_entry: MacEntry[SwitchPort] | None,
+        nsh: NshHeader | None = None,
     ) -> None:
         """The traced packet leaves on a real port: install its fused entry if it can be."""
         trace.ended = True
@@ -596,9 +819,21 @@ class Datapath:
         if network is not None:
             src_entry = network.macs.entries.get(trace.frame[ETH_SRC:ETH_TYPE])
         # A copy of the frame that leaves, once per flow: the entry keeps slices of it.
-        fused = fuse(trace, out, bytes(final), dst_entry=dst_entry, src_entry=src_entry)
+        fused = fuse(trace, out, bytes(final), dst_entry=dst_entry, src_entry=src_entry, nsh=nsh)
         if isinstance(fused, str):
             self.fuse_refused[fused] += 1
+            return
+        if trace.arrival is not None and self.steering is not None:
+            arrivals = self.steering.arrival_fast
+            if len(arrivals) >= self.max_fused:
+                self.fuse_refused["table-full"] += 1
+                return
+            arrivals[trace.arrival] = fused
+            fused.seen = self.now
+            self.fused += 1
+            on_revoke = on_revoke_remove(arrivals, trace.arrival, fused)
+            for lease in {*fused.leases, *trace.revokers}:
+                lease.on_revoke(on_revoke)
             return
         table = origin.fast
         if table is None:
@@ -626,10 +861,17 @@ class Datapath:
             for key in stale:
                 del table[key]
             gone += len(stale)
+        if self.steering is not None:
+            arrivals = self.steering.arrival_fast
+            idle_arrivals = [key for key, entry in arrivals.items() if entry.seen < limit]
+            for akey in idle_arrivals:
+                del arrivals[akey]
+            gone += len(idle_arrivals)
         return gone
 
     def fused_entries(self) -> int:
-        return sum(len(port.fast) for port in self.ports if port.fast)
+        arrivals = 0 if self.steering is None else len(self.steering.arrival_fast)
+        return arrivals + sum(len(port.fast) for port in self.ports if port.fast)
 
     def flood(
         self,
@@ -648,8 +890,11 @@ class Datapath:
         if trace is not None:
             trace.broken = "flood"
         sent = False
+        # Split horizon: every node floods to every other itself, so what
+        # came from one is not sent on to another.
+        from_peer = ingress.kind is _UNDERLAY
         for out in network.ports:
-            if out is not ingress and out.flooded:
+            if out is not ingress and out.flooded and not (from_peer and out.kind is _UNDERLAY):
                 if out.kind is _FUNCTION:
                     function = cast("FunctionPort", out)
                     self._through_function(function, bytearray(frame), trace, depth)

@@ -51,8 +51,9 @@ from pktchain.packet.virtio import VIRTIO_NET_HDR_F_NEEDS_CSUM
 if TYPE_CHECKING:
     from pktchain.functions.sdk import FlowLease
     from pktchain.node.dataplane.ports import SwitchPort
-    from pktchain.node.dataplane.steering import Flow, HopCounters
+    from pktchain.node.dataplane.steering import ArrivalKey, Flow, HopCounters
     from pktchain.node.dataplane.switch import MacEntry
+    from pktchain.node.dataplane.underlay import NshHeader
 
 __all__ = ["FusedEntry", "Trace", "apply_fused", "fuse", "on_revoke_remove"]
 
@@ -85,6 +86,7 @@ class Trace:
     """A packet's journey through native functions, recorded on the slow path."""
 
     __slots__ = (
+        "arrival",
         "broken",
         "ended",
         "flows",
@@ -97,10 +99,15 @@ class Trace:
         "revokers",
     )
 
-    def __init__(self, port: SwitchPort, frame: bytes, info: FrameInfo) -> None:
+    def __init__(
+        self, port: SwitchPort, frame: bytes, info: FrameInfo, arrival: ArrivalKey | None = None
+    ) -> None:
         self.port = port
         self.frame = frame
         self.info = info
+        self.arrival = arrival
+        """Set when the journey began with NSH from another node: the entry is
+        then the steering's for that SPI, SI and flow (`Steering.arrival_fast`)."""
         self.leases: list[FlowLease] = []
         """The functions' leases: cached packets are counted on them."""
         self.revokers: list[FlowLease] = []
@@ -139,6 +146,7 @@ class FusedEntry:
         "leases",
         "macs",
         "mtu",
+        "nsh",
         "out",
         "packets",
         "ports",
@@ -159,6 +167,9 @@ class FusedEntry:
         """New destination and source MAC (12 bytes)."""
         self.identity = False
         """Nothing to rewrite (a chain of bumps in the wire): send the frame as it came."""
+        self.nsh: NshHeader | None = None
+        """The NSH the frame goes to another node in (`out` is a `PeerPort`):
+        the encapsulation is one more rewrite."""
         self.ttl = 0
         self.ttl_at = 0
         self.df = False
@@ -236,6 +247,7 @@ def fuse(
     *,
     dst_entry: MacEntry[SwitchPort] | None,
     src_entry: MacEntry[SwitchPort] | None,
+    nsh: NshHeader | None = None,
 ) -> FusedEntry | str:
     """The fused entry for `trace` ending with `final` sent on `out`, or why there is none."""
     first, info = trace.frame, trace.info
@@ -300,6 +312,7 @@ def fuse(
     if rebuilt != final:
         return "rewrite-not-fusable"
     entry.identity = final == first
+    entry.nsh = nsh
     return entry
 
 

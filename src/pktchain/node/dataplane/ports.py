@@ -54,6 +54,7 @@ class PortKind(Enum):
     TAP = "tap"
     AF_PACKET = "af_packet"
     FUNCTION = "function"  # an interface of a native function in the node
+    UNDERLAY = "underlay"  # another node of the cluster, reached over the underlay
 
 
 class DropReason(Enum):

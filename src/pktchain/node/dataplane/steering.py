@@ -51,6 +51,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pktchain.linux.tuntap import VNET_HDR_LEN
+from pktchain.node.dataplane.ports import PortKind
+from pktchain.node.dataplane.underlay import (
+    INITIAL_SI,
+    INITIAL_TTL,
+    REVERSE_SPI,
+    NshHeader,
+    network_vni,
+    node_mac,
+)
 from pktchain.packet.headers import TCP as TCP_HEADER
 from pktchain.packet.headers import TcpFlag
 from pktchain.sfc.plan import (
@@ -65,13 +74,18 @@ from pktchain.sfc.resources import LbField
 
 if TYPE_CHECKING:
     from pktchain.functions.sdk import FlowLease
+    from pktchain.node.dataplane.fastpath import FusedEntry
     from pktchain.node.dataplane.ports import SwitchPort
+    from pktchain.node.dataplane.underlay import Arrival, Underlay
     from pktchain.packet.parse import FrameInfo
 
 log = logging.getLogger(__name__)
 
 FlowKey = tuple[bytes, bytes, int, int, int]
 """(source IP, destination IP, protocol, source port, destination port) as parsed."""
+
+ArrivalKey = tuple[int, FlowKey]
+"""(SPI << 8 | SI, inner flow key) of NSH arriving from another node."""
 
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_MAX_FLOWS = 262_144
@@ -105,6 +119,7 @@ class Flow:
     """One steered (or deliberately unsteered) flow and the entries it installed."""
 
     __slots__ = (
+        "arrivals",
         "chain",
         "entries",
         "isn",
@@ -124,6 +139,8 @@ class Flow:
         (`syn_isn`), b"" when its first packet was no SYN."""
         self.pairs: list[tuple[GroupPlan, PairPlan]] = []
         self.entries: list[tuple[SwitchPort, FlowKey]] = []
+        self.arrivals: list[ArrivalKey] = []
+        """Its entries for NSH from other nodes (`Steering.arrivals`)."""
         self.started = now
         self.seen = now
         self.packets = 0
@@ -150,6 +167,7 @@ class FlowEntry:
         "hop",
         "learn",
         "mac",
+        "nsh",
         "out",
         "restore_from",
         "restore_to",
@@ -169,8 +187,12 @@ class FlowEntry:
         restore_to: bytes = b"",
         drop: str | None = None,
         first: bool = False,
+        nsh: NshHeader | None = None,
     ) -> None:
         self.flow = flow
+        self.nsh = nsh
+        """Set when `out` is another node (a `PeerPort`): the NSH to send with,
+        the inner destination MAC restored to `restore_to` first."""
         self.first = first
         self.out = out
         self.mac = mac
@@ -190,6 +212,8 @@ class SteeringStats:
     expired: int = 0
     table_full: int = 0
     path_loops: int = 0
+    joined: int = 0
+    """Flows whose path this node joined from NSH another node sent."""
     l7_pending: int = 0
     """Packets switched unsteered while their flow waited for its first payload."""
 
@@ -209,7 +233,16 @@ class Steering:
         self.stats = SteeringStats()
         self.counters: dict[tuple[str, int, str, PathDirection], HopCounters] = {}
         self._by_source: dict[str, list[tuple[ClassifierPlan, ChainPlan]]] = {}
+        self._by_spi: dict[int, ChainPlan] = {}
         self._steered_ports: set[str] = set()
+        self.underlay: Underlay | None = None
+        """Set on a node of a cluster: where pairs of other nodes are reached."""
+        self.node_mac = node_mac("pktchain")
+        """The source MAC of NSH this node sends its NSH-aware functions."""
+        self.arrivals: dict[ArrivalKey, FlowEntry] = {}
+        """What to do with NSH from other nodes, by SPI, SI and inner flow."""
+        self.arrival_fast: dict[ArrivalKey, FusedEntry] = {}
+        """Fused entries of journeys that began with NSH from another node."""
 
     # -- plans ---------------------------------------------------------------
     def apply(self, plan: SteeringPlan) -> None:
@@ -223,7 +256,9 @@ class Steering:
         # meet the new one, and steered flows find their pinned path again.
         for port in self.ports.values():
             port.fast = None
+        self.arrival_fast = {}
         self._by_source = {}
+        self._by_spi = {chain.spi: chain for chain in plan.chains}
         for chain in plan.chains:
             for classifier in chain.classifiers:
                 if classifier.logical_source_port is not None:
@@ -321,6 +356,10 @@ class Steering:
                 if pair is not None:  # a group whose pairs all weigh 0 is passed over
                     chosen.append((link, index, group, pair))
         flow.pairs = [(group, pair) for _link, _index, group, pair in chosen]
+        if _crosses_nodes(chosen, port, frame):
+            return self._install_across(
+                flow, classifier=classifier, port=port, frame=frame, key=key, chosen=chosen
+            )
         ends = {port.name, classifier.logical_destination_port}
 
         def entry(at: SwitchPort, **kwargs: Any) -> tuple[SwitchPort, FlowEntry]:
@@ -398,6 +437,303 @@ class Steering:
         self.stats.classified += 1
         return first
 
+    # -- across nodes --------------------------------------------------------
+    def _install_across(
+        self,
+        flow: Flow,
+        *,
+        classifier: ClassifierPlan,
+        port: SwitchPort,
+        frame: bytes | bytearray,
+        key: FlowKey,
+        chosen: list[tuple[ChainPlan, int, GroupPlan, PairPlan]],
+    ) -> FlowEntry:
+        """Install a path that crosses other nodes: this node's part of it.
+
+        The path is followed here up to its first pair on another node, which
+        gets the frame in NSH naming every hop's instance; that node follows it
+        on (`arrive`).  Tap groups are left out of such paths.  For a symmetric
+        chain whose destination port is here, the way back is installed too;
+        otherwise the node where the chain ends learns it from the frames.
+        """
+        chain = flow.chain
+        network = port.network
+        if chain is None or network is None:  # pragma: no cover - _install made them
+            raise ValueError("a steered flow has a chain and a network")
+        hops = [(link, index, pair) for link, index, group, pair in chosen if not group.tap]
+        tags = tuple(pair.tag for _link, _index, pair in hops)
+        placed = self._path(
+            flow,
+            PathDirection.FORWARD,
+            hops,
+            tags,
+            start=0,
+            at=port,
+            original_dst=bytes(frame[ETH_DST:ETH_SRC]),
+            ttl=INITIAL_TTL,
+        )
+        placed[0][1].learn = True
+        destination = classifier.logical_destination_port
+        reverse: list[tuple[SwitchPort, FlowEntry]] = []
+        if chain.symmetric and destination is not None and hops:
+            reverse = self._path(
+                flow,
+                PathDirection.REVERSE,
+                hops,
+                tags,
+                start=0,
+                at=self.ports[destination],
+                original_dst=bytes(frame[ETH_SRC:ETH_TYPE]),
+                ttl=INITIAL_TTL,
+            )
+        first = placed[0][1]
+        first.first = True
+        if len(self.flows) >= self.max_flows:
+            self.stats.table_full += 1
+            return first
+        self._place(flow, key, placed, reverse)
+        self.stats.classified += 1
+        return first
+
+    def arrive(
+        self, arrival: Arrival, at: SwitchPort, info: FrameInfo, key: FlowKey
+    ) -> FlowEntry | str:
+        """NSH with no entry yet: join its path here, or say why not.
+
+        The frame came from another node (`at` is that peer's port), or back
+        from an NSH-aware function of this node (`at` is its egress port).
+
+        The SPI names the chain (and the direction), the path TLV the instance
+        of every hop, the SI the hop the frame goes to.  This node follows the
+        path from there as far as it stays here, and hands it on to the next
+        node in NSH.  Where a symmetric chain ends here, on a port of this
+        node, the way back is installed from the same instances.
+        """
+        spi = arrival.spi
+        direction = PathDirection.REVERSE if spi & REVERSE_SPI else PathDirection.FORWARD
+        chain = self._by_spi.get(spi & ~REVERSE_SPI)
+        if chain is None:
+            return "nsh-unknown-spi"
+        forward_info = info
+        if direction is PathDirection.REVERSE:
+            forward_info = info._replace(
+                src=info.dst, dst=info.src, sport=info.dport, dport=info.sport
+            )
+        groups = [
+            (link, index, group)
+            for link in self._graph_path(chain, forward_info)
+            for index, group in enumerate(link.groups)
+            if not group.tap and group.pairs
+        ]
+        if len(groups) != len(arrival.tags):
+            return "nsh-bad-path"
+        hops: list[tuple[ChainPlan, int, PairPlan]] = []
+        flow = Flow(key, chain, self.now)
+        for (link, index, group), tag in zip(groups, arrival.tags, strict=True):
+            pair = next((p for p in group.pairs if p.tag == tag), None)
+            if pair is None:
+                return "nsh-unknown-instance"
+            hops.append((link, index, pair))
+            flow.pairs.append((group, pair))
+        start = INITIAL_SI - arrival.si
+        if not 0 <= start <= len(hops):
+            return "nsh-unknown-si"
+        if arrival.peer is None:
+            # Back from a function of this node: it must be the hop before
+            # `start`, sending back on the port a function of that hop returns on.
+            travel = hops if direction is PathDirection.FORWARD else hops[::-1]
+            pair = travel[start - 1][2] if start else None
+            back = None
+            if pair is not None:
+                back = pair.egress if direction is PathDirection.FORWARD else pair.ingress
+            if pair is None or pair.node or not pair.nsh or back != at.name:
+                return "nsh-unexpected-si"
+        frame = arrival.frame
+        placed = self._path(
+            flow,
+            direction,
+            hops,
+            arrival.tags,
+            start=start,
+            at=at,
+            original_dst=frame[ETH_DST:ETH_SRC],
+            ttl=arrival.ttl - 1 if arrival.peer is not None else arrival.ttl,
+        )
+        reverse: list[tuple[SwitchPort, FlowEntry]] = []
+        end = placed[-1][1]
+        if (
+            direction is PathDirection.FORWARD
+            and chain.symmetric
+            and end.nsh is None
+            and end.drop is None
+        ):
+            # The chain ends here: if the destination is a port of this node,
+            # this is the egress, and it learns the way back from the frame.
+            dst = end.out or self._port_of(at, frame[ETH_DST:ETH_SRC])
+            if dst is not None and dst.kind is not PortKind.UNDERLAY:
+                reverse = self._path(
+                    flow,
+                    PathDirection.REVERSE,
+                    hops,
+                    arrival.tags,
+                    start=0,
+                    at=dst,
+                    original_dst=frame[ETH_SRC:ETH_TYPE],
+                    ttl=INITIAL_TTL,
+                )
+        if len(self.flows) >= self.max_flows:
+            self.stats.table_full += 1
+            return "flow-table-full"
+        arrival_entry = placed[0][1]
+        self._place(flow, key, placed[1:], reverse)
+        akey: ArrivalKey = (spi << 8 | arrival.si, key)
+        self.arrivals[akey] = arrival_entry
+        flow.arrivals.append(akey)
+        self.stats.joined += 1
+        return arrival_entry
+
+    def _path(
+        self,
+        flow: Flow,
+        direction: PathDirection,
+        hops: list[tuple[ChainPlan, int, PairPlan]],
+        tags: tuple[int, ...],
+        *,
+        start: int,
+        at: SwitchPort,
+        original_dst: bytes,
+        ttl: int,
+    ) -> list[tuple[SwitchPort, FlowEntry]]:
+        """The entries that take a frame at `at` from hop `start` of its path on.
+
+        Hops here are entered with the function's MAC as destination, as on
+        one node; the first hop elsewhere ends this node's part: the frame goes
+        to that node in NSH with its original destination back.  Where the
+        path ends here, the frame is switched; to another node in NSH when its
+        destination is there, so that it learns the path.
+        """
+        chain = flow.chain
+        if chain is None:  # pragma: no cover - callers check
+            raise ValueError("a path needs a chain")
+        forward = direction is PathDirection.FORWARD
+        travel = hops if forward else hops[::-1]
+        spi = chain.spi | (0 if forward else REVERSE_SPI)
+        network = at.network
+        vni = network_vni(network.name) if network is not None else 0
+        placed: list[tuple[SwitchPort, FlowEntry]] = []
+        current = at
+        last_mac: bytes | None = None
+        for position in range(start, len(travel)):
+            link, index, pair = travel[position]
+            if pair.node:
+                peer = self._peer_port(pair.node, vni)
+                if peer is None:
+                    placed.append((current, FlowEntry(flow, drop="nsh-no-peer", learn=False)))
+                    return placed
+                header = NshHeader(vni, spi, INITIAL_SI - position, ttl, tags)
+                placed.append(
+                    (
+                        current,
+                        FlowEntry(flow, out=peer, nsh=header, restore_to=original_dst, learn=False),
+                    )
+                )
+                return placed
+            counters = self._counters(link, index, pair, direction)
+            counters.flows += 1
+            target = self.ports[pair.ingress if forward else pair.egress]
+            last_mac = _mac(target)
+            if pair.nsh:
+                # The function hands the frame back in NSH, its SI one less:
+                # the rest of the path is joined then (`arrive`).
+                header = NshHeader(vni, spi, INITIAL_SI - position, ttl, tags)
+                placed.append(
+                    (
+                        current,
+                        FlowEntry(
+                            flow,
+                            out=target,
+                            mac=last_mac + self.node_mac,
+                            nsh=header,
+                            restore_to=original_dst,
+                            hop=counters,
+                            learn=False,
+                        ),
+                    )
+                )
+                return placed
+            placed.append(
+                (current, FlowEntry(flow, out=target, mac=last_mac, hop=counters, learn=False))
+            )
+            current = self.ports[pair.egress if forward else pair.ingress]
+        destination = self._port_of(at, original_dst)
+        if destination is None or destination is current:
+            pass
+        elif destination.kind is PortKind.UNDERLAY:
+            if current is not at:
+                header = NshHeader(vni, spi, INITIAL_SI - len(travel), ttl, tags)
+                placed.append(
+                    (
+                        current,
+                        FlowEntry(
+                            flow, out=destination, nsh=header, restore_to=original_dst, learn=False
+                        ),
+                    )
+                )
+                return placed
+        elif destination.kind is not PortKind.FUNCTION:
+            # A host of this node: straight to it, even before the switch has
+            # learned where it is (a flood would send the frame back to the
+            # node it came from).
+            placed.append(
+                (current, FlowEntry(flow, out=destination, mac=original_dst, learn=False))
+            )
+            return placed
+        placed.append(
+            (
+                current,
+                FlowEntry(flow, restore_from=last_mac, restore_to=original_dst, learn=False),
+            )
+        )
+        return placed
+
+    def _port_of(self, near: SwitchPort, address: bytes) -> SwitchPort | None:
+        """The port of `near`'s network where `address` is: learned, or a port's own."""
+        network = near.network
+        if network is None:  # pragma: no cover - every added port has a network
+            return None
+        found = network.macs.lookup(address)
+        if found is not None:
+            return found
+        text = address.hex(":")
+        return next((p for p in network.ports if p.mac == text), None)
+
+    def _peer_port(self, node: str, vni: int) -> SwitchPort | None:
+        underlay = self.underlay
+        peer = None if underlay is None else underlay.peers.get(node)
+        return None if peer is None else peer.ports.get(vni)
+
+    def _place(
+        self,
+        flow: Flow,
+        key: FlowKey,
+        forward: list[tuple[SwitchPort, FlowEntry]],
+        reverse: list[tuple[SwitchPort, FlowEntry]],
+    ) -> None:
+        """Put a flow's entries in the tables of their ports (given one if need be)."""
+        rkey: FlowKey = (key[1], key[0], key[2], key[4], key[3])
+        placed: set[tuple[str, FlowKey]] = set()
+        for at_key, (at, flow_entry) in [(key, e) for e in forward] + [(rkey, e) for e in reverse]:
+            if (at.name, at_key) in placed:
+                self.stats.path_loops += 1
+                log.warning("chain %s: path visits port %s twice", flow.chain, at.name)
+                continue
+            placed.add((at.name, at_key))
+            if at.flows is None:
+                at.flows = {}
+                self._steered_ports.add(at.name)
+            self._add_entry(flow, at, at_key, flow_entry)
+        self.flows[id(flow)] = flow
+
     def _graph_path(self, chain: ChainPlan, info: FrameInfo) -> list[ChainPlan]:
         """The chain, then the graph successors whose classifiers match, in order."""
         path = [chain]
@@ -449,6 +785,11 @@ class Steering:
             if entry is not None and entry.flow is flow:
                 del table[key]  # type: ignore[union-attr]
         flow.entries.clear()
+        for akey in flow.arrivals:
+            arrival = self.arrivals.get(akey)
+            if arrival is not None and arrival.flow is flow:
+                del self.arrivals[akey]
+        flow.arrivals.clear()
         self.flows.pop(id(flow), None)
 
     # -- timers and status ---------------------------------------------------
@@ -548,6 +889,19 @@ def l7_names(frame: bytes | bytearray, info: FrameInfo) -> dict[str, str] | None
 
     _outcome, names = parse_first_payload(bytes(frame[info.payload : info.end]))
     return dict(names)
+
+
+def _crosses_nodes(
+    chosen: list[tuple[ChainPlan, int, GroupPlan, PairPlan]],
+    port: SwitchPort,
+    frame: bytes | bytearray,
+) -> bool:
+    """Whether a path leaves this node: a pair elsewhere, or its destination."""
+    if any(pair.node or pair.nsh for _link, _index, group, pair in chosen if not group.tap):
+        return True
+    network = port.network
+    destination = None if network is None else network.macs.lookup(bytes(frame[ETH_DST:ETH_SRC]))
+    return destination is not None and destination.kind is PortKind.UNDERLAY
 
 
 def syn_isn(frame: bytes | bytearray, info: FrameInfo) -> bytes:

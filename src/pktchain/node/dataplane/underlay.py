@@ -1,0 +1,373 @@
+"""The underlay: frames between the nodes of a cluster, in NSH over VXLAN-GPE.
+
+Every frame one node sends another travels in one UDP datagram to the peer's
+underlay address (port 4790 by default): a VXLAN-GPE header (next protocol
+NSH), an NSH (RFC 8300, MD type 2, next protocol Ethernet) and the inner
+Ethernet frame.  docs/nsh.md specifies the format; in short:
+
+- Switched frames (broadcast, unknown or remote unicast of a network) have
+  SPI 0 and SI 255; the VXLAN-GPE VNI names the network (`network_vni`).
+- Chained frames have the chain's path as SPI (``| REVERSE_SPI`` on the way
+  back of a symmetric chain), the hop they go to as SI (255 for the first
+  service function, one less for each after it), and a "path" TLV naming the
+  instance chosen at every hop, so that later nodes follow the path the
+  ingress node chose.  The VNI names the network the chain's ends are on.
+- A frame that the kernel handed over as a GSO super-frame, or with its
+  checksum left to finish, carries its virtio-net header in an "offload" TLV,
+  so that the receiving node writes it to its port as it came: a 64 KB TCP
+  segment crosses whole, and the underlay's IP layer fragments the datagram
+  where it exceeds the underlay's MTU.
+
+`PeerPort` is a peer node as a port of one network of this node: the switch
+learns remote MACs on it, floods to it, and the steering sends chained frames
+through it with their NSH.  `Underlay` owns the UDP socket, knows the peers and
+decodes what arrives; the datapath (`Datapath.drain_underlay`) forwards it.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import zlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+from pktchain.linux.sockets import udp_socket
+from pktchain.linux.tuntap import VNET_HDR_LEN
+from pktchain.node.dataplane.ports import ETH_DST, ETH_SRC, PortKind, SwitchPort
+from pktchain.packet.address import Buffer
+from pktchain.packet.headers import VXLAN_GPE_PORT, GpeNextProtocol, NshNextProtocol
+from pktchain.packet.nsh import parse_context_tlvs, parse_nsh, parse_vxlan_gpe
+
+__all__ = [
+    "INITIAL_SI",
+    "INITIAL_TTL",
+    "MD_CLASS",
+    "REVERSE_SPI",
+    "SPI_SWITCHED",
+    "TLV_OFFLOAD",
+    "TLV_PATH",
+    "Arrival",
+    "NshHeader",
+    "PeerPort",
+    "Underlay",
+    "network_vni",
+]
+
+MD_CLASS = 0xFFF6
+"""pktchain's MD type 2 class (RFC 8300 §9.1.4, first of the experimental range)."""
+TLV_PATH = 0x01
+TLV_OFFLOAD = 0x02
+SPI_SWITCHED = 0
+"""The SPI of a frame switched between nodes rather than chained."""
+REVERSE_SPI = 0x800000
+"""Or'ed into a chain's SPI on the way back of a symmetric chain."""
+INITIAL_SI = 255
+INITIAL_TTL = 63
+"""RFC 8300 §2.2's recommended initial TTL."""
+
+MAX_DATAGRAM = 65535
+SOCKET_BUFFER = 8 << 20
+"""Bytes of send and receive buffer (the kernel caps it at net.core.*mem_max)."""
+BATCH = 64
+
+_GPE = struct.Struct("!BHBI")
+_NSH = struct.Struct("!II")
+_TLV = struct.Struct("!HBB")
+_GPE_FLAGS = 0x0C  # I and P set, version 0 (draft-ietf-nvo3-vxlan-gpe §3.1)
+_NSH_PROTO = int(GpeNextProtocol.NSH)
+_ETHERNET = int(NshNextProtocol.ETHERNET)
+_MD2 = 2
+_OFFLOAD_VALUE = VNET_HDR_LEN
+_OFFLOAD_TLV = _TLV.size + (_OFFLOAD_VALUE + 3) // 4 * 4
+_NO_OFFLOAD = bytes(VNET_HDR_LEN)
+_PAD = bytes(-_OFFLOAD_VALUE % 4)
+
+
+def network_vni(name: str) -> int:
+    """The VXLAN-GPE VNI of a node network: a 24-bit hash of its name, never 0."""
+    return (zlib.crc32(name.encode()) & 0xFFFFFF) or 1
+
+
+class NshHeader:
+    """The outer headers of one hop (VXLAN-GPE, NSH, the path TLV), built once.
+
+    `plain` goes in front of a frame without offload metadata; `offload` is
+    the same with one TLV more, whose value (the frame's virtio-net header)
+    follows it per packet.
+    """
+
+    __slots__ = ("offload", "plain", "si", "spi", "tags", "ttl", "vni")
+
+    def __init__(
+        self, vni: int, spi: int, si: int, ttl: int = INITIAL_TTL, tags: Sequence[int] = ()
+    ) -> None:
+        self.vni = vni
+        self.spi = spi
+        self.si = si
+        self.ttl = ttl
+        self.tags = tuple(tags)
+        path = b""
+        if self.tags:
+            value = b"".join(tag.to_bytes(4, "big") for tag in self.tags)
+            path = _TLV.pack(MD_CLASS, TLV_PATH, len(value)) + value
+        gpe = _GPE.pack(_GPE_FLAGS, 0, _NSH_PROTO, vni << 8)
+        self.plain = gpe + self._nsh(len(path)) + path
+        self.offload = (
+            gpe
+            + self._nsh(len(path) + _OFFLOAD_TLV)
+            + path
+            + _TLV.pack(MD_CLASS, TLV_OFFLOAD, _OFFLOAD_VALUE)
+        )
+
+    def _nsh(self, context: int) -> bytes:
+        words = (_NSH.size + context) // 4
+        head = (self.ttl << 22) | (words << 16) | (_MD2 << 8) | _ETHERNET
+        return _NSH.pack(head, self.spi << 8 | self.si)
+
+    def with_ttl(self, ttl: int) -> NshHeader:
+        return NshHeader(self.vni, self.spi, self.si, ttl, self.tags)
+
+
+def encapsulate(header: NshHeader, frame: Buffer, dst: bytes | None = None) -> list[Buffer]:
+    """The datagram for `frame` (virtio-net header in front) as pieces to send;
+    with `dst`, the inner frame's destination MAC replaced."""
+    vnet = bytes(frame[:VNET_HDR_LEN])
+    view = memoryview(frame)
+    if vnet == _NO_OFFLOAD:
+        parts: list[Buffer] = [header.plain]
+    else:
+        parts = [header.offload, vnet, _PAD]
+    if dst is None:
+        parts.append(view[VNET_HDR_LEN:])
+    else:
+        parts += (dst, view[ETH_SRC:])
+    return parts
+
+
+NSH_ETHERTYPE = b"\x89\x4f"
+
+
+def node_mac(node: str) -> bytes:
+    """The MAC a node sends NSH from to its NSH-aware functions (locally
+    administered, from its name); they send the frames back to it."""
+    digest = zlib.crc32(node.encode()).to_bytes(4, "big")
+    return b"\x02\x50" + digest
+
+
+def encapsulate_ethernet(
+    header: NshHeader, frame: Buffer, dst: bytes, macs: bytes
+) -> tuple[list[Buffer], int]:
+    """`frame` in NSH over Ethernet for a function on a port of this node, as
+    pieces and their size: `macs` (destination and source) and EtherType 0x894F
+    in front of the NSH (the VXLAN-GPE header left out), the inner frame with
+    destination `dst`.  The frame's virtio-net header goes in the offload TLV;
+    the one in front is zero (the kernel cannot segment NSH)."""
+    vnet = bytes(frame[:VNET_HDR_LEN])
+    view = memoryview(frame)
+    if vnet == _NO_OFFLOAD:
+        parts: list[Buffer] = [_NO_OFFLOAD, macs, NSH_ETHERTYPE, header.plain[_GPE.size :]]
+    else:
+        parts = [_NO_OFFLOAD, macs, NSH_ETHERTYPE, header.offload[_GPE.size :], vnet, _PAD]
+    parts += (dst, view[ETH_SRC:])
+    return parts, sum(len(part) for part in parts)
+
+
+class Arrival(NamedTuple):
+    """A datagram from a peer, decoded: the inner frame with its virtio-net header."""
+
+    peer: Peer | None
+    """None for a frame an NSH-aware function of this node sent back."""
+    vni: int
+    spi: int
+    si: int
+    ttl: int
+    tags: tuple[int, ...]
+    frame: bytes
+
+
+class Peer:
+    """Another node of the cluster, as this node's underlay sees it."""
+
+    __slots__ = ("address", "name", "ports")
+
+    def __init__(self, name: str, address: tuple[str, int]) -> None:
+        self.name = name
+        self.address = address
+        self.ports: dict[int, PeerPort] = {}
+        """Its port in each of this node's networks, by VNI."""
+
+
+class PeerPort(SwitchPort):
+    """A peer node as a port of one network: what the switch sends it is encapsulated."""
+
+    __slots__ = ("header", "peer", "underlay", "vni")
+
+    def __init__(self, underlay: Underlay, peer: Peer, network: str) -> None:
+        self.underlay = underlay
+        self.peer = peer
+        self.vni = network_vni(network)
+        self.header = NshHeader(self.vni, SPI_SWITCHED, INITIAL_SI)
+        super().__init__(
+            name=f"{peer.name}/{network}",
+            kind=PortKind.UNDERLAY,
+            fd=-1,
+            recv=self._nothing,
+            send=self._send,
+            sendv=self._sendv,
+            netns=None,
+            ifname=underlay.ifname,
+            host=peer.name,
+        )
+
+    @staticmethod
+    def _nothing() -> bytes:
+        raise BlockingIOError  # frames from the peer arrive through the underlay's socket
+
+    def _send(self, frame: Buffer) -> int:
+        return self.underlay.sendmsg(encapsulate(self.header, frame), self.peer.address)
+
+    def _sendv(self, parts: Sequence[Buffer]) -> int:
+        return self._send(b"".join(parts))
+
+    def transmit_nsh(self, header: NshHeader, frame: Buffer, dst: bytes | None = None) -> None:
+        """Send `frame` along a chain with `header`, counted; `dst`: its inner destination."""
+        try:
+            self.underlay.sendmsg(encapsulate(header, frame, dst), self.peer.address)
+        except OSError as exc:
+            self.tx_failed(exc)
+            return
+        self.tx_packets += 1
+        self.tx_bytes += len(frame) - VNET_HDR_LEN
+
+    def close(self) -> None:
+        pass
+
+
+def decode_nsh(data: bytes, offset: int, peer: Peer | None, vni: int) -> Arrival | str:
+    """The frame in the NSH at `offset` of `data`, or why it is dropped."""
+    nsh = parse_nsh(data, offset)
+    if nsh.error is not None:
+        return nsh.error.value
+    if nsh.next_protocol != _ETHERNET:
+        return "nsh-not-ethernet"
+    if nsh.oam:
+        return "nsh-oam"
+    if nsh.ttl == 0:
+        return "nsh-ttl-exhausted"
+    vnet = _NO_OFFLOAD
+    tags: tuple[int, ...] = ()
+    if nsh.md_type == _MD2 and nsh.inner > nsh.context:
+        tlvs, _error = parse_context_tlvs(data, nsh.context, nsh.inner)  # parse_nsh checked
+        for tlv in tlvs:
+            if tlv.md_class != MD_CLASS:
+                continue
+            if tlv.type == TLV_PATH:
+                if len(tlv.value) % 4:
+                    return "nsh-bad-path"
+                tags = struct.unpack(f"!{len(tlv.value) // 4}I", tlv.value)
+            elif tlv.type == TLV_OFFLOAD:
+                if len(tlv.value) != _OFFLOAD_VALUE:
+                    return "nsh-bad-offload"
+                vnet = tlv.value
+    if len(data) - nsh.inner < ETH_SRC - ETH_DST + 8:
+        return "runt"
+    return Arrival(peer, vni, nsh.spi, nsh.si, nsh.ttl, tags, vnet + data[nsh.inner :])
+
+
+class Underlay:
+    """This node's end of the underlay: one UDP socket, the peers, the counters.
+
+    Datagrams from addresses that are not a known peer's are dropped
+    (`unknown-source`), as are malformed ones (under the codec's reason), and
+    NSH whose TTL is spent (`nsh-ttl-exhausted`).
+    """
+
+    def __init__(self, node: str, address: tuple[str, int] = ("0.0.0.0", VXLAN_GPE_PORT)) -> None:
+        """Bind the underlay socket to `address` (port 0: any free port)."""
+        host, port = address
+        self.node = node
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # DF clear: a datagram larger than the underlay's MTU is fragmented by
+        # the kernel rather than lost.
+        sock = udp_socket(family, bind=(host, port), fragment=True)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        self._sock = sock
+        self.address: tuple[str, int] = sock.getsockname()[:2]
+        self.ifname = f"udp:{self.address[1]}"
+        self.fd = sock.fileno()
+        self.sendmsg = self._sendmsg
+        self.peers: dict[str, Peer] = {}
+        self._by_ip: dict[str, Peer] = {}
+        self.rx_packets = 0
+        self.rx_bytes = 0
+        self.drops: Counter[str] = Counter()
+
+    def _sendmsg(self, parts: Sequence[Buffer], address: tuple[str, int]) -> int:
+        return self._sock.sendmsg(parts, (), 0, address)
+
+    def set_peers(self, peers: Mapping[str, tuple[str, int]]) -> tuple[list[Peer], list[Peer]]:
+        """Make `peers` (name → underlay address) the peers; returns (joined, left).
+
+        A peer whose address changed leaves and joins again.
+        """
+        left = [
+            peer
+            for name, peer in self.peers.items()
+            if name not in peers or peers[name] != peer.address
+        ]
+        for peer in left:
+            del self.peers[peer.name]
+            self._by_ip.pop(peer.address[0], None)
+        joined = []
+        for name, address in peers.items():
+            if name == self.node or name in self.peers:
+                continue
+            peer = self.peers[name] = Peer(name, address)
+            self._by_ip[address[0]] = peer
+            joined.append(peer)
+        return joined, left
+
+    def receive(self) -> list[tuple[bytes, str]]:
+        """Up to `BATCH` datagrams waiting, with the address each came from."""
+        received = []
+        recvfrom = self._sock.recvfrom
+        for _ in range(BATCH):
+            try:
+                data, source = recvfrom(MAX_DATAGRAM)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.drops["rx-error"] += 1
+                break
+            self.rx_packets += 1
+            self.rx_bytes += len(data)
+            received.append((data, source[0]))
+        return received
+
+    def decode(self, data: bytes, source: str) -> Arrival | str:
+        """The frame `data` carries, or why it is dropped."""
+        peer = self._by_ip.get(source)
+        if peer is None:
+            return "unknown-source"
+        gpe = parse_vxlan_gpe(data)
+        if gpe.error is not None:
+            return gpe.error.value
+        if gpe.next_protocol != _NSH_PROTO:
+            return "not-nsh"
+        return decode_nsh(data, gpe.inner, peer, gpe.vni)
+
+    def counters(self) -> dict[str, object]:
+        return {
+            "address": f"{self.address[0]}:{self.address[1]}",
+            "peers": {name: f"{p.address[0]}:{p.address[1]}" for name, p in self.peers.items()},
+            "rx_packets": self.rx_packets,
+            "rx_bytes": self.rx_bytes,
+            "drops": dict(sorted(self.drops.items())),
+        }
+
+    def close(self) -> None:
+        self._sock.close()
+        self.fd = -1
