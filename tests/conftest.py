@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ("support.etcd",)  # the `etcd` fixture: a real etcd on loopback
+
 NETNS_DIR = Path(__file__).parent / "netns"
 
 

@@ -60,6 +60,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     if only is not None:
         LEAN_COMMANDS[only](subparsers)
         return parser
+    from pktchain.api import cli as api_cli
     from pktchain.apply import cli as apply_cli
     from pktchain.client import cli as client_cli
     from pktchain.client import router_cli
@@ -74,6 +75,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     demo_cli.register(subparsers)
     client_cli.register(subparsers)
     apply_cli.register(subparsers)
+    api_cli.register(subparsers)
     messenger_cli.register(subparsers)
     router_cli.register(subparsers)
     _register_pipe(subparsers)

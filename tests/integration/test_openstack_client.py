@@ -54,6 +54,7 @@ def model() -> SfcModel:
             device_id=device,
             node_port=f"{device}:{name}",
             fixed_ips=[{"ip_address": f"10.0.0.{index + 10}"}],
+            **{"binding:host_id": "node1" if device != "vm2" else "node2"},
         )
     return model
 
@@ -189,3 +190,10 @@ def test_token_through_the_client(model: SfcModel, tmp_path: Path) -> None:
         assert anonymous.run("sfc port pair list").returncode != 0
         wrong = ("--os-auth-type", "admin_token", "--os-token", "guess")
         assert Openstack(endpoint, tmp_path, wrong).run("sfc port pair list").returncode != 0
+
+
+def test_ports_show_the_node_they_sit_on(openstack: Openstack) -> None:
+    # Neutron's binding:host_id: the client shows it and filters on it (--host).
+    assert openstack.json("port show vm1:in")["binding_host_id"] == "node1"
+    on_node2 = openstack.json("port list --host node2")
+    assert sorted(port["Name"] for port in on_node2) == ["vm2:in", "vm2:out"]

@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pktchain.yamlfile",
             "pktchain.eventloop",
             "pktchain.linux",
+            "pktchain.etcd",
         ),
     ),
     ("packet", ("pktchain.packet",)),
@@ -49,6 +50,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "pktchain.lab",
             "pktchain.messenger",
+            "pktchain.cluster",
             "pktchain.node.function_file",
             "pktchain.node.router_file",
         ),

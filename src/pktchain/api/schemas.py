@@ -232,6 +232,7 @@ class NeutronPort(_Shown):
     status: str
     admin_state_up: bool
     node_port: str
+    binding_host_id: str = Field(alias="binding:host_id")
 
 
 class Network(_Shown):

@@ -16,7 +16,7 @@ from typing import Any
 
 from pktchain.linux.sockets import is_loopback, tcp_listener
 
-__all__ = ["DEFAULT_PORT", "ApiServer", "ApiServerError", "is_loopback"]
+__all__ = ["DEFAULT_PORT", "ApiServer", "ApiServerError", "is_loopback", "parse_listen"]
 
 DEFAULT_PORT = 9696
 """Neutron's port, where clients of networking-sfc look for the API."""
@@ -27,6 +27,15 @@ STOP_TIMEOUT = 10.0
 
 class ApiServerError(Exception):
     """The server cannot start as configured."""
+
+
+def parse_listen(value: str, option: str = "--listen") -> tuple[str, int]:
+    """``HOST:PORT`` (``[IPv6]:PORT``; port 0: any free port) as (host, port);
+    ValueError naming `option`."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{option} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:9696")
+    return host.strip("[]"), int(port)
 
 
 def token_required(app: Any) -> bool:

@@ -2,10 +2,12 @@
 
 The node owns one `SfcModel`.  Each port the node attaches is registered in it
 as a Neutron-style `Port` (a stable id derived from the node and port names,
-its MAC, its addresses, its host as `device_id`), so that port pairs and
-classifiers can name it.  Every committed change to the model is compiled and
-applied to the steering at once: a change reaches the dataplane before the
-request that made it is answered.
+its MAC, its addresses, its host as `device_id`, the node as
+``binding:host_id``), so that port pairs and classifiers can name it.  Every
+committed change to the model is compiled and applied to the steering at
+once: a change reaches the dataplane before the request that made it is
+answered.  In a cluster (`--etcd`) the model holds every node's resources,
+and other nodes' changes arrive through the store's watch as changes too.
 
 Requests arrive over the control socket as
 ``{"op": "sfc", "action": "create|update|delete|get|list", "collection":
@@ -59,6 +61,7 @@ class Chaining:
             "device_id": port.host or port.netns or self.node_name,
             "device_owner": "pktchain:node",
             "node_port": port.name,
+            "binding:host_id": self.node_name,
         }
         known = self.model.state.find(Port, port_id(self.node_name, port.name))
         if known is None:

@@ -27,18 +27,8 @@ def register(subparsers: Any) -> None:
         help="run node NODE of a cluster topology (one with `nodes:`): the process "
         "enters the node's namespace pc-<lab>.NODE first, takes only the ports of the "
         "hosts with `node: NODE`, and takes --etcd (the lab's etcd) and --underlay "
-        "(the node's underlay address, port 4790) from the topology unless given",
-    )
-    parser.add_argument(
-        "--etcd",
-        metavar="URL[,URL...]",
-        help="client URLs of the etcd cluster that holds the cluster's desired state",
-    )
-    parser.add_argument(
-        "--underlay",
-        metavar="IP[:PORT]",
-        help="this node's address (and UDP port, default 4790) for NSH over VXLAN-GPE "
-        "between nodes",
+        "(the node's underlay address, port 4790) from the topology unless given "
+        "(--state or --no-state: no etcd)",
     )
     parser.add_argument(
         "--tap",
@@ -108,6 +98,31 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="native functions to run (YAML: name, kind, network, config; docs/functions.md)",
     )
+    cluster = parser.add_argument_group("cluster (docs/cluster.md)")
+    cluster.add_argument(
+        "--etcd",
+        metavar="URL[,URL...]",
+        help="join a cluster: keep the chaining resources and the node registry in this etcd "
+        "(client URLs of one etcd cluster, tried in turn); no --state then",
+    )
+    cluster.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="the cluster's name: its keys are under /pktchain/NAME/ (default: pktchain)",
+    )
+    cluster.add_argument(
+        "--lease-ttl",
+        type=float,
+        metavar="SECONDS",
+        help="how long the registry keeps a node that died (default 3; whole seconds, "
+        "at least etcd's minimum, 2 with its defaults)",
+    )
+    cluster.add_argument(
+        "--underlay",
+        metavar="IP[:PORT]",
+        help="this node's address (and UDP port, default 4790) for NSH over VXLAN-GPE "
+        "between nodes, published in the registry",
+    )
     parser.set_defaults(handler=_run)
 
     sub = parser.add_subparsers(dest="node_command", metavar="SUBCOMMAND")
@@ -147,6 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pktchain.api.server import ApiServerError
+    from pktchain.cluster.record import ClusterError
     from pktchain.errors import UsageError
     from pktchain.lab import LabError
     from pktchain.node.config import build_config
@@ -159,10 +175,23 @@ def _run(args: argparse.Namespace) -> int:
     if args.node is not None:
         # Before anything opens a socket: the whole process moves.
         _enter_node(args)
+    if args.etcd is not None and (args.state is not None or args.no_state):
+        raise UsageError(
+            "--state and --no-state do not apply with --etcd: the chaining resources are "
+            "kept in etcd"
+        )
+    if args.etcd is None:
+        for option, value in (("--cluster", args.cluster), ("--lease-ttl", args.lease_ttl)):
+            if value is not None:
+                raise UsageError(f"{option} needs --etcd")
     if args.name is None:
         args.name = "pktchain"
     if args.api is None:
         args.api = DEFAULT_API
+    if args.etcd is not None or args.no_state:
+        state = None
+    else:
+        state = Path(args.state or default_path(args.name))
     try:
         config = build_config(
             name=args.name,
@@ -174,20 +203,36 @@ def _run(args: argparse.Namespace) -> int:
             mac_aging=args.mac_aging,
             check_frames=not args.no_frame_check,
             control=Path(args.control) if args.control else None,
-            state=None if args.no_state else Path(args.state or default_path(args.name)),
+            state=state,
             api=None if args.no_api else args.api,
             api_token=args.api_token,
             router=Path(args.router) if args.router else None,
             messenger=args.messenger,
             messenger_secret=_read_secret(args.messenger_secret_file),
             functions=Path(args.functions) if args.functions else None,
+            etcd=args.etcd,
+            cluster=args.cluster,
+            lease_ttl=args.lease_ttl,
+            underlay=args.underlay,
         )
     except (ValueError, LabError) as exc:
         raise UsageError(str(exc)) from exc
     node = Node(config)
+    failures: tuple[type[Exception], ...] = (
+        OSError,
+        ValueError,
+        LabError,
+        SfcError,
+        ApiServerError,
+        ClusterError,
+    )
+    if config.etcd:
+        from pktchain.etcd.client import EtcdError
+
+        failures = (*failures, EtcdError)
     try:
         node.start()
-    except (OSError, ValueError, LabError, SfcError, ApiServerError) as exc:
+    except failures as exc:
         raise UsageError(f"node {args.name} could not start: {exc}") from exc
     node.run()
     return 0
@@ -223,7 +268,7 @@ def _enter_node(args: argparse.Namespace) -> None:
         enter(node.netns)
     except NetnsError as exc:
         raise UsageError(f"{exc}; is the lab up? (pktchain lab up {args.topology})") from exc
-    if args.etcd is None and node.etcd:
+    if args.etcd is None and node.etcd and args.state is None and not args.no_state:
         args.etcd = list(node.etcd)
     if args.underlay is None:
         args.underlay = node.underlay

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pktchain.cluster.record import DEFAULT_LEASE_TTL, parse_underlay
+from pktchain.etcd.endpoints import parse_endpoints
+from pktchain.etcd.keys import DEFAULT_CLUSTER, check_segment
 from pktchain.node.daemon import NodeConfig, PortSpec
 from pktchain.node.dataplane.ports import PortKind
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_NETWORK
@@ -34,12 +38,22 @@ def build_config(
     messenger: str | None = None,
     messenger_secret: bytes | None = None,
     functions: Path | None = None,
+    etcd: str | Sequence[str] | None = None,
+    cluster: str | None = None,
+    lease_ttl: float | None = None,
+    underlay: str | tuple[str, int] | None = None,
 ) -> NodeConfig:
     """Raises ValueError naming the bad option or topology entry.
 
     With `node`, the topology is a cluster's and only the ports of that node's
     hosts are taken.
     """
+    endpoints = parse_endpoints(etcd) if etcd is not None else ()
+    if endpoints:
+        check_segment("node name", name)
+    cluster_name = check_segment("--cluster", cluster) if cluster is not None else DEFAULT_CLUSTER
+    if lease_ttl is not None and not lease_ttl > 0:
+        raise ValueError(f"--lease-ttl {lease_ttl:g}: must be positive")
     if node is not None and topology is None:
         raise ValueError("--node needs --topology FILE, a topology with `nodes:`")
     ports = ports_from_topology(topology, lab_name, node) if topology is not None else []
@@ -65,13 +79,17 @@ def build_config(
         messenger=_api_bind(messenger, "--messenger") if messenger is not None else None,
         messenger_secret=messenger_secret,
         functions=specs,
+        etcd=endpoints,
+        cluster=cluster_name,
+        lease_ttl=DEFAULT_LEASE_TTL if lease_ttl is None else lease_ttl,
+        underlay=parse_underlay(underlay) if isinstance(underlay, str) else underlay,
     )
 
 
 def _api_bind(value: str, option: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{option} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:9696")
+    from pktchain.api.server import parse_listen
+
+    parse_listen(value, option)
     return value
 
 

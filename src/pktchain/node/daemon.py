@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pktchain.cluster.record import DEFAULT_LEASE_TTL, format_underlay
+from pktchain.etcd.keys import DEFAULT_CLUSTER
 from pktchain.eventloop import EventLoop, Timer
 from pktchain.linux.tuntap import tap_mac
 from pktchain.node.chaining import Chaining
@@ -36,12 +38,15 @@ from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, D
 
 if TYPE_CHECKING:
     from pktchain.api.server import ApiServer
+    from pktchain.cluster.registry import NodeRegistration
+    from pktchain.cluster.view import ClusterView
     from pktchain.functions.router.function import Router, RouterInterface
     from pktchain.functions.sdk import Function
     from pktchain.lab import NodePort
     from pktchain.messenger.server import MessengerServer
     from pktchain.node.function_file import FunctionSpec
     from pktchain.node.router_file import RouterSpec
+    from pktchain.sfc.etcd_store import EtcdStore
     from pktchain.sfc.model import SfcModel
     from pktchain.sfc.store import SqliteStore
 
@@ -92,12 +97,27 @@ class NodeConfig:
     messenger_secret: bytes | None = None
     functions: tuple[FunctionSpec, ...] = ()
     """Native functions to run (`--functions FILE`)."""
+    etcd: tuple[str, ...] = ()
+    """etcd client URLs (`--etcd`): the chaining resources and the node registry
+    are kept there, shared with the cluster's other nodes; `state` must be None."""
+    cluster: str = DEFAULT_CLUSTER
+    """The cluster's name: its keys are under ``/pktchain/<cluster>/``."""
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    """Seconds the node's registration outlives the node."""
+    underlay: tuple[str, int] | None = None
+    """(IP, UDP port) other nodes send this node's chained traffic to (`--underlay`)."""
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.ports]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"ports declared twice: {', '.join(dupes)}")
+        if self.etcd and self.state is not None:
+            raise ValueError(
+                "a node with etcd keeps its chaining resources there: it takes no state file"
+            )
+        if not self.lease_ttl > 0:
+            raise ValueError(f"lease TTL must be positive, got {self.lease_ttl}")
         if not self.mac_aging > 0:
             raise ValueError(f"mac aging must be positive, got {self.mac_aging}")
         if not self.flow_idle_timeout > 0:
@@ -128,7 +148,14 @@ class Node:
         )
         self.datapath.steering = self.steering
         self.chaining = Chaining(self.config.name, self.steering)
-        self.store: SqliteStore | None = None
+        self.store: SqliteStore | EtcdStore | None = None
+        self.underlay: tuple[str, int] | None = self.config.underlay
+        """Where other nodes send this node's chained traffic (`--underlay`)."""
+        self.registration: NodeRegistration | None = None
+        """This node's key in the cluster's registry (with `--etcd`)."""
+        self.cluster: ClusterView | None = None
+        """Every node of the cluster, kept current (with `--etcd`): subscribe with
+        `add_listener` to hear of nodes joining, changing and leaving (in the loop)."""
         self.api: ApiServer | None = None
         self.functions: dict[str, FunctionHost] = {}
         self.router: Router | None = None
@@ -144,7 +171,9 @@ class Node:
         """Attach every port and open the control socket; undoes itself on failure."""
         try:
             self.control.start()
-            if self.config.state is not None:
+            if self.config.etcd:
+                self._join_cluster()
+            elif self.config.state is not None:
                 self._restore(self.config.state)
             for spec in self.config.ports:
                 self.attach(spec)
@@ -157,6 +186,8 @@ class Node:
                 self._serve_messenger(self.config.messenger)
             if self.config.api is not None:
                 self._serve_api(self.config.api)
+                if self.registration is not None and self.api is not None:
+                    self.registration.update(api=self.api.url)
         except BaseException:
             self.close()
             raise
@@ -183,6 +214,38 @@ class Node:
         log.info(
             "state %s: %d port chains, %d port pairs restored",
             path,
+            len(state.port_chains),
+            len(state.port_pairs),
+        )
+
+    def _join_cluster(self) -> None:
+        """Register in the cluster's registry, take the chaining resources from etcd
+        and keep them in step, and follow the other nodes."""
+        from pktchain.cluster.record import NodeRecord
+        from pktchain.cluster.registry import NodeRegistration
+        from pktchain.cluster.view import ClusterView
+        from pktchain.etcd.client import EtcdClient
+        from pktchain.sfc.etcd_store import EtcdStore
+
+        config = self.config
+        client = EtcdClient(config.etcd)
+        record = NodeRecord(config.name, underlay=config.underlay, started=self.started)
+        registration = NodeRegistration(
+            client, record, cluster=config.cluster, ttl=config.lease_ttl
+        )
+        registration.register()  # first: a second node of this name stops here
+        self.registration = registration
+        post = self.loop.call_soon_threadsafe
+        self.store = EtcdStore(client, cluster=config.cluster, post=post, writer=config.name)
+        self.store.attach(self.chaining.model)
+        self.cluster = ClusterView(client, cluster=config.cluster, post=post)
+        self.cluster.start()
+        state = self.chaining.model.state
+        log.info(
+            "cluster %s (etcd %s): %d nodes, %d port chains, %d port pairs",
+            config.cluster,
+            ",".join(client.endpoints),
+            len(self.cluster.nodes),
             len(state.port_chains),
             len(state.port_pairs),
         )
@@ -337,10 +400,14 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        if self.registration is not None:
+            self.registration.close()  # the others see this node leave at once
         if self.messenger is not None:
             self.messenger.stop()
         if self.api is not None:
             self.api.stop()
+        if self.cluster is not None:
+            self.cluster.close()
         self.control.close()
         for port in list(self.datapath.ports):
             self.detach(port)
@@ -538,6 +605,7 @@ class Node:
                 "refused": dict(self.datapath.fuse_refused),
             },
             "functions": sorted(self.functions),
+            "cluster": self.cluster_status(),
             "mac_table": [
                 {
                     "network": network.name,
@@ -548,6 +616,23 @@ class Node:
                 for network in networks
                 for mac, entry in sorted(network.macs.entries.items())
             ],
+        }
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        """The cluster this node belongs to (None without etcd)."""
+        view = self.cluster
+        if view is None:
+            return None
+        from pktchain.sfc.etcd_store import EtcdStore
+
+        store = self.store if isinstance(self.store, EtcdStore) else None
+        return {
+            "name": self.config.cluster,
+            "etcd": list(self.config.etcd),
+            "connected": store is not None and store.connected,
+            "revision": store.revision if store is not None else 0,
+            "underlay": format_underlay(self.underlay) if self.underlay else None,
+            "nodes": sorted(view.nodes),
         }
 
 

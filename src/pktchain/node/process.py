@@ -36,6 +36,7 @@ class NodeProcess:
         api: str | None = "127.0.0.1:0",
         args: tuple[str, ...] = (),
         log_path: Path | None = None,
+        etcd: str | None = None,
     ) -> None:
         self.name = name
         self.control = RUN_DIR / f"node-{name}.sock"
@@ -46,6 +47,8 @@ class NodeProcess:
         self.api = api
         self.args = args
         self.log_path = log_path
+        self.etcd = etcd
+        """etcd URLs: the node joins that cluster (its state is there, not in `state`)."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
 
@@ -64,7 +67,12 @@ class NodeProcess:
             argv += ["--lab", self.lab_name]
         if self.node is not None:
             argv += ["--node", self.node]
-        argv += ["--state", str(self.state)] if self.state is not None else ["--no-state"]
+        if self.etcd is not None:
+            argv += ["--etcd", self.etcd]
+        elif self.state is not None:
+            argv += ["--state", str(self.state)]
+        else:
+            argv += ["--no-state"]
         argv += ["--api", self.api] if self.api is not None else ["--no-api"]
         argv += list(self.args)
         self._log = (

@@ -89,6 +89,13 @@ class Attribute:
     required: bool = False
     default: Callable[[], Any] | None = None
     """Value when absent from a create body; None means the dataclass default."""
+    field: str = ""
+    """The resource's dataclass field, when the API name cannot be one
+    (``binding:host_id`` is ``binding_host_id``); "" means `name`."""
+
+    @property
+    def field_name(self) -> str:
+        return self.field or self.name
 
 
 # --- scalar converters ---------------------------------------------------------------
@@ -492,6 +499,8 @@ ATTRIBUTES: dict[ResourceKind, dict[str, Attribute]] = {
         Attribute("device_owner", string(NAME_MAX), allow_put=True),
         Attribute("network_id", string(NAME_MAX)),
         Attribute("node_port", string(NAME_MAX), allow_put=True),
+        # Neutron's portbindings extension: allow_post and allow_put, default "".
+        Attribute("binding:host_id", string(NAME_MAX), allow_put=True, field="binding_host_id"),
     ),
     ResourceKind.PORT_PAIR: _table(
         Attribute("ingress", uuid_value, required=True),

@@ -14,7 +14,7 @@ attribute path in `field`, and Neutron reports them as ``HTTPBadRequest``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import ClassVar, Protocol
 
@@ -227,9 +227,10 @@ class MacAddressInUse(Conflict):
 
 
 class NodePortInUse(Conflict):
-    def __init__(self, node_port: str, other: Ref) -> None:
+    def __init__(self, node_port: str, host: str, other: Ref) -> None:
+        where = f" on node {host}" if host else ""
         super().__init__(
-            f"Node port {node_port} is already registered as port {describe(other)}.",
+            f"Node port {node_port}{where} is already registered as port {describe(other)}.",
             resources=(other,),
         )
 
@@ -517,3 +518,24 @@ class AmbiguousName(Conflict):
             f"{', '.join(describe(m) for m in matches)}; use an id.",
             resources=matches,
         )
+
+
+# --- shared state ---------------------------------------------------------------------
+
+
+class StateOutdated(Conflict):
+    """A precommit hook found the change worked out on a state that is no longer
+    the current one: another writer of a shared store changed it first.
+
+    Nothing was changed. `catch_up()` brings the model to the current state
+    (it must be called outside the model's transaction); `SfcModel.run` then
+    works the change out again, so its caller sees the change made, or the
+    rule it breaks against what the other writer did. Raised past `run` only
+    when the state kept changing for every attempt.
+    """
+
+    neutron_type = "Conflict"
+
+    def __init__(self, message: str, catch_up: Callable[[], None]) -> None:
+        super().__init__(message)
+        self.catch_up = catch_up

@@ -16,6 +16,13 @@ deleted. Several changes can be made as one with `SfcModel.transaction()`
 (all of them or none), and a transaction opened with ``dry_run=True`` reports
 what it would change without changing anything.
 
+A state shared with other writers (etcd, `pktchain.sfc.etcd_store`) adds two
+things: a precommit hook may refuse a change as worked out on an outdated
+state (`StateOutdated`), and `SfcModel.run` then catches the model up and
+works the change out again (the one-change operations do so by themselves);
+and `SfcModel.sync` makes the model hold what the shared store holds,
+telling the listeners what changed without running any hook.
+
     model = SfcModel()
     port = model.create(Port, mac_address="02:00:00:00:00:01", device_id="vm1",
                         node_port="vm1:in")
@@ -31,7 +38,7 @@ import dataclasses
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -45,6 +52,7 @@ from pktchain.sfc.errors import (
     MissingAttribute,
     ReadOnlyAttribute,
     SfcError,
+    StateOutdated,
     UnknownAttribute,
     describe,
 )
@@ -62,6 +70,7 @@ from pktchain.sfc.resources import (
 from pktchain.sfc.state import NOT_FOUND, SfcState
 
 __all__ = [
+    "DEFAULT_ATTEMPTS",
     "DEFAULT_PROJECT_ID",
     "Action",
     "Change",
@@ -82,9 +91,14 @@ __all__ = [
 ]
 
 R = TypeVar("R", bound=Resource)
+T = TypeVar("T")
 
 DEFAULT_PROJECT_ID = "pktchain"
 """The project of resources created without one (pktchain has no Keystone)."""
+
+DEFAULT_ATTEMPTS = 5
+"""How many times `SfcModel.run` works a change out before giving up on a
+shared state that keeps changing under it."""
 
 
 class Action(Enum):
@@ -178,7 +192,7 @@ def _convert(kind: ResourceKind, body: Mapping[str, object], request: _Request) 
         }[request]
         if not allowed:
             raise ReadOnlyAttribute(key, kind.label, request.value)
-        values[key] = attribute.convert(key, raw)
+        values[attribute.field_name] = attribute.convert(key, raw)
     if "tenant_id" in values:
         tenant = values.pop("tenant_id")
         if values.setdefault("project_id", tenant) != tenant:
@@ -190,12 +204,12 @@ def _convert(kind: ResourceKind, body: Mapping[str, object], request: _Request) 
 
 
 def _apply_default(kind: ResourceKind, attribute: Attribute, values: dict[str, Any]) -> None:
-    if attribute.name in values or attribute.name == "tenant_id":
+    if attribute.field_name in values or attribute.name == "tenant_id":
         return
     if attribute.required:
         raise MissingAttribute(attribute.name, kind.label)
     if attribute.default is not None:
-        values[attribute.name] = attribute.default()
+        values[attribute.field_name] = attribute.default()
 
 
 def _filter_text(value: object) -> str:
@@ -390,11 +404,18 @@ class SfcModel:
         self._owner: int | None = None
         self._listeners: list[Listener] = []
         self._precommit: list[PrecommitHook] = []
+        self._running = threading.local()
 
     @property
     def state(self) -> SfcState:
         """The committed state: an immutable snapshot."""
         return self._state
+
+    @property
+    def lock(self) -> AbstractContextManager[bool]:
+        """The lock every transaction and `sync` hold (re-entrant). A store that
+        reads the state and syncs it holds it around both, to make them one step."""
+        return self._lock
 
     # --- subscriptions ---------------------------------------------------------------------
 
@@ -446,8 +467,66 @@ class SfcModel:
         open_txn = self._open
         if open_txn is not None and self._owner == threading.get_ident():
             return operation(open_txn)  # part of the transaction this thread has open
+        return self.run(lambda: self._in_transaction(operation))
+
+    def _in_transaction(self, operation: Callable[[Transaction], R]) -> R:
         with self.transaction() as txn:
             return operation(txn)
+
+    def run(self, fn: Callable[[], T], *, attempts: int = DEFAULT_ATTEMPTS) -> T:
+        """Run `fn`, which changes the model (one operation, or a transaction
+        block), again on the current state when a shared store refused it as
+        worked out on an outdated one.
+
+        A precommit hook raises `StateOutdated` when another writer changed
+        the shared state first; nothing was changed, the error's `catch_up()`
+        brings the model up to date, and `fn` runs again: its caller sees the
+        change made, or the error a rule gives against what the other writer
+        did. After `attempts` tries the last `StateOutdated` (a 409) is raised.
+        The one-change operations (`create`, `update`, `delete`) run this way
+        by themselves; a `run` inside another of the same thread runs `fn`
+        once, and the outer one tries again.
+        """
+        if getattr(self._running, "active", False):
+            return fn()
+        self._running.active = True
+        try:
+            attempt = 1
+            while True:
+                try:
+                    return fn()
+                except StateOutdated as exc:
+                    if attempt >= attempts:
+                        raise
+                    attempt += 1
+                    exc.catch_up()
+        finally:
+            self._running.active = False
+
+    def sync(self, data: Mapping[str, Sequence[Mapping[str, object]]]) -> tuple[Change, ...]:
+        """Make the model hold exactly the resources of `data`, in its order: what a
+        shared store holds, in `export()`'s form (by collection, each with its id).
+
+        The new state is checked as a whole, rule by rule as `load` checks it;
+        a broken rule raises its `SfcError` and nothing changes. No precommit
+        hook runs, since the change comes from the store. Listeners are told
+        one `Change` per resource created, updated or deleted (deletions
+        first, dependents before what they use; then creations and updates,
+        in dependency order), and the changes are returned.
+        """
+        with self._lock:
+            if self._open is not None and self._owner == threading.get_ident():
+                raise RuntimeError("cannot sync the model inside a transaction of this thread")
+            built = Transaction(SfcState(), self._project_id)
+            built.load(data)
+            changes = _differences(self._state, built.state)
+            if not changes:
+                return ()
+            self._state = built.state
+            for change in changes:
+                for listener in tuple(self._listeners):
+                    listener(change)
+            return changes
 
     # --- one-change operations ---------------------------------------------------------------
 
@@ -502,3 +581,25 @@ class SfcModel:
         if open_txn is not None and self._owner == threading.get_ident():
             return open_txn
         return Transaction(self._state, self._project_id)
+
+
+def _differences(old: SfcState, new: SfcState) -> tuple[Change, ...]:
+    """The changes that lead from `old` to `new`: deletions (dependents first),
+    then creations and updates (in dependency order)."""
+    changes: list[Change] = []
+    for kind, cls in reversed(RESOURCE_CLASSES.items()):
+        kept = new.table(cls)
+        changes.extend(
+            Change(Action.DELETE, kind, resource, None)
+            for id, resource in old.table(cls).items()
+            if id not in kept
+        )
+    for kind, cls in RESOURCE_CLASSES.items():
+        before = old.table(cls)
+        for id, resource in new.table(cls).items():
+            previous = before.get(id)
+            if previous is None:
+                changes.append(Change(Action.CREATE, kind, None, resource))
+            elif previous != resource:
+                changes.append(Change(Action.UPDATE, kind, previous, resource))
+    return tuple(changes)

@@ -15,6 +15,7 @@ input into them and enforces networking-sfc's rules between them.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -187,7 +188,9 @@ class Port(Resource):
     an empty one means the port is known but not attached anywhere yet (the
     dataplane skips it, as networking-sfc skips unbound ports). `device_id`
     names the device (host namespace, service VM) the port belongs to: a port
-    pair's two ports must share one.
+    pair's two ports must share one. `binding_host_id` (Neutron's
+    ``binding:host_id``) is the node the port sits on, "" when unbound; node
+    ports are unique per node.
     """
 
     kind = ResourceKind.PORT
@@ -198,6 +201,7 @@ class Port(Resource):
     device_owner: str = ""
     network_id: str = ""
     node_port: str = ""
+    binding_host_id: str = ""
 
     @property
     def ip_addresses(self) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
@@ -212,6 +216,7 @@ class Port(Resource):
             "device_id": self.device_id,
             "device_owner": self.device_owner,
             "node_port": self.node_port,
+            "binding:host_id": self.binding_host_id,
         }
 
 
@@ -482,3 +487,8 @@ RESOURCE_CLASSES: dict[ResourceKind, type[Resource]] = {
     ResourceKind.SERVICE_GRAPH: ServiceGraph,
 }
 """Kind to class, in dependency order: each kind refers only to earlier ones."""
+
+
+def resource_json(resource: Resource) -> str:
+    """The resource's `to_dict()` as compact JSON: what the stores keep of it."""
+    return json.dumps(resource.to_dict(), separators=(",", ":"), ensure_ascii=False)

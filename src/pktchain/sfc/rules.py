@@ -91,14 +91,19 @@ def _lowest_free(used: set[int], high: int | None = None) -> int | None:
 
 def check_port(state: SfcState, port: Port, old: Port | None) -> Port:
     """Neutron keeps MAC addresses unique per network; pktchain keeps node ports
-    unique too, since a frame's port is how the node finds the Neutron port."""
+    unique on each node (`binding:host_id`) too, since a frame's port is how
+    the node finds the Neutron port."""
     for other in state.ports.values():
         if other.id == port.id:
             continue
         if other.mac_address == port.mac_address and other.network_id == port.network_id:
             raise MacAddressInUse(port.mac_address, port.network_id, other)
-        if port.node_port and other.node_port == port.node_port:
-            raise NodePortInUse(port.node_port, other)
+        if (
+            port.node_port
+            and other.node_port == port.node_port
+            and other.binding_host_id == port.binding_host_id
+        ):
+            raise NodePortInUse(port.node_port, port.binding_host_id, other)
     if old is not None and old.device_id != port.device_id:
         # The port pairs on this port must still sit on one device.
         moved = state.with_resource(port)

@@ -34,7 +34,7 @@ from typing import Any
 
 from pktchain.sfc.errors import ErrorKind, SfcError
 from pktchain.sfc.model import Action, Change, SfcModel
-from pktchain.sfc.resources import RESOURCE_CLASSES, Resource, ResourceKind
+from pktchain.sfc.resources import RESOURCE_CLASSES, ResourceKind, resource_json
 from pktchain.sfc.state import SfcState
 
 __all__ = [
@@ -209,10 +209,6 @@ _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _create_v1,
 }
 """The step from each schema version to the next; version 0 is an empty file."""
-
-
-def _encode(resource: Resource) -> str:
-    return json.dumps(resource.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
 # --- the store -------------------------------------------------------------------------------
@@ -474,12 +470,12 @@ class SqliteStore:
             elif change.action is Action.UPDATE:
                 cursor = self._conn.execute(
                     "UPDATE resources SET body = ? WHERE kind = ? AND id = ?",
-                    (_encode(change.resource), kind, change.id),
+                    (resource_json(change.resource), kind, change.id),
                 )
             else:
                 cursor = self._conn.execute(
                     "INSERT OR IGNORE INTO resources (kind, id, body) VALUES (?, ?, ?)",
-                    (kind, change.id, _encode(change.resource)),
+                    (kind, change.id, resource_json(change.resource)),
                 )
             if cursor.rowcount != 1:
                 log.warning(
@@ -497,7 +493,7 @@ class SqliteStore:
         self._conn.executemany(
             "INSERT INTO resources (kind, id, body) VALUES (?, ?, ?)",
             (
-                (kind.value, resource.id, _encode(resource))
+                (kind.value, resource.id, resource_json(resource))
                 for kind, cls in RESOURCE_CLASSES.items()
                 for resource in state.table(cls).values()
             ),

@@ -65,7 +65,6 @@ def _port_record(port: Port) -> dict[str, Any]:
     record["network_id"] = port.network_id or DEFAULT_NETWORK_ID
     record["status"] = "ACTIVE" if port.node_port else "DOWN"
     record["admin_state_up"] = True
-    record["binding:host_id"] = port.device_id
     record["security_groups"] = []
     record["allowed_address_pairs"] = []
     record["port_security_enabled"] = False
@@ -181,7 +180,7 @@ def neutron_routes(backend: Backend) -> APIRouter:
 def _add_port_routes(router: APIRouter, backend: Backend) -> None:
     base = f"/{API_VERSION}/ports"
     model_keys = {"id", "name", "description", "project_id", "tenant_id", "mac_address"}
-    model_keys |= {"device_id", "device_owner", "node_port"}
+    model_keys |= {"device_id", "device_owner", "node_port", "binding:host_id"}
 
     @router.get(base, summary="Ports (read-only: the node registers them)")
     async def ports(request: Request) -> Response:

@@ -157,7 +157,8 @@ def _collection_routes(backend: Backend, kind: ResourceKind, max_body: int) -> A
             with model.transaction() as txn:
                 return [txn.create(cls, item) for item in items]
 
-        created = await run_in_threadpool(backend.submit, create_all)
+        # run: worked out again if a shared store finds the state outdated
+        created = await run_in_threadpool(backend.submit, lambda: model.run(create_all))
         if bulk:
             return JSONResponse({collection: [r.to_dict() for r in created]}, status_code=201)
         return JSONResponse({singular: created[0].to_dict()}, status_code=201)
