@@ -53,6 +53,7 @@ if TYPE_CHECKING:
         add_routes,
         configure_interface,
         configure_node_port,
+        limit_gso,
         listening,
         tcp_connections,
     )
@@ -103,6 +104,7 @@ _EXPORTS = {
         "TcpConnection",
         "TcpSocketState",
         "configure_node_port",
+        "limit_gso",
         "listening",
         "tcp_connections",
     ),
@@ -159,6 +161,7 @@ __all__ = [
     "configure_node_port",
     "down",
     "down_all",
+    "limit_gso",
     "listening",
     "load_topology",
     "netns_name",

@@ -114,6 +114,7 @@ class Netlink:
         mtu: int | None = None,
         master: str | None = None,
         up: bool | None = None,
+        gso_max_size: int | None = None,
     ) -> None:
         index = self.index(ifname)
         changes: dict[str, Any] = {}
@@ -121,6 +122,8 @@ class Netlink:
             changes["address"] = mac
         if mtu is not None:
             changes["mtu"] = mtu
+        if gso_max_size is not None:
+            changes["gso_max_size"] = gso_max_size
         if master is not None:
             changes["master"] = self.index(master)
         # Address and MTU first: some drivers refuse to change them while up.
@@ -189,6 +192,12 @@ def _as_interface(address: str | IPInterface) -> IPInterface:
             raise ValueError(f"{address!r} needs a prefix length")
         return ipaddress.ip_interface(address)
     return address
+
+
+def limit_gso(netns: str, ifname: str, size: int) -> None:
+    """Let the kernel hand `ifname` (in `netns`) GSO super-frames of at most `size` bytes."""
+    with Netlink(netns) as netlink:
+        netlink.set_link(ifname, gso_max_size=size)
 
 
 def configure_interface(

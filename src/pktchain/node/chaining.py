@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pktchain.node.dataplane.steering import Steering
@@ -49,6 +49,9 @@ class Chaining:
         self.node_name = node_name
         self.steering = steering
         self.model = SfcModel()
+        self.peers: Callable[[], Mapping[str, frozenset[str]]] | None = None
+        """In a cluster: the live peer nodes, each with the ids of its ports
+        that are down (pairs elsewhere are reached over the underlay)."""
         self.model.add_listener(self._changed)
 
     # -- ports ---------------------------------------------------------------
@@ -72,14 +75,35 @@ class Chaining:
 
     # -- model → steering ----------------------------------------------------
     def _changed(self, change: Change) -> None:
-        if change.kind is ResourceKind.PORT:
-            return  # ports alone change no path
+        if change.kind is ResourceKind.PORT and self.peers is None:
+            return  # on one node, ports alone change no path
         self.apply()
         log.info("%s %s %s", change.action.value, change.kind.label, change.id)
 
+    def remote_ports(self, peers: Mapping[str, frozenset[str]]) -> dict[str, tuple[str, str]]:
+        """The ports on other live nodes: id → (node, node port), given each live
+        peer's ports that are down."""
+        return {
+            port.id: (port.binding_host_id, port.node_port)
+            for port in self.model.state.ports.values()
+            if port.node_port
+            and port.binding_host_id in peers
+            and port.binding_host_id != self.node_name
+            and port.id not in peers[port.binding_host_id]
+        }
+
     def apply(self) -> None:
         """Compile the model against the ports attached now, and steer by it."""
-        self.steering.apply(compile_plan(self.model.state, self.steering.ports.keys()))
+        if self.peers is None:
+            self.steering.apply(compile_plan(self.model.state, self.steering.ports.keys()))
+            return
+        plan = compile_plan(
+            self.model.state,
+            self.steering.ports.keys(),
+            self.remote_ports(self.peers()),
+            node=self.node_name,
+        )
+        self.steering.apply(plan)
 
     # -- requests ------------------------------------------------------------
     def handle(self, request: Mapping[str, Any]) -> dict[str, Any]:

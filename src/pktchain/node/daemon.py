@@ -35,6 +35,9 @@ from pktchain.node.dataplane.functions import (
 from pktchain.node.dataplane.ports import PacketPort, PortKind, SwitchPort, TapPort
 from pktchain.node.dataplane.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, DEFAULT_NETWORK
+from pktchain.node.dataplane.underlay import node_mac
+from pktchain.sfc.model import Change
+from pktchain.sfc.resources import ResourceKind
 
 if TYPE_CHECKING:
     from pktchain.api.server import ApiServer
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     from pktchain.functions.sdk import Function
     from pktchain.lab import NodePort
     from pktchain.messenger.server import MessengerServer
+    from pktchain.node.dataplane.underlay import Underlay
     from pktchain.node.function_file import FunctionSpec
     from pktchain.node.router_file import RouterSpec
     from pktchain.sfc.etcd_store import EtcdStore
@@ -148,9 +152,12 @@ class Node:
         )
         self.datapath.steering = self.steering
         self.chaining = Chaining(self.config.name, self.steering)
+        self.steering.node_mac = node_mac(self.config.name)
         self.store: SqliteStore | EtcdStore | None = None
-        self.underlay: tuple[str, int] | None = self.config.underlay
+        self.underlay_address: tuple[str, int] | None = self.config.underlay
         """Where other nodes send this node's chained traffic (`--underlay`)."""
+        self.underlay: Underlay | None = None
+        """This node's end of the underlay (in a cluster, with `--underlay`)."""
         self.registration: NodeRegistration | None = None
         """This node's key in the cluster's registry (with `--etcd`)."""
         self.cluster: ClusterView | None = None
@@ -175,10 +182,14 @@ class Node:
                 self._join_cluster()
             elif self.config.state is not None:
                 self._restore(self.config.state)
+            if self.underlay_address is not None:
+                self._open_underlay(self.underlay_address)
             for spec in self.config.ports:
                 self.attach(spec)
             for function in self.config.functions:
                 self.start_function(function)
+            if self.underlay is not None:
+                self._pin_remote_macs()  # in the networks the ports made
             self.chaining.apply()
             if self.config.router is not None:
                 self._start_router(self.config.router)
@@ -249,6 +260,95 @@ class Node:
             len(state.port_chains),
             len(state.port_pairs),
         )
+
+    # -- the underlay ----------------------------------------------------------
+    def _open_underlay(self, address: tuple[str, int]) -> None:
+        """Open this node's end of the underlay: the other nodes of the cluster
+        become ports of every network, and pairs on them part of the plan."""
+        from pktchain.node.dataplane.underlay import Underlay
+
+        underlay = Underlay(self.config.name, address)
+        self.underlay = underlay
+        self.datapath.underlay = underlay
+        self.steering.underlay = underlay
+        self.loop.add_reader(underlay.fd, self._drain_underlay)
+        self.chaining.peers = self._live_peers
+        if self.cluster is not None:
+            self.cluster.add_listener(lambda _change: self._peers_changed())
+        self.chaining.model.add_listener(self._port_changed)
+        self._peers_changed()
+        self.loop.call_every(underlay.hello_interval, self._hello)
+        log.info("underlay on %s:%d", *underlay.address)
+
+    def _drain_underlay(self) -> None:
+        underlay = self.underlay
+        if underlay is None:  # pragma: no cover - the reader goes with it
+            return
+        datapath = self.datapath
+        datapath.now = self.steering.now = self.loop.now
+        delivered = datapath.delivered
+        datapath.drain_underlay(underlay)
+        if datapath.delivered != delivered:
+            self._pump()
+
+    def _peers_changed(self) -> None:
+        """The cluster's nodes changed: follow them on the underlay, steer anew."""
+        underlay = self.underlay
+        if underlay is None:  # pragma: no cover - called once it is open
+            return
+        underlay.now = self.loop.now
+        records = self.cluster.nodes if self.cluster is not None else {}
+        peers = {
+            name: record.underlay
+            for name, record in records.items()
+            if record.underlay is not None and name != self.config.name
+        }
+        joined, left = underlay.set_peers(peers)
+        for peer in left:
+            self.datapath.remove_peer(peer)
+            log.info("peer %s left", peer.name)
+        for peer in joined:
+            self.datapath.add_peer(peer)
+            log.info("peer %s at %s:%d", peer.name, *peer.address)
+        self._pin_remote_macs()
+        self.chaining.apply()
+
+    def _live_peers(self) -> dict[str, frozenset[str]]:
+        """The peers that are alive, each with its ports that are down."""
+        underlay = self.underlay
+        records = self.cluster.nodes if self.cluster is not None else {}
+        if underlay is None:
+            return {}
+        return {
+            name: frozenset(records[name].ports_down)
+            for name, peer in underlay.peers.items()
+            if peer.alive and name in records
+        }
+
+    def _port_changed(self, change: Change) -> None:
+        if change.kind is ResourceKind.PORT:
+            self._pin_remote_macs()
+
+    def _pin_remote_macs(self) -> None:
+        """Every port of another node is known at once behind that node."""
+        for port in self.chaining.model.state.ports.values():
+            host = port.binding_host_id
+            if host and host != self.config.name and port.mac_address:
+                self.datapath.pin_remote(bytes.fromhex(port.mac_address.replace(":", "")), host)
+
+    def _hello(self) -> None:
+        underlay = self.underlay
+        if underlay is None:  # pragma: no cover - the timer goes with it
+            return
+        underlay.now = self.loop.now
+        underlay.send_hellos()
+        down, up = underlay.liveness(self.loop.now)
+        for peer in down:
+            log.warning("peer %s silent for %.1f s: taken for dead", peer.name, underlay.dead_after)
+        for peer in up:
+            log.info("peer %s heard again", peer.name)
+        if down or up:
+            self.chaining.apply()
 
     def start_function(self, spec: FunctionSpec) -> FunctionHost:
         """Build a function from its spec and plug it in (its ports join their networks)."""
@@ -408,6 +508,11 @@ class Node:
             self.api.stop()
         if self.cluster is not None:
             self.cluster.close()
+        if self.underlay is not None:
+            self.loop.remove_reader(self.underlay.fd)
+            for peer in list(self.underlay.peers.values()):
+                self.datapath.remove_peer(peer)
+            self.underlay.close()
         self.control.close()
         for port in list(self.datapath.ports):
             self.detach(port)
@@ -435,6 +540,13 @@ class Node:
             port = TapPort(name=spec.name, ifname=spec.ifname, netns=spec.netns, host=spec.host)
             try:
                 _configure_tap(spec)
+                if self.underlay_address is not None and spec.netns is not None:
+                    # A GSO super-frame crosses the underlay in one datagram: it
+                    # must fit in one, encapsulation included.
+                    from pktchain.lab import limit_gso
+                    from pktchain.node.dataplane.underlay import MAX_INNER_GSO
+
+                    limit_gso(spec.netns, spec.ifname, MAX_INNER_GSO)
                 port.mac = tap_mac(port.fd)
             except BaseException:
                 port.close()
@@ -631,7 +743,8 @@ class Node:
             "etcd": list(self.config.etcd),
             "connected": store is not None and store.connected,
             "revision": store.revision if store is not None else 0,
-            "underlay": format_underlay(self.underlay) if self.underlay else None,
+            "underlay": format_underlay(self.underlay_address) if self.underlay_address else None,
+            "peers": self.underlay.counters() if self.underlay is not None else None,
             "nodes": sorted(view.nodes),
         }
 

@@ -33,6 +33,8 @@ def compile_plan(
     state: SfcState,
     attached: Collection[str] | None = None,
     remote: Mapping[str, tuple[str, str]] | None = None,
+    *,
+    node: str | None = None,
 ) -> SteeringPlan:
     """The plan for `state`; with `attached`, only those node ports count as present.
 
@@ -40,11 +42,15 @@ def compile_plan(
     node to (that node, its node port name): a pair whose ports are both on
     one other node is in the plan with that `node`, reached over the underlay;
     and a pair on no live node is out of its group for the flows pinned to it.
+    With `node`, only ports bound to that node (or to none) are this node's:
+    node port names are unique per node, not across the cluster.
     """
     node_port = {
         port.id: port.node_port
         for port in state.ports.values()
-        if port.node_port and (attached is None or port.node_port in attached)
+        if port.node_port
+        and (attached is None or port.node_port in attached)
+        and (node is None or port.binding_host_id in ("", node))
     }
     present_remote = remote or {}
     successors: dict[str, list[str]] = {}

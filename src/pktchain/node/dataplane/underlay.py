@@ -71,6 +71,9 @@ INITIAL_SI = SI_START
 INITIAL_TTL = NSH_TTL
 
 MAX_DATAGRAM = 65535
+MAX_INNER_GSO = 62000
+"""The largest GSO super-frame the node lets a host's NIC hand it in a cluster
+(`gso_max_size`): with its encapsulation it fits in one UDP datagram."""
 SOCKET_BUFFER = 8 << 20
 """Bytes of send and receive buffer (the kernel caps it at net.core.*mem_max)."""
 BATCH = 64
