@@ -178,6 +178,9 @@ class Datapath:
         self.steering: Steering | None = None
         self.underlay: Underlay | None = None
         """Set on a node of a cluster: its peers are ports of every network."""
+        self.end_nsh: NshHeader | None = None
+        """Handed from `_steer` to the switching that follows it: the NSH of the
+        end of a path that crosses nodes (see `FlowEntry.nsh`)."""
         self.now = 0.0
         self.max_fused = DEFAULT_MAX_FUSED
         self.fast_hits = 0
@@ -265,12 +268,19 @@ class Datapath:
     ) -> None:
         """Send `frame` along its path in NSH: to another node over the
         underlay, or to an NSH-aware function over Ethernet."""
+        # The frame goes with its destination restored if it still has the
+        # rewrite that took it into this node's last function.
+        restore = entry.restore_from
+        dst = None
+        if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
+            dst = entry.restore_to
         if out.kind is _UNDERLAY:
-            cast("PeerPort", out).transmit_nsh(header, frame, entry.restore_to)
+            cast("PeerPort", out).transmit_nsh(header, frame, dst)
             return
         from pktchain.node.dataplane.underlay import encapsulate_ethernet
 
-        parts, size = encapsulate_ethernet(header, frame, entry.restore_to, entry.mac)
+        inner_dst = dst if dst is not None else bytes(frame[ETH_DST:ETH_SRC])
+        parts, size = encapsulate_ethernet(header, frame, inner_dst, entry.mac)
         if out.kind is _FUNCTION:
             self._through_function(cast("FunctionPort", out), bytearray(b"".join(parts)), None, 0)
         else:
@@ -297,6 +307,27 @@ class Datapath:
             port.drops[arrival] += 1
             return
         self._arrive(port, arrival)
+
+    def _switch(self, port: SwitchPort, frame: bytes | bytearray) -> None:
+        """Switch a frame at the end of its path here, learning nothing: its
+        source is not behind `port` (another node's, or a function's)."""
+        network = port.network
+        if network is None:  # pragma: no cover - every added port has a network
+            return
+        if frame[ETH_DST] & 1:
+            self.flood(port, network, frame, None, 0)
+            return
+        found = network.macs.entries.get(bytes(frame[ETH_DST:ETH_SRC]))
+        if found is None:
+            self.flood(port, network, frame, None, 0)
+            return
+        out = found.port
+        if out is port:
+            port.drops[_SAME_PORT] += 1
+        elif out.kind is _FUNCTION:
+            self._through_function(cast("FunctionPort", out), _owned(frame), None, 0)
+        else:
+            out.transmit(frame)
 
     @staticmethod
     def _fast_fits(fused: FusedEntry, frame: bytes, info: FrameInfo) -> bool:
@@ -375,7 +406,7 @@ class Datapath:
             restore = entry.restore_from
             if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
                 frame = _with_dst(frame, entry.restore_to)  # type: ignore[assignment]
-            self._forward(port, (frame,), None, 0)
+            self._switch(port, frame)
         elif entry.nsh is not None:
             # Passed on without a function here: the TTL is the frame's own,
             # so that frames sent round between nodes die out.
@@ -536,11 +567,13 @@ class Datapath:
             if table is not None and frame[ETH_TYPE:ETH_END] == _NSH_ETHERTYPE:
                 self._nsh_return(port, frame)
                 continue
+            end_nsh = None
             if table is not None and info is not None and info.ip_version:
                 steered = self._steer(port, frame, info, src_entry, trace, depth)
                 if steered is None:
                     continue  # sent or dropped as its flow entry says
                 frame = steered
+                end_nsh, self.end_nsh = self.end_nsh, None
             elif src_entry is not None:
                 src_entry.seen = now
             else:
@@ -561,6 +594,13 @@ class Datapath:
                         journey = self._journey(trace, port, received, info)
                         function = cast("FunctionPort", out)
                         self._through_function(function, _owned(frame), journey, depth)
+                        continue
+                    if end_nsh is not None and out.kind is _UNDERLAY:
+                        # The end of a path that crossed nodes: the node of the
+                        # destination learns the way back from the NSH.
+                        if trace is not None:
+                            self._fuse(trace, out, frame, dst_entry, end_nsh)
+                        cast("PeerPort", out).transmit_nsh(end_nsh, frame)
                         continue
                     if trace is not None:
                         self._fuse(trace, out, frame, dst_entry)
@@ -672,6 +712,7 @@ class Datapath:
         if flow_entry.taps:
             self._tap(flow_entry.taps, frame, trace, depth)
         if out is None:
+            self.end_nsh = flow_entry.nsh
             restore = flow_entry.restore_from
             if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
                 # The last function handed the frame back with our rewrite in
@@ -685,7 +726,10 @@ class Datapath:
         if flow_entry.nsh is not None:
             if trace is not None:
                 if out.kind is _UNDERLAY:
-                    final = frame[:ETH_DST] + flow_entry.restore_to + frame[ETH_SRC:]
+                    final = frame
+                    restore = flow_entry.restore_from
+                    if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
+                        final = frame[:ETH_DST] + flow_entry.restore_to + frame[ETH_SRC:]
                     self._fuse(trace, out, bytes(final), None, flow_entry.nsh)
                 else:
                     trace.broken = "nsh-function"

@@ -191,8 +191,10 @@ class FlowEntry:
     ) -> None:
         self.flow = flow
         self.nsh = nsh
-        """Set when `out` is another node (a `PeerPort`): the NSH to send with,
-        the inner destination MAC restored to `restore_to` first."""
+        """The NSH to send the frame with: when `out` is another node (a
+        `PeerPort`) or an NSH-aware function; and at the end of a path that
+        crosses nodes (`out` None), where the switch sends the frame to another
+        node.  Its inner destination is restored first, as at a path's end."""
         self.first = first
         self.out = out
         self.mac = mac
@@ -564,12 +566,12 @@ class Steering:
         if (
             direction is PathDirection.FORWARD
             and chain.symmetric
-            and end.nsh is None
+            and end.out is None
             and end.drop is None
         ):
             # The chain ends here: if the destination is a port of this node,
             # this is the egress, and it learns the way back from the frame.
-            dst = end.out or self._port_of(at, frame[ETH_DST:ETH_SRC])
+            dst = self._port_of(at, frame[ETH_DST:ETH_SRC])
             if dst is not None and dst.kind is not PortKind.UNDERLAY:
                 reverse = self._path(
                     flow,
@@ -634,14 +636,21 @@ class Steering:
                 placed.append(
                     (
                         current,
-                        FlowEntry(flow, out=peer, nsh=header, restore_to=original_dst, learn=False),
+                        FlowEntry(
+                            flow,
+                            out=peer,
+                            nsh=header,
+                            restore_from=last_mac,
+                            restore_to=original_dst,
+                            learn=False,
+                        ),
                     )
                 )
                 return placed
             counters = self._counters(link, index, pair, direction)
             counters.flows += 1
             target = self.ports[pair.ingress if forward else pair.egress]
-            last_mac = _mac(target)
+            previous_mac, last_mac = last_mac, _mac(target)
             if pair.nsh:
                 # The function hands the frame back in NSH, its SI one less:
                 # the rest of the path is joined then (`arrive`).
@@ -654,6 +663,7 @@ class Steering:
                             out=target,
                             mac=last_mac + self.node_mac,
                             nsh=header,
+                            restore_from=previous_mac,
                             restore_to=original_dst,
                             hop=counters,
                             learn=False,
@@ -665,33 +675,20 @@ class Steering:
                 (current, FlowEntry(flow, out=target, mac=last_mac, hop=counters, learn=False))
             )
             current = self.ports[pair.egress if forward else pair.ingress]
-        destination = self._port_of(at, original_dst)
-        if destination is None or destination is current:
-            pass
-        elif destination.kind is PortKind.UNDERLAY:
-            if current is not at:
-                header = NshHeader(vni, spi, INITIAL_SI - len(travel), ttl, tags)
-                placed.append(
-                    (
-                        current,
-                        FlowEntry(
-                            flow, out=destination, nsh=header, restore_to=original_dst, learn=False
-                        ),
-                    )
-                )
-                return placed
-        elif destination.kind is not PortKind.FUNCTION:
-            # A host of this node: straight to it, even before the switch has
-            # learned where it is (a flood would send the frame back to the
-            # node it came from).
-            placed.append(
-                (current, FlowEntry(flow, out=destination, mac=original_dst, learn=False))
-            )
-            return placed
+        # The path ends here: the frame is switched as it leaves the last
+        # function (one that routes may send it elsewhere than it was going).
+        # Where the switch sends it to another node, it goes in NSH with the
+        # path's last SI, so that the node of its destination learns the way
+        # back (`arrive`).
+        end = None
+        if current is not at:
+            end = NshHeader(vni, spi, INITIAL_SI - len(travel), ttl, tags)
         placed.append(
             (
                 current,
-                FlowEntry(flow, restore_from=last_mac, restore_to=original_dst, learn=False),
+                FlowEntry(
+                    flow, restore_from=last_mac, restore_to=original_dst, nsh=end, learn=False
+                ),
             )
         )
         return placed

@@ -35,6 +35,14 @@ def node() -> tuple[Datapath, dict[str, MemoryPort]]:
     )
     group = GroupPlan("g", "g", (PAIR,))
     steering.apply(SteeringPlan((ChainPlan("c", "c", 42, (group,), (classifier,), True),)))
+    # The hosts have spoken (as ARP would have them do): the switch knows them.
+    for name in ("h1", "h2"):
+        port = ports[name]
+        hello = bytes(Ether(src=port.mac, dst="ff:ff:ff:ff:ff:ff", type=0x88B5) / (b"h" * 46))
+        port.inbox.append(bytes(10) + hello)
+        datapath.drain(port)
+    for port in ports.values():
+        port.sent.clear()
     return datapath, ports
 
 

@@ -111,6 +111,14 @@ def cluster() -> Iterator[tuple[Node, Node, MemoryPort, MemoryPort, Counting]]:
     assert n2.datapath.pin_remote(mac(H1), "n1")
     classifier = ClassifierPlan("fc", "fc", protocol=17, logical_source_port="h1")
     remote = PairPlan(PAIR.id, PAIR.name, PAIR.ingress, PAIR.egress, node="n2")
+    # The hosts have spoken (as ARP would have them do): their nodes know them.
+    for node, port in ((n1, h1), (n2, h2)):
+        hello = Ether(src=port.mac, dst="ff:ff:ff:ff:ff:ff", type=0x88B5) / (b"h" * 46)
+        port.inbox.append(bytes(10) + bytes(hello))
+        node.datapath.drain(port)
+        wait_drain(n2 if node is n1 else n1)
+    h1.sent.clear()
+    h2.sent.clear()
     n1.steer(
         SteeringPlan(
             (ChainPlan("c", "c", 7, (GroupPlan("g", "g", (remote,)),), (classifier,), True),)
@@ -276,6 +284,9 @@ def test_established_flows_across_nodes_take_the_fast_path_on_both() -> None:
         n2.peer(n1)
         n1.datapath.pin_remote(mac(H2), "n2")
         n2.datapath.pin_remote(mac(H1), "n1")
+        hello = Ether(src=H2, dst="ff:ff:ff:ff:ff:ff", type=0x88B5) / (b"h" * 46)
+        h2.inbox.append(bytes(10) + bytes(hello))
+        n2.datapath.drain(h2)
         on_n2 = PairPlan(p2.id, p2.name, p2.ingress, p2.egress, node="n2")
         on_n1 = PairPlan(p1.id, p1.name, p1.ingress, p1.egress, node="n1")
         groups1 = (GroupPlan("g1", "g1", (p1,)), GroupPlan("g2", "g2", (on_n2,)))
