@@ -3,9 +3,10 @@
 `EtcdServer` runs etcd (Debian's etcd-server, installed by
 scripts/install-deps) with the lab's command line (`pktchain.lab.etcd`) as a
 one-member cluster on 127.0.0.1, on free client and peer ports, in a
-temporary data directory, and waits until ``/health`` says it has a leader. `stop()` ends it (SIGTERM, then SIGKILL), `kill()`
-crashes it (SIGKILL) and `start()` runs it again on the same ports and data,
-so a test can take etcd away and bring it back. The `etcd` fixture always
+temporary data directory, and waits until ``/health`` says it has a leader.
+`stop()` ends it (SIGTERM, then SIGKILL), `kill()` crashes it (SIGKILL) and
+`start()` runs it again on the same ports and data, so a test can take etcd
+away and bring it back. The `etcd` fixture always
 stops the server and removes its directory.
 """
 
