@@ -1,16 +1,18 @@
 """A real etcd for tests, on loopback, with a data directory of its own.
 
-`EtcdServer` runs ``/usr/bin/etcd`` (Debian's etcd-server, installed by
-scripts/install-deps) as a one-member cluster on 127.0.0.1, on free client
-and peer ports, in a temporary data directory, and waits until ``/health``
-says it has a leader. `stop()` ends it (SIGTERM, then SIGKILL), `kill()`
-crashes it (SIGKILL) and `start()` runs it again on the same ports and data,
-so a test can take etcd away and bring it back. The `etcd` fixture always
+`EtcdServer` runs etcd (Debian's etcd-server, installed by
+scripts/install-deps) with the lab's command line (`pktchain.lab.etcd`) as a
+one-member cluster on 127.0.0.1, on free client and peer ports, in a
+temporary data directory, and waits until ``/health`` says it has a leader.
+`stop()` ends it (SIGTERM, then SIGKILL), `kill()` crashes it (SIGKILL) and
+`start()` runs it again on the same ports and data, so a test can take etcd
+away and bring it back. The `etcd` fixture always
 stops the server and removes its directory.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import signal
@@ -25,7 +27,9 @@ from pathlib import Path
 
 import pytest
 
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+from pktchain.lab.etcd import etcd_argv, etcd_env, find_etcd
+from pktchain.lab.topology import EtcdSpec
+
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
@@ -61,8 +65,6 @@ class EtcdServer:
         """Run etcd (on the ports of the last run, if any) and wait until it is healthy."""
         if self.running:
             raise RuntimeError("etcd is already running")
-        if not Path(ETCD).exists():
-            pytest.fail(f"{ETCD} not found: scripts/install-deps installs etcd-server")
         fresh = self.client_port == 0
         for _attempt in range(3 if fresh else 1):
             if fresh:  # a free port may be taken before etcd binds it: pick again
@@ -72,29 +74,22 @@ class EtcdServer:
         raise RuntimeError(f"etcd did not start; its log:\n{self._log_tail()}")
 
     def _run(self) -> bool:
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        argv = [
-            ETCD,
-            "--name",
+        # The lab's etcd command line (pktchain.lab.etcd), on loopback ports.
+        spec = EtcdSpec(
             self.name,
-            "--data-dir",
-            str(self.data_dir),
-            "--listen-client-urls",
-            self.url,
-            "--advertise-client-urls",
-            self.url,
-            "--listen-peer-urls",
-            peer,
-            "--initial-advertise-peer-urls",
-            peer,
-            "--initial-cluster",
-            f"{self.name}={peer}",
-            "--log-outputs",
-            "stderr",
-        ]
+            ipaddress.IPv4Interface("127.0.0.1/8"),
+            client_port=self.client_port,
+            peer_port=self.peer_port,
+        )
+        argv = etcd_argv(find_etcd(), spec, self.data_dir)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=etcd_env(),
+                start_new_session=True,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
