@@ -52,6 +52,8 @@ class Chaining:
         self.peers: Callable[[], Mapping[str, frozenset[str]]] | None = None
         """In a cluster: the live peer nodes, each with the ids of its ports
         that are down (pairs elsewhere are reached over the underlay)."""
+        self.down: set[str] = set()
+        """This node's ports that are down: their pairs are out of the plan."""
         self.model.add_listener(self._changed)
 
     # -- ports ---------------------------------------------------------------
@@ -99,7 +101,7 @@ class Chaining:
             return
         plan = compile_plan(
             self.model.state,
-            self.steering.ports.keys(),
+            [name for name in self.steering.ports if name not in self.down],
             self.remote_ports(self.peers()),
             node=self.node_name,
         )

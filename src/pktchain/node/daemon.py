@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from pktchain.functions.router.function import Router, RouterInterface
     from pktchain.functions.sdk import Function
     from pktchain.lab import NodePort
+    from pktchain.linux.links import LinkWatch
     from pktchain.messenger.server import MessengerServer
     from pktchain.node.dataplane.underlay import Underlay
     from pktchain.node.function_file import FunctionSpec
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
     from pktchain.sfc.store import SqliteStore
 
 log = logging.getLogger("pktchain.node")
+
+LINK_WATCH_INTERVAL = 0.2
+"""Seconds between two looks at whether the node's ports are up (in a cluster)."""
 T = TypeVar("T")
 
 
@@ -158,6 +162,7 @@ class Node:
         """Where other nodes send this node's chained traffic (`--underlay`)."""
         self.underlay: Underlay | None = None
         """This node's end of the underlay (in a cluster, with `--underlay`)."""
+        self._links: LinkWatch | None = None
         self.registration: NodeRegistration | None = None
         """This node's key in the cluster's registry (with `--etcd`)."""
         self.cluster: ClusterView | None = None
@@ -278,7 +283,35 @@ class Node:
         self.chaining.model.add_listener(self._port_changed)
         self._peers_changed()
         self.loop.call_every(underlay.hello_interval, self._hello)
+        self.loop.call_every(LINK_WATCH_INTERVAL, self._watch_links)
         log.info("underlay on %s:%d", *underlay.address)
+
+    def _watch_links(self) -> None:
+        """Take a port whose interface went down (its host's link, or its host's
+        namespace gone) out of the plan, here and on every other node."""
+        from pktchain.linux.links import LinkWatch
+
+        if self._links is None:
+            self._links = LinkWatch()
+        down = {
+            port.name
+            for port in self.ports.values()
+            if port.kind in (PortKind.TAP, PortKind.AF_PACKET)
+            and not self._links.is_up(port.netns, port.ifname)
+        }
+        if down == self.chaining.down:
+            return
+        for name in sorted(down - self.chaining.down):
+            log.warning("port %s is down: its pairs leave the plan", name)
+        for name in sorted(self.chaining.down - down):
+            log.info("port %s is up again", name)
+        self.chaining.down = down
+        if self.registration is not None:
+            from pktchain.node.chaining import port_id
+
+            ids = tuple(sorted(port_id(self.config.name, name) for name in down))
+            self.registration.update(ports_down=ids)
+        self.chaining.apply()
 
     def _drain_underlay(self) -> None:
         underlay = self.underlay
@@ -513,6 +546,8 @@ class Node:
             for peer in list(self.underlay.peers.values()):
                 self.datapath.remove_peer(peer)
             self.underlay.close()
+        if self._links is not None:
+            self._links.close()
         self.control.close()
         for port in list(self.datapath.ports):
             self.detach(port)
@@ -746,6 +781,11 @@ class Node:
             "underlay": format_underlay(self.underlay_address) if self.underlay_address else None,
             "peers": self.underlay.counters() if self.underlay is not None else None,
             "nodes": sorted(view.nodes),
+            "ports_down": {
+                name: list(record.ports_down)
+                for name, record in sorted(view.nodes.items())
+                if record.ports_down
+            },
         }
 
 
