@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from pktchain.lab import Lab, wait_until
 from pktchain.linux.netns import entered
 from pktchain.node.control import request
 from pktchain.node.process import NodeProcess
+from support.fn_lab import capture
 
 FLOWS = Path(__file__).with_name("cluster_flows.py")
 SOURCE_PORTS = itertools.count(20000, 100)
@@ -189,6 +191,18 @@ def _make_chain(cluster: Cluster) -> None:
         )
 
 
+def tshark(pcap: Path, *args: str) -> list[list[str]]:
+    """The fields tshark prints (-T fields) of each packet of `pcap`."""
+    run = subprocess.run(
+        ["tshark", "-r", str(pcap), "-T", "fields", "-E", "separator=/t", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [line.split("\t") for line in run.stdout.splitlines() if line]
+
+
 def hops(cluster: Cluster, node: str) -> dict[tuple[str, str], int]:
     """(port pair name, direction) -> packets, on `node`."""
     found: dict[tuple[str, str], int] = {}
@@ -203,11 +217,28 @@ def test_ping_curl_and_iperf3_cross_the_chain_and_replies_cross_the_same_replica
     cluster: Cluster,
 ) -> None:
     client, server = cluster.lab.host("client"), cluster.lab.host("server")
-    ping = client.run(["ping", "-c", "5", "-i", "0.2", "-W", "3", "10.0.0.2"], timeout=20)
+    pcap = cluster.tmp / "n1-underlay.pcap"
+    with capture(cluster.lab.node("n1"), "ul0", pcap, "udp port 4790"):
+        ping = client.run(["ping", "-c", "5", "-i", "0.2", "-W", "3", "10.0.0.2"], timeout=20)
     assert ping.ok, ping.stdout
     assert " 0% packet loss" in ping.stdout
     # The appliance routes: one hop less of TTL than a switched path.
     assert "ttl=63" in ping.stdout
+    # tshark reads every datagram on the underlay as VXLAN-GPE / NSH / Ethernet.
+    fields = tshark(
+        pcap, "-e", "vxlan.next_proto", "-e", "nsh.spi", "-e", "nsh.si", "-e", "eth.type"
+    )
+    assert fields, "nothing crossed the underlay"
+    assert tshark(pcap, "-Y", "_ws.malformed", "-e", "frame.number") == []
+    spis = set()
+    for next_proto, spi, si, ethertypes in fields:
+        assert next_proto == "4"  # NSH
+        assert len(ethertypes.split(",")) == 2, ethertypes  # outer and inner Ethernet
+        spis.add((int(spi, 0), int(si, 0)))
+    chain_id = cluster.sfc("n1", "list", "port_chains")["resources"][0]["chain_id"]
+    # Pings go out at the first hop; replies come home at the end of the way back.
+    assert (chain_id, 255) in spis
+    assert (chain_id | 0x800000, 254) in spis
     wait_until(
         lambda: (
             client.run(
