@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from pktchain.lab import Lab, wait_until
 from pktchain.linux.netns import entered
 from pktchain.node.control import request
 from pktchain.node.process import NodeProcess
+from pktchain.packet.nsh import build_nsh, build_vxlan_gpe
 from support.fn_lab import capture
 
 FLOWS = Path(__file__).with_name("cluster_flows.py")
@@ -397,6 +399,23 @@ def test_with_etcd_gone_the_nodes_forward_and_the_api_answers_503_then_resync(
     wait_until(seen_on_n3, timeout=20, what="n3 seeing the change made after etcd came back")
     groups = cluster.api("n2", "GET", "/v2.0/sfc/port_pair_groups").json()["port_pair_groups"]
     assert {g["name"] for g in groups} == {"appliances", "while-down"}
+
+
+def test_nsh_from_an_address_that_is_no_node_is_a_counted_drop(cluster: Cluster) -> None:
+    n1 = cluster.nodes["n1"]
+    chain_id = cluster.sfc("n1", "list", "port_chains")["resources"][0]["chain_id"]
+    inner = bytes.fromhex("0200000000020200000000010800") + bytes(46)
+    nsh = build_vxlan_gpe() + build_nsh(chain_id, 255) + inner
+    before = n1.status()["cluster"]["peers"]["drops"].get("unknown-source", 0)
+    fabric = cluster.lab.topology.fabric_netns
+    with entered(fabric), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _ in range(3):
+            sock.sendto(nsh, ("10.250.0.1", 4790))
+    wait_until(
+        lambda: n1.status()["cluster"]["peers"]["drops"].get("unknown-source", 0) == before + 3,
+        timeout=5,
+        what="n1 counting the three datagrams from the fabric",
+    )
 
 
 def test_a_killed_node_loses_its_flows_to_the_other_replica_within_a_second(
