@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -366,6 +368,38 @@ def test_a_replica_whose_link_goes_down_loses_its_flows_to_the_other_within_a_se
         timeout=5,
         what="n2's port back up in n1's view",
     )
+
+
+def test_a_change_waiting_for_an_unreachable_etcd_holds_up_no_packet(cluster: Cluster) -> None:
+    client, fabric = cluster.lab.host("client"), cluster.lab.topology.fabric_netns
+    assert fabric is not None
+    # etcd's port silently drops everything: a write waits out its timeout.
+    table = ["ip", "netns", "exec", fabric, "nft"]
+    subprocess.run([*table, "add", "table", "inet", "cut"], check=True)
+    subprocess.run(
+        [*table, "add", "chain", "inet", "cut", "in", "{ type filter hook input priority 0; }"],
+        check=True,
+    )
+    subprocess.run(
+        [*table, "add", "rule", "inet", "cut", "in", "tcp", "dport", "2379", "drop"], check=True
+    )
+    try:
+        answers: list[httpx.Response] = []
+        body = {"port_pair_group": {"name": "never"}}
+        writer = threading.Thread(
+            target=lambda: answers.append(
+                cluster.api("n1", "POST", "/v2.0/sfc/port_pair_groups", body)
+            )
+        )
+        writer.start()
+        ping = client.run(["ping", "-c", "30", "-i", "0.05", "-W", "1", "10.0.0.2"], timeout=20)
+        writer.join(timeout=30)
+    finally:
+        subprocess.run([*table, "delete", "table", "inet", "cut"], check=True)
+    assert answers and answers[0].status_code == 503, answers
+    assert " 0% packet loss" in ping.stdout, ping.stdout
+    worst = max(float(rtt) for rtt in re.findall(r"time=([\d.]+) ms", ping.stdout))
+    assert worst < 200, f"a ping waited {worst} ms while a change waited for etcd"
 
 
 def test_with_etcd_gone_the_nodes_forward_and_the_api_answers_503_then_resync(

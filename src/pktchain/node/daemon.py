@@ -253,6 +253,7 @@ class Node:
         self.registration = registration
         post = self.loop.call_soon_threadsafe
         self.store = EtcdStore(client, cluster=config.cluster, post=post, writer=config.name)
+        self.chaining.post = self.loop.run_or_post
         self.store.attach(self.chaining.model)
         self.cluster = ClusterView(client, cluster=config.cluster, post=post)
         self.cluster.start()
@@ -360,7 +361,7 @@ class Node:
 
     def _port_changed(self, change: Change) -> None:
         if change.kind is ResourceKind.PORT:
-            self._pin_remote_macs()
+            self.loop.run_or_post(self._pin_remote_macs)
 
     def _pin_remote_macs(self) -> None:
         """Every port of another node is known at once behind that node."""
@@ -816,6 +817,18 @@ class NodeBackend:
 
     def submit(self, fn: Callable[[], T]) -> T:
         return self._node.loop.submit(fn)
+
+    def change(self, fn: Callable[[], T]) -> T:
+        node = self._node
+        if node.chaining.post is None:
+            return node.loop.submit(fn)
+        # In a cluster the change is made here, in the API's thread: its etcd
+        # transaction may wait for etcd, the packets must not. The model's own
+        # lock orders it with the loop's changes; the steering follows in the
+        # loop, and the empty call waits for that before the answer goes.
+        result = fn()
+        node.loop.submit(lambda: None)
+        return result
 
     def status(self) -> dict[str, Any]:
         return self._node.loop.submit(self._node.status)
