@@ -215,7 +215,7 @@ class Node:
         log.info(
             "node %s running: %d ports, control socket %s",
             self.config.name,
-            len(self.datapath.ports),
+            len(self.ports),
             self.config.control_path,
         )
 
