@@ -132,7 +132,7 @@ class ClusterDemo:
         self.iperf_seconds = iperf_seconds
         self.iperf_bitrate = iperf_bitrate
         self.nsh_function = nsh_function
-        self.token = secrets.token_urlsafe(18)
+        self.token = secrets.token_hex(16)
         self.topology_file = workdir / "topology.yaml"
         self.topology_file.write_text(yaml.safe_dump(cluster_topology(lab_name), sort_keys=False))
         self.lab: Lab | None = None
