@@ -3,10 +3,13 @@ firewall's rules, and what it concludes from flow tables and counters."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from pktchain.cli import main
 from pktchain.demo.cluster.checks import (
     client_flows,
     flowcount_problems,
@@ -212,3 +215,30 @@ def test_flowcount_must_have_counted_both_ways() -> None:
     problems, counted = flowcount_problems(stats, keys)
     assert counted == 3
     assert problems == ["nsh-flowcount did not count 10.0.0.2:80 → 10.0.0.1:40002"]
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+def test_the_command_takes_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_run(**options: Any) -> int:
+        seen.update(options)
+        return 0
+
+    monkeypatch.setattr("pktchain.demo.cluster.run_cluster_demo", fake_run)
+    argv = ["demo", "cluster", "--json", "--pcap", "/tmp/caps", "--iperf-seconds", "2"]
+    assert main([*argv, "--iperf-bitrate", "20M", "--nsh-function", "/opt/nsh-flowcount"]) == 0
+    assert seen == {
+        "json_output": True,
+        "pcap_dir": Path("/tmp/caps"),
+        "iperf_seconds": 2.0,
+        "iperf_bitrate": "20M",
+        "nsh_function": Path("/opt/nsh-flowcount"),
+    }
+
+
+def test_a_run_of_no_length_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "cluster", "--iperf-seconds", "0"]) == 2
+    assert "--iperf-seconds must be positive, got 0" in capsys.readouterr().err

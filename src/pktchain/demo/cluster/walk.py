@@ -417,7 +417,9 @@ class ClusterDemo:
             f"{CHAIN} (chain_id {chain['chain_id']}, symmetric) = [{groups}], "
             f"classifiers {' + '.join(c for c, _ in CLASSIFIERS)} (TCP {CLIENT} → "
             f"{SERVER}:{HTTP_PORT}, :{IPERF_PORT}); made at {url} with a token "
-            f"(refused without it), steered by n1, n2 and n3"
+            f"(refused without it), steered by n1, n2 and n3. The firewall's second "
+            f"instance, FW1 on n1, is there so that every group keeps an instance when "
+            f"{DOOMED} dies"
         )
         return detail, {"api": url, "chain": chain}
 
