@@ -209,7 +209,7 @@ def test_demo_cluster_passes_and_its_underlay_decodes(tmp_path: Path) -> None:
         assert malformed.stdout == "", f"{pcap}: malformed packets:\n{malformed.stdout[:2000]}"
         seen = list(datagrams(pcap))
         chained = [d for d in seen if d.spi > 0]
-        assert len(chained) > 50, f"{pcap}: {len(chained)} chained datagrams"
+        assert len(chained) >= 10, f"{pcap}: {len(chained)} chained datagrams"
         for datagram in seen:
             assert datagram.gpe_next == "4", datagram  # VXLAN-GPE: next protocol NSH
             assert datagram.nsh_next == "3", datagram  # NSH: next protocol Ethernet
