@@ -103,9 +103,12 @@ struct counters {
     uint64_t packets_in, bytes_in, packets_out, bytes_out;
     uint64_t drops[DROP_REASONS];
     uint64_t md1, md2, tlv_added, tlv_no_room, inner_not_ip, flow_overflow;
+    uint64_t socket_drops; /* frames the kernel dropped for want of room in our queue */
 };
 
 static struct counters counters;
+static int packet_fds[2] = {-1, -1}; /* the AF_PACKET sockets, for their drop counts */
+#define RECEIVE_BUFFER (8 << 20) /* room for a burst of 64 KB super-frames */
 static struct flow *flows;  /* open addressing, linear probing */
 static size_t flow_slots;   /* a power of two, twice the capacity at least */
 static size_t flow_capacity;
@@ -376,6 +379,15 @@ static void write_stats(const char *stopped_by)
     fprintf(f, "  \"tlv\": {\"added\": %llu, \"no_room\": %llu},\n",
             (unsigned long long)counters.tlv_added, (unsigned long long)counters.tlv_no_room);
     fprintf(f, "  \"inner_not_ip\": %llu,\n", (unsigned long long)counters.inner_not_ip);
+    for (int i = 0; i < 2; i++) {
+        struct tpacket_stats st;
+        socklen_t len = sizeof st;
+        /* Reading the statistics resets them: they add up here. */
+        if (packet_fds[i] >= 0
+            && getsockopt(packet_fds[i], SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0)
+            counters.socket_drops += st.tp_drops;
+    }
+    fprintf(f, "  \"socket_drops\": %llu,\n", (unsigned long long)counters.socket_drops);
     fprintf(f, "  \"flow_table\": {\"flows\": %zu, \"capacity\": %zu, \"overflow\": %llu},\n",
             flow_count, flow_capacity, (unsigned long long)counters.flow_overflow);
     fprintf(f, "  \"flows\": [");
@@ -426,6 +438,11 @@ static int open_interface(const char *ifname)
     promisc.mr_ifindex = (int)index;
     promisc.mr_type = PACKET_MR_PROMISC;
     /* never read back our own answers; take frames for any MAC (undone at close) */
+    /* A deep queue: the default (about 208 KB) holds three GSO super-frames.
+       SO_RCVBUFFORCE passes net.core.rmem_max (it needs CAP_NET_ADMIN). */
+    int size = RECEIVE_BUFFER;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
     if (setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) < 0
         || bind(fd, (struct sockaddr *)&sll, sizeof sll) < 0
         || setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &promisc, sizeof promisc) < 0) {
@@ -650,12 +667,14 @@ int main(int argc, char **argv)
         in_fd = open_interface(ifname);
         if (in_fd < 0)
             return 1;
+        packet_fds[0] = in_fd;
         fds[nfds] = (struct pollfd){.fd = in_fd, .events = POLLIN};
         kinds[nfds++] = 0;
         if (egress != NULL) {
             out_fd = open_interface(egress);
             if (out_fd < 0)
                 return 1;
+            packet_fds[1] = out_fd;
             fds[nfds] = (struct pollfd){.fd = out_fd, .events = POLLIN};
             kinds[nfds++] = 1;
         }

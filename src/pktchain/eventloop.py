@@ -137,6 +137,14 @@ class EventLoop:
         with contextlib.suppress(BlockingIOError):  # full: the loop is already woken
             self._call_w.send(b"\0")
 
+    def run_or_post(self, fn: Callable[[], None]) -> None:
+        """Run `fn` now if this is the loop's thread (or the loop has not
+        started), else have the loop run it soon."""
+        if self._thread is None or self._thread == threading.get_ident():
+            fn()
+        else:
+            self.call_soon_threadsafe(fn)
+
     def submit(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         """Run `fn` in the loop's thread; return its result or raise its exception.
 

@@ -372,19 +372,30 @@ def wait_closed(lab: Lab, port: int, *hosts: str) -> None:
 COLLECTIONS = ("port_pairs", "port_pair_groups", "flow_classifiers", "port_chains")
 
 
-def test_nsh_port_pairs_are_refused_naming_the_field(sfc: Callable[..., Sfc]) -> None:
+def test_an_nsh_pair_needs_a_chain_that_says_nsh(sfc: Callable[..., Sfc]) -> None:
+    """A pair with correlation nsh (an NSH-aware function) is accepted; a chain
+    that holds it must say so too, as networking-sfc requires."""
     _lab, _node, api = sfc(service_vms=1)
+    pair = api.create(
+        "port_pairs",
+        name="nsh",
+        ingress=api.port_id("vm1:in"),
+        egress=api.port_id("vm1:out"),
+        service_function_parameters={"correlation": "nsh"},
+    )
+    assert pair["service_function_parameters"]["correlation"] == "nsh"
+    group = api.create("port_pair_groups", name="g", port_pairs=[pair["id"]])
     with pytest.raises(ChainingRequestError) as refused:
-        api.create(
-            "port_pairs",
-            name="nsh",
-            ingress=api.port_id("vm1:in"),
-            egress=api.port_id("vm1:out"),
-            service_function_parameters={"correlation": "nsh"},
-        )
+        api.create("port_chains", name="mpls", port_pair_groups=[group["id"]])
     assert refused.value.status == 400
-    assert refused.value.field == "service_function_parameters.correlation"
-    assert api.list("port_pairs") == []
+    assert api.list("port_chains") == []
+    chain = api.create(
+        "port_chains",
+        name="nsh",
+        port_pair_groups=[group["id"]],
+        chain_parameters={"correlation": "nsh"},
+    )
+    assert chain["chain_parameters"]["correlation"] == "nsh"
 
 
 def test_counters_per_chain_hop_and_pair_in_the_status_command(

@@ -39,9 +39,14 @@ class Backend(Protocol):
         ...
 
     def submit(self, fn: Callable[[], T]) -> T:
-        """Run `fn` (a model change) where the dataplane lives and return its
-        result, or raise the exception it raised. It must not return before
-        the change has reached the dataplane."""
+        """Run `fn` where the dataplane lives and return its result, or raise
+        the exception it raised."""
+        ...
+
+    def change(self, fn: Callable[[], T]) -> T:
+        """Run `fn`, a change of the model, and return its result, or raise the
+        exception it raised. It must not return before the change has reached
+        the dataplane."""
         ...
 
     def status(self) -> dict[str, Any]:
@@ -95,6 +100,9 @@ class LocalBackend:
     def submit(self, fn: Callable[[], T]) -> T:
         with self._lock:
             return fn()
+
+    def change(self, fn: Callable[[], T]) -> T:
+        return self.submit(fn)
 
     def status(self) -> dict[str, Any]:
         ports = self._model.list(Port)

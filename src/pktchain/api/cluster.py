@@ -51,6 +51,9 @@ class ClusterBackend:
     def submit(self, fn: Callable[[], T]) -> T:
         return self._loop.submit(fn)
 
+    def change(self, fn: Callable[[], T]) -> T:
+        return self._loop.submit(fn)
+
     def _no_node(self, what: str) -> ApiError:
         return ApiError(
             404,

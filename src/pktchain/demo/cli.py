@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -33,6 +34,35 @@ def register(subparsers: Any) -> None:
     )
     router.add_argument("--json", action="store_true", help="print the results as JSON")
     router.set_defaults(handler=_router)
+    cluster = sub.add_parser(
+        "cluster",
+        help="one chain across three nodes: NSH over VXLAN-GPE, replies on the same "
+        "instances, a node killed",
+    )
+    cluster.add_argument("--json", action="store_true", help="print the results as JSON")
+    cluster.add_argument(
+        "--pcap",
+        metavar="DIR",
+        type=Path,
+        help="leave a capture of each node's underlay interface in DIR (n1-ul0.pcap, ...)",
+    )
+    cluster.add_argument(
+        "--iperf-seconds", type=float, default=3.0, help="length of each iperf3 run (default 3)"
+    )
+    cluster.add_argument(
+        "--iperf-bitrate",
+        metavar="RATE",
+        help="iperf3's target bitrate (-b), e.g. 100M (default: unlimited; 50M with --pcap, "
+        "to keep the captures small)",
+    )
+    cluster.add_argument(
+        "--nsh-function",
+        metavar="PATH",
+        type=Path,
+        help="the nsh-flowcount binary (default: build/nsh-flowcount, $PATH, or built "
+        "from examples/nsh)",
+    )
+    cluster.set_defaults(handler=_cluster)
 
 
 def _switch(args: argparse.Namespace) -> int:
@@ -51,3 +81,19 @@ def _router(args: argparse.Namespace) -> int:
     from pktchain.demo.router import run_router_demo
 
     return run_router_demo(json_output=args.json)
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from pktchain.demo.cluster import run_cluster_demo
+
+    if args.iperf_seconds <= 0:
+        from pktchain.errors import UsageError
+
+        raise UsageError(f"--iperf-seconds must be positive, got {args.iperf_seconds:g}")
+    return run_cluster_demo(
+        json_output=args.json,
+        pcap_dir=args.pcap,
+        iperf_seconds=args.iperf_seconds,
+        iperf_bitrate=args.iperf_bitrate,
+        nsh_function=args.nsh_function,
+    )

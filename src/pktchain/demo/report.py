@@ -104,3 +104,12 @@ def stop_node(node: NodeProcess) -> tuple[str, dict[str, Any]]:
     if code != 0:
         raise StepError(f"node exited with status {code}")
     return "exit status 0", {}
+
+
+def lab_removed(lab_name: str) -> tuple[str, dict[str, Any]]:
+    """The lab is down: nothing of it is left."""
+    from pktchain.lab import running_labs
+
+    if lab_name in running_labs():
+        raise StepError(f"lab {lab_name} is still up")
+    return f"lab {lab_name} removed, nothing left behind", {}

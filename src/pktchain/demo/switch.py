@@ -18,7 +18,14 @@ from typing import Any
 
 import yaml
 
-from pktchain.demo.report import DemoReport, StepError, fail, start_node, stop_node
+from pktchain.demo.report import (
+    DemoReport,
+    StepError,
+    fail,
+    lab_removed,
+    start_node,
+    stop_node,
+)
 from pktchain.lab import Lab, LabError
 from pktchain.node.process import NodeProcess
 from pktchain.node.report import port_table
@@ -68,7 +75,7 @@ def run_switch_demo(*, json_output: bool = False, iperf_seconds: float = 3.0) ->
             report.step("lab", lambda: fail(problem))
         finally:
             node.kill()
-        report.step("clean up", lambda: _check_clean(name))
+        report.step("clean up", lambda: lab_removed(name))
     return report.finish()
 
 
@@ -152,11 +159,3 @@ def _has_link(netns: str, ifname: str) -> bool:
 
     with Netlink(netns) as netlink:
         return netlink.exists(ifname)
-
-
-def _check_clean(lab_name: str) -> tuple[str, dict[str, Any]]:
-    from pktchain.lab import running_labs
-
-    if lab_name in running_labs():
-        raise StepError(f"lab {lab_name} is still up")
-    return f"lab {lab_name} removed, nothing left behind", {}

@@ -525,6 +525,17 @@ class Lab:
             ]
         return links
 
+    def stop_etcd(self) -> None:
+        """Kill the cluster's etcd (as a crash would); its data stays for `start_etcd`."""
+        process = self.etcd_process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+    def start_etcd(self, timeout: float = 30.0) -> None:
+        """Start the cluster's etcd again, on its data, and wait until it answers."""
+        self._start_etcd(timeout)
+
     def _start_etcd(self, timeout: float) -> None:
         """Start the cluster's etcd in the fabric and wait until it answers."""
         from pktchain.lab.etcd import etcd_argv, etcd_env, etcd_healthy, find_etcd, last_log_line

@@ -52,6 +52,13 @@ class Chaining:
         self.peers: Callable[[], Mapping[str, frozenset[str]]] | None = None
         """In a cluster: the live peer nodes, each with the ids of its ports
         that are down (pairs elsewhere are reached over the underlay)."""
+        self.post: Callable[[Callable[[], None]], None] | None = None
+        """How a change made outside the node's loop reaches the steering (in a
+        cluster, the API changes the model in its own thread, so that a slow
+        etcd never holds up the packets); None: at once."""
+        self._apply_posted = False
+        self.down: set[str] = set()
+        """This node's ports that are down: their pairs are out of the plan."""
         self.model.add_listener(self._changed)
 
     # -- ports ---------------------------------------------------------------
@@ -77,8 +84,16 @@ class Chaining:
     def _changed(self, change: Change) -> None:
         if change.kind is ResourceKind.PORT and self.peers is None:
             return  # on one node, ports alone change no path
-        self.apply()
         log.info("%s %s %s", change.action.value, change.kind.label, change.id)
+        if self.post is None:
+            self.apply()
+        elif not self._apply_posted:
+            self._apply_posted = True  # one compile for all the changes of a request
+            self.post(self._posted_apply)
+
+    def _posted_apply(self) -> None:
+        self._apply_posted = False
+        self.apply()
 
     def remote_ports(self, peers: Mapping[str, frozenset[str]]) -> dict[str, tuple[str, str]]:
         """The ports on other live nodes: id → (node, node port), given each live
@@ -99,7 +114,7 @@ class Chaining:
             return
         plan = compile_plan(
             self.model.state,
-            self.steering.ports.keys(),
+            [name for name in self.steering.ports if name not in self.down],
             self.remote_ports(self.peers()),
             node=self.node_name,
         )

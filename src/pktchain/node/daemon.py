@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from pktchain.functions.router.function import Router, RouterInterface
     from pktchain.functions.sdk import Function
     from pktchain.lab import NodePort
+    from pktchain.linux.links import LinkWatch
     from pktchain.messenger.server import MessengerServer
     from pktchain.node.dataplane.underlay import Underlay
     from pktchain.node.function_file import FunctionSpec
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
     from pktchain.sfc.store import SqliteStore
 
 log = logging.getLogger("pktchain.node")
+
+LINK_WATCH_INTERVAL = 0.2
+"""Seconds between two looks at whether the node's ports are up (in a cluster)."""
 T = TypeVar("T")
 
 
@@ -158,6 +162,7 @@ class Node:
         """Where other nodes send this node's chained traffic (`--underlay`)."""
         self.underlay: Underlay | None = None
         """This node's end of the underlay (in a cluster, with `--underlay`)."""
+        self._links: LinkWatch | None = None
         self.registration: NodeRegistration | None = None
         """This node's key in the cluster's registry (with `--etcd`)."""
         self.cluster: ClusterView | None = None
@@ -210,7 +215,7 @@ class Node:
         log.info(
             "node %s running: %d ports, control socket %s",
             self.config.name,
-            len(self.datapath.ports),
+            len(self.ports),
             self.config.control_path,
         )
 
@@ -248,6 +253,7 @@ class Node:
         self.registration = registration
         post = self.loop.call_soon_threadsafe
         self.store = EtcdStore(client, cluster=config.cluster, post=post, writer=config.name)
+        self.chaining.post = self.loop.run_or_post
         self.store.attach(self.chaining.model)
         self.cluster = ClusterView(client, cluster=config.cluster, post=post)
         self.cluster.start()
@@ -278,7 +284,35 @@ class Node:
         self.chaining.model.add_listener(self._port_changed)
         self._peers_changed()
         self.loop.call_every(underlay.hello_interval, self._hello)
+        self.loop.call_every(LINK_WATCH_INTERVAL, self._watch_links)
         log.info("underlay on %s:%d", *underlay.address)
+
+    def _watch_links(self) -> None:
+        """Take a port whose interface went down (its host's link, or its host's
+        namespace gone) out of the plan, here and on every other node."""
+        from pktchain.linux.links import LinkWatch
+
+        if self._links is None:
+            self._links = LinkWatch()
+        down = {
+            port.name
+            for port in self.ports.values()
+            if port.kind in (PortKind.TAP, PortKind.AF_PACKET)
+            and not self._links.is_up(port.netns, port.ifname)
+        }
+        if down == self.chaining.down:
+            return
+        for name in sorted(down - self.chaining.down):
+            log.warning("port %s is down: its pairs leave the plan", name)
+        for name in sorted(self.chaining.down - down):
+            log.info("port %s is up again", name)
+        self.chaining.down = down
+        if self.registration is not None:
+            from pktchain.node.chaining import port_id
+
+            ids = tuple(sorted(port_id(self.config.name, name) for name in down))
+            self.registration.update(ports_down=ids)
+        self.chaining.apply()
 
     def _drain_underlay(self) -> None:
         underlay = self.underlay
@@ -327,7 +361,7 @@ class Node:
 
     def _port_changed(self, change: Change) -> None:
         if change.kind is ResourceKind.PORT:
-            self._pin_remote_macs()
+            self.loop.run_or_post(self._pin_remote_macs)
 
     def _pin_remote_macs(self) -> None:
         """Every port of another node is known at once behind that node."""
@@ -513,6 +547,8 @@ class Node:
             for peer in list(self.underlay.peers.values()):
                 self.datapath.remove_peer(peer)
             self.underlay.close()
+        if self._links is not None:
+            self._links.close()
         self.control.close()
         for port in list(self.datapath.ports):
             self.detach(port)
@@ -746,6 +782,11 @@ class Node:
             "underlay": format_underlay(self.underlay_address) if self.underlay_address else None,
             "peers": self.underlay.counters() if self.underlay is not None else None,
             "nodes": sorted(view.nodes),
+            "ports_down": {
+                name: list(record.ports_down)
+                for name, record in sorted(view.nodes.items())
+                if record.ports_down
+            },
         }
 
 
@@ -776,6 +817,18 @@ class NodeBackend:
 
     def submit(self, fn: Callable[[], T]) -> T:
         return self._node.loop.submit(fn)
+
+    def change(self, fn: Callable[[], T]) -> T:
+        node = self._node
+        if node.chaining.post is None:
+            return node.loop.submit(fn)
+        # In a cluster the change is made here, in the API's thread: its etcd
+        # transaction may wait for etcd, the packets must not. The model's own
+        # lock orders it with the loop's changes; the steering follows in the
+        # loop, and the empty call waits for that before the answer goes.
+        result = fn()
+        node.loop.submit(lambda: None)
+        return result
 
     def status(self) -> dict[str, Any]:
         return self._node.loop.submit(self._node.status)

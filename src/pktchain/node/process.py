@@ -37,9 +37,10 @@ class NodeProcess:
         args: tuple[str, ...] = (),
         log_path: Path | None = None,
         etcd: str | None = None,
+        control: Path | None = None,
     ) -> None:
         self.name = name
-        self.control = RUN_DIR / f"node-{name}.sock"
+        self.control = control or RUN_DIR / f"node-{name}.sock"
         self.topology = topology
         self.lab_name = lab_name
         self.node = node
@@ -59,6 +60,13 @@ class NodeProcess:
         return self._proc.pid
 
     def start(self, timeout: float = 15.0) -> NodeProcess:
+        """Start the node and wait until it serves (`spawn`, then `wait_ready`)."""
+        self.spawn()
+        self.wait_ready(timeout)
+        return self
+
+    def spawn(self) -> None:
+        """Start the node without waiting for it (several then start at once)."""
         argv = [sys.executable, "-m", "pktchain", "node", "--name", self.name]
         argv += ["--control", str(self.control)]
         if self.topology is not None:
@@ -81,8 +89,6 @@ class NodeProcess:
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
         )
-        self.wait_ready(timeout)
-        return self
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

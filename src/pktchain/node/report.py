@@ -82,6 +82,31 @@ def flow_table(flows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def cluster_table(cluster: dict[str, Any], me: str) -> Table:
+    """The cluster as node `me` sees it: each node, its underlay, whether it is heard."""
+    underlay = cluster.get("peers") or {}
+    peers = underlay.get("peers", {})
+    connected = "connected" if cluster["connected"] else "NOT connected"
+    table = Table(
+        title=f"cluster {cluster['name']} (etcd revision {cluster['revision']}, {connected})",
+        title_justify="left",
+    )
+    for column in ("node", "underlay", "state", "ports down"):
+        table.add_column(column)
+    down = cluster.get("ports_down", {})
+    for name in cluster["nodes"]:
+        peer = peers.get(name)
+        if name == me:
+            where, state = cluster.get("underlay") or "-", "this node"
+        elif peer is None:
+            where, state = "-", "no underlay"
+        else:
+            where = peer["address"]
+            state = "alive" if peer["alive"] else f"silent {peer['silent']:g} s"
+        table.add_row(name, where, state, str(len(down.get(name, []))))
+    return table
+
+
 def terminal_console() -> Console:
     """A console that is 120 columns wide when writing to a file or a pipe."""
     return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -96,6 +121,12 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
         f"learned {switch['learned']}, moved {switch['moved']}, aged {switch['aged']}, "
         f"floods {switch['floods']}"
     )
+    cluster = status.get("cluster")
+    if cluster:
+        console.print(cluster_table(cluster, status["node"]))
+        drops = (cluster.get("peers") or {}).get("drops")
+        if drops:
+            console.print("underlay drops: " + ", ".join(f"{k}={v}" for k, v in drops.items()))
     steering = status["steering"]
     if steering["chains"]:
         console.print(chain_table(status))

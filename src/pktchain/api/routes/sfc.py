@@ -158,7 +158,7 @@ def _collection_routes(backend: Backend, kind: ResourceKind, max_body: int) -> A
                 return [txn.create(cls, item) for item in items]
 
         # run: worked out again if a shared store finds the state outdated
-        created = await run_in_threadpool(backend.submit, lambda: model.run(create_all))
+        created = await run_in_threadpool(backend.change, lambda: model.run(create_all))
         if bulk:
             return JSONResponse({collection: [r.to_dict() for r in created]}, status_code=201)
         return JSONResponse({singular: created[0].to_dict()}, status_code=201)
@@ -200,7 +200,7 @@ def _collection_routes(backend: Backend, kind: ResourceKind, max_body: int) -> A
         (changes,) = unwrap(body, kind, bulk=False)
         model.get(cls, resource_id)  # a 404 before anything is submitted
         updated = await run_in_threadpool(
-            backend.submit, lambda: model.update(cls, resource_id, changes)
+            backend.change, lambda: model.update(cls, resource_id, changes)
         )
         return JSONResponse({singular: updated.to_dict()})
 
@@ -213,7 +213,7 @@ def _collection_routes(backend: Backend, kind: ResourceKind, max_body: int) -> A
     )
     async def delete_resource(resource_id: str) -> Response:
         model.get(cls, resource_id)
-        await run_in_threadpool(backend.submit, lambda: model.delete(cls, resource_id))
+        await run_in_threadpool(backend.change, lambda: model.delete(cls, resource_id))
         return Response(status_code=204)
 
     return router
