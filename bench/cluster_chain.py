@@ -368,22 +368,40 @@ class Run:
     """Core-seconds the machine was busy."""
     nodes: tuple[float, ...]
     """CPU seconds (user + system) of each node of the case."""
+    waiting: tuple[float, ...]
+    """Seconds each node's threads spent runnable on a run queue, not running."""
+
+
+def run_queue_seconds(pid: int) -> float:
+    """Time the process's threads have waited on a run queue (schedstat, field 2)."""
+    return sum(
+        int((task / "schedstat").read_text().split()[1]) / 1e9
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    )
 
 
 def measure(case: Case, run: Callable[[Case, float], float], seconds: float) -> Run:
     nodes_before = [sum(cpu_seconds(n.pid)) for n in case.nodes]
+    waiting_before = [run_queue_seconds(n.pid) for n in case.nodes]
     busy_before, start = machine_busy(), time.monotonic()
     value = run(case, seconds)
     wall = time.monotonic() - start
     busy = machine_busy() - busy_before
     nodes = [sum(cpu_seconds(n.pid)) - b for n, b in zip(case.nodes, nodes_before, strict=True)]
-    return Run(value, wall, busy, tuple(nodes))
+    waiting = [
+        run_queue_seconds(n.pid) - b for n, b in zip(case.nodes, waiting_before, strict=True)
+    ]
+    return Run(value, wall, busy, tuple(nodes), tuple(waiting))
 
 
 def cost(metric: str, run: Run, seconds: float) -> tuple[float, ...]:
     """Each node's CPU per unit carried: µs per packet, or core-seconds per GB."""
     units = run.value * seconds * (1e-6 if metric == "udp_pps" else 1 / 8)
     return tuple(cpu / units if units else math.inf for cpu in run.nodes)
+
+
+def shares(seconds: tuple[float, ...], wall: float) -> tuple[float, ...]:
+    return tuple(s / wall for s in seconds)
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -458,6 +476,14 @@ def main() -> int:
         for metric in METRICS
         for case in cases
     }
+    waiting = {
+        f"{metric} {case.name}": [
+            statistics.median(w)
+            for w in zip(*(shares(r.waiting, r.wall) for r in runs[metric, case.name]), strict=True)
+        ]
+        for metric in METRICS
+        for case in (one, two)
+    }
     report = {
         "machine": {
             "kernel": platform.release(),
@@ -480,6 +506,7 @@ def main() -> int:
             for key, values in costs.items()
         },
         "machine_busy_cores": busy,
+        "node_run_queue_share": waiting,
         "runs": {
             f"{m} {c}": [
                 {
@@ -487,6 +514,7 @@ def main() -> int:
                     "wall": round(r.wall, 3),
                     "machine_busy_s": round(r.machine, 2),
                     "node_cpu_s": [round(x, 2) for x in r.nodes],
+                    "node_run_queue_s": [round(x, 2) for x in r.waiting],
                 }
                 for r in rs
             ]
@@ -513,6 +541,9 @@ def main() -> int:
     print("machine busy, cores of 2 (median):")
     for key, value in busy.items():
         print(f"  {key:<22} {value:.2f}")
+    print("share of the run each node spent runnable but waiting for a core (median):")
+    for key, values in waiting.items():
+        print(f"  {key:<22} " + " + ".join(f"{v:.2f}" for v in values))
     return 0
 
 

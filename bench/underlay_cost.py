@@ -2,16 +2,17 @@
 
 Two parts, each printed as a table:
 
+- In the node, in-process: decoding a chained datagram (VXLAN-GPE, NSH with a
+  three-hop path) against parsing the inner 60-byte frame, the only parsing
+  a frame on one node's fast path gets.
 - Across the underlay: a cluster lab (two nodes, no etcd) per `--mtu`; from
   n1's namespace, datagrams of each `--sizes` are sent to a UDP socket in
   n2's namespace, as a node sends them (`IP_PMTUDISC_DONT`: larger than the
-  MTU, they are fragmented), one at a time, the receiver drained after each.
+  MTU, they are fragmented), one at a time, the receiver drained after each;
+  then the same from a socket connected to n2 (the route looked up once).
   In a lab the whole way (n1's UDP and IP output, fragmentation, veth, the
   underlay bridge, veth, n2's reassembly and UDP input) runs in the sender's
   system call, so the time per datagram is its whole cost on the machine.
-- In the node, in-process: decoding a chained datagram (VXLAN-GPE, NSH with a
-  three-hop path) against parsing the inner 60-byte frame, which is all a
-  frame on one node's fast path gets.
 
     .venv/bin/python bench/underlay_cost.py [--mtu 9000 65535] [--sizes 100 8900 62100]
 """
@@ -23,6 +24,8 @@ import secrets
 import socket
 import time
 import timeit
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pktchain.lab import Lab
@@ -50,8 +53,9 @@ def topology(name: str, mtu: int) -> dict[str, Any]:
     }
 
 
-def across(mtu: int, sizes: list[int]) -> list[tuple[int, float, float, int, int]]:
-    """(size, µs in sendmsg, µs per datagram sent and drained, sent, received) per size."""
+def across(mtu: int, sizes: list[int]) -> list[tuple[int, float, float, float, int, int]]:
+    """Per size: (size, µs in sendmsg, µs per datagram sent and drained, µs in send on a
+    connected socket, datagrams sent, received)."""
     rows = []
     with Lab.up(topology(f"bench-{secrets.token_hex(3)}", mtu)) as lab:
         source = str(lab.topology.node("n1").underlay.ip)
@@ -60,26 +64,39 @@ def across(mtu: int, sizes: list[int]) -> list[tuple[int, float, float, int, int
             receiver = udp_socket(socket.AF_INET, bind=target)
         with entered(lab.node("n1").netns):
             sender = udp_socket(socket.AF_INET, bind=(source, PORT), fragment=True)
-        with receiver, sender:
+            connected = udp_socket(
+                socket.AF_INET, bind=(source, PORT + 1), connect=target, fragment=True
+            )
+        with receiver, sender, connected:
             receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             for size in sizes:
-                datagram = [bytes(size)]
-                sender.sendmsg(datagram, (), 0, target)  # neighbour resolved before timing
-                received = _drain(receiver)
-                sent = received = 0
-                in_send = 0.0
-                clock = time.perf_counter
-                start = clock()
-                deadline = start + SECONDS
-                while sent < COUNT and clock() < deadline:
-                    before = clock()
-                    sender.sendmsg(datagram, (), 0, target)
-                    in_send += clock() - before
-                    sent += 1
-                    received += _drain(receiver)
-                elapsed = clock() - start
-                rows.append((size, in_send / sent * 1e6, elapsed / sent * 1e6, sent, received))
+                datagram = bytes(size)
+                in_send, total, sent, received = _send(
+                    partial(sender.sendto, datagram, target), receiver
+                )
+                in_connected, _, _, _ = _send(partial(connected.send, datagram), receiver)
+                rows.append((size, in_send, total, in_connected, sent, received))
     return rows
+
+
+def _send(send: Callable[[], int], receiver: socket.socket) -> tuple[float, float, int, int]:
+    """(µs in `send`, µs per datagram sent and drained, sent, received), for at most
+    `COUNT` datagrams or `SECONDS`."""
+    send()  # the neighbour is resolved before timing
+    _drain(receiver)
+    sent = received = 0
+    in_send = 0.0
+    clock = time.perf_counter
+    start = clock()
+    deadline = start + SECONDS
+    while sent < COUNT and clock() < deadline:
+        before = clock()
+        send()
+        in_send += clock() - before
+        sent += 1
+        received += _drain(receiver)
+    elapsed = clock() - start
+    return in_send / sent * 1e6, elapsed / sent * 1e6, sent, received
 
 
 def _drain(sock: socket.socket) -> int:
@@ -126,13 +143,20 @@ def main() -> int:
     args = parser.parse_args()
     if any(not 0 < size <= 65507 for size in args.sizes):
         parser.error("--sizes: a UDP payload is 1 to 65507 bytes")
-    print(f"{'MTU':>6} {'datagram':>9} {'in sendmsg':>11} {'per datagram':>13} {'received':>12}")
-    for mtu in args.mtu:
-        for size, in_send, total, sent, received in across(mtu, args.sizes):
-            print(f"{mtu:>6} {size:>8}B {in_send:>9.1f}µs {total:>11.1f}µs {received:>6}/{sent:<6}")
-    print()
+    # First, while no lab's namespaces are being torn down in the background.
     for name, micros in decoding(args.number).items():
         print(f"{name:<46} {micros:5.2f} µs")
+    print()
+    print(
+        f"{'MTU':>6} {'datagram':>9} {'in sendto':>10} {'per datagram':>13} "
+        f"{'received':>13} {'connected send':>15}"
+    )
+    for mtu in args.mtu:
+        for size, in_send, total, in_connected, sent, received in across(mtu, args.sizes):
+            print(
+                f"{mtu:>6} {size:>8}B {in_send:>8.1f}µs {total:>11.1f}µs "
+                f"{received:>6}/{sent:<6} {in_connected:>13.1f}µs"
+            )
     return 0
 
 
