@@ -7,8 +7,9 @@ kept:
   and p2 are its ports, and it runs the three functions f1, f2, f3; beside
   them, k1 -- kr -- k2 over veth links with kr forwarding IPv4
   (`ip_forward=1`), the kernel's figure;
-- two nodes (a cluster lab: n1 and n2 on an underlay with MTU 9000, the
-  lab's etcd): c1 and f1 on n1, f2, f3 and s1 on n2. The forward path
+- two nodes (a cluster lab: n1 and n2 on an underlay, MTU 9000 unless
+  `--underlay-mtu` says otherwise, and the lab's etcd): c1 and f1 on n1, f2,
+  f3 and s1 on n2. The forward path
   crosses the underlay once, after f1 (c1 -> f1 | f2 -> f3 -> s1), and the way
   back once, before f1 (s1 -> f3 -> f2 | f1 -> c1), in NSH over VXLAN-GPE.
 
@@ -28,10 +29,13 @@ Figures:
   per second of sending (bench/switch_vs_bridge.py).
 
 It prints the medians, two nodes / one node for both figures (goal >= 0.7),
-and each against kernel forwarding; `--json` prints the same with every
-sample, the nodes' CPU time and their fast-path and underlay counters.
+and each against kernel forwarding; then each node's CPU time per packet and
+per GB carried, how busy the machine was, and the share of each run a node
+spent runnable but waiting for a core. `--json` prints the same with every
+sample and the nodes' fast-path, function and underlay counters.
 
-    .venv/bin/python bench/cluster_chain.py [--seconds 3] [--repeat 3] [--json]
+    .venv/bin/python bench/cluster_chain.py [--seconds 3] [--repeat 3]
+        [--underlay-mtu 9000] [--json]
 """
 
 from __future__ import annotations
