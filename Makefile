@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python bench/update_latency.py
 	$(BIN)/python bench/nat_sessions.py
 	$(BIN)/python bench/chain_fastpath.py
+	$(BIN)/python bench/cluster_chain.py
 	$(BIN)/python bench/pipe_startup.py
 
 clean:
