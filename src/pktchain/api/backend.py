@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["Backend", "LocalBackend"]
+__all__ = ["Backend", "LocalBackend", "WithoutDataplane"]
 
 
 class Backend(Protocol):
@@ -84,7 +84,29 @@ class Backend(Protocol):
         ...
 
 
-class LocalBackend:
+class WithoutDataplane:
+    """What a backend with no dataplane answers: no router, no functions."""
+
+    def router_control(self) -> RouterControl | None:
+        return None
+
+    def router_tables(self) -> dict[str, Any] | None:
+        return None
+
+    def functions(self) -> list[dict[str, Any]] | None:
+        return None
+
+    def add_function(self, spec: FunctionSpec) -> dict[str, Any]:
+        raise LookupError("this API server runs no functions")
+
+    def reconfigure_function(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        raise LookupError("this API server runs no functions")
+
+    def remove_function(self, name: str) -> None:
+        raise LookupError("this API server runs no functions")
+
+
+class LocalBackend(WithoutDataplane):
     """A model with no dataplane behind it: changes run in the caller's thread,
     one at a time."""
 
@@ -118,21 +140,3 @@ class LocalBackend:
 
     def flows(self, limit: int) -> list[dict[str, Any]]:
         return []
-
-    def router_control(self) -> RouterControl | None:
-        return None
-
-    def router_tables(self) -> dict[str, Any] | None:
-        return None
-
-    def functions(self) -> list[dict[str, Any]] | None:
-        return None
-
-    def add_function(self, spec: FunctionSpec) -> dict[str, Any]:
-        raise LookupError("this backend runs no functions")
-
-    def reconfigure_function(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        raise LookupError("this backend runs no functions")
-
-    def remove_function(self, name: str) -> None:
-        raise LookupError("this backend runs no functions")

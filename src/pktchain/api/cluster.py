@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pktchain.api.app import create_app
+from pktchain.api.backend import WithoutDataplane
 from pktchain.api.errors import ApiError
 from pktchain.api.server import DEFAULT_PORT, ApiServer
 from pktchain.etcd.client import EtcdClient
@@ -28,15 +29,14 @@ from pktchain.sfc.etcd_store import EtcdStore
 from pktchain.sfc.model import SfcModel
 
 if TYPE_CHECKING:
-    from pktchain.messenger.ops import RouterControl
-    from pktchain.node.function_file import FunctionSpec
+    pass
 
 __all__ = ["ClusterApi", "ClusterBackend"]
 
 T = TypeVar("T")
 
 
-class ClusterBackend:
+class ClusterBackend(WithoutDataplane):
     """A cluster's model with no dataplane behind it: changes run in `loop`'s thread."""
 
     def __init__(self, model: SfcModel, loop: EventLoop, *, cluster: str = DEFAULT_CLUSTER):
@@ -67,24 +67,6 @@ class ClusterBackend:
 
     def flows(self, limit: int) -> list[dict[str, Any]]:
         raise self._no_node("flow table")
-
-    def router_control(self) -> RouterControl | None:
-        return None
-
-    def router_tables(self) -> dict[str, Any] | None:
-        return None
-
-    def functions(self) -> list[dict[str, Any]] | None:
-        return None
-
-    def add_function(self, spec: FunctionSpec) -> dict[str, Any]:
-        raise LookupError("this API server runs no functions")
-
-    def reconfigure_function(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        raise LookupError("this API server runs no functions")
-
-    def remove_function(self, name: str) -> None:
-        raise LookupError("this API server runs no functions")
 
 
 class ClusterApi:
