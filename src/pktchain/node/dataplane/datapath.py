@@ -73,6 +73,12 @@ from pktchain.node.dataplane.switch import (
     MacTable,
     Network,
 )
+from pktchain.node.dataplane.underlay import (
+    SPI_SWITCHED,
+    PeerPort,
+    decode_nsh,
+    encapsulate_ethernet,
+)
 from pktchain.packet.headers import VIRTIO_NET_HDR
 from pktchain.packet.parse import FLOW_END, FLOW_START, FrameInfo, parse_frame
 
@@ -81,7 +87,7 @@ if TYPE_CHECKING:
     from pktchain.node.dataplane.functions import FunctionPort
     from pktchain.node.dataplane.steering import Flow, FlowEntry, HopCounters
     from pktchain.node.dataplane.switch import MacEntry
-    from pktchain.node.dataplane.underlay import Arrival, NshHeader, Peer, PeerPort, Underlay
+    from pktchain.node.dataplane.underlay import Arrival, NshHeader, Peer, Underlay
 
 __all__ = [
     "BATCH",
@@ -209,8 +215,6 @@ class Datapath:
             self._join(peer, network)
 
     def _join(self, peer: Peer, network: Network[SwitchPort]) -> None:
-        from pktchain.node.dataplane.underlay import PeerPort
-
         if self.underlay is None:  # pragma: no cover - callers check
             return
         port = PeerPort(self.underlay, peer, network.name)
@@ -239,8 +243,6 @@ class Datapath:
 
     def drain_underlay(self, underlay: Underlay) -> int:
         """Forward the datagrams waiting on the underlay; returns how many were read."""
-        from pktchain.node.dataplane.underlay import SPI_SWITCHED
-
         received = underlay.receive()
         drops = underlay.drops
         underlay.now = self.now
@@ -275,10 +277,8 @@ class Datapath:
         if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
             dst = entry.restore_to
         if out.kind is _UNDERLAY:
-            cast("PeerPort", out).transmit_nsh(header, frame, dst)
+            cast(PeerPort, out).transmit_nsh(header, frame, dst)
             return
-        from pktchain.node.dataplane.underlay import encapsulate_ethernet
-
         inner_dst = dst if dst is not None else bytes(frame[ETH_DST:ETH_SRC])
         parts, size = encapsulate_ethernet(header, frame, inner_dst, entry.mac)
         if out.kind is _FUNCTION:
@@ -288,20 +288,19 @@ class Datapath:
 
     @staticmethod
     def _send_fused_nsh(fused: FusedEntry, frame: bytes | bytearray, info: FrameInfo) -> None:
-        out = cast("PeerPort", fused.out)
+        out = cast(PeerPort, fused.out)
         if fused.nsh is None:  # pragma: no cover - the caller checks
             return
         if fused.identity:
             out.transmit_nsh(fused.nsh, frame)
         else:
+            # The rewritten headers, then the untouched rest: a 64 KB segment
+            # is not copied.
             head = apply_fused(fused, frame, info)
-            head += memoryview(frame)[info.payload :]
-            out.transmit_nsh(fused.nsh, head)
+            out.transmit_nsh(fused.nsh, head, tail=memoryview(frame)[info.payload :])
 
     def _nsh_return(self, port: SwitchPort, frame: bytes | bytearray) -> None:
         """NSH an NSH-aware function sent back on `port`: on along its path."""
-        from pktchain.node.dataplane.underlay import decode_nsh
-
         arrival = decode_nsh(bytes(frame), ETH_END, None, 0)
         if isinstance(arrival, str):
             port.drops[arrival] += 1
@@ -600,7 +599,7 @@ class Datapath:
                         # destination learns the way back from the NSH.
                         if trace is not None:
                             self._fuse(trace, out, frame, dst_entry, end_nsh)
-                        cast("PeerPort", out).transmit_nsh(end_nsh, frame)
+                        cast(PeerPort, out).transmit_nsh(end_nsh, frame)
                         continue
                     if trace is not None:
                         self._fuse(trace, out, frame, dst_entry)

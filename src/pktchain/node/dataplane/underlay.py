@@ -129,9 +129,12 @@ class NshHeader:
         return NshHeader(self.vni, self.spi, self.si, ttl, self.tags)
 
 
-def encapsulate(header: NshHeader, frame: Buffer, dst: bytes | None = None) -> list[Buffer]:
+def encapsulate(
+    header: NshHeader, frame: Buffer, dst: bytes | None = None, tail: Buffer = b""
+) -> list[Buffer]:
     """The datagram for `frame` (virtio-net header in front) as pieces to send;
-    with `dst`, the inner frame's destination MAC replaced."""
+    with `dst`, the inner frame's destination MAC replaced; `tail` goes after
+    `frame` (the untouched rest of a frame whose headers were rewritten)."""
     vnet = bytes(frame[:VNET_HDR_LEN])
     view = memoryview(frame)
     if vnet == _NO_OFFLOAD:
@@ -142,6 +145,8 @@ def encapsulate(header: NshHeader, frame: Buffer, dst: bytes | None = None) -> l
         parts.append(view[VNET_HDR_LEN:])
     else:
         parts += (dst, view[ETH_SRC:])
+    if tail:
+        parts.append(tail)
     return parts
 
 
@@ -233,15 +238,18 @@ class PeerPort(SwitchPort):
     def _sendv(self, parts: Sequence[Buffer]) -> int:
         return self._send(b"".join(parts))
 
-    def transmit_nsh(self, header: NshHeader, frame: Buffer, dst: bytes | None = None) -> None:
-        """Send `frame` along a chain with `header`, counted; `dst`: its inner destination."""
+    def transmit_nsh(
+        self, header: NshHeader, frame: Buffer, dst: bytes | None = None, tail: Buffer = b""
+    ) -> None:
+        """Send `frame` (then `tail`) along a chain with `header`, counted; `dst`:
+        its inner destination."""
         try:
-            self.underlay.sendmsg(encapsulate(header, frame, dst), self.peer.address)
+            self.underlay.sendmsg(encapsulate(header, frame, dst, tail), self.peer.address)
         except OSError as exc:
             self.tx_failed(exc)
             return
         self.tx_packets += 1
-        self.tx_bytes += len(frame) - VNET_HDR_LEN
+        self.tx_bytes += len(frame) + len(tail) - VNET_HDR_LEN
 
     def close(self) -> None:
         pass

@@ -351,3 +351,47 @@ def test_a_hello_decodes_as_oam_nsh_with_an_ethernet_frame_naming_the_node(
     inner = Ether(bytes(nsh.payload))
     assert inner.type == 0x88B5
     assert b"pktchain hello n1" in bytes(inner.payload)
+
+
+class TtlBump(Bump):
+    """Takes one off the TTL (a rewrite the fast path fuses), one lease per flow."""
+
+    def process(self, packet: Packet, now: float) -> Result:
+        self.calls += 1
+        packet.decrement_ttl()
+        return forward(lease=self.leases.lease((packet.iface, packet.key)))
+
+
+def test_a_rewrite_fused_with_the_encapsulation_sends_what_the_slow_path_sent() -> None:
+    n1, n2 = Node("n1", "127.0.0.6"), Node("n2", "127.0.0.7")
+    try:
+        h1, h2 = n1.host("h1", H1), n2.host("h2", H2)
+        f1 = TtlBump()
+        p1 = add_function(n1, "f1", f1, 1)
+        p2 = add_function(n2, "f2", Bump(), 2)
+        n1.peer(n2)
+        n2.peer(n1)
+        n1.datapath.pin_remote(mac(H2), "n2")
+        n2.datapath.pin_remote(mac(H1), "n1")
+        hello = Ether(src=H2, dst="ff:ff:ff:ff:ff:ff", type=0x88B5) / (b"h" * 46)
+        h2.inbox.append(bytes(10) + bytes(hello))
+        n2.datapath.drain(h2)
+        on_n2 = PairPlan(p2.id, p2.name, p2.ingress, p2.egress, node="n2")
+        on_n1 = PairPlan(p1.id, p1.name, p1.ingress, p1.egress, node="n1")
+        groups1 = (GroupPlan("g1", "g1", (p1,)), GroupPlan("g2", "g2", (on_n2,)))
+        groups2 = (GroupPlan("g1", "g1", (on_n1,)), GroupPlan("g2", "g2", (p2,)))
+        classifier = ClassifierPlan("fc", "fc", protocol=17, logical_source_port="h1")
+        n1.steer(SteeringPlan((ChainPlan("c", "c", 9, groups1, (classifier,), True),)))
+        n2.steer(SteeringPlan((ChainPlan("c", "c", 9, groups2, (), True),)))
+        frame = udp_frame(H1, H2, "10.0.0.1", "10.0.0.2", sport=4200, dport=53)
+        for _ in range(4):
+            h1.inbox.append(frame)
+            n1.datapath.drain(h1)
+            wait_drain(n2)
+        assert [Ether(sent[10:])[IP].ttl for sent in h2.sent] == [63] * 4
+        assert all(sent == h2.sent[0] for sent in h2.sent)
+        assert f1.calls == 2
+        assert n1.datapath.fast_hits == 2
+    finally:
+        n1.underlay.close()
+        n2.underlay.close()
