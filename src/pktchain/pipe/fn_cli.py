@@ -22,6 +22,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pktchain.errors import UsageError
@@ -127,6 +128,11 @@ def _options(parser: argparse.ArgumentParser) -> None:
         help="how its lines on stderr start: 'pktchain fn LABEL:' (default: NAME), to tell "
         "instances of one function apart",
     )
+    config_options(parser)
+
+
+def config_options(parser: argparse.ArgumentParser) -> None:
+    """--help-config and --schema, which `pktchain fn` and `pktchain nsh-fn` share."""
     parser.add_argument(
         "--help-config",
         action="store_true",
@@ -137,12 +143,20 @@ def _options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parse_rest(args: argparse.Namespace) -> None:
+def parse_rest(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    options: Callable[[argparse.ArgumentParser], None],
+) -> None:
     """Options and key=value words after NAME, in any order, into `args`."""
-    parser = argparse.ArgumentParser(prog="pktchain fn", usage=USAGE, description=DESCRIPTION)
-    _options(parser)
+    options(parser)
     parser.add_argument("settings", nargs="*", metavar="key=value")
     parser.parse_intermixed_args(args.rest, namespace=args)
+
+
+def _parse_rest(args: argparse.Namespace) -> None:
+    parser = argparse.ArgumentParser(prog="pktchain fn", usage=USAGE, description=DESCRIPTION)
+    parse_rest(args, parser, _options)
 
 
 def _fn(args: argparse.Namespace) -> int:

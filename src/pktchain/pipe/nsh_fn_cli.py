@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pktchain.errors import UsageError
+from pktchain.pipe.fn_cli import config_options, parse_rest
 
 if TYPE_CHECKING:
     from pktchain.functions.sdk.nsh import NshFunction
@@ -106,21 +107,12 @@ def _options(parser: argparse.ArgumentParser) -> None:
         metavar="LABEL",
         help="how its lines on stderr start: 'pktchain nsh-fn LABEL:' (default: NAME)",
     )
-    parser.add_argument(
-        "--help-config",
-        action="store_true",
-        help="print the function's configuration fields and exit",
-    )
-    parser.add_argument(
-        "--schema", action="store_true", help="print the configuration schema as JSON and exit"
-    )
+    config_options(parser)
 
 
 def _parse_rest(args: argparse.Namespace) -> None:
     parser = argparse.ArgumentParser(prog="pktchain nsh-fn", usage=USAGE, description=DESCRIPTION)
-    _options(parser)
-    parser.add_argument("settings", nargs="*", metavar="key=value")
-    parser.parse_intermixed_args(args.rest, namespace=args)
+    parse_rest(args, parser, _options)
 
 
 def _nsh_fn(args: argparse.Namespace) -> int:
