@@ -230,15 +230,23 @@ def test_ping_curl_and_iperf3_cross_the_chain_and_replies_cross_the_same_replica
     assert "ttl=63" in ping.stdout
     # tshark reads every datagram on the underlay as VXLAN-GPE / NSH / Ethernet.
     fields = tshark(
-        pcap, "-e", "vxlan.next_proto", "-e", "nsh.spi", "-e", "nsh.si", "-e", "eth.type"
+        pcap,
+        *("-e", "vxlan.next_proto", "-e", "nsh.spi", "-e", "nsh.si", "-e", "eth.type"),
+        *("-e", "nsh.mdtype", "-e", "nsh.contextheader"),
     )
     assert fields, "nothing crossed the underlay"
     assert tshark(pcap, "-Y", "_ws.malformed", "-e", "frame.number") == []
     spis = set()
-    for next_proto, spi, si, ethertypes in fields:
+    for next_proto, spi, si, ethertypes, md_type, context in fields:
         assert next_proto == "4"  # NSH
         assert len(ethertypes.split(",")) == 2, ethertypes  # outer and inner Ethernet
         spis.add((int(spi, 0), int(si, 0)))
+        if int(spi, 0) != 0:
+            # A ping has no offload metadata and the path one hop: MD type 1,
+            # the hop's tag in the first context word and zero in the others.
+            assert md_type == "1", (spi, md_type)
+            words = bytes.fromhex(context.replace(",", "").replace(":", ""))
+            assert len(words) == 16 and words[:4] != bytes(4) and words[4:] == bytes(12), words
     chain_id = cluster.sfc("n1", "list", "port_chains")["resources"][0]["chain_id"]
     # Pings go out at the first hop; replies come home at the end of the way back.
     assert (chain_id, 255) in spis

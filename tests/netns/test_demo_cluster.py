@@ -91,9 +91,11 @@ class Datagram:
     spi: int
     si: int
     path: tuple[int, ...] | None
-    """pktchain's path TLV: the instance tag of each hop; None if absent."""
+    """The instance tag of each hop, from MD type 1's fixed context or MD type 2's
+    path TLV; None if absent."""
     ethertypes: int
     """Ethernet headers decoded: the underlay's and the inner frame's."""
+    md_type: int
     flow: tuple[str, str, int, int] | None
     """The inner TCP flow (source, destination, source port, destination port)."""
 
@@ -103,6 +105,8 @@ FIELDS = (
     "nsh.nextproto",
     "nsh.spi",
     "nsh.si",
+    "nsh.mdtype",
+    "nsh.contextheader",
     "nsh.metadataclass",
     "nsh.metadatatype",
     "nsh.metadata",
@@ -126,6 +130,13 @@ def datagrams(pcap: Path) -> Iterator[Datagram]:
         values = dict(zip(FIELDS, line.split("|"), strict=True))
         many = {name: value.split(",") if value else [] for name, value in values.items()}
         path = None
+        if values["nsh.mdtype"] == "1" and many["nsh.contextheader"]:
+            # MD type 1: the path's tags in the fixed context, unused words zero.
+            raw = bytes.fromhex("".join(many["nsh.contextheader"]).replace(":", ""))
+            words = [int.from_bytes(raw[i : i + 4], "big") for i in range(0, len(raw), 4)]
+            while words and words[-1] == 0:
+                words.pop()
+            path = tuple(words)
         for md_class, md_type, value in zip(
             many["nsh.metadataclass"], many["nsh.metadatatype"], many["nsh.metadata"], strict=True
         ):
@@ -144,6 +155,7 @@ def datagrams(pcap: Path) -> Iterator[Datagram]:
         yield Datagram(
             gpe_next=values["vxlan.next_proto"],
             nsh_next=values["nsh.nextproto"],
+            md_type=int(values["nsh.mdtype"] or "0", 0),
             spi=int(values["nsh.spi"] or "-1", 0),
             si=int(values["nsh.si"] or "-1", 0),
             path=path,

@@ -527,11 +527,17 @@ class Steering:
             for index, group in enumerate(link.groups)
             if not group.tap and group.pairs
         ]
-        if len(groups) != len(arrival.tags):
+        tags = arrival.tags
+        if arrival.fixed:
+            # MD type 1: the path's hops take the first context words, the rest are zero.
+            if len(groups) > len(tags) or any(tags[len(groups) :]):
+                return "nsh-bad-path"
+            tags = tags[: len(groups)]
+        if len(groups) != len(tags):
             return "nsh-bad-path"
         hops: list[tuple[ChainPlan, int, PairPlan]] = []
         flow = Flow(key, chain, self.now)
-        for (link, index, group), tag in zip(groups, arrival.tags, strict=True):
+        for (link, index, group), tag in zip(groups, tags, strict=True):
             pair = next((p for p in group.pairs if p.tag == tag), None)
             if pair is None:
                 return "nsh-unknown-instance"
@@ -555,7 +561,7 @@ class Steering:
             flow,
             direction,
             hops,
-            arrival.tags,
+            tags,
             start=start,
             at=at,
             original_dst=frame[ETH_DST:ETH_SRC],
@@ -577,7 +583,7 @@ class Steering:
                     flow,
                     PathDirection.REVERSE,
                     hops,
-                    arrival.tags,
+                    tags,
                     start=0,
                     at=dst,
                     original_dst=frame[ETH_SRC:ETH_TYPE],

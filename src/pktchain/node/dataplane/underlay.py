@@ -2,16 +2,18 @@
 
 Every frame one node sends another travels in one UDP datagram to the peer's
 underlay address (port 4790 by default): a VXLAN-GPE header (next protocol
-NSH), an NSH (RFC 8300, MD type 2, next protocol Ethernet) and the inner
+NSH), an NSH (RFC 8300, MD type 1 or 2, next protocol Ethernet) and the inner
 Ethernet frame.  docs/nsh.md specifies the format; in short:
 
 - Switched frames (broadcast, unknown or remote unicast of a network) have
   SPI 0 and SI 255; the VXLAN-GPE VNI names the network (`network_vni`).
 - Chained frames have the chain's path as SPI (``| REVERSE_SPI`` on the way
   back of a symmetric chain), the hop they go to as SI (255 for the first
-  service function, one less for each after it), and a "path" TLV naming the
-  instance chosen at every hop, so that later nodes follow the path the
-  ingress node chose.  The VNI names the network the chain's ends are on.
+  service function, one less for each after it), and the instance chosen at
+  every hop, so that later nodes follow the path the ingress node chose: in
+  MD type 1's fixed context when the path has at most four hops and the frame
+  needs no offload metadata, else in MD type 2's "path" TLV.  The VNI names
+  the network the chain's ends are on.
 - A frame that the kernel handed over as a GSO super-frame, or with its
   checksum left to finish, carries its virtio-net header in an "offload" TLV,
   so that the receiving node writes it to its port as it came: a 64 KB TCP
@@ -27,6 +29,7 @@ decodes what arrives; the datapath (`Datapath.drain_underlay`) forwards it.
 from __future__ import annotations
 
 import socket
+import struct
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -54,6 +57,7 @@ from pktchain.packet.nsh import (
 )
 
 __all__ = [
+    "FIXED_HOPS",
     "INITIAL_SI",
     "INITIAL_TTL",
     "REVERSE_SPI",
@@ -83,7 +87,11 @@ _GPE_SIZE = len(build_vxlan_gpe())
 _NSH_SIZE = len(build_nsh(0, SI_START))
 _NSH_PROTO = int(GpeNextProtocol.NSH)
 _ETHERNET = int(NshNextProtocol.ETHERNET)
+_MD1 = int(NshMdType.FIXED)
 _MD2 = int(NshMdType.VARIABLE)
+FIXED_HOPS = 4
+"""The most hops whose tags fit MD type 1's 16-byte fixed context."""
+_FIXED_PATH = struct.Struct(f"!{FIXED_HOPS}I")
 _PATH = int(PktchainTlv.PATH)
 _OFFLOAD = int(PktchainTlv.OFFLOAD)
 _OFFLOAD_VALUE = VNET_HDR_LEN
@@ -100,14 +108,17 @@ def network_vni(name: str) -> int:
 
 
 class NshHeader:
-    """The outer headers of one hop (VXLAN-GPE, NSH, the path TLV), built once.
+    """The outer headers of one hop (VXLAN-GPE, NSH with the path), built once.
 
-    `plain` goes in front of a frame without offload metadata; `offload` is
-    the same with one TLV more, whose value (the frame's virtio-net header)
-    follows it per packet.
+    `plain` goes in front of a frame without offload metadata sent to another
+    node: MD type 1 with the path's tags in the fixed context when it has one
+    to four hops, else MD type 2 with the path TLV.  `variable` is MD type 2
+    with the path TLV, what NSH-aware functions get (they have room to add
+    context headers).  `offload` is MD type 2 with one TLV more, whose value
+    (the frame's virtio-net header) follows it per packet.
     """
 
-    __slots__ = ("offload", "plain", "si", "spi", "tags", "ttl", "vni")
+    __slots__ = ("offload", "plain", "si", "spi", "tags", "ttl", "variable", "vni")
 
     def __init__(
         self, vni: int, spi: int, si: int, ttl: int = INITIAL_TTL, tags: Sequence[int] = ()
@@ -119,7 +130,11 @@ class NshHeader:
         self.tags = tuple(tags)
         path = path_tlv(self.tags) if self.tags else b""
         gpe = build_vxlan_gpe(_NSH_PROTO, vni)
-        self.plain = gpe + build_nsh(spi, si, ttl=ttl, tlvs=path)
+        self.variable = gpe + build_nsh(spi, si, ttl=ttl, tlvs=path)
+        self.plain = self.variable
+        if 0 < len(self.tags) <= FIXED_HOPS:
+            fixed = _FIXED_PATH.pack(*self.tags, *(0,) * (FIXED_HOPS - len(self.tags)))
+            self.plain = gpe + build_nsh(spi, si, ttl=ttl, md_type=_MD1, context=fixed)
         # The offload TLV's value comes last, per packet: the NSH's Length
         # counts it already.
         offload = build_nsh(spi, si, ttl=ttl, tlvs=path + _OFFLOAD_HEAD + bytes(12))
@@ -171,7 +186,7 @@ def encapsulate_ethernet(
     vnet = bytes(frame[:VNET_HDR_LEN])
     view = memoryview(frame)
     if vnet == _NO_OFFLOAD:
-        parts: list[Buffer] = [_NO_OFFLOAD, macs, NSH_ETHERTYPE, header.plain[_GPE_SIZE:]]
+        parts: list[Buffer] = [_NO_OFFLOAD, macs, NSH_ETHERTYPE, header.variable[_GPE_SIZE:]]
     else:
         parts = [_NO_OFFLOAD, macs, NSH_ETHERTYPE, header.offload[_GPE_SIZE:], vnet, _PAD]
     parts += (dst, view[ETH_SRC:])
@@ -188,7 +203,10 @@ class Arrival(NamedTuple):
     si: int
     ttl: int
     tags: tuple[int, ...]
+    """The path's tags; with `fixed`, MD type 1's four context words, of which
+    the path's hops take the first (the rest zero)."""
     frame: bytes
+    fixed: bool = False
 
 
 class Peer:
@@ -268,6 +286,12 @@ def decode_nsh(data: bytes, offset: int, peer: Peer | None, vni: int) -> Arrival
         return "nsh-ttl-exhausted"
     vnet = _NO_OFFLOAD
     tags: tuple[int, ...] = ()
+    if nsh.md_type == _MD1:
+        tags = _FIXED_PATH.unpack_from(data, nsh.context)
+        if len(data) - nsh.inner < _INNER_MIN:
+            return "runt"
+        frame = vnet + data[nsh.inner :]
+        return Arrival(peer, vni, nsh.spi, nsh.si, nsh.ttl, tags, frame, fixed=True)
     if nsh.md_type == _MD2 and nsh.inner > nsh.context:
         tlvs, _error = parse_context_tlvs(data, nsh.context, nsh.inner)  # parse_nsh checked
         for tlv in tlvs:
@@ -338,7 +362,7 @@ class Underlay:
         self.now = 0.0
         self.hellos_sent = 0
         self.hellos_received = 0
-        self._decoded: dict[bytes, tuple[int, int, int, int, tuple[int, ...], bytes]] = {}
+        self._decoded: dict[bytes, tuple[int, int, int, int, tuple[int, ...], bytes, bool]] = {}
         """Outer headers already decoded (VXLAN-GPE and NSH, as bytes) and what they say."""
         self._hello = _hello_datagram(node)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -419,10 +443,10 @@ class Underlay:
             end = _GPE_SIZE + (data[_LENGTH_AT] & 0x3F) * 4
             known = self._decoded.get(data[:end])
             if known is not None:
-                vni, spi, si, ttl, tags, vnet = known
+                vni, spi, si, ttl, tags, vnet, fixed = known
                 if len(data) - end < _INNER_MIN:
                     return "runt"
-                return Arrival(peer, vni, spi, si, ttl, tags, vnet + data[end:])
+                return Arrival(peer, vni, spi, si, ttl, tags, vnet + data[end:], fixed)
         gpe = parse_vxlan_gpe(data)
         if gpe.error is not None:
             return gpe.error.value
@@ -441,6 +465,7 @@ class Underlay:
                 arrival.ttl,
                 arrival.tags,
                 vnet,
+                arrival.fixed,
             )
         return arrival
 

@@ -24,11 +24,14 @@ from pktchain.node.dataplane.steering import Steering
 from pktchain.node.dataplane.underlay import (
     INITIAL_SI,
     REVERSE_SPI,
+    Arrival,
     NshHeader,
     Underlay,
+    decode_nsh,
     encapsulate,
     network_vni,
 )
+from pktchain.packet.nsh import build_nsh, build_vxlan_gpe
 from pktchain.sfc.plan import ChainPlan, ClassifierPlan, GroupPlan, PairPlan, SteeringPlan
 from support.memports import MemoryPort
 
@@ -172,12 +175,61 @@ def test_what_crosses_the_underlay_decodes_as_vxlan_gpe_nsh_ethernet(
     flags, _reserved, next_protocol, vni = struct.unpack("!BHBI", data[:8])
     assert (flags, next_protocol, vni >> 8) == (0x0C, 4, network_vni("default"))
     nsh = NSH(data[8:])
-    assert (nsh.spi, nsh.si, nsh.ttl, nsh.mdtype, nsh.nextproto) == (7, INITIAL_SI, 63, 2, 3)
+    # A path of one hop and a frame without offload metadata: MD type 1, the
+    # hop's tag in the first context word, the others zero.
+    assert (nsh.spi, nsh.si, nsh.ttl, nsh.mdtype, nsh.nextproto) == (7, INITIAL_SI, 63, 1, 3)
+    assert nsh.length == 6
     inner = Ether(bytes(nsh.payload))
     assert inner[IP].dst == "10.0.0.2"
     assert inner.dst == H2  # the original destination travels, not a function's MAC
-    tlv = bytes(data[16:24])
-    assert tlv == bytes.fromhex("fff6 01 04 1a2b3c4d".replace(" ", ""))
+    assert bytes(data[16:32]) == bytes.fromhex("1a2b3c4d") + bytes(12)
+
+
+def test_offload_metadata_or_more_than_four_hops_take_md_type_2() -> None:
+    frame = udp_frame(H1, H2, "10.0.0.1", "10.0.0.2", sport=4001, dport=53)
+    partial = bytes([1, 0, 0, 0, 0, 0, 34, 0, 6, 0]) + frame[10:]  # NEEDS_CSUM
+    short = NshHeader(network_vni("default"), 7, INITIAL_SI, tags=(1, 2, 3, 4))
+    long = NshHeader(network_vni("default"), 7, INITIAL_SI, tags=(1, 2, 3, 4, 5))
+    cases = [
+        (short, frame, 1, 6),
+        (short, partial, 2, 2 + 5 + 4),  # path TLV (1 + 4 words), offload TLV (1 + 3)
+        (long, frame, 2, 2 + 6),
+    ]
+    for header, sent, md_type, words in cases:
+        data = b"".join(bytes(part) for part in encapsulate(header, sent))
+        nsh = NSH(data[8:])
+        assert (nsh.mdtype, nsh.length) == (md_type, words)
+        decoded = decode_nsh(data, 8, None, header.vni)
+        assert isinstance(decoded, Arrival)
+        assert decoded.fixed == (md_type == 1)
+        assert decoded.tags[: len(header.tags)] == header.tags
+        assert decoded.frame == sent
+
+
+def test_an_md_type_2_path_joins_and_an_md_type_1_context_beyond_the_path_is_refused(
+    cluster: tuple[Node, Node, MemoryPort, MemoryPort, Counting],
+) -> None:
+    _n1, n2, _h1, _h2, function = cluster
+    vni = network_vni("default")
+    good = NshHeader(vni, 7, INITIAL_SI, tags=(PAIR.tag,))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 0))
+    try:
+        first = udp_frame(H1, H2, "10.0.0.1", "10.0.0.2", sport=4010, dport=53)
+        sender.sendto(good.variable + first[10:], n2.underlay.address)
+        wait_drain(n2)
+        assert len(function.seen) == 1  # MD type 2 with the path TLV joins the path
+        # MD type 1 whose second word is not zero on a path of one hop.
+        other = udp_frame(H1, H2, "10.0.0.1", "10.0.0.2", sport=4011, dport=53)
+        context = struct.pack("!4I", PAIR.tag, 9, 0, 0)
+        nsh = build_nsh(7, INITIAL_SI, md_type=1, context=context)
+        sender.sendto(build_vxlan_gpe(4, vni) + nsh + other[10:], n2.underlay.address)
+        wait_drain(n2)
+    finally:
+        sender.close()
+    counted = {k: v for p in n2.datapath.ports for k, v in p.drops.items()}
+    assert counted.get("nsh-bad-path") == 1, counted
+    assert len(function.seen) == 1
 
 
 def test_spoofed_malformed_and_expired_nsh_are_counted_drops(
