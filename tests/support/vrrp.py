@@ -1,0 +1,147 @@
+"""VRRP instances wired to each other in memory, with a fake clock: a link without a network.
+
+Holds no tests. A :class:`Link` joins :class:`~pktchain.functions.router.vrrp.VrrpInstance`
+objects as if they shared one Ethernet segment: every advertisement one of them
+sends is handed at once to the others (multicast), or to the one whose source
+address is its ``next_hop`` (unicast), as the IPv4 packet inside the frame.
+The clock moves only through :meth:`Link.run_until`, from one timer deadline
+to the next, so every run is exact and instant. A router can die (it neither
+sends nor hears nor fires timers) and come back.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Any
+
+from pktchain.functions.router.vrrp import (
+    FrameKind,
+    SendFrame,
+    StateChanged,
+    VrrpAction,
+    VrrpConfig,
+    VrrpInstance,
+    VrrpState,
+)
+
+VNET = 10
+IP_AT = VNET + 14  # the IPv4 header after the virtio-net header and Ethernet
+MAX_DELIVERIES = 10_000  # per call: a loop of answers would be a bug, not a hang
+
+
+def instance(**settings: Any) -> VrrpInstance:
+    """An instance on eth0 with VRID 7 and virtual address 10.0.0.254, unless told."""
+    values: dict[str, Any] = {
+        "vrid": 7,
+        "interface": "eth0",
+        "virtual_addresses": (IPv4Address("10.0.0.254"),),
+        "source_address": IPv4Address("10.0.0.1"),
+    }
+    values.update(settings)
+    return VrrpInstance(VrrpConfig(**values))
+
+
+@dataclass
+class Sent:
+    """A frame a router sent, when."""
+
+    at: float
+    sender: VrrpInstance
+    action: SendFrame
+
+
+@dataclass
+class Link:
+    """Instances on one segment (see the module docstring)."""
+
+    routers: list[VrrpInstance]
+    now: float = 0.0
+    dead: set[int] = field(default_factory=set)
+    sent: list[Sent] = field(default_factory=list)
+    changes: list[tuple[float, VrrpInstance, StateChanged]] = field(default_factory=list)
+    actions: list[tuple[float, VrrpInstance, VrrpAction]] = field(default_factory=list)
+
+    def alive(self, router: VrrpInstance) -> bool:
+        return id(router) not in self.dead
+
+    def start(self, router: VrrpInstance) -> None:
+        self.deliver(router, router.start(self.now))
+
+    def shutdown(self, router: VrrpInstance) -> None:
+        self.deliver(router, router.shutdown(self.now))
+
+    def kill(self, router: VrrpInstance) -> None:
+        """The router stops dead: no priority 0, no more frames or timers."""
+        self.dead.add(id(router))
+
+    def revive(self, router: VrrpInstance) -> None:
+        self.dead.discard(id(router))
+
+    def track(self, router: VrrpInstance, name: str, ok: bool) -> None:
+        self.deliver(router, router.track(name, ok, self.now))
+
+    def deliver(self, sender: VrrpInstance, actions: list[VrrpAction]) -> None:
+        """Record what ``sender`` did and hand its advertisements to the others."""
+        queue: deque[tuple[VrrpInstance, VrrpAction]] = deque((sender, a) for a in actions)
+        handed = 0
+        while queue:
+            source, action = queue.popleft()
+            self.actions.append((self.now, source, action))
+            if isinstance(action, StateChanged):
+                self.changes.append((self.now, source, action))
+            if not isinstance(action, SendFrame):
+                continue
+            self.sent.append(Sent(self.now, source, action))
+            if action.kind is not FrameKind.ADVERTISEMENT or not self.alive(source):
+                continue
+            for router in self.routers:
+                if router is source or not self.alive(router):
+                    continue
+                source_address = router.config.source_address
+                if action.next_hop is not None and (
+                    source_address is None or action.next_hop != source_address.packed
+                ):
+                    continue
+                handed += 1
+                if handed > MAX_DELIVERIES:
+                    raise AssertionError("advertisements keep answering each other")
+                answers = router.receive(action.frame, self.now, IP_AT)
+                queue.extend((router, a) for a in answers)
+
+    def run_until(self, until: float) -> None:
+        """Fire every timer due up to ``until``, in time order, and leave the clock there."""
+        for _ in range(MAX_DELIVERIES):
+            deadlines = [
+                d
+                for r in self.routers
+                if self.alive(r) and (d := r.next_deadline()) is not None and d <= until
+            ]
+            if not deadlines:
+                break
+            self.now = max(self.now, min(deadlines))
+            for router in self.routers:
+                if self.alive(router):
+                    self.deliver(router, router.on_timer(self.now))
+        else:
+            raise AssertionError("timers keep firing without the clock moving")
+        self.now = until
+
+    def masters(self) -> list[VrrpInstance]:
+        """The live routers in Master state."""
+        return [r for r in self.routers if self.alive(r) and r.state is VrrpState.MASTER]
+
+    def became_master(self, router: VrrpInstance) -> list[float]:
+        """When ``router`` became master, in order."""
+        return [
+            at
+            for at, who, change in self.changes
+            if who is router and change.new is VrrpState.MASTER
+        ]
+
+    def adverts(self, sender: VrrpInstance) -> list[Sent]:
+        """The advertisements ``sender`` sent."""
+        return [
+            s for s in self.sent if s.sender is sender and s.action.kind is FrameKind.ADVERTISEMENT
+        ]
