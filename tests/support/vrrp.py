@@ -5,12 +5,16 @@ objects as if they shared one Ethernet segment: every advertisement one of them
 sends is handed at once to the others (multicast), or to the one whose source
 address is its ``next_hop`` (unicast), as the IPv4 packet inside the frame.
 The clock moves only through :meth:`Link.run_until`, from one timer deadline
-to the next, so every run is exact and instant. A router can die (it neither
-sends nor hears nor fires timers) and come back.
+(or delivery) to the next, so every run is exact and instant. With a ``delay``
+an advertisement reaches the others that many seconds after it was sent, so
+that two routers can both become master before hearing each other. A router
+can die (it neither sends nor hears nor fires timers) and come back.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -57,11 +61,14 @@ class Link:
     """Instances on one segment (see the module docstring)."""
 
     routers: list[VrrpInstance]
+    delay: float = 0.0
     now: float = 0.0
     dead: set[int] = field(default_factory=set)
     sent: list[Sent] = field(default_factory=list)
     changes: list[tuple[float, VrrpInstance, StateChanged]] = field(default_factory=list)
     actions: list[tuple[float, VrrpInstance, VrrpAction]] = field(default_factory=list)
+    pending: list[tuple[float, int, VrrpInstance, bytes]] = field(default_factory=list)
+    _order: itertools.count[int] = field(default_factory=itertools.count)
 
     def alive(self, router: VrrpInstance) -> bool:
         return id(router) not in self.dead
@@ -104,6 +111,10 @@ class Link:
                     source_address is None or action.next_hop != source_address.packed
                 ):
                     continue
+                if self.delay:
+                    at = self.now + self.delay
+                    heapq.heappush(self.pending, (at, next(self._order), router, action.frame))
+                    continue
                 handed += 1
                 if handed > MAX_DELIVERIES:
                     raise AssertionError("advertisements keep answering each other")
@@ -111,13 +122,25 @@ class Link:
                 queue.extend((router, a) for a in answers)
 
     def run_until(self, until: float) -> None:
-        """Fire every timer due up to ``until``, in time order, and leave the clock there."""
+        """Fire every timer and delivery due up to ``until``, in time order, and leave the
+        clock there."""
         for _ in range(MAX_DELIVERIES):
             deadlines = [
                 d
                 for r in self.routers
                 if self.alive(r) and (d := r.next_deadline()) is not None and d <= until
             ]
+            arrival = self.pending[0][0] if self.pending else None
+            if (
+                arrival is not None
+                and arrival <= until
+                and (not deadlines or arrival <= min(deadlines))
+            ):
+                self.now = max(self.now, arrival)
+                _, _, router, frame = heapq.heappop(self.pending)
+                if self.alive(router):
+                    self.deliver(router, router.receive(frame, self.now, IP_AT))
+                continue
             if not deadlines:
                 break
             self.now = max(self.now, min(deadlines))
