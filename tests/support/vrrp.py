@@ -9,13 +9,20 @@ The clock moves only through :meth:`Link.run_until`, from one timer deadline
 an advertisement reaches the others that many seconds after it was sent, so
 that two routers can both become master before hearing each other. A router
 can die (it neither sends nor hears nor fires timers) and come back.
+
+:class:`SocketRouter` runs an instance on a real packet socket instead, with
+the real clock, to talk to other VRRP implementations (keepalived).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import select
+import socket
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
@@ -167,4 +174,66 @@ class Link:
         """The advertisements ``sender`` sent."""
         return [
             s for s in self.sent if s.sender is sender and s.action.kind is FrameKind.ADVERTISEMENT
+        ]
+
+
+class SocketRouter:
+    """An instance run on a packet socket with the real clock: a stand-in for its host.
+
+    ``sock`` is an ``AF_PACKET`` raw socket bound to one interface (plain Ethernet
+    frames, no virtio-net header); received VRRP frames go to the instance, and the
+    frames it sends go out on the socket. Everything it did is kept in ``actions``
+    with its time.
+    """
+
+    def __init__(self, router: VrrpInstance, sock: socket.socket) -> None:
+        self.router = router
+        self.sock = sock
+        self.actions: list[tuple[float, VrrpAction]] = []
+        sock.setblocking(False)
+
+    def start(self) -> None:
+        self._carry_out(self.router.start(time.monotonic()))
+
+    def shutdown(self) -> None:
+        self._carry_out(self.router.shutdown(time.monotonic()))
+
+    def run(self, until: Callable[[], bool], *, timeout: float, what: str) -> None:
+        """Receive, fire timers and send until ``until()`` holds; AssertionError after
+        ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not until():
+            now = time.monotonic()
+            if now >= deadline:
+                raise AssertionError(f"{what}: not true after {timeout:g} s")
+            wake = min(deadline, now + 0.05)
+            timer = self.router.next_deadline()
+            if timer is not None:
+                wake = min(wake, timer)
+            readable, _, _ = select.select([self.sock], [], [], max(0.0, wake - now))
+            if readable:
+                self._drain()
+            self._carry_out(self.router.on_timer(time.monotonic()))
+
+    def _drain(self) -> None:
+        for _ in range(1000):
+            try:
+                frame = self.sock.recv(65535)
+            except BlockingIOError:
+                return
+            if frame[12:14] == b"\x08\x00" and len(frame) > 23 and frame[23] == 112:
+                self._carry_out(self.router.receive(frame, time.monotonic(), 14))
+
+    def _carry_out(self, actions: list[VrrpAction]) -> None:
+        now = time.monotonic()
+        for action in actions:
+            self.actions.append((now, action))
+            if isinstance(action, SendFrame):
+                self.sock.send(action.frame[VNET:])
+
+    def became_master(self) -> list[float]:
+        return [
+            at
+            for at, a in self.actions
+            if isinstance(a, StateChanged) and a.new is VrrpState.MASTER
         ]
