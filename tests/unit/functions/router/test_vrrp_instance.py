@@ -309,6 +309,19 @@ def test_a_backup_shuts_down_silently() -> None:
         (bytes(IP(src=PEER, dst=GROUP, ttl=255) / UDP()), "drop-not-vrrp"),
         (b"\x45" + bytes(30), "drop-ip-malformed"),
     ],
+    ids=[
+        "ttl",
+        "version",
+        "type",
+        "truncated",
+        "length",
+        "checksum",
+        "vrid-mismatch",
+        "own-advertisement",
+        "zero-interval",
+        "not-vrrp",
+        "ip-malformed",
+    ],
 )
 def test_each_failed_check_is_a_counted_drop(packet: bytes, counter: str) -> None:
     router = backup()
@@ -541,6 +554,8 @@ def test_the_speaker_tracks_shuts_down_and_removes() -> None:
     assert sorted(sent_vrrp(a).vrid for a in frames(actions)) == [7, 9]
     with pytest.raises(ValueError, match="no VRRP instance tracks 'wan'"):
         speaker.track("wan", False, 10.5)
+    again = speaker.reconfigure(_config(vrid=8, priority=120), 10.6)
+    assert sent_vrrp(frames(again)[0]).priority == 120
     gone = speaker.remove("eth0", 8, 11.0)
     assert sent_vrrp(frames(gone)[0]).priority == 0
     assert len(speaker.instances()) == 2

@@ -56,6 +56,11 @@ class VrrpSpeaker:
         del self._instances[(interface, vrid)]
         return actions
 
+    def reconfigure(self, config: VrrpConfig, now: float) -> list[VrrpAction]:
+        """Give the instance of ``config``'s interface and VRID its new configuration
+        (:meth:`VrrpInstance.reconfigure`); KeyError if there is none."""
+        return self.instance(config.interface, config.vrid).reconfigure(config, now)
+
     def instance(self, interface: str, vrid: int) -> VrrpInstance:
         """The instance of ``vrid`` on ``interface``; KeyError naming both if none."""
         try:
