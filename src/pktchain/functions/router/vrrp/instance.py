@@ -304,10 +304,6 @@ class VrrpInstance:
     """
 
     def __init__(self, config: VrrpConfig) -> None:
-        if config.source_address is None:
-            raise VrrpConfigError(
-                [FieldError("source_address", "required to run: the interface's primary address")]
-            )
         self.config = config
         self.counters: defaultdict[str, int] = defaultdict(int)
         """Events and drops by name; drops are ``drop-<reason>``."""
@@ -486,8 +482,9 @@ class VrrpInstance:
             raise ValueError(
                 f"interface: {config.interface!r} cannot replace {self.config.interface!r}"
             )
-        self._previous = self.config
+        previous = self.config
         self._apply(config)
+        self._previous = previous
         self.counters["reconfigured"] += 1
         priority = self._effective_priority()
         if priority == self._priority or self._state is not VrrpState.BACKUP:
