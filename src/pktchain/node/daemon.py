@@ -525,7 +525,9 @@ class Node:
         host = self.router_host
         if host is None or not frames:
             return
-        host.queue(frames)
+        from pktchain.functions.sdk import frames_out
+
+        host.queue(frames_out(frames))
         self._pump()
 
     def _serve_messenger(self, bind: str) -> None:

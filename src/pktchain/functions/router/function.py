@@ -250,6 +250,22 @@ _L4_ERRORS = frozenset(
     )
 )
 _INF = float("inf")
+GATEWAY_PROBE_INTERVAL = 0.5
+"""Seconds between the ARP requests that probe a gateway a virtual router tracks."""
+GATEWAY_PROBES_LOST = 3
+"""Probes left unanswered before a tracked gateway counts as failed."""
+
+
+@dataclass(slots=True)
+class _GatewayProbe:
+    """A tracked gateway: when it last answered ARP, when to ask it next."""
+
+    name: str
+    heard: float = 0.0
+    due: float = 0.0
+    ok: bool = True
+
+
 # RFC 1858 §3.2: a later fragment starting inside the transport header would
 # overwrite, at the receiver, the ports and checksum the NAT translated in the
 # first fragment. The shortest header of each protocol the NAT translates:
@@ -384,6 +400,13 @@ class Router(Function):
         self._vrrp_started = False
         self._virtual_all = {a.packed for v in config.vrrp for a in v.virtual_addresses}
         """Every virtual address of every virtual router, held here or not."""
+        self._gateways = {
+            IPv4Address(t.target).packed: _GatewayProbe(t.target)
+            for v in config.vrrp
+            for t in v.track
+            if t.kind == "gateway"
+        }
+        """Gateways the virtual routers track, probed by ARP."""
         self.on_vrrp_event: Callable[[StateChanged], None] | None = None
         """Called with each state change of a virtual router (the host logs it, moves
         its state sync's direction, feeds its event stream)."""
@@ -576,6 +599,9 @@ class Router(Function):
             # router outside pktchain holding it): never a neighbour or a host.
             return self._drop(RouterDrop.ARP_VIRTUAL)
         kind = heard.kind
+        probe = self._gateways.get(heard.spa) if self._gateways else None
+        if probe is not None and kind is Heard.NEIGHBOR:
+            self._gateway_heard(probe, now)
         if kind is Heard.BAD_OPERATION:
             return self._drop(RouterDrop.ARP_OPERATION)
         if kind is Heard.OWN or kind is Heard.BAD_SENDER:
@@ -1190,6 +1216,8 @@ class Router(Function):
         vrrp = self._vrrp.next_deadline()
         if vrrp is not None:
             deadline = min(deadline, vrrp)
+        if self._gateways:
+            deadline = min(deadline, *(p.due for p in self._gateways.values()))
         fragments = self._datagrams.next_deadline()
         if fragments is not None:
             deadline = min(deadline, fragments)
@@ -1214,6 +1242,7 @@ class Router(Function):
                 self._vrrp_started = True
                 self._vrrp_apply(self._vrrp.start(now), now)
             self._vrrp_apply(self._vrrp.on_timer(now), now)
+            self._gateway_timers(now)
             self._neighbor_timers(now)
             self._host_timers(now)
             for datagram in self._datagrams.expire(now):
@@ -1338,6 +1367,30 @@ class Router(Function):
                 del self._local[address]
         port.virtual_macs.pop(action.mac, None)
         self._generation += 1
+
+    def _gateway_timers(self, now: float) -> None:
+        """Probe the tracked gateways; one that stopped answering fails its trackers."""
+        for address, probe in self._gateways.items():
+            if probe.due > now:
+                continue
+            if probe.heard == 0.0:
+                probe.heard = now  # started: a gateway has its probes' time to answer
+            probe.due = now + GATEWAY_PROBE_INTERVAL
+            silent = now - probe.heard > GATEWAY_PROBES_LOST * GATEWAY_PROBE_INTERVAL
+            if silent and probe.ok:
+                probe.ok = False
+                self._count("vrrp-gateway-down")
+                self._vrrp_apply(self._vrrp.track(probe.name, False, now), now)
+            port = next((p for p in self._routes if p.contains(address)), None)
+            if port is not None:
+                self._request(port, address)
+
+    def _gateway_heard(self, probe: _GatewayProbe, now: float) -> None:
+        probe.heard = now
+        if not probe.ok:
+            probe.ok = True
+            self._count("vrrp-gateway-up")
+            self._vrrp_apply(self._vrrp.track(probe.name, True, now), now)
 
     def vrrp_status(self) -> list[dict[str, Any]]:
         """Each virtual router's state, priorities, timers and counters."""
