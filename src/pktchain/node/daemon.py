@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -972,6 +972,19 @@ class RouterOnNode:
         removed = self._router.remove_port_forward(proto, external_port)
         self._changed()
         return removed
+
+    def vrrp(self) -> object:
+        return self._router.vrrp_status()
+
+    def vrrp_set(self, interface: str, vrid: int, changes: Mapping[str, Any], /) -> object:
+        status = self._router.vrrp_set(interface, vrid, changes)
+        self._changed()
+        return status
+
+    def vrrp_track(self, name: str, ok: bool, /) -> object:
+        self._node.send_router_frames(self._router.vrrp_track(name, ok, self._node.loop.now))
+        self._changed()
+        return self._router.vrrp_status()
 
     def _changed(self) -> None:
         """The router may have queued frames (an interface's announcement) or moved its

@@ -55,7 +55,7 @@ from __future__ import annotations
 import contextlib
 import random
 import struct
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from ipaddress import IPv4Address, ip_address
@@ -98,6 +98,7 @@ from pktchain.functions.router.config import (
     RouterInterface,
     nat_errors,
     overlap_errors,
+    vrrp_errors,
 )
 from pktchain.functions.router.fragments import (
     FRAGMENT_TRANSITIONS,
@@ -250,6 +251,7 @@ _L4_ERRORS = frozenset(
     )
 )
 _INF = float("inf")
+_VRRP_SETTABLE = frozenset(("priority", "preempt", "preempt_delay", "advert_interval", "accept"))
 GATEWAY_PROBE_INTERVAL = 0.5
 """Seconds between the ARP requests that probe a gateway a virtual router tracks."""
 GATEWAY_PROBES_LOST = 3
@@ -1397,9 +1399,43 @@ class Router(Function):
         return [instance.status().as_dict() for instance in self._vrrp.instances()]
 
     def vrrp_track(self, name: str, ok: bool, now: float) -> list[tuple[str, bytes]]:
+        # ValueError from the speaker when no virtual router tracks `name`.
         """Report a tracked object's state (an interface, a gateway); returns the frames
         to send (a master advertises its new priority at once)."""
         return self._vrrp_run(lambda: self._vrrp.track(name, ok, now), now)
+
+    def vrrp_set(self, interface: str, vrid: int, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change a virtual router's `changes` (priority, preempt, preempt_delay,
+        advert_interval in seconds, accept) at run time; its status after. What it
+        sends (an advertisement of a new priority) leaves with the next timer.
+        ValueError (or KeyError for no such virtual router) names what is wrong."""
+        instance = self._vrrp.instance(interface, vrid)
+        values = dict(changes)
+        unknown = sorted(set(values) - _VRRP_SETTABLE)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: not a setting vrrp_set changes")
+        if "advert_interval" in values:
+            seconds = values.pop("advert_interval")
+            centiseconds = round(seconds * 100)
+            if abs(centiseconds - seconds * 100) > 1e-6 or not 1 <= centiseconds <= 4095:
+                raise ValueError(
+                    f"advert_interval: {seconds} is not in whole hundredths of 0.01..40.95 s"
+                )
+            values["advert_interval_cs"] = centiseconds
+        try:
+            config = replace(instance.config, **values)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+        errors = vrrp_errors(
+            tuple(config if i is instance else i.config for i in self._vrrp.instances()),
+            [p.config for p in self._ports.values()],
+        )
+        if errors:
+            raise ValueError("; ".join(errors))
+        self._announce += self._vrrp_run(
+            lambda: self._vrrp.reconfigure(config, self._now), self._now
+        )
+        return instance.status().as_dict()
 
     def vrrp_shutdown(self, now: float) -> list[tuple[str, bytes]]:
         """Stop every virtual router (a master advertises priority 0, so that its

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from scapy.layers.inet import ICMP, IP
@@ -26,6 +26,14 @@ from pktchain.functions.nat.config import NatConfig
 from pktchain.functions.router.function import Router, RouterConfig, RouterInterface
 from pktchain.functions.router.vrrp import Tracker, TrackKind, VrrpConfig
 from pktchain.functions.sdk import frames_out
+from pktchain.messenger.ops import (
+    Op,
+    RouterControl,
+    apply_command,
+    parse_command,
+    router_interface_factory,
+)
+from pktchain.messenger.wire import MessengerError
 from pktchain.node.router_file import RouterFileError, parse_router
 from support.router import receive, timers
 
@@ -361,3 +369,62 @@ def test_removing_an_interface_that_carries_a_virtual_router_is_refused(tmp_path
     r = router(1, 200)
     with pytest.raises(ValueError, match="carries the virtual router"):
         r.remove_interface("inside")
+
+
+def test_vrrp_set_through_the_messengers_operations_moves_the_master(
+    pair: tuple[Lans, Router, Router],
+) -> None:
+    lans, r1, r2 = pair
+    make = router_interface_factory()
+    command = parse_command(
+        Op.VRRP_SET, {"interface": "outside", "vrid": 51, "priority": 50, "preempt": True}
+    )
+    status = apply_command(command, cast(RouterControl, _Control(r1)), make)
+    assert isinstance(status, dict) and status["priority"] == 50
+    lans.run(lans.now + 0.5)  # the new priority goes out; the other preempts
+    assert states(r1)["outside"] == "backup" and states(r2)["outside"] == "master"
+    assert states(r1)["inside"] == "master"  # the other virtual router did not move
+    listed = apply_command(parse_command(Op.VRRP, {}), cast(RouterControl, _Control(r1)), make)
+    assert isinstance(listed, list) and {row["vrid"] for row in listed} == {51, 52}
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "words"),
+    [
+        ({"interface": "outside", "vrid": 0}, "args.vrid", "1"),
+        ({"interface": "outside", "vrid": 51, "priority": 256}, "args.priority", "255"),
+        ({"interface": "outside", "vrid": 51, "preempt_delay": -1}, "args.preempt_delay", "0"),
+        ({"interface": "outside", "vrid": 51, "colour": 3}, "args.colour", "unknown"),
+    ],
+)
+def test_vrrp_set_arguments_are_checked_by_name(
+    args: dict[str, Any], field: str, words: str
+) -> None:
+    with pytest.raises(MessengerError) as caught:
+        parse_command(Op.VRRP_SET, args)
+    assert caught.value.field == field and words in caught.value.message
+
+
+def test_vrrp_set_refuses_what_the_router_cannot_take_and_changes_nothing() -> None:
+    r1 = router(1, 200)
+    before = r1.vrrp_status()
+    with pytest.raises(KeyError, match="VRID 9"):
+        r1.vrrp_set("outside", 9, {"priority": 10})
+    with pytest.raises(ValueError, match="advert_interval"):
+        r1.vrrp_set("outside", 51, {"advert_interval": 0.005})
+    with pytest.raises(ValueError, match="255"):
+        r1.vrrp_set("outside", 51, {"priority": 255})  # not the address owner
+    assert r1.vrrp_status() == before
+
+
+class _Control:
+    """The router as the messenger's operations call it (the node adds ports and timers)."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def vrrp(self) -> object:
+        return self.router.vrrp_status()
+
+    def vrrp_set(self, interface: str, vrid: int, changes: Any, /) -> object:
+        return self.router.vrrp_set(interface, vrid, changes)
