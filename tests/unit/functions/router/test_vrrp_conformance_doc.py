@@ -14,6 +14,7 @@ FILES = {
     "E": "tests/unit/functions/router/test_vrrp_election.py",
     "C": "tests/unit/functions/router/test_vrrp_config.py",
     "K": "tests/netns/test_vrrp_keepalived.py",
+    "R": "tests/unit/functions/router/test_router_vrrp.py",
 }
 
 
@@ -29,7 +30,7 @@ def test_every_test_the_page_names_exists() -> None:
         }
         for letter, path in FILES.items()
     }
-    named = re.findall(r"`([PIECK])::(test_\w+)", text)
+    named = re.findall(r"`([PIECKR])::(test_\w+)", text)
     assert len(named) > 50
     missing = [f"{letter}::{name}" for letter, name in named if name not in defined[letter]]
     assert missing == []
