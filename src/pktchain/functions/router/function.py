@@ -1437,6 +1437,12 @@ class Router(Function):
         )
         return instance.status().as_dict()
 
+    def vrrp_master_gone(self, now: float) -> list[tuple[str, bytes]]:
+        """The other router of the pair is known to have stopped (its end of the state
+        sync closed the connection): every virtual router following a master takes
+        over after Skew_Time rather than Master_Down_Interval; the frames to send."""
+        return self._vrrp_run(lambda: self._vrrp.master_gone(None, now), now)
+
     def vrrp_shutdown(self, now: float) -> list[tuple[str, bytes]]:
         """Stop every virtual router (a master advertises priority 0, so that its
         backup takes over at once, §6.4.3); returns the frames to send."""

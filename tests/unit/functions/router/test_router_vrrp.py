@@ -428,3 +428,21 @@ class _Control:
 
     def vrrp_set(self, interface: str, vrid: int, changes: Any, /) -> object:
         return self.router.vrrp_set(interface, vrid, changes)
+
+
+def test_a_master_known_gone_is_replaced_after_skew_time_not_master_down_interval(
+    pair: tuple[Lans, Router, Router],
+) -> None:
+    lans, r1, r2 = pair
+    lans.kill(r1)
+    gone = lans.now
+    lans.send(r2, frames_out(r2.vrrp_master_gone(gone)))
+    lans.run(gone + 0.05)
+    assert states(r2) == {"inside": "master", "outside": "master"}
+    took = [row["last_transition"] - gone for row in r2.vrrp_status()]
+    assert all(0 < t <= 0.031 for t in took), took
+    assert all(row["counters"]["master-gone"] == 1 for row in r2.vrrp_status())
+    # A master, or a router following no one, ignores it.
+    assert r2.vrrp_master_gone(lans.now) == []
+    alone = router(1, 200)
+    assert alone.vrrp_master_gone(0.0) == []

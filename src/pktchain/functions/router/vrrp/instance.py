@@ -463,6 +463,21 @@ class VrrpInstance:
             self.counters["tracker-failed"] += 1
         return self._priority_update(now)
 
+    def master_gone(self, master: bytes | None, now: float) -> list[VrrpAction]:
+        """The host knows that the master at ``master`` (its primary address; None:
+        whichever it is, the host knowing of one other router only) stopped
+        without a priority 0 advertisement, say because the connection its process
+        held was closed by its end (the process died, its kernel lives on). A backup
+        following that master takes it as the priority 0 advertisement it did not
+        send: Master_Down_Timer = Skew_Time (§6.4.2). Anything else is ignored.
+        """
+        if self._state is not VrrpState.BACKUP or self._master is None:
+            return []
+        if master is not None and self._master != master:
+            return []
+        self.counters["master-gone"] += 1
+        return self._run(VrrpEvent.ADVERT_PRIORITY_ZERO, now)
+
     def tracks(self, name: str) -> bool:
         """Whether a tracker of that name is configured."""
         return name in self._trackers

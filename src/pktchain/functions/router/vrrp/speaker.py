@@ -114,6 +114,12 @@ class VrrpSpeaker:
             raise ValueError(f"track: no VRRP instance tracks {name!r}")
         return [action for i in tracking for action in i.track(name, ok, now)]
 
+    def master_gone(self, master: bytes | None, now: float) -> list[VrrpAction]:
+        """The router at ``master`` (None: the one other router) is known to have
+        stopped: every instance following it
+        takes over after Skew_Time (:meth:`VrrpInstance.master_gone`)."""
+        return [action for i in self.instances() for action in i.master_gone(master, now)]
+
     def next_deadline(self) -> float | None:
         """The earliest timer of all instances (None: none is set)."""
         deadlines = [d for i in self._instances.values() if (d := i.next_deadline()) is not None]
