@@ -307,11 +307,15 @@ class KeepalivedPair:
 
 
 def _kill_everything_in(netns: str) -> None:
+    """SIGKILL every process in `netns`, all stopped first so that none sees another die
+    (keepalived's VRRP process would take its parent's death for a SIGTERM and send
+    priority 0)."""
     ids = [i for i in [namespaces.netns_id(netns)] if i is not None]
-    for pids in namespaces.pids_in_netns(ids).values():
+    pids = [pid for found in namespaces.pids_in_netns(ids).values() for pid in found]
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
         for pid in pids:
             with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, sig)
 
 
 def _links_up(netns: str) -> bool:
@@ -461,6 +465,12 @@ def main() -> int:
                 f"{row['outage_ms_worst']:7.1f} ms"
                 f"{row['tcp_lost']:>6} of {row['tcp_watched']}"
             )
+    if runs:
+        worst = max(r.figures.gap.pacing_error_ms for r in runs)
+        print(
+            f"  the gap probe's error bound (1 ms interval + the sender's worst lateness) "
+            f"over all runs: {worst:.1f} ms"
+        )
     for name, lines in notes.items():
         for line in lines:
             print(f"  {name}: {line}")

@@ -299,13 +299,19 @@ class _Daemon:
         return ""
 
     def kill(self) -> None:
-        """SIGKILL the daemon and every process of its group, as a crash would; reap it."""
+        """SIGKILL the daemon and every process of its group, as a crash would; reap it.
+
+        The group is stopped first: keepalived's VRRP process asks for SIGTERM
+        when its parent dies (``PR_SET_PDEATHSIG``), and one that saw its
+        parent die first would leave cleanly, advertising priority 0.
+        """
         process = self.process
         if process is None:
             return
-        for kill in (os.killpg, os.kill):
-            with contextlib.suppress(ProcessLookupError):
-                kill(process.pid, signal.SIGKILL)
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for kill in (os.killpg, os.kill):
+                with contextlib.suppress(ProcessLookupError):
+                    kill(process.pid, sig)
         try:
             process.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:

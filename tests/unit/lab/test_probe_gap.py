@@ -107,7 +107,7 @@ def test_the_outage_is_the_longest_interval_between_arrivals_and_says_when() -> 
     assert report.outage_ms == pytest.approx(301.0)
     assert report.outage is not None
     assert report.outage.start_ns == START + 299 * MS + 20_000
-    assert report.outage.slots == 300
+    assert report.outage.lost == 300
     assert [round(gap.ms) for gap in report.gaps] == [301, 21]
     assert report.recovered
 
@@ -135,6 +135,46 @@ def test_nothing_received_is_one_outage_as_long_as_the_run() -> None:
     assert report.outage_ms == pytest.approx(99.0)
     assert not report.recovered
     assert report.latency_ms is None
+
+
+def test_a_sender_pause_that_lost_nothing_is_not_the_paths_outage() -> None:
+    # The sender paused 7 ms after datagram 99 (a busy machine); datagram 100
+    # went out late and arrived: the path carried everything.
+    late = [
+        Arrival(a.seq, a.sent_ns + 7 * MS, a.arrived_ns + 7 * MS) for a in steady(range(100, 200))
+    ]
+    report = gap_report(steady(range(100)) + late, sender(200, last_slot=206))
+    # 8 ms between the arrivals of 99 and 100, of which 7 the sender's.
+    assert report.outage_ms == pytest.approx(1.0)
+    assert report.gaps == ()
+    every = gap_report(steady(range(100)) + late, sender(200, last_slot=206), threshold_ms=0.5)
+    (paused,) = [gap for gap in every.gaps if gap.arrival_ms > 2]
+    assert paused.arrival_ms == pytest.approx(8.0)
+    assert paused.sender_pause_ns == 7 * MS
+    assert paused.lost == 0
+
+
+def test_a_gap_with_datagrams_lost_counts_whole_even_if_the_sender_paused() -> None:
+    # Datagrams 100..149 lost and the sender paused 7 ms among them: the path
+    # was down all the time no datagram arrived.
+    late = [
+        Arrival(a.seq, a.sent_ns + 7 * MS, a.arrived_ns + 7 * MS) for a in steady(range(150, 200))
+    ]
+    report = gap_report(steady(range(100)) + late, sender(200, last_slot=206))
+    assert report.outage is not None
+    assert report.outage.lost == 50
+    assert report.outage_ms == pytest.approx(58.0)
+
+
+def test_a_path_that_held_datagrams_back_without_losing_them_is_an_outage() -> None:
+    # Datagrams 100..129 held on the way (a neighbour being resolved) and let go
+    # together at 130 ms: none lost.
+    held = [Arrival(k, START + k * MS, START + 129 * MS + k * 1000) for k in range(100, 130)]
+    report = gap_report(steady(range(100)) + held + steady(range(130, 200)), sender(200))
+    assert report.outage is not None
+    assert report.outage.lost == 0
+    assert report.reordered == 0
+    assert report.outage_ms == pytest.approx(30.08)  # 99.02 ms to 129.1 ms
 
 
 def test_gaps_are_timed_by_arrival_not_by_the_order_the_receiver_read_them() -> None:

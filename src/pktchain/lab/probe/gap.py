@@ -15,7 +15,10 @@ it, as a chain of ``sleep(interval)`` calls would. A sender that wakes more
 than one interval late (the machine was busy) skips the slots it missed
 rather than sending them in a burst; the skipped and late slots are counted,
 so a report says how far its own pacing can be trusted: a measured outage is
-the true one within one interval plus the sender's lateness around it.
+the true one within one interval plus the sender's lateness around it. The
+datagrams are numbered one by one (not by slot), so the receiver knows how
+many were lost between two arrivals; a gap in which none was lost is the
+path's only for the part the sender's own pause does not explain.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ offset  size  field
 ======  ====  ==========================================================
 0       4     magic ``b"PCGP"``
 4       4     run token: a random number naming this run (strays are dropped)
-8       8     sequence number: the schedule slot the datagram was sent in
+8       8     sequence number: datagrams sent before this one in the run
 16      8     send time, CLOCK_MONOTONIC nanoseconds
 ======  ====  ==========================================================
 
@@ -63,7 +66,7 @@ Bytes after the 24 of the header are padding up to the configured size.
 MAGIC = b"PCGP"
 
 ARRIVAL = struct.Struct("=Qqq")
-"""One arrival as the receiver records it: sequence, send time, arrival time
+"""One arrival as the receiver records it: number, send time, arrival time
 (both CLOCK_MONOTONIC nanoseconds), native byte order (the file never leaves
 the machine)."""
 
@@ -129,7 +132,7 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Arrival:
-    """One datagram received: its slot, when it was sent and when it arrived (ns)."""
+    """One datagram received: its number, when it was sent and when it arrived (ns)."""
 
     seq: int
     sent_ns: int
@@ -151,11 +154,14 @@ class SenderSummary:
     """What the sender did: how many it sent, over which time, how well it kept time."""
 
     sent: int
+    """Datagrams sent (numbered 0 to sent - 1), those the kernel refused included."""
     first_ns: int
     last_ns: int
     interval_ns: int
     max_late_ns: int = 0
     """The largest delay of a send after its slot was due."""
+    max_late_at_ns: int = 0
+    """When that slot was due (0 if none was late)."""
     late: int = 0
     """Sends more than one interval after their slot was due."""
     skipped: int = 0
@@ -174,12 +180,21 @@ class Gap:
 
     start_ns: int
     end_ns: int
-    slots: int
-    """Schedule slots the sender had between the two ends (sent or skipped)."""
+    lost: int
+    """Datagrams sent between the two arrivals that never arrived."""
+    sender_pause_ns: int = 0
+    """The part of the gap the sender caused by pausing, when nothing was lost
+    in it: not the path's doing, so not counted in `ms`."""
     recovered: bool = True
 
     @property
     def ms(self) -> float:
+        """The gap's length as the path's: without the sender's own pause."""
+        return (self.end_ns - self.start_ns - self.sender_pause_ns) / NS_PER_MS
+
+    @property
+    def arrival_ms(self) -> float:
+        """The time between the two arrivals, as the receiver saw it."""
         return (self.end_ns - self.start_ns) / NS_PER_MS
 
 
@@ -234,6 +249,8 @@ class GapReport:
             "reordered": self.reordered,
             "outage_ms": round(self.outage_ms, 3),
             "outage_start_s": None if outage is None else outage.start_ns / NS_PER_S,
+            "outage_lost": None if outage is None else outage.lost,
+            "outage_arrival_ms": None if outage is None else round(outage.arrival_ms, 3),
             "recovered": self.recovered,
             "gaps_ms": [round(gap.ms, 3) for gap in self.gaps],
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
@@ -257,10 +274,13 @@ def gap_report(
 
     Arrivals are taken in arrival-time order; a sequence number seen twice is
     a duplicate (counted, and not an arrival again); one lower than one seen
-    before is reordered. A gap is the time between two consecutive arrivals;
-    and if the sender went on sending well after the last arrival, the time
-    from that arrival to the sender's last send is a final, unrecovered gap.
-    `gaps` lists those longer than `threshold_ms` (default: ten intervals).
+    before is reordered. A gap is the time between two consecutive arrivals,
+    less, when no datagram was lost between them, the time the sender paused
+    beyond one interval (the path then carried everything; a busy machine
+    delayed the sender); and if the sender went on sending well after the
+    last arrival, the time from that arrival to the sender's last send is a
+    final, unrecovered gap. `gaps` lists those longer than `threshold_ms`
+    (default: ten intervals).
     """
     interval_ns = sender.interval_ns
     threshold_ns = 10 * interval_ns if threshold_ms is None else int(threshold_ms * NS_PER_MS)
@@ -282,10 +302,17 @@ def gap_report(
     gaps: list[Gap] = []
     longest: Gap | None = None
     for before, after in itertools.pairwise(unique):
-        gap = Gap(before.arrived_ns, after.arrived_ns, max(0, after.seq - before.seq - 1))
-        if longest is None or gap.end_ns - gap.start_ns > longest.end_ns - longest.start_ns:
+        lost = max(0, after.seq - before.seq - 1)
+        pause = 0
+        if after.seq == before.seq + 1:
+            # Nothing lost in between: the path carried all that was sent, and
+            # time the sender took beyond one interval was the sender's pause.
+            pause = max(0, after.sent_ns - before.sent_ns - interval_ns)
+            pause = min(pause, after.arrived_ns - before.arrived_ns)
+        gap = Gap(before.arrived_ns, after.arrived_ns, lost, pause)
+        if longest is None or gap.ms > longest.ms:
             longest = gap
-        if gap.end_ns - gap.start_ns > threshold_ns:
+        if gap.ms * NS_PER_MS > threshold_ns:
             gaps.append(gap)
     if unique:
         last = unique[-1]
@@ -296,8 +323,8 @@ def gap_report(
         usual = int(statistics.median(delays))
         tail_end = sender.last_ns + usual
         if tail_end - last.arrived_ns > threshold_ns:
-            slots = max(0, (sender.last_ns - last.sent_ns) // interval_ns)
-            tail = Gap(last.arrived_ns, tail_end, slots, recovered=False)
+            lost = max(0, sender.sent - 1 - max(a.seq for a in unique))
+            tail = Gap(last.arrived_ns, tail_end, lost, recovered=False)
             gaps.append(tail)
             if longest is None or tail.ms > longest.ms:
                 longest = tail
@@ -307,8 +334,7 @@ def gap_report(
         latency = max_latency = None
         if sender.sent:
             # Nothing arrived: the whole run was one outage.
-            slots = (sender.last_ns - sender.first_ns) // interval_ns + 1
-            longest = Gap(sender.first_ns, sender.last_ns, slots, recovered=False)
+            longest = Gap(sender.first_ns, sender.last_ns, sender.sent, recovered=False)
             gaps.append(longest)
     return GapReport(
         sent=sender.sent,

@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -176,6 +176,9 @@ class Agent:
         with contextlib.suppress(OSError):
             lines = self.log.read_text(errors="replace").strip().splitlines()
             last = lines[-1] if lines else ""
+        with contextlib.suppress(ValueError, AttributeError):
+            # A program that failed on a system call says so in its result.
+            last = json.loads(self._events.get("result", "{}")).get("error") or last
         status = self.process.poll()
         state = "still running" if status is None else f"exited with status {status}"
         return ProbeError(
@@ -405,6 +408,7 @@ class GapProbe(_Instrument):
             last_ns=int(sent["last_ns"]),
             interval_ns=int(sent["interval_ns"]),
             max_late_ns=int(sent["max_late_ns"]),
+            max_late_at_ns=int(sent["max_late_at_ns"]),
             late=int(sent["late"]),
             skipped=int(sent["skipped"]),
             realtime=bool(sent["realtime"]),
@@ -480,7 +484,7 @@ class IperfWatcher(_Instrument):
             raise
         return self
 
-    def _wait(self, condition: Any, timeout: float, what: str) -> None:
+    def _wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         def ready() -> bool:
             for process in (self._server, self._client):
                 if process is not None and process.poll() is not None:
