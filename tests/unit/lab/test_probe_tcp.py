@@ -81,6 +81,22 @@ def test_a_reset_transfer_is_lost_whatever_its_stall() -> None:
     assert report.lost()
 
 
+def test_a_reset_only_the_server_saw_makes_the_transfer_reset() -> None:
+    # The client, stopped by the watcher, only saw a stall: the reset went to the server.
+    client = iperf_document([100, 0, 0], sender=False, error=IPERF_STOPPED)
+    server = iperf_document(
+        [100],
+        sender=True,
+        error="error - unable to write to stream socket: Connection reset by peer",
+    )
+    report = iperf_report(
+        "down", client, server, started_s=0.0, client_status=1, exited_early=False
+    )
+    assert report.end is ConnectionEnd.RESET
+    assert report.detail.startswith("server: ")
+    assert report.lost()
+
+
 def test_a_transfer_whose_server_went_away_is_closed() -> None:
     client = iperf_document([100], sender=True, error="control socket has closed unexpectedly")
     report = iperf_report("up", client, None, started_s=0.0, client_status=1, exited_early=True)

@@ -166,14 +166,18 @@ def iperf_report(
     choices.sort(key=lambda choice: (not (choice[0] and choice[1]), not choice[0]))
     intervals, _, source = choices[0]
     stall, stall_start = longest_zero_run(intervals)
+    # A reset seen by either end: the other may only have seen a stall (the
+    # reset went the other way) or a closed control connection.
+    resets = [f"{side}: {e}" for side, e in (("client", error), ("server", server_error))]
+    resets = [r for r in resets if "reset" in r.lower()]
     if client is None:
         end, detail = ConnectionEnd.ERROR, f"iperf3 client gave no report (status {client_status})"
+    elif resets:
+        end, detail = ConnectionEnd.RESET, "; ".join(resets)
     elif error == IPERF_STOPPED and not exited_early:
         end, detail = ConnectionEnd.OPEN, ""
     elif not error and not exited_early:
         end, detail = ConnectionEnd.OPEN, "finished its planned time"
-    elif "reset" in error.lower() or "reset" in server_error.lower():
-        end, detail = ConnectionEnd.RESET, error or server_error
     elif not error or "closed" in error.lower():
         end, detail = ConnectionEnd.CLOSED, error or "ended before the run stopped"
     else:
