@@ -341,8 +341,9 @@ class Run:
     contender: str
     kind: Kind
     figures: Figures
-    recovered_s: float
-    """From the failure to the first datagram after it."""
+    flowing_s: float
+    """From the failure made (the action returned) to the first datagram reported
+    after it (the receiver reports every 50 ms)."""
 
 
 def measure(contender: Contender, endpoints: Endpoints, kind: Kind, observe: float) -> Run:
@@ -439,9 +440,10 @@ def main() -> int:
                     runs.append(run)
                     gap = run.figures.gap
                     lost = [c.name for c in run.figures.tcp.connections if c.lost()]
+                    in_outage = 0 if gap.outage is None else gap.outage.lost
                     print(
                         f"{name:22} {kind:5} {number}: outage {gap.outage_ms:7.1f} ms"
-                        f" (back {run.recovered_s * 1000:6.1f} ms after the failure,"
+                        f" ({in_outage} datagrams lost in it,"
                         f" sender late <= {gap.sender.max_late_ns / 1e6:.2f} ms),"
                         f" tcp lost {run.figures.tcp_lost}/{len(run.figures.tcp.connections)}"
                         + (f" {lost}" if lost else ""),
@@ -484,7 +486,7 @@ def main() -> int:
                         {
                             "contender": r.contender,
                             "kind": str(r.kind),
-                            "recovered_ms": round(r.recovered_s * 1000, 3),
+                            "flowing_after_ms": round(r.flowing_s * 1000, 3),
                             **r.figures.summary(),
                         }
                         for r in runs
