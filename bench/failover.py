@@ -74,7 +74,7 @@ from pktchain.lab.keepalived import (
     DaemonError,
     Keepalived,
     KeepalivedConfig,
-    VrrpInstance,
+    KeepalivedInstance,
     find_program,
 )
 from pktchain.lab.links import Netlink, wait_links_up
@@ -203,8 +203,10 @@ class KeepalivedPair:
             host = self.lab.host(name)
             host.run(["nft", "-f", "-"], input=NAT_RULES, check=True)
             instances = (
-                VrrpInstance("inside", "inside", 51, priority, (f"{INSIDE_VIP}/24",), ADVERT_INT),
-                VrrpInstance(
+                KeepalivedInstance(
+                    "inside", "inside", 51, priority, (f"{INSIDE_VIP}/24",), ADVERT_INT
+                ),
+                KeepalivedInstance(
                     "outside", "outside", 52, priority, (f"{OUTSIDE_VIP}/24",), ADVERT_INT
                 ),
             )

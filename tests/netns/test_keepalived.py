@@ -23,8 +23,8 @@ from pktchain.lab.keepalived import (
     DaemonError,
     Keepalived,
     KeepalivedConfig,
-    VrrpInstance,
-    VrrpState,
+    KeepalivedInstance,
+    KeepalivedState,
     find_program,
 )
 from pktchain.lab.links import Netlink
@@ -60,7 +60,9 @@ def _require(program: str, package: str) -> None:
 
 
 def _keepalived(lab: Lab, router: str, priority: int, workdir: Path) -> Keepalived:
-    config = KeepalivedConfig(router, (VrrpInstance("lan", "eth0", 61, priority, (f"{VIP}/24",)),))
+    config = KeepalivedConfig(
+        router, (KeepalivedInstance("lan", "eth0", 61, priority, (f"{VIP}/24",)),)
+    )
     return Keepalived(lab.netns_of(router), config, workdir / router)
 
 
@@ -75,7 +77,7 @@ def test_keepalived_elects_the_higher_priority_and_fails_over_and_back(
         r1.start()
         r2.start()
         wait_until(lambda: r1.is_master() and r2.holds_none(), timeout=5.0, what="r1 master")
-        assert r2.state() is VrrpState.BACKUP
+        assert r2.state() is KeepalivedState.BACKUP
         assert lab.host("client").run(["ping", "-c1", "-W1", VIP]).ok
 
         killed = time.monotonic()
@@ -84,7 +86,7 @@ def test_keepalived_elects_the_higher_priority_and_fails_over_and_back(
         # A crash sends no priority 0: r2 waits for three advertisements missed
         # and its skew (RFC 5798, 6.1), 0.36 s from the last one it heard.
         assert 0.2 < time.monotonic() - killed < 2.0
-        assert r2.transitions()[-1] is VrrpState.MASTER
+        assert r2.transitions()[-1] is KeepalivedState.MASTER
         # The address left on the killed r1 is on a router whose keepalived is gone;
         # take r1's link down, as a crash would, so that only r2 can answer.
         with Netlink(lab.netns_of("r1")) as netlink:
@@ -95,7 +97,7 @@ def test_keepalived_elects_the_higher_priority_and_fails_over_and_back(
             netlink.set_link("eth0", up=True)
         r1.start()  # keepalived removes its stale address as it starts
         wait_until(lambda: r1.is_master() and r2.holds_none(), timeout=5.0, what="r1 back")
-        assert r2.state() is VrrpState.BACKUP
+        assert r2.state() is KeepalivedState.BACKUP
 
         r1.stop()  # SIGTERM: priority 0 sent, so r2 takes over without waiting
         wait_until(r2.is_master, timeout=2.0, what="r2 master after r1 stopped")

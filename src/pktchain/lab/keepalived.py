@@ -51,8 +51,8 @@ __all__ = [
     "DaemonError",
     "Keepalived",
     "KeepalivedConfig",
-    "VrrpInstance",
-    "VrrpState",
+    "KeepalivedInstance",
+    "KeepalivedState",
     "find_program",
 ]
 
@@ -63,7 +63,7 @@ class DaemonError(LabError):
     """keepalived or conntrackd is missing, did not start, or failed a command."""
 
 
-class VrrpState(StrEnum):
+class KeepalivedState(StrEnum):
     """The states keepalived's notify script reports."""
 
     MASTER = "MASTER"
@@ -87,7 +87,7 @@ def _check_interface_name(where: str, name: str) -> None:
 
 
 @dataclass(frozen=True)
-class VrrpInstance:
+class KeepalivedInstance:
     """One virtual router: its VRID on an interface, this router's priority, its addresses.
 
     `addresses` are IPv4 interfaces (``10.0.0.1/24``). `advert_int` is in
@@ -139,7 +139,7 @@ class KeepalivedConfig:
     """
 
     router_id: str
-    instances: tuple[VrrpInstance, ...]
+    instances: tuple[KeepalivedInstance, ...]
     group: str = "router"
 
     def __post_init__(self) -> None:
@@ -469,20 +469,20 @@ class Keepalived(_Daemon):
         if not self.running:
             raise DaemonError(f"keepalived in {self.netns} exited: {self.last_words()}")
 
-    def state(self) -> VrrpState | None:
+    def state(self) -> KeepalivedState | None:
         """The sync group's latest state, as the notify script recorded it."""
         with contextlib.suppress(OSError):
             lines = self.states.read_text().split()
             if lines:
                 with contextlib.suppress(ValueError):
-                    return VrrpState(lines[-1])
+                    return KeepalivedState(lines[-1])
         return None
 
-    def transitions(self) -> list[VrrpState]:
+    def transitions(self) -> list[KeepalivedState]:
         """Every state the sync group reported since the last start, in order."""
         with contextlib.suppress(OSError):
-            known = {state.value for state in VrrpState}
-            return [VrrpState(w) for w in self.states.read_text().split() if w in known]
+            known = {state.value for state in KeepalivedState}
+            return [KeepalivedState(w) for w in self.states.read_text().split() if w in known]
         return []
 
     def holds_addresses(self) -> bool:
@@ -503,4 +503,4 @@ class Keepalived(_Daemon):
 
     def is_master(self) -> bool:
         """Master by both accounts: the notify script said so and the addresses are here."""
-        return self.running and self.state() is VrrpState.MASTER and self.holds_addresses()
+        return self.running and self.state() is KeepalivedState.MASTER and self.holds_addresses()

@@ -6,15 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from pktchain.lab.keepalived import ConntrackdConfig, KeepalivedConfig, VrrpInstance
+from pktchain.lab.keepalived import ConntrackdConfig, KeepalivedConfig, KeepalivedInstance
 
 
 def pair_config(priority: int = 150) -> KeepalivedConfig:
     return KeepalivedConfig(
         "r1",
         (
-            VrrpInstance("inside", "in0", 51, priority, ("10.0.0.1/24",)),
-            VrrpInstance("outside", "out0", 52, priority, ("198.51.100.1/24",), preempt=False),
+            KeepalivedInstance("inside", "in0", 51, priority, ("10.0.0.1/24",)),
+            KeepalivedInstance(
+                "outside", "out0", 52, priority, ("198.51.100.1/24",), preempt=False
+            ),
         ),
     )
 
@@ -61,12 +63,12 @@ def test_a_wrong_instance_names_its_field(change: dict[str, object], message: st
     }
     fields.update(change)
     with pytest.raises(ValueError, match=message) as caught:
-        VrrpInstance(**fields)  # type: ignore[arg-type]
+        KeepalivedInstance(**fields)  # type: ignore[arg-type]
     assert "vrrp instance" in str(caught.value)
 
 
 def test_instance_names_are_unique() -> None:
-    instance = VrrpInstance("inside", "in0", 51, 100, ("10.0.0.1/24",))
+    instance = KeepalivedInstance("inside", "in0", 51, 100, ("10.0.0.1/24",))
     with pytest.raises(ValueError, match="repeat"):
         KeepalivedConfig("r1", (instance, instance))
 
