@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python bench/chain_fastpath.py
 	$(BIN)/python bench/cluster_chain.py
 	$(BIN)/python bench/pipe_startup.py
+	$(BIN)/python bench/failover.py
 
 clean:
 	-$(BIN)/pktchain lab down --all 2>/dev/null
