@@ -59,6 +59,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("pktchain.node")
 
 LINK_WATCH_INTERVAL = 0.2
+VRRP_DRAIN_LIMIT = 1.0
+"""Seconds a stopping master goes on forwarding while no successor is heard."""
+VRRP_DRAIN_CHECK = 0.005
 """Seconds between two looks at whether the node's ports are up (in a cluster)."""
 T = TypeVar("T")
 
@@ -165,6 +168,7 @@ class Node:
         """This node's end of the underlay (in a cluster, with `--underlay`)."""
         self._links: LinkWatch | None = None
         self._tracked_links: dict[str, bool] = {}
+        self._stopping = False
         """The tracked router interfaces' link state, as last reported to the router."""
         self.registration: NodeRegistration | None = None
         """This node's key in the cluster's registry (with `--etcd`)."""
@@ -623,6 +627,25 @@ class Node:
         log.info(
             "node %s: %s received, shutting down", self.config.name, signal.Signals(signum).name
         )
+        router = self.router
+        if router is not None and not self._stopping:
+            self._stopping = True
+            # Make before break: masters advertise priority 0 but go on forwarding
+            # until their successor is heard (at most VRRP_DRAIN_LIMIT seconds).
+            self.send_router_frames(router.vrrp_shutdown(self.loop.now, drain=True))
+            if router.vrrp_draining():
+                deadline = self.loop.now + VRRP_DRAIN_LIMIT
+
+                def drained() -> None:
+                    if router.vrrp_draining() and self.loop.now < deadline:
+                        return
+                    if router.vrrp_draining():
+                        log.warning("router: no successor heard; releasing the addresses")
+                    router.vrrp_release()
+                    self.loop.stop()
+
+                self.loop.call_every(VRRP_DRAIN_CHECK, drained)
+                return
         self.loop.stop()
 
     # -- ports ---------------------------------------------------------------

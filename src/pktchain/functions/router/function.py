@@ -143,6 +143,7 @@ from pktchain.packet.parse import FrameInfo, Malformed, parse_frame
 from pktchain.packet.rewrite import Side, decrement_ttl, set_ip, set_mac
 from pktchain.packet.views import Ipv4View
 from pktchain.packet.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr, parse_virtio_net_hdr
+from pktchain.packet.vrrp import parse_advertisement
 
 __all__ = [
     "ArpEntry",
@@ -409,6 +410,9 @@ class Router(Function):
             if t.kind == "gateway"
         }
         """Gateways the virtual routers track, probed by ARP."""
+        self._draining = False
+        self._draining_actions: list[ReleaseAddresses] = []
+        """What a stopped master releases once its successor is heard."""
         self.on_vrrp_event: Callable[[StateChanged], None] | None = None
         """Called with each state change of a virtual router (the host logs it, moves
         its state sync's direction, feeds its event stream)."""
@@ -1319,8 +1323,22 @@ class Router(Function):
         return replace(config, source_address=port.config.address.ip)
 
     def _vrrp_in(self, port: _Port, buf: bytearray, now: float) -> None:
+        if self._draining_actions:
+            self._successor_heard(port, buf)
         self._vrrp_apply(self._vrrp.receive_frame(port.name, buf, now), now)
         self._fate("vrrp-in")
+
+    def _successor_heard(self, port: _Port, buf: bytearray) -> None:
+        """A draining master hears another router advertise one of the virtual routers
+        it still holds: that one's addresses go now."""
+        advert = parse_advertisement(buf, _VNET + ETHERNET.size)
+        if advert.error is not None or advert.priority == 0:
+            return
+        for action in [a for a in self._draining_actions if a.interface == port.name]:
+            if action.vrid == advert.vrid:
+                self._draining_actions.remove(action)
+                self._release_virtual(action)
+                self._count("vrrp-successor-heard")
 
     def _vrrp_apply(self, actions: list[VrrpAction], now: float) -> None:
         """Do what the virtual routers ask: send, take or release addresses, log."""
@@ -1337,7 +1355,10 @@ class Router(Function):
             elif isinstance(action, TakeAddresses):
                 self._take_virtual(action)
             elif isinstance(action, ReleaseAddresses):
-                self._release_virtual(action)
+                if self._draining:
+                    self._draining_actions.append(action)
+                else:
+                    self._release_virtual(action)
             elif isinstance(action, StateChanged):
                 self._count(f"vrrp-{action.new.value.lower()}")
                 if self.on_vrrp_event is not None:
@@ -1443,12 +1464,32 @@ class Router(Function):
         over after Skew_Time rather than Master_Down_Interval; the frames to send."""
         return self._vrrp_run(lambda: self._vrrp.master_gone(None, now), now)
 
-    def vrrp_shutdown(self, now: float) -> list[tuple[str, bytes]]:
+    def vrrp_shutdown(self, now: float, *, drain: bool = False) -> list[tuple[str, bytes]]:
         """Stop every virtual router (a master advertises priority 0, so that its
-        backup takes over at once, §6.4.3); returns the frames to send."""
+        backup takes over at once, §6.4.3); returns the frames to send.
+
+        With `drain`, a master keeps its virtual addresses and MAC, and so goes on
+        forwarding what hosts still send it, until it hears another router
+        advertise that virtual router (the backup took over and its gratuitous ARP
+        is moving the hosts), or the host gives up waiting (:meth:`vrrp_draining`,
+        then :meth:`vrrp_release`): make before break, as a clean stop should be.
+        """
+        self._draining_actions = []
+        self._draining = drain
         frames = self._vrrp_run(lambda: self._vrrp.shutdown(now), now)
+        self._draining = False
         self._vrrp_started = True  # and not again
         return frames
+
+    def vrrp_draining(self) -> bool:
+        """Whether a stopped master still holds addresses until its successor is heard."""
+        return bool(self._draining_actions)
+
+    def vrrp_release(self) -> None:
+        """Let go of every address a draining master still holds."""
+        actions, self._draining_actions = self._draining_actions, []
+        for action in actions:
+            self._release_virtual(action)
 
     def _vrrp_run(self, step: Any, now: float) -> list[tuple[str, bytes]]:
         self._out = []

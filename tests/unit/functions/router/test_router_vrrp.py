@@ -446,3 +446,38 @@ def test_a_master_known_gone_is_replaced_after_skew_time_not_master_down_interva
     assert r2.vrrp_master_gone(lans.now) == []
     alone = router(1, 200)
     assert alone.vrrp_master_gone(0.0) == []
+
+
+def test_a_draining_master_forwards_until_its_successor_is_heard(
+    pair: tuple[Lans, Router, Router],
+) -> None:
+    lans, r1, r2 = pair
+    lans.host_sends("inside", arp_for(VIP_IN))
+    stop = lans.now
+    frames = frames_out(r1.vrrp_shutdown(stop, drain=True))
+    assert r1.vrrp_draining()
+    # Its priority 0 goes out; it no longer advertises, but before the backup
+    # takes over it still forwards what hosts send the virtual MAC.
+    lans.send(r1, frames)
+    out = lans.host_sends("inside", ping_out(VMAC_IN, ident=8))
+    assert [(r, f[IP].src) for r, _i, f in out] == [(r1, VIP_OUT)]
+    # The backup takes over (Skew_Time) and advertises: r1 lets go on hearing it.
+    lans.run(stop + 0.1)
+    assert states(r2) == {"inside": "master", "outside": "master"}
+    assert not r1.vrrp_draining()
+    assert r1.status()["counters"]["vrrp-successor-heard"] == 2
+    out = lans.host_sends("inside", ping_out(VMAC_IN, ident=9))
+    assert [r for r, _i, _f in out] == [r2]
+
+
+def test_a_draining_master_that_hears_no_one_releases_when_told() -> None:
+    alone = router(1, 200)
+    lans = Lans(alone)
+    lans.run(1.0)
+    assert states(alone)["inside"] == "master"
+    alone.vrrp_shutdown(lans.now, drain=True)
+    assert alone.vrrp_draining()
+    alone.vrrp_release()
+    assert not alone.vrrp_draining()
+    assert lans.host_sends("inside", ping_out(VMAC_IN)) == []
+    assert alone.status()["counters"]["drop-not-our-mac"] == 1
