@@ -26,7 +26,8 @@ Rules, one place:
 * **Changes.** The master's router notes the keys that change (a set: a key
   changed twice is sent once, with its latest value; a refresh is not a
   change); every ``flush_interval`` the sender takes at most
-  ``records_per_message`` keys per message, as long as the window has room.
+  ``records_per_message`` keys per message, as long as the window has room,
+  and makes at most ``send_burst`` messages at a time (snapshot chunks too).
   A slow backup therefore costs no memory beyond the set of changed keys.
 * **Acknowledgement.** The backup applies messages in seq order, holds up to
   ``window`` that arrived early, and asks for the missing ones (NACK, at most
@@ -167,6 +168,10 @@ class SenderSettings:
     """A message unacknowledged this long is sent again."""
     resend_burst: int = 64
     """Messages sent again at most per timer run or NACK."""
+    send_burst: int = 16
+    """New messages made at most per call (a timer run or bytes received), so that a
+    snapshot of a large table is read from the router a slice at a time, between
+    its packets, rather than in one long pause."""
     alive_interval: float = 0.2
     """ALIVE after this much silence."""
     stall_timeout: float = 3.0
@@ -543,7 +548,9 @@ class SyncSender:
         if due:
             self._flushed = now  # the collection tick moves whether or not it collects
         router = self._router
-        while len(self._queue) < settings.window:
+        made = 0
+        while len(self._queue) < settings.window and made < settings.send_burst:
+            made += 1
             snapshot = self._snapshot
             if snapshot is not None:
                 records: list[Record] = []
