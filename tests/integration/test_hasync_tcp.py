@@ -18,12 +18,7 @@ import pytest
 
 from pktchain.eventloop import LoopThread
 from pktchain.functions.router.function import Router
-from pktchain.functions.router.sync import (
-    ReceiverSettings,
-    SenderSettings,
-    SyncReceiver,
-    SyncSender,
-)
+from pktchain.functions.router.sync import SenderSettings, SyncReceiver, SyncSender
 from pktchain.functions.router.sync.records import RouterState
 from pktchain.node.hasync import Backoff, SyncLink, read_secret_file
 from support.hasync import H1, H2, SECRET, external_port, make_router, outbound_udp
@@ -86,7 +81,7 @@ def wait(condition: Callable[[], bool], what: str) -> None:
 def pair() -> Iterator[Pair]:
     master_router, backup_router = make_router(), make_router(seed=99)
     sender = SyncSender(master_router, SECRET, SenderSettings(resend_timeout=0.5))
-    receiver = SyncReceiver(backup_router, SECRET, ReceiverSettings(peer_timeout=1.0))
+    receiver = SyncReceiver(backup_router, SECRET)
     master_thread, backup_thread = LoopThread("test-master"), LoopThread("test-backup")
     master_link = SyncLink(sender, loop=master_thread.loop, listen=("127.0.0.1", 0))
     master_link.start()
@@ -135,13 +130,23 @@ def test_backup_follows_the_master_across_a_broken_connection(pair: Pair) -> Non
         router.remove_host(H2)  # its sessions stay; its forward goes
 
     pair.master.run(rules)
+    # The backup keeps trying, refused while the proxy listens no more.
+    wait(
+        lambda: (
+            pair.backup.run(lambda _r, _n: pair.backup.link.counters.get("connect.failed", 0)) >= 2
+        ),
+        "refused reconnection attempts",
+    )
     pair.proxy.mend()
     wait(pair.converged, "the resync after the cut")
     receiver = pair.backup.run(lambda _r, _n: pair.receiver.counters())
     sender = pair.master.run(lambda _r, _n: pair.sender.counters())
-    assert receiver["streams"] == 2 and receiver["snapshots-completed"] == 2
-    assert sender["resyncs"] == 2
-    assert pair.backup.link.counters["connections.opened"] == 2
+    # One stream per connection (more than two only if a loaded machine stalled a side
+    # past the peer timeout), each brought to a whole snapshot.
+    assert receiver["streams"] >= 2 and receiver["snapshots-completed"] == receiver["streams"]
+    assert sender["resyncs"] == receiver["streams"]
+    links = pair.backup.run(lambda _r, _n: pair.backup.link.counters)
+    assert links["connections.opened"] == receiver["streams"]
     assert len(pair.backup.state().sessions) == 1000
 
     # The backup takes over: everything it holds becomes its own, with timers.
@@ -169,8 +174,9 @@ def test_garbage_on_the_port_is_refused_and_the_backup_comes_back(pair: Pair) ->
         assert counters["refused-bad-mac"] == 1
     pair.churn(20000, 50)
     wait(pair.converged, "the backup back in sync")
-    opened = pair.master.link.counters["connections.opened"]
-    assert opened >= 3  # the backup, the stranger, the backup again
+    links = pair.master.run(lambda _r, _n: pair.master.link.counters)
+    assert links["connections.opened"] >= 3  # the backup, the stranger, the backup again
+    assert links["connections.closed.replaced"] >= 1
 
 
 def test_secret_files_are_read_and_checked(tmp_path: pytest.TempPathFactory) -> None:
