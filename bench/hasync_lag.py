@@ -15,7 +15,10 @@ last 4096 messages), and whether the backup ends equal to the master.
 
 Then the cost of noting changes on the packet path: new sessions, and packets
 of known sessions, through a router with change tracking off and on (best of
-five runs each).
+five runs each); and, for a table of ``--table`` sessions, what a whole
+snapshot costs (reading, encoding, decoding and applying its records) and what
+the backup's ``takeover`` costs (every copied session gets its timer), which is
+on the failover's critical path.
 
 With ``--gc off`` Python's cyclic garbage collector is disabled for the run:
 its full collections walk every session object and pause the one thread for
@@ -194,19 +197,49 @@ def packet_cost(count: int = 20000) -> dict[str, float]:
     return costs
 
 
+def table_cost(sessions: int) -> dict[str, float]:
+    """Seconds to read, encode, decode and apply a snapshot of ``sessions``, and to
+    take it over."""
+    from pktchain.functions.router.sync.records import decode_changes, encode_changes
+
+    master, backup = make_router(), make_router()
+    for number in range(sessions):
+        new_session(master, number, 1.0)
+    costs: dict[str, float] = {}
+    start = time.perf_counter()
+    records = master.export_state().records()
+    costs["read"] = time.perf_counter() - start
+    start = time.perf_counter()
+    data = encode_changes(records)
+    costs["encode"] = time.perf_counter() - start
+    start = time.perf_counter()
+    changes, _ = decode_changes(data)
+    costs["decode"] = time.perf_counter() - start
+    start = time.perf_counter()
+    backup.apply_changes(changes, 2.0)
+    costs["apply"] = time.perf_counter() - start
+    start = time.perf_counter()
+    backup.takeover(3.0)
+    costs["takeover"] = time.perf_counter() - start
+    costs["bytes"] = len(data)
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="1000,5000,10000,20000", help="sessions per second")
     parser.add_argument("--seconds", type=float, default=3.0, help="churn time per rate")
     parser.add_argument("--gc", choices=("default", "off"), default="default")
+    parser.add_argument("--table", type=int, default=100_000, help="sessions in the snapshot")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     if args.gc == "off":
         gc.disable()
     results = [run(int(rate), args.seconds) for rate in args.rates.split(",")]
     costs = packet_cost()
+    table = table_cost(args.table)
     if args.json:
-        print(json.dumps({"rates": results, "packet_cost_us": costs}, indent=2))
+        print(json.dumps({"rates": results, "packet_cost_us": costs, "table": table}, indent=2))
         return
     print(
         f"{'target/s':>9} {'achieved/s':>10} {'records/s':>10} {'msgs/s':>7} {'KiB/s':>7} "
@@ -226,6 +259,12 @@ def main() -> None:
         "\nrouter.process per packet, change tracking off -> on: "
         f"new session {costs['new-off']:.1f} -> {costs['new-on']:.1f} us, "
         f"known session {costs['known-off']:.1f} -> {costs['known-on']:.1f} us"
+    )
+    print(
+        f"snapshot of {args.table} sessions ({table['bytes'] / 1e6:.1f} MB): read "
+        f"{table['read'] * 1000:.0f} ms, encode {table['encode'] * 1000:.0f} ms, decode "
+        f"{table['decode'] * 1000:.0f} ms, apply {table['apply'] * 1000:.0f} ms; "
+        f"takeover {table['takeover'] * 1000:.0f} ms"
     )
 
 

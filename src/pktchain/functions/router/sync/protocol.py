@@ -75,7 +75,6 @@ from pktchain.functions.router.sync.records import (
 )
 from pktchain.functions.router.sync.wire import (
     HEADER,
-    LENGTH,
     MAC_SIZE,
     MAX_FRAME,
     NONCE_SIZE,
@@ -102,7 +101,6 @@ __all__ = [
     "SyncSender",
 ]
 
-_OVERHEAD = LENGTH.size + HEADER.size + MAC_SIZE
 _SENDER_READ_LIMIT = 1024
 """The master reads only HELLO, ACK, NACK and RESYNC: a few dozen bytes each."""
 
