@@ -20,7 +20,7 @@ from pktchain.eventloop import LoopThread
 from pktchain.functions.router.function import Router
 from pktchain.functions.router.sync import SenderSettings, SyncReceiver, SyncSender
 from pktchain.functions.router.sync.records import RouterState
-from pktchain.node.hasync import Backoff, SyncLink, read_secret_file
+from pktchain.node.hasync import Backoff, LinkClosed, SyncLink, read_secret_file
 from support.hasync import H1, H2, SECRET, external_port, make_router, outbound_udp
 from support.tcp_proxy import TcpProxy
 
@@ -50,6 +50,8 @@ class Pair:
     sender: SyncSender
     receiver: SyncReceiver
     proxy: TcpProxy
+    closed: list[LinkClosed]
+    """Why the backup's connections closed, as its link reported."""
 
     def converged(self) -> bool:
         in_sync = self.master.run(
@@ -88,11 +90,13 @@ def pair() -> Iterator[Pair]:
     port = master_link.port
     assert port is not None
     proxy = TcpProxy(("127.0.0.1", port))
+    closed: list[LinkClosed] = []
     backup_link = SyncLink(
         receiver,
         loop=backup_thread.loop,
         connect=("127.0.0.1", proxy.port),
         backoff=Backoff(0.05, 0.2),
+        on_close=closed.append,
     )
     backup_link.start()
     master_thread.start()
@@ -100,7 +104,7 @@ def pair() -> Iterator[Pair]:
     master = Side(master_router, master_thread, master_link)
     backup = Side(backup_router, backup_thread, backup_link)
     try:
-        yield Pair(master, backup, sender, receiver, proxy)
+        yield Pair(master, backup, sender, receiver, proxy, closed)
     finally:
         proxy.close()
         for side in (backup, master):
@@ -121,6 +125,7 @@ def test_backup_follows_the_master_across_a_broken_connection(pair: Pair) -> Non
     # a host gone) while nobody listens; the backup reconnects and resyncs.
     pair.proxy.cut()
     wait(lambda: not pair.backup.run(lambda _r, _n: pair.backup.link.connected), "the cut")
+    assert pair.backup.run(lambda _r, _n: pair.closed[-1]) is LinkClosed.BY_PEER
     pair.churn(30000, 200)
 
     def rules(router: Router, _now: float) -> None:

@@ -36,6 +36,8 @@ import errno
 import logging
 import os
 import socket
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 
 from pktchain.eventloop import EventLoop, Timer
@@ -44,7 +46,14 @@ from pktchain.functions.router.sync.wire import check_secret
 from pktchain.linux.sockets import Keepalive, address_family, tcp_listener, tune_stream
 from pktchain.tunnel.client import Backoff
 
-__all__ = ["SECRET_FILE_ENV", "SYNC_PORT", "Backoff", "SyncLink", "read_secret_file"]
+__all__ = [
+    "SECRET_FILE_ENV",
+    "SYNC_PORT",
+    "Backoff",
+    "LinkClosed",
+    "SyncLink",
+    "read_secret_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,23 @@ SECRET_FILE_ENV = "PKTCHAIN_HASYNC_SECRET_FILE"
 
 _RECV_SIZE = 256 * 1024
 _KEEPALIVE = Keepalive(idle=2, interval=1, count=3)
+
+
+class LinkClosed(StrEnum):
+    """Why a sync connection closed (counted as ``connections.closed.<value>``)."""
+
+    BY_PEER = "by-peer"
+    """The other end closed it: its process stopped, or stopped syncing."""
+    ERROR = "error"
+    """A socket error (a reset, an unreachable peer)."""
+    PROTOCOL = "protocol"
+    """The protocol asked: an unframeable stream, or a peer silent for its timeout."""
+    UNREAD = "unread"
+    """The peer did not read what was written (``max_pending``)."""
+    REPLACED = "replaced"
+    """A newer connection came to the listening side."""
+    STOP = "stop"
+    """:meth:`SyncLink.stop`."""
 
 
 def read_secret_file(path: str | os.PathLike[str]) -> bytes:
@@ -75,10 +101,13 @@ def read_secret_file(path: str | os.PathLike[str]) -> bytes:
 class SyncLink:
     """One sync endpoint on one TCP connection at a time: ``listen`` or ``connect``.
 
-    Counters: ``connections.opened``, ``connections.closed.<why>`` (by-peer,
-    error, protocol, unread, replaced, stop), ``connect.failed``, bytes in
-    and out. ``max_pending`` bounds the bytes written but not yet taken by the
-    kernel: past it the peer is not reading and the connection is closed.
+    Counters: ``connections.opened``, ``connections.closed.<LinkClosed>``,
+    ``connect.failed``, bytes in and out. ``max_pending`` bounds the bytes
+    written but not yet taken by the kernel: past it the peer is not reading
+    and the connection is closed. ``on_close`` is called (in the loop's thread)
+    after each connection closed, with why: a backup may take
+    :attr:`LinkClosed.BY_PEER` from its master as a sign that the master
+    stopped.
     """
 
     def __init__(
@@ -92,6 +121,7 @@ class SyncLink:
         connect_timeout: float = 2.0,
         keepalive: Keepalive | None = _KEEPALIVE,
         max_pending: int = 64 * 1024 * 1024,
+        on_close: Callable[[LinkClosed], None] | None = None,
     ) -> None:
         if (listen is None) == (connect is None):
             raise ValueError("listen, connect: give exactly one")
@@ -109,6 +139,7 @@ class SyncLink:
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
         self.max_pending = max_pending
+        self.on_close = on_close
         self._loop = loop
         self._counters: collections.Counter[str] = collections.Counter()
         self._listener: socket.socket | None = None
@@ -158,7 +189,7 @@ class SyncLink:
         self._retry = self._timer = None
         self._timer_at = None
         if self._sock is not None:
-            self._close("stop")
+            self._close(LinkClosed.STOP)
         if self._dialing is not None:
             self._forget(self._dialing)
             self._dialing = None
@@ -182,7 +213,7 @@ class SyncLink:
                 return
             if self._sock is not None:
                 log.info("state sync: a new connection from %s replaces the one open", address)
-                self._close("replaced")
+                self._close(LinkClosed.REPLACED)
             self._open(sock)
 
     def _dial(self) -> None:
@@ -250,12 +281,12 @@ class SyncLink:
         self.endpoint.connection_made(self._loop.now)
         self._service()
 
-    def _close(self, reason: str) -> None:
+    def _close(self, reason: LinkClosed) -> None:
         sock = self._sock
         if sock is None:
             return
         self._sock = None
-        self._counters[f"connections.closed.{reason}"] += 1
+        self._counters[f"connections.closed.{reason.value}"] += 1
         self._forget(sock)
         self._out.clear()
         self.endpoint.connection_lost(self._loop.now)
@@ -263,6 +294,8 @@ class SyncLink:
         if self._running and self.connect is not None and self._retry is None:
             delay = self.backoff.next()
             self._retry = self._loop.call_later(delay, self._dial)
+        if self.on_close is not None:
+            self.on_close(reason)
 
     def _forget(self, sock: socket.socket) -> None:
         self._loop.forget(sock.fileno())
@@ -280,10 +313,10 @@ class SyncLink:
             return
         except OSError as exc:
             log.info("state sync: %s", exc)
-            self._close("error")
+            self._close(LinkClosed.ERROR)
             return
         if not data:
-            self._close("by-peer")
+            self._close(LinkClosed.BY_PEER)
             return
         self._counters["bytes.in"] += len(data)
         if not self._heard:
@@ -303,13 +336,13 @@ class SyncLink:
                 sent = 0
             except OSError as exc:
                 log.info("state sync: %s", exc)
-                self._close("error")
+                self._close(LinkClosed.ERROR)
                 return
             del self._out[:sent]
             self._counters["bytes.out"] += sent
         self._loop.set_writer(sock.fileno(), self._write if self._out else None)
         if not self._out and self.endpoint.wants_close:
-            self._close("protocol")
+            self._close(LinkClosed.PROTOCOL)
 
     def _service(self) -> None:
         """Write what the endpoint queued, close if it asks, follow its deadline."""
@@ -318,7 +351,7 @@ class SyncLink:
         self._out += self.endpoint.data_to_send()
         if len(self._out) > self.max_pending:
             log.warning("state sync: the peer does not read; closing")
-            self._close("unread")
+            self._close(LinkClosed.UNREAD)
             return
         self._write()
         self._arm()
