@@ -72,8 +72,10 @@ class LinkClosed(StrEnum):
 
     BY_PEER = "by-peer"
     """The other end closed it: its process stopped, or stopped syncing."""
+    RESET = "reset"
+    """The other end's kernel reset it: the process holding it is gone."""
     ERROR = "error"
-    """A socket error (a reset, an unreachable peer)."""
+    """Another socket error (an unreachable peer, a timeout)."""
     PROTOCOL = "protocol"
     """The protocol asked: an unframeable stream, or a peer silent for its timeout."""
     UNREAD = "unread"
@@ -311,6 +313,9 @@ class SyncLink:
             data = sock.recv(_RECV_SIZE)
         except BlockingIOError:
             return
+        except ConnectionResetError:
+            self._close(LinkClosed.RESET)
+            return
         except OSError as exc:
             log.info("state sync: %s", exc)
             self._close(LinkClosed.ERROR)
@@ -334,6 +339,9 @@ class SyncLink:
                 sent = sock.send(self._out)
             except BlockingIOError:
                 sent = 0
+            except (ConnectionResetError, BrokenPipeError):
+                self._close(LinkClosed.RESET)
+                return
             except OSError as exc:
                 log.info("state sync: %s", exc)
                 self._close(LinkClosed.ERROR)
