@@ -67,6 +67,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+from pktchain.demo.hapair import PktchainPair
 from pktchain.lab import Lab, LabHost, namespaces, wait_until
 from pktchain.lab.keepalived import (
     Conntrackd,
@@ -333,6 +334,7 @@ def _first_line(argv: Sequence[str]) -> str:
 
 
 CONTENDERS: dict[str, Callable[[], Contender]] = {
+    "pktchain": lambda: PktchainPair(advert_interval=ADVERT_INT),
     "keepalived": lambda: KeepalivedPair(conntrackd=False),
     "keepalived+conntrackd": lambda: KeepalivedPair(conntrackd=True),
 }
