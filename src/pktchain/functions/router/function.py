@@ -318,6 +318,7 @@ class _Port:
         "name",
         "neighbors",
         "net",
+        "source_mac",
         "virtual",
         "virtual_macs",
     )
@@ -344,6 +345,9 @@ class _Port:
         responder that answers ARP for it from its virtual MAC."""
         self.virtual_macs: dict[bytes, int] = {}
         """The virtual MACs it holds, by MAC: the VRID."""
+        self.source_mac = self.mac
+        """The source of the frames it forwards: a virtual MAC it holds, else its own,
+        so that the LAN's bridges learn where the virtual MAC is from every frame."""
 
     def contains(self, address: bytes) -> bool:
         """Whether ``address`` is on this interface's subnet."""
@@ -1127,7 +1131,7 @@ class Router(Function):
             if nat_result is None:
                 return None
         decrement_ttl(buf, _ip_only(info))
-        set_mac(buf, info, Side.SRC, out.mac)
+        set_mac(buf, info, Side.SRC, out.source_mac)
         self._count("forwarded")
         if fragment_mtu:
             # Left as fragments (counted as made below): no reason to count again.
@@ -1174,7 +1178,7 @@ class Router(Function):
             port.name,
             flow,
             out.name,
-            out.mac,
+            out.source_mac,
             dst_mac,
             out.mtu,
             rewrite,
@@ -1417,6 +1421,7 @@ class Router(Function):
             if action.accept or address == external:
                 self._local.setdefault(address, port)
         port.virtual_macs[action.mac] = action.vrid
+        port.source_mac = next(iter(port.virtual_macs))
         self._generation += 1
 
     def _release_virtual(self, action: ReleaseAddresses) -> None:
@@ -1428,6 +1433,7 @@ class Router(Function):
             if address != port.address and self._local.get(address) is port:
                 del self._local[address]
         port.virtual_macs.pop(action.mac, None)
+        port.source_mac = next(iter(port.virtual_macs), port.mac)
         self._generation += 1
 
     def _gateway_timers(self, now: float) -> None:
