@@ -1445,9 +1445,11 @@ class Router(Function):
                 probe.heard = now  # started: a gateway has its probes' time to answer
             probe.due = now + GATEWAY_PROBE_INTERVAL
             silent = now - probe.heard > GATEWAY_PROBES_LOST * GATEWAY_PROBE_INTERVAL
-            if silent and probe.ok:
-                probe.ok = False
-                self._count("vrrp-gateway-down")
+            if silent:
+                if probe.ok:
+                    probe.ok = False
+                    self._count("vrrp-gateway-down")
+                # Said again while it lasts: a controller may have reported otherwise.
                 self._vrrp_apply(self._vrrp.track(probe.name, False, now), now)
             port = next((p for p in self._routes if p.contains(address)), None)
             if port is not None:
@@ -1458,7 +1460,9 @@ class Router(Function):
         if not probe.ok:
             probe.ok = True
             self._count("vrrp-gateway-up")
-            self._vrrp_apply(self._vrrp.track(probe.name, True, now), now)
+        # Said at each answer (nothing happens when nothing changes): a controller
+        # may have reported the gateway down meanwhile.
+        self._vrrp_apply(self._vrrp.track(probe.name, True, now), now)
 
     def vrrp_status(self) -> list[dict[str, Any]]:
         """Each virtual router's state, priorities, timers and counters."""
