@@ -497,6 +497,8 @@ class Router(Function):
         """Counters (packets and drops by name; the NAT's follow with a ``nat-`` prefix)
         and the number of flows leased to the fast path."""
         counters = dict(self.counters)
+        for name, value in self._vrrp.counters.items():
+            counters["vrrp-" + name] = value  # what reached no virtual router
         if self._nat is not None:
             for name, value in self._nat.counters().items():
                 counters["nat-" + name] = value

@@ -15,6 +15,7 @@ FILES = {
     "C": "tests/unit/functions/router/test_vrrp_config.py",
     "K": "tests/netns/test_vrrp_keepalived.py",
     "R": "tests/unit/functions/router/test_router_vrrp.py",
+    "N": "tests/netns/test_vrrp_receive_checks.py",
 }
 
 
@@ -30,7 +31,7 @@ def test_every_test_the_page_names_exists() -> None:
         }
         for letter, path in FILES.items()
     }
-    named = re.findall(r"`([PIECKR])::(test_\w+)", text)
+    named = re.findall(r"`([PIECKRN])::(test_\w+)", text)
     assert len(named) > 50
     missing = [f"{letter}::{name}" for letter, name in named if name not in defined[letter]]
     assert missing == []
