@@ -979,8 +979,11 @@ class _Parser:
             if "port_security" in spec:
                 raw.port_security_line = key_line(spec, "port_security")
                 secured = spec["port_security"]
+                text = secured.lower() if isinstance(secured, str) else None
                 if isinstance(secured, bool):
                     raw.port_security = secured
+                elif text in _ON or text in _OFF:
+                    raw.port_security = text in _ON
                 else:
                     self.error(
                         f"{ipath}.port_security",

@@ -298,7 +298,13 @@ def test_a_port_update_sets_allowed_address_pairs_and_port_security(
     ],
 )
 def test_a_port_update_names_what_it_refuses(
-    client: TestClient, model: SfcModel, body: dict[str, Any], status: int, kind: str, names: str
+    client: TestClient,
+    model: SfcModel,
+    *,
+    body: dict[str, Any],
+    status: int,
+    kind: str,
+    names: str,
 ) -> None:
     src = port(model, "src:eth0")
     before = model.get(Port, src)
