@@ -219,6 +219,13 @@ def test_port_set_allowed_address_and_port_security(openstack: Openstack, model:
         "allowed_address_pairs"
     ]
 
+    # Unset names a pair as shown: with its MAC.
+    openstack(
+        "port unset --allowed-address ip-address=10.0.0.99,mac-address=02:00:00:00:00:01 src:eth0"
+    )
+    port = model.resolve(Port, "src:eth0")
+    assert [p.ip_address for p in port.allowed_address_pairs] == ["10.9.0.0/16"]
+
     # Neutron's rule: no port security off while the port has pairs; the client says why.
     refused = openstack.run("port set --disable-port-security src:eth0")
     assert refused.returncode != 0
