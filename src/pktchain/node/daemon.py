@@ -909,6 +909,7 @@ class RouterOnNode:
         self._router.add_interface(interface)
         network = interface.network_id or interface.name
         self._node.add_function_port(self._host, interface.name, interface.mac, network)
+        self._node.secured.apply()  # the secured ports of its network, bound
         self._changed()
         return interface
 

@@ -49,8 +49,9 @@ class SecuredPorts:
         self.router: Router | None = None
         self.router_ports: Mapping[str, SwitchPort] = {}
         """The router's interfaces, by name, as ports of the node's networks."""
-        self._bindings: dict[str, dict[str, str]] = {}
-        """What the router was last told, by interface."""
+        self._bindings: dict[str, tuple[SwitchPort, dict[str, str]]] = {}
+        """What the router was last told, by interface (with the interface's
+        port then: an interface added again under its name is told anew)."""
 
     def apply(self) -> list[str]:
         """Check each host port as its Neutron port says; returns the ports whose check changed."""
@@ -97,9 +98,9 @@ class SecuredPorts:
             return
         for iface, port in self.router_ports.items():
             bindings = self.bindings(port.network)
-            if self._bindings.get(iface) == bindings:
+            if self._bindings.get(iface) == (port, bindings):
                 continue
             router.secure_neighbors(iface, bindings)
-            self._bindings[iface] = bindings
+            self._bindings[iface] = (port, bindings)
         for gone in self._bindings.keys() - self.router_ports.keys():
             del self._bindings[gone]
