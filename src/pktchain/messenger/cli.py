@@ -69,11 +69,16 @@ def parse_assignments(op: str, assignments: list[str]) -> dict[str, Any]:
             raise UsageError(f"{key} given twice")
         kind = kinds.get(key)
         value: Any = text
-        if kind in (ArgKind.PORT, ArgKind.MTU):
+        if kind in (ArgKind.PORT, ArgKind.MTU, ArgKind.VRID, ArgKind.PRIORITY):
             try:
                 value = int(text, 10)
             except ValueError:
                 value = text  # the server says why, naming the field
+        elif kind is ArgKind.SECONDS:
+            try:
+                value = float(text)
+            except ValueError:
+                value = text
         elif kind is ArgKind.BOOL and text.lower() in _TRUE | _FALSE:
             value = text.lower() in _TRUE
         args[key] = value

@@ -47,6 +47,9 @@ __all__ = [
     "RouterNicAdd",
     "RouterNicRemove",
     "TransportProto",
+    "Vrrp",
+    "VrrpSet",
+    "VrrpTrack",
     "apply_command",
     "parse_command",
     "router_interface_factory",
@@ -66,6 +69,9 @@ class Op(StrEnum):
     HOSTS = "hosts"
     PORT_FORWARD_ADD = "port_forward_add"
     PORT_FORWARD_REMOVE = "port_forward_remove"
+    VRRP = "vrrp"
+    VRRP_SET = "vrrp_set"
+    VRRP_TRACK = "vrrp_track"
     PING = "ping"
 
 
@@ -97,6 +103,14 @@ class ArgKind(Enum):
     """A TCP/UDP port, an integer from 1 to 65535."""
     PROTO = enum.auto()
     """``"tcp"`` or ``"udp"``."""
+    VRID = enum.auto()
+    """A Virtual Router Identifier, an integer from 1 to 255."""
+    PRIORITY = enum.auto()
+    """A VRRP priority, an integer from 1 to 255 (255: the address owner)."""
+    SECONDS = enum.auto()
+    """A number of seconds, 0 to 1000 (a VRRP interval or delay)."""
+    TEXT = enum.auto()
+    """A name of at most 64 characters (a tracker's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +154,20 @@ ARGUMENTS: Mapping[Op, tuple[ArgSpec, ...]] = {
     Op.PORT_FORWARD_REMOVE: (
         ArgSpec("proto", ArgKind.PROTO),
         ArgSpec("external_port", ArgKind.PORT),
+    ),
+    Op.VRRP: (),
+    Op.VRRP_SET: (
+        ArgSpec("interface", ArgKind.NAME),
+        ArgSpec("vrid", ArgKind.VRID),
+        ArgSpec("priority", ArgKind.PRIORITY, required=False),
+        ArgSpec("preempt", ArgKind.BOOL, required=False),
+        ArgSpec("preempt_delay", ArgKind.SECONDS, required=False),
+        ArgSpec("advert_interval", ArgKind.SECONDS, required=False),
+        ArgSpec("accept", ArgKind.BOOL, required=False),
+    ),
+    Op.VRRP_TRACK: (
+        ArgSpec("name", ArgKind.TEXT),
+        ArgSpec("ok", ArgKind.BOOL),
     ),
     Op.PING: (),
 }
@@ -216,6 +244,21 @@ def _bool(value: Json) -> bool:
     return value
 
 
+def _seconds(value: Json) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a number of seconds")
+    if not 0 <= value <= 1000:
+        raise ValueError(f"{value} is not in 0..1000 seconds")
+    return float(value)
+
+
+def _text(value: Json) -> str:
+    text = _string(value)
+    if not 1 <= len(text) <= _NETWORK_ID_MAX:
+        raise ValueError(f"{text!r} is not 1 to {_NETWORK_ID_MAX} characters")
+    return text
+
+
 def _proto(value: Json) -> TransportProto:
     text = _string(value)
     try:
@@ -234,6 +277,10 @@ _CONVERTERS: Mapping[ArgKind, Callable[[Json], Any]] = {
     ArgKind.MTU: lambda value: _integer(value, 68, 65535),
     ArgKind.PORT: lambda value: _integer(value, 1, 65535),
     ArgKind.PROTO: _proto,
+    ArgKind.VRID: lambda value: _integer(value, 1, 255),
+    ArgKind.PRIORITY: lambda value: _integer(value, 1, 255),
+    ArgKind.SECONDS: _seconds,
+    ArgKind.TEXT: _text,
 }
 
 
@@ -294,6 +341,28 @@ class PortForwardRemove:
 
 
 @dataclass(frozen=True, slots=True)
+class Vrrp:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class VrrpSet:
+    """Change a virtual router's settings: only those given (the others stay)."""
+
+    interface: str
+    vrid: int
+    changes: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class VrrpTrack:
+    """Report a tracked object's state to the virtual routers tracking it."""
+
+    name: str
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     pass
 
@@ -306,6 +375,9 @@ Command: TypeAlias = (
     | Hosts
     | PortForwardAdd
     | PortForwardRemove
+    | Vrrp
+    | VrrpSet
+    | VrrpTrack
     | Ping
 )
 
@@ -397,6 +469,13 @@ _BUILDERS: Mapping[Op, Callable[[dict[str, Any]], Command]] = {
         v["proto"], v["external_port"], v["inside_ip"], v["inside_port"]
     ),
     Op.PORT_FORWARD_REMOVE: lambda v: PortForwardRemove(v["proto"], v["external_port"]),
+    Op.VRRP: lambda v: Vrrp(),
+    Op.VRRP_SET: lambda v: VrrpSet(
+        v["interface"],
+        v["vrid"],
+        {k: x for k, x in v.items() if k not in ("interface", "vrid") and x is not None},
+    ),
+    Op.VRRP_TRACK: lambda v: VrrpTrack(v["name"], v["ok"]),
     Op.PING: lambda v: Ping(),
 }
 
@@ -426,6 +505,12 @@ class RouterControl(Protocol):
     ) -> object: ...
 
     def remove_port_forward(self, proto: str, external_port: int, /) -> object: ...
+
+    def vrrp(self) -> object: ...
+
+    def vrrp_set(self, interface: str, vrid: int, changes: Mapping[str, Any], /) -> object: ...
+
+    def vrrp_track(self, name: str, ok: bool, /) -> object: ...
 
 
 InterfaceFactory: TypeAlias = Callable[[RouterNicAdd], object]
@@ -492,6 +577,12 @@ def apply_command(
             return router.add_port_forward(proto.value, ext, str(ip), port)
         case PortForwardRemove(proto=proto, external_port=ext):
             return router.remove_port_forward(proto.value, ext)
+        case Vrrp():
+            return router.vrrp()
+        case VrrpSet(interface=interface, vrid=vrid, changes=changes):
+            return router.vrrp_set(interface, vrid, changes)
+        case VrrpTrack(name=name, ok=ok):
+            return router.vrrp_track(name, ok)
         case Ping():
             return {"pong": True}
 

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from pktchain.cluster.registry import NodeRegistration
     from pktchain.cluster.view import ClusterView
     from pktchain.functions.router.function import Router, RouterInterface
+    from pktchain.functions.router.vrrp import StateChanged
     from pktchain.functions.sdk import Function
     from pktchain.lab import NodePort
     from pktchain.lab.topology import IPInterface
@@ -175,6 +176,8 @@ class Node:
         self.underlay: Underlay | None = None
         """This node's end of the underlay (in a cluster, with `--underlay`)."""
         self._links: LinkWatch | None = None
+        self._tracked_links: dict[str, bool] = {}
+        """The tracked router interfaces' link state, as last reported to the router."""
         self.registration: NodeRegistration | None = None
         """This node's key in the cluster's registry (with `--etcd`)."""
         self.cluster: ClusterView | None = None
@@ -504,6 +507,55 @@ class Node:
         self.secured.router_ports = host.ports
         self.secured.apply()
         log.info("router %s: %d interfaces", spec.name, len(interfaces))
+        router.on_vrrp_event = self._vrrp_changed
+        if any(t.kind == "interface" for v in spec.config.vrrp for t in v.track):
+            self.loop.call_every(LINK_WATCH_INTERVAL, self._track_router_links)
+
+    def _vrrp_changed(self, change: StateChanged) -> None:
+        log.warning(
+            "router: virtual router %d on %s: %s -> %s (%s)",
+            change.vrid,
+            change.interface,
+            change.old.value,
+            change.new.value,
+            change.event,
+        )
+
+    def _track_router_links(self) -> None:
+        """Report to the router's virtual routers whether each tracked interface's
+        network still has a link up on this node (a port of a host or a NIC)."""
+        from pktchain.linux.links import LinkWatch
+
+        router, host = self.router, self.router_host
+        if router is None or host is None:
+            return
+        if self._links is None:
+            self._links = LinkWatch()
+        tracked = {t.target for v in router.config.vrrp for t in v.track if t.kind == "interface"}
+        for iface in sorted(tracked):
+            port = host.ports.get(iface)
+            network = port.network if port is not None else None
+            wires = [
+                p
+                for p in (network.ports if network is not None else ())
+                if p.kind in (PortKind.TAP, PortKind.AF_PACKET)
+            ]
+            up = not wires or any(self._links.is_up(p.netns, p.ifname) for p in wires)
+            if self._tracked_links.get(iface) == up:
+                continue
+            self._tracked_links[iface] = up
+            log.warning("router: tracked interface %s is %s", iface, "up" if up else "down")
+            self.send_router_frames(router.vrrp_track(iface, up, self.loop.now))
+
+    def send_router_frames(self, frames: list[tuple[str, bytes]]) -> None:
+        """Send frames the router made outside a packet or a timer (a control call)."""
+        host = self.router_host
+        if host is None or not frames:
+            return
+        from pktchain.functions.sdk import frames_out
+
+        host.queue(frames_out(frames))
+        self._pump()
 
     def _serve_messenger(self, bind: str) -> None:
         from pktchain.messenger.server import MessengerServer
@@ -538,6 +590,7 @@ class Node:
             "nat_sessions": router.nat.session_count() if router.nat is not None else 0,
             "port_forwards": to_json(router.port_forwards()),
             "fragments": to_json(router.fragments()),
+            "vrrp": router.vrrp_status(),
             "counters": router.status()["counters"],
         }
 
@@ -577,6 +630,9 @@ class Node:
         if self._links is not None:
             self._links.close()
         self.control.close()
+        if self.router is not None:
+            # A clean stop: masters advertise priority 0 so that backups take over at once.
+            self.send_router_frames(self.router.vrrp_shutdown(self.loop.now))
         for port in list(self.datapath.ports):
             self.detach(port)
         if self.store is not None:
@@ -945,6 +1001,19 @@ class RouterOnNode:
         removed = self._router.remove_port_forward(proto, external_port)
         self._changed()
         return removed
+
+    def vrrp(self) -> object:
+        return self._router.vrrp_status()
+
+    def vrrp_set(self, interface: str, vrid: int, changes: Mapping[str, Any], /) -> object:
+        status = self._router.vrrp_set(interface, vrid, changes)
+        self._changed()
+        return status
+
+    def vrrp_track(self, name: str, ok: bool, /) -> object:
+        self._node.send_router_frames(self._router.vrrp_track(name, ok, self._node.loop.now))
+        self._changed()
+        return self._router.vrrp_status()
 
     def _changed(self) -> None:
         """The router may have queued frames (an interface's announcement) or moved its

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from pktchain.lab.lab import nsenter_argv
 from pktchain.node.control import RUN_DIR, ControlError, request
 
 
@@ -38,6 +39,7 @@ class NodeProcess:
         log_path: Path | None = None,
         etcd: str | None = None,
         control: Path | None = None,
+        netns: str | None = None,
     ) -> None:
         self.name = name
         self.control = control or RUN_DIR / f"node-{name}.sock"
@@ -50,6 +52,9 @@ class NodeProcess:
         self.log_path = log_path
         self.etcd = etcd
         """etcd URLs: the node joins that cluster (its state is there, not in `state`)."""
+        self.netns = netns
+        """The network namespace the process runs in (a lab host's, as a machine of
+        its own); None: this process's."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
 
@@ -83,6 +88,8 @@ class NodeProcess:
             argv += ["--no-state"]
         argv += ["--api", self.api] if self.api is not None else ["--no-api"]
         argv += list(self.args)
+        if self.netns is not None:
+            argv = nsenter_argv(self.netns, argv)
         self._log = (
             open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         )

@@ -179,6 +179,23 @@ def print_router(router: dict[str, Any], console: Console) -> None:
             ("proto", "external_port", "inside_ip", "inside_port", "automatic"),
         )
     )
+    if router.get("vrrp"):
+        console.print(
+            _rows_table(
+                "virtual routers (VRRP)",
+                router["vrrp"],
+                (
+                    "interface",
+                    "vrid",
+                    "state",
+                    "priority",
+                    "effective_priority",
+                    "virtual_addresses",
+                    "master_address",
+                    "failed_trackers",
+                ),
+            )
+        )
     busy = {k: v for k, v in sorted(router["counters"].items()) if v}
     console.print("router counters: " + (", ".join(f"{k}={v}" for k, v in busy.items()) or "-"))
 

@@ -10,8 +10,11 @@
     port_forwards:
       - {proto: tcp, external_port: 8080, inside_ip: 10.0.0.5, inside_port: 80}
     auto_forward_service_port: 22      # and any other RouterConfig setting, by name
+    vrrp:                              # virtual routers shared with another router (docs/vrrp.md)
+      - {vrid: 51, interface: outside, virtual_addresses: [198.51.100.1], priority: 200}
 
-The NAT's external address is the external interface's, and its internal
+The NAT's external address is the external interface's (or, when a virtual
+router runs on that interface, its first virtual address), and its internal
 networks are the internal interfaces' subnets, unless the file says otherwise.
 Every mistake is reported at once, with its line, as for lab topologies.
 """
@@ -26,18 +29,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pktchain.functions.nat.config import NatConfig
 from pktchain.functions.router.config import RouterConfig, RouterInterface
+from pktchain.functions.router.vrrp import VrrpConfig, VrrpConfigError, vrrp_configs
 from pktchain.lab.errors import TopologyError, TopologyIssue
-from pktchain.yamlfile import compose, key_line, line_of
+from pktchain.yamlfile import compose, item_line, key_line, line_of
 
-TOP_KEYS = ("name", "interfaces", "nat", "port_forwards")
+TOP_KEYS = ("name", "interfaces", "nat", "port_forwards", "vrrp")
 INTERFACE_KEYS = ("network", "mac", "address", "external", "gateway", "mtu", "network_id")
 FORWARD_KEYS = ("proto", "external_port", "inside_ip", "inside_port")
 ROUTER_SETTINGS = tuple(
     f.name
     for f in dataclasses.fields(RouterConfig)
-    if f.name not in ("interfaces", "nat", "upstream_gateway")
+    if f.name not in ("interfaces", "nat", "upstream_gateway", "vrrp")
 )
 NAT_SETTINGS = tuple(
     f.name for f in dataclasses.fields(NatConfig) if f.init and not f.name.startswith("_")
@@ -113,7 +119,8 @@ class _Parser:
         if not isinstance(name, str) or not name.isidentifier():
             self.error("name", key_line(data, "name"), f"{name!r} is not a function name")
         interfaces, networks = self.interfaces(data)
-        nat = self.nat(data, interfaces)
+        vrrp = self.vrrp(data)
+        nat = self.nat(data, interfaces, vrrp)
         forwards = self.forwards(data)
         if self.issues:
             return None
@@ -121,7 +128,11 @@ class _Parser:
         upstream = external[0].gateway if external else None
         try:
             config = RouterConfig(
-                interfaces=tuple(interfaces), upstream_gateway=upstream, nat=nat, **settings
+                interfaces=tuple(interfaces),
+                upstream_gateway=upstream,
+                nat=nat,
+                vrrp=vrrp,
+                **settings,
             )
         except (ValueError, TypeError) as exc:
             self.error("", line_of(data), str(exc))
@@ -171,7 +182,22 @@ class _Parser:
             networks[iface.name] = str(spec.get("network", iface.name))
         return interfaces, networks
 
-    def nat(self, data: Mapping[str, Any], interfaces: list[RouterInterface]) -> NatConfig | None:
+    def vrrp(self, data: Mapping[str, Any]) -> tuple[VrrpConfig, ...]:
+        if data.get("vrrp") in (None, []):
+            return ()
+        try:
+            return vrrp_configs(_resolved(data["vrrp"]), where="vrrp")
+        except VrrpConfigError as exc:
+            for error in exc.errors:
+                self.error(error.field, _field_line(data, error.field), error.message)
+            return ()
+
+    def nat(
+        self,
+        data: Mapping[str, Any],
+        interfaces: list[RouterInterface],
+        vrrp: tuple[VrrpConfig, ...] = (),
+    ) -> NatConfig | None:
         if "nat" not in data or data["nat"] in (None, False):
             return None
         section = data["nat"] if isinstance(data["nat"], Mapping) else {}
@@ -180,6 +206,10 @@ class _Parser:
         external = [i for i in interfaces if i.external]
         if external:
             values["external_address"] = str(external[0].address.ip)
+            virtual = [v for v in vrrp if v.interface == external[0].name]
+            if virtual:
+                # The pair's shared address: whichever router is master translates.
+                values["external_address"] = str(virtual[0].virtual_addresses[0])
         values["internal_networks"] = tuple(
             str(i.address.network) for i in interfaces if not i.external
         )
@@ -221,6 +251,45 @@ class _Parser:
             except ValueError as exc:
                 self.error(path, line_of(spec), str(exc))
         return tuple(rules)
+
+
+def _resolved(value: Any) -> Any:
+    """`value` with its scalars read as YAML reads them (numbers, booleans), the
+    text the file reader keeps them as being for each field to parse."""
+    if isinstance(value, list):
+        return [_resolved(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _resolved(item) for key, item in value.items()}
+    if isinstance(value, str):
+        try:
+            plain = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if isinstance(plain, bool | int | float):
+            return plain
+    return value
+
+
+def _field_line(data: Any, path: str) -> int | None:
+    """The line of the field a dotted path names (``vrrp[1].track[0].weight``), or of
+    the deepest part of it that exists."""
+    line = line_of(data)
+    node = data
+    for part in path.replace("[", ".[").split("."):
+        if not part:
+            continue
+        if part.startswith("["):
+            index = int(part[1:-1]) if part[1:-1].isdigit() else -1
+            if not isinstance(node, list) or not 0 <= index < len(node):
+                break
+            line = item_line(node, index) or line
+            node = node[index]
+        else:
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            line = key_line(node, part) or line
+            node = node[part]
+    return line
 
 
 _TRUE = ("true", "yes", "on")

@@ -11,7 +11,8 @@ Everything the data plane does to a packet goes through here:
   incremental checksums, partial (offloaded) checksums included;
 * :func:`build` and the layer classes make frames for tests and the slow path;
 * :mod:`~pktchain.packet.nsh` and :mod:`~pktchain.packet.virtio` cover NSH over
-  VXLAN-GPE and the ``virtio_net_hdr`` of TAP / AF_PACKET.
+  VXLAN-GPE and the ``virtio_net_hdr`` of TAP / AF_PACKET;
+* :mod:`~pktchain.packet.vrrp` builds and checks VRRPv3 advertisements (RFC 5798).
 
 Submodules are imported on first use of one of their names, so that a command
 that needs only the parser does not pay for the builders.
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
         NshMdType,
         NshNextProtocol,
         TcpFlag,
+        VrrpType,
     )
     from pktchain.packet.layers import (
         Arp,
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
         Tcp,
         Udp,
         Vlan,
+        Vrrp,
         VxlanGpe,
         build,
     )
@@ -174,6 +177,7 @@ _SOURCES: dict[str, str] = {
     "Tcp": "pktchain.packet.layers",
     "Udp": "pktchain.packet.layers",
     "Vlan": "pktchain.packet.layers",
+    "Vrrp": "pktchain.packet.layers",
     "VxlanGpe": "pktchain.packet.layers",
     "build": "pktchain.packet.layers",
     "adjust_checksum": "pktchain.packet.checksum",
@@ -199,6 +203,7 @@ _SOURCES: dict[str, str] = {
     "NshMdType": "pktchain.packet.headers",
     "NshNextProtocol": "pktchain.packet.headers",
     "TcpFlag": "pktchain.packet.headers",
+    "VrrpType": "pktchain.packet.headers",
     "ContextTlv": "pktchain.packet.nsh",
     "GpeInfo": "pktchain.packet.nsh",
     "NshInfo": "pktchain.packet.nsh",
@@ -323,6 +328,8 @@ __all__ = [
     "VirtioNetHdrView",
     "Vlan",
     "VlanTagView",
+    "Vrrp",
+    "VrrpType",
     "VxlanGpe",
     "VxlanGpeView",
     "WritableBuffer",

@@ -31,6 +31,7 @@ __all__ = [
     "UDP",
     "VIRTIO_NET_HDR",
     "VLAN_TAG",
+    "VRRP",
     "VXLAN_GPE",
     "VXLAN_GPE_PORT",
     "ArpOp",
@@ -42,6 +43,7 @@ __all__ = [
     "NshMdType",
     "NshNextProtocol",
     "TcpFlag",
+    "VrrpType",
 ]
 
 
@@ -74,6 +76,7 @@ class IpProto(IntEnum):
     ICMPV6 = 58
     NO_NEXT_HEADER = 59
     DSTOPTS = 60
+    VRRP = 112  # RFC 5798 §5.1.1.4
     SCTP = 132
 
 
@@ -153,6 +156,12 @@ class GpeNextProtocol(IntEnum):
     IPV6 = 0x2
     ETHERNET = 0x3
     NSH = 0x4
+
+
+class VrrpType(IntEnum):
+    """VRRP packet types (RFC 5798 §5.2.2): the advertisement is the only one."""
+
+    ADVERTISEMENT = 1
 
 
 VXLAN_GPE_PORT = 4790
@@ -450,6 +459,33 @@ NSH_MD2_TLV = Layout(
     [
         Bits("unassigned", "u_length", 7, 1),
         Bits("length", "u_length", 0, 7, "value length in bytes, before padding"),
+    ],
+)
+
+# VRRP version 3 (RFC 5798 §5.1, figure "IPv4 Field Descriptions"; fields §5.2),
+# carried straight in IP (protocol 112), followed by "Count IPvX Addr" addresses
+# (4 bytes each for IPv4):
+#    0                   1                   2                   3
+#    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+#   |Version| Type  | Virtual Rtr ID|   Priority    |Count IPvX Addr|
+#   |(rsvd) |     Max Adver Int     |          Checksum             |
+#   |                      IPvX Address(es)                         |
+VRRP = Layout(
+    "VRRPv3",
+    "RFC 5798 §5.1 figure 'IPv4 Field Descriptions', §5.2",
+    [
+        Field("version_type", 0, "B"),
+        Field("vrid", 1, "B", "virtual router identifier, 1..255 (§5.2.3)"),
+        Field("priority", 2, "B", "255 address owner, 1..254 backups, 0 master stopping (§5.2.4)"),
+        Field("count", 3, "B", "number of addresses that follow, at least 1 (§5.2.5)"),
+        Field("reserved_interval", 4, "H"),
+        Field("checksum", 6, "H", "covers the message and the IP pseudo-header (§5.2.8)"),
+    ],
+    [
+        Bits("version", "version_type", 4, 4, "3 (§5.2.1)"),
+        Bits("type", "version_type", 0, 4, "see VrrpType (§5.2.2)"),
+        Bits("reserved", "reserved_interval", 12, 4, "zero on transmission, ignored (§5.2.6)"),
+        Bits("max_adver_int", "reserved_interval", 0, 12, "in centiseconds (§5.2.7)"),
     ],
 )
 

@@ -42,6 +42,7 @@ from pktchain.packet.headers import (
     TCP,
     UDP,
     VLAN_TAG,
+    VRRP,
     VXLAN_GPE,
     ArpOp,
     EtherType,
@@ -51,6 +52,7 @@ from pktchain.packet.headers import (
     NshMdType,
     NshNextProtocol,
     TcpFlag,
+    VrrpType,
 )
 from pktchain.packet.nsh import ContextTlv, encode_context_tlvs
 from pktchain.packet.options import Option, encode_options
@@ -69,6 +71,7 @@ __all__ = [
     "Tcp",
     "Udp",
     "Vlan",
+    "Vrrp",
     "VxlanGpe",
     "build",
 ]
@@ -461,6 +464,46 @@ class Udp(Layer):
                 # RFC 768: a computed 0 is sent as all ones; 0 means "no checksum".
                 checksum = l4_checksum(src, dst, IpProto.UDP, segment) or 0xFFFF
         return UDP.pack(**fields, checksum=checksum) + payload
+
+
+@dataclass(frozen=True)
+class Vrrp(Layer):
+    """VRRP version 3 advertisement (RFC 5798 §5.1, §5.2) with its IPv4 or IPv6 addresses.
+
+    ``count`` defaults to the number of ``addresses``; the checksum covers the
+    message and the pseudo-header of the IP layer before it (§5.2.8), with
+    next header / protocol 112.
+    """
+
+    vrid: int = 1
+    priority: int = 100
+    max_adver_int: int = 100
+    addresses: Sequence[IpLike] = ("10.0.0.254",)
+    version: int = 3
+    type: int = VrrpType.ADVERTISEMENT
+    count: int | None = None
+    reserved: int = 0
+    checksum: int | None = None
+
+    def ip_proto_code(self) -> int:
+        return IpProto.VRRP
+
+    def encode(self, payload: bytes, after: Layer | None, ip: Ipv4 | Ipv6 | None) -> bytes:
+        fields = {
+            "version": self.version,
+            "type": self.type,
+            "vrid": self.vrid,
+            "priority": self.priority,
+            "count": len(self.addresses) if self.count is None else self.count,
+            "reserved": self.reserved,
+            "max_adver_int": self.max_adver_int,
+        }
+        body = b"".join(ip_bytes(a) for a in self.addresses) + payload
+        checksum = self.checksum
+        if checksum is None:
+            src, dst = _pseudo_ip(ip, "Vrrp.checksum")
+            checksum = l4_checksum(src, dst, IpProto.VRRP, VRRP.pack(**fields) + body)
+        return VRRP.pack(**fields, checksum=checksum) + body
 
 
 @dataclass(frozen=True)

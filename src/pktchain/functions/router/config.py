@@ -17,6 +17,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address, ip_in
 
 from pktchain.functions.common.fields import mac_error
 from pktchain.functions.nat.config import NatConfig
+from pktchain.functions.router.vrrp.config import VrrpConfig
 from pktchain.packet.address import mac_bytes
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "interface_errors",
     "nat_errors",
     "overlap_errors",
+    "vrrp_errors",
 ]
 
 MIN_MTU = 68
@@ -137,7 +139,12 @@ class RouterConfig:
     """Next hop of the default route, on the external interface's subnet."""
     nat: NatConfig | None = None
     """NAPT on the external interface; its external address is that interface's
-    address. None: plain routing everywhere."""
+    address, or a virtual address of a VRRP instance on it (then the master of
+    the pair translates). None: plain routing everywhere."""
+    vrrp: tuple[VrrpConfig, ...] = ()
+    """Virtual routers (VRRPv3, RFC 5798) on the interfaces: each names an
+    interface, and its virtual addresses lie in that interface's subnet
+    (docs/vrrp.md)."""
     auto_forward_service_port: int | None = 22
     """Inside TCP port that each tracked host's automatic forwarding port leads
     to (the thesis's SSH port); None turns automatic forwarding off."""
@@ -189,6 +196,7 @@ class RouterConfig:
         if self.upstream_gateway is not None and not isinstance(self.upstream_gateway, IPv4Address):
             object.__setattr__(self, "upstream_gateway", ip_address(self.upstream_gateway))
         object.__setattr__(self, "interfaces", tuple(self.interfaces))
+        object.__setattr__(self, "vrrp", tuple(self.vrrp))
 
     @property
     def external(self) -> RouterInterface | None:
@@ -220,19 +228,29 @@ def overlap_errors(interfaces: tuple[RouterInterface, ...] | list[RouterInterfac
 
 
 def nat_errors(
-    nat: NatConfig | None, interfaces: tuple[RouterInterface, ...] | list[RouterInterface]
+    nat: NatConfig | None,
+    interfaces: tuple[RouterInterface, ...] | list[RouterInterface],
+    vrrp: tuple[VrrpConfig, ...] = (),
 ) -> list[str]:
-    """Whether the NAT fits the interfaces: its address on the external one, inside covered."""
+    """Whether the NAT fits the interfaces: its address on the external one (its own
+    or a virtual one of `vrrp`), inside covered."""
     if nat is None:
         return []
     errors: list[str] = []
     external = next((i for i in interfaces if i.external), None)
+    address = ip_address(nat.external_address)
+    virtual = {
+        str(a)
+        for v in vrrp
+        if external and v.interface == external.name
+        for a in v.virtual_addresses
+    }
     if external is None:
         errors.append("nat: needs an external interface")
-    elif str(external.address.ip) != str(ip_address(nat.external_address)):
+    elif str(external.address.ip) != str(address) and str(address) not in virtual:
         errors.append(
-            f"nat.external_address: {nat.external_address} is not the external interface's "
-            f"address {external.address.ip}"
+            f"nat.external_address: {nat.external_address} is neither the external "
+            f"interface's address {external.address.ip} nor a virtual address on it"
         )
     for iface in interfaces:
         if not iface.external and not any(iface.network.subnet_of(n) for n in nat.networks):
@@ -278,7 +296,8 @@ def config_errors(config: RouterConfig) -> list[str]:
             f"upstream_gateway: {gateway} differs from the external interface's gateway "
             f"{external.gateway}"
         )
-    errors.extend(nat_errors(config.nat, tuple(interfaces)))
+    errors.extend(vrrp_errors(config.vrrp, tuple(interfaces)))
+    errors.extend(nat_errors(config.nat, tuple(interfaces), config.vrrp))
     port = config.auto_forward_service_port
     if port is not None and (not isinstance(port, int) or not 1 <= port <= 0xFFFF):
         errors.append(f"auto_forward_service_port: {port!r} is not in 1..65535")
@@ -312,4 +331,55 @@ def config_errors(config: RouterConfig) -> list[str]:
             errors.append(f"{name}: {count!r} must be an integer >= {minimum}")
     if not isinstance(config.ip_id_rewrite, bool):
         errors.append(f"ip_id_rewrite: {config.ip_id_rewrite!r} is not true or false")
+    return errors
+
+
+def vrrp_errors(
+    vrrp: tuple[VrrpConfig, ...], interfaces: tuple[RouterInterface, ...] | list[RouterInterface]
+) -> list[str]:
+    """Whether each virtual router fits its interface: the interface exists, and its
+    virtual addresses are hosts of the interface's subnet; only the owner (priority
+    255) may name the interface's own address."""
+    errors: list[str] = []
+    if isinstance(vrrp, VrrpConfig) or not all(isinstance(v, VrrpConfig) for v in vrrp):
+        return ["vrrp: give a sequence of VrrpConfig"]
+    by_name = {iface.name: iface for iface in interfaces}
+    seen: dict[tuple[str, int], int] = {}
+    for i, virtual in enumerate(vrrp):
+        where = f"vrrp[{i}]"
+        key = (virtual.interface, virtual.vrid)
+        if key in seen:
+            errors.append(
+                f"{where}.vrid: {virtual.vrid} on {virtual.interface} is also vrrp[{seen[key]}]"
+            )
+        seen[key] = i
+        iface = by_name.get(virtual.interface)
+        if iface is None:
+            errors.append(f"{where}.interface: {virtual.interface!r} is not a router interface")
+            continue
+        network = iface.network
+        for address in virtual.virtual_addresses:
+            if address not in network or address in (
+                network.network_address,
+                network.broadcast_address,
+            ):
+                errors.append(
+                    f"{where}.virtual_addresses: {address} is not a host of {iface.name}'s "
+                    f"subnet {network}"
+                )
+            elif address == iface.address.ip and virtual.priority != 255:
+                errors.append(
+                    f"{where}.virtual_addresses: {address} is {iface.name}'s own address; "
+                    "only its owner (priority 255) may name it"
+                )
+            elif address != iface.address.ip and virtual.priority == 255:
+                errors.append(
+                    f"{where}.priority: 255 is the owner's, but {address} is not "
+                    f"{iface.name}'s address {iface.address.ip}"
+                )
+        if virtual.source_address is not None and virtual.source_address != iface.address.ip:
+            errors.append(
+                f"{where}.source_address: {virtual.source_address} is not {iface.name}'s "
+                f"address {iface.address.ip}"
+            )
     return errors

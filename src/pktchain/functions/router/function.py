@@ -36,7 +36,12 @@ addresses). It never reads a clock or opens a socket. What it does:
   :mod:`~pktchain.functions.router.fragments`;
 * flow leases for the flows whose later packets the node's fast path may
   forward without the router, revoked when its treatment of the flow would
-  change (:mod:`~pktchain.functions.router.leases`, docs/router.md).
+  change (:mod:`~pktchain.functions.router.leases`, docs/router.md);
+* virtual routers (VRRPv3, RFC 5798) shared with other routers on a link,
+  through :mod:`~pktchain.functions.router.vrrp`: while master of one, the
+  router answers ARP for its virtual addresses with the virtual MAC, takes
+  the frames sent to that MAC, and holds the addresses (the NAT's external
+  address among them, docs/vrrp.md).
 
 A bad frame is a counted drop with a reason (:class:`RouterDrop`), never an
 exception out of :meth:`Router.process` or :meth:`Router.on_timer`; the router
@@ -52,8 +57,8 @@ from __future__ import annotations
 import contextlib
 import random
 import struct
-from collections.abc import Container, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from ipaddress import IPv4Address, ip_address
 from typing import Any
@@ -95,6 +100,7 @@ from pktchain.functions.router.config import (
     RouterInterface,
     nat_errors,
     overlap_errors,
+    vrrp_errors,
 )
 from pktchain.functions.router.fragments import (
     FRAGMENT_TRANSITIONS,
@@ -121,6 +127,15 @@ from pktchain.functions.router.leases import (
     CacheHint,
     FlowTuple,
     LeaseTable,
+)
+from pktchain.functions.router.vrrp import (
+    ReleaseAddresses,
+    SendFrame,
+    StateChanged,
+    TakeAddresses,
+    VrrpAction,
+    VrrpConfig,
+    VrrpSpeaker,
 )
 from pktchain.functions.sdk import Emitted, Function, Packet, Result, Verdict, forward
 from pktchain.packet.address import Buffer, format_ip, mac_bytes
@@ -190,6 +205,7 @@ class RouterDrop(StrEnum):
     FRAGMENT_OVERLAP = "fragment-overlap"  # would overwrite the transport header (RFC 1858)
     FRAGMENTED_ICMP_ERROR = "fragmented-icmp-error"  # its checksum covers what we cannot see
     ICMP_CHECKSUM = "icmp-checksum"  # RFC 1122 §3.2.2: bad ICMP silently discarded
+    ARP_VIRTUAL = "arp-virtual-address"  # ARP from another router holding a virtual address
     INTERFACE_REMOVED = "interface-removed"  # queued for an interface that went away
     INTERNAL_ERROR = "internal-error"  # a frame no check caught; should stay 0
 
@@ -222,6 +238,7 @@ _SYN_FIN_RST = int(TcpFlag.SYN | TcpFlag.FIN | TcpFlag.RST)
 _ETH_ARP = int(EtherType.ARP)
 _ETH_IPV4 = int(EtherType.IPV4)
 _ETH_IPV6 = int(EtherType.IPV6)
+_VRRP = int(IpProto.VRRP)
 _IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
 # Errors in the transport header: the IPv4 header is sound, so the router can
 # still forward the packet (routers do not judge transport headers); only the
@@ -238,6 +255,23 @@ _L4_ERRORS = frozenset(
 )
 _INF = float("inf")
 _NO_BINDINGS: Mapping[bytes, bytes] = {}
+_VRRP_SETTABLE = frozenset(("priority", "preempt", "preempt_delay", "advert_interval", "accept"))
+GATEWAY_PROBE_INTERVAL = 0.5
+"""Seconds between the ARP requests that probe a gateway a virtual router tracks."""
+GATEWAY_PROBES_LOST = 3
+"""Probes left unanswered before a tracked gateway counts as failed."""
+
+
+@dataclass(slots=True)
+class _GatewayProbe:
+    """A tracked gateway: when it last answered ARP, when to ask it next."""
+
+    name: str
+    heard: float = 0.0
+    due: float = 0.0
+    ok: bool = True
+
+
 # RFC 1858 §3.2: a later fragment starting inside the transport header would
 # overwrite, at the receiver, the ports and checksum the NAT translated in the
 # first fragment. The shortest header of each protocol the NAT translates:
@@ -261,6 +295,8 @@ class _Port:
         "name",
         "neighbors",
         "net",
+        "virtual",
+        "virtual_macs",
     )
 
     def __init__(
@@ -280,6 +316,11 @@ class _Port:
         self.broadcast = network.broadcast_address.packed
         self.mtu = config.mtu
         self.external = config.external
+        self.virtual: dict[bytes, ArpResponder] = {}
+        """The virtual addresses this interface holds as VRRP master, each with the
+        responder that answers ARP for it from its virtual MAC."""
+        self.virtual_macs: dict[bytes, int] = {}
+        """The virtual MACs it holds, by MAC: the VRID."""
 
     def contains(self, address: bytes) -> bool:
         """Whether ``address`` is on this interface's subnet."""
@@ -364,6 +405,20 @@ class Router(Function):
         self._id_memory = IdMemory(limit=config.ip_id_memory, lifetime=config.fragment_timeout)
         for iface in config.interfaces:
             self._attach(iface)
+        self._vrrp = VrrpSpeaker(self._with_source(v) for v in config.vrrp)
+        self._vrrp_started = False
+        self._virtual_all = {a.packed for v in config.vrrp for a in v.virtual_addresses}
+        """Every virtual address of every virtual router, held here or not."""
+        self._gateways = {
+            IPv4Address(t.target).packed: _GatewayProbe(t.target)
+            for v in config.vrrp
+            for t in v.track
+            if t.kind == "gateway"
+        }
+        """Gateways the virtual routers track, probed by ARP."""
+        self.on_vrrp_event: Callable[[StateChanged], None] | None = None
+        """Called with each state change of a virtual router (the host logs it, moves
+        its state sync's direction, feeds its event stream)."""
 
     # -- tables and counters ----------------------------------------------------------
 
@@ -514,12 +569,16 @@ class Router(Function):
             return self._drop(RouterDrop.VLAN_TAGGED)
         dst_mac = bytes(buf[_DST_MAC])
         link_broadcast = bool(dst_mac[0] & 1)
-        if not link_broadcast and dst_mac != port.mac:
+        if not link_broadcast and dst_mac != port.mac and dst_mac not in port.virtual_macs:
             return self._drop(RouterDrop.NOT_OUR_MAC)
         ethertype = info.ethertype
         if ethertype == _ETH_ARP:
             return self._arp_in(port, buf, info, now)
         if ethertype == _ETH_IPV4:
+            if info.proto == _VRRP:
+                # Advertisements to 224.0.0.18 or to this router (unicast
+                # peers) are the virtual routers'; none is ever forwarded.
+                return self._vrrp_in(port, buf, now)
             return self._ipv4_in(port, buf, info, vnet, now, link_broadcast=link_broadcast)
         if ethertype == _ETH_IPV6:
             return self._drop(RouterDrop.IPV6)
@@ -531,14 +590,27 @@ class Router(Function):
         self._send_arp(port.name, port.arp.request(port.address, target))
         self._count("arp-requests-sent")
 
-    def _answer_arp(self, port: _Port, heard: HeardArp) -> None:
-        self._send_arp(port.name, port.arp.reply(heard))
+    def _answer_arp(
+        self, port: _Port, heard: HeardArp, responder: ArpResponder | None = None
+    ) -> None:
+        self._send_arp(port.name, (responder or port.arp).reply(heard))
         self._answering()
         self._fate("arp-replies-sent")
 
     def _arp_in(self, port: _Port, buf: bytearray, info: FrameInfo, now: float) -> None:
         heard = port.arp.hear(buf, info.l3)
+        virtual = port.virtual.get(heard.tpa) if port.virtual else None
+        if virtual is not None:
+            # For a virtual address this interface holds: answered from its virtual MAC.
+            heard = virtual.hear(buf, info.l3)
+        elif heard.spa in self._virtual_all and heard.kind in (Heard.NEIGHBOR, Heard.CONFLICT):
+            # The master of a virtual router this one is backup of (or a
+            # router outside pktchain holding it): never a neighbour or a host.
+            return self._drop(RouterDrop.ARP_VIRTUAL)
         kind = heard.kind
+        probe = self._gateways.get(heard.spa) if self._gateways else None
+        if probe is not None and kind is Heard.NEIGHBOR:
+            self._gateway_heard(probe, now)
         if kind is Heard.BAD_OPERATION:
             return self._drop(RouterDrop.ARP_OPERATION)
         if kind is Heard.OWN or kind is Heard.BAD_SENDER:
@@ -546,7 +618,7 @@ class Router(Function):
         if kind is Heard.PROBE:
             # RFC 5227 §2.1.1 probe: answer if it is for our address, learn nothing.
             if heard.answer_due:
-                return self._answer_arp(port, heard)
+                return self._answer_arp(port, heard, virtual)
             return self._drop(RouterDrop.ARP_IGNORED)
         if kind is Heard.CONFLICT:
             return self._drop(RouterDrop.ARP_ADDRESS_CONFLICT)
@@ -562,7 +634,7 @@ class Router(Function):
         if not port.external:
             self._host_seen(port, sha, spa, now)
         if heard.answer_due:
-            return self._answer_arp(port, heard)
+            return self._answer_arp(port, heard, virtual)
         learned = "arp-in-" + ("gratuitous" if spa == heard.tpa else "other")
         self._fate(learned)
         return None
@@ -1153,10 +1225,15 @@ class Router(Function):
 
     def next_deadline(self) -> float | None:
         """When :meth:`on_timer` should run next (None: nothing pending)."""
-        if self._announce:
+        if self._announce or not self._vrrp_started:
             return self._now
         deadline = min((p.neighbors.next_deadline() for p in self._ports.values()), default=_INF)
         deadline = min(deadline, min((h.deadline for h in self._hosts.values()), default=_INF))
+        vrrp = self._vrrp.next_deadline()
+        if vrrp is not None:
+            deadline = min(deadline, vrrp)
+        if self._gateways:
+            deadline = min(deadline, *(p.due for p in self._gateways.values()))
         fragments = self._datagrams.next_deadline()
         if fragments is not None:
             deadline = min(deadline, fragments)
@@ -1177,6 +1254,11 @@ class Router(Function):
         # Before the NAT's timers: a session the fast path carried must not expire.
         self._leases.sync(now, self._touch)
         try:
+            if not self._vrrp_started:
+                self._vrrp_started = True
+                self._vrrp_apply(self._vrrp.start(now), now)
+            self._vrrp_apply(self._vrrp.on_timer(now), now)
+            self._gateway_timers(now)
             self._neighbor_timers(now)
             self._host_timers(now)
             for datagram in self._datagrams.expire(now):
@@ -1240,6 +1322,156 @@ class Router(Function):
             host.tries = 1 if event is HostEvent.EXPIRED else host.tries + 1
             host.deadline = now + self.config.arp_retry_interval
             self._request(port, host.ip)
+
+    # -- virtual routers (VRRPv3, RFC 5798; docs/vrrp.md) -------------------------------
+
+    def _with_source(self, config: VrrpConfig) -> VrrpConfig:
+        """`config` with its interface's address as the advertisements' source."""
+        port = self._ports.get(config.interface)
+        if config.source_address is not None or port is None:
+            return config
+        return replace(config, source_address=port.config.address.ip)
+
+    def _vrrp_in(self, port: _Port, buf: bytearray, now: float) -> None:
+        self._vrrp_apply(self._vrrp.receive_frame(port.name, buf, now), now)
+        self._fate("vrrp-in")
+
+    def _vrrp_apply(self, actions: list[VrrpAction], now: float) -> None:
+        """Do what the virtual routers ask: send, take or release addresses, log."""
+        for action in actions:
+            if isinstance(action, SendFrame):
+                port = self._ports.get(action.interface)
+                if port is None:
+                    self._count("vrrp-unknown-interface")
+                elif action.next_hop is None:
+                    self._send_arp(port.name, action.frame[_VNET:])
+                else:
+                    # A unicast advertisement: to the peer's MAC, resolved by ARP.
+                    self._emit(port, action.next_hop, bytearray(action.frame), now, None, None)
+            elif isinstance(action, TakeAddresses):
+                self._take_virtual(action)
+            elif isinstance(action, ReleaseAddresses):
+                self._release_virtual(action)
+            elif isinstance(action, StateChanged):
+                self._count(f"vrrp-{action.new.value.lower()}")
+                if self.on_vrrp_event is not None:
+                    self.on_vrrp_event(action)
+
+    def _take_virtual(self, action: TakeAddresses) -> None:
+        port = self._ports.get(action.interface)
+        if port is None:
+            self._count("vrrp-unknown-interface")
+            return
+        responder = ArpResponder(action.mac, frozenset(action.addresses), self._local)
+        external = self._nat.config.external if self._nat is not None else None
+        for address in action.addresses:
+            port.virtual[address] = responder
+            # The NAT's external address takes the NAT's traffic on the master
+            # whatever Accept_Mode says: translating it is what the master is for.
+            if action.accept or address == external:
+                self._local.setdefault(address, port)
+        port.virtual_macs[action.mac] = action.vrid
+        self._generation += 1
+
+    def _release_virtual(self, action: ReleaseAddresses) -> None:
+        port = self._ports.get(action.interface)
+        if port is None:
+            return
+        for address in action.addresses:
+            port.virtual.pop(address, None)
+            if address != port.address and self._local.get(address) is port:
+                del self._local[address]
+        port.virtual_macs.pop(action.mac, None)
+        self._generation += 1
+
+    def _gateway_timers(self, now: float) -> None:
+        """Probe the tracked gateways; one that stopped answering fails its trackers."""
+        for address, probe in self._gateways.items():
+            if probe.due > now:
+                continue
+            if probe.heard == 0.0:
+                probe.heard = now  # started: a gateway has its probes' time to answer
+            probe.due = now + GATEWAY_PROBE_INTERVAL
+            silent = now - probe.heard > GATEWAY_PROBES_LOST * GATEWAY_PROBE_INTERVAL
+            if silent and probe.ok:
+                probe.ok = False
+                self._count("vrrp-gateway-down")
+                self._vrrp_apply(self._vrrp.track(probe.name, False, now), now)
+            port = next((p for p in self._routes if p.contains(address)), None)
+            if port is not None:
+                self._request(port, address)
+
+    def _gateway_heard(self, probe: _GatewayProbe, now: float) -> None:
+        probe.heard = now
+        if not probe.ok:
+            probe.ok = True
+            self._count("vrrp-gateway-up")
+            self._vrrp_apply(self._vrrp.track(probe.name, True, now), now)
+
+    def vrrp_status(self) -> list[dict[str, Any]]:
+        """Each virtual router's state, priorities, timers and counters."""
+        return [instance.status().as_dict() for instance in self._vrrp.instances()]
+
+    def vrrp_track(self, name: str, ok: bool, now: float) -> list[tuple[str, bytes]]:
+        # ValueError from the speaker when no virtual router tracks `name`.
+        """Report a tracked object's state (an interface, a gateway); returns the frames
+        to send (a master advertises its new priority at once)."""
+        return self._vrrp_run(lambda: self._vrrp.track(name, ok, now), now)
+
+    def vrrp_set(self, interface: str, vrid: int, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change a virtual router's `changes` (priority, preempt, preempt_delay,
+        advert_interval in seconds, accept) at run time; its status after. What it
+        sends (an advertisement of a new priority) leaves with the next timer.
+        ValueError (or KeyError for no such virtual router) names what is wrong."""
+        instance = self._vrrp.instance(interface, vrid)
+        values = dict(changes)
+        unknown = sorted(set(values) - _VRRP_SETTABLE)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: not a setting vrrp_set changes")
+        if "advert_interval" in values:
+            seconds = values.pop("advert_interval")
+            centiseconds = round(seconds * 100)
+            if abs(centiseconds - seconds * 100) > 1e-6 or not 1 <= centiseconds <= 4095:
+                raise ValueError(
+                    f"advert_interval: {seconds} is not in whole hundredths of 0.01..40.95 s"
+                )
+            values["advert_interval_cs"] = centiseconds
+        try:
+            config = replace(instance.config, **values)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+        errors = vrrp_errors(
+            tuple(config if i is instance else i.config for i in self._vrrp.instances()),
+            [p.config for p in self._ports.values()],
+        )
+        if errors:
+            raise ValueError("; ".join(errors))
+        self._announce += self._vrrp_run(
+            lambda: self._vrrp.reconfigure(config, self._now), self._now
+        )
+        return instance.status().as_dict()
+
+    def vrrp_master_gone(self, now: float) -> list[tuple[str, bytes]]:
+        """The other router of the pair is known to have stopped (its end of the state
+        sync closed the connection): every virtual router following a master takes
+        over after Skew_Time rather than Master_Down_Interval; the frames to send."""
+        return self._vrrp_run(lambda: self._vrrp.master_gone(None, now), now)
+
+    def vrrp_shutdown(self, now: float) -> list[tuple[str, bytes]]:
+        """Stop every virtual router (a master advertises priority 0, so that its
+        backup takes over at once, §6.4.3); returns the frames to send."""
+        frames = self._vrrp_run(lambda: self._vrrp.shutdown(now), now)
+        self._vrrp_started = True  # and not again
+        return frames
+
+    def _vrrp_run(self, step: Any, now: float) -> list[tuple[str, bytes]]:
+        self._out = []
+        self._packet = None
+        self._now = max(self._now, now)
+        self._vrrp_apply(step(), now)
+        self._prune()
+        out, self._out = self._out, []
+        return [(iface, f if isinstance(f, bytes) else f.ethernet) for iface, f in out]
 
     # -- flow leases (see router/leases.py) ---------------------------------------------
 
@@ -1316,6 +1548,9 @@ class Router(Function):
             raise ValueError(f"name: no interface {name!r}")
         if port.external and self._nat is not None:
             raise ValueError(f"name: {name!r} is the NAT's external interface")
+        held = [i.config.vrid for i in self._vrrp.instances() if i.config.interface == name]
+        if held:
+            raise ValueError(f"name: {name!r} carries the virtual router(s) of VRID {held}")
         for neighbor in port.neighbors.entries.values():
             for _ in neighbor.queue:
                 self._drop(RouterDrop.INTERFACE_REMOVED)

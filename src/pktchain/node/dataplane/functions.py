@@ -255,6 +255,11 @@ class FunctionHost:
             **status,
         }
 
+    def queue(self, outputs: Outputs) -> None:
+        """Frames the function sent outside `handle` and `fire` (a control call), to go
+        out with the next pump."""
+        self._queue(outputs)
+
     def _queue(self, outputs: Outputs) -> None:
         for iface, frame in outputs:
             port = self.ports.get(iface)
