@@ -440,3 +440,32 @@ def test_a_tap_given_addresses_on_the_command_line_is_secured(
             wire.wait_for(marked(b"h1"), "h1's own frame")
             assert wire.received(marked(b"not-h1")) == []
         assert node.port(f"{h1.netns}:eth0")["drops"].get("spoofed-ip") == 1
+
+
+def test_a_host_whose_port_is_not_secured_moves_to_a_new_mac_by_gratuitous_arp(
+    secured: tuple[Lab, NodeProcess, Openstack],
+) -> None:
+    lab, node, openstack = secured
+    inside2 = lab.host("inside2")
+    openstack("port set --disable-port-security inside2:eth0")
+    wait_until(lambda: not node.port("inside2:eth0")["secured"], timeout=10, what="unsecured")
+    # The binding is gone: the router resolves inside2 by ARP again.
+    assert ping(inside2, ROUTER_IN, count=1)
+    wait_until(
+        lambda: router_neighbour(node, INSIDE2) == INSIDE2_MAC,
+        timeout=10,
+        what="the router resolves inside2",
+    )
+    new_mac = "02:00:00:00:01:bb"
+    inside2.run(["ip", "link", "set", "eth0", "address", new_mac], check=True)
+    announcement = Ether(src=new_mac, dst=BROADCAST) / ARP(
+        op=1, hwsrc=new_mac, psrc=INSIDE2, pdst=INSIDE2
+    )
+    inject(inside2, [announcement])
+    wait_until(
+        lambda: router_neighbour(node, INSIDE2) == new_mac,
+        timeout=10,
+        what="the router follows inside2's gratuitous ARP",
+    )
+    assert ping(inside2, OUTSIDE, count=3)
+    assert node.router()["counters"].get("drop-arp-secured", 0) == 0
