@@ -7,7 +7,9 @@ namespace through an AF_PACKET socket on its NIC, as any program of a host
 could; what reaches the other hosts is captured on their NICs, and what the
 node refused is read from its port counters. The real `openstack` client turns
 allowed address pairs and port security on and off, and the real kernel stacks
-of the hosts (ping, their ARP caches, SLAAC) show the effect.
+of the hosts (ping, their ARP caches, SLAAC) show the effect; the router's
+neighbour for a secured host is its port's binding, and a host whose port is
+not secured still moves by gratuitous ARP.
 """
 
 from __future__ import annotations
