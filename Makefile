@@ -55,6 +55,8 @@ bench: setup
 	$(BIN)/python bench/chain_fastpath.py
 	$(BIN)/python bench/cluster_chain.py
 	$(BIN)/python bench/pipe_startup.py
+	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/hasync_lag.py
 
 clean:
 	-$(BIN)/pktchain lab down --all 2>/dev/null

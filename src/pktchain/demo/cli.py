@@ -63,6 +63,25 @@ def register(subparsers: Any) -> None:
         "from examples/nsh)",
     )
     cluster.set_defaults(handler=_cluster)
+    ha = sub.add_parser(
+        "ha",
+        help="a router pair loses its master: VRRP, NAT state in sync, no TCP connection lost",
+    )
+    ha.add_argument("--json", action="store_true", help="print the results as JSON")
+    ha.add_argument(
+        "--advert-interval",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
+        help="VRRP advertisement interval (default 0.1)",
+    )
+    ha.add_argument(
+        "--max-outage-ms",
+        type=float,
+        default=300.0,
+        help="the longest outage a switch may cause (default 300)",
+    )
+    ha.set_defaults(handler=_ha)
 
 
 def _switch(args: argparse.Namespace) -> int:
@@ -96,4 +115,14 @@ def _cluster(args: argparse.Namespace) -> int:
         iperf_seconds=args.iperf_seconds,
         iperf_bitrate=args.iperf_bitrate,
         nsh_function=args.nsh_function,
+    )
+
+
+def _ha(args: argparse.Namespace) -> int:
+    from pktchain.demo.ha import run_ha_demo
+
+    return run_ha_demo(
+        json_output=args.json,
+        advert_interval=args.advert_interval,
+        max_outage_ms=args.max_outage_ms,
     )

@@ -152,6 +152,29 @@ class Netlink:
             if exc.code != errno.EEXIST:
                 raise LabOSError(exc.code, f"{self.netns}/{ifname}", f"add {address} to") from exc
 
+    def addresses(self, ifname: str) -> list[IPInterface]:
+        """The addresses on `ifname`, with their prefix lengths."""
+        index = self.index(ifname)
+        with self._request("list addresses of", ifname):
+            messages = self._ipr.get_addr(index=index)
+        return [
+            ipaddress.ip_interface(f"{message.get('IFA_ADDRESS')}/{message['prefixlen']}")
+            for message in messages
+        ]
+
+    def remove_address(self, ifname: str, address: IPInterface) -> None:
+        """Remove an address; already absent is fine."""
+        index = self.index(ifname)
+        try:
+            self._ipr.addr(
+                "del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
+            )
+        except NetlinkError as exc:
+            if exc.code != errno.EADDRNOTAVAIL:
+                raise LabOSError(
+                    exc.code, f"{self.netns}/{ifname}", f"remove {address} from"
+                ) from exc
+
     def replace_route(self, route: Route) -> None:
         family = socket.AF_INET if route.to.version == 4 else socket.AF_INET6
         request: dict[str, Any] = {"dst": str(route.to), "family": family}
@@ -192,6 +215,12 @@ def _as_interface(address: str | IPInterface) -> IPInterface:
             raise ValueError(f"{address!r} needs a prefix length")
         return ipaddress.ip_interface(address)
     return address
+
+
+def interface_addresses(netns: str, ifname: str) -> list[IPInterface]:
+    """The addresses on interface `ifname` of `netns`, with their prefix lengths."""
+    with Netlink(netns) as netlink:
+        return netlink.addresses(ifname)
 
 
 def limit_gso(netns: str, ifname: str, size: int) -> None:

@@ -60,6 +60,24 @@ def register(subparsers: Any) -> None:
         help="the messenger's shared secret (default $PKTCHAIN_MESSENGER_SECRET_FILE)",
     )
     parser.add_argument(
+        "--ha-listen",
+        metavar="IP[:PORT]",
+        help="a router pair's state sync: serve the router's state here while master "
+        "(port 7791 by default; docs/ha.md)",
+    )
+    parser.add_argument(
+        "--ha-peer",
+        metavar="IP[:PORT]",
+        help="a router pair's state sync: the other router's --ha-listen, followed while backup",
+    )
+    parser.add_argument(
+        "--ha-secret-file",
+        metavar="FILE",
+        default=os.environ.get("PKTCHAIN_HASYNC_SECRET_FILE"),
+        help="the state sync's shared secret, 16 bytes or more "
+        "(default $PKTCHAIN_HASYNC_SECRET_FILE)",
+    )
+    parser.add_argument(
         "--mac-aging", type=float, default=None, metavar="SECONDS", help="MAC aging time"
     )
     state = parser.add_mutually_exclusive_group()
@@ -215,6 +233,9 @@ def _run(args: argparse.Namespace) -> int:
             cluster=args.cluster,
             lease_ttl=args.lease_ttl,
             underlay=args.underlay,
+            ha_listen=args.ha_listen,
+            ha_peer=args.ha_peer,
+            ha_secret=_ha_secret(args.ha_secret_file),
         )
     except (ValueError, LabError) as exc:
         raise UsageError(str(exc)) from exc
@@ -346,6 +367,18 @@ def _router(args: argparse.Namespace) -> int:
 
     print_router(reply["router"], terminal_console())
     return 0
+
+
+def _ha_secret(path: str | None) -> bytes | None:
+    from pktchain.errors import UsageError
+    from pktchain.node.hasync import read_secret_file
+
+    if path is None:
+        return None
+    try:
+        return read_secret_file(path)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--ha-secret-file {path}: {exc}") from exc
 
 
 def _read_secret(path: str | None) -> bytes | None:

@@ -43,6 +43,9 @@ def build_config(
     cluster: str | None = None,
     lease_ttl: float | None = None,
     underlay: str | tuple[str, int] | None = None,
+    ha_listen: str | None = None,
+    ha_peer: str | None = None,
+    ha_secret: bytes | None = None,
 ) -> NodeConfig:
     """Raises ValueError naming the bad option or topology entry.
 
@@ -69,6 +72,13 @@ def build_config(
         netns, ifname, network = _split(value, "--af-packet", netns_required=False)
         ports.append(PortSpec(PortKind.AF_PACKET, ifname, netns=netns, network=network))
     specs = load_functions(functions) if functions is not None else ()
+    given = {"--ha-listen": ha_listen, "--ha-peer": ha_peer, "--ha-secret-file": ha_secret}
+    if any(v is not None for v in given.values()):
+        missing = [option for option, v in given.items() if v is None]
+        if missing:
+            raise ValueError(f"a router pair's state sync also needs {', '.join(missing)}")
+        if router is None:
+            raise ValueError("--ha-listen, --ha-peer: the state sync is the router's (--router)")
     if not ports and router is None and not specs:
         raise ValueError("no ports: give --topology, --tap, --af-packet, --router or --functions")
     return NodeConfig(
@@ -88,7 +98,19 @@ def build_config(
         cluster=cluster_name,
         lease_ttl=DEFAULT_LEASE_TTL if lease_ttl is None else lease_ttl,
         underlay=parse_underlay(underlay) if isinstance(underlay, str) else underlay,
+        ha_listen=_ha_address(ha_listen, "--ha-listen") if ha_listen is not None else None,
+        ha_peer=_ha_address(ha_peer, "--ha-peer") if ha_peer is not None else None,
+        ha_secret=ha_secret,
     )
+
+
+def _ha_address(value: str, option: str) -> tuple[str, int]:
+    from pktchain.node.hasync import SYNC_PORT
+
+    try:
+        return parse_underlay(value, default_port=SYNC_PORT)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {str(exc).removeprefix('underlay ')}") from None
 
 
 def _api_bind(value: str, option: str) -> str:

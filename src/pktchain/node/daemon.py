@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from pktchain.messenger.server import MessengerServer
     from pktchain.node.dataplane.underlay import Underlay
     from pktchain.node.function_file import FunctionSpec
+    from pktchain.node.ha import HaSync
     from pktchain.node.router_file import RouterSpec
     from pktchain.sfc.etcd_store import EtcdStore
     from pktchain.sfc.model import SfcModel
@@ -61,6 +62,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("pktchain.node")
 
 LINK_WATCH_INTERVAL = 0.2
+VRRP_DRAIN_LIMIT = 1.0
+"""Seconds a stopping master goes on forwarding while no successor is heard."""
+VRRP_DRAIN_CHECK = 0.005
 """Seconds between two looks at whether the node's ports are up (in a cluster)."""
 T = TypeVar("T")
 
@@ -123,6 +127,12 @@ class NodeConfig:
     """Seconds the node's registration outlives the node."""
     underlay: tuple[str, int] | None = None
     """(IP, UDP port) other nodes send this node's chained traffic to (`--underlay`)."""
+    ha_listen: tuple[str, int] | None = None
+    """Where this node serves its router's state while master (`--ha-listen`)."""
+    ha_peer: tuple[str, int] | None = None
+    """The other router of the pair's state sync address (`--ha-peer`)."""
+    ha_secret: bytes | None = None
+    """The state sync's shared secret (`--ha-secret-file`)."""
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.ports]
@@ -177,6 +187,9 @@ class Node:
         """This node's end of the underlay (in a cluster, with `--underlay`)."""
         self._links: LinkWatch | None = None
         self._tracked_links: dict[str, bool] = {}
+        self._stopping = False
+        self.ha: HaSync | None = None
+        """The router pair's state sync (`--ha-listen`, `--ha-peer`)."""
         """The tracked router interfaces' link state, as last reported to the router."""
         self.registration: NodeRegistration | None = None
         """This node's key in the cluster's registry (with `--etcd`)."""
@@ -508,10 +521,26 @@ class Node:
         self.secured.apply()
         log.info("router %s: %d interfaces", spec.name, len(interfaces))
         router.on_vrrp_event = self._vrrp_changed
+        config = self.config
+        if config.ha_listen is not None and config.ha_peer is not None and config.ha_secret:
+            from pktchain.node.ha import HaSync
+
+            self.ha = HaSync(
+                router,
+                config.ha_secret,
+                loop=self.loop,
+                listen=config.ha_listen,
+                peer=config.ha_peer,
+                send_frames=self.send_router_frames,
+                rearm=lambda: self.reschedule(host),
+            )
+            self.ha.start()
         if any(t.kind == "interface" for v in spec.config.vrrp for t in v.track):
             self.loop.call_every(LINK_WATCH_INTERVAL, self._track_router_links)
 
     def _vrrp_changed(self, change: StateChanged) -> None:
+        if self.ha is not None:
+            self.ha.vrrp_changed(change)
         log.warning(
             "router: virtual router %d on %s: %s -> %s (%s)",
             change.vrid,
@@ -591,6 +620,7 @@ class Node:
             "port_forwards": to_json(router.port_forwards()),
             "fragments": to_json(router.fragments()),
             "vrrp": router.vrrp_status(),
+            "ha": self.ha.status() if self.ha is not None else None,
             "counters": router.status()["counters"],
         }
 
@@ -633,6 +663,8 @@ class Node:
         if self.router is not None:
             # A clean stop: masters advertise priority 0 so that backups take over at once.
             self.send_router_frames(self.router.vrrp_shutdown(self.loop.now))
+        if self.ha is not None:
+            self.ha.stop()
         for port in list(self.datapath.ports):
             self.detach(port)
         if self.store is not None:
@@ -650,6 +682,25 @@ class Node:
         log.info(
             "node %s: %s received, shutting down", self.config.name, signal.Signals(signum).name
         )
+        router = self.router
+        if router is not None and not self._stopping:
+            self._stopping = True
+            # Make before break: masters advertise priority 0 but go on forwarding
+            # until their successor is heard (at most VRRP_DRAIN_LIMIT seconds).
+            self.send_router_frames(router.vrrp_shutdown(self.loop.now, drain=True))
+            if router.vrrp_draining():
+                deadline = self.loop.now + VRRP_DRAIN_LIMIT
+
+                def drained() -> None:
+                    if router.vrrp_draining() and self.loop.now < deadline:
+                        return
+                    if router.vrrp_draining():
+                        log.warning("router: no successor heard; releasing the addresses")
+                    router.vrrp_release()
+                    self.loop.stop()
+
+                self.loop.call_every(VRRP_DRAIN_CHECK, drained)
+                return
         self.loop.stop()
 
     # -- ports ---------------------------------------------------------------

@@ -197,6 +197,15 @@ def print_router(router: dict[str, Any], console: Console) -> None:
                 ),
             )
         )
+    ha = router.get("ha")
+    if ha:
+        sync = ha.get("sync") or {}
+        console.print(
+            f"router pair: {ha['role']}, sync with {ha['peer']} "
+            f"{'connected' if ha['connected'] else 'not connected'}, "
+            f"{'in sync' if sync.get('in_sync') else 'not in sync'}, "
+            f"{ha['takeovers']} takeover(s)"
+        )
     busy = {k: v for k, v in sorted(router["counters"].items()) if v}
     console.print("router counters: " + (", ".join(f"{k}={v}" for k, v in busy.items()) or "-"))
 

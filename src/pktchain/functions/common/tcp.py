@@ -17,6 +17,7 @@ from enum import Enum
 from pktchain.packet.headers import TcpFlag
 
 __all__ = [
+    "ARMED_LIFETIME",
     "TCP_TRANSITIONS",
     "Lifetime",
     "TcpEvent",
@@ -115,6 +116,32 @@ TCP_TRANSITIONS: dict[tuple[TcpSessionState, TcpEvent], tuple[TcpSessionState, L
     (_S.TRANSITORY, _E.INT_OTHER): (_S.ESTABLISHED, _L.ESTABLISHED),
     (_S.TRANSITORY, _E.EXT_OTHER): (_S.ESTABLISHED, _L.ESTABLISHED),
 }
+
+
+def _armed_lifetimes() -> dict[TcpSessionState, Lifetime]:
+    """The lifetime every transition into each state arms (one per state, or the table
+    is inconsistent with the use below)."""
+    armed: dict[TcpSessionState, set[Lifetime]] = {}
+    for (_state, _event), (next_state, lifetime) in TCP_TRANSITIONS.items():
+        if lifetime is not Lifetime.KEEP:
+            armed.setdefault(next_state, set()).add(lifetime)
+    table: dict[TcpSessionState, Lifetime] = {}
+    for state in TcpSessionState:
+        lifetimes = armed.get(state, {Lifetime.OPENING})
+        if len(lifetimes) != 1:
+            names = sorted(lifetime.value for lifetime in lifetimes)
+            raise RuntimeError(f"TCP_TRANSITIONS arms {state} with {names}")
+        (table[state],) = lifetimes
+    return table
+
+
+ARMED_LIFETIME: dict[TcpSessionState, Lifetime] = _armed_lifetimes()
+"""The timeout a session in each state was last armed with: every row of
+:data:`TCP_TRANSITIONS` that leads into a state and re-arms the timer arms the
+same one, and the rows that do not re-arm keep the state. A session copied to
+another NAT without its timer (a backup taking over) restarts it with this
+lifetime. CLOSED is never entered by a transition (a session leaves it with its
+first segment); it is given the opening timeout."""
 
 _SYN = int(TcpFlag.SYN)
 _FIN = int(TcpFlag.FIN)

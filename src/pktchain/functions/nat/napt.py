@@ -27,6 +27,13 @@ as bytes in the result. Behaviour, in the RFCs' words:
   refused with ICMP "communication administratively prohibited" (3/13,
   RFC 5508 REQ-8).
 
+A backup router keeps a copy of its master's sessions (docs/ha-sync.md): the
+master's NAT notes which sessions were opened, changed TCP state or ended
+(:meth:`Nat.track_changes`, :meth:`Nat.take_changed`; a refresh is not a
+change), the backup's installs them without a timer
+(:meth:`Nat.install_session`) and gives them one when it takes over
+(:meth:`Nat.adopt_synced`).
+
 The per-flow cache of the node may keep a translated flow
 (:attr:`NatResult.cacheable`): it applies :attr:`NatResult.rewrite`, calls
 :meth:`Nat.touch` so the session stays alive, evicts the entry once
@@ -53,7 +60,13 @@ from pktchain.functions.common.embedded import (
     rewrite_embedded,
 )
 from pktchain.functions.common.fields import ported_protocol
-from pktchain.functions.common.tcp import Lifetime, TcpSessionState, tcp_event, tcp_transition
+from pktchain.functions.common.tcp import (
+    ARMED_LIFETIME,
+    Lifetime,
+    TcpSessionState,
+    tcp_event,
+    tcp_transition,
+)
 from pktchain.functions.nat.config import Filtering, NatConfig, UnsolicitedSyn
 from pktchain.functions.nat.result import (
     DropReason,
@@ -62,7 +75,16 @@ from pktchain.functions.nat.result import (
     NatVerdict,
     Realm,
 )
-from pktchain.functions.nat.table import Mapping, MappingEntry, Session, SessionEntry, SessionKey
+from pktchain.functions.nat.table import (
+    SYNCED,
+    Mapping,
+    MappingEntry,
+    Session,
+    SessionEntry,
+    SessionKey,
+    SessionRecord,
+    SessionRefusal,
+)
 from pktchain.packet.address import IpLike, WritableBuffer, format_ip, ip_bytes
 from pktchain.packet.headers import IcmpType, IpProto, TcpFlag
 from pktchain.packet.parse import FrameInfo, parse_ip
@@ -82,6 +104,8 @@ __all__ = [
     "Realm",
     "Session",
     "SessionEntry",
+    "SessionRecord",
+    "SessionRefusal",
     "TcpSessionState",
     "UnsolicitedSyn",
 ]
@@ -102,6 +126,8 @@ _REFUSALS = frozenset(
 )
 _UNADMITTED = frozenset((DropReason.NO_MAPPING, DropReason.FILTERED))
 _DROPS = {reason: NatResult(NatVerdict.DROPPED, reason) for reason in DropReason}
+_UNFILED = 1 << 62
+"""``Session.queued`` of a session on no timer bucket yet (its first ``_arm`` files it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +188,9 @@ class Nat:
         # port), in arrival order, which is deadline order.
         self._held: dict[tuple[int, bytes, int], _HeldSyn] = {}
         self._counters: dict[str, int] = {}
+        # Sessions opened, moved to another TCP state or ended since the last
+        # take_changed(); None while nobody replicates the NAT (see track_changes).
+        self._changed: set[SessionKey] | None = None
 
     # -- configuration and tables -------------------------------------------------
 
@@ -255,7 +284,15 @@ class Nat:
         mapping = Mapping(number, address, internal_port, external_port, static=True)
         self._static.setdefault((number, address, internal_port), []).append(mapping)
         self._by_external[number, external_port] = mapping
-        return self.mappings()[self._index_of(mapping)]
+        return MappingEntry(
+            IpProto(number),
+            format_ip(address),
+            internal_port,
+            format_ip(self._external),
+            external_port,
+            True,
+            0,
+        )
 
     def remove_port_forward(self, proto: IpProto | str, external_port: int) -> tuple[Session, ...]:
         """Remove a forwarding rule and its sessions; returns them (their flows must go).
@@ -277,8 +314,146 @@ class Nat:
             del self._static[endpoint]
         return ended
 
-    def _index_of(self, mapping: Mapping) -> int:
-        return sorted(self._by_external).index((mapping.proto, mapping.external_port))
+    # -- replication (docs/ha-sync.md) ----------------------------------------------
+
+    def track_changes(self, enabled: bool) -> None:
+        """Start afresh, or stop, noting the sessions that change, for :meth:`take_changed`.
+
+        A change is a session opened, moved to another TCP state, or ended
+        (expired, or removed with its port forward). A packet that only
+        refreshes a session's timer is not one. While off (the default) the
+        packet path pays one test of None where a session opens, ends or moves.
+        """
+        self._changed = set() if enabled else None
+
+    def changes_pending(self) -> bool:
+        """Whether sessions changed since they were last taken."""
+        return bool(self._changed)
+
+    def take_changed(self, limit: int) -> list[SessionKey]:
+        """At most ``limit`` keys of sessions changed since last taken; they are no longer
+        noted. A key taken names the session as it is now, or one that ended."""
+        changed = self._changed
+        if not changed:
+            return []
+        if len(changed) <= limit:
+            keys = list(changed)
+            changed.clear()
+            return keys
+        return [changed.pop() for _ in range(limit)]
+
+    def session_keys(self) -> list[SessionKey]:
+        """The keys of every session, in the order they were opened."""
+        return list(self._sessions)
+
+    def session_record(self, key: SessionKey) -> SessionRecord | None:
+        """The session of ``key`` as another NAT needs it; None when there is none."""
+        session = self._sessions.get(key)
+        if session is None:
+            return None
+        mapping = session.mapping
+        return SessionRecord(
+            mapping.proto,
+            mapping.internal_address,
+            mapping.internal_port,
+            key[3],
+            key[4],
+            mapping.external_port,
+            session.state,
+        )
+
+    def install_session(self, record: SessionRecord) -> SessionRefusal | None:
+        """Hold a copy of another NAT's session; None when installed, else why not.
+
+        The copy is on no timer (``expires`` is :data:`SYNCED`): this NAT does not
+        age it; it goes with :meth:`discard_session`, or gets a timer with
+        :meth:`adopt_synced`. The other NAT's view wins: a session of the same key
+        on another mapping, or a dynamic mapping of this NAT on the record's
+        external port or for its internal endpoint (RFC 4787 REQ-1: one per
+        endpoint), ends first; a port forward holding the port for another
+        endpoint is not moved (:attr:`SessionRefusal.PORT_CONFLICT`).
+        """
+        proto = record.proto
+        if proto not in self._filtering:
+            return SessionRefusal.PROTOCOL
+        if (proto == _TCP) != (record.state is not None):
+            return SessionRefusal.STATE
+        internal, internal_port = record.internal_address, record.internal_port
+        if len(internal) != 4 or not self._config.is_internal(internal):
+            return SessionRefusal.NOT_INTERNAL
+        mapping = self._by_external.get((proto, record.external_port))
+        if mapping is not None and (
+            mapping.internal_address != internal or mapping.internal_port != internal_port
+        ):
+            if mapping.static:
+                return SessionRefusal.PORT_CONFLICT
+            self._end_mapping(mapping)
+            mapping = None
+        key = record.key
+        session = self._sessions.get(key)
+        if session is not None and session.mapping is not mapping:
+            self._remove(session)
+            session = None
+        if session is None and len(self._sessions) >= self._config.max_sessions:
+            return SessionRefusal.SESSION_LIMIT
+        if mapping is None:
+            stale = self._dynamic.get((proto, internal, internal_port))
+            if stale is not None:
+                self._end_mapping(stale)
+            mapping = self._add_dynamic(proto, internal, internal_port, record.external_port)
+        if session is None:
+            session = self._insert(mapping, key, record.state)
+        else:
+            session.state = record.state
+        # Off this NAT's timers: a bucket holding it skips it (queued differs).
+        session.queued = _UNFILED
+        session.expires = SYNCED
+        return None
+
+    def discard_session(self, key: SessionKey) -> bool:
+        """End the session of ``key`` (a copy its master ended); False when there is none."""
+        session = self._sessions.get(key)
+        if session is None:
+            return False
+        self._remove(session)
+        return True
+
+    def free_external_port(self, proto: int, external_port: int) -> int:
+        """End the dynamic mapping holding ``external_port``, with its sessions; how many.
+
+        For a port forward copied from another NAT, whose view wins."""
+        mapping = self._by_external.get((proto, external_port))
+        if mapping is None or mapping.static:
+            return 0
+        return self._end_mapping(mapping)
+
+    def _end_mapping(self, mapping: Mapping) -> int:
+        """Remove every session of ``mapping`` (a dynamic one goes with the last)."""
+        ended = [s for s in self._sessions.values() if s.mapping is mapping]
+        for session in ended:
+            self._remove(session)
+        return len(ended)
+
+    def adopt_synced(self, now: float) -> int:
+        """Make the copied sessions this NAT's own: each gets a timer from ``now``.
+
+        The timeout is the one its state was last armed with (``ARMED_LIFETIME``;
+        the query timeout for UDP and ICMP), as if a packet had just refreshed
+        it, so a takeover never ends a flow early. Returns how many were adopted.
+        """
+        adopted = 0
+        for session in self._sessions.values():
+            if session.expires == SYNCED:
+                self._arm(session, now, self.lifetime(session))
+                adopted += 1
+        return adopted
+
+    def lifetime(self, session: Session) -> float:
+        """The timeout a session in its present state is armed with, in seconds."""
+        state = session.state
+        if state is None:
+            return self._query_timeout[session.mapping.proto]
+        return self._timeouts[ARMED_LIFETIME[state]]
 
     # -- timers --------------------------------------------------------------------
 
@@ -353,7 +528,10 @@ class Nat:
         if state is None:
             return
         new_state, lifetime = tcp_transition(state, tcp_event(flags, outbound))
-        session.state = new_state
+        if new_state is not state:
+            session.state = new_state
+            if self._changed is not None:
+                self._changed.add(session.key)
         if lifetime is not Lifetime.KEEP:
             self._arm(session, now, self._timeouts[lifetime])
 
@@ -421,25 +599,39 @@ class Nat:
             port = self._allocate(proto, key[2])
             if port is None:
                 return DropReason.PORTS_EXHAUSTED
-            mapping = Mapping(proto, address, key[2], port, static=False)
-            self._dynamic[proto, address, key[2]] = mapping
-            self._by_external[proto, port] = mapping
+            mapping = self._add_dynamic(proto, address, key[2], port)
+        session = self._insert(mapping, key, state)
+        if self._changed is not None:
+            self._changed.add(session.key)
+        return session
+
+    def _add_dynamic(self, proto: int, address: bytes, port: int, external_port: int) -> Mapping:
+        mapping = Mapping(proto, address, port, external_port, static=False)
+        self._dynamic[proto, address, port] = mapping
+        self._by_external[proto, external_port] = mapping
+        return mapping
+
+    def _insert(self, mapping: Mapping, key: SessionKey, state: TcpSessionState | None) -> Session:
+        """A new session of ``mapping``, on no timer yet."""
         # The key shares the mapping's objects for the internal endpoint.
-        key = (proto, mapping.internal_address, mapping.internal_port, key[3], key[4])
+        key = (key[0], mapping.internal_address, mapping.internal_port, key[3], key[4])
         session = Session(key, mapping, state)
         self._sessions[key] = session
         mapping.sessions += 1
-        self._per_host[mapping.internal_address] = self._per_host.get(address, 0) + 1
-        if self._filtering[proto] is Filtering.ADDRESS_DEPENDENT:
+        address = mapping.internal_address
+        self._per_host[address] = self._per_host.get(address, 0) + 1
+        if self._filtering[key[0]] is Filtering.ADDRESS_DEPENDENT:
             pair = (mapping, key[3])
             self._remote_addresses[pair] = self._remote_addresses.get(pair, 0) + 1
-        session.queued = 1 << 62  # not filed yet: the first _arm files it
+        session.queued = _UNFILED  # not filed yet: the first _arm files it
         return session
 
     def _remove(self, session: Session) -> None:
         key = session.key
         mapping = session.mapping
         del self._sessions[key]
+        if self._changed is not None:
+            self._changed.add(key)
         session.expires = -1
         mapping.sessions -= 1
         address = mapping.internal_address

@@ -41,7 +41,11 @@ addresses). It never reads a clock or opens a socket. What it does:
   through :mod:`~pktchain.functions.router.vrrp`: while master of one, the
   router answers ARP for its virtual addresses with the virtual MAC, takes
   the frames sent to that MAC, and holds the addresses (the NAT's external
-  address among them, docs/vrrp.md).
+  address among them, docs/vrrp.md);
+* state for a backup router: its hosts, port forwards and NAT sessions as
+  records, whole or as the changes since last asked, applied on the backup,
+  where they are not aged until it takes over
+  (:mod:`~pktchain.functions.router.sync`, docs/ha-sync.md).
 
 A bad frame is a counted drop with a reason (:class:`RouterDrop`), never an
 exception out of :meth:`Router.process` or :meth:`Router.on_timer`; the router
@@ -57,11 +61,12 @@ from __future__ import annotations
 import contextlib
 import random
 import struct
-from collections.abc import Callable, Container, Mapping
+from collections import Counter
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from ipaddress import IPv4Address, ip_address
-from typing import Any
+from typing import Any, cast
 
 from pktchain.functions.common.arp import (
     ArpEntry,
@@ -93,7 +98,14 @@ from pktchain.functions.common.icmp import (
 )
 from pktchain.functions.nat.napt import Nat
 from pktchain.functions.nat.result import FlowRewrite, NatResult, NatVerdict
-from pktchain.functions.nat.table import MappingEntry, Session, SessionEntry
+from pktchain.functions.nat.table import (
+    MappingEntry,
+    Session,
+    SessionEntry,
+    SessionKey,
+    SessionRecord,
+    SessionRefusal,
+)
 from pktchain.functions.router.config import (
     RouterConfig,
     RouterConfigError,
@@ -128,6 +140,20 @@ from pktchain.functions.router.leases import (
     FlowTuple,
     LeaseTable,
 )
+from pktchain.functions.router.sync.records import (
+    ApplyRefusal,
+    Change,
+    Deletion,
+    ForwardKey,
+    ForwardRecord,
+    HostRecord,
+    Record,
+    RecordKind,
+    RouterState,
+    StateKey,
+    Takeover,
+    state_key,
+)
 from pktchain.functions.router.vrrp import (
     ReleaseAddresses,
     SendFrame,
@@ -145,6 +171,7 @@ from pktchain.packet.parse import FrameInfo, Malformed, parse_frame
 from pktchain.packet.rewrite import Side, decrement_ttl, set_ip, set_mac
 from pktchain.packet.views import Ipv4View
 from pktchain.packet.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr, parse_virtio_net_hdr
+from pktchain.packet.vrrp import parse_advertisement
 
 __all__ = [
     "ArpEntry",
@@ -295,6 +322,7 @@ class _Port:
         "name",
         "neighbors",
         "net",
+        "source_mac",
         "virtual",
         "virtual_macs",
     )
@@ -321,6 +349,9 @@ class _Port:
         responder that answers ARP for it from its virtual MAC."""
         self.virtual_macs: dict[bytes, int] = {}
         """The virtual MACs it holds, by MAC: the VRID."""
+        self.source_mac = self.mac
+        """The source of the frames it forwards: a virtual MAC it holds, else its own,
+        so that the LAN's bridges learn where the virtual MAC is from every frame."""
 
     def contains(self, address: bytes) -> bool:
         """Whether ``address`` is on this interface's subnet."""
@@ -403,6 +434,10 @@ class Router(Function):
         if config.nat is not None and config.ip_id_rewrite:
             self._ids = IdGenerator(random.Random(config.nat.port_seed))
         self._id_memory = IdMemory(limit=config.ip_id_memory, lifetime=config.fragment_timeout)
+        # Hosts and port forwards added, changed or gone since the last
+        # take_changes(); None while nobody replicates the router.
+        self._changed_hosts: set[bytes] | None = None
+        self._changed_forwards: set[ForwardKey] | None = None
         for iface in config.interfaces:
             self._attach(iface)
         self._vrrp = VrrpSpeaker(self._with_source(v) for v in config.vrrp)
@@ -416,6 +451,9 @@ class Router(Function):
             if t.kind == "gateway"
         }
         """Gateways the virtual routers track, probed by ARP."""
+        self._draining = False
+        self._draining_actions: list[ReleaseAddresses] = []
+        """What a stopped master releases once its successor is heard."""
         self.on_vrrp_event: Callable[[StateChanged], None] | None = None
         """Called with each state change of a virtual router (the host logs it, moves
         its state sync's direction, feeds its event stream)."""
@@ -711,6 +749,7 @@ class Router(Function):
             self._hosts[ip] = host
             self._auto_forward(host)
             self._count("hosts-learned")
+            self._host_changed(ip)
             return
         host.last_seen = now
         if host.state is HostState.STATIC:
@@ -720,8 +759,11 @@ class Router(Function):
         if host.mac != mac:
             host.mac = mac
             self._count("host-mac-changed")
+            self._host_changed(ip)
         next_state, _ = HOST_TRANSITIONS[host.state, HostEvent.SEEN]
-        host.state = next_state or HostState.ACTIVE
+        if host.state is not next_state:
+            host.state = next_state or HostState.ACTIVE
+            self._host_changed(ip)
         host.tries = 0
         host.deadline = now + self.config.host_aging
 
@@ -745,15 +787,18 @@ class Router(Function):
             self._forwards[_TCP, port] = PortForward(
                 IpProto.TCP, port, format_ip(host.ip), service, automatic=True
             )
+            self._forward_changed((_TCP, port))
             self._auto_cursor = low + (port - low + 1) % span
             return
         self._count("auto-forward-exhausted")
 
     def _forget_host(self, host: Host) -> None:
         del self._hosts[host.ip]
+        self._host_changed(host.ip)
         port = host.forward_port
         if port is not None and self._nat is not None:
             self._forwards.pop((_TCP, port), None)
+            self._forward_changed((_TCP, port))
             with contextlib.suppress(KeyError):  # already gone with its interface
                 self._nat.remove_port_forward(IpProto.TCP, port)
             host.forward_port = None
@@ -1100,7 +1145,7 @@ class Router(Function):
             if nat_result is None:
                 return None
         decrement_ttl(buf, _ip_only(info))
-        set_mac(buf, info, Side.SRC, out.mac)
+        set_mac(buf, info, Side.SRC, out.source_mac)
         self._count("forwarded")
         if fragment_mtu:
             # Left as fragments (counted as made below): no reason to count again.
@@ -1147,7 +1192,7 @@ class Router(Function):
             port.name,
             flow,
             out.name,
-            out.mac,
+            out.source_mac,
             dst_mac,
             out.mtu,
             rewrite,
@@ -1318,7 +1363,9 @@ class Router(Function):
                 self._forget_host(host)
                 self._count("hosts-aged-out")
                 continue
-            host.state = next_state
+            if host.state is not next_state:
+                host.state = next_state
+                self._host_changed(host.ip)
             host.tries = 1 if event is HostEvent.EXPIRED else host.tries + 1
             host.deadline = now + self.config.arp_retry_interval
             self._request(port, host.ip)
@@ -1333,8 +1380,22 @@ class Router(Function):
         return replace(config, source_address=port.config.address.ip)
 
     def _vrrp_in(self, port: _Port, buf: bytearray, now: float) -> None:
+        if self._draining_actions:
+            self._successor_heard(port, buf)
         self._vrrp_apply(self._vrrp.receive_frame(port.name, buf, now), now)
         self._fate("vrrp-in")
+
+    def _successor_heard(self, port: _Port, buf: bytearray) -> None:
+        """A draining master hears another router advertise one of the virtual routers
+        it still holds: that one's addresses go now."""
+        advert = parse_advertisement(buf, _VNET + ETHERNET.size)
+        if advert.error is not None or advert.priority == 0:
+            return
+        for action in [a for a in self._draining_actions if a.interface == port.name]:
+            if action.vrid == advert.vrid:
+                self._draining_actions.remove(action)
+                self._release_virtual(action)
+                self._count("vrrp-successor-heard")
 
     def _vrrp_apply(self, actions: list[VrrpAction], now: float) -> None:
         """Do what the virtual routers ask: send, take or release addresses, log."""
@@ -1351,7 +1412,10 @@ class Router(Function):
             elif isinstance(action, TakeAddresses):
                 self._take_virtual(action)
             elif isinstance(action, ReleaseAddresses):
-                self._release_virtual(action)
+                if self._draining:
+                    self._draining_actions.append(action)
+                else:
+                    self._release_virtual(action)
             elif isinstance(action, StateChanged):
                 self._count(f"vrrp-{action.new.value.lower()}")
                 if self.on_vrrp_event is not None:
@@ -1371,6 +1435,7 @@ class Router(Function):
             if action.accept or address == external:
                 self._local.setdefault(address, port)
         port.virtual_macs[action.mac] = action.vrid
+        port.source_mac = next(iter(port.virtual_macs))
         self._generation += 1
 
     def _release_virtual(self, action: ReleaseAddresses) -> None:
@@ -1382,6 +1447,7 @@ class Router(Function):
             if address != port.address and self._local.get(address) is port:
                 del self._local[address]
         port.virtual_macs.pop(action.mac, None)
+        port.source_mac = next(iter(port.virtual_macs), port.mac)
         self._generation += 1
 
     def _gateway_timers(self, now: float) -> None:
@@ -1393,9 +1459,11 @@ class Router(Function):
                 probe.heard = now  # started: a gateway has its probes' time to answer
             probe.due = now + GATEWAY_PROBE_INTERVAL
             silent = now - probe.heard > GATEWAY_PROBES_LOST * GATEWAY_PROBE_INTERVAL
-            if silent and probe.ok:
-                probe.ok = False
-                self._count("vrrp-gateway-down")
+            if silent:
+                if probe.ok:
+                    probe.ok = False
+                    self._count("vrrp-gateway-down")
+                # Said again while it lasts: a controller may have reported otherwise.
                 self._vrrp_apply(self._vrrp.track(probe.name, False, now), now)
             port = next((p for p in self._routes if p.contains(address)), None)
             if port is not None:
@@ -1406,7 +1474,9 @@ class Router(Function):
         if not probe.ok:
             probe.ok = True
             self._count("vrrp-gateway-up")
-            self._vrrp_apply(self._vrrp.track(probe.name, True, now), now)
+        # Said at each answer (nothing happens when nothing changes): a controller
+        # may have reported the gateway down meanwhile.
+        self._vrrp_apply(self._vrrp.track(probe.name, True, now), now)
 
     def vrrp_status(self) -> list[dict[str, Any]]:
         """Each virtual router's state, priorities, timers and counters."""
@@ -1457,12 +1527,32 @@ class Router(Function):
         over after Skew_Time rather than Master_Down_Interval; the frames to send."""
         return self._vrrp_run(lambda: self._vrrp.master_gone(None, now), now)
 
-    def vrrp_shutdown(self, now: float) -> list[tuple[str, bytes]]:
+    def vrrp_shutdown(self, now: float, *, drain: bool = False) -> list[tuple[str, bytes]]:
         """Stop every virtual router (a master advertises priority 0, so that its
-        backup takes over at once, §6.4.3); returns the frames to send."""
+        backup takes over at once, §6.4.3); returns the frames to send.
+
+        With `drain`, a master keeps its virtual addresses and MAC, and so goes on
+        forwarding what hosts still send it, until it hears another router
+        advertise that virtual router (the backup took over and its gratuitous ARP
+        is moving the hosts), or the host gives up waiting (:meth:`vrrp_draining`,
+        then :meth:`vrrp_release`): make before break, as a clean stop should be.
+        """
+        self._draining_actions = []
+        self._draining = drain
         frames = self._vrrp_run(lambda: self._vrrp.shutdown(now), now)
+        self._draining = False
         self._vrrp_started = True  # and not again
         return frames
+
+    def vrrp_draining(self) -> bool:
+        """Whether a stopped master still holds addresses until its successor is heard."""
+        return bool(self._draining_actions)
+
+    def vrrp_release(self) -> None:
+        """Let go of every address a draining master still holds."""
+        actions, self._draining_actions = self._draining_actions, []
+        for action in actions:
+            self._release_virtual(action)
 
     def _vrrp_run(self, step: Any, now: float) -> list[tuple[str, bytes]]:
         self._out = []
@@ -1617,6 +1707,7 @@ class Router(Function):
             host.network_id = network_id or host.network_id
         if port.neighbors.set_static(packed, hw):
             self._generation += 1
+        self._host_changed(packed)
         self._flush(port, packed)
         self._prune()
         return host.entry()
@@ -1717,6 +1808,7 @@ class Router(Function):
         nat.add_port_forward(number, external_port, packed, inside_port)
         rule = PortForward(number, external_port, format_ip(packed), inside_port, automatic=False)
         self._forwards[int(number), external_port] = rule
+        self._forward_changed((int(number), external_port))
         self._prune()
         return rule
 
@@ -1736,8 +1828,272 @@ class Router(Function):
             )
         nat.remove_port_forward(number, external_port)
         del self._forwards[int(number), external_port]
+        self._forward_changed((int(number), external_port))
         self._prune()
         return rule
+
+    # -- state for a backup router (docs/ha-sync.md) ------------------------------------
+
+    def _host_changed(self, ip: bytes) -> None:
+        if self._changed_hosts is not None:
+            self._changed_hosts.add(ip)
+
+    def _forward_changed(self, key: ForwardKey) -> None:
+        if self._changed_forwards is not None:
+            self._changed_forwards.add(key)
+
+    def track_changes(self, enabled: bool) -> None:
+        """Start afresh, or stop, noting what a backup must be told (:meth:`take_changes`).
+
+        Noted: a host learned, announced, changing MAC or state (probed, or
+        answering a probe) or gone; a port forward added or removed; a NAT
+        session opened, moved to another TCP state or ended. Not noted: what
+        only refreshes a timer (a packet of a known flow, a host seen again),
+        which the backup does not age.
+        """
+        self._changed_hosts = set() if enabled else None
+        self._changed_forwards = set() if enabled else None
+        if self._nat is not None:
+            self._nat.track_changes(enabled)
+
+    def changes_pending(self) -> bool:
+        """Whether anything changed since it was last taken."""
+        return bool(
+            self._changed_hosts
+            or self._changed_forwards
+            or (self._nat is not None and self._nat.changes_pending())
+        )
+
+    def take_changes(self, limit: int) -> list[Change]:
+        """At most ``limit`` changes since they were last taken: the current record of
+        each key noted, or its :class:`Deletion`.
+
+        Hosts come before port forwards and forwards before sessions, so that a
+        backup applying them in order has a session's port forward (and a
+        forward's host) before the session, and a removed forward's port free
+        before a new mapping takes it.
+        """
+        changes: list[Change] = []
+        hosts, forwards = self._changed_hosts, self._changed_forwards
+        if hosts is None or forwards is None:
+            return changes
+        while hosts and len(changes) < limit:
+            ip = hosts.pop()
+            changes.append(self._host_record(ip) or Deletion(RecordKind.HOST, ip))
+        while forwards and len(changes) < limit:
+            key = forwards.pop()
+            changes.append(self._forward_record(key) or Deletion(RecordKind.FORWARD, key))
+        nat = self._nat
+        if nat is not None and len(changes) < limit:
+            for session_key in nat.take_changed(limit - len(changes)):
+                record = nat.session_record(session_key)
+                changes.append(record or Deletion(RecordKind.SESSION, session_key))
+        return changes
+
+    def snapshot_keys(self) -> list[StateKey]:
+        """Every key of the replicated state, hosts, then forwards, then sessions."""
+        keys: list[StateKey] = [(RecordKind.HOST, ip) for ip in self._hosts]
+        keys.extend((RecordKind.FORWARD, key) for key in self._forwards)
+        if self._nat is not None:
+            keys.extend((RecordKind.SESSION, key) for key in self._nat.session_keys())
+        return keys
+
+    def state_keys(self) -> set[StateKey]:
+        """The keys of the replicated state, as a set."""
+        return set(self.snapshot_keys())
+
+    def record(self, key: StateKey) -> Record | None:
+        """The current record of ``key``; None when it has no value."""
+        kind, value = key
+        if kind is RecordKind.HOST:
+            return self._host_record(cast(bytes, value))
+        if kind is RecordKind.FORWARD:
+            return self._forward_record(cast(ForwardKey, value))
+        if self._nat is None:
+            return None
+        return self._nat.session_record(cast(SessionKey, value))
+
+    def _host_record(self, ip: bytes) -> HostRecord | None:
+        host = self._hosts.get(ip)
+        if host is None:
+            return None
+        return HostRecord(
+            host.ip, host.mac, host.iface, host.network_id, host.state, host.forward_port
+        )
+
+    def _forward_record(self, key: ForwardKey) -> ForwardRecord | None:
+        rule = self._forwards.get(key)
+        if rule is None:
+            return None
+        inside = IPv4Address(rule.inside_ip).packed
+        return ForwardRecord(key[0], key[1], inside, rule.inside_port, rule.automatic)
+
+    def export_state(self) -> RouterState:
+        """The whole replicated state, each part in key order."""
+        nat = self._nat
+        sessions: list[SessionRecord] = []
+        if nat is not None:
+            for key in sorted(nat.session_keys()):
+                record = nat.session_record(key)
+                if record is not None:
+                    sessions.append(record)
+        return RouterState(
+            tuple(h for ip in sorted(self._hosts) if (h := self._host_record(ip)) is not None),
+            tuple(
+                f for key in sorted(self._forwards) if (f := self._forward_record(key)) is not None
+            ),
+            tuple(sessions),
+        )
+
+    def import_state(
+        self, state: RouterState, now: float
+    ) -> Counter[ApplyRefusal | SessionRefusal]:
+        """Become a copy of ``state``: apply every record, delete every key it lacks.
+
+        What is applied is held as a backup holds it (:meth:`apply_changes`);
+        :meth:`takeover` makes it the router's own. Returns the records refused.
+        """
+        records = state.records()
+        refused = self.apply_changes(records, now)
+        stale = self.state_keys()
+        stale.difference_update(state_key(record) for record in records)
+        self.delete_keys(stale)
+        return refused
+
+    def apply_changes(
+        self, changes: Iterable[Change], now: float
+    ) -> Counter[ApplyRefusal | SessionRefusal]:
+        """Apply a master's changes, in order; returns the refused ones, by reason.
+
+        The master's view wins over what this router holds (a host, a rule or a
+        dynamic mapping in the way is replaced), except that an admin rule is
+        never displaced by a session. What is applied is not aged here: learned
+        hosts and sessions wait, without timers, for the master to delete them
+        or for :meth:`takeover`.
+        """
+        refused: Counter[ApplyRefusal | SessionRefusal] = Counter()
+        self._now = max(self._now, now)
+        for change in changes:
+            reason = self._apply(change, now)
+            if reason is not None:
+                refused[reason] += 1
+        self._prune()
+        return refused
+
+    def delete_keys(self, keys: Iterable[StateKey]) -> None:
+        """Delete what ``keys`` name: sessions first, then forwards, then hosts."""
+        ordered = sorted(keys, key=lambda key: -key[0])
+        self.apply_changes((Deletion(kind, value) for kind, value in ordered), self._now)
+
+    def _apply(self, change: Change, now: float) -> ApplyRefusal | SessionRefusal | None:
+        nat = self._nat
+        if isinstance(change, SessionRecord):
+            return ApplyRefusal.NO_NAT if nat is None else nat.install_session(change)
+        if isinstance(change, ForwardRecord):
+            return self._install_forward(change)
+        if isinstance(change, HostRecord):
+            return self._install_host(change, now)
+        if change.kind is RecordKind.SESSION:
+            if nat is not None:
+                nat.discard_session(cast(SessionKey, change.key))
+        elif change.kind is RecordKind.FORWARD:
+            self._drop_forward(cast(ForwardKey, change.key))
+        else:
+            self._drop_host(cast(bytes, change.key))
+        return None
+
+    def _install_host(self, record: HostRecord, now: float) -> ApplyRefusal | None:
+        ip = record.ip
+        port = next((p for p in self._routes if not p.external and p.host_address(ip)), None)
+        if port is None:
+            return ApplyRefusal.HOST_NO_INTERFACE
+        host = self._hosts.get(ip)
+        if host is None:
+            if len(self._hosts) >= self.config.host_limit:
+                return ApplyRefusal.HOST_TABLE_FULL
+            host = Host(record.mac, ip, port.name, record.network_id, now, record.state)
+            self._hosts[ip] = host
+        else:
+            if host.state is HostState.STATIC and record.state is not HostState.STATIC:
+                old = self._ports.get(host.iface)
+                if old is not None:
+                    old.neighbors.forget(ip)
+            host.mac, host.iface, host.state = record.mac, port.name, record.state
+            host.network_id = record.network_id
+        # The master ages its learned hosts; here they wait for it (or a takeover).
+        host.deadline = _INF
+        host.tries = 0
+        host.forward_port = record.forward_port  # its rule comes as a ForwardRecord
+        if record.state is HostState.STATIC:
+            port.neighbors.set_static(ip, record.mac)
+        self._generation += 1
+        return None
+
+    def _drop_host(self, ip: bytes) -> None:
+        host = self._hosts.pop(ip, None)
+        if host is None:
+            return
+        port = self._ports.get(host.iface)
+        if host.state is HostState.STATIC and port is not None:
+            port.neighbors.forget(ip)
+        if host.forward_port is not None:
+            key = (_TCP, host.forward_port)
+            rule = self._forwards.get(key)
+            if rule is not None and rule.automatic and rule.inside_ip == format_ip(ip):
+                self._drop_forward(key)
+        self._generation += 1
+
+    def _install_forward(self, record: ForwardRecord) -> ApplyRefusal | None:
+        nat = self._nat
+        if nat is None:
+            return ApplyRefusal.NO_NAT
+        key = record.key
+        proto = IpProto(record.proto)
+        rule = PortForward(
+            proto,
+            record.external_port,
+            format_ip(record.inside_ip),
+            record.inside_port,
+            record.automatic,
+        )
+        current = self._forwards.get(key)
+        if current == rule:
+            return None
+        if not any(not p.external and p.host_address(record.inside_ip) for p in self._routes):
+            return ApplyRefusal.FORWARD_INVALID
+        if current is not None:
+            self._drop_forward(key)
+        nat.free_external_port(record.proto, record.external_port)
+        try:
+            nat.add_port_forward(proto, record.external_port, record.inside_ip, record.inside_port)
+        except ValueError:
+            return ApplyRefusal.FORWARD_INVALID
+        self._forwards[key] = rule
+        return None
+
+    def _drop_forward(self, key: ForwardKey) -> None:
+        rule = self._forwards.pop(key, None)
+        if rule is not None and self._nat is not None:
+            with contextlib.suppress(KeyError):
+                self._nat.remove_port_forward(rule.proto, key[1])
+
+    def takeover(self, now: float) -> Takeover:
+        """Make the state applied from a master the router's own, from ``now``.
+
+        Every copied NAT session gets a timer (the lifetime of its state, as if
+        a packet had just refreshed it) and every copied learned host its aging,
+        both from ``now``. Hosts, forwards and sessions then live as if this
+        router had made them.
+        """
+        self._now = max(self._now, now)
+        sessions = 0 if self._nat is None else self._nat.adopt_synced(now)
+        hosts = 0
+        aging = self.config.host_aging
+        for host in self._hosts.values():
+            if host.state is not HostState.STATIC and host.deadline == _INF:
+                host.state, host.tries, host.deadline = HostState.ACTIVE, 0, now + aging
+                hosts += 1
+        return Takeover(sessions, hosts)
 
 
 def _set_ident(ip: Ipv4View, ident: int) -> None:

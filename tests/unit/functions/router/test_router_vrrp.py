@@ -206,6 +206,8 @@ def test_frames_to_the_virtual_mac_go_through_the_masters_nat_only(
     assert sender is r1 and iface == "outside"
     # Translated to the pair's virtual address: the backup will answer for it.
     assert (echo[IP].src, echo[IP].dst, echo.dst) == (VIP_OUT, SERVER, SERVER_MAC)
+    # From the virtual MAC: every forwarded frame shows the LAN's bridges where it is.
+    assert echo.src == VMAC_OUT
     assert r2.status()["counters"]["drop-not-our-mac"] >= 1
     # The server's answer to the virtual address comes back through the master.
     reply = VNET + bytes(
@@ -215,7 +217,9 @@ def test_frames_to_the_virtual_mac_go_through_the_masters_nat_only(
         / b"x"
     )
     back = lans.host_sends("outside", reply)
-    assert [(r, i, f[IP].dst, f.dst) for r, i, f in back] == [(r1, "inside", HOST, HOST_MAC)]
+    assert [(r, i, f[IP].dst, f.dst, f.src) for r, i, f in back] == [
+        (r1, "inside", HOST, HOST_MAC, VMAC_IN)
+    ]
 
 
 def test_advertisements_are_never_forwarded_and_the_masters_arp_teaches_the_backup_nothing(
@@ -252,7 +256,7 @@ def test_a_clean_stop_hands_over_within_skew_time_and_the_backup_takes_the_addre
     answers = lans.host_sends("inside", arp_for(VIP_IN))
     assert [(r, f[ARP].hwsrc) for r, _i, f in answers] == [(r2, VMAC_IN)]
     out = lans.host_sends("inside", ping_out(VMAC_IN))
-    assert [(r, f[IP].src) for r, _i, f in out] == [(r2, VIP_OUT)]
+    assert [(r, f[IP].src, f.src) for r, _i, f in out] == [(r2, VIP_OUT, VMAC_OUT)]
 
 
 def test_a_dead_master_is_replaced_after_master_down_interval(
@@ -446,3 +450,38 @@ def test_a_master_known_gone_is_replaced_after_skew_time_not_master_down_interva
     assert r2.vrrp_master_gone(lans.now) == []
     alone = router(1, 200)
     assert alone.vrrp_master_gone(0.0) == []
+
+
+def test_a_draining_master_forwards_until_its_successor_is_heard(
+    pair: tuple[Lans, Router, Router],
+) -> None:
+    lans, r1, r2 = pair
+    lans.host_sends("inside", arp_for(VIP_IN))
+    stop = lans.now
+    frames = frames_out(r1.vrrp_shutdown(stop, drain=True))
+    assert r1.vrrp_draining()
+    # Its priority 0 goes out; it no longer advertises, but before the backup
+    # takes over it still forwards what hosts send the virtual MAC.
+    lans.send(r1, frames)
+    out = lans.host_sends("inside", ping_out(VMAC_IN, ident=8))
+    assert [(r, f[IP].src) for r, _i, f in out] == [(r1, VIP_OUT)]
+    # The backup takes over (Skew_Time) and advertises: r1 lets go on hearing it.
+    lans.run(stop + 0.1)
+    assert states(r2) == {"inside": "master", "outside": "master"}
+    assert not r1.vrrp_draining()
+    assert r1.status()["counters"]["vrrp-successor-heard"] == 2
+    out = lans.host_sends("inside", ping_out(VMAC_IN, ident=9))
+    assert [r for r, _i, _f in out] == [r2]
+
+
+def test_a_draining_master_that_hears_no_one_releases_when_told() -> None:
+    alone = router(1, 200)
+    lans = Lans(alone)
+    lans.run(1.0)
+    assert states(alone)["inside"] == "master"
+    alone.vrrp_shutdown(lans.now, drain=True)
+    assert alone.vrrp_draining()
+    alone.vrrp_release()
+    assert not alone.vrrp_draining()
+    assert lans.host_sends("inside", ping_out(VMAC_IN)) == []
+    assert alone.status()["counters"]["drop-not-our-mac"] == 1
