@@ -197,3 +197,48 @@ def test_ports_show_the_node_they_sit_on(openstack: Openstack) -> None:
     assert openstack.json("port show vm1:in")["binding_host_id"] == "node1"
     on_node2 = openstack.json("port list --host node2")
     assert sorted(port["Name"] for port in on_node2) == ["vm2:in", "vm2:out"]
+
+
+def test_port_set_allowed_address_and_port_security(openstack: Openstack, model: SfcModel) -> None:
+    """`openstack port set --allowed-address` and `--disable-port-security` /
+    `--enable-port-security`, as an operator runs them on a Neutron port."""
+    shown = openstack.json("port show src:eth0")
+    assert shown["port_security_enabled"] is True and shown["allowed_address_pairs"] == []
+
+    openstack("port set --allowed-address ip-address=10.0.0.99 src:eth0")
+    openstack(
+        "port set --allowed-address ip-address=10.9.0.0/16,mac-address=02:0a:00:00:00:01 src:eth0"
+    )
+    port = model.resolve(Port, "src:eth0")
+    assert [(p.ip_address, p.mac_address) for p in port.allowed_address_pairs] == [
+        ("10.0.0.99", "02:00:00:00:00:01"),  # the port's own MAC, as Neutron fills it in
+        ("10.9.0.0/16", "02:0a:00:00:00:01"),
+    ]
+    shown = openstack.json("port show src:eth0")
+    assert {"ip_address": "10.9.0.0/16", "mac_address": "02:0a:00:00:00:01"} in shown[
+        "allowed_address_pairs"
+    ]
+
+    # Unset names a pair as shown: with its MAC.
+    openstack(
+        "port unset --allowed-address ip-address=10.0.0.99,mac-address=02:00:00:00:00:01 src:eth0"
+    )
+    port = model.resolve(Port, "src:eth0")
+    assert [p.ip_address for p in port.allowed_address_pairs] == ["10.9.0.0/16"]
+
+    # Neutron's rule: no port security off while the port has pairs; the client says why.
+    refused = openstack.run("port set --disable-port-security src:eth0")
+    assert refused.returncode != 0
+    assert "Port Security must be enabled" in refused.stderr
+    assert model.resolve(Port, "src:eth0").port_security_enabled is True
+
+    openstack("port set --no-allowed-address --disable-port-security src:eth0")
+    port = model.resolve(Port, "src:eth0")
+    assert port.port_security_enabled is False and port.allowed_address_pairs == ()
+    assert openstack.json("port show src:eth0")["port_security_enabled"] is False
+
+    openstack("port set --enable-port-security src:eth0")
+    assert model.resolve(Port, "src:eth0").port_security_enabled is True
+    # What the node declares is not the API's to change.
+    moved = openstack.run("port set --mac-address 02:00:00:00:09:09 src:eth0")
+    assert moved.returncode != 0 and "mac_address" in moved.stderr

@@ -141,6 +141,12 @@ class Lab:
         )
         graph = m.create(ServiceGraph, name="SG", port_chains={pc1.id: [pc3.id, pc2.id]})
         m.update(Port, source.id, mac_address="02:00:00:00:02:01")
+        pairs = [
+            {"ip_address": "10.0.9.0/24"},
+            {"ip_address": "10.0.0.200", "mac_address": "02:09:00:00:00:01"},
+        ]
+        m.update(Port, dest.id, allowed_address_pairs=pairs)
+        m.update(Port, v6.id, port_security_enabled=False)
         return dict(pg1=pg1, pg2=pg2, tap=tap, pc1=pc1, pc2=pc2, graph=graph, pp1=pp1, pp2=pp2)
 
 
@@ -187,6 +193,12 @@ def test_restart_restores_every_resource_exactly(store: SqliteStore, path: Path)
     again = restored(path)
     assert again.export() == model.export()
     assert all(again.export().values())  # every kind is there
+    assert again.list(Port, name="v6_vm")[0].port_security_enabled is False
+    (dest,) = again.list(Port, name="dest_vm")
+    assert [p.to_dict() for p in dest.allowed_address_pairs] == [
+        {"ip_address": "10.0.9.0/24", "mac_address": dest.mac_address},
+        {"ip_address": "10.0.0.200", "mac_address": "02:09:00:00:00:01"},
+    ]
     assert again.get(PortChain, built["pc1"].id).chain_id == 7
     assert again.get(PortChain, built["pc2"].id).chain_id == 1
     assert again.get(PortPairGroup, built["pg1"].id).group_id == 2

@@ -57,6 +57,9 @@ NAT_TOPOLOGY["hosts"]["outside"].update(
         },
     }
 )
+# It forwards the router's packets for BEYOND on (from the router's address):
+# an appliance outside any chain, so its port security is off (docs/node.md).
+NAT_TOPOLOGY["hosts"]["outside"]["interfaces"]["eth0"]["port_security"] = False
 NAT_TOPOLOGY["hosts"]["outside2"] = node_host_spec("outside", "02:00:00:00:02:0b", f"{OUTSIDE2}/24")
 
 ROUTER: dict[str, Any] = {

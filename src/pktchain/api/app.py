@@ -11,7 +11,8 @@
   (`pktchain.api.routes.sfc`, `pktchain.api.listing`);
 - what clients look for on a Neutron server: ``GET /`` (versions),
   ``GET /v2.0``, ``/v2.0/extensions``, ``/v2.0/networks`` and ``/v2.0/ports``
-  (the model's ports, read-only) (`pktchain.api.routes.neutron`);
+  (the model's ports; an update changes only their name, description, port
+  security and allowed address pairs) (`pktchain.api.routes.neutron`);
 - pktchain's own: ``/v2.0/pktchain/status``, ``/flows``, ``/counters``, the
   functions and the router (`pktchain.api.routes.node`);
 - the OpenAPI document at ``/openapi.json``.
@@ -41,7 +42,12 @@ from pktchain.api.errors import (
     error_responses,
     install_error_handlers,
 )
-from pktchain.api.routes.neutron import DEFAULT_NETWORK_ID, EXTENSIONS, neutron_routes
+from pktchain.api.routes.neutron import (
+    DEFAULT_NETWORK_ID,
+    EXTENSIONS,
+    neutron_routes,
+    port_schemas,
+)
 from pktchain.api.routes.node import node_routes
 from pktchain.api.routes.sfc import SFC_KINDS, body_schemas, sfc_routes
 
@@ -64,7 +70,7 @@ def create_app(backend: Backend, *, token: str | None = None, max_body: int = 1 
     install_error_handlers(app)
     if token is not None:
         _install_token_check(app, token)
-    app.include_router(neutron_routes(backend))
+    app.include_router(neutron_routes(backend, max_body))
     app.include_router(sfc_routes(backend, max_body))
     app.include_router(node_routes(backend, max_body))
     return app
@@ -100,6 +106,7 @@ def _complete_document(document: dict[str, Any]) -> None:
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     components.update(body_schemas())
+    components.update(port_schemas())
 
 
 def _install_token_check(app: FastAPI, token: str) -> None:

@@ -223,6 +223,11 @@ class FixedIp(BaseModel):
     ip_address: str
 
 
+class AllowedAddressPair(BaseModel):
+    ip_address: str
+    mac_address: str
+
+
 class NeutronPort(_Shown):
     network_id: str
     mac_address: str
@@ -233,6 +238,24 @@ class NeutronPort(_Shown):
     admin_state_up: bool
     node_port: str
     binding_host_id: str = Field(alias="binding:host_id")
+    port_security_enabled: bool
+    allowed_address_pairs: list[AllowedAddressPair]
+
+
+class AllowedAddressPairBody(_Body):
+    ip_address: str
+    """An address or a CIDR."""
+    mac_address: str | None = None
+    """The MAC the pair may use; the port's own when absent."""
+
+
+class PortUpdate(_Body):
+    """What an update of a port may change: its MAC and fixed IPs are the node's."""
+
+    name: Text = Name
+    description: Text = Name
+    port_security_enabled: Boolean = True
+    allowed_address_pairs: list[AllowedAddressPairBody] | None = None
 
 
 class Network(_Shown):

@@ -152,6 +152,9 @@ class Interface:
     addresses: tuple[IPInterface, ...] = ()
     network: str = DEFAULT_NETWORK
     """For `Attachment.NODE`: the node's L2 network (broadcast domain) it joins."""
+    port_security: bool = True
+    """For `Attachment.NODE`: False registers the port with port security off (an
+    appliance that forwards other hosts' traffic without being a port pair's)."""
 
 
 @dataclass(frozen=True)
@@ -477,6 +480,8 @@ class _RawInterface:
     addresses: tuple[IPInterface, ...] = ()
     network: str | None = None
     network_line: int | None = None
+    port_security: bool | None = None
+    port_security_line: int | None = None
 
 
 @dataclass
@@ -506,7 +511,7 @@ class _Parser:
     HOST_KEYS = ("node", "interfaces", "routes", "sysctls", "commands")
     NODE_KEYS = ("underlay",)
     ETCD_KEYS = ("address", "client_port", "peer_port")
-    INTERFACE_KEYS = ("attach", "addresses", "mac", "mtu", "network")
+    INTERFACE_KEYS = ("attach", "addresses", "mac", "mtu", "network", "port_security")
     ROUTE_KEYS = ("to", "via", "dev", "metric")
 
     def __init__(self, source: str) -> None:
@@ -971,6 +976,20 @@ class _Parser:
                     )
                 else:
                     raw.network = network
+            if "port_security" in spec:
+                raw.port_security_line = key_line(spec, "port_security")
+                secured = spec["port_security"]
+                text = secured.lower() if isinstance(secured, str) else None
+                if isinstance(secured, bool):
+                    raw.port_security = secured
+                elif text in _ON or text in _OFF:
+                    raw.port_security = text in _ON
+                else:
+                    self.error(
+                        f"{ipath}.port_security",
+                        raw.port_security_line,
+                        f"expected true or false, got {secured!r}",
+                    )
             host.interfaces[name] = raw
 
     def mac(self, value: Any, path: str, line: int | None) -> str | None:
@@ -1085,6 +1104,7 @@ class _Parser:
             mtu=raw.mtu,
             addresses=raw.addresses,
             network=raw.network or DEFAULT_NETWORK,
+            port_security=raw.port_security is not False,
         )
         here = (raw.host, raw.name)
         path = f"{raw.path}.attach"
@@ -1093,6 +1113,12 @@ class _Parser:
                 f"{raw.path}.network",
                 raw.network_line,
                 "only an interface with `attach: node` joins a node network",
+            )
+        if raw.port_security is not None and raw.attach != NODE:
+            self.error(
+                f"{raw.path}.port_security",
+                raw.port_security_line,
+                "only an interface with `attach: node` is a port of the node",
             )
         if raw.attach is None:
             other = claimed.get(here)

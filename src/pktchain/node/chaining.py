@@ -62,8 +62,15 @@ class Chaining:
         self.model.add_listener(self._changed)
 
     # -- ports ---------------------------------------------------------------
-    def register_port(self, port: SwitchPort, addresses: tuple[str, ...] = ()) -> Port:
-        """Make an attached node port known to the model (again, after a restart)."""
+    def register_port(
+        self, port: SwitchPort, addresses: tuple[str, ...] = (), *, port_security: bool = True
+    ) -> Port:
+        """Make an attached node port known to the model (again, after a restart).
+
+        `port_security` False turns the port's security off (and its allowed
+        address pairs, which need it) each time; True leaves what the model
+        has (on, for a new port, or what the API set since).
+        """
         fields: dict[str, object] = {
             "name": port.name,
             "mac_address": port.mac or "",
@@ -73,6 +80,9 @@ class Chaining:
             "node_port": port.name,
             "binding:host_id": self.node_name,
         }
+        if not port_security:
+            fields["allowed_address_pairs"] = []
+            fields["port_security_enabled"] = False
         known = self.model.state.find(Port, port_id(self.node_name, port.name))
         if known is None:
             return self.model.create(Port, fields, id=port_id(self.node_name, port.name))

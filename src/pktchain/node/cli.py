@@ -34,8 +34,9 @@ def register(subparsers: Any) -> None:
         "--tap",
         action="append",
         default=[],
-        metavar="NETNS:IFNAME[=NETWORK]",
-        help="create TAP IFNAME in namespace NETNS as a port of NETWORK (repeatable)",
+        metavar="NETNS:IFNAME[=NETWORK][@ADDRESS/LEN,...]",
+        help="create TAP IFNAME in namespace NETNS as a port of NETWORK, with these "
+        "addresses (a port with addresses is secured: it sends only as itself) (repeatable)",
     )
     parser.add_argument(
         "--af-packet",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from pktchain.node.function_file import load_functions
 from pktchain.node.router_file import load_router
 
 if TYPE_CHECKING:
-    from pktchain.lab.topology import NodeSpec, Topology
+    from pktchain.lab.topology import IPInterface, NodeSpec, Topology
 
 
 def build_config(
@@ -61,8 +62,12 @@ def build_config(
         raise ValueError("--node needs --topology FILE, a topology with `nodes:`")
     ports = ports_from_topology(topology, lab_name, node) if topology is not None else []
     for value in taps:
-        netns, ifname, network = _split(value, "--tap", netns_required=True)
-        ports.append(PortSpec(PortKind.TAP, ifname, netns=netns, network=network))
+        where, at, listed = value.partition("@")
+        netns, ifname, network = _split(where, "--tap", netns_required=True)
+        addresses = _addresses(value, listed) if at else ()
+        ports.append(
+            PortSpec(PortKind.TAP, ifname, netns=netns, network=network, addresses=addresses)
+        )
     for value in af_packets:
         netns, ifname, network = _split(value, "--af-packet", netns_required=False)
         ports.append(PortSpec(PortKind.AF_PACKET, ifname, netns=netns, network=network))
@@ -115,6 +120,22 @@ def _api_bind(value: str, option: str) -> str:
     return value
 
 
+def _addresses(value: str, listed: str) -> tuple[IPInterface, ...]:
+    """The ADDRESS/LEN,... of ``--tap ...@ADDRESS/LEN,...``."""
+    addresses: list[IPInterface] = []
+    for text in listed.split(","):
+        if "/" not in text:
+            raise ValueError(f"--tap {value!r}: {text!r} needs a prefix length, e.g. {text}/24")
+        try:
+            address = ipaddress.ip_interface(text)
+        except ValueError:
+            raise ValueError(f"--tap {value!r}: {text!r} is not an address/length") from None
+        if address in addresses:
+            raise ValueError(f"--tap {value!r}: {text} is listed twice")
+        addresses.append(address)
+    return tuple(addresses)
+
+
 def _split(value: str, option: str, *, netns_required: bool) -> tuple[str | None, str, str]:
     """[NETNS:]IFNAME[=NETWORK] → (netns, ifname, network)."""
     where, equals, network = value.partition("=")
@@ -160,6 +181,7 @@ def ports_from_topology(
             host=port.host,
             setup=port,
             network=port.interface.network,
+            port_security=port.interface.port_security,
         )
         for port in topology.node_ports(node)
     ]

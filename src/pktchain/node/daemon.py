@@ -36,6 +36,7 @@ from pktchain.node.dataplane.ports import PacketPort, PortKind, SwitchPort, TapP
 from pktchain.node.dataplane.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, DEFAULT_NETWORK
 from pktchain.node.dataplane.underlay import node_mac
+from pktchain.node.security import SecuredPorts
 from pktchain.sfc.model import Change
 from pktchain.sfc.resources import ResourceKind
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from pktchain.functions.router.vrrp import StateChanged
     from pktchain.functions.sdk import Function
     from pktchain.lab import NodePort
+    from pktchain.lab.topology import IPInterface
     from pktchain.linux.links import LinkWatch
     from pktchain.messenger.server import MessengerServer
     from pktchain.node.dataplane.underlay import Underlay
@@ -72,7 +74,11 @@ class PortSpec:
     """One port to attach.  For a TAP port the node creates `ifname` in `netns`.
 
     `setup` is the lab topology's declaration of that interface (MAC, MTU,
-    addresses, sysctls, routes through it), applied once the TAP exists.
+    addresses, sysctls, routes through it), applied once the TAP exists;
+    without one, `addresses` are given to the TAP (``--tap ...@ADDRESS``).
+    Either way the port's Neutron port gets the addresses as its fixed IPs,
+    which secures it; `port_security` False registers it with port security
+    off.
     """
 
     kind: PortKind
@@ -81,6 +87,8 @@ class PortSpec:
     host: str | None = None
     setup: NodePort | None = None
     network: str = DEFAULT_NETWORK
+    addresses: tuple[IPInterface, ...] = ()
+    port_security: bool = True
 
     @property
     def name(self) -> str:
@@ -168,6 +176,10 @@ class Node:
         self.datapath.steering = self.steering
         self.chaining = Chaining(self.config.name, self.steering)
         self.steering.node_mac = node_mac(self.config.name)
+        self.secured = SecuredPorts(self.config.name, self.chaining.model, self.datapath)
+        """Port security: the host ports' checks and the router's bindings."""
+        self._secure_posted = False
+        self.chaining.model.add_listener(self._security_changed)
         self.store: SqliteStore | EtcdStore | None = None
         self.underlay_address: tuple[str, int] | None = self.config.underlay
         """Where other nodes send this node's chained traffic (`--underlay`)."""
@@ -379,6 +391,18 @@ class Node:
         if change.kind is ResourceKind.PORT:
             self.loop.run_or_post(self._pin_remote_macs)
 
+    def _security_changed(self, change: Change) -> None:
+        """A port or a port pair changed: each host port is checked as its Neutron port says."""
+        if change.kind not in (ResourceKind.PORT, ResourceKind.PORT_PAIR):
+            return
+        if not self._secure_posted:
+            self._secure_posted = True  # once for all the changes of a request
+            self.loop.run_or_post(self._secure)
+
+    def _secure(self) -> None:
+        self._secure_posted = False
+        self.secured.apply()
+
     def _pin_remote_macs(self) -> None:
         """Every port of another node is known at once behind that node."""
         for port in self.chaining.model.state.ports.values():
@@ -492,6 +516,9 @@ class Node:
             )
         self.router = router
         self.router_host = host
+        self.secured.router = router
+        self.secured.router_ports = host.ports
+        self.secured.apply()
         log.info("router %s: %d interfaces", spec.name, len(interfaces))
         router.on_vrrp_event = self._vrrp_changed
         config = self.config
@@ -698,8 +725,9 @@ class Node:
             port = PacketPort(name=spec.name, ifname=spec.ifname, netns=spec.netns, host=spec.host)
         self.datapath.add_port(port, spec.network)
         self.ports[port.name] = port
-        addresses = tuple(str(a.ip) for a in spec.setup.interface.addresses) if spec.setup else ()
-        self.chaining.register_port(port, addresses)
+        declared = spec.setup.interface.addresses if spec.setup else spec.addresses
+        addresses = tuple(str(a.ip) for a in declared)
+        self.chaining.register_port(port, addresses, port_security=spec.port_security)
         self.loop.add_reader(port.fd, lambda: self._drain(port))
         log.info(
             "port %s attached (%s, netns %s, mac %s, network %s)",
@@ -904,7 +932,7 @@ def _configure_tap(spec: PortSpec) -> None:
     if spec.setup is not None:
         configure_node_port(spec.setup)
     elif spec.netns is not None:
-        configure_interface(spec.netns, spec.ifname, up=True)
+        configure_interface(spec.netns, spec.ifname, addresses=spec.addresses, up=True)
 
 
 class NodeBackend:
@@ -988,6 +1016,7 @@ class RouterOnNode:
         self._router.add_interface(interface)
         network = interface.network_id or interface.name
         self._node.add_function_port(self._host, interface.name, interface.mac, network)
+        self._node.secured.apply()  # the secured ports of its network, bound
         self._changed()
         return interface
 

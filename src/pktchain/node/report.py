@@ -11,7 +11,7 @@ from rich.table import Table
 
 def port_table(status: dict[str, Any]) -> Table:
     table = Table(title=f"node {status['node']} — ports", title_justify="left")
-    for column in ("port", "driver", "mac"):
+    for column in ("port", "driver", "mac", "secured"):
         table.add_column(column)
     for column in ("rx pkts", "rx bytes", "tx pkts", "tx bytes"):
         table.add_column(column, justify="right")
@@ -22,6 +22,7 @@ def port_table(status: dict[str, Any]) -> Table:
             port["name"],
             port["kind"],
             port["mac"] or "-",
+            "yes" if port.get("secured") else "-",
             f"{port['rx_packets']:,}",
             f"{port['rx_bytes']:,}",
             f"{port['tx_packets']:,}",

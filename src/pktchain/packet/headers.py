@@ -23,6 +23,7 @@ __all__ = [
     "IPV6_EXTENSION",
     "IPV6_FRAGMENT",
     "L4_CHECKSUM_OFFSET",
+    "NEIGHBOR_ADVERTISEMENT",
     "NSH",
     "NSH_CONTEXT_MD1",
     "NSH_MD2_TLV",
@@ -106,10 +107,14 @@ class Icmpv6Type(IntEnum):
     PARAMETER_PROBLEM = 4
     ECHO_REQUEST = 128
     ECHO_REPLY = 129
+    MLD_QUERY = 130  # RFC 2710 §3
+    MLD_REPORT = 131
+    MLD_DONE = 132
     ROUTER_SOLICITATION = 133
     ROUTER_ADVERTISEMENT = 134
     NEIGHBOR_SOLICITATION = 135
     NEIGHBOR_ADVERTISEMENT = 136
+    MLDV2_REPORT = 143  # RFC 3810 §5.2
 
 
 class TcpFlag(IntFlag):
@@ -327,6 +332,20 @@ ICMPV6 = Layout(
         Field("checksum", 2, "H"),
         Field("identifier", 4, "H", "echo: identifier; other types: first half of body"),
         Field("sequence", 6, "H", "echo: sequence number; other types: second half"),
+    ],
+)
+
+# Neighbor Advertisement (RFC 4861 §4.4): how an IPv6 node says which link-layer
+# address its `target` address is at (the ARP reply of IPv6); options follow.
+NEIGHBOR_ADVERTISEMENT = Layout(
+    "Neighbor Advertisement",
+    "RFC 4861 §4.4",
+    [
+        Field("type", 0, "B", "136"),
+        Field("code", 1, "B"),
+        Field("checksum", 2, "H"),
+        Field("flags", 4, "I", "R (router), S (solicited), O (override), then reserved"),
+        Field("target", 8, "16s", "the address the advertisement is about"),
     ],
 )
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pktchain.sfc.errors import (
+    AllowedAddressPairExhausted,
     FlowClassifierInvalidEthertype,
     FlowClassifierInvalidL7Parameter,
     FlowClassifierInvalidPortValue,
@@ -36,9 +37,11 @@ from pktchain.sfc.errors import (
 )
 from pktchain.sfc.resources import (
     DESCRIPTION_MAX,
+    MAX_ADDRESS_PAIRS,
     MAX_CHAIN_ID,
     NAME_MAX,
     PROJECT_ID_MAX,
+    AddressPair,
     ChainParameters,
     Correlation,
     Ethertype,
@@ -452,6 +455,41 @@ def fixed_ips(path: str, value: object) -> tuple[FixedIp, ...]:
     return tuple(ips)
 
 
+def address_pairs(path: str, value: object) -> tuple[AddressPair, ...]:
+    """Neutron's allowed_address_pairs: a list of ``{"ip_address": IP or CIDR,
+    "mac_address": MAC}``, the MAC optional (the model puts the port's own
+    there); at most `MAX_ADDRESS_PAIRS`."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise InvalidInput(path, f"expected a list, got {_type_name(value)}.")
+    pairs: list[AddressPair] = []
+    for index, given in enumerate(value):
+        where = f"{path}[{index}]"
+        item = given.to_dict() if isinstance(given, AddressPair) else given
+        if not isinstance(item, Mapping) or not all(isinstance(k, str) for k in item):
+            raise InvalidInput(where, f"expected an object, got {_type_name(item)}.")
+        _check_keys(where, item, ("ip_address", "mac_address"))
+        if "ip_address" not in item:
+            raise InvalidInput(f"{where}.ip_address", "an ip_address is required.")
+        raw = item["ip_address"]
+        address = (
+            ip_prefix(f"{where}.ip_address", raw)
+            if isinstance(raw, str) and "/" in raw
+            else ip_address(f"{where}.ip_address", raw)
+        )
+        mac = item.get("mac_address")
+        pairs.append(
+            AddressPair(
+                ip_address=address or "",
+                mac_address="" if mac in (None, "") else mac_address(f"{where}.mac_address", mac),
+            )
+        )
+    if len(pairs) > MAX_ADDRESS_PAIRS:
+        raise AllowedAddressPairExhausted(MAX_ADDRESS_PAIRS)
+    return tuple(pairs)
+
+
 def service_graph_chains(path: str, value: object) -> FrozenMap[str, tuple[str, ...]]:
     if isinstance(value, FrozenMap):
         value = dict(value)
@@ -501,6 +539,9 @@ ATTRIBUTES: dict[ResourceKind, dict[str, Attribute]] = {
         Attribute("node_port", string(NAME_MAX), allow_put=True),
         # Neutron's portbindings extension: allow_post and allow_put, default "".
         Attribute("binding:host_id", string(NAME_MAX), allow_put=True, field="binding_host_id"),
+        # Neutron's port-security and allowed-address-pairs extensions.
+        Attribute("port_security_enabled", boolean, allow_put=True),
+        Attribute("allowed_address_pairs", address_pairs, allow_put=True),
     ),
     ResourceKind.PORT_PAIR: _table(
         Attribute("ingress", uuid_value, required=True),

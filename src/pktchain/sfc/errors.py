@@ -235,6 +235,32 @@ class NodePortInUse(Conflict):
         )
 
 
+class AllowedAddressPairExhausted(BadRequest):
+    def __init__(self, quota: int) -> None:
+        super().__init__(
+            f"The number of allowed address pair exceeds the maximum {quota}.",
+            field="allowed_address_pairs",
+        )
+
+
+class DuplicateAddressPairInRequest(BadRequest):
+    def __init__(self, mac_address: str, ip_address: str) -> None:
+        super().__init__(
+            f"Request contains duplicate address pair: mac_address {mac_address} "
+            f"ip_address {ip_address}.",
+            field="allowed_address_pairs",
+        )
+
+
+class AddressPairAndPortSecurityRequired(Conflict):
+    def __init__(self, port: Ref) -> None:
+        super().__init__(
+            "Port Security must be enabled in order to have allowed address pairs on a port "
+            f"(port {describe(port)}).",
+            resources=(port,),
+        )
+
+
 # --- port pairs ----------------------------------------------------------------
 
 

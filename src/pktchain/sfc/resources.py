@@ -27,6 +27,8 @@ V = TypeVar("V")
 MAX_CHAIN_ID = 65535
 """Highest chain id (the chain's service path identifier), as in networking-sfc."""
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 NAME_MAX = 255
 DESCRIPTION_MAX = 255
 PROJECT_ID_MAX = 255
@@ -180,6 +182,32 @@ class FixedIp:
         return {"subnet_id": self.subnet_id, "ip_address": self.ip_address}
 
 
+MAX_ADDRESS_PAIRS = 10
+"""Allowed address pairs per port, at most (Neutron's ``max_allowed_address_pair``)."""
+
+
+@dataclass(frozen=True)
+class AddressPair:
+    """Neutron's allowed address pair: an address, or a CIDR, a port may also
+    send from, with the MAC it may use for it.
+
+    `ip_address` is canonical (``10.0.0.9``, ``10.0.0.0/24``); `mac_address`
+    is the port's own MAC when the request gave none (the model fills it in,
+    as Neutron does when the pair is set).
+    """
+
+    ip_address: str
+    mac_address: str = ""
+
+    @property
+    def network(self) -> IPNetwork:
+        """The addresses the pair allows, as a network (a lone address is a /32 or /128)."""
+        return ipaddress.ip_network(self.ip_address)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ip_address": self.ip_address, "mac_address": self.mac_address}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Port(Resource):
     """A Neutron port: a host's or a service function's interface on a node.
@@ -191,6 +219,11 @@ class Port(Resource):
     pair's two ports must share one. `binding_host_id` (Neutron's
     ``binding:host_id``) is the node the port sits on, "" when unbound; node
     ports are unique per node.
+
+    Port security (Neutron's ``port_security_enabled``, on by default): a
+    port with a MAC and fixed IPs sends only as itself and as its
+    `allowed_address_pairs`; `pktchain.sfc.security` says what that allows
+    and which ports are exempt.
     """
 
     kind = ResourceKind.PORT
@@ -202,6 +235,8 @@ class Port(Resource):
     network_id: str = ""
     node_port: str = ""
     binding_host_id: str = ""
+    port_security_enabled: bool = True
+    allowed_address_pairs: tuple[AddressPair, ...] = ()
 
     @property
     def ip_addresses(self) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
@@ -217,6 +252,8 @@ class Port(Resource):
             "device_owner": self.device_owner,
             "node_port": self.node_port,
             "binding:host_id": self.binding_host_id,
+            "port_security_enabled": self.port_security_enabled,
+            "allowed_address_pairs": [pair.to_dict() for pair in self.allowed_address_pairs],
         }
 
 
@@ -347,9 +384,6 @@ class PortPairGroup(Resource):
             "tap_enabled": self.tap_enabled,
             "group_id": self.group_id,
         }
-
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, kw_only=True)

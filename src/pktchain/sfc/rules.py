@@ -18,7 +18,9 @@ import itertools
 from collections.abc import Iterator
 
 from pktchain.sfc.errors import (
+    AddressPairAndPortSecurityRequired,
     ConsecutiveTapPPGNotSupported,
+    DuplicateAddressPairInRequest,
     FlowClassifierInConflict,
     FlowClassifierInUse,
     FlowClassifierInvalidPortRange,
@@ -57,6 +59,7 @@ from pktchain.sfc.errors import (
 from pktchain.sfc.overlap import Match, classifiers_conflict, fields_overlap
 from pktchain.sfc.resources import (
     MAX_CHAIN_ID,
+    AddressPair,
     Correlation,
     FlowClassifier,
     Port,
@@ -92,7 +95,12 @@ def _lowest_free(used: set[int], high: int | None = None) -> int | None:
 def check_port(state: SfcState, port: Port, old: Port | None) -> Port:
     """Neutron keeps MAC addresses unique per network; pktchain keeps node ports
     unique on each node (`binding:host_id`) too, since a frame's port is how
-    the node finds the Neutron port."""
+    the node finds the Neutron port.
+
+    Allowed address pairs are Neutron's: a pair given without a MAC gets the
+    port's, no pair twice, and none on a port whose port security is off.
+    """
+    port = _with_pair_macs(port)
     for other in state.ports.values():
         if other.id == port.id:
             continue
@@ -111,6 +119,23 @@ def check_port(state: SfcState, port: Port, old: Port | None) -> Port:
             if port.id in (pair.ingress, pair.egress):
                 _check_pair_device(moved, pair)
     return port
+
+
+def _with_pair_macs(port: Port) -> Port:
+    pairs = tuple(
+        pair if pair.mac_address else AddressPair(pair.ip_address, port.mac_address)
+        for pair in port.allowed_address_pairs
+    )
+    seen: set[AddressPair] = set()
+    for pair in pairs:
+        if pair in seen:
+            raise DuplicateAddressPairInRequest(pair.mac_address, pair.ip_address)
+        seen.add(pair)
+    if pairs and not port.port_security_enabled:
+        raise AddressPairAndPortSecurityRequired(port)
+    if pairs == port.allowed_address_pairs:
+        return port
+    return dataclasses.replace(port, allowed_address_pairs=pairs)
 
 
 def check_port_delete(state: SfcState, port: Port) -> None:

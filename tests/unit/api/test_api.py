@@ -201,9 +201,122 @@ def test_port_lookup_as_clients_find_by_name(client: TestClient, model: SfcModel
     assert error(client.get("/v2.0/ports?colour=red"), 400)["message"].count("colour")
 
 
-def test_ports_are_read_only(client: TestClient) -> None:
+def test_ports_are_not_created_through_the_api(client: TestClient) -> None:
     response = client.post("/v2.0/ports", json={"port": {"name": "x"}})
     assert error(response, 405)["type"] == "HTTPMethodNotAllowed"
+
+
+def test_ports_show_their_port_security(client: TestClient, model: SfcModel) -> None:
+    shown = client.get(f"/v2.0/ports/{port(model, 'src:eth0')}").json()["port"]
+    assert shown["port_security_enabled"] is True
+    assert shown["allowed_address_pairs"] == []
+    aliases = {e["alias"] for e in client.get("/v2.0/extensions").json()["extensions"]}
+    assert {"port-security", "allowed-address-pairs"} <= aliases
+
+
+def test_a_port_update_sets_allowed_address_pairs_and_port_security(
+    client: TestClient, model: SfcModel, backend: CountingBackend
+) -> None:
+    src = port(model, "src:eth0")
+    pairs = [
+        {"ip_address": "10.0.0.99"},
+        {"ip_address": "10.9.0.0/16", "mac_address": "02:AA:00:00:00:01"},
+    ]
+    response = client.put(f"/v2.0/ports/{src}", json={"port": {"allowed_address_pairs": pairs}})
+    assert response.status_code == 200, response.text
+    # A pair given without a MAC gets the port's, as Neutron stores it.
+    expected = [
+        {"ip_address": "10.0.0.99", "mac_address": "02:00:00:00:00:01"},
+        {"ip_address": "10.9.0.0/16", "mac_address": "02:aa:00:00:00:01"},
+    ]
+    assert response.json()["port"]["allowed_address_pairs"] == expected
+    assert model.get(Port, src).to_dict()["allowed_address_pairs"] == expected
+    assert backend.submitted == 1
+    # Port security cannot go while the port has pairs (Neutron's rule) ...
+    off = client.put(f"/v2.0/ports/{src}", json={"port": {"port_security_enabled": False}})
+    assert error(off, 409)["type"] == "AddressPairAndPortSecurityRequired"
+    assert model.get(Port, src).port_security_enabled is True
+    # ... but goes with them in one update.
+    both = {"port_security_enabled": "false", "allowed_address_pairs": []}
+    response = client.put(f"/v2.0/ports/{src}", json={"port": both})
+    assert response.status_code == 200, response.text
+    assert response.json()["port"]["port_security_enabled"] is False
+    assert model.get(Port, src).allowed_address_pairs == ()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "kind", "names"),
+    [
+        ({"mac_address": "02:00:00:00:09:09"}, 400, "HTTPBadRequest", "mac_address"),
+        ({"fixed_ips": []}, 400, "HTTPBadRequest", "fixed_ips"),
+        ({"port_security_enabled": "maybe"}, 400, "HTTPBadRequest", "port_security_enabled"),
+        (
+            {"allowed_address_pairs": [{"ip_address": "10.0.0.300"}]},
+            400,
+            "HTTPBadRequest",
+            "allowed_address_pairs[0].ip_address",
+        ),
+        (
+            {"allowed_address_pairs": [{"ip_address": "10.0.0.1/24"}]},
+            400,
+            "HTTPBadRequest",
+            "host bits",
+        ),
+        (
+            {"allowed_address_pairs": [{"ip_address": "10.0.0.9", "mac": "x"}]},
+            400,
+            "HTTPBadRequest",
+            "allowed_address_pairs[0].mac",
+        ),
+        (
+            {
+                "allowed_address_pairs": [
+                    {"ip_address": "10.0.0.9", "mac_address": "01:00:5e:0:0:1"}
+                ]
+            },
+            400,
+            "HTTPBadRequest",
+            "mac_address",
+        ),
+        (
+            {"allowed_address_pairs": [{"ip_address": f"10.0.1.{n}"} for n in range(11)]},
+            400,
+            "AllowedAddressPairExhausted",
+            "maximum 10",
+        ),
+        (
+            {
+                "allowed_address_pairs": [
+                    {"ip_address": "10.0.1.1"},
+                    {"ip_address": "10.0.1.1", "mac_address": "02:00:00:00:00:01"},
+                ]
+            },
+            400,
+            "DuplicateAddressPairInRequest",
+            "10.0.1.1",
+        ),
+    ],
+)
+def test_a_port_update_names_what_it_refuses(
+    client: TestClient,
+    model: SfcModel,
+    *,
+    body: dict[str, Any],
+    status: int,
+    kind: str,
+    names: str,
+) -> None:
+    src = port(model, "src:eth0")
+    before = model.get(Port, src)
+    found = error(client.put(f"/v2.0/ports/{src}", json={"port": body}), status)
+    assert found["type"] == kind
+    assert names in found["message"]
+    assert model.get(Port, src) == before
+
+
+def test_a_port_update_of_an_unknown_port_is_a_404(client: TestClient) -> None:
+    response = client.put(f"/v2.0/ports/{uuid.uuid4()}", json={"port": {"name": "x"}})
+    assert error(response, 404)["type"] == "PortNotFound"
 
 
 # --- CRUD and wrapping ---------------------------------------------------------------------
@@ -602,6 +715,7 @@ OTHER_OPERATIONS = {
     ("get", "/v2.0/networks/{network_id}"): {"200", "400", "401", "404"},
     ("get", "/v2.0/ports"): {"200", "401"},
     ("get", "/v2.0/ports/{port_id}"): {"200", "400", "401", "404"},
+    ("put", "/v2.0/ports/{port_id}"): {"200", "400", "401", "404", "409", "413", "415"},
     ("get", "/v2.0/pktchain/status"): {"200", "401"},
     ("get", "/v2.0/pktchain/flows"): {"200", "401"},
     ("get", "/v2.0/pktchain/counters"): {"200", "401"},
@@ -707,11 +821,15 @@ def test_openapi_other_operations(openapi: dict[str, Any]) -> None:
     assert {key: set(op["responses"]) for key, op in operations.items()} == OTHER_OPERATIONS
     with_body = {key for key, operation in operations.items() if "requestBody" in operation}
     assert with_body == {
+        ("put", "/v2.0/ports/{port_id}"),
         ("post", "/v2.0/pktchain/router/{op}"),
         ("post", "/v2.0/pktchain/functions"),
         ("put", "/v2.0/pktchain/functions/{name}"),
     }
-    for key in with_body:
+    port_update = operations["put", "/v2.0/ports/{port_id}"]
+    assert json_schema(port_update["requestBody"]) == wrapper("port", "PortUpdate")
+    assert json_schema(port_update["responses"]["200"]) == wrapper("port", "NeutronPort")
+    for key in with_body - {("put", "/v2.0/ports/{port_id}")}:
         body = operations[key]["requestBody"]
         assert body["required"] is True
         assert json_schema(body) == {"type": "object"}

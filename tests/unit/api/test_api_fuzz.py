@@ -24,7 +24,7 @@ from pktchain.api.backend import LocalBackend
 from pktchain.sfc.model import Port, SfcModel
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("PKTCHAIN_API_FUZZ_EXAMPLES", "20"))
-"""Generated requests per operation (36 operations); raise it for a longer run."""
+"""Generated requests per operation (44 operations); raise it for a longer run."""
 
 
 def _model() -> SfcModel:

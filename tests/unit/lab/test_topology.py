@@ -428,3 +428,40 @@ def test_network_mistakes_are_named_with_their_line() -> None:
         (5, "hosts.a.interfaces.eth0.network"),
         (6, "hosts.a.interfaces.eth1.network"),
     ]
+
+
+def test_a_node_port_may_be_declared_without_port_security() -> None:
+    text = textwrap.dedent(
+        """\
+        lab: secured
+        hosts:
+          appliance:
+            interfaces:
+              eth0: {attach: node, addresses: [10.0.0.2/24], port_security: false}
+          host:
+            interfaces:
+              eth0: {attach: node, addresses: [10.0.0.3/24]}
+        """
+    )
+    ports = {p.host: p.interface.port_security for p in parse_topology(text).node_ports()}
+    assert ports == {"appliance": False, "host": True}
+
+
+def test_port_security_mistakes_are_named_with_their_line() -> None:
+    text = textwrap.dedent(
+        """\
+        lab: secured
+        hosts:
+          a:
+            interfaces:
+              eth0: {attach: node, port_security: maybe}
+              eth1: {attach: b.eth0, port_security: false}
+          b:
+            interfaces:
+              eth0: {}
+        """
+    )
+    assert issues_of(text) == [
+        (5, "hosts.a.interfaces.eth0.port_security"),
+        (6, "hosts.a.interfaces.eth1.port_security"),
+    ]

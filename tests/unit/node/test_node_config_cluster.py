@@ -58,3 +58,27 @@ def test_bad_cluster_options_are_named(
 def test_a_node_in_a_cluster_takes_no_state_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="takes no state file"):
         NodeConfig(etcd=("http://127.0.0.1:2379",), state=tmp_path / "s.db")
+
+
+def test_a_tap_may_be_given_its_addresses() -> None:
+    config = build_config(
+        name="node1", taps=["pc-x.h1:eth0=inside@10.0.0.5/24,fd00::5/64", "pc-x.h2:eth0"]
+    )
+    first, second = config.ports
+    assert (first.netns, first.ifname, first.network) == ("pc-x.h1", "eth0", "inside")
+    assert [str(a) for a in first.addresses] == ["10.0.0.5/24", "fd00::5/64"]
+    assert second.addresses == ()
+
+
+@pytest.mark.parametrize(
+    ("tap", "words"),
+    [
+        ("pc-x.h1:eth0@10.0.0.5", "needs a prefix length"),
+        ("pc-x.h1:eth0@10.0.0.300/24", "is not an address/length"),
+        ("pc-x.h1:eth0@10.0.0.5/24,10.0.0.5/24", "listed twice"),
+        ("pc-x.h1:eth0@", "needs a prefix length"),
+    ],
+)
+def test_tap_address_mistakes_are_named(tap: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        build_config(name="node1", taps=[tap])

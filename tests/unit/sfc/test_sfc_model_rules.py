@@ -89,6 +89,57 @@ def test_node_port_in_use(sfc: Sfc) -> None:
     )
 
 
+def test_allowed_address_pairs_need_port_security(sfc: Sfc) -> None:
+    port = sfc.port("a", allowed_address_pairs=[{"ip_address": "10.0.9.9"}])
+    assert port.allowed_address_pairs[0].mac_address == port.mac_address
+    err = refused(
+        sfc,
+        e.AddressPairAndPortSecurityRequired,
+        lambda: sfc.model.update(Port, port.id, port_security_enabled=False),
+        port,
+        status=409,
+    )
+    assert err.type == "AddressPairAndPortSecurityRequired"
+    refused(
+        sfc,
+        e.AddressPairAndPortSecurityRequired,
+        lambda: sfc.port(
+            "b", port_security_enabled=False, allowed_address_pairs=[{"ip_address": "10.0.9.8"}]
+        ),
+        status=409,
+    )
+    sfc.model.update(Port, port.id, port_security_enabled=False, allowed_address_pairs=[])
+
+
+def test_a_pair_given_twice_is_refused(sfc: Sfc) -> None:
+    port = sfc.port("a")
+    again = [
+        {"ip_address": "10.0.9.9"},
+        {"ip_address": "10.0.9.9", "mac_address": port.mac_address},
+    ]
+    refused(
+        sfc,
+        e.DuplicateAddressPairInRequest,
+        lambda: sfc.model.update(Port, port.id, allowed_address_pairs=again),
+        "10.0.9.9",
+        port.mac_address,
+        status=400,
+    )
+
+
+def test_a_saved_port_from_before_port_security_is_secured(sfc: Sfc) -> None:
+    port = sfc.port("a")
+    saved = {
+        k: v
+        for k, v in port.to_dict().items()
+        if k not in ("port_security_enabled", "allowed_address_pairs")
+    }
+    sfc.model.delete(Port, port.id)
+    sfc.model.load({"ports": [saved]})
+    again = sfc.model.get(Port, port.id)
+    assert again.port_security_enabled is True and again.allowed_address_pairs == ()
+
+
 def test_port_in_use_cannot_be_deleted(sfc: Sfc) -> None:
     d = sfc.demo()
     ingress = sfc.model.get(Port, d["pp1"].ingress)

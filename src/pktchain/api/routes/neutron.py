@@ -1,10 +1,14 @@
 """The Neutron routes: what clients look for on any Neutron v2.0 server.
 
 ``GET /`` (the versions), ``GET /v2.0`` (its resources), the extensions
-(networking-sfc's, and pktchain's own), the networks (one: the node's
-switch, plus any network its ports name) and the ports (the model's,
-read-only: the node registers them). The openstack client and keystoneauth
-read these before they touch a networking-sfc collection.
+(networking-sfc's, Neutron's port-security and allowed-address-pairs, and
+pktchain's own), the networks (one: the node's switch, plus any network its
+ports name) and the ports (the model's: the node registers them, with their
+MAC and fixed IPs). The openstack client and keystoneauth read these before
+they touch a networking-sfc collection. A port's update (``PUT
+/v2.0/ports/{id}``) changes its name, description, ``port_security_enabled``
+and ``allowed_address_pairs`` (``openstack port set --allowed-address``,
+``--disable-port-security``); the rest is the node's.
 """
 
 from __future__ import annotations
@@ -14,16 +18,21 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from starlette.concurrency import run_in_threadpool
 
+from pktchain.api import schemas
 from pktchain.api.backend import Backend
-from pktchain.api.errors import ApiError, error_responses
+from pktchain.api.bodies import json_body, unwrap
+from pktchain.api.errors import ApiError, bad_request, error_responses
 from pktchain.api.listing import filter_records, next_link, page, select_fields, split_query
 from pktchain.api.routes import API_VERSION
 from pktchain.api.routes.sfc import SFC_KINDS
 from pktchain.sfc.model import SfcModel
-from pktchain.sfc.resources import Port
+from pktchain.sfc.resources import Port, ResourceKind
 
-__all__ = ["DEFAULT_NETWORK_ID", "EXTENSIONS", "neutron_routes"]
+__all__ = ["DEFAULT_NETWORK_ID", "EXTENSIONS", "PORT_UPDATABLE", "neutron_routes", "port_schemas"]
 
 DEFAULT_NETWORK_ID = "8a4f9b1e-3c57-5d2e-9f60-706b74636861"
 """The one network of a node, for ports registered without a network."""
@@ -52,12 +61,31 @@ EXTENSIONS: tuple[dict[str, Any], ...] = (
         "description": "Tap SFC extension: port pair groups that receive a copy of the traffic.",
     },
     {
+        "alias": "port-security",
+        "name": "Port Security",
+        "description": "Provides port security: a port sends only from its own addresses.",
+    },
+    {
+        "alias": "allowed-address-pairs",
+        "name": "Allowed Address Pairs",
+        "description": "Provides allowed address pairs: more addresses a port may send from.",
+    },
+    {
         "alias": "pktchain",
         "name": "pktchain",
         "description": "pktchain node status, flow table and counters.",
     },
 )
-"""networking-sfc's extensions, as ``GET /v2.0/extensions`` lists them."""
+"""networking-sfc's extensions and Neutron's port security ones, as ``GET
+/v2.0/extensions`` lists them."""
+
+PORT_UPDATABLE = frozenset(
+    ("name", "description", "port_security_enabled", "allowed_address_pairs")
+)
+"""What an update of a port may change; its MAC, fixed IPs and attachment are
+declared where the node attaches it."""
+
+_REF_TEMPLATE = "#/components/schemas/{model}"
 
 
 def _port_record(port: Port) -> dict[str, Any]:
@@ -66,8 +94,6 @@ def _port_record(port: Port) -> dict[str, Any]:
     record["status"] = "ACTIVE" if port.node_port else "DOWN"
     record["admin_state_up"] = True
     record["security_groups"] = []
-    record["allowed_address_pairs"] = []
-    record["port_security_enabled"] = False
     record["tags"] = []
     return record
 
@@ -101,7 +127,27 @@ def _extension_record(extension: Mapping[str, Any]) -> dict[str, Any]:
     return {**extension, "updated": _UPDATED, "links": []}
 
 
-def neutron_routes(backend: Backend) -> APIRouter:
+def port_schemas() -> dict[str, Any]:
+    """The JSON schemas, by name, of the port bodies the port routes declare by ``$ref``."""
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (schemas.PortUpdate, "validation"),
+        (schemas.NeutronPort, "serialization"),
+    ]
+    _, definitions = models_json_schema(models, ref_template=_REF_TEMPLATE)
+    found: dict[str, Any] = definitions.get("$defs", {})
+    return found
+
+
+def _wrapped(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"port": {"$ref": _REF_TEMPLATE.format(model=model.__name__)}},
+        "required": ["port"],
+        "additionalProperties": False,
+    }
+
+
+def neutron_routes(backend: Backend, max_body: int = 1 << 20) -> APIRouter:
     """Versions, extensions, networks and ports, over `backend`'s model."""
     router = APIRouter(tags=["neutron"])
     base = f"/{API_VERSION}"
@@ -173,16 +219,16 @@ def neutron_routes(backend: Backend) -> APIRouter:
         _filters, controls = split_query(request)
         return {"network": select_fields(_network_record(network_id), controls.get("fields"))}
 
-    _add_port_routes(router, backend)
+    _add_port_routes(router, backend, max_body)
     return router
 
 
-def _add_port_routes(router: APIRouter, backend: Backend) -> None:
+def _add_port_routes(router: APIRouter, backend: Backend, max_body: int) -> None:
     base = f"/{API_VERSION}/ports"
     model_keys = {"id", "name", "description", "project_id", "tenant_id", "mac_address"}
     model_keys |= {"device_id", "device_owner", "node_port", "binding:host_id"}
 
-    @router.get(base, summary="Ports (read-only: the node registers them)")
+    @router.get(base, summary="Ports (the node registers them)")
     async def ports(request: Request) -> Response:
         filters, controls = split_query(request)
         in_model = {k: v for k, v in filters.items() if k in model_keys}
@@ -201,3 +247,36 @@ def _add_port_routes(router: APIRouter, backend: Backend) -> None:
         _filters, controls = split_query(request)
         found = backend.model.get(Port, port_id)
         return {"port": select_fields(_port_record(found), controls.get("fields"))}
+
+    @router.put(
+        f"{base}/{{port_id}}",
+        summary="Update a port: its name, description, port security and allowed address pairs",
+        responses={
+            200: {
+                "description": "Updated",
+                "content": {"application/json": {"schema": _wrapped(schemas.NeutronPort)}},
+            },
+            **error_responses(400, 404, 409, 413, 415),
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _wrapped(schemas.PortUpdate)}},
+            }
+        },
+    )
+    async def update_port(port_id: str, request: Request) -> Response:
+        body = await json_body(request, max_body)
+        (changes,) = unwrap(body, ResourceKind.PORT, bulk=False)
+        refused = sorted(key for key in changes if key not in PORT_UPDATABLE)
+        if refused:
+            raise bad_request(
+                f"Cannot update {', '.join(refused)} of a port: the node that attaches it "
+                f"declares it; an update may change {', '.join(sorted(PORT_UPDATABLE))}."
+            )
+        model = backend.model
+        model.get(Port, port_id)  # a 404 before anything is submitted
+        updated = await run_in_threadpool(
+            backend.change, lambda: model.update(Port, port_id, changes)
+        )
+        return JSONResponse({"port": _port_record(updated)})

@@ -15,7 +15,9 @@ addresses). It never reads a clock or opens a socket. What it does:
   with the responder and neighbour cache of
   :mod:`~pktchain.functions.common.arp` (timeouts, retries, a bounded queue
   per next hop, host unreachable when resolution fails), and tracks the hosts
-  of its internal subnets (:mod:`~pktchain.functions.router.hosts`);
+  of its internal subnets (:mod:`~pktchain.functions.router.hosts`); the
+  addresses of ports with port security are bound to their port's MAC by the
+  node (:meth:`Router.secure_neighbors`), and no ARP packet moves them;
 * IPv4 forwarding (RFC 1812 §5): header checks (§5.2.2), martian sources
   (§5.3.7), no forwarding of broadcasts (§5.3.5) or link-layer broadcasts
   (§5.3.4), longest-prefix match over the connected subnets and a default
@@ -204,6 +206,7 @@ class RouterDrop(StrEnum):
     ARP_FOREIGN_SUBNET = "arp-foreign-subnet"
     ARP_ADDRESS_CONFLICT = "arp-address-conflict"  # someone claims the router's address
     ARP_IGNORED = "arp-ignored"  # nothing to learn or answer
+    ARP_SECURED = "arp-secured"  # claims a secured port's address for another MAC
     IP_CHECKSUM = "ip-checksum"  # RFC 1812 §5.2.2
     MARTIAN_SOURCE = "martian-source"  # RFC 1812 §5.3.7
     OWN_SOURCE = "own-source"  # a packet claiming to come from the router
@@ -278,6 +281,7 @@ _L4_ERRORS = frozenset(
     )
 )
 _INF = float("inf")
+_NO_BINDINGS: Mapping[bytes, bytes] = {}
 _VRRP_SETTABLE = frozenset(("priority", "preempt", "preempt_delay", "advert_interval", "accept"))
 GATEWAY_PROBE_INTERVAL = 0.5
 """Seconds between the ARP requests that probe a gateway a virtual router tracks."""
@@ -394,6 +398,9 @@ class Router(Function):
         self._gateway = None if gateway is None else IPv4Address(gateway).packed
         self._nat = None if config.nat is None else Nat(config.nat)
         self._hosts: dict[bytes, Host] = {}
+        self._secured: dict[str, dict[bytes, bytes]] = {}
+        """By interface: the addresses whose MAC the node knows from their port's
+        binding (port security), which no ARP packet can change."""
         self._forwards: dict[tuple[int, int], PortForward] = {}
         self._auto_cursor = config.auto_forward_range[0]
         self._bucket = TokenBucket(config.icmp_error_rate, config.icmp_error_burst)
@@ -658,6 +665,9 @@ class Router(Function):
         sha, spa = heard.sha, heard.spa
         if not port.host_address(spa):
             return self._drop(RouterDrop.ARP_FOREIGN_SUBNET)
+        owner = self._secured.get(port.name, _NO_BINDINGS).get(spa)
+        if owner is not None and owner != sha:
+            return self._drop(RouterDrop.ARP_SECURED)
         # RFC 826 "merge": update an entry we have; add one only if the packet is
         # for us. A gratuitous ARP (spa == tpa) thus refreshes but never creates.
         self._confirm(port, spa, sha, now, create=heard.for_us)
@@ -726,6 +736,10 @@ class Router(Function):
 
     def _host_seen(self, port: _Port, mac: bytes, ip: bytes, now: float) -> None:
         if not port.host_address(ip):
+            return
+        owner = self._secured.get(port.name, _NO_BINDINGS).get(ip)
+        if owner is not None and owner != mac:
+            self._count("host-secured-mismatch")
             return
         host = self._hosts.get(ip)
         if host is None:
@@ -1635,6 +1649,7 @@ class Router(Function):
         for host in [h for h in self._hosts.values() if h.iface == name]:
             self._forget_host(host)
         del self._ports[name]
+        self._secured.pop(name, None)
         del self._local[port.address]
         self._broadcasts.discard(port.broadcast)
         self._routes = [p for p in self._routes if p is not port]
@@ -1720,9 +1735,49 @@ class Router(Function):
         port = self._ports.get(host.iface)
         if port is not None:
             port.neighbors.forget(host.ip)
+            secured = self._secured.get(port.name, _NO_BINDINGS).get(host.ip)
+            if secured is not None:
+                port.neighbors.set_static(host.ip, secured)  # the binding stays
         self._count("hosts-removed")
         self._prune()
         return entry
+
+    # -- control: port security ------------------------------------------------------------
+
+    def secure_neighbors(self, iface: str, bindings: Mapping[str, str]) -> None:
+        """The addresses of interface `iface`'s subnet that ports with port
+        security own, each with its port's MAC (the node's bindings; replaces
+        the interface's previous ones).
+
+        Each is a permanent neighbour entry with that MAC, and an ARP packet
+        that claims one for another MAC is dropped (``arp-secured``) without
+        changing the cache or the host table. Addresses outside the subnet are
+        left out.
+        """
+        port = self._ports.get(iface)
+        if port is None:
+            raise ValueError(f"iface: no interface {iface!r}")
+        fresh: dict[bytes, bytes] = {}
+        for text, mac in bindings.items():
+            packed = ip_address(text).packed
+            if port.host_address(packed):
+                fresh[packed] = mac_bytes(mac)
+        old = self._secured.get(iface, _NO_BINDINGS)
+        neighbors = port.neighbors
+        for gone in old.keys() - fresh.keys():
+            host = self._hosts.get(gone)
+            if host is not None and host.state is HostState.STATIC:
+                neighbors.set_static(gone, host.mac)  # the controller's announcement
+            elif neighbors.clear_static(gone):
+                self._generation += 1
+        for packed, hw in fresh.items():
+            if neighbors.set_static(packed, hw):
+                self._generation += 1
+        if fresh:
+            self._secured[iface] = fresh
+        else:
+            self._secured.pop(iface, None)
+        self._prune()
 
     # -- control: port forwarding ---------------------------------------------------------
 

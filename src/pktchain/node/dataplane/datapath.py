@@ -65,6 +65,7 @@ from pktchain.node.dataplane.ports import (
     PortKind,
     SwitchPort,
 )
+from pktchain.node.dataplane.portsec import fusable
 from pktchain.node.dataplane.steering import Steering, syn_isn
 from pktchain.node.dataplane.switch import (
     DEFAULT_AGING,
@@ -85,6 +86,7 @@ from pktchain.packet.parse import FLOW_END, FLOW_START, FrameInfo, parse_frame
 if TYPE_CHECKING:
     from pktchain.functions.sdk import FlowLease
     from pktchain.node.dataplane.functions import FunctionPort
+    from pktchain.node.dataplane.portsec import PortGuard
     from pktchain.node.dataplane.steering import Flow, FlowEntry, HopCounters
     from pktchain.node.dataplane.switch import MacEntry
     from pktchain.node.dataplane.underlay import Arrival, NshHeader, Peer, Underlay
@@ -441,6 +443,18 @@ class Datapath:
             # ages out (a static entry): frames to it are not flooded.
             port.network.macs.learn(bytes.fromhex(port.mac.replace(":", "")), port, math.inf)
 
+    def secure(self, port: SwitchPort, guard: PortGuard | None) -> None:
+        """Check `port`'s frames with `guard` from now on (None: no more).
+
+        The port's fused entries go, since they were made under the check it
+        had; and so do the addresses learned on it that it may no longer send
+        from.
+        """
+        port.guard = guard
+        port.fast = None
+        if port.network is not None and guard is not None:
+            port.network.macs.forget_port(port, keep=guard.owns)
+
     def remove_port(self, port: SwitchPort) -> None:
         if self.steering is not None:
             self.steering.forget_port(port)
@@ -492,6 +506,7 @@ class Datapath:
         entries = macs.entries
         check = self.check_frames
         table = port.flows
+        guard = port.guard
         drops = port.drops
         now = self.now
         uncredited = self.uncredited
@@ -512,10 +527,10 @@ class Datapath:
                 continue
             fast = port.fast  # entries are installed while a batch runs
             info = None
-            if check or table is not None or fast is not None:
+            if check or table is not None or fast is not None or guard is not None:
                 info = parse_frame(frame, VNET_HDR_LEN)
                 if info.error is not None:
-                    if check:
+                    if check or guard is not None:
                         drops[info.error.value] += 1
                         continue
                     info = None  # not checking: switch it, but it cannot be steered
@@ -531,6 +546,7 @@ class Datapath:
                     and (not fused.df or frame[info.l3 + IPV4_FLAGS_AT] & IPV4_DF)
                     and (not fused.mtu or _ip_size(frame, info) <= fused.mtu)
                     and (fused.dst_entry is None or fused.dst_entry.port is fused.out)
+                    and (fused.src_mac is None or frame[ETH_SRC:ETH_TYPE] == fused.src_mac)
                 ):
                     # Counted on the entry; credit() hands the counts on.
                     if not fused.packets:
@@ -552,6 +568,12 @@ class Datapath:
 
             if uncredited:
                 self.credit()  # the slow path may read what the fast path counted
+
+            if guard is not None and info is not None:
+                refused = guard.check(frame, info)
+                if refused is not None:
+                    drops[refused] += 1
+                    continue
 
             src = frame[ETH_SRC:ETH_TYPE]
             if owned:
@@ -860,6 +882,10 @@ class Datapath:
             self.fuse_refused["first-packet"] += 1
             return
         origin = trace.port
+        guard = origin.guard
+        if guard is not None and not fusable(trace.frame, trace.info):
+            self.fuse_refused["port-security"] += 1
+            return
         network = origin.network
         src_entry = None
         if network is not None:
@@ -869,6 +895,8 @@ class Datapath:
         if isinstance(fused, str):
             self.fuse_refused[fused] += 1
             return
+        if guard is not None:
+            fused.src_mac = trace.frame[ETH_SRC:ETH_TYPE]
         if trace.arrival is not None and self.steering is not None:
             arrivals = self.steering.arrival_fast
             if len(arrivals) >= self.max_fused:

@@ -27,7 +27,8 @@ headers with the fused rewrite, and one write of headers + untouched rest
 (a 64 KB GSO segment is not copied). It goes to the slow path instead when it
 is a TCP segment with SYN, FIN or RST (state machines must see them), an IP
 fragment, a packet whose TTL would run out, one longer than a function's MTU
-(GSO: a segment), or one addressed to another MAC than the first packet.
+(GSO: a segment), one addressed to another MAC than the first packet, or, on
+a secured port (portsec.py), one sent from another MAC than the first packet.
 
 An entry goes when any lease it holds is revoked (a function's timeout,
 reconfiguration or state change), when a steering flow it passed is removed,
@@ -154,6 +155,7 @@ class FusedEntry:
         "seed_delta",
         "seen",
         "src_entry",
+        "src_mac",
         "ttl",
         "ttl_at",
         "udp",
@@ -190,6 +192,10 @@ class FusedEntry:
         self.flows: tuple[Flow, ...] = ()
         self.hops: tuple[HopCounters, ...] = ()
         self.src_entry: MacEntry[SwitchPort] | None = None
+        self.src_mac: bytes | None = None
+        """On a secured port: the source MAC the first packet was checked with
+        (the key holds its IP source); a later packet takes the entry only
+        from that MAC.  None: any."""
         self.dst_entry: MacEntry[SwitchPort] | None = None
         self.seen = 0.0
         """When a packet last took this entry (it is forgotten after the idle timeout)."""

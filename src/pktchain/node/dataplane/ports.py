@@ -37,6 +37,7 @@ from pktchain.packet.headers import ETHERNET
 
 if TYPE_CHECKING:
     from pktchain.node.dataplane.fastpath import FusedEntry
+    from pktchain.node.dataplane.portsec import PortGuard
     from pktchain.node.dataplane.steering import FlowEntry, FlowKey
     from pktchain.node.dataplane.switch import Network
 
@@ -86,6 +87,7 @@ class SwitchPort:
         "fd",
         "flooded",
         "flows",
+        "guard",
         "host",
         "ifname",
         "kind",
@@ -134,6 +136,8 @@ class SwitchPort:
         self.flows: dict[FlowKey, FlowEntry] | None = None
         # Fused entries of flows that cross native functions (see fastpath.py).
         self.fast: dict[FlowKey, FusedEntry] | None = None
+        self.guard: PortGuard | None = None
+        """The port security check of its frames (portsec.py); None: not secured."""
         self.rx_packets = 0
         self.rx_bytes = 0
         self.tx_packets = 0
@@ -177,6 +181,7 @@ class SwitchPort:
             "network": self.network.name if self.network else None,
             "ifname": self.ifname,
             "mac": self.mac,
+            "secured": self.guard is not None,
             "rx_packets": self.rx_packets,
             "rx_bytes": self.rx_bytes,
             "tx_packets": self.tx_packets,

@@ -12,6 +12,7 @@ on the per-packet path; everything else goes through the methods.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -80,9 +81,14 @@ class MacTable(Generic[P]):
         self.stats.aged += len(stale)
         return len(stale)
 
-    def forget_port(self, port: P) -> int:
-        """Remove every address learned on `port` (it was detached)."""
-        gone = [mac for mac, entry in self.entries.items() if entry.port is port]
+    def forget_port(self, port: P, keep: Callable[[bytes], bool] | None = None) -> int:
+        """Remove every address learned on `port` (it was detached), or those
+        of them that `keep` does not keep."""
+        gone = [
+            mac
+            for mac, entry in self.entries.items()
+            if entry.port is port and (keep is None or not keep(mac))
+        ]
         for mac in gone:
             del self.entries[mac]
         return len(gone)
