@@ -16,8 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 pytest_plugins = ("support.etcd",)  # the `etcd` fixture: a real etcd on loopback
+
+# Properties are about what the code does, not how fast one example runs: on a
+# loaded 2-core machine an example may take longer than hypothesis's default
+# 200 ms deadline, which would fail a correct test. Speed is the benchmarks'.
+settings.register_profile("pktchain", deadline=None)
+settings.load_profile("pktchain")
 
 NETNS_DIR = Path(__file__).parent / "netns"
 
