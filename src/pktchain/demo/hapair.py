@@ -23,6 +23,7 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,13 +78,23 @@ def pair_topology(name: str, *, kernel_addresses: bool = False) -> dict[str, Any
 
 
 def router_file(
-    router: str, *, advert_interval: float = 0.1, preempt_delay: float = 1.0
+    router: str,
+    *,
+    advert_interval: float = 0.1,
+    preempt_delay: float = 1.0,
+    priority: int | None = None,
+    track: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The router file of `router` (r1 or r2): the same on both but for the
-    priority, the MACs and the routers' own addresses."""
-    priority, byte = ROUTERS[router]
-    vrrp = {
-        "priority": priority,
+    priority, the MACs and the routers' own addresses.
+
+    `priority` replaces the router's own (150 for r1, 100 for r2); `track`
+    lists trackers (docs/vrrp.md) that every virtual router of this router
+    follows.
+    """
+    default, byte = ROUTERS[router]
+    vrrp: dict[str, Any] = {
+        "priority": default if priority is None else priority,
         "advert_interval": advert_interval,
         "preempt_delay": preempt_delay,
     }
@@ -105,8 +116,18 @@ def router_file(
         },
         "nat": {},
         "vrrp": [
-            {"vrid": 52, "interface": "outside", "virtual_addresses": [OUTSIDE_VIP], **vrrp},
-            {"vrid": 51, "interface": "inside", "virtual_addresses": [INSIDE_VIP], **vrrp},
+            {
+                "vrid": vrid,
+                "interface": interface,
+                "virtual_addresses": [address],
+                **vrrp,
+                # A list of its own for each (the YAML file has no aliases).
+                **({"track": [dict(tracker) for tracker in track]} if track else {}),
+            }
+            for vrid, interface, address in (
+                (52, "outside", OUTSIDE_VIP),
+                (51, "inside", INSIDE_VIP),
+            )
         ],
     }
 
@@ -115,10 +136,17 @@ def router_file(
 class PktchainPair:
     """Two pktchain routers (see the module docstring), with the failover benchmark's
     contender interface: `setup`, `kill_master`, `clean_stop_master`, `restart`,
-    `teardown`."""
+    `teardown`.
+
+    `track` gives trackers to every virtual router of a router (``{"r1":
+    [{"gateway": SERVER, "weight": 100}]}``); `make_lab` brings the lab up
+    from its topology (a test passes its own, which names and removes labs).
+    """
 
     advert_interval: float = 0.1
     preempt_delay: float = 1.0
+    track: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    make_lab: Callable[[dict[str, Any]], Lab] = Lab.up
     name: str = "pktchain"
     notes: list[str] = field(default_factory=list)
     lab: Lab | None = None
@@ -136,11 +164,14 @@ class PktchainPair:
         secret = workdir / "hasync.secret"
         secret.write_text(secrets.token_hex(32) + "\n")
         secret.chmod(0o600)
-        self.lab = Lab.up(pair_topology(f"hapair-{secrets.token_hex(3)}"))
+        self.lab = self.make_lab(pair_topology(f"hapair-{secrets.token_hex(3)}"))
         for number, router in enumerate(ROUTERS, start=1):
             spec = workdir / f"{router}.yaml"
             file = router_file(
-                router, advert_interval=self.advert_interval, preempt_delay=self.preempt_delay
+                router,
+                advert_interval=self.advert_interval,
+                preempt_delay=self.preempt_delay,
+                track=self.track.get(router, ()),
             )
             spec.write_text(yaml.safe_dump(file, sort_keys=False))
             args = (
