@@ -22,6 +22,7 @@ from pktchain.lab.links import Netlink
 from pktchain.lab.probe import ChatWatcher, Endpoints, Instruments
 from support.ha_lab import (
     NatRow,
+    held,
     link_counters,
     nat_rows,
     sync_counters,
@@ -179,3 +180,87 @@ def test_the_backup_resyncs_after_its_sync_link_was_cut_and_keeps_what_came_mean
     after = _dynamic(nat_rows(tables(pair, "r2")))
     # Same mappings on the new master, the flows made during the cut among them.
     assert {row[:5] for row in master_rows} <= {row[:5] for row in after}
+
+
+ARP_BLOCK = "pktchain_ha_test"
+
+
+def test_a_gateway_that_stops_answering_r1_hands_the_pair_to_r2_and_back(
+    ha_pair: PairFactory,
+) -> None:
+    # r1's virtual routers track the server as their gateway (weight 100: 150 -> 50,
+    # below r2's 100); r2 tracks nothing.
+    pair = ha_pair(track={"r1": [{"gateway": SERVER, "weight": 100}]})
+    assert pair.lab is not None
+    lab = pair.lab
+    client, server = lab.host("client"), lab.host("server")
+    r1 = tables(pair, "r1")
+    assert all(v["effective_priority"] == 150 and not v["failed_trackers"] for v in r1["vrrp"])
+    before = {
+        (router, v["vrid"]): v["counters"]
+        for router in ("r1", "r2")
+        for v in tables(pair, router)["vrrp"]
+    }
+    wait_ping(client, SERVER, timeout=5.0, what="the path through r1")
+    with ChatWatcher(
+        *(lab.netns_of("client"), lab.netns_of("server"), SERVER),
+        port=47403,
+        sessions=1,
+        max_duration=60,
+    ) as chat:
+        chat.start()
+        # The server stops answering r1's ARP requests (and only r1's).
+        server.run(
+            [
+                "nft",
+                f"add table arp {ARP_BLOCK}; "
+                f"add chain arp {ARP_BLOCK} input {{ type filter hook input priority 0; }}; "
+                f"add rule arp {ARP_BLOCK} input arp saddr ip 198.51.100.2 drop",
+            ],
+            check=True,
+        )
+        wait_until(
+            lambda: all(
+                v["effective_priority"] == 50 and v["failed_trackers"]
+                for v in tables(pair, "r1")["vrrp"]
+            ),
+            timeout=5.0,
+            what="r1's tracker failed (priority 50)",
+        )
+        # r2 preempts the lower-priority master after its preempt_delay.
+        pair.wait_roles("r2", 10.0)
+        held(
+            lambda: (
+                vrrp_states(tables(pair, "r2")) == {"master"}
+                and vrrp_states(tables(pair, "r1")) == {"backup"}
+            ),
+            samples=5,
+            what="r2 the one master",
+        )
+        wait_ping(client, SERVER, timeout=5.0, what="the path through r2")
+
+        # The gateway answers again: r1 is back at 150 and preempts r2.
+        server.run(["nft", f"delete table arp {ARP_BLOCK}"], check=True)
+        pair.wait_roles("r1", 10.0)
+        held(
+            lambda: (
+                vrrp_states(tables(pair, "r1")) == {"master"}
+                and vrrp_states(tables(pair, "r2")) == {"backup"}
+            ),
+            samples=5,
+            what="r1 the one master",
+        )
+        wait_ping(client, SERVER, timeout=5.0, what="the path through r1 again")
+        back = time.monotonic()
+        _watch_until(back + 1.0)
+        (session,) = chat.stop()
+    assert not session.lost(), session  # the session crossed both hand-overs
+    # Each virtual router changed hands exactly twice, the trackers said why.
+    for router in ("r1", "r2"):
+        for v in tables(pair, router)["vrrp"]:
+            was, now = before[router, v["vrid"]], v["counters"]
+            moved = {k: now.get(k, 0) - was.get(k, 0) for k in ("to-master", "to-backup")}
+            assert moved == {"to-master": 1, "to-backup": 1}, (router, v)
+            if router == "r1":
+                assert v["effective_priority"] == 150 and not v["failed_trackers"], v
+                assert now["tracker-failed"] == 1 and now["tracker-recovered"] == 1, v

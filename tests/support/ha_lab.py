@@ -8,6 +8,7 @@ router --json`` prints, read over the node's control socket.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -65,6 +66,19 @@ def wait_ping(host: LabHost, address: str, *, timeout: float, what: str) -> None
         return host.run(["ping", "-n", "-c1", "-W1", address], timeout=5).ok
 
     wait_until(answered, timeout=timeout, what=what)
+
+
+def link_mac(host: LabHost, ifname: str) -> str:
+    """The MAC address of `host`'s interface `ifname`."""
+    (link,) = json.loads(host.run(["ip", "-j", "link", "show", "dev", ifname], check=True).stdout)
+    return str(link["address"])
+
+
+def neighbour_mac(host: LabHost, address: str) -> str | None:
+    """The MAC address `host`'s kernel holds for `address` (None if it holds none)."""
+    found = json.loads(host.run(["ip", "-j", "neigh", "show", "to", address], check=True).stdout)
+    macs = [str(entry["lladdr"]) for entry in found if entry.get("lladdr")]
+    return macs[0] if macs else None
 
 
 def udp_flows(client: LabHost, ports: Iterable[int], *, to_port: int = 9) -> None:
