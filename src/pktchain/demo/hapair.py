@@ -14,7 +14,8 @@ and the tests build the same pair:
 
 The router hosts' LAN interfaces have no kernel address: the node's router
 owns the addresses. Failures are made as a crash is (the node SIGKILLed, its
-links then set down) or as a clean stop (SIGTERM).
+links then set down; or, silently, its sync link down first, as when the whole
+machine dies) or as a clean stop (SIGTERM).
 """
 
 from __future__ import annotations
@@ -224,15 +225,26 @@ class PktchainPair:
 
         wait_until(settled, timeout=timeout, what=f"{master} master, {backup} its backup in sync")
 
-    def kill_master(self) -> None:
-        """A crash: the master's node SIGKILLed (its kernel closes its sockets),
-        then its links down."""
+    def kill_master(self, *, silent: bool = False) -> None:
+        """A crash: the master's node SIGKILLed (its kernel closes its sockets, so
+        the backup sees the sync connection closed and takes over after
+        Skew_Time), then its links down.
+
+        `silent`: the master's sync link goes down first, so that nothing of it
+        reaches the backup any more, as when the whole machine dies: the
+        backup then learns of it only from the advertisements that stop
+        (Master_Down_Interval).
+        """
         master = self.master()
         self.failed = master
+        assert self.lab is not None
+        netns = self.lab.netns_of(master)
+        if silent:
+            with Netlink(netns) as netlink:
+                netlink.set_link("sync", up=False)
         os.kill(self.nodes[master].pid, signal.SIGKILL)
         self.nodes[master].kill()
-        assert self.lab is not None
-        with Netlink(self.lab.netns_of(master)) as netlink:
+        with Netlink(netns) as netlink:
             for ifname in LINKS:
                 netlink.set_link(ifname, up=False)
 
