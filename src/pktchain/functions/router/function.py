@@ -2022,6 +2022,10 @@ class Router(Function):
                     old.neighbors.forget(ip)
             host.mac, host.iface, host.state = record.mac, port.name, record.state
             host.network_id = record.network_id
+            if host.forward_port is not None and host.forward_port != record.forward_port:
+                # The automatic rule this router gave the host itself (it learned
+                # the host before the master's record came) is not the master's.
+                self._drop_auto_forward(ip, host.forward_port)
         # The master ages its learned hosts; here they wait for it (or a takeover).
         host.deadline = _INF
         host.tries = 0
@@ -2039,11 +2043,15 @@ class Router(Function):
         if host.state is HostState.STATIC and port is not None:
             port.neighbors.forget(ip)
         if host.forward_port is not None:
-            key = (_TCP, host.forward_port)
-            rule = self._forwards.get(key)
-            if rule is not None and rule.automatic and rule.inside_ip == format_ip(ip):
-                self._drop_forward(key)
+            self._drop_auto_forward(ip, host.forward_port)
         self._generation += 1
+
+    def _drop_auto_forward(self, ip: bytes, port: int) -> None:
+        """Drop the automatic rule of host `ip` on `port`, if that is what `port` holds."""
+        key = (_TCP, port)
+        rule = self._forwards.get(key)
+        if rule is not None and rule.automatic and rule.inside_ip == format_ip(ip):
+            self._drop_forward(key)
 
     def _install_forward(self, record: ForwardRecord) -> ApplyRefusal | None:
         nat = self._nat
@@ -2061,10 +2069,13 @@ class Router(Function):
         current = self._forwards.get(key)
         if current == rule:
             return None
-        if not any(not p.external and p.host_address(record.inside_ip) for p in self._routes):
-            return ApplyRefusal.FORWARD_INVALID
+        # The master's rule replaces this router's at the port; one this router
+        # cannot hold (its inside address is none of this router's hosts: the
+        # backup's own address, say) still takes the port from this router's own.
         if current is not None:
             self._drop_forward(key)
+        if not any(not p.external and p.host_address(record.inside_ip) for p in self._routes):
+            return ApplyRefusal.FORWARD_INVALID
         nat.free_external_port(record.proto, record.external_port)
         try:
             nat.add_port_forward(proto, record.external_port, record.inside_ip, record.inside_port)
