@@ -1523,6 +1523,11 @@ class Router(Function):
         )
         return instance.status().as_dict()
 
+    def vrrp_hold_preemption(self, held: bool) -> None:
+        """While held, the virtual routers do not preempt a lower-priority master (the
+        pair's state sync has not given this router a complete copy yet)."""
+        self._vrrp.hold_preemption(held)
+
     def vrrp_master_gone(self, now: float) -> list[tuple[str, bytes]]:
         """The other router of the pair is known to have stopped (its end of the state
         sync closed the connection): every virtual router following a master takes
