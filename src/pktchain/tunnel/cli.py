@@ -37,6 +37,8 @@ DEFAULTS = {
     "mode": "both",
     "transport": "tcp",
     "mtu": "1500",
+    "handshake_timeout": "5",
+    "max_connections": "1024",
 }
 
 
@@ -144,6 +146,20 @@ def register(subparsers: Any) -> None:
         default=d["listen_ip"],
         help=f"address the server end listens on (default {d['listen_ip']})",
     )
+    added.add_argument(
+        "--handshake-timeout",
+        metavar="SECONDS",
+        default=d["handshake_timeout"],
+        help=f"time a TCP connection has to connect and authenticate, else it is closed "
+        f"(default {d['handshake_timeout']})",
+    )
+    added.add_argument(
+        "--max-connections",
+        metavar="N",
+        default=d["max_connections"],
+        help=f"TCP connections the server end holds at once; more are refused "
+        f"(default {d['max_connections']})",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -180,6 +196,8 @@ def _run(args: argparse.Namespace) -> int:
             mtu=args.mtu,
             key=key,
             no_auth=args.no_auth,
+            handshake_timeout=args.handshake_timeout,
+            max_connections=args.max_connections,
         )
     except TunnelConfigError as exc:
         raise UsageError(str(exc)) from None
