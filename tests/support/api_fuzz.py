@@ -1,6 +1,6 @@
 """Fuzzing a live node's REST API with schemathesis, from the API's own OpenAPI document.
 
-`fuzz_node` starts a `pktchain node` on loopback with every kind of route
+`api_node` starts a `pktchain node` on loopback with every kind of route
 behind its API: native functions (two flow monitors, whose ports give the
 chaining model ports to name) and a router (for the router's operations);
 it needs no namespace. `run_schemathesis` runs ``st run`` against it with
@@ -51,7 +51,7 @@ FUNCTIONS = {
 
 
 @contextmanager
-def fuzz_node(name: str, workdir: Path, *, args: tuple[str, ...] = ()) -> Iterator[NodeProcess]:
+def api_node(name: str, workdir: Path, *, args: tuple[str, ...] = ()) -> Iterator[NodeProcess]:
     """A node serving its API on a free loopback port, with functions and a router."""
     router, functions = workdir / "router.yaml", workdir / "functions.yaml"
     router.write_text(yaml.safe_dump(ROUTER))
@@ -133,8 +133,15 @@ def run_schemathesis(
     ]
     # The hooks module is all st needs from here: it talks to the node over HTTP.
     env = dict(os.environ, PYTHONPATH=str(SUPPORT.parent))
+    # In the report's directory: st keeps its cache (.schemathesis/) where it runs.
     done = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        command,
+        env=env,
+        cwd=report.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if not report.exists():
         raise RuntimeError(

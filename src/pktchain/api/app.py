@@ -49,6 +49,7 @@ from pktchain.api.errors import (
 from pktchain.api.routes.neutron import DEFAULT_NETWORK_ID, EXTENSIONS, neutron_routes
 from pktchain.api.routes.node import node_routes
 from pktchain.api.routes.sfc import SFC_KINDS, body_schemas, sfc_routes
+from pktchain.api.server import DEFAULT_MAX_BODY
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -58,10 +59,6 @@ __all__ = [
     "ApiError",
     "create_app",
 ]
-
-
-DEFAULT_MAX_BODY = 1 << 20
-"""The largest request body, in bytes (1 MiB: thousands of resources in one bulk create)."""
 
 
 def create_app(

@@ -14,7 +14,8 @@ the previous response), or it gets a 408 and the connection is closed, so
 that clients sending a byte at a time cannot hold connections open; at most
 ``max_connections`` are open at once, and the next one gets a 503 and is
 closed. Both are counted (`ApiServer.counters`) and logged. The size of a
-request body is capped by the application (`create_app(max_body=...)`, 413).
+request body (``max_body``) is capped by the application
+(`create_app(max_body=limits.max_body)`, 413).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 from pktchain.linux.sockets import is_loopback, tcp_listener
 
 __all__ = [
+    "DEFAULT_MAX_BODY",
     "DEFAULT_PORT",
     "ApiServer",
     "ApiServerError",
@@ -46,11 +48,16 @@ DEFAULT_PORT = 9696
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 
+DEFAULT_MAX_BODY = 1 << 20
+"""The largest request body, in bytes (1 MiB: thousands of resources in one bulk create)."""
+
 
 @dataclass(frozen=True)
 class HttpLimits:
     """What one client may take of the API's server."""
 
+    max_body: int = DEFAULT_MAX_BODY
+    """Bytes of a request body (enforced by the application: `create_app(max_body=)`)."""
     request_timeout: float = 10.0
     """Seconds to send a whole request (headers and body), from its first byte's turn."""
     max_connections: int = 128
@@ -59,6 +66,8 @@ class HttpLimits:
     """Seconds an idle connection is kept between requests."""
 
     def __post_init__(self) -> None:
+        if self.max_body < 1:
+            raise ValueError(f"max body {self.max_body!r}: must be at least 1 byte")
         if not self.request_timeout > 0:
             raise ValueError(f"request timeout {self.request_timeout!r}: must be positive")
         if self.max_connections < 1:
