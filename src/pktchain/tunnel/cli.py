@@ -164,13 +164,10 @@ def register(subparsers: Any) -> None:
 
 
 def read_key(path: str) -> bytes:
-    """The key in `path`, without a trailing newline."""
-    try:
-        with open(path, "rb") as file:
-            key = file.read()
-    except OSError as exc:
-        raise UsageError(f"--key-file: {path}: {exc.strerror}") from None
-    return key.rstrip(b"\r\n")
+    """The key in `path`, without a trailing newline (`pktchain.secretfile`)."""
+    from pktchain.secretfile import read_secret_file
+
+    return read_secret_file(path, "--key-file")
 
 
 def _run(args: argparse.Namespace) -> int:

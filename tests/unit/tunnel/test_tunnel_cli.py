@@ -137,7 +137,7 @@ def test_an_unreadable_key_file_is_named(
 ) -> None:
     missing = tmp_path / "missing"
     assert main(["tunnel", "--key-file", str(missing)]) == 2
-    assert f"--key-file: {missing}: No such file or directory" in capsys.readouterr().err
+    assert f"--key-file {missing}: No such file or directory" in capsys.readouterr().err
 
 
 def test_the_environments_key_file_is_ignored_with_no_auth(
