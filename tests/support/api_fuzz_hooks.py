@@ -19,8 +19,9 @@ host bits, put the router's address in its subnet):
 And a function created by a valid case writes no files: its ``export`` and
 ``pcap`` paths, which the node would open wherever they point, are dropped.
 
-Loaded by ``st run`` through ``SCHEMATHESIS_HOOKS=support.api_fuzz_hooks``
-(``tests`` on ``PYTHONPATH``), never imported by the tests themselves.
+Loaded by ``st run`` through the ``hooks`` of tests/support/schemathesis.toml
+(``tests`` on ``PYTHONPATH``), and by tests/unit/api/test_api_fuzz.py, which
+fuzzes the application in process: importing the module registers the hooks.
 """
 
 from __future__ import annotations

@@ -151,12 +151,17 @@ def next_link(request: Request, collection: str, records: list[dict[str, Any]]) 
 
 
 def _repeatable(name: str, description: str, items: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A parameter given once or more (``?name=A&name=B``). Values of any text are one
+    string or a list of them: any word on the wire is valid, as the server reads it."""
+    values: dict[str, Any] = {"type": "array", "items": items or {"type": "string"}}
+    if items is None:
+        values = {"anyOf": [{"type": "string"}, values]}
     return {
         "name": name,
         "in": "query",
         "required": False,
         "description": description,
-        "schema": {"type": "array", "items": items or {"type": "string"}},
+        "schema": values,
         "style": "form",
         "explode": True,
     }

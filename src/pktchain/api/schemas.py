@@ -211,7 +211,7 @@ def _host_name_schema() -> dict[str, Any]:
 
 def _l7_schema(schema: dict[str, Any]) -> None:
     for key in ("http_host", "tls_sni"):
-        schema["properties"][key] = {"anyOf": [_host_name_schema(), {"type": "null"}]}
+        schema["properties"][key] = _host_name_schema()  # absent, not null, when unused
 
 
 class L7Parameters(_Body):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections import Counter
@@ -98,6 +99,12 @@ def _guarded_protocol(limits: HttpLimits, counters: Counter[str]) -> type[Any]:
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                # asyncio sets TCP_NODELAY only on sockets made with IPPROTO_TCP, not on
+                # those accepted from a listener made with protocol 0: without it, a
+                # response written in two parts waits for the client's delayed ACK (40 ms).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if len(self.connections) > limits.max_connections:
                 counters["connections.refused"] += 1
                 log.warning(

@@ -150,7 +150,10 @@ _PREFIX_MAX = 30
 
 
 def _integer(value: Json, low: int, high: int) -> int:
-    # bool is an int in Python but not an integer on the wire.
+    # bool is an int in Python but not an integer on the wire; 80.0 is one (as JSON
+    # Schema counts), 80.5 is not.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{value!r} is not an integer")
     if not low <= value <= high:

@@ -60,9 +60,10 @@ Converter = Callable[[str, object], Any]
 
 def _l7_host_name(path: str, value: object) -> str:
     """A DNS host name (RFC 1123 §2.1), stored lower case without a trailing dot; no port."""
-    if not text.full(text.HOST_NAME, value):
+    name = value.removesuffix(".") if isinstance(value, str) else value
+    if not text.full(text.HOST_NAME, name):
         raise InvalidInput(path, f"'{value}' is not a host name.")
-    name = str(value).lower().removesuffix(".")
+    name = str(name).lower()
     if len(name) > MAX_HOST_NAME:
         raise InvalidInput(path, f"'{value}' is longer than {MAX_HOST_NAME} characters.")
     return name
@@ -145,12 +146,15 @@ def uuid_or_none(path: str, value: object) -> str | None:
 
 
 def _integer_value(value: object) -> int | None:
-    """An integer, or a string of ASCII digits (with an optional minus) holding one
-    (Neutron's convert_to_int); None for anything else."""
+    """An integer (JSON's 80.0 is one, as JSON Schema counts), or a string of ASCII
+    digits (with an optional minus) holding one (Neutron's convert_to_int); None for
+    anything else."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
     if text.full(_SIGNED, value):
         try:
             return int(str(value))
@@ -176,7 +180,7 @@ def boolean(path: str, value: object) -> bool:
     # Neutron's convert_to_boolean: booleans, 0/1 and their spellings.
     if isinstance(value, bool):
         return value
-    if isinstance(value, int) and value in (0, 1):
+    if isinstance(value, int | float) and value in (0, 1):
         return bool(value)
     if text.full(BOOLEAN_TEXT, value):
         return str(value).lower() in ("true", "1")
