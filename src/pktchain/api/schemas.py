@@ -15,6 +15,7 @@ strings, host names) are the model's own patterns (`pktchain.packet.text`).
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -29,6 +30,7 @@ __all__ = [
     "SHOWN",
     "UPDATE",
     "NeutronError",
+    "filterable_attributes",
     "sortable_attributes",
 ]
 
@@ -424,10 +426,18 @@ UPDATE: dict[str, type[BaseModel]] = {
 def sortable_attributes(model: type[BaseModel]) -> tuple[str, ...]:
     """The attributes of a shown resource that a list can be sorted on: those
     holding one value (not a list or an object), by their API names."""
-    names = []
-    for name, info in model.model_fields.items():
-        annotation = str(info.annotation)
-        if annotation.startswith(("list", "dict")):
-            continue
-        names.append(info.alias or name)
-    return tuple(names)
+    return tuple(
+        info.alias or name
+        for name, info in model.model_fields.items()
+        if typing.get_origin(info.annotation) not in (list, dict)
+    )
+
+
+def filterable_attributes(model: type[BaseModel]) -> tuple[str, ...]:
+    """The attributes of a shown resource that a list can be filtered on: all but
+    those holding an object (a list attribute matches when it holds the value)."""
+    return tuple(
+        info.alias or name
+        for name, info in model.model_fields.items()
+        if typing.get_origin(info.annotation) is not dict
+    )

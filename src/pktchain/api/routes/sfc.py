@@ -152,11 +152,7 @@ def _collection_routes(backend: Backend, kind: ResourceKind, max_body: int) -> A
         },
     }
     sortable = schemas.sortable_attributes(shown_body)
-    filters = [
-        name
-        for name, info in shown_body.model_fields.items()
-        if not str(info.annotation).startswith("dict")
-    ]
+    filters = schemas.filterable_attributes(shown_body)
 
     @router.get(
         base,
