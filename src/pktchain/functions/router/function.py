@@ -1304,6 +1304,7 @@ class Router(Function):
             if not self._vrrp_started:
                 self._vrrp_started = True
                 self._vrrp_apply(self._vrrp.start(now), now)
+                self._resolve_gateway(now)
             self._vrrp_apply(self._vrrp.on_timer(now), now)
             self._gateway_timers(now)
             self._neighbor_timers(now)
@@ -1451,6 +1452,16 @@ class Router(Function):
         port.virtual_macs.pop(action.mac, None)
         port.source_mac = next(iter(port.virtual_macs), port.mac)
         self._generation += 1
+
+    def _resolve_gateway(self, now: float) -> None:
+        """A router of a pair resolves its upstream gateway from the start, master or
+        not: a backup that takes over forwards at once instead of after ARP (the
+        neighbour cache then verifies the entry as it does every other)."""
+        port, gateway = self._external, self._gateway
+        if not self.config.vrrp or port is None or gateway is None:
+            return
+        if port.neighbors.resolve(gateway, now):
+            self._request(port, gateway)
 
     def _gateway_timers(self, now: float) -> None:
         """Probe the tracked gateways; one that stopped answering fails its trackers."""
@@ -2037,6 +2048,10 @@ class Router(Function):
         host.forward_port = record.forward_port  # its rule comes as a ForwardRecord
         if record.state is HostState.STATIC:
             port.neighbors.set_static(ip, record.mac)
+        else:
+            # The master's view of the host's MAC, as a neighbour to verify: after a
+            # takeover its packets go out at once instead of waiting for ARP.
+            port.neighbors.confirm(ip, record.mac, now, create=True)
         self._generation += 1
         return None
 
