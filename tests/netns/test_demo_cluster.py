@@ -12,8 +12,6 @@ very instances its packets named.
 
 from __future__ import annotations
 
-import json
-import signal
 import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
@@ -24,8 +22,9 @@ from typing import Any
 import pytest
 
 from pktchain.demo.cluster.topology import CHAIN, CLIENT, DOOMED, MOVES, NODES, PAIR_NODE, SERVER
-from pktchain.lab import down, running_labs
-from support.nsh_fn import flowcount_binary, pktchain_argv, pktchain_env
+from pktchain.lab import running_labs
+from support import demo_run
+from support.nsh_fn import flowcount_binary, pktchain_argv
 
 pytestmark = pytest.mark.slow
 
@@ -53,33 +52,7 @@ STEPS = (
 
 
 def run_demo(argv: list[str]) -> tuple[int, dict[str, Any], str]:
-    """Run the demo; its exit status, its JSON and its stderr.
-
-    Past `TIMEOUT` it gets SIGINT, which it answers by removing what it made;
-    a lab it still left is removed here, and the test fails.
-    """
-    before = set(running_labs())
-    process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=pktchain_env()
-    )
-    try:
-        out, err = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGINT)
-        try:
-            out, err = process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, err = process.communicate()
-        for lab in set(running_labs()) - before:
-            if lab.startswith("demo-cluster-"):
-                down(lab)
-        pytest.fail(f"the demo ran for more than {TIMEOUT:g} s:\n{err[-3000:]}")
-    try:
-        report = json.loads(out)
-    except ValueError:
-        pytest.fail(f"the demo printed no JSON (exit {process.returncode}):\n{err[-3000:]}")
-    return process.returncode, report, err
+    return demo_run.run_demo(argv, timeout=TIMEOUT, lab_prefix="demo-cluster-")
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,13 @@ outage is within 300 ms and no TCP connection was lost, and the lab is gone.
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
 from typing import Any
 
 import pytest
 
-from pktchain.lab import down, running_labs
-from support.nsh_fn import pktchain_argv, pktchain_env
+from pktchain.lab import running_labs
+from support import demo_run
+from support.nsh_fn import pktchain_argv
 
 pytestmark = pytest.mark.slow
 
@@ -32,28 +30,7 @@ STEPS = (
 
 
 def run_demo(argv: list[str]) -> tuple[int, dict[str, Any], str]:
-    before = set(running_labs())
-    process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=pktchain_env()
-    )
-    try:
-        out, err = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGINT)
-        try:
-            out, err = process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, err = process.communicate()
-        for lab in set(running_labs()) - before:
-            if lab.startswith("hapair-"):
-                down(lab)
-        pytest.fail(f"the demo ran for more than {TIMEOUT:g} s:\n{err[-3000:]}")
-    try:
-        report = json.loads(out)
-    except ValueError:
-        pytest.fail(f"the demo printed no JSON (exit {process.returncode}):\n{err[-3000:]}")
-    return process.returncode, report, err
+    return demo_run.run_demo(argv, timeout=TIMEOUT, lab_prefix="hapair-")
 
 
 def test_demo_ha_fails_over_and_back_without_losing_a_connection() -> None:
