@@ -117,6 +117,7 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="native functions to run (YAML: name, kind, network, config; docs/functions.md)",
     )
+    _add_port_limits(parser)
     cluster = parser.add_argument_group("cluster (docs/cluster.md)")
     cluster.add_argument(
         "--etcd",
@@ -164,6 +165,42 @@ def register(subparsers: Any) -> None:
     flows.set_defaults(handler=_flows)
 
 
+# The defaults of pktchain.node.dataplane.limits.DEFAULT_PORT_LIMITS, for --help
+# without importing the dataplane (a test checks that they agree).
+PORT_LIMIT_HELP = {
+    "arp": ("ARP packets", 100, 200),
+    "icmp": ("ICMP packets to the router's own addresses", 100, 200),
+    "flood": ("frames the switch floods (broadcast, multicast, unknown unicast)", 1000, 2000),
+    "slow-path": (
+        "frames the switch hands to the node's router or load balancer (first packets, "
+        "SYN/FIN/RST, ARP, ICMP)",
+        5000,
+        10000,
+    ),
+}
+
+
+def _add_port_limits(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "port rate limits",
+        "what each host port may send per second of the frames that cost the node "
+        "work (token buckets; over the limit: dropped and counted as rate-NAME on the "
+        "port; docs/node.md)",
+    )
+    for name, (what, rate, burst) in PORT_LIMIT_HELP.items():
+        group.add_argument(
+            f"--port-{name}-rate",
+            metavar="PPS",
+            help=f"{what} a host port may send per second on average, or off (default {rate})",
+        )
+        group.add_argument(
+            f"--port-{name}-burst",
+            metavar="N",
+            type=int,
+            help=f"... and back to back (default {burst}; with a rate: twice the rate)",
+        )
+
+
 def _add_name(
     parser: argparse.ArgumentParser,
     *,
@@ -184,7 +221,7 @@ def _run(args: argparse.Namespace) -> int:
     from pktchain.cluster.record import ClusterError
     from pktchain.errors import UsageError
     from pktchain.lab import LabError
-    from pktchain.node.config import build_config
+    from pktchain.node.config import PORT_LIMIT_OPTIONS, build_config, port_limits
     from pktchain.node.daemon import Node
     from pktchain.sfc.errors import SfcError
     from pktchain.sfc.store import default_path
@@ -212,6 +249,10 @@ def _run(args: argparse.Namespace) -> int:
     else:
         state = Path(args.state or default_path(args.name))
     try:
+        limits = port_limits(
+            {n: getattr(args, f"port_{n.replace('-', '_')}_rate") for n in PORT_LIMIT_OPTIONS},
+            {n: getattr(args, f"port_{n.replace('-', '_')}_burst") for n in PORT_LIMIT_OPTIONS},
+        )
         config = build_config(
             name=args.name,
             topology=Path(args.topology) if args.topology else None,
@@ -236,6 +277,7 @@ def _run(args: argparse.Namespace) -> int:
             ha_listen=args.ha_listen,
             ha_peer=args.ha_peer,
             ha_secret=_ha_secret(args.ha_secret_file),
+            port_limits=limits,
         )
     except (ValueError, LabError) as exc:
         raise UsageError(str(exc)) from exc

@@ -103,6 +103,13 @@ class NatConfig:
     """Sessions one internal host may hold at once."""
     max_held_syns: int = 1024
     """Unsolicited SYNs held at once; more are dropped silently (bounded memory)."""
+    new_sessions_per_host_rate: float | None = 1000.0
+    """New sessions one internal host may open per second on average (a token
+    bucket per host; None: no limit). Beyond it a new session is refused
+    silently (``host-session-rate``): a host sending a SYN or port-scan flood
+    costs the NAT this much work a second at most, whoever it aims at."""
+    new_sessions_per_host_burst: int = 2000
+    """New sessions one internal host may open back to back (the bucket's depth)."""
     preserve_parity: bool = True
     """Keep the parity of a port that cannot be preserved (RFC 4787 REQ-4, RFC 7857 §8)."""
     port_seed: int | None = None
@@ -162,6 +169,16 @@ class NatConfig:
         ):
             if count < 0:
                 errors.append(f"{name}: must be 0 or more, got {count}")
+        rate = self.new_sessions_per_host_rate
+        if rate is not None and not rate > 0:
+            errors.append(
+                f"new_sessions_per_host_rate: must be more than 0 (or none: no limit), got {rate}"
+            )
+        if self.new_sessions_per_host_burst < 1:
+            errors.append(
+                f"new_sessions_per_host_burst: must be 1 or more, got "
+                f"{self.new_sessions_per_host_burst}"
+            )
         if errors or external is None:
             raise NatConfigError(errors)
         object.__setattr__(self, "_networks", tuple(networks))

@@ -187,6 +187,15 @@ class NatFunctionConfig:
     max_held_syns: int = _nat(
         "max_held_syns", "unsolicited SYNs held at once; more are dropped", minimum=0
     )
+    new_sessions_per_host_rate: float | None = _nat(
+        "new_sessions_per_host_rate",
+        "new sessions one inside host may open per second (token bucket); more are "
+        "dropped silently; none: no limit",
+        minimum=0.001,
+    )
+    new_sessions_per_host_burst: int = _nat(
+        "new_sessions_per_host_burst", "new sessions one inside host may open at once", minimum=1
+    )
     preserve_parity: bool = _nat(
         "preserve_parity",
         "keep the parity of a port that cannot be preserved (RFC 4787 REQ-4)",
@@ -258,6 +267,7 @@ _DROPS = {
     DropReason.SYN_HOLD_FULL: "unsolicited inbound SYNs dropped: max_held_syns are held",
     DropReason.SESSION_LIMIT: "new sessions refused: max_sessions",
     DropReason.HOST_SESSION_LIMIT: "new sessions refused: max_sessions_per_host",
+    DropReason.HOST_SESSION_RATE: "new sessions dropped: over new_sessions_per_host_rate",
     DropReason.PORTS_EXHAUSTED: "new sessions refused: no external port free",
     DropReason.ICMP_CHECKSUM: "ICMP messages with a wrong checksum (RFC 5508 REQ-3)",
     DropReason.EMBEDDED_CHECKSUM: "ICMP errors quoting an IP header with a wrong checksum "
