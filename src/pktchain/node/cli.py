@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pktchain.node.dataplane.limits import PortLimits
 
 
 def register(subparsers: Any) -> None:
@@ -174,8 +177,8 @@ PORT_LIMIT_HELP = {
     "slow-path": (
         "frames the switch hands to the node's router or load balancer (first packets, "
         "SYN/FIN/RST, ARP, ICMP)",
-        5000,
-        10000,
+        1000,
+        1000,
     ),
 }
 
@@ -201,6 +204,20 @@ def _add_port_limits(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def port_limits_of(args: argparse.Namespace) -> PortLimits:
+    """The `PortLimits` the ``--port-NAME-rate`` / ``--port-NAME-burst`` options give
+    (ValueError naming the option)."""
+    from pktchain.node.config import PORT_LIMIT_OPTIONS, port_limits
+
+    def given(name: str, what: str) -> Any:
+        return getattr(args, f"port_{name.replace('-', '_')}_{what}")
+
+    return port_limits(
+        {name: given(name, "rate") for name in PORT_LIMIT_OPTIONS},
+        {name: given(name, "burst") for name in PORT_LIMIT_OPTIONS},
+    )
+
+
 def _add_name(
     parser: argparse.ArgumentParser,
     *,
@@ -221,7 +238,7 @@ def _run(args: argparse.Namespace) -> int:
     from pktchain.cluster.record import ClusterError
     from pktchain.errors import UsageError
     from pktchain.lab import LabError
-    from pktchain.node.config import PORT_LIMIT_OPTIONS, build_config, port_limits
+    from pktchain.node.config import build_config
     from pktchain.node.daemon import Node
     from pktchain.sfc.errors import SfcError
     from pktchain.sfc.store import default_path
@@ -249,10 +266,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         state = Path(args.state or default_path(args.name))
     try:
-        limits = port_limits(
-            {n: getattr(args, f"port_{n.replace('-', '_')}_rate") for n in PORT_LIMIT_OPTIONS},
-            {n: getattr(args, f"port_{n.replace('-', '_')}_burst") for n in PORT_LIMIT_OPTIONS},
-        )
+        limits = port_limits_of(args)
         config = build_config(
             name=args.name,
             topology=Path(args.topology) if args.topology else None,

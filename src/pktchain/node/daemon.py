@@ -840,6 +840,7 @@ class Node:
         if policer is None:  # pragma: no cover - the caller checks
             return
         policer.hold = False
+        policer.strikes = 0
         policer.holds += 1
         if policer.holds == 1 or policer.holds % 1000 == 0:
             log.warning(

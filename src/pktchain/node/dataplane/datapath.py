@@ -59,6 +59,7 @@ from pktchain.node.dataplane.fastpath import (
 from pktchain.node.dataplane.limits import (
     DEFAULT_PORT_LIMITS,
     HOLD_SHARE,
+    HOLD_STRIKES,
     PortLimits,
     PortPolicer,
     RateDrop,
@@ -505,7 +506,11 @@ class Datapath:
                 dropped = policer.dropped
                 self._forward(port, frames, None, 0)
                 if len(frames) == BATCH and policer.dropped - dropped >= BATCH * HOLD_SHARE:
-                    policer.hold = True  # the node holds the port (limits.py)
+                    policer.strikes += 1
+                    if policer.strikes >= HOLD_STRIKES:
+                        policer.hold = True  # the node holds the port (limits.py)
+                else:
+                    policer.strikes = 0
         return len(frames)
 
     def _forward(

@@ -35,11 +35,14 @@ ports or other nodes' ports.
 The checks come after the port security check (a spoofed frame is counted
 as spoofed) and before the switch learns from or forwards the frame.
 
-A port that keeps the node busy with frames it only drops (a full batch read,
-half of it or more over its limits) is not read for `HOLD` seconds: the
-frames it sends meanwhile wait in, and overflow, its own queue in the kernel,
-where dropping them costs the node nothing; its next batch is read when the
-hold ends. Only the port that storms waits: the others are read as ever.
+A port that keeps the node busy with frames it only drops (`HOLD_STRIKES`
+full batches in a row, each half or more over its limits) is not read for
+`HOLD` seconds: the frames it sends meanwhile wait in, and overflow, its own
+queue in the kernel, where dropping them costs the node nothing; its next
+batch is read when the hold ends. Only the port that storms waits: the
+others are read as ever. (One full batch is not enough: a server answering a
+flood of SYNs, say, fills one while the node is busy elsewhere, and the
+fast-path traffic among its frames should not wait for it.)
 (The new sessions one inside host may open through the router's NAT are
 limited by the NAT itself: `new_sessions_per_host_rate`, docs/router.md.)
 """
@@ -56,6 +59,7 @@ __all__ = [
     "DEFAULT_PORT_LIMITS",
     "HOLD",
     "HOLD_SHARE",
+    "HOLD_STRIKES",
     "PortLimits",
     "PortPolicer",
     "Rate",
@@ -106,7 +110,7 @@ class PortLimits:
     arp: Rate | None = Rate(100.0, 200)
     icmp_router: Rate | None = Rate(100.0, 200)
     flood: Rate | None = Rate(1000.0, 2000)
-    slow_path: Rate | None = Rate(5000.0, 10000)
+    slow_path: Rate | None = Rate(1000.0, 1000)
 
     def status(self) -> dict[str, Any]:
         """Each class's rate and burst (None: not limited), as status shows them."""
@@ -127,7 +131,10 @@ HOLD = 0.01
 """Seconds a port that storms is left unread (see the module)."""
 
 HOLD_SHARE = 0.5
-"""The share of a full batch that, dropped by the port's limits, holds the port."""
+"""The share of a full batch that, dropped by the port's limits, is a strike."""
+
+HOLD_STRIKES = 2
+"""Strikes in a row (full batches each half or more over the limits) that hold a port."""
 
 
 class PortPolicer:
@@ -142,6 +149,7 @@ class PortPolicer:
         "icmp_router",
         "limits",
         "slow_path",
+        "strikes",
     )
 
     def __init__(self, limits: PortLimits) -> None:
@@ -152,6 +160,8 @@ class PortPolicer:
         self.slow_path = None if limits.slow_path is None else limits.slow_path.bucket()
         self.dropped = 0
         """Frames the buckets refused, all classes together."""
+        self.strikes = 0
+        """Full batches in a row, each half or more over the limits."""
         self.hold = False
         """Set by the datapath when the port's last batch says it storms; the
         node clears it when it holds the port."""
