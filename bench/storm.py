@@ -75,10 +75,26 @@ def run(args: argparse.Namespace, directory: Path) -> list[dict[str, Any]]:
                     during = None
                     if args.profile:
                         during = partial(profile, node.pid, args.seconds, args.profile)
-                    runs.append(measure(lab, node, scenario, seconds=args.seconds, during=during))
-                    if args.cpu_only:
-                        control = measure(lab, node, scenario, seconds=args.seconds, cpu_only=True)
-                        runs[-1].control_bps = control.storm_bps
+                    try:
+                        figures = measure(
+                            lab, node, scenario, seconds=args.seconds, nice=args.nice, during=during
+                        )
+                        if args.cpu_only:
+                            control = measure(
+                                lab,
+                                node,
+                                scenario,
+                                seconds=args.seconds,
+                                nice=args.nice,
+                                cpu_only=True,
+                            )
+                            figures.control_bps = control.storm_bps
+                    except (RuntimeError, ValueError) as exc:
+                        print(f"{scenario:12} a run failed: {exc}", flush=True)
+                        continue
+                    runs.append(figures)
+                if not runs:
+                    continue
                 rows.append(summarize(scenario, runs))
                 print_row(rows[-1])
     return rows
@@ -123,6 +139,7 @@ def summarize(scenario: str, runs: list[Figures]) -> dict[str, Any]:
         "tcp_idle_gbps": median("tcp_idle_gbps"),
         "tcp_storm_gbps": median("tcp_storm_gbps"),
         "tcp_kept": median("tcp_kept"),
+        "node_cpu": median("node_cpu"),
         "nat_mapping_kept": all(s["nat_mapping_kept"] for s in summaries),
         "runs": summaries,
     }
@@ -135,7 +152,8 @@ def summarize(scenario: str, runs: list[Figures]) -> dict[str, Any]:
 def print_row(row: dict[str, Any]) -> None:
     line = (
         f"{row['scenario']:12} rtt {row['rtt_idle_ms']:.3f} -> {row['rtt_storm_ms']:.3f} ms "
-        f"(x{row['rtt_ratio']:.2f})  tcp {row['tcp_idle_gbps']:.2f} -> "
+        f"(x{row['rtt_ratio']:.2f}), node CPU {row['node_cpu']:.0%}  "
+        f"tcp {row['tcp_idle_gbps']:.2f} -> "
         f"{row['tcp_storm_gbps']:.2f} Gbit/s ({row['tcp_kept']:.0%} kept)"
     )
     if "tcp_cpu_only_gbps" in row:
@@ -162,6 +180,12 @@ def main() -> int:
     )
     parser.add_argument("--no-limits", action="store_true", help="port rate limits off")
     parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the flooder at this nice value (19: it gets the CPU nothing else wants)",
+    )
+    parser.add_argument(
         "--cpu-only",
         action="store_true",
         help="also run each flood at the flooder's loopback (the CPU it burns, no flood)",
@@ -179,7 +203,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pktchain-storm-") as tmp:
         rows = run(args, Path(tmp))
     if args.json:
-        print(json.dumps({"limits": not args.no_limits, "floods": rows}, indent=2))
+        print(
+            json.dumps({"limits": not args.no_limits, "nice": args.nice, "floods": rows}, indent=2)
+        )
     return 0
 
 

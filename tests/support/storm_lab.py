@@ -18,6 +18,7 @@ times pings. Everything a storm sends stays in the lab's namespaces.
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -180,14 +181,18 @@ class Storm:
     host: LabHost
     argv: list[str]
     seconds: float
+    nice: int = 0
+    """The flooder's nice value: above 0, it yields the CPU it shares with the node and
+    the measured hosts (a flooding guest has CPUs of its own; here they are the node's)."""
     started: float = 0.0
     ended: float = 0.0
     sent: int = 0
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> Storm:
+        niced = ["nice", "-n", str(self.nice)] if self.nice else []
         self._process = self.host.popen(
-            ["timeout", f"{self.seconds:g}", *self.argv],
+            [*niced, "timeout", f"{self.seconds:g}", *self.argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -289,11 +294,16 @@ class Throughput:
         ]
         return self
 
-    def rate(self, start: float, end: float) -> float:
-        """Median bits per second of the intervals that lie within [start, end]."""
-        rates = [bps for begin, finish, bps in self.intervals if begin >= start and finish <= end]
+    def rate(self, windows: list[tuple[float, float]]) -> float:
+        """Median bits per second of the intervals that lie within one of `windows`
+        ((start, end) on this process's monotonic clock)."""
+        rates = [
+            bps
+            for begin, finish, bps in self.intervals
+            if any(begin >= start and finish <= end for start, end in windows)
+        ]
         if not rates:
-            raise ValueError(f"no interval of the flow lies within {end - start:.1f} s")
+            raise ValueError(f"no interval of the flow lies within the windows {windows}")
         return statistics.median(rates)
 
 
@@ -332,9 +342,15 @@ def counters(node: NodeProcess) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) process `pid` has used, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Figures:
-    """What one flood did to the others: RTT and throughput before and during it."""
+    """What one flood did to the others: RTT, the node's CPU, throughput, before and during it."""
 
     scenario: str
     seconds: float
@@ -345,8 +361,12 @@ class Figures:
     storm_rtt: float
     """Median RTT a1 → a2 during the flood, ms."""
     rtt_lost: int
+    node_cpu: float
+    """The node's CPU during the flood with nothing else to do but the pings (share of a core)."""
     idle_bps: float
+    """Median rate of the flow's half-second intervals between floods."""
     storm_bps: float
+    """Median rate of the flow's half-second intervals during floods."""
     mapping_before: dict[str, Any] | None
     mapping_after: dict[str, Any] | None
     flooder_sessions: int
@@ -366,7 +386,7 @@ class Figures:
         return self.storm_bps / self.idle_bps
 
     def drops(self) -> dict[str, int]:
-        """What the node and its functions dropped during the flood, by reason."""
+        """What the node and its functions dropped during the floods, by reason."""
         grown: dict[str, int] = {}
         for port, reasons in self.after["drops"].items():
             for reason, count in reasons.items():
@@ -388,6 +408,7 @@ class Figures:
             "rtt_storm_ms": round(self.storm_rtt, 3),
             "rtt_ratio": round(self.rtt_ratio, 2),
             "rtt_lost": self.rtt_lost,
+            "node_cpu": round(self.node_cpu, 2),
             "tcp_idle_gbps": round(self.idle_bps / 1e9, 2),
             "tcp_storm_gbps": round(self.storm_bps / 1e9, 2),
             "tcp_kept": round(self.kept, 2),
@@ -397,9 +418,7 @@ class Figures:
             "tcp_kept_vs_cpu_only": None
             if self.control_bps is None
             else round(self.storm_bps / self.control_bps, 2),
-            "nat_mapping_kept": self.mapping_before is not None
-            and self.mapping_after is not None
-            and self.mapping_before["external_port"] == self.mapping_after["external_port"],
+            "nat_mapping_kept": self.mapping_kept,
             "drops": self.drops(),
             "holds": {
                 port: count - self.before["holds"].get(port, 0)
@@ -416,6 +435,17 @@ class Figures:
             },
         }
 
+    @property
+    def mapping_kept(self) -> bool:
+        """Whether the flow's NAT mapping outlived the floods with its external port."""
+        before, after = self.mapping_before, self.mapping_after
+        return (
+            before is not None
+            and after is not None
+            and before["external_port"] == after["external_port"]
+            and after["sessions"] >= 1
+        )
+
 
 def measure(
     lab: Lab,
@@ -423,49 +453,75 @@ def measure(
     scenario: str,
     *,
     seconds: float = 3.0,
-    idle: float = 3.0,
+    rounds: int = 2,
     cpu_only: bool = False,
+    nice: int = 0,
     during: Callable[[Storm], None] | None = None,
 ) -> Figures:
-    """Time a1's pings to a2, then a1's iperf3 flow through the NAT, before and during a flood.
+    """Time a1's pings to a2 and the node's CPU, then a1's iperf3 flow through the NAT,
+    before and during floods of `scenario`.
 
-    Two rounds, so that neither measure weighs on the other: 20 pings 50 ms
-    apart, then the flood `seconds` long with pings again from half a second
-    into it; then the flow alone for `idle` seconds, the flood again, and one
-    more second of flow. Rates are medians of half-second intervals that lie
-    wholly within each window. With `cpu_only` each flood is aimed at the
-    flooder's loopback instead (`scenario_storm`). `during` is called with the
-    second flood once it runs (a profiler, say), and should return before it ends.
+    Pings first, with nothing else running: 20 pings 50 ms apart, then a flood
+    `seconds` long with pings again from half a second into it, the node's
+    CPU time counted meanwhile. Then the flow, with `rounds` floods of
+    `seconds` each, `seconds` apart: the flow's rate is the median of its
+    half-second intervals between floods against the median of those during
+    them (alternating, so that a change of the machine's load weighs on both).
+    With `cpu_only` each flood is aimed at the flooder's loopback instead
+    (`scenario_storm`); `nice` is the flooder's nice value (`Storm.nice`).
+    `during` is called with each flood of the flow's part once it runs (a
+    profiler, say) and should return before it ends.
     """
+
+    def flood() -> Storm:
+        storm = scenario_storm(lab, scenario, seconds, loopback=cpu_only)
+        storm.nice = nice
+        return storm.start()
+
     a1 = lab.host("a1")
-    pings = int((seconds - 1.0) / 0.05)
+    pings = max(5, int((seconds - 1.0) / 0.05))
     idle_rtts = rtts(a1, A2, count=pings)
     before = counters(node)
-    storm = scenario_storm(lab, scenario, seconds, loopback=cpu_only).start()
+    storm = flood()
     time.sleep(0.5)  # the flood's own start
+    cpu = cpu_seconds(node.pid)
+    clock = time.monotonic()
     storm_rtts = rtts(a1, A2, count=pings)
+    node_cpu = (cpu_seconds(node.pid) - cpu) / (time.monotonic() - clock)
     sent = storm.wait().sent
-    flow = Throughput(lab, idle + seconds + 1.5).start()
+    flow = Throughput(lab, seconds * (2 * rounds + 1) + 0.5).start()
     wait_until(lambda: len(a1_mappings(node)) >= 2, timeout=10, what="a1's iperf3 connections")
-    time.sleep(max(0.0, flow.started + idle - time.monotonic()))  # the flow's idle window
-    mappings = a1_mappings(node)
-    storm = scenario_storm(lab, scenario, seconds, loopback=cpu_only).start()
-    if during is not None:
-        during(storm)
-    storm.wait()
+    idle_windows: list[tuple[float, float]] = []
+    storm_windows: list[tuple[float, float]] = []
+    mappings: dict[int, dict[str, Any]] = {}
+    quiet = flow.started + 0.5  # past the flow's slow start
+    for _ in range(rounds):
+        time.sleep(max(0.0, quiet + seconds - 0.5 - time.monotonic()))
+        if not mappings:
+            mappings = a1_mappings(node)
+        storm = flood()
+        idle_windows.append((quiet, storm.started))
+        if during is not None:
+            during(storm)
+        storm.wait()
+        sent += storm.sent
+        storm_windows.append((storm.started + 0.5, storm.ended))
+        quiet = storm.ended + 0.5  # the flood's queues drained
     after = counters(node)
     later = a1_mappings(node)
     flow.wait()
+    idle_windows.append((quiet, flow.started + flow.seconds))
     flooder = B1 if scenario == "syn-forward" else S
     return Figures(
         scenario=scenario,
         seconds=seconds,
-        sent=sent + storm.sent,
+        sent=sent,
         idle_rtt=statistics.median(idle_rtts),
         storm_rtt=statistics.median(storm_rtts) if storm_rtts else float("inf"),
         rtt_lost=pings - len(storm_rtts),
-        idle_bps=flow.rate(flow.started + 0.5, storm.started),
-        storm_bps=flow.rate(storm.started + 0.5, storm.ended),
+        node_cpu=node_cpu,
+        idle_bps=flow.rate(idle_windows),
+        storm_bps=flow.rate(storm_windows),
         mapping_before=mappings.get(flow.local_port),
         mapping_after=later.get(flow.local_port),
         flooder_sessions=sessions_of(node, flooder),

@@ -173,12 +173,12 @@ def register(subparsers: Any) -> None:
 PORT_LIMIT_HELP = {
     "arp": ("ARP packets", 100, 200),
     "icmp": ("ICMP packets to the router's own addresses", 100, 200),
-    "flood": ("frames the switch floods (broadcast, multicast, unknown unicast)", 1000, 2000),
+    "flood": ("frames the switch floods (broadcast, multicast, unknown unicast)", 1000, 500),
     "slow-path": (
         "frames the switch hands to the node's router or load balancer (first packets, "
         "SYN/FIN/RST, ARP, ICMP)",
         1000,
-        1000,
+        500,
     ),
 }
 

@@ -97,6 +97,14 @@ class NatConfig:
     icmp_refusals: bool = True
     """Answer a refused session with ICMP 3/13 (RFC 5508 REQ-8); False keeps the NAT
     silent, the policy control of RFC 5508 REQ-9."""
+    icmp_refusal_rate: float | None = 100.0
+    """Refusals answered with 3/13 per second at most (a token bucket, RFC 1812
+    §4.3.2.8); past it a refused session is dropped silently. The router's own
+    limit of ICMP errors applies as well: this one keeps a host that keeps
+    knocking at its limit from having errors built for nothing. None: no limit
+    of the NAT's own."""
+    icmp_refusal_burst: int = 50
+    """Refusals answered back to back."""
     max_sessions: int = 200_000
     """Table limit: sessions of all protocols together (RFC 5508 REQ-8)."""
     max_sessions_per_host: int = 8192
@@ -174,6 +182,13 @@ class NatConfig:
             errors.append(
                 f"new_sessions_per_host_rate: must be more than 0 (or none: no limit), got {rate}"
             )
+        refusal_rate = self.icmp_refusal_rate
+        if refusal_rate is not None and not refusal_rate > 0:
+            errors.append(
+                f"icmp_refusal_rate: must be more than 0 (or none: no limit), got {refusal_rate}"
+            )
+        if self.icmp_refusal_burst < 1:
+            errors.append(f"icmp_refusal_burst: must be 1 or more, got {self.icmp_refusal_burst}")
         if self.new_sessions_per_host_burst < 1:
             errors.append(
                 f"new_sessions_per_host_burst: must be 1 or more, got "

@@ -180,6 +180,14 @@ class NatFunctionConfig:
     icmp_refusals: bool = _nat(
         "icmp_refusals", "answer a refused session with ICMP 3/13 (RFC 5508 REQ-8, REQ-9)"
     )
+    icmp_refusal_rate: float | None = _nat(
+        "icmp_refusal_rate",
+        "refusals answered with 3/13 per second (RFC 1812 §4.3.2.8); none: no limit",
+        minimum=0.001,
+    )
+    icmp_refusal_burst: int = _nat(
+        "icmp_refusal_burst", "refusals answered with 3/13 back to back", minimum=1
+    )
     max_sessions: int = _nat("max_sessions", "session table limit", minimum=0)
     max_sessions_per_host: int = _nat(
         "max_sessions_per_host", "sessions one inside host may hold at once", minimum=0

@@ -186,6 +186,8 @@ class Nat:
         # the table stays as small as the host table, and a host that has
         # held nothing for a while has earned its burst back.
         self._new_buckets: dict[bytes, TokenBucket] = {}
+        rate = config.icmp_refusal_rate
+        self._refusals = None if rate is None else TokenBucket(rate, config.icmp_refusal_burst)
         # For address-dependent filtering: how many sessions a mapping has with
         # each remote address.
         self._remote_addresses: dict[tuple[Mapping, bytes], int] = {}
@@ -760,12 +762,25 @@ class Nat:
             return DropReason.FRAGMENT
         return None
 
-    def _refuse(
-        self, reason: DropReason, buf: WritableBuffer, info: FrameInfo, to: Realm, source: bytes
+    def _refuse(  # noqa: PLR0917 - internal
+        self,
+        reason: DropReason,
+        buf: WritableBuffer,
+        info: FrameInfo,
+        to: Realm,
+        source: bytes,
+        now: float,
     ) -> NatResult:
-        """Drop, or for a refused session answer 3/13 (RFC 5508 REQ-8)."""
+        """Drop, or for a refused session answer 3/13 (RFC 5508 REQ-8) within the
+        refusals' rate (RFC 1812 §4.3.2.8)."""
         self._count(reason.value)
         if reason not in _REFUSALS or not self._config.icmp_refusals:
+            return _DROPS[reason]
+        bucket = self._refusals
+        if bucket is not None and not bucket.take(now):
+            # A host at its limit that keeps trying (a SYN flood) would have an
+            # error built for each attempt, for the router's own limit to discard.
+            self._count("refusal-rate-limited")
             return _DROPS[reason]
         reply = build_icmp_error(
             buf,
@@ -821,7 +836,7 @@ class Nat:
         opened = self._outbound_session(proto, src, sport, dst, dport, info.tcp_flags, now)
         source = self._external if reply_from is None else reply_from
         if isinstance(opened, DropReason):
-            return self._refuse(opened, buf, info, Realm.INTERNAL, source)
+            return self._refuse(opened, buf, info, Realm.INTERNAL, source, now)
         mapping = opened.mapping
         external = self._external
         if dst == external:
@@ -858,7 +873,7 @@ class Nat:
             info.proto, info.dport, external, sender.external_port, info.tcp_flags, now
         )
         if isinstance(inbound, DropReason):
-            return self._refuse(inbound, buf, info, Realm.INTERNAL, source)
+            return self._refuse(inbound, buf, info, Realm.INTERNAL, source, now)
         target = inbound.mapping
         set_ip(buf, info, Side.SRC, external, partial=partial)
         set_port(buf, info, Side.SRC, sender.external_port, partial=partial)
@@ -914,7 +929,7 @@ class Nat:
             unsolicited_syn = flags & (_SYN | _ACK | _RST) == _SYN
             if proto == _TCP and unsolicited_syn and opened in _UNADMITTED:
                 return self._hold(buf, info, opened, now)
-            return self._refuse(opened, buf, info, Realm.EXTERNAL, self._external)
+            return self._refuse(opened, buf, info, Realm.EXTERNAL, self._external, now)
         mapping = opened.mapping
         set_ip(buf, info, Side.DST, mapping.internal_address, partial=partial)
         if mapping.internal_port != dport:

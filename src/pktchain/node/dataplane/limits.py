@@ -109,8 +109,8 @@ class PortLimits:
 
     arp: Rate | None = Rate(100.0, 200)
     icmp_router: Rate | None = Rate(100.0, 200)
-    flood: Rate | None = Rate(1000.0, 2000)
-    slow_path: Rate | None = Rate(1000.0, 1000)
+    flood: Rate | None = Rate(1000.0, 500)
+    slow_path: Rate | None = Rate(1000.0, 500)
 
     def status(self) -> dict[str, Any]:
         """Each class's rate and burst (None: not limited), as status shows them."""

@@ -68,9 +68,22 @@ def test_no_rate_means_no_limit() -> None:
         ({"new_sessions_per_host_rate": 0.0}, "new_sessions_per_host_rate"),
         ({"new_sessions_per_host_rate": -5.0}, "new_sessions_per_host_rate"),
         ({"new_sessions_per_host_burst": 0}, "new_sessions_per_host_burst"),
+        ({"icmp_refusal_rate": 0.0}, "icmp_refusal_rate"),
+        ({"icmp_refusal_burst": 0}, "icmp_refusal_burst"),
     ],
 )
 def test_bad_rates_are_named(changes: dict[str, float], field: str) -> None:
     with pytest.raises(NatConfigError) as caught:
         NatConfig(EXTERNAL, ("10.0.0.0/24",), **changes)  # type: ignore[arg-type]
     assert [error.split(":")[0] for error in caught.value.errors] == [field]
+
+
+def test_refusals_are_answered_within_their_own_rate_then_dropped_silently() -> None:
+    nat = make_nat(max_sessions_per_host=1, icmp_refusal_rate=1.0, icmp_refusal_burst=2)
+    ok(out(nat, udp(INSIDE_A, 1000, REMOTE, 53), now=1.0))
+    answered = [out(nat, udp(INSIDE_A, port, REMOTE, 53), now=1.0) for port in (1, 2, 3, 4)]
+    assert [r.verdict for r in answered] == [NatVerdict.REPLY] * 2 + [NatVerdict.DROPPED] * 2
+    assert {r.reason for r in answered} == {DropReason.HOST_SESSION_LIMIT}
+    assert out(nat, udp(INSIDE_A, 5, REMOTE, 53), now=2.0).verdict is NatVerdict.REPLY
+    counters = nat.counters()
+    assert counters["host-session-limit"] == 5 and counters["refusal-rate-limited"] == 2
