@@ -18,6 +18,7 @@ times pings. Everything a storm sends stays in the lab's namespaces.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import statistics
@@ -157,14 +158,12 @@ def ping_ok(host: LabHost, target: str) -> bool:
 
 
 def lb_up(node: NodeProcess) -> bool:
-    lb = next(f for f in node.functions() if f["name"] == "lb1")
-    (service,) = lb["services"]
+    (service,) = lb_status(node)["services"]
     return all(row["state"] == "up" for row in service["backends"])
 
 
-def lb_connections(node: NodeProcess) -> int:
-    lb = next(f for f in node.functions() if f["name"] == "lb1")
-    return int(lb["connections"]["total"])
+def lb_status(node: NodeProcess) -> dict[str, Any]:
+    return next(f for f in node.functions() if f["name"] == "lb1")
 
 
 def rtts(host: LabHost, target: str, *, count: int = 20, interval: float = 0.05) -> list[float]:
@@ -329,6 +328,7 @@ def counters(node: NodeProcess) -> dict[str, Any]:
     """What the figures need from the node: port drops, holds, tables."""
     status = node.status()
     router = node.router(limit=0)
+    lb = lb_status(node)
     ports = {port["name"]: port for port in status["ports"]}
     return {
         "drops": {name: dict(port["drops"]) for name, port in ports.items() if port["drops"]},
@@ -338,7 +338,8 @@ def counters(node: NodeProcess) -> dict[str, Any]:
         "steering_flows": status["steering"]["flows"],
         "nat_sessions": router["nat_sessions"],
         "nat": {k: v for k, v in router["counters"].items() if k.startswith("nat-")},
-        "lb_connections": lb_connections(node),
+        "lb_connections": int(lb["connections"]["total"]),
+        "lb_table_full": int(lb["counters"].get("table-full", 0)),
     }
 
 
@@ -397,6 +398,9 @@ class Figures:
             more = count - self.before["nat"].get(name, 0)
             if more and ("limit" in name or "rate" in name):
                 grown[f"router {name}"] = more
+        full = self.after["lb_table_full"] - self.before["lb_table_full"]
+        if full:
+            grown["lb1 table-full"] = full
         return grown
 
     def summary(self) -> dict[str, Any]:
@@ -470,7 +474,8 @@ def measure(
     With `cpu_only` each flood is aimed at the flooder's loopback instead
     (`scenario_storm`); `nice` is the flooder's nice value (`Storm.nice`).
     `during` is called with each flood of the flow's part once it runs (a
-    profiler, say) and should return before it ends.
+    profiler, say) and should return before it ends. With no `rounds`, no flow
+    (its rates are NaN).
     """
 
     def flood() -> Storm:
@@ -489,6 +494,25 @@ def measure(
     storm_rtts = rtts(a1, A2, count=pings)
     node_cpu = (cpu_seconds(node.pid) - cpu) / (time.monotonic() - clock)
     sent = storm.wait().sent
+    flooder = B1 if scenario == "syn-forward" else S
+    if not rounds:
+        after = counters(node)
+        return Figures(
+            scenario=scenario,
+            seconds=seconds,
+            sent=sent,
+            idle_rtt=statistics.median(idle_rtts),
+            storm_rtt=statistics.median(storm_rtts) if storm_rtts else float("inf"),
+            rtt_lost=pings - len(storm_rtts),
+            node_cpu=node_cpu,
+            idle_bps=math.nan,
+            storm_bps=math.nan,
+            mapping_before=None,
+            mapping_after=None,
+            flooder_sessions=sessions_of(node, flooder),
+            before=before,
+            after=after,
+        )
     flow = Throughput(lab, seconds * (2 * rounds + 1) + 0.5).start()
     wait_until(lambda: len(a1_mappings(node)) >= 2, timeout=10, what="a1's iperf3 connections")
     idle_windows: list[tuple[float, float]] = []
@@ -511,7 +535,6 @@ def measure(
     later = a1_mappings(node)
     flow.wait()
     idle_windows.append((quiet, flow.started + flow.seconds))
-    flooder = B1 if scenario == "syn-forward" else S
     return Figures(
         scenario=scenario,
         seconds=seconds,
