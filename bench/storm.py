@@ -10,9 +10,9 @@ to a2 and the rate of a1's iperf3 flow to o1 through the NAT:
 - ``syn-forward``: o2 sends SYNs at the router's port forward (to b1);
 - ``syn-vip``: s sends SYNs at the load balancer's VIP (to b1).
 
-With ``--cpu-only`` each flood is also aimed at the flooder's own loopback
-(the same hping3 burning the same CPU, nothing reaching the node), which
-tells the node's share of the loss from the machine's. With ``--no-limits``
+With ``--cpu-only`` each flood comes right after the same hping3 aimed at
+the flooder's own loopback (burning the same CPU, sending nothing to the
+node), which tells the node's share of the flow's loss from the machine's. With ``--no-limits``
 the node runs with every port rate limit off (the NAT's stay). Prints one
 line per flood and, with ``--json``, the figures with the drops counted and
 the tables' sizes. Not a pass/fail test: a record for docs/robustness.md.
@@ -77,18 +77,14 @@ def run(args: argparse.Namespace, directory: Path) -> list[dict[str, Any]]:
                         during = partial(profile, node.pid, args.seconds, args.profile)
                     try:
                         figures = measure(
-                            lab, node, scenario, seconds=args.seconds, nice=args.nice, during=during
+                            lab,
+                            node,
+                            scenario,
+                            seconds=args.seconds,
+                            nice=args.nice,
+                            control=args.cpu_only,
+                            during=during,
                         )
-                        if args.cpu_only:
-                            control = measure(
-                                lab,
-                                node,
-                                scenario,
-                                seconds=args.seconds,
-                                nice=args.nice,
-                                cpu_only=True,
-                            )
-                            figures.control_bps = control.storm_bps
                     except (RuntimeError, ValueError) as exc:
                         print(f"{scenario:12} a run failed: {exc}", flush=True)
                         continue

@@ -8,21 +8,23 @@ balancer's VIP. Each flood is bounded by `timeout`; every host port is
 secured, so what each floods with is frames it may send as itself, and what
 stops it is its port's rate limits (docs/node.md, "Rate limits").
 
-Measured in the same test: the median RTT of 20 pings before a flood against
-40 during it; then the flow's rate between and during two floods in turn
+Measured in the same test: the median RTT of the pings before a flood
+against those during it, and the node's CPU meanwhile; then the flow's rate
+in turns of quiet, of the same hping3 aimed at the flooder's own loopback
+(the control: the CPU it burns, not a frame for the node), and of the flood
 (half-second intervals, medians). The flooder runs at nice 19. On these
-2-core machines a flooder at the same priority takes one of the two cores
-from the node, iperf3 and ping by itself: the same hping3 aimed at its own
-loopback, which sends nothing to the node, costs the flow 10 to 45 % of its
-rate, and a ping may wait a scheduler slice behind it (docs/robustness.md,
-"Storms and floods", has both figures, and bench/storm.py measures them).
-At nice 19 the flooder has the CPU nobody else wants, as a flooding guest
-has CPUs of its own: what is left is what the node does with its floods.
+2-vCPU machines any busy process costs the flow a third of its rate or more,
+whatever its nice value (a Python loop at nice 19 alone takes it to about
+60 %): that is the machine, not the node, and the control measures it. So
+the flow must keep half of its rate under the control's load (measured:
+76 % or more with the limits, 21 to 43 % without); its rate against the
+quiet turns (54 to 70 % with the limits, 23 to 32 % without) is in the
+failure message and in docs/robustness.md, "Storms and floods".
 
-The RTT bound is twice the idle RTT plus 0.5 ms (scheduling noise on a
-loaded machine); without the limits the same floods raise the RTT to 2-10 ms
-and the flow to a quarter of its rate or less, and the last test shows the
-measure sees that.
+The RTT bound is twice the idle RTT plus 0.75 ms of scheduling noise on a
+loaded machine (measured with the limits: a median at most 0.8 ms, most
+often below the idle one; without: 3 to 8 ms), and the last test shows that
+the measure sees the difference.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from support.storm_lab import (
 
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 
-RTT_SLACK = 0.5
+RTT_SLACK = 0.75
 """Milliseconds of scheduling noise allowed on top of twice the idle RTT."""
 NICE = 19
 SECONDS = 2.5
@@ -76,11 +78,11 @@ def test_one_port_flooding_starves_no_other(
     node_lab: NodeLab, tmp_path: Path, scenario: str
 ) -> None:
     lab, node = storm_node(node_lab, tmp_path)
-    figures = measure(lab, node, scenario, seconds=SECONDS, rounds=2, nice=NICE)
+    figures = measure(lab, node, scenario, seconds=SECONDS, rounds=2, control=True, nice=NICE)
     summary = figures.summary()
-    # The others do not notice: their RTT and the established flow's rate.
+    # The others hardly notice: their RTT and the established flow's rate.
     assert figures.storm_rtt <= 2 * figures.idle_rtt + RTT_SLACK, summary
-    assert figures.kept >= 0.5, summary
+    assert figures.kept_vs_control >= 0.5, summary
     # No NAT session of the flow was lost: same mapping, same external port.
     assert figures.mapping_kept, (figures.mapping_before, figures.mapping_after)
     # The flood was real, and what the node refused of it is counted by reason.

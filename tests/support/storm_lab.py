@@ -386,6 +386,12 @@ class Figures:
         """The share of its idle throughput the flow kept during the flood."""
         return self.storm_bps / self.idle_bps
 
+    @property
+    def kept_vs_control(self) -> float:
+        """The share of the rate it has under the flooder's CPU load alone that the
+        flow kept during the flood (NaN without a control)."""
+        return math.nan if self.control_bps is None else self.storm_bps / self.control_bps
+
     def drops(self) -> dict[str, int]:
         """What the node and its functions dropped during the floods, by reason."""
         grown: dict[str, int] = {}
@@ -458,7 +464,7 @@ def measure(
     *,
     seconds: float = 3.0,
     rounds: int = 2,
-    cpu_only: bool = False,
+    control: bool = False,
     nice: int = 0,
     during: Callable[[Storm], None] | None = None,
 ) -> Figures:
@@ -471,15 +477,16 @@ def measure(
     `seconds` each, `seconds` apart: the flow's rate is the median of its
     half-second intervals between floods against the median of those during
     them (alternating, so that a change of the machine's load weighs on both).
-    With `cpu_only` each flood is aimed at the flooder's loopback instead
-    (`scenario_storm`); `nice` is the flooder's nice value (`Storm.nice`).
-    `during` is called with each flood of the flow's part once it runs (a
-    profiler, say) and should return before it ends. With no `rounds`, no flow
-    (its rates are NaN).
+    With `control`, each flood of the flow's part comes right after the same
+    flooder aimed at its own loopback for as long (`scenario_storm`): the CPU
+    it burns without a frame for the node, whose rate is `Figures.control_bps`.
+    `nice` is the flooder's nice value (`Storm.nice`). `during` is called with
+    each flood of the flow's part once it runs (a profiler, say) and should
+    return before it ends. With no `rounds`, no flow (its rates are NaN).
     """
 
-    def flood() -> Storm:
-        storm = scenario_storm(lab, scenario, seconds, loopback=cpu_only)
+    def flood(loopback: bool = False) -> Storm:
+        storm = scenario_storm(lab, scenario, seconds, loopback=loopback)
         storm.nice = nice
         return storm.start()
 
@@ -495,47 +502,7 @@ def measure(
     node_cpu = (cpu_seconds(node.pid) - cpu) / (time.monotonic() - clock)
     sent = storm.wait().sent
     flooder = B1 if scenario == "syn-forward" else S
-    if not rounds:
-        after = counters(node)
-        return Figures(
-            scenario=scenario,
-            seconds=seconds,
-            sent=sent,
-            idle_rtt=statistics.median(idle_rtts),
-            storm_rtt=statistics.median(storm_rtts) if storm_rtts else float("inf"),
-            rtt_lost=pings - len(storm_rtts),
-            node_cpu=node_cpu,
-            idle_bps=math.nan,
-            storm_bps=math.nan,
-            mapping_before=None,
-            mapping_after=None,
-            flooder_sessions=sessions_of(node, flooder),
-            before=before,
-            after=after,
-        )
-    flow = Throughput(lab, seconds * (2 * rounds + 1) + 0.5).start()
-    wait_until(lambda: len(a1_mappings(node)) >= 2, timeout=10, what="a1's iperf3 connections")
-    idle_windows: list[tuple[float, float]] = []
-    storm_windows: list[tuple[float, float]] = []
-    mappings: dict[int, dict[str, Any]] = {}
-    quiet = flow.started + 0.5  # past the flow's slow start
-    for _ in range(rounds):
-        time.sleep(max(0.0, quiet + seconds - 0.5 - time.monotonic()))
-        if not mappings:
-            mappings = a1_mappings(node)
-        storm = flood()
-        idle_windows.append((quiet, storm.started))
-        if during is not None:
-            during(storm)
-        storm.wait()
-        sent += storm.sent
-        storm_windows.append((storm.started + 0.5, storm.ended))
-        quiet = storm.ended + 0.5  # the flood's queues drained
-    after = counters(node)
-    later = a1_mappings(node)
-    flow.wait()
-    idle_windows.append((quiet, flow.started + flow.seconds))
-    return Figures(
+    figures = Figures(
         scenario=scenario,
         seconds=seconds,
         sent=sent,
@@ -543,11 +510,63 @@ def measure(
         storm_rtt=statistics.median(storm_rtts) if storm_rtts else float("inf"),
         rtt_lost=pings - len(storm_rtts),
         node_cpu=node_cpu,
-        idle_bps=flow.rate(idle_windows),
-        storm_bps=flow.rate(storm_windows),
-        mapping_before=mappings.get(flow.local_port),
-        mapping_after=later.get(flow.local_port),
-        flooder_sessions=sessions_of(node, flooder),
+        idle_bps=math.nan,
+        storm_bps=math.nan,
+        mapping_before=None,
+        mapping_after=None,
+        flooder_sessions=0,
         before=before,
-        after=after,
+        after=before,
     )
+    if rounds:
+        _measure_flow(lab, node, figures, rounds, control, flood, during)
+    figures.after = counters(node)
+    figures.flooder_sessions = sessions_of(node, flooder)
+    return figures
+
+
+def _measure_flow(  # noqa: PLR0917 - the parts of `measure`
+    lab: Lab,
+    node: NodeProcess,
+    figures: Figures,
+    rounds: int,
+    control: bool,
+    flood: Callable[..., Storm],
+    during: Callable[[Storm], None] | None,
+) -> None:
+    """The flow's part of `measure`: its rates, floods and NAT mapping, into `figures`."""
+    seconds = figures.seconds
+    per_round = seconds * (3 if control else 2)
+    flow = Throughput(lab, rounds * per_round + seconds + 0.5).start()
+    wait_until(lambda: len(a1_mappings(node)) >= 2, timeout=10, what="a1's iperf3 connections")
+    windows: dict[str, list[tuple[float, float]]] = {"idle": [], "control": [], "storm": []}
+    mappings: dict[int, dict[str, Any]] = {}
+    quiet = flow.started + 0.5  # past the flow's slow start
+    for _ in range(rounds):
+        time.sleep(max(0.0, quiet + seconds - 0.5 - time.monotonic()))
+        if not mappings:
+            mappings = a1_mappings(node)
+        if control:
+            burner = flood(loopback=True)
+            windows["idle"].append((quiet, burner.started))
+            burner.wait()
+            windows["control"].append((burner.started + 0.5, burner.ended))
+            quiet = burner.ended
+        storm = flood()
+        if not control:
+            windows["idle"].append((quiet, storm.started))
+        if during is not None:
+            during(storm)
+        storm.wait()
+        figures.sent += storm.sent
+        windows["storm"].append((storm.started + 0.5, storm.ended))
+        quiet = storm.ended + 0.5  # the flood's queues drained
+    later = a1_mappings(node)
+    flow.wait()
+    windows["idle"].append((quiet, flow.started + flow.seconds))
+    figures.idle_bps = flow.rate(windows["idle"])
+    figures.storm_bps = flow.rate(windows["storm"])
+    if control:
+        figures.control_bps = flow.rate(windows["control"])
+    figures.mapping_before = mappings.get(flow.local_port)
+    figures.mapping_after = later.get(flow.local_port)

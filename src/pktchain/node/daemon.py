@@ -32,7 +32,7 @@ from pktchain.node.dataplane.functions import (
     SdkDriver,
     pump,
 )
-from pktchain.node.dataplane.limits import DEFAULT_PORT_LIMITS, HOLD, PortLimits
+from pktchain.node.dataplane.limits import DEFAULT_PORT_LIMITS, HOLD, HOLD_STRIKES, PortLimits
 from pktchain.node.dataplane.ports import PacketPort, PortKind, SwitchPort, TapPort
 from pktchain.node.dataplane.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, DEFAULT_NETWORK
@@ -840,7 +840,9 @@ class Node:
         if policer is None:  # pragma: no cover - the caller checks
             return
         policer.hold = False
-        policer.strikes = 0
+        # One more batch mostly over the limits after this hold holds it again:
+        # a port that storms on is read a batch per hold, not two.
+        policer.strikes = HOLD_STRIKES - 1
         policer.holds += 1
         if policer.holds == 1 or policer.holds % 1000 == 0:
             log.warning(

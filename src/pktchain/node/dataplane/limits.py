@@ -39,7 +39,8 @@ A port that keeps the node busy with frames it only drops (`HOLD_STRIKES`
 full batches in a row, each half or more over its limits) is not read for
 `HOLD` seconds: the frames it sends meanwhile wait in, and overflow, its own
 queue in the kernel, where dropping them costs the node nothing; its next
-batch is read when the hold ends. Only the port that storms waits: the
+batch is read when the hold ends, and if that one is mostly over its limits
+too the port is held again at once. Only the port that storms waits: the
 others are read as ever. (One full batch is not enough: a server answering a
 flood of SYNs, say, fills one while the node is busy elsewhere, and the
 fast-path traffic among its frames should not wait for it.)
@@ -127,7 +128,7 @@ class PortLimits:
 
 DEFAULT_PORT_LIMITS = PortLimits()
 
-HOLD = 0.01
+HOLD = 0.02
 """Seconds a port that storms is left unread (see the module)."""
 
 HOLD_SHARE = 0.5
