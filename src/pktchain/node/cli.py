@@ -286,7 +286,6 @@ def _run(args: argparse.Namespace) -> int:
     else:
         state = Path(args.state or default_path(args.name))
     try:
-        limits = port_limits_of(args)
         config = build_config(
             name=args.name,
             topology=Path(args.topology) if args.topology else None,
@@ -314,7 +313,7 @@ def _run(args: argparse.Namespace) -> int:
             ha_listen=args.ha_listen,
             ha_peer=args.ha_peer,
             ha_secret=_ha_secret(args.ha_secret_file),
-            port_limits=limits,
+            port_limits=port_limits_of(args),
         )
     except (ValueError, LabError) as exc:
         raise UsageError(str(exc)) from exc
