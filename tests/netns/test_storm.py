@@ -54,6 +54,9 @@ NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 
 RTT_SLACK = 0.75
 """Milliseconds of scheduling noise allowed on top of twice the idle RTT."""
+NODE_CPU = 0.3
+"""The share of a core the node may spend on a flood, nothing else to do (measured with the
+limits: 5 to 20 %; without: 50 to 96 %)."""
 NICE = 19
 SECONDS = 2.5
 HOSTS_AND_FUNCTION_PORTS = 6 + 4  # six hosts; the router's and the load balancer's two ports
@@ -91,7 +94,7 @@ def test_one_port_flooding_starves_no_other(
     assert drops.get(EXPECTED_DROP[scenario], 0) > 1000, drops
     flooder = FLOODER_PORT.get(scenario, "s:eth0")
     assert summary["holds"].get(flooder, 0) > 0, summary  # left unread while it storms
-    assert figures.node_cpu < 0.5, summary
+    assert figures.node_cpu < NODE_CPU, summary
     assert_tables_within_limits(figures)
 
 
@@ -121,5 +124,5 @@ def test_without_the_limits_the_same_storm_does_starve_the_others(
     figures = measure(lab, node, "broadcast", seconds=SECONDS, rounds=0, nice=NICE)
     summary = figures.summary()
     assert figures.storm_rtt > 2 * figures.idle_rtt + RTT_SLACK, summary
-    assert figures.node_cpu > 0.5, summary
+    assert figures.node_cpu > NODE_CPU, summary
     assert not figures.drops(), summary
