@@ -18,7 +18,7 @@ whatever its nice value (a Python loop at nice 19 alone takes it to about
 60 %): that is the machine, not the node, and the control measures it. So
 the flow must keep half of its rate under the control's load (measured:
 76 % or more with the limits, 21 to 43 % without); its rate against the
-quiet turns (54 to 70 % with the limits, 23 to 32 % without) is in the
+quiet turns (54 to 72 % with the limits, 23 to 32 % without) is in the
 failure message and in docs/robustness.md, "Storms and floods".
 
 The RTT bound is twice the idle RTT plus 0.75 ms of scheduling noise on a
@@ -56,7 +56,7 @@ RTT_SLACK = 0.75
 """Milliseconds of scheduling noise allowed on top of twice the idle RTT."""
 NODE_CPU = 0.3
 """The share of a core the node may spend on a flood, nothing else to do (measured with the
-limits: 5 to 20 %; without: 50 to 96 %)."""
+limits: 5 to 15 %; without: 50 to 96 %)."""
 NICE = 19
 SECONDS = 2.5
 HOSTS_AND_FUNCTION_PORTS = 6 + 4  # six hosts; the router's and the load balancer's two ports
