@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/python bench/pipe_startup.py
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/hasync_lag.py
+	$(BIN)/python bench/storm.py --nice 19 --cpu-only
 
 clean:
 	-$(BIN)/pktchain lab down --all 2>/dev/null

@@ -9,9 +9,14 @@ With ``--port-security`` each path is also run with the sending port secured
 (its frames checked as docs/node.md, "Port security", says), alternating with
 the unsecured run, and the difference is printed: the check itself on plain
 switching (every frame takes the slow path), the source MAC comparison on the
-fast path.
+fast path. With ``--port-limits`` each path is run with the sending port
+policed by the default rate limits (docs/node.md, "Rate limits") against the
+same port without them, alternating: on plain switching the frames are
+unicast IPv4, within no class, so what is measured is what every other frame
+pays for the limits.
 
-    .venv/bin/python bench/fastpath_cost.py [--packets 100000] [--port-security] [--repeat 5]
+    .venv/bin/python bench/fastpath_cost.py [--packets 100000] [--port-security]
+        [--port-limits] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -37,8 +42,12 @@ from support.memports import H1_MAC, MemoryPort, function_chain  # noqa: E402
 VNET = bytes(10)
 
 
-def build(length: int, *, secured: bool = False) -> tuple[Datapath, MemoryPort, bytes]:
+def build(
+    length: int, *, secured: bool = False, policed: bool = True
+) -> tuple[Datapath, MemoryPort, bytes]:
     datapath, h1, _h2 = function_chain([Pass() for _ in range(length)])
+    if not policed:
+        h1.policer = None  # the port as it was before the limits
     if secured:
         security = port_security(
             Port(id="h1", mac_address=H1_MAC, fixed_ips=(FixedIp("10.0.0.1"),))
@@ -53,9 +62,9 @@ def build(length: int, *, secured: bool = False) -> tuple[Datapath, MemoryPort, 
     return datapath, h1, frame
 
 
-def per_packet(length: int, packets: int, *, secured: bool) -> float:
+def per_packet(length: int, packets: int, *, secured: bool, policed: bool = True) -> float:
     """Microseconds per packet of an established flow on a chain of `length` functions."""
-    datapath, h1, frame = build(length, secured=secured)
+    datapath, h1, frame = build(length, secured=secured, policed=policed)
     h1.inbox.extend([frame] * 3)  # the slow path, then the fused entry
     while h1.inbox:
         datapath.drain(h1)
@@ -64,8 +73,8 @@ def per_packet(length: int, packets: int, *, secured: bool) -> float:
     while h1.inbox:
         datapath.drain(h1)
     elapsed = time.perf_counter() - started
-    if secured and sum(h1.drops.values()):
-        raise SystemExit(f"the secured port dropped its own frames: {dict(h1.drops)}")
+    if sum(h1.drops.values()):
+        raise SystemExit(f"the port dropped its own frames: {dict(h1.drops)}")
     return elapsed / packets * 1e6
 
 
@@ -76,11 +85,27 @@ def main() -> int:
         "--port-security", action="store_true", help="also run with the sending port secured"
     )
     parser.add_argument(
+        "--port-limits",
+        action="store_true",
+        help="also run with the sending port policed (default rate limits) and without",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="runs of each (the minimum is printed)"
     )
     args = parser.parse_args()
     for length in (0, 1, 3, 5):
         what = "plain switching" if not length else f"chain of {length}, fast path"
+        if args.port_limits:
+            bare: list[float] = []
+            policed: list[float] = []
+            for _ in range(args.repeat):  # alternating, so that both see the same machine
+                bare.append(per_packet(length, args.packets, secured=False, policed=False))
+                policed.append(per_packet(length, args.packets, secured=False, policed=True))
+            print(
+                f"{what:<26} {min(bare):5.2f} µs/packet, port policed {min(policed):5.2f}"
+                f" ({(min(policed) - min(bare)) * 1000:+4.0f} ns)"
+            )
+            continue
         if not args.port_security:
             best = min(per_packet(length, args.packets, secured=False) for _ in range(args.repeat))
             print(f"{what:<26} {best:5.2f} µs/packet")
@@ -88,8 +113,8 @@ def main() -> int:
         plain: list[float] = []
         secured: list[float] = []
         for _ in range(args.repeat):  # alternating, so that both see the same machine
-            plain.append(per_packet(length, args.packets, secured=False))
-            secured.append(per_packet(length, args.packets, secured=True))
+            plain.append(per_packet(length, args.packets, secured=False, policed=False))
+            secured.append(per_packet(length, args.packets, secured=True, policed=False))
         print(
             f"{what:<26} {min(plain):5.2f} µs/packet, port secured {min(secured):5.2f}"
             f" ({(min(secured) - min(plain)) * 1000:+4.0f} ns)"

@@ -13,9 +13,10 @@ median is kept:
 
 It prints each figure and the ratio pktchain / kernel, and `--json` prints
 the same machine-readably.  Not a pass/fail test: a record for
-docs/benchmarks.md.
+docs/benchmarks.md. With ``--no-port-limits`` the node runs with every port
+rate limit off (docs/node.md, "Rate limits"), to tell what they cost.
 
-    .venv/bin/python bench/switch_vs_bridge.py [--seconds 5] [--repeat 3]
+    .venv/bin/python bench/switch_vs_bridge.py [--seconds 5] [--repeat 3] [--no-port-limits]
 """
 
 from __future__ import annotations
@@ -200,7 +201,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median kept)")
     parser.add_argument("--pings", type=int, default=500)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--no-port-limits", action="store_true", help="run the node without port rate limits"
+    )
     args = parser.parse_args()
+    off = ("arp", "icmp", "flood", "slow-path") if args.no_port_limits else ()
+    node_args = tuple(arg for name in off for arg in (f"--port-{name}-rate", "off"))
 
     name = f"bench-{secrets.token_hex(3)}"
     results: dict[str, dict[str, float]] = {}
@@ -209,7 +215,9 @@ def main() -> int:
         path.write_text(yaml.safe_dump(topology(name), sort_keys=False))
         with (
             Lab.up(path) as lab,
-            NodeProcess(name, topology=path, log_path=Path(tmp) / "node.log") as node,
+            NodeProcess(
+                name, topology=path, args=node_args, log_path=Path(tmp) / "node.log"
+            ) as node,
         ):
             for sender, _receiver, subnet in PAIRS.values():
                 lab.host(sender).run(["ping", "-c", "2", "-W", "2", f"{subnet}.2"], check=True)

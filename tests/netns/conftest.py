@@ -62,14 +62,16 @@ def node_lab(
 def router_node(
     node_lab: Callable[..., tuple[Lab, NodeProcess]], tmp_path: Path
 ) -> Callable[..., tuple[Lab, NodeProcess]]:
-    """``lab, node = router_node(topology, router)``: a node running the router that
-    the `router` mapping describes (a router file, see docs/router.md) between the
-    hosts of `topology`."""
+    """``lab, node = router_node(topology, router, args=())``: a node running the router
+    that the `router` mapping describes (a router file, see docs/router.md) between the
+    hosts of `topology`, with these more node options."""
 
-    def make(topology: dict[str, Any], router: dict[str, Any]) -> tuple[Lab, NodeProcess]:
+    def make(
+        topology: dict[str, Any], router: dict[str, Any], *, args: tuple[str, ...] = ()
+    ) -> tuple[Lab, NodeProcess]:
         path = tmp_path / f"router-{len(list(tmp_path.glob('router-*.yaml')))}.yaml"
         path.write_text(yaml.safe_dump(router))
-        return node_lab(topology, args=("--router", str(path)))
+        return node_lab(topology, args=("--router", str(path), *args))
 
     return make
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pktchain.node.dataplane.limits import PortLimits
 
 from pktchain.api.options import add_api_server_options
 
@@ -133,6 +136,7 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="native functions to run (YAML: name, kind, network, config; docs/functions.md)",
     )
+    _add_port_limits(parser)
     cluster = parser.add_argument_group("cluster (docs/cluster.md)")
     cluster.add_argument(
         "--etcd",
@@ -178,6 +182,56 @@ def register(subparsers: Any) -> None:
     flows.add_argument("--limit", type=int, default=1000, help="at most this many flows")
     flows.add_argument("--json", action="store_true", help="machine-readable output")
     flows.set_defaults(handler=_flows)
+
+
+# The defaults of pktchain.node.dataplane.limits.DEFAULT_PORT_LIMITS, for --help
+# without importing the dataplane (a test checks that they agree).
+PORT_LIMIT_HELP = {
+    "arp": ("ARP packets", 100, 200),
+    "icmp": ("ICMP packets to the router's own addresses", 100, 200),
+    "flood": ("frames the switch floods (broadcast, multicast, unknown unicast)", 1000, 500),
+    "slow-path": (
+        "frames the switch hands to the node's router or load balancer (first packets, "
+        "SYN/FIN/RST, ARP, ICMP)",
+        1000,
+        500,
+    ),
+}
+
+
+def _add_port_limits(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "port rate limits",
+        "what each host port may send per second of the frames that cost the node "
+        "work (token buckets; over the limit: dropped and counted as rate-NAME on the "
+        "port; docs/node.md)",
+    )
+    for name, (what, rate, burst) in PORT_LIMIT_HELP.items():
+        group.add_argument(
+            f"--port-{name}-rate",
+            metavar="PPS",
+            help=f"{what} a host port may send per second on average, or off (default {rate})",
+        )
+        group.add_argument(
+            f"--port-{name}-burst",
+            metavar="N",
+            type=int,
+            help=f"... and back to back (default {burst}; with a rate: twice the rate)",
+        )
+
+
+def port_limits_of(args: argparse.Namespace) -> PortLimits:
+    """The `PortLimits` the ``--port-NAME-rate`` / ``--port-NAME-burst`` options give
+    (ValueError naming the option)."""
+    from pktchain.node.config import PORT_LIMIT_OPTIONS, port_limits
+
+    def given(name: str, what: str) -> Any:
+        return getattr(args, f"port_{name.replace('-', '_')}_{what}")
+
+    return port_limits(
+        {name: given(name, "rate") for name in PORT_LIMIT_OPTIONS},
+        {name: given(name, "burst") for name in PORT_LIMIT_OPTIONS},
+    )
 
 
 def _add_name(
@@ -259,6 +313,7 @@ def _run(args: argparse.Namespace) -> int:
             ha_listen=args.ha_listen,
             ha_peer=args.ha_peer,
             ha_secret=_ha_secret(args.ha_secret_file),
+            port_limits=port_limits_of(args),
         )
     except (ValueError, LabError) as exc:
         raise UsageError(str(exc)) from exc

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from pktchain.etcd.endpoints import parse_endpoints
 from pktchain.etcd.keys import DEFAULT_CLUSTER, check_segment
 from pktchain.messenger.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from pktchain.node.daemon import NodeConfig, PortSpec
+from pktchain.node.dataplane.limits import DEFAULT_PORT_LIMITS, PortLimits, Rate
 from pktchain.node.dataplane.ports import PortKind
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_NETWORK
 from pktchain.node.function_file import load_functions
@@ -51,6 +53,7 @@ def build_config(
     ha_listen: str | None = None,
     ha_peer: str | None = None,
     ha_secret: bytes | None = None,
+    port_limits: PortLimits = DEFAULT_PORT_LIMITS,
 ) -> NodeConfig:
     """Raises ValueError naming the bad option or topology entry.
 
@@ -99,6 +102,7 @@ def build_config(
         name=name,
         ports=tuple(ports),
         mac_aging=DEFAULT_AGING if mac_aging is None else mac_aging,
+        port_limits=port_limits,
         check_frames=check_frames,
         control=control,
         state=state,
@@ -119,6 +123,55 @@ def build_config(
         ha_peer=_ha_address(ha_peer, "--ha-peer") if ha_peer is not None else None,
         ha_secret=ha_secret,
     )
+
+
+PORT_LIMIT_OPTIONS = {
+    "arp": "arp",
+    "icmp": "icmp_router",
+    "flood": "flood",
+    "slow-path": "slow_path",
+}
+"""``--port-NAME-rate`` / ``--port-NAME-burst`` → the `PortLimits` field they set."""
+
+
+def port_limits(rates: Mapping[str, str | None], bursts: Mapping[str, int | None]) -> PortLimits:
+    """The `PortLimits` of the ``--port-NAME-rate`` and ``--port-NAME-burst`` options
+    (by NAME, a key of `PORT_LIMIT_OPTIONS`; None: not given).
+
+    A rate is frames a second, or ``off`` (no limit); a rate given without a
+    burst gets a burst of two seconds' worth. Raises ValueError naming the
+    option.
+    """
+    limits: dict[str, Rate | None] = {}
+    for name, field_name in PORT_LIMIT_OPTIONS.items():
+        rate, burst = rates.get(name), bursts.get(name)
+        default: Rate | None = getattr(DEFAULT_PORT_LIMITS, field_name)
+        if rate is None and burst is None:
+            limits[field_name] = default
+            continue
+        if rate is not None and rate.strip().lower() == "off":
+            if burst is not None:
+                raise ValueError(f"--port-{name}-burst: --port-{name}-rate is off")
+            limits[field_name] = None
+            continue
+        per_second = default.per_second if default is not None else None
+        if rate is not None:
+            try:
+                per_second = float(rate)
+            except ValueError:
+                raise ValueError(
+                    f"--port-{name}-rate {rate!r}: give frames a second, or off"
+                ) from None
+            if not (math.isfinite(per_second) and per_second > 0):
+                raise ValueError(f"--port-{name}-rate {rate}: must be more than 0, or off")
+        if per_second is None:
+            raise ValueError(f"--port-{name}-burst: give --port-{name}-rate too")
+        if burst is None:
+            burst = max(1, math.ceil(2 * per_second))
+        if burst < 1:
+            raise ValueError(f"--port-{name}-burst {burst}: must be 1 or more")
+        limits[field_name] = Rate(per_second, burst)
+    return PortLimits(**limits)
 
 
 def _ha_address(value: str, option: str) -> tuple[str, int]:

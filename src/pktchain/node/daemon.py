@@ -34,6 +34,7 @@ from pktchain.node.dataplane.functions import (
     SdkDriver,
     pump,
 )
+from pktchain.node.dataplane.limits import DEFAULT_PORT_LIMITS, HOLD, HOLD_STRIKES, PortLimits
 from pktchain.node.dataplane.ports import PacketPort, PortKind, SwitchPort, TapPort
 from pktchain.node.dataplane.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, DEFAULT_NETWORK
@@ -104,6 +105,9 @@ class NodeConfig:
     ports: tuple[PortSpec, ...] = ()
     mac_aging: float = DEFAULT_AGING
     mac_table_size: int = DEFAULT_MAX_ENTRIES
+    port_limits: PortLimits = DEFAULT_PORT_LIMITS
+    """What each host port may make the node do per second (ARP, ICMP to the
+    router, floods; `--port-*-rate`, docs/node.md "Rate limits")."""
     control: Path | None = None
     check_frames: bool = True
     flow_idle_timeout: float = DEFAULT_IDLE_TIMEOUT
@@ -176,6 +180,7 @@ class Node:
             mac_aging=self.config.mac_aging,
             mac_table_size=self.config.mac_table_size,
             check_frames=self.config.check_frames,
+            port_limits=self.config.port_limits,
         )
         self.ports: dict[str, SwitchPort] = {}
         self.steering = Steering(
@@ -524,6 +529,7 @@ class Node:
             )
         self.router = router
         self.router_host = host
+        self.router_addresses_changed()
         self.secured.router = router
         self.secured.router_ports = host.ports
         self.secured.apply()
@@ -545,6 +551,17 @@ class Node:
             self.ha.start()
         if any(t.kind == "interface" for v in spec.config.vrrp for t in v.track):
             self.loop.call_every(LINK_WATCH_INTERVAL, self._track_router_links)
+
+    def router_addresses_changed(self) -> None:
+        """Tell the datapath the router's own addresses (its interfaces' and its
+        virtual routers'), which ICMP from host ports is limited to."""
+        router = self.router
+        if router is None:
+            self.datapath.router_addresses = frozenset()
+            return
+        addresses = {iface.address.ip.packed for iface in router.interfaces()}
+        addresses.update(a.packed for v in router.config.vrrp for a in v.virtual_addresses)
+        self.datapath.router_addresses = frozenset(addresses)
 
     def _vrrp_changed(self, change: StateChanged) -> None:
         if self.ha is not None:
@@ -823,6 +840,39 @@ class Node:
             # Only a function that saw a frame can have queued output or moved
             # its deadline: a batch the fast path carried costs nothing here.
             self._pump()
+        policer = port.policer
+        if policer is not None and policer.hold:
+            self._hold(port)
+
+    def _hold(self, port: SwitchPort) -> None:
+        """Leave a port that storms unread for `HOLD` seconds (limits.py): what it
+        sends meanwhile waits in, and overflows, its own queue in the kernel."""
+        policer = port.policer
+        if policer is None:  # pragma: no cover - the caller checks
+            return
+        policer.hold = False
+        # One more batch mostly over the limits after this hold holds it again:
+        # a port that storms on is read a batch per hold, not two.
+        policer.strikes = HOLD_STRIKES - 1
+        policer.holds += 1
+        if policer.holds == 1 or policer.holds % 1000 == 0:
+            log.warning(
+                "port %s storms: held %d times for %g s (drops: %s)",
+                port.name,
+                policer.holds,
+                HOLD,
+                ", ".join(f"{k}={v}" for k, v in sorted(port.drops.items()) if k[:5] == "rate-"),
+            )
+        fd = port.fd
+        self.loop.remove_reader(fd)
+
+        def release() -> None:
+            # Unless the port was detached meanwhile (its descriptor closed,
+            # perhaps reused by another port).
+            if self.ports.get(port.name) is port and port.fd == fd:
+                self.loop.add_reader(fd, lambda: self._drain(port))
+
+        self.loop.call_later(HOLD, release)
 
     def _expire_flows(self) -> None:
         self.steering.now = self.loop.now
@@ -877,6 +927,7 @@ class Node:
             "messenger_counters": self.messenger.counters if self.messenger is not None else {},
             "uptime": round(time.time() - self.started, 3),
             "ports": [port.counters() for port in self.datapath.ports],
+            "port_limits": self.config.port_limits.status(),
             "switch": {
                 "mac_entries": sum(len(n.macs.entries) for n in networks),
                 "mac_aging": self.config.mac_aging,
@@ -1084,4 +1135,5 @@ class RouterOnNode:
     def _changed(self) -> None:
         """The router may have queued frames (an interface's announcement) or moved its
         timers: its timer is set again (it revoked the leases the change concerns)."""
+        self._node.router_addresses_changed()
         self._node.reschedule(self._host)

@@ -32,6 +32,19 @@ def port_table(status: dict[str, Any]) -> Table:
     return table
 
 
+def port_limits_line(limits: dict[str, Any], ports: list[dict[str, Any]]) -> str:
+    """Each port rate limit (rate/s, burst) and the ports held for storming."""
+    parts = [
+        f"{name.replace('_', ' ')} "
+        + ("off" if limit is None else f"{limit['rate']:g}/s burst {limit['burst']}")
+        for name, limit in limits.items()
+    ]
+    held = [f"{port['name']} {port['holds']}x" for port in ports if port.get("holds")]
+    if held:
+        parts.append("held: " + ", ".join(held))
+    return "; ".join(parts)
+
+
 def chain_table(status: dict[str, Any]) -> Table:
     """Per chain, per hop (group, port pair, direction): flows, packets, bytes."""
     table = Table(title="chains", title_justify="left")
@@ -122,6 +135,9 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
         f"learned {switch['learned']}, moved {switch['moved']}, aged {switch['aged']}, "
         f"floods {switch['floods']}"
     )
+    limits = status.get("port_limits")
+    if limits:
+        console.print("port limits: " + port_limits_line(limits, status["ports"]))
     cluster = status.get("cluster")
     if cluster:
         console.print(cluster_table(cluster, status["node"]))

@@ -4,8 +4,8 @@
   error, about a datagram sent to a broadcast or multicast address (IP or
   link layer), about a fragment other than the first, or about a datagram
   whose source does not name one host.
-* :class:`TokenBucket` is the rate limit of RFC 1812 §4.3.2.8; it refills from
-  the ``now`` of each call, so it needs no timer of its own.
+* :class:`TokenBucket` (from :mod:`~pktchain.functions.common.rate`) is the
+  rate limit of RFC 1812 §4.3.2.8.
 * :func:`icmp_error` quotes the offending datagram as RFC 1812 §4.3.2.3 asks
   (as much as fits in 576 bytes); Fragmentation Needed carries the next-hop
   MTU (RFC 1191 §4). :func:`echo_reply` answers an echo (RFC 1812 §4.3.3.6).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from enum import Enum
 
+from pktchain.functions.common.rate import TokenBucket
 from pktchain.packet.address import Buffer
 from pktchain.packet.headers import ICMP, IPV4, IcmpType, IpProto
 from pktchain.packet.layers import Icmp, Ipv4, build
@@ -64,29 +65,6 @@ class IcmpError(Enum):
     def counter(self) -> str:
         """The counter name of errors of this kind sent."""
         return "icmp-out-" + self.name.lower().replace("_", "-")
-
-
-class TokenBucket:
-    """RFC 1812 §4.3.2.8: at most ``rate`` per second on average, ``burst`` at once."""
-
-    __slots__ = ("_burst", "_last", "_rate", "_tokens")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._last: float | None = None
-
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one; refill first from the time elapsed."""
-        if self._last is not None and now > self._last:
-            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        if self._last is None or now > self._last:
-            self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
 
 def unique_host_address(address: bytes) -> bool:

@@ -97,12 +97,27 @@ class NatConfig:
     icmp_refusals: bool = True
     """Answer a refused session with ICMP 3/13 (RFC 5508 REQ-8); False keeps the NAT
     silent, the policy control of RFC 5508 REQ-9."""
+    icmp_refusal_rate: float | None = 100.0
+    """Refusals answered with 3/13 per second at most (a token bucket, RFC 1812
+    §4.3.2.8); past it a refused session is dropped silently. The router's own
+    limit of ICMP errors applies as well: this one keeps a host that keeps
+    knocking at its limit from having errors built for nothing. None: no limit
+    of the NAT's own."""
+    icmp_refusal_burst: int = 50
+    """Refusals answered back to back."""
     max_sessions: int = 200_000
     """Table limit: sessions of all protocols together (RFC 5508 REQ-8)."""
     max_sessions_per_host: int = 8192
     """Sessions one internal host may hold at once."""
     max_held_syns: int = 1024
     """Unsolicited SYNs held at once; more are dropped silently (bounded memory)."""
+    new_sessions_per_host_rate: float | None = 1000.0
+    """New sessions one internal host may open per second on average (a token
+    bucket per host; None: no limit). Beyond it a new session is refused
+    silently (``host-session-rate``): a host sending a SYN or port-scan flood
+    costs the NAT this much work a second at most, whoever it aims at."""
+    new_sessions_per_host_burst: int = 2000
+    """New sessions one internal host may open back to back (the bucket's depth)."""
     preserve_parity: bool = True
     """Keep the parity of a port that cannot be preserved (RFC 4787 REQ-4, RFC 7857 §8)."""
     port_seed: int | None = None
@@ -162,6 +177,23 @@ class NatConfig:
         ):
             if count < 0:
                 errors.append(f"{name}: must be 0 or more, got {count}")
+        rate = self.new_sessions_per_host_rate
+        if rate is not None and not rate > 0:
+            errors.append(
+                f"new_sessions_per_host_rate: must be more than 0 (or none: no limit), got {rate}"
+            )
+        refusal_rate = self.icmp_refusal_rate
+        if refusal_rate is not None and not refusal_rate > 0:
+            errors.append(
+                f"icmp_refusal_rate: must be more than 0 (or none: no limit), got {refusal_rate}"
+            )
+        if self.icmp_refusal_burst < 1:
+            errors.append(f"icmp_refusal_burst: must be 1 or more, got {self.icmp_refusal_burst}")
+        if self.new_sessions_per_host_burst < 1:
+            errors.append(
+                f"new_sessions_per_host_burst: must be 1 or more, got "
+                f"{self.new_sessions_per_host_burst}"
+            )
         if errors or external is None:
             raise NatConfigError(errors)
         object.__setattr__(self, "_networks", tuple(networks))

@@ -180,12 +180,29 @@ class NatFunctionConfig:
     icmp_refusals: bool = _nat(
         "icmp_refusals", "answer a refused session with ICMP 3/13 (RFC 5508 REQ-8, REQ-9)"
     )
+    icmp_refusal_rate: float | None = _nat(
+        "icmp_refusal_rate",
+        "refusals answered with 3/13 per second (RFC 1812 §4.3.2.8); none: no limit",
+        minimum=0.001,
+    )
+    icmp_refusal_burst: int = _nat(
+        "icmp_refusal_burst", "refusals answered with 3/13 back to back", minimum=1
+    )
     max_sessions: int = _nat("max_sessions", "session table limit", minimum=0)
     max_sessions_per_host: int = _nat(
         "max_sessions_per_host", "sessions one inside host may hold at once", minimum=0
     )
     max_held_syns: int = _nat(
         "max_held_syns", "unsolicited SYNs held at once; more are dropped", minimum=0
+    )
+    new_sessions_per_host_rate: float | None = _nat(
+        "new_sessions_per_host_rate",
+        "new sessions one inside host may open per second (token bucket); more are "
+        "dropped silently; none: no limit",
+        minimum=0.001,
+    )
+    new_sessions_per_host_burst: int = _nat(
+        "new_sessions_per_host_burst", "new sessions one inside host may open at once", minimum=1
     )
     preserve_parity: bool = _nat(
         "preserve_parity",
@@ -258,6 +275,7 @@ _DROPS = {
     DropReason.SYN_HOLD_FULL: "unsolicited inbound SYNs dropped: max_held_syns are held",
     DropReason.SESSION_LIMIT: "new sessions refused: max_sessions",
     DropReason.HOST_SESSION_LIMIT: "new sessions refused: max_sessions_per_host",
+    DropReason.HOST_SESSION_RATE: "new sessions dropped: over new_sessions_per_host_rate",
     DropReason.PORTS_EXHAUSTED: "new sessions refused: no external port free",
     DropReason.ICMP_CHECKSUM: "ICMP messages with a wrong checksum (RFC 5508 REQ-3)",
     DropReason.EMBEDDED_CHECKSUM: "ICMP errors quoting an IP header with a wrong checksum "

@@ -25,7 +25,10 @@ as bytes in the result. Behaviour, in the RFCs' words:
   RFC 5382 REQ-8), ICMP errors included (RFC 5508 REQ-7);
 * a table limit and a per-internal-host limit: a session beyond them is
   refused with ICMP "communication administratively prohibited" (3/13,
-  RFC 5508 REQ-8).
+  RFC 5508 REQ-8); and a rate of new sessions per internal host (a token
+  bucket each), beyond which a new session is refused silently, so that one
+  host's SYN or scan flood costs the NAT a bounded amount of work whatever
+  it aims at (RFC 6888 REQ-4 asks carrier-grade NATs for such a threshold).
 
 A backup router keeps a copy of its master's sessions (docs/ha-sync.md): the
 master's NAT notes which sessions were opened, changed TCP state or ended
@@ -60,6 +63,7 @@ from pktchain.functions.common.embedded import (
     rewrite_embedded,
 )
 from pktchain.functions.common.fields import ported_protocol
+from pktchain.functions.common.rate import TokenBucket
 from pktchain.functions.common.tcp import (
     ARMED_LIFETIME,
     Lifetime,
@@ -177,6 +181,13 @@ class Nat:
         self._by_external: dict[tuple[int, int], Mapping] = {}
         self._sessions: dict[SessionKey, Session] = {}
         self._per_host: dict[bytes, int] = {}
+        # New-session buckets of the internal hosts that hold sessions. A
+        # host's bucket goes with its last session and the next starts full:
+        # the table stays as small as the host table, and a host that has
+        # held nothing for a while has earned its burst back.
+        self._new_buckets: dict[bytes, TokenBucket] = {}
+        rate = config.icmp_refusal_rate
+        self._refusals = None if rate is None else TokenBucket(rate, config.icmp_refusal_burst)
         # For address-dependent filtering: how many sessions a mapping has with
         # each remote address.
         self._remote_addresses: dict[tuple[Mapping, bytes], int] = {}
@@ -585,19 +596,34 @@ class Nat:
         return None
 
     def _open(
-        self, mapping: Mapping | None, key: SessionKey, state: TcpSessionState | None
+        self,
+        mapping: Mapping | None,
+        key: SessionKey,
+        state: TcpSessionState | None,
+        now: float,
     ) -> Session | DropReason:
         """A new session (and mapping) for ``key``, or why the NAT refuses it."""
         config = self._config
         address = key[1]
         if len(self._sessions) >= config.max_sessions:
             return DropReason.SESSION_LIMIT
-        if self._per_host.get(address, 0) >= config.max_sessions_per_host:
+        held = self._per_host.get(address, 0)
+        if held >= config.max_sessions_per_host:
             return DropReason.HOST_SESSION_LIMIT
+        rate = config.new_sessions_per_host_rate
+        if rate is not None:
+            bucket = self._new_buckets.get(address)
+            if bucket is None:
+                bucket = TokenBucket(rate, config.new_sessions_per_host_burst)
+                self._new_buckets[address] = bucket
+            if not bucket.take(now):
+                return DropReason.HOST_SESSION_RATE
         proto = key[0]
         if mapping is None:
             port = self._allocate(proto, key[2])
             if port is None:
+                if not held:
+                    self._new_buckets.pop(address, None)
                 return DropReason.PORTS_EXHAUSTED
             mapping = self._add_dynamic(proto, address, key[2], port)
         session = self._insert(mapping, key, state)
@@ -640,6 +666,7 @@ class Nat:
             self._per_host[address] = left
         else:
             del self._per_host[address]
+            self._new_buckets.pop(address, None)
         pair = (mapping, key[3])
         count = self._remote_addresses.get(pair)
         if count is not None:
@@ -680,6 +707,7 @@ class Nat:
             self._mapping_for(proto, src, sport),
             key,
             TcpSessionState.CLOSED if proto == _TCP else None,
+            now,
         )
         if isinstance(opened, DropReason):
             return opened
@@ -711,7 +739,7 @@ class Nat:
             return DropReason.FILTERED
         if proto == _TCP and (flags & (_SYN | _RST | _ACK)) != _SYN:
             return DropReason.TCP_NO_SESSION
-        opened = self._open(mapping, key, TcpSessionState.CLOSED if proto == _TCP else None)
+        opened = self._open(mapping, key, TcpSessionState.CLOSED if proto == _TCP else None, now)
         if isinstance(opened, DropReason):
             return opened
         if proto == _TCP:
@@ -734,12 +762,25 @@ class Nat:
             return DropReason.FRAGMENT
         return None
 
-    def _refuse(
-        self, reason: DropReason, buf: WritableBuffer, info: FrameInfo, to: Realm, source: bytes
+    def _refuse(  # noqa: PLR0917 - internal
+        self,
+        reason: DropReason,
+        buf: WritableBuffer,
+        info: FrameInfo,
+        to: Realm,
+        source: bytes,
+        now: float,
     ) -> NatResult:
-        """Drop, or for a refused session answer 3/13 (RFC 5508 REQ-8)."""
+        """Drop, or for a refused session answer 3/13 (RFC 5508 REQ-8) within the
+        refusals' rate (RFC 1812 §4.3.2.8)."""
         self._count(reason.value)
         if reason not in _REFUSALS or not self._config.icmp_refusals:
+            return _DROPS[reason]
+        bucket = self._refusals
+        if bucket is not None and not bucket.take(now):
+            # A host at its limit that keeps trying (a SYN flood) would have an
+            # error built for each attempt, for the router's own limit to discard.
+            self._count("refusal-rate-limited")
             return _DROPS[reason]
         reply = build_icmp_error(
             buf,
@@ -795,7 +836,7 @@ class Nat:
         opened = self._outbound_session(proto, src, sport, dst, dport, info.tcp_flags, now)
         source = self._external if reply_from is None else reply_from
         if isinstance(opened, DropReason):
-            return self._refuse(opened, buf, info, Realm.INTERNAL, source)
+            return self._refuse(opened, buf, info, Realm.INTERNAL, source, now)
         mapping = opened.mapping
         external = self._external
         if dst == external:
@@ -832,7 +873,7 @@ class Nat:
             info.proto, info.dport, external, sender.external_port, info.tcp_flags, now
         )
         if isinstance(inbound, DropReason):
-            return self._refuse(inbound, buf, info, Realm.INTERNAL, source)
+            return self._refuse(inbound, buf, info, Realm.INTERNAL, source, now)
         target = inbound.mapping
         set_ip(buf, info, Side.SRC, external, partial=partial)
         set_port(buf, info, Side.SRC, sender.external_port, partial=partial)
@@ -888,7 +929,7 @@ class Nat:
             unsolicited_syn = flags & (_SYN | _ACK | _RST) == _SYN
             if proto == _TCP and unsolicited_syn and opened in _UNADMITTED:
                 return self._hold(buf, info, opened, now)
-            return self._refuse(opened, buf, info, Realm.EXTERNAL, self._external)
+            return self._refuse(opened, buf, info, Realm.EXTERNAL, self._external, now)
         mapping = opened.mapping
         set_ip(buf, info, Side.DST, mapping.internal_address, partial=partial)
         if mapping.internal_port != dport:

@@ -67,6 +67,7 @@ class DropReason(StrEnum):
     SYN_HOLD_FULL = "syn-hold-full"
     SESSION_LIMIT = "session-limit"
     HOST_SESSION_LIMIT = "host-session-limit"
+    HOST_SESSION_RATE = "host-session-rate"  # over new_sessions_per_host_rate: refused silently
     PORTS_EXHAUSTED = "ports-exhausted"
     ICMP_CHECKSUM = "icmp-checksum"  # RFC 5508 REQ-3
     EMBEDDED_CHECKSUM = Unusable.CHECKSUM.value  # RFC 5508 REQ-3a

@@ -56,6 +56,14 @@ from pktchain.node.dataplane.fastpath import (
     fuse,
     on_revoke_remove,
 )
+from pktchain.node.dataplane.limits import (
+    DEFAULT_PORT_LIMITS,
+    HOLD_SHARE,
+    HOLD_STRIKES,
+    PortLimits,
+    PortPolicer,
+    RateDrop,
+)
 from pktchain.node.dataplane.ports import (
     ETH_DST,
     ETH_END,
@@ -113,6 +121,11 @@ _BAD_SRC = DropReason.BAD_SRC_MAC.value
 _SAME_PORT = DropReason.SAME_PORT.value
 _NO_PORTS = DropReason.NO_PORTS.value
 _TOO_DEEP = DropReason.FUNCTION_DEPTH.value
+_RATE_ARP = RateDrop.ARP.value
+_RATE_ICMP = RateDrop.ICMP_ROUTER.value
+_RATE_FLOOD = RateDrop.FLOOD.value
+_RATE_SLOW = RateDrop.SLOW_PATH.value
+_ICMPS = (1, 58)  # ICMP, ICMPv6
 _SYN = 0x02
 _SYN_ACK = 0x12
 _FUNCTION = PortKind.FUNCTION
@@ -177,12 +190,18 @@ class Datapath:
         mac_aging: float = DEFAULT_AGING,
         mac_table_size: int = DEFAULT_MAX_ENTRIES,
         check_frames: bool = True,
+        port_limits: PortLimits = DEFAULT_PORT_LIMITS,
     ) -> None:
         self.ports: list[SwitchPort] = []
         self.networks: dict[str, Network[SwitchPort]] = {}
         self.mac_aging = mac_aging
         self.mac_table_size = mac_table_size
         self.check_frames = check_frames
+        self.port_limits = port_limits
+        """The rate limits each host port gets (limits.py)."""
+        self.router_addresses: frozenset[bytes] = frozenset()
+        """The router's own IPv4/IPv6 addresses (packed): ICMP to them from a
+        host port takes a token of the port's `icmp_router` bucket."""
         self.steering: Steering | None = None
         self.underlay: Underlay | None = None
         """Set on a node of a cluster: its peers are ports of every network."""
@@ -436,6 +455,9 @@ class Datapath:
 
     def add_port(self, port: SwitchPort, network: str = DEFAULT_NETWORK) -> None:
         self.ports.append(port)
+        if port.kind is PortKind.TAP or (port.kind is PortKind.AF_PACKET and port.netns):
+            # A host's port; not a NIC of the node's own namespace (limits.py).
+            port.policer = PortPolicer(self.port_limits)
         port.network = self.network(network)
         port.network.ports.append(port)
         if port.kind is _FUNCTION and port.mac:
@@ -477,7 +499,18 @@ class Datapath:
                 port.drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
                 break
         if frames:
-            self._forward(port, frames, None, 0)
+            policer = port.policer
+            if policer is None:
+                self._forward(port, frames, None, 0)
+            else:
+                dropped = policer.dropped
+                self._forward(port, frames, None, 0)
+                if len(frames) == BATCH and policer.dropped - dropped >= BATCH * HOLD_SHARE:
+                    policer.strikes += 1
+                    if policer.strikes >= HOLD_STRIKES:
+                        policer.hold = True  # the node holds the port (limits.py)
+                else:
+                    policer.strikes = 0
         return len(frames)
 
     def _forward(
@@ -507,6 +540,7 @@ class Datapath:
         check = self.check_frames
         table = port.flows
         guard = port.guard
+        policer = port.policer
         drops = port.drops
         now = self.now
         uncredited = self.uncredited
@@ -575,6 +609,14 @@ class Datapath:
                     drops[refused] += 1
                     continue
 
+            # ARP (EtherType 0x0806; the second byte tells IPv4 and IPv6 apart at once).
+            if policer is not None and frame[ETH_TYPE + 1] == 6 and frame[ETH_TYPE] == 8:
+                bucket = policer.arp
+                if bucket is not None and not bucket.take(now):
+                    drops[_RATE_ARP] += 1
+                    policer.dropped += 1
+                    continue
+
             src = frame[ETH_SRC:ETH_TYPE]
             if owned:
                 src = bytes(src)
@@ -611,6 +653,22 @@ class Datapath:
                         drops[_SAME_PORT] += 1
                         continue
                     if out.kind is _FUNCTION:
+                        if policer is not None:
+                            if (
+                                info is not None
+                                and info.proto in _ICMPS
+                                and info.dst in self.router_addresses
+                            ):
+                                bucket = policer.icmp_router
+                                if bucket is not None and not bucket.take(now):
+                                    drops[_RATE_ICMP] += 1
+                                    policer.dropped += 1
+                                    continue
+                            bucket = policer.slow_path
+                            if bucket is not None and not bucket.take(now):
+                                drops[_RATE_SLOW] += 1
+                                policer.dropped += 1
+                                continue
                         # A journey starts with the frame as it came in (fastpath.py).
                         journey = self._journey(trace, port, received, info)
                         function = cast("FunctionPort", out)
@@ -632,6 +690,12 @@ class Datapath:
                         continue
                     out.tx_packets += 1
                     out.tx_bytes += size - VNET_HDR_LEN
+                    continue
+            if policer is not None:
+                bucket = policer.flood
+                if bucket is not None and not bucket.take(now):
+                    drops[_RATE_FLOOD] += 1
+                    policer.dropped += 1
                     continue
             self.flood(port, network, frame, trace, depth)
         self.fast_hits += hits

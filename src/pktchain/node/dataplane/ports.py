@@ -37,6 +37,7 @@ from pktchain.packet.headers import ETHERNET
 
 if TYPE_CHECKING:
     from pktchain.node.dataplane.fastpath import FusedEntry
+    from pktchain.node.dataplane.limits import PortPolicer
     from pktchain.node.dataplane.portsec import PortGuard
     from pktchain.node.dataplane.steering import FlowEntry, FlowKey
     from pktchain.node.dataplane.switch import Network
@@ -95,6 +96,7 @@ class SwitchPort:
         "name",
         "netns",
         "network",
+        "policer",
         "recv",
         "rx_bytes",
         "rx_packets",
@@ -138,6 +140,8 @@ class SwitchPort:
         self.fast: dict[FlowKey, FusedEntry] | None = None
         self.guard: PortGuard | None = None
         """The port security check of its frames (portsec.py); None: not secured."""
+        self.policer: PortPolicer | None = None
+        """The rate limits of a host port (limits.py); None: not policed."""
         self.rx_packets = 0
         self.rx_bytes = 0
         self.tx_packets = 0
@@ -182,6 +186,8 @@ class SwitchPort:
             "ifname": self.ifname,
             "mac": self.mac,
             "secured": self.guard is not None,
+            "policed": self.policer is not None,
+            "holds": 0 if self.policer is None else self.policer.holds,
             "rx_packets": self.rx_packets,
             "rx_bytes": self.rx_bytes,
             "tx_packets": self.tx_packets,
