@@ -325,7 +325,9 @@ class Datapath:
         out = found.port
         if out is port:
             port.drops[_SAME_PORT] += 1
-        elif out.kind is _FUNCTION:
+            return
+        port.forwarded += 1
+        if out.kind is _FUNCTION:
             self._through_function(cast("FunctionPort", out), _owned(frame), None, 0)
         else:
             out.transmit(frame)
@@ -373,6 +375,7 @@ class Datapath:
             fused.bytes += len(frame) - VNET_HDR_LEN
             fused.seen = self.now
             self.fast_hits += 1
+            port.forwarded += 1
             if fused.nsh is not None:
                 self._send_fused_nsh(fused, frame, info)
             elif fused.identity:
@@ -417,8 +420,10 @@ class Datapath:
             header = entry.nsh
             if out.kind is _UNDERLAY and header.ttl != arrival.ttl - 1:
                 header = header.with_ttl(arrival.ttl - 1)
+            port.forwarded += 1
             self._send_nsh(out, entry, header, frame)
         elif out.kind is _FUNCTION:
+            port.forwarded += 1
             trace = None
             if not info.fragment and info.l4 >= 0:
                 # The journey from here may be fused: later frames of the flow
@@ -430,6 +435,7 @@ class Datapath:
                     trace.hops.append(hop)
             self._through_function(cast("FunctionPort", out), _with_dst(frame, entry.mac), trace, 0)
         else:
+            port.forwarded += 1
             out.transmit_parts(
                 (frame[:ETH_DST] + entry.mac, memoryview(frame)[ETH_SRC:]), len(frame)
             )
@@ -610,6 +616,7 @@ class Datapath:
                     if out is port:
                         drops[_SAME_PORT] += 1
                         continue
+                    port.forwarded += 1
                     if out.kind is _FUNCTION:
                         # A journey starts with the frame as it came in (fastpath.py).
                         journey = self._journey(trace, port, received, info)
@@ -635,6 +642,7 @@ class Datapath:
                     continue
             self.flood(port, network, frame, trace, depth)
         self.fast_hits += hits
+        port.forwarded += hits
         if uncredited:
             self.credit()
 
@@ -732,7 +740,7 @@ class Datapath:
                 trace.hops.append(hop)
         if flow_entry.taps:
             self._tap(flow_entry.taps, frame, trace, depth)
-        if out is None:
+        if out is None:  # switched next: `_forward` counts what becomes of it
             self.end_nsh = flow_entry.nsh
             restore = flow_entry.restore_from
             if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
@@ -740,6 +748,7 @@ class Datapath:
                 # place (a bump in the wire): give it its destination back.
                 return _with_dst(frame, flow_entry.restore_to)
             return frame
+        port.forwarded += 1
         if out.kind is _FUNCTION:
             to_function = _with_dst(frame, flow_entry.mac)
             self._through_function(cast("FunctionPort", out), to_function, trace, depth)
@@ -831,6 +840,9 @@ class Datapath:
                 host.sink(iface, sent)
                 continue
             if depth >= MAX_DEPTH:
+                # Sent by the function, so received on its port: counted there.
+                out.rx_packets += 1
+                out.rx_bytes += len(sent) - VNET_HDR_LEN
                 out.drops[_TOO_DEEP] += 1
                 if trace is not None:
                     trace.broken = _TOO_DEEP
@@ -975,5 +987,7 @@ class Datapath:
                 else:
                     out.transmit(frame)
                 sent = True
-        if not sent:
+        if sent:
+            ingress.forwarded += 1
+        else:
             ingress.drops[_NO_PORTS] += 1

@@ -1,0 +1,91 @@
+"""Every frame a port receives is accounted for: forwarded, or dropped under a reason.
+
+The datapath of a whole node (support.datapath_fuzz: hosts on two networks,
+one port secured, the router with NAT, a chain of every built-in function)
+takes mutated frames of every kind the codec knows (support.frame_fuzz) and
+must raise nothing, have every function raise nothing, and keep each port's
+ledger: received = forwarded + drops by reason.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pktchain.functions.sdk import Function, Packet, Result, forward
+from pktchain.node.dataplane.datapath import MAX_DEPTH
+from pktchain.node.dataplane.functions import FunctionHost, SdkDriver
+from support.datapath_fuzz import OPEN, OUTSIDE, SECURED, VNET, fuzz_lab, ledger_ports
+from support.frame_fuzz import Endpoints, Mutator, Seed, build_seeds
+from support.memports import H1_MAC, function_chain
+
+SOURCES: dict[str, Endpoints] = {"open": OPEN, "secured": SECURED, "outside": OUTSIDE}
+
+
+@pytest.fixture(scope="module")
+def seeds() -> dict[str, list[Seed]]:
+    return {name: build_seeds(ends) for name, ends in SOURCES.items()}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_mutated_frames_into_every_port_are_each_forwarded_or_counted(
+    seeds: dict[str, list[Seed]], seed: int
+) -> None:
+    lab = fuzz_lab()
+    before = {port["name"]: port["rx_packets"] for port in lab.port_status()}
+    mutators = {name: Mutator(seeds[name], seed * 10 + n) for n, name in enumerate(SOURCES)}
+    rng = random.Random(seed)
+    sent = dict.fromkeys(SOURCES, 0)
+    for _ in range(4000):
+        name = rng.choice(("open", "open", "secured", "outside"))
+        # Now and then a virtio-net header that is not all zeros: another
+        # node's NSH may carry any (its offload TLV).
+        vnet = VNET if rng.random() > 0.03 else rng.randbytes(len(VNET))
+        lab.send(name, vnet + mutators[name].one())
+        sent[name] += 1
+    assert lab.ledger() == []
+    received = {port["name"]: port["rx_packets"] for port in lab.port_status()}
+    for name, count in sent.items():
+        # What was sent, and what other hosts and the router sent back there.
+        assert received[name] - before[name] >= count
+    verdicts = {status["name"]: status["verdicts"] for status in lab.function_status()}
+    # The frames reached every function of the chain, and the router.
+    assert all(sum(counts.values()) > 0 for counts in verdicts.values()), verdicts
+
+
+class Bounce(Function):
+    """Forwards every frame to `target` (a MAC): two that name each other bounce for ever."""
+
+    KIND = "bounce"
+    INTERFACES = ("ingress", "egress")
+
+    def __init__(self, target: str) -> None:
+        super().__init__(None)
+        self.target = bytes.fromhex(target.replace(":", ""))
+
+    def process(self, packet: Packet, now: float) -> Result:
+        packet.buf[len(VNET) : len(VNET) + 6] = self.target
+        return forward()
+
+
+def test_a_frame_dropped_for_crossing_too_many_functions_was_received_where_it_is_counted() -> None:
+    datapath, h1, _h2 = function_chain([])
+    macs = {
+        "f1": ("02:00:00:00:0e:01", "02:00:00:00:0e:02"),
+        "f2": ("02:00:00:00:0e:03", "02:00:00:00:0e:04"),
+    }
+    peers = {"f1": macs["f2"][0], "f2": macs["f1"][0]}
+    for name, (ingress, egress) in macs.items():
+        host = FunctionHost(name, SdkDriver(Bounce(peers[name])), lambda: 1.0)
+        datapath.add_port(host.add_port("ingress", ingress))
+        datapath.add_port(host.add_port("egress", egress))
+    to_f1 = bytes.fromhex(macs["f1"][0].replace(":", "") + H1_MAC.replace(":", "") + "88b5")
+    h1.inbox.append(VNET + to_f1 + bytes(46))
+    datapath.drain(h1)
+    counters = [port.counters() for port in datapath.ports]
+    depth = [port for port in counters if port["drops"].get("function-depth")]
+    assert len(depth) == 1 and depth[0]["drops"]["function-depth"] == 1
+    crossed = sum(port["tx_packets"] for port in counters if port["kind"] == "function")
+    assert crossed == MAX_DEPTH + 1  # handed to a function at depths 0 to 16
+    assert ledger_ports(counters) == []
