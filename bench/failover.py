@@ -14,10 +14,18 @@ whichever router is master. The measuring instruments are
   echoed every 50 ms): a connection is lost if it is reset or closed, or
   stalls longer than 3 s (`tcp_lost`).
 
-Two kinds of failure, each `--repeat` times per contender:
+Three kinds of failure, each `--repeat` times per contender (`--kinds`):
 
 - `kill`: the master crashes: every process in it gets SIGKILL and its
-  links go down;
+  links go down. The machine's kernel lives on for that moment, so it closes
+  the dead processes' TCP connections: a pktchain backup sees its state
+  sync connection closed by the master's end and takes over after Skew_Time;
+- `kill-silent`: the same, but the master's sync link goes down first, so
+  that nothing of the master reaches the backup any more: a whole machine
+  dying (power, kernel panic). The backup learns of it only when the
+  advertisements stop, after Master_Down_Interval. keepalived has no
+  connection whose end tells the backup anything, so for it the two kinds
+  are the same failure;
 - `clean`: the master's VRRP daemon is stopped (SIGTERM), so that it sends
   its last advertisement with priority 0 and the backup takes over at once.
 
@@ -43,7 +51,8 @@ A contender is anything with the `Contender` interface; another router pair
 plugs in by adding its constructor to `CONTENDERS`.
 
     .venv/bin/python bench/failover.py [--repeat 5] [--observe 4]
-        [--contenders keepalived,keepalived+conntrackd] [--json]
+        [--contenders pktchain,keepalived,keepalived+conntrackd]
+        [--kinds kill,kill-silent,clean] [--json]
 """
 
 from __future__ import annotations
@@ -96,6 +105,8 @@ class Kind(StrEnum):
 
     KILL = "kill"
     """Crash: every process SIGKILLed, links down."""
+    KILL_SILENT = "kill-silent"
+    """Crash of the whole machine: the sync link down first, then as `KILL`."""
     CLEAN = "clean"
     """The VRRP daemon stopped with SIGTERM (priority 0 sent)."""
 
@@ -106,7 +117,9 @@ class Contender(Protocol):
     `setup` builds the pair with a client and a server on either side and
     returns where the instruments run; it returns once one router is master
     and traffic can flow. `kill_master` crashes the master (every process
-    killed, links down); `clean_stop_master` stops its VRRP daemon cleanly.
+    killed, links down; `silent`: its sync link down first, so that no
+    connection's end reaches the backup); `clean_stop_master` stops its VRRP
+    daemon cleanly.
     `restart` brings back the router that failed and returns once it is
     master again (preemption). `teardown` removes everything, whatever state
     the pair is in; it is always called, also after a failed `setup`.
@@ -117,7 +130,7 @@ class Contender(Protocol):
     notes: list[str]
 
     def setup(self, workdir: Path) -> Endpoints: ...
-    def kill_master(self) -> None: ...
+    def kill_master(self, *, silent: bool = False) -> None: ...
     def clean_stop_master(self) -> None: ...
     def restart(self) -> None: ...
     def teardown(self) -> None: ...
@@ -256,9 +269,12 @@ class KeepalivedPair:
             what=f"{self.name}: {router.name} master",
         )
 
-    def kill_master(self) -> None:
+    def kill_master(self, *, silent: bool = False) -> None:
         master = self.master()
         self.failed = master
+        if silent:  # conntrackd's link first; keepalived has none
+            with Netlink(master.host.netns) as netlink:
+                netlink.set_link("sync", up=False)
         # Every process of the router at once (SIGKILL: no last advertisement),
         # as a crash; then no link either.
         _kill_everything_in(master.host.netns)
@@ -355,10 +371,10 @@ def measure(contender: Contender, endpoints: Endpoints, kind: Kind, observe: flo
     with Instruments(endpoints, max_duration=observe + 60.0) as probes:
         probes.start()
         time.sleep(SETTLE_S)  # the run's baseline: traffic before the failure
-        if kind is Kind.KILL:
-            contender.kill_master()
-        else:
+        if kind is Kind.CLEAN:
             contender.clean_stop_master()
+        else:
+            contender.kill_master(silent=kind is Kind.KILL_SILENT)
         failed = time.monotonic()
         back = probes.wait_flowing(after=failed, timeout=RECOVERY_TIMEOUT_S)
         # Watch on: a connection that is to stall 3 s must have the time to.
@@ -408,12 +424,22 @@ def main() -> int:
         default=",".join(CONTENDERS),
         help=f"comma-separated, of: {', '.join(CONTENDERS)}",
     )
+    parser.add_argument(
+        "--kinds",
+        default=",".join(Kind),
+        help=f"comma-separated failures, of: {', '.join(Kind)}",
+    )
     parser.add_argument("--json", action="store_true", help="print every run as JSON too")
     args = parser.parse_args()
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown:
         parser.error(f"--contenders: unknown {unknown}; known: {', '.join(CONTENDERS)}")
+    words = [w.strip() for w in args.kinds.split(",") if w.strip()]
+    wrong = [w for w in words if w not in set(Kind)]
+    if wrong or not words:
+        parser.error(f"--kinds: unknown {wrong}; known: {', '.join(Kind)}")
+    kinds = [k for k in Kind if k in words]
     if not 1 <= args.repeat <= 100:
         parser.error("--repeat: expected 1 to 100")
     if not 3.5 <= args.observe <= 60:
@@ -438,7 +464,7 @@ def main() -> int:
                 print(f"{name}: not measured: {exc}", file=sys.stderr)
                 continue
             notes[name] = contender.notes
-            for kind in Kind:
+            for kind in kinds:
                 for number in range(1, args.repeat + 1):
                     run = measure(contender, endpoints, kind, args.observe)
                     runs.append(run)
@@ -446,7 +472,7 @@ def main() -> int:
                     lost = [c.name for c in run.figures.tcp.connections if c.lost()]
                     in_outage = 0 if gap.outage is None else gap.outage.lost
                     print(
-                        f"{name:22} {kind:5} {number}: outage {gap.outage_ms:7.1f} ms"
+                        f"{name:22} {kind:11} {number}: outage {gap.outage_ms:7.1f} ms"
                         f" ({in_outage} datagrams lost in it,"
                         f" sender late <= {gap.sender.max_late_ns / 1e6:.2f} ms),"
                         f" tcp lost {run.figures.tcp_lost}/{len(run.figures.tcp.connections)}"
@@ -457,17 +483,17 @@ def main() -> int:
             print(f"{name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
 
     print(f"\nRouter failover, {args.repeat} failures of each kind, observed {args.observe:g} s")
-    print(f"{'contender':24}{'kind':7}{'outage median':>15}{'worst':>10}{'TCP lost':>12}")
+    print(f"{'contender':24}{'kind':13}{'outage median':>15}{'worst':>10}{'TCP lost':>12}")
     table: list[dict[str, Any]] = []
     for name in names:
-        for kind in Kind:
+        for kind in kinds:
             mine = [r for r in runs if r.contender == name and r.kind is kind]
             if not mine:
                 continue
             row = _row(mine)
             table.append({"contender": name, "kind": str(kind), **row})
             print(
-                f"{name:24}{kind:7}{row['outage_ms_median']:12.1f} ms"
+                f"{name:24}{kind:13}{row['outage_ms_median']:12.1f} ms"
                 f"{row['outage_ms_worst']:7.1f} ms"
                 f"{row['tcp_lost']:>6} of {row['tcp_watched']}"
             )

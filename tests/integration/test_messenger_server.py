@@ -399,13 +399,40 @@ def test_idle_connections_are_closed(router: FakeRouter) -> None:
         assert server.counters["connections.closed.idle"] == 1
 
 
-def test_connections_beyond_the_limit_are_refused(router: FakeRouter) -> None:
+def test_connections_beyond_the_limit_are_refused(
+    router: FakeRouter, caplog: pytest.LogCaptureFixture
+) -> None:
     with MessengerServer(router, SECRET, port=0, max_connections=2) as server:
         first, second = _raw(server), _raw(server)
         with first, second, _raw(server) as third:
             assert third.recv(1) == b""
             assert _send(first, make_request(SECRET, "ping", {}, request_id="1"))["ok"] is True
         assert server.counters["connections.refused"] == 1
+    assert "refused: 2 connections open already" in caplog.text
+
+
+def test_connections_that_never_authenticate_are_closed(
+    router: FakeRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stranger who connects and sends nothing, half a frame, or requests with a wrong
+    MAC is closed after the handshake timeout; a controller that authenticated stays."""
+    with MessengerServer(router, SECRET, port=0, handshake_timeout=0.5) as server:
+        controller, silent, partial, forger = (_raw(server) for _ in range(4))
+        with controller, silent, partial, forger:
+            assert _send(controller, make_request(SECRET, "ping", {}, request_id="1"))["ok"]
+            partial.sendall(b"\x00")
+            forged = _send(
+                forger, make_request(b"not the secret at all!", "ping", {}, request_id="3")
+            )
+            assert forged["error"]["type"] == "Unauthenticated"
+            for sock in (silent, partial, forger):
+                sock.settimeout(5)
+                assert sock.recv(1) == b""  # closed by the server
+            assert server.counters["connections.closed.handshake"] == 3
+            assert server.connections == 1
+            reply = _send(controller, make_request(SECRET, "ping", {}, request_id="2"))
+            assert reply["ok"] is True
+    assert "sent no authenticated request within 0.5 s" in caplog.text
 
 
 # -- concurrency and life cycle ----------------------------------------------------------

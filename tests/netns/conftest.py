@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pktchain.demo.hapair import PktchainPair
 from pktchain.lab import Lab
 from pktchain.node.process import NodeProcess, NodeProcessError
 from support.nat_lab import INSIDE, OUTSIDE, ROUTER, TOPOLOGY, serve
@@ -83,3 +84,24 @@ def routed(
     for host, address in (("inside", INSIDE), ("outside", OUTSIDE)):
         serve(lab.host(host), tmp_path / host, address, 80, f"web on {host}\n")
     return lab, node
+
+
+@pytest.fixture
+def ha_pair(
+    lab_factory: Callable[..., Lab], tmp_path: Path
+) -> Iterator[Callable[..., PktchainPair]]:
+    """``pair = ha_pair(**options)``: a running pktchain router pair
+    (`pktchain.demo.hapair.PktchainPair` with those options), r1 master and r2
+    its backup in sync; its nodes killed and its lab removed after the test."""
+    pairs: list[PktchainPair] = []
+
+    def make(**options: Any) -> PktchainPair:
+        pair = PktchainPair(make_lab=lab_factory, **options)
+        pairs.append(pair)
+        pair.setup(tmp_path / f"pair-{len(pairs)}")
+        return pair
+
+    yield make
+
+    for pair in pairs:
+        pair.teardown()

@@ -126,6 +126,15 @@ def chain(
             timeout=10,
             what="n2 steering the chain",
         )
+        # n1, the ingress, puts the pair on n2 in its plan once it knows the pair's
+        # ports and n2 is a live peer: until then a new flow passes the group over.
+        client = lab.host("client")
+
+        def through_the_function() -> bool:
+            client.run(["ping", "-c", "1", "-W", "1", "10.0.0.2"], timeout=5)
+            return any(flow["path"] == ["flowcount"] for flow in nodes["n1"].flows())
+
+        wait_until(through_the_function, timeout=15, what="n1 steering through the C function")
         yield lab, nodes, stats
     finally:
         if function is not None:

@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pktchain",
             "pktchain.errors",
             "pktchain.yamlfile",
+            "pktchain.secretfile",
             "pktchain.eventloop",
             "pktchain.linux",
             "pktchain.etcd",

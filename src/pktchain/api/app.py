@@ -21,8 +21,10 @@ Requests are read as JSON and handed to the model unchanged, so its
 validation is the one judge: its errors become ``{"NeutronError": {"type",
 "message", "detail"}}`` with its status (400, 404, 409) (`pktchain.api.errors`).
 What the model never sees is checked by the API: content type (415), body
-size (413), JSON syntax and the wrapper key (400) (`pktchain.api.bodies`),
-and here the token (401). Changes run through `Backend.submit`, in a worker
+size (413: a declared Content-Length over the limit here, before anything
+else; a body that grows past it while read, in `pktchain.api.bodies`), JSON
+syntax and the wrapper key (400) (`pktchain.api.bodies`), and here the token
+(401). Changes run through `Backend.submit`, in a worker
 thread, so the server keeps answering reads while the dataplane applies them.
 """
 
@@ -34,10 +36,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pktchain.api.backend import Backend
+from pktchain.api.bodies import too_large
 from pktchain.api.errors import (
     ApiError,
+    bad_request,
     error_response,
     error_responses,
     install_error_handlers,
@@ -50,21 +55,34 @@ from pktchain.api.routes.neutron import (
 )
 from pktchain.api.routes.node import node_routes
 from pktchain.api.routes.sfc import SFC_KINDS, body_schemas, sfc_routes
+from pktchain.api.server import DEFAULT_MAX_BODY
 
-__all__ = ["DEFAULT_NETWORK_ID", "EXTENSIONS", "SFC_KINDS", "ApiError", "create_app"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_NETWORK_ID",
+    "EXTENSIONS",
+    "SFC_KINDS",
+    "ApiError",
+    "create_app",
+]
 
 
-def create_app(backend: Backend, *, token: str | None = None, max_body: int = 1 << 20) -> FastAPI:
+def create_app(
+    backend: Backend, *, token: str | None = None, max_body: int = DEFAULT_MAX_BODY
+) -> FastAPI:
     """The API over `backend`; with a `token`, every request must carry it in
     ``X-Auth-Token``. Request bodies over `max_body` bytes get a 413."""
+    if max_body < 1:
+        raise ValueError(f"max_body {max_body!r}: must be at least 1 byte")
     app = _Application(
         title="pktchain",
         version="2.0",
         description="networking-sfc-compatible service function chaining API of pktchain.",
         docs_url=None,
         redoc_url=None,
-        # Every route: the token check answers before any of them when a token is set.
-        responses=error_responses(401),
+        # Every route: the token check answers before any of them when a token is set,
+        # and a body declared too large is refused whatever the route.
+        responses=error_responses(401, 413),
     )
     app.state.token_required = token is not None
     install_error_handlers(app)
@@ -73,7 +91,33 @@ def create_app(backend: Backend, *, token: str | None = None, max_body: int = 1 
     app.include_router(neutron_routes(backend, max_body))
     app.include_router(sfc_routes(backend, max_body))
     app.include_router(node_routes(backend, max_body))
+    # Added last, so outermost: a body declared too large is refused before anything.
+    app.add_middleware(_BodyLimit, max_body=max_body)
     return app
+
+
+class _BodyLimit:
+    """ASGI middleware: a request whose Content-Length exceeds `max_body` gets a 413
+    at once, whatever its route, and its body is not read."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and (
+                    not value.isdigit() or int(value) > self.max_body
+                ):
+                    response = error_response(
+                        too_large(self.max_body)
+                        if value.isdigit()
+                        else bad_request("Content-Length is not a number.")
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 class _Application(FastAPI):

@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from pktchain.api.errors import ApiError, bad_request
 from pktchain.sfc.resources import ResourceKind
 
-__all__ = ["json_body", "member", "unwrap"]
+__all__ = ["json_body", "member", "too_large", "unwrap"]
 
 _JSON_TYPES = ("application/json",)
 
@@ -41,12 +42,17 @@ async def json_body(request: Request, max_body: int) -> object:
         )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body:
-        raise _too_large(max_body)
+        raise too_large(max_body)
     data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > max_body:
-            raise _too_large(max_body)
+    try:
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > max_body:
+                raise too_large(max_body)
+    except ClientDisconnect:
+        # Gone before its body was in (or dropped for taking too long to send it):
+        # there is nobody to answer.
+        raise ApiError(400, "HTTPBadRequest", "The client left before sending its body.") from None
     if not data.strip():
         raise bad_request("The request body is empty: a JSON object is required.")
     try:
@@ -55,8 +61,13 @@ async def json_body(request: Request, max_body: int) -> object:
         raise bad_request(f"The request body is not valid JSON: {err}.") from None
 
 
-def _too_large(max_body: int) -> ApiError:
-    return ApiError(413, "HTTPRequestEntityTooLarge", f"The request body exceeds {max_body} bytes.")
+def too_large(max_body: int) -> ApiError:
+    """The 413 of a body over the limit, which it names."""
+    return ApiError(
+        413,
+        "HTTPRequestEntityTooLarge",
+        f"The request body exceeds the limit of {max_body} bytes.",
+    )
 
 
 def unwrap(body: object, kind: ResourceKind, *, bulk: bool) -> list[Mapping[str, object]]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
+
+from pktchain.api.options import add_api_server_options
 
 
 def register(subparsers: Any) -> None:
@@ -40,13 +41,7 @@ def register(subparsers: Any) -> None:
         metavar="HOST:PORT",
         help="where to serve (default 127.0.0.1:9696; port 0: any free port)",
     )
-    serve.add_argument(
-        "--api-token",
-        metavar="TOKEN",
-        default=os.environ.get("PKTCHAIN_API_TOKEN"),
-        help="require X-Auth-Token: TOKEN on every request (default $PKTCHAIN_API_TOKEN); "
-        "needed to serve on a non-loopback address",
-    )
+    add_api_server_options(serve)
     serve.set_defaults(handler=_serve)
 
 
@@ -55,6 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
     import signal
 
     from pktchain.api.cluster import ClusterApi
+    from pktchain.api.options import api_limits, api_token
     from pktchain.api.server import ApiServerError, parse_listen
     from pktchain.errors import UsageError
     from pktchain.etcd.client import EtcdClient, EtcdError
@@ -64,6 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.verbose == 0:
         logging.getLogger("pktchain").setLevel(logging.INFO)
+    token, limits = api_token(args), api_limits(args)
     try:
         host, port = parse_listen(args.listen)
         cluster = check_segment("--cluster", args.cluster or DEFAULT_CLUSTER)
@@ -71,7 +68,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     loop = EventLoop()
-    api = ClusterApi(client, loop, cluster=cluster, host=host, port=port, token=args.api_token)
+    api = ClusterApi(
+        client, loop, cluster=cluster, host=host, port=port, token=token, limits=limits
+    )
     try:
         api.start()
     except (OSError, SfcError, EtcdError, ApiServerError) as exc:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pktchain.api.app import create_app
 from pktchain.api.backend import WithoutDataplane
 from pktchain.api.errors import ApiError
-from pktchain.api.server import DEFAULT_PORT, ApiServer
+from pktchain.api.server import DEFAULT_PORT, ApiServer, HttpLimits
 from pktchain.etcd.client import EtcdClient
 from pktchain.etcd.keys import DEFAULT_CLUSTER
 from pktchain.eventloop import EventLoop
@@ -86,6 +86,7 @@ class ClusterApi:
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         token: str | None = None,
+        limits: HttpLimits | None = None,
     ) -> None:
         self.client = client
         self.loop = loop
@@ -98,7 +99,9 @@ class ClusterApi:
             writer=f"api@{socket.gethostname()}",
         )
         self.backend = ClusterBackend(self.model, loop, cluster=cluster)
-        self.server = ApiServer(create_app(self.backend, token=token), host, port)
+        limits = limits or HttpLimits()
+        app = create_app(self.backend, token=token, max_body=limits.max_body)
+        self.server = ApiServer(app, host, port, limits=limits)
 
     @property
     def url(self) -> str:

@@ -13,12 +13,14 @@ control, an unknown marker a 404, in Neutron's words. `list_parameters` and
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from fastapi import Request
 
 from pktchain.api.errors import ApiError, bad_request
+from pktchain.packet import text
+from pktchain.sfc.attributes import BOOLEAN_TEXT
 
 __all__ = [
     "fields_parameter",
@@ -70,15 +72,18 @@ def _record_key(key: str, record: Mapping[str, Any]) -> tuple[int, Any]:
 
 
 def page(
-    records: list[dict[str, Any]], controls: Mapping[str, list[str]], shown: set[str]
+    records: list[dict[str, Any]], controls: Mapping[str, list[str]], sortable: Collection[str]
 ) -> tuple[list[dict[str, Any]], bool]:
-    """Sort and page records as Neutron does; also whether more follow the page."""
+    """Sort and page records as Neutron does; also whether more follow the page.
+
+    `sortable` are the attributes a list may be sorted on, whether or not any
+    record is there to show them."""
     sort_keys = controls.get("sort_key", [])
     sort_dirs = controls.get("sort_dir", [])
     if len(sort_dirs) not in (0, len(sort_keys)):
         raise bad_request("Invalid input for sort_dir: give one per sort_key.")
     for key in sort_keys:
-        if key not in shown:
+        if key not in sortable:
             raise bad_request(f"Invalid input for sort_key: unknown attribute '{key}'.")
     directions = sort_dirs or ["asc"] * len(sort_keys)
     for direction in directions:
@@ -86,10 +91,12 @@ def page(
             raise bad_request(f"Invalid input for sort_dir: '{direction}' is not asc or desc.")
     for key, direction in reversed(list(zip(sort_keys, directions, strict=True))):
         records.sort(key=functools.partial(_record_key, key), reverse=direction == "desc")
-    reverse = (one_value(controls, "page_reverse") or "false").lower()
-    if reverse not in ("true", "false"):
+    reverse = one_value(controls, "page_reverse")
+    if reverse is None:
+        reverse = "false"
+    if not text.full(BOOLEAN_TEXT, reverse):
         raise bad_request("Invalid input for page_reverse: expected true or false.")
-    if reverse == "true":
+    if reverse.lower() in ("true", "1"):
         records.reverse()
     marker = one_value(controls, "marker")
     if marker is not None:
@@ -100,7 +107,7 @@ def page(
     limit_text = one_value(controls, "limit")
     if limit_text is None:
         return records, False
-    if not limit_text.isdigit():
+    if not text.full(text.DIGITS, limit_text):
         raise bad_request(f"Invalid input for limit: '{limit_text}' is not an integer >= 0.")
     limit = int(limit_text)
     if limit == 0 or len(records) <= limit:
@@ -143,13 +150,18 @@ def next_link(request: Request, collection: str, records: list[dict[str, Any]]) 
 # resource is a filter, which no fixed list of parameters can say.
 
 
-def _repeatable(name: str, description: str) -> dict[str, Any]:
+def _repeatable(name: str, description: str, items: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A parameter given once or more (``?name=A&name=B``). Values of any text are one
+    string or a list of them: any word on the wire is valid, as the server reads it."""
+    values: dict[str, Any] = {"type": "array", "items": items or {"type": "string"}}
+    if items is None:
+        values = {"anyOf": [{"type": "string"}, values]}
     return {
         "name": name,
         "in": "query",
         "required": False,
         "description": description,
-        "schema": {"type": "array", "items": {"type": "string"}},
+        "schema": values,
         "style": "form",
         "explode": True,
     }
@@ -157,17 +169,50 @@ def _repeatable(name: str, description: str) -> dict[str, Any]:
 
 def fields_parameter() -> dict[str, Any]:
     """The OpenAPI parameter ``fields``, which lists and shows take."""
-    return _repeatable("fields", "Attributes to show (repeatable); all when absent.")
+    return _repeatable(
+        "fields",
+        "Attributes to show (repeatable); all when absent. Names that are no attribute "
+        "are ignored, so a shown resource holds only the attributes asked for.",
+    )
 
 
-def list_parameters() -> list[dict[str, Any]]:
-    """The OpenAPI parameters of a list: two filters as examples, fields, paging, sorting."""
+def list_parameters(filters: Sequence[str], sortable: Sequence[str]) -> list[dict[str, Any]]:
+    """The OpenAPI parameters of a list: a filter per attribute in `filters`,
+    fields, paging, and sorting on the attributes in `sortable`."""
     return [
-        _repeatable("id", "Only these ids (repeatable)."),
-        _repeatable("name", "Only these names (repeatable); any attribute filters the same way."),
+        *(
+            _repeatable(
+                name, f"Only resources whose {name} is (or, for a list, holds) one of these."
+            )
+            for name in filters
+        ),
         fields_parameter(),
-        {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer"}},
-        {"name": "marker", "in": "query", "required": False, "schema": {"type": "string"}},
-        _repeatable("sort_key", "Attributes to sort by."),
-        _repeatable("sort_dir", "asc or desc, one per sort_key."),
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "description": "At most this many resources (0: all).",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+        {
+            "name": "marker",
+            "in": "query",
+            "required": False,
+            "description": "The id of the last resource of the previous page (404 if unknown).",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "page_reverse",
+            "in": "query",
+            "required": False,
+            "description": "Page from the end: true or false (any case), 1 or 0.",
+            "schema": {"type": "string", "pattern": text.anchored(BOOLEAN_TEXT)},
+        },
+        _repeatable("sort_key", "Attributes to sort by, first to last.", {"enum": list(sortable)}),
+        _repeatable(
+            "sort_dir",
+            "asc or desc for each sort_key, in the same order; none: all asc. "
+            "Either none or as many as sort_key.",
+            {"enum": ["asc", "desc"]},
+        ),
     ]

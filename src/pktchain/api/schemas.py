@@ -4,32 +4,100 @@ These pydantic models describe what networking-sfc accepts and answers, so
 that clients and fuzzers know the API; they do not check requests. The
 model (`pktchain.sfc.model`) is the one judge of a request: the API hands it
 the body as received and reports its errors, so the rules live in one place.
+
+The request schemas are as strict as the model: a body they admit is one the
+model takes, unless it names resources that do not exist (404) or conflict
+with existing ones (409), or breaks one of the few rules that tie two values
+together, which JSON Schema cannot state and each schema's description names
+(`CROSS_FIELD_RULES`). The text forms of values (prefixes, ports given as
+strings, host names) are the model's own patterns (`pktchain.packet.text`).
 """
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Name = Field(default="", max_length=255)
+from pktchain.packet import text
+from pktchain.sfc.attributes import BOOLEAN_TEXT, MAX_HOST_NAME
+
+__all__ = [
+    "CREATE",
+    "CROSS_FIELD_RULES",
+    "SHOWN",
+    "UPDATE",
+    "NeutronError",
+    "filterable_attributes",
+    "sortable_attributes",
+]
+
+
+# Strings of a given form: the model's own patterns (pktchain.packet.text).
+PortText = Annotated[str, StringConstraints(pattern=text.anchored(text.PORT_NUMBER))]
+DigitsText = Annotated[str, StringConstraints(pattern=text.anchored(text.DIGITS))]
+BooleanText = Annotated[str, StringConstraints(pattern=text.anchored(BOOLEAN_TEXT))]
+Ipv4Prefix = Annotated[str, StringConstraints(pattern=text.anchored(text.IPV4_PREFIX))]
+Ipv6Prefix = Annotated[str, StringConstraints(pattern=text.anchored(text.IPV6_PREFIX))]
+EthertypeText = Annotated[str, StringConstraints(pattern="^[Ii][Pp][Vv][46]$")]
+ProtocolText = Annotated[
+    str, StringConstraints(pattern="^(?:[Tt][Cc][Pp]|[Uu][Dd][Pp]|[Ii][Cc][Mm][Pp])$")
+]
 
 # Neutron's converters take more than the plain JSON type, and so does the model.
-Text = str | None
-"""A name or description; null reads as ""."""
-Integer = int | str
-"""An integer, or a string holding one (convert_to_int)."""
-Boolean = bool | Literal[0, 1] | Annotated[str, StringConstraints(pattern=r"^(?i:true|false|1|0)$")]
+Text = Annotated[str, StringConstraints(max_length=255)] | None
+"""A name or description (at most 255 characters); null reads as ""."""
+Port = Annotated[int, Field(ge=0, le=65535)] | PortText
+"""A TCP/UDP port, or a string of digits holding one (normalize_port_value)."""
+Count = Annotated[int, Field(ge=0)] | DigitsText
+"""An integer >= 0, or a string of digits holding one (convert_to_int)."""
+Boolean = bool | Literal[0, 1] | BooleanText
 """convert_to_boolean: booleans, 0 and 1, and their spellings."""
-UuidList = list[UUID] | UUID | None
-"""convert_to_list: null is empty, a lone value a list of one."""
+Prefix = Ipv4Prefix | Ipv6Prefix
+"""A CIDR whose host bits are zero (address/prefix-length)."""
+IdList = Annotated[list[UUID], Field(json_schema_extra={"uniqueItems": True})]
+UuidList = IdList | UUID | None
+"""convert_to_list: null is empty, a lone value a list of one; no id twice."""
+GroupList = Annotated[list[UUID], Field(min_length=1, json_schema_extra={"uniqueItems": True})]
+
+_PREFIX_RULE = "Its host bits are zero ('10.0.0.0/8', not '10.0.0.1/8')."
+_PROJECT_RULE = "`tenant_id`, when given with `project_id`, equals it."
+
+CROSS_FIELD_RULES: dict[str, tuple[str, ...]] = {
+    "common": (_PROJECT_RULE,),
+    "ip_prefix": (_PREFIX_RULE,),
+    "flow_classifier": (
+        "A port range's minimum is at most its maximum.",
+        "An IP prefix is of the `ethertype`'s version (IPv4 when absent).",
+        "A port range needs `protocol` tcp or udp.",
+    ),
+}
+"""The rules between values that the schemas say in words only: the model refuses
+(400) a body that breaks one, although the schema admits it."""
+
+
+def _prefix_field() -> Any:
+    return Field(default=None, description=_PREFIX_RULE)
 
 
 class _Body(BaseModel):
     """A request body: attributes networking-sfc does not know are refused."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class _Owned(_Body):
+    name: Text = Field(default="", description="At most 255 characters.")
+    description: Text = Field(default="", description="At most 255 characters.")
+    project_id: Text = Field(default="", description="At most 255 characters.")
+    tenant_id: Text = Field(default="", description=_PROJECT_RULE)
+
+
+class _Named(_Body):
+    name: Text = Field(default="", description="At most 255 characters.")
+    description: Text = Field(default="", description="At most 255 characters.")
 
 
 class _Shown(BaseModel):
@@ -48,23 +116,20 @@ class _Shown(BaseModel):
 
 
 class ServiceFunctionParameters(_Body):
-    correlation: Literal["mpls", "nsh"] | None = None
-    weight: Integer = 1
+    correlation: Literal["nsh"] | None = Field(
+        default=None, description="null (plain frames) or nsh; pktchain delivers no MPLS."
+    )
+    weight: Count = 1
 
 
-class PortPairCreate(_Body):
-    name: Text = Name
-    description: Text = Name
-    project_id: Text = Name
-    tenant_id: Text = Name
+class PortPairCreate(_Owned):
     ingress: UUID
     egress: UUID
     service_function_parameters: ServiceFunctionParameters | None = None
 
 
-class PortPairUpdate(_Body):
-    name: Text = Name
-    description: Text = Name
+class PortPairUpdate(_Named):
+    pass
 
 
 class PortPair(_Shown):
@@ -81,12 +146,12 @@ LbField = Literal[
 
 
 class NTuple(_Body):
-    source_ip_prefix: str | None = None
-    destination_ip_prefix: str | None = None
-    source_port_range_min: Integer | None = None
-    source_port_range_max: Integer | None = None
-    destination_port_range_min: Integer | None = None
-    destination_port_range_max: Integer | None = None
+    source_ip_prefix: Prefix | None = _prefix_field()
+    destination_ip_prefix: Prefix | None = _prefix_field()
+    source_port_range_min: Port | None = None
+    source_port_range_max: Port | None = None
+    destination_port_range_min: Port | None = None
+    destination_port_range_max: Port | None = None
 
 
 class NTupleMapping(_Body):
@@ -95,23 +160,19 @@ class NTupleMapping(_Body):
 
 
 class PortPairGroupParameters(_Body):
-    lb_fields: list[LbField] | LbField | None = None
+    lb_fields: Annotated[list[LbField], Field(json_schema_extra={"uniqueItems": True})] | None = (
+        None
+    )
     ppg_n_tuple_mapping: NTupleMapping | None = None
 
 
-class PortPairGroupCreate(_Body):
-    name: Text = Name
-    description: Text = Name
-    project_id: Text = Name
-    tenant_id: Text = Name
+class PortPairGroupCreate(_Owned):
     port_pairs: UuidList = None
     port_pair_group_parameters: PortPairGroupParameters | None = None
     tap_enabled: Boolean = False
 
 
-class PortPairGroupUpdate(_Body):
-    name: Text = Name
-    description: Text = Name
+class PortPairGroupUpdate(_Named):
     port_pairs: UuidList = None
 
 
@@ -124,28 +185,103 @@ class PortPairGroup(_Shown):
 
 # --- flow classifiers ------------------------------------------------------------------
 
+_PORT_RANGE_FIELDS = (
+    "source_port_range_min",
+    "source_port_range_max",
+    "destination_port_range_min",
+    "destination_port_range_max",
+)
 
-class FlowClassifierCreate(_Body):
-    name: Text = Name
-    description: Text = Name
-    project_id: Text = Name
-    tenant_id: Text = Name
-    ethertype: Annotated[str, StringConstraints(pattern=r"^(?i:ipv4|ipv6)$")] | None = None
-    protocol: Annotated[str, StringConstraints(pattern=r"^(?i:tcp|udp|icmp)$")] | None = None
-    source_port_range_min: Integer | None = None
-    source_port_range_max: Integer | None = None
-    destination_port_range_min: Integer | None = None
-    destination_port_range_max: Integer | None = None
-    source_ip_prefix: str | None = None
-    destination_ip_prefix: str | None = None
-    logical_source_port: UUID | None = None
+
+def _host_name_schema() -> dict[str, Any]:
+    """A host name, with or without the root's trailing dot, 253 characters without it."""
+    return {
+        "anyOf": [
+            {
+                "type": "string",
+                "maxLength": MAX_HOST_NAME,
+                "pattern": text.anchored(text.HOST_NAME),
+            },
+            {
+                "type": "string",
+                "maxLength": MAX_HOST_NAME + 1,
+                "pattern": text.anchored(text.HOST_NAME + r"\."),
+            },
+        ]
+    }
+
+
+def _l7_schema(schema: dict[str, Any]) -> None:
+    for key in ("http_host", "tls_sni"):
+        schema["properties"][key] = _host_name_schema()  # absent, not null, when unused
+
+
+class L7Parameters(_Body):
+    """What pktchain matches in a flow's first payload (networking-sfc accepts no key):
+    the HTTP/1.x Host and the TLS server name, each a DNS host name."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_l7_schema)
+
+    http_host: str | None = None
+    tls_sni: str | None = None
+
+
+def _flow_classifier_rules(schema: dict[str, Any]) -> None:
+    """The rules of a classifier that JSON Schema states: prefixes of the ethertype's
+    version, and a protocol with ports."""
+    v6 = {"type": "string", "pattern": "^[Ii][Pp][Vv]6$"}
+
+    def prefixes(pattern: str) -> dict[str, Any]:
+        one = {"anyOf": [{"type": "null"}, {"type": "string", "pattern": text.anchored(pattern)}]}
+        return {"properties": {"source_ip_prefix": one, "destination_ip_prefix": one}}
+
+    with_ports = {
+        "anyOf": [
+            {"required": [key], "properties": {key: {"not": {"type": "null"}}}}
+            for key in _PORT_RANGE_FIELDS
+        ]
+    }
+    schema["allOf"] = [
+        {
+            "if": {"required": ["ethertype"], "properties": {"ethertype": v6}},
+            "then": prefixes(text.IPV6_PREFIX),
+            "else": prefixes(text.IPV4_PREFIX),
+        },
+        {
+            "if": with_ports,
+            "then": {
+                "required": ["protocol"],
+                "properties": {
+                    "protocol": {"type": "string", "pattern": "^(?:[Tt][Cc][Pp]|[Uu][Dd][Pp])$"}
+                },
+            },
+        },
+    ]
+    schema["description"] = " ".join(
+        CROSS_FIELD_RULES["flow_classifier"] + CROSS_FIELD_RULES["common"]
+    )
+
+
+class FlowClassifierCreate(_Owned):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_flow_classifier_rules)
+
+    ethertype: EthertypeText | None = None
+    protocol: ProtocolText | None = None
+    source_port_range_min: Port | None = None
+    source_port_range_max: Port | None = None
+    destination_port_range_min: Port | None = None
+    destination_port_range_max: Port | None = None
+    source_ip_prefix: Prefix | None = _prefix_field()
+    destination_ip_prefix: Prefix | None = _prefix_field()
+    logical_source_port: UUID = Field(
+        description="Required: the port whose traffic the classifier matches (OVS driver)."
+    )
     logical_destination_port: UUID | None = None
-    l7_parameters: dict[str, str] | None = None
+    l7_parameters: L7Parameters | None = None
 
 
-class FlowClassifierUpdate(_Body):
-    name: Text = Name
-    description: Text = Name
+class FlowClassifierUpdate(_Named):
+    pass
 
 
 class FlowClassifier(_Shown):
@@ -166,25 +302,36 @@ class FlowClassifier(_Shown):
 
 
 class ChainParameters(_Body):
-    correlation: Literal["mpls", "nsh"] | None = None
+    correlation: Literal["mpls", "nsh"] = "mpls"
     symmetric: Boolean = False
 
 
-class PortChainCreate(_Body):
-    name: Text = Name
-    description: Text = Name
-    project_id: Text = Name
-    tenant_id: Text = Name
-    port_pair_groups: list[UUID] | UUID
+class PortChainCreate(_Owned):
+    port_pair_groups: GroupList | UUID
     flow_classifiers: UuidList = None
     chain_parameters: ChainParameters | None = None
-    chain_id: Integer = 0
+    chain_id: Annotated[int, Field(ge=0, le=65535)] | PortText = Field(
+        default=0, description="0: the lowest free chain id."
+    )
 
 
-class PortChainUpdate(_Body):
-    name: Text = Name
-    description: Text = Name
-    port_pair_groups: list[UUID] | UUID | None = None
+def _without_default(*names: str) -> Any:
+    """A json_schema_extra dropping the (null) default of optional attributes that may
+    not be null: absent, they are left as they are."""
+
+    def drop(schema: dict[str, Any]) -> None:
+        for name in names:
+            schema["properties"][name].pop("default", None)
+
+    return drop
+
+
+class PortChainUpdate(_Named):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=_without_default("port_pair_groups")
+    )
+
+    port_pair_groups: GroupList | UUID = None  # type: ignore[assignment]
     flow_classifiers: UuidList = None
 
 
@@ -198,17 +345,14 @@ class PortChain(_Shown):
 # --- service graphs ---------------------------------------------------------------------
 
 
-class ServiceGraphCreate(_Body):
-    name: Text = Name
-    description: Text = Name
-    project_id: Text = Name
-    tenant_id: Text = Name
-    port_chains: dict[str, list[UUID] | UUID | None] | None
+class ServiceGraphCreate(_Owned):
+    port_chains: dict[UUID, list[UUID]] | None = Field(
+        description="Each source chain's id, with the ids of the chains that follow it."
+    )
 
 
-class ServiceGraphUpdate(_Body):
-    name: Text = Name
-    description: Text = Name
+class ServiceGraphUpdate(_Named):
+    pass
 
 
 class ServiceGraph(_Shown):
@@ -249,11 +393,9 @@ class AllowedAddressPairBody(_Body):
     """The MAC the pair may use; the port's own when absent."""
 
 
-class PortUpdate(_Body):
+class PortUpdate(_Named):
     """What an update of a port may change: its MAC and fixed IPs are the node's."""
 
-    name: Text = Name
-    description: Text = Name
     port_security_enabled: Boolean = True
     allowed_address_pairs: list[AllowedAddressPairBody] | None = None
 
@@ -300,3 +442,23 @@ UPDATE: dict[str, type[BaseModel]] = {
     "port_chain": PortChainUpdate,
     "service_graph": ServiceGraphUpdate,
 }
+
+
+def sortable_attributes(model: type[BaseModel]) -> tuple[str, ...]:
+    """The attributes of a shown resource that a list can be sorted on: those
+    holding one value (not a list or an object), by their API names."""
+    return tuple(
+        info.alias or name
+        for name, info in model.model_fields.items()
+        if typing.get_origin(info.annotation) not in (list, dict)
+    )
+
+
+def filterable_attributes(model: type[BaseModel]) -> tuple[str, ...]:
+    """The attributes of a shown resource that a list can be filtered on: all but
+    those holding an object (a list attribute matches when it holds the value)."""
+    return tuple(
+        info.alias or name
+        for name, info in model.model_fields.items()
+        if typing.get_origin(info.annotation) is not dict
+    )

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from pktchain.client.options import add_api_options
+from pktchain.client.options import add_api_options, client_token
 from pktchain.errors import UsageError
 
 
@@ -45,7 +45,7 @@ def _apply(args: argparse.Namespace) -> int:
     try:
         return apply_file(
             args.file,
-            NeutronClient(args.url, args.token),
+            NeutronClient(args.url, client_token(args)),
             dry_run=args.dry_run,
             prune=args.prune,
             error=error,

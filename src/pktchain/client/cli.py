@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pktchain.client.options import add_api_options
+from pktchain.client.options import add_api_options, client_token
 from pktchain.errors import UsageError
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     from pktchain.sfc.resources import ResourceKind
 
     kind = ResourceKind(args.resource)
-    api = NeutronClient(args.url, args.token)
+    api = NeutronClient(args.url, client_token(args))
     try:
         return _ACTIONS[args.action](api, kind, args)
     except ClientError as exc:

@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from pktchain.client.options import add_api_options
+from pktchain.client.options import add_api_options, client_token
 
 
 def register(subparsers: Any) -> None:
@@ -61,7 +61,7 @@ def _call(args: argparse.Namespace, method: str, path: str, body: object = None)
     from pktchain.client.neutron import ClientError, NeutronClient
 
     try:
-        return NeutronClient(args.url, args.token).call(method, path, body)
+        return NeutronClient(args.url, client_token(args)).call(method, path, body)
     except ClientError as exc:
         print(f"pktchain router {args.action}: {exc}", file=sys.stderr)
         return None

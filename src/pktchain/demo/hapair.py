@@ -14,7 +14,8 @@ and the tests build the same pair:
 
 The router hosts' LAN interfaces have no kernel address: the node's router
 owns the addresses. Failures are made as a crash is (the node SIGKILLed, its
-links then set down) or as a clean stop (SIGTERM).
+links then set down; or, silently, its sync link down first, as when the whole
+machine dies) or as a clean stop (SIGTERM).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,13 +79,23 @@ def pair_topology(name: str, *, kernel_addresses: bool = False) -> dict[str, Any
 
 
 def router_file(
-    router: str, *, advert_interval: float = 0.1, preempt_delay: float = 1.0
+    router: str,
+    *,
+    advert_interval: float = 0.1,
+    preempt_delay: float = 1.0,
+    priority: int | None = None,
+    track: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The router file of `router` (r1 or r2): the same on both but for the
-    priority, the MACs and the routers' own addresses."""
-    priority, byte = ROUTERS[router]
-    vrrp = {
-        "priority": priority,
+    priority, the MACs and the routers' own addresses.
+
+    `priority` replaces the router's own (150 for r1, 100 for r2); `track`
+    lists trackers (docs/vrrp.md) that every virtual router of this router
+    follows.
+    """
+    default, byte = ROUTERS[router]
+    vrrp: dict[str, Any] = {
+        "priority": default if priority is None else priority,
         "advert_interval": advert_interval,
         "preempt_delay": preempt_delay,
     }
@@ -105,8 +117,18 @@ def router_file(
         },
         "nat": {},
         "vrrp": [
-            {"vrid": 52, "interface": "outside", "virtual_addresses": [OUTSIDE_VIP], **vrrp},
-            {"vrid": 51, "interface": "inside", "virtual_addresses": [INSIDE_VIP], **vrrp},
+            {
+                "vrid": vrid,
+                "interface": interface,
+                "virtual_addresses": [address],
+                **vrrp,
+                # A list of its own for each (the YAML file has no aliases).
+                **({"track": [dict(tracker) for tracker in track]} if track else {}),
+            }
+            for vrid, interface, address in (
+                (52, "outside", OUTSIDE_VIP),
+                (51, "inside", INSIDE_VIP),
+            )
         ],
     }
 
@@ -115,10 +137,17 @@ def router_file(
 class PktchainPair:
     """Two pktchain routers (see the module docstring), with the failover benchmark's
     contender interface: `setup`, `kill_master`, `clean_stop_master`, `restart`,
-    `teardown`."""
+    `teardown`.
+
+    `track` gives trackers to every virtual router of a router (``{"r1":
+    [{"gateway": SERVER, "weight": 100}]}``); `make_lab` brings the lab up
+    from its topology (a test passes its own, which names and removes labs).
+    """
 
     advert_interval: float = 0.1
     preempt_delay: float = 1.0
+    track: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    make_lab: Callable[[dict[str, Any]], Lab] = Lab.up
     name: str = "pktchain"
     notes: list[str] = field(default_factory=list)
     lab: Lab | None = None
@@ -136,11 +165,14 @@ class PktchainPair:
         secret = workdir / "hasync.secret"
         secret.write_text(secrets.token_hex(32) + "\n")
         secret.chmod(0o600)
-        self.lab = Lab.up(pair_topology(f"hapair-{secrets.token_hex(3)}"))
+        self.lab = self.make_lab(pair_topology(f"hapair-{secrets.token_hex(3)}"))
         for number, router in enumerate(ROUTERS, start=1):
             spec = workdir / f"{router}.yaml"
             file = router_file(
-                router, advert_interval=self.advert_interval, preempt_delay=self.preempt_delay
+                router,
+                advert_interval=self.advert_interval,
+                preempt_delay=self.preempt_delay,
+                track=self.track.get(router, ()),
             )
             spec.write_text(yaml.safe_dump(file, sort_keys=False))
             args = (
@@ -193,15 +225,26 @@ class PktchainPair:
 
         wait_until(settled, timeout=timeout, what=f"{master} master, {backup} its backup in sync")
 
-    def kill_master(self) -> None:
-        """A crash: the master's node SIGKILLed (its kernel closes its sockets),
-        then its links down."""
+    def kill_master(self, *, silent: bool = False) -> None:
+        """A crash: the master's node SIGKILLed (its kernel closes its sockets, so
+        the backup sees the sync connection closed and takes over after
+        Skew_Time), then its links down.
+
+        `silent`: the master's sync link goes down first, so that nothing of it
+        reaches the backup any more, as when the whole machine dies: the
+        backup then learns of it only from the advertisements that stop
+        (Master_Down_Interval).
+        """
         master = self.master()
         self.failed = master
+        assert self.lab is not None
+        netns = self.lab.netns_of(master)
+        if silent:
+            with Netlink(netns) as netlink:
+                netlink.set_link("sync", up=False)
         os.kill(self.nodes[master].pid, signal.SIGKILL)
         self.nodes[master].kill()
-        assert self.lab is not None
-        with Netlink(self.lab.netns_of(master)) as netlink:
+        with Netlink(netns) as netlink:
             for ifname in LINKS:
                 netlink.set_link(ifname, up=False)
 

@@ -136,11 +136,15 @@ class KeepalivedConfig:
 
     The sync group makes the instances change state together (a router that
     is master of the inside address is master of the outside one too).
+    `track_interfaces` are the group's tracked interfaces, each ``(name,
+    weight)``: while one is down, every instance's priority is lowered by
+    the weight's absolute value (a negative weight, -253 to -1).
     """
 
     router_id: str
     instances: tuple[KeepalivedInstance, ...]
     group: str = "router"
+    track_interfaces: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.instances:
@@ -148,6 +152,13 @@ class KeepalivedConfig:
         names = [i.name for i in self.instances]
         if len(set(names)) != len(names):
             raise ValueError(f"keepalived: instances: names repeat: {names}")
+        for interface, weight in self.track_interfaces:
+            _check_interface_name("keepalived: track_interfaces", interface)
+            if not -253 <= weight <= -1:
+                raise ValueError(
+                    f"keepalived: track_interfaces: {interface}: weight: expected -253 to -1,"
+                    f" got {weight}"
+                )
 
     def render(self, notify: Path) -> str:
         """keepalived.conf, calling `notify` on each state change of the group."""
@@ -163,6 +174,7 @@ class KeepalivedConfig:
             "    group {",
             *(f"        {i.name}" for i in self.instances),
             "    }",
+            *self._tracking(),
             f"    notify {notify}",
             "}",
         ]
@@ -182,6 +194,15 @@ class KeepalivedConfig:
                 "}",
             ]
         return "\n".join(lines) + "\n"
+
+    def _tracking(self) -> list[str]:
+        if not self.track_interfaces:
+            return []
+        return [
+            "    track_interface {",
+            *(f"        {name} weight {weight}" for name, weight in self.track_interfaces),
+            "    }",
+        ]
 
 
 @dataclass(frozen=True)

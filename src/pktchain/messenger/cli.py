@@ -86,13 +86,10 @@ def parse_assignments(op: str, assignments: list[str]) -> dict[str, Any]:
 
 
 def read_secret(path: str) -> bytes:
-    """The secret in ``path``, without a trailing newline."""
-    try:
-        with open(path, "rb") as file:
-            secret = file.read()
-    except OSError as exc:
-        raise UsageError(f"--secret-file: {path}: {exc.strerror}") from None
-    return secret.rstrip(b"\r\n")
+    """The secret in ``path``, without a trailing newline (`pktchain.secretfile`)."""
+    from pktchain.secretfile import read_secret_file
+
+    return read_secret_file(path, "--secret-file")
 
 
 def _send(args: argparse.Namespace) -> int:

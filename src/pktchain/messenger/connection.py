@@ -84,6 +84,9 @@ class ServerConnection:
         self._outgoing = bytearray()
         self.closing = False
         """Set after a framing violation: send what is queued, then close."""
+        self.authenticated = False
+        """Set once a request carried a good MAC (in insecure mode: once one was read):
+        the controller has shown who it is."""
 
     @property
     def buffered(self) -> int:
@@ -125,6 +128,7 @@ class ServerConnection:
             log.warning("messenger: request with a wrong or missing mac")
             self._reply_error(None, None, MessengerError(ErrorType.UNAUTHENTICATED, "bad mac"))
             return
+        self.authenticated = True
         request_id = message.get("id") if _valid_id(message.get("id")) else None
         nonce = message.get("nonce") if _valid_nonce(message.get("nonce")) else None
         try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import ipaddress
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -28,6 +27,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, Protocol, TypeAlias
 
 from pktchain.messenger.wire import ErrorType, MessengerError
+from pktchain.packet import text as patterns
 from pktchain.packet.address import format_mac, mac_bytes
 
 __all__ = [
@@ -173,14 +173,15 @@ ARGUMENTS: Mapping[Op, tuple[ArgSpec, ...]] = {
 }
 """Every operation's arguments, in the order docs/messenger.md lists them."""
 
-_IFNAME = re.compile(r"[^\s/:]{1,15}")
-_MAC = re.compile(r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}")
 _NETWORK_ID_MAX = 64
 _PREFIX_MAX = 30
 
 
 def _integer(value: Json, low: int, high: int) -> int:
-    # bool is an int in Python but not an integer on the wire.
+    # bool is an int in Python but not an integer on the wire; 80.0 is one (as JSON
+    # Schema counts), 80.5 is not.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{value!r} is not an integer")
     if not low <= value <= high:
@@ -196,14 +197,14 @@ def _string(value: Json) -> str:
 
 def _name(value: Json) -> str:
     text = _string(value)
-    if not _IFNAME.fullmatch(text) or text in (".", ".."):
+    if not patterns.full(patterns.IFNAME, text):
         raise ValueError(f"{text!r} is not an interface name (1-15 characters, no / : or space)")
     return text
 
 
 def _mac(value: Json) -> str:
     text = _string(value)
-    if not _MAC.fullmatch(text):
+    if not patterns.full(patterns.MAC, text):
         raise ValueError(f"{text!r} is not a MAC address like 02:00:00:00:00:01")
     raw = mac_bytes(text)
     if raw[0] & 1:
@@ -225,6 +226,8 @@ def _subnet(value: Json) -> IPv4Network:
     text = _string(value)
     if "/" not in text:
         raise ValueError(f"{text!r} has no prefix length (CIDR form, like 10.0.1.0/24)")
+    if not patterns.full(patterns.IPV4_PREFIX, text):
+        raise ValueError(f"{text!r} is not an IPv4 subnet in CIDR form, like 10.0.1.0/24")
     try:
         return IPv4Network(text, strict=True)
     except ValueError as exc:

@@ -11,9 +11,13 @@ Without a loop (a test, a tool) the server runs one in a thread of its own
 command to wherever the router lives. `stop()` closes every socket (and
 stops that thread).
 
-The bounds are stated plainly: at most ``max_connections`` connections, at
-most one partial request (``max_request`` bytes) and ``max_pending`` unsent
-reply bytes per connection, and connections idle for ``idle_timeout``
+The bounds are stated plainly: at most ``max_connections`` connections (the
+next one is closed at once, counted as ``connections.refused`` and logged),
+at most one partial request (``max_request`` bytes) and ``max_pending``
+unsent reply bytes per connection, connections that have not sent an
+authenticated request within ``handshake_timeout`` seconds of opening closed
+(``connections.closed.handshake``), so that strangers cannot hold the
+connections a controller needs, and connections idle for ``idle_timeout``
 seconds closed.
 
 Without a secret the server refuses to be made, unless ``insecure=True``, and
@@ -59,7 +63,12 @@ from pktchain.messenger.wire import (
     check_secret,
 )
 
-__all__ = ["MessengerServer", "Submit"]
+__all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "MessengerServer",
+    "Submit",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,10 @@ Submit = Callable[[Callable[[], Any]], Any]
 """Runs a function where the router lives and returns its result or raises its exception."""
 
 STOP_TIMEOUT = 10.0
+DEFAULT_MAX_CONNECTIONS = 64
+"""Connections served at once."""
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a new connection has to send its first authenticated request."""
 _RECV_SIZE = 65536
 _ROUTER_FIELD = re.compile(r"([A-Za-z_][^\s:]*): (.*)", re.DOTALL)
 #: The router's names for fields the messenger calls otherwise.
@@ -83,6 +96,7 @@ class _Peer:
     address: str
     connection: ServerConnection
     last_active: float
+    opened: float
     outgoing: bytearray = field(default_factory=bytearray)
 
 
@@ -105,7 +119,8 @@ class MessengerServer:
         insecure: bool = False,
         make_interface: InterfaceFactory | None = None,
         idle_timeout: float = 300.0,
-        max_connections: int = 64,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_request: int = MAX_REQUEST,
         max_pending: int = 4 * MAX_REPLY,
         replay_window: float = REPLAY_WINDOW,
@@ -117,6 +132,8 @@ class MessengerServer:
             raise MessengerConfigError(f"port: {port} is not in 0..65535")
         if not idle_timeout > 0:
             raise MessengerConfigError(f"idle_timeout: {idle_timeout!r} is not positive")
+        if not handshake_timeout > 0:
+            raise MessengerConfigError(f"handshake_timeout: {handshake_timeout!r} is not positive")
         if max_connections < 1:
             raise MessengerConfigError(f"max_connections: {max_connections!r} is not positive")
         if max_request < 1:
@@ -127,6 +144,7 @@ class MessengerServer:
         self._submit = submit
         self._make_interface = make_interface
         self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
         self.max_request = max_request
         self.max_pending = max_pending
@@ -141,6 +159,7 @@ class MessengerServer:
         self._thread: LoopThread | None = None
         self._listener: socket.socket | None = None
         self._idle_timer: Timer | None = None
+        self._handshake_timer: Timer | None = None
 
     # -- public --------------------------------------------------------------
     @property
@@ -214,6 +233,12 @@ class MessengerServer:
                 return
             if len(self._peers) >= self.max_connections:
                 self._counters["connections.refused"] += 1
+                log.warning(
+                    "messenger: %s:%s refused: %d connections open already",
+                    address[0],
+                    address[1],
+                    self.max_connections,
+                )
                 sock.close()
                 continue
             sock.setblocking(False)
@@ -224,12 +249,16 @@ class MessengerServer:
                 counters=self._counters,
                 max_request=self.max_request,
             )
-            peer = _Peer(sock, f"{address[0]}:{address[1]}", connection, loop.now)
+            peer = _Peer(sock, f"{address[0]}:{address[1]}", connection, loop.now, loop.now)
             self._peers[sock.fileno()] = peer
             loop.set_reader(sock.fileno(), functools.partial(self._read, peer))
             self._counters["connections.opened"] += 1
             if self._idle_timer is None:
                 self._idle_timer = loop.call_later(self.idle_timeout, self._close_idle)
+            if self._handshake_timer is None:
+                self._handshake_timer = loop.call_later(
+                    self.handshake_timeout, self._close_unauthenticated
+                )
 
     def _read(self, peer: _Peer) -> None:
         try:
@@ -286,6 +315,26 @@ class MessengerServer:
             delay = max(0.0, oldest + self.idle_timeout - now)
             self._idle_timer = self._loop.call_later(delay, self._close_idle)
 
+    def _close_unauthenticated(self) -> None:
+        """Close the connections that have not authenticated within `handshake_timeout`."""
+        self._handshake_timer = None
+        if self._loop is None:
+            return
+        now = self._loop.now
+        waiting = [p for p in self._peers.values() if not p.connection.authenticated]
+        for peer in waiting:
+            if peer.opened <= now - self.handshake_timeout:
+                log.warning(
+                    "messenger: %s sent no authenticated request within %g s; closing",
+                    peer.address,
+                    self.handshake_timeout,
+                )
+                self._close(peer, "handshake")
+        pending = [p.opened for p in self._peers.values() if not p.connection.authenticated]
+        if pending:
+            delay = max(0.0, min(pending) + self.handshake_timeout - now)
+            self._handshake_timer = self._loop.call_later(delay, self._close_unauthenticated)
+
     def _close(self, peer: _Peer, reason: str) -> None:
         # Counted before the peer leaves the table: a reader on another thread
         # that sees the connection gone also sees why it went.
@@ -299,9 +348,10 @@ class MessengerServer:
     def _shutdown(self) -> None:
         for peer in list(self._peers.values()):
             self._close(peer, "stop")
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        for timer in (self._idle_timer, self._handshake_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._handshake_timer = None
         if self._listener is not None:
             if self._loop is not None:
                 self._loop.forget(self._listener.fileno())

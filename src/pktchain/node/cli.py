@@ -6,6 +6,12 @@ import argparse
 import os
 from typing import Any
 
+from pktchain.api.options import add_api_server_options
+
+# The messenger's defaults (pktchain.messenger.server), here so that --help imports nothing.
+DEFAULT_MESSENGER_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_MESSENGER_MAX_CONNECTIONS = 64
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -78,6 +84,22 @@ def register(subparsers: Any) -> None:
         "(default $PKTCHAIN_HASYNC_SECRET_FILE)",
     )
     parser.add_argument(
+        "--messenger-handshake-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_MESSENGER_HANDSHAKE_TIMEOUT,
+        help="time a messenger connection has to send its first authenticated request, "
+        f"else it is closed (default {DEFAULT_MESSENGER_HANDSHAKE_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--messenger-max-connections",
+        metavar="N",
+        type=int,
+        default=DEFAULT_MESSENGER_MAX_CONNECTIONS,
+        help="messenger connections served at once; more are refused "
+        f"(default {DEFAULT_MESSENGER_MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
         "--mac-aging", type=float, default=None, metavar="SECONDS", help="MAC aging time"
     )
     state = parser.add_mutually_exclusive_group()
@@ -100,13 +122,7 @@ def register(subparsers: Any) -> None:
         "token, 127.0.0.1:9696 inside the node's namespace",
     )
     api.add_argument("--no-api", action="store_true", help="serve no REST API")
-    parser.add_argument(
-        "--api-token",
-        metavar="TOKEN",
-        default=os.environ.get("PKTCHAIN_API_TOKEN"),
-        help="require X-Auth-Token: TOKEN on every API request (default $PKTCHAIN_API_TOKEN); "
-        "needed to serve on a non-loopback address",
-    )
+    add_api_server_options(parser)
     parser.add_argument(
         "--no-frame-check",
         action="store_true",
@@ -180,6 +196,7 @@ def _run(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
+    from pktchain.api.options import api_limits, api_token
     from pktchain.api.server import ApiServerError
     from pktchain.cluster.record import ClusterError
     from pktchain.errors import UsageError
@@ -191,6 +208,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.verbose == 0:
         logging.getLogger("pktchain").setLevel(logging.INFO)
+    # Before --node, whose default API address depends on whether there is a token.
+    args.api_token = api_token(args)
+    limits = api_limits(args)
     if args.node is not None:
         # Before anything opens a socket: the whole process moves.
         _enter_node(args)
@@ -225,9 +245,12 @@ def _run(args: argparse.Namespace) -> int:
             state=state,
             api=None if args.no_api else args.api,
             api_token=args.api_token,
+            api_limits=limits,
             router=Path(args.router) if args.router else None,
             messenger=args.messenger,
             messenger_secret=_read_secret(args.messenger_secret_file),
+            messenger_handshake_timeout=args.messenger_handshake_timeout,
+            messenger_max_connections=args.messenger_max_connections,
             functions=Path(args.functions) if args.functions else None,
             etcd=args.etcd,
             cluster=args.cluster,
@@ -382,13 +405,6 @@ def _ha_secret(path: str | None) -> bytes | None:
 
 
 def _read_secret(path: str | None) -> bytes | None:
-    from pathlib import Path
+    from pktchain.secretfile import read_secret_file
 
-    from pktchain.errors import UsageError
-
-    if path is None:
-        return None
-    try:
-        return Path(path).read_bytes().strip()
-    except OSError as exc:
-        raise UsageError(f"--messenger-secret-file {path}: {exc.strerror}") from exc
+    return None if path is None else read_secret_file(path, "--messenger-secret-file")

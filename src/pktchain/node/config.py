@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pktchain.api.server import HttpLimits
 from pktchain.cluster.record import DEFAULT_LEASE_TTL, parse_underlay
 from pktchain.etcd.endpoints import parse_endpoints
 from pktchain.etcd.keys import DEFAULT_CLUSTER, check_segment
+from pktchain.messenger.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from pktchain.node.daemon import NodeConfig, PortSpec
 from pktchain.node.dataplane.ports import PortKind
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_NETWORK
@@ -35,9 +37,12 @@ def build_config(
     state: Path | None = None,
     api: str | None = None,
     api_token: str | None = None,
+    api_limits: HttpLimits | None = None,
     router: Path | None = None,
     messenger: str | None = None,
     messenger_secret: bytes | None = None,
+    messenger_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    messenger_max_connections: int = DEFAULT_MAX_CONNECTIONS,
     functions: Path | None = None,
     etcd: str | Sequence[str] | None = None,
     cluster: str | None = None,
@@ -58,6 +63,15 @@ def build_config(
     cluster_name = check_segment("--cluster", cluster) if cluster is not None else DEFAULT_CLUSTER
     if lease_ttl is not None and not lease_ttl > 0:
         raise ValueError(f"--lease-ttl {lease_ttl:g}: must be positive")
+    if not 0 < messenger_handshake_timeout <= 3600:
+        raise ValueError(
+            f"--messenger-handshake-timeout {messenger_handshake_timeout:g}: "
+            "must be in (0, 3600] seconds"
+        )
+    if messenger_max_connections < 1:
+        raise ValueError(
+            f"--messenger-max-connections {messenger_max_connections}: must be at least 1"
+        )
     if node is not None and topology is None:
         raise ValueError("--node needs --topology FILE, a topology with `nodes:`")
     ports = ports_from_topology(topology, lab_name, node) if topology is not None else []
@@ -90,9 +104,12 @@ def build_config(
         state=state,
         api=_api_bind(api, "--api") if api is not None else None,
         api_token=api_token,
+        api_limits=api_limits or HttpLimits(),
         router=load_router(router) if router is not None else None,
         messenger=_api_bind(messenger, "--messenger") if messenger is not None else None,
         messenger_secret=messenger_secret,
+        messenger_handshake_timeout=messenger_handshake_timeout,
+        messenger_max_connections=messenger_max_connections,
         functions=specs,
         etcd=endpoints,
         cluster=cluster_name,

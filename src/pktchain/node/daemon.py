@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pktchain.api.server import HttpLimits
 from pktchain.cluster.record import DEFAULT_LEASE_TTL, format_underlay
 from pktchain.etcd.keys import DEFAULT_CLUSTER
 from pktchain.eventloop import EventLoop, Timer
 from pktchain.linux.tuntap import tap_mac
+from pktchain.messenger.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from pktchain.node.chaining import Chaining
 from pktchain.node.control import ControlServer, control_path
 from pktchain.node.dataplane.datapath import Datapath
@@ -111,11 +113,17 @@ class NodeConfig:
     api: str | None = None
     """HOST:PORT of the REST API (port 0: any free port), or None for no API."""
     api_token: str | None = None
+    api_limits: HttpLimits = field(default_factory=HttpLimits)
+    """What one client may take of the REST API (body size, request time, connections)."""
     router: RouterSpec | None = None
     """A virtual router to run in the node (`--router FILE`)."""
     messenger: str | None = None
     """HOST:PORT of the messenger a cloud controller drives the router through."""
     messenger_secret: bytes | None = None
+    messenger_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    """Seconds a messenger connection has to send its first authenticated request."""
+    messenger_max_connections: int = DEFAULT_MAX_CONNECTIONS
+    """Messenger connections served at once."""
     functions: tuple[FunctionSpec, ...] = ()
     """Native functions to run (`--functions FILE`)."""
     etcd: tuple[str, ...] = ()
@@ -598,6 +606,8 @@ class Node:
             host.strip("[]") or "127.0.0.1",
             int(port),
             loop=self.loop,
+            handshake_timeout=self.config.messenger_handshake_timeout,
+            max_connections=self.config.messenger_max_connections,
         )
         self.messenger.start()
         log.info("messenger on %s:%d", host, self.messenger.port)
@@ -629,8 +639,9 @@ class Node:
         from pktchain.api.server import ApiServer
 
         host, _, port = bind.rpartition(":")
-        app = create_app(NodeBackend(self), token=self.config.api_token)
-        self.api = ApiServer(app, host.strip("[]") or "127.0.0.1", int(port))
+        limits = self.config.api_limits
+        app = create_app(NodeBackend(self), token=self.config.api_token, max_body=limits.max_body)
+        self.api = ApiServer(app, host.strip("[]") or "127.0.0.1", int(port), limits=limits)
         self.api.start()
         log.info("REST API on %s/v2.0", self.api.url)
 
@@ -867,6 +878,10 @@ class Node:
             "pid": os.getpid(),
             "api": self.api.url if self.api is not None else None,
             "messenger": self.messenger.port if self.messenger is not None else None,
+            # What the servers' limits turned away (connections refused, slow requests,
+            # connections that never authenticated), with the rest of their counters.
+            "api_counters": self.api.counters if self.api is not None else {},
+            "messenger_counters": self.messenger.counters if self.messenger is not None else {},
             "uptime": round(time.time() - self.started, 3),
             "ports": [port.counters() for port in self.datapath.ports],
             "switch": {

@@ -33,7 +33,8 @@ from pktchain.node.dataplane.switch import DEFAULT_NETWORK
 from pktchain.yamlfile import compose, item_line, key_line, line_of
 
 FUNCTION_KEYS = ("name", "kind", "network", "config", "export", "pcap")
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
+"""A function's name (matched whole): its ports are NAME:IFACE."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def parse_functions(text: str, *, source: str = "<functions>") -> tuple[Function
             if key not in FUNCTION_KEYS:
                 error(f"{where}.{key}", key_line(item, key), "unknown field")
         name = item.get("name")
-        if not isinstance(name, str) or not NAME.match(name):
+        if not isinstance(name, str) or not NAME.fullmatch(name):
             error(f"{where}.name", key_line(item, "name"), f"{name!r} is not a function name")
             continue
         if name in names:
@@ -170,7 +171,7 @@ def spec_from_mapping(data: Mapping[str, Any]) -> FunctionSpec:
         if key not in FUNCTION_KEYS:
             errors.append(FieldError(str(key), "unknown field"))
     name = data.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         errors.append(FieldError("name", f"{name!r} is not a function name"))
     kind = data.get("kind")
     cls: type[Function] | None = None
@@ -181,7 +182,9 @@ def spec_from_mapping(data: Mapping[str, Any]) -> FunctionSpec:
             cls = function_class(kind)
         except FunctionLoadError as exc:
             errors.append(FieldError("kind", str(exc)))
-    config = data.get("config") or {}
+    config = data.get("config")
+    if config is None:
+        config = {}
     if not isinstance(config, Mapping):
         errors.append(FieldError("config", "expected an object"))
     elif cls is not None:
@@ -224,7 +227,9 @@ def _pcap(value: Any, interfaces: Sequence[str]) -> dict[str, Path] | str:
     unknown = sorted(set(map(str, value)) - set(interfaces))
     if unknown:
         return f"no interface {', '.join(unknown)} (it has {', '.join(interfaces)})"
-    return {str(iface): Path(str(path)) for iface, path in value.items()}
+    if not all(isinstance(path, str) and path for path in value.values()):
+        return "expected a file path for each interface"
+    return {str(iface): Path(path) for iface, path in value.items()}
 
 
 def _networks(value: Any, interfaces: Sequence[str]) -> dict[str, str] | str:
@@ -234,6 +239,8 @@ def _networks(value: Any, interfaces: Sequence[str]) -> dict[str, str] | str:
         unknown = sorted(set(map(str, value)) - set(interfaces))
         if unknown:
             return f"no interface {', '.join(unknown)} (it has {', '.join(interfaces)})"
+        if not all(isinstance(network, str) for network in value.values()):
+            return "expected a network name for each interface"
         return {iface: str(value.get(iface, DEFAULT_NETWORK)) for iface in interfaces}
     return "expected a network name or a mapping of interface to network"
 

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pktchain.eventloop import EventLoop
+from pktchain.eventloop import EventLoop, Timer
 from pktchain.functions.router.function import Router
 from pktchain.functions.router.sync import SyncReceiver, SyncSender
 from pktchain.functions.router.vrrp import StateChanged, VrrpState
@@ -39,6 +39,8 @@ __all__ = ["HaRole", "HaSync"]
 log = logging.getLogger("pktchain.node")
 
 RECONNECT = Backoff(initial=0.05, maximum=0.5)
+HOLD_CHECK = 0.05
+"""Seconds between two looks at whether a backup's copy is complete enough to preempt."""
 """How soon a backup dials its master again: the pair is on one link."""
 
 
@@ -79,12 +81,30 @@ class HaSync:
         self.takeovers = 0
         self.last_takeover: dict[str, Any] | None = None
         self.masters_gone = 0
+        self._held = False
+        self._hold: Timer | None = None
 
     def start(self) -> None:
         """Start as the backup: the virtual routers start as backups too."""
         self._become_backup()
+        self._hold = self.loop.call_every(HOLD_CHECK, self._hold_preemption)
+
+    def _hold_preemption(self) -> None:
+        """A backup preempts only with a complete copy of its master's state: its
+        virtual routers follow a lower-priority master until the copy is in sync."""
+        receiver = self._receiver
+        held = self.role == HaRole.BACKUP and (receiver is None or not receiver.in_sync)
+        if held != self._held:
+            self._held = held
+            self.router.vrrp_hold_preemption(held)
 
     def stop(self) -> None:
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
+        self._stop_link()
+
+    def _stop_link(self) -> None:
         if self._link is not None:
             self._link.stop()
             self._link = None
@@ -119,7 +139,7 @@ class HaSync:
                 "from a complete copy" if in_sync else "WITHOUT a complete copy of the master's",
             )
             self._rearm()
-        self.stop()
+        self._stop_link()
         self._receiver = None
         self._sender = SyncSender(self.router, self.secret)
         self._link = SyncLink(self._sender, loop=self.loop, listen=self.listen)
@@ -129,7 +149,7 @@ class HaSync:
     def _become_backup(self) -> None:
         if self.role is not None:
             log.warning("ha: backup now; following the master at %s:%d", *self.peer)
-        self.stop()
+        self._stop_link()
         self._sender = None
         self._receiver = SyncReceiver(self.router, self.secret)
         self._link = SyncLink(
@@ -166,4 +186,5 @@ class HaSync:
             "takeovers": self.takeovers,
             "last_takeover": self.last_takeover,
             "masters_gone": self.masters_gone,
+            "preemption_held": self._held,
         }

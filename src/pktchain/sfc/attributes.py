@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pktchain.packet import text
 from pktchain.sfc.errors import (
     AllowedAddressPairExhausted,
     FlowClassifierInvalidEthertype,
@@ -61,18 +62,18 @@ Converter = Callable[[str, object], Any]
 
 
 def _l7_host_name(path: str, value: object) -> str:
-    """A DNS host name (RFC 1123 §2.1), lower case, no trailing dot; no port."""
-    if not isinstance(value, str):
+    """A DNS host name (RFC 1123 §2.1), stored lower case without a trailing dot; no port."""
+    name = value.removesuffix(".") if isinstance(value, str) else value
+    if not text.full(text.HOST_NAME, name):
         raise InvalidInput(path, f"'{value}' is not a host name.")
-    name = value.strip().lower().removesuffix(".")
-    labels = name.split(".")
-    if not name or len(name) > _MAX_HOST_NAME or not all(_HOST_LABEL.fullmatch(x) for x in labels):
-        raise InvalidInput(path, f"'{value}' is not a host name.")
+    name = str(name).lower()
+    if len(name) > MAX_HOST_NAME:
+        raise InvalidInput(path, f"'{value}' is longer than {MAX_HOST_NAME} characters.")
     return name
 
 
-_MAX_HOST_NAME = 253
-_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+MAX_HOST_NAME = 253
+"""The longest host name, without its trailing dot (RFC 1035 §2.3.4, less the root's)."""
 
 L7_PARAMETERS: dict[str, Converter] = {
     "http_host": _l7_host_name,
@@ -147,13 +148,31 @@ def uuid_or_none(path: str, value: object) -> str | None:
     return None if value is None else uuid_value(path, value)
 
 
+def _integer_value(value: object) -> int | None:
+    """An integer (JSON's 80.0 is one, as JSON Schema counts), or a string of ASCII
+    digits (with an optional minus) holding one (Neutron's convert_to_int); None for
+    anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if text.full(_SIGNED, value):
+        try:
+            return int(str(value))
+        except ValueError:  # more digits than int() converts
+            return None
+    return None
+
+
+_SIGNED = rf"-?{text.DIGITS}"
+
+
 def integer(path: str, value: object, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
+    number = _integer_value(value)
+    if number is None:
         raise InvalidInput(path, f"'{value}' is not an integer.")
-    try:
-        number = int(value)
-    except ValueError:
-        raise InvalidInput(path, f"'{value}' is not an integer.") from None
     if number < low or (high is not None and number > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise InvalidInput(path, f"{number} is not {bound}.")
@@ -164,11 +183,15 @@ def boolean(path: str, value: object) -> bool:
     # Neutron's convert_to_boolean: booleans, 0/1 and their spellings.
     if isinstance(value, bool):
         return value
-    if isinstance(value, int) and value in (0, 1):
+    if isinstance(value, int | float) and value in (0, 1):
         return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-        return value.lower() in ("true", "1")
+    if text.full(BOOLEAN_TEXT, value):
+        return str(value).lower() in ("true", "1")
     raise InvalidInput(path, f"'{value}' cannot be converted to boolean.")
+
+
+BOOLEAN_TEXT = "[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0"
+"""The strings convert_to_boolean reads: true and false in any case, 1 and 0."""
 
 
 def chain_id(path: str, value: object) -> int:
@@ -179,12 +202,9 @@ def transport_port(path: str, value: object) -> int | None:
     """A TCP/UDP port, as networking-sfc's normalize_port_value checks it."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | str):
+    number = _integer_value(value)
+    if number is None:
         raise FlowClassifierInvalidPortValue(path, f"'{value}' is not a port number.")
-    try:
-        number = int(value)
-    except ValueError:
-        raise FlowClassifierInvalidPortValue(path, f"'{value}' is not a port number.") from None
     if not 0 <= number <= 65535:
         raise FlowClassifierInvalidPortValue(path, f"{number} is not between 0 and 65535.")
     return number
@@ -198,9 +218,11 @@ def ip_prefix(path: str, value: object) -> str | None:
         raise InvalidInput(path, f"expected a CIDR string, got {_type_name(value)}.")
     if "/" not in value:
         raise InvalidInput(path, f"'{value}' is not a CIDR: the prefix length is missing.")
+    if not (text.full(text.IPV4_PREFIX, value) or text.full(text.IPV6_PREFIX, value)):
+        raise InvalidInput(path, f"'{value}' is not a valid CIDR (address/prefix-length).")
     try:
         network = ipaddress.ip_network(value, strict=False)
-    except ValueError:
+    except ValueError:  # pragma: no cover - the patterns admit only what parses
         raise InvalidInput(path, f"'{value}' is not a valid CIDR.") from None
     if network.network_address != ipaddress.ip_interface(value).ip:
         raise InvalidInput(

@@ -37,6 +37,8 @@ DEFAULTS = {
     "mode": "both",
     "transport": "tcp",
     "mtu": "1500",
+    "handshake_timeout": "5",
+    "max_connections": "1024",
 }
 
 
@@ -144,17 +146,28 @@ def register(subparsers: Any) -> None:
         default=d["listen_ip"],
         help=f"address the server end listens on (default {d['listen_ip']})",
     )
+    added.add_argument(
+        "--handshake-timeout",
+        metavar="SECONDS",
+        default=d["handshake_timeout"],
+        help=f"time a TCP connection has to connect and authenticate, else it is closed "
+        f"(default {d['handshake_timeout']})",
+    )
+    added.add_argument(
+        "--max-connections",
+        metavar="N",
+        default=d["max_connections"],
+        help=f"TCP connections the server end holds at once; more are refused "
+        f"(default {d['max_connections']})",
+    )
     parser.set_defaults(handler=_run)
 
 
 def read_key(path: str) -> bytes:
-    """The key in `path`, without a trailing newline."""
-    try:
-        with open(path, "rb") as file:
-            key = file.read()
-    except OSError as exc:
-        raise UsageError(f"--key-file: {path}: {exc.strerror}") from None
-    return key.rstrip(b"\r\n")
+    """The key in `path`, without a trailing newline (`pktchain.secretfile`)."""
+    from pktchain.secretfile import read_secret_file
+
+    return read_secret_file(path, "--key-file")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -180,6 +193,8 @@ def _run(args: argparse.Namespace) -> int:
             mtu=args.mtu,
             key=key,
             no_auth=args.no_auth,
+            handshake_timeout=args.handshake_timeout,
+            max_connections=args.max_connections,
         )
     except TunnelConfigError as exc:
         raise UsageError(str(exc)) from None

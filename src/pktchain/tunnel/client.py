@@ -70,6 +70,7 @@ class TcpClient(End):
         mtu: int,
         own: bytes,
         backoff: Backoff | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         super().__init__(loop, tun_fd, label)
         self.remote = remote
@@ -79,6 +80,7 @@ class TcpClient(End):
         self.mtu = mtu
         self.own = own
         self.backoff = backoff or Backoff()
+        self.handshake_timeout = handshake_timeout
         self.connection: StreamConnection | None = None
         self._connecting: socket.socket | None = None
         self._timer: Timer | None = None
@@ -103,7 +105,7 @@ class TcpClient(End):
             return
         self._connecting = sock
         self.loop.set_writer(sock.fileno(), self._on_connect)
-        self._timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._on_connect_timeout)
+        self._timer = self.loop.call_later(self.handshake_timeout, self._on_connect_timeout)
 
     def _on_connect(self) -> None:
         sock = self._take_connecting()
@@ -113,7 +115,12 @@ class TcpClient(End):
             self._retry(os.strerror(status))
             return
         session = Session(
-            Role.CLIENT, key=self.key, mtu=self.mtu, now=self.loop.now, addresses=(self.own,)
+            Role.CLIENT,
+            key=self.key,
+            mtu=self.mtu,
+            now=self.loop.now,
+            addresses=(self.own,),
+            timeout=self.handshake_timeout,
         )
         self.connection = StreamConnection(self.loop, sock, session, self, self.server)
         self.counters.counts[Count.CONNECTIONS] += 1
@@ -123,7 +130,7 @@ class TcpClient(End):
     def _on_connect_timeout(self) -> None:
         self._timer = None
         self._take_connecting().close()
-        self._retry(f"no answer within {HANDSHAKE_TIMEOUT:g} s")
+        self._retry(f"no answer within {self.handshake_timeout:g} s")
 
     def _take_connecting(self) -> socket.socket:
         sock = self._connecting

@@ -14,6 +14,8 @@ from enum import StrEnum
 
 from pktchain.tunnel.auth import check_key
 from pktchain.tunnel.device import check_ifname
+from pktchain.tunnel.server import MAX_CONNECTIONS
+from pktchain.tunnel.session import HANDSHAKE_TIMEOUT
 from pktchain.tunnel.wire import MAX_LENGTH
 
 __all__ = [
@@ -31,6 +33,8 @@ IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 MIN_MTU_V4 = 68  # RFC 791 §3.2: every module must take a 68-byte datagram
 MIN_MTU_V6 = 1280  # RFC 8200 §5
+MAX_HANDSHAKE_TIMEOUT = 3600.0
+MAX_MAX_CONNECTIONS = 65535
 
 
 class Mode(StrEnum):
@@ -69,6 +73,10 @@ class TunnelConfig:
     client: ClientSettings | None
     key: bytes | None = field(repr=False)
     """The pre-shared key; None runs without authentication (--no-auth)."""
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    """Seconds a TCP connection has to connect and finish its handshake."""
+    max_connections: int = MAX_CONNECTIONS
+    """TCP connections the server end holds at once."""
 
 
 class TunnelConfigError(ValueError):
@@ -95,6 +103,8 @@ def tunnel_config(
     mtu: str,
     key: bytes | None,
     no_auth: bool,
+    handshake_timeout: str = f"{HANDSHAKE_TIMEOUT:g}",
+    max_connections: str = str(MAX_CONNECTIONS),
 ) -> TunnelConfig:
     """Check every option and build the configuration (see the module docstring)."""
     issues: list[str] = []
@@ -132,7 +142,20 @@ def tunnel_config(
             return None
         return text
 
+    def seconds(option: str, text: str) -> float | None:
+        try:
+            value = float(text)
+        except ValueError:
+            issues.append(f"{option}: {text!r} is not a number of seconds")
+            return None
+        if not 0 < value <= MAX_HANDSHAKE_TIMEOUT:
+            issues.append(f"{option}: {text} is not in (0, {MAX_HANDSHAKE_TIMEOUT:g}] seconds")
+            return None
+        return value
+
     mode_text = choice("--mode", mode, Mode)
+    timeout_value = seconds("--handshake-timeout", handshake_timeout)
+    connections_value = number("--max-connections", max_connections, 1, MAX_MAX_CONNECTIONS)
     transport_text = choice("--transport", transport, Transport)
     mtu_value = number("--mtu", mtu, MIN_MTU_V4, MAX_LENGTH)
     prefix = number("--prefix-length", prefix_length, 0, 128)
@@ -194,6 +217,22 @@ def tunnel_config(
         except ValueError as exc:
             issues.append(f"--key-file: {exc}")
 
-    if issues or chosen is None or transport_text is None or mtu_value is None:
+    if (
+        issues
+        or chosen is None
+        or transport_text is None
+        or mtu_value is None
+        or timeout_value is None
+        or connections_value is None
+    ):
         raise TunnelConfigError(issues)
-    return TunnelConfig(chosen, Transport(transport_text), mtu_value, server, client, key)
+    return TunnelConfig(
+        chosen,
+        Transport(transport_text),
+        mtu_value,
+        server,
+        client,
+        key,
+        handshake_timeout=timeout_value,
+        max_connections=connections_value,
+    )

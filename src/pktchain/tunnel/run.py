@@ -104,6 +104,8 @@ def _start(config: TunnelConfig, loop: EventLoop, ends: list[End], cleanup: Exit
                         key=config.key,
                         mtu=config.mtu,
                         own=own,
+                        max_connections=config.max_connections,
+                        handshake_timeout=config.handshake_timeout,
                     )
                 )
         except OSError as exc:
@@ -131,6 +133,7 @@ def _start(config: TunnelConfig, loop: EventLoop, ends: list[End], cleanup: Exit
                         key=config.key,
                         mtu=config.mtu,
                         own=c.address.ip.packed,
+                        handshake_timeout=config.handshake_timeout,
                     )
                 )
         except OSError as exc:

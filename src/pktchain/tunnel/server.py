@@ -3,8 +3,12 @@
 The server listens on ``--inport`` (the original's default, 55556) and keeps
 every client it accepts; each connection runs a `Session` (the handshake,
 unless --no-auth, then frames). Packets from clients and from the server's
-TUN go where `Switch` says. Unauthenticated connections are bounded in number
-(`MAX_CONNECTIONS`) and in time (the session's handshake timeout).
+TUN go where `Switch` says. Connections are bounded in number
+(``max_connections``, default `MAX_CONNECTIONS`: the next one is closed at
+once, counted as ``too-many-connections`` and logged) and each must finish
+its handshake within ``handshake_timeout`` seconds (default
+`pktchain.tunnel.session.HANDSHAKE_TIMEOUT`), or it is closed and counted as
+``handshake-timeout``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pktchain.eventloop import EventLoop
 from pktchain.linux.sockets import tcp_listener
 from pktchain.tunnel.auth import Role
 from pktchain.tunnel.counters import Count
-from pktchain.tunnel.session import Session
+from pktchain.tunnel.session import HANDSHAKE_TIMEOUT, Session
 from pktchain.tunnel.stream import (
     End,
     StreamConnection,
@@ -31,6 +35,7 @@ __all__ = ["MAX_CONNECTIONS", "TcpServer"]
 log = logging.getLogger("pktchain.tunnel")
 
 MAX_CONNECTIONS = 1024
+"""Connections a server end holds at once unless told otherwise."""
 ACCEPT_BATCH = 16
 LISTEN_BACKLOG = 128
 
@@ -49,11 +54,15 @@ class TcpServer(End):
         key: bytes | None,
         mtu: int,
         own: bytes,
+        max_connections: int = MAX_CONNECTIONS,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         super().__init__(loop, tun_fd, label)
         self.key = key
         self.mtu = mtu
         self.own = own
+        self.max_connections = max_connections
+        self.handshake_timeout = handshake_timeout
         self.switch: Switch[StreamConnection] = Switch(self.counters, own=(own,))
         self.connections: set[StreamConnection] = set()
         self.listener = tcp_listener(listen, LISTEN_BACKLOG, family)
@@ -72,16 +81,24 @@ class TcpServer(End):
                 log.warning("%s: accept failed: %s", self.label, exc.strerror)
                 return
             peer = peer_name(address)
-            if len(self.connections) >= MAX_CONNECTIONS:
+            if len(self.connections) >= self.max_connections:
                 sock.close()
                 self.counters.closes[CloseReason.TOO_MANY_CONNECTIONS] += 1
                 log.warning(
-                    "%s: %s: refused, %d connections already", self.label, peer, MAX_CONNECTIONS
+                    "%s: %s: refused, %d connections already",
+                    self.label,
+                    peer,
+                    self.max_connections,
                 )
                 continue
             configure_stream_socket(sock)
             session = Session(
-                Role.SERVER, key=self.key, mtu=self.mtu, now=self.loop.now, addresses=(self.own,)
+                Role.SERVER,
+                key=self.key,
+                mtu=self.mtu,
+                now=self.loop.now,
+                addresses=(self.own,),
+                timeout=self.handshake_timeout,
             )
             connection = StreamConnection(self.loop, sock, session, self, f"client {peer}")
             self.connections.add(connection)

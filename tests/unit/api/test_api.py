@@ -699,42 +699,65 @@ SFC_COLLECTIONS = {
 }
 SFC_OPERATIONS = {
     # action: (method, on an item, success status, error statuses)
-    "list": ("get", False, "200", {"400", "401", "404"}),
+    "list": ("get", False, "200", {"400", "401", "404", "413"}),
     "create": ("post", False, "201", {"400", "401", "404", "409", "413", "415"}),
-    "show": ("get", True, "200", {"401", "404"}),
+    "show": ("get", True, "200", {"401", "404", "413"}),
     "update": ("put", True, "200", {"400", "401", "404", "409", "413", "415"}),
-    "delete": ("delete", True, "204", {"401", "404", "409"}),
+    "delete": ("delete", True, "204", {"401", "404", "409", "413"}),
 }
+ROUTER_OPERATIONS = (
+    "router_nic_add",
+    "router_nic_remove",
+    "host_nic_add",
+    "host_nic_remove",
+    "hosts",
+    "port_forward_add",
+    "port_forward_remove",
+    "vrrp",
+    "vrrp_set",
+    "vrrp_track",
+    "ping",
+)
 OTHER_OPERATIONS = {
-    # (method, path): every status documented
-    ("get", "/"): {"200", "401"},
-    ("get", "/v2.0"): {"200", "401"},
-    ("get", "/v2.0/extensions"): {"200", "401"},
-    ("get", "/v2.0/extensions/{alias}"): {"200", "400", "401", "404"},
-    ("get", "/v2.0/networks"): {"200", "401"},
-    ("get", "/v2.0/networks/{network_id}"): {"200", "400", "401", "404"},
-    ("get", "/v2.0/ports"): {"200", "401"},
-    ("get", "/v2.0/ports/{port_id}"): {"200", "400", "401", "404"},
+    # (method, path): every status documented (413: a body declared too large, any route)
+    ("get", "/"): {"200", "401", "413"},
+    ("get", "/v2.0"): {"200", "401", "413"},
+    ("get", "/v2.0/extensions"): {"200", "401", "413"},
+    ("get", "/v2.0/extensions/{alias}"): {"200", "400", "401", "404", "413"},
+    ("get", "/v2.0/networks"): {"200", "401", "413"},
+    ("get", "/v2.0/networks/{network_id}"): {"200", "400", "401", "404", "413"},
+    ("get", "/v2.0/ports"): {"200", "401", "413"},
+    ("get", "/v2.0/ports/{port_id}"): {"200", "400", "401", "404", "413"},
     ("put", "/v2.0/ports/{port_id}"): {"200", "400", "401", "404", "409", "413", "415"},
-    ("get", "/v2.0/pktchain/status"): {"200", "401"},
-    ("get", "/v2.0/pktchain/flows"): {"200", "401"},
-    ("get", "/v2.0/pktchain/counters"): {"200", "401"},
-    ("get", "/v2.0/pktchain/router"): {"200", "401", "404"},
-    ("post", "/v2.0/pktchain/router/{op}"): {"200", "400", "401", "404", "409", "413", "415"},
-    ("get", "/v2.0/pktchain/functions"): {"200", "401", "404"},
+    ("get", "/v2.0/pktchain/status"): {"200", "401", "413"},
+    ("get", "/v2.0/pktchain/flows"): {"200", "400", "401", "413"},
+    ("get", "/v2.0/pktchain/counters"): {"200", "401", "413"},
+    ("get", "/v2.0/pktchain/router"): {"200", "401", "404", "413"},
+    **{
+        ("post", f"/v2.0/pktchain/router/{op}"): {"200", "400", "401", "404", "409", "413", "415"}
+        for op in ROUTER_OPERATIONS
+    },
+    ("get", "/v2.0/pktchain/functions"): {"200", "401", "404", "413"},
     ("post", "/v2.0/pktchain/functions"): {"201", "400", "401", "404", "409", "413", "415"},
-    ("get", "/v2.0/pktchain/functions/{name}"): {"200", "400", "401", "404"},
+    ("get", "/v2.0/pktchain/functions/{name}"): {"200", "400", "401", "404", "413"},
     ("put", "/v2.0/pktchain/functions/{name}"): {"200", "400", "401", "404", "413", "415"},
-    ("delete", "/v2.0/pktchain/functions/{name}"): {"204", "400", "401", "404", "409"},
+    ("delete", "/v2.0/pktchain/functions/{name}"): {"204", "400", "401", "404", "409", "413"},
 }
 
 
-def wrapper(key: str, schema: str, *, many: bool = False) -> dict[str, Any]:
-    """A networking-sfc body: one member, `key`, holding the resource (or a list of them)."""
-    ref = {"$ref": f"#/components/schemas/{schema}"}
+def wrapper(key: str, schema: str, *, many: bool = False, partial: bool = False) -> dict[str, Any]:
+    """A networking-sfc body: one member, `key`, holding the resource (or a list of
+    them, at least one in a body sent or a resource created); `partial`: as shown with
+    ``fields=``, the resource's own schema or its `...Fields` one, which requires nothing."""
+    ref: dict[str, Any] = {"$ref": f"#/components/schemas/{schema}"}
+    if partial:
+        ref = {"anyOf": [ref, {"$ref": f"#/components/schemas/{schema}Fields"}]}
+    inner: dict[str, Any] = ref
+    if many:
+        inner = {"type": "array", "items": ref} | ({} if partial else {"minItems": 1})
     return {
         "type": "object",
-        "properties": {key: {"type": "array", "items": ref} if many else ref},
+        "properties": {key: inner},
         "required": [key],
         "additionalProperties": False,
     }
@@ -784,16 +807,14 @@ def test_openapi_sfc_collections(openapi: dict[str, Any]) -> None:
         one, many = wrapper(singular, schema), wrapper(collection, schema, many=True)
         listed, create = base["get"], base["post"]
         show, update, delete = item["get"], item["put"], item["delete"]
-        assert json_schema(listed["responses"]["200"]) == many
-        assert [p["name"] for p in listed["parameters"]] == [
-            "id",
-            "name",
-            "fields",
-            "limit",
-            "marker",
-            "sort_key",
-            "sort_dir",
-        ]
+        page = json_schema(listed["responses"]["200"])
+        assert page["properties"].pop(f"{collection}_links")["type"] == "array"
+        assert page == wrapper(collection, schema, many=True, partial=True)
+        names = [p["name"] for p in listed["parameters"]]
+        assert names[:2] == ["id", "name"]  # then a filter per attribute that holds no object
+        assert names[-6:] == ["fields", "limit", "marker", "page_reverse", "sort_key", "sort_dir"]
+        assert set(openapi["components"]["schemas"][f"{schema}Fields"]) >= {"properties"}
+        assert "required" not in openapi["components"]["schemas"][f"{schema}Fields"]
         assert create["requestBody"]["required"] is True
         assert json_schema(create["requestBody"]) == {
             "oneOf": [
@@ -802,7 +823,7 @@ def test_openapi_sfc_collections(openapi: dict[str, Any]) -> None:
             ]
         }
         assert json_schema(create["responses"]["201"]) == {"oneOf": [one, many]}
-        assert json_schema(show["responses"]["200"]) == one
+        assert json_schema(show["responses"]["200"]) == wrapper(singular, schema, partial=True)
         assert [p["name"] for p in show["parameters"]] == ["resource_id", "fields"]
         assert update["requestBody"]["required"] is True
         assert json_schema(update["requestBody"]) == wrapper(singular, f"{schema}Update")
@@ -822,7 +843,7 @@ def test_openapi_other_operations(openapi: dict[str, Any]) -> None:
     with_body = {key for key, operation in operations.items() if "requestBody" in operation}
     assert with_body == {
         ("put", "/v2.0/ports/{port_id}"),
-        ("post", "/v2.0/pktchain/router/{op}"),
+        *(("post", f"/v2.0/pktchain/router/{op}") for op in ROUTER_OPERATIONS),
         ("post", "/v2.0/pktchain/functions"),
         ("put", "/v2.0/pktchain/functions/{name}"),
     }
@@ -832,7 +853,15 @@ def test_openapi_other_operations(openapi: dict[str, Any]) -> None:
     for key in with_body - {("put", "/v2.0/ports/{port_id}")}:
         body = operations[key]["requestBody"]
         assert body["required"] is True
-        assert json_schema(body) == {"type": "object"}
+        schema = json_schema(body)
+        assert schema["type"] == "object" and schema["additionalProperties"] is False
+    forward = json_schema(
+        operations["post", "/v2.0/pktchain/router/port_forward_add"]["requestBody"]
+    )
+    assert set(forward["required"]) == {"proto", "external_port", "inside_ip", "inside_port"}
+    function = json_schema(operations["post", "/v2.0/pktchain/functions"]["requestBody"])
+    assert function["required"] == ["function"]
+    assert function["properties"]["function"]["required"] == ["name", "kind"]
 
 
 def test_openapi_errors_are_neutrons(openapi: dict[str, Any]) -> None:

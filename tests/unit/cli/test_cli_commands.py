@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from pktchain.cli import build_parser, main
+from pktchain.client.options import client_token
+from pktchain.errors import UsageError
 from pktchain.sfc.resources import (
     FlowClassifier,
     Port,
@@ -317,18 +320,33 @@ def test_url_and_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
     "command", [["port-pair", "list"], ["router", "show"], ["apply", "-f", "chains.yaml"]]
 )
 def test_every_api_command_takes_url_and_token_alike(
-    command: list[str], monkeypatch: pytest.MonkeyPatch
+    command: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.delenv("PKTCHAIN_URL", raising=False)
-    monkeypatch.delenv("PKTCHAIN_TOKEN", raising=False)
+    for name in ("PKTCHAIN_URL", "PKTCHAIN_TOKEN", "PKTCHAIN_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
     args = build_parser().parse_args(command)
-    assert (args.url, args.token) == ("http://127.0.0.1:9696", None)
+    assert (args.url, client_token(args)) == ("http://127.0.0.1:9696", None)
     monkeypatch.setenv("PKTCHAIN_URL", "http://192.0.2.1:9696")
     monkeypatch.setenv("PKTCHAIN_TOKEN", "from-env")
     args = build_parser().parse_args(command)
-    assert (args.url, args.token) == ("http://192.0.2.1:9696", "from-env")
+    assert (args.url, client_token(args)) == ("http://192.0.2.1:9696", "from-env")
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    token_file.chmod(0o600)
+    monkeypatch.setenv("PKTCHAIN_TOKEN_FILE", str(token_file))
+    assert client_token(build_parser().parse_args(command)) == "from-file"  # the file first
+    args = build_parser().parse_args([*command, "--token-file", str(token_file)])
+    assert client_token(args) == "from-file"
+    assert capsys.readouterr().err == ""  # nothing to warn about
     args = build_parser().parse_args([*command, "--url", "http://[::1]:1", "--token", "t"])
-    assert (args.url, args.token) == ("http://[::1]:1", "t")
+    assert (args.url, client_token(args)) == ("http://[::1]:1", "t")
+    assert "--token on the command line can be read by every user" in capsys.readouterr().err
+    both = build_parser().parse_args([*command, "--token", "t", "--token-file", str(token_file)])
+    with pytest.raises(UsageError, match="--token and --token-file exclude each other"):
+        client_token(both)
 
 
 def test_service_graph(api: FakeApi) -> None:

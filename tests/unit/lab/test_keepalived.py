@@ -67,6 +67,20 @@ def test_a_wrong_instance_names_its_field(change: dict[str, object], message: st
     assert "vrrp instance" in str(caught.value)
 
 
+def test_the_sync_group_tracks_interfaces_with_negative_weights() -> None:
+    config = KeepalivedConfig(
+        "r1", pair_config().instances, track_interfaces=(("sync", -100), ("up0", -5))
+    )
+    text = config.render(Path("/run/x/notify.sh"))
+    group = text[text.index("vrrp_sync_group router") : text.index("vrrp_instance inside")]
+    tracking = group[group.index("track_interface {") : group.index("notify")]
+    assert "sync weight -100" in tracking and "up0 weight -5" in tracking
+    assert "track_interface" not in pair_config().render(Path("/run/x/notify.sh"))
+    for wrong, message in ((("sync", 0), "weight"), (("sync", -254), "weight"), (("a b", -1), "")):
+        with pytest.raises(ValueError, match=f"track_interfaces.*{message}"):
+            KeepalivedConfig("r1", pair_config().instances, track_interfaces=(wrong,))
+
+
 def test_instance_names_are_unique() -> None:
     instance = KeepalivedInstance("inside", "in0", 51, 100, ("10.0.0.1/24",))
     with pytest.raises(ValueError, match="repeat"):

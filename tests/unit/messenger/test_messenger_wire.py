@@ -221,7 +221,7 @@ BAD_ARGUMENTS: list[tuple[Op, dict[str, Any], str]] = [
         {"proto": "tcp", "external_port": 80, "inside_ip": "::1", "inside_port": 80},
         "args.inside_ip",
     ),
-    (Op.PORT_FORWARD_REMOVE, {"proto": "udp", "external_port": 8.0}, "args.external_port"),
+    (Op.PORT_FORWARD_REMOVE, {"proto": "udp", "external_port": 8.5}, "args.external_port"),
 ]
 
 

@@ -286,6 +286,14 @@ def test_tap_enabled_is_a_boolean(sfc: Sfc) -> None:
         (e.InvalidInput, "source_ip_prefix", "10.0.0.1"),
         (e.InvalidInput, "destination_ip_prefix", "not-a-cidr/8"),
         (e.InvalidInput, "destination_ip_prefix", 10),
+        # The text forms of the API's document (pktchain.packet.text), not all that parses:
+        (e.InvalidInput, "source_ip_prefix", "10.0.0.0/255.0.0.0"),
+        (e.InvalidInput, "source_ip_prefix", "10.0.0.0/08"),
+        (e.FlowClassifierInvalidPortValue, "source_port_range_min", "\u0668\u0660"),
+        (e.FlowClassifierInvalidPortValue, "source_port_range_min", " 80"),
+        (e.FlowClassifierInvalidPortValue, "source_port_range_min", 80.5),
+        (e.InvalidInput, "l7_parameters.http_host", {"http_host": " example.org "}),
+        (e.InvalidInput, "l7_parameters.http_host", {"http_host": None}),
     ],
 )
 def test_bad_classifier_values(
@@ -300,6 +308,19 @@ def test_bad_classifier_values(
         lambda: sfc.model.create(FlowClassifier, {top: value}, logical_source_port=src.id),
     )
     assert raised.type in (error.__name__, "HTTPBadRequest")
+
+
+def test_integral_numbers_and_the_roots_dot_are_taken(sfc: Sfc) -> None:
+    src = sfc.port("src")
+    fc = sfc.model.create(
+        FlowClassifier,
+        logical_source_port=src.id,
+        protocol="tcp",
+        destination_port_range_min=80.0,  # an integer, as JSON Schema counts
+        l7_parameters={"http_host": "WWW.Example.org."},
+    )
+    assert fc.destination_port_range_min == 80
+    assert dict(fc.l7_parameters) == {"http_host": "www.example.org"}
 
 
 def test_networking_sfc_type_names_for_classifier_errors(sfc: Sfc) -> None:

@@ -30,6 +30,7 @@ def config_of(args: argparse.Namespace, key: bytes | None = KEY, no_auth: bool =
         server_ip=args.serverip, client_ip=args.clientip, prefix_length=args.prefix_length,
         inport=args.inport, outport=args.outport, remote_ip=args.remoteip,
         listen_ip=args.listen, mtu=args.mtu, key=key, no_auth=no_auth,
+        handshake_timeout=args.handshake_timeout, max_connections=args.max_connections,
     )  # fmt: skip
 
 
@@ -44,6 +45,12 @@ def test_defaults_are_the_originals() -> None:
     assert config.client.address == ip_interface("192.168.1.2/24")
     assert config.client.remote == ip_address("127.0.0.1")
     assert config.client.port == 55555
+    assert (config.handshake_timeout, config.max_connections) == (5.0, 1024)
+
+
+def test_the_limits_are_options() -> None:
+    config = config_of(parse("--handshake-timeout", "2.5", "--max-connections", "8"))
+    assert (config.handshake_timeout, config.max_connections) == (2.5, 8)
 
 
 def test_the_originals_short_options() -> None:
@@ -91,6 +98,14 @@ def test_every_mistake_is_reported_at_once() -> None:
         (("-s", "fd00::1", "-l", "64", "--mtu", "1000"), KEY, False, "below 1280"),
         # TunConnector's client example gives the server's address as -i (the port).
         (("-m", "client", "-i", "192.168.6.9"), KEY, False, "--inport: '192.168.6.9' is not a num"),
+        (("--handshake-timeout", "0"), KEY, False, r"--handshake-timeout: 0 is not in \(0, 3600\]"),
+        (
+            ("--handshake-timeout", "soon"),
+            KEY,
+            False,
+            "--handshake-timeout: 'soon' is not a number",
+        ),
+        (("--max-connections", "0"), KEY, False, "--max-connections: 0 is not in 1-65535"),
     ],
 )
 def test_refusals(options: tuple[str, ...], key: bytes | None, no_auth: bool, message: str) -> None:
@@ -122,7 +137,7 @@ def test_an_unreadable_key_file_is_named(
 ) -> None:
     missing = tmp_path / "missing"
     assert main(["tunnel", "--key-file", str(missing)]) == 2
-    assert f"--key-file: {missing}: No such file or directory" in capsys.readouterr().err
+    assert f"--key-file {missing}: No such file or directory" in capsys.readouterr().err
 
 
 def test_the_environments_key_file_is_ignored_with_no_auth(

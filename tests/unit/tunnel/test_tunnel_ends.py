@@ -116,11 +116,16 @@ def run_until(loop: EventLoop, condition: Callable[[], bool], timeout: float = 5
 
 
 def server(
-    loop: EventLoop, tun: FakeTun, ends: list[End], key: bytes | None, port: int = 0
+    loop: EventLoop,
+    tun: FakeTun,
+    ends: list[End],
+    key: bytes | None,
+    port: int = 0,
+    **limits: float,
 ) -> TcpServer:
     end = TcpServer(
         loop, tun.fd, "server", listen=("127.0.0.1", port), family=socket.AF_INET,
-        key=key, mtu=1500, own=SERVER_IP,
+        key=key, mtu=1500, own=SERVER_IP, **limits,  # type: ignore[arg-type]
     )  # fmt: skip
     ends.append(end)
     return end
@@ -234,6 +239,48 @@ def test_a_zero_length_frame_closes_the_connection(
         raw_client.close()
     assert len(s_tun.received()) == 1  # the packet before it was delivered
     assert not s.connections
+
+
+def test_a_connection_that_never_finishes_its_handshake_is_closed(
+    loop: EventLoop, tuns: Callable[[], FakeTun], ends: list[End], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stranger that connects and says nothing, or half a hello, is closed after
+    the handshake timeout and counted; a client with the key still gets in."""
+    s = server(loop, tuns(), ends, KEY, handshake_timeout=0.3)
+    silent = socket.create_connection(("127.0.0.1", port_of(s)))
+    halfway = socket.create_connection(("127.0.0.1", port_of(s)))
+    try:
+        halfway.sendall(b"PK")  # the first bytes of a hello's magic, then nothing
+        run_until(loop, lambda: s.counters.closes[CloseReason.HANDSHAKE_TIMEOUT] == 2)
+        for sock in (silent, halfway):
+            sock.settimeout(5)
+            assert sock.recv(100) == b""  # closed by the server, without a word
+    finally:
+        silent.close()
+        halfway.close()
+    assert not s.connections
+    assert "no handshake within the time limit" in caplog.text
+    c = client(loop, tuns(), ends, port_of(s), KEY)
+    run_until(loop, lambda: is_up(c) and len(s.switch.peers) == 1)
+
+
+def test_connections_beyond_the_limit_are_refused(
+    loop: EventLoop, tuns: Callable[[], FakeTun], ends: list[End], caplog: pytest.LogCaptureFixture
+) -> None:
+    s = server(loop, tuns(), ends, KEY, max_connections=2)
+    held = [socket.create_connection(("127.0.0.1", port_of(s))) for _ in range(2)]
+    try:
+        run_until(loop, lambda: len(s.connections) == 2)
+        third = socket.create_connection(("127.0.0.1", port_of(s)))
+        held.append(third)
+        run_until(loop, lambda: s.counters.closes[CloseReason.TOO_MANY_CONNECTIONS] == 1)
+        third.settimeout(5)
+        assert third.recv(100) == b""
+        assert len(s.connections) == 2
+    finally:
+        for sock in held:
+            sock.close()
+    assert "refused, 2 connections already" in caplog.text
 
 
 def test_without_a_connection_the_client_drops_and_counts(

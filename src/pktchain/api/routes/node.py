@@ -22,29 +22,151 @@ from pktchain.api.errors import ApiError, bad_request, error_responses
 from pktchain.api.listing import one_value, split_query
 from pktchain.api.routes import API_VERSION
 from pktchain.errors import ConfigError
+from pktchain.functions.sdk import BUILTIN_FUNCTIONS
+from pktchain.functions.sdk.contract import IMPORT_PATH
+from pktchain.messenger.ops import ARGUMENTS, ArgKind, Op
+from pktchain.node.function_file import NAME
+from pktchain.packet import text
 
-__all__ = ["node_routes"]
+__all__ = ["ROUTER_OPERATION_RULES", "node_routes"]
 
-_FUNCTION_BODY = (
-    "{'function': {name, kind, network, config, export}} to create; "
-    "{'function': {config}} to reconfigure"
-)
-_OPERATION_BODY = "The operation's arguments, as the messenger takes them"
+MAX_FLOWS = 1_000_000
+"""The most rows ``/flows`` answers with."""
+
+ROUTER_OPERATION_RULES: dict[Op, str] = {
+    Op.ROUTER_NIC_ADD: (
+        "`ip` lies in `subnet` and is neither its network nor its broadcast address; "
+        "`subnet` has no host bits set; a `gateway` lies in `subnet` and is `ip` itself "
+        "on an internal NIC, another address on an external one."
+    ),
+    Op.VRRP_SET: (
+        "Only the settings given change. `advert_interval` is in whole hundredths of a "
+        "second, 0.01 to 40.95; a priority of 255 is the address owner's only; a virtual "
+        "router that does not run on `interface` with `vrid` is a 409."
+    ),
+    Op.VRRP_TRACK: "`name` is a tracker a virtual router has (an interface or a gateway).",
+}
+"""The rules between a router operation's arguments, which its schema states in words."""
+
+_ARGUMENT_SCHEMAS: dict[ArgKind, dict[str, Any]] = {
+    ArgKind.NAME: {
+        "type": "string",
+        "pattern": text.anchored(text.IFNAME),
+        "description": "1-15 characters, no /, : or white space, not . or ..",
+    },
+    ArgKind.MAC: {"type": "string", "pattern": text.anchored(text.UNICAST_MAC)},
+    ArgKind.IPV4: {"type": "string", "pattern": text.anchored(text.IPV4)},
+    ArgKind.SUBNET: {
+        "type": "string",
+        "pattern": text.anchored(rf"{text.IPV4}/(?:30|[12]?[0-9])"),
+        "description": "An IPv4 network, host bits zero, at most /30.",
+    },
+    ArgKind.NETWORK_ID: {"type": "string", "maxLength": 64},
+    ArgKind.BOOL: {"type": "boolean"},
+    ArgKind.MTU: {"type": "integer", "minimum": 68, "maximum": 65535},
+    ArgKind.PORT: {"type": "integer", "minimum": 1, "maximum": 65535},
+    ArgKind.PROTO: {"type": "string", "pattern": "^(?:[Tt][Cc][Pp]|[Uu][Dd][Pp])$"},
+    ArgKind.VRID: {"type": "integer", "minimum": 1, "maximum": 255},
+    ArgKind.PRIORITY: {"type": "integer", "minimum": 1, "maximum": 255},
+    ArgKind.SECONDS: {"type": "number", "minimum": 0, "maximum": 1000},
+    ArgKind.TEXT: {"type": "string", "minLength": 1, "maxLength": 64},
+}
+"""Each kind of argument as ``pktchain.messenger.ops`` checks it."""
 
 
-def _object_body(description: str) -> dict[str, Any]:
-    """An OpenAPI request body that is a JSON object, checked by the route itself."""
-    return {
+def _json_body(schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    body: dict[str, Any] = {
         "required": True,
-        "description": description,
-        "content": {"application/json": {"schema": {"type": "object"}}},
+        "content": {"application/json": {"schema": schema}},
     }
+    if description:
+        body["description"] = description
+    return body
+
+
+def _operation_schema(op: Op) -> dict[str, Any]:
+    """A router operation's arguments: the messenger's table, as a JSON schema."""
+    specs = ARGUMENTS[op]
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            spec.name: {**_ARGUMENT_SCHEMAS[spec.kind]}
+            | ({"default": spec.default} if spec.default is not None else {})
+            for spec in specs
+        },
+        "required": [spec.name for spec in specs if spec.required],
+        "additionalProperties": False,
+    }
+    if op is Op.HOST_NIC_REMOVE:
+        schema["oneOf"] = [{"required": ["mac"]}, {"required": ["ip"]}]
+    if op in ROUTER_OPERATION_RULES:
+        schema["description"] = ROUTER_OPERATION_RULES[op]
+    return schema
+
+
+def _function_schemas() -> dict[str, Any]:
+    """The bodies that create a function and reconfigure one."""
+    kind = {
+        "anyOf": [
+            {"enum": sorted(BUILTIN_FUNCTIONS)},
+            {"type": "string", "pattern": text.anchored(IMPORT_PATH.pattern)},
+        ],
+        "description": "A built-in kind, or package.module:ClassName of an importable class.",
+    }
+    per_interface = {"type": "object", "additionalProperties": {"type": "string"}}
+    config = {
+        "type": ["object", "null"],
+        "description": "The kind's configuration, checked against its schema "
+        "(`pktchain fn KIND --schema`); null: the defaults.",
+    }
+    create = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "pattern": text.anchored(NAME.pattern)},
+            "kind": kind,
+            "network": {
+                "anyOf": [{"type": "string"}, per_interface],
+                "description": "The node network of every interface, or one per interface.",
+            },
+            "config": config,
+            "export": {
+                "type": ["string", "null"],
+                "description": "The file its exported records are written to (JSON lines).",
+            },
+            "pcap": {
+                "anyOf": [
+                    {"type": "null"},
+                    {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
+                ],
+                "description": "Interfaces written to pcap files instead of joining a network.",
+            },
+        },
+        "required": ["name", "kind"],
+        "additionalProperties": False,
+    }
+    reconfigure = {
+        "type": "object",
+        "properties": {"config": {"type": "object", "description": config["description"]}},
+        "required": ["config"],
+        "additionalProperties": False,
+    }
+
+    def wrapped(inner: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {"function": inner},
+            "required": ["function"],
+            "additionalProperties": False,
+        }
+
+    return {"create": wrapped(create), "reconfigure": wrapped(reconfigure)}
 
 
 def node_routes(backend: Backend, max_body: int) -> APIRouter:
     """Status, flows, counters, functions and router of the node behind `backend`."""
     router = APIRouter(tags=["pktchain"])
     base = f"/{API_VERSION}/pktchain"
+    function_bodies = _function_schemas()
 
     @router.get(
         f"{base}/router",
@@ -57,17 +179,13 @@ def node_routes(backend: Backend, max_body: int) -> APIRouter:
             raise ApiError(404, "HTTPNotFound", "This node runs no router.")
         return {"router": tables}
 
-    @router.post(
-        f"{base}/router/{{op}}",
-        summary="A router operation, with the messenger's name and arguments",
-        responses=error_responses(400, 404, 409, 413, 415),
-        openapi_extra={"requestBody": _object_body(_OPERATION_BODY)},
-    )
-    async def router_operation(op: str, request: Request) -> dict[str, Any]:
-        body = await json_body(request, max_body)
-        if not isinstance(body, dict):
-            raise bad_request("The body must be an object of the operation's arguments.")
-        return {"result": await run_in_threadpool(_router_operation, backend, op, body)}
+    for op in Op:
+        _add_router_operation(router, backend, base, op, max_body)
+
+    @router.post(f"{base}/router/{{op}}", include_in_schema=False)
+    async def unknown_operation(op: str) -> dict[str, Any]:
+        known = ", ".join(o.value for o in Op)
+        raise ApiError(404, "HTTPNotFound", f"{op!r} is not an operation ({known}).")
 
     @router.get(
         f"{base}/functions",
@@ -90,7 +208,7 @@ def node_routes(backend: Backend, max_body: int) -> APIRouter:
         status_code=201,
         summary="Plug in a function: a built-in kind or package.module:ClassName, its config",
         responses=error_responses(400, 404, 409, 413, 415),
-        openapi_extra={"requestBody": _object_body(_FUNCTION_BODY)},
+        openapi_extra={"requestBody": _json_body(function_bodies["create"])},
     )
     async def add_function(request: Request) -> dict[str, Any]:
         from pktchain.node.function_file import spec_from_mapping
@@ -111,7 +229,7 @@ def node_routes(backend: Backend, max_body: int) -> APIRouter:
         f"{base}/functions/{{name}}",
         summary="Reconfigure a running function (functions that allow it)",
         responses=error_responses(400, 404, 413, 415),
-        openapi_extra={"requestBody": _object_body(_FUNCTION_BODY)},
+        openapi_extra={"requestBody": _json_body(function_bodies["reconfigure"])},
     )
     async def reconfigure_function(name: str, request: Request) -> dict[str, Any]:
         _function(await run_in_threadpool(backend.functions), name)
@@ -144,13 +262,30 @@ def node_routes(backend: Backend, max_body: int) -> APIRouter:
     async def status() -> dict[str, Any]:
         return await run_in_threadpool(backend.status)
 
-    @router.get(f"{base}/flows", summary="The flow table")
+    @router.get(
+        f"{base}/flows",
+        summary="The flow table",
+        responses=error_responses(400),
+        openapi_extra={
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "description": "At most this many rows (default 1000).",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_FLOWS},
+                }
+            ]
+        },
+    )
     async def flows(request: Request) -> dict[str, Any]:
         _filters, controls = split_query(request)
-        text = one_value(controls, "limit") or "1000"
-        if not text.isdigit() or int(text) > 1_000_000:
-            raise bad_request(f"Invalid input for limit: '{text}' is not in 0..1000000.")
-        return {"flows": await run_in_threadpool(backend.flows, int(text))}
+        limit = one_value(controls, "limit")
+        if limit is None:
+            limit = "1000"
+        if not text.full(text.DIGITS, limit) or int(limit) > MAX_FLOWS:
+            raise bad_request(f"Invalid input for limit: '{limit}' is not in 0..{MAX_FLOWS}.")
+        return {"flows": await run_in_threadpool(backend.flows, int(limit))}
 
     @router.get(f"{base}/counters", summary="Counters per chain, hop, pair, port")
     async def counters() -> dict[str, Any]:
@@ -163,6 +298,23 @@ def node_routes(backend: Backend, max_body: int) -> APIRouter:
         }
 
     return router
+
+
+def _add_router_operation(
+    router: APIRouter, backend: Backend, base: str, op: Op, max_body: int
+) -> None:
+    @router.post(
+        f"{base}/router/{op.value}",
+        operation_id=f"router_{op.value}",
+        summary=f"Router operation {op.value}, with the messenger's arguments",
+        responses=error_responses(400, 404, 409, 413, 415),
+        openapi_extra={"requestBody": _json_body(_operation_schema(op))},
+    )
+    async def router_operation(request: Request) -> dict[str, Any]:
+        body = await json_body(request, max_body)
+        if not isinstance(body, dict):
+            raise bad_request("The body must be an object of the operation's arguments.")
+        return {"result": await run_in_threadpool(_router_operation, backend, op.value, body)}
 
 
 def _functions(functions: list[dict[str, Any]] | None) -> list[dict[str, Any]]:

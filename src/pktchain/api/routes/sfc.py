@@ -70,17 +70,56 @@ def body_schemas() -> dict[str, Any]:
     models += [(schemas.SHOWN[kind.value], "serialization") for kind in SFC_KINDS]
     _, definitions = models_json_schema(models, ref_template=_REF_TEMPLATE)
     found: dict[str, Any] = definitions.get("$defs", {})
+    for kind in SFC_KINDS:
+        name = schemas.SHOWN[kind.value].__name__
+        partial = {key: value for key, value in found[name].items() if key != "required"}
+        partial["title"] = f"{name} (fields)"
+        partial["description"] = (
+            f"A {kind.label.lower()} shown with `fields=`: only the attributes asked for."
+        )
+        found[_partial_name(name)] = partial
     return found
 
 
-def _wrapped(key: str, model: type[BaseModel], *, many: bool = False) -> dict[str, Any]:
-    """networking-sfc's wrapper, ``{key: resource}``, or ``{key: [resource, ...]}``."""
-    ref = {"$ref": _REF_TEMPLATE.format(model=model.__name__)}
+def _partial_name(name: str) -> str:
+    return f"{name}Fields"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF_TEMPLATE.format(model=name)}
+
+
+def _wrapped(
+    key: str, model: type[BaseModel], *, many: bool = False, partial: bool = False
+) -> dict[str, Any]:
+    """networking-sfc's wrapper, ``{key: resource}``, or ``{key: [resource, ...]}``;
+    `partial`: the resource may be shown with only some of its attributes (``fields=``)."""
+    ref: dict[str, Any] = _ref(model.__name__)
+    if partial:
+        ref = {"anyOf": [ref, _ref(_partial_name(model.__name__))]}
+    inner: dict[str, Any] = ref
+    if many:
+        inner = {"type": "array", "items": ref}
+        if not partial:
+            inner["minItems"] = 1  # a bulk create names at least one resource
     return {
         "type": "object",
-        "properties": {key: {"type": "array", "items": ref} if many else ref},
+        "properties": {key: inner},
         "required": [key],
         "additionalProperties": False,
+    }
+
+
+def _links(singular: str, collection: str, *, listed: bool) -> dict[str, Any]:
+    """OpenAPI links from a response holding resources to show, update and delete one."""
+    where = f"/{collection}/0/id" if listed else f"/{singular}/id"
+    parameters = {"resource_id": f"$response.body#{where}"}
+    return {
+        f"{verb.capitalize()}{singular.title().replace('_', '')}": {
+            "operationId": f"{verb}_{collection}",
+            "parameters": parameters,
+        }
+        for verb in ("show", "update", "delete")
     }
 
 
@@ -101,6 +140,19 @@ def _collection_routes(backend: Backend, kind: ResourceKind, max_body: int) -> A
     shown_body = schemas.SHOWN[singular]
     create_body = schemas.CREATE[singular]
     one, many = _wrapped(singular, shown_body), _wrapped(collection, shown_body, many=True)
+    some = _wrapped(singular, shown_body, partial=True)
+    listed = _wrapped(collection, shown_body, many=True, partial=True)
+    listed["properties"][f"{collection}_links"] = {
+        "type": "array",
+        "description": "On a full page: the link to the next one.",
+        "items": {
+            "type": "object",
+            "properties": {"rel": {"const": "next"}, "href": {"type": "string"}},
+            "required": ["rel", "href"],
+        },
+    }
+    sortable = schemas.sortable_attributes(shown_body)
+    filters = schemas.filterable_attributes(shown_body)
 
     @router.get(
         base,
@@ -108,21 +160,24 @@ def _collection_routes(backend: Backend, kind: ResourceKind, max_body: int) -> A
         summary=f"List {label}s",
         status_code=200,
         responses={
-            200: {"description": f"The {collection}", "content": _json(many)},
+            200: {
+                "description": f"The {collection}",
+                "content": _json(listed),
+                "links": _links(singular, collection, listed=True),
+            },
             **error_responses(400, 404),
         },
-        openapi_extra={"parameters": list_parameters()},
+        openapi_extra={"parameters": list_parameters(filters, sortable)},
     )
     async def list_resources(request: Request) -> Response:
-        filters, controls = split_query(request)
-        found = model.list(cls, {key: values for key, values in filters.items()})
+        query, controls = split_query(request)
+        found = model.list(cls, {key: values for key, values in query.items()})
         records = [resource.to_dict() for resource in found]
-        shown = set(records[0]) if records else set()
-        listed, more = page(records, controls, shown)
+        shown, more = page(records, controls, sortable)
         fields = controls.get("fields")
-        body: dict[str, Any] = {collection: [select_fields(r, fields) for r in listed]}
+        body: dict[str, Any] = {collection: [select_fields(r, fields) for r in shown]}
         if more:
-            body.update(next_link(request, collection, listed))
+            body.update(next_link(request, collection, shown))
         return JSONResponse(body)
 
     @router.post(
@@ -131,7 +186,11 @@ def _collection_routes(backend: Backend, kind: ResourceKind, max_body: int) -> A
         summary=f"Create {label}(s)",
         status_code=201,
         responses={
-            201: {"description": "Created", "content": _json({"oneOf": [one, many]})},
+            201: {
+                "description": "Created",
+                "content": _json({"oneOf": [one, many]}),
+                "links": _links(singular, collection, listed=False),
+            },
             **error_responses(400, 404, 409, 413, 415),
         },
         openapi_extra={
@@ -169,7 +228,7 @@ def _collection_routes(backend: Backend, kind: ResourceKind, max_body: int) -> A
         summary=f"Show a {label}",
         status_code=200,
         responses={
-            200: {"description": f"The {singular}", "content": _json(one)},
+            200: {"description": f"The {singular}", "content": _json(some)},
             **error_responses(404),
         },
         openapi_extra={"parameters": [fields_parameter()]},

@@ -211,8 +211,12 @@ class ClusterDemo:
         lab = self._lab()
         topology = lab.topology
         etcd = topology.etcd.client_url if topology.etcd is not None else None
+        token_file = self.workdir / "api-token"
+        token_file.touch(mode=0o600)
+        token_file.chmod(0o600)  # before the token is in it, also in a file left from before
+        token_file.write_text(self.token)
         for node in NODES:
-            args = ["--api-token", self.token]
+            args = ["--api-token-file", str(token_file)]
             firewall = FIREWALLS.get(node)
             if firewall is not None:
                 functions = self.workdir / f"{firewall}.yaml"

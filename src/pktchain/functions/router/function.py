@@ -1304,6 +1304,7 @@ class Router(Function):
             if not self._vrrp_started:
                 self._vrrp_started = True
                 self._vrrp_apply(self._vrrp.start(now), now)
+                self._resolve_gateway(now)
             self._vrrp_apply(self._vrrp.on_timer(now), now)
             self._gateway_timers(now)
             self._neighbor_timers(now)
@@ -1452,6 +1453,16 @@ class Router(Function):
         port.source_mac = next(iter(port.virtual_macs), port.mac)
         self._generation += 1
 
+    def _resolve_gateway(self, now: float) -> None:
+        """A router of a pair resolves its upstream gateway from the start, master or
+        not: a backup that takes over forwards at once instead of after ARP (the
+        neighbour cache then verifies the entry as it does every other)."""
+        port, gateway = self._external, self._gateway
+        if not self.config.vrrp or port is None or gateway is None:
+            return
+        if port.neighbors.resolve(gateway, now):
+            self._request(port, gateway)
+
     def _gateway_timers(self, now: float) -> None:
         """Probe the tracked gateways; one that stopped answering fails its trackers."""
         for address, probe in self._gateways.items():
@@ -1522,6 +1533,11 @@ class Router(Function):
             lambda: self._vrrp.reconfigure(config, self._now), self._now
         )
         return instance.status().as_dict()
+
+    def vrrp_hold_preemption(self, held: bool) -> None:
+        """While held, the virtual routers do not preempt a lower-priority master (the
+        pair's state sync has not given this router a complete copy yet)."""
+        self._vrrp.hold_preemption(held)
 
     def vrrp_master_gone(self, now: float) -> list[tuple[str, bytes]]:
         """The other router of the pair is known to have stopped (its end of the state
@@ -2022,12 +2038,20 @@ class Router(Function):
                     old.neighbors.forget(ip)
             host.mac, host.iface, host.state = record.mac, port.name, record.state
             host.network_id = record.network_id
+            if host.forward_port is not None and host.forward_port != record.forward_port:
+                # The automatic rule this router gave the host itself (it learned
+                # the host before the master's record came) is not the master's.
+                self._drop_auto_forward(ip, host.forward_port)
         # The master ages its learned hosts; here they wait for it (or a takeover).
         host.deadline = _INF
         host.tries = 0
         host.forward_port = record.forward_port  # its rule comes as a ForwardRecord
         if record.state is HostState.STATIC:
             port.neighbors.set_static(ip, record.mac)
+        else:
+            # The master's view of the host's MAC, as a neighbour to verify: after a
+            # takeover its packets go out at once instead of waiting for ARP.
+            port.neighbors.confirm(ip, record.mac, now, create=True)
         self._generation += 1
         return None
 
@@ -2039,11 +2063,15 @@ class Router(Function):
         if host.state is HostState.STATIC and port is not None:
             port.neighbors.forget(ip)
         if host.forward_port is not None:
-            key = (_TCP, host.forward_port)
-            rule = self._forwards.get(key)
-            if rule is not None and rule.automatic and rule.inside_ip == format_ip(ip):
-                self._drop_forward(key)
+            self._drop_auto_forward(ip, host.forward_port)
         self._generation += 1
+
+    def _drop_auto_forward(self, ip: bytes, port: int) -> None:
+        """Drop the automatic rule of host `ip` on `port`, if that is what `port` holds."""
+        key = (_TCP, port)
+        rule = self._forwards.get(key)
+        if rule is not None and rule.automatic and rule.inside_ip == format_ip(ip):
+            self._drop_forward(key)
 
     def _install_forward(self, record: ForwardRecord) -> ApplyRefusal | None:
         nat = self._nat
@@ -2061,10 +2089,13 @@ class Router(Function):
         current = self._forwards.get(key)
         if current == rule:
             return None
-        if not any(not p.external and p.host_address(record.inside_ip) for p in self._routes):
-            return ApplyRefusal.FORWARD_INVALID
+        # The master's rule replaces this router's at the port; one this router
+        # cannot hold (its inside address is none of this router's hosts: the
+        # backup's own address, say) still takes the port from this router's own.
         if current is not None:
             self._drop_forward(key)
+        if not any(not p.external and p.host_address(record.inside_ip) for p in self._routes):
+            return ApplyRefusal.FORWARD_INVALID
         nat.free_external_port(record.proto, record.external_port)
         try:
             nat.add_port_forward(proto, record.external_port, record.inside_ip, record.inside_port)

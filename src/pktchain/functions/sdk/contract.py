@@ -43,6 +43,7 @@ from __future__ import annotations
 import heapq
 import importlib
 import itertools
+import re
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -627,12 +628,18 @@ def function_class(kind: str) -> type[Function]:
 F = TypeVar("F")
 
 
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+IMPORT_PATH = re.compile(rf"{_DOTTED}:{_DOTTED}")
+"""``package.module:ClassName``: dotted identifiers (an absolute module), a colon, the
+class's dotted name."""
+
+
 def import_class(kind: str, base: type[F], builtins: Mapping[str, str], what: str) -> type[F]:
     """The subclass of `base` that a built-in kind (a key of `builtins`) or a
     ``package.module:ClassName`` path names; FunctionLoadError saying why not."""
     path = builtins.get(kind, kind)
-    module_name, sep, attribute = path.partition(":")
-    if not sep or not module_name or not attribute:
+    module_name, _, attribute = path.partition(":")
+    if not IMPORT_PATH.fullmatch(path):
         known = ", ".join(sorted(builtins))
         raise FunctionLoadError(
             f"unknown function {kind!r}: use a built-in ({known}) or package.module:ClassName"

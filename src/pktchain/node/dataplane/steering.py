@@ -128,6 +128,7 @@ class Flow:
         "packets",
         "pairs",
         "seen",
+        "skipped",
         "started",
     )
 
@@ -138,6 +139,9 @@ class Flow:
         """The initial sequence number of the TCP SYN that opened the flow
         (`syn_isn`), b"" when its first packet was no SYN."""
         self.pairs: list[tuple[GroupPlan, PairPlan]] = []
+        self.skipped: set[str] = set()
+        """Groups its path passed over for want of a live instance: when one comes,
+        the flow is pinned again (`Steering.apply`)."""
         self.entries: list[tuple[SwitchPort, FlowKey]] = []
         self.arrivals: list[ArrivalKey] = []
         """Its entries for NSH from other nodes (`Steering.arrivals`)."""
@@ -268,12 +272,17 @@ class Steering:
                         (classifier, chain)
                     )
         members = plan.members()
+        staffed = {group_id for group_id, _pair_id in members}
         for flow in list(self.flows.values()):
             if flow.chain is None:
                 self._remove(flow)  # classify again under the new plan
-            elif plan.chain(flow.chain.id) is None or any(
-                (group.id, pair.id) not in members for group, pair in flow.pairs
+            elif (
+                plan.chain(flow.chain.id) is None
+                or any((group.id, pair.id) not in members for group, pair in flow.pairs)
+                or not flow.skipped.isdisjoint(staffed)
             ):
+                # An instance it was pinned to is gone, or a group it passed over
+                # for want of one has one now.
                 self._remove(flow)
                 self.stats.repinned += 1
         # Ports keep a table while the plan or a running flow needs one.
@@ -357,6 +366,8 @@ class Steering:
                 pair = choose_pair(group, frame, info)
                 if pair is not None:  # a group whose pairs all weigh 0 is passed over
                     chosen.append((link, index, group, pair))
+                else:
+                    flow.skipped.add(group.id)
         flow.pairs = [(group, pair) for _link, _index, group, pair in chosen]
         if _crosses_nodes(chosen, port, frame):
             return self._install_across(

@@ -8,7 +8,7 @@ the same packets to the same bytes.
 from __future__ import annotations
 
 from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import ARP, Ether
 
 from pktchain.functions.common.tcp import (
     ARMED_LIFETIME,
@@ -30,6 +30,8 @@ from support.hasync import (
     H1,
     H1_MAC,
     H2,
+    LAN0_IP,
+    VNET,
     WAN_IP,
     external_port,
     from_h1,
@@ -41,7 +43,7 @@ from support.hasync import (
     reply_to,
     send,
 )
-from support.router import timers
+from support.router import receive, timers
 
 H1_B, REMOTE_B = bytes([10, 0, 0, 5]), bytes([198, 51, 100, 7])
 UDP_TIMEOUT = 300.0
@@ -326,3 +328,43 @@ def test_hairpin_sessions_replicate() -> None:
     backup.import_state(master.export_state(), 1.5)
     assert backup.export_state() == master.export_state()
     assert send(backup, ("lan0", hairpin), 2.0) == send(master, ("lan0", hairpin), 2.0)
+
+
+def learn(router: Router, ip: str, mac: str, now: float) -> None:
+    """A station on lan0 asks for the router's address: the router learns it."""
+    request = Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=mac, psrc=ip, pdst=LAN0_IP)
+    receive(router, "lan0", VNET + bytes(request), now)
+
+
+def forwards_of(router: Router, ip: str) -> list[int]:
+    return sorted(f.external_port for f in router.port_forwards() if f.inside_ip == ip)
+
+
+def test_a_host_the_backup_learned_itself_keeps_only_the_masters_forwarding_port() -> None:
+    # The backup sees the same broadcasts as the master and learns hosts itself, giving
+    # each an automatic forwarding port of its own choosing; the master's record of the
+    # host must leave it only the master's.
+    master, backup = make_router(), make_router(seed=99)
+    master.track_changes(True)
+    backup.import_state(master.export_state(), 0.5)
+    learn(master, "10.0.0.7", "02:aa:00:00:00:07", 1.0)  # moves the master's cursor on
+    master.remove_host("10.0.0.7")
+    replay(master, backup, 1.0)
+    learn(master, "10.0.0.8", "02:aa:00:00:00:08", 2.0)
+    learn(backup, "10.0.0.8", "02:aa:00:00:00:08", 2.0)
+    assert forwards_of(backup, "10.0.0.8") != forwards_of(master, "10.0.0.8")
+    replay(master, backup, 2.0)
+    assert forwards_of(backup, "10.0.0.8") == forwards_of(master, "10.0.0.8")
+
+
+def test_a_masters_rule_the_backup_cannot_hold_still_takes_the_port_from_its_own() -> None:
+    # The master gave an automatic port to a station that is the backup itself (its own
+    # address): the backup refuses the rule, and keeps no rule of its own on that port.
+    backup = make_router()
+    learn(backup, "10.0.0.8", "02:aa:00:00:00:08", 1.0)
+    (port,) = forwards_of(backup, "10.0.0.8")
+    own = ForwardRecord(6, port, bytes([10, 0, 0, 1]), 22, True)  # lan0's own address
+    assert backup.apply_changes([own], 2.0) == {ApplyRefusal.FORWARD_INVALID: 1}
+    assert all(f.external_port != port for f in backup.port_forwards())
+    syn = reply_to(port, proto="tcp", sport=40000, flags="S")
+    assert all(name != "lan0" for name, _ in send(backup, ("wan", syn), 3.0))

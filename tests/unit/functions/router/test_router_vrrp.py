@@ -485,3 +485,24 @@ def test_a_draining_master_that_hears_no_one_releases_when_told() -> None:
     assert not alone.vrrp_draining()
     assert lans.host_sends("inside", ping_out(VMAC_IN)) == []
     assert alone.status()["counters"]["drop-not-our-mac"] == 1
+
+
+def test_a_held_backup_follows_a_lower_master_until_let_go() -> None:
+    r2 = router(2, 100)
+    lans = Lans(r2)
+    lans.run(1.0)
+    assert states(r2)["inside"] == "master"
+    r1 = router(1, 200)
+    r1.vrrp_hold_preemption(True)  # its copy of r2's state is not complete yet
+    lans.routers.append(r1)
+    lans.run(3.0)
+    assert states(r1) == {"inside": "backup", "outside": "backup"}
+    assert states(r2) == {"inside": "master", "outside": "master"}
+    assert all(row["counters"]["preempt-held"] > 10 for row in r1.vrrp_status())
+    r1.vrrp_hold_preemption(False)
+    let_go = lans.now
+    lans.run(let_go + 0.5)
+    assert states(r1) == {"inside": "master", "outside": "master"}
+    assert states(r2) == {"inside": "backup", "outside": "backup"}
+    # Master_Down_Interval at 5 cs for priority 200: 15 + 1.09 cs.
+    assert all(row["last_transition"] - let_go <= 0.17 for row in r1.vrrp_status())

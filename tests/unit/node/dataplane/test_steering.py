@@ -351,6 +351,21 @@ def test_deleting_a_group_repins_the_flows_that_crossed_it() -> None:
     assert node.where("vm3:in") == {} and len(node.take("h2")) == 1
 
 
+def test_a_flow_that_passed_over_an_empty_group_is_pinned_again_when_it_has_an_instance() -> None:
+    node = Node()
+    empty = GroupPlan("pg2-id", "PG2", ())  # its instance is not there yet (another node's)
+    node.apply(chain(PG1, empty))
+    node.send("h1", http(sport=61000))
+    (vm,) = [n[:3] for n in node.where("vm1:in", "vm2:in")]
+    node.clear()
+    node.apply(chain(PG1, PG2))  # now it is
+    assert node.steering.stats.repinned == 1
+    node.send("h1", http(sport=61000))
+    frame = node.take(f"{vm}:in")[0]  # the same PG1 instance (same hash)
+    node.send(f"{vm}:out", route_back(frame, f"{vm}:out", H2))
+    assert node.where("vm3:in") == {"vm3:in": 1}  # and PG2's instance now
+
+
 def test_a_new_plan_classifies_flows_that_were_not_steered() -> None:
     node = Node()
     node.apply(chain(PG2, classifiers=()))  # the chain has lost its classifier

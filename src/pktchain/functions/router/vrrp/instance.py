@@ -316,6 +316,7 @@ class VrrpInstance:
         self._deadline: float | None = None
         self._preempt_after: float | None = None
         self._master: bytes | None = None
+        self._preemption_held = False
         self._master_priority: int | None = None
         self._transitions = 0
         self._last_transition: float | None = None
@@ -477,6 +478,12 @@ class VrrpInstance:
             return []
         self.counters["master-gone"] += 1
         return self._run(VrrpEvent.ADVERT_PRIORITY_ZERO, now)
+
+    def hold_preemption(self, held: bool) -> None:
+        """While held, a backup follows a lower-priority master instead of preempting,
+        as within ``preempt_delay`` (the host is not ready: say, its copy of the
+        master's state is incomplete). A master that stops is still replaced."""
+        self._preemption_held = held
 
     def tracks(self, name: str) -> bool:
         """Whether a tracker of that name is configured."""
@@ -706,6 +713,13 @@ class VrrpInstance:
             self._preempt_after = self._now + self.config.preempt_delay
         if self._now < self._preempt_after:
             self.counters["preempt-delayed"] += 1
+            self._learn()
+            self._set_timer(_Timer.MASTER_DOWN, self.master_down_interval)
+            return None
+        if self._preemption_held:
+            # The host is not ready to be master yet (its copy of the master's
+            # state is incomplete): follow, as within preempt_delay.
+            self.counters["preempt-held"] += 1
             self._learn()
             self._set_timer(_Timer.MASTER_DOWN, self.master_down_interval)
             return None

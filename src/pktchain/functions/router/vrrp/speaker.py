@@ -120,6 +120,11 @@ class VrrpSpeaker:
         takes over after Skew_Time (:meth:`VrrpInstance.master_gone`)."""
         return [action for i in self.instances() for action in i.master_gone(master, now)]
 
+    def hold_preemption(self, held: bool) -> None:
+        """Hold (or let go) every instance's preemption (:meth:`VrrpInstance.hold_preemption`)."""
+        for instance in self._instances.values():
+            instance.hold_preemption(held)
+
     def next_deadline(self) -> float | None:
         """The earliest timer of all instances (None: none is set)."""
         deadlines = [d for i in self._instances.values() if (d := i.next_deadline()) is not None]
