@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from scapy.contrib.nsh import NSH, NSHTLV
+from scapy.fields import FlagValue
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import (
@@ -72,7 +73,9 @@ __all__ = [
     "Seed",
     "build_seeds",
     "field_map",
+    "ip_seeds",
     "nsh_datagrams",
+    "seed_packets",
     "whole_outer_tag",
 ]
 
@@ -83,7 +86,8 @@ VXLAN_GPE_PORT = 4790
 _GPE_FLAGS = "Instance+NextProtocol"
 _NSH_NEXT = 4  # VXLAN-GPE next protocol: NSH (RFC 8300 §3... draft-ietf-nvo3-vxlan-gpe)
 _NSH_ETHERNET = 3  # NSH next protocol: Ethernet (RFC 8300 §2.2)
-_PKTCHAIN_CLASS = 0x0000  # any class: what a stranger sends
+_PKTCHAIN_CLASS = 0xFFF6  # pktchain's context headers (docs/nsh.md): path 1, offload 2
+_OTHER_CLASS = 0x0000
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,9 @@ def _flip_mask(
     return None
 
 
-def field_map(frame: bytes) -> tuple[tuple[int, ...], tuple[FieldMap, ...]]:
+def field_map(
+    frame: bytes, first: type[Packet] = Ether
+) -> tuple[tuple[int, ...], tuple[FieldMap, ...]]:
     """The layers' start offsets and the header fields of `frame`, found by scapy.
 
     The frame is dissected, then built again with each integer or address
@@ -217,7 +223,7 @@ def field_map(frame: bytes) -> tuple[tuple[int, ...], tuple[FieldMap, ...]]:
     between the two builds are the field's.  Fields scapy cannot set that
     way (lists, options) are left out; `Seed.options` covers option regions.
     """
-    packet = Ether(frame)
+    packet = first(frame)
     if raw(packet) != frame:
         return (), ()
     layers: list[int] = []
@@ -229,6 +235,8 @@ def field_map(frame: bytes) -> tuple[tuple[int, ...], tuple[FieldMap, ...]]:
         for fld in layer.fields_desc:
             name = fld.name
             value = layer.getfieldval(name)
+            if isinstance(value, FlagValue):
+                value = int(value)
             width = _width(fld)
             extremes: tuple[object, object] | None = None
             if isinstance(value, int) and width is not None and width <= 64:
@@ -253,9 +261,9 @@ def field_map(frame: bytes) -> tuple[tuple[int, ...], tuple[FieldMap, ...]]:
     return tuple(layers), tuple(fields)
 
 
-def _option_regions(frame: bytes) -> tuple[tuple[int, int], ...]:
+def _option_regions(frame: bytes, first: type[Packet]) -> tuple[tuple[int, int], ...]:
     """Where the IPv4 and TCP options of `frame` are (a well-formed frame)."""
-    packet = Ether(frame)
+    packet = first(frame)
     regions = []
     for layer in packet.iterpayloads():
         if isinstance(layer, IP) and layer.ihl and layer.ihl > 5:
@@ -267,11 +275,27 @@ def _option_regions(frame: bytes) -> tuple[tuple[int, int], ...]:
     return tuple(regions)
 
 
+def _nsh_tlv_lengths(frame: bytes, first: type[Packet]) -> list[FieldMap]:
+    """The Length of each MD type 2 context header (RFC 8300 §2.5.1: the low
+    7 bits of its fourth byte), which scapy keeps in a list it does not map."""
+    fields = []
+    for layer in first(frame).iterpayloads():
+        if isinstance(layer, NSH) and layer.mdtype == 2:
+            at = len(frame) - len(raw(layer)) + 8
+            end = at + (layer.length - 2) * 4
+            while at + 4 <= end:
+                fields.append(FieldMap("NSHTLV", "length", at + 3, 0x7F, 1, 7, 0))
+                at += 4 + ((frame[at + 3] & 0x7F) + 3) // 4 * 4
+    return fields
+
+
 def _seed(kind: str, packet: Packet) -> Seed:
     frame = raw(packet)
-    layers, fields = field_map(frame)
+    first = type(packet)
+    layers, fields = field_map(frame, first)
+    fields += tuple(_nsh_tlv_lengths(frame, first))
     lengths = tuple(f for f in fields if f.is_length)
-    return Seed(kind, frame, layers, fields, _option_regions(frame), lengths)
+    return Seed(kind, frame, layers, fields, _option_regions(frame, first), lengths)
 
 
 def _nsh_md1(spi: int, si: int, inner: Packet, *, ttl: int = 63, oam: int = 0) -> Packet:
@@ -290,21 +314,25 @@ def _nsh_md1(spi: int, si: int, inner: Packet, *, ttl: int = 63, oam: int = 0) -
 
 
 def _nsh_md2(spi: int, si: int, inner: Packet, tlvs: Sequence[tuple[int, int, bytes]]) -> Packet:
+    # RFC 8300 §2.5.1: Length counts the value's bytes, padding to 4 excluded.
+    padded = [(cls, kind, value, value + bytes(-len(value) % 4)) for cls, kind, value in tlvs]
     vlch = [
         NSHTLV(
             class_=cls,
             type=kind,
             length=len(value),
-            metadata=list(struct.unpack(f"!{len(value) // 4}I", value)),
+            metadata=list(struct.unpack(f"!{len(whole) // 4}I", whole)),
         )
-        for cls, kind, value in tlvs
+        for cls, kind, value, whole in padded
     ]
     return NSH(mdtype=2, nextproto=_NSH_ETHERNET, spi=spi, si=si, ttl=63, vlch=vlch) / inner
 
 
-def nsh_datagrams(ends: Endpoints, vni: int) -> list[tuple[str, bytes]]:
-    """VXLAN-GPE datagrams (UDP payloads) of the underlay: NSH of MD types 1
-    and 2 carrying frames switched (SPI 0) and chained, and a hello."""
+def nsh_datagrams(ends: Endpoints, vni: int) -> list[Seed]:
+    """VXLAN-GPE datagrams (UDP payloads) of the underlay, as seeds: NSH of MD
+    types 1 and 2 carrying frames switched (SPI 0, network `vni`) and chained,
+    with pktchain's path and offload context headers and another class's, and
+    a hello."""
     inner = [
         Ether(src=ends.src_mac, dst=ends.dst_mac)
         / IP(src=ends.src_ip, dst=ends.dst_ip, id=1)
@@ -320,23 +348,45 @@ def nsh_datagrams(ends: Endpoints, vni: int) -> list[tuple[str, bytes]]:
         / TCP(sport=40000, dport=80, flags="S", options=[("MSS", 1460)]),
     ]
     gpe = VXLAN(flags=_GPE_FLAGS, NextProtocol=_NSH_NEXT, vni=vni)
-    out: list[tuple[str, bytes]] = []
-    offload = bytes([1, 0]) + struct.pack("<HHHH", 0, 0, 34, 6)  # virtio-net: csum at 34+6
-    path = struct.pack("!II", 1 << 8 | 1, 2 << 8 | 1)  # two hops' tags
+    out: list[tuple[str, Packet]] = []
+    # A virtio-net header asking for the checksum at 34 + 6 (little-endian, as
+    # the kernel writes it), and two hops' tags.
+    offload = bytes([1, 0]) + struct.pack("<HHHH", 0, 0, 34, 6)
+    path = struct.pack("!II", 0x01020304, 0x05060708)
     for n, frame in enumerate(inner):
-        out.append((f"nsh-md1-switched-{n}", raw(gpe / _nsh_md1(0, 255, frame))))
-        out.append((f"nsh-md1-chained-{n}", raw(gpe / _nsh_md1(1 + n, 254, frame))))
-        tlvs = [(_PKTCHAIN_CLASS, 1, path), (_PKTCHAIN_CLASS, 2, offload + bytes(2))]
-        out.append((f"nsh-md2-{n}", raw(gpe / _nsh_md2(1 + n, 255, frame, tlvs))))
+        out.append((f"nsh-md1-switched-{n}", gpe / _nsh_md1(0, 255, frame)))
+        out.append((f"nsh-md1-chained-{n}", gpe / _nsh_md1(1 + n, 254, frame)))
+        tlvs = [(_PKTCHAIN_CLASS, 1, path), (_PKTCHAIN_CLASS, 2, offload)]
+        out.append((f"nsh-md2-switched-{n}", gpe / _nsh_md2(0, 255, frame, tlvs)))
+        out.append((f"nsh-md2-chained-{n}", gpe / _nsh_md2(1 + n, 255, frame, tlvs)))
+        other = [(_OTHER_CLASS, 7, bytes(8))]
+        out.append((f"nsh-md2-other-class-{n}", gpe / _nsh_md2(0, 255, frame, other)))
     hello_inner = Ether(src="02:50:00:00:00:01", dst="ff:ff:ff:ff:ff:ff", type=0x88B5) / Raw(
         b"pktchain hello x".ljust(46, b"\0")
     )
-    out.append(("nsh-hello", raw(gpe / _nsh_md1(0, 255, hello_inner, oam=1))))
-    return out
+    out.append(("nsh-hello", gpe / _nsh_md1(0, 255, hello_inner, oam=1)))
+    return [_seed(kind, packet) for kind, packet in out]
 
 
 def build_seeds(ends: Endpoints, *, extra: Sequence[tuple[str, Packet]] = ()) -> list[Seed]:
     """Valid frames of every kind the codec parses, from `ends.src` to `ends.dst`."""
+    return [_seed(kind, packet) for kind, packet in seed_packets(ends, extra=extra)]
+
+
+def ip_seeds(ends: Endpoints) -> list[Seed]:
+    """The IPv4 and IPv6 packets of `build_seeds`, without their Ethernet header
+    (what a TUN device carries)."""
+    return [
+        _seed(kind, packet.payload)
+        for kind, packet in seed_packets(ends)
+        if isinstance(packet.payload, (IP, IPv6))
+    ]
+
+
+def seed_packets(
+    ends: Endpoints, *, extra: Sequence[tuple[str, Packet]] = ()
+) -> list[tuple[str, Packet]]:
+    """The packets of `build_seeds`, as scapy packets."""
     eth = Ether(src=ends.src_mac, dst=ends.dst_mac)
     bcast = Ether(src=ends.src_mac, dst="ff:ff:ff:ff:ff:ff")
     v4 = IP(src=ends.src_ip, dst=ends.dst_ip, id=0x1234, ttl=64)
@@ -552,7 +602,7 @@ def build_seeds(ends: Endpoints, *, extra: Sequence[tuple[str, Packet]] = ()) ->
         ),
         *extra,
     ]
-    return [_seed(kind, packet) for kind, packet in packets]
+    return packets
 
 
 # -- mutations ----------------------------------------------------------------

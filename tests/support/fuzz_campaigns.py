@@ -161,8 +161,9 @@ def silence(host: LabHost) -> None:
 
 
 def unsilence(host: LabHost) -> None:
+    """Let `host`'s kernel send again (undo `silence`, or a silence of some interfaces)."""
     host.run(["nft", "delete", "table", "inet", "fuzz-silence"], check=True)
-    host.run(["nft", "delete", "table", "arp", "fuzz-silence"], check=True)
+    host.run(["nft", "delete", "table", "arp", "fuzz-silence"])  # absent: nothing to undo
 
 
 # -- watching the node ----------------------------------------------------------
@@ -324,7 +325,7 @@ class Report:
     def text(self) -> str:
         lines = [
             f"{self.port_type}: {self.frames:,} frames in {self.seconds:.1f} s "
-            f"({self.rate:,.0f}/s), {self.delivered:,} counted by the node",
+            f"({self.rate:,.0f}/s), {self.delivered:,} counted where they arrived",
             f"  RSS {self.rss_before / 1024:.1f} MiB -> {self.rss_after / 1024:.1f} MiB "
             f"(samples: {', '.join(f'{s / 1024:.1f}' for s in self.rss_samples)}); "
             f"replaying {self.replayed:,} frames: {self.replay_growth()} KiB more",

@@ -33,6 +33,7 @@ from pktchain.linux.packet import (
     SOL_PACKET,
     set_promiscuous,
 )
+from pktchain.linux.sockets import receive_buffer
 from pktchain.linux.tuntap import VNET_HDR_LEN, open_tap
 from pktchain.packet.address import Buffer
 from pktchain.packet.headers import ETHERNET
@@ -50,7 +51,6 @@ PACKET_RCVBUF = 4 << 20
 """Bytes of receive buffer of an AF_PACKET port: a burst of several thousand
 frames while the loop is busy elsewhere (the kernel's default, about 200 small
 frames, is a millisecond at full speed)."""
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # asm-generic/socket.h
 _TPACKET_STATS = struct.Struct("II")  # struct tpacket_stats {tp_packets, tp_drops}
 
 # The Ethernet header's fields in a frame as ports carry it, after the vnet header.
@@ -252,7 +252,7 @@ class PacketPort(SwitchPort):
                 sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
                 sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
                 set_promiscuous(sock, ifname)
-                _enlarge_receive_buffer(sock, PACKET_RCVBUF)
+                receive_buffer(sock, PACKET_RCVBUF)
                 sock.bind((ifname, ETH_P_ALL))  # host order: Python converts it
             except OSError:
                 sock.close()
@@ -293,12 +293,3 @@ class PacketPort(SwitchPort):
     def close(self) -> None:
         self._sock.close()
         self.fd = -1
-
-
-def _enlarge_receive_buffer(sock: socket.socket, size: int) -> None:
-    """`size` bytes of receive buffer: past net.core.rmem_max where allowed
-    (CAP_NET_ADMIN), else as much as rmem_max lets."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-    except PermissionError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
