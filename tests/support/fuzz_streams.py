@@ -15,9 +15,13 @@ not grow while the campaign's first inputs are sent again.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import random
 import socket
+import struct
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +33,7 @@ from pktchain.lab import Lab, LabHost, wait_until
 from pktchain.node.dataplane.underlay import network_vni
 from pktchain.node.process import NodeProcess, NodeProcessError
 from support.datapath_fuzz import ledger_ports
-from support.frame_fuzz import Endpoints, Mutator, ip_seeds, nsh_datagrams
+from support.frame_fuzz import Endpoints, Mutator, build_seeds, ip_seeds, nsh_datagrams
 from support.fuzz_campaigns import (
     NO_IPV6,
     RSS_SLACK_KIB,
@@ -214,9 +218,7 @@ class UnderlayCampaign:
         return problems
 
 
-def _counter(mapping: dict[str, int]) -> Any:
-    from collections import Counter
-
+def _counter(mapping: dict[str, int]) -> Counter[str]:
     return Counter(mapping)
 
 
@@ -848,8 +850,729 @@ def _silence_interfaces(prefix: str) -> str:
     )
 
 
+# -- the messenger ----------------------------------------------------------------
+
+MESSENGER_SECRET = b"the fuzz campaign's messenger secret"
+_ERROR_TYPES = frozenset(
+    (
+        "Unauthenticated",
+        "Replayed",
+        "MalformedMessage",
+        "UnknownOp",
+        "InvalidArgument",
+        "Rejected",
+        "MessageTooLarge",
+        "Busy",
+        "InternalError",
+    )
+)
+_ODD_VALUES: tuple[Any, ...] = (
+    None,
+    "",
+    -1,
+    0,
+    65536,
+    2**64,
+    True,
+    1.5,
+    1e308,
+    "x" * 300,
+    {"a": 1},
+    [],
+    "ff:ff:ff:ff:ff:ff",
+    "00:00:00:00:00:00",
+    "999.1.1.1",
+    "10.0.0.0/33",
+    "\u00e9\u0000",
+    "10.0.0.1",
+)
+
+
+@dataclass
+class Request:
+    """One framed request of a campaign, and whether it can be authentic."""
+
+    frame: bytes
+    authentic: bool
+    """False: no reply to it may say ok."""
+
+
+def messenger_requests(
+    rng: random.Random, now: float, count: int, serial: list[int]
+) -> list[Request]:
+    """`count` requests: authentic ones of the operations that leave the
+    router's interfaces alone, authentic ones with an odd argument or member,
+    authentic ones that are stale or replayed, and ones whose bytes were
+    changed after signing, that have no MAC or a wrong one, or that are no
+    JSON object at all."""
+    from pktchain.messenger.client import make_request
+    from pktchain.messenger.wire import encode_frame, sign
+
+    out: list[Request] = []
+    nonces: list[str] = []
+    for _ in range(count):
+        serial[0] += 1
+        number = serial[0]
+        nonce = rng.randbytes(16).hex()
+        op, args = _messenger_op(rng)
+        draw = rng.random()
+        authentic = True
+        if draw < 0.3:
+            message = make_request(
+                MESSENGER_SECRET, op, args, request_id=str(number), nonce=nonce, sent=now
+            )
+        elif draw < 0.5:
+            message = make_request(None, op, args, request_id=str(number), nonce=nonce, sent=now)
+            _odd(rng, message)
+            try:
+                message["mac"] = sign(MESSENGER_SECRET, message)
+            except ValueError:
+                message["mac"] = "0" * 64  # not encodable: cannot be signed
+                authentic = False
+        elif draw < 0.55:
+            stale = now + rng.choice((-100.0, -31.0, 31.0, 1e9))
+            message = make_request(
+                MESSENGER_SECRET, op, args, request_id=str(number), nonce=nonce, sent=stale
+            )
+        elif draw < 0.6 and nonces:
+            message = make_request(
+                MESSENGER_SECRET,
+                op,
+                args,
+                request_id=str(number),
+                nonce=rng.choice(nonces),
+                sent=now,
+            )
+        else:
+            message = make_request(
+                MESSENGER_SECRET, op, args, request_id=str(number), nonce=nonce, sent=now
+            )
+            authentic = False
+        nonces.append(message["nonce"] if isinstance(message.get("nonce"), str) else nonce)
+        try:
+            body = json.dumps(message, separators=(",", ":")).encode()
+        except ValueError:
+            body = b"{}"
+        if not authentic:
+            body = _spoil(rng, body)
+        out.append(Request(encode_frame(body), authentic))
+    return out
+
+
+def _messenger_op(rng: random.Random) -> tuple[str, dict[str, Any]]:
+    mac = "02:" + ":".join(f"{b:02x}" for b in rng.randbytes(5))
+    # Hosts the controller announces: not the lab's own (10.0.0.1, .10), whose
+    # binding to another MAC would, as asked, send their traffic elsewhere.
+    ip = f"10.0.0.{rng.randint(100, 250)}"
+    choice = rng.randrange(8)
+    if choice == 0:
+        return "host_nic_add", {"mac": mac, "ip": ip, "network_id": "net-fuzz"}
+    if choice == 1:
+        return "host_nic_remove", {"mac": mac} if rng.random() < 0.5 else {"ip": ip}
+    if choice == 2:
+        proto = rng.choice(("tcp", "udp"))
+        # Ports below 1024: never a port the NAT gave the legitimate flow.
+        return "port_forward_add", {
+            "proto": proto,
+            "external_port": rng.randint(1, 1023),
+            "inside_ip": ip,
+            "inside_port": rng.randint(1, 65535),
+        }
+    if choice == 3:
+        return "port_forward_remove", {
+            "proto": rng.choice(("tcp", "udp")),
+            "external_port": rng.randint(1, 1023),
+        }
+    if choice == 4:
+        return "hosts", {}
+    if choice == 5:
+        return "vrrp", {}
+    if choice == 6:
+        return "router_nic_remove", {"name": "nosuch" + str(rng.randint(0, 9))}
+    return "ping", {}
+
+
+def _odd(rng: random.Random, message: dict[str, Any]) -> None:
+    """Make one member or argument of `message` odd: a wrong type, a boundary
+    value, an unknown name, or missing."""
+    how = rng.randrange(5)
+    value = rng.choice(_ODD_VALUES)
+    if how == 0 and message["args"]:
+        message["args"][rng.choice(sorted(message["args"]))] = value
+    elif how == 1:
+        message["args"]["surplus"] = value
+    elif how == 2:
+        message[rng.choice(("id", "op", "nonce", "time", "args"))] = value
+    elif how == 3:
+        del message[rng.choice(("id", "op", "nonce", "time", "args"))]
+    else:
+        message["surplus"] = value
+
+
+def _spoil(rng: random.Random, body: bytes) -> bytes:
+    """Change a signed body so that it cannot pass: flip bits, drop or add the
+    MAC, cut it, or put something that is no JSON object instead."""
+    how = rng.randrange(7)
+    changed = bytearray(body)
+    if how == 0:
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(changed))
+            changed[at] ^= 1 << rng.randrange(8)
+        return bytes(changed)
+    if how == 1:
+        message = json.loads(body)
+        message.pop("mac", None)
+        return json.dumps(message).encode()
+    if how == 2:
+        message = json.loads(body)
+        message["mac"] = rng.randbytes(32).hex()
+        return json.dumps(message).encode()
+    if how == 3:
+        return body[: rng.randrange(len(body))]
+    if how == 4:
+        return rng.randbytes(rng.randint(0, 200))
+    if how == 5:
+        return rng.choice(
+            (
+                b"[]",
+                b"1",
+                b'"x"',
+                b"null",
+                b'{"a":1,"a":2}',
+                b"NaN",
+                b'{"t":Infinity}',
+                b"\xff\xfe{}",
+            )
+        )
+    depth = rng.randint(1000, 30000)
+    return b"[" * depth + b"]" * depth  # deeper than any parser's recursion
+
+
+@dataclass
+class MessengerCampaign:
+    """A node with a router and its messenger; connections of mutated requests."""
+
+    node: NodeProcess
+    log: Path
+    port: int
+    flow: TcpFlow
+    pings: list[tuple[LabHost, str]]
+    seed: int
+    connections: int = 0
+    requests: int = 0
+    replies: int = 0
+    too_large: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def run(self, frames: int, *, samples: int = 10, replay: float = 0.2) -> Report:
+        report = Report("messenger")
+        before = self.node.status()["messenger_counters"]
+        report.rss_before = rss_kib(self.node.pid)
+        started = time.monotonic()
+        self._campaign(frames, self.seed, samples, report.rss_samples)
+        report.replayed = max(BATCH, int(frames * replay))
+        report.replay_samples.append(rss_kib(self.node.pid))
+        self._campaign(report.replayed, self.seed, samples, report.replay_samples)
+        report.seconds = time.monotonic() - started
+        report.rss_after = rss_kib(self.node.pid)
+        report.frames = self.requests
+        report.delivered = self.replies
+        after = self.node.status()["messenger_counters"]
+        report.problems = self.check(report, before, after)
+        return report
+
+    def _campaign(self, requests: int, seed: int, samples: int, rss: list[int]) -> None:
+        rng = random.Random(seed)
+        serial = [0]
+        every = max(1, requests // samples)
+        next_sample = every
+        done = 0
+        while done < requests:
+            batch = messenger_requests(
+                rng, time.time(), min(rng.randint(1, 200), requests - done), serial
+            )
+            ending = rng.random()
+            tail = b""
+            too_large = ending < 0.1
+            if too_large:
+                tail = rng.randint(64 * 1024 + 1, 2**32 - 1).to_bytes(4, "big")
+            elif ending < 0.2:
+                tail = rng.randint(1, 64 * 1024).to_bytes(4, "big") + rng.randbytes(
+                    rng.randint(0, 30)
+                )
+            self._connection(batch, tail, too_large)
+            done += len(batch)
+            if done >= next_sample:
+                rss.append(rss_kib(self.node.pid))
+                next_sample += every
+
+    def _connection(self, batch: list[Request], tail: bytes, too_large: bool) -> None:
+        from pktchain.messenger.wire import verify
+
+        with socket.create_connection(("127.0.0.1", self.port), timeout=20) as conn:
+            self.connections += 1
+            data = b"".join(request.frame for request in batch) + tail
+            with contextlib.suppress(OSError):
+                conn.sendall(data)
+                conn.shutdown(socket.SHUT_WR)
+            received = bytearray()
+            with contextlib.suppress(OSError):
+                while chunk := conn.recv(65536):
+                    received += chunk
+        self.requests += len(batch)
+        replies = []
+        at = 0
+        while len(received) - at >= 4:
+            length = int.from_bytes(received[at : at + 4], "big")
+            replies.append(bytes(received[at + 4 : at + 4 + length]))
+            at += 4 + length
+        expected = len(batch) + too_large
+        self.replies += len(replies)
+        self.too_large += too_large
+        if len(replies) != expected and len(self.problems) < 20:
+            self.problems.append(
+                f"a connection of {len(batch)} requests got {len(replies)} replies, "
+                f"{expected} expected"
+            )
+        for request, body in zip(batch, replies, strict=False):
+            reply = json.loads(body)
+            if not verify(MESSENGER_SECRET, reply) and len(self.problems) < 20:
+                self.problems.append(f"a reply's MAC does not verify: {body[:200]!r}")
+            if reply["ok"] and not request.authentic and len(self.problems) < 20:
+                self.problems.append(
+                    f"a request that cannot be authentic got ok: {request.frame[:200]!r}"
+                )
+            if (
+                not reply["ok"]
+                and reply["error"]["type"] not in _ERROR_TYPES
+                and len(self.problems) < 20
+            ):
+                self.problems.append(f"an unknown error type: {body[:200]!r}")
+
+    def check(self, report: Report, before: dict[str, int], after: dict[str, int]) -> list[str]:
+        problems = list(self.problems)
+        for line in tracebacks(self.log):
+            problems.append(f"the node's log has a traceback: {line}")
+        delta = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+        if delta.get("requests", 0) != self.requests:
+            problems.append(
+                f"the messenger counted {delta.get('requests', 0):,} requests, "
+                f"{self.requests:,} were sent"
+            )
+        replies = sum(count for key, count in delta.items() if key.startswith("replies."))
+        if replies != self.replies:
+            problems.append(f"the messenger counted {replies:,} replies, {self.replies:,} arrived")
+        opened = delta.get("connections.opened", 0)
+        closed = sum(count for key, count in delta.items() if key.startswith("connections.closed."))
+        if opened != self.connections or closed != self.connections:
+            problems.append(
+                f"{self.connections} connections made, {opened} opened, {closed} closed"
+            )
+        for key, count in delta.items():
+            if key.startswith(("replies.error.", "connections.closed.")) and count:
+                report.drops[key] += count
+        report.notes.append(
+            f"{self.connections:,} connections; {delta.get('replies.ok', 0):,} requests applied; "
+            f"{self.too_large:,} connections ended by a frame header over 64 KiB"
+        )
+        from pktchain.messenger.client import MessengerClient
+
+        try:
+            with MessengerClient("127.0.0.1", self.port, MESSENGER_SECRET) as client:
+                client.call("ping")
+                client.call("hosts")
+        except (OSError, ValueError) as exc:
+            problems.append(f"a legitimate messenger client fails: {exc!r}")
+        problem = self.flow.exchange(b"after")
+        if problem is not None:
+            problems.append(problem)
+        for host, address in self.pings:
+            problem = ping(host, address)
+            if problem is not None:
+                problems.append(problem)
+        growth = report.replay_growth()
+        if growth > RSS_SLACK_KIB:
+            problems.append(
+                f"the node's RSS grew by {growth} KiB while {report.replayed:,} requests were "
+                f"sent again (samples {report.replay_samples})"
+            )
+        return problems
+
+
+@contextlib.contextmanager
+def messenger_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[MessengerCampaign]:
+    """The router campaign's lab, its node serving the messenger on loopback."""
+    from support.fuzz_campaigns import INSIDE, OUTSIDE, ROUTER, ROUTER_IN, _host
+
+    topology = {
+        "lab": "fzm",
+        "hosts": {
+            "inside": _host(
+                "inside",
+                "02:00:00:00:01:0a",
+                f"{INSIDE}/24",
+                routes=[{"to": "default", "via": ROUTER_IN}],
+            ),
+            "outside": _host("outside", "02:00:00:00:02:0a", f"{OUTSIDE}/24"),
+        },
+    }
+    router = work / "router.yaml"
+    router.write_text(yaml.safe_dump(ROUTER, sort_keys=False))
+    secret = work / "messenger.secret"
+    secret.write_bytes(MESSENGER_SECRET)
+    secret.chmod(0o600)
+    lab = make_lab(topology)
+    path = work / "topology.yaml"
+    path.write_text(yaml.safe_dump(topology, sort_keys=False))
+    log = work / "messenger-node.log"
+    node = NodeProcess(
+        f"fzm{os.getpid() % 10000}",
+        topology=path,
+        lab_name=lab.name,
+        args=(
+            "--router",
+            str(router),
+            "--messenger",
+            "127.0.0.1:0",
+            "--messenger-secret-file",
+            str(secret),
+        ),
+        log_path=log,
+    )
+    node.start(timeout=30)
+    try:
+        port = int(node.status()["messenger"])
+        flow = TcpFlow(lab.host("inside"), lab.host("outside"), OUTSIDE, 7000)
+        wait_until(
+            lambda: ping(lab.host("inside"), ROUTER_IN) is None,
+            timeout=15,
+            what="inside pings the router",
+        )
+        flow.open()
+        try:
+            yield MessengerCampaign(node, log, port, flow, [(lab.host("inside"), OUTSIDE)], seed)
+        finally:
+            flow.close()
+    finally:
+        try:
+            node.stop()
+        except NodeProcessError:
+            node.kill()
+
+
+# -- the pipes ---------------------------------------------------------------------
+
+PCAP_MAX = 262144
+"""The longest record a pcap stream may claim (docs/pipes.md)."""
+FUNCTION_FILTERS: tuple[tuple[str, ...], ...] = (
+    ("firewall", "default=accept"),
+    ("flow-monitor",),
+    ("rate-limiter", "rate_pps=5000"),
+    ("l7-classifier",),
+    ("mirror",),
+    ("nat", "external_address=192.0.2.1", 'internal_networks=["10.9.0.0/24"]'),
+)
+"""`pktchain fn` command lines the streams go through, in turn."""
+RUN = 50_000
+"""Frames in one stream (one process)."""
+
+
+def pcap_records(rng: random.Random, mutator: Mutator, count: int) -> list[bytes]:
+    """`count` pcap records: mostly mutated frames, some shorter than an
+    Ethernet header, some truncated captures (shorter than their frame)."""
+    records = []
+    for n in range(count):
+        frame = mutator.one()
+        draw = rng.random()
+        caplen = wire = len(frame)
+        if draw < 0.03:
+            frame = frame[: rng.randrange(14)]
+            caplen = wire = len(frame)
+        elif draw < 0.06:
+            wire = caplen + rng.randint(1, 1000)
+        records.append(struct.pack("<IIII", n, rng.randrange(1_000_000), caplen, wire) + frame)
+    return records
+
+
+def pcap_ending(rng: random.Random, mutator: Mutator) -> tuple[bytes, int, bool]:
+    """How a pcap stream ends: at a record's end; or inside a record (which the
+    reader reports); or with a record claiming more than 262144 bytes, after
+    which a pcap stream cannot be followed (exit status 1). Returns the bytes,
+    the records they add, and whether the ending is fatal."""
+    ending = rng.random()
+    if ending < 0.05:
+        claim = rng.randint(PCAP_MAX + 1, 2**32 - 1)
+        return struct.pack("<IIII", 0, 0, claim, 100) + bytes(20), 0, True
+    if ending < 0.1:
+        frame = mutator.one()
+        record = struct.pack("<IIII", 0, 0, len(frame), len(frame)) + frame
+        return record[: rng.randrange(1, len(record))], 1, False
+    return b"", 0, False
+
+
+def pcap_header(rng: random.Random) -> bytes:
+    """A pcap file header, microsecond or nanosecond, little-endian, Ethernet."""
+    magic = 0xA1B23C4D if rng.random() < 0.5 else 0xA1B2C3D4
+    return struct.pack("<IHHiIII", magic, 2, 4, 0, 0, PCAP_MAX, 1)
+
+
+def ascii_lines(rng: random.Random, mutator: Mutator, count: int) -> list[bytes]:
+    """`count` lines the reader must account for, frames or defects (not hex
+    pairs, half a byte, shorter than an Ethernet header), each maybe after a
+    blank or comment line (which are not counted), and now and then a line
+    longer than 2 MiB (skipped up to its newline)."""
+    lines = []
+    for _ in range(count):
+        frame = mutator.one()
+        draw = rng.random()
+        text = _ascii_line(rng, frame)
+        if draw < 0.02:
+            at = rng.randrange(1, len(text) + 1)
+            text = text[:at] + rng.choice(("g", "zz", "0x", "-", "é")) + text[at:]
+        elif draw < 0.04:
+            text += " " + rng.choice("0123456789abcdef")  # half a byte
+        elif draw < 0.06:
+            text = frame[: rng.randint(1, 13)].hex()
+        elif draw < 0.07:
+            text = rng.choice(("", "   ", "# a comment", "#")) + "\n" + text
+        elif draw < 0.07002:
+            text = "ab" * 1_100_000
+        lines.append((text + "\n").encode())
+    return lines
+
+
+def _ascii_line(rng: random.Random, frame: bytes) -> str:
+    """`frame` as EtherPIPE writes it (MACs, EtherType, byte pairs), or grouped
+    another way the format allows, maybe with a 16-digit time column first."""
+    how = rng.randrange(4)
+    if how == 0:
+        head = (frame[:6].hex(), frame[6:12].hex(), frame[12:14].hex())
+        text = " ".join((*head, *(f"{b:02x}" for b in frame[14:])))
+    elif how == 1:
+        text = frame.hex()
+    elif how == 2:
+        text = " ".join(frame[i : i + 2].hex() for i in range(0, len(frame), 2))
+    else:
+        text = frame.hex(" ").upper()
+    if rng.random() < 0.1:
+        text = f"{rng.randrange(2**64):016x} " + text
+    return text
+
+
+@dataclass
+class PipeCampaign:
+    """Streams of mutated frames through `pktchain fn` filters and `pktchain pipe write`.
+
+    Each process gets one stream of `RUN` frames (pcap and ASCII in turn),
+    then the stream's first `replay` share again, the same bytes: its RSS,
+    sampled as the stream is written, must not grow during the replay.
+    """
+
+    lab: Lab
+    work: Path
+    seed: int
+    make: Callable[[int], Mutator]
+    replay: float = 0.2
+    runs: int = 0
+    offered: int = 0
+    accounted: int = 0
+    replayed: int = 0
+    problems: list[str] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)
+    replay_samples: list[int] = field(default_factory=list)
+    growth: list[int] = field(default_factory=list)
+    drops: Counter[str] = field(default_factory=Counter)
+
+    def run(self, frames: int, *, samples: int = 10, replay: float = 0.2) -> Report:
+        self.replay = replay
+        report = Report("pipe")
+        started = time.monotonic()
+        rng = random.Random(self.seed)
+        mutator = self.make(self.seed)
+        done = turn = 0
+        while done < frames:
+            count = min(RUN, frames - done)
+            if turn % 4 == 3:
+                self._write(rng, mutator, count, turn)
+            else:
+                kind = FUNCTION_FILTERS[(turn - turn // 4) % len(FUNCTION_FILTERS)]
+                self._filter(rng, mutator, count, turn, kind)
+            done += count
+            turn += 1
+        report.seconds = time.monotonic() - started
+        report.frames = self.offered
+        report.delivered = self.accounted
+        report.replayed = self.replayed
+        report.rss_samples = self.samples
+        report.rss_before = self.samples[0] if self.samples else 0
+        report.rss_after = self.samples[-1] if self.samples else 0
+        report.replay_samples = [0, max(self.growth, default=0)]
+        report.drops = self.drops
+        report.problems = list(self.problems)
+        worst = max(self.growth, default=0)
+        if worst > RSS_SLACK_KIB:
+            report.problems.append(
+                f"a process's RSS grew by {worst} KiB while its stream's first frames came again"
+            )
+        report.notes.append(
+            f"{self.runs} processes; RSS growth of each during its replay (KiB): {self.growth}"
+        )
+        return report
+
+    def _stream(
+        self, rng: random.Random, mutator: Mutator, count: int, fmt: str
+    ) -> tuple[bytes, list[bytes], bytes, int, bool]:
+        """(head, records or lines with the replay, tail, records offered, fatal)."""
+        if fmt == "pcap":
+            head = pcap_header(rng)
+            items = pcap_records(rng, mutator, count)
+            tail, extra, fatal = pcap_ending(rng, mutator)
+        else:
+            head = b""
+            items = ascii_lines(rng, mutator, count)
+            tail, extra, fatal = b"", 0, False
+        again = items[: int(len(items) * self.replay)]
+        self.replayed += len(again)
+        return head, items + again, tail, len(items) + len(again) + extra, fatal
+
+    def _spawn(
+        self, argv: list[str], head: bytes, items: list[bytes], tail: bytes, first: int
+    ) -> tuple[int, str]:
+        """Run `argv` with the stream on stdin, written in chunks while its RSS
+        is sampled; returns its exit status and its stderr. The growth of its
+        RSS from the `first` item on (the replay) is kept."""
+        import subprocess
+
+        errors = self.work / "stream.err"
+        with errors.open("wb") as stderr:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr
+            )
+            assert process.stdin is not None
+            at_replay = peak = growth = 0
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.write(head)
+                chunk = 2000
+                for at in range(0, len(items), chunk):
+                    if at >= first and not at_replay:
+                        at_replay = _rss_of(process.pid)
+                    process.stdin.write(b"".join(items[at : at + chunk]))
+                    process.stdin.flush()
+                    rss = _rss_of(process.pid)
+                    peak = max(peak, rss)
+                    if at_replay:
+                        growth = max(growth, rss - at_replay)
+                process.stdin.write(tail)
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+            process.wait(timeout=600)
+        self.runs += 1
+        self.samples.append(peak)
+        self.growth.append(growth)
+        return process.returncode, errors.read_text(errors="replace")
+
+    def _filter(
+        self, rng: random.Random, mutator: Mutator, count: int, turn: int, kind: tuple[str, ...]
+    ) -> None:
+        import sys
+
+        fmt = "pcap" if turn % 2 == 0 else "ascii"
+        head, items, tail, offered, fatal = self._stream(rng, mutator, count, fmt)
+        argv = [sys.executable, "-m", "pktchain", "fn", *kind, "--stats-format", "json"]
+        first = len(items) - int(count * self.replay)
+        code, stderr = self._spawn(argv, head, items, tail, first)
+        self.offered += offered
+        where = f"pktchain fn {kind[0]} ({fmt} stream {self.runs})"
+        self._tracebacks(where, stderr)
+        if code != (1 if fatal else 0):
+            self.problems.append(f"{where} exited {code}: {stderr[-500:]}")
+            return
+        line = [ln for ln in stderr.splitlines() if ln.startswith(f"pktchain fn {kind[0]}: {{")]
+        if not line:
+            self.problems.append(f"{where} printed no counters: {stderr[-500:]}")
+            return
+        stats = json.loads(line[-1].split(": ", 1)[1])
+        taken = sum(stats["in"].values())
+        skipped = sum(sum(by.values()) for by in stats["skipped"].values())
+        self.accounted += taken + skipped
+        if taken + skipped != offered:
+            self.problems.append(f"{where}: {offered} offered, {taken} read + {skipped} skipped")
+        verdicts = sum(stats["verdicts"].values())
+        if verdicts != taken:
+            self.problems.append(
+                f"{where}: {taken} read, {verdicts} verdicts ({stats['verdicts']})"
+            )
+        if stats["errors"]:
+            self.problems.append(f"{where}: the function raised {stats['errors']}")
+        for by in stats["skipped"].values():
+            for defect, number in by.items():
+                self.drops[f"skipped: {defect}"] += number
+        for reason, number in stats["status"].get("counters", {}).items():
+            if reason.startswith("drop-") and number:
+                self.drops[f"{kind[0]}:{reason}"] += number
+
+    def _write(self, rng: random.Random, mutator: Mutator, count: int, turn: int) -> None:
+        import re
+        import sys
+
+        fmt = "ascii" if turn % 8 == 3 else "pcap"
+        head, items, tail, offered, fatal = self._stream(rng, mutator, count, fmt)
+        fz = self.lab.host("fz")
+        argv = [sys.executable, "-m", "pktchain", "pipe", "write", "--netns", fz.netns, "eth0"]
+        first = len(items) - int(count * self.replay)
+        code, stderr = self._spawn(argv, head, items, tail, first)
+        self.offered += offered
+        where = f"pktchain pipe write ({fmt} stream {self.runs})"
+        self._tracebacks(where, stderr)
+        if code != (1 if fatal else 0):
+            self.problems.append(f"{where} exited {code}: {stderr[-500:]}")
+            return
+        summary = re.search(
+            r"eth0: (\d+) frames sent(?:, (\d+) refused)?(?:; input: (\d+) skipped)?", stderr
+        )
+        if summary is None:
+            self.problems.append(f"{where} printed no summary: {stderr[-500:]}")
+            return
+        sent, refused, skipped = (int(value or 0) for value in summary.groups())
+        self.accounted += sent + refused + skipped
+        if sent + refused + skipped != offered:
+            self.problems.append(
+                f"{where}: {offered} offered, {sent} sent + {refused} refused + {skipped} skipped"
+            )
+        self.drops["pipe write: refused"] += refused
+        self.drops["pipe write: skipped"] += skipped
+
+    def _tracebacks(self, where: str, stderr: str) -> None:
+        if "Traceback (most recent call last)" in stderr:
+            self.problems.append(f"{where} printed a traceback: {stderr[-800:]}")
+
+
+def _rss_of(pid: int) -> int:
+    try:
+        return rss_kib(pid)
+    except (OSError, RuntimeError):
+        return 0  # it has ended
+
+
+@contextlib.contextmanager
+def pipe_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[PipeCampaign]:
+    """A veth for `pipe write` to send out of (its far end silent), and the streams."""
+    topology = {
+        "lab": "fzp",
+        "hosts": {
+            "fz": {"sysctls": dict(NO_IPV6), "interfaces": {"eth0": {"attach": "sink.eth0"}}},
+            "sink": {"sysctls": dict(NO_IPV6), "interfaces": {"eth0": {}}},
+        },
+    }
+    lab = make_lab(topology)
+    seeds = build_seeds(Endpoints())
+    yield PipeCampaign(lab, work, seed, lambda s: Mutator(seeds, s, min_size=14))
+
+
 STREAM_CAMPAIGNS: dict[str, Callable[[MakeLab, Path, int], Any]] = {
     "underlay": underlay_campaign,
     "tunnel": tunnel_campaign,
+    "messenger": messenger_campaign,
+    "pipe": pipe_campaign,
 }
 """The campaigns on datagram and stream ports, by port type."""
