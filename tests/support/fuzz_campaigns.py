@@ -246,10 +246,18 @@ class TcpFlow:
             self.server.sendall(b"pong " + word)
             back = self.client.recv(100)
         except OSError as exc:
-            return f"the established TCP flow failed: {exc}"
+            return f"the established TCP flow failed: {exc} ({self._neighbours()})"
         if got != b"ping " + word or back != b"pong " + word:
             return f"the established TCP flow carried {got!r} and {back!r}"
         return None
+
+    def _neighbours(self) -> str:
+        """Both hosts' neighbour tables: what they believe of each other."""
+        tables = []
+        for host in (self.client_host, self.server_host):
+            shown = host.run(["ip", "neigh", "show"]).stdout.strip().replace("\n", "; ")
+            tables.append(f"{host.name}: {shown}")
+        return "; ".join(tables)
 
     def close(self) -> None:
         for sock in (self.client, self.server, self.listener):
@@ -496,6 +504,13 @@ WIRE_MAC = "02:00:00:00:0f:02"
 H1, H2 = "10.0.0.1", "10.0.0.2"
 H1_MAC, H2_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
 FUZZ_IP = "10.0.0.66"
+UNSECURED_SOURCE = "10.77.0.77"
+"""The IPv4 source of the frames of a port nothing secures (an AF_PACKET port
+with no addresses, a function's, the underlay from a trusted peer): far from
+the legitimate hosts' addresses, so that a flipped bit does not make an ARP
+packet claim one of them. Such a port may claim them (that is what port
+security stops); a host that believes it loses its flow, which says nothing
+of the node."""
 
 
 def _host(network: str, mac: str, address: str | None, **extra: Any) -> dict[str, Any]:
@@ -601,7 +616,7 @@ def af_packet_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Cam
         silence(wire)
         port = next(p["name"] for p in node.counters()["ports"] if p["kind"] == "af_packet")
         mac = fz.run(["cat", "/sys/class/net/eth0/address"], check=True).stdout.strip()
-        ends = Endpoints(mac, H2_MAC, "10.0.0.77", H2, _ll(mac), _ll(H2_MAC))
+        ends = Endpoints(mac, H2_MAC, UNSECURED_SOURCE, H2, _ll(mac), _ll(H2_MAC))
         flow = TcpFlow(lab.host("h1"), lab.host("h2"), H2, 7000)
         flow.open()
         sender = FrameSender(fz)
@@ -641,7 +656,7 @@ FUNCTIONS_FUZZ = (
     ("zrl", "rate-limiter", {"rate_pps": 100000}),
     ("zl7", "l7-classifier", {}),
     ("zmirror", "mirror", {}),
-    ("znat", "nat", {"external_address": "10.0.0.200", "internal_networks": ["10.0.7.0/24"]}),
+    ("znat", "nat", {"external_address": "10.0.0.200", "internal_networks": ["10.77.0.0/16"]}),
 )
 
 
@@ -700,7 +715,7 @@ def function_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Camp
         fz = lab.host("fz")
         silence(fz)
         silence(lab.host("watcher"))
-        ends = Endpoints(FUZZ_MAC, H2_MAC, "10.0.7.5", H2, "fd00:7::5", "fd00:7::2")
+        ends = Endpoints(FUZZ_MAC, H2_MAC, UNSECURED_SOURCE, H2, "fd00:7::5", "fd00:7::2")
         flow = TcpFlow(lab.host("h1"), lab.host("h2"), H2, 7000)
         flow.open()
         sender = FrameSender(fz)

@@ -37,6 +37,7 @@ from support.frame_fuzz import Endpoints, Mutator, build_seeds, ip_seeds, nsh_da
 from support.fuzz_campaigns import (
     NO_IPV6,
     RSS_SLACK_KIB,
+    UNSECURED_SOURCE,
     MakeLab,
     Report,
     TcpFlow,
@@ -265,7 +266,7 @@ def underlay_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Unde
         stranger_sock = n2.socket(socket.AF_INET, socket.SOCK_DGRAM)
         stranger_sock.bind((STRANGER, 0))
         # Inner frames from a station behind n2 to h1, in the network both join.
-        ends = Endpoints("02:00:00:00:0f:22", H1_MAC, "10.0.0.34", H1, "fd00::22", "fd00::1")
+        ends = Endpoints("02:00:00:00:0f:22", H1_MAC, UNSECURED_SOURCE, H1, "fd00::22", "fd00::1")
         vni = network_vni("default")
         sources = [
             DatagramSource(

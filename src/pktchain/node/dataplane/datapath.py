@@ -113,6 +113,7 @@ _BAD_SRC = DropReason.BAD_SRC_MAC.value
 _SAME_PORT = DropReason.SAME_PORT.value
 _NO_PORTS = DropReason.NO_PORTS.value
 _TOO_DEEP = DropReason.FUNCTION_DEPTH.value
+_LOOP = DropReason.FUNCTION_LOOP.value
 _SYN = 0x02
 _SYN_ACK = 0x12
 _FUNCTION = PortKind.FUNCTION
@@ -616,13 +617,24 @@ class Datapath:
                     if out is port:
                         drops[_SAME_PORT] += 1
                         continue
-                    port.forwarded += 1
                     if out.kind is _FUNCTION:
+                        function = cast("FunctionPort", out)
+                        if (
+                            port.kind is _FUNCTION
+                            and function.owner is cast("FunctionPort", port).owner
+                        ):
+                            # A function sent a frame to its own address: a bump
+                            # in the wire forwards what a host addressed to it
+                            # straight back into itself, round and round until
+                            # MAX_DEPTH. It goes nowhere; once is enough.
+                            drops[_LOOP] += 1
+                            continue
+                        port.forwarded += 1
                         # A journey starts with the frame as it came in (fastpath.py).
                         journey = self._journey(trace, port, received, info)
-                        function = cast("FunctionPort", out)
                         self._through_function(function, _owned(frame), journey, depth)
                         continue
+                    port.forwarded += 1
                     if end_nsh is not None and out.kind is _UNDERLAY:
                         # The end of a path that crossed nodes: the node of the
                         # destination learns the way back from the NSH.

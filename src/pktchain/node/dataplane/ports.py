@@ -77,6 +77,7 @@ class DropReason(Enum):
     NO_PORTS = "no-ports"  # nowhere to flood
     FUNCTION_ERROR = "function-error"  # the native function behind the port raised
     FUNCTION_DEPTH = "function-depth"  # sent by a function too deep in a chain of them
+    FUNCTION_LOOP = "function-loop"  # sent by a function to its own address: back into it
 
 
 class SwitchPort:

@@ -13,6 +13,7 @@ import random
 
 import pytest
 
+from pktchain.functions.firewall import Firewall
 from pktchain.functions.sdk import Function, Packet, Result, forward
 from pktchain.node.dataplane.datapath import MAX_DEPTH
 from pktchain.node.dataplane.functions import FunctionHost, SdkDriver
@@ -89,3 +90,20 @@ def test_a_frame_dropped_for_crossing_too_many_functions_was_received_where_it_i
     crossed = sum(port["tx_packets"] for port in counters if port["kind"] == "function")
     assert crossed == MAX_DEPTH + 1  # handed to a function at depths 0 to 16
     assert ledger_ports(counters) == []
+
+
+def test_a_frame_a_host_addressed_to_a_bump_in_the_wire_crosses_it_once() -> None:
+    # Found by bench/fuzz.py: the firewall forwards a frame whose destination
+    # is its own ingress out of its egress, where the switch sends it back to
+    # the ingress, sixteen times over (function-depth).
+    firewall = Firewall.from_config({"default": "accept"})
+    datapath, h1, _h2 = function_chain([firewall])
+    ingress = next(port for port in datapath.ports if port.name == "f0:ingress")
+    assert ingress.mac is not None
+    to_firewall = bytes.fromhex(ingress.mac.replace(":", "") + H1_MAC.replace(":", "") + "88b5")
+    h1.inbox.append(VNET + to_firewall + bytes(46))
+    datapath.drain(h1)
+    counters = {port.name: port.counters() for port in datapath.ports}
+    assert counters["f0:ingress"]["tx_packets"] == 1  # handed to the firewall once
+    assert counters["f0:egress"]["drops"] == {"function-loop": 1}
+    assert ledger_ports(counters.values()) == []
