@@ -40,7 +40,6 @@ Ethernet destination starts at offset 10 and the source at 16.
 from __future__ import annotations
 
 import errno
-import math
 from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
@@ -71,6 +70,7 @@ from pktchain.node.dataplane.switch import (
     DEFAULT_AGING,
     DEFAULT_MAX_ENTRIES,
     DEFAULT_NETWORK,
+    STATIC,
     MacTable,
     Network,
 )
@@ -114,6 +114,7 @@ _SAME_PORT = DropReason.SAME_PORT.value
 _NO_PORTS = DropReason.NO_PORTS.value
 _TOO_DEEP = DropReason.FUNCTION_DEPTH.value
 _LOOP = DropReason.FUNCTION_LOOP.value
+_STATIC_SRC = DropReason.STATIC_SRC_MAC.value
 _SYN = 0x02
 _SYN_ACK = 0x12
 _FUNCTION = PortKind.FUNCTION
@@ -241,7 +242,7 @@ class Datapath:
             return False
         for port in peer.ports.values():
             if port.network is not None:
-                port.network.macs.learn(mac, port, math.inf)
+                port.network.macs.learn(mac, port, STATIC)
         return True
 
     def drain_underlay(self, underlay: Underlay) -> int:
@@ -448,7 +449,7 @@ class Datapath:
         if port.kind is _FUNCTION and port.mac:
             # A native function's address is known from the start and never
             # ages out (a static entry): frames to it are not flooded.
-            port.network.macs.learn(bytes.fromhex(port.mac.replace(":", "")), port, math.inf)
+            port.network.macs.learn(bytes.fromhex(port.mac.replace(":", "")), port, STATIC)
 
     def secure(self, port: SwitchPort, guard: PortGuard | None) -> None:
         """Check `port`'s frames with `guard` from now on (None: no more).
@@ -587,6 +588,15 @@ class Datapath:
                 src = bytes(src)
             src_entry = entries.get(src)  # type: ignore[arg-type]  # bytes: see `owned`
             if src_entry is not None and src_entry.port is not port:
+                if src_entry.seen == STATIC and port.kind is not _FUNCTION:
+                    # The address of a native function's port, or of a host
+                    # the cluster places on another node: a frame from a
+                    # host's port that claims it would move it there and take
+                    # its traffic (and let it age out). It is dropped instead.
+                    # (A function forwards other hosts' frames: from its ports
+                    # the address is not learned, the entry stays.)
+                    drops[_STATIC_SRC] += 1
+                    continue
                 src_entry = None  # learned elsewhere: learned here anew
             if src_entry is None and (frame[ETH_SRC] & 1 or src == ZERO_MAC):
                 drops[_BAD_SRC] += 1

@@ -73,6 +73,7 @@ class DropReason(Enum):
 
     RUNT = "runt"  # shorter than vnet header + Ethernet header
     BAD_SRC_MAC = "bad-src-mac"  # multicast/broadcast or all-zero source address
+    STATIC_SRC_MAC = "static-src-mac"  # the address of a function's port or a remote host
     SAME_PORT = "same-port"  # destination was learned on the ingress port
     NO_PORTS = "no-ports"  # nowhere to flood
     FUNCTION_ERROR = "function-error"  # the native function behind the port raised

@@ -9,6 +9,7 @@ ledger: received = forwarded + drops by reason.
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -107,3 +108,23 @@ def test_a_frame_a_host_addressed_to_a_bump_in_the_wire_crosses_it_once() -> Non
     assert counters["f0:ingress"]["tx_packets"] == 1  # handed to the firewall once
     assert counters["f0:egress"]["drops"] == {"function-loop": 1}
     assert ledger_ports(counters.values()) == []
+
+
+def test_a_host_cannot_take_a_functions_address_and_its_traffic() -> None:
+    # Found by bench/fuzz.py: a frame from an unsecured port whose source was
+    # a function's MAC moved the function's static entry to that port (which
+    # then received the function's traffic) and let it age out.
+    firewall = Firewall.from_config({"default": "accept"})
+    datapath, h1, h2 = function_chain([firewall])
+    ingress = next(port for port in datapath.ports if port.name == "f0:ingress")
+    assert ingress.mac is not None and ingress.network is not None
+    mac = bytes.fromhex(ingress.mac.replace(":", ""))
+    thief = bytes.fromhex("ffffffffffff" + ingress.mac.replace(":", "") + "88b5") + bytes(46)
+    h1.inbox.append(VNET + thief)
+    datapath.drain(h1)
+    assert h1.counters()["drops"] == {"static-src-mac": 1}
+    entry = ingress.network.macs.entries[mac]
+    assert entry.port is ingress and entry.seen == math.inf
+    assert ingress.network.macs.expire(1e12) == 1  # h2, learned: the function's stays
+    assert mac in ingress.network.macs.entries
+    assert ledger_ports(port.counters() for port in datapath.ports) == []
