@@ -223,9 +223,12 @@ def field_map(
     between the two builds are the field's.  Fields scapy cannot set that
     way (lists, options) are left out; `Seed.options` covers option regions.
     """
-    packet = first(frame)
-    if raw(packet) != frame:
-        return (), ()
+    try:
+        packet = first(frame)
+        if raw(packet) != frame:
+            return (), ()
+    except (ValueError, TypeError, struct.error):
+        return (), ()  # not something scapy can take apart and build again
     layers: list[int] = []
     fields: list[FieldMap] = []
     for index, layer in enumerate(packet.iterpayloads()):
@@ -275,11 +278,16 @@ def _option_regions(frame: bytes, first: type[Packet]) -> tuple[tuple[int, int],
     return tuple(regions)
 
 
-def _nsh_tlv_lengths(frame: bytes, first: type[Packet]) -> list[FieldMap]:
-    """The Length of each MD type 2 context header (RFC 8300 §2.5.1: the low
-    7 bits of its fourth byte), which scapy keeps in a list it does not map."""
+def _nsh_fields(frame: bytes, first: type[Packet]) -> list[FieldMap]:
+    """NSH fields whose other values change what scapy builds, so that
+    `field_map` cannot find them: MD Type (RFC 8300 §2.2: the low 4 bits of
+    the third byte), and the Length of each MD type 2 context header (§2.5.1:
+    the low 7 bits of its fourth byte)."""
     fields = []
     for layer in first(frame).iterpayloads():
+        if isinstance(layer, NSH):
+            start = len(frame) - len(raw(layer))
+            fields.append(FieldMap("NSH", "mdtype", start + 2, 0x0F, 1, 4, 0))
         if isinstance(layer, NSH) and layer.mdtype == 2:
             at = len(frame) - len(raw(layer)) + 8
             end = at + (layer.length - 2) * 4
@@ -293,7 +301,7 @@ def _seed(kind: str, packet: Packet) -> Seed:
     frame = raw(packet)
     first = type(packet)
     layers, fields = field_map(frame, first)
-    fields += tuple(_nsh_tlv_lengths(frame, first))
+    fields += tuple(_nsh_fields(frame, first))
     lengths = tuple(f for f in fields if f.is_length)
     return Seed(kind, frame, layers, fields, _option_regions(frame, first), lengths)
 

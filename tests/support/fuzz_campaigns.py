@@ -53,7 +53,7 @@ from scapy.layers.vrrp import VRRPv3
 from scapy.packet import Packet, Raw
 
 from pktchain.lab import Lab, LabHost, wait_until
-from pktchain.node.control import ControlError
+from pktchain.node.control import ControlError, request
 from pktchain.node.dataplane.portsec import link_local
 from pktchain.node.process import NodeProcess, NodeProcessError
 from support.datapath_fuzz import ledger_functions, ledger_ports
@@ -442,7 +442,7 @@ class Campaign:
     def check(self, report: Report) -> list[str]:
         problems = []
         try:
-            alive = NodeProcessAlive.ping(self.node)
+            alive = bool(request(self.node.control, "ping").get("ok"))
         except (ControlError, OSError) as exc:
             return [f"the node does not answer its control socket: {exc}"]
         if not alive:
@@ -487,14 +487,6 @@ class Campaign:
                 f"sent again (samples {report.replay_samples})"
             )
         return problems
-
-
-class NodeProcessAlive:
-    @staticmethod
-    def ping(node: NodeProcess) -> bool:
-        from pktchain.node.control import request
-
-        return bool(request(node.control, "ping").get("ok"))
 
 
 # -- the labs -------------------------------------------------------------------
@@ -564,10 +556,6 @@ def _switch_lab(extra_hosts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _seeds(ends: Endpoints, extra: Sequence[tuple[str, Packet]] = ()) -> list[Any]:
-    return build_seeds(ends, extra=extra)
-
-
 @contextlib.contextmanager
 def tap_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Campaign]:
     """A secured TAP host port: `fz` (10.0.0.66) sends as itself, mostly to h2,
@@ -586,7 +574,7 @@ def tap_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Campaign]
             "fz:eth0 (TAP, secured)",
             "fz:eth0",
             sender,
-            lambda: Mutator(_seeds(ends), seed, min_size=14),
+            lambda: Mutator(build_seeds(ends), seed, min_size=14),
         )
         try:
             yield Campaign(
@@ -626,7 +614,7 @@ def af_packet_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Cam
             f"{port} (AF_PACKET)",
             port,
             sender,
-            lambda: Mutator(_seeds(ends), seed, min_size=14, fit=whole_outer_tag),
+            lambda: Mutator(build_seeds(ends), seed, min_size=14, fit=whole_outer_tag),
         )
         try:
             yield Campaign(
@@ -723,7 +711,7 @@ def function_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Camp
             "fz:eth0 (chained to native functions)",
             "fz:eth0",
             sender,
-            lambda: Mutator(_seeds(ends), seed, min_size=14),
+            lambda: Mutator(build_seeds(ends), seed, min_size=14),
         )
         try:
             yield Campaign(
@@ -922,7 +910,9 @@ def router_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Campai
                 "fz:eth0",
                 FrameSender(fz),
                 lambda: Mutator(
-                    _seeds(inside_ends, _router_extras(inside_ends, OUTSIDE)), seed, min_size=14
+                    build_seeds(inside_ends, extra=_router_extras(inside_ends, OUTSIDE)),
+                    seed,
+                    min_size=14,
                 ),
             ),
             Source(
@@ -930,7 +920,7 @@ def router_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Campai
                 "fo:eth0",
                 FrameSender(fo),
                 lambda: Mutator(
-                    _seeds(outside_ends, _router_extras(outside_ends, INSIDE)),
+                    build_seeds(outside_ends, extra=_router_extras(outside_ends, INSIDE)),
                     seed + 1,
                     min_size=14,
                 ),
