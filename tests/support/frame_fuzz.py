@@ -71,10 +71,13 @@ __all__ = [
     "FieldMap",
     "Mutator",
     "Seed",
+    "both",
     "build_seeds",
     "field_map",
     "ip_seeds",
+    "keep_off",
     "nsh_datagrams",
+    "nsh_inner",
     "seed_packets",
     "whole_outer_tag",
 ]
@@ -821,6 +824,40 @@ def whole_outer_tag(frame: bytes) -> bytes:
     if len(frame) < _TAGGED_MIN and frame[12:14] in _VLAN_TPIDS:
         return frame + bytes(_TAGGED_MIN - len(frame))
     return frame
+
+
+def keep_off(
+    macs: Sequence[str], instead: str, *, at: Callable[[bytes], int] | None = None
+) -> Callable[[bytes], bytes]:
+    """A `fit` that gives a frame whose source MAC is one of `macs` the source
+    `instead`: a campaign's frames do not pose as its legitimate hosts. `at`
+    says where the Ethernet header starts (the inner frame of a datagram)."""
+    kept = {bytes.fromhex(mac.replace(":", "")) for mac in macs}
+    replacement = bytes.fromhex(instead.replace(":", ""))
+
+    def fit(frame: bytes) -> bytes:
+        start = 0 if at is None else at(frame)
+        if frame[start + 6 : start + 12] in kept:
+            return frame[: start + 6] + replacement + frame[start + 12 :]
+        return frame
+
+    return fit
+
+
+def nsh_inner(datagram: bytes) -> int:
+    """Where the inner frame of a VXLAN-GPE / NSH datagram starts, by its NSH Length."""
+    return 8 + (datagram[9] & 0x3F) * 4 if len(datagram) > 9 else len(datagram)
+
+
+def both(*fits: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """The `fit` that applies `fits` in order."""
+
+    def fit(frame: bytes) -> bytes:
+        for one in fits:
+            frame = one(frame)
+        return frame
+
+    return fit
 
 
 def _accumulate(weights: Sequence[int]) -> Iterator[int]:

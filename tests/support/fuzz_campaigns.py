@@ -57,7 +57,7 @@ from pktchain.node.control import ControlError, request
 from pktchain.node.dataplane.portsec import link_local
 from pktchain.node.process import NodeProcess, NodeProcessError
 from support.datapath_fuzz import ledger_functions, ledger_ports
-from support.frame_fuzz import Endpoints, Mutator, build_seeds, whole_outer_tag
+from support.frame_fuzz import Endpoints, Mutator, both, build_seeds, keep_off, whole_outer_tag
 
 MakeLab = Callable[[dict[str, Any]], Lab]
 """Brings up a lab from a topology mapping (the tests' `lab_factory`, or `Lab.up`)."""
@@ -263,6 +263,17 @@ class TcpFlow:
         for sock in (self.client, self.server, self.listener):
             if sock is not None:
                 sock.close()
+
+
+def pin_neighbours(pairs: Sequence[tuple[LabHost, str, str]]) -> None:
+    """Give each host a permanent neighbour entry (host, address, MAC): the
+    legitimate hosts of a campaign whose fuzzing port may pose as anyone
+    (nothing secures it) keep what they know of each other."""
+    for host, address, mac in pairs:
+        host.run(
+            ["ip", "neigh", "replace", address, "lladdr", mac, "nud", "permanent", "dev", "eth0"],
+            check=True,
+        )
 
 
 def ping(host: LabHost, address: str) -> str | None:
@@ -605,6 +616,7 @@ def af_packet_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Cam
         port = next(p["name"] for p in node.counters()["ports"] if p["kind"] == "af_packet")
         mac = fz.run(["cat", "/sys/class/net/eth0/address"], check=True).stdout.strip()
         ends = Endpoints(mac, H2_MAC, UNSECURED_SOURCE, H2, _ll(mac), _ll(H2_MAC))
+        pin_neighbours(((lab.host("h1"), H2, H2_MAC), (lab.host("h2"), H1, H1_MAC)))
         flow = TcpFlow(lab.host("h1"), lab.host("h2"), H2, 7000)
         flow.open()
         sender = FrameSender(fz)
@@ -614,7 +626,12 @@ def af_packet_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Cam
             f"{port} (AF_PACKET)",
             port,
             sender,
-            lambda: Mutator(build_seeds(ends), seed, min_size=14, fit=whole_outer_tag),
+            lambda: Mutator(
+                build_seeds(ends),
+                seed,
+                min_size=14,
+                fit=both(whole_outer_tag, keep_off((H1_MAC, H2_MAC), mac)),
+            ),
         )
         try:
             yield Campaign(
@@ -704,6 +721,7 @@ def function_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Camp
         silence(fz)
         silence(lab.host("watcher"))
         ends = Endpoints(FUZZ_MAC, H2_MAC, UNSECURED_SOURCE, H2, "fd00:7::5", "fd00:7::2")
+        pin_neighbours(((lab.host("h1"), H2, H2_MAC), (lab.host("h2"), H1, H1_MAC)))
         flow = TcpFlow(lab.host("h1"), lab.host("h2"), H2, 7000)
         flow.open()
         sender = FrameSender(fz)
@@ -711,7 +729,9 @@ def function_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Camp
             "fz:eth0 (chained to native functions)",
             "fz:eth0",
             sender,
-            lambda: Mutator(build_seeds(ends), seed, min_size=14),
+            lambda: Mutator(
+                build_seeds(ends), seed, min_size=14, fit=keep_off((H1_MAC, H2_MAC), FUZZ_MAC)
+            ),
         )
         try:
             yield Campaign(
@@ -770,6 +790,10 @@ ROUTER_IN, ROUTER_OUT = "10.0.0.1", "198.51.100.2"
 ROUTER_IN_MAC, ROUTER_OUT_MAC = "02:00:00:00:01:01", "02:00:00:00:02:01"
 INSIDE, OUTSIDE = "10.0.0.10", "198.51.100.10"
 VIRTUAL = "10.0.0.254"
+INSIDE_MAC, OUTSIDE_MAC = "02:00:00:00:01:0a", "02:00:00:00:02:0a"
+OUTSIDE_FUZZ_MAC = "02:00:00:00:0f:09"
+ROUTER_HOSTS = (INSIDE_MAC, OUTSIDE_MAC)
+"""The legitimate hosts of the router campaign, whose MACs its frames do not use."""
 ROUTER: dict[str, Any] = {
     "name": "router",
     "interfaces": {
@@ -871,7 +895,7 @@ def router_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Campai
                 f"{INSIDE}/24",
                 routes=[{"to": "default", "via": ROUTER_IN}],
             ),
-            "outside": _host("outside", "02:00:00:00:02:0a", f"{OUTSIDE}/24"),
+            "outside": _host("outside", OUTSIDE_MAC, f"{OUTSIDE}/24"),
             "fz": _host("inside", FUZZ_MAC, "10.0.0.66/24", eth0={"port_security": False}),
             "fo": _host(
                 "outside", "02:00:00:00:0f:09", "198.51.100.66/24", eth0={"port_security": False}
@@ -886,6 +910,12 @@ def router_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Campai
         fz, fo = lab.host("fz"), lab.host("fo")
         silence(fz)
         silence(fo)
+        pin_neighbours(
+            (
+                (lab.host("inside"), ROUTER_IN, ROUTER_IN_MAC),
+                (lab.host("outside"), ROUTER_OUT, ROUTER_OUT_MAC),
+            )
+        )
         flow = TcpFlow(lab.host("inside"), lab.host("outside"), OUTSIDE, 7000)
         wait_until(
             lambda: ping(lab.host("inside"), ROUTER_IN) is None,
@@ -913,6 +943,7 @@ def router_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Campai
                     build_seeds(inside_ends, extra=_router_extras(inside_ends, OUTSIDE)),
                     seed,
                     min_size=14,
+                    fit=keep_off(ROUTER_HOSTS, FUZZ_MAC),
                 ),
             ),
             Source(
@@ -923,6 +954,7 @@ def router_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Campai
                     build_seeds(outside_ends, extra=_router_extras(outside_ends, INSIDE)),
                     seed + 1,
                     min_size=14,
+                    fit=keep_off(ROUTER_HOSTS, OUTSIDE_FUZZ_MAC),
                 ),
             ),
         ]

@@ -33,7 +33,15 @@ from pktchain.lab import Lab, LabHost, wait_until
 from pktchain.node.dataplane.underlay import network_vni
 from pktchain.node.process import NodeProcess, NodeProcessError
 from support.datapath_fuzz import ledger_ports
-from support.frame_fuzz import Endpoints, Mutator, build_seeds, ip_seeds, nsh_datagrams
+from support.frame_fuzz import (
+    Endpoints,
+    Mutator,
+    build_seeds,
+    ip_seeds,
+    keep_off,
+    nsh_datagrams,
+    nsh_inner,
+)
 from support.fuzz_campaigns import (
     NO_IPV6,
     RSS_SLACK_KIB,
@@ -42,6 +50,7 @@ from support.fuzz_campaigns import (
     Report,
     TcpFlow,
     drops_of,
+    pin_neighbours,
     ping,
     rss_kib,
     tracebacks,
@@ -268,18 +277,22 @@ def underlay_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Unde
         # Inner frames from a station behind n2 to h1, in the network both join.
         ends = Endpoints("02:00:00:00:0f:22", H1_MAC, UNSECURED_SOURCE, H1, "fd00::22", "fd00::1")
         vni = network_vni("default")
+        # The peer is trusted: what it sends has passed its ports' security.
+        # Its frames do not pose as the legitimate hosts either, then.
+        inner = keep_off((H1_MAC, H2_MAC), ends.src_mac, at=nsh_inner)
         sources = [
             DatagramSource(
                 f"{N2_UNDERLAY} (the peer's address)",
                 peer_sock,
-                lambda: Mutator(nsh_datagrams(ends, vni), seed, max_size=9000),
+                lambda: Mutator(nsh_datagrams(ends, vni), seed, max_size=9000, fit=inner),
             ),
             DatagramSource(
                 f"{STRANGER} (a stranger's)",
                 stranger_sock,
-                lambda: Mutator(nsh_datagrams(ends, vni), seed + 1, max_size=9000),
+                lambda: Mutator(nsh_datagrams(ends, vni), seed + 1, max_size=9000, fit=inner),
             ),
         ]
+        pin_neighbours(((lab.host("h1"), H2, H2_MAC), (lab.host("h2"), H1, H1_MAC)))
         flow = TcpFlow(lab.host("h1"), lab.host("h2"), H2, 7000)
         wait_until(
             lambda: ping(lab.host("h1"), H2) is None, timeout=15, what="h1 pinging h2 across nodes"
