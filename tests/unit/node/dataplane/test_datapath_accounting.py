@@ -150,3 +150,31 @@ def test_a_nat_function_in_a_chain_passes_its_translated_packets_on() -> None:
         datapath.drain(h1)
     assert nat.counters["translated"] == 3  # the NAT did its part
     assert [Ether(frame[len(VNET) :])[IP].src for frame in h2.sent] == ["10.0.0.200"] * 3
+
+
+class Pass(Function):
+    """A bump in the wire that forwards everything."""
+
+    KIND = "pass"
+    INTERFACES = ("ingress", "egress")
+
+    def process(self, packet: Packet, now: float) -> Result:
+        return forward()
+
+
+def test_with_the_flow_table_full_the_oldest_flow_makes_room_and_every_path_is_whole() -> None:
+    # Found by bench/fuzz.py: a host sending flows at random filled the flow
+    # table; every other host's new flow was then steered into the chain's
+    # first function and lost at its egress, which had no entry to go on by.
+    datapath, h1, h2 = function_chain([Pass()])
+    steering = datapath.steering
+    assert steering is not None
+    steering.max_flows = 2
+    for sport in range(1000, 1006):
+        udp = Ether(src=H1_MAC, dst=H2_MAC) / IP(src="10.0.0.1", dst="10.0.0.2")
+        h1.inbox.append(VNET + bytes(udp / UDP(sport=sport, dport=53) / b"q"))
+        datapath.drain(h1)
+    assert len(h2.sent) == 6  # each crossed the function and reached h2
+    assert len(steering.flows) == 2 and steering.stats.table_full == 4
+    assert [flow.key[3] for flow in steering.flows.values()] == [1004, 1005]
+    assert ledger_ports(port.counters() for port in datapath.ports) == []
