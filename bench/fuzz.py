@@ -58,7 +58,10 @@ def main() -> int:
     for port_type in ports:
         command = f"bench/fuzz.py --port {port_type} --frames {args.frames} --seed {args.seed}"
         with tempfile.TemporaryDirectory(prefix=f"pktchain-fuzz-{port_type}-") as workdir:
-            report = run_one(port_type, Path(workdir), args.frames, args.seed)
+            try:
+                report = run_one(port_type, Path(workdir), args.frames, args.seed)
+            except Exception as exc:  # reported as the campaign's failure; the next one runs
+                report = Report(port_type, problems=[f"the campaign failed: {exc!r}"])
         report.command = command
         reports.append(report)
         print(report.text(), flush=True)

@@ -478,6 +478,13 @@ class Campaign:
         problems += ledger_ports(status["ports"])
         problems += ledger_functions(functions, status["ports"])
         report.drops = drops_of(status["ports"], self.ports or None)
+        steering = status["steering"]
+        report.notes.append(
+            f"tables after: {status['switch']['mac_entries']:,} MAC addresses "
+            f"({status['switch']['table_full']:,} not learned, table full), "
+            f"{steering['flows']:,} steered flows ({steering['stats']['table_full']:,} "
+            f"made room for others), {status['fast_path']['entries']:,} fused entries"
+        )
         for function in functions:
             for reason, count in function.get("counters", {}).items():
                 if reason.startswith("drop") or "drop" in reason:
@@ -651,17 +658,33 @@ def af_packet_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Cam
 
 
 FUNCTIONS_LEGIT = ("fw", "fm")
+TABLES = 8192
+"""The table limits of the fuzzed chain's functions, and half the node's
+flow table (`--max-flows`): small enough that a million random frames fill
+them all, so that the replay shows their memory bounded when full."""
 FUNCTIONS_FUZZ = (
     (
         "zfw",
         "firewall",
-        {"default": "accept", "rules": [{"action": "drop", "protocol": "tcp", "dport": 23}]},
+        {
+            "default": "accept",
+            "rules": [{"action": "drop", "protocol": "tcp", "dport": 23}],
+            "max_connections": TABLES,
+        },
     ),
-    ("zfm", "flow-monitor", {}),
-    ("zrl", "rate-limiter", {"rate_pps": 100000}),
-    ("zl7", "l7-classifier", {}),
-    ("zmirror", "mirror", {}),
-    ("znat", "nat", {"external_address": "10.0.0.200", "internal_networks": ["10.77.0.0/16"]}),
+    ("zfm", "flow-monitor", {"max_flows": TABLES, "max_records": TABLES}),
+    ("zrl", "rate-limiter", {"rate_pps": 100000, "max_buckets": TABLES}),
+    ("zl7", "l7-classifier", {"max_flows": TABLES}),
+    ("zmirror", "mirror", {"max_leases": TABLES}),
+    (
+        "znat",
+        "nat",
+        {
+            "external_address": "10.0.0.200",
+            "internal_networks": ["10.77.0.0/16"],
+            "max_sessions": TABLES,
+        },
+    ),
 )
 
 
@@ -691,7 +714,9 @@ def function_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Camp
     path = work / "functions.yaml"
     path.write_text(yaml.safe_dump({"functions": functions}, sort_keys=False))
     lab = make_lab(topology)
-    node, log = _start_node(lab, work, topology, "fn", ("--functions", str(path)))
+    node, log = _start_node(
+        lab, work, topology, "fn", ("--functions", str(path), "--max-flows", str(2 * TABLES))
+    )
     with _running(node):
         api = ChainingClient(node.control)
         _chain(

@@ -968,9 +968,28 @@ def messenger_requests(
         except ValueError:
             body = b"{}"
         if not authentic:
-            body = _spoil(rng, body)
+            spoiled = _spoil(rng, body)
+            # Bytes changed after signing may still say the same thing (a
+            # float's last digit that rounds to the same number): then the
+            # MAC holds, as it should.
+            authentic = spoiled == body or _same_message(spoiled, message)
+            body = spoiled
         out.append(Request(encode_frame(body), authentic))
     return out
+
+
+def _same_message(body: bytes, message: dict[str, Any]) -> bool:
+    """Whether `body` is a JSON object equal to `message` (no key twice)."""
+    try:
+        pairs = json.loads(body, object_pairs_hook=lambda items: items)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(pairs, list) or len({key for key, _value in pairs}) != len(pairs):
+        return False
+    try:
+        return bool(json.loads(body) == message)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _messenger_op(rng: random.Random) -> tuple[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ from pktchain.etcd.keys import DEFAULT_CLUSTER, check_segment
 from pktchain.messenger.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from pktchain.node.daemon import NodeConfig, PortSpec
 from pktchain.node.dataplane.ports import PortKind
+from pktchain.node.dataplane.steering import DEFAULT_MAX_FLOWS
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_NETWORK
 from pktchain.node.function_file import load_functions
 from pktchain.node.router_file import load_router
@@ -32,6 +33,7 @@ def build_config(
     taps: list[str] | tuple[str, ...] = (),
     af_packets: list[str] | tuple[str, ...] = (),
     mac_aging: float | None = None,
+    max_flows: int | None = None,
     check_frames: bool = True,
     control: Path | None = None,
     state: Path | None = None,
@@ -99,6 +101,7 @@ def build_config(
         name=name,
         ports=tuple(ports),
         mac_aging=DEFAULT_AGING if mac_aging is None else mac_aging,
+        max_flows=DEFAULT_MAX_FLOWS if max_flows is None else max_flows,
         check_frames=check_frames,
         control=control,
         state=state,

@@ -159,6 +159,8 @@ class NodeConfig:
             raise ValueError(f"flow idle timeout must be positive, got {self.flow_idle_timeout}")
         if self.mac_table_size <= 0:
             raise ValueError(f"mac table size must be positive, got {self.mac_table_size}")
+        if self.max_flows <= 0:
+            raise ValueError(f"--max-flows: must be positive, got {self.max_flows}")
 
     @property
     def control_path(self) -> Path:

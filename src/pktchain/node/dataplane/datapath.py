@@ -614,7 +614,10 @@ class Datapath:
                 end_nsh, self.end_nsh = self.end_nsh, None
             elif src_entry is not None:
                 src_entry.seen = now
-            else:
+            elif port.kind is not _FUNCTION:
+                # A function's ports have their own addresses (static entries);
+                # what it sends from another's (a NAT's translated reply, a
+                # mirror's copy) does not put that host behind it.
                 macs.learn(src, port, now)  # type: ignore[arg-type]  # bytes: see `owned`
 
             if not frame[ETH_DST] & 1:
@@ -740,7 +743,7 @@ class Datapath:
                 return None
         if src_entry is not None:
             src_entry.seen = now
-        elif flow_entry is None or flow_entry.learn:
+        elif (flow_entry is None or flow_entry.learn) and port.kind is not _FUNCTION:
             network.macs.learn(bytes(frame[ETH_SRC:ETH_TYPE]), port, now)
         if flow_entry is None:
             return frame  # no steering: switched as it is

@@ -18,7 +18,7 @@ from scapy.layers.l2 import Ether
 
 from pktchain.functions.firewall import Firewall
 from pktchain.functions.nat import NatFunction
-from pktchain.functions.sdk import Function, Packet, Result, forward
+from pktchain.functions.sdk import Function, Packet, Result, forward, reply
 from pktchain.node.dataplane.datapath import MAX_DEPTH
 from pktchain.node.dataplane.functions import FunctionHost, SdkDriver
 from support.datapath_fuzz import OPEN, OUTSIDE, SECURED, VNET, fuzz_lab, ledger_ports
@@ -178,3 +178,35 @@ def test_with_the_flow_table_full_the_oldest_flow_makes_room_and_every_path_is_w
     assert len(steering.flows) == 2 and steering.stats.table_full == 4
     assert [flow.key[3] for flow in steering.flows.values()] == [1004, 1005]
     assert ledger_ports(port.counters() for port in datapath.ports) == []
+
+
+class Inbound(Function):
+    """Sends, for each packet, one from h2's address out of its ingress, as a
+    NAT sends the packets of an outside host it translated inbound, and
+    forwards nothing."""
+
+    KIND = "inbound"
+    INTERFACES = ("ingress", "egress")
+
+    def process(self, packet: Packet, now: float) -> Result:
+        from_h2 = Ether(src=H2_MAC, dst=H1_MAC) / IP(src="10.0.0.2", dst="10.0.0.1")
+        from_h2 /= UDP(sport=7, dport=7)  # no flow the steering knows
+        return reply(packet, bytes(from_h2), reason="answered")
+
+
+def test_what_a_bump_in_the_wire_sends_from_another_hosts_address_takes_none_of_its_traffic() -> (
+    None
+):
+    # Found by bench/fuzz.py: the NAT sent a packet from h2's MAC out of its
+    # ingress, the switch learned h2 there, and every frame for h2 went into
+    # the NAT from then on.
+    datapath, h1, h2 = function_chain([Inbound()])
+    h1.sent.clear()
+    udp = Ether(src=H1_MAC, dst=H2_MAC) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(dport=53)
+    h1.inbox.append(VNET + bytes(udp / b"q"))  # steered into the function
+    datapath.drain(h1)
+    assert [Ether(frame[len(VNET) :]).src for frame in h1.sent] == [H2_MAC]
+    other = Ether(src=H1_MAC, dst=H2_MAC, type=0x88B5) / bytes(46)  # not steered: switched
+    h1.inbox.append(VNET + bytes(other))
+    datapath.drain(h1)
+    assert [Ether(frame[len(VNET) :]).type for frame in h2.sent] == [0x88B5]
