@@ -12,15 +12,19 @@ its errno.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "Keepalive",
     "address_family",
     "is_loopback",
+    "receive_buffer",
     "tcp_listener",
     "tune_stream",
+    "udp_drops",
     "udp_socket",
 ]
 
@@ -31,6 +35,7 @@ Address = tuple[str, int]
 IP_MTU_DISCOVER = 10
 IPV6_MTU_DISCOVER = 23
 PMTUDISC_DONT = 0
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # asm-generic/socket.h
 
 
 @dataclass(frozen=True)
@@ -121,3 +126,31 @@ def udp_socket(
         sock.close()
         raise
     return sock
+
+
+def receive_buffer(sock: socket.socket, size: int) -> None:
+    """Give `sock` `size` bytes of receive buffer: past ``net.core.rmem_max``
+    where the process may (``SO_RCVBUFFORCE``, CAP_NET_ADMIN), else as much as
+    rmem_max allows (``SO_RCVBUF``)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def udp_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped on UDP socket `sock` (its receive buffer was
+    full): the ``drops`` column of /proc/net/udp or udp6, found by the socket's
+    inode in the calling thread's namespace; None if it is not listed."""
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    table = "udp6" if sock.family == socket.AF_INET6 else "udp"
+    try:
+        lines = Path(f"/proc/thread-self/net/{table}").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+        if len(fields) >= 13 and fields[9] == inode:
+            return int(fields[-1])
+    return None

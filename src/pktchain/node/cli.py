@@ -14,6 +14,8 @@ from pktchain.api.options import add_api_server_options
 # The messenger's defaults (pktchain.messenger.server), here so that --help imports nothing.
 DEFAULT_MESSENGER_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_MESSENGER_MAX_CONNECTIONS = 64
+# The steering's flow table size (pktchain.node.dataplane.steering), likewise.
+DEFAULT_MAX_FLOWS = 262_144
 
 
 def register(subparsers: Any) -> None:
@@ -104,6 +106,14 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--mac-aging", type=float, default=None, metavar="SECONDS", help="MAC aging time"
+    )
+    parser.add_argument(
+        "--max-flows",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"flows the steering's flow table holds; beyond, the oldest makes room "
+        f"(default {DEFAULT_MAX_FLOWS:,})",
     )
     state = parser.add_mutually_exclusive_group()
     state.add_argument(
@@ -294,6 +304,7 @@ def _run(args: argparse.Namespace) -> int:
             taps=args.tap,
             af_packets=args.af_packet,
             mac_aging=args.mac_aging,
+            max_flows=args.max_flows,
             check_frames=not args.no_frame_check,
             control=Path(args.control) if args.control else None,
             state=state,

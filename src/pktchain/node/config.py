@@ -17,6 +17,7 @@ from pktchain.messenger.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CON
 from pktchain.node.daemon import NodeConfig, PortSpec
 from pktchain.node.dataplane.limits import DEFAULT_PORT_LIMITS, PortLimits, Rate
 from pktchain.node.dataplane.ports import PortKind
+from pktchain.node.dataplane.steering import DEFAULT_MAX_FLOWS
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_NETWORK
 from pktchain.node.function_file import load_functions
 from pktchain.node.router_file import load_router
@@ -34,6 +35,7 @@ def build_config(
     taps: list[str] | tuple[str, ...] = (),
     af_packets: list[str] | tuple[str, ...] = (),
     mac_aging: float | None = None,
+    max_flows: int | None = None,
     check_frames: bool = True,
     control: Path | None = None,
     state: Path | None = None,
@@ -103,6 +105,7 @@ def build_config(
         ports=tuple(ports),
         mac_aging=DEFAULT_AGING if mac_aging is None else mac_aging,
         port_limits=port_limits,
+        max_flows=DEFAULT_MAX_FLOWS if max_flows is None else max_flows,
         check_frames=check_frames,
         control=control,
         state=state,

@@ -163,6 +163,8 @@ class NodeConfig:
             raise ValueError(f"flow idle timeout must be positive, got {self.flow_idle_timeout}")
         if self.mac_table_size <= 0:
             raise ValueError(f"mac table size must be positive, got {self.mac_table_size}")
+        if self.max_flows <= 0:
+            raise ValueError(f"--max-flows: must be positive, got {self.max_flows}")
 
     @property
     def control_path(self) -> Path:
@@ -893,6 +895,13 @@ class Node:
             return {"ok": True, **self.status()}
         if op == "ping":
             return {"ok": True}
+        if op == "counters":
+            # The ports' counters alone: cheap enough to ask many times a second.
+            return {
+                "ok": True,
+                "ports": [port.counters() for port in self.datapath.ports],
+                "underlay": self.underlay.counters() if self.underlay is not None else None,
+            }
         if op == "sfc":
             return self.chaining.handle(request)
         if op == "router":

@@ -117,6 +117,13 @@ class NodeProcess:
     def status(self) -> dict[str, Any]:
         return request(self.control, "status")
 
+    def counters(self) -> dict[str, Any]:
+        """The ports' counters (and the underlay's), without the rest of the status."""
+        reply = request(self.control, "counters")
+        if not reply.get("ok"):
+            raise NodeProcessError(f"node {self.name}: {reply.get('error')}")
+        return reply
+
     def router(self, limit: int = 1000) -> dict[str, Any]:
         """The router's tables (interfaces, hosts, ARP, NAT, forwards, counters)."""
         reply = request(self.control, "router", limit=limit)

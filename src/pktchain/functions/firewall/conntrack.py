@@ -575,7 +575,9 @@ class Tracker:
             self._counters["conn-evicted"] += 1
         key: FlowTuple = (info.src, info.dst, info.proto, info.sport, info.dport)
         conn = Connection(key, iface, tcp, now)
-        if info.proto in (_ICMP, _ICMPV6):
+        if (info.proto == _ICMP and info.ip_version == 4) or (
+            info.proto == _ICMPV6 and info.ip_version == 6
+        ):
             conn.echo_type = _ECHO_REQUEST[info.ip_version]
             conn.echo_reply_type = _ECHO_REPLY[info.ip_version]
         self._table[key] = conn

@@ -587,7 +587,12 @@ class Firewall(Function[FirewallConfig]):
         tracking = self._tracker.classify(buf, info)
         self.counters[_STATE_COUNTERS[tracking.state]] += 1
         icmp_type = icmp_code = -1
-        if info.proto in (_ICMP, _ICMPV6) and info.l4 >= 0:
+        if (info.proto == _ICMP and info.ip_version == 4) or (
+            info.proto == _ICMPV6 and info.ip_version == 6
+        ):
+            # Only ICMP of its own IP version has a type and code the codec
+            # checked are there: protocol 1 in IPv6 (or 58 in IPv4) is some
+            # other protocol, and may end where its header would begin.
             icmp_type, icmp_code = buf[info.l4], buf[info.l4 + 1]
         facts = _Facts(
             direction,

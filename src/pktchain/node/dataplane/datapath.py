@@ -40,7 +40,6 @@ Ethernet destination starts at offset 10 and the source at 16.
 from __future__ import annotations
 
 import errno
-import math
 from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
@@ -79,6 +78,7 @@ from pktchain.node.dataplane.switch import (
     DEFAULT_AGING,
     DEFAULT_MAX_ENTRIES,
     DEFAULT_NETWORK,
+    STATIC,
     MacTable,
     Network,
 )
@@ -126,6 +126,8 @@ _RATE_ICMP = RateDrop.ICMP_ROUTER.value
 _RATE_FLOOD = RateDrop.FLOOD.value
 _RATE_SLOW = RateDrop.SLOW_PATH.value
 _ICMPS = (1, 58)  # ICMP, ICMPv6
+_LOOP = DropReason.FUNCTION_LOOP.value
+_STATIC_SRC = DropReason.STATIC_SRC_MAC.value
 _SYN = 0x02
 _SYN_ACK = 0x12
 _FUNCTION = PortKind.FUNCTION
@@ -259,7 +261,7 @@ class Datapath:
             return False
         for port in peer.ports.values():
             if port.network is not None:
-                port.network.macs.learn(mac, port, math.inf)
+                port.network.macs.learn(mac, port, STATIC)
         return True
 
     def drain_underlay(self, underlay: Underlay) -> int:
@@ -344,7 +346,9 @@ class Datapath:
         out = found.port
         if out is port:
             port.drops[_SAME_PORT] += 1
-        elif out.kind is _FUNCTION:
+            return
+        port.forwarded += 1
+        if out.kind is _FUNCTION:
             self._through_function(cast("FunctionPort", out), _owned(frame), None, 0)
         else:
             out.transmit(frame)
@@ -392,6 +396,7 @@ class Datapath:
             fused.bytes += len(frame) - VNET_HDR_LEN
             fused.seen = self.now
             self.fast_hits += 1
+            port.forwarded += 1
             if fused.nsh is not None:
                 self._send_fused_nsh(fused, frame, info)
             elif fused.identity:
@@ -436,8 +441,10 @@ class Datapath:
             header = entry.nsh
             if out.kind is _UNDERLAY and header.ttl != arrival.ttl - 1:
                 header = header.with_ttl(arrival.ttl - 1)
+            port.forwarded += 1
             self._send_nsh(out, entry, header, frame)
         elif out.kind is _FUNCTION:
+            port.forwarded += 1
             trace = None
             if not info.fragment and info.l4 >= 0:
                 # The journey from here may be fused: later frames of the flow
@@ -449,6 +456,7 @@ class Datapath:
                     trace.hops.append(hop)
             self._through_function(cast("FunctionPort", out), _with_dst(frame, entry.mac), trace, 0)
         else:
+            port.forwarded += 1
             out.transmit_parts(
                 (frame[:ETH_DST] + entry.mac, memoryview(frame)[ETH_SRC:]), len(frame)
             )
@@ -463,7 +471,7 @@ class Datapath:
         if port.kind is _FUNCTION and port.mac:
             # A native function's address is known from the start and never
             # ages out (a static entry): frames to it are not flooded.
-            port.network.macs.learn(bytes.fromhex(port.mac.replace(":", "")), port, math.inf)
+            port.network.macs.learn(bytes.fromhex(port.mac.replace(":", "")), port, STATIC)
 
     def secure(self, port: SwitchPort, guard: PortGuard | None) -> None:
         """Check `port`'s frames with `guard` from now on (None: no more).
@@ -622,6 +630,15 @@ class Datapath:
                 src = bytes(src)
             src_entry = entries.get(src)  # type: ignore[arg-type]  # bytes: see `owned`
             if src_entry is not None and src_entry.port is not port:
+                if src_entry.seen == STATIC and port.kind is not _FUNCTION:
+                    # The address of a native function's port, or of a host
+                    # the cluster places on another node: a frame from a
+                    # host's port that claims it would move it there and take
+                    # its traffic (and let it age out). It is dropped instead.
+                    # (A function forwards other hosts' frames: from its ports
+                    # the address is not learned, the entry stays.)
+                    drops[_STATIC_SRC] += 1
+                    continue
                 src_entry = None  # learned elsewhere: learned here anew
             if src_entry is None and (frame[ETH_SRC] & 1 or src == ZERO_MAC):
                 drops[_BAD_SRC] += 1
@@ -639,7 +656,10 @@ class Datapath:
                 end_nsh, self.end_nsh = self.end_nsh, None
             elif src_entry is not None:
                 src_entry.seen = now
-            else:
+            elif port.kind is not _FUNCTION:
+                # A function's ports have their own addresses (static entries);
+                # what it sends from another's (a NAT's translated reply, a
+                # mirror's copy) does not put that host behind it.
                 macs.learn(src, port, now)  # type: ignore[arg-type]  # bytes: see `owned`
 
             if not frame[ETH_DST] & 1:
@@ -653,6 +673,17 @@ class Datapath:
                         drops[_SAME_PORT] += 1
                         continue
                     if out.kind is _FUNCTION:
+                        function = cast("FunctionPort", out)
+                        if (
+                            port.kind is _FUNCTION
+                            and function.owner is cast("FunctionPort", port).owner
+                        ):
+                            # A function sent a frame to its own address: a bump
+                            # in the wire forwards what a host addressed to it
+                            # straight back into itself, round and round until
+                            # MAX_DEPTH. It goes nowhere; once is enough.
+                            drops[_LOOP] += 1
+                            continue
                         if policer is not None:
                             if (
                                 info is not None
@@ -669,11 +700,12 @@ class Datapath:
                                 drops[_RATE_SLOW] += 1
                                 policer.dropped += 1
                                 continue
+                        port.forwarded += 1
                         # A journey starts with the frame as it came in (fastpath.py).
                         journey = self._journey(trace, port, received, info)
-                        function = cast("FunctionPort", out)
                         self._through_function(function, _owned(frame), journey, depth)
                         continue
+                    port.forwarded += 1
                     if end_nsh is not None and out.kind is _UNDERLAY:
                         # The end of a path that crossed nodes: the node of the
                         # destination learns the way back from the NSH.
@@ -699,6 +731,7 @@ class Datapath:
                     continue
             self.flood(port, network, frame, trace, depth)
         self.fast_hits += hits
+        port.forwarded += hits
         if uncredited:
             self.credit()
 
@@ -774,7 +807,7 @@ class Datapath:
                 return None
         if src_entry is not None:
             src_entry.seen = now
-        elif flow_entry is None or flow_entry.learn:
+        elif (flow_entry is None or flow_entry.learn) and port.kind is not _FUNCTION:
             network.macs.learn(bytes(frame[ETH_SRC:ETH_TYPE]), port, now)
         if flow_entry is None:
             return frame  # no steering: switched as it is
@@ -796,7 +829,7 @@ class Datapath:
                 trace.hops.append(hop)
         if flow_entry.taps:
             self._tap(flow_entry.taps, frame, trace, depth)
-        if out is None:
+        if out is None:  # switched next: `_forward` counts what becomes of it
             self.end_nsh = flow_entry.nsh
             restore = flow_entry.restore_from
             if restore is not None and frame[ETH_DST:ETH_SRC] == restore:
@@ -804,6 +837,7 @@ class Datapath:
                 # place (a bump in the wire): give it its destination back.
                 return _with_dst(frame, flow_entry.restore_to)
             return frame
+        port.forwarded += 1
         if out.kind is _FUNCTION:
             to_function = _with_dst(frame, flow_entry.mac)
             self._through_function(cast("FunctionPort", out), to_function, trace, depth)
@@ -895,6 +929,9 @@ class Datapath:
                 host.sink(iface, sent)
                 continue
             if depth >= MAX_DEPTH:
+                # Sent by the function, so received on its port: counted there.
+                out.rx_packets += 1
+                out.rx_bytes += len(sent) - VNET_HDR_LEN
                 out.drops[_TOO_DEEP] += 1
                 if trace is not None:
                     trace.broken = _TOO_DEEP
@@ -1039,5 +1076,7 @@ class Datapath:
                 else:
                     out.transmit(frame)
                 sent = True
-        if not sent:
+        if sent:
+            ingress.forwarded += 1
+        else:
             ingress.drops[_NO_PORTS] += 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 from collections import Counter
 from collections.abc import Callable, Sequence
 from enum import Enum
@@ -27,10 +28,12 @@ from pktchain.linux.netns import entered
 from pktchain.linux.packet import (
     ETH_P_ALL,
     PACKET_IGNORE_OUTGOING,
+    PACKET_STATISTICS,
     PACKET_VNET_HDR,
     SOL_PACKET,
     set_promiscuous,
 )
+from pktchain.linux.sockets import receive_buffer
 from pktchain.linux.tuntap import VNET_HDR_LEN, open_tap
 from pktchain.packet.address import Buffer
 from pktchain.packet.headers import ETHERNET
@@ -44,6 +47,12 @@ if TYPE_CHECKING:
 
 MAX_FRAME = 65536 + VNET_HDR_LEN + 64
 """Largest read: a 64 KB GSO segment, its Ethernet and VLAN headers, the vnet header."""
+
+PACKET_RCVBUF = 4 << 20
+"""Bytes of receive buffer of an AF_PACKET port: a burst of several thousand
+frames while the loop is busy elsewhere (the kernel's default, about 200 small
+frames, is a millisecond at full speed)."""
+_TPACKET_STATS = struct.Struct("II")  # struct tpacket_stats {tp_packets, tp_drops}
 
 # The Ethernet header's fields in a frame as ports carry it, after the vnet header.
 ETH_DST = VNET_HDR_LEN + ETHERNET.offset("dst")
@@ -65,10 +74,12 @@ class DropReason(Enum):
 
     RUNT = "runt"  # shorter than vnet header + Ethernet header
     BAD_SRC_MAC = "bad-src-mac"  # multicast/broadcast or all-zero source address
+    STATIC_SRC_MAC = "static-src-mac"  # the address of a function's port or a remote host
     SAME_PORT = "same-port"  # destination was learned on the ingress port
     NO_PORTS = "no-ports"  # nowhere to flood
     FUNCTION_ERROR = "function-error"  # the native function behind the port raised
     FUNCTION_DEPTH = "function-depth"  # sent by a function too deep in a chain of them
+    FUNCTION_LOOP = "function-loop"  # sent by a function to its own address: back into it
 
 
 class SwitchPort:
@@ -88,6 +99,7 @@ class SwitchPort:
         "fd",
         "flooded",
         "flows",
+        "forwarded",
         "guard",
         "host",
         "ifname",
@@ -144,6 +156,9 @@ class SwitchPort:
         """The rate limits of a host port (limits.py); None: not policed."""
         self.rx_packets = 0
         self.rx_bytes = 0
+        self.forwarded = 0
+        """Frames received here that went on (to a port, a flood, a function, a
+        chain's next hop); with the drops, every frame received (see `counters`)."""
         self.tx_packets = 0
         self.tx_bytes = 0
         self.tx_errors: Counter[str] = Counter()
@@ -190,6 +205,7 @@ class SwitchPort:
             "holds": 0 if self.policer is None else self.policer.holds,
             "rx_packets": self.rx_packets,
             "rx_bytes": self.rx_bytes,
+            "forwarded": self.forwarded,
             "tx_packets": self.tx_packets,
             "tx_bytes": self.tx_bytes,
             "drops": dict(sorted(self.drops.items())),
@@ -224,9 +240,16 @@ class TapPort(SwitchPort):
 
 
 class PacketPort(SwitchPort):
-    """An AF_PACKET socket bound to an existing interface, optionally in a namespace."""
+    """An AF_PACKET socket bound to an existing interface, optionally in a namespace.
 
-    __slots__ = ("_sock",)
+    Frames the kernel could not queue on the socket (its buffer full while
+    the loop was busy) never reach `recv`: the kernel counts them
+    (``PACKET_STATISTICS``), and `counters` reports them as
+    `rx_kernel_drops`, so that every frame the interface handed the node is
+    accounted for.
+    """
+
+    __slots__ = ("_sock", "kernel_drops")
 
     def __init__(self, *, name: str, ifname: str, netns: str | None, host: str | None) -> None:
         with entered(netns):
@@ -237,6 +260,7 @@ class PacketPort(SwitchPort):
                 sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
                 sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
                 set_promiscuous(sock, ifname)
+                receive_buffer(sock, PACKET_RCVBUF)
                 sock.bind((ifname, ETH_P_ALL))  # host order: Python converts it
             except OSError:
                 sock.close()
@@ -256,6 +280,23 @@ class PacketPort(SwitchPort):
             host=host,
             mac=mac,
         )
+        self.kernel_drops = 0
+
+    def read_kernel_drops(self) -> int:
+        """Frames the kernel dropped for want of room in the socket, so far."""
+        if self.fd >= 0:
+            try:
+                stats = self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS.size)
+            except OSError:
+                return self.kernel_drops
+            # Reading the statistics resets them: they are added up here.
+            self.kernel_drops += _TPACKET_STATS.unpack(stats)[1]
+        return self.kernel_drops
+
+    def counters(self) -> dict[str, object]:
+        counters = super().counters()
+        counters["rx_kernel_drops"] = self.read_kernel_drops()
+        return counters
 
     def close(self) -> None:
         self._sock.close()

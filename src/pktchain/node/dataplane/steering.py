@@ -35,7 +35,8 @@ What a change does (the semantics of live updates):
   or its chain deleted): then the flow's entries are removed and its next
   packet is classified again (re-pinned) under the current plan.
 
-Flows idle for longer than the idle timeout are forgotten.  Tap groups send
+Flows idle for longer than the idle timeout are forgotten, and with the table
+full the oldest flow makes room for a new one (`_make_room`).  Tap groups send
 a copy to the chosen tap function; what that function sends back from its
 egress port is dropped (`tap-return`).
 """
@@ -46,6 +47,7 @@ import hashlib
 import ipaddress
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -235,7 +237,8 @@ class Steering:
     now: float = 0.0
 
     def __post_init__(self) -> None:
-        self.flows: dict[int, Flow] = {}  # id(flow) -> flow
+        self.flows: OrderedDict[int, Flow] = OrderedDict()
+        """id(flow) -> flow, oldest first: when the table is full, the oldest makes room."""
         self.stats = SteeringStats()
         self.counters: dict[tuple[str, int, str, PathDirection], HopCounters] = {}
         self._by_source: dict[str, list[tuple[ClassifierPlan, ChainPlan]]] = {}
@@ -340,12 +343,10 @@ class Steering:
             )
         flow = Flow(key, None, self.now, isn)
         entry = FlowEntry(flow, first=True)
-        if len(self.flows) < self.max_flows:
-            self._add_entry(flow, port, key, entry)
-            self.flows[id(flow)] = flow
-            self.stats.unclassified += 1
-        else:
-            self.stats.table_full += 1
+        self._make_room()
+        self._add_entry(flow, port, key, entry)
+        self.flows[id(flow)] = flow
+        self.stats.unclassified += 1
         return entry
 
     def _install(
@@ -429,9 +430,7 @@ class Steering:
 
         first = forward[0][1]
         first.first = True
-        if len(self.flows) >= self.max_flows:
-            self.stats.table_full += 1
-            return first
+        self._make_room()
         rkey: FlowKey = (key[1], key[0], key[2], key[4], key[3])
         placed: set[tuple[str, FlowKey]] = set()
         for at_key, (at, flow_entry) in [(key, e) for e in forward + tap_returns] + [
@@ -501,9 +500,7 @@ class Steering:
             )
         first = placed[0][1]
         first.first = True
-        if len(self.flows) >= self.max_flows:
-            self.stats.table_full += 1
-            return first
+        self._make_room()
         self._place(flow, key, placed, reverse)
         self.stats.classified += 1
         return first
@@ -600,9 +597,7 @@ class Steering:
                     original_dst=frame[ETH_SRC:ETH_TYPE],
                     ttl=INITIAL_TTL,
                 )
-        if len(self.flows) >= self.max_flows:
-            self.stats.table_full += 1
-            return "flow-table-full"
+        self._make_room()
         arrival_entry = placed[0][1]
         self._place(flow, key, placed[1:], reverse)
         akey: ArrivalKey = (spi << 8 | arrival.si, key)
@@ -789,6 +784,22 @@ class Steering:
             self._remove(previous.flow)
         table[key] = entry
         flow.entries.append((port, key))
+
+    def _make_room(self) -> None:
+        """With the table full, forget its oldest flow for the one being added.
+
+        A path is installed whole or not at all: a flow steered packet by
+        packet would reach its first function and be lost at its egress,
+        which has no entry to go on by. So the oldest flow goes (counted as
+        `table_full`), as a full conntrack table drops its oldest; if it was
+        still running, its next packet is classified again, onto the same
+        instances (the choice is a hash of the flow). A host that sends
+        flows at random thus takes no room for good from any other.
+        """
+        while len(self.flows) >= self.max_flows and self.flows:
+            _id, oldest = self.flows.popitem(last=False)
+            self._remove(oldest)
+            self.stats.table_full += 1
 
     def _remove(self, flow: Flow) -> None:
         if flow.lease is not None:

@@ -23,6 +23,11 @@ DEFAULT_AGING = 300.0
 
 DEFAULT_MAX_ENTRIES = 65536
 
+STATIC = float("inf")
+"""The `seen` of an entry learned for good: a native function's port, a host
+pinned behind another node. It neither ages out nor moves when a frame from
+another port claims the address; only a new pin moves it."""
+
 
 class MacEntry(Generic[P]):
     __slots__ = ("port", "seen")
@@ -64,6 +69,8 @@ class MacTable(Generic[P]):
             self.stats.learned += 1
             return
         if entry.port is not port:
+            if entry.seen == STATIC and now != STATIC:
+                return  # a static entry moves only to be pinned elsewhere
             self.stats.moved += 1
             entry.port = port
         entry.seen = now

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from pktchain.linux.sockets import udp_socket
+from pktchain.linux.sockets import receive_buffer, udp_drops, udp_socket
 from pktchain.linux.tuntap import VNET_HDR_LEN
 from pktchain.node.dataplane.ports import ETH_DST, ETH_SRC, PortKind, SwitchPort
 from pktchain.packet.address import Buffer
@@ -80,7 +80,8 @@ MAX_INNER_GSO = 62000
 """The largest GSO super-frame the node lets a host's NIC hand it in a cluster
 (`gso_max_size`): with its encapsulation it fits in one UDP datagram."""
 SOCKET_BUFFER = 8 << 20
-"""Bytes of send and receive buffer (the kernel caps it at net.core.*mem_max)."""
+"""Bytes of send and receive buffer (the send buffer is capped at
+net.core.wmem_max; the receive buffer goes past rmem_max as root)."""
 BATCH = 64
 
 _GPE_SIZE = len(build_vxlan_gpe())
@@ -369,8 +370,8 @@ class Underlay:
         # DF clear: a datagram larger than the underlay's MTU is fragmented by
         # the kernel rather than lost.
         sock = udp_socket(family, bind=(host, port), fragment=True)
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        receive_buffer(sock, SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         if family == socket.AF_INET:
             # A zero UDP checksum, as VXLAN sends (RFC 7348 §5; the inner frame
             # has its own): no sum over a 64 KB datagram on either side.
@@ -506,8 +507,15 @@ class Underlay:
             "hellos_received": self.hellos_received,
             "rx_packets": self.rx_packets,
             "rx_bytes": self.rx_bytes,
+            "rx_kernel_drops": self.kernel_drops(),
             "drops": dict(sorted(self.drops.items())),
         }
+
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel dropped on the socket (its buffer full), so far."""
+        if self.fd < 0:
+            return 0
+        return udp_drops(self._sock) or 0
 
     def close(self) -> None:
         self._sock.close()

@@ -17,6 +17,7 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrFragment,
 )
 from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.packet import Packet as ScapyPacket
 
 from pktchain.functions.firewall.function import Firewall
 from pktchain.functions.sdk import Verdict, function_class
@@ -470,6 +471,27 @@ def test_impossible_tcp_flags_are_invalid() -> None:
     assert fw.process(packet(tcp("")), 0.0).reason == "drop-rule"
     assert fw.process(packet(tcp("F")), 0.0).reason == "drop-rule"
     assert fw.counters["state-invalid"] == 3
+
+
+@pytest.mark.parametrize(
+    "packet_of_other_version",
+    [
+        # Protocol 1 (ICMP) in IPv6, ending where its header would start: found by
+        # bench/fuzz.py, it used to raise IndexError reading the ICMP code.
+        IPv6(src=CLIENT6, dst=SERVER6, nh=1, plen=0),
+        IPv6(src=CLIENT6, dst=SERVER6) / IPv6ExtHdrFragment(nh=1),
+        IPv6(src=CLIENT6, dst=SERVER6, nh=1) / b"\x08",
+        # And protocol 58 (ICMPv6) in IPv4.
+        IP(src=CLIENT, dst=SERVER, proto=58),
+    ],
+)
+def test_icmp_of_the_other_ip_version_is_another_protocol(
+    packet_of_other_version: ScapyPacket,
+) -> None:
+    fw = firewall([{"action": "drop", "protocol": "icmp", "icmp_type": 8}, {"action": "accept"}])
+    frame = bytes(Ether(src=MAC_A, dst=MAC_B) / packet_of_other_version)
+    result = driven(fw, raw_packet(frame), 1.0)
+    assert result.verdict is Verdict.FORWARD  # not a drop: it raised nothing
 
 
 @settings(max_examples=300, deadline=None)
