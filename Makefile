@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-integration test-netns lint format docs bench clean
+.PHONY: setup demo test test-unit test-integration test-netns stress lint format docs bench clean
 
 setup: $(STAMP) build/nsh-flowcount
 
@@ -34,6 +34,10 @@ test-integration: setup
 
 test-netns: setup
 	$(BIN)/pytest -q tests/netns
+
+# The whole suite three times in a row with one core held by a busy loop.
+stress: setup
+	scripts/stress 3
 
 lint: setup
 	$(BIN)/ruff check src tests bench
