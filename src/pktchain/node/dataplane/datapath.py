@@ -655,7 +655,8 @@ class Datapath:
                 frame = steered
                 end_nsh, self.end_nsh = self.end_nsh, None
             elif src_entry is not None:
-                src_entry.seen = now
+                if src_entry.seen != STATIC:  # a static entry stays one
+                    src_entry.seen = now
             elif port.kind is not _FUNCTION:
                 # A function's ports have their own addresses (static entries);
                 # what it sends from another's (a NAT's translated reply, a
@@ -806,7 +807,8 @@ class Datapath:
                 port.drops[flow_entry.drop] += 1
                 return None
         if src_entry is not None:
-            src_entry.seen = now
+            if src_entry.seen != STATIC:  # a static entry stays one
+                src_entry.seen = now
         elif (flow_entry is None or flow_entry.learn) and port.kind is not _FUNCTION:
             network.macs.learn(bytes(frame[ETH_SRC:ETH_TYPE]), port, now)
         if flow_entry is None:
