@@ -657,10 +657,11 @@ class Datapath:
             elif src_entry is not None:
                 if src_entry.seen != STATIC:  # a static entry stays one
                     src_entry.seen = now
-            elif port.kind is not _FUNCTION:
-                # A function's ports have their own addresses (static entries);
-                # what it sends from another's (a NAT's translated reply, a
-                # mirror's copy) does not put that host behind it.
+            elif port.flooded:
+                # Not a bump in the wire: what such a function sends from
+                # another host's address (a NAT's translated reply, a mirror's
+                # copy) does not put that host behind it. Functions that own
+                # addresses (the router, its VRRP virtual MAC) are learned.
                 macs.learn(src, port, now)  # type: ignore[arg-type]  # bytes: see `owned`
 
             if not frame[ETH_DST] & 1:
@@ -809,7 +810,7 @@ class Datapath:
         if src_entry is not None:
             if src_entry.seen != STATIC:  # a static entry stays one
                 src_entry.seen = now
-        elif (flow_entry is None or flow_entry.learn) and port.kind is not _FUNCTION:
+        elif (flow_entry is None or flow_entry.learn) and port.flooded:
             network.macs.learn(bytes(frame[ETH_SRC:ETH_TYPE]), port, now)
         if flow_entry is None:
             return frame  # no steering: switched as it is

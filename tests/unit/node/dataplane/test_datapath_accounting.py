@@ -246,3 +246,31 @@ def test_a_function_that_sends_from_its_own_address_keeps_it_pinned() -> None:
     datapath.drain(h1)
     assert not [f for f in h2.sent if Ether(f[len(VNET) :]).dst == F0_INGRESS]
     assert ledger_ports(port.counters() for port in datapath.ports) == []
+
+
+VMAC = "00:00:5e:00:01:07"
+
+
+class Virtual(Answers):
+    """Owns addresses on its network (FLOODED, as the router): answers from a
+    virtual MAC (VRRP's) that is not its port's."""
+
+    KIND = "virtual"
+    FLOODED = True
+
+    def process(self, packet: Packet, now: float) -> Result:
+        answer = Ether(src=VMAC, dst=H1_MAC) / IP(src="10.0.0.9", dst="10.0.0.1")
+        return reply(packet, bytes(answer / UDP(sport=7, dport=7)), reason="answered")
+
+
+def test_a_function_that_owns_addresses_is_learned_where_it_sends_from_them() -> None:
+    datapath, h1, h2 = function_chain([Virtual()])
+    udp = Ether(src=H1_MAC, dst=H2_MAC) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(dport=53)
+    h1.inbox.append(VNET + bytes(udp / b"q"))
+    datapath.drain(h1)
+    h2.sent.clear()
+    to_vmac = Ether(src=H1_MAC, dst=VMAC, type=0x88B5) / bytes(46)
+    h1.inbox.append(VNET + bytes(to_vmac))
+    datapath.drain(h1)
+    assert h2.sent == []  # switched to the function, not flooded
+    assert ledger_ports(port.counters() for port in datapath.ports) == []
