@@ -81,9 +81,15 @@ class Driver:
     """Runs one function: the verdict-to-output rules and the counting (see the module)."""
 
     def __init__(
-        self, function: Function, *, on_error: Callable[[str, str], None] | None = None
+        self,
+        function: Function,
+        *,
+        on_error: Callable[[str, str], None] | None = None,
+        name: str | None = None,
     ) -> None:
         self.function = function
+        self.name = name if name is not None else function.kind()
+        """The function's name where it runs (a node's function), for its log lines."""
         self.interfaces = frozenset(function.INTERFACES)
         self._verdicts: Counter[Verdict] = Counter()
         self.errors: Counter[str] = Counter()
@@ -206,4 +212,17 @@ class Driver:
             # Imported here: logging alone is a tenth of `pktchain fn`'s start-up budget.
             import logging
 
-            logging.getLogger(__name__).error("%s", message, exc_info=exc)
+            from pktchain.logs import event
+
+            logging.getLogger(__name__).error(
+                "%s",
+                message,
+                exc_info=exc,
+                extra=event(
+                    "function_error",
+                    function=self.name,
+                    function_kind=self.function.kind(),
+                    exception=kind,
+                    during=where,
+                ),
+            )
