@@ -43,9 +43,7 @@ def test_an_event_is_one_json_object_with_its_fields(
 ) -> None:
     logger, stream, handler = captured
     handler.setFormatter(JsonFormatter())
-    logger.warning(
-        "port %s is down", "h1:eth0", extra=event("port_down", port="h1:eth0", holds=3)
-    )
+    logger.warning("port %s is down", "h1:eth0", extra=event("port_down", port="h1:eth0", holds=3))
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1
     line = json.loads(lines[0])
