@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from pktchain.node.dataplane.underlay import Underlay
     from pktchain.node.function_file import FunctionSpec
     from pktchain.node.ha import HaSync
+    from pktchain.node.metrics import DataplaneCollector
     from pktchain.node.router_file import RouterSpec
     from pktchain.sfc.etcd_store import EtcdStore
     from pktchain.sfc.model import SfcModel
@@ -66,6 +67,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pktchain.node")
 
 LINK_WATCH_INTERVAL = 0.2
+METRICS_TIMEOUT = 10.0
+"""Seconds a scrape waits for the loop to read the node's state."""
 VRRP_DRAIN_LIMIT = 1.0
 """Seconds a stopping master goes on forwarding while no successor is heard."""
 VRRP_DRAIN_CHECK = 0.005
@@ -714,10 +717,45 @@ class Node:
 
         host, _, port = bind.rpartition(":")
         limits = self.config.api_limits
-        app = create_app(NodeBackend(self), token=self.config.api_token, max_body=limits.max_body)
+        app = create_app(
+            NodeBackend(self),
+            token=self.config.api_token,
+            max_body=limits.max_body,
+            collectors=[self.metrics_collector()],
+        )
         self.api = ApiServer(app, host.strip("[]") or "127.0.0.1", int(port), limits=limits)
         self.api.start()
         log.info("REST API on %s/v2.0", self.api.url, extra=event("api_started", url=self.api.url))
+
+    def metrics_collector(self) -> DataplaneCollector:
+        """The node's Prometheus collector (docs/metrics.md): it reads the node's state
+        in the loop's thread when scraped."""
+        from pktchain.node.metrics import DataplaneCollector, NodeState
+
+        def router() -> tuple[str, Router, HaSync | None] | None:
+            if self.router is None or self.router_host is None:
+                return None
+            return self.router_host.name, self.router, self.ha
+
+        def servers() -> dict[str, dict[str, int]]:
+            found = {}
+            if self.api is not None:
+                found["api"] = self.api.counters
+            if self.messenger is not None:
+                found["messenger"] = self.messenger.counters
+            return found
+
+        state = NodeState(
+            self.datapath,
+            self.steering,
+            functions=self.functions.values,
+            router=router,
+            underlay=lambda: self.underlay,
+            node=self.config.name,
+            started=self.started,
+            servers=servers,
+        )
+        return DataplaneCollector(state, run=lambda fn: self.loop.submit(fn, METRICS_TIMEOUT))
 
     def run(self) -> None:
         try:
@@ -1042,6 +1080,7 @@ class Node:
                 "entries": self.datapath.fused_entries(),
                 "installed": self.datapath.fused,
                 "hits": self.datapath.fast_hits,
+                "misses": self.datapath.fast_misses,
                 "refused": dict(self.datapath.fuse_refused),
             },
             "functions": sorted(self.functions),

@@ -57,6 +57,7 @@ from pktchain.functions.sdk.contract import (
     Function,
     Packet,
     Result,
+    TableSize,
     Verdict,
     drop,
 )
@@ -201,6 +202,14 @@ class Driver:
         except Exception as exc:  # a faulty function must not stop the loop around it
             self._failed(exc, "status")
             return {"kind": function.kind(), "counters": dict(function.counters)}
+
+    def tables(self) -> dict[str, TableSize]:
+        """How full the function's tables are; none when ``tables()`` raised."""
+        try:
+            return self.function.tables()
+        except Exception as exc:  # a faulty function must not stop the loop around it
+            self._failed(exc, "tables")
+            return {}
 
     def _failed(self, exc: Exception, where: str) -> None:
         kind = type(exc).__name__
