@@ -324,6 +324,7 @@ def function_metrics(hosts: Iterable[FunctionHost]) -> Iterator[Metric]:
         function = driver.function
         kind = function.kind()
         labels = [host.name, kind]
+        tables = driver.tables()  # first: an exception it raises is among the errors below
         for counter, count in sorted(function.counters.items()):
             events.add_metric([*labels, counter], count)
         if kind not in kinds_described:
@@ -334,7 +335,7 @@ def function_metrics(hosts: Iterable[FunctionHost]) -> Iterator[Metric]:
             verdicts.add_metric([*labels, verdict], count)
         for exception, count in sorted((driver.errors + host.errors).items()):
             errors.add_metric([*labels, exception], count)
-        for table, size in sorted(driver.tables().items()):
+        for table, size in sorted(tables.items()):
             entries.add_metric([*labels, table], size.entries)
             if size.limit is not None:
                 limits.add_metric([*labels, table], size.limit)
