@@ -146,7 +146,7 @@ def test_drops_are_counted_by_reason_on_their_port(
 def test_a_function_shows_its_counters_their_meanings_verdicts_and_tables(
     chain: tuple[Datapath, MemoryPort, MemoryPort, Counting, DataplaneCollector],
 ) -> None:
-    datapath, h1, _h2, function, collector = chain
+    datapath, h1, _h2, _function, collector = chain
     for sport in (1, 2, 3):
         h1.inbox.append(udp(sport))
     datapath.drain(h1)
