@@ -288,11 +288,11 @@ def function_metrics(hosts: Iterable[FunctionHost]) -> Iterator[Metric]:
     events = CounterMetricFamily(
         "pktchain_function_events",
         "What a native function counted, by counter: those it declares (their meanings "
-        "in pktchain_function_counter_info and docs/functions/) and its drops by reason.",
+        "in pktchain_function_event_info and docs/functions/) and its drops by reason.",
         labels=(*FUNCTION_LABELS, "counter"),
     )
     described = InfoMetricFamily(
-        "pktchain_function_counter",
+        "pktchain_function_event",
         "What each counter a kind of function declares counts.",
         labels=("kind", "counter"),
     )

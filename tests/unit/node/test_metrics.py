@@ -155,7 +155,7 @@ def test_a_function_shows_its_counters_their_meanings_verdicts_and_tables(
     assert value(samples, "pktchain_function_events_total", counter="seen", **labels) == 3
     assert value(samples, "pktchain_function_events_total", counter="big", **labels) == 0
     assert value(samples, "pktchain_function_verdicts_total", verdict="forward", **labels) == 3
-    info = samples["pktchain_function_counter_info"]
+    info = samples["pktchain_function_event_info"]
     assert {dict(k)["counter"]: dict(k)["description"] for k in info} == Counting.COUNTERS
     assert value(samples, "pktchain_function_table_entries", table="leases") == 1
     assert value(samples, "pktchain_function_table_limit", table="leases") == 8
