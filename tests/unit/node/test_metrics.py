@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
@@ -207,8 +208,9 @@ def test_the_reading_runs_where_the_state_lives() -> None:
     assert "pktchain_steering_flows" not in samples  # no steering, no steering metrics
 
 
-def test_a_virtual_router_shows_its_state_priorities_and_transitions() -> None:
-    router = Router(
+def vrrp_router() -> Router:
+    """A router with NAT and one virtual router on its inside interface, priority 120."""
+    return Router(
         RouterConfig(
             interfaces=(
                 RouterInterface("inside", "02:00:00:00:01:01", IPv4Interface("10.0.0.2/24")),
@@ -224,6 +226,10 @@ def test_a_virtual_router_shows_its_state_priorities_and_transitions() -> None:
             ),
         )
     )
+
+
+def test_a_virtual_router_shows_its_state_priorities_and_transitions() -> None:
+    router = vrrp_router()
     timers(router, 0.0)
     labels = {"function": "r1", "interface": "inside", "vrid": "52"}
 
@@ -250,3 +256,29 @@ def test_a_virtual_router_shows_its_state_priorities_and_transitions() -> None:
         "nat-mappings",
     }
     assert tables["fragments"].limit == router.config.fragment_datagram_limit
+
+
+def test_every_metric_is_documented_and_every_documented_metric_exists(
+    chain: tuple[Datapath, MemoryPort, MemoryPort, Counting, DataplaneCollector],
+) -> None:
+    from support.paths import ROOT
+
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"`(pktchain_[a-z_]+)`", doc))
+    datapath, h1, _h2, _function, collector = chain
+    h1.inbox.extend([udp(), VNET + b"short"])
+    datapath.drain(h1)
+    emitted = {f.name for f in collector.read()}
+    emitted |= {f.name for f in router_metrics("r1", vrrp_router(), None)}
+    suffixes = {"counter": "_total", "info": "_info"}
+    for family in [*collector.read(), *router_metrics("r1", vrrp_router(), None)]:
+        name = family.name + suffixes.get(family.type, "")
+        assert name in documented, f"{name} is not in docs/metrics.md"
+    sources = "".join(
+        (ROOT / "src" / "pktchain" / path).read_text()
+        for path in ("node/metrics.py", "api/metrics.py")
+    )
+    for name in documented:
+        base = re.sub(r"_(total|info)$", "", name)
+        assert f'"{base}"' in sources, f"docs/metrics.md names {name}, which nothing makes"
+    assert emitted
