@@ -213,6 +213,9 @@ class Datapath:
         self.now = 0.0
         self.max_fused = DEFAULT_MAX_FUSED
         self.fast_hits = 0
+        self.fast_misses = 0
+        """Frames that came in (on a port, from another node) that the fast path did
+        not carry; with `fast_hits`, every frame that came in."""
         self.delivered = 0
         """Frames handed to native functions."""
         self.fused = 0
@@ -407,6 +410,7 @@ class Datapath:
                     len(frame),
                 )
             return
+        self.fast_misses += 1
         if self.uncredited:
             self.credit()
         entry = steering.arrivals.get(akey)
@@ -559,6 +563,7 @@ class Datapath:
         # that switches only are bytes: nothing is added to their path.
         owned = port.kind is _FUNCTION or table is not None
         hits = 0
+        received_before = port.rx_packets
         for received in frames:
             frame = received
             size = len(frame)
@@ -733,6 +738,8 @@ class Datapath:
                     continue
             self.flood(port, network, frame, trace, depth)
         self.fast_hits += hits
+        if not depth:  # frames that came in, not frames functions sent on within this call
+            self.fast_misses += port.rx_packets - received_before - hits
         port.forwarded += hits
         if uncredited:
             self.credit()
