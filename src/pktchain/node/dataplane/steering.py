@@ -1066,21 +1066,29 @@ class Steering:
     def flow_table(self, limit: int = 1000) -> list[dict[str, Any]]:
         rows = []
         for flow in list(self.flows.values())[:limit]:
-            src, dst, proto, sport, dport = flow.key
             rows.append(
                 {
-                    "src": str(ipaddress.ip_address(src)) if src else "",
-                    "dst": str(ipaddress.ip_address(dst)) if dst else "",
-                    "proto": proto,
-                    "sport": sport,
-                    "dport": dport,
+                    **_key_fields(flow.key),
                     "chain": flow.chain.name if flow.chain else None,
                     "path": [pair.name for _group, pair in flow.pairs],
+                    "translated": [_key_fields(key) for key in flow.translations],
                     "packets": flow.packets,
                     "idle": round(self.now - flow.seen, 1),
                 }
             )
         return rows
+
+
+def _key_fields(key: FlowKey) -> dict[str, Any]:
+    """A flow key as the flow table shows it."""
+    src, dst, proto, sport, dport = key
+    return {
+        "src": str(ipaddress.ip_address(src)) if src else "",
+        "dst": str(ipaddress.ip_address(dst)) if dst else "",
+        "proto": proto,
+        "sport": sport,
+        "dport": dport,
+    }
 
 
 def l7_names(frame: bytes | bytearray, info: FrameInfo) -> dict[str, str] | None:
