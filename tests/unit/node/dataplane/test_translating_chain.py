@@ -409,3 +409,28 @@ def test_replies_are_steered_back_whatever_mac_the_outside_host_sends_them_to(
     send(h2, reply_to(out, dst_mac))
     datapath.drain(h2)
     assert [(frame.dst, frame[IP].dst) for frame in taken(h1)] == [(H1_MAC, INSIDE)]
+
+
+def test_a_reply_after_its_flow_was_forgotten_is_dropped_after_the_nat() -> None:
+    # docs/sfc.md, "What to configure for a NAT in a chain", 4.
+    function = nat()
+    datapath, h1, h2 = function_chain([function])
+    steering = datapath.steering
+    assert steering is not None
+    taken(h1)
+    send(h1, outbound())
+    datapath.drain(h1)
+    (out,) = taken(h2)
+    steering.expire(steering.now + steering.idle_timeout + 1)
+    send(h2, reply_to(out, NAT_EGRESS.format(1)))
+    datapath.drain(h2)
+    assert taken(h1) == []
+    assert function.counters["translated"] == 2  # the NAT still knew the mapping
+    ingress = next(port for port in datapath.ports if port.name == "f0:ingress")
+    assert ingress.counters()["drops"] == {"function-loop": 1}
+    # The inside host's next packet pins the flow again, and the replies follow.
+    send(h1, outbound())
+    datapath.drain(h1)
+    send(h2, reply_to(out, NAT_EGRESS.format(1)))
+    datapath.drain(h2)
+    assert [frame[IP].dst for frame in taken(h1)] == [INSIDE]
