@@ -35,6 +35,15 @@ What a change does (the semantics of live updates):
   or its chain deleted): then the flow's entries are removed and its next
   packet is classified again (re-pinned) under the current plan.
 
+Functions that translate.  A native function that rewrites addresses or
+ports (a NAT) changes the key the rest of the path was installed under.  The
+datapath knows which entry steered the packet into the function (functions
+answer within its call), so what the function sends back on the port its hop
+returns on goes on along that path (`follow`), and the flow's entries beyond
+the hop take the new key, the reverse path's its reverse: later packets and
+the replies to the translated address follow too.  ICMP errors go along the
+path of the flow whose packet they quote (`related`).
+
 Flows idle for longer than the idle timeout are forgotten, and with the table
 full the oldest flow makes room for a new one (`_make_room`).  Tap groups send
 a copy to the chosen tap function; what that function sends back from its
