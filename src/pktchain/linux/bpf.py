@@ -5,7 +5,7 @@ libbpf (``libbpf.so.1``, through ctypes): :class:`BpfObject` gives its
 programs' and maps' file descriptors by name and keeps them open until it is
 closed.  Everything after the load goes straight to the ``bpf(2)`` system
 call, in :class:`BpfMap` (lookup, update, delete, iteration) and
-:func:`test_run` (``BPF_PROG_TEST_RUN``: a program run on a given frame,
+:func:`run_program` (``BPF_PROG_TEST_RUN``: a program run on a given frame,
 without a device).  A ``sched_cls`` program is attached to a device's tc
 ingress, direct action, with :func:`attach_tc_ingress` (a ``clsact`` qdisc and
 a ``bpf`` filter by file descriptor, through pyroute2's netlink) and removed
@@ -26,7 +26,6 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from pathlib import Path
 from typing import Any
 
 from pktchain.linux.netns import entered
@@ -37,11 +36,11 @@ __all__ = [
     "BpfMap",
     "BpfObject",
     "BpfOperation",
-    "TestRun",
+    "ProgramRun",
     "attach_tc_ingress",
     "bpf_available",
     "detach_tc_ingress",
-    "test_run",
+    "run_program",
 ]
 
 LIBBPF = "libbpf.so.1"
@@ -285,7 +284,7 @@ class BpfMap:
 
 
 @dataclass(frozen=True)
-class TestRun:
+class ProgramRun:
     """What BPF_PROG_TEST_RUN gave back: the program's return value, the frame
     as the program left it, and the context (``struct __sk_buff``) after the run."""
 
@@ -295,7 +294,7 @@ class TestRun:
 
 
 def skb_context(ingress_ifindex: int = 0, gso_size: int = 0, gso_segs: int = 0) -> bytes:
-    """A ``struct __sk_buff`` for :func:`test_run` with the fields a test run accepts."""
+    """A ``struct __sk_buff`` for :func:`run_program` with the fields a test run accepts."""
     context = bytearray(SK_BUFF.size)
     struct.pack_into("=I", context, _SKB_INGRESS_IFINDEX_AT, ingress_ifindex)
     struct.pack_into("=I", context, _SKB_GSO_SEGS_AT, gso_segs)
@@ -303,9 +302,9 @@ def skb_context(ingress_ifindex: int = 0, gso_size: int = 0, gso_segs: int = 0) 
     return bytes(context)
 
 
-def test_run(
+def run_program(
     program_fd: int, data: bytes, context: bytes | None = None, *, target: str = "program"
-) -> TestRun:
+) -> ProgramRun:
     """Run the program once on `data` (a whole Ethernet frame for a tc program)."""
     data_in = ctypes.create_string_buffer(data, len(data))
     out_size = len(data) + 256  # room for what a program pushes
@@ -336,7 +335,7 @@ def test_run(
         raise BpfError(ctypes.get_errno(), BpfOperation.TEST_RUN, target)
     fields = _TEST_ATTR.unpack(attr.raw)
     retval, size_out = fields[1], fields[3]
-    return TestRun(
+    return ProgramRun(
         retval,
         data_out.raw[:size_out],
         b"" if ctx_out is None else ctx_out.raw,

@@ -31,6 +31,7 @@
 #define FP_SET_PORTS 0x0008     // write new_ports (TCP/UDP ports, or ICMP identifier)
 #define FP_L4_CSUM 0x0010       // update the L4 checksum at l4 + l4_csum_at
 #define FP_UDP 0x0020           // UDP: a zero checksum means none (RFC 768)
+#define FP_IDENTITY 0x0040      // nothing to rewrite: the frame leaves as it came
 
 #define PUNT_TCP_FLAGS 0x07 // FIN | SYN | RST (RFC 9293 §3.1)
 
@@ -249,6 +250,10 @@ int pktchain_fastpath(struct __sk_buff *skb)
 	__sync_fetch_and_add(&entry->bytes, frame_len);
 	entry->seen_ns = bpf_ktime_get_ns();
 
+	__u32 egress = entry->egress;
+	if (entry->flags & FP_IDENTITY)
+		goto redirect;
+
 	// The rewrite: fields first (direct writes), then the checksums (helpers,
 	// which keep CHECKSUM_PARTIAL and CHECKSUM_COMPLETE packets right).
 	copy_bytes(eth, entry->macs, 12);
@@ -282,7 +287,6 @@ int pktchain_fastpath(struct __sk_buff *skb)
 		}
 	}
 	__u16 flags = entry->flags;
-	__u32 egress = entry->egress;
 	__u16 ip_delta = entry->ip_delta;
 	__u16 addr_delta = entry->addr_delta;
 	__u16 port_delta = entry->port_delta;
@@ -292,6 +296,10 @@ int pktchain_fastpath(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	if (flags & FP_L4_CSUM) {
 		__u64 mangled = (flags & FP_UDP) ? BPF_F_MARK_MANGLED_0 : 0;
+		// The two shares of fastpath.py's l4_delta: the addresses' (also
+		// in a CHECKSUM_PARTIAL packet's seed) and the rest (ports, or the
+		// whole of it for ICMP), which is applied even when it is one's
+		// complement zero (0xffff), as Python applies its one delta.
 		if (addr_delta &&
 		    bpf_l4_csum_replace(skb, csum_at, 0, addr_delta, BPF_F_PSEUDO_HDR | mangled))
 			return TC_ACT_SHOT;
@@ -299,6 +307,7 @@ int pktchain_fastpath(struct __sk_buff *skb)
 			return TC_ACT_SHOT;
 	}
 
+redirect:;
 	__u32 zero = 0;
 	struct fp_trace *trace = bpf_map_lookup_elem(&fp_trace, &zero);
 	if (trace && trace->enabled)
