@@ -41,6 +41,8 @@ from pktchain.node.dataplane.kfastpath import (
     KernelFastPath,
     KernelFastPathError,
     KernelRefusal,
+    entry_key,
+    entry_value,
     locate_object,
 )
 from support.kfast_lab import Fused, Replay, describe, every_entry, replay
@@ -380,6 +382,24 @@ def test_an_entry_removed_or_swept_leaves_its_flow_to_the_slow_path(
     assert run_program(kernel.program_fd, frame, context).retval == TC_ACT_OK
     for each in installed:  # back as they were, for the other tests
         kernel.install(each.ingress, each.fused.key, each.fused.entry, each.egress)
+
+
+def test_the_whole_map_is_read_in_batches_and_one_at_a_time_alike(
+    kernel: KernelFastPath, installed: list[Installed]
+) -> None:
+    value = entry_value(installed[0].fused.entry, 1, installed[0].fused.key[2])
+    extra = [entry_key(50_000 + n, installed[0].fused.key) for n in range(3000)]
+    for key in extra:
+        kernel.entries.update(key, value)
+    try:
+        batched = dict(kernel.entries.lookup_batch(chunk=256))
+        assert len(batched) == len(installed) + len(extra)
+        assert batched == dict(kernel.entries.items())
+        assert set(extra) <= set(batched)
+    finally:
+        for key in extra:
+            assert kernel.entries.delete(key)
+    assert len(kernel.entries.lookup_batch()) == len(installed)
 
 
 def test_entries_the_kernel_cannot_carry_are_refused_with_the_reason(

@@ -87,6 +87,7 @@ class _Command(IntEnum):
     MAP_DELETE_ELEM = 3
     MAP_GET_NEXT_KEY = 4
     PROG_TEST_RUN = 10
+    MAP_LOOKUP_BATCH = 24
 
 
 BPF_ANY = 0
@@ -98,6 +99,10 @@ _SYSCALL_NUMBERS = {"x86_64": 321, "i686": 357, "aarch64": 280, "riscv64": 280, 
 # union bpf_attr, the members used here (linux/bpf.h):
 # map elements: map_fd, pad, key, value (or next_key), flags.
 _ELEM_ATTR = struct.Struct("=IIQQQ")
+# batch operations: in_batch, out_batch, keys, values, count, map_fd, elem_flags, flags.
+_BATCH_ATTR = struct.Struct("=QQQQIIQQ")
+_BATCH_COUNT_AT = 32
+_BATCH_TOKEN = 8  # a hash map's batch token is a bucket number (u32); room for more
 # BPF_PROG_TEST_RUN: prog_fd, retval, data_size_in, data_size_out, data_in,
 # data_out, repeat, duration, ctx_size_in, ctx_size_out, ctx_in, ctx_out,
 # flags, cpu, batch_size.
@@ -276,11 +281,53 @@ class BpfMap:
             current = ctypes.create_string_buffer(key, self.key_size)
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every (key, value) pair still there when it is read."""
+        """Every (key, value) pair still there when it is read, one at a time."""
         for key in self.keys():
             value = self.lookup(key)
             if value is not None:
                 yield key, value
+
+    def lookup_batch(self, chunk: int = 1024) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) pair, `chunk` per system call (BPF_MAP_LOOKUP_BATCH);
+        one at a time where the kernel has no batch operations for the map."""
+        found: list[tuple[bytes, bytes]] = []
+        token_in: ctypes.Array[ctypes.c_char] | None = None
+        token_out = ctypes.create_string_buffer(_BATCH_TOKEN)
+        keys = ctypes.create_string_buffer(chunk * self.key_size)
+        values = ctypes.create_string_buffer(chunk * self.value_size)
+        for _ in range(self.max_entries // chunk + 2):
+            attr = _attr(
+                _BATCH_ATTR.pack(
+                    _address(token_in),
+                    _address(token_out),
+                    _address(keys),
+                    _address(values),
+                    chunk,
+                    self.fd,
+                    0,
+                    0,
+                )
+            )
+            failed = _syscall(_Command.MAP_LOOKUP_BATCH, attr) != 0
+            code = ctypes.get_errno() if failed else 0
+            unsupported = code in {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
+            if failed and unsupported and token_in is None:
+                return list(self.items())
+            if failed and code != errno.ENOENT:
+                raise BpfError(code, BpfOperation.ITERATE, self.name)
+            count = struct.unpack_from("=I", attr.raw, _BATCH_COUNT_AT)[0]
+            key_bytes, value_bytes = keys.raw, values.raw
+            for n in range(count):
+                found.append(
+                    (
+                        key_bytes[n * self.key_size : (n + 1) * self.key_size],
+                        value_bytes[n * self.value_size : (n + 1) * self.value_size],
+                    )
+                )
+            if failed:  # ENOENT: the walk is over
+                return found
+            token_in = ctypes.create_string_buffer(token_out.raw, _BATCH_TOKEN)
+        return found
 
 
 @dataclass(frozen=True)

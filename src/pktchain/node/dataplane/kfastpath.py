@@ -384,10 +384,13 @@ class KernelFastPath:
         return self.entries.delete(map_key)
 
     def hits(self) -> list[KernelHit]:
-        """What the kernel carried on each entry since the last call."""
+        """What the kernel carried on each entry since the last call (the whole map
+        is read in a few system calls: call it every few hundred milliseconds and
+        before the slow path reads a lease, not once per packet)."""
         found: list[KernelHit] = []
+        values = dict(self.entries.lookup_batch()) if self.installed else {}
         for map_key, installed in list(self.installed.items()):
-            value = self.entries.lookup(map_key)
+            value = values.get(map_key)
             if value is None:  # gone from the map behind our back
                 del self.installed[map_key]
                 continue
@@ -426,8 +429,9 @@ class KernelFastPath:
         ``time.monotonic()``'s `now`); returns (ingress, key, entry) of each."""
         limit_ns = int((now - idle) * 1e9)
         gone = []
+        values = dict(self.entries.lookup_batch()) if self.installed else {}
         for map_key, installed in list(self.installed.items()):
-            value = self.entries.lookup(map_key)
+            value = values.get(map_key)
             # The counts are left for hits(): only the last-seen time is read here.
             seen_ns = 0 if value is None else _COUNTERS.unpack_from(value, _COUNTERS_AT)[2]
             if max(seen_ns, installed.since) < limit_ns:
