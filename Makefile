@@ -69,6 +69,7 @@ bench: setup
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/hasync_lag.py
 	$(BIN)/python bench/storm.py --nice 19 --cpu-only
+	$(BIN)/python bench/kernel_fastpath.py
 
 clean:
 	-$(BIN)/pktchain lab down --all 2>/dev/null

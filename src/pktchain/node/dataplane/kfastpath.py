@@ -291,7 +291,7 @@ def locate_object(source: Path = SOURCE) -> Path:
         return path
     if not source.is_file():
         raise KernelFastPathError(f"the program's source {source} is missing")
-    tree = source.parents[4] / "build" / OBJECT_NAME  # src/pktchain/node/dataplane/bpf
+    tree = source.parents[5] / "build" / OBJECT_NAME  # <tree>/src/pktchain/node/dataplane/bpf
     if tree.is_file() and tree.stat().st_mtime >= source.stat().st_mtime:
         return tree
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
