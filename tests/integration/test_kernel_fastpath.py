@@ -370,7 +370,12 @@ def test_an_entry_removed_or_swept_leaves_its_flow_to_the_slow_path(
     item = installed[1]
     frame = build(item.fused, Variant())
     context = skb_context(ingress_ifindex=item.ingress)
+    kernel.hits()
+    assert run_program(kernel.program_fd, frame, context).retval == TC_ACT_REDIRECT
     assert kernel.remove(item.ingress, item.fused.key)
+    # What it carried since the last read is still reported, once.
+    assert [(hit.entry, hit.packets) for hit in kernel.hits()] == [(item.fused.entry, 1)]
+    assert kernel.hits() == []
     assert run_program(kernel.program_fd, frame, context).retval == TC_ACT_OK
     assert not kernel.remove(item.ingress, item.fused.key)
     assert kernel.install(item.ingress, item.fused.key, item.fused.entry, item.egress) is None
@@ -379,6 +384,7 @@ def test_an_entry_removed_or_swept_leaves_its_flow_to_the_slow_path(
     assert kernel.sweep(time.monotonic(), 60.0) == []
     swept = kernel.sweep(time.monotonic() + 1.0, 0.5)
     assert (item.ingress, item.fused.key, item.fused.entry) in swept
+    assert item.fused.entry in {hit.entry for hit in kernel.hits()}  # its last packet
     assert run_program(kernel.program_fd, frame, context).retval == TC_ACT_OK
     for each in installed:  # back as they were, for the other tests
         kernel.install(each.ingress, each.fused.key, each.fused.entry, each.egress)

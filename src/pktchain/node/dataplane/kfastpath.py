@@ -330,6 +330,8 @@ class KernelFastPath:
                 f"{FP_VALUE.size}: the object is not this version's"
             )
         self.installed: dict[bytes, _Installed] = {}
+        self.pending: list[KernelHit] = []
+        """What removed or replaced entries carried since the last read: hits() reports it."""
         self.refused: dict[str, int] = {}
 
     @classmethod
@@ -372,40 +374,55 @@ class KernelFastPath:
             self.refused[reason] = self.refused.get(reason, 0) + 1
             return reason
         map_key = entry_key(ingress, key)
+        if map_key in self.installed:  # replaced: what the old entry carried is kept
+            self._retire(map_key, self.entries.lookup(map_key))
         self.entries.update(map_key, entry_value(entry, egress, key[2]))
         self.installed[map_key] = _Installed(entry, ingress, key, time.monotonic_ns())
         return None
 
     def remove(self, ingress: int, key: FlowKey) -> bool:
-        """Take the entry of flow `key` on `ingress` out of the kernel (its last
-        counts are lost: call :meth:`credit` first to keep them)."""
+        """Take the entry of flow `key` on `ingress` out of the kernel; False if it
+        was not there.  What it carried since the last read is reported by the next
+        :meth:`hits` (all but the packets of the few microseconds between that
+        last look and the deletion)."""
         map_key = entry_key(ingress, key)
-        self.installed.pop(map_key, None)
+        if map_key in self.installed:
+            self._retire(map_key, self.entries.lookup(map_key))
         return self.entries.delete(map_key)
+
+    def _retire(self, map_key: bytes, value: bytes | None) -> None:
+        """Forget an installed entry, keeping the counts of `value` (its last) for hits()."""
+        installed = self.installed.pop(map_key)
+        if value is not None:
+            hit = self._delta(installed, value)
+            if hit is not None:
+                self.pending.append(hit)
+
+    @staticmethod
+    def _delta(installed: _Installed, value: bytes) -> KernelHit | None:
+        packets, octets, seen_ns = _COUNTERS.unpack_from(value, _COUNTERS_AT)
+        if packets == installed.packets:
+            return None
+        hit = KernelHit(
+            installed.entry, packets - installed.packets, octets - installed.bytes, seen_ns / 1e9
+        )
+        installed.packets, installed.bytes, installed.seen_ns = packets, octets, seen_ns
+        return hit
 
     def hits(self) -> list[KernelHit]:
         """What the kernel carried on each entry since the last call (the whole map
         is read in a few system calls: call it every few hundred milliseconds and
         before the slow path reads a lease, not once per packet)."""
-        found: list[KernelHit] = []
+        found, self.pending = self.pending, []
         values = dict(self.entries.lookup_batch()) if self.installed else {}
         for map_key, installed in list(self.installed.items()):
             value = values.get(map_key)
             if value is None:  # gone from the map behind our back
                 del self.installed[map_key]
                 continue
-            packets, octets, seen_ns = _COUNTERS.unpack_from(value, _COUNTERS_AT)
-            if packets == installed.packets:
-                continue
-            found.append(
-                KernelHit(
-                    installed.entry,
-                    packets - installed.packets,
-                    octets - installed.bytes,
-                    seen_ns / 1e9,
-                )
-            )
-            installed.packets, installed.bytes, installed.seen_ns = packets, octets, seen_ns
+            hit = self._delta(installed, value)
+            if hit is not None:
+                found.append(hit)
         return found
 
     def credit(self, uncredited: list[FusedEntry]) -> int:
@@ -426,7 +443,8 @@ class KernelFastPath:
 
     def sweep(self, now: float, idle: float) -> list[tuple[int, FlowKey, FusedEntry]]:
         """Remove entries the kernel has not used for `idle` seconds (by
-        ``time.monotonic()``'s `now`); returns (ingress, key, entry) of each."""
+        ``time.monotonic()``'s `now`); returns (ingress, key, entry) of each.
+        The counts they had left go to the next :meth:`hits`."""
         limit_ns = int((now - idle) * 1e9)
         gone = []
         values = dict(self.entries.lookup_batch()) if self.installed else {}
@@ -435,8 +453,8 @@ class KernelFastPath:
             # The counts are left for hits(): only the last-seen time is read here.
             seen_ns = 0 if value is None else _COUNTERS.unpack_from(value, _COUNTERS_AT)[2]
             if max(seen_ns, installed.since) < limit_ns:
+                self._retire(map_key, value)
                 self.entries.delete(map_key)
-                del self.installed[map_key]
                 gone.append((installed.ingress, installed.key, installed.entry))
         return gone
 
