@@ -23,8 +23,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from pyroute2 import IPRoute
 from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
+from scapy.packet import Packet as ScapyPacket
 
 from pktchain.functions.sdk import FlowLease
 from pktchain.lab import wait_until
@@ -42,6 +45,7 @@ pytestmark = pytest.mark.netns
 A_MAC, NODE_A_MAC = "02:00:00:09:00:01", "02:00:00:09:00:a1"
 B_MAC, NODE_B_MAC = "02:00:00:09:00:02", "02:00:00:09:00:b1"
 A_IP, B_IP, NEW_SRC = "10.9.0.1", "10.9.0.2", "10.9.0.100"
+A_IP6, B_IP6, NEW_SRC6 = "fd09::1", "fd09::2", "fd09::64"
 SPORT, DPORT, NEW_SPORT = 5000, 6000, 5001
 ETH_P_ALL, ETH_P_IP = 0x0003, 0x0800
 VIRTIO_NEEDS_CSUM = 1
@@ -80,10 +84,14 @@ def veths(unique_name: Callable[[str], str]) -> Iterator[Veths]:
                "peer", "name", "eth0", "address", mac, "netns", host)  # fmt: skip
             ip("-n", node, "link", "set", end, "up")
             ip("-n", host, "addr", "add", f"{address}/24", "dev", "eth0")
+            six = A_IP6 if host == a else B_IP6
+            ip("-n", host, "addr", "add", f"{six}/64", "dev", "eth0", "nodad")
             ip("-n", host, "link", "set", "eth0", "up")
         # A reaches B (and B the rewritten source) through the node end's MAC.
         ip("-n", a, "neigh", "replace", B_IP, "lladdr", NODE_A_MAC, "dev", "eth0")
         ip("-n", b, "neigh", "replace", NEW_SRC, "lladdr", NODE_B_MAC, "dev", "eth0")
+        ip("-n", a, "neigh", "replace", B_IP6, "lladdr", NODE_A_MAC, "dev", "eth0")
+        ip("-n", b, "neigh", "replace", NEW_SRC6, "lladdr", NODE_B_MAC, "dev", "eth0")
         with entered(node):
             node_a = socket.if_nametoindex("n" + a[-6:])
             node_b = socket.if_nametoindex("n" + b[-6:])
@@ -93,18 +101,21 @@ def veths(unique_name: Callable[[str], str]) -> Iterator[Veths]:
             subprocess.run(["ip", "netns", "del", name], check=False, timeout=30)
 
 
-def fused_entry() -> FusedEntry:
+def fused_entry(version: int = 4) -> FusedEntry:
     """The entry for A's flow, made as the datapath makes one: first frame in, final frame out."""
-    first = (
-        Ether(src=A_MAC, dst=NODE_A_MAC)
-        / IP(src=A_IP, dst=B_IP, ttl=64)
-        / UDP(sport=SPORT, dport=DPORT)
-        / b"payload"
+    layer: ScapyPacket = (
+        IP(src=A_IP, dst=B_IP, ttl=64) if version == 4 else IPv6(src=A_IP6, dst=B_IP6, hlim=64)
     )
+    first = Ether(src=A_MAC, dst=NODE_A_MAC) / layer / UDP(sport=SPORT, dport=DPORT) / b"payload"
     final = first.copy()
     final[Ether].src, final[Ether].dst = NODE_B_MAC, B_MAC
-    final[IP].src, final[IP].ttl, final[UDP].sport = NEW_SRC, 63, NEW_SPORT
-    del final[IP].chksum, final[UDP].chksum
+    final[UDP].sport = NEW_SPORT
+    if version == 4:
+        final[IP].src, final[IP].ttl = NEW_SRC, 63
+        del final[IP].chksum
+    else:
+        final[IPv6].src, final[IPv6].hlim = NEW_SRC6, 63
+    del final[UDP].chksum
     vnet = bytes(10)
     first_bytes, final_bytes = vnet + bytes(first), vnet + bytes(Ether(bytes(final)))
     trace = Trace(MemoryPort("a"), first_bytes, parse_frame(first_bytes, 10))
@@ -268,3 +279,48 @@ def test_checksums_made_whole_by_the_sender_are_kept_whole(veths: Veths) -> None
         finally:
             receiver.close()
             sender.close()
+
+
+def test_an_ipv6_flow_keeps_its_partial_checksum_right_across_the_rewrite(veths: Veths) -> None:
+    """The same over IPv6: the seed covers 16-byte addresses, and UDP over IPv6 must
+    carry a checksum (RFC 8200 §8.1), so B's socket gets only what is right."""
+    with KernelFastPath.load() as kernel:
+        end = "n" + veths.a[-6:]
+        kernel.attach(end, netns=veths.node)
+        kernel.attach(end, netns=veths.node)  # again: the filter is replaced, not doubled
+        with entered(veths.node), IPRoute() as ipr:
+            filters = ipr.get_filters(index=veths.node_a, parent=0xFFFFFFF2)
+        names = [f.get_nested("TCA_OPTIONS", "TCA_BPF_NAME") for f in filters]
+        assert [name for name in names if name] == ["pktchain_fastpath"]
+        key = (socket.inet_pton(socket.AF_INET6, A_IP6), socket.inet_pton(socket.AF_INET6, B_IP6))
+        flow = (*key, 17, SPORT, DPORT)
+        assert kernel.install(veths.node_a, flow, fused_entry(6), veths.node_b) is None
+        capture = packet_socket(veths.b, "eth0", 0x86DD, vnet=True)
+        with entered(veths.b):
+            receiver = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            receiver.bind((B_IP6, DPORT))
+        with entered(veths.a):
+            sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sender.bind((A_IP6, SPORT))
+        receiver.settimeout(10)
+        try:
+            for n in range(5):
+                sender.sendto(b"six %d" % n, (B_IP6, DPORT))
+                data, source = receiver.recvfrom(2048)
+                assert (data, source[:2]) == (b"six %d" % n, (NEW_SRC6, NEW_SPORT))
+            assert [hit.packets for hit in kernel.hits()] == [5]
+            partial = 0
+            for frame in drain(capture):
+                info = parse_frame(frame, 10)
+                if not (info.ok and info.proto == 17 and info.sport == NEW_SPORT):
+                    continue
+                flags, _gso, _hdr, _size, start, offset = struct.unpack_from("<BBHHHH", frame)
+                if flags & VIRTIO_NEEDS_CSUM:
+                    partial += 1
+                    field = struct.unpack_from("!H", frame, 10 + start + offset)[0]
+                    new_src = socket.inet_pton(socket.AF_INET6, NEW_SRC6)
+                    assert field == partial_checksum_seed(new_src, info.dst, 17, info.end - info.l4)
+            assert partial == 5
+        finally:
+            for sock in (capture, receiver, sender):
+                sock.close()
