@@ -7,11 +7,18 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-unit test-integration test-netns stress lint format docs bench clean
 
-setup: $(STAMP) build/nsh-flowcount
+setup: $(STAMP) build/nsh-flowcount build/fastpath.bpf.o
 
 # The example NSH-aware function in C (examples/nsh, docs/nsh.md).
 build/nsh-flowcount: examples/nsh/nsh_flowcount.c examples/nsh/Makefile
 	$(MAKE) -s -C examples/nsh BUILD=$(CURDIR)/build
+
+# The kernel fast path (docs/kernel-fastpath.md): the tc program the node loads.
+BPF_SOURCE := src/pktchain/node/dataplane/bpf/fastpath.bpf.c
+build/fastpath.bpf.o: $(BPF_SOURCE) $(STAMP)
+	@mkdir -p build
+	clang-14 -O2 -g -Wall -target bpf \
+		-I/usr/include/$$(dpkg-architecture -qDEB_HOST_MULTIARCH) -c $(BPF_SOURCE) -o $@
 
 $(STAMP): pyproject.toml scripts/install-deps
 	scripts/install-deps
@@ -62,6 +69,7 @@ bench: setup
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/hasync_lag.py
 	$(BIN)/python bench/storm.py --nice 19 --cpu-only
+	$(BIN)/python bench/kernel_fastpath.py
 
 clean:
 	-$(BIN)/pktchain lab down --all 2>/dev/null

@@ -4,8 +4,10 @@
 - :mod:`pktchain.linux.tuntap`: creating TUN and TAP devices (``/dev/net/tun``).
 - :mod:`pktchain.linux.sockets`: how pktchain's TCP and UDP sockets are set up.
 - :mod:`pktchain.linux.packet`: the options of packet (``AF_PACKET``) sockets.
+- :mod:`pktchain.linux.bpf`: eBPF objects (libbpf), their maps, test runs, tc attachment.
 
-These modules use the standard library only, and nothing else in pktchain, so
-that every layer above (the node, the tunnel, the lab, the pipes) can use them;
-none of those opens a namespace, a TUN device or a listening socket its own way.
+These modules use the standard library only (and pyroute2's netlink for tc),
+and nothing else in pktchain, so that every layer above (the node, the tunnel,
+the lab, the pipes) can use them; none of those opens a namespace, a TUN
+device, a listening socket or a BPF object its own way.
 """
