@@ -126,14 +126,14 @@ def fork_call(work: Callable[[], Any]) -> ForkedCall:
             logging.disable(logging.CRITICAL)
             try:
                 reply: dict[str, Any] = {"value": work()}
-            except Exception as exc:  # noqa: BLE001 - handed to the parent as its error
+            except Exception as exc:
                 reply = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
             data = json.dumps(reply).encode()
             view = memoryview(data)
             while view:
                 written = os.write(write_fd, view)
                 view = view[written:]
-        except BaseException:  # noqa: BLE001 - the child never returns into the parent's code
+        except BaseException:
             status = 1
         finally:
             os._exit(status)

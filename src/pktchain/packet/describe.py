@@ -16,7 +16,7 @@ function rewrote (``ip.src 10.0.0.1 -> 198.51.100.2``).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "ALIASES",
     "FIELDS",
     "DescriptionError",
+    "FrameFilter",
     "PacketSpec",
     "header_diff",
     "header_fields",
@@ -80,7 +81,7 @@ ALIASES: dict[str, str] = {
 """Other names of the fields (ovn-trace's and the short ones)."""
 
 PROTOCOLS = {"tcp": IpProto.TCP, "udp": IpProto.UDP, "icmp": IpProto.ICMP, "icmp6": IpProto.ICMPV6}
-PROTOCOL_NAMES = {number: name for name, number in PROTOCOLS.items()}
+PROTOCOL_NAMES: dict[int, str] = {int(number): name for name, number in PROTOCOLS.items()}
 _FLAG_LETTERS = {
     "F": TcpFlag.FIN,
     "S": TcpFlag.SYN,
@@ -175,7 +176,7 @@ class PacketSpec:
         return spec
 
     @classmethod
-    def from_fields(cls, given: Mapping[str, str]) -> PacketSpec:  # noqa: C901, PLR0912 - one check per field
+    def from_fields(cls, given: Mapping[str, str]) -> PacketSpec:
         """A spec from canonical field names (see `FIELDS`) to their text values."""
         errors: list[tuple[str, str]] = []
         values: dict[str, Any] = {}
@@ -239,7 +240,7 @@ class PacketSpec:
                 errors.append((field, f"only for proto={'icmp' if version == 4 else 'icmp6'}"))
         if proto in (IpProto.ICMP, IpProto.ICMPV6) and proto != icmp_proto:
             errors.append(("ip.proto", f"{PROTOCOL_NAMES[proto]} does not go over IPv{version}"))
-        if errors:
+        if errors or dst is None:
             raise DescriptionError(errors)
         echo = IcmpType.ECHO_REQUEST if version == 4 else Icmpv6Type.ECHO_REQUEST
         return cls(
@@ -288,11 +289,12 @@ class PacketSpec:
             )
         elif self.proto == IpProto.ICMPV6:
             layers.append(
-                Icmpv6(type=self.icmp_type, code=self.icmp_code, identifier=self.icmp_id, sequence=1)
+                Icmpv6(
+                    type=self.icmp_type, code=self.icmp_code, identifier=self.icmp_id, sequence=1
+                )
             )
         layers.append(self.payload)
         return build(*layers)
-
 
 
 def header_fields(frame: bytes | bytearray, offset: int = 0) -> dict[str, str]:
@@ -343,3 +345,71 @@ def header_diff(before: Mapping[str, str], after: Mapping[str, str]) -> list[dic
         for name in names
         if before.get(name) != after.get(name)
     ]
+
+
+class FrameFilter:
+    """Which frames a live trace marks: the fields given must all match (none: any IP packet).
+
+    The same ``FIELD=VALUE`` words as a description (`FIELDS`), with no
+    defaults: a field left out matches anything.
+    """
+
+    def __init__(self, given: Mapping[str, str], spec: PacketSpec | None) -> None:
+        self.given = dict(given)
+        self._spec = spec
+
+    @classmethod
+    def parse(cls, words: Iterable[str]) -> FrameFilter:
+        given: dict[str, str] = {}
+        errors: list[tuple[str, str]] = []
+        for word in words:
+            name, sep, value = word.partition("=")
+            name = name.strip().lower()
+            field = ALIASES.get(name, name)
+            if not sep or field not in FIELDS:
+                errors.append((name or word, "unknown field" if sep else "expected FIELD=VALUE"))
+                continue
+            if field == "payload":
+                errors.append((name, "a live trace does not match payloads"))
+                continue
+            given[field] = value.strip()
+        # The values are checked as a description's (ip.dst stands in when not given).
+        probe = dict(given)
+        probe.setdefault("ip.dst", "0.0.0.0" if ":" not in given.get("ip.src", "") else "::")
+        try:
+            spec = PacketSpec.from_fields(probe)
+        except DescriptionError as exc:
+            errors += exc.errors
+            spec = None
+        if errors:
+            raise DescriptionError(errors)
+        return cls(given, spec)
+
+    def matches(self, frame: bytes | bytearray, info: FrameInfo) -> bool:
+        spec = self._spec
+        given = self.given
+        if spec is None or info.error is not None or not info.ip_version:
+            return False
+        checks: tuple[tuple[str, Callable[[], bool]], ...] = (
+            ("ip.dst", lambda: info.dst == spec.dst.packed),
+            ("ip.src", lambda: spec.src is not None and info.src == spec.src.packed),
+            ("ip.proto", lambda: info.proto == spec.proto),
+            ("l4.sport", lambda: info.sport == spec.sport),
+            ("l4.dport", lambda: info.dport == spec.dport),
+            ("tcp.flags", lambda: info.tcp_flags & spec.tcp_flags == spec.tcp_flags),
+            ("eth.src", lambda: bytes(frame[info.l2 + 6 : info.l2 + 12]) == spec.eth_src),
+            ("eth.dst", lambda: bytes(frame[info.l2 : info.l2 + 6]) == spec.eth_dst),
+            ("icmp.type", lambda: info.l4 >= 0 and frame[info.l4] == spec.icmp_type),
+            ("icmp.code", lambda: info.l4 >= 0 and frame[info.l4 + 1] == spec.icmp_code),
+            ("icmp.id", lambda: info.sport == spec.icmp_id),
+            ("ip.ttl", lambda: frame[info.l3 + (8 if info.ip_version == 4 else 7)] == spec.ttl),
+            (
+                "vlan",
+                lambda: (
+                    bool(info.vlans)
+                    and int.from_bytes(frame[info.vlans[0] : info.vlans[0] + 2], "big") & 0x0FFF
+                    == spec.vlan
+                ),
+            ),
+        )
+        return all(check() for field, check in checks if field in given)

@@ -112,5 +112,7 @@ def dry_run(function: Function, packet: Packet, now: float, *, timeout: float = 
     than `timeout` seconds.
     """
     if not function.TRACEABLE:
-        raise NotTraceableError(f"{function.kind()} is not traceable: it does not declare TRACEABLE")
+        raise NotTraceableError(
+            f"{function.kind()} is not traceable: it does not declare TRACEABLE"
+        )
     return DryRun.from_json(run_forked(lambda: trial(function, packet, now).to_json(), timeout))
