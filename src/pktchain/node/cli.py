@@ -405,11 +405,11 @@ def _ask(
     from pathlib import Path
 
     from pktchain.errors import UsageError
-    from pktchain.node.control import ControlError, control_path, request
+    from pktchain.node.control import ControlError, control_path, send_request
 
     path = Path(args.control) if args.control else control_path(args.name)
     try:
-        reply = request(path, op, timeout=request_timeout, **params)
+        reply = send_request(path, {"op": op, **params}, request_timeout)
     except ControlError as exc:
         raise UsageError(str(exc)) from exc
     if not reply.get("ok"):

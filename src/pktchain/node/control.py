@@ -192,13 +192,18 @@ def _is_listening(path: Path) -> bool:
 
 def request(path: Path, op: str, timeout: float = 5.0, **params: Any) -> Reply:
     """Send one request to the node at `path` and return its reply."""
+    return send_request(path, {"op": op, **params}, timeout)
+
+
+def send_request(path: Path, body: dict[str, Any], timeout: float = 5.0) -> Reply:
+    """Send `body` (with its ``op``) to the node at `path` and return its reply."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise ControlError(f"no node is running at {path}") from exc
-        sock.sendall(json.dumps({"op": op, **params}).encode() + b"\n")
+        sock.sendall(json.dumps(body).encode() + b"\n")
         chunks = []
         while True:
             chunk = sock.recv(65536)

@@ -1091,6 +1091,7 @@ class Node:
                 "refused": dict(self.datapath.fuse_refused),
             },
             "functions": sorted(self.functions),
+            "live_trace": self.tracing.live_trace is not None,
             "cluster": self.cluster_status(),
             "mac_table": [
                 {
