@@ -20,7 +20,8 @@ MACS = {"eth_src": bytes.fromhex("020000000001"), "eth_dst": bytes.fromhex("0200
 
 
 def test_a_tcp_description_builds_the_frame_scapy_decodes() -> None:
-    spec = PacketSpec.parse(["proto=tcp", "src=10.0.0.1", "dst=10.0.0.10", "sport=40000", "dport=80"])
+    words = ["proto=tcp", "src=10.0.0.1", "dst=10.0.0.10", "sport=40000", "dport=80"]
+    spec = PacketSpec.parse(words)
     frame = Ether(spec.frame(**MACS))
     assert frame[IP].src == "10.0.0.1" and frame[IP].dst == "10.0.0.10"
     assert (frame[TCP].sport, frame[TCP].dport, str(frame[TCP].flags)) == (40000, 80, "S")
@@ -58,9 +59,9 @@ def test_every_wrong_field_is_named() -> None:
         PacketSpec.parse(["dst=1.2.3", "bogus=1", "flags=Z", "sport=99999", "icmp.type=3"])
     fields = [field for field, _message in caught.value.errors]
     assert fields == ["bogus", "ip.dst", "l4.sport", "tcp.flags", "icmp.type"]
-    with pytest.raises(DescriptionError, match="ip.dst: required"):
+    with pytest.raises(DescriptionError, match=r"ip\.dst: required"):
         PacketSpec.parse(["proto=tcp"])
-    with pytest.raises(DescriptionError, match="ip.src: IPv6, but ip.dst is IPv4"):
+    with pytest.raises(DescriptionError, match=r"ip\.src: IPv6, but ip\.dst is IPv4"):
         PacketSpec.parse(["dst=10.0.0.1", "src=fd00::1"])
     with pytest.raises(DescriptionError, match="expected FIELD=VALUE"):
         PacketSpec.parse(["dst"])
