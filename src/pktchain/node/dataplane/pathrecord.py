@@ -121,6 +121,8 @@ class PathRecorder:
 
     # -- hops ------------------------------------------------------------------
     def hop(self, stage: str, **fields: Any) -> Hop:
+        if not self.hops:
+            self.start = self.clock()  # times count from the frame's first stage
         record: Hop = {"stage": stage, "us": round((self.clock() - self.start) / 1000, 1)}
         if self.node is not None:
             record["node"] = self.node
