@@ -1200,12 +1200,11 @@ class NodeBackend:
     def remove_function(self, name: str) -> None:
         self._node.loop.submit(lambda: self._node.remove_function(name))
 
-    def trace(self, body: dict[str, Any], *, live: bool = False) -> dict[str, Any] | None:
-        """A dry run (or, `live`, a live trace) as `pktchain.node.trace` answers it."""
+    def trace(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A dry run as `pktchain.node.trace` answers it (live traces: the control socket)."""
         tracing = self._node.tracing
-        deferred = self._node.loop.submit(lambda: tracing.live(body) if live else tracing.dry(body))
-        timeout = float(body.get("timeout", 10.0)) if live else DRY_RUN_TIMEOUT
-        return deferred.wait(timeout + REMOTE_TIMEOUT + 5.0)
+        deferred = self._node.loop.submit(lambda: tracing.dry(body))
+        return deferred.wait(DRY_RUN_TIMEOUT + REMOTE_TIMEOUT + 5.0)
 
 
 class RouterOnNode:
