@@ -298,6 +298,8 @@ def _check_arrival(arrival: Any) -> None:
         if name not in arrival or bounds.get("type") != "integer":
             continue
         value = arrival[name]
+        if isinstance(value, float) and value.is_integer():
+            value = arrival[name] = int(value)  # JSON Schema's integers include 1.0
         if (
             not isinstance(value, int)
             or isinstance(value, bool)
@@ -308,6 +310,10 @@ def _check_arrival(arrival: Any) -> None:
     if not isinstance(node, str) or not 1 <= len(node) <= 255:
         raise bad_request("Invalid input for arrival.from_node: a node's name.")
     tags = arrival["tags"]
+    if isinstance(tags, list):
+        tags = arrival["tags"] = [
+            int(tag) if isinstance(tag, float) and tag.is_integer() else tag for tag in tags
+        ]
     if (
         not isinstance(tags, list)
         or len(tags) > 255
