@@ -68,10 +68,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     from pktchain.lab import cli as lab_cli
     from pktchain.messenger import cli as messenger_cli
     from pktchain.node import cli as node_cli
+    from pktchain.node import trace_cli
     from pktchain.tunnel import cli as tunnel_cli
 
     lab_cli.register(subparsers)
     node_cli.register(subparsers)
+    trace_cli.register(subparsers)
     demo_cli.register(subparsers)
     client_cli.register(subparsers)
     apply_cli.register(subparsers)

@@ -83,6 +83,11 @@ class Backend(Protocol):
         """Unplug a function; LookupError, ValueError while port pairs use it."""
         ...
 
+    def trace(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A dry run's reply (`pktchain.node.trace`: ``{"ok": true, "trace": ...}`` or
+        ``{"ok": false, "error", "field"}``); None when the backend runs no dataplane."""
+        ...
+
 
 class WithoutDataplane:
     """What a backend with no dataplane answers: no router, no functions."""
@@ -104,6 +109,9 @@ class WithoutDataplane:
 
     def remove_function(self, name: str) -> None:
         raise LookupError("this API server runs no functions")
+
+    def trace(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        return None
 
 
 class LocalBackend(WithoutDataplane):

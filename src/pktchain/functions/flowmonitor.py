@@ -202,6 +202,7 @@ class FlowMonitor(Function[FlowMonitorConfig]):
     """
 
     KIND = "flow-monitor"
+    TRACEABLE = True
     Config = FlowMonitorConfig
     LIVE = True
     COUNTERS: ClassVar[Mapping[str, str]] = {

@@ -445,6 +445,7 @@ class L7Classifier(Function[L7ClassifierConfig]):
     """
 
     KIND = "l7-classifier"
+    TRACEABLE = True
     Config = L7ClassifierConfig
     COUNTERS: ClassVar[Mapping[str, str]] = {
         "flows": "TCP flows tracked (since the start)",

@@ -227,6 +227,7 @@ class Mirror(Function[MirrorConfig]):
     """
 
     KIND = "mirror"
+    TRACEABLE = True
     Config = MirrorConfig
     LIVE = True
     INTERFACES = (INGRESS, EGRESS, MIRROR)

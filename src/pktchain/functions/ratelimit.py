@@ -168,6 +168,7 @@ class RateLimiter(Function[RateLimiterConfig]):
     """Token-bucket policing (see the module docstring)."""
 
     KIND: ClassVar[str] = "rate-limiter"
+    TRACEABLE: ClassVar[bool] = True
     Config: ClassVar[type[Any]] = RateLimiterConfig
     LIVE: ClassVar[bool] = True
     INTERFACES: ClassVar[tuple[str, ...]] = ("ingress", "egress")

@@ -398,16 +398,18 @@ def _enter_node(args: argparse.Namespace) -> None:
         args.api = node.api
 
 
-def _ask(args: argparse.Namespace, op: str, **params: Any) -> dict[str, Any]:
+def _ask(
+    args: argparse.Namespace, op: str, *, request_timeout: float = 5.0, **params: Any
+) -> dict[str, Any]:
     """One request to the node named on the command line; errors become one line."""
     from pathlib import Path
 
     from pktchain.errors import UsageError
-    from pktchain.node.control import ControlError, control_path, request
+    from pktchain.node.control import ControlError, control_path, send_request
 
     path = Path(args.control) if args.control else control_path(args.name)
     try:
-        reply = request(path, op, **params)
+        reply = send_request(path, {"op": op, **params}, request_timeout)
     except ControlError as exc:
         raise UsageError(str(exc)) from exc
     if not reply.get("ok"):

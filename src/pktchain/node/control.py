@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,46 @@ MAX_REQUEST = 64 * 1024
 CLIENT_TIMEOUT = 2.0
 
 Reply = dict[str, Any]
-RequestHandler = Callable[[dict[str, Any]], Reply]
+
+
+class Deferred:
+    """A reply that comes later (a trace waits for its packets, or for a forked dry run).
+
+    A request handler returns one and calls `done` when the reply is ready;
+    the control socket sends it then, and a thread may `wait` for it.
+    """
+
+    def __init__(self) -> None:
+        self.reply: Reply | None = None
+        self._event = threading.Event()
+        self._callbacks: list[Callable[[Reply], None]] = []
+
+    def done(self, reply: Reply) -> None:
+        if self.reply is not None:
+            return
+        self.reply = reply
+        self._event.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(reply)
+
+    def then(self, callback: Callable[[Reply], None]) -> None:
+        """Call `callback` with the reply (at once if it is ready)."""
+        if self.reply is not None:
+            callback(self.reply)
+        else:
+            self._callbacks.append(callback)
+
+    def wait(self, timeout: float) -> Reply:
+        """The reply, waiting for it up to `timeout` seconds (TimeoutError then)."""
+        if not self._event.wait(timeout):
+            raise TimeoutError(f"no reply within {timeout:g} s")
+        if self.reply is None:  # pragma: no cover - set before the event
+            raise TimeoutError("no reply")
+        return self.reply
+
+
+RequestHandler = Callable[[dict[str, Any]], "Reply | Deferred"]
 
 
 def control_path(node_name: str) -> Path:
@@ -111,7 +151,14 @@ class ControlServer:
         if not isinstance(request, dict) or not isinstance(request.get("op"), str):
             self._reply(conn, {"ok": False, "error": 'request must be {"op": "..."}'})
             return
-        self._reply(conn, self._handler(request))
+        answer = self._handler(request)
+        if isinstance(answer, Deferred):
+            # Out of the reading clients (and their timeout) until the reply is ready.
+            self._clients.pop(conn.fileno(), None)
+            self._loop.remove_reader(conn.fileno())
+            answer.then(lambda reply: self._reply(conn, reply))
+            return
+        self._reply(conn, answer)
 
     def _reply(self, conn: socket.socket, reply: Reply) -> None:
         data = json.dumps(reply).encode() + b"\n"
@@ -145,13 +192,18 @@ def _is_listening(path: Path) -> bool:
 
 def request(path: Path, op: str, timeout: float = 5.0, **params: Any) -> Reply:
     """Send one request to the node at `path` and return its reply."""
+    return send_request(path, {"op": op, **params}, timeout)
+
+
+def send_request(path: Path, body: dict[str, Any], timeout: float = 5.0) -> Reply:
+    """Send `body` (with its ``op``) to the node at `path` and return its reply."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise ControlError(f"no node is running at {path}") from exc
-        sock.sendall(json.dumps({"op": op, **params}).encode() + b"\n")
+        sock.sendall(json.dumps(body).encode() + b"\n")
         chunks = []
         while True:
             chunk = sock.recv(65536)

@@ -26,7 +26,7 @@ from pktchain.linux.tuntap import tap_mac
 from pktchain.logs import event
 from pktchain.messenger.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from pktchain.node.chaining import Chaining
-from pktchain.node.control import ControlServer, control_path
+from pktchain.node.control import ControlServer, Deferred, control_path
 from pktchain.node.dataplane.datapath import Datapath
 from pktchain.node.dataplane.functions import (
     FunctionDriver,
@@ -41,6 +41,7 @@ from pktchain.node.dataplane.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_F
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, DEFAULT_NETWORK
 from pktchain.node.dataplane.underlay import node_mac
 from pktchain.node.security import SecuredPorts
+from pktchain.node.trace import DRY_RUN_TIMEOUT, REMOTE_TIMEOUT, Tracing
 from pktchain.sfc.model import Change
 from pktchain.sfc.resources import ResourceKind
 
@@ -223,6 +224,8 @@ class Node:
         self._function_timers: dict[str, tuple[float, Timer]] = {}
         self._exports: dict[str, tuple[Function, Path]] = {}
         self.control = ControlServer(self.config.control_path, self.loop, self.handle_request)
+        self.tracing = Tracing(self)
+        """`pktchain trace`: dry runs and live traces (pktchain.node.trace)."""
         self._closed = False
 
     # -- life cycle ----------------------------------------------------------
@@ -1009,8 +1012,12 @@ class Node:
             log.debug("aged out %d MAC addresses", aged)
 
     # -- control -------------------------------------------------------------
-    def handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
+    def handle_request(self, request: dict[str, Any]) -> dict[str, Any] | Deferred:
         op = request["op"]
+        if op == "trace":
+            return self.tracing.dry(request)
+        if op == "trace-live":
+            return self.tracing.live(request)
         if op == "status":
             return {"ok": True, **self.status()}
         if op == "ping":
@@ -1084,6 +1091,7 @@ class Node:
                 "refused": dict(self.datapath.fuse_refused),
             },
             "functions": sorted(self.functions),
+            "live_trace": self.tracing.live_trace is not None,
             "cluster": self.cluster_status(),
             "mac_table": [
                 {
@@ -1191,6 +1199,12 @@ class NodeBackend:
 
     def remove_function(self, name: str) -> None:
         self._node.loop.submit(lambda: self._node.remove_function(name))
+
+    def trace(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A dry run as `pktchain.node.trace` answers it (live traces: the control socket)."""
+        tracing = self._node.tracing
+        deferred = self._node.loop.submit(lambda: tracing.dry(body))
+        return deferred.wait(DRY_RUN_TIMEOUT + REMOTE_TIMEOUT + 5.0)
 
 
 class RouterOnNode:

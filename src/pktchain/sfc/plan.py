@@ -90,23 +90,38 @@ class ClassifierPlan:
 
     def matches(self, info: FrameInfo) -> bool:
         """Whether the parsed packet falls in this classifier (ports aside)."""
+        return self.mismatch(info) is None
+
+    def mismatch(self, info: FrameInfo) -> str | None:
+        """Which field the packet fails, in words (a trace shows it); None when it matches."""
         if info.ip_version != self.ip_version:
-            return False
+            return f"ethertype: IPv{self.ip_version}, the packet is IPv{info.ip_version or '-'}"
         if self.protocol is not None and info.proto != self.protocol:
-            return False
+            return f"protocol: {self.protocol}, the packet's is {info.proto}"
         if self.source_prefix is not None and not _in_prefix(info.src, self.source_prefix):
-            return False
+            return f"source_ip_prefix: {self.source_prefix} does not hold {_address(info.src)}"
         if self.destination_prefix is not None and not _in_prefix(
             info.dst, self.destination_prefix
         ):
-            return False
+            return (
+                f"destination_ip_prefix: {self.destination_prefix} "
+                f"does not hold {_address(info.dst)}"
+            )
         if self.source_ports is not None and not (
             self.source_ports[0] <= info.sport <= self.source_ports[1]
         ):
-            return False
-        return self.destination_ports is None or (
+            low, high = self.source_ports
+            return f"source_port_range: {low}-{high} does not hold {info.sport}"
+        if self.destination_ports is not None and not (
             self.destination_ports[0] <= info.dport <= self.destination_ports[1]
-        )
+        ):
+            low, high = self.destination_ports
+            return f"destination_port_range: {low}-{high} does not hold {info.dport}"
+        return None
+
+
+def _address(packed: bytes) -> str:
+    return str(ipaddress.ip_address(packed)) if packed else "-"
 
 
 @dataclass(frozen=True)

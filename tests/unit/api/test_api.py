@@ -739,6 +739,7 @@ OTHER_OPERATIONS = {
     },
     ("get", "/v2.0/pktchain/functions"): {"200", "401", "404", "413"},
     ("post", "/v2.0/pktchain/functions"): {"201", "400", "401", "404", "409", "413", "415"},
+    ("post", "/v2.0/pktchain/trace"): {"200", "400", "401", "404", "409", "413", "415"},
     ("get", "/v2.0/pktchain/functions/{name}"): {"200", "400", "401", "404", "413"},
     ("put", "/v2.0/pktchain/functions/{name}"): {"200", "400", "401", "404", "413", "415"},
     ("delete", "/v2.0/pktchain/functions/{name}"): {"204", "400", "401", "404", "409", "413"},
@@ -846,6 +847,7 @@ def test_openapi_other_operations(openapi: dict[str, Any]) -> None:
         *(("post", f"/v2.0/pktchain/router/{op}") for op in ROUTER_OPERATIONS),
         ("post", "/v2.0/pktchain/functions"),
         ("put", "/v2.0/pktchain/functions/{name}"),
+        ("post", "/v2.0/pktchain/trace"),
     }
     port_update = operations["put", "/v2.0/ports/{port_id}"]
     assert json_schema(port_update["requestBody"]) == wrapper("port", "PortUpdate")

@@ -162,6 +162,173 @@ def _function_schemas() -> dict[str, Any]:
     return {"create": wrapped(create), "reconfigure": wrapped(reconfigure)}
 
 
+_HEX_FRAME = {"type": "string", "pattern": "^(?:[0-9a-fA-F]{2}){14,}$", "maxLength": 131072}
+TRACE_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "description": "A packet to dry-run (docs/trace.md): its ingress port and its fields "
+    "(FIELD=VALUE words) or a whole frame; or, between the nodes of a cluster, NSH as "
+    "another node would send it.",
+    "properties": {
+        "from": {"type": "string", "minLength": 1, "maxLength": 255},
+        "fields": {
+            "type": "array",
+            "maxItems": 32,
+            "items": {"type": "string", "pattern": "^[^=]+=", "maxLength": 1024},
+        },
+        "frame": _HEX_FRAME,
+        "arrival": {
+            "type": "object",
+            "properties": {
+                "from_node": {"type": "string", "minLength": 1, "maxLength": 255},
+                "vni": {"type": "integer", "minimum": 0, "maximum": 0xFFFFFF},
+                "spi": {"type": "integer", "minimum": 0, "maximum": 0xFFFFFF},
+                "si": {"type": "integer", "minimum": 0, "maximum": 255},
+                "ttl": {"type": "integer", "minimum": 1, "maximum": 63},
+                "tags": {
+                    "type": "array",
+                    "maxItems": 255,
+                    "items": {"type": "integer", "minimum": 0, "maximum": 0xFFFFFFFF},
+                },
+                "fixed": {"type": "boolean"},
+                "frame": _HEX_FRAME,
+            },
+            "required": ["from_node", "vni", "spi", "si", "ttl", "tags", "frame"],
+            "additionalProperties": False,
+        },
+    },
+    "oneOf": [
+        {
+            "required": ["from", "fields"],
+            "not": {"anyOf": [{"required": ["frame"]}, {"required": ["arrival"]}]},
+        },
+        {
+            "required": ["from", "frame"],
+            "not": {"anyOf": [{"required": ["fields"]}, {"required": ["arrival"]}]},
+        },
+        {
+            "required": ["arrival"],
+            "not": {
+                "anyOf": [{"required": ["from"]}, {"required": ["fields"]}, {"required": ["frame"]}]
+            },
+        },
+    ],
+    "additionalProperties": False,
+}
+"""The body of ``POST /v2.0/pktchain/trace``."""
+
+TRACE_RESPONSE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "trace": {
+            "type": "object",
+            "properties": {
+                "hops": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "stage": {"type": "string"},
+                            "us": {"type": "number"},
+                            "node": {"type": "string"},
+                        },
+                        "required": ["stage", "us"],
+                    },
+                },
+                "result": {"enum": ["delivered", "dropped"]},
+                "egress": {"type": ["string", "null"]},
+                "reason": {"type": ["string", "null"]},
+            },
+            "required": ["hops", "result", "egress", "reason"],
+        }
+    },
+    "required": ["trace"],
+    "additionalProperties": False,
+}
+
+
+def _trace_request(body: Any) -> dict[str, Any]:
+    """The body as TRACE_REQUEST says, or a 400 naming what is wrong."""
+    if not isinstance(body, dict):
+        raise bad_request("Invalid input: the body is an object.")
+    unknown = sorted(set(body) - set(TRACE_REQUEST["properties"]))
+    if unknown:
+        raise bad_request(f"Invalid input for {unknown[0]}: not a field of a trace.")
+    shapes = [{"from", "fields"}, {"from", "frame"}, {"arrival"}]
+    if not any(set(body) == shape for shape in shapes):
+        raise bad_request(
+            "Invalid input for from: give from and fields, from and frame, or arrival alone."
+        )
+    if not isinstance(body.get("from", ""), str) or ("from" in body and not body["from"]):
+        raise bad_request("Invalid input for from: a port's name.")
+    fields = body.get("fields", [])
+    if (
+        not isinstance(fields, list)
+        or len(fields) > 32
+        or not all(
+            isinstance(word, str) and "=" in word[1:] and len(word) <= 1024 for word in fields
+        )
+    ):
+        raise bad_request("Invalid input for fields: at most 32 FIELD=VALUE strings.")
+    if "frame" in body and not _is_frame(body["frame"]):
+        raise bad_request("Invalid input for frame: an Ethernet frame in hex.")
+    if "arrival" in body:
+        _check_arrival(body["arrival"])
+    return body
+
+
+def _is_frame(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and 28 <= len(value) <= 131072
+        and len(value) % 2 == 0
+        and all(c in "0123456789abcdefABCDEF" for c in value)
+    )
+
+
+def _check_arrival(arrival: Any) -> None:
+    schema = TRACE_REQUEST["properties"]["arrival"]
+    if not isinstance(arrival, dict):
+        raise bad_request("Invalid input for arrival: an object.")
+    unknown = sorted(set(arrival) - set(schema["properties"]))
+    missing = [name for name in schema["required"] if name not in arrival]
+    if unknown or missing:
+        name = (unknown or missing)[0]
+        raise bad_request(f"Invalid input for arrival.{name}: see the schema.")
+    for name, bounds in schema["properties"].items():
+        if name not in arrival or bounds.get("type") != "integer":
+            continue
+        value = arrival[name]
+        if isinstance(value, float) and value.is_integer():
+            value = arrival[name] = int(value)  # JSON Schema's integers include 1.0
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not (bounds["minimum"] <= value <= bounds["maximum"])
+        ):
+            raise bad_request(f"Invalid input for arrival.{name}: an integer within bounds.")
+    node = arrival["from_node"]
+    if not isinstance(node, str) or not 1 <= len(node) <= 255:
+        raise bad_request("Invalid input for arrival.from_node: a node's name.")
+    tags = arrival["tags"]
+    if isinstance(tags, list):
+        tags = arrival["tags"] = [
+            int(tag) if isinstance(tag, float) and tag.is_integer() else tag for tag in tags
+        ]
+    if (
+        not isinstance(tags, list)
+        or len(tags) > 255
+        or not all(
+            isinstance(tag, int) and not isinstance(tag, bool) and 0 <= tag <= 0xFFFFFFFF
+            for tag in tags
+        )
+    ):
+        raise bad_request("Invalid input for arrival.tags: up to 255 32-bit integers.")
+    if "fixed" in arrival and not isinstance(arrival["fixed"], bool):
+        raise bad_request("Invalid input for arrival.fixed: a boolean.")
+    if not _is_frame(arrival["frame"]):
+        raise bad_request("Invalid input for arrival.frame: an Ethernet frame in hex.")
+
+
 def node_routes(backend: Backend, max_body: int) -> APIRouter:
     """Status, flows, counters, functions and router of the node behind `backend`."""
     router = APIRouter(tags=["pktchain"])
@@ -257,6 +424,30 @@ def node_routes(backend: Backend, max_body: int) -> APIRouter:
         except ValueError as exc:
             raise ApiError(409, "FunctionInUse", str(exc)) from None
         return Response(status_code=204)
+
+    @router.post(
+        f"{base}/trace",
+        summary="Dry-run a packet through the node: each stage, nothing sent or changed",
+        responses={
+            200: {
+                "description": "The trace (docs/trace.md)",
+                "content": {"application/json": {"schema": TRACE_RESPONSE}},
+            },
+            **error_responses(400, 404, 409, 413, 415),
+        },
+        openapi_extra={"requestBody": _json_body(TRACE_REQUEST)},
+    )
+    async def trace(request: Request) -> dict[str, Any]:
+        body = _trace_request(await json_body(request, max_body))
+        reply = await run_in_threadpool(backend.trace, body)
+        if reply is None:
+            raise ApiError(404, "HTTPNotFound", "This API server runs no dataplane.")
+        if not reply.get("ok"):
+            field = reply.get("field")
+            if field is None:
+                raise ApiError(409, "TraceFailed", str(reply.get("error")))
+            raise bad_request(f"Invalid input for {field}: {reply.get('error')}")
+        return {"trace": reply["trace"]}
 
     @router.get(f"{base}/status", summary="Node status")
     async def status() -> dict[str, Any]:

@@ -520,6 +520,7 @@ class Firewall(Function[FirewallConfig]):
     """The stateful firewall (see the module docstring)."""
 
     KIND: ClassVar[str] = "firewall"
+    TRACEABLE: ClassVar[bool] = True
     Config: ClassVar[type[Any]] = FirewallConfig
     LIVE: ClassVar[bool] = True
     INTERFACES: ClassVar[tuple[str, ...]] = ("ingress", "egress")

@@ -281,6 +281,7 @@ class LoadBalancer(Function[LoadBalancerConfig]):
     """Virtual services spread over backends (see the module docstring and the docs)."""
 
     KIND = "load-balancer"
+    TRACEABLE = True
     Config = LoadBalancerConfig
     COUNTERS: ClassVar[Mapping[str, str]] = {
         **{reason.value: DROPS.get(reason, "") for reason in LbDrop},

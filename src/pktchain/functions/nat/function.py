@@ -300,6 +300,7 @@ class NatFunction(Function[NatFunctionConfig]):
     """The NAPT between ``ingress`` (inside) and ``egress`` (outside); see the module docstring."""
 
     KIND: ClassVar[str] = "nat"
+    TRACEABLE: ClassVar[bool] = True
     Config: ClassVar[type[Any]] = NatFunctionConfig
     LIVE: ClassVar[bool] = False  # RFC 4787 REQ-11: a NAT's behaviour does not change under it
     INTERFACES: ClassVar[tuple[str, ...]] = (_INSIDE, _OUTSIDE)

@@ -375,6 +375,7 @@ class Router(Function):
     """The virtual router (see the module docstring)."""
 
     KIND = "router"
+    TRACEABLE = True
     Config = RouterConfig
     INTERFACES = ()
     """None of its own: the router's interfaces come from its configuration and

@@ -509,6 +509,13 @@ class Function(Generic[C]):
       leaves it False: frames reach it only when a chain steers them to it, so
       forwarding everything from one interface to the other can never bridge a
       loop on the node's network.
+    * ``TRACEABLE``: True when :meth:`process` may be dry-run (``pktchain
+      trace``): it has no effect outside the object (it writes no file, sends
+      nothing, reads no clock but ``now``), so a dry run calls it on a
+      copy-on-write copy of the process whose changes are thrown away (see
+      :mod:`pktchain.functions.sdk.dryrun`). Every built-in function sets it. A
+      function that leaves it False is shown by a trace as "not traceable"
+      and assumed to forward the packet unchanged.
     """
 
     KIND: ClassVar[str] = ""
@@ -518,6 +525,7 @@ class Function(Generic[C]):
     INTERFACES: ClassVar[tuple[str, ...]] = ("ingress", "egress")
     UNKNOWN_INTERFACE: ClassVar[str] = "unknown-interface"
     FLOODED: ClassVar[bool] = False
+    TRACEABLE: ClassVar[bool] = False
 
     def __init__(self, config: C | None = None) -> None:
         self.config: C = self.Config() if config is None else config

@@ -92,12 +92,25 @@ from pktchain.packet.headers import VIRTIO_NET_HDR
 from pktchain.packet.parse import FLOW_END, FLOW_START, FrameInfo, parse_frame
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Protocol
+
     from pktchain.functions.sdk import FlowLease
     from pktchain.node.dataplane.functions import FunctionPort
     from pktchain.node.dataplane.portsec import PortGuard
     from pktchain.node.dataplane.steering import Flow, FlowEntry, HopCounters
     from pktchain.node.dataplane.switch import MacEntry
     from pktchain.node.dataplane.underlay import Arrival, NshHeader, Peer, Underlay
+
+if TYPE_CHECKING:
+
+    class LiveForward(Protocol):
+        """What the datapath hands each batch to while a live trace is armed."""
+
+        def forward(
+            self, port: SwitchPort, frames: Sequence[bytes], trace: None, depth: int
+        ) -> None: ...
+
 
 __all__ = [
     "BATCH",
@@ -223,6 +236,10 @@ class Datapath:
         self.fuse_refused: Counter[str] = Counter()
         self.uncredited: list[FusedEntry] = []
         """Fused entries whose packets are not yet counted where they are read."""
+        self.live: LiveForward | None = None
+        """An armed live trace (`pktchain trace --live`): while set, each batch read
+        from a port goes through it, which records the frames it marks; None (the
+        rule) costs the loop one test per batch."""
 
     def network(self, name: str = DEFAULT_NETWORK) -> Network[SwitchPort]:
         """The network called `name`, created on first use (and joined by every peer)."""
@@ -514,12 +531,13 @@ class Datapath:
                 port.drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
                 break
         if frames:
+            forward = self._forward if self.live is None else self.live.forward
             policer = port.policer
             if policer is None:
-                self._forward(port, frames, None, 0)
+                forward(port, frames, None, 0)
             else:
                 dropped = policer.dropped
-                self._forward(port, frames, None, 0)
+                forward(port, frames, None, 0)
                 if len(frames) == BATCH and policer.dropped - dropped >= BATCH * HOLD_SHARE:
                     policer.strikes += 1
                     if policer.strikes >= HOLD_STRIKES:

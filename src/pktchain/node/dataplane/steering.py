@@ -1185,6 +1185,22 @@ def lb_values(fields: tuple[LbField, ...], frame: bytes | bytearray, info: Frame
     return b"|".join(parts)
 
 
+def pair_scores(
+    group: GroupPlan, frame: bytes | bytearray, info: FrameInfo
+) -> list[tuple[PairPlan, float]]:
+    """Each pair of `group` with its score for the flow (`choose_pair`): -inf for weight 0."""
+    values = lb_values(group.lb_fields, frame, info)
+    scores = []
+    for pair in group.pairs:
+        if pair.weight <= 0:
+            scores.append((pair, -math.inf))
+            continue
+        digest = hashlib.blake2b(values + pair.id.encode(), digest_size=8).digest()
+        u = (int.from_bytes(digest, "big") + 0.5) / 2.0**64
+        scores.append((pair, -pair.weight / math.log(u)))
+    return scores
+
+
 def choose_pair(group: GroupPlan, frame: bytes | bytearray, info: FrameInfo) -> PairPlan | None:
     """Weighted rendezvous hashing: each pair wins its weight's share of flows.
 
@@ -1193,15 +1209,9 @@ def choose_pair(group: GroupPlan, frame: bytes | bytearray, info: FrameInfo) -> 
     Removing a pair moves only the flows it had.  Pairs of weight 0 take no new
     flows; None when every pair has weight 0.
     """
-    values = lb_values(group.lb_fields, frame, info)
     best: PairPlan | None = None
     best_score = -math.inf
-    for pair in group.pairs:
-        if pair.weight <= 0:
-            continue
-        digest = hashlib.blake2b(values + pair.id.encode(), digest_size=8).digest()
-        u = (int.from_bytes(digest, "big") + 0.5) / 2.0**64
-        score = -pair.weight / math.log(u)
+    for pair, score in pair_scores(group, frame, info):
         if score > best_score:
             best, best_score = pair, score
     return best
