@@ -57,4 +57,5 @@ def test_demo_ha_fails_over_and_back_without_losing_a_connection() -> None:
         "outside/52": "master",
         "inside/51": "master",
     }
-    assert set(running_labs()) - before == set()
+    # The demo's own lab is gone (labs of anything else running meanwhile are not its).
+    assert {lab for lab in set(running_labs()) - before if lab.startswith("hapair-")} == set()
