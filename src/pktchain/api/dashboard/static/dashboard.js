@@ -262,15 +262,18 @@ function endpoint(address, port) {
   return port ? `${address}:${port}` : address;
 }
 
+const PROTOCOLS = { 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp" };
+
 function showFlows(live) {
-  const flows = live.flows ?? [];
+  // The flows last seen first: those that carry traffic now.
+  const flows = [...(live.flows ?? [])].sort((a, b) => a.idle - b.idle);
   const rows = flows.slice(0, MAX_TABLE_ROWS).map((flow) =>
     el(
       "tr",
       {},
       el("td", { text: endpoint(flow.src, flow.sport) }),
       el("td", { text: endpoint(flow.dst, flow.dport) }),
-      el("td", { text: flow.proto }),
+      el("td", { text: PROTOCOLS[flow.proto] ?? flow.proto }),
       el("td", { text: flow.chain ?? "–" }),
       el("td", { class: "path", text: flow.path.length ? flow.path.join(" → ") : "(switched)" }),
       el("td", { text: flow.translated.map((k) => `${endpoint(k.src, k.sport)} → ${endpoint(k.dst, k.dport)}`).join("; ") }),
@@ -355,16 +358,29 @@ function showRouter(router) {
 // -- events ---------------------------------------------------------------------
 
 const STANDARD = new Set(["time", "level", "logger", "message", "event"]);
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+// A field's value as the feed shows it: ids cut to their first 8 digits (the
+// names come first; the whole line is the row's tooltip).
+function short(value) {
+  if (Array.isArray(value)) return `[${value.map(short).join(", ")}]`;
+  if (typeof value === "string" && UUID.test(value)) return value.slice(0, 8);
+  return text(value);
+}
 
 function showEvent(line) {
-  const fields = Object.entries(line)
-    .filter(([k]) => !STANDARD.has(k))
-    .map(([k, v]) => `${k}=${text(v)}`)
-    .join(" ");
+  const entries = Object.entries(line).filter(([k]) => !STANDARD.has(k));
+  const named = entries.filter(([k]) => !k.endsWith("_id"));
+  const ids = entries.filter(([k]) => k.endsWith("_id"));
+  const fields = [...named, ...ids].map(([k, v]) => `${k}=${short(v)}`).join(" ");
   const when = new Date(line.time);
   const item = el(
     "li",
-    { class: `level-${line.level}`, title: line.message, dataset: { event: line.event } },
+    {
+      class: `level-${line.level}`,
+      title: `${line.message}\n${entries.map(([k, v]) => `${k}=${text(v)}`).join("\n")}`,
+      dataset: { event: line.event },
+    },
     el("time", { datetime: line.time, text: Number.isNaN(when.getTime()) ? line.time : when.toLocaleTimeString() }),
     el("span", { class: "level", text: line.level }),
     el("span", { class: "event-name", text: line.event }),

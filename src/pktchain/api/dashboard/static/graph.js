@@ -168,18 +168,27 @@ export class NetworkView {
       const rows = Math.max(1, Math.ceil(members.length / perRow));
       const group = svg("g", { class: "network", transform: `translate(0,${y})` });
       group.dataset.network = network.name;
+      const top = (row) => NET_HEADER + 8 + row * (PORT_H + PORT_GAP);
+      const busY = (row) => top(row) - 7;
       group.append(
         svg("text", { x: PAD, y: 14, class: "network-label", text: `network ${network.name}` }),
         svg("text", {
           x: PAD + 200, y: 14, class: "detail",
           text: `${members.length} ports · ${network.mac_entries} MACs learned`,
         }),
-        svg("line", { x1: PAD, y1: NET_HEADER - 6, x2: NET_WIDTH - PAD, y2: NET_HEADER - 6, class: "bus" }),
       );
+      // One bus a row of ports, the rows' buses joined at the left.
+      for (let row = 0; row < rows; row += 1) {
+        const inRow = Math.min(perRow, members.length - row * perRow);
+        const end = PAD + Math.max(1, inRow) * (PORT_W + PORT_GAP) - PORT_GAP;
+        group.append(svg("line", { x1: PAD / 2, y1: busY(row), x2: Math.max(end, PAD + 200), y2: busY(row), class: "bus" }));
+      }
+      if (rows > 1) group.append(svg("line", { x1: PAD / 2, y1: busY(0), x2: PAD / 2, y2: busY(rows - 1), class: "bus" }));
       members.forEach((port, i) => {
+        const row = Math.floor(i / perRow);
         const x = PAD + (i % perRow) * (PORT_W + PORT_GAP);
-        const py = NET_HEADER + 8 + Math.floor(i / perRow) * (PORT_H + PORT_GAP);
-        group.append(svg("line", { x1: x + PORT_W / 2, y1: NET_HEADER - 6, x2: x + PORT_W / 2, y2: py, class: "drop-line" }));
+        const py = top(row);
+        group.append(svg("line", { x1: x + PORT_W / 2, y1: busY(row), x2: x + PORT_W / 2, y2: py, class: "drop-line" }));
         const { group: portBox, texts } = box(
           x, py, PORT_W, PORT_H, `port kind-${port.kind}`,
           [["name", clip(port.name, 24)], ["detail", clip(`${port.kind}${port.mac ? ` · ${port.mac}` : ""}`, 30)], ["counter", "–"]],
@@ -190,7 +199,7 @@ export class NetworkView {
         this.ports.set(port.name, { counter: texts[2] });
       });
       root.append(group);
-      y += NET_HEADER + 8 + rows * PORT_H + (rows - 1) * PORT_GAP + PAD * 2;
+      y += top(rows) - PORT_GAP + PAD;
     }
     root.setAttribute("viewBox", `0 0 ${NET_WIDTH} ${y}`);
     root.setAttribute("width", NET_WIDTH);
