@@ -1,0 +1,232 @@
+"""The dashboard of a real node process: its page public, its data under the token,
+its live stream over HTTP (ticks, the chains, events as they happen), and a node
+that stops at once while a page follows it.
+
+The node runs two native functions (their ports are the node's) and serves its API
+on loopback with a token; chains are made through the API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from pktchain.node.process import NodeProcess
+
+TOKEN = "dashboard-integration-token"
+FUNCTIONS = {
+    "functions": [
+        {"name": "mon", "kind": "flow-monitor"},
+        {"name": "src", "kind": "flow-monitor"},
+    ]
+}
+DASHBOARD = "/v2.0/pktchain/dashboard"
+STREAM = f"{DASHBOARD}/stream"
+DEADLINE = 20.0
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[NodeProcess]:
+    functions = tmp_path / "functions.yaml"
+    functions.write_text(yaml.safe_dump(FUNCTIONS))
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
+    process = NodeProcess(
+        f"dash{os.getpid()}",
+        control=tmp_path / "node.sock",
+        args=("--functions", str(functions), "--api-token-file", str(token)),
+        log_path=tmp_path / "node.log",
+    )
+    process.start(timeout=30)
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+def authorized(node: NodeProcess) -> httpx.Client:
+    return httpx.Client(
+        base_url=node.api_url(), headers={"X-Auth-Token": TOKEN}, timeout=httpx.Timeout(10.0)
+    )
+
+
+def make_chain(api: httpx.Client) -> None:
+    """PC1 = [PG1 (PP1 over mon's ports)], classifier FC1 (UDP from src's egress)."""
+    ports = {p["name"]: p["id"] for p in api.get("/v2.0/ports").json()["ports"]}
+    pair = api.post(
+        "/v2.0/sfc/port_pairs",
+        json={
+            "port_pair": {
+                "name": "PP1",
+                "ingress": ports["mon:ingress"],
+                "egress": ports["mon:egress"],
+            }
+        },
+    )
+    assert pair.status_code == 201, pair.text
+    group = api.post(
+        "/v2.0/sfc/port_pair_groups",
+        json={"port_pair_group": {"name": "PG1", "port_pairs": [pair.json()["port_pair"]["id"]]}},
+    )
+    assert group.status_code == 201, group.text
+    classifier = api.post(
+        "/v2.0/sfc/flow_classifiers",
+        json={
+            "flow_classifier": {
+                "name": "FC1",
+                "protocol": "udp",
+                "logical_source_port": ports["src:egress"],
+            }
+        },
+    )
+    assert classifier.status_code == 201, classifier.text
+    chain = api.post(
+        "/v2.0/sfc/port_chains",
+        json={
+            "port_chain": {
+                "name": "PC1",
+                "port_pair_groups": [group.json()["port_pair_group"]["id"]],
+                "flow_classifiers": [classifier.json()["flow_classifier"]["id"]],
+            }
+        },
+    )
+    assert chain.status_code == 201, chain.text
+
+
+class Stream:
+    """The server-sent events of one open stream, read one at a time."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.lines = response.iter_lines()
+
+    def next(self) -> tuple[str, Any]:
+        kind = ""
+        for line in self.lines:
+            if line.startswith("event: "):
+                kind = line[len("event: ") :]
+            elif line.startswith("data: "):
+                return kind, json.loads(line[len("data: ") :])
+        raise AssertionError("the stream ended")
+
+    def until(self, wanted: str, test: Any = lambda _data: True) -> list[tuple[str, Any]]:
+        """Every event up to the first `wanted` whose data passes `test`, within DEADLINE."""
+        seen = []
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            kind, data = self.next()
+            seen.append((kind, data))
+            if kind == wanted and test(data):
+                return seen
+        raise AssertionError(f"no {wanted} event within {DEADLINE} s: {[k for k, _ in seen]}")
+
+
+def test_the_page_is_public_and_no_data_goes_without_the_token(node: NodeProcess) -> None:
+    base = node.api_url()
+    page = httpx.get(f"{base}/ui/", timeout=10.0)
+    assert page.status_code == 200 and b"dashboard.js" in page.content
+    script = httpx.get(f"{base}/ui/dashboard.js", timeout=10.0)
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    for path in (DASHBOARD, STREAM, "/v2.0/pktchain/status", "/metrics"):
+        for headers in ({}, {"X-Auth-Token": "wrong"}, {"Authorization": "Bearer wrong"}):
+            refused = httpx.get(base + path, headers=headers, timeout=10.0)
+            assert refused.status_code == 401, (path, headers)
+            assert refused.json()["NeutronError"]["type"] == "HTTPUnauthorized"
+    with authorized(node) as api:
+        snapshot = api.get(DASHBOARD)
+        assert snapshot.status_code == 200, snapshot.text
+        body = snapshot.json()
+        assert body["node"] == node.name and body["topology"] == []
+        live = body["live"]
+        assert {p["name"] for p in live["ports"]} == {
+            "mon:ingress",
+            "mon:egress",
+            "src:ingress",
+            "src:egress",
+        }
+        assert {f["name"]: f["kind"] for f in live["functions"]} == {
+            "mon": "flow-monitor",
+            "src": "flow-monitor",
+        }
+        assert live["router"] is None and live["flows"] == []
+        assert [n["name"] for n in live["networks"]] == ["default"]
+        # The events of the start were kept: the page shows them first.
+        names = [e["event"] for e in body["events"]]
+        assert "node_started" in names and names.count("port_added") == 4
+
+
+def test_the_stream_ticks_and_shows_chains_and_events_as_they_happen(node: NodeProcess) -> None:
+    with (
+        authorized(node) as api,
+        httpx.Client(
+            base_url=node.api_url(),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=httpx.Timeout(10.0),
+        ) as client,
+        client.stream("GET", STREAM) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        stream = Stream(response)
+        kind, hello = stream.next()
+        assert kind == "hello" and hello["node"] == node.name and hello["interval"] == 1.0
+        seen = stream.until("live")
+        assert ("topology", []) in seen
+        first = seen[-1][1]
+        # A tick a second: the next two come within the deadline, each later.
+        seen = stream.until("live")
+        second = seen[-1][1]
+        assert second["now"] > first["now"]
+        assert second["now"] - first["now"] < 5.0  # about the interval, on a loaded machine
+        make_chain(api)
+        seen = stream.until("event", lambda data: data["event"] == "chain_applied")
+        added = [data for kind, data in seen if kind == "event"]
+        assert [e["event"] for e in added][-4:] == [
+            "instance_added",
+            "group_added",
+            "classifier_added",
+            "chain_applied",
+        ]
+        assert added[-1]["port_chain"] == "PC1" and added[-1]["level"] == "info"
+        seen = stream.until("topology", lambda data: data != [])
+        (chain,) = seen[-1][1]
+        assert chain["name"] == "PC1"
+        assert [g["name"] for g in chain["port_pair_groups"]] == ["PG1"]
+        (pair,) = chain["port_pair_groups"][0]["port_pairs"]
+        assert (pair["name"], pair["ingress"], pair["egress"]) == (
+            "PP1",
+            "mon:ingress",
+            "mon:egress",
+        )
+        assert chain["flow_classifiers"][0]["match"] == "udp from src:egress"
+        _kind, live = stream.next()
+        assert _kind == "live"
+        assert [c["name"] for c in live["steering"]["chains"]] == ["PC1"]
+
+
+def test_a_node_followed_by_a_page_stops_at_once(node: NodeProcess) -> None:
+    with (
+        httpx.Client(
+            base_url=node.api_url(),
+            headers={"X-Auth-Token": TOKEN},
+            timeout=httpx.Timeout(10.0),
+        ) as client,
+        client.stream("GET", STREAM) as response,
+    ):
+        stream = Stream(response)
+        stream.until("live")
+        started = time.monotonic()
+        assert node.stop(timeout=15.0) == 0
+        # The server ended the stream rather than wait for the page to go.
+        assert time.monotonic() - started < 8.0
+        with pytest.raises((AssertionError, httpx.HTTPError)):
+            stream.until("never")
