@@ -3,7 +3,8 @@ its live stream over HTTP (ticks, the chains, events as they happen), and a node
 that stops at once while a page follows it.
 
 The node runs two native functions (their ports are the node's) and serves its API
-on loopback with a token; chains are made through the API.
+on loopback with a token; chains are made through the API. Last, the page in
+headless Chromium asks for the token, keeps it for the tab and shows the data.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from pktchain.node.process import NodeProcess
+from support.dashboard import browser_missing, chromium, console_errors, wait_for
 
 TOKEN = "dashboard-integration-token"
 FUNCTIONS = {
@@ -230,3 +232,70 @@ def test_a_node_followed_by_a_page_stops_at_once(node: NodeProcess) -> None:
         assert time.monotonic() - started < 8.0
         with pytest.raises((AssertionError, httpx.HTTPError)):
             stream.until("never")
+
+
+def test_in_a_browser_the_page_asks_for_the_token_and_keeps_it_for_the_tab(
+    node: NodeProcess,
+) -> None:
+    missing = browser_missing()
+    if missing:
+        pytest.skip(missing)
+    from selenium.webdriver.common.by import By
+
+    with authorized(node) as api:
+        make_chain(api)
+    with chromium() as driver:
+        driver.get(f"{node.api_url()}/ui/")
+        form = wait_for(
+            "the token form",
+            lambda: driver.find_element(By.ID, "token-panel").is_displayed(),
+        )
+        assert form
+        assert driver.find_element(By.ID, "dashboard").is_displayed() is False
+        assert driver.find_element(By.ID, "connection").get_attribute("data-state") == "token"
+        assert driver.find_elements(By.CSS_SELECTOR, "svg.chain-graph") == []
+        assert driver.find_element(By.ID, "stat-rx").get_attribute("data-value") is None
+
+        def submit(token: str) -> None:
+            field = driver.find_element(By.ID, "token-input")
+            field.clear()
+            field.send_keys(token)
+            driver.find_element(By.CSS_SELECTOR, "#token-form button").click()
+
+        submit("not-the-token")
+        refused = wait_for(
+            "the refusal",
+            lambda: driver.find_element(By.ID, "token-error").text,
+        )
+        assert refused == "The node refused this token."
+        assert driver.find_elements(By.CSS_SELECTOR, "svg.chain-graph") == []
+
+        submit(TOKEN)
+        wait_for(
+            "the chain PC1 drawn",
+            lambda: driver.find_elements(By.CSS_SELECTOR, 'svg.chain-graph[data-chain="PC1"]'),
+        )
+        wait_for(
+            "the stream live",
+            lambda: driver.find_element(By.ID, "connection").get_attribute("data-state") == "live",
+        )
+        stored = driver.execute_script("return sessionStorage.getItem('pktchain-api-token')")
+        assert stored == TOKEN
+        assert driver.find_element(By.ID, "token-panel").is_displayed() is False
+        # A reload of the tab keeps the token: no form, the data at once.
+        driver.refresh()
+        wait_for(
+            "the chain PC1 drawn again",
+            lambda: driver.find_elements(By.CSS_SELECTOR, 'svg.chain-graph[data-chain="PC1"]'),
+        )
+        assert driver.find_element(By.ID, "token-panel").is_displayed() is False
+        # Forgetting it brings the form back.
+        driver.find_element(By.ID, "forget-token").click()
+        wait_for(
+            "the form again",
+            lambda: driver.find_element(By.ID, "token-panel").is_displayed(),
+        )
+        assert driver.execute_script("return sessionStorage.getItem('pktchain-api-token')") is None
+        errors = console_errors(driver)
+        # The refused requests are the console's only complaints.
+        assert all("401" in message for message in errors), errors
