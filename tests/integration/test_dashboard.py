@@ -4,7 +4,8 @@ that stops at once while a page follows it.
 
 The node runs two native functions (their ports are the node's) and serves its API
 on loopback with a token; chains are made through the API. Last, the page in
-headless Chromium asks for the token, keeps it for the tab and shows the data.
+headless Chromium asks for the token, keeps it for the tab and shows the data;
+and a node with a router shows the router's hosts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 import yaml
 
 from pktchain.node.process import NodeProcess
+from support.api_fuzz import api_node
 from support.dashboard import browser_missing, chromium, console_errors, wait_for
 
 TOKEN = "dashboard-integration-token"
@@ -299,3 +301,37 @@ def test_in_a_browser_the_page_asks_for_the_token_and_keeps_it_for_the_tab(
         errors = console_errors(driver)
         # The refused requests are the console's only complaints.
         assert all("401" in message for message in errors), errors
+
+
+def test_the_router_panel_shows_the_router_s_hosts(tmp_path: Path) -> None:
+    missing = browser_missing()
+    if missing:
+        pytest.skip(missing)
+    from selenium.webdriver.common.by import By
+
+    with api_node(f"dashr{os.getpid()}", tmp_path) as node:
+        base = node.api_url()
+        added = httpx.post(
+            f"{base}/v2.0/pktchain/router/host_nic_add",
+            json={"mac": "02:00:00:00:0a:01", "ip": "10.0.0.77"},
+            timeout=10.0,
+        )
+        assert added.status_code == 200, added.text
+        live = httpx.get(base + DASHBOARD, timeout=10.0).json()["live"]
+        router = live["router"]
+        assert {"hosts", "nat", "nat_mappings", "nat_sessions", "vrrp"} <= set(router)
+        assert "10.0.0.77" in json.dumps(router["hosts"])
+        with chromium() as driver:
+            driver.get(f"{base}/ui/")
+            hosts = wait_for(
+                "the router's hosts",
+                lambda: driver.find_elements(By.CSS_SELECTOR, "#router-hosts tbody tr"),
+            )
+            assert any("10.0.0.77" in row.text for row in hosts)
+            assert driver.find_elements(By.CSS_SELECTOR, "#router-nat, #router p.empty")
+            events = {
+                li.get_attribute("data-event")
+                for li in driver.find_elements(By.CSS_SELECTOR, "#events li")
+            }
+            assert "router_started" in events
+            assert console_errors(driver) == []
