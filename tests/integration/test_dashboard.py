@@ -23,7 +23,7 @@ import yaml
 
 from pktchain.node.process import NodeProcess
 from support.api_fuzz import api_node
-from support.dashboard import browser_missing, chromium, console_errors, wait_for
+from support.dashboard import browser_missing, chromium, console_errors, query, wait_for
 
 TOKEN = "dashboard-integration-token"
 FUNCTIONS = {
@@ -307,7 +307,6 @@ def test_the_router_panel_shows_the_router_s_hosts(tmp_path: Path) -> None:
     missing = browser_missing()
     if missing:
         pytest.skip(missing)
-    from selenium.webdriver.common.by import By
 
     with api_node(f"dashr{os.getpid()}", tmp_path) as node:
         base = node.api_url()
@@ -323,15 +322,9 @@ def test_the_router_panel_shows_the_router_s_hosts(tmp_path: Path) -> None:
         assert "10.0.0.77" in json.dumps(router["hosts"])
         with chromium() as driver:
             driver.get(f"{base}/ui/")
-            hosts = wait_for(
-                "the router's hosts",
-                lambda: driver.find_elements(By.CSS_SELECTOR, "#router-hosts tbody tr"),
-            )
-            assert any("10.0.0.77" in row.text for row in hosts)
-            assert driver.find_elements(By.CSS_SELECTOR, "#router-nat, #router p.empty")
-            events = {
-                li.get_attribute("data-event")
-                for li in driver.find_elements(By.CSS_SELECTOR, "#events li")
-            }
+            hosts = wait_for("the router's hosts", lambda: query(driver, "#router-hosts tbody tr"))
+            assert any(row and "10.0.0.77" in row for row in hosts)
+            assert query(driver, "#router-nat, #router p.empty")
+            events = set(query(driver, "#events li", "data-event"))
             assert "router_started" in events
             assert console_errors(driver) == []

@@ -14,17 +14,22 @@ from typing import Any
 
 import pytest
 
-from support.dashboard import HeldDemo, browser_missing, chromium, console_errors, wait_for
+from support.dashboard import (
+    HeldDemo,
+    browser_missing,
+    chromium,
+    console_errors,
+    query,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def counter(driver: Any, css: str, attribute: str = "data-value") -> int | None:
-    from selenium.webdriver.common.by import By
-
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    value = found[0].get_attribute(attribute) if found else None
-    return int(value) if value not in (None, "") else None
+    found = query(driver, css, attribute)
+    value = found[0] if found else None
+    return int(value) if value else None
 
 
 def test_the_dashboard_draws_the_demo_chain_and_its_counters_move() -> None:
@@ -80,24 +85,14 @@ def test_the_dashboard_draws_the_demo_chain_and_its_counters_move() -> None:
             # The flows, each with its path through the instances.
             paths = wait_for(
                 "a flow through PP3",
-                lambda: [
-                    td.text
-                    for td in driver.find_elements(By.CSS_SELECTOR, "#flows td.path")
-                    if "PP3" in td.text
-                ],
+                lambda: [p for p in query(driver, "#flows td.path") if p and "PP3" in p],
             )
             assert all(p in ("PP1 → PP3", "PP2 → PP3") for p in paths), paths
             # The walk-through's changes, in the feed.
-            events = {
-                li.get_attribute("data-event")
-                for li in driver.find_elements(By.CSS_SELECTOR, "#events li")
-            }
+            events = set(query(driver, "#events li", "data-event"))
             assert {"chain_applied", "chain_changed", "group_changed"} <= events, events
             # Every port of the demo, in its network.
-            ports = {
-                g.get_attribute("data-port")
-                for g in driver.find_elements(By.CSS_SELECTOR, "svg.network-view g.port")
-            }
+            ports = set(query(driver, "svg.network-view g.port", "data-port"))
             assert {"source_vm:eth0", "dest_vm:eth0", "vm3:in", "vm3:out"} <= ports
             assert driver.find_element(By.ID, "token-panel").is_displayed() is False
             assert console_errors(driver) == []

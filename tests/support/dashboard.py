@@ -79,6 +79,20 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[Any]:
         driver.quit()
 
 
+def query(driver: Any, css: str, attribute: str | None = None) -> list[str | None]:
+    """The text (or `attribute`) of every element matching `css`, read in one go by the
+    page's own thread: the page replaces its tables each tick, and elements found in
+    one call may be gone by the next."""
+    found: list[str | None] = driver.execute_script(
+        "const [css, attribute] = arguments;"
+        "return Array.from(document.querySelectorAll(css),"
+        " (e) => attribute ? e.getAttribute(attribute) : e.textContent);",
+        css,
+        attribute,
+    )
+    return found
+
+
 def console_errors(driver: Any) -> list[str]:
     """What the page wrote to its console at level SEVERE (its uncaught errors among it)."""
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
