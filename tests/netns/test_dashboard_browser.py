@@ -5,7 +5,8 @@ walk-through done, HTTP flowing from source_vm through PC1), the page at the
 address it printed must draw the demo's chain (classifier FC_demo, PG1 with PP1
 and PP2, PG2 with PP3), show counters that move from one tick to the next,
 the flows pinned to the instances and the events of the walk-through. Then
-SIGTERM must end the demo with everything removed and its JSON intact.
+SIGTERM must end the demo with everything removed and its JSON intact; a
+SIGTERM during the walk-through must remove everything too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from pktchain.lab import running_labs
 from support.dashboard import (
+    SERVING,
     HeldDemo,
     browser_missing,
     chromium,
@@ -101,4 +104,15 @@ def test_the_dashboard_draws_the_demo_chain_and_its_counters_move() -> None:
     failed = [(s["name"], s["detail"]) for s in report.get("steps", []) if not s["ok"]]
     assert code == 0 and report["ok"] and not failed, (failed, demo.stderr[-3000:])
     assert report["dashboard"] == url
+    assert demo.lab not in running_labs()
     assert report["steps"][-1]["name"] == "stop the node (SIGTERM)"
+
+
+def test_a_sigterm_during_the_walk_through_removes_everything() -> None:
+    demo = HeldDemo(window=1.0)
+    url = demo.start(until=SERVING)  # the node serves; the walk-through begins
+    assert url.endswith("/ui/") and demo.lab in running_labs()
+    code, report = demo.stop()  # raises if the demo left its lab
+    assert code == 130, demo.stderr[-3000:]  # interrupted, as by Ctrl-C
+    assert report == {}  # no report of a walk-through cut short
+    assert demo.lab not in running_labs()

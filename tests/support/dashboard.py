@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
+
 from pktchain.lab import down, running_labs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +36,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 DEMO_PREFIX = "demo-sfc-"
 HOLDING = re.compile(r"pktchain demo sfc: holding the demo up at (\S+)")
+"""The demo's line once it holds (its walk-through done)."""
+SERVING = re.compile(r"pktchain demo sfc: dashboard at (\S+)")
+"""The demo's line as soon as its node serves (before the walk-through)."""
 
 T = TypeVar("T")
 
@@ -130,16 +135,19 @@ class HeldDemo:
         self.out: list[str] = []
         self._held = threading.Event()
         self.url = ""
-        self._labs_before: set[str] = set()
         self._readers: list[threading.Thread] = []
+        self._until = HOLDING
+        self.lab = ""
+        """The demo's lab (its node's name, as the dashboard says it)."""
 
-    def start(self, timeout: float = 240.0) -> str:
-        """Run the demo until it holds; its dashboard's address."""
+    def start(self, timeout: float = 240.0, *, until: re.Pattern[str] = HOLDING) -> str:
+        """Run the demo until it holds (or prints the line `until` matches); its
+        dashboard's address."""
+        self._until = until
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")])
         )
-        self._labs_before = set(running_labs())
         self.process = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -161,14 +169,25 @@ class HeldDemo:
             if process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise AssertionError(
-                    f"the demo did not hold (exit {process.returncode}):\n{self.stderr[-3000:]}"
+                    f"the demo never said {self._until.pattern!r} "
+                    f"(exit {process.returncode}):\n{self.stderr[-3000:]}"
                 )
+        try:
+            # The node is named after the demo's lab: which lab must be gone at the end.
+            snapshot = httpx.get(self.url.replace("/ui/", "/v2.0/pktchain/dashboard"), timeout=30)
+            snapshot.raise_for_status()
+            self.lab = str(snapshot.json()["node"])
+            if not self.lab.startswith(DEMO_PREFIX):
+                raise AssertionError(f"the demo's node {self.lab!r} is not named after its lab")
+        except BaseException:
+            self.stop()
+            raise
         return self.url
 
     def _read_err(self, stream: Any) -> None:
         for line in stream:
             self.err.append(line)
-            found = HOLDING.search(line)
+            found = self._until.search(line)
             if found:
                 self.url = found.group(1)
                 self._held.set()
@@ -196,13 +215,9 @@ class HeldDemo:
                 process.wait()
         for reader in self._readers:
             reader.join(10)  # each ends with its pipe, once the demo has exited
-        left = [
-            lab for lab in set(running_labs()) - self._labs_before if lab.startswith(DEMO_PREFIX)
-        ]
-        for lab in left:
-            down(lab)
-        if left:
-            raise AssertionError(f"the demo left its lab up: {left}\n{self.stderr[-3000:]}")
+        if self.lab and self.lab in running_labs():
+            down(self.lab)
+            raise AssertionError(f"the demo left its lab {self.lab} up\n{self.stderr[-3000:]}")
         text = "".join(self.out)
         try:
             report: dict[str, Any] = json.loads(text) if text else {}
