@@ -14,6 +14,7 @@ import pytest
 
 from pktchain.logs import (
     TEXT_FORMAT,
+    EventFeed,
     JsonFormatter,
     LogFormat,
     TextFormatter,
@@ -141,3 +142,76 @@ def test_fields_of_lists_only_the_extras() -> None:
         logger.name, logging.INFO, __file__, 1, "m", (), None, extra=event("e", b=2, a=1)
     )
     assert fields_of(record) == {"event": "e", "b": 2, "a": 1}
+
+
+@pytest.fixture
+def feed() -> Iterator[tuple[logging.Logger, EventFeed]]:
+    """A logger of its own with an EventFeed keeping 5 events."""
+    handler = EventFeed(history=5)
+    logger = logging.getLogger(f"pktchain.test-feed.{id(handler)}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    yield logger, handler
+    logger.removeHandler(handler)
+
+
+def test_the_feed_keeps_events_only_as_the_json_format_writes_them(
+    feed: tuple[logging.Logger, EventFeed],
+) -> None:
+    logger, handler = feed
+    logger.info("plain line")
+    logger.info("port %s is up", "h1:eth0", extra=event("port_up", port="h1:eth0"))
+    logger.debug("below the feed's level", extra=event("port_up", port="h2:eth0"))
+    logger.warning("odd", extra=event("port_held", path=Path("/x"), drops={"rate-arp": 2}))
+    recent = handler.recent()
+    assert [line["event"] for line in recent] == ["port_up", "port_held"]
+    assert recent[0]["message"] == "port h1:eth0 is up"
+    assert recent[0]["level"] == "info" and recent[0]["port"] == "h1:eth0"
+    assert RFC3339.match(recent[0]["time"])
+    assert recent[1]["path"] == "/x" and recent[1]["drops"] == {"rate-arp": 2}
+    json.dumps(recent)  # JSON values only
+
+
+def test_a_subscriber_starts_with_the_kept_events_then_hears_new_ones(
+    feed: tuple[logging.Logger, EventFeed],
+) -> None:
+    logger, handler = feed
+    for n in range(7):
+        logger.info("e%d", n, extra=event("port_up", port=f"p{n}"))
+    assert [line["port"] for line in handler.recent()] == ["p2", "p3", "p4", "p5", "p6"]
+    woken: list[int] = []
+    subscription = handler.subscribe(lambda: woken.append(1), capacity=3)
+    assert handler.subscribers == 1
+    lines, dropped = subscription.take()
+    # The history, cut to the queue's length, is not a loss.
+    assert [line["port"] for line in lines] == ["p4", "p5", "p6"] and dropped == 0
+    logger.info("new", extra=event("port_down", port="p7"))
+    assert woken == [1]
+    lines, dropped = subscription.take()
+    assert [line["event"] for line in lines] == ["port_down"] and dropped == 0
+    assert subscription.take() == ([], 0)
+    handler.unsubscribe(subscription)
+    assert handler.subscribers == 0
+    logger.info("unheard", extra=event("port_up", port="p8"))
+    assert woken == [1] and subscription.take() == ([], 0)
+
+
+def test_a_full_queue_drops_its_oldest_events_and_counts_them(
+    feed: tuple[logging.Logger, EventFeed],
+) -> None:
+    logger, handler = feed
+    slow = handler.subscribe(lambda: None, capacity=2)
+    quick = handler.subscribe(lambda: None, capacity=100)
+    for n in range(6):
+        logger.info("e%d", n, extra=event("port_up", port=f"p{n}"))
+    lines, dropped = slow.take()
+    assert [line["port"] for line in lines] == ["p4", "p5"]
+    assert dropped == 4 and slow.dropped_total == 4
+    logger.info("e6", extra=event("port_up", port="p6"))
+    assert slow.take()[1] == 0  # counted once, at the take after the loss
+    assert slow.dropped_total == 4
+    lines, dropped = quick.take()
+    assert len(lines) == 7 and dropped == 0  # one slow follower costs the others nothing
+    with pytest.raises(ValueError, match="capacity 0"):
+        handler.subscribe(lambda: None, capacity=0)

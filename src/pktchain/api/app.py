@@ -17,7 +17,11 @@
   functions and the router (`pktchain.api.routes.node`);
 - the OpenAPI document at ``/openapi.json``;
 - the server's metrics for Prometheus at ``/metrics`` (`pktchain.api.metrics`,
-  docs/metrics.md), under the same token as the rest.
+  docs/metrics.md), under the same token as the rest;
+- given a `Dashboard` (a node's), the live dashboard: its page under ``/ui/``,
+  the one path that needs no token, as it holds no data, and its data and
+  live stream under ``/v2.0/pktchain/dashboard`` (`pktchain.api.dashboard`,
+  docs/dashboard.md).
 
 Requests are read as JSON and handed to the model unchanged, so its
 validation is the one judge: its errors become ``{"NeutronError": {"type",
@@ -44,6 +48,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pktchain.api.backend import Backend
 from pktchain.api.bodies import too_large
+from pktchain.api.dashboard import UI_PATH, Dashboard, dashboard_routes
 from pktchain.api.errors import (
     ApiError,
     bad_request,
@@ -78,11 +83,14 @@ def create_app(
     token: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
     collectors: Iterable[Collector] = (),
+    dashboard: Dashboard | None = None,
 ) -> FastAPI:
     """The API over `backend`; with a `token`, every request must carry it in
     ``X-Auth-Token`` (or as ``Authorization: Bearer``). Request bodies over
     `max_body` bytes get a 413. ``/metrics`` serves the process's and the
-    requests' metrics and those of `collectors` (Prometheus collectors)."""
+    requests' metrics and those of `collectors` (Prometheus collectors).
+    With a `dashboard`, ``/ui/`` serves it (its feed is ``app.state.dashboard``,
+    to be closed before the server stops)."""
     if max_body < 1:
         raise ValueError(f"max_body {max_body!r}: must be at least 1 byte")
     app = _Application(
@@ -97,11 +105,16 @@ def create_app(
     )
     app.state.token_required = token is not None
     install_error_handlers(app)
+    app.state.dashboard = None
     if token is not None:
-        _install_token_check(app, token)
+        _install_token_check(app, token, public=UI_PATH if dashboard is not None else None)
     app.include_router(neutron_routes(backend, max_body))
     app.include_router(sfc_routes(backend, max_body))
     app.include_router(node_routes(backend, max_body))
+    if dashboard is not None:
+        routes, feed = dashboard_routes(backend, dashboard)
+        app.include_router(routes)
+        app.state.dashboard = feed
     registry, histogram = metrics_registry(collectors)
     app.include_router(metrics_routes(registry))
     app.state.metrics = registry
@@ -169,11 +182,18 @@ def _complete_document(document: dict[str, Any]) -> None:
     components.update(port_schemas())
 
 
-def _install_token_check(app: FastAPI, token: str) -> None:
+def _install_token_check(app: FastAPI, token: str, *, public: str | None = None) -> None:
+    """Every request needs `token`, but those of the path `public` and below it."""
     expected = token.encode()
 
     @app.middleware("http")
     async def check_token(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        path = request.scope["path"]  # what the routes are matched against
+        if public is not None and (path == public or path.startswith(public + "/")):
+            # The dashboard's page: it holds no data, and shows the form that asks
+            # for the token its requests then carry.
+            passed: Response = await call_next(request)
+            return passed
         given = request.headers.get("x-auth-token")
         if given is None:
             # What Prometheus (and most HTTP clients) send: RFC 6750's bearer token.

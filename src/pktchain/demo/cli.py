@@ -27,6 +27,12 @@ def register(subparsers: Any) -> None:
     sfc.add_argument(
         "--window", type=float, default=2.5, help="seconds of traffic measured per step"
     )
+    sfc.add_argument(
+        "--hold",
+        action="store_true",
+        help="after the walk-through, keep the demo up with HTTP flowing (to look at its "
+        "dashboard) until Ctrl-C or SIGTERM",
+    )
     sfc.set_defaults(handler=_sfc)
     router = sub.add_parser(
         "router",
@@ -93,7 +99,7 @@ def _switch(args: argparse.Namespace) -> int:
 def _sfc(args: argparse.Namespace) -> int:
     from pktchain.demo.sfc import run_sfc_demo
 
-    return run_sfc_demo(json_output=args.json, window=args.window)
+    return run_sfc_demo(json_output=args.json, window=args.window, hold=args.hold)
 
 
 def _router(args: argparse.Namespace) -> int:

@@ -16,14 +16,25 @@ After each step it measures a window of traffic and prints, per service VM,
 the HTTP packets the node steered into it and the frames on its two ports
 (the blog's tcpdump, from the node's side).  It exits 0 only when every
 step's expectation held and HTTP kept working throughout.
+
+While it runs, the node's dashboard (docs/dashboard.md) is at the address
+printed first (on stderr with ``--json``, whose stdout stays one JSON
+document). With `hold`, once the walk-through is done the demo stays up with
+HTTP still flowing, for a person to look at, until SIGINT (Ctrl-C) or
+SIGTERM; then it stops the node and removes the lab as it always does. A
+SIGTERM earlier in the run removes everything too.
 """
 
 from __future__ import annotations
 
 import secrets
+import signal
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -246,7 +257,40 @@ def _delta(
     return {vm: {k: after[vm][k] - before[vm][k] for k in after[vm]} for vm in after}
 
 
-def run_sfc_demo(*, json_output: bool = False, window: float = 2.5) -> int:
+HOLD_INTERVAL = 0.2
+"""Seconds between two fetches while the demo is held up."""
+HOLD_FETCHES = 3000
+"""Fetches of one traffic loop while held (10 minutes); the next loop follows it."""
+
+
+def run_sfc_demo(*, json_output: bool = False, window: float = 2.5, hold: bool = False) -> int:
+    with _sigterm_interrupts():
+        return _run(json_output=json_output, window=window, hold=hold)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM interrupts the demo as Ctrl-C does, so that it removes what it made."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _notice(report: DemoReport, message: str) -> None:
+    """A line for the person running the demo, which JSON output keeps off stdout."""
+    if report.json_output:
+        print(f"pktchain demo sfc: {message}", file=sys.stderr, flush=True)
+    else:
+        report.console.print(message)
+
+
+def _run(*, json_output: bool, window: float, hold: bool) -> int:
     report = DemoReport("pktchain demo sfc", json_output=json_output)
     name = f"demo-sfc-{secrets.token_hex(3)}"
     with tempfile.TemporaryDirectory(prefix="pktchain-demo-") as tmp:
@@ -255,10 +299,14 @@ def run_sfc_demo(*, json_output: bool = False, window: float = 2.5) -> int:
         topology_file.write_text(yaml.safe_dump(sfc_topology(name), sort_keys=False))
         node = NodeProcess(name, topology=topology_file, log_path=workdir / "node.log")
         loop: HttpLoop | None = None
+        dashboard = ""
         try:
             with Lab.up(topology_file) as lab:
                 report.step("start the node", lambda: start_node(node))
                 if report.ok:
+                    dashboard = f"{node.api_url()}/ui/"
+                    report.extra["dashboard"] = dashboard
+                    _notice(report, f"dashboard at {dashboard}")
                     api = ChainingClient(node.control)
                     report.step("web server on dest_vm", lambda: _web(lab, workdir))
                     report.step("create PP1..PP3, PG1, PG2, FC_demo, PC1", lambda: _build(api))
@@ -268,6 +316,8 @@ def run_sfc_demo(*, json_output: bool = False, window: float = 2.5) -> int:
                     for title, change, expectation in STEPS:
                         report.step(title, partial(walk.step, title, change, expectation))
                     loop.stop()
+                    if hold:
+                        _hold(report, lab.host("source_vm"), workdir, dashboard)
                     report.step("stop the node (SIGTERM)", lambda: stop_node(node))
         except (LabError, OSError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
@@ -277,6 +327,44 @@ def run_sfc_demo(*, json_output: bool = False, window: float = 2.5) -> int:
                 loop.stop()
             node.kill()
     return report.finish()
+
+
+def _hold(report: DemoReport, source: LabHost, workdir: Path, dashboard: str) -> None:
+    """Keep HTTP flowing from source_vm until SIGINT or SIGTERM."""
+    stop = threading.Event()
+
+    def stop_holding(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {
+        signum: signal.signal(signum, stop_holding) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    traffic: HttpLoop | None = None
+    try:
+        _notice(
+            report,
+            f"holding the demo up at {dashboard} (HTTP flowing); "
+            "Ctrl-C or SIGTERM stops it and removes everything",
+        )
+        rounds = 0
+        while not stop.is_set():
+            if traffic is None or traffic.process.poll() is not None:
+                if traffic is not None:
+                    traffic.stop()
+                rounds += 1
+                traffic = HttpLoop(
+                    source,
+                    workdir / f"hold-{rounds}.log",
+                    interval=HOLD_INTERVAL,
+                    count=HOLD_FETCHES,
+                )
+            stop.wait(0.5)
+        _notice(report, "stopping")
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if traffic is not None:
+            traffic.stop()
 
 
 def _web(lab: Lab, workdir: Path) -> tuple[str, dict[str, Any]]:

@@ -23,7 +23,7 @@ from pktchain.cluster.record import DEFAULT_LEASE_TTL, format_underlay
 from pktchain.etcd.keys import DEFAULT_CLUSTER
 from pktchain.eventloop import EventLoop, Timer
 from pktchain.linux.tuntap import tap_mac
-from pktchain.logs import event
+from pktchain.logs import EventFeed, event
 from pktchain.messenger.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from pktchain.node.chaining import Chaining
 from pktchain.node.control import ControlServer, Deferred, control_path
@@ -46,6 +46,7 @@ from pktchain.sfc.model import Change
 from pktchain.sfc.resources import ResourceKind
 
 if TYPE_CHECKING:
+    from pktchain.api.dashboard import Dashboard
     from pktchain.api.server import ApiServer
     from pktchain.cluster.registry import NodeRegistration
     from pktchain.cluster.view import ClusterView
@@ -69,7 +70,9 @@ log = logging.getLogger("pktchain.node")
 
 LINK_WATCH_INTERVAL = 0.2
 METRICS_TIMEOUT = 10.0
-"""Seconds a scrape waits for the loop to read the node's state."""
+"""Seconds a scrape (or a dashboard's tick) waits for the loop to read the node's state."""
+DASHBOARD_ROWS = 200
+"""Flows, and NAT rows, the dashboard's live state holds at most."""
 VRRP_DRAIN_LIMIT = 1.0
 """Seconds a stopping master goes on forwarding while no successor is heard."""
 VRRP_DRAIN_CHECK = 0.005
@@ -226,12 +229,18 @@ class Node:
         self.control = ControlServer(self.config.control_path, self.loop, self.handle_request)
         self.tracing = Tracing(self)
         """`pktchain trace`: dry runs and live traces (pktchain.node.trace)."""
+        self.events: EventFeed | None = None
+        """The node's events for its dashboard's pages (with an API): attached to the
+        ``pktchain`` logger from the start, so the events of the start are kept."""
         self._closed = False
 
     # -- life cycle ----------------------------------------------------------
     def start(self) -> None:
         """Attach every port and open the control socket; undoes itself on failure."""
         try:
+            if self.config.api is not None:
+                self.events = EventFeed()
+                logging.getLogger("pktchain").addHandler(self.events)
             self.control.start()
             if self.config.etcd:
                 self._join_cluster()
@@ -725,10 +734,81 @@ class Node:
             token=self.config.api_token,
             max_body=limits.max_body,
             collectors=[self.metrics_collector()],
+            dashboard=self.dashboard(),
         )
         self.api = ApiServer(app, host.strip("[]") or "127.0.0.1", int(port), limits=limits)
         self.api.start()
         log.info("REST API on %s/v2.0", self.api.url, extra=event("api_started", url=self.api.url))
+
+    def dashboard(self) -> Dashboard:
+        """What the API serves the dashboard from (docs/dashboard.md): the live state,
+        read in the loop's thread when a page's tick asks for it, and the events."""
+        from pktchain.api.dashboard import Dashboard
+
+        return Dashboard(
+            live=lambda: self.loop.submit(self.dashboard_live, METRICS_TIMEOUT),
+            events=self.events,
+            node=self.config.name,
+        )
+
+    def dashboard_live(self, limit: int = DASHBOARD_ROWS) -> dict[str, Any]:
+        """The dashboard's live state: every port's counters (drops by reason among
+        them), the networks, the fast path, the steering's chains, hops and flows (at
+        most `limit`), the functions' counters and verdicts, the router's tables (at
+        most `limit` NAT rows) and the underlay's counters. Runs in the loop's thread."""
+        networks = self.datapath.networks.values()
+        functions = []
+        for host in self.functions.values():
+            status = host.status()
+            driver = host.driver
+            declared = (
+                set(driver.function.counter_descriptions())
+                if isinstance(driver, SdkDriver)
+                else set()
+            )
+            counters = dict(status.get("counters", {}))
+            functions.append(
+                {
+                    "name": host.name,
+                    "kind": status.get("kind", ""),
+                    "ports": status["ports"],
+                    "counters": counters,
+                    # What the driver counted beside the declared counters: the
+                    # function's drops (and replies) by reason.
+                    "reasons": {k: v for k, v in counters.items() if k not in declared},
+                    "verdicts": status.get("verdicts", {}),
+                    "errors": status["errors"],
+                }
+            )
+        return {
+            "node": self.config.name,
+            "now": self.loop.now,
+            "time": time.time(),
+            "uptime": round(time.time() - self.started, 3),
+            "ports": [port.counters() for port in self.datapath.ports],
+            "networks": [
+                {
+                    "name": n.name,
+                    "ports": [p.name for p in n.ports],
+                    "mac_entries": len(n.macs.entries),
+                    "floods": n.floods,
+                }
+                for n in networks
+            ],
+            "fast_path": {
+                "entries": self.datapath.fused_entries(),
+                "installed": self.datapath.fused,
+                "hits": self.datapath.fast_hits,
+                "misses": self.datapath.fast_misses,
+                "refused": dict(self.datapath.fuse_refused),
+            },
+            "steering": self.steering.status(),
+            "flows": self.steering.flow_table(limit),
+            "functions": functions,
+            "router": self.router_status(limit),
+            "underlay": self.underlay.counters() if self.underlay is not None else None,
+            "underlay_drops": dict(self.underlay.drops) if self.underlay is not None else {},
+        }
 
     def metrics_collector(self) -> DataplaneCollector:
         """The node's Prometheus collector (docs/metrics.md): it reads the node's state
@@ -775,7 +855,12 @@ class Node:
         if self.messenger is not None:
             self.messenger.stop()
         if self.api is not None:
+            feed = getattr(self.api.app.state, "dashboard", None)
+            if feed is not None:
+                feed.close()  # its pages' streams end, so the server stops at once
             self.api.stop()
+        if self.events is not None:
+            logging.getLogger("pktchain").removeHandler(self.events)
         if self.cluster is not None:
             self.cluster.close()
         if self.underlay is not None:
