@@ -72,7 +72,7 @@ def test_the_topology_and_the_node_choose_the_host_nic(tmp_path: Path) -> None:
 
 
 def test_a_bad_host_nic_is_named() -> None:
-    with pytest.raises(ValueError, match="--host-nic .*'virtio' is not a host NIC kind"):
+    with pytest.raises(ValueError, match=r"--host-nic .*'virtio' is not a host NIC kind"):
         build_config(name="n", taps=["ns:eth0"], host_nic="virtio")
 
 
