@@ -9,13 +9,25 @@ over netlink, from the node's namespace and the hosts'.
 from __future__ import annotations
 
 import json
+import socket
+import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import raw
 
 from pktchain.lab import Lab, wait_until
+from pktchain.linux.packet import (
+    ETH_P_ALL,
+    PACKET_AUXDATA,
+    SOL_PACKET,
+    TP_STATUS_VLAN_VALID,
+)
 from pktchain.linux.veth import NODE_END_MTU, node_end_name
 from pktchain.node.process import NodeProcess
 from support.topologies import node_hosts
@@ -23,6 +35,7 @@ from support.topologies import node_hosts
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 IFF_NOARP = 0x80
 IFF_UP = 0x1
+AUXDATA = struct.Struct("IIIHHHH")  # struct tpacket_auxdata
 
 
 def veth_hosts(*names: str) -> dict[str, Any]:
@@ -97,6 +110,55 @@ def test_the_node_end_is_inert_and_the_host_end_a_plain_nic(node_lab: NodeLab) -
     before = node.port("h1:eth0")["tx_packets"]
     sent = link(None, name).get_attr("IFLA_STATS64")["tx_packets"]
     assert before <= sent <= node.port("h1:eth0")["tx_packets"]
+
+
+def test_an_8021q_tag_crosses_a_veth_port_as_it_does_a_tap(node_lab: NodeLab) -> None:
+    """The kernel takes the tag aside before the node's packet socket sees the
+    frame; the node puts it back, so the other host receives it tagged."""
+    topology = veth_hosts("h1", "h2")
+    topology["hosts"]["h1"]["interfaces"]["eth0"]["port_security"] = False
+    lab, node = node_lab(topology)
+    assert ping(lab, "h1", "10.0.0.2")  # both addresses learned
+    frame = raw(
+        Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:01")
+        / Dot1Q(vlan=10, prio=1)
+        / IP(src="10.0.10.1", dst="10.0.10.2")
+        / UDP(sport=4000, dport=4001)
+        / b"tagged"
+    )
+    rx = lab.host("h2").socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    tx = lab.host("h1").socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    with rx, tx:
+        rx.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        rx.bind(("eth0", 0))
+        rx.settimeout(0.5)
+        tx.bind(("eth0", 0))
+        deadline = time.monotonic() + 10
+        tci = None
+        while tci is None and time.monotonic() < deadline:
+            tx.send(frame)
+            tci = _tagged_arrival(rx, time.monotonic() + 1)
+    # The receiving host's kernel takes the tag aside too: its auxdata tells it.
+    assert tci == (1 << 13) | 10
+    assert node.port("h1:eth0")["drops"] == {}
+
+
+def _tagged_arrival(sock: socket.socket, until: float) -> int | None:
+    """The TCI of the first frame with the payload b"tagged" read before `until`."""
+    while time.monotonic() < until:
+        try:
+            data, ancillary, _flags, _address = sock.recvmsg(2048, 64)
+        except TimeoutError:
+            return None
+        if not data.endswith(b"tagged"):
+            continue
+        for level, kind, payload in ancillary:
+            if (level, kind) == (SOL_PACKET, PACKET_AUXDATA):
+                status, _len, _snap, _mac, _net, tci, _tpid = AUXDATA.unpack_from(payload)
+                if status & TP_STATUS_VLAN_VALID:
+                    return int(tci)
+        return 0
+    return None
 
 
 def test_sigterm_removes_both_ends(node_lab: NodeLab) -> None:

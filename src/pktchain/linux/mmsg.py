@@ -63,6 +63,9 @@ class _MMsgHdr(ctypes.Structure):
 _MMSG_WORDS = ctypes.sizeof(_MMsgHdr) // 4
 _LEN_WORD = _MMsgHdr.msg_len.offset // 4
 _FLAGS_WORD = (_MMsgHdr.msg_hdr.offset + _MsgHdr.msg_flags.offset) // 4
+# msg_controllen is a size_t: its low half on a little-endian machine, the only
+# kind pktchain runs on (x86-64, arm64).
+_CONTROLLEN_WORD = (_MMsgHdr.msg_hdr.offset + _MsgHdr.msg_controllen.offset) // 4
 
 
 def _libc() -> ctypes.CDLL:
@@ -89,19 +92,42 @@ class ReceiveBatch:
     """Up to `count` datagrams of at most `size` bytes each per ``recvmmsg`` on `fd`.
 
     The buffers are one ``bytearray`` allocated here; each call copies the
-    datagrams it read out of it as ``bytes``.
+    datagrams it read out of it as ``bytes``. With `control`, each datagram
+    also gets that many bytes of ancillary data (``msg_control``), left in
+    place for the caller to read after the call: `control_words` holds them
+    as native unsigned ints, `control_stride` of them per datagram, and
+    `control_length(i)` says how many bytes the kernel wrote for datagram `i`.
     """
 
-    __slots__ = ("_arena", "_call", "_msgs", "_view", "_words", "count", "fd", "size", "truncated")
+    __slots__ = (
+        "_arena",
+        "_call",
+        "_control",
+        "_msgs",
+        "_view",
+        "_words",
+        "control_stride",
+        "control_words",
+        "count",
+        "fd",
+        "size",
+        "truncated",
+    )
 
-    def __init__(self, fd: int, count: int, size: int) -> None:
-        if count < 1 or size < 1:
-            raise ValueError(f"a receive batch needs count and size ≥ 1, got {count}, {size}")
+    def __init__(self, fd: int, count: int, size: int, *, control: int = 0) -> None:
+        if count < 1 or size < 1 or control < 0:
+            raise ValueError(
+                f"a receive batch needs count and size ≥ 1, got {count}, {size} (control {control})"
+            )
         self.fd = fd
         self.count = count
         self.size = size
         self.truncated = 0
         """Datagrams longer than `size`, cut to it (``MSG_TRUNC``)."""
+        stride = (control + 7) // 8 * 8  # each message's control buffer 8-byte aligned
+        self._control = (ctypes.c_uint64 * max(1, count * stride // 8))()
+        self.control_stride = stride // 4
+        self.control_words = memoryview(self._control).cast("B").cast("I")
         self._arena = bytearray(count * size)
         self._view = memoryview(self._arena)
         base = ctypes.addressof((ctypes.c_char * len(self._arena)).from_buffer(self._arena))
@@ -112,6 +138,8 @@ class ReceiveBatch:
             iovs[i].iov_len = size
             msgs[i].msg_hdr.msg_iov = ctypes.addressof(iovs[i])
             msgs[i].msg_hdr.msg_iovlen = 1
+            if stride:
+                msgs[i].msg_hdr.msg_control = ctypes.addressof(self._control) + i * stride
         self._msgs = msgs
         # The kernel's answers (msg_len, msg_flags) read as unsigned ints, without
         # a ctypes attribute access per datagram.
@@ -125,11 +153,17 @@ class ReceiveBatch:
         errno) when the kernel refuses.
         """
         want = self.count if limit is None or limit > self.count else limit
+        words = self._words
+        stride = self.control_stride
+        if stride:
+            # The kernel writes back how much it used: each call starts afresh.
+            space = stride * 4
+            for at in range(_CONTROLLEN_WORD, want * _MMSG_WORDS, _MMSG_WORDS):
+                words[at] = space
         got = _recvmmsg(self.fd, self._msgs, want, MSG_DONTWAIT, None)
         if got < 0:
             _raise_errno()
         view = self._view
-        words = self._words
         size = self.size
         frames = []
         offset = 0
@@ -143,6 +177,10 @@ class ReceiveBatch:
             offset += size
             at += _MMSG_WORDS
         return frames
+
+    def control_length(self, index: int) -> int:
+        """Bytes of ancillary data the kernel wrote for datagram `index` of the last call."""
+        return self._words[index * _MMSG_WORDS + _CONTROLLEN_WORD]
 
 
 class SendFailure:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Iterator
 
@@ -151,3 +152,25 @@ def test_a_refused_frame_is_reported_and_the_rest_go_on(
         (len(too_big), errno.EMSGSIZE),
     ]
     assert ReceiveBatch(b.fileno(), 8, 16).receive() == [b"ok 1", b"ok 2"]
+
+
+def test_each_datagram_gets_its_own_ancillary_data(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = pair
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    for i in range(3):
+        a.send(b"%d" % i)
+    # struct cmsghdr (16 bytes) + struct ucred {pid, uid, gid}: 28, in 32 bytes of room.
+    batch = ReceiveBatch(b.fileno(), 4, 16, control=32)
+    assert batch.receive() == [b"0", b"1", b"2"]
+    words, stride = batch.control_words, batch.control_stride
+    assert stride == 8
+    for i in range(3):
+        base = i * stride
+        assert batch.control_length(i) >= 28
+        level, kind, pid = words[base + 2], words[base + 3], words[base + 4]
+        assert (level, kind, pid) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS, os.getpid())
+    a.send(b"again")  # the room is given afresh on each call
+    assert batch.receive() == [b"again"]
+    assert batch.control_length(0) >= 28

@@ -39,11 +39,16 @@ from typing import TYPE_CHECKING
 from pktchain.linux.mmsg import ReceiveBatch
 from pktchain.linux.netns import entered
 from pktchain.linux.packet import (
+    ETH_P_8021Q,
     ETH_P_ALL,
+    PACKET_AUXDATA,
     PACKET_IGNORE_OUTGOING,
     PACKET_STATISTICS,
     PACKET_VNET_HDR,
     SOL_PACKET,
+    TP_STATUS_VLAN_TPID_VALID,
+    TP_STATUS_VLAN_VALID,
+    AuxData,
     set_promiscuous,
 )
 from pktchain.linux.sockets import receive_buffer
@@ -56,7 +61,7 @@ from pktchain.linux.veth import (
     remove_veth,
 )
 from pktchain.packet.address import Buffer
-from pktchain.packet.headers import ETHERNET
+from pktchain.packet.headers import ETHERNET, VIRTIO_NET_HDR
 
 if TYPE_CHECKING:
     from pktchain.node.dataplane.fastpath import FusedEntry
@@ -83,6 +88,22 @@ ETH_DST = VNET_HDR_LEN + ETHERNET.offset("dst")
 ETH_SRC = VNET_HDR_LEN + ETHERNET.offset("src")
 ETH_TYPE = VNET_HDR_LEN + ETHERNET.offset("ethertype")
 ETH_END = VNET_HDR_LEN + ETHERNET.size
+_NEEDS_CSUM = 1  # VIRTIO_NET_HDR_F_NEEDS_CSUM
+_HDR_LEN_AT = VIRTIO_NET_HDR.offset("hdr_len")
+_CSUM_START_AT = VIRTIO_NET_HDR.offset("csum_start")
+
+
+def with_vlan_tag(frame: bytes, tci: int, tpid: int = ETH_P_8021Q) -> bytes:
+    """`frame` (vnet header first) with an 802.1Q tag put back after its source
+    address, its vnet header's offsets moved past it."""
+    head = bytearray(frame[:ETH_TYPE])
+    if head[0] & _NEEDS_CSUM:
+        start = int.from_bytes(head[_CSUM_START_AT : _CSUM_START_AT + 2], "little") + 4
+        head[_CSUM_START_AT : _CSUM_START_AT + 2] = start.to_bytes(2, "little")
+    hdr_len = int.from_bytes(head[_HDR_LEN_AT : _HDR_LEN_AT + 2], "little")
+    if hdr_len:
+        head[_HDR_LEN_AT : _HDR_LEN_AT + 2] = (hdr_len + 4).to_bytes(2, "little")
+    return b"".join((head, tpid.to_bytes(2, "big"), tci.to_bytes(2, "big"), frame[ETH_TYPE:]))
 
 
 class PortKind(Enum):
@@ -314,6 +335,7 @@ class PacketPort(SwitchPort):
             try:
                 sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
                 sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)  # 802.1Q tags: `receive`
                 if promiscuous:
                     set_promiscuous(sock, ifname)
                 receive_buffer(sock, PACKET_RCVBUF)
@@ -323,7 +345,7 @@ class PacketPort(SwitchPort):
                 raise
         sock.setblocking(False)
         self._sock = sock
-        self._batch = ReceiveBatch(sock.fileno(), RECEIVE_BATCH, MAX_FRAME)
+        self._batch = ReceiveBatch(sock.fileno(), RECEIVE_BATCH, MAX_FRAME, control=AuxData.SPACE)
         mac = sock.getsockname()[4].hex(":")
         super().__init__(
             name=name,
@@ -340,7 +362,34 @@ class PacketPort(SwitchPort):
         self.kernel_drops = 0
 
     def receive(self, limit: int) -> list[bytes]:
-        return self._batch.receive(limit)
+        batch = self._batch
+        frames = batch.receive(limit)
+        words = batch.control_words
+        stride = batch.control_stride
+        at = AuxData.STATUS
+        for i in range(len(frames)):
+            if words[at] & TP_STATUS_VLAN_VALID:
+                self._tagged(frames, i, at - AuxData.STATUS)
+            at += stride
+        return frames
+
+    def _tagged(self, frames: list[bytes], index: int, base: int) -> None:
+        """Put back the 802.1Q tag the kernel took out of frame `index` (a
+        TAP port hands the node tagged frames as they are)."""
+        batch = self._batch
+        words = batch.control_words
+        if (
+            batch.control_length(index) < AuxData.SPACE - 4  # left from an earlier call
+            or words[base + AuxData.LEVEL] != SOL_PACKET
+            or words[base + AuxData.TYPE] != PACKET_AUXDATA
+        ):
+            return
+        status = words[base + AuxData.STATUS]
+        vlan = words[base + AuxData.VLAN]
+        tpid = vlan >> 16 if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
+        frame = frames[index]
+        if len(frame) >= ETH_TYPE:
+            frames[index] = with_vlan_tag(frame, vlan & 0xFFFF, tpid)
 
     def read_kernel_drops(self) -> int:
         """Frames the kernel dropped for want of room in the socket, so far."""
