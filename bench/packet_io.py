@@ -48,7 +48,7 @@ BLOCKS = 16
 TPACKET_REQ3 = struct.Struct("IIIIIII")
 # struct tpacket3_hdr up to tp_mac: next offset, sec, nsec, snaplen, len, status, mac.
 TPACKET3_HDR = struct.Struct("IIIIIIH")
-FRAME = bytes(10) + bytes.fromhex("020000000002" "020000000001" "0800") + bytes(50)
+FRAME = bytes(10) + bytes.fromhex("0200000000020200000000010800") + bytes(50)
 MAX_FRAME = 65536 + 10 + 64
 
 
@@ -221,7 +221,8 @@ def main() -> int:
         ring.release_all()
         try:
             for _ in range(args.repeat):
-                for name, read in (("recv", by_recv(receiver)), ("recvmmsg", by_recvmmsg(receiver))):
+                readers = (("recv", by_recv(receiver)), ("recvmmsg", by_recvmmsg(receiver)))
+                for name, read in readers:
                     fill(sender, args.frames)
                     results.setdefault(f"receive: {name}", []).append(drain(read, args.frames))
                     ring.release_all()
