@@ -17,7 +17,6 @@ is flushed.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 
@@ -68,11 +67,9 @@ _FLAGS_WORD = (_MMsgHdr.msg_hdr.offset + _MsgHdr.msg_flags.offset) // 4
 _CONTROLLEN_WORD = (_MMsgHdr.msg_hdr.offset + _MsgHdr.msg_controllen.offset) // 4
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-
-
-_LIBC = _libc()
+# The C library the interpreter is linked with, without looking for it on disk
+# (ctypes.util.find_library runs a program).
+_LIBC = ctypes.CDLL(None, use_errno=True)
 _recvmmsg = _LIBC.recvmmsg
 _recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
 _recvmmsg.restype = ctypes.c_int
