@@ -21,6 +21,7 @@ pipe. Recorded in docs/robustness.md ("Fuzz campaigns").
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shlex
 import sys
@@ -71,11 +72,14 @@ def main() -> int:
     return 0 if all(report.ok for report in reports) else 1
 
 
+LAB_NUMBERS = itertools.count()
+
+
 def run_one(port_type: str, work: Path, frames: int, seed: int) -> Report:
     labs: list[Lab] = []
 
     def make_lab(topology: dict[str, Any]) -> Lab:
-        name = f"fz{os.getpid() % 10000}{len(labs)}"
+        name = f"fz{os.getpid() % 10000}{next(LAB_NUMBERS)}"  # unique in this run
         lab = Lab.up(topology, name=name)
         labs.append(lab)
         return lab

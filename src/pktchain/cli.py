@@ -107,5 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _configure_logging(verbosity: int) -> None:
     import logging
 
+    from pktchain.logs import TEXT_FORMAT
+
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=level, format=TEXT_FORMAT)

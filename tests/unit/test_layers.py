@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pktchain.errors",
             "pktchain.yamlfile",
             "pktchain.secretfile",
+            "pktchain.logs",
             "pktchain.eventloop",
             "pktchain.linux",
             "pktchain.etcd",

@@ -15,7 +15,9 @@
   security and allowed address pairs) (`pktchain.api.routes.neutron`);
 - pktchain's own: ``/v2.0/pktchain/status``, ``/flows``, ``/counters``, the
   functions and the router (`pktchain.api.routes.node`);
-- the OpenAPI document at ``/openapi.json``.
+- the OpenAPI document at ``/openapi.json``;
+- the server's metrics for Prometheus at ``/metrics`` (`pktchain.api.metrics`,
+  docs/metrics.md), under the same token as the rest.
 
 Requests are read as JSON and handed to the model unchanged, so its
 validation is the one judge: its errors become ``{"NeutronError": {"type",
@@ -24,18 +26,20 @@ What the model never sees is checked by the API: content type (415), body
 size (413: a declared Content-Length over the limit here, before anything
 else; a body that grows past it while read, in `pktchain.api.bodies`), JSON
 syntax and the wrapper key (400) (`pktchain.api.bodies`), and here the token
-(401). Changes run through `Backend.submit`, in a worker
+(401; ``X-Auth-Token``, or ``Authorization: Bearer`` as Prometheus sends it).
+Changes run through `Backend.submit`, in a worker
 thread, so the server keeps answering reads while the dataplane applies them.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pktchain.api.backend import Backend
@@ -47,6 +51,7 @@ from pktchain.api.errors import (
     error_responses,
     install_error_handlers,
 )
+from pktchain.api.metrics import RequestTimer, metrics_registry, metrics_routes
 from pktchain.api.routes.neutron import (
     DEFAULT_NETWORK_ID,
     EXTENSIONS,
@@ -68,10 +73,16 @@ __all__ = [
 
 
 def create_app(
-    backend: Backend, *, token: str | None = None, max_body: int = DEFAULT_MAX_BODY
+    backend: Backend,
+    *,
+    token: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    collectors: Iterable[Collector] = (),
 ) -> FastAPI:
     """The API over `backend`; with a `token`, every request must carry it in
-    ``X-Auth-Token``. Request bodies over `max_body` bytes get a 413."""
+    ``X-Auth-Token`` (or as ``Authorization: Bearer``). Request bodies over
+    `max_body` bytes get a 413. ``/metrics`` serves the process's and the
+    requests' metrics and those of `collectors` (Prometheus collectors)."""
     if max_body < 1:
         raise ValueError(f"max_body {max_body!r}: must be at least 1 byte")
     app = _Application(
@@ -91,8 +102,13 @@ def create_app(
     app.include_router(neutron_routes(backend, max_body))
     app.include_router(sfc_routes(backend, max_body))
     app.include_router(node_routes(backend, max_body))
-    # Added last, so outermost: a body declared too large is refused before anything.
+    registry, histogram = metrics_registry(collectors)
+    app.include_router(metrics_routes(registry))
+    app.state.metrics = registry
+    # A body declared too large is refused before anything; the timer, outermost,
+    # times that refusal too.
     app.add_middleware(_BodyLimit, max_body=max_body)
+    app.add_middleware(RequestTimer, histogram=histogram)
     return app
 
 
@@ -158,8 +174,12 @@ def _install_token_check(app: FastAPI, token: str) -> None:
 
     @app.middleware("http")
     async def check_token(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        given = request.headers.get("x-auth-token", "").encode()
-        if not hmac.compare_digest(given, expected):
+        given = request.headers.get("x-auth-token")
+        if given is None:
+            # What Prometheus (and most HTTP clients) send: RFC 6750's bearer token.
+            scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+            given = credentials.strip() if scheme.lower() == "bearer" else ""
+        if not hmac.compare_digest(given.encode(), expected):
             return error_response(
                 ApiError(
                     401,

@@ -244,6 +244,9 @@ class ApiServer:
             self.app,
             http=_guarded_protocol(self.limits, self._counters),
             log_level="warning",
+            # uvicorn's own handlers would print its lines in a format of their own:
+            # without them, its loggers' records go where the process's others go.
+            log_config=None,
             access_log=False,
             lifespan="off",
             timeout_keep_alive=self.limits.keep_alive,

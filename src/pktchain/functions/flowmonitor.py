@@ -40,6 +40,7 @@ from pktchain.functions.sdk import (
     Function,
     Packet,
     Result,
+    TableSize,
     forward,
     observed_flow,
 )
@@ -454,6 +455,13 @@ class FlowMonitor(Function[FlowMonitorConfig]):
             {"source": format_ip(source), "octets": count, "packets": packets[source]}
             for source, count in best
         ]
+
+    def tables(self) -> dict[str, TableSize]:
+        config = self.config
+        return {
+            "flows": TableSize(len(self._flows), config.max_flows),
+            "records": TableSize(len(self._records), config.max_records),
+        }
 
     def status(self) -> dict[str, Any]:
         status = super().status()

@@ -34,6 +34,7 @@ from pktchain.functions.sdk import (
     Function,
     Packet,
     Result,
+    TableSize,
     forward,
     observed_flow,
     punt,
@@ -597,6 +598,9 @@ class L7Classifier(Function[L7ClassifierConfig]):
             else:
                 self._schedule(canonical, flow)
         return []
+
+    def tables(self) -> dict[str, TableSize]:
+        return {"flows": TableSize(len(self._flows), self.config.max_flows)}
 
     def status(self) -> dict[str, Any]:
         status = super().status()

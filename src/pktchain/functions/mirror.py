@@ -37,6 +37,7 @@ from pktchain.functions.sdk import (
     Function,
     Packet,
     Result,
+    TableSize,
     drop,
     forward,
 )
@@ -343,6 +344,9 @@ class Mirror(Function[MirrorConfig]):
     def revoke_all(self) -> None:
         """Send every leased flow back through the mirror."""
         self._leases.revoke_all()
+
+    def tables(self) -> dict[str, TableSize]:
+        return {"leases": TableSize(len(self._leases), self.config.max_leases)}
 
     def status(self) -> dict[str, Any]:
         status = super().status()

@@ -33,7 +33,7 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from pktchain.functions.common.fields import Direction
-from pktchain.functions.sdk import Function, Packet, Result, drop, forward
+from pktchain.functions.sdk import Function, Packet, Result, TableSize, drop, forward
 from pktchain.functions.sdk.schema import check
 from pktchain.packet.address import format_ip
 
@@ -300,6 +300,9 @@ class RateLimiter(Function[RateLimiterConfig]):
         while len(self._buckets) > config.max_buckets:
             del self._buckets[next(iter(self._buckets))]
             self.counters["buckets-evicted"] += 1
+
+    def tables(self) -> dict[str, TableSize]:
+        return {"buckets": TableSize(len(self._buckets), self.config.max_buckets)}
 
     def status(self) -> dict[str, Any]:
         config = self.config

@@ -23,11 +23,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from pktchain.logs import event
 from pktchain.node.dataplane.steering import Steering
 from pktchain.sfc.compile import compile_plan
 from pktchain.sfc.errors import SfcError
-from pktchain.sfc.model import Change, SfcModel
-from pktchain.sfc.resources import Port, ResourceKind
+from pktchain.sfc.model import Action, Change, SfcModel
+from pktchain.sfc.resources import Port, PortChain, PortPair, PortPairGroup, ResourceKind
 
 if TYPE_CHECKING:
     from pktchain.node.dataplane.ports import SwitchPort
@@ -94,7 +95,13 @@ class Chaining:
     def _changed(self, change: Change) -> None:
         if change.kind is ResourceKind.PORT and self.peers is None:
             return  # on one node, ports alone change no path
-        log.info("%s %s %s", change.action.value, change.kind.label, change.id)
+        log.info(
+            "%s %s %s",
+            change.action.value,
+            change.kind.label,
+            change.id,
+            extra=change_event(change),
+        )
         if self.post is None:
             self.apply()
         elif not self._apply_posted:
@@ -161,6 +168,45 @@ class Chaining:
             return {"ok": True, "resource": self.model.delete(cls, target.id).to_dict()}
         except SfcError as exc:
             return _error(exc.status, exc.type, exc.message, exc.field)
+
+
+CHANGE_EVENTS: dict[ResourceKind, str] = {
+    ResourceKind.PORT_CHAIN: "chain",
+    ResourceKind.PORT_PAIR: "instance",
+    ResourceKind.PORT_PAIR_GROUP: "group",
+    ResourceKind.FLOW_CLASSIFIER: "classifier",
+    ResourceKind.SERVICE_GRAPH: "graph",
+    ResourceKind.PORT: "neutron_port",
+}
+"""The subject of the log event of each kind's changes (docs/node.md, Logs)."""
+
+_CHANGE_VERBS: dict[Action, str] = {
+    Action.CREATE: "added",
+    Action.UPDATE: "changed",
+    Action.DELETE: "removed",
+}
+
+
+def change_event(change: Change) -> dict[str, Any]:
+    """The log event of one change of the model: ``chain_applied``, ``chain_changed``,
+    ``chain_removed``, ``instance_added`` (a port pair)... with the resource's id and
+    name under its kind (``port_chain_id``, ``port_chain``) and what it links."""
+    resource = change.resource
+    subject = CHANGE_EVENTS[change.kind]
+    verb = _CHANGE_VERBS[change.action]
+    if change.kind is ResourceKind.PORT_CHAIN and change.action is Action.CREATE:
+        verb = "applied"  # a new chain steers its flows from now on
+    kind = change.kind.value
+    fields: dict[str, Any] = {f"{kind}_id": resource.id, kind: resource.name}
+    if isinstance(resource, PortChain):
+        fields["port_pair_groups"] = list(resource.port_pair_groups)
+        fields["flow_classifiers"] = list(resource.flow_classifiers)
+    elif isinstance(resource, PortPairGroup):
+        fields["port_pairs"] = list(resource.port_pairs)
+    elif isinstance(resource, PortPair):
+        fields["ingress"] = resource.ingress
+        fields["egress"] = resource.egress
+    return event(f"{subject}_{verb}", **fields)
 
 
 def _error(status: int, kind: str, message: str, field: str = "") -> dict[str, Any]:

@@ -151,6 +151,13 @@ def register(subparsers: Any) -> None:
         "token, 127.0.0.1:9696 inside the node's namespace",
     )
     api.add_argument("--no-api", action="store_true", help="serve no REST API")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text: readable lines (default); json: one JSON object per line, with "
+        "time, level, logger, message and an event's name and fields (docs/node.md, Logs)",
+    )
     add_api_server_options(parser)
     parser.add_argument(
         "--no-frame-check",
@@ -281,6 +288,7 @@ def _run(args: argparse.Namespace) -> int:
     from pktchain.cluster.record import ClusterError
     from pktchain.errors import UsageError
     from pktchain.lab import LabError
+    from pktchain.logs import use_format
     from pktchain.node.config import build_config
     from pktchain.node.daemon import Node
     from pktchain.sfc.errors import SfcError
@@ -288,6 +296,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.verbose == 0:
         logging.getLogger("pktchain").setLevel(logging.INFO)
+    use_format(args.log_format)
     # Before --node, whose default API address depends on whether there is a token.
     args.api_token = api_token(args)
     limits = api_limits(args)

@@ -23,6 +23,7 @@ from pktchain.cluster.record import DEFAULT_LEASE_TTL, format_underlay
 from pktchain.etcd.keys import DEFAULT_CLUSTER
 from pktchain.eventloop import EventLoop, Timer
 from pktchain.linux.tuntap import tap_mac
+from pktchain.logs import event
 from pktchain.messenger.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from pktchain.node.chaining import Chaining
 from pktchain.node.control import ControlServer, control_path
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from pktchain.node.dataplane.underlay import Underlay
     from pktchain.node.function_file import FunctionSpec
     from pktchain.node.ha import HaSync
+    from pktchain.node.metrics import DataplaneCollector
     from pktchain.node.router_file import RouterSpec
     from pktchain.sfc.etcd_store import EtcdStore
     from pktchain.sfc.model import SfcModel
@@ -72,6 +74,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pktchain.node")
 
 LINK_WATCH_INTERVAL = 0.2
+METRICS_TIMEOUT = 10.0
+"""Seconds a scrape waits for the loop to read the node's state."""
 VRRP_DRAIN_LIMIT = 1.0
 """Seconds a stopping master goes on forwarding while no successor is heard."""
 VRRP_DRAIN_CHECK = 0.005
@@ -268,6 +272,13 @@ class Node:
             self.config.name,
             len(self.ports),
             self.config.control_path,
+            extra=event(
+                "node_started",
+                node=self.config.name,
+                ports=len(self.ports),
+                control=str(self.config.control_path),
+                api=self.api.url if self.api is not None else None,
+            ),
         )
 
     def _restore(self, path: Path) -> None:
@@ -353,9 +364,13 @@ class Node:
         if down == self.chaining.down:
             return
         for name in sorted(down - self.chaining.down):
-            log.warning("port %s is down: its pairs leave the plan", name)
+            log.warning(
+                "port %s is down: its pairs leave the plan",
+                name,
+                extra=event("port_down", port=name),
+            )
         for name in sorted(self.chaining.down - down):
-            log.info("port %s is up again", name)
+            log.info("port %s is up again", name, extra=event("port_up", port=name))
         self.chaining.down = down
         if self.registration is not None:
             from pktchain.node.chaining import port_id
@@ -390,10 +405,15 @@ class Node:
         joined, left = underlay.set_peers(peers)
         for peer in left:
             self.datapath.remove_peer(peer)
-            log.info("peer %s left", peer.name)
+            log.info("peer %s left", peer.name, extra=event("node_left", peer=peer.name))
         for peer in joined:
             self.datapath.add_peer(peer)
-            log.info("peer %s at %s:%d", peer.name, *peer.address)
+            log.info(
+                "peer %s at %s:%d",
+                peer.name,
+                *peer.address,
+                extra=event("node_joined", peer=peer.name, underlay=format_underlay(peer.address)),
+            )
         self._pin_remote_macs()
         self.chaining.apply()
 
@@ -440,9 +460,14 @@ class Node:
         underlay.send_hellos()
         down, up = underlay.liveness(self.loop.now)
         for peer in down:
-            log.warning("peer %s silent for %.1f s: taken for dead", peer.name, underlay.dead_after)
+            log.warning(
+                "peer %s silent for %.1f s: taken for dead",
+                peer.name,
+                underlay.dead_after,
+                extra=event("node_lost", peer=peer.name, silent_seconds=underlay.dead_after),
+            )
         for peer in up:
-            log.info("peer %s heard again", peer.name)
+            log.info("peer %s heard again", peer.name, extra=event("node_back", peer=peer.name))
         if down or up:
             self.chaining.apply()
 
@@ -456,12 +481,23 @@ class Node:
             for iface in function.INTERFACES
             if iface not in spec.pcap
         ]
-        host = self.add_function(spec.name, SdkDriver(function), interfaces)
+        host = self.add_function(spec.name, SdkDriver(function, name=spec.name), interfaces)
         for iface, path in spec.pcap.items():
             host.sinks[iface] = PcapSink(path)
         if spec.export is not None:
             self._exports[spec.name] = (function, spec.export)
-        log.info("function %s (%s): %d interfaces", spec.name, function.kind(), len(interfaces))
+        log.info(
+            "function %s (%s): %d interfaces",
+            spec.name,
+            function.kind(),
+            len(interfaces),
+            extra=event(
+                "function_added",
+                function=spec.name,
+                function_kind=function.kind(),
+                interfaces=[iface for iface, _mac, _network in interfaces],
+            ),
+        )
         return host
 
     def export_records(self) -> int:
@@ -516,7 +552,7 @@ class Node:
         self.export_records()
         self._exports.pop(name, None)
         del self.functions[name]
-        log.info("function %s removed", name)
+        log.info("function %s removed", name, extra=event("function_removed", function=name))
 
     def _export_tick(self) -> None:
         self.export_records()
@@ -531,7 +567,7 @@ class Node:
         interfaces = [
             (iface.name, iface.mac, spec.networks[iface.name]) for iface in spec.config.interfaces
         ]
-        host = self.add_function(spec.name, SdkDriver(router), interfaces)
+        host = self.add_function(spec.name, SdkDriver(router, name=spec.name), interfaces)
         for rule in spec.port_forwards:
             router.add_port_forward(
                 rule.proto, rule.external_port, rule.inside_ip, rule.inside_port
@@ -542,7 +578,16 @@ class Node:
         self.secured.router = router
         self.secured.router_ports = host.ports
         self.secured.apply()
-        log.info("router %s: %d interfaces", spec.name, len(interfaces))
+        log.info(
+            "router %s: %d interfaces",
+            spec.name,
+            len(interfaces),
+            extra=event(
+                "router_started",
+                router=spec.name,
+                interfaces=[iface for iface, _mac, _network in interfaces],
+            ),
+        )
         router.on_vrrp_event = self._vrrp_changed
         config = self.config
         if config.ha_listen is not None and config.ha_peer is not None and config.ha_secret:
@@ -582,6 +627,14 @@ class Node:
             change.old.value,
             change.new.value,
             change.event,
+            extra=event(
+                "vrrp_transition",
+                interface=change.interface,
+                vrid=change.vrid,
+                old_state=change.old.value,
+                new_state=change.new.value,
+                cause=change.event,
+            ),
         )
 
     def _track_router_links(self) -> None:
@@ -605,7 +658,12 @@ class Node:
             if self._tracked_links.get(iface) == up:
                 continue
             self._tracked_links[iface] = up
-            log.warning("router: tracked interface %s is %s", iface, "up" if up else "down")
+            log.warning(
+                "router: tracked interface %s is %s",
+                iface,
+                "up" if up else "down",
+                extra=event("vrrp_track", tracked=iface, up=up),
+            )
             self.send_router_frames(router.vrrp_track(iface, up, self.loop.now))
 
     def send_router_frames(self, frames: list[tuple[str, bytes]]) -> None:
@@ -664,10 +722,45 @@ class Node:
 
         host, _, port = bind.rpartition(":")
         limits = self.config.api_limits
-        app = create_app(NodeBackend(self), token=self.config.api_token, max_body=limits.max_body)
+        app = create_app(
+            NodeBackend(self),
+            token=self.config.api_token,
+            max_body=limits.max_body,
+            collectors=[self.metrics_collector()],
+        )
         self.api = ApiServer(app, host.strip("[]") or "127.0.0.1", int(port), limits=limits)
         self.api.start()
-        log.info("REST API on %s/v2.0", self.api.url)
+        log.info("REST API on %s/v2.0", self.api.url, extra=event("api_started", url=self.api.url))
+
+    def metrics_collector(self) -> DataplaneCollector:
+        """The node's Prometheus collector (docs/metrics.md): it reads the node's state
+        in the loop's thread when scraped."""
+        from pktchain.node.metrics import DataplaneCollector, NodeState
+
+        def router() -> tuple[str, Router, HaSync | None] | None:
+            if self.router is None or self.router_host is None:
+                return None
+            return self.router_host.name, self.router, self.ha
+
+        def servers() -> dict[str, dict[str, int]]:
+            found = {}
+            if self.api is not None:
+                found["api"] = self.api.counters
+            if self.messenger is not None:
+                found["messenger"] = self.messenger.counters
+            return found
+
+        state = NodeState(
+            self.datapath,
+            self.steering,
+            functions=self.functions.values,
+            router=router,
+            underlay=lambda: self.underlay,
+            node=self.config.name,
+            started=self.started,
+            servers=servers,
+        )
+        return DataplaneCollector(state, run=lambda fn: self.loop.submit(fn, METRICS_TIMEOUT))
 
     def run(self) -> None:
         try:
@@ -711,7 +804,9 @@ class Node:
         if self._exports:
             self.export_records()
         self.loop.close()
-        log.info("node %s stopped", self.config.name)
+        log.info(
+            "node %s stopped", self.config.name, extra=event("node_stopped", node=self.config.name)
+        )
 
     def _on_signal(self, signum: int) -> None:
         log.info(
@@ -781,6 +876,14 @@ class Node:
             port.netns or "-",
             port.mac or "-",
             spec.network,
+            extra=event(
+                "port_added",
+                port=port.name,
+                port_kind=port.kind.value,
+                netns=port.netns,
+                mac=port.mac,
+                network=spec.network,
+            ),
         )
         return port
 
@@ -805,7 +908,20 @@ class Node:
         self.datapath.add_port(port, network)
         self.ports[port.name] = port
         self.chaining.register_port(port)
-        log.info("port %s attached (function, mac %s, network %s)", port.name, mac, network)
+        log.info(
+            "port %s attached (function, mac %s, network %s)",
+            port.name,
+            mac,
+            network,
+            extra=event(
+                "port_added",
+                port=port.name,
+                port_kind=port.kind.value,
+                netns=None,
+                mac=mac,
+                network=network,
+            ),
+        )
         return port
 
     def _pump(self) -> None:
@@ -846,7 +962,7 @@ class Node:
         self.datapath.remove_port(port)
         self.ports.pop(port.name, None)
         port.close()
-        log.info("port %s detached", port.name)
+        log.info("port %s detached", port.name, extra=event("port_removed", port=port.name))
 
     def _drain(self, port: SwitchPort) -> None:
         datapath = self.datapath
@@ -873,12 +989,16 @@ class Node:
         policer.strikes = HOLD_STRIKES - 1
         policer.holds += 1
         if policer.holds == 1 or policer.holds % 1000 == 0:
+            drops = {k: v for k, v in sorted(port.drops.items()) if k[:5] == "rate-"}
             log.warning(
                 "port %s storms: held %d times for %g s (drops: %s)",
                 port.name,
                 policer.holds,
                 HOLD,
-                ", ".join(f"{k}={v}" for k, v in sorted(port.drops.items()) if k[:5] == "rate-"),
+                ", ".join(f"{k}={v}" for k, v in drops.items()),
+                extra=event(
+                    "port_held", port=port.name, holds=policer.holds, hold_seconds=HOLD, drops=drops
+                ),
             )
         fd = port.fd
         self.loop.remove_reader(fd)
@@ -975,6 +1095,7 @@ class Node:
                 "entries": self.datapath.fused_entries(),
                 "installed": self.datapath.fused,
                 "hits": self.datapath.fast_hits,
+                "misses": self.datapath.fast_misses,
                 "refused": dict(self.datapath.fuse_refused),
             },
             "functions": sorted(self.functions),

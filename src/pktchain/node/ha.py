@@ -31,6 +31,7 @@ from pktchain.eventloop import EventLoop, Timer
 from pktchain.functions.router.function import Router
 from pktchain.functions.router.sync import SyncReceiver, SyncSender
 from pktchain.functions.router.vrrp import StateChanged, VrrpState
+from pktchain.logs import event
 from pktchain.node.hasync import LinkClosed, SyncLink
 from pktchain.tunnel.client import Backoff
 
@@ -137,6 +138,12 @@ class HaSync:
                 taken.sessions,
                 taken.hosts,
                 "from a complete copy" if in_sync else "WITHOUT a complete copy of the master's",
+                extra=event(
+                    "ha_takeover",
+                    sessions=taken.sessions,
+                    hosts=taken.hosts,
+                    complete_copy=in_sync,
+                ),
             )
             self._rearm()
         self._stop_link()
@@ -148,7 +155,11 @@ class HaSync:
 
     def _become_backup(self) -> None:
         if self.role is not None:
-            log.warning("ha: backup now; following the master at %s:%d", *self.peer)
+            log.warning(
+                "ha: backup now; following the master at %s:%d",
+                *self.peer,
+                extra=event("ha_backup", peer=f"{self.peer[0]}:{self.peer[1]}"),
+            )
         self._stop_link()
         self._sender = None
         self._receiver = SyncReceiver(self.router, self.secret)
@@ -168,7 +179,11 @@ class HaSync:
         # The master's end closed or reset the connection: its process is gone
         # (its kernel answered for it). No advertisement will say so.
         self.masters_gone += 1
-        log.warning("ha: the master's end closed the sync (%s): take over after Skew_Time", reason)
+        log.warning(
+            "ha: the master's end closed the sync (%s): take over after Skew_Time",
+            reason,
+            extra=event("ha_master_gone", reason=reason.value),
+        )
         self._send_frames(self.router.vrrp_master_gone(self.loop.now))
         self._rearm()
 

@@ -44,6 +44,7 @@ from pktchain.eventloop import EventLoop, Timer
 from pktchain.functions.router.sync import SyncEndpoint
 from pktchain.functions.router.sync.wire import check_secret
 from pktchain.linux.sockets import Keepalive, address_family, tcp_listener, tune_stream
+from pktchain.logs import event
 from pktchain.tunnel.client import Backoff
 
 __all__ = [
@@ -100,6 +101,15 @@ def read_secret_file(path: str | os.PathLike[str]) -> bytes:
         raise ValueError(f"secret file {path}: {exc}") from None
 
 
+def _address(sock: socket.socket) -> str:
+    """``IP:PORT`` of the other end of a connected socket ("" if it is gone already)."""
+    try:
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class SyncLink:
     """One sync endpoint on one TCP connection at a time: ``listen`` or ``connect``.
 
@@ -153,6 +163,12 @@ class SyncLink:
         self._timer_at: float | None = None
         self._retry: Timer | None = None
         self._running = False
+        self._peer = ""
+        """The address of the other end of the connection open (or last open)."""
+
+    @property
+    def _side(self) -> str:
+        return "listen" if self.listen is not None else "connect"
 
     # -- public --------------------------------------------------------------------
 
@@ -279,6 +295,13 @@ class SyncLink:
         self._out.clear()
         self._heard = False
         self._counters["connections.opened"] += 1
+        peer = _address(sock)
+        self._peer = peer
+        log.info(
+            "state sync: connected to %s",
+            peer,
+            extra=event("ha_sync_connected", peer=peer, side=self._side),
+        )
         self._loop.set_reader(sock.fileno(), self._read)
         self.endpoint.connection_made(self._loop.now)
         self._service()
@@ -289,6 +312,13 @@ class SyncLink:
             return
         self._sock = None
         self._counters[f"connections.closed.{reason.value}"] += 1
+        log.log(
+            logging.INFO if reason in (LinkClosed.STOP, LinkClosed.REPLACED) else logging.WARNING,
+            "state sync: connection to %s closed (%s)",
+            self._peer,
+            reason.value,
+            extra=event("ha_sync_lost", peer=self._peer, side=self._side, reason=reason.value),
+        )
         self._forget(sock)
         self._out.clear()
         self.endpoint.connection_lost(self._loop.now)

@@ -79,17 +79,22 @@ def chain_table(status: dict[str, Any]) -> Table:
 
 def flow_table(flows: list[dict[str, Any]]) -> Table:
     table = Table(title="flows", title_justify="left")
-    for column in ("source", "destination", "proto", "chain", "path"):
+    for column in ("source", "destination", "proto", "chain", "path", "translated to"):
         table.add_column(column)
     for column in ("packets", "idle s"):
         table.add_column(column, justify="right")
     for flow in flows:
+        translated = [
+            f"{key['src']}:{key['sport']} → {key['dst']}:{key['dport']}"
+            for key in flow.get("translated", ())
+        ]
         table.add_row(
             f"{flow['src']}:{flow['sport']}",
             f"{flow['dst']}:{flow['dport']}",
             str(flow["proto"]),
             flow["chain"] or "-",
             " → ".join(flow["path"]) or "-",
+            "\n".join(translated) or "-",
             f"{flow['packets']:,}",
             f"{flow['idle']:g}",
         )

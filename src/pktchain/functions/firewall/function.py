@@ -61,7 +61,16 @@ from pktchain.functions.firewall.conntrack import (
     Tracker,
     Tracking,
 )
-from pktchain.functions.sdk import FlowLease, Function, Packet, Result, drop, forward, reply
+from pktchain.functions.sdk import (
+    FlowLease,
+    Function,
+    Packet,
+    Result,
+    TableSize,
+    drop,
+    forward,
+    reply,
+)
 from pktchain.functions.sdk.schema import check
 from pktchain.packet.address import format_ip
 from pktchain.packet.headers import IPV4, IPV6, IPV6_EXTENSION, IPV6_FRAGMENT, IpProto
@@ -814,6 +823,9 @@ class Firewall(Function[FirewallConfig]):
         self._packets, self._bytes = packets, octets
 
     # -- status --------------------------------------------------------------
+
+    def tables(self) -> dict[str, TableSize]:
+        return {"connections": TableSize(len(self._tracker), self.config.max_connections)}
 
     def status(self) -> dict[str, Any]:
         tracker = self._tracker

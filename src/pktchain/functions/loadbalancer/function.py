@@ -91,6 +91,7 @@ from pktchain.functions.sdk import (
     Function,
     Packet,
     Result,
+    TableSize,
     Verdict,
     drop,
     forward,
@@ -1056,6 +1057,12 @@ class LoadBalancer(Function[LoadBalancerConfig]):
         if iface == BACKEND:
             return mac_bytes(self.config.backend_mac).hex(":")
         return None
+
+    def tables(self) -> dict[str, TableSize]:
+        return {
+            "connections": TableSize(len(self._by_client), self.config.max_connections),
+            "neighbours": TableSize(len(self._neighbors.rows())),
+        }
 
     def status(self) -> dict[str, Any]:
         """Services, backends (state, weight, connections, health), table size, counters."""

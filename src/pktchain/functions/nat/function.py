@@ -61,6 +61,7 @@ from pktchain.functions.sdk import (
     Function,
     Packet,
     Result,
+    TableSize,
     drop,
     forward,
     reply,
@@ -466,6 +467,14 @@ class NatFunction(Function[NatFunctionConfig]):
         return frames
 
     # -- status --------------------------------------------------------------
+
+    def tables(self) -> dict[str, TableSize]:
+        nat = self._nat
+        return {
+            "nat-sessions": TableSize(nat.session_count(), nat.config.max_sessions),
+            "nat-mappings": TableSize(nat.mapping_count()),
+            "leases": TableSize(len(self._leases)),
+        }
 
     def status(self) -> dict[str, Any]:
         nat = self._nat

@@ -163,7 +163,7 @@ from pktchain.functions.router.vrrp import (
     VrrpConfig,
     VrrpSpeaker,
 )
-from pktchain.functions.sdk import Emitted, Function, Packet, Result, Verdict, forward
+from pktchain.functions.sdk import Emitted, Function, Packet, Result, TableSize, Verdict, forward
 from pktchain.packet.address import Buffer, format_ip, mac_bytes
 from pktchain.packet.checksum import complete_partial_checksum, update16
 from pktchain.packet.headers import ETHERNET, IPV4, EtherType, IcmpType, IpProto, TcpFlag
@@ -499,6 +499,22 @@ class Router(Function):
     def fragments(self) -> FragmentStatus:
         """The fragmented datagrams the NAT tracks and the fragments it holds."""
         return self._datagrams.status()
+
+    def tables(self) -> dict[str, TableSize]:
+        """Hosts, neighbours (every interface's), fragmented datagrams, leases, and
+        with NAT its sessions and mappings."""
+        config = self.config
+        tables = {
+            "hosts": TableSize(len(self._hosts)),
+            "neighbours": TableSize(sum(len(p.neighbors.rows()) for p in self._ports.values())),
+            "fragments": TableSize(len(self._datagrams), config.fragment_datagram_limit),
+            "leases": TableSize(len(self._leases)),
+        }
+        nat = self._nat
+        if nat is not None:
+            tables["nat-sessions"] = TableSize(nat.session_count(), nat.config.max_sessions)
+            tables["nat-mappings"] = TableSize(nat.mapping_count())
+        return tables
 
     def status(self) -> dict[str, Any]:
         """Counters (packets and drops by name; the NAT's follow with a ``nat-`` prefix)

@@ -69,6 +69,7 @@ __all__ = [
     "NoConfig",
     "Packet",
     "Result",
+    "TableSize",
     "Verdict",
     "drop",
     "forward",
@@ -602,6 +603,20 @@ class Function(Generic[C]):
     def status(self) -> dict[str, Any]:
         """What the API and CLI show: counters, plus a function's own tables."""
         return {"kind": self.kind(), "counters": dict(self.counters)}
+
+    def tables(self) -> dict[str, TableSize]:
+        """How full each of the function's tables is, by name (``connections``,
+        ``nat-sessions``...), for the node's metrics; cheap enough for every scrape."""
+        return {}
+
+
+@dataclass(frozen=True)
+class TableSize:
+    """How full one of a function's tables is: `entries` now, at most `limit`
+    (None: not bounded by a setting)."""
+
+    entries: int
+    limit: int | None = None
 
 
 BUILTIN_FUNCTIONS: dict[str, str] = {

@@ -57,6 +57,7 @@ from pktchain.functions.sdk.contract import (
     Function,
     Packet,
     Result,
+    TableSize,
     Verdict,
     drop,
 )
@@ -81,9 +82,15 @@ class Driver:
     """Runs one function: the verdict-to-output rules and the counting (see the module)."""
 
     def __init__(
-        self, function: Function, *, on_error: Callable[[str, str], None] | None = None
+        self,
+        function: Function,
+        *,
+        on_error: Callable[[str, str], None] | None = None,
+        name: str | None = None,
     ) -> None:
         self.function = function
+        self.name = name if name is not None else function.kind()
+        """The function's name where it runs (a node's function), for its log lines."""
         self.interfaces = frozenset(function.INTERFACES)
         self._verdicts: Counter[Verdict] = Counter()
         self.errors: Counter[str] = Counter()
@@ -196,6 +203,14 @@ class Driver:
             self._failed(exc, "status")
             return {"kind": function.kind(), "counters": dict(function.counters)}
 
+    def tables(self) -> dict[str, TableSize]:
+        """How full the function's tables are; none when ``tables()`` raised."""
+        try:
+            return self.function.tables()
+        except Exception as exc:  # a faulty function must not stop the loop around it
+            self._failed(exc, "tables")
+            return {}
+
     def _failed(self, exc: Exception, where: str) -> None:
         kind = type(exc).__name__
         self.errors[kind] += 1
@@ -206,4 +221,17 @@ class Driver:
             # Imported here: logging alone is a tenth of `pktchain fn`'s start-up budget.
             import logging
 
-            logging.getLogger(__name__).error("%s", message, exc_info=exc)
+            from pktchain.logs import event
+
+            logging.getLogger(__name__).error(
+                "%s",
+                message,
+                exc_info=exc,
+                extra=event(
+                    "function_error",
+                    function=self.name,
+                    function_kind=self.function.kind(),
+                    exception=kind,
+                    during=where,
+                ),
+            )

@@ -73,7 +73,7 @@ from pktchain.node.dataplane.ports import (
     SwitchPort,
 )
 from pktchain.node.dataplane.portsec import fusable
-from pktchain.node.dataplane.steering import Steering, syn_isn
+from pktchain.node.dataplane.steering import Steering, is_icmp_error, syn_isn
 from pktchain.node.dataplane.switch import (
     DEFAULT_AGING,
     DEFAULT_MAX_ENTRIES,
@@ -126,6 +126,7 @@ _RATE_ICMP = RateDrop.ICMP_ROUTER.value
 _RATE_FLOOD = RateDrop.FLOOD.value
 _RATE_SLOW = RateDrop.SLOW_PATH.value
 _ICMPS = (1, 58)  # ICMP, ICMPv6
+_ICMP_V4 = 1
 _LOOP = DropReason.FUNCTION_LOOP.value
 _STATIC_SRC = DropReason.STATIC_SRC_MAC.value
 _SYN = 0x02
@@ -214,6 +215,9 @@ class Datapath:
         self.now = 0.0
         self.max_fused = DEFAULT_MAX_FUSED
         self.fast_hits = 0
+        self.fast_misses = 0
+        """Frames that came in (on a port, from another node) that the fast path did
+        not carry; with `fast_hits`, every frame that came in."""
         self.delivered = 0
         """Frames handed to native functions."""
         self.fused = 0
@@ -408,6 +412,7 @@ class Datapath:
                     len(frame),
                 )
             return
+        self.fast_misses += 1
         if self.uncredited:
             self.credit()
         entry = steering.arrivals.get(akey)
@@ -455,7 +460,9 @@ class Datapath:
                 trace.flows.append(flow)
                 if hop is not None:
                     trace.hops.append(hop)
-            self._through_function(cast("FunctionPort", out), _with_dst(frame, entry.mac), trace, 0)
+            self._through_function(
+                cast("FunctionPort", out), _with_dst(frame, entry.mac), trace, 0, entry
+            )
         else:
             port.forwarded += 1
             out.transmit_parts(
@@ -525,6 +532,7 @@ class Datapath:
         frames: Iterable[bytes | bytearray],
         trace: Trace | None,
         depth: int,
+        via: FlowEntry | None = None,
     ) -> None:
         """Forward each of `frames`, received on `port`.
 
@@ -534,7 +542,9 @@ class Datapath:
         within this call (0: they came in on `port` from outside), `trace` is
         their journey's, if it is being traced.  A frame from a real port is
         bytes; one a function forwarded (or that steering rewrote) is a
-        bytearray the datapath owns (see the module).
+        bytearray the datapath owns (see the module).  `via` is the steering
+        entry that sent the packet the function answers with these frames
+        into it (`_steer`): the path they may go on along.
         """
         network = port.network
         if network is None:  # pragma: no cover - every added port has a network
@@ -557,6 +567,7 @@ class Datapath:
         # that switches only are bytes: nothing is added to their path.
         owned = port.kind is _FUNCTION or table is not None
         hits = 0
+        received_before = port.rx_packets
         for received in frames:
             frame = received
             size = len(frame)
@@ -647,17 +658,19 @@ class Datapath:
                 continue
             end_nsh = None
             if table is not None and info is not None and info.ip_version:
-                steered = self._steer(port, frame, info, src_entry, trace, depth)
+                steered = self._steer(port, frame, info, src_entry, trace, depth, via)
                 if steered is None:
                     continue  # sent or dropped as its flow entry says
                 frame = steered
                 end_nsh, self.end_nsh = self.end_nsh, None
             elif src_entry is not None:
-                src_entry.seen = now
-            elif port.kind is not _FUNCTION:
-                # A function's ports have their own addresses (static entries);
-                # what it sends from another's (a NAT's translated reply, a
-                # mirror's copy) does not put that host behind it.
+                if src_entry.seen != STATIC:  # a static entry stays one
+                    src_entry.seen = now
+            elif port.flooded:
+                # Not a bump in the wire: what such a function sends from
+                # another host's address (a NAT's translated reply, a mirror's
+                # copy) does not put that host behind it. Functions that own
+                # addresses (the router, its VRRP virtual MAC) are learned.
                 macs.learn(src, port, now)  # type: ignore[arg-type]  # bytes: see `owned`
 
             if not frame[ETH_DST] & 1:
@@ -729,6 +742,8 @@ class Datapath:
                     continue
             self.flood(port, network, frame, trace, depth)
         self.fast_hits += hits
+        if not depth:  # frames that came in, not frames functions sent on within this call
+            self.fast_misses += port.rx_packets - received_before - hits
         port.forwarded += hits
         if uncredited:
             self.credit()
@@ -765,6 +780,7 @@ class Datapath:
         src_entry: MacEntry[SwitchPort] | None,
         trace: Trace | None,
         depth: int,
+        via: FlowEntry | None,
     ) -> bytes | bytearray | None:
         """An IP packet on a port chains steer from: do what its flow entry says.
 
@@ -779,6 +795,13 @@ class Datapath:
         steered to a function goes as a bytearray it owns: `frame` if it is one
         (the datapath's), else its one copy; the new destination is written
         into it.
+
+        A frame a native function sent in answer to a packet the steering gave
+        it (`via`, the entry that did) goes on along that packet's path,
+        whatever its 5-tuple: a function that translates (a NAT) moves the
+        rest of the path to the new one (`Steering.follow`).  An ICMP error
+        goes along the path of the flow whose packet it quotes
+        (`Steering.related`), and is never fused: its 5-tuple is not a flow's.
         """
         table = port.flows
         network = port.network
@@ -787,15 +810,23 @@ class Datapath:
         now = self.now
         key = info[FLOW_START:FLOW_END]
         flow_entry = table.get(key)
-        if self.steering is not None and (
-            flow_entry is None
-            or (
+        steering = self.steering
+        if steering is not None:
+            followed = None
+            if via is not None and (flow_entry is None or flow_entry.flow is not via.flow):
+                followed = steering.follow(via, port, frame, info, key)
+            if followed is None and info.proto == _ICMP_V4:
+                followed = steering.related(port, frame, info)
+            if followed is not None:
+                flow_entry = followed
+                if trace is not None and info.proto in _ICMPS and is_icmp_error(frame, info):
+                    trace.broken = "icmp-error"
+            elif flow_entry is None or (
                 flow_entry.first
                 and info.tcp_flags & _SYN_ACK == _SYN
                 and syn_isn(frame, info) != flow_entry.flow.isn
-            )
-        ):
-            flow_entry = self.steering.classify(port, frame, info, key)
+            ):
+                flow_entry = steering.classify(port, frame, info, key)
         if flow_entry is not None:
             flow = flow_entry.flow
             flow.seen = now
@@ -804,8 +835,9 @@ class Datapath:
                 port.drops[flow_entry.drop] += 1
                 return None
         if src_entry is not None:
-            src_entry.seen = now
-        elif (flow_entry is None or flow_entry.learn) and port.kind is not _FUNCTION:
+            if src_entry.seen != STATIC:  # a static entry stays one
+                src_entry.seen = now
+        elif (flow_entry is None or flow_entry.learn) and port.flooded:
             network.macs.learn(bytes(frame[ETH_SRC:ETH_TYPE]), port, now)
         if flow_entry is None:
             return frame  # no steering: switched as it is
@@ -838,7 +870,7 @@ class Datapath:
         port.forwarded += 1
         if out.kind is _FUNCTION:
             to_function = _with_dst(frame, flow_entry.mac)
-            self._through_function(cast("FunctionPort", out), to_function, trace, depth)
+            self._through_function(cast("FunctionPort", out), to_function, trace, depth, flow_entry)
             return None
         if flow_entry.nsh is not None:
             if trace is not None:
@@ -889,7 +921,12 @@ class Datapath:
             tap_counters.bytes += size - VNET_HDR_LEN
 
     def _through_function(
-        self, port: FunctionPort, frame: bytearray, trace: Trace | None, depth: int
+        self,
+        port: FunctionPort,
+        frame: bytearray,
+        trace: Trace | None,
+        depth: int,
+        via: FlowEntry | None = None,
     ) -> None:
         """Hand `frame` to the native function behind `port`, then forward what it sends.
 
@@ -903,7 +940,9 @@ class Datapath:
         crosses a chain of functions within this call.  Past `MAX_DEPTH`
         levels (functions sending frames round in circles) it is dropped as
         `function-depth`.  `trace` learns whether the function forwarded the
-        packet with a flow lease.
+        packet with a flow lease.  `via` is the steering entry that sent the
+        frame here, if one did: what the function sends may go on along its
+        path (`_steer`).
         """
         port.tx_packets += 1
         port.tx_bytes += len(frame) - VNET_HDR_LEN
@@ -934,7 +973,7 @@ class Datapath:
                 if trace is not None:
                     trace.broken = _TOO_DEEP
                 continue
-            self._forward(out, (sent,), trace, depth + 1)
+            self._forward(out, (sent,), trace, depth + 1, via)
 
     def _journey(
         self,

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pktchain.functions.sdk import Driver, FlowLease, frames_out
 from pktchain.linux.tuntap import VNET_HDR_LEN
+from pktchain.logs import event
 from pktchain.node.dataplane.ports import DropReason, PortKind, SwitchPort
 
 if TYPE_CHECKING:
@@ -287,7 +288,13 @@ class FunctionHost:
     def _failed(self, port: FunctionPort | None, exc: Exception) -> None:
         kind = type(exc).__name__
         if not self.errors[kind]:
-            log.exception("function %s raised %s", self.name, kind, exc_info=exc)
+            log.exception(
+                "function %s raised %s",
+                self.name,
+                kind,
+                exc_info=exc,
+                extra=event("function_error", function=self.name, exception=kind),
+            )
         self.errors[kind] += 1
         if port is not None:
             port.drops[DropReason.FUNCTION_ERROR.value] += 1

@@ -35,6 +35,15 @@ What a change does (the semantics of live updates):
   or its chain deleted): then the flow's entries are removed and its next
   packet is classified again (re-pinned) under the current plan.
 
+Functions that translate.  A native function that rewrites addresses or
+ports (a NAT) changes the key the rest of the path was installed under.  The
+datapath knows which entry steered the packet into the function (functions
+answer within its call), so what the function sends back on the port its hop
+returns on goes on along that path (`follow`), and the flow's entries beyond
+the hop take the new key, the reverse path's its reverse: later packets and
+the replies to the translated address follow too.  ICMP errors go along the
+path of the flow whose packet they quote (`related`).
+
 Flows idle for longer than the idle timeout are forgotten, and with the table
 full the oldest flow makes room for a new one (`_make_room`).  Tap groups send
 a copy to the chosen tap function; what that function sends back from its
@@ -52,6 +61,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pktchain.functions.common.embedded import Unusable, parse_embedded
 from pktchain.linux.tuntap import VNET_HDR_LEN
 from pktchain.node.dataplane.ports import PortKind
 from pktchain.node.dataplane.underlay import (
@@ -91,12 +101,20 @@ ArrivalKey = tuple[int, FlowKey]
 
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_MAX_FLOWS = 262_144
+MAX_TRANSLATIONS = 16
+"""5-tuples one flow may be translated to along its path (each hop that
+translates it adds one): a function that gives each packet a new one does
+not grow the flow table without bound."""
+TAP_RETURN = "tap-return"
+"""The drop reason of what a tap function sends back."""
 
 ETH_DST = VNET_HDR_LEN
 ETH_SRC = VNET_HDR_LEN + 6
 ETH_TYPE = VNET_HDR_LEN + 12
+ICMP = 1
 TCP = 6
 UDP = 17
+ICMPV6 = 58
 _SEQ_AT = TCP_HEADER.offset("seq")
 
 
@@ -129,9 +147,11 @@ class Flow:
         "lease",
         "packets",
         "pairs",
+        "path",
         "seen",
         "skipped",
         "started",
+        "translations",
     )
 
     def __init__(self, key: FlowKey, chain: ChainPlan | None, now: float, isn: bytes = b"") -> None:
@@ -145,6 +165,12 @@ class Flow:
         """Groups its path passed over for want of a live instance: when one comes,
         the flow is pinned again (`Steering.apply`)."""
         self.entries: list[tuple[SwitchPort, FlowKey]] = []
+        """Every (port, key) it holds an entry under: its own key and the keys
+        its translated packets carry (`Steering.follow`)."""
+        self.path: list[tuple[SwitchPort, FlowEntry]] = []
+        """The entries of its path as placed, each once (whatever keys it holds)."""
+        self.translations: list[FlowKey] = []
+        """The 5-tuples functions of its path translated it to, in order."""
         self.arrivals: list[ArrivalKey] = []
         """Its entries for NSH from other nodes (`Steering.arrivals`)."""
         self.started = now
@@ -164,12 +190,21 @@ class FlowEntry:
     connection on the same 5-tuple (a client reusing its port), which is
     classified afresh rather than inheriting the old path.  The same SYN sent
     again (no SYN-ACK in time) belongs to the connection it opened.
+
+    `gap` places the entry on its path: it takes frames that have crossed
+    `gap` hops of the path counted in the forward direction (0: before the
+    first; the reverse path counts down, from the number of hops at the
+    destination to 0 back at the source), and `reverse` says which way they
+    travel.  -1 for entries of no path (unsteered flows).  A function that
+    changes a packet's 5-tuple moves every entry beyond its hop to the new
+    key (`Steering.follow`).
     """
 
     __slots__ = (
         "drop",
         "first",
         "flow",
+        "gap",
         "hop",
         "learn",
         "mac",
@@ -177,6 +212,7 @@ class FlowEntry:
         "out",
         "restore_from",
         "restore_to",
+        "reverse",
         "taps",
     )
 
@@ -194,8 +230,12 @@ class FlowEntry:
         drop: str | None = None,
         first: bool = False,
         nsh: NshHeader | None = None,
+        gap: int = -1,
+        reverse: bool = False,
     ) -> None:
         self.flow = flow
+        self.gap = gap
+        self.reverse = reverse
         self.nsh = nsh
         """The NSH to send the frame with: when `out` is another node (a
         `PeerPort`) or an NSH-aware function; and at the end of a path that
@@ -224,6 +264,15 @@ class SteeringStats:
     """Flows whose path this node joined from NSH another node sent."""
     l7_pending: int = 0
     """Packets switched unsteered while their flow waited for its first payload."""
+    translated: int = 0
+    """Times a function of a path changed a flow's 5-tuple and the flow's
+    entries beyond it took the new one (`Steering.follow`)."""
+    translation_collisions: int = 0
+    """Translated 5-tuples that another steered flow held: that flow was forgotten."""
+    translations_refused: int = 0
+    """Translations not installed: the flow had `MAX_TRANSLATIONS` already."""
+    related: int = 0
+    """ICMP errors steered along the path of the flow whose packet they quote."""
 
 
 @dataclass
@@ -392,11 +441,18 @@ class Steering:
             if group.tap:
                 tap = self.ports[pair.ingress]
                 taps.append((tap, _mac(tap), counters))
-                tap_returns.append(entry(self.ports[pair.egress], drop="tap-return"))
+                tap_returns.append(entry(self.ports[pair.egress], drop=TAP_RETURN, gap=len(hops)))
                 continue
             target = self.ports[pair.ingress]
             forward.append(
-                entry(current, out=target, mac=_mac(target), taps=tuple(taps), hop=counters)
+                entry(
+                    current,
+                    out=target,
+                    mac=_mac(target),
+                    taps=tuple(taps),
+                    hop=counters,
+                    gap=len(hops),
+                )
             )
             taps = []
             hops.append((link, index, pair))
@@ -407,6 +463,7 @@ class Steering:
                 taps=tuple(taps),
                 restore_from=_mac(self.ports[hops[-1][2].ingress]) if hops else None,
                 restore_to=bytes(frame[ETH_DST:ETH_SRC]),
+                gap=len(hops),
             )
         )
 
@@ -414,17 +471,23 @@ class Steering:
         destination = classifier.logical_destination_port
         if chain.symmetric and destination is not None and hops:
             back = self.ports[destination]
-            for link, index, pair in reversed(hops):
+            for gap, (link, index, pair) in zip(
+                range(len(hops), 0, -1), reversed(hops), strict=True
+            ):
                 counters = self._counters(link, index, pair, PathDirection.REVERSE)
                 counters.flows += 1
                 target = self.ports[pair.egress]
-                reverse.append(entry(back, out=target, mac=_mac(target), hop=counters))
+                reverse.append(
+                    entry(back, out=target, mac=_mac(target), hop=counters, gap=gap, reverse=True)
+                )
                 back = self.ports[pair.ingress]
             reverse.append(
                 entry(
                     back,
                     restore_from=_mac(self.ports[hops[0][2].egress]),
                     restore_to=bytes(frame[ETH_SRC:ETH_TYPE]),
+                    gap=0,
+                    reverse=True,
                 )
             )
 
@@ -639,10 +702,19 @@ class Steering:
         last_mac: bytes | None = None
         for position in range(start, len(travel)):
             link, index, pair = travel[position]
+            # Where the entry sits on the path, counted in forward hops (FlowEntry.gap).
+            gap = position if forward else len(travel) - position
             if pair.node:
                 peer = self._peer_port(pair.node, vni)
                 if peer is None:
-                    placed.append((current, FlowEntry(flow, drop="nsh-no-peer", learn=False)))
+                    placed.append(
+                        (
+                            current,
+                            FlowEntry(
+                                flow, drop="nsh-no-peer", learn=False, gap=gap, reverse=not forward
+                            ),
+                        )
+                    )
                     return placed
                 header = NshHeader(vni, spi, INITIAL_SI - position, ttl, tags)
                 placed.append(
@@ -655,6 +727,8 @@ class Steering:
                             restore_from=last_mac,
                             restore_to=original_dst,
                             learn=False,
+                            gap=gap,
+                            reverse=not forward,
                         ),
                     )
                 )
@@ -679,12 +753,25 @@ class Steering:
                             restore_to=original_dst,
                             hop=counters,
                             learn=False,
+                            gap=gap,
+                            reverse=not forward,
                         ),
                     )
                 )
                 return placed
             placed.append(
-                (current, FlowEntry(flow, out=target, mac=last_mac, hop=counters, learn=False))
+                (
+                    current,
+                    FlowEntry(
+                        flow,
+                        out=target,
+                        mac=last_mac,
+                        hop=counters,
+                        learn=False,
+                        gap=gap,
+                        reverse=not forward,
+                    ),
+                )
             )
             current = self.ports[pair.egress if forward else pair.ingress]
         # The path ends here: the frame is switched as it leaves the last
@@ -699,7 +786,13 @@ class Steering:
             (
                 current,
                 FlowEntry(
-                    flow, restore_from=last_mac, restore_to=original_dst, nsh=end, learn=False
+                    flow,
+                    restore_from=last_mac,
+                    restore_to=original_dst,
+                    nsh=end,
+                    learn=False,
+                    gap=len(travel) if forward else 0,
+                    reverse=not forward,
                 ),
             )
         )
@@ -784,6 +877,103 @@ class Steering:
             self._remove(previous.flow)
         table[key] = entry
         flow.entries.append((port, key))
+        flow.path.append((port, entry))
+
+    # -- functions that translate ---------------------------------------------
+    def follow(
+        self,
+        via: FlowEntry,
+        port: SwitchPort,
+        frame: bytes | bytearray,
+        info: FrameInfo,
+        key: FlowKey,
+    ) -> FlowEntry | None:
+        """The entry a frame takes on `port`, sent there by the native function
+        that `via` steered its packet into; None if it does not go on along
+        `via`'s path (the function answered on another port).
+
+        A native function answers within the datapath's call, so what it sends
+        back on the port its hop returns on is the steered packet going on,
+        whatever its 5-tuple: a NAT, or any function that rewrites addresses or
+        ports, changes the key the flow's later entries were installed under.
+        The flow's entries beyond the hop, in both directions, then take the
+        new 5-tuple as well (the reverse path its reverse), so that its later
+        packets, and the replies to the translated address, follow the same
+        path: replies reach the function that translated, which translates
+        them back to the key the rest of the reverse path knows.  They go
+        with the flow.
+
+        An ICMP error or a fragment goes on along the path without installing
+        anything: its 5-tuple is not the flow's.  A 5-tuple another steered
+        flow holds there goes to this one (the other is forgotten and pinned
+        again on its next packet), counted as a `translation_collision`.
+        """
+        flow = via.flow
+        if via.gap < 0 or not flow.entries:
+            return None  # an entry of no path, or a flow forgotten meanwhile
+        ahead = -1 if via.reverse else 1
+        gap = via.gap + ahead
+        following = next(
+            (
+                entry
+                for at, entry in flow.path
+                if at is port
+                and entry.gap == gap
+                and entry.reverse is via.reverse
+                and entry.drop != TAP_RETURN
+            ),
+            None,
+        )
+        if following is None or info.fragment or is_icmp_error(frame, info):
+            return following
+        if len(flow.translations) >= MAX_TRANSLATIONS:
+            self.stats.translations_refused += 1
+            return following
+        back: FlowKey = (key[1], key[0], key[2], key[4], key[3])
+        for at, entry in list(flow.path):
+            if entry.gap >= 0 and (entry.gap - via.gap) * ahead > 0:
+                self._rekey(flow, at, key if entry.reverse is via.reverse else back, entry)
+        flow.translations.append(key)
+        self.stats.translated += 1
+        return following
+
+    def _rekey(self, flow: Flow, port: SwitchPort, key: FlowKey, entry: FlowEntry) -> None:
+        """Put `entry` of `flow` under one more key in `port`'s table."""
+        table = port.flows
+        if table is None:  # pragma: no cover - a path's ports keep their tables
+            return
+        previous = table.get(key)
+        if previous is entry:
+            return
+        if previous is not None and previous.flow is not flow:
+            if previous.flow.chain is not None:
+                self.stats.translation_collisions += 1
+            self._remove(previous.flow)
+        table[key] = entry
+        flow.entries.append((port, key))
+
+    def related(
+        self, port: SwitchPort, frame: bytes | bytearray, info: FrameInfo
+    ) -> FlowEntry | None:
+        """The entry an ICMP error takes on `port`: that of the steered flow whose
+        packet it quotes (RFC 792; RFC 5508 §4.2), going the other way.
+
+        So an error about a translated packet goes back through the function
+        that translated it, which translates the error too, and an error from
+        the destination crosses the chain's functions as the replies do.
+        None for any other packet, or an error about no steered flow.
+        """
+        table = port.flows
+        if table is None or info.proto != ICMP or not is_icmp_error(frame, info):
+            return None
+        quoted = parse_embedded(frame, info.l4, info.end)
+        if isinstance(quoted, Unusable):
+            return None
+        entry = table.get((quoted.dst, quoted.src, quoted.proto, quoted.dport, quoted.sport))
+        if entry is None or entry.flow.chain is None:
+            return None
+        self.stats.related += 1
+        return entry
 
     def _make_room(self) -> None:
         """With the table full, forget its oldest flow for the one being added.
@@ -810,6 +1000,7 @@ class Steering:
             if entry is not None and entry.flow is flow:
                 del table[key]  # type: ignore[union-attr]
         flow.entries.clear()
+        flow.path.clear()
         for akey in flow.arrivals:
             arrival = self.arrivals.get(akey)
             if arrival is not None and arrival.flow is flow:
@@ -884,21 +1075,29 @@ class Steering:
     def flow_table(self, limit: int = 1000) -> list[dict[str, Any]]:
         rows = []
         for flow in list(self.flows.values())[:limit]:
-            src, dst, proto, sport, dport = flow.key
             rows.append(
                 {
-                    "src": str(ipaddress.ip_address(src)) if src else "",
-                    "dst": str(ipaddress.ip_address(dst)) if dst else "",
-                    "proto": proto,
-                    "sport": sport,
-                    "dport": dport,
+                    **_key_fields(flow.key),
                     "chain": flow.chain.name if flow.chain else None,
                     "path": [pair.name for _group, pair in flow.pairs],
+                    "translated": [_key_fields(key) for key in flow.translations],
                     "packets": flow.packets,
                     "idle": round(self.now - flow.seen, 1),
                 }
             )
         return rows
+
+
+def _key_fields(key: FlowKey) -> dict[str, Any]:
+    """A flow key as the flow table shows it."""
+    src, dst, proto, sport, dport = key
+    return {
+        "src": str(ipaddress.ip_address(src)) if src else "",
+        "dst": str(ipaddress.ip_address(dst)) if dst else "",
+        "proto": proto,
+        "sport": sport,
+        "dport": dport,
+    }
 
 
 def l7_names(frame: bytes | bytearray, info: FrameInfo) -> dict[str, str] | None:
@@ -914,6 +1113,21 @@ def l7_names(frame: bytes | bytearray, info: FrameInfo) -> dict[str, str] | None
 
     _outcome, names = parse_first_payload(bytes(frame[info.payload : info.end]))
     return dict(names)
+
+
+ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
+"""ICMPv4 types that quote the datagram they are about (RFC 792)."""
+ICMPV6_ERRORS = frozenset((1, 2, 3, 4))
+"""ICMPv6 error types (RFC 4443 §2.1: below 128)."""
+
+
+def is_icmp_error(frame: bytes | bytearray, info: FrameInfo) -> bool:
+    """Whether the packet is an ICMP or ICMPv6 error (about another packet)."""
+    if info.l4 < 0 or info.fragment or info.payload <= info.l4:
+        return False
+    if info.proto == ICMP:
+        return info.ip_version == 4 and frame[info.l4] in ICMP_ERRORS
+    return info.proto == ICMPV6 and frame[info.l4] in ICMPV6_ERRORS
 
 
 def _crosses_nodes(

@@ -73,6 +73,8 @@ class MacTable(Generic[P]):
                 return  # a static entry moves only to be pinned elsewhere
             self.stats.moved += 1
             entry.port = port
+        elif entry.seen == STATIC:
+            return  # seen again where it is pinned: it stays pinned
         entry.seen = now
 
     def lookup(self, mac: bytes) -> P | None:

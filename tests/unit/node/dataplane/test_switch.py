@@ -6,7 +6,7 @@ import pytest
 
 from pktchain.linux.tuntap import VNET_HDR_LEN
 from pktchain.node.dataplane.datapath import BATCH, Datapath
-from pktchain.node.dataplane.switch import MacTable
+from pktchain.node.dataplane.switch import STATIC, MacTable
 from support.memports import MemoryPort
 
 VNET = bytes(VNET_HDR_LEN)
@@ -194,3 +194,12 @@ def test_networks_are_separate_broadcast_domains() -> None:
     assert len(a2.sent) == 2 and b1.sent == [] and len(b2.sent) == 1
     assert dp.network("inside").macs.lookup(bytes.fromhex("020000000009")) is None
     assert dp.network("outside").macs.lookup(bytes.fromhex("020000000009")) is b1
+
+
+def test_a_static_entry_seen_again_on_its_port_stays_static() -> None:
+    table: MacTable[str] = MacTable(aging=300.0)
+    table.learn(b"\x02\x00\x00\x00\x00\x09", "router", STATIC)
+    table.learn(b"\x02\x00\x00\x00\x00\x09", "router", 5.0)  # its own frame
+    table.learn(b"\x02\x00\x00\x00\x00\x09", "host", 6.0)  # a claim from elsewhere
+    assert table.lookup(b"\x02\x00\x00\x00\x00\x09") == "router"
+    assert table.expire(1_000_000.0) == 0
