@@ -191,8 +191,10 @@ def test_a_killed_nodes_pairs_are_replaced_by_the_next_and_go_with_the_lab(
     lab.down()
     # Deleting the hosts' namespaces deletes the pairs (the kernel does it a
     # moment later, in its namespace clean-up).
-    wait_until(lambda: link(None, end) is None, timeout=10, what=f"{end} removed")
-    assert link(None, node_end_name(lab.netns_of("h2"), "eth0")) is None
+    ends = [end, node_end_name(lab.netns_of("h2"), "eth0")]
+    wait_until(
+        lambda: all(link(None, one) is None for one in ends), timeout=10, what=f"{ends} removed"
+    )
 
 
 def test_veth_ports_given_on_the_command_line_are_secured_hosts(
