@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pyroute2 import IPRoute
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
@@ -29,7 +30,7 @@ from pktchain.linux.packet import (
     TP_STATUS_VLAN_VALID,
 )
 from pktchain.linux.veth import NODE_END_MTU, node_end_name
-from pktchain.node.process import NodeProcess
+from pktchain.node.process import NodeProcess, NodeProcessError
 from support.topologies import node_hosts
 
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
@@ -208,4 +209,15 @@ def test_veth_ports_given_on_the_command_line_are_secured_hosts(
         port = node.port(f"{h1.netns}:eth0")
         assert (port["kind"], port["secured"], port["policed"]) == ("veth", True, True)
         ends = [node_end_name(h.netns, "eth0") for h in (h1, h2)]
+        # A second node given the same port is refused; it leaves the pair alone.
+        second = NodeProcess(
+            unique_name("node"),
+            api=None,
+            args=veths[:2],
+            log_path=tmp_path / "second.log",
+        )
+        with pytest.raises(NodeProcessError, match="another node serves that port"):
+            second.start()
+        assert ping(lab, "h1", "10.0.0.2")
+        assert node.port(f"{h1.netns}:eth0")["node_ifindex"] == port["node_ifindex"]
     assert all(link(None, end) is None for end in ends)

@@ -74,7 +74,9 @@ def create_veth(node_end: str, host_netns: str, host_ifname: str) -> int:
     in `host_netns`; set the node end up as the module says; return its ifindex.
 
     A node end of that name left from before (a node that was killed) is
-    removed first, with its host end. Raises `VethError` with the errno.
+    removed first, with its host end; one that a packet socket is bound to
+    (a running node's) is not: `VethError` with EBUSY. Raises `VethError`
+    with the errno.
     """
     from pyroute2 import IPRoute, NetlinkError
 
@@ -90,6 +92,12 @@ def create_veth(node_end: str, host_netns: str, host_ifname: str) -> int:
     try:
         stale = ipr.link_lookup(ifname=node_end)
         if stale:
+            if _bound(int(stale[0])):
+                raise VethError(
+                    errno.EBUSY,
+                    f"cannot make veth {where}: {node_end} exists and a packet socket "
+                    "is bound to it (another node serves that port)",
+                )
             step = "remove the stale"
             ipr.link("del", index=stale[0])
         step = "make"
@@ -111,6 +119,10 @@ def create_veth(node_end: str, host_netns: str, host_ifname: str) -> int:
         ipr.link("set", index=index, mtu=NODE_END_MTU)
         ipr.link("set", index=index, flags=IFF_NOARP, mask=IFF_NOARP)
         ipr.link("set", index=index, state="up")
+        step = "set the offloads of"
+        _host_offloads(host_netns, host_ifname)
+    except VethError:
+        raise
     except NetlinkError as exc:
         _remove_quietly(ipr, node_end)
         code = exc.code
@@ -121,8 +133,17 @@ def create_veth(node_end: str, host_netns: str, host_ifname: str) -> int:
     finally:
         ipr.close()
         os.close(peer_fd)
-    _host_offloads(host_netns, host_ifname)
     return index
+
+
+def _bound(ifindex: int) -> bool:
+    """Whether a packet socket of the calling thread's namespace is bound to
+    interface `ifindex` (/proc/net/packet: sk RefCnt Type Proto Iface ...)."""
+    try:
+        lines = Path("/proc/thread-self/net/packet").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(len(f) > 4 and f[4] == str(ifindex) for f in (line.split() for line in lines))
 
 
 def _remove_quietly(ipr: Any, node_end: str) -> None:
