@@ -1,11 +1,13 @@
 """Many datagrams per system call: ``recvmmsg(2)`` and ``sendmmsg(2)`` through ctypes.
 
-Python's socket module reads and writes one datagram per call; on a packet
-(``AF_PACKET``) socket carrying 64-byte frames the system call is most of the
-cost. `ReceiveBatch` reads up to its `count` datagrams in one ``recvmmsg``
-into buffers allocated once; `SendBatch` writes the frames queued on it in one
-``sendmmsg``. Both work on any datagram or packet socket; each is bound to one
-descriptor.
+Python's socket module reads and writes one datagram per call, paying the
+call's own cost (entering the kernel, the method call, a new buffer) for
+every frame. `ReceiveBatch` reads up to its `count` datagrams in one
+``recvmmsg`` into buffers allocated once (the node's AF_PACKET and veth ports
+read so); `SendBatch` writes the frames queued on it in one ``sendmmsg`` (for
+traffic generators and measurements: on a veth the kernel's own work per
+frame is nearly all of a write's cost, docs/benchmarks.md). Both work on any
+datagram or packet socket; each is bound to one descriptor.
 
 The C structures (``<sys/socket.h>``, ``<bits/uio.h>``) are declared once
 below. A frame to send is given as ``bytes`` (or a ``bytearray``, which is
@@ -98,7 +100,7 @@ class ReceiveBatch:
 
     __slots__ = (
         "_arena",
-        "_call",
+        "_iovs",
         "_control",
         "_msgs",
         "_view",
@@ -141,7 +143,7 @@ class ReceiveBatch:
         # The kernel's answers (msg_len, msg_flags) read as unsigned ints, without
         # a ctypes attribute access per datagram.
         self._words = memoryview(msgs).cast("B").cast("I")
-        self._call = iovs  # kept alive with the batch
+        self._iovs = iovs  # what the messages point at lives as long as the batch
 
     def receive(self, limit: int | None = None) -> list[bytes]:
         """The datagrams waiting, at most `limit` (default `count`), oldest first.
