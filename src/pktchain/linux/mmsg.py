@@ -100,8 +100,8 @@ class ReceiveBatch:
 
     __slots__ = (
         "_arena",
-        "_iovs",
         "_control",
+        "_iovs",
         "_msgs",
         "_view",
         "_words",
