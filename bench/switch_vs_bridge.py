@@ -1,9 +1,10 @@
 """pktchain switch against a Linux bridge: same hosts, same programs, same run.
 
-Two pairs of hosts are built in one lab: b1/b2 joined by a Linux bridge (in
-the lab's fabric namespace) and p1/p2 whose NICs are ports of a pktchain node.
-Each figure is measured on both pairs, alternating, `--repeat` times, and the
-median is kept:
+Three pairs of hosts are built in one lab: b1/b2 joined by a Linux bridge (in
+the lab's fabric namespace), p1/p2 whose NICs are TAP ports of a pktchain
+node, and v1/v2 whose NICs are veth ports of the same node (`nic: veth`: a
+veth pair each, read through AF_PACKET with recvmmsg).  Each figure is
+measured on every pair, in turn, `--repeat` times, and the median is kept:
 
 - TCP throughput: iperf3, one stream, `--seconds` long.
 - Small-packet rate: `bench/udpflood.py` sends 60-byte UDP frames with
@@ -11,7 +12,8 @@ median is kept:
   rate is what the receiver's interface counted, per second of sending.
 - Round-trip time: `ping -i 0.005`, `--pings` echoes, mean RTT.
 
-It prints each figure and the ratio pktchain / kernel, and `--json` prints
+It prints each figure and the ratios pktchain / kernel (TAP and veth ports)
+and veth / TAP, and `--json` prints
 the same machine-readably.  Not a pass/fail test: a record for
 docs/benchmarks.md. With ``--no-port-limits`` the node runs with every port
 rate limit off (docs/node.md, "Rate limits"), to tell what they cost.
@@ -48,16 +50,15 @@ GOALS = {"tcp_gbps": 0.50, "udp_pps": 0.35}
 
 
 def topology(name: str) -> dict[str, Any]:
-    def host(n: int, attach: str, subnet: str) -> dict[str, Any]:
-        return {
-            "interfaces": {
-                "eth0": {
-                    "attach": attach,
-                    "mac": f"02:00:00:00:{int(subnet.rsplit('.', maxsplit=1)[-1]):02x}:{n:02x}",
-                    "addresses": [f"{subnet}.{n}/24"],
-                }
-            }
+    def host(n: int, attach: str, subnet: str, nic: str | None = None) -> dict[str, Any]:
+        eth0 = {
+            "attach": attach,
+            "mac": f"02:00:00:00:{int(subnet.rsplit('.', maxsplit=1)[-1]):02x}:{n:02x}",
+            "addresses": [f"{subnet}.{n}/24"],
         }
+        if nic is not None:
+            eth0["nic"] = nic
+        return {"interfaces": {"eth0": eth0}}
 
     return {
         "lab": name,
@@ -65,8 +66,10 @@ def topology(name: str) -> dict[str, Any]:
         "hosts": {
             "b1": host(1, "br0", "10.71.1"),
             "b2": host(2, "br0", "10.71.1"),
-            "p1": host(1, "node", "10.71.2"),
-            "p2": host(2, "node", "10.71.2"),
+            "p1": host(1, "node", "10.71.2", "tap"),
+            "p2": host(2, "node", "10.71.2", "tap"),
+            "v1": host(1, "node", "10.71.3", "veth"),
+            "v2": host(2, "node", "10.71.3", "veth"),
         },
     }
 
@@ -74,7 +77,9 @@ def topology(name: str) -> dict[str, Any]:
 PAIRS = {
     "kernel bridge": ("b1", "b2", "10.71.1"),
     "pktchain switch": ("p1", "p2", "10.71.2"),
+    "pktchain veth": ("v1", "v2", "10.71.3"),
 }
+THROUGH_NODE = ("pktchain switch", "pktchain veth")
 
 
 def rx_packets(host: LabHost) -> int:
@@ -107,8 +112,8 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
-NODE_CPU: list[tuple[float, float]] = []
-"""(user, system) seconds the node spent in each small-packet run through it."""
+NODE_CPU: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+"""(user, system) seconds the node spent in each small-packet run through it, by pair."""
 
 
 def flood_rate(
@@ -165,7 +170,9 @@ def udp_pps(
     )
     if node_pid:
         cpu_after = cpu_seconds(node_pid)
-        NODE_CPU.append((cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]))
+        NODE_CPU.setdefault(pair, []).append(
+            (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
+        )
     return rate
 
 
@@ -229,26 +236,32 @@ def main() -> int:
                 "small UDP packets/s",
                 args.repeat,
                 lambda p: udp_pps(
-                    lab, p, args.seconds, node.pid if p == PAIRS["pktchain switch"] else None
+                    lab, p, args.seconds, node.pid if p != PAIRS["kernel bridge"] else None
                 ),
                 lab,
             )
             results["rtt_ms"] = measure(
                 "ping RTT ms", args.repeat, lambda p: rtt_ms(lab, p, args.pings), lab
             )
-            drops = {port["name"]: port["drops"] for port in node.status()["ports"]}
+            drops = {
+                port["name"]: {**port["drops"], "rx_kernel": port.get("rx_kernel_drops", 0)}
+                for port in node.status()["ports"]
+            }
 
-    kernel, ours = PAIRS
+    kernel, tap, veth = PAIRS
     rows = []
     for metric, values in results.items():
-        ratio = values[ours] / values[kernel]
+        ratio = values[tap] / values[kernel]
         goal = GOALS.get(metric)
         rows.append(
             {
                 "metric": metric,
                 "kernel": values[kernel],
-                "pktchain": values[ours],
+                "pktchain": values[tap],
+                "pktchain_veth": values[veth],
                 "ratio": ratio,
+                "veth_ratio": values[veth] / values[kernel],
+                "veth_vs_tap": values[veth] / values[tap],
                 "goal": goal,
                 "met": None if goal is None else ratio >= goal,
             }
@@ -264,14 +277,20 @@ def main() -> int:
         "results": rows,
         "node_drops": drops,
         "node_cpu_during_small_packets": {
-            "user_s": round(sum(u for u, _ in NODE_CPU), 2),
-            "system_s": round(sum(k for _, k in NODE_CPU), 2),
+            name: {
+                "user_s": round(sum(u for u, _ in NODE_CPU.get(PAIRS[name], [])), 2),
+                "system_s": round(sum(k for _, k in NODE_CPU.get(PAIRS[name], [])), 2),
+            }
+            for name in THROUGH_NODE
         },
     }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{'metric':<10} {'kernel bridge':>15} {'pktchain':>15} {'ratio':>7}  goal")
+        print(
+            f"{'metric':<10} {'kernel bridge':>15} {'pktchain TAP':>15} {'pktchain veth':>15} "
+            f"{'TAP/k':>7} {'veth/k':>7} {'veth/TAP':>8}  goal (TAP)"
+        )
         for row in rows:
             goal = (
                 ""
@@ -280,14 +299,15 @@ def main() -> int:
             )
             print(
                 f"{row['metric']:<10} {row['kernel']:>15,.3f} {row['pktchain']:>15,.3f} "
-                f"{row['ratio']:>7.2f}  {goal}"
+                f"{row['pktchain_veth']:>15,.3f} {row['ratio']:>7.2f} {row['veth_ratio']:>7.2f} "
+                f"{row['veth_vs_tap']:>8.2f}  {goal}"
             )
         print(f"node drops by port: {drops}")
-        cpu = report["node_cpu_during_small_packets"]
-        print(
-            "node CPU during the small-packet runs: "
-            f"user {cpu['user_s']} s, system {cpu['system_s']} s"
-        )
+        for name, cpu in report["node_cpu_during_small_packets"].items():
+            print(
+                f"node CPU during the small-packet runs of {name}: "
+                f"user {cpu['user_s']} s, system {cpu['system_s']} s"
+            )
     return 0
 
 

@@ -420,16 +420,18 @@ def test_a_port_pairs_ports_are_exempt(secured: tuple[Lab, NodeProcess, Openstac
     assert node.port("inside:eth0")["secured"]
 
 
-def test_a_tap_given_addresses_on_the_command_line_is_secured(
-    lab_factory: Callable[..., Lab], unique_name: Callable[[str], str], tmp_path: Path
+@pytest.mark.parametrize("option", ["--tap", "--veth"])
+def test_a_nic_given_addresses_on_the_command_line_is_secured(
+    lab_factory: Callable[..., Lab], unique_name: Callable[[str], str], tmp_path: Path, option: str
 ) -> None:
     lab = lab_factory({"lab": "taps", "hosts": {"h1": {}, "h2": {}}})
     h1, h2 = lab.host("h1"), lab.host("h2")
-    taps = ("--tap", f"{h1.netns}:eth0@10.0.0.1/24", "--tap", f"{h2.netns}:eth0@10.0.0.2/24")
+    taps = (option, f"{h1.netns}:eth0@10.0.0.1/24", option, f"{h2.netns}:eth0@10.0.0.2/24")
     with NodeProcess(unique_name("node"), args=taps, log_path=tmp_path / "node.log") as node:
         wait_until(lambda: ping(h1, "10.0.0.2", count=1), timeout=15, what="h1 pings h2")
         port = node.port(f"{h1.netns}:eth0")
         assert port["secured"] is True
+        assert port["kind"] == option.removeprefix("--")
         h1_mac = port["mac"]
         with capture(h2) as wire:
             inject(

@@ -574,6 +574,19 @@ def _switch_lab(extra_hosts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def host_nic_fit(
+    node: NodeProcess, port: str, fit: Callable[[bytes], bytes] | None = None
+) -> Callable[[bytes], bytes] | None:
+    """`fit`, made to give whole VLAN tags when `port` is a veth port: the
+    kernel of the node's namespace drops a frame whose tag is cut short before
+    the node's socket on the veth's end sees it, as on an AF_PACKET port's
+    interface (a TAP hands the node every frame)."""
+    kind = next(p["kind"] for p in node.counters()["ports"] if p["name"] == port)
+    if kind != "veth":
+        return fit
+    return whole_outer_tag if fit is None else both(whole_outer_tag, fit)
+
+
 @contextlib.contextmanager
 def tap_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Campaign]:
     """A secured TAP host port: `fz` (10.0.0.66) sends as itself, mostly to h2,
@@ -588,11 +601,12 @@ def tap_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Campaign]
         flow = TcpFlow(lab.host("h1"), lab.host("h2"), H2, 7000)
         flow.open()
         sender = FrameSender(fz)
+        fit = host_nic_fit(node, "fz:eth0")
         source = Source(
             "fz:eth0 (TAP, secured)",
             "fz:eth0",
             sender,
-            lambda: Mutator(build_seeds(ends), seed, min_size=14),
+            lambda: Mutator(build_seeds(ends), seed, min_size=14, fit=fit),
         )
         try:
             yield Campaign(
@@ -750,13 +764,12 @@ def function_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Camp
         flow = TcpFlow(lab.host("h1"), lab.host("h2"), H2, 7000)
         flow.open()
         sender = FrameSender(fz)
+        fit = host_nic_fit(node, "fz:eth0", keep_off((H1_MAC, H2_MAC), FUZZ_MAC))
         source = Source(
             "fz:eth0 (chained to native functions)",
             "fz:eth0",
             sender,
-            lambda: Mutator(
-                build_seeds(ends), seed, min_size=14, fit=keep_off((H1_MAC, H2_MAC), FUZZ_MAC)
-            ),
+            lambda: Mutator(build_seeds(ends), seed, min_size=14, fit=fit),
         )
         try:
             yield Campaign(
@@ -968,7 +981,7 @@ def router_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Campai
                     build_seeds(inside_ends, extra=_router_extras(inside_ends, OUTSIDE)),
                     seed,
                     min_size=14,
-                    fit=keep_off(ROUTER_HOSTS, FUZZ_MAC),
+                    fit=host_nic_fit(node, "fz:eth0", keep_off(ROUTER_HOSTS, FUZZ_MAC)),
                 ),
             ),
             Source(
@@ -979,7 +992,7 @@ def router_campaign(make_lab: MakeLab, work: Path, seed: int) -> Iterator[Campai
                     build_seeds(outside_ends, extra=_router_extras(outside_ends, INSIDE)),
                     seed + 1,
                     min_size=14,
-                    fit=keep_off(ROUTER_HOSTS, OUTSIDE_FUZZ_MAC),
+                    fit=host_nic_fit(node, "fo:eth0", keep_off(ROUTER_HOSTS, OUTSIDE_FUZZ_MAC)),
                 ),
             ),
         ]

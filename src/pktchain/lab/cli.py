@@ -111,10 +111,12 @@ def _print_lab(lab: Lab) -> None:
                 attached = f"veth {iface.peer}"
             elif iface.attachment is Attachment.BRIDGE:
                 attached = f"bridge {iface.bridge}"
-            elif host.node is not None:
-                attached = f"node {host.node} (made by it)"
             else:
-                attached = "node (made by the node)"
+                nic = iface.nic or topology.host_nic
+                # Unsaid: the node's --host-nic (default $PKTCHAIN_HOST_NIC, else tap).
+                made = f"a {nic.value}" if nic is not None else "a tap or veth: --host-nic"
+                owner = f"node {host.node}" if host.node is not None else "node"
+                attached = f"{owner} (made by it: {made})"
             table.add_row(
                 host.name if first else "",
                 host.netns if first else "",

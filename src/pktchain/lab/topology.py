@@ -115,6 +115,27 @@ def check_lab_name(name: str) -> str | None:
     )
 
 
+class HostNic(enum.Enum):
+    """What the node makes as a host's NIC for an `attach: node` interface."""
+
+    TAP = "tap"  # a TAP device, its descriptor held by the node
+    VETH = "veth"  # a veth pair, its other end in the node's namespace
+
+
+HOST_NIC_ENV = "PKTCHAIN_HOST_NIC"
+"""The environment variable that picks the node's host NIC kind where a
+topology does not (``pktchain node --host-nic``'s default)."""
+
+
+def host_nic_from(value: str, where: str) -> HostNic:
+    """`value` ("tap" or "veth") as a `HostNic`; ValueError naming `where` otherwise."""
+    try:
+        return HostNic(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(nic.value for nic in HostNic)
+        raise ValueError(f"{where}: {value!r} is not a host NIC kind ({choices})") from None
+
+
 class Attachment(enum.Enum):
     """What the far end of a host interface is."""
 
@@ -155,6 +176,9 @@ class Interface:
     port_security: bool = True
     """For `Attachment.NODE`: False registers the port with port security off (an
     appliance that forwards other hosts' traffic without being a port pair's)."""
+    nic: HostNic | None = None
+    """For `Attachment.NODE`: what the node makes as this NIC (None: the
+    topology's `host_nic`, else the node's choice)."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +282,9 @@ class NodePort:
     sysctls: tuple[tuple[str, str], ...] = ()
     node: str | None = None
     """In a cluster topology: the node that makes this port."""
+    nic: HostNic | None = None
+    """What the node makes as this NIC: the interface's `nic`, else the
+    topology's `host_nic`; None when neither says (the node decides)."""
 
 
 @dataclass(frozen=True)
@@ -331,6 +358,9 @@ class Topology:
     underlay_mtu: int = DEFAULT_UNDERLAY_MTU
     etcd: EtcdSpec | None = None
     """The etcd the lab runs for its nodes, or None (no nodes, or `etcd: false`)."""
+    host_nic: HostNic | None = None
+    """What the node makes as the hosts' `attach: node` NICs unless an
+    interface says (None: the node's choice, a TAP unless told otherwise)."""
 
     @property
     def fabric_netns(self) -> str | None:
@@ -385,6 +415,7 @@ class Topology:
                 host.routes_on(interface.name),
                 host.sysctls_on(interface.name),
                 host.node,
+                interface.nic or self.host_nic,
             )
             for host in self.hosts
             if node is None or host.node == node
@@ -482,6 +513,8 @@ class _RawInterface:
     network_line: int | None = None
     port_security: bool | None = None
     port_security_line: int | None = None
+    nic: HostNic | None = None
+    nic_line: int | None = None
 
 
 @dataclass
@@ -506,12 +539,21 @@ class _Cluster:
 class _Parser:
     """Walks the data once, recording every issue instead of stopping at the first."""
 
-    TOP_KEYS = ("lab", "bridges", "hosts", "nodes", "underlay", "underlay_mtu", "etcd")
+    TOP_KEYS = (
+        "lab",
+        "bridges",
+        "hosts",
+        "nodes",
+        "underlay",
+        "underlay_mtu",
+        "etcd",
+        "host_nic",
+    )
     CLUSTER_KEYS = ("underlay", "underlay_mtu", "etcd")
     HOST_KEYS = ("node", "interfaces", "routes", "sysctls", "commands")
     NODE_KEYS = ("underlay",)
     ETCD_KEYS = ("address", "client_port", "peer_port")
-    INTERFACE_KEYS = ("attach", "addresses", "mac", "mtu", "network", "port_security")
+    INTERFACE_KEYS = ("attach", "addresses", "mac", "mtu", "network", "port_security", "nic")
     ROUTE_KEYS = ("to", "via", "dev", "metric")
 
     def __init__(self, source: str) -> None:
@@ -599,6 +641,9 @@ class _Parser:
             if problem is not None:
                 self.error("lab", None, problem)
         bridges = self.bridges(data)
+        host_nic = None
+        if "host_nic" in data:
+            host_nic = self.host_nic(data["host_nic"], "host_nic", key_line(data, "host_nic"))
         raw_hosts = self.hosts(data)
         cluster = self.cluster(data, raw_hosts, name or "invalid")
         if "nodes" in data and UNDERLAY_BRIDGE in bridges:
@@ -649,6 +694,7 @@ class _Parser:
             underlay=cluster.underlay if cluster else None,
             underlay_mtu=cluster.mtu if cluster else DEFAULT_UNDERLAY_MTU,
             etcd=cluster.etcd if cluster else None,
+            host_nic=host_nic,
         )
 
     # -- nodes -----------------------------------------------------------
@@ -990,7 +1036,21 @@ class _Parser:
                         raw.port_security_line,
                         f"expected true or false, got {secured!r}",
                     )
+            if "nic" in spec:
+                raw.nic_line = key_line(spec, "nic")
+                raw.nic = self.host_nic(spec["nic"], f"{ipath}.nic", raw.nic_line)
             host.interfaces[name] = raw
+
+    def host_nic(self, value: Any, path: str, line: int | None) -> HostNic | None:
+        text = self.text(value, path, line)
+        if text is None:
+            return None
+        try:
+            return host_nic_from(text, path)
+        except ValueError:
+            choices = ", ".join(nic.value for nic in HostNic)
+            self.error(path, line, f"expected one of {choices}, got {text!r}")
+            return None
 
     def mac(self, value: Any, path: str, line: int | None) -> str | None:
         text = self.text(value, path, line)
@@ -1105,6 +1165,7 @@ class _Parser:
             addresses=raw.addresses,
             network=raw.network or DEFAULT_NETWORK,
             port_security=raw.port_security is not False,
+            nic=raw.nic,
         )
         here = (raw.host, raw.name)
         path = f"{raw.path}.attach"
@@ -1119,6 +1180,12 @@ class _Parser:
                 f"{raw.path}.port_security",
                 raw.port_security_line,
                 "only an interface with `attach: node` is a port of the node",
+            )
+        if raw.nic is not None and raw.attach != NODE:
+            self.error(
+                f"{raw.path}.nic",
+                raw.nic_line,
+                "only an interface with `attach: node` is made by the node",
             )
         if raw.attach is None:
             other = claimed.get(here)

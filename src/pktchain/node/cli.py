@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
         description="Run a pktchain node in the foreground until SIGINT/SIGTERM. "
         "Ports come from a lab topology (--topology: every interface with "
         "'attach: node'; with --node, those of that node's hosts) and/or from "
-        "--tap / --af-packet.",
+        "--tap / --veth / --af-packet.",
     )
     _add_name(parser, default=None, default_help="pktchain, or NODE with --node")
     parser.add_argument("-t", "--topology", metavar="FILE", help="lab topology YAML")
@@ -48,6 +48,22 @@ def register(subparsers: Any) -> None:
         metavar="NETNS:IFNAME[=NETWORK][@ADDRESS/LEN,...]",
         help="create TAP IFNAME in namespace NETNS as a port of NETWORK, with these "
         "addresses (a port with addresses is secured: it sends only as itself) (repeatable)",
+    )
+    parser.add_argument(
+        "--veth",
+        action="append",
+        default=[],
+        metavar="NETNS:IFNAME[=NETWORK][@ADDRESS/LEN,...]",
+        help="as --tap, but the NIC is a veth pair: IFNAME in namespace NETNS, its other "
+        "end in the node's namespace, read through AF_PACKET (repeatable)",
+    )
+    parser.add_argument(
+        "--host-nic",
+        choices=("tap", "veth"),
+        default=os.environ.get("PKTCHAIN_HOST_NIC") or "tap",
+        help="what the node makes as the topology's host NICs where the topology does "
+        "not say (its `host_nic`, an interface's `nic`): a TAP or a veth pair "
+        "(default $PKTCHAIN_HOST_NIC, else tap)",
     )
     parser.add_argument(
         "--af-packet",
@@ -311,6 +327,8 @@ def _run(args: argparse.Namespace) -> int:
             lab_name=args.lab,
             node=args.node,
             taps=args.tap,
+            veths=args.veth,
+            host_nic=args.host_nic,
             af_packets=args.af_packet,
             mac_aging=args.mac_aging,
             max_flows=args.max_flows,

@@ -23,7 +23,7 @@ from pktchain.node.function_file import load_functions
 from pktchain.node.router_file import load_router
 
 if TYPE_CHECKING:
-    from pktchain.lab.topology import IPInterface, NodeSpec, Topology
+    from pktchain.lab.topology import HostNic, IPInterface, NodeSpec, Topology
 
 
 def build_config(
@@ -33,6 +33,8 @@ def build_config(
     lab_name: str | None = None,
     node: str | None = None,
     taps: list[str] | tuple[str, ...] = (),
+    veths: list[str] | tuple[str, ...] = (),
+    host_nic: str = "tap",
     af_packets: list[str] | tuple[str, ...] = (),
     mac_aging: float | None = None,
     max_flows: int | None = None,
@@ -60,7 +62,8 @@ def build_config(
     """Raises ValueError naming the bad option or topology entry.
 
     With `node`, the topology is a cluster's and only the ports of that node's
-    hosts are taken.
+    hosts are taken. `host_nic` ("tap" or "veth") is what the node makes as the
+    topology's host NICs where the topology does not say (``--host-nic``).
     """
     endpoints = parse_endpoints(etcd) if etcd is not None else ()
     if endpoints:
@@ -79,14 +82,16 @@ def build_config(
         )
     if node is not None and topology is None:
         raise ValueError("--node needs --topology FILE, a topology with `nodes:`")
-    ports = ports_from_topology(topology, lab_name, node) if topology is not None else []
-    for value in taps:
-        where, at, listed = value.partition("@")
-        netns, ifname, network = _split(where, "--tap", netns_required=True)
-        addresses = _addresses(value, listed) if at else ()
-        ports.append(
-            PortSpec(PortKind.TAP, ifname, netns=netns, network=network, addresses=addresses)
-        )
+    from pktchain.lab.topology import host_nic_from
+
+    nic = host_nic_from(host_nic, "--host-nic (default $PKTCHAIN_HOST_NIC)")
+    ports = ports_from_topology(topology, lab_name, node, nic) if topology is not None else []
+    for kind, option, values in ((PortKind.TAP, "--tap", taps), (PortKind.VETH, "--veth", veths)):
+        for value in values:
+            where, at, listed = value.partition("@")
+            netns, ifname, network = _split(where, option, netns_required=True)
+            addresses = _addresses(value, listed, option) if at else ()
+            ports.append(PortSpec(kind, ifname, netns=netns, network=network, addresses=addresses))
     for value in af_packets:
         netns, ifname, network = _split(value, "--af-packet", netns_required=False)
         ports.append(PortSpec(PortKind.AF_PACKET, ifname, netns=netns, network=network))
@@ -99,7 +104,9 @@ def build_config(
         if router is None:
             raise ValueError("--ha-listen, --ha-peer: the state sync is the router's (--router)")
     if not ports and router is None and not specs:
-        raise ValueError("no ports: give --topology, --tap, --af-packet, --router or --functions")
+        raise ValueError(
+            "no ports: give --topology, --tap, --veth, --af-packet, --router or --functions"
+        )
     return NodeConfig(
         name=name,
         ports=tuple(ports),
@@ -193,18 +200,18 @@ def _api_bind(value: str, option: str) -> str:
     return value
 
 
-def _addresses(value: str, listed: str) -> tuple[IPInterface, ...]:
-    """The ADDRESS/LEN,... of ``--tap ...@ADDRESS/LEN,...``."""
+def _addresses(value: str, listed: str, option: str) -> tuple[IPInterface, ...]:
+    """The ADDRESS/LEN,... of ``--tap ...@ADDRESS/LEN,...`` (or ``--veth``)."""
     addresses: list[IPInterface] = []
     for text in listed.split(","):
         if "/" not in text:
-            raise ValueError(f"--tap {value!r}: {text!r} needs a prefix length, e.g. {text}/24")
+            raise ValueError(f"{option} {value!r}: {text!r} needs a prefix length, e.g. {text}/24")
         try:
             address = ipaddress.ip_interface(text)
         except ValueError:
-            raise ValueError(f"--tap {value!r}: {text!r} is not an address/length") from None
+            raise ValueError(f"{option} {value!r}: {text!r} is not an address/length") from None
         if address in addresses:
-            raise ValueError(f"--tap {value!r}: {text} is listed twice")
+            raise ValueError(f"{option} {value!r}: {text} is listed twice")
         addresses.append(address)
     return tuple(addresses)
 
@@ -227,9 +234,14 @@ def _split(value: str, option: str, *, netns_required: bool) -> tuple[str | None
 
 
 def ports_from_topology(
-    path: Path, lab_name: str | None = None, node: str | None = None
+    path: Path,
+    lab_name: str | None = None,
+    node: str | None = None,
+    host_nic: HostNic | None = None,
 ) -> list[PortSpec]:
-    """A TAP port for every interface the topology declares `attach: node`.
+    """A port for every interface the topology declares `attach: node`: a TAP or
+    a veth pair, as the interface's `nic` or the topology's `host_nic` says,
+    else as `host_nic` says (default: a TAP).
 
     For a cluster topology `node` names the node whose hosts' ports are
     taken; without it, a cluster topology is refused (ValueError). Raises
@@ -246,9 +258,12 @@ def ports_from_topology(
             f"{path} is a cluster topology with nodes {', '.join(topology.nodes)}: "
             "run one of them with --node NODE"
         )
+    from pktchain.lab.topology import HostNic
+
+    default = host_nic or HostNic.TAP
     return [
         PortSpec(
-            PortKind.TAP,
+            PortKind.VETH if (port.nic or default) is HostNic.VETH else PortKind.TAP,
             port.interface.name,
             netns=port.netns,
             host=port.host,

@@ -1,10 +1,10 @@
 """The node process: attaches ports, runs the datapath, answers status requests.
 
 `Node` ties the pieces together: it creates the ports described by its
-`NodeConfig` (TAP devices inside host namespaces, AF_PACKET sockets on existing
-interfaces), gives each host interface its declared address and routes, runs
-the event loop until SIGINT/SIGTERM, and on the way out closes every
-descriptor, which removes the TAP devices it made.
+`NodeConfig` (TAP devices or veth pairs inside host namespaces, AF_PACKET
+sockets on existing interfaces), gives each host interface its declared
+address and routes, runs the event loop until SIGINT/SIGTERM, and on the way
+out closes every port, which removes the TAP devices and veth pairs it made.
 """
 
 from __future__ import annotations
@@ -36,7 +36,14 @@ from pktchain.node.dataplane.functions import (
     pump,
 )
 from pktchain.node.dataplane.limits import DEFAULT_PORT_LIMITS, HOLD, HOLD_STRIKES, PortLimits
-from pktchain.node.dataplane.ports import PacketPort, PortKind, SwitchPort, TapPort
+from pktchain.node.dataplane.ports import (
+    HOST_PORTS,
+    PacketPort,
+    PortKind,
+    SwitchPort,
+    TapPort,
+    VethPort,
+)
 from pktchain.node.dataplane.steering import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Steering
 from pktchain.node.dataplane.switch import DEFAULT_AGING, DEFAULT_MAX_ENTRIES, DEFAULT_NETWORK
 from pktchain.node.dataplane.underlay import node_mac
@@ -82,11 +89,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class PortSpec:
-    """One port to attach.  For a TAP port the node creates `ifname` in `netns`.
+    """One port to attach.  For a TAP or veth port the node creates `ifname` in
+    `netns` (a TAP, or the host's end of a veth pair).
 
     `setup` is the lab topology's declaration of that interface (MAC, MTU,
-    addresses, sysctls, routes through it), applied once the TAP exists;
-    without one, `addresses` are given to the TAP (``--tap ...@ADDRESS``).
+    addresses, sysctls, routes through it), applied once the interface exists;
+    without one, `addresses` are given to it (``--tap/--veth ...@ADDRESS``).
     Either way the port's Neutron port gets the addresses as its fixed IPs,
     which secures it; `port_security` False registers it with port security
     off.
@@ -363,8 +371,7 @@ class Node:
         down = {
             port.name
             for port in self.ports.values()
-            if port.kind in (PortKind.TAP, PortKind.AF_PACKET)
-            and not self._links.is_up(port.netns, port.ifname)
+            if port.kind in HOST_PORTS and not self._links.is_up(port.netns, port.ifname)
         }
         if down == self.chaining.down:
             return
@@ -657,9 +664,7 @@ class Node:
             port = host.ports.get(iface)
             network = port.network if port is not None else None
             wires = [
-                p
-                for p in (network.ports if network is not None else ())
-                if p.kind in (PortKind.TAP, PortKind.AF_PACKET)
+                p for p in (network.ports if network is not None else ()) if p.kind in HOST_PORTS
             ]
             up = not wires or any(self._links.is_up(p.netns, p.ifname) for p in wires)
             if self._tracked_links.get(iface) == up:
@@ -919,10 +924,17 @@ class Node:
     # -- ports ---------------------------------------------------------------
     def attach(self, spec: PortSpec) -> SwitchPort:
         port: SwitchPort
-        if spec.kind is PortKind.TAP:
-            port = TapPort(name=spec.name, ifname=spec.ifname, netns=spec.netns, host=spec.host)
+        if spec.kind in (PortKind.TAP, PortKind.VETH):
+            if spec.kind is PortKind.TAP:
+                port = TapPort(name=spec.name, ifname=spec.ifname, netns=spec.netns, host=spec.host)
+            elif spec.netns is None:
+                raise ValueError(f"port {spec.name}: a veth port needs the host's namespace")
+            else:
+                port = VethPort(
+                    name=spec.name, ifname=spec.ifname, netns=spec.netns, host=spec.host
+                )
             try:
-                _configure_tap(spec)
+                _configure_host_nic(spec)
                 if self.underlay_address is not None and spec.netns is not None:
                     # A GSO super-frame crosses the underlay in one datagram: it
                     # must fit in one, encapsulation included.
@@ -930,7 +942,10 @@ class Node:
                     from pktchain.node.dataplane.underlay import MAX_INNER_GSO
 
                     limit_gso(spec.netns, spec.ifname, MAX_INNER_GSO)
-                port.mac = tap_mac(port.fd)
+                if isinstance(port, VethPort):
+                    port.refresh_mac()
+                else:
+                    port.mac = tap_mac(port.fd)
             except BaseException:
                 port.close()
                 raise
@@ -1214,8 +1229,9 @@ class Node:
         }
 
 
-def _configure_tap(spec: PortSpec) -> None:
-    """Apply the topology's declaration to a new TAP port, or just bring it up."""
+def _configure_host_nic(spec: PortSpec) -> None:
+    """Apply the topology's declaration to a host's new NIC (a TAP or the host's
+    end of a veth pair), or just bring it up."""
     from pktchain.lab import configure_interface, configure_node_port
 
     if spec.setup is not None:

@@ -18,6 +18,9 @@ def port_table(status: dict[str, Any]) -> Table:
     table.add_column("drops")
     for port in status["ports"]:
         problems = {**port["drops"], **{f"tx-{k}": v for k, v in port["tx_errors"].items()}}
+        if port.get("rx_kernel_drops"):
+            # Frames the kernel dropped on a packet socket before the node could read them.
+            problems["rx-kernel"] = port["rx_kernel_drops"]
         table.add_row(
             port["name"],
             port["kind"],

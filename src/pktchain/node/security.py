@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pktchain.node.chaining import port_id
-from pktchain.node.dataplane.ports import PortKind
+from pktchain.node.dataplane.ports import HOST_PORTS
 from pktchain.node.dataplane.portsec import PortGuard
 from pktchain.sfc.security import exempt_ports, port_security
 
@@ -36,7 +36,7 @@ __all__ = ["SecuredPorts"]
 
 log = logging.getLogger(__name__)
 
-_HOST_PORTS = (PortKind.TAP, PortKind.AF_PACKET)
+_HOST_PORTS = HOST_PORTS
 
 
 class SecuredPorts:

@@ -11,6 +11,7 @@ import pytest
 from pktchain.lab.errors import TopologyError
 from pktchain.lab.topology import (
     Attachment,
+    HostNic,
     InterfaceRef,
     Route,
     fabric_netns_name,
@@ -464,4 +465,51 @@ def test_port_security_mistakes_are_named_with_their_line() -> None:
     assert issues_of(text) == [
         (5, "hosts.a.interfaces.eth0.port_security"),
         (6, "hosts.a.interfaces.eth1.port_security"),
+    ]
+
+
+def test_the_host_nic_kind_comes_from_the_interface_then_the_topology() -> None:
+    text = textwrap.dedent(
+        """\
+        lab: nics
+        host_nic: veth
+        hosts:
+          a:
+            interfaces:
+              eth0: {attach: node, nic: tap}
+          b:
+            interfaces:
+              eth0: {attach: node}
+        """
+    )
+    topology = parse_topology(text)
+    assert topology.host_nic is HostNic.VETH
+    assert {p.host: p.nic for p in topology.node_ports()} == {
+        "a": HostNic.TAP,
+        "b": HostNic.VETH,
+    }
+    plain = parse_topology(text.replace("host_nic: veth\n", ""))
+    assert {p.host: p.nic for p in plain.node_ports()} == {"a": HostNic.TAP, "b": None}
+
+
+def test_host_nic_mistakes_are_named_with_their_line() -> None:
+    text = textwrap.dedent(
+        """\
+        lab: nics
+        host_nic: virtio
+        hosts:
+          a:
+            interfaces:
+              eth0: {attach: node, nic: VETH}
+              eth1: {attach: b.eth0, nic: veth}
+              eth2: {attach: node, nic: macvlan}
+          b:
+            interfaces:
+              eth0: {}
+        """
+    )
+    assert issues_of(text) == [
+        (2, "host_nic"),
+        (7, "hosts.a.interfaces.eth1.nic"),
+        (8, "hosts.a.interfaces.eth2.nic"),
     ]

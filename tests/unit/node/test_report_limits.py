@@ -60,3 +60,13 @@ def test_status_prints_them_under_the_switch() -> None:
     text = out.getvalue()
     assert "port limits: arp 100/s burst 200; icmp router 100/s burst 200;" in text
     assert "rate-flood=69000" in text and "held:" not in text
+
+
+def test_a_packet_sockets_kernel_drops_show_with_the_drops_and_its_driver() -> None:
+    report = status(DEFAULT_PORT_LIMITS, 0)
+    port = report["ports"][0]  # type: ignore[index]
+    port.update(kind="veth", rx_kernel_drops=42)
+    out = io.StringIO()
+    print_status(report, Console(file=out, width=200))  # type: ignore[arg-type]
+    text = out.getvalue()
+    assert "veth" in text and "rx-kernel=42" in text

@@ -145,6 +145,7 @@ _STATIC_SRC = DropReason.STATIC_SRC_MAC.value
 _SYN = 0x02
 _SYN_ACK = 0x12
 _FUNCTION = PortKind.FUNCTION
+_HOST_NICS = (PortKind.TAP, PortKind.VETH)
 _UNDERLAY = PortKind.UNDERLAY
 _NSH_ETHERTYPE = b"\x89\x4f"
 _GSO_TYPE_AT = VIRTIO_NET_HDR.offset("gso_type")
@@ -487,7 +488,7 @@ class Datapath:
 
     def add_port(self, port: SwitchPort, network: str = DEFAULT_NETWORK) -> None:
         self.ports.append(port)
-        if port.kind is PortKind.TAP or (port.kind is PortKind.AF_PACKET and port.netns):
+        if port.kind in _HOST_NICS or (port.kind is PortKind.AF_PACKET and port.netns):
             # A host's port; not a NIC of the node's own namespace (limits.py).
             port.policer = PortPolicer(self.port_limits)
         port.network = self.network(network)
@@ -519,17 +520,14 @@ class Datapath:
 
     def drain(self, port: SwitchPort) -> int:
         """Process up to `BATCH` frames waiting on `port`; returns how many were read."""
-        recv = port.recv
-        frames: list[bytes] = []
-        for _ in range(BATCH):
-            try:
-                frames.append(recv())
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                # e.g. ENETDOWN while the host's interface is down: nothing to read.
-                port.drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
-                break
+        try:
+            frames = port.receive(BATCH)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            # e.g. ENETDOWN while the host's interface is down: nothing to read.
+            port.drops["rx-" + errno.errorcode.get(exc.errno or 0, "error").lower()] += 1
+            return 0
         if frames:
             forward = self._forward if self.live is None else self.live.forward
             policer = port.policer

@@ -1,7 +1,7 @@
 """Port drivers: the node's only contact with frames on the wire.
 
 A port moves whole frames, each with a `virtio_net_hdr` in front, and counts
-them; it knows nothing of switching.  Both drivers use the same 10-byte header,
+them; it knows nothing of switching.  Every driver uses the same 10-byte header,
 so a frame read on one port is written to another unchanged, GSO segments and
 partial checksums included.
 
@@ -10,11 +10,23 @@ partial checksums included.
 - `PacketPort`: an AF_PACKET socket on an existing interface, with
   `PACKET_VNET_HDR` (GSO frames intact) and `PACKET_IGNORE_OUTGOING` (the node
   does not read back what it sent), in promiscuous mode.
+- `VethPort`: a veth pair the node makes as a host's NIC
+  (`pktchain.linux.veth`): the host's end in the host's namespace, the node's
+  end in the node's own, read and written like a `PacketPort`.  A tc program
+  on the node's end can carry frames between such ports in the kernel.
+
+A packet socket is read many frames per system call (``recvmmsg``, through
+`pktchain.linux.mmsg`), which `receive` returns as a batch; a TAP gives one
+frame per ``read``.  Frames are written one per call on every kind of port:
+on a packet socket the kernel's own work for each frame (the veth's transmit
+and the host stack's receive, run in the sending call) is most of the cost,
+and ``sendmmsg`` saved 2 % of it (docs/benchmarks.md, "Packet socket I/O").
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import struct
@@ -24,19 +36,32 @@ from enum import Enum
 from functools import partial
 from typing import TYPE_CHECKING
 
+from pktchain.linux.mmsg import ReceiveBatch
 from pktchain.linux.netns import entered
 from pktchain.linux.packet import (
+    ETH_P_8021Q,
     ETH_P_ALL,
+    PACKET_AUXDATA,
     PACKET_IGNORE_OUTGOING,
     PACKET_STATISTICS,
     PACKET_VNET_HDR,
     SOL_PACKET,
+    TP_STATUS_VLAN_TPID_VALID,
+    TP_STATUS_VLAN_VALID,
+    AuxData,
     set_promiscuous,
 )
 from pktchain.linux.sockets import receive_buffer
 from pktchain.linux.tuntap import VNET_HDR_LEN, open_tap
+from pktchain.linux.veth import (
+    VethError,
+    create_veth,
+    interface_mac,
+    node_end_name,
+    remove_veth,
+)
 from pktchain.packet.address import Buffer
-from pktchain.packet.headers import ETHERNET
+from pktchain.packet.headers import ETHERNET, VIRTIO_NET_HDR
 
 if TYPE_CHECKING:
     from pktchain.node.dataplane.fastpath import FusedEntry
@@ -45,6 +70,8 @@ if TYPE_CHECKING:
     from pktchain.node.dataplane.steering import FlowEntry, FlowKey
     from pktchain.node.dataplane.switch import Network
 
+log = logging.getLogger(__name__)
+
 MAX_FRAME = 65536 + VNET_HDR_LEN + 64
 """Largest read: a 64 KB GSO segment, its Ethernet and VLAN headers, the vnet header."""
 
@@ -52,6 +79,8 @@ PACKET_RCVBUF = 4 << 20
 """Bytes of receive buffer of an AF_PACKET port: a burst of several thousand
 frames while the loop is busy elsewhere (the kernel's default, about 200 small
 frames, is a millisecond at full speed)."""
+RECEIVE_BATCH = 64
+"""Frames a packet socket hands over per ``recvmmsg`` at most (the datapath's batch)."""
 _TPACKET_STATS = struct.Struct("II")  # struct tpacket_stats {tp_packets, tp_drops}
 
 # The Ethernet header's fields in a frame as ports carry it, after the vnet header.
@@ -59,10 +88,27 @@ ETH_DST = VNET_HDR_LEN + ETHERNET.offset("dst")
 ETH_SRC = VNET_HDR_LEN + ETHERNET.offset("src")
 ETH_TYPE = VNET_HDR_LEN + ETHERNET.offset("ethertype")
 ETH_END = VNET_HDR_LEN + ETHERNET.size
+_NEEDS_CSUM = 1  # VIRTIO_NET_HDR_F_NEEDS_CSUM
+_HDR_LEN_AT = VIRTIO_NET_HDR.offset("hdr_len")
+_CSUM_START_AT = VIRTIO_NET_HDR.offset("csum_start")
+
+
+def with_vlan_tag(frame: bytes, tci: int, tpid: int = ETH_P_8021Q) -> bytes:
+    """`frame` (vnet header first) with an 802.1Q tag put back after its source
+    address, its vnet header's offsets moved past it."""
+    head = bytearray(frame[:ETH_TYPE])
+    if head[0] & _NEEDS_CSUM:
+        start = int.from_bytes(head[_CSUM_START_AT : _CSUM_START_AT + 2], "little") + 4
+        head[_CSUM_START_AT : _CSUM_START_AT + 2] = start.to_bytes(2, "little")
+    hdr_len = int.from_bytes(head[_HDR_LEN_AT : _HDR_LEN_AT + 2], "little")
+    if hdr_len:
+        head[_HDR_LEN_AT : _HDR_LEN_AT + 2] = (hdr_len + 4).to_bytes(2, "little")
+    return b"".join((head, tpid.to_bytes(2, "big"), tci.to_bytes(2, "big"), frame[ETH_TYPE:]))
 
 
 class PortKind(Enum):
     TAP = "tap"
+    VETH = "veth"  # a veth pair made for a host: its end in the node's namespace
     AF_PACKET = "af_packet"
     FUNCTION = "function"  # an interface of a native function in the node
     UNDERLAY = "underlay"  # another node of the cluster, reached over the underlay
@@ -82,11 +128,17 @@ class DropReason(Enum):
     FUNCTION_LOOP = "function-loop"  # sent by a function to its own address: back into it
 
 
+HOST_PORTS = frozenset({PortKind.TAP, PortKind.VETH, PortKind.AF_PACKET})
+"""Ports of interfaces (a host's NIC, or a NIC of the node), not of functions or nodes."""
+
+
 class SwitchPort:
     """One attachment of the node: a descriptor plus counters.
 
     `recv()` returns one frame (vnet header included) or raises
-    `BlockingIOError` when none is waiting; `send(frame)` writes one, and
+    `BlockingIOError` when none is waiting; `receive(limit)` returns up to
+    `limit` frames (raising as `recv` does when none is waiting), one call
+    for many where the port can; `send(frame)` writes one, and
     `sendv(parts)` writes one frame given in pieces (so that a rewritten
     header goes out in front of the untouched rest of a 64 KB frame without
     copying it).  They are bound once at construction so the packet loop calls
@@ -163,6 +215,21 @@ class SwitchPort:
         self.tx_bytes = 0
         self.tx_errors: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
+
+    def receive(self, limit: int) -> list[bytes]:
+        """Up to `limit` frames waiting (at least one), oldest first.
+
+        Raises `BlockingIOError` when none is waiting, `OSError` when the
+        first read fails (an error after some frames is raised by the next call).
+        """
+        recv = self.recv
+        frames = [recv()]
+        for _ in range(limit - 1):
+            try:
+                frames.append(recv())
+            except OSError:
+                break
+        return frames
 
     def transmit(self, frame: Buffer) -> None:
         """Write one frame, counting it; a refusal by the kernel is a counted drop."""
@@ -249,9 +316,18 @@ class PacketPort(SwitchPort):
     accounted for.
     """
 
-    __slots__ = ("_sock", "kernel_drops")
+    __slots__ = ("_batch", "_sock", "kernel_drops")
 
-    def __init__(self, *, name: str, ifname: str, netns: str | None, host: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        ifname: str,
+        netns: str | None,
+        host: str | None,
+        kind: PortKind = PortKind.AF_PACKET,
+        promiscuous: bool = True,
+    ) -> None:
         with entered(netns):
             # Protocol 0 receives nothing until bind() names the interface and
             # the protocol: no frame of another interface slips in before.
@@ -259,7 +335,9 @@ class PacketPort(SwitchPort):
             try:
                 sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
                 sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-                set_promiscuous(sock, ifname)
+                sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)  # 802.1Q tags: `receive`
+                if promiscuous:
+                    set_promiscuous(sock, ifname)
                 receive_buffer(sock, PACKET_RCVBUF)
                 sock.bind((ifname, ETH_P_ALL))  # host order: Python converts it
             except OSError:
@@ -267,10 +345,11 @@ class PacketPort(SwitchPort):
                 raise
         sock.setblocking(False)
         self._sock = sock
+        self._batch = ReceiveBatch(sock.fileno(), RECEIVE_BATCH, MAX_FRAME, control=AuxData.SPACE)
         mac = sock.getsockname()[4].hex(":")
         super().__init__(
             name=name,
-            kind=PortKind.AF_PACKET,
+            kind=kind,
             fd=sock.fileno(),
             recv=partial(sock.recv, MAX_FRAME),
             send=sock.send,
@@ -281,6 +360,36 @@ class PacketPort(SwitchPort):
             mac=mac,
         )
         self.kernel_drops = 0
+
+    def receive(self, limit: int) -> list[bytes]:
+        batch = self._batch
+        frames = batch.receive(limit)
+        words = batch.control_words
+        stride = batch.control_stride
+        at = AuxData.STATUS
+        for i in range(len(frames)):
+            if words[at] & TP_STATUS_VLAN_VALID:
+                self._tagged(frames, i, at - AuxData.STATUS)
+            at += stride
+        return frames
+
+    def _tagged(self, frames: list[bytes], index: int, base: int) -> None:
+        """Put back the 802.1Q tag the kernel took out of frame `index` (a
+        TAP port hands the node tagged frames as they are)."""
+        batch = self._batch
+        words = batch.control_words
+        if (
+            batch.control_length(index) < AuxData.SPACE - 4  # left from an earlier call
+            or words[base + AuxData.LEVEL] != SOL_PACKET
+            or words[base + AuxData.TYPE] != PACKET_AUXDATA
+        ):
+            return
+        status = words[base + AuxData.STATUS]
+        vlan = words[base + AuxData.VLAN]
+        tpid = vlan >> 16 if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
+        frame = frames[index]
+        if len(frame) >= ETH_TYPE:
+            frames[index] = with_vlan_tag(frame, vlan & 0xFFFF, tpid)
 
     def read_kernel_drops(self) -> int:
         """Frames the kernel dropped for want of room in the socket, so far."""
@@ -301,3 +410,60 @@ class PacketPort(SwitchPort):
     def close(self) -> None:
         self._sock.close()
         self.fd = -1
+
+
+class VethPort(PacketPort):
+    """A veth pair made by the node as a host's NIC (`pktchain.linux.veth`).
+
+    `netns` and `ifname` name the host's end, as for a `TapPort`; the node's
+    end, in the node's own namespace, is `node_ifname`, with ifindex
+    `node_ifindex` (where a tc program attaches, and what
+    ``bpf_redirect_peer`` names to reach this host). `mac` is the host's
+    (read again once the host's interface is set up: `refresh_mac`).
+    Closing the port deletes the pair.
+    """
+
+    __slots__ = ("node_ifindex", "node_ifname")
+
+    def __init__(self, *, name: str, ifname: str, netns: str, host: str | None) -> None:
+        node_ifname = node_end_name(netns, ifname)
+        node_ifindex = create_veth(node_ifname, netns, ifname)
+        try:
+            # Not promiscuous: a veth hands its peer every frame whatever its
+            # destination, and the node end's flag would only show in `ip link`.
+            super().__init__(
+                name=name,
+                ifname=node_ifname,
+                netns=None,
+                host=host,
+                kind=PortKind.VETH,
+                promiscuous=False,
+            )
+        except BaseException:
+            remove_veth(node_ifname, node_ifindex)
+            raise
+        self.node_ifname = node_ifname
+        self.node_ifindex = node_ifindex
+        self.netns = netns
+        self.ifname = ifname
+        self.refresh_mac()
+
+    def refresh_mac(self) -> None:
+        """Read the host's MAC address again (after its interface was set up)."""
+        self.mac = interface_mac(self.netns, self.ifname)
+
+    def counters(self) -> dict[str, object]:
+        counters = super().counters()
+        counters["node_ifname"] = self.node_ifname
+        counters["node_ifindex"] = self.node_ifindex
+        return counters
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        super().close()
+        # The host's namespace may be gone already, and the pair with it.
+        try:
+            remove_veth(self.node_ifname, self.node_ifindex)
+        except VethError as exc:
+            log.warning("port %s: %s", self.name, exc)
