@@ -7,6 +7,7 @@ its control socket.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -184,6 +185,11 @@ class NodeProcess:
         if self._proc is None:
             return 0
         code = self._proc.returncode
+        if code < 0:
+            # Killed by a signal it could not answer (SIGKILL): its control
+            # socket is still there, with no one behind it.
+            with contextlib.suppress(FileNotFoundError):
+                self.control.unlink()
         if self._log not in (None, subprocess.DEVNULL):
             self._log.close()
         self._log = None
