@@ -646,6 +646,24 @@ def run_arrival(recorder: PathRecorder, port: SwitchPort, arrival: Any) -> dict[
     return summary(recorder.hops)
 
 
+_NOT_FUSED = {
+    "first-packet": "a flow earns its fused entry with its second packet",
+    "function-not-cached": "a function forwarded it without a flow lease: "
+    "the flow's packets keep reaching that function",
+    "function-fanout": "a function sent it out on more than one interface",
+    "function-error": "a function failed on it",
+    "flood": "it was flooded: a fused entry has one way out",
+    "tap": "a tap copies it: taps stay on the slow path",
+    "nsh-function": "it crossed an NSH-aware function",
+    "icmp-error": "an ICMP error follows the flow it quotes, on the slow path",
+    "lease-revoked": "a function revoked its lease while the packet crossed",
+    "port-security": "an ICMPv6 message from a secured port other than an echo: "
+    "it is checked packet by packet",
+    "table-full": "the port's table of fused entries is full",
+}
+"""Why a packet made no fused entry, by the datapath's reason (`Datapath.fuse_refused`)."""
+
+
 def _fusing(recorder: PathRecorder, fused: int, refused: Counter[str]) -> None:
     datapath = recorder.datapath
     if datapath.fused > fused:
@@ -657,9 +675,7 @@ def _fusing(recorder: PathRecorder, fused: int, refused: Counter[str]) -> None:
         return
     for reason, count in datapath.fuse_refused.items():
         if count > refused.get(reason, 0):
-            why = {
-                "first-packet": "a flow earns its fused entry with its second packet",
-            }.get(reason, "")
+            why = _NOT_FUSED.get(reason, "")
             recorder.hop("fast-path-install", installed=False, reason=reason, why=why)
             return
 
