@@ -115,6 +115,7 @@ class PathRecorder:
         self._emitted: set[int] = set()
         self._steer_hop: Hop | None = None
         self._function_hop: Hop | None = None
+        self._arrival_hop: Hop | None = None
         self._undo: list[Callable[[], None]] = []
         self.set_aside: tuple[dict[Any, Any], Any, Any] | None = None
         """A fused entry taken out of its table while the frame is recorded."""
@@ -146,6 +147,7 @@ class PathRecorder:
             self._wrap(steering, "classify", self._classify)
             self._wrap(steering, "follow", self._follow)
             self._wrap(steering, "related", self._related)
+            self._wrap(steering, "arrive", self._join)
         for port in datapath.ports:
             if port.kind is PortKind.FUNCTION:
                 continue
@@ -217,8 +219,47 @@ class PathRecorder:
     def _arrive(self, original: Callable[..., None]) -> Callable[..., None]:
         def arrive(port: SwitchPort, arrival: Any) -> None:
             before = Counter(port.drops)
-            original(port, arrival)
+            steering = self.datapath.steering
+            info = parse_frame(arrival.frame, VNET_HDR_LEN)
+            hop = None
+            if steering is not None and info.error is None and info.ip_version:
+                key: FlowKey = info[FLOW_START:FLOW_END]
+                hop = self.hop(
+                    "steering",
+                    port=port.name,
+                    flow=key_view(key),
+                    nsh={"spi": arrival.spi, "si": arrival.si},
+                )
+                existing = steering.arrivals.get((arrival.spi << 8 | arrival.si, key))
+                if existing is not None:
+                    hop["decision"] = "pinned"
+                    hop["why"] = "an existing entry of this SPI, SI and flow pins it"
+                    hop["entry"] = entry_view(existing)
+            self._arrival_hop = hop
+            try:
+                original(port, arrival)
+            finally:
+                self._arrival_hop = None
             self._record_drops(port, before)
+
+        return arrive
+
+    def _join(self, original: Callable[..., FlowEntry | str]) -> Callable[..., Any]:
+        def arrive(arrival: Any, at: SwitchPort, info: FrameInfo, key: FlowKey) -> Any:
+            joined = original(arrival, at, info, key)
+            hop = self._arrival_hop
+            if hop is not None:
+                if isinstance(joined, str):
+                    hop["decision"] = "refused"
+                    hop["why"] = joined
+                else:
+                    hop["decision"] = "joined"
+                    hop["why"] = (
+                        "the first packet of the flow here: the SPI names the chain, the SI "
+                        "the hop, the NSH's path the instance of every hop"
+                    )
+                    hop["entry"] = entry_view(joined)
+            return joined
 
         return arrive
 
