@@ -295,7 +295,40 @@ def test_the_next_node_is_asked_with_the_api_token(cluster: Cluster) -> None:
         answered = client.post(url, json=body, headers={"X-Auth-Token": cluster.token})
     assert refused.status_code == 401
     assert answered.status_code == 200, answered.text
-    assert answered.json()["trace"]["hops"][0]["node"] == n2.name
+    # The server's answer to the client is not chained: switched to n1 over the
+    # underlay, and n2 asked n1 (with the token) for the rest.
+    answer = answered.json()["trace"]
+    assert answer["hops"][0]["node"] == n2.name
+    leaving = next(hop for hop in answer["hops"] if hop.get("kind") == "underlay")
+    assert (leaving["node"], leaving["node_to"]) == (n2.name, n1.name)
+    assert leaving["nsh"]["switched"] is True
+    assert (answer["result"], answer["egress"]) == ("delivered", "client:eth0")
+    assert answer["hops"][-1]["node"] == n1.name
     result = trace(n1, "--from", "client:eth0", "proto=udp", f"dst={SERVER}", "dport=53")
     assert result["hops"][-1]["node"] == n2.name
     assert "did not answer" not in str(result["reason"])
+
+
+def test_a_packet_flooded_on_the_next_node_is_shown_leaving_and_not_followed(
+    cluster: Cluster,
+) -> None:
+    """A broadcast through the chain: n2 floods it after fw2, to the server and to n1."""
+    n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+    result = trace(
+        n1, "--from", "client:eth0", "eth.dst=ff:ff:ff:ff:ff:ff", "proto=udp",
+        "dst=10.0.0.255", "dport=9",
+    )  # fmt: skip
+    flood = next(hop for hop in result["hops"] if hop["stage"] == "flood")
+    assert (flood["node"], flood["port"], flood["why"]) == (
+        n2.name,
+        "fw2:egress",
+        "broadcast or multicast",
+    )
+    assert result["result"] == "delivered"
+    assert sorted(result["egresses"]) == sorted([f"{n1.name}/default", "server:eth0"])
+    back = next(
+        hop for hop in by_node(result, n2) if hop["stage"] == "egress" and hop["kind"] == "underlay"
+    )
+    assert back["node_to"] == n1.name and back["nsh"]["switched"] is True
+    assert result["hops"][-1]["node"] == n2.name  # n1 was not asked for the copy it gets
+    assert not any("arrival" in hop for hop in result["hops"])

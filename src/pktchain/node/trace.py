@@ -383,18 +383,18 @@ class Tracing:
 
     def _continue(self, trace: dict[str, Any], deferred: Deferred) -> None:
         """Ask the next node of the cluster for its part, if the packet goes there."""
-        last = next(
-            (
-                hop
-                for hop in reversed(trace["hops"])
-                if hop["stage"] == "egress" and not hop.get("copy")
-            ),
-            None,
-        )
-        if last is None or last.get("kind") != "underlay" or "arrival" not in last:
+        arrivals = [hop.pop("arrival", None) for hop in trace["hops"]]
+        egresses = [
+            (hop, arrival)
+            for hop, arrival in zip(trace["hops"], arrivals, strict=True)
+            if hop["stage"] == "egress" and not hop.get("copy")
+        ]
+        # Followed when the packet itself leaves for one other node: a packet
+        # flooded to several ports is shown leaving, not followed on each node.
+        if len(egresses) != 1 or egresses[0][1] is None:
             deferred.done({"ok": True, "trace": trace})
             return
-        arrival = last.pop("arrival")
+        last, arrival = egresses[0]
         target = last.get("node_to")
         view = self.node.cluster
         record = view.nodes.get(target) if view is not None and target else None

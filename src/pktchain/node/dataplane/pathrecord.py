@@ -483,6 +483,11 @@ class PathRecorder:
     # -- the ways out ----------------------------------------------------------
     def _sender(self, port: SwitchPort) -> Callable[[Any], Any]:
         def make(original: Callable[[Any], int]) -> Callable[[Any], int]:
+            if port.kind is PortKind.UNDERLAY:
+                # A peer node's port encapsulates and hands the datagram to the
+                # underlay's `sendmsg`, which records it (and sends nothing in a dry run).
+                return original
+
             def send(frame: Any) -> int:
                 self._egress(port, bytes(frame))
                 return len(frame) if self.dry else original(frame)
@@ -493,6 +498,9 @@ class PathRecorder:
 
     def _vector_sender(self, port: SwitchPort) -> Callable[[Any], Any]:
         def make(original: Callable[[Sequence[Any]], int]) -> Callable[[Sequence[Any]], int]:
+            if port.kind is PortKind.UNDERLAY:
+                return original  # as `_sender` says
+
             def sendv(parts: Sequence[Any]) -> int:
                 frame = b"".join(bytes(part) for part in parts)
                 self._egress(port, frame)
@@ -503,8 +511,6 @@ class PathRecorder:
         return make
 
     def _egress(self, port: SwitchPort, frame: bytes) -> None:
-        if port.kind is PortKind.UNDERLAY:
-            return  # recorded where the datagram leaves (`_underlay_send`)
         info = parse_frame(frame, VNET_HDR_LEN)
         hop = self.hop(
             "egress",
