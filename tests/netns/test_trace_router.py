@@ -180,6 +180,8 @@ def test_dry_runs_of_a_port_forward_and_of_the_router_s_drops(
     assert (router["verdict"], router["reason"]) == ("reply", "drop-ttl-exceeded")
     assert router["out"] == [] and router["emitted"] == ["router:inside"]
     assert not [hop for hop in packet_hops(expired) if hop["stage"] == "egress"]
+    # A dropped packet makes no fused entry: nothing to say of one.
+    assert "fast-path-install" not in [hop["stage"] for hop in expired["hops"]]
     (error,) = [hop for hop in expired["hops"] if hop.get("copy") and hop["stage"] == "egress"]
     assert error["port"] == "inside:eth0"
     frame = error["frame"]

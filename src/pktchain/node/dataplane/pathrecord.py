@@ -712,6 +712,10 @@ _NOT_FUSED = {
 
 
 def _fusing(recorder: PathRecorder, fused: int, refused: Counter[str]) -> None:
+    """Whether the packet made a fused entry, and why not; said of a packet that
+    left by a port (a dropped one's copies, such as an ICMP error, make none)."""
+    if not any(hop["stage"] == "egress" and not hop.get("copy") for hop in recorder.hops):
+        return
     datapath = recorder.datapath
     if datapath.fused > fused:
         recorder.hop(
