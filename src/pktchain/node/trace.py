@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -402,6 +403,16 @@ class Tracing:
             trace["reason"] = f"continues on node {target}, whose API is not known"
             deferred.done({"ok": True, "trace": trace})
             return
+        api_host = urllib.parse.urlsplit(record.api).hostname or ""
+        if _loopback(api_host) and not (record.underlay and _loopback(record.underlay[0])):
+            # A loopback API on a node reached over a real underlay is in another
+            # namespace or machine: asking that address would reach this node's own.
+            trace["reason"] = (
+                f"continues on node {target}, whose API listens on {record.api}, "
+                "which other nodes cannot reach (serve it on an address they can: --api)"
+            )
+            deferred.done({"ok": True, "trace": trace})
+            return
         body = {"arrival": {**arrival, "from_node": self.node.config.name}}
         token = self.node.config.api_token
         loop = self.node.loop
@@ -524,6 +535,14 @@ class LiveTrace:
                 "waited": round(time.monotonic() - self.started, 3),
             }
         )
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` (an address or a name) is a loopback one."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _post(url: str, body: dict[str, Any], token: str | None) -> dict[str, Any]:
