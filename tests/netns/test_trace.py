@@ -21,36 +21,9 @@ from pktchain.node.control import request
 from pktchain.node.process import NodeProcess
 from support.fn_lab import H1_MAC, H2_MAC, NO_IPV6, chain, plug
 from support.nsh_fn import pktchain_env
+from support.trace import trace
 
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
-
-
-def trace(node: NodeProcess, *words: str) -> dict[str, Any]:
-    """`pktchain trace --control ... WORDS --json`, its JSON."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pktchain",
-            "trace",
-            "--control",
-            str(node.control),
-            *words,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=pktchain_env(),
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
-def stages(result: dict[str, Any]) -> list[str]:
-    return [hop["stage"] for hop in result["hops"] if not hop.get("copy")]
 
 
 def state(node: NodeProcess, sport: int) -> tuple[Any, ...]:

@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -383,23 +384,33 @@ class Tracing:
 
     def _continue(self, trace: dict[str, Any], deferred: Deferred) -> None:
         """Ask the next node of the cluster for its part, if the packet goes there."""
-        last = next(
-            (
-                hop
-                for hop in reversed(trace["hops"])
-                if hop["stage"] == "egress" and not hop.get("copy")
-            ),
-            None,
-        )
-        if last is None or last.get("kind") != "underlay" or "arrival" not in last:
+        arrivals = [hop.pop("arrival", None) for hop in trace["hops"]]
+        egresses = [
+            (hop, arrival)
+            for hop, arrival in zip(trace["hops"], arrivals, strict=True)
+            if hop["stage"] == "egress" and not hop.get("copy")
+        ]
+        # Followed when the packet itself leaves for one other node: a packet
+        # flooded to several ports is shown leaving, not followed on each node.
+        if len(egresses) != 1 or egresses[0][1] is None:
             deferred.done({"ok": True, "trace": trace})
             return
-        arrival = last.pop("arrival")
+        last, arrival = egresses[0]
         target = last.get("node_to")
         view = self.node.cluster
         record = view.nodes.get(target) if view is not None and target else None
         if record is None or not record.api:
             trace["reason"] = f"continues on node {target}, whose API is not known"
+            deferred.done({"ok": True, "trace": trace})
+            return
+        api_host = urllib.parse.urlsplit(record.api).hostname or ""
+        if _loopback(api_host) and not (record.underlay and _loopback(record.underlay[0])):
+            # A loopback API on a node reached over a real underlay is in another
+            # namespace or machine: asking that address would reach this node's own.
+            trace["reason"] = (
+                f"continues on node {target}, whose API listens on {record.api}, "
+                "which other nodes cannot reach (serve it on an address they can: --api)"
+            )
             deferred.done({"ok": True, "trace": trace})
             return
         body = {"arrival": {**arrival, "from_node": self.node.config.name}}
@@ -524,6 +535,14 @@ class LiveTrace:
                 "waited": round(time.monotonic() - self.started, 3),
             }
         )
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` (an address or a name) is a loopback one."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _post(url: str, body: dict[str, Any], token: str | None) -> dict[str, Any]:

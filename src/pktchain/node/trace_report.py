@@ -53,6 +53,8 @@ def _limits(hop: dict[str, Any]) -> list[str]:
 
 def _steering(hop: dict[str, Any]) -> list[str]:
     lines = [f"steering on {hop['port']}: {hop.get('decision', '?')}: {hop.get('why', '')}"]
+    if "nsh" in hop:
+        lines.append(f"    NSH spi={hop['nsh']['spi']} si={hop['nsh']['si']}")
     for seen in hop.get("classifiers", []):
         mark = "matched" if seen["matched"] else f"not matched: {seen.get('why')}"
         lines.append(f"    classifier {seen['classifier']} (chain {seen['chain']}): {mark}")

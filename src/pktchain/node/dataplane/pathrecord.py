@@ -115,6 +115,7 @@ class PathRecorder:
         self._emitted: set[int] = set()
         self._steer_hop: Hop | None = None
         self._function_hop: Hop | None = None
+        self._arrival_hop: Hop | None = None
         self._undo: list[Callable[[], None]] = []
         self.set_aside: tuple[dict[Any, Any], Any, Any] | None = None
         """A fused entry taken out of its table while the frame is recorded."""
@@ -146,6 +147,7 @@ class PathRecorder:
             self._wrap(steering, "classify", self._classify)
             self._wrap(steering, "follow", self._follow)
             self._wrap(steering, "related", self._related)
+            self._wrap(steering, "arrive", self._join)
         for port in datapath.ports:
             if port.kind is PortKind.FUNCTION:
                 continue
@@ -217,8 +219,47 @@ class PathRecorder:
     def _arrive(self, original: Callable[..., None]) -> Callable[..., None]:
         def arrive(port: SwitchPort, arrival: Any) -> None:
             before = Counter(port.drops)
-            original(port, arrival)
+            steering = self.datapath.steering
+            info = parse_frame(arrival.frame, VNET_HDR_LEN)
+            hop = None
+            if steering is not None and info.error is None and info.ip_version:
+                key: FlowKey = info[FLOW_START:FLOW_END]
+                hop = self.hop(
+                    "steering",
+                    port=port.name,
+                    flow=key_view(key),
+                    nsh={"spi": arrival.spi, "si": arrival.si},
+                )
+                existing = steering.arrivals.get((arrival.spi << 8 | arrival.si, key))
+                if existing is not None:
+                    hop["decision"] = "pinned"
+                    hop["why"] = "an existing entry of this SPI, SI and flow pins it"
+                    hop["entry"] = entry_view(existing)
+            self._arrival_hop = hop
+            try:
+                original(port, arrival)
+            finally:
+                self._arrival_hop = None
             self._record_drops(port, before)
+
+        return arrive
+
+    def _join(self, original: Callable[..., FlowEntry | str]) -> Callable[..., Any]:
+        def arrive(arrival: Any, at: SwitchPort, info: FrameInfo, key: FlowKey) -> Any:
+            joined = original(arrival, at, info, key)
+            hop = self._arrival_hop
+            if hop is not None:
+                if isinstance(joined, str):
+                    hop["decision"] = "refused"
+                    hop["why"] = joined
+                else:
+                    hop["decision"] = "joined"
+                    hop["why"] = (
+                        "the first packet of the flow here: the SPI names the chain, the SI "
+                        "the hop, the NSH's path the instance of every hop"
+                    )
+                    hop["entry"] = entry_view(joined)
+            return joined
 
         return arrive
 
@@ -442,6 +483,11 @@ class PathRecorder:
     # -- the ways out ----------------------------------------------------------
     def _sender(self, port: SwitchPort) -> Callable[[Any], Any]:
         def make(original: Callable[[Any], int]) -> Callable[[Any], int]:
+            if port.kind is PortKind.UNDERLAY:
+                # A peer node's port encapsulates and hands the datagram to the
+                # underlay's `sendmsg`, which records it (and sends nothing in a dry run).
+                return original
+
             def send(frame: Any) -> int:
                 self._egress(port, bytes(frame))
                 return len(frame) if self.dry else original(frame)
@@ -452,6 +498,9 @@ class PathRecorder:
 
     def _vector_sender(self, port: SwitchPort) -> Callable[[Any], Any]:
         def make(original: Callable[[Sequence[Any]], int]) -> Callable[[Sequence[Any]], int]:
+            if port.kind is PortKind.UNDERLAY:
+                return original  # as `_sender` says
+
             def sendv(parts: Sequence[Any]) -> int:
                 frame = b"".join(bytes(part) for part in parts)
                 self._egress(port, frame)
@@ -462,8 +511,6 @@ class PathRecorder:
         return make
 
     def _egress(self, port: SwitchPort, frame: bytes) -> None:
-        if port.kind is PortKind.UNDERLAY:
-            return  # recorded where the datagram leaves (`_underlay_send`)
         info = parse_frame(frame, VNET_HDR_LEN)
         hop = self.hop(
             "egress",
@@ -646,7 +693,29 @@ def run_arrival(recorder: PathRecorder, port: SwitchPort, arrival: Any) -> dict[
     return summary(recorder.hops)
 
 
+_NOT_FUSED = {
+    "first-packet": "a flow earns its fused entry with its second packet",
+    "function-not-cached": "a function forwarded it without a flow lease: "
+    "the flow's packets keep reaching that function",
+    "function-fanout": "a function sent it out on more than one interface",
+    "function-error": "a function failed on it",
+    "flood": "it was flooded: a fused entry has one way out",
+    "tap": "a tap copies it: taps stay on the slow path",
+    "nsh-function": "it crossed an NSH-aware function",
+    "icmp-error": "an ICMP error follows the flow it quotes, on the slow path",
+    "lease-revoked": "a function revoked its lease while the packet crossed",
+    "port-security": "an ICMPv6 message from a secured port other than an echo: "
+    "it is checked packet by packet",
+    "table-full": "the port's table of fused entries is full",
+}
+"""Why a packet made no fused entry, by the datapath's reason (`Datapath.fuse_refused`)."""
+
+
 def _fusing(recorder: PathRecorder, fused: int, refused: Counter[str]) -> None:
+    """Whether the packet made a fused entry, and why not; said of a packet that
+    left by a port (a dropped one's copies, such as an ICMP error, make none)."""
+    if not any(hop["stage"] == "egress" and not hop.get("copy") for hop in recorder.hops):
+        return
     datapath = recorder.datapath
     if datapath.fused > fused:
         recorder.hop(
@@ -657,9 +726,7 @@ def _fusing(recorder: PathRecorder, fused: int, refused: Counter[str]) -> None:
         return
     for reason, count in datapath.fuse_refused.items():
         if count > refused.get(reason, 0):
-            why = {
-                "first-packet": "a flow earns its fused entry with its second packet",
-            }.get(reason, "")
+            why = _NOT_FUSED.get(reason, "")
             recorder.hop("fast-path-install", installed=False, reason=reason, why=why)
             return
 
