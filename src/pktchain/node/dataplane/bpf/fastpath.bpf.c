@@ -112,6 +112,28 @@ struct {
 	__type(value, struct fp_trace);
 } fp_trace SEC(".maps");
 
+// The node's slow path of each ingress device: the ifindex of a TAP in the
+// node's namespace to which every frame this program does not carry is
+// redirected (its egress: the node reads it from the TAP's descriptor, with
+// the virtio-net header that keeps GSO and partial checksums, and with any
+// VLAN tag in the frame).  A device missing here has its punted frames
+// returned with TC_ACT_OK (test runs; the equivalence tests).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);   // the ingress ifindex
+	__type(value, __u32); // the TAP's ifindex
+} fp_punt SEC(".maps");
+
+static __always_inline int punt(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ingress_ifindex;
+	__u32 *tap = bpf_map_lookup_elem(&fp_punt, &ifindex);
+	if (tap)
+		return bpf_redirect(*tap, 0);
+	return TC_ACT_OK;
+}
+
 static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
 {
 	return *(const __u32 *)a == *(const __u32 *)b &&
@@ -131,14 +153,14 @@ int pktchain_fastpath(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	if (data + need > data_end && skb->len > data_end - data) {
 		if (bpf_skb_pull_data(skb, skb->len < need ? skb->len : need))
-			return TC_ACT_OK;
+			return punt(skb);
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
 	}
 	if (skb->vlan_present)
-		return TC_ACT_OK;
+		return punt(skb);
 	if (data + ETH_LEN > data_end)
-		return TC_ACT_OK;
+		return punt(skb);
 	__u8 *eth = data;
 	__u16 ethertype = bpf_ntohs(*(__be16 *)(eth + 12));
 
@@ -151,14 +173,14 @@ int pktchain_fastpath(struct __sk_buff *skb)
 
 	if (ethertype == ETH_P_IP) {
 		if ((void *)ip + IPV4_LEN > data_end)
-			return TC_ACT_OK;
+			return punt(skb);
 		if (ip[0] != 0x45) // version 4 without options
-			return TC_ACT_OK;
+			return punt(skb);
 		__u32 total = ((__u32)ip[2] << 8) | ip[3];
 		if (total < IPV4_LEN || total > frame_len - l3)
-			return TC_ACT_OK;
+			return punt(skb);
 		if ((ip[6] & 0x3f) || ip[7]) // MF or a fragment offset
-			return TC_ACT_OK;
+			return punt(skb);
 		key.version = 4;
 		key.proto = ip[9];
 		copy_bytes(key.src, ip + 12, 4);
@@ -167,16 +189,16 @@ int pktchain_fastpath(struct __sk_buff *skb)
 		end = l3 + total;
 	} else if (ethertype == ETH_P_IPV6) {
 		if ((void *)ip + IPV6_LEN > data_end)
-			return TC_ACT_OK;
+			return punt(skb);
 		if ((ip[0] >> 4) != 6)
-			return TC_ACT_OK;
+			return punt(skb);
 		__u32 plen = ((__u32)ip[4] << 8) | ip[5];
 		if (l3 + IPV6_LEN + plen > frame_len)
-			return TC_ACT_OK;
+			return punt(skb);
 		__u8 next = ip[6];
 		if (next == NH_HOPOPT || next == NH_ROUTING || next == NH_FRAGMENT ||
 		    next == NH_NONE || next == NH_DSTOPTS)
-			return TC_ACT_OK;
+			return punt(skb);
 		key.version = 6;
 		key.proto = next;
 		copy_bytes(key.src, ip + 8, 16);
@@ -184,7 +206,7 @@ int pktchain_fastpath(struct __sk_buff *skb)
 		l4 = l3 + IPV6_LEN;
 		end = l4 + plen;
 	} else {
-		return TC_ACT_OK;
+		return punt(skb);
 	}
 
 	// The L4 header as parse_frame checks it; a packet it would call
@@ -194,28 +216,28 @@ int pktchain_fastpath(struct __sk_buff *skb)
 	payload = l4;
 	if (key.proto == PROTO_TCP) {
 		if (available < TCP_LEN || (void *)th + TCP_LEN > data_end)
-			return TC_ACT_OK;
+			return punt(skb);
 		__u32 header = (th[12] >> 4) * 4;
 		if (header < TCP_LEN || header > available)
-			return TC_ACT_OK;
+			return punt(skb);
 		if (th[13] & PUNT_TCP_FLAGS)
-			return TC_ACT_OK;
+			return punt(skb);
 		key.sport = *(__be16 *)th;
 		key.dport = *(__be16 *)(th + 2);
 		payload = l4 + header;
 	} else if (key.proto == PROTO_UDP) {
 		if (available < UDP_LEN || (void *)th + UDP_LEN > data_end)
-			return TC_ACT_OK;
+			return punt(skb);
 		__u32 length = ((__u32)th[4] << 8) | th[5];
 		if (length < UDP_LEN || length > available)
-			return TC_ACT_OK;
+			return punt(skb);
 		key.sport = *(__be16 *)th;
 		key.dport = *(__be16 *)(th + 2);
 		payload = l4 + UDP_LEN;
 	} else if ((key.proto == PROTO_ICMP && key.version == 4) ||
 		   (key.proto == PROTO_ICMPV6 && key.version == 6)) {
 		if (available < ICMP_LEN || (void *)th + ICMP_LEN > data_end)
-			return TC_ACT_OK;
+			return punt(skb);
 		__u8 type = th[0];
 		int echo = key.version == 4 ? (type == 8 || type == 0) : (type == 128 || type == 129);
 		if (echo) {
@@ -227,23 +249,23 @@ int pktchain_fastpath(struct __sk_buff *skb)
 
 	struct fp_value *entry = bpf_map_lookup_elem(&fp_entries, &key);
 	if (!entry)
-		return TC_ACT_OK;
+		return punt(skb);
 
 	// The checks fastpath.py makes before a packet takes its entry.
 	if (!mac_equal(eth, entry->dst_mac))
-		return TC_ACT_OK;
+		return punt(skb);
 	if ((entry->flags & FP_CHECK_SRC_MAC) && !mac_equal(eth + 6, entry->src_mac))
-		return TC_ACT_OK;
+		return punt(skb);
 	__u8 ttl = key.version == 4 ? ip[8] : ip[7];
 	if (entry->ttl && ttl <= entry->ttl)
-		return TC_ACT_OK;
+		return punt(skb);
 	if ((entry->flags & FP_DF) && !(ip[6] & 0x40))
-		return TC_ACT_OK;
+		return punt(skb);
 	if (entry->mtu) {
 		// The IP packet's size or, for a GSO packet, that of each segment.
 		__u32 size = skb->gso_size ? payload - l3 + skb->gso_size : end - l3;
 		if (size > entry->mtu)
-			return TC_ACT_OK;
+			return punt(skb);
 	}
 
 	__sync_fetch_and_add(&entry->packets, 1);
