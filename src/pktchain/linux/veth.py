@@ -41,6 +41,7 @@ __all__ = [
     "VethError",
     "create_veth",
     "interface_mac",
+    "link_up",
     "node_end_name",
     "remove_veth",
 ]
@@ -230,3 +231,21 @@ def interface_mac(netns: str | None, ifname: str) -> str:
     finally:
         sock.close()
     return bytes(_IFREQ_HWADDR.unpack(reply)[2]).hex(":")
+
+
+def link_up(ifname: str) -> int:
+    """Set `ifname` of the calling thread's namespace up; its ifindex. Raises VethError."""
+    from pyroute2 import IPRoute, NetlinkError
+
+    ipr: Any = IPRoute()
+    try:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise VethError(errno.ENODEV, f"cannot set {ifname} up: no such interface")
+        index = int(found[0])
+        ipr.link("set", index=index, state="up")
+    except NetlinkError as exc:
+        raise VethError(exc.code, f"cannot set {ifname} up: {os.strerror(exc.code)}") from exc
+    finally:
+        ipr.close()
+    return index

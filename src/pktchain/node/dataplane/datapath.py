@@ -55,6 +55,7 @@ from pktchain.node.dataplane.fastpath import (
     fuse,
     on_revoke_remove,
 )
+from pktchain.node.dataplane.kfastpath import FlowKey, KernelFastPath, KernelTable
 from pktchain.node.dataplane.limits import (
     DEFAULT_PORT_LIMITS,
     HOLD_SHARE,
@@ -237,6 +238,9 @@ class Datapath:
         self.fuse_refused: Counter[str] = Counter()
         self.uncredited: list[FusedEntry] = []
         """Fused entries whose packets are not yet counted where they are read."""
+        self.kernel: KernelFastPath | None = None
+        """The kernel fast path (kfastpath.py), when the node runs it: the fused
+        entries of the ports it is on are mirrored into the kernel (`KernelTable`)."""
         self.live: LiveForward | None = None
         """An armed live trace (`pktchain trace --live`): while set, each batch read
         from a port goes through it, which records the frames it marks; None (the
@@ -506,11 +510,24 @@ class Datapath:
         from.
         """
         port.guard = guard
+        if port.fast:
+            port.fast.clear()  # a KernelTable takes the kernel's entries with it
         port.fast = None
         if port.network is not None and guard is not None:
             port.network.macs.forget_port(port, keep=guard.owns)
 
     def remove_port(self, port: SwitchPort) -> None:
+        if port.fast:
+            port.fast.clear()
+        for other in self.ports:  # entries that leave by it go with it
+            table = other.fast
+            if table and other is not port:
+                for key in [key for key, entry in table.items() if entry.out is port]:
+                    del table[key]
+        if self.kernel is not None:
+            ifindex = getattr(port, "node_ifindex", 0)
+            if ifindex in self.kernel.attached:
+                self.kernel.forget_device(ifindex)
         if self.steering is not None:
             self.steering.forget_port(port)
         self.ports.remove(port)
@@ -657,6 +674,8 @@ class Datapath:
                 src = bytes(src)
             src_entry = entries.get(src)  # type: ignore[arg-type]  # bytes: see `owned`
             if src_entry is not None and src_entry.port is not port:
+                if self.kernel is not None:
+                    self.kernel_moved(src_entry)
                 if src_entry.seen == STATIC and port.kind is not _FUNCTION:
                     # The address of a native function's port, or of a host
                     # the cluster places on another node: a frame from a
@@ -765,6 +784,39 @@ class Datapath:
         port.forwarded += hits
         if uncredited:
             self.credit()
+
+    def kernel_credit(self) -> int:
+        """Hand what the kernel carried since the last call to its entries and on to
+        leases, flows and hops (as `credit` does for Python's hits); returns the
+        packets. Called every few hundred milliseconds, and before anything reads
+        those counts (status, metrics, the idle sweep, functions' timers)."""
+        kernel = self.kernel
+        if kernel is None or not kernel.installed and not kernel.pending:
+            return 0
+        carried = kernel.credit(self.uncredited)
+        if self.uncredited:
+            self.credit()
+        return carried
+
+    def kernel_moved(self, moved: MacEntry[SwitchPort]) -> None:
+        """A MAC moved to another port: the kernel's entries to it go (the Python
+        fast path checks the move per packet; the program cannot)."""
+        for port in self.ports:
+            table = port.fast
+            if isinstance(table, KernelTable):
+                for key in [key for key, entry in table.items() if entry.dst_entry is moved]:
+                    del table[key]
+
+    def kernel_tables(self) -> dict[int, dict[FlowKey, FusedEntry] | None]:
+        """The fused entries of each port the kernel fast path is on, by node end."""
+        kernel = self.kernel
+        if kernel is None:
+            return {}
+        return {
+            ifindex: port.fast
+            for port in self.ports
+            if (ifindex := getattr(port, "node_ifindex", 0)) in kernel.attached
+        }
 
     def credit(self) -> None:
         """Count the fast path's packets where they are read: leases, flows, hops.
@@ -1067,7 +1119,11 @@ class Datapath:
             return
         table = origin.fast
         if table is None:
-            table = origin.fast = {}
+            ingress = getattr(origin, "node_ifindex", 0)
+            if self.kernel is not None and ingress in self.kernel.attached:
+                table = origin.fast = KernelTable(self.kernel, ingress)
+            else:
+                table = origin.fast = {}
         if len(table) >= self.max_fused:
             self.fuse_refused["table-full"] += 1
             return

@@ -56,6 +56,7 @@ __all__ = [
     "KernelFastPathError",
     "KernelHit",
     "KernelRefusal",
+    "KernelTable",
     "build_object",
     "entry_key",
     "entry_value",
@@ -71,6 +72,8 @@ OBJECT_ENV = "PKTCHAIN_BPF_OBJECT"
 PROGRAM = "pktchain_fastpath"
 ENTRIES_MAP = "fp_entries"
 TRACE_MAP = "fp_trace"
+PUNT_MAP = "fp_punt"
+_IFINDEX = struct.Struct("=I")
 CLANG = ("clang-14", "clang")
 
 FlowKey = tuple[bytes, bytes, int, int, int]
@@ -302,11 +305,14 @@ def locate_object(source: Path = SOURCE) -> Path:
 
 
 class _Installed:
-    __slots__ = ("bytes", "entry", "ingress", "key", "packets", "seen_ns", "since")
+    __slots__ = ("bytes", "egress", "entry", "ingress", "key", "packets", "seen_ns", "since")
 
-    def __init__(self, entry: FusedEntry, ingress: int, key: FlowKey, now_ns: int) -> None:
+    def __init__(
+        self, entry: FusedEntry, ingress: int, egress: int, key: FlowKey, now_ns: int
+    ) -> None:
         self.entry = entry
         self.ingress = ingress
+        self.egress = egress
         self.key = key
         self.packets = 0
         self.bytes = 0
@@ -329,6 +335,12 @@ class KernelFastPath:
                 f"{self.entries.value_size}-byte values, not {FP_KEY.size} and "
                 f"{FP_VALUE.size}: the object is not this version's"
             )
+        self.punts: BpfMap = obj.map(PUNT_MAP)
+        self.attached: set[int] = set()
+        """Ifindexes of the node ends that the program is on, punting to a TAP."""
+        self.hit_packets = 0
+        self.hit_bytes = 0
+        """What the kernel carried, as credited so far."""
         self.installed: dict[bytes, _Installed] = {}
         self.pending: list[KernelHit] = []
         """What removed or replaced entries carried since the last read: hits() reports it."""
@@ -363,6 +375,46 @@ class KernelFastPath:
         """Take the program (with the device's clsact qdisc) off `ifname`."""
         return detach_tc_ingress(ifname, netns=netns)
 
+    def carry(self, ifname: str, ifindex: int, punt_ifindex: int) -> None:
+        """Attach the program to node end `ifname` (`ifindex`), every frame it does not
+        carry going to the TAP `punt_ifindex` (VethPort.punt) for the slow path."""
+        self.punts.update(_IFINDEX.pack(ifindex), _IFINDEX.pack(punt_ifindex))
+        try:
+            self.attach(ifname)
+        except BaseException:
+            self.punts.delete(_IFINDEX.pack(ifindex))
+            raise
+        self.attached.add(ifindex)
+
+    def forget_device(self, ifindex: int) -> int:
+        """A node end going away: remove the entries that arrive or leave by it,
+        and its punt; returns how many entries went."""
+        self.attached.discard(ifindex)
+        self.punts.delete(_IFINDEX.pack(ifindex))
+        gone = [
+            installed
+            for installed in self.installed.values()
+            if installed.ingress == ifindex or installed.egress == ifindex
+        ]
+        for installed in gone:
+            self.remove(installed.ingress, installed.key)
+        return len(gone)
+
+    def offer(self, ingress: int, key: FlowKey, entry: FusedEntry) -> str | None:
+        """Install `entry` if the kernel can carry it from `ingress`: its egress must be a
+        node end the program is on (`entry.out.node_ifindex`); else the reason it
+        stays in Python (counted in `refused`)."""
+        egress = getattr(entry.out, "node_ifindex", None)
+        refusal = self.install(
+            ingress if ingress in self.attached else None,
+            key,
+            entry,
+            egress if egress in self.attached else None,
+        )
+        if refusal is not None and ingress in self.attached:
+            self.remove(ingress, key)  # an entry it replaces must not stay in the kernel
+        return refusal
+
     def install(
         self, ingress: int | None, key: FlowKey, entry: FusedEntry, egress: int | None
     ) -> str | None:
@@ -377,7 +429,7 @@ class KernelFastPath:
         if map_key in self.installed:  # replaced: what the old entry carried is kept
             self._retire(map_key, self.entries.lookup(map_key))
         self.entries.update(map_key, entry_value(entry, egress, key[2]))
-        self.installed[map_key] = _Installed(entry, ingress, key, time.monotonic_ns())
+        self.installed[map_key] = _Installed(entry, ingress, egress, key, time.monotonic_ns())
         return None
 
     def remove(self, ingress: int, key: FlowKey) -> bool:
@@ -439,6 +491,8 @@ class KernelFastPath:
             entry.bytes += hit.bytes
             entry.seen = max(entry.seen, hit.seen)
             total += hit.packets
+            self.hit_bytes += hit.bytes
+        self.hit_packets += total
         return total
 
     def sweep(self, now: float, idle: float) -> list[tuple[int, FlowKey, FusedEntry]]:
@@ -456,6 +510,30 @@ class KernelFastPath:
                 self._retire(map_key, value)
                 self.entries.delete(map_key)
                 gone.append((installed.ingress, installed.key, installed.entry))
+        return gone
+
+    def holds(self, ingress: int, key: FlowKey, entry: FusedEntry) -> bool:
+        """Whether `entry` is the one installed for flow `key` on `ingress`."""
+        installed = self.installed.get(entry_key(ingress, key))
+        return installed is not None and installed.entry is entry
+
+    def stale(self, tables: dict[int, dict[FlowKey, FusedEntry] | None]) -> int:
+        """Remove the entries that the Python tables (`tables`: a port's `fast` by its
+        node end's ifindex) no longer hold, or whose destination MAC moved to another
+        port than their egress (the Python fast path checks it per packet, the
+        program cannot); returns how many went."""
+        gone = 0
+        for installed in list(self.installed.values()):
+            table = tables.get(installed.ingress)
+            entry = installed.entry
+            held = table is not None and table.get(installed.key) is entry
+            moved = entry.dst_entry is not None and entry.dst_entry.port is not entry.out
+            if not held or moved:
+                if moved and held and table is not None:
+                    del table[installed.key]  # a KernelTable: the kernel's goes too
+                else:
+                    self.remove(installed.ingress, installed.key)
+                gone += 1
         return gone
 
     def clear(self) -> int:
@@ -477,3 +555,40 @@ class KernelFastPath:
 
     def installed_entries(self) -> Iterable[FusedEntry]:
         return (installed.entry for installed in self.installed.values())
+
+
+class KernelTable(dict[FlowKey, FusedEntry]):
+    """The fused entries of a port the kernel fast path is on (its ``fast``):
+    every entry set here is offered to the kernel, every entry taken out of it
+    is taken out of the kernel, so that the hooks that remove a Python entry
+    (a revoked lease, the idle sweep, a trace's removal) remove the kernel's
+    with it.  Lookups are the plain dict's."""
+
+    __slots__ = ("ingress", "kernel")
+
+    def __init__(self, kernel: KernelFastPath, ingress: int) -> None:
+        super().__init__()
+        self.kernel = kernel
+        self.ingress = ingress
+
+    def __setitem__(self, key: FlowKey, entry: FusedEntry) -> None:
+        super().__setitem__(key, entry)
+        self.kernel.offer(self.ingress, key, entry)
+
+    def __delitem__(self, key: FlowKey) -> None:
+        super().__delitem__(key)
+        self.kernel.remove(self.ingress, key)
+
+    def pop(self, key: FlowKey, *default: FusedEntry | None) -> FusedEntry | None:  # type: ignore[override]
+        if key in self:
+            entry = super().pop(key)
+            self.kernel.remove(self.ingress, key)
+            return entry
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def clear(self) -> None:
+        for key in list(self):
+            self.kernel.remove(self.ingress, key)
+        super().clear()

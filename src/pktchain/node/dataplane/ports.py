@@ -57,6 +57,7 @@ from pktchain.linux.veth import (
     VethError,
     create_veth,
     interface_mac,
+    link_up,
     node_end_name,
     remove_veth,
 )
@@ -71,6 +72,9 @@ if TYPE_CHECKING:
     from pktchain.node.dataplane.switch import Network
 
 log = logging.getLogger(__name__)
+
+PUNT_PREFIX = "pct"
+"""The TAP of a veth port's punted frames: ``pct`` and the node end's digest."""
 
 MAX_FRAME = 65536 + VNET_HDR_LEN + 64
 """Largest read: a 64 KB GSO segment, its Ethernet and VLAN headers, the vnet header."""
@@ -423,7 +427,7 @@ class VethPort(PacketPort):
     Closing the port deletes the pair.
     """
 
-    __slots__ = ("node_ifindex", "node_ifname")
+    __slots__ = ("node_ifindex", "node_ifname", "punt_ifindex", "punt_ifname")
 
     def __init__(self, *, name: str, ifname: str, netns: str, host: str | None) -> None:
         node_ifname = node_end_name(netns, ifname)
@@ -444,9 +448,50 @@ class VethPort(PacketPort):
             raise
         self.node_ifname = node_ifname
         self.node_ifindex = node_ifindex
+        self.punt_ifname: str | None = None
+        """The TAP the kernel fast path hands this port's other frames to (`punt`)."""
+        self.punt_ifindex = 0
         self.netns = netns
         self.ifname = ifname
         self.refresh_mac()
+
+    def punt(self) -> int:
+        """Read this port from a TAP of the node's namespace instead of its packet
+        socket; returns the TAP's ifindex.
+
+        With the kernel fast path on the node end (docs/kernel-fastpath.md), the
+        program redirects every frame it does not carry to that TAP, so the node
+        reads each of them once (a packet socket bound to every protocol sees
+        frames before tc ingress, the redirected ones too), VLAN tags and GSO
+        segments whole. The packet socket stays for sending and stops receiving.
+        Call it before the port's descriptor is watched: `fd` changes.
+        """
+        if self.punt_ifname is not None:
+            return self.punt_ifindex
+        tap = PUNT_PREFIX + self.node_ifname[len(PUNT_PREFIX) :]
+        fd = open_tap(tap)
+        try:
+            # Nothing of the node's own stack may leave by it (it would look
+            # like the host's): no IPv6 (router solicitations), no address.
+            conf = f"/proc/sys/net/ipv6/conf/{tap}/disable_ipv6"
+            if os.path.exists(conf):
+                with open(conf, "w", encoding="ascii") as file:
+                    file.write("1")
+            ifindex = link_up(tap)
+            self._sock.bind((self.node_ifname, 0))  # protocol 0: it receives nothing more
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.recv = partial(os.read, fd, MAX_FRAME)
+        self.punt_ifname = tap
+        self.punt_ifindex = ifindex
+        return ifindex
+
+    def receive(self, limit: int) -> list[bytes]:
+        if self.punt_ifname is None:
+            return super().receive(limit)
+        return SwitchPort.receive(self, limit)
 
     def refresh_mac(self) -> None:
         """Read the host's MAC address again (after its interface was set up)."""
@@ -456,11 +501,14 @@ class VethPort(PacketPort):
         counters = super().counters()
         counters["node_ifname"] = self.node_ifname
         counters["node_ifindex"] = self.node_ifindex
+        counters["punt_ifname"] = self.punt_ifname
         return counters
 
     def close(self) -> None:
         if self.fd < 0:
             return
+        if self.punt_ifname is not None:
+            os.close(self.fd)  # the TAP goes with its last descriptor
         super().close()
         # The host's namespace may be gone already, and the pair with it.
         try:

@@ -313,6 +313,8 @@ class Steering:
         # Fused fast-path entries were made under the old plan: new flows must
         # meet the new one, and steered flows find their pinned path again.
         for port in self.ports.values():
+            if port.fast:
+                port.fast.clear()  # the kernel's copies (kfastpath.KernelTable) too
             port.fast = None
         self.arrival_fast = {}
         self._by_source = {}
