@@ -165,6 +165,12 @@ def register(subparsers: Any) -> None:
         help="forward frames without checking their IPv4/IPv6/ARP headers",
     )
     parser.add_argument(
+        "--no-kernel-fastpath",
+        action="store_true",
+        help="carry established flows between veth ports in Python, not in the kernel's "
+        "tc program (docs/kernel-fastpath.md)",
+    )
+    parser.add_argument(
         "--functions",
         metavar="FILE",
         help="native functions to run (YAML: name, kind, network, config; docs/functions.md)",
@@ -333,6 +339,7 @@ def _run(args: argparse.Namespace) -> int:
             mac_aging=args.mac_aging,
             max_flows=args.max_flows,
             check_frames=not args.no_frame_check,
+            kernel_fastpath=not args.no_kernel_fastpath,
             control=Path(args.control) if args.control else None,
             state=state,
             api=None if args.no_api else args.api,

@@ -76,6 +76,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("pktchain.node")
 
 LINK_WATCH_INTERVAL = 0.2
+KERNEL_CREDIT_INTERVAL = 0.25
+"""Seconds between two readings of what the kernel fast path carried (and its
+check of entries whose Python twin is gone)."""
 METRICS_TIMEOUT = 10.0
 """Seconds a scrape (or a dashboard's tick) waits for the loop to read the node's state."""
 DASHBOARD_ROWS = 200
@@ -126,6 +129,8 @@ class NodeConfig:
     router, floods; `--port-*-rate`, docs/node.md "Rate limits")."""
     control: Path | None = None
     check_frames: bool = True
+    kernel_fastpath: bool = True
+    """Carry established flows between veth ports in the kernel (docs/kernel-fastpath.md)."""
     flow_idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_flows: int = DEFAULT_MAX_FLOWS
     state: Path | None = None
@@ -240,6 +245,8 @@ class Node:
         self.events: EventFeed | None = None
         """The node's events for its dashboard's pages (with an API): attached to the
         ``pktchain`` logger from the start, so the events of the start are kept."""
+        self.kernel_reason: str | None = None
+        """Why the kernel fast path does not run (None: it runs, or not started yet)."""
         self._closed = False
 
     # -- life cycle ----------------------------------------------------------
@@ -256,6 +263,7 @@ class Node:
                 self._restore(self.config.state)
             if self.underlay_address is not None:
                 self._open_underlay(self.underlay_address)
+            self._load_kernel_fastpath()
             for spec in self.config.ports:
                 self.attach(spec)
             for function in self.config.functions:
@@ -276,6 +284,8 @@ class Node:
             raise
         self.loop.call_every(min(1.0, self.config.mac_aging / 4), self._age)
         self.loop.call_every(1.0, self._export_tick)
+        if self.datapath.kernel is not None:
+            self.loop.call_every(KERNEL_CREDIT_INTERVAL, self._kernel_tick)
         self.loop.call_every(min(5.0, self.config.flow_idle_timeout / 4), self._expire_flows)
         for signum in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(signum, self._on_signal)
@@ -883,6 +893,9 @@ class Node:
             self.ha.stop()
         for port in list(self.datapath.ports):
             self.detach(port)
+        if self.datapath.kernel is not None:
+            self.datapath.kernel.close()
+            self.datapath.kernel = None
         if self.store is not None:
             self.store.close()
         for host in self.functions.values():
@@ -944,6 +957,7 @@ class Node:
                     limit_gso(spec.netns, spec.ifname, MAX_INNER_GSO)
                 if isinstance(port, VethPort):
                     port.refresh_mac()
+                    self._carry(port)
                 else:
                     port.mac = tap_mac(port.fd)
             except BaseException:
@@ -1038,6 +1052,7 @@ class Node:
         def fire() -> None:
             self._function_timers.pop(host.name, None)
             self.datapath.now = self.steering.now = self.loop.now
+            self.datapath.kernel_credit()  # timers read leases the kernel counts
             host.fire(self.loop.now)
             self._pump()
             self._reschedule(host)
@@ -1099,7 +1114,88 @@ class Node:
 
         self.loop.call_later(HOLD, release)
 
+    # -- the kernel fast path (docs/kernel-fastpath.md) ----------------------
+    def _load_kernel_fastpath(self) -> None:
+        """Load the program when veth ports may use it; else say why not (an event)."""
+        if not any(spec.kind is PortKind.VETH for spec in self.config.ports):
+            self.kernel_reason = "no veth ports"
+            return
+        if not self.config.kernel_fastpath:
+            self.kernel_reason = "turned off (--no-kernel-fastpath)"
+            return
+        from pktchain.linux.bpf import bpf_available
+        from pktchain.node.dataplane.kfastpath import KernelFastPath, KernelFastPathError
+
+        reason = bpf_available()
+        if reason is None:
+            try:
+                self.datapath.kernel = KernelFastPath.load()
+            except (KernelFastPathError, OSError) as exc:
+                reason = str(exc)
+        if reason is not None:
+            self.kernel_reason = reason
+            log.warning(
+                "kernel fast path unavailable, the Python fast path carries veth ports: %s",
+                reason,
+                extra=event("kernel_fastpath_unavailable", reason=reason),
+            )
+            return
+        log.info(
+            "kernel fast path loaded", extra=event("kernel_fastpath_loaded", node=self.config.name)
+        )
+
+    def _carry(self, port: VethPort) -> None:
+        """Put the kernel fast path on `port`'s node end, its slow path on a TAP."""
+        kernel = self.datapath.kernel
+        if kernel is None:
+            return
+        try:
+            punt = port.punt()
+            kernel.carry(port.node_ifname, port.node_ifindex, punt)
+        except OSError as exc:
+            log.warning(
+                "port %s: no kernel fast path: %s",
+                port.name,
+                exc,
+                extra=event("kernel_fastpath_port_refused", port=port.name, reason=str(exc)),
+            )
+
+    def _kernel_tick(self) -> None:
+        datapath = self.datapath
+        kernel = datapath.kernel
+        if kernel is None:
+            return
+        datapath.now = self.steering.now = self.loop.now
+        datapath.kernel_credit()
+        gone = kernel.stale(datapath.kernel_tables())
+        if gone:
+            log.debug("removed %d kernel entries whose Python entries are gone", gone)
+
+    def kernel_status(self) -> dict[str, Any]:
+        """Which fast path carries veth ports, and the kernel's entries and hits."""
+        kernel = self.datapath.kernel
+        if kernel is None:
+            return {
+                "active": False,
+                "reason": self.kernel_reason,
+                "ports": 0,
+                "entries": 0,
+                "hits": 0,
+                "bytes": 0,
+                "refused": {},
+            }
+        return {
+            "active": True,
+            "reason": None,
+            "ports": len(kernel.attached),
+            "entries": len(kernel.installed),
+            "hits": kernel.hit_packets,
+            "bytes": kernel.hit_bytes,
+            "refused": dict(sorted(kernel.refused.items())),
+        }
+
     def _expire_flows(self) -> None:
+        self.datapath.kernel_credit()  # a flow the kernel carries is not idle
         self.steering.now = self.loop.now
         expired = self.steering.expire(self.loop.now)
         fused = self.datapath.expire_fused(self.loop.now, self.config.flow_idle_timeout)
@@ -1149,6 +1245,7 @@ class Node:
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def status(self) -> dict[str, Any]:
+        self.datapath.kernel_credit()
         now = self.loop.now
         networks = list(self.datapath.networks.values())
         totals = [n.macs.stats for n in networks]
@@ -1189,6 +1286,7 @@ class Node:
                 "hits": self.datapath.fast_hits,
                 "misses": self.datapath.fast_misses,
                 "refused": dict(self.datapath.fuse_refused),
+                "kernel": self.kernel_status(),
             },
             "functions": sorted(self.functions),
             "live_trace": self.tracing.live_trace is not None,

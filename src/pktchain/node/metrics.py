@@ -213,6 +213,24 @@ def switch_metrics(datapath: Datapath) -> Iterator[Metric]:
         "Frames that came in and that the fast path carried (one lookup, one rewrite).",
         value=datapath.fast_hits,
     )
+    kernel = datapath.kernel
+    if kernel is not None:
+        datapath.kernel_credit()  # what the kernel carried, up to now
+    yield GaugeMetricFamily(
+        "pktchain_fastpath_kernel_active",
+        "1 when the kernel fast path carries established flows between veth ports.",
+        value=int(kernel is not None),
+    )
+    yield GaugeMetricFamily(
+        "pktchain_fastpath_kernel_entries",
+        "Fused entries installed in the kernel fast path's map now.",
+        value=0 if kernel is None else len(kernel.installed),
+    )
+    yield CounterMetricFamily(
+        "pktchain_fastpath_kernel_hits",
+        "Frames the kernel fast path carried (never read by the node).",
+        value=0 if kernel is None else kernel.hit_packets,
+    )
     yield CounterMetricFamily(
         "pktchain_fastpath_misses",
         "Frames that came in (on a port, from another node) and that the fast path did "

@@ -143,6 +143,9 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
         f"learned {switch['learned']}, moved {switch['moved']}, aged {switch['aged']}, "
         f"floods {switch['floods']}"
     )
+    fast = status.get("fast_path")
+    if fast:
+        console.print(fast_path_line(fast))
     limits = status.get("port_limits")
     if limits:
         console.print("port limits: " + port_limits_line(limits, status["ports"]))
@@ -161,6 +164,20 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
         f"unclassified {stats['unclassified']}, re-pinned {stats['repinned']}, "
         f"expired {stats['expired']}"
     )
+
+
+def fast_path_line(fast: dict[str, Any]) -> str:
+    """Which fast path carries veth ports, with both fast paths' entries and hits."""
+    line = f"fast path: {fast['entries']} entries, {fast['hits']} hits (Python)"
+    kernel = fast.get("kernel") or {}
+    if kernel.get("active"):
+        line += (
+            f"; kernel on {kernel['ports']} veth ports: {kernel['entries']} entries, "
+            f"{kernel['hits']} hits"
+        )
+    elif kernel.get("reason"):
+        line += f"; kernel: off ({kernel['reason']})"
+    return line
 
 
 def _rows_table(title: str, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Table:
