@@ -791,7 +791,7 @@ class Datapath:
         packets. Called every few hundred milliseconds, and before anything reads
         those counts (status, metrics, the idle sweep, functions' timers)."""
         kernel = self.kernel
-        if kernel is None or not kernel.installed and not kernel.pending:
+        if kernel is None or (not kernel.installed and not kernel.pending):
             return 0
         carried = kernel.credit(self.uncredited)
         if self.uncredited:

@@ -394,7 +394,7 @@ class KernelFastPath:
         gone = [
             installed
             for installed in self.installed.values()
-            if installed.ingress == ifindex or installed.egress == ifindex
+            if ifindex in (installed.ingress, installed.egress)
         ]
         for installed in gone:
             self.remove(installed.ingress, installed.key)
