@@ -478,10 +478,22 @@ class VethPort(PacketPort):
                 with open(conf, "w", encoding="ascii") as file:
                     file.write("1")
             ifindex = link_up(tap)
-            self._sock.bind((self.node_ifname, 0))  # protocol 0: it receives nothing more
+            # A socket made and bound with protocol 0 receives nothing (binding
+            # the old one to 0 would keep its ETH_P_ALL): it only sends.
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            try:
+                sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                sock.bind((self.node_ifname, 0))
+            except BaseException:
+                sock.close()
+                raise
         except BaseException:
             os.close(fd)
             raise
+        self._sock.close()
+        self._sock = sock
+        self.send = sock.send
+        self.sendv = sock.sendmsg
         self.fd = fd
         self.recv = partial(os.read, fd, MAX_FRAME)
         self.punt_ifname = tap
@@ -509,6 +521,7 @@ class VethPort(PacketPort):
             return
         if self.punt_ifname is not None:
             os.close(self.fd)  # the TAP goes with its last descriptor
+            self.punt_ifname = None
         super().close()
         # The host's namespace may be gone already, and the pair with it.
         try:
