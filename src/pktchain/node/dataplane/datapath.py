@@ -673,9 +673,8 @@ class Datapath:
             if owned:
                 src = bytes(src)
             src_entry = entries.get(src)  # type: ignore[arg-type]  # bytes: see `owned`
+            moved = None
             if src_entry is not None and src_entry.port is not port:
-                if self.kernel is not None:
-                    self.kernel_moved(src_entry)
                 if src_entry.seen == STATIC and port.kind is not _FUNCTION:
                     # The address of a native function's port, or of a host
                     # the cluster places on another node: a frame from a
@@ -685,7 +684,7 @@ class Datapath:
                     # the address is not learned, the entry stays.)
                     drops[_STATIC_SRC] += 1
                     continue
-                src_entry = None  # learned elsewhere: learned here anew
+                moved, src_entry = src_entry, None  # learned elsewhere: learned here anew
             if src_entry is None and (frame[ETH_SRC] & 1 or src == ZERO_MAC):
                 drops[_BAD_SRC] += 1
                 continue
@@ -709,6 +708,8 @@ class Datapath:
                 # copy) does not put that host behind it. Functions that own
                 # addresses (the router, its VRRP virtual MAC) are learned.
                 macs.learn(src, port, now)  # type: ignore[arg-type]  # bytes: see `owned`
+                if moved is not None and self.kernel is not None:
+                    self.kernel_moved(moved)  # the kernel cannot check a move per packet
 
             if not frame[ETH_DST] & 1:
                 dst = frame[ETH_DST:ETH_SRC]
