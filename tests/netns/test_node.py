@@ -196,7 +196,12 @@ def test_a_killed_node_leaves_no_tap_and_a_new_one_takes_over(
     # The kernel removed the TAP with the node's descriptor; a veth pair stays
     # with its host until the next node replaces it (test_veth_ports.py).
     assert has_link(lab.netns_of("h1"), "eth0") is (kind == "veth")
-    assert node.control.exists()  # stale socket left by the killed process
+    # NodeProcess removed the socket the killed node left; leave one as a node
+    # killed some other way would, which its successor must take over.
+    assert not node.control.exists()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+        stale.bind(str(node.control))
+    assert node.control.exists()
     successor = NodeProcess(
         node.name,
         topology=node.topology,
