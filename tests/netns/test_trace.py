@@ -21,7 +21,7 @@ from pktchain.node.control import request
 from pktchain.node.process import NodeProcess
 from support.fn_lab import H1_MAC, H2_MAC, NO_IPV6, chain, plug
 from support.nsh_fn import pktchain_env
-from support.trace import trace
+from support.trace import run_trace, trace
 
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 
@@ -200,71 +200,19 @@ def test_dry_run_shows_the_firewall_s_drop_and_its_reason(node_lab: NodeLab) -> 
     assert (last["function"], last["verdict"]) == ("fw1", "drop")
     assert not [hop for hop in result["hops"] if hop["stage"] == "egress"]
     # The text form says the same in words.
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pktchain",
-            "trace",
-            "--control",
-            str(node.control),
-            "--from",
-            "h1:eth0",
-            "dst=198.51.100.2",
-            "dport=23",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=pktchain_env(),
-        check=True,
-    )
+    done = run_trace(node, "--from", "h1:eth0", "dst=198.51.100.2", "dport=23")
+    assert done.returncode == 0, done.stderr
     assert "function fw1 (firewall) in on ingress: drop" in done.stdout
     assert f"result: dropped: {result['reason']}" in done.stdout
 
 
 def test_bad_fields_are_named(node_lab: NodeLab) -> None:
     _lab, node = natchain(node_lab, [])
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pktchain",
-            "trace",
-            "--control",
-            str(node.control),
-            "--from",
-            "h1:eth0",
-            "dst=198.51.100",
-            "dport=70000",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=pktchain_env(),
-        check=False,
-    )
+    done = run_trace(node, "--from", "h1:eth0", "dst=198.51.100", "dport=70000")
     assert done.returncode == 2
     assert "ip.dst" in done.stderr and "l4.sport" not in done.stderr
     assert "70000 is out of range" in done.stderr
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pktchain",
-            "trace",
-            "--control",
-            str(node.control),
-            "--from",
-            "nowhere",
-            "dst=198.51.100.2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=pktchain_env(),
-        check=False,
-    )
+    done = run_trace(node, "--from", "nowhere", "dst=198.51.100.2")
     assert done.returncode == 2 and "from: no port 'nowhere'" in done.stderr
 
 

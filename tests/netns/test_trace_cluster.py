@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,8 +25,7 @@ from pktchain.lab import Lab, wait_until
 from pktchain.linux.netns import entered
 from pktchain.node.control import request
 from pktchain.node.process import NodeProcess
-from support.nsh_fn import pktchain_env
-from support.trace import trace
+from support.trace import run_trace, trace
 
 CLIENT, SERVER = "10.0.0.1", "10.0.0.2"
 CLIENT_MAC, SERVER_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
@@ -273,13 +270,9 @@ def test_a_drop_on_the_next_node_is_the_trace_s_end(cluster: Cluster) -> None:
     assert result["reason"] == "fw2: drop-rule"
     assert not [hop for hop in by_node(result, n2) if hop["stage"] == "egress"]
     # The text form names the node of every stage.
-    text = subprocess.run(
-        [
-            sys.executable, "-m", "pktchain", "trace", "--control", str(n1.control),
-            "--from", "client:eth0", f"dst={SERVER}", "dport=23",
-        ],
-        capture_output=True, text=True, timeout=60, env=pktchain_env(), check=True,
-    ).stdout  # fmt: skip
+    done = run_trace(n1, "--from", "client:eth0", f"dst={SERVER}", "dport=23")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
     assert f"[{n2.name}] function fw2 (firewall) in on ingress: drop" in text
     assert f"[{n1.name}] egress" in text
     assert "result: dropped: fw2: drop-rule" in text
