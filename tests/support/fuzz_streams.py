@@ -627,14 +627,7 @@ class TunnelCampaign:
                 f"TCP: the server read {received:,} frames, "
                 f"the streams held {self.expected_frames:,}"
             )
-        delivered = (
-            tcp_counts.get("tun_tx_packets", 0)
-            + tcp_counts.get("relayed", 0)
-            + sum(
-                tcp_drops.get(r, 0)
-                for r in ("malformed", "loop", "ttl-expired", "tun-write-failed")
-            )
-        )
+        delivered = _handled(tcp_counts, tcp_drops)
         if delivered != received:
             problems.append(
                 f"TCP: {received:,} frames read, {delivered:,} written, relayed or dropped "
@@ -666,14 +659,7 @@ class TunnelCampaign:
                 f"({udp_counts}, {udp_drops}, {udp_dropped} dropped by the kernel)"
             )
         udp_in = udp_counts.get("wire_rx_packets", 0)
-        udp_out = (
-            udp_counts.get("tun_tx_packets", 0)
-            + udp_counts.get("relayed", 0)
-            + sum(
-                udp_drops.get(r, 0)
-                for r in ("malformed", "loop", "ttl-expired", "tun-write-failed")
-            )
-        )
+        udp_out = _handled(udp_counts, udp_drops)
         if udp_in != udp_out:
             problems.append(
                 f"UDP: {udp_in:,} packets read, {udp_out:,} written, relayed or dropped"
@@ -1609,3 +1595,16 @@ STREAM_CAMPAIGNS: dict[str, Callable[[MakeLab, Path, int], Any]] = {
     "pipe": pipe_campaign,
 }
 """The campaigns on datagram and stream ports, by port type."""
+
+
+FRAME_DROPS = ("malformed", "loop", "ttl-expired", "tun-write-failed")
+"""The tunnel's drop reasons of a frame it read (docs/tunnel.md)."""
+
+
+def _handled(counts: dict[str, int], drops: dict[str, int]) -> int:
+    """Frames the tunnel read that it wrote to the TUN, relayed or dropped."""
+    return (
+        counts.get("tun_tx_packets", 0)
+        + counts.get("relayed", 0)
+        + sum(drops.get(reason, 0) for reason in FRAME_DROPS)
+    )
