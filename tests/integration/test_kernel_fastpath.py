@@ -359,7 +359,8 @@ def test_the_kernel_counts_are_handed_to_the_entries_as_a_python_hit_would(
     assert kernel.hits() == []  # deltas: nothing new since
     run = run_program(kernel.program_fd, frames[0], skb_context(ingress_ifindex=item.ingress))
     uncredited: list[FusedEntry] = []
-    assert kernel.credit(uncredited) == 1
+    (credited,) = kernel.credit(uncredited)
+    assert (credited.entry, credited.ingress, credited.packets) == (entry, item.ingress, 1)
     assert uncredited == [entry] and entry.packets == 1 and entry.bytes == len(frames[0])
     entry.packets = entry.bytes = 0
 

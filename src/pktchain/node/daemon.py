@@ -1210,6 +1210,8 @@ class Node:
     # -- control -------------------------------------------------------------
     def handle_request(self, request: dict[str, Any]) -> dict[str, Any] | Deferred:
         op = request["op"]
+        if op != "ping":
+            self.datapath.kernel_credit()  # every count a reply reads includes the kernel's
         if op == "trace":
             return self.tracing.dry(request)
         if op == "trace-live":

@@ -210,12 +210,10 @@ def switch_metrics(datapath: Datapath) -> Iterator[Metric]:
     )
     yield CounterMetricFamily(
         "pktchain_fastpath_hits",
-        "Frames that came in and that the fast path carried (one lookup, one rewrite).",
+        "Frames that came in and that a fast path carried (Python's or the kernel's).",
         value=datapath.fast_hits,
     )
     kernel = datapath.kernel
-    if kernel is not None:
-        datapath.kernel_credit()  # what the kernel carried, up to now
     yield GaugeMetricFamily(
         "pktchain_fastpath_kernel_active",
         "1 when the kernel fast path carries established flows between veth ports.",
@@ -228,7 +226,7 @@ def switch_metrics(datapath: Datapath) -> Iterator[Metric]:
     )
     yield CounterMetricFamily(
         "pktchain_fastpath_kernel_hits",
-        "Frames the kernel fast path carried (never read by the node).",
+        "Frames the kernel fast path carried (never read by the node; in fastpath_hits too).",
         value=0 if kernel is None else kernel.hit_packets,
     )
     yield CounterMetricFamily(
@@ -455,6 +453,7 @@ class DataplaneCollector(Collector):
         """Every family, from the state as it is now (in the state's own thread)."""
         state = self.state
         datapath = state.datapath
+        datapath.kernel_credit()  # what the kernel carried, up to now, before any count is read
         if state.node:
             info = InfoMetricFamily("pktchain_node", "The node this process runs.")
             info.add_metric([], {"node": state.node})

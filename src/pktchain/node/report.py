@@ -168,12 +168,12 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
 
 def fast_path_line(fast: dict[str, Any]) -> str:
     """Which fast path carries veth ports, with both fast paths' entries and hits."""
-    line = f"fast path: {fast['entries']} entries, {fast['hits']} hits (Python)"
+    line = f"fast path: {fast['entries']} entries, {fast['hits']} hits"
     kernel = fast.get("kernel") or {}
     if kernel.get("active"):
         line += (
             f"; kernel on {kernel['ports']} veth ports: {kernel['entries']} entries, "
-            f"{kernel['hits']} hits"
+            f"{kernel['hits']} of the hits"
         )
     elif kernel.get("reason"):
         line += f"; kernel: off ({kernel['reason']})"

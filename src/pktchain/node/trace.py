@@ -181,7 +181,11 @@ class Tracing:
             deferred.done({"ok": False, "error": "a live trace is already armed on this node"})
             return deferred
         self.live_trace = trace
-        self.node.datapath.live = trace
+        datapath = self.node.datapath
+        datapath.live = trace
+        if datapath.kernel is not None:  # the kernel's packets never reach the trace
+            ports = datapath.ports if trace.port is None else [trace.port]
+            datapath.kernel.watch(getattr(port, "node_ifindex", 0) for port in ports)
         trace.timer = self.node.loop.call_later(trace.timeout, trace.finish)
         return deferred
 
@@ -524,7 +528,10 @@ class LiveTrace:
         tracing = self.tracing
         if tracing.live_trace is self:
             tracing.live_trace = None
-            tracing.node.datapath.live = None
+            datapath = tracing.node.datapath
+            datapath.live = None
+            if datapath.kernel is not None:
+                datapath.kernel.unwatch(datapath.kernel_tables())
         if self.timer is not None:
             self.timer.cancel()
         self.deferred.done(

@@ -55,7 +55,7 @@ from pktchain.node.dataplane.fastpath import (
     fuse,
     on_revoke_remove,
 )
-from pktchain.node.dataplane.kfastpath import FlowKey, KernelFastPath, KernelTable
+from pktchain.node.dataplane.kfastpath import FlowKey, KernelFastPath, KernelHit, KernelTable
 from pktchain.node.dataplane.limits import (
     DEFAULT_PORT_LIMITS,
     HOLD_SHARE,
@@ -229,9 +229,11 @@ class Datapath:
         self.now = 0.0
         self.max_fused = DEFAULT_MAX_FUSED
         self.fast_hits = 0
+        """Frames that came in and that a fast path carried: Python's, and the
+        kernel's once `kernel_credit` has counted them (``kernel.hit_packets`` of it)."""
         self.fast_misses = 0
-        """Frames that came in (on a port, from another node) that the fast path did
-        not carry; with `fast_hits`, every frame that came in."""
+        """Frames that came in (on a port, from another node) that no fast path
+        carried; with `fast_hits`, every frame that came in."""
         self.delivered = 0
         """Frames handed to native functions."""
         self.fused = 0
@@ -613,6 +615,7 @@ class Datapath:
                 continue
             fast = port.fast  # entries are installed while a batch runs
             info = None
+            fused = None
             if check or table is not None or fast is not None or guard is not None:
                 info = parse_frame(frame, VNET_HDR_LEN)
                 if info.error is not None:
@@ -654,6 +657,8 @@ class Datapath:
 
             if uncredited:
                 self.credit()  # the slow path may read what the fast path counted
+            if fused is not None:
+                self.kernel_credit_related(fused)  # and what the kernel counted
 
             if guard is not None and info is not None:
                 refused = guard.check(frame, info)
@@ -794,9 +799,35 @@ class Datapath:
         kernel = self.kernel
         if kernel is None or (not kernel.installed and not kernel.pending):
             return 0
-        carried = kernel.credit(self.uncredited)
+        return self._kernel_credited(kernel.credit(self.uncredited))
+
+    def kernel_credit_related(self, fused: FusedEntry) -> None:
+        """A packet of a flow the kernel may carry takes the slow path (a FIN, an
+        RST, a fragment): what the kernel carried under the leases of its entry
+        is credited first, as `credit` is before any slow-path packet, since that
+        packet may end them."""
+        kernel = self.kernel
+        if kernel is not None and fused.leases and kernel.by_lease:
+            self._kernel_credited(kernel.credit_related(fused, self.uncredited))
+
+    def _kernel_credited(self, hits: list[KernelHit]) -> int:
         if self.uncredited:
             self.credit()
+        # The ports count what the kernel carried as they count a Python
+        # fast-path hit: received and forwarded on the way in, sent on the way out.
+        ingress = {getattr(port, "node_ifindex", 0): port for port in self.ports}
+        carried = 0
+        for hit in hits:
+            carried += hit.packets
+            port = ingress.get(hit.ingress)
+            if port is not None:
+                port.rx_packets += hit.packets
+                port.rx_bytes += hit.bytes
+                port.forwarded += hit.packets
+            out = hit.entry.out
+            out.tx_packets += hit.packets
+            out.tx_bytes += hit.bytes
+        self.fast_hits += carried  # `fast_hits` is both fast paths' (see its docstring)
         return carried
 
     def kernel_moved(self, moved: MacEntry[SwitchPort]) -> None:

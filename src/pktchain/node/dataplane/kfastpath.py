@@ -114,6 +114,7 @@ class KernelRefusal(StrEnum):
     NSH_EGRESS = "nsh-egress"  # its packets leave in NSH (another node, an NSH-aware function)
     NO_VETH_EGRESS = "no-veth-egress"  # its egress is no veth in the node's namespace
     NO_VETH_INGRESS = "no-veth-ingress"  # its ingress is no veth the program is attached to
+    WATCHED = "watched"  # its ingress is watched by a live trace, which sees packets in Python
 
 
 class KernelFastPathError(RuntimeError):
@@ -124,6 +125,8 @@ class KernelHit(NamedTuple):
     """Packets the kernel carried on one entry since the last read."""
 
     entry: FusedEntry
+    ingress: int
+    """The node end (ifindex) the packets came in by."""
     packets: int
     bytes: int
     seen: float
@@ -342,9 +345,14 @@ class KernelFastPath:
         self.hit_bytes = 0
         """What the kernel carried, as credited so far."""
         self.installed: dict[bytes, _Installed] = {}
+        self.by_lease: dict[int, set[bytes]] = {}
+        """The installed entries (map keys) that carry each lease, by the lease's id():
+        `credit_related` reads them when a packet of their flow takes the slow path."""
         self.pending: list[KernelHit] = []
         """What removed or replaced entries carried since the last read: hits() reports it."""
         self.refused: dict[str, int] = {}
+        self.watched: set[int] = set()
+        """Node ends whose packets all go to Python while a live trace watches them."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> KernelFastPath:
@@ -359,6 +367,7 @@ class KernelFastPath:
     def close(self) -> None:
         self.object.close()
         self.installed.clear()
+        self.by_lease.clear()
 
     def __enter__(self) -> KernelFastPath:
         return self
@@ -421,6 +430,8 @@ class KernelFastPath:
         """Put `entry` (for flow `key` on device `ingress`, leaving by `egress`) in the
         kernel; None when done, else the reason it stays in Python."""
         refusal = kernel_refusal(entry, ingress, egress)
+        if refusal is None and ingress in self.watched:
+            refusal = KernelRefusal.WATCHED
         if refusal is not None or ingress is None or egress is None:
             reason = refusal or KernelRefusal.NO_VETH_EGRESS
             self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -430,6 +441,8 @@ class KernelFastPath:
             self._retire(map_key, self.entries.lookup(map_key))
         self.entries.update(map_key, entry_value(entry, egress, key[2]))
         self.installed[map_key] = _Installed(entry, ingress, egress, key, time.monotonic_ns())
+        for lease in entry.leases:
+            self.by_lease.setdefault(id(lease), set()).add(map_key)
         return None
 
     def remove(self, ingress: int, key: FlowKey) -> bool:
@@ -445,10 +458,19 @@ class KernelFastPath:
     def _retire(self, map_key: bytes, value: bytes | None) -> None:
         """Forget an installed entry, keeping the counts of `value` (its last) for hits()."""
         installed = self.installed.pop(map_key)
+        self._unindex(map_key, installed.entry)
         if value is not None:
             hit = self._delta(installed, value)
             if hit is not None:
                 self.pending.append(hit)
+
+    def _unindex(self, map_key: bytes, entry: FusedEntry) -> None:
+        for lease in entry.leases:
+            keys = self.by_lease.get(id(lease))
+            if keys is not None:
+                keys.discard(map_key)
+                if not keys:
+                    del self.by_lease[id(lease)]
 
     @staticmethod
     def _delta(installed: _Installed, value: bytes) -> KernelHit | None:
@@ -456,7 +478,11 @@ class KernelFastPath:
         if packets == installed.packets:
             return None
         hit = KernelHit(
-            installed.entry, packets - installed.packets, octets - installed.bytes, seen_ns / 1e9
+            installed.entry,
+            installed.ingress,
+            packets - installed.packets,
+            octets - installed.bytes,
+            seen_ns / 1e9,
         )
         installed.packets, installed.bytes, installed.seen_ns = packets, octets, seen_ns
         return hit
@@ -471,19 +497,41 @@ class KernelFastPath:
             value = values.get(map_key)
             if value is None:  # gone from the map behind our back
                 del self.installed[map_key]
+                self._unindex(map_key, installed.entry)
                 continue
             hit = self._delta(installed, value)
             if hit is not None:
                 found.append(hit)
         return found
 
-    def credit(self, uncredited: list[FusedEntry]) -> int:
+    def credit(self, uncredited: list[FusedEntry]) -> list[KernelHit]:
         """Count the kernel's packets on their entries as a Python fast-path hit
         does (`Datapath._forward`): each entry with new packets joins
         `uncredited` (the datapath's list, handed on by ``Datapath.credit``).
-        Returns how many packets the kernel carried."""
+        Returns the hits, for the ports' own counts."""
+        return self._credit(self.hits(), uncredited)
+
+    def credit_related(self, entry: FusedEntry, uncredited: list[FusedEntry]) -> list[KernelHit]:
+        """As :meth:`credit`, for the installed entries that share a lease with
+        `entry` only (one map lookup each): called when a packet of `entry`'s
+        flow takes the slow path (a FIN, an RST), which may end the lease, so
+        that the function ending it has counted what the kernel carried."""
+        keys: set[bytes] = set()
+        for lease in entry.leases:
+            keys.update(self.by_lease.get(id(lease), ()))
+        found = []
+        for map_key in keys:
+            installed = self.installed[map_key]
+            value = self.entries.lookup(map_key)
+            if value is not None:
+                hit = self._delta(installed, value)
+                if hit is not None:
+                    found.append(hit)
+        return self._credit(found, uncredited)
+
+    def _credit(self, found: list[KernelHit], uncredited: list[FusedEntry]) -> list[KernelHit]:
         total = 0
-        for hit in self.hits():
+        for hit in found:
             entry = hit.entry
             if not entry.packets:
                 uncredited.append(entry)
@@ -493,7 +541,7 @@ class KernelFastPath:
             total += hit.packets
             self.hit_bytes += hit.bytes
         self.hit_packets += total
-        return total
+        return found
 
     def sweep(self, now: float, idle: float) -> list[tuple[int, FlowKey, FusedEntry]]:
         """Remove entries the kernel has not used for `idle` seconds (by
@@ -511,6 +559,27 @@ class KernelFastPath:
                 self.entries.delete(map_key)
                 gone.append((installed.ingress, installed.key, installed.entry))
         return gone
+
+    def watch(self, ingresses: Iterable[int]) -> int:
+        """Leave every packet arriving on `ingresses` to Python (a live trace sees
+        only what Python reads): their entries leave the kernel, and none is
+        installed for them until :meth:`unwatch`. Returns how many entries went."""
+        self.watched.update(ingresses)
+        gone = [i for i in self.installed.values() if i.ingress in self.watched]
+        for installed in gone:
+            self.remove(installed.ingress, installed.key)
+        return len(gone)
+
+    def unwatch(self, tables: dict[int, dict[FlowKey, FusedEntry] | None]) -> int:
+        """End :meth:`watch`: the watched ports' Python entries (`tables`, by node
+        end) go back to the kernel. Returns how many were installed."""
+        watched, self.watched = self.watched, set()
+        count = 0
+        for ingress in watched:
+            table = tables.get(ingress)
+            for key, entry in list((table or {}).items()):
+                count += self.offer(ingress, key, entry) is None
+        return count
 
     def holds(self, ingress: int, key: FlowKey, entry: FusedEntry) -> bool:
         """Whether `entry` is the one installed for flow `key` on `ingress`."""
@@ -542,6 +611,7 @@ class KernelFastPath:
         for map_key in list(self.installed):
             count += self.entries.delete(map_key)
         self.installed.clear()
+        self.by_lease.clear()
         return count
 
     def trace_egress(self, enabled: bool) -> None:
