@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-integration test-netns stress lint format docs bench clean
+.PHONY: setup demo test test-tap test-unit test-integration test-netns stress lint format docs bench clean
 
 setup: $(STAMP) build/nsh-flowcount build/fastpath.bpf.o
 
@@ -30,8 +30,14 @@ $(STAMP): pyproject.toml scripts/install-deps
 demo: setup
 	$(BIN)/pktchain demo sfc
 
+# The suite with the default host NICs (veth pairs where the kernel fast path
+# can run), then the tests of hosts' traffic through the node again with TAPs.
 test: setup
 	$(BIN)/pytest -q tests
+	PKTCHAIN_HOST_NIC=tap $(BIN)/pytest -q -m datapath tests/netns
+
+test-tap: setup
+	PKTCHAIN_HOST_NIC=tap $(BIN)/pytest -q -m datapath tests/netns
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit

@@ -16,6 +16,9 @@ import pytest
 from support import paths
 from support.fn_lab import H2, NodeLab, curl, function_status, start_from_file
 
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
+
 EXAMPLES = paths.EXAMPLES / "functions"
 
 

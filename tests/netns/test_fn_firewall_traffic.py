@@ -47,6 +47,9 @@ socketserver.ThreadingTCPServer(("10.0.0.2", 7000), Echo).serve_forever()
 
 ECHO_CLIENT = """
 import socket, sys, time
+
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
 s = socket.create_connection(("10.0.0.2", 7000), timeout=5)
 deadline = time.monotonic() + 30
 n = 0

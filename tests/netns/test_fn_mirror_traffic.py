@@ -18,11 +18,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.l2 import ARP, Ether
 
 from pktchain.lab import wait_until
 from support.fn_lab import H1, H2, H3_MAC, NodeLab, capture, curl, function_status, ping, start
+
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
 
 
 def mirror(**config: Any) -> list[dict[str, Any]]:

@@ -91,6 +91,9 @@ NAT: dict[str, Any] = {
 
 UDP_REFUSED = """
 import socket
+
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(5)
 s.connect(("198.51.100.2", 9))

@@ -31,6 +31,9 @@ print(round(time.monotonic() - start, 3))
 
 RECEIVER = f"""
 import socket
+
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("{H2}", 9000))
 s.settimeout(5)

@@ -22,6 +22,9 @@ from pktchain.node.process import NodeProcess
 from support.sfc_lab import fetch
 from support.topologies import node_hosts
 
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
+
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 TOKEN = "metrics-test-token"

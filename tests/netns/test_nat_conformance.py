@@ -62,6 +62,9 @@ from support.nat_lab import (
     udp_to,
 )
 
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
+
 MakeLab = Callable[..., RouterLab]
 
 

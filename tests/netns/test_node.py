@@ -25,6 +25,9 @@ from pktchain.lab import Lab, wait_until
 from pktchain.node.process import NodeProcess, NodeProcessError
 from support.topologies import node_hosts
 
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
+
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 
 

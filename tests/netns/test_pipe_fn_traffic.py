@@ -31,6 +31,9 @@ from pktchain.functions.sdk import Packet
 from pktchain.lab import CommandResult, Lab, LabHost, wait_until
 from support import paths
 
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
+
 LabFactory = Callable[..., Lab]
 
 EXAMPLES = paths.EXAMPLES / "pipes"

@@ -36,7 +36,11 @@ from pktchain.node.process import NodeProcess
 from support.nat_lab import OUTSIDE, ROUTER, ROUTER_IN
 from support.openstack_cli import OPENSTACK, Openstack
 
-pytestmark = pytest.mark.skipif(not OPENSTACK.exists(), reason="the openstack CLI is not installed")
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = [
+    pytest.mark.datapath,
+    pytest.mark.skipif(not OPENSTACK.exists(), reason="the openstack CLI is not installed"),
+]
 
 INSIDE, INSIDE_MAC = "10.0.0.10", "02:00:00:00:01:0a"
 INSIDE2, INSIDE2_MAC = "10.0.0.11", "02:00:00:00:01:0b"

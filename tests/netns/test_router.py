@@ -22,6 +22,9 @@ from pktchain.node.process import NodeProcess
 from support.fn_lab import chain
 from support.nat_lab import INSIDE, OUTSIDE, ROUTER, ROUTER_OUT, TOPOLOGY, curl, serve
 
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
+
 
 def test_inside_host_reaches_the_outside_through_nat(routed: tuple[Lab, NodeProcess]) -> None:
     lab, node = routed

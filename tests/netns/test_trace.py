@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pktchain.demo.sfc import DEST_IP, SOURCE_IP, build_demo_chain, sfc_topology, start_web_server
 from pktchain.lab import Lab, wait_until
 from pktchain.node.client import ChainingClient
@@ -22,6 +24,9 @@ from pktchain.node.process import NodeProcess
 from support.fn_lab import H1_MAC, H2_MAC, NO_IPV6, chain, plug
 from support.nsh_fn import pktchain_env
 from support.trace import run_trace, trace
+
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
 
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pktchain.lab import Lab
 from pktchain.node.process import NodeProcess
 from support.nat_lab import (
@@ -26,6 +28,9 @@ from support.nat_lab import (
     tcp_connect,
 )
 from support.trace import stages, trace
+
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
 
 ROUTER_IN_MAC = ROUTER["interfaces"]["inside"]["mac"]
 ROUTER_OUT_MAC = ROUTER["interfaces"]["outside"]["mac"]

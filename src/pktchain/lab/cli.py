@@ -113,7 +113,7 @@ def _print_lab(lab: Lab) -> None:
                 attached = f"bridge {iface.bridge}"
             else:
                 nic = iface.nic or topology.host_nic
-                # Unsaid: the node's --host-nic (default $PKTCHAIN_HOST_NIC, else tap).
+                # Unsaid: the node's --host-nic (see `pktchain node --help`).
                 made = f"a {nic.value}" if nic is not None else "a tap or veth: --host-nic"
                 owner = f"node {host.node}" if host.node is not None else "node"
                 attached = f"{owner} (made by it: {made})"

@@ -60,10 +60,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--host-nic",
         choices=("tap", "veth"),
-        default=os.environ.get("PKTCHAIN_HOST_NIC") or "tap",
+        default=None,
         help="what the node makes as the topology's host NICs where the topology does "
         "not say (its `host_nic`, an interface's `nic`): a TAP or a veth pair "
-        "(default $PKTCHAIN_HOST_NIC, else tap)",
+        "(default $PKTCHAIN_HOST_NIC; else veth where the kernel fast path can run, "
+        "and tap where it cannot or with --no-kernel-fastpath)",
     )
     parser.add_argument(
         "--af-packet",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,22 @@ if TYPE_CHECKING:
     from pktchain.lab.topology import HostNic, IPInterface, NodeSpec, Topology
 
 
+def default_host_nic(*, kernel_fastpath: bool = True) -> HostNic:
+    """What the node makes as a host's NIC where neither the topology nor
+    ``--host-nic`` says: ``$PKTCHAIN_HOST_NIC`` if set; else a veth pair where
+    the kernel fast path can carry it (it needs one: see docs/kernel-fastpath.md);
+    else, and with ``--no-kernel-fastpath``, a TAP."""
+    from pktchain.lab.topology import HOST_NIC_ENV, HostNic, host_nic_from
+    from pktchain.node.dataplane.kfastpath import unavailable
+
+    named = os.environ.get(HOST_NIC_ENV)
+    if named:
+        return host_nic_from(named, f"${HOST_NIC_ENV}")
+    if kernel_fastpath and unavailable() is None:
+        return HostNic.VETH
+    return HostNic.TAP
+
+
 def build_config(
     *,
     name: str,
@@ -34,7 +51,7 @@ def build_config(
     node: str | None = None,
     taps: list[str] | tuple[str, ...] = (),
     veths: list[str] | tuple[str, ...] = (),
-    host_nic: str = "tap",
+    host_nic: str | None = None,
     af_packets: list[str] | tuple[str, ...] = (),
     mac_aging: float | None = None,
     max_flows: int | None = None,
@@ -85,7 +102,10 @@ def build_config(
         raise ValueError("--node needs --topology FILE, a topology with `nodes:`")
     from pktchain.lab.topology import host_nic_from
 
-    nic = host_nic_from(host_nic, "--host-nic (default $PKTCHAIN_HOST_NIC)")
+    if host_nic is None:
+        nic = default_host_nic(kernel_fastpath=kernel_fastpath)
+    else:
+        nic = host_nic_from(host_nic, "--host-nic")
     ports = ports_from_topology(topology, lab_name, node, nic) if topology is not None else []
     for kind, option, values in ((PortKind.TAP, "--tap", taps), (PortKind.VETH, "--veth", veths)):
         for value in values:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from pktchain.lab.topology import HostNic
 from pktchain.node.cli import register
-from pktchain.node.config import build_config
+from pktchain.node.config import build_config, default_host_nic
 from pktchain.node.dataplane.ports import PortKind
 
 TOPOLOGY = textwrap.dedent(
@@ -60,24 +61,28 @@ def test_a_bad_veth_option_is_named(value: str, message: str) -> None:
 def test_the_topology_and_the_node_choose_the_host_nic(tmp_path: Path) -> None:
     path = tmp_path / "topology.yaml"
     path.write_text(TOPOLOGY)
-    tap = build_config(name="n", topology=path)
+    tap = build_config(name="n", topology=path, host_nic="tap")
     assert [p.kind for p in tap.ports] == [PortKind.TAP, PortKind.TAP]
     veth = build_config(name="n", topology=path, host_nic="veth")
     assert [p.kind for p in veth.ports] == [PortKind.TAP, PortKind.VETH]  # a says tap
     path.write_text("host_nic: veth\n" + TOPOLOGY)
-    assert [p.kind for p in build_config(name="n", topology=path).ports] == [
+    assert [p.kind for p in build_config(name="n", topology=path, host_nic="tap").ports] == [
         PortKind.TAP,
         PortKind.VETH,
     ]
 
 
 def test_a_bad_host_nic_is_named() -> None:
-    with pytest.raises(ValueError, match=r"--host-nic .*'virtio' is not a host NIC kind"):
+    with pytest.raises(ValueError, match=r"--host-nic: 'virtio' is not a host NIC kind"):
         build_config(name="n", taps=["ns:eth0"], host_nic="virtio")
 
 
-def test_host_nic_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_nic_defaults_to_the_environment_then_to_what_the_kernel_can_carry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import argparse
+
+    from pktchain.node.dataplane import kfastpath
 
     def parsed(*argv: str) -> argparse.Namespace:
         parser = argparse.ArgumentParser()
@@ -85,7 +90,31 @@ def test_host_nic_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -
         return parser.parse_args(["node", *argv])
 
     monkeypatch.delenv("PKTCHAIN_HOST_NIC", raising=False)
-    assert parsed().host_nic == "tap"
-    monkeypatch.setenv("PKTCHAIN_HOST_NIC", "veth")
-    assert parsed().host_nic == "veth"
+    assert parsed().host_nic is None  # decided when the config is built
     assert parsed("--host-nic", "tap").host_nic == "tap"
+    monkeypatch.setattr(kfastpath, "unavailable", lambda: None)
+    assert default_host_nic() is HostNic.VETH
+    assert default_host_nic(kernel_fastpath=False) is HostNic.TAP  # --no-kernel-fastpath
+    monkeypatch.setattr(kfastpath, "unavailable", lambda: "no bpf(2) here")
+    assert default_host_nic() is HostNic.TAP
+    monkeypatch.setenv("PKTCHAIN_HOST_NIC", "veth")
+    assert default_host_nic() is HostNic.VETH
+    assert default_host_nic(kernel_fastpath=False) is HostNic.VETH  # said, so made
+    monkeypatch.setenv("PKTCHAIN_HOST_NIC", "virtio")
+    with pytest.raises(ValueError, match=r"\$PKTCHAIN_HOST_NIC: 'virtio' is not a host NIC kind"):
+        default_host_nic()
+
+
+def test_a_topology_that_does_not_say_gets_the_default_host_nic(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pktchain.node.dataplane import kfastpath
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(TOPOLOGY)
+    monkeypatch.delenv("PKTCHAIN_HOST_NIC", raising=False)
+    monkeypatch.setattr(kfastpath, "unavailable", lambda: None)
+    kinds = [p.kind for p in build_config(name="n", topology=path).ports]
+    assert kinds == [PortKind.TAP, PortKind.VETH]  # a says tap; b does not
+    off = build_config(name="n", topology=path, kernel_fastpath=False)
+    assert [p.kind for p in off.ports] == [PortKind.TAP, PortKind.TAP]

@@ -273,6 +273,22 @@ def build_object(output: Path, source: Path = SOURCE) -> Path:
     return output
 
 
+def unavailable() -> str | None:
+    """Why the kernel fast path cannot run here (no bpf(2) or no privilege for it,
+    no object and nothing to build it with), or None. Whether tc takes the program
+    is known only when a port is attached: the node says so then."""
+    from pktchain.linux.bpf import bpf_available
+
+    reason = bpf_available()
+    if reason is not None:
+        return reason
+    try:
+        locate_object()
+    except KernelFastPathError as exc:
+        return str(exc)
+    return None
+
+
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "pktchain"
