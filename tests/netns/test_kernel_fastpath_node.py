@@ -11,6 +11,9 @@ interface counters are the oracle of what was sent.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -76,20 +79,25 @@ def test_established_flows_ride_the_kernel_and_leave_it_when_revoked(
     # The flow's entries (both directions of the TCP flow, the ping's) are in the map.
     assert carried["entries"] >= 2, json.dumps(status["fast_path"])
     ports = {p["name"]: p for p in status["ports"]}
-    read = ports["h1:eth0"]["rx_packets"] + ports["h2:eth0"]["rx_packets"]
+    # A port counts what it received either way: read by the node, or carried.
+    received = ports["h1:eth0"]["rx_packets"] + ports["h2:eth0"]["rx_packets"]
+    read = received - carried["hits"]
     # Most packets never reached the node: the kernel carried them.
     assert carried["hits"] > 5 * read, (carried, read)
+    assert status["fast_path"]["hits"] >= carried["hits"]  # both fast paths'
     # Every frame the hosts sent was read by the node once or carried by the
     # kernel, never both (the packet socket would have seen the carried ones).
     wait_until(
         lambda: (
             sent(lab, "h1") + sent(lab, "h2")
             == sum(p["rx_packets"] for p in node.status()["ports"] if p["kind"] == "veth")
-            + kernel(node)["hits"]
         ),
         timeout=5,
         what="the hosts' frames, each counted once",
     )
+    # ... and sent on by the other port (what the kernel carried included).
+    ports = {p["name"]: p for p in node.status()["ports"]}
+    assert ports["h2:eth0"]["tx_packets"] >= ports["h1:eth0"]["forwarded"] - 10, ports
     with urllib.request.urlopen(node.api_url() + "/metrics", timeout=10) as answer:
         metrics = answer.read().decode()
     assert "pktchain_fastpath_kernel_active 1.0" in metrics
@@ -121,3 +129,42 @@ def test_without_the_kernel_fast_path_python_carries_the_flow(
     assert status["fast_path"]["kernel"]["hits"] == 0
     reply = request(node.control, "status")
     assert reply["fast_path"]["kernel"]["entries"] == 0
+
+
+def test_frames_the_punt_queue_had_no_room_for_are_counted_as_kernel_drops(
+    node_lab: NodeLab, tmp_path: Path
+) -> None:
+    lab, node = start(node_lab, tmp_path)
+    assert kernel(node)["active"]
+    ping(lab, 2)
+    before = {p["name"]: p for p in node.status()["ports"]}["h1:eth0"]
+    sent_before = sent(lab, "h1")
+    # The node stops reading; new flows (each datagram its own port pair, so no
+    # entry carries them) go to the port's punt TAP, whose queue overflows.
+    flood = (
+        "import socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "for n in range(3000):\n"
+        f"    s.sendto(b'x' * 32, ('{H2}', 20000 + n % 20000))\n"
+    )
+    os.kill(node.pid, signal.SIGSTOP)
+    try:
+        lab.host("h1").run([sys.executable, "-c", flood], check=True, timeout=30)
+    finally:
+        os.kill(node.pid, signal.SIGCONT)
+    flooded = sent(lab, "h1") - sent_before
+    assert flooded >= 3000
+
+    def accounted() -> bool:
+        after = {p["name"]: p for p in node.status()["ports"]}["h1:eth0"]
+        return (
+            after["rx_packets"]
+            - before["rx_packets"]
+            + (after["rx_kernel_drops"] - before["rx_kernel_drops"])
+            == sent(lab, "h1") - sent_before
+        )
+
+    wait_until(accounted, timeout=10, what="every frame h1 sent read or counted as dropped")
+    after = {p["name"]: p for p in node.status()["ports"]}["h1:eth0"]
+    assert after["rx_kernel_drops"] - before["rx_kernel_drops"] > 0, after
+    ping(lab, 2)  # the port still works

@@ -249,3 +249,20 @@ def link_up(ifname: str) -> int:
     finally:
         ipr.close()
     return index
+
+
+def tx_dropped(ifindex: int) -> int | None:
+    """The transmit drops counted by interface `ifindex` of the calling thread's
+    namespace since it was made (for a TAP: frames its descriptor's queue had
+    no room for), or None when it is gone."""
+    from pyroute2 import IPRoute, NetlinkError
+
+    ipr: Any = IPRoute()
+    try:
+        (link,) = ipr.get_links(ifindex)
+    except (NetlinkError, ValueError):
+        return None
+    finally:
+        ipr.close()
+    stats = link.get_attr("IFLA_STATS64")
+    return None if stats is None else int(stats["tx_dropped"])

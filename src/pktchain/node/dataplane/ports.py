@@ -60,6 +60,7 @@ from pktchain.linux.veth import (
     link_up,
     node_end_name,
     remove_veth,
+    tx_dropped,
 )
 from pktchain.packet.address import Buffer
 from pktchain.packet.headers import ETHERNET, VIRTIO_NET_HDR
@@ -427,7 +428,7 @@ class VethPort(PacketPort):
     Closing the port deletes the pair.
     """
 
-    __slots__ = ("node_ifindex", "node_ifname", "punt_ifindex", "punt_ifname")
+    __slots__ = ("node_ifindex", "node_ifname", "punt_drops", "punt_ifindex", "punt_ifname")
 
     def __init__(self, *, name: str, ifname: str, netns: str, host: str | None) -> None:
         node_ifname = node_end_name(netns, ifname)
@@ -451,6 +452,8 @@ class VethPort(PacketPort):
         self.punt_ifname: str | None = None
         """The TAP the kernel fast path hands this port's other frames to (`punt`)."""
         self.punt_ifindex = 0
+        self.punt_drops = 0
+        """What the punt TAP's queue dropped, as last read (`read_kernel_drops`)."""
         self.netns = netns
         self.ifname = ifname
         self.refresh_mac()
@@ -508,6 +511,15 @@ class VethPort(PacketPort):
     def refresh_mac(self) -> None:
         """Read the host's MAC address again (after its interface was set up)."""
         self.mac = interface_mac(self.netns, self.ifname)
+
+    def read_kernel_drops(self) -> int:
+        """As an AF_PACKET port's, and on a punted port the frames that the
+        kernel fast path handed the TAP and its queue had no room for."""
+        drops = super().read_kernel_drops()
+        if self.punt_ifname is not None:
+            # The TAP was made for this port: its count is all this port's.
+            self.punt_drops = tx_dropped(self.punt_ifindex) or self.punt_drops
+        return drops + self.punt_drops
 
     def counters(self) -> dict[str, object]:
         counters = super().counters()
