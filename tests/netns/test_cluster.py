@@ -39,6 +39,7 @@ from support.fn_lab import capture
 # Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
 pytestmark = pytest.mark.datapath
 
+
 FLOWS = Path(__file__).with_name("cluster_flows.py")
 SOURCE_PORTS = itertools.count(20000, 100)
 SF2_OUT, SF3_OUT = "02:00:00:00:02:02", "02:00:00:00:03:02"

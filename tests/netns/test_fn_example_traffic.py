@@ -19,6 +19,7 @@ from support.fn_lab import H2, NodeLab, curl, function_status, start_from_file
 # Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
 pytestmark = pytest.mark.datapath
 
+
 EXAMPLES = paths.EXAMPLES / "functions"
 
 

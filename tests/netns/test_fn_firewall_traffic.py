@@ -13,11 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from scapy.layers.inet import ICMP, IP
 
 from pktchain.lab import wait_until
 from pktchain.node.process import NodeProcess
 from support.fn_lab import H1, H2, NodeLab, capture, curl, function_status, ping, rest, start
+
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
 
 STATEFUL = [
     {"action": "accept", "state": ["established", "related"]},
@@ -47,9 +51,6 @@ socketserver.ThreadingTCPServer(("10.0.0.2", 7000), Echo).serve_forever()
 
 ECHO_CLIENT = """
 import socket, sys, time
-
-# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
-pytestmark = pytest.mark.datapath
 s = socket.create_connection(("10.0.0.2", 7000), timeout=5)
 deadline = time.monotonic() + 30
 n = 0

@@ -20,6 +20,7 @@ from support.fn_lab import H1, H2, NodeLab, curl, function_status, start
 # Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
 pytestmark = pytest.mark.datapath
 
+
 # IPv4 without options; TCP from its bare 20 bytes to 60 with options. Every
 # frame's octets are its payload plus one IP and one TCP header (a GSO frame
 # counts once, with its whole payload).

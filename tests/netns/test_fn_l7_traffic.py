@@ -17,6 +17,7 @@ from support.fn_lab import H2, NodeLab, curl, function_status, start
 # Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
 pytestmark = pytest.mark.datapath
 
+
 L7 = {"name": "l7", "kind": "l7-classifier", "network": "default"}
 
 

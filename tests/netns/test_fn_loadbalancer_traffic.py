@@ -29,6 +29,7 @@ from support.nat_lab import NO_LOOKUP_SERVER
 # Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
 pytestmark = pytest.mark.datapath
 
+
 VIP = "10.0.0.100"
 CLIENT = "10.0.0.1"
 BACKENDS = {"b1": "10.1.0.11", "b2": "10.1.0.12", "b3": "10.1.0.13"}

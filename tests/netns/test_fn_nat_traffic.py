@@ -39,6 +39,9 @@ from support.fn_lab import (
     plug,
 )
 
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
+
 H1, H2, EXTERNAL = "10.0.0.1", "198.51.100.2", "198.51.100.1"
 
 TOPOLOGY: dict[str, Any] = {
@@ -91,9 +94,6 @@ NAT: dict[str, Any] = {
 
 UDP_REFUSED = """
 import socket
-
-# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
-pytestmark = pytest.mark.datapath
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(5)
 s.connect(("198.51.100.2", 9))

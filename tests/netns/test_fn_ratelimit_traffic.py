@@ -11,7 +11,12 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
 from support.fn_lab import H2, NodeLab, function_status, start
+
+# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
+pytestmark = pytest.mark.datapath
 
 FLOOD = 2000
 """Datagrams h1 sends, about 1000 a second."""
@@ -31,9 +36,6 @@ print(round(time.monotonic() - start, 3))
 
 RECEIVER = f"""
 import socket
-
-# Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
-pytestmark = pytest.mark.datapath
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("{H2}", 9000))
 s.settimeout(5)

@@ -25,6 +25,7 @@ from support.topologies import node_hosts
 # Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
 pytestmark = pytest.mark.datapath
 
+
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 TOKEN = "metrics-test-token"

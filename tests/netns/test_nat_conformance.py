@@ -65,6 +65,7 @@ from support.nat_lab import (
 # Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
 pytestmark = pytest.mark.datapath
 
+
 MakeLab = Callable[..., RouterLab]
 
 

@@ -45,6 +45,7 @@ from support.nsh_fn import (
 # Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
 pytestmark = pytest.mark.datapath
 
+
 LabFactory = Callable[..., Lab]
 
 PEER0, PEER1 = "02:00:00:00:0e:00", "02:00:00:00:0e:01"

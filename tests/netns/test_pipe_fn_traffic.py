@@ -34,6 +34,7 @@ from support import paths
 # Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
 pytestmark = pytest.mark.datapath
 
+
 LabFactory = Callable[..., Lab]
 
 EXAMPLES = paths.EXAMPLES / "pipes"

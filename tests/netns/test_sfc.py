@@ -36,6 +36,7 @@ from support.sfc_lab import fetch
 # Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
 pytestmark = pytest.mark.datapath
 
+
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 Sfc = tuple[Lab, NodeProcess, ChainingClient]
 

@@ -28,6 +28,7 @@ from support.trace import run_trace, trace
 # Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
 pytestmark = pytest.mark.datapath
 
+
 NodeLab = Callable[..., tuple[Lab, NodeProcess]]
 
 

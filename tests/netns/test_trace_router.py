@@ -32,6 +32,7 @@ from support.trace import stages, trace
 # Hosts' traffic through the node: `make test` runs it with veth and with TAP host NICs.
 pytestmark = pytest.mark.datapath
 
+
 ROUTER_IN_MAC = ROUTER["interfaces"]["inside"]["mac"]
 ROUTER_OUT_MAC = ROUTER["interfaces"]["outside"]["mac"]
 INSIDE_MAC = NAT_TOPOLOGY["hosts"]["inside"]["interfaces"]["eth0"]["mac"]
