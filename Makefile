@@ -76,6 +76,7 @@ bench: setup
 	$(BIN)/python bench/hasync_lag.py
 	$(BIN)/python bench/storm.py --nice 19 --cpu-only
 	$(BIN)/python bench/kernel_fastpath.py
+	$(BIN)/python bench/contenders.py
 
 clean:
 	-$(BIN)/pktchain lab down --all 2>/dev/null

@@ -60,13 +60,14 @@ FLOOD_PORT = 9
 IPERF_PORT = 5201
 ADDRESSES = {"k1": "10.72.1.1", "k2": "10.72.2.2", "p1": "10.72.3.1", "p2": "10.72.3.2"}
 VIP, LB_SOURCE = "10.72.3.100", "10.72.3.50"
+LB_FRONTEND_MAC = "02:00:00:72:03:64"
 SERVICE_FUNCTIONS = [
     {"name": "fw", "kind": "firewall", "config": {"default": "accept"}},
     {
         "name": "lb",
         "kind": "load-balancer",
         "config": {
-            "frontend_mac": "02:00:00:72:03:64",
+            "frontend_mac": LB_FRONTEND_MAC,
             "backend_mac": "02:00:00:72:03:32",
             "source_ip": LB_SOURCE,
             "health": {"interval": 0.5, "timeout": 0.4, "rise": 1, "init_state": "down"},
@@ -75,7 +76,13 @@ SERVICE_FUNCTIONS = [
                     "vip": VIP,
                     "port": IPERF_PORT,
                     "backends": [{"ip": "10.72.3.2", "port": IPERF_PORT}],
-                }
+                },
+                {
+                    "vip": VIP,
+                    "port": FLOOD_PORT,
+                    "proto": "udp",
+                    "backends": [{"ip": "10.72.3.2", "port": FLOOD_PORT, "check_port": IPERF_PORT}],
+                },
             ],
         },
     },
@@ -83,34 +90,43 @@ SERVICE_FUNCTIONS = [
 ]
 
 
-def topology(name: str) -> dict[str, Any]:
-    def eth(address: str, attach: str | None = None, mac: str | None = None) -> dict[str, Any]:
-        spec: dict[str, Any] = {"addresses": [address]}
-        if attach is not None:
-            spec["attach"] = attach
-        if mac is not None:
-            spec["mac"] = mac
-        return spec
+def eth(address: str, attach: str | None = None, mac: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"addresses": [address]}
+    if attach is not None:
+        spec["attach"] = attach
+    if mac is not None:
+        spec["mac"] = mac
+    return spec
 
+
+def kernel_hosts() -> dict[str, Any]:
+    """k1 -- kr -- k2: the kernel's IPv4 forwarding between two hosts."""
     return {
-        "lab": name,
-        "hosts": {
-            "k1": {
-                "interfaces": {"eth0": eth("10.72.1.1/24", "kr.eth0")},
-                "routes": [{"to": "default", "via": "10.72.1.254"}],
-            },
-            "kr": {
-                "sysctls": {"net.ipv4.ip_forward": 1},
-                "interfaces": {"eth0": eth("10.72.1.254/24"), "eth1": eth("10.72.2.254/24")},
-            },
-            "k2": {
-                "interfaces": {"eth0": eth("10.72.2.2/24", "kr.eth1")},
-                "routes": [{"to": "default", "via": "10.72.2.254"}],
-            },
-            "p1": {"interfaces": {"eth0": eth("10.72.3.1/24", "node", "02:00:00:72:03:01")}},
-            "p2": {"interfaces": {"eth0": eth("10.72.3.2/24", "node", "02:00:00:72:03:02")}},
+        "k1": {
+            "interfaces": {"eth0": eth("10.72.1.1/24", "kr.eth0")},
+            "routes": [{"to": "default", "via": "10.72.1.254"}],
+        },
+        "kr": {
+            "sysctls": {"net.ipv4.ip_forward": 1},
+            "interfaces": {"eth0": eth("10.72.1.254/24"), "eth1": eth("10.72.2.254/24")},
+        },
+        "k2": {
+            "interfaces": {"eth0": eth("10.72.2.2/24", "kr.eth1")},
+            "routes": [{"to": "default", "via": "10.72.2.254"}],
         },
     }
+
+
+def node_hosts() -> dict[str, Any]:
+    """p1 and p2, ports of the node."""
+    return {
+        "p1": {"interfaces": {"eth0": eth("10.72.3.1/24", "node", "02:00:00:72:03:01")}},
+        "p2": {"interfaces": {"eth0": eth("10.72.3.2/24", "node", "02:00:00:72:03:02")}},
+    }
+
+
+def topology(name: str) -> dict[str, Any]:
+    return {"lab": name, "hosts": {**kernel_hosts(), **node_hosts()}}
 
 
 def functions_file(kinds: list[str], configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -131,24 +147,26 @@ def clear_chains(api: ChainingClient) -> None:
 
 
 def use_service_chains(api: ChainingClient) -> None:
-    """p1 -> [fw] -> lb (VIP) ... lb -> [mon] -> p2, both symmetric."""
+    """p1 -> [fw] -> lb (VIP) ... lb -> [mon] -> p2, both symmetric, TCP to 5201 and UDP to 9."""
     clear_chains(api)
     pid = api.port_id
     for name, source, destination, vip, function in (
         ("to-vip", "p1:eth0", "lb:frontend", True, "fw"),
         ("to-backend", "lb:backend", "p2:eth0", False, "mon"),
     ):
+        classifiers = ((name, "tcp", IPERF_PORT), (f"{name}-udp", "udp", FLOOD_PORT))
         if not api.list("flow_classifiers", name=name):
-            api.create(
-                "flow_classifiers",
-                name=name,
-                protocol="tcp",
-                destination_port_range_min=IPERF_PORT,
-                destination_port_range_max=IPERF_PORT,
-                destination_ip_prefix=f"{VIP}/32" if vip else "10.72.3.2/32",
-                logical_source_port=pid(source),
-                logical_destination_port=pid(destination),
-            )
+            for classifier, proto, port in classifiers:
+                api.create(
+                    "flow_classifiers",
+                    name=classifier,
+                    protocol=proto,
+                    destination_port_range_min=port,
+                    destination_port_range_max=port,
+                    destination_ip_prefix=f"{VIP}/32" if vip else "10.72.3.2/32",
+                    logical_source_port=pid(source),
+                    logical_destination_port=pid(destination),
+                )
             api.create(
                 "port_pairs",
                 name=f"pp-{function}",
@@ -164,7 +182,9 @@ def use_service_chains(api: ChainingClient) -> None:
             "port_chains",
             name=name,
             port_pair_groups=[group["id"]],
-            flow_classifiers=[api.get("flow_classifiers", name)["id"]],
+            flow_classifiers=[
+                api.get("flow_classifiers", classifier)["id"] for classifier, _, _ in classifiers
+            ],
             chain_parameters={"symmetric": True},
         )
 
@@ -225,12 +245,19 @@ def udp_pps(lab: Lab, sender: str, receiver: str, *, dst_mac: str, seconds: floa
 
 @contextmanager
 def chain_node(
-    workdir: Path, kinds: list[str], configs: dict[str, dict[str, Any]]
+    workdir: Path,
+    kinds: list[str],
+    configs: dict[str, dict[str, Any]],
+    *,
+    hosts: dict[str, Any] | None = None,
+    node_args: tuple[str, ...] = (),
 ) -> Iterator[tuple[Lab, NodeProcess]]:
-    """The lab of `topology` and a node running the functions of `functions_file`."""
+    """A lab of `hosts` (default: `topology`'s) and a node running the functions of
+    `functions_file` (and `node_args`)."""
     name = f"bench-{secrets.token_hex(3)}"
+    spec = topology(name) if hosts is None else {"lab": name, "hosts": hosts}
     topo = workdir / "topology.yaml"
-    topo.write_text(yaml.safe_dump(topology(name), sort_keys=False))
+    topo.write_text(yaml.safe_dump(spec, sort_keys=False))
     functions = workdir / "functions.yaml"
     functions.write_text(yaml.safe_dump(functions_file(kinds, configs), sort_keys=False))
     with (
@@ -239,7 +266,7 @@ def chain_node(
             name,
             topology=topo,
             log_path=workdir / "node.log",
-            args=("--functions", str(functions)),
+            args=("--functions", str(functions), *node_args),
         ) as node,
     ):
         lab.host("p1").run(["ping", "-c", "2", "-W", "2", ADDRESSES["p2"]], check=True)
