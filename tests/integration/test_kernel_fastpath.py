@@ -435,3 +435,58 @@ def test_a_missing_or_foreign_object_is_reported_clearly(
         out.write(b"not an ELF object")
     with pytest.raises(KernelFastPathError, match="cannot open BPF object"):
         KernelFastPath.load(garbage)  # type: ignore[arg-type]
+
+
+def test_a_switched_flow_between_kernel_ports_gets_an_identity_entry(
+    kernel: KernelFastPath,
+) -> None:
+    from pktchain.linux.tuntap import VNET_HDR_LEN
+    from pktchain.node.dataplane.datapath import Datapath
+    from support.memports import MemoryPort
+
+    datapath = Datapath()
+    h1, h2, tap = MemoryPort("sw-h1"), MemoryPort("sw-h2"), MemoryPort("sw-tap")
+    h1.node_ifindex, h2.node_ifindex = 3101, 3102  # type: ignore[attr-defined]
+    for port in (h1, h2, tap):
+        datapath.add_port(port, "lan")
+    datapath.kernel = kernel
+    kernel.attached.update({3101, 3102})
+    vnet = bytes(VNET_HDR_LEN)
+
+    def frame(src: str, dst: str, sport: int, payload: bytes = b"ping") -> bytes:
+        ether = Ether(src=src, dst=dst) / IP(src="10.9.0.1", dst="10.9.0.2")
+        return bytes(ether / UDP(sport=sport, dport=7) / payload)
+
+    mac1, mac2, mac3 = "02:00:00:09:00:01", "02:00:00:09:00:02", "02:00:00:09:00:03"
+    try:
+        # Each host speaks once, so that the node knows where both are.
+        for port, mac in ((h1, mac1), (h2, mac2), (tap, mac3)):
+            port.inbox.append(vnet + bytes(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / b"hello"))
+            datapath.drain(port)
+        before = len(kernel.installed)
+        h1.inbox.append(vnet + frame(mac1, mac2, 4000))
+        datapath.drain(h1)
+        assert h2.sent[-1][VNET_HDR_LEN:] == frame(mac1, mac2, 4000)  # switched at once
+        assert len(kernel.installed) == before + 1
+        (entry,) = h1.fast.values()  # type: ignore[union-attr]
+        assert entry.identity and entry.out is h2
+        # The kernel carries the flow's next packets to h2's end, untouched.
+        later = frame(mac1, mac2, 4000, b"again")
+        run = run_program(kernel.program_fd, later, skb_context(ingress_ifindex=3101))
+        assert run.retval == TC_ACT_REDIRECT and kernel.last_egress() == 3102
+        assert run.data == later
+        # Not to a port the kernel is not on, nor for a flow from a TAP.
+        h1.inbox.append(vnet + frame(mac1, mac3, 4001))
+        datapath.drain(h1)
+        tap.inbox.append(vnet + frame(mac3, mac2, 4002))
+        datapath.drain(tap)
+        assert len(kernel.installed) == before + 1 and tap.fast is None
+        # A packet of the flow the kernel punted (a fragment, say) keeps its entry.
+        h1.inbox.append(vnet + frame(mac1, mac2, 4000))
+        datapath.drain(h1)
+        assert len(kernel.installed) == before + 1
+    finally:
+        for port in (h1, h2, tap):
+            if port.fast:
+                port.fast.clear()
+        kernel.attached.difference_update({3101, 3102})

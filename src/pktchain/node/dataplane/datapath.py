@@ -597,6 +597,15 @@ class Datapath:
         drops = port.drops
         now = self.now
         uncredited = self.uncredited
+        kernel = self.kernel
+        # Switched flows between two ports the kernel fast path is on get an
+        # entry of their own (see `_fuse_switched`); not those a chain steers.
+        switched = (
+            kernel is not None
+            and table is None
+            and not depth
+            and getattr(port, "node_ifindex", 0) in kernel.attached
+        )
         # A bytearray's slices are bytearrays, which cannot be dict keys: where
         # frames may be bytearrays (a function's port, whose frames come from
         # functions; a steered port, where a restored destination is written
@@ -769,6 +778,8 @@ class Datapath:
                         continue
                     if trace is not None:
                         self._fuse(trace, out, frame, dst_entry)
+                    elif switched and info is not None:
+                        self._fuse_switched(port, out, frame, info, dst_entry)
                     try:
                         out.send(frame)
                     except OSError as exc:
@@ -1166,6 +1177,32 @@ class Datapath:
         hook = on_revoke_remove(table, key, fused)
         for lease in {*fused.leases, *trace.revokers}:
             lease.on_revoke(hook)
+
+    def _fuse_switched(
+        self,
+        port: SwitchPort,
+        out: SwitchPort,
+        frame: bytes | bytearray,
+        info: FrameInfo,
+        dst_entry: MacEntry[SwitchPort],
+    ) -> None:
+        """A flow switched from one kernel-carried port to another: its later
+        packets can go host to host in the kernel, unchanged (an identity entry).
+
+        Python's own fast path gains nothing on plain switching (the entry would
+        save one MAC lookup), so only where the kernel can carry both ends is an
+        entry made, on the flow's first packet; its removal is any fused entry's
+        (idle, a port or MAC that moves, a plan or security change).
+        """
+        kernel = self.kernel
+        if kernel is None or getattr(out, "node_ifindex", 0) not in kernel.attached:
+            return
+        if not info.ip_version or info.fragment or info.l4 < 0 or not isinstance(frame, bytes):
+            return
+        table = port.fast
+        if table is not None and info[FLOW_START:FLOW_END] in table:
+            return  # a packet its entry did not carry (a FIN, say): it stays
+        self._fuse(Trace(port, frame, info), out, frame, dst_entry)
 
     def expire_fused(self, now: float, idle: float) -> int:
         """Forget fused entries idle for `idle` seconds; returns how many."""
