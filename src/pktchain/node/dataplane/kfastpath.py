@@ -537,9 +537,9 @@ class KernelFastPath:
             keys.update(self.by_lease.get(id(lease), ()))
         found = []
         for map_key in keys:
-            installed = self.installed[map_key]
-            value = self.entries.lookup(map_key)
-            if value is not None:
+            installed = self.installed.get(map_key)
+            value = None if installed is None else self.entries.lookup(map_key)
+            if installed is not None and value is not None:
                 hit = self._delta(installed, value)
                 if hit is not None:
                     found.append(hit)
