@@ -490,3 +490,36 @@ def test_a_switched_flow_between_kernel_ports_gets_an_identity_entry(
             if port.fast:
                 port.fast.clear()
         kernel.attached.difference_update({3101, 3102})
+
+
+def test_a_slow_path_packet_credits_the_entries_that_share_its_leases_first(
+    kernel: KernelFastPath, installed: list[Installed]
+) -> None:
+    from pktchain.functions.sdk import FlowLease
+
+    item = installed[2]
+    entry = item.fused.entry
+    lease = FlowLease()
+    entry.leases = (lease,)
+    kernel.install(item.ingress, item.fused.key, entry, item.egress)  # indexed by its lease
+    try:
+        kernel.hits()
+        frame = build(item.fused, Variant())
+        for _ in range(3):
+            run = run_program(kernel.program_fd, frame, skb_context(ingress_ifindex=item.ingress))
+            assert run.retval == TC_ACT_REDIRECT
+        # Another entry of the same lease (the flow's other direction, say): a
+        # packet of it on the slow path reads what the kernel carried under the lease.
+        other = FusedEntry(entry.out, entry.dst_mac, entry.macs)
+        other.leases = (lease,)
+        uncredited: list[FusedEntry] = []
+        (hit,) = kernel.credit_related(other, uncredited)
+        assert (hit.entry, hit.packets, hit.bytes) == (entry, 3, 3 * len(frame))
+        assert uncredited == [entry] and entry.packets == 3
+        assert kernel.credit_related(other, uncredited) == []  # read once
+        assert kernel.credit_related(FusedEntry(entry.out, b"", b""), uncredited) == []
+    finally:
+        entry.leases = ()
+        entry.packets = entry.bytes = 0
+        kernel.install(item.ingress, item.fused.key, entry, item.egress)
+    assert id(lease) not in kernel.by_lease  # unindexed with the entry it was installed as

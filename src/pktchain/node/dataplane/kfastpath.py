@@ -324,12 +324,24 @@ def locate_object(source: Path = SOURCE) -> Path:
 
 
 class _Installed:
-    __slots__ = ("bytes", "egress", "entry", "ingress", "key", "packets", "seen_ns", "since")
+    __slots__ = (
+        "bytes",
+        "egress",
+        "entry",
+        "ingress",
+        "key",
+        "lease_ids",
+        "packets",
+        "seen_ns",
+        "since",
+    )
 
     def __init__(
         self, entry: FusedEntry, ingress: int, egress: int, key: FlowKey, now_ns: int
     ) -> None:
         self.entry = entry
+        self.lease_ids = tuple(id(lease) for lease in entry.leases)
+        """The leases it was indexed under (`KernelFastPath.by_lease`)."""
         self.ingress = ingress
         self.egress = egress
         self.key = key
@@ -456,9 +468,10 @@ class KernelFastPath:
         if map_key in self.installed:  # replaced: what the old entry carried is kept
             self._retire(map_key, self.entries.lookup(map_key))
         self.entries.update(map_key, entry_value(entry, egress, key[2]))
-        self.installed[map_key] = _Installed(entry, ingress, egress, key, time.monotonic_ns())
-        for lease in entry.leases:
-            self.by_lease.setdefault(id(lease), set()).add(map_key)
+        installed = _Installed(entry, ingress, egress, key, time.monotonic_ns())
+        self.installed[map_key] = installed
+        for lease_id in installed.lease_ids:
+            self.by_lease.setdefault(lease_id, set()).add(map_key)
         return None
 
     def remove(self, ingress: int, key: FlowKey) -> bool:
@@ -474,19 +487,19 @@ class KernelFastPath:
     def _retire(self, map_key: bytes, value: bytes | None) -> None:
         """Forget an installed entry, keeping the counts of `value` (its last) for hits()."""
         installed = self.installed.pop(map_key)
-        self._unindex(map_key, installed.entry)
+        self._unindex(map_key, installed)
         if value is not None:
             hit = self._delta(installed, value)
             if hit is not None:
                 self.pending.append(hit)
 
-    def _unindex(self, map_key: bytes, entry: FusedEntry) -> None:
-        for lease in entry.leases:
-            keys = self.by_lease.get(id(lease))
+    def _unindex(self, map_key: bytes, installed: _Installed) -> None:
+        for lease_id in installed.lease_ids:
+            keys = self.by_lease.get(lease_id)
             if keys is not None:
                 keys.discard(map_key)
                 if not keys:
-                    del self.by_lease[id(lease)]
+                    del self.by_lease[lease_id]
 
     @staticmethod
     def _delta(installed: _Installed, value: bytes) -> KernelHit | None:
@@ -513,7 +526,7 @@ class KernelFastPath:
             value = values.get(map_key)
             if value is None:  # gone from the map behind our back
                 del self.installed[map_key]
-                self._unindex(map_key, installed.entry)
+                self._unindex(map_key, installed)
                 continue
             hit = self._delta(installed, value)
             if hit is not None:
