@@ -26,7 +26,7 @@ import yaml
 from scapy.packet import Packet
 from scapy.utils import rdpcap
 
-from pktchain.lab import Lab, LabHost, wait_until
+from pktchain.lab import Lab, LabHost, WaitTimeoutError, wait_until
 from pktchain.node.client import ChainingClient
 from pktchain.node.control import request
 from pktchain.node.process import NodeProcess
@@ -244,7 +244,10 @@ def capture(host: LabHost, iface: str, path: Path, bpf: str = "") -> Iterator[li
     try:
         yield packets
         time.sleep(0.3)  # frames the body set off (a last ACK) reach the interface
-        wait_until(written_all, timeout=10, what=f"tcpdump in {host.name} to write what it got")
+        try:
+            wait_until(written_all, timeout=10, what=f"tcpdump in {host.name} to write all")
+        except WaitTimeoutError as exc:  # what it said, to tell a stuck tcpdump from a stream
+            raise AssertionError(f"{exc}; it reported: {errors.read_text()[-600:]!r}") from None
     finally:
         process.terminate()
         process.wait(timeout=10)
