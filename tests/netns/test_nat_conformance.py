@@ -732,7 +732,16 @@ def test_rfc5508_req7_hairpinned_error(net: RouterLab) -> None:
     with first, udp_socket(net.inside2, 41141) as second:
         external1 = mapped_from(net, first)
         external2 = mapped_from(net, second)
+        filtered = net.counters().get("nat-filtered", 0)
         first.sendto(b"punch", external2)
+        # The punch opens first's mapping to second's endpoint (and is filtered at
+        # second's): it must have crossed the NAT before second sends (the node
+        # reads the two hosts' ports in either order).
+        wait_until(
+            lambda: net.counters().get("nat-filtered", 0) > filtered,
+            timeout=5,
+            what="the punch through the NAT",
+        )
         first.close()
         # Hairpinned to a closed port: inside's port unreachable is hairpinned back.
         second.sendto(b"to a closed port", external1)
