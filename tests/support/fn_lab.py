@@ -225,6 +225,7 @@ def capture(host: LabHost, iface: str, path: Path, bpf: str = "") -> Iterator[li
         what=f"tcpdump in {host.name} to start",
     )
     asked = 0
+    settled: list[tuple[str, ...]] = []
 
     def written_all() -> bool:
         nonlocal asked
@@ -237,6 +238,13 @@ def capture(host: LabHost, iface: str, path: Path, bpf: str = "") -> Iterator[li
             captured, received, dropped = map(int, reports[-1])
             if captured + dropped >= received:
                 return True
+            # The kernel may count a packet "received by filter" that libpcap's
+            # own filter then refuses, so that the sum never catches up: counts
+            # that stay the same over three answers 0.1 s apart are all there is.
+            settled.append(reports[-1])
+            if len(settled) >= 3 and len(set(settled[-3:])) == 1:
+                return True
+            time.sleep(0.1)
         process.send_signal(signal.SIGUSR1)
         asked = len(reports) + 1
         return False
