@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from pktchain.node.dataplane.limits import PortLimits
 
 from pktchain.api.options import add_api_server_options
+from pktchain.linux.sched import DEFAULT_LOOP_PRIORITY, parse_priority
 
 # The messenger's defaults (pktchain.messenger.server), here so that --help imports nothing.
 DEFAULT_MESSENGER_HANDSHAKE_TIMEOUT = 10.0
@@ -172,6 +173,15 @@ def register(subparsers: Any) -> None:
         "tc program (docs/kernel-fastpath.md)",
     )
     parser.add_argument(
+        "--loop-priority",
+        metavar="N|off",
+        type=_loop_priority,
+        default=DEFAULT_LOOP_PRIORITY,
+        help="run the packet loop's thread under SCHED_FIFO at this priority (1 to 99; "
+        f"default {DEFAULT_LOOP_PRIORITY}), so that a frame does not wait for busy processes "
+        "to give up the CPU; off: time-sharing (docs/node.md, The packet loop's priority)",
+    )
+    parser.add_argument(
         "--functions",
         metavar="FILE",
         help="native functions to run (YAML: name, kind, network, config; docs/functions.md)",
@@ -237,6 +247,13 @@ PORT_LIMIT_HELP = {
         500,
     ),
 }
+
+
+def _loop_priority(text: str) -> int | None:
+    try:
+        return parse_priority(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _add_port_limits(parser: argparse.ArgumentParser) -> None:
@@ -341,6 +358,7 @@ def _run(args: argparse.Namespace) -> int:
             max_flows=args.max_flows,
             check_frames=not args.no_frame_check,
             kernel_fastpath=not args.no_kernel_fastpath,
+            loop_priority=args.loop_priority,
             control=Path(args.control) if args.control else None,
             state=state,
             api=None if args.no_api else args.api,

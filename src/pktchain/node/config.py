@@ -14,6 +14,7 @@ from pktchain.api.server import HttpLimits
 from pktchain.cluster.record import DEFAULT_LEASE_TTL, parse_underlay
 from pktchain.etcd.endpoints import parse_endpoints
 from pktchain.etcd.keys import DEFAULT_CLUSTER, check_segment
+from pktchain.linux.sched import DEFAULT_LOOP_PRIORITY
 from pktchain.messenger.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from pktchain.node.daemon import NodeConfig, PortSpec
 from pktchain.node.dataplane.limits import DEFAULT_PORT_LIMITS, PortLimits, Rate
@@ -57,6 +58,7 @@ def build_config(
     max_flows: int | None = None,
     check_frames: bool = True,
     kernel_fastpath: bool = True,
+    loop_priority: int | None = DEFAULT_LOOP_PRIORITY,
     control: Path | None = None,
     state: Path | None = None,
     api: str | None = None,
@@ -136,6 +138,7 @@ def build_config(
         max_flows=DEFAULT_MAX_FLOWS if max_flows is None else max_flows,
         check_frames=check_frames,
         kernel_fastpath=kernel_fastpath,
+        loop_priority=loop_priority,
         control=control,
         state=state,
         api=_api_bind(api, "--api") if api is not None else None,

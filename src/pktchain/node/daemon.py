@@ -22,6 +22,7 @@ from pktchain.api.server import HttpLimits
 from pktchain.cluster.record import DEFAULT_LEASE_TTL, format_underlay
 from pktchain.etcd.keys import DEFAULT_CLUSTER
 from pktchain.eventloop import EventLoop, Timer
+from pktchain.linux.sched import DEFAULT_LOOP_PRIORITY, Scheduling, make_realtime
 from pktchain.linux.tuntap import tap_mac
 from pktchain.logs import EventFeed, event
 from pktchain.messenger.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
@@ -131,6 +132,9 @@ class NodeConfig:
     check_frames: bool = True
     kernel_fastpath: bool = True
     """Carry established flows between veth ports in the kernel (docs/kernel-fastpath.md)."""
+    loop_priority: int | None = DEFAULT_LOOP_PRIORITY
+    """The packet loop's ``SCHED_FIFO`` priority (None: time-sharing; `--loop-priority`,
+    docs/node.md "The packet loop's priority")."""
     flow_idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_flows: int = DEFAULT_MAX_FLOWS
     state: Path | None = None
@@ -246,6 +250,8 @@ class Node:
         """The node's events for its dashboard's pages (with an API): attached to the
         ``pktchain`` logger from the start, so the events of the start are kept."""
         self.kernel_reason: str | None = None
+        self.scheduling = Scheduling(None, "not running yet")
+        """How the packet loop's thread is scheduled (set as the loop starts to run)."""
         """Why the kernel fast path does not run (None: it runs, or not started yet)."""
         self._closed = False
 
@@ -856,6 +862,14 @@ class Node:
         return DataplaneCollector(state, run=lambda fn: self.loop.submit(fn, METRICS_TIMEOUT))
 
     def run(self) -> None:
+        """Run the packet loop in this thread (at its real-time priority) until stopped."""
+        self.scheduling = make_realtime(self.config.loop_priority)
+        if self.config.loop_priority is not None and not self.scheduling.realtime:
+            log.warning(
+                "packet loop left time-sharing: %s",
+                self.scheduling.reason,
+                extra=event("loop_priority_refused", reason=self.scheduling.reason),
+            )
         try:
             self.loop.run()
         finally:
@@ -1261,6 +1275,7 @@ class Node:
             "api_counters": self.api.counters if self.api is not None else {},
             "messenger_counters": self.messenger.counters if self.messenger is not None else {},
             "uptime": round(time.time() - self.started, 3),
+            "loop_scheduling": self.scheduling.status(),
             "ports": [port.counters() for port in self.datapath.ports],
             "port_limits": self.config.port_limits.status(),
             "switch": {

@@ -146,6 +146,9 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
     fast = status.get("fast_path")
     if fast:
         console.print(fast_path_line(fast))
+    scheduling = status.get("loop_scheduling")
+    if scheduling:
+        console.print("packet loop: " + loop_line(scheduling))
     limits = status.get("port_limits")
     if limits:
         console.print("port limits: " + port_limits_line(limits, status["ports"]))
@@ -164,6 +167,16 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
         f"unclassified {stats['unclassified']}, re-pinned {stats['repinned']}, "
         f"expired {stats['expired']}"
     )
+
+
+def loop_line(scheduling: dict[str, Any]) -> str:
+    """How the packet loop's thread is scheduled: SCHED_FIFO N, or time-sharing and why."""
+    if scheduling.get("policy") == "fifo":
+        line = f"SCHED_FIFO {scheduling['priority']}"
+    else:
+        reason = scheduling.get("reason")
+        line = f"time-sharing ({reason})" if reason else "time-sharing"
+    return f"{line}, thread {scheduling.get('thread')}"
 
 
 def fast_path_line(fast: dict[str, Any]) -> str:

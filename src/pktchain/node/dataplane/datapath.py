@@ -555,12 +555,18 @@ class Datapath:
             else:
                 dropped = policer.dropped
                 forward(port, frames, None, 0)
-                if len(frames) == BATCH and policer.dropped - dropped >= BATCH * HOLD_SHARE:
-                    policer.strikes += 1
-                    if policer.strikes >= HOLD_STRIKES:
-                        policer.hold = True  # the node holds the port (limits.py)
-                else:
-                    policer.strikes = 0
+                # Judged per BATCH frames read, however many reads they took: a node
+                # that wakes for every few frames sees a storm in small batches.
+                policer.window_read += len(frames)
+                policer.window_dropped += policer.dropped - dropped
+                if policer.window_read >= BATCH:
+                    if policer.window_dropped >= policer.window_read * HOLD_SHARE:
+                        policer.strikes += 1
+                        if policer.strikes >= HOLD_STRIKES:
+                            policer.hold = True  # the node holds the port (limits.py)
+                    else:
+                        policer.strikes = 0
+                    policer.window_read = policer.window_dropped = 0
         return len(frames)
 
     def _forward(

@@ -35,15 +35,17 @@ ports or other nodes' ports.
 The checks come after the port security check (a spoofed frame is counted
 as spoofed) and before the switch learns from or forwards the frame.
 
-A port that keeps the node busy with frames it only drops (`HOLD_STRIKES`
-full batches in a row, each half or more over its limits) is not read for
-`HOLD` seconds: the frames it sends meanwhile wait in, and overflow, its own
-queue in the kernel, where dropping them costs the node nothing; its next
-batch is read when the hold ends, and if that one is mostly over its limits
-too the port is held again at once. Only the port that storms waits: the
-others are read as ever. (One full batch is not enough: a server answering a
-flood of SYNs, say, fills one while the node is busy elsewhere, and the
-fast-path traffic among its frames should not wait for it.)
+A port that keeps the node busy with frames it only drops is not read for
+`HOLD` seconds. The node judges a port per `BATCH` frames read from it,
+however many reads that took (a node that wakes at once reads a storm a
+few frames at a time): a window of them half or more over its limits is a
+strike, and `HOLD_STRIKES` strikes in a row hold it. The frames it sends
+meanwhile wait in, and overflow, its own queue in the kernel, where dropping
+them costs the node nothing; when the hold ends, one more window mostly over
+its limits holds it again. Only the port that storms waits: the others are
+read as ever. (One window is not enough: a server answering a flood of SYNs,
+say, fills one while the node is busy elsewhere, and the fast-path traffic
+among its frames should not wait for it.)
 (The new sessions one inside host may open through the router's NAT are
 limited by the NAT itself: `new_sessions_per_host_rate`, docs/router.md.)
 """
@@ -132,10 +134,10 @@ HOLD = 0.02
 """Seconds a port that storms is left unread (see the module)."""
 
 HOLD_SHARE = 0.5
-"""The share of a full batch that, dropped by the port's limits, is a strike."""
+"""The share of a window of `BATCH` frames that, dropped by the port's limits, is a strike."""
 
 HOLD_STRIKES = 2
-"""Strikes in a row (full batches each half or more over the limits) that hold a port."""
+"""Strikes in a row (windows each half or more over the limits) that hold a port."""
 
 
 class PortPolicer:
@@ -151,6 +153,8 @@ class PortPolicer:
         "limits",
         "slow_path",
         "strikes",
+        "window_dropped",
+        "window_read",
     )
 
     def __init__(self, limits: PortLimits) -> None:
@@ -162,7 +166,11 @@ class PortPolicer:
         self.dropped = 0
         """Frames the buckets refused, all classes together."""
         self.strikes = 0
-        """Full batches in a row, each half or more over the limits."""
+        """Windows in a row, each half or more over the limits."""
+        self.window_read = 0
+        """Frames read from the port in the window being counted (up to `BATCH`)."""
+        self.window_dropped = 0
+        """... and how many of them the buckets refused."""
         self.hold = False
         """Set by the datapath when the port's last batch says it storms; the
         node clears it when it holds the port."""

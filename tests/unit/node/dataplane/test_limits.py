@@ -136,20 +136,46 @@ def test_frames_for_a_function_past_the_slow_path_burst_never_reach_it() -> None
     assert router.counters["rx-frames"] == 6 + 5  # 10/s for half a second
 
 
-def test_a_port_that_only_sends_what_its_limits_drop_is_held_after_two_full_batches() -> None:
+def test_a_port_that_only_sends_what_its_limits_drop_is_held_after_two_windows() -> None:
     datapath, ports, _router = lab()
     h1 = ports["h1"]
     policer = h1.policer
     assert policer is not None
     send(datapath, h1, [broadcast_udp()] * BATCH)
     assert not policer.hold and policer.strikes == 1
-    send(datapath, h1, [broadcast_udp()] * (BATCH // 2))  # not a full batch: no strike
-    assert policer.strikes == 0
-    for strike in range(HOLD_STRIKES):
-        assert not policer.hold
-        send(datapath, h1, [broadcast_udp()] * BATCH)
-        assert policer.strikes == strike + 1
-    assert policer.hold
+    send(datapath, h1, [broadcast_udp()] * (BATCH // 2))  # half a window: not judged yet
+    assert not policer.hold and policer.strikes == 1
+    send(datapath, h1, [broadcast_udp()] * (BATCH // 2))
+    assert policer.strikes == HOLD_STRIKES and policer.hold
+
+
+def test_a_storm_read_a_few_frames_at_a_time_is_held_all_the_same() -> None:
+    """A node that wakes at once for each frame reads a flood in small batches."""
+    datapath, ports, _router = lab()
+    h1 = ports["h1"]
+    policer = h1.policer
+    assert policer is not None
+    reads_per_window = -(-BATCH // 3)  # a window closes at the first read past BATCH
+    reads = 0
+    while not policer.hold:
+        send(datapath, h1, [broadcast_udp()] * 3)
+        reads += 1
+        assert reads <= HOLD_STRIKES * reads_per_window, "never held"
+    assert policer.strikes == HOLD_STRIKES
+    assert reads == HOLD_STRIKES * reads_per_window
+
+
+def test_a_window_mostly_within_the_limits_ends_the_strikes() -> None:
+    datapath, ports, _router = lab()
+    h1 = ports["h1"]
+    policer = h1.policer
+    assert policer is not None
+    send(datapath, ports["h2"], [frame(Ether(src=H2_MAC, dst=H1_MAC) / IP(src=H2, dst=H1))])
+    known = frame(Ether(src=H1_MAC, dst=H2_MAC) / IP(src=H1, dst=H2) / UDP())
+    send(datapath, h1, [broadcast_udp()] * BATCH)
+    assert policer.strikes == 1
+    send(datapath, h1, [known] * BATCH)  # switched unicast: no limit applies
+    assert policer.strikes == 0 and not policer.hold
 
 
 def test_a_full_batch_within_the_limits_holds_nothing() -> None:
