@@ -135,6 +135,19 @@ class RouterLab:
 
 # -- sending -----------------------------------------------------------------
 
+
+def without_ipv6(topology: dict[str, Any]) -> dict[str, Any]:
+    """`topology` with IPv6 off in every host from the start: no host then sends
+    anything on its own (router solicitations, MLD reports some seconds after its
+    interface comes up), for tests that compare the node's tables before and after."""
+    quiet = copy.deepcopy(topology)
+    for host in quiet["hosts"].values():
+        host.setdefault("sysctls", {}).update(
+            {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
+        )
+    return quiet
+
+
 ADDRESS_OF = {"inside": INSIDE, "inside2": INSIDE2, "outside": OUTSIDE, "outside2": OUTSIDE2}
 
 
