@@ -250,9 +250,9 @@ class Node:
         """The node's events for its dashboard's pages (with an API): attached to the
         ``pktchain`` logger from the start, so the events of the start are kept."""
         self.kernel_reason: str | None = None
+        """Why the kernel fast path does not run (None: it runs, or not started yet)."""
         self.scheduling = Scheduling(None, "not running yet")
         """How the packet loop's thread is scheduled (set as the loop starts to run)."""
-        """Why the kernel fast path does not run (None: it runs, or not started yet)."""
         self._closed = False
 
     # -- life cycle ----------------------------------------------------------
