@@ -27,6 +27,7 @@ from scapy.packet import Packet
 
 from pktchain.lab import Lab, LabHost, node_host_spec, wait_until
 from pktchain.node.process import NodeProcess
+from support.fn_lab import NO_IPV6
 
 INSIDE, INSIDE2 = "10.0.0.10", "10.0.0.11"
 OUTSIDE, OUTSIDE2 = "198.51.100.10", "198.51.100.11"
@@ -133,19 +134,17 @@ class RouterLab:
         return int(self.node.router()["nat_sessions"])
 
 
-# -- sending -----------------------------------------------------------------
-
-
 def without_ipv6(topology: dict[str, Any]) -> dict[str, Any]:
     """`topology` with IPv6 off in every host from the start: no host then sends
     anything on its own (router solicitations, MLD reports some seconds after its
     interface comes up), for tests that compare the node's tables before and after."""
     quiet = copy.deepcopy(topology)
     for host in quiet["hosts"].values():
-        host.setdefault("sysctls", {}).update(
-            {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
-        )
+        host.setdefault("sysctls", {}).update(NO_IPV6)
     return quiet
+
+
+# -- sending -----------------------------------------------------------------
 
 
 ADDRESS_OF = {"inside": INSIDE, "inside2": INSIDE2, "outside": OUTSIDE, "outside2": OUTSIDE2}
