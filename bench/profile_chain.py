@@ -10,13 +10,11 @@ prints the functions with the most samples (own time, and with callees).
 from __future__ import annotations
 
 import argparse
-import collections
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+import spy
 from chain_fastpath import DEFAULT_CONFIGS, DEFAULT_KINDS, chain_node, udp_pps, use_chain
 from pktchain.node.client import ChainingClient
 from switch_vs_bridge import mac_of
@@ -35,52 +33,15 @@ def main() -> int:
         raw = Path(tmp) / "samples.txt"
         with chain_node(Path(tmp), list(DEFAULT_KINDS), DEFAULT_CONFIGS) as (lab, node):
             use_chain(ChainingClient(node.control), args.length)
-            spy = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "py-spy"),
-                    "record",
-                    "--pid",
-                    str(node.pid),
-                    "--duration",
-                    str(int(args.seconds)),
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(raw),
-                    "--rate",
-                    "500",
-                    "--nonblocking",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            finish = spy.sample(node.pid, args.seconds, raw, rate=500)
             rate = udp_pps(
                 lab, "p1", "p2", dst_mac=mac_of(lab.host("p2")), seconds=args.seconds + 1
             )
-            spy.wait(timeout=args.seconds + 30)
-        own: collections.Counter[str] = collections.Counter()
-        total: collections.Counter[str] = collections.Counter()
-        samples = 0
-        for line in raw.read_text().splitlines():
-            stack, _, count_text = line.rpartition(" ")
-            count = int(count_text)
-            # "function file.py:line": own time per line, time with callees per function.
-            frames = [
-                f.split(" (")[0] + " " + f.split("/")[-1].rstrip(")") for f in stack.split(";")
-            ]
-            called = {frame.split(":")[0] for frame in frames}
-            samples += count
-            own[frames[-1]] += count
-            for function in called:
-                total[function] += count
+            profile = finish()
     kinds = ", ".join(DEFAULT_KINDS[: args.length])
+    samples = profile.samples
     print(f"{samples} samples of the node, chain of {args.length} ({kinds}), {rate:,.0f} packets/s")
-    print("own time:")
-    for frame, count in own.most_common(args.top):
-        print(f"  {100 * count / samples:5.1f}%  {frame}")
-    print("with callees:")
-    for frame, count in total.most_common(args.top):
-        print(f"  {100 * count / samples:5.1f}%  {frame}")
+    profile.print(args.top, indent="")
     return 0
 
 

@@ -13,46 +13,15 @@ samples, and each node's user and system CPU time.
 from __future__ import annotations
 
 import argparse
-import collections
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+import spy
 from cluster_chain import IPERF_PORT, cluster_case, tcp_gbps, udp_pps
 from switch_vs_bridge import cpu_seconds
 
 HERE = Path(__file__).resolve().parent
-MAIN_THREAD = "MainThread"
-
-
-def summarize(raw: Path, top: int) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
-    """Samples of the main thread: (count, own time by line, time with callees by function)."""
-    own: collections.Counter[str] = collections.Counter()
-    total: collections.Counter[str] = collections.Counter()
-    everywhere: set[str] | None = None
-    samples = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        thread, _, frames_text = stack.partition(";")
-        if MAIN_THREAD not in thread or not frames_text:
-            continue
-        count = int(count_text)
-        # "function (path/file.py:line)" -> "function file.py:line"
-        frames = [
-            f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")")
-            for f in frames_text.split(";")
-        ]
-        samples += count
-        own[frames[-1]] += count
-        functions = {frame.split(":")[0] for frame in frames}
-        everywhere = functions if everywhere is None else everywhere & functions
-        for function in functions:
-            total[function] += count
-    for function in everywhere or ():  # the loop's own frames, in every sample
-        del total[function]
-    return samples, own.most_common(top), total.most_common(top)
 
 
 def main() -> int:
@@ -65,7 +34,6 @@ def main() -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
     )
-    spy = str(Path(sys.executable).parent / "py-spy")
     with tempfile.TemporaryDirectory(prefix="pktchain-bench-") as tmp:
         workdir = Path(tmp)
         with cluster_case(workdir, args.underlay_mtu) as case:
@@ -74,48 +42,25 @@ def main() -> int:
                 case.lab.host(case.receiver).wait_listening(IPERF_PORT, timeout=10)
             before = {node.name: cpu_seconds(node.pid) for node in case.nodes}
             spies = [
-                subprocess.Popen(
-                    [
-                        spy,
-                        "record",
-                        "--pid",
-                        str(node.pid),
-                        "--duration",
-                        str(args.seconds),
-                        "--format",
-                        "raw",
-                        "--threads",
-                        "--rate",
-                        "250",
-                        "--nonblocking",
-                        "--output",
-                        str(workdir / f"{node.name}.txt"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                spy.sample(node.pid, args.seconds, workdir / f"{node.name}.txt")
                 for node in case.nodes
             ]
             if args.traffic == "tcp":
                 figure = f"{tcp_gbps(case, args.seconds + 1):.2f} Gbit/s"
             else:
                 figure = f"{udp_pps(case, args.seconds + 1):,.0f} packets/s"
-            for process in spies:
-                process.wait(timeout=args.seconds + 30)
+            profiles = [finish() for finish in spies]
             after = {node.name: cpu_seconds(node.pid) for node in case.nodes}
             names = [node.name for node in case.nodes]
         print(f"{args.traffic} through f1 (n1) | f2, f3 (n2): {figure}")
-        for label, name in zip(("n1", "n2"), names, strict=True):
+        for label, name, profile in zip(("n1", "n2"), names, profiles, strict=True):
             user = after[name][0] - before[name][0]
             system = after[name][1] - before[name][1]
-            samples, own, total = summarize(workdir / f"{name}.txt", args.top)
-            print(f"\n{label}: {samples} samples; CPU user {user:.2f} s, system {system:.2f} s")
-            print("  own time:")
-            for frame, count in own:
-                print(f"    {100 * count / max(samples, 1):5.1f}%  {frame}")
-            print("  with callees:")
-            for frame, count in total:
-                print(f"    {100 * count / max(samples, 1):5.1f}%  {frame}")
+            print(
+                f"\n{label}: {profile.samples} samples; "
+                f"CPU user {user:.2f} s, system {system:.2f} s"
+            )
+            profile.print(args.top)
     return 0
 
 

@@ -23,11 +23,9 @@ the tables' sizes. Not a pass/fail test: a record for docs/robustness.md.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 from functools import partial
@@ -35,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+import spy
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the storm lab
@@ -99,25 +99,9 @@ def run(args: argparse.Namespace, directory: Path) -> list[dict[str, Any]]:
 def profile(pid: int, seconds: float, top: int, storm: Storm) -> None:
     """Sample the node with py-spy while the flood runs; print where its time goes."""
     raw = Path(tempfile.mkdtemp(prefix="pktchain-storm-spy-")) / "samples.txt"
-    argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)]
-    argv += ["--duration", str(max(1, int(seconds - 1))), "--rate", "250", "--nonblocking"]
-    argv += ["--format", "raw", "--output", str(raw)]
-    subprocess.run(argv, capture_output=True, timeout=seconds + 30, check=False)
-    own: collections.Counter[str] = collections.Counter()
-    total: collections.Counter[str] = collections.Counter()
-    samples = 0
-    for line in raw.read_text().splitlines() if raw.exists() else ():
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        samples += int(count)
-        own[frames[-1]] += int(count)
-        for frame in set(frames):
-            total[frame] += int(count)
-    print(f"{'':12} py-spy: {samples} samples of the node during {' '.join(storm.argv)}")
-    for frame, count in own.most_common(top):
-        print(f"{'':12} {count / max(samples, 1):6.1%} own   {frame}")
-    for frame, count in total.most_common(top):
-        print(f"{'':12} {count / max(samples, 1):6.1%} total {frame}")
+    found = spy.sample(pid, seconds - 1, raw)()
+    print(f"{'':12} py-spy: {found.samples} samples of the node during {' '.join(storm.argv)}")
+    found.print(top, indent=" " * 12)
 
 
 def summarize(scenario: str, runs: list[Figures]) -> dict[str, Any]:
