@@ -20,7 +20,8 @@ Figures, each taken on every contender in turn, `--repeat` times, medians kept:
 
 - plain switching (no chain; pktchain, Linux bridge, Open vSwitch): 64-byte UDP
   frames per second (bench/udpflood.py, counted at the receiver), TCP
-  throughput (iperf3, one stream), ping RTT (`--pings` echoes 5 ms apart, mean);
+  throughput (iperf3, one stream), ping RTT (`--pings` echoes 5 ms apart, mean;
+  how the echoes of all runs spread is printed beside it);
 - a chain of 3 native functions, and firewall -> load balancer -> monitor (the
   client sends to the load balancer's virtual IP): small UDP frames and TCP,
   against kernel forwarding. The UDP flows to the virtual IP are answered once
@@ -339,6 +340,8 @@ class Contest:
     carried: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     """Fast-path packets (all, kernel) by figure and mode, summed over the runs."""
     nat_runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    echoes: dict[str, list[float]] = field(default_factory=dict)
+    """Every echo's RTT (ms) of the switching RTT runs, by contender."""
 
     def prepare(self) -> None:
         """iperf3 servers, neighbours known, ephemeral ports, MACs for the floods."""
@@ -406,10 +409,14 @@ class Contest:
             measure = partial(tcp_gbps, klab, sender, f"{subnet}.2", seconds)
             self.record(f"switching {TCP}", contender, measure)
         self.node_tcp(f"switching {TCP}", ADDRESSES["p2"])
+        pings = self.args.pings
         for contender, pair in PAIRS.items():
-            self.record(f"switching {RTT}", contender, partial(rtt_ms, klab, pair, self.args.pings))
+            echoes = self.echoes.setdefault(contender, [])
+            measure = partial(rtt_ms, klab, pair, pings, echoes)
+            self.record(f"switching {RTT}", contender, measure)
         for mode, node in self.nodes.items():
-            measure = partial(rtt_ms, node.lab, ("p1", "p2", "10.72.3"), self.args.pings)
+            echoes = self.echoes.setdefault(mode, [])
+            measure = partial(rtt_ms, node.lab, ("p1", "p2", "10.72.3"), pings, echoes)
             self.record(f"switching {RTT}", mode, measure)
 
     def forwarding(self) -> None:
@@ -531,6 +538,21 @@ def report(run: Contest) -> dict[str, Any]:
             for figure, by_mode in run.carried.items()
         },
         "nat_runs": run.nat_runs,
+        "echoes": {contender: spread(rtts) for contender, rtts in run.echoes.items() if rtts},
+    }
+
+
+def spread(rtts: list[float]) -> dict[str, float]:
+    """How the echoes of the switching RTT runs spread (ms): the mean is the figure."""
+    cuts = statistics.quantiles(rtts, n=100, method="inclusive")
+    return {
+        "echoes": len(rtts),
+        "mean": statistics.fmean(rtts),
+        "median": statistics.median(rtts),
+        "p90": cuts[89],
+        "p99": cuts[98],
+        "max": max(rtts),
+        "over_0.1": sum(1 for rtt in rtts if rtt > 0.1),
     }
 
 
@@ -547,6 +569,12 @@ def print_report(result: dict[str, Any]) -> None:
                 f"kernel fast path, {figure}: the kernel carried {counts['kernel']:,} "
                 f"of {counts['all']:,} fast-path packets"
             )
+    for contender, echoes in result["echoes"].items():
+        print(
+            f"switching RTT per echo, {CONTENDERS[contender]}: median {echoes['median']:.3f} ms, "
+            f"90th {echoes['p90']:.3f}, 99th {echoes['p99']:.3f}, max {echoes['max']:.3f}; "
+            f"{echoes['over_0.1']} of {echoes['echoes']} over 0.1 ms"
+        )
     for contender, runs in result["nat_runs"].items():
         failures: dict[str, int] = {}
         for nat_run in runs:

@@ -176,13 +176,18 @@ def udp_pps(
     return rate
 
 
-def rtt_ms(lab: Lab, pair: tuple[str, str, str], pings: int) -> float:
+def rtt_ms(
+    lab: Lab, pair: tuple[str, str, str], pings: int, echoes: list[float] | None = None
+) -> float:
+    """The mean RTT of `pings` echoes 5 ms apart; each echo's RTT is added to `echoes`."""
     sender, _receiver, subnet = pair
-    argv = ["ping", "-q", "-c", str(pings), "-i", "0.005", "-W", "2", f"{subnet}.2"]
+    argv = ["ping", "-c", str(pings), "-i", "0.005", "-W", "2", f"{subnet}.2"]
     result = lab.host(sender).run(argv, timeout=pings * 0.05 + 30, check=True)
     match = re.search(r"= [\d.]+/([\d.]+)/", result.stdout)
     if match is None:
-        raise RuntimeError(f"no RTT in ping output: {result.stdout!r}")
+        raise RuntimeError(f"no RTT in ping output: {result.stdout[-500:]!r}")
+    if echoes is not None:
+        echoes.extend(float(t) for t in re.findall(r" time=([\d.]+) ms", result.stdout))
     return float(match.group(1))
 
 
