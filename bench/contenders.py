@@ -174,11 +174,12 @@ GOALS = (
     Goal("chain3 / kernel (small packets)", f"chain3 {SMALL}", "kernel", 0.50, 1.0),
     Goal("chain3 / kernel (TCP)", f"chain3 {TCP}", "kernel", 0.60, 1.0),
     Goal(f"{SERVICES} / kernel (small packets)", f"fw-lb-mon {SMALL}", "kernel", None, 1.0),
-    Goal(f"{SERVICES} / kernel (TCP)", f"fw-lb-mon {TCP}", "kernel", 0.60, 1.0),
+    Goal(f"{SERVICES} / kernel (TCP)", f"fw-lb-mon {TCP}", "kernel", 0.60, 0.95),
     Goal("NAT, new TCP connections/s / nftables", "nat conns_per_s", "nftables", 0.50, 0.50),
 )
 """The kernel fast path's goals: faster than the kernel's own forwarding and
-bridge, ahead of Open vSwitch on every figure, half of nftables' rate of new
+bridge (0.95 of it for TCP through the firewall, load balancer and monitor),
+ahead of Open vSwitch on every figure, half of nftables' rate of new
 connections. The Python fast path's are bench/switch_vs_bridge.py's and
 bench/chain_fastpath.py's, and the same half of nftables' connections."""
 
