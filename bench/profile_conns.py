@@ -9,10 +9,11 @@ the node's packet loop with py-spy meanwhile. Prints:
   process, user and system);
 - per connection, the frames the router handled (its ``rx-frames``) and those
   a fast path carried instead (``fast_path.hits``, the kernel's part beside);
-- how busy the loop was, and the shares of its busy time spent in parts of
-  the code, each with what it calls (the router, its NAT, the ports' reads
-  and writes, the kernel fast path's map), then by the file of the line
-  that was running;
+- the CPU time of the packet loop's thread and of the node's other threads
+  per connection, and the shares of the loop's samples (waiting included)
+  spent in parts of the code, each with what it calls (the router, its NAT,
+  the ports' reads and writes, the kernel fast path's map), then by the file
+  of the line that was running;
 - the lines and functions with the most samples.
 
     .venv/bin/python bench/profile_conns.py [--mode kfp|python] [--seconds 5]
@@ -22,6 +23,7 @@ the node's packet loop with py-spy meanwhile. Prints:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -50,7 +52,7 @@ PARTS = (
     ("the ports' reads and writes", ("node/dataplane/ports.py", "linux/mmsg.py")),
     ("the kernel fast path's map", ("node/dataplane/kfastpath.py", "linux/bpf.py")),
 )
-"""Parts of the code whose share of the loop's busy time is printed, with what they
+"""Parts of the code whose share of the loop's samples is printed, with what they
 call: (label, files). A system call is charged to the Python line that makes it."""
 
 
@@ -62,15 +64,14 @@ def counts(node: NodeProcess) -> tuple[int, int, int]:
 
 
 def thread_seconds(pid: int) -> dict[int, float]:
-    """CPU seconds (user and system) of each thread of `pid` so far."""
+    """CPU seconds (user and system) of each thread of `pid` so far: /proc/PID/task/TID/stat
+    fields 14 and 15 (/proc/PID/stat, which `cpu_seconds` reads, is the whole process's)."""
     ticks = os.sysconf("SC_CLK_TCK")
     seconds = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
+        with contextlib.suppress(FileNotFoundError):  # the thread ended meanwhile
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-        seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
+            seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
     return seconds
 
 
@@ -130,8 +131,8 @@ def main() -> int:
         f"of it, the packet loop's thread {1e6 * loop / made:.0f} us, "
         f"the node's other threads {1e6 * others / made:.0f} us"
     )
-    busy = profile.samples / (RATE * args.seconds)
-    print(f"packet loop busy {100 * busy:.0f}% of the run ({profile.samples} samples); of that:")
+    expected = RATE * args.seconds
+    print(f"{profile.samples} samples of the packet loop (of {expected} asked for); of them:")
     for name, fragments in PARTS:
         print(f"  {100 * profile.share(*fragments):5.1f}%  {name}")
     print("own time by file:")
