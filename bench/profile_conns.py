@@ -137,7 +137,7 @@ def main() -> int:
         print(f"  {100 * profile.share(*fragments):5.1f}%  {name}")
     print("own time by file:")
     for file, count in profile.files.most_common(args.top):
-        print(f"  {100 * count / profile.samples:5.1f}%  {file.split('/src/', 1)[-1]}")
+        print(f"  {100 * count / max(profile.samples, 1):5.1f}%  {file.split('/src/', 1)[-1]}")
     profile.print(args.top, indent="")
     return 0
 
