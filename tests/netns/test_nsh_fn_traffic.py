@@ -27,6 +27,7 @@ from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 
 from pktchain.lab import Lab, LabHost, wait_until
+from support.fn_lab import NO_IPV6
 from support.nsh_fn import (
     CONTEXT,
     MALFORMED,
@@ -50,7 +51,6 @@ LabFactory = Callable[..., Lab]
 
 PEER0, PEER1 = "02:00:00:00:0e:00", "02:00:00:00:0e:01"
 FN0, FN1 = "02:00:00:00:0f:00", "02:00:00:00:0f:01"
-NO_IPV6 = {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
 ETH_P_NSH = 0x894F
 PACKET_IGNORE_OUTGOING = 23
 SOL_PACKET = 263

@@ -30,11 +30,11 @@ from scapy.layers.l2 import Dot1Q, Ether
 
 from pktchain.lab import Lab, LabHost, wait_until
 from pktchain.packet.streams import AsciiDecoder, Frame
+from support.fn_lab import NO_IPV6
 
 LabFactory = Callable[..., Lab]
 
 PKTCHAIN = f"{shlex.quote(sys.executable)} -m pktchain"
-NO_IPV6 = {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
 MAC_A = "02:00:00:0a:00:01"
 MAC_B = "02:00:00:0b:00:02"
 PORT = 5000

@@ -57,12 +57,12 @@ from pktchain.node.control import ControlError, request
 from pktchain.node.dataplane.portsec import link_local
 from pktchain.node.process import NodeProcess, NodeProcessError
 from support.datapath_fuzz import ledger_functions, ledger_ports
+from support.fn_lab import NO_IPV6
 from support.frame_fuzz import Endpoints, Mutator, both, build_seeds, keep_off, whole_outer_tag
 
 MakeLab = Callable[[dict[str, Any]], Lab]
 """Brings up a lab from a topology mapping (the tests' `lab_factory`, or `Lab.up`)."""
 
-NO_IPV6 = {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
 RSS_SLACK_KIB = 4096
 """How much the node's RSS may grow while a campaign's first frames are sent again."""
 SILENCE = """

@@ -33,6 +33,7 @@ import yaml
 
 from pktchain.lab import Lab, LabHost, node_host_spec, wait_until
 from pktchain.node.process import NodeProcess
+from support.fn_lab import NO_IPV6
 
 A1, A2, S, B1 = "10.0.0.11", "10.0.0.12", "10.0.0.66", "10.0.0.21"
 O1, O2 = "198.51.100.10", "198.51.100.66"
@@ -42,7 +43,6 @@ FORWARD_PORT = 8080
 BROADCAST_NEIGHBOR = "10.0.0.254"
 """An address the stormer's kernel resolves to ff:ff:ff:ff:ff:ff: what it
 sends there leaves as Ethernet broadcast, from its own MAC and address."""
-NO_IPV6 = {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
 
 MAX_SESSIONS_PER_HOST = 4000
 MAX_LB_CONNECTIONS = 2000
@@ -51,7 +51,7 @@ MAX_LB_CONNECTIONS = 2000
 
 def _host(network: str, mac: str, address: str, gateway: str | None) -> dict[str, Any]:
     spec = node_host_spec(network, mac, address, gateway)
-    spec["sysctls"] = NO_IPV6
+    spec["sysctls"] = dict(NO_IPV6)
     return spec
 
 
