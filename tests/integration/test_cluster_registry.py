@@ -58,7 +58,12 @@ def test_nodes_join_change_and_leave_the_view(
     cluster, heard = view
     one = registrations("node1")
     registrations("node2")
-    wait_until(lambda: set(cluster.nodes) == {"node1", "node2"}, timeout=WAIT, what="view")
+    # The view shows a change before its listeners hear it: wait for both.
+    wait_until(
+        lambda: set(cluster.nodes) == {"node1", "node2"} and len(heard) >= 2,
+        timeout=WAIT,
+        what="view",
+    )
     assert [(c.action, c.name) for c in heard] == [
         (NodeAction.JOINED, "node1"),
         (NodeAction.JOINED, "node2"),
@@ -67,7 +72,13 @@ def test_nodes_join_change_and_leave_the_view(
 
     one.update(ports_down=["p1", "p2"], api="http://127.0.0.1:9696")
     assert one.flush(WAIT)
-    wait_until(lambda: cluster.nodes["node1"].ports_down == ("p1", "p2"), timeout=WAIT)
+    wait_until(
+        lambda: (
+            cluster.nodes["node1"].ports_down == ("p1", "p2")
+            and heard[-1].action is NodeAction.UPDATED
+        ),
+        timeout=WAIT,
+    )
     update = heard[-1]
     assert update.action is NodeAction.UPDATED and update.old is not None
     assert update.old.ports_down == () and update.record.api == "http://127.0.0.1:9696"
@@ -86,7 +97,11 @@ def test_nodes_join_change_and_leave_the_view(
 
     stopped = time.monotonic()
     one.close()
-    wait_until(lambda: "node1" not in cluster.nodes, timeout=WAIT, what="node1 left")
+    wait_until(
+        lambda: "node1" not in cluster.nodes and heard[-1].action is NodeAction.LEFT,
+        timeout=WAIT,
+        what="node1 left",
+    )
     assert time.monotonic() - stopped < MARGIN  # revoked: gone at once
     assert heard[-1].action is NodeAction.LEFT and heard[-1].name == "node1"
     assert one.lease == 0 and lease != 0
@@ -116,7 +131,11 @@ def test_a_node_that_stops_renewing_leaves_when_its_lease_expires(
     wait_until(lambda: "dying" in cluster.nodes, timeout=WAIT)
     dying.close(revoke=False)  # as if the process had died
     died = time.monotonic()
-    wait_until(lambda: "dying" not in cluster.nodes, timeout=3 + MARGIN + 1, what="expiry")
+    wait_until(
+        lambda: "dying" not in cluster.nodes and heard[-1].action is NodeAction.LEFT,
+        timeout=3 + MARGIN + 1,
+        what="expiry",
+    )
     gone_after = time.monotonic() - died
     # Last renewed at most a third of the TTL before it stopped.
     assert 3 - 1 - 0.5 <= gone_after <= 3 + MARGIN, gone_after
