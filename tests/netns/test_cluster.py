@@ -382,6 +382,30 @@ def test_a_replica_whose_link_goes_down_loses_its_flows_to_the_other_within_a_se
     )
 
 
+def _wait_registered_and_whole(cluster: Cluster) -> None:
+    """Wait until every node has renewed its lease since this call began (so each
+    lease has its whole TTL left) and every node sees all three and both peers."""
+    before = {
+        name: node.status()["cluster"]["registration"]["renewals"]
+        for name, node in cluster.nodes.items()
+    }
+
+    def settled() -> bool:
+        for name, node in cluster.nodes.items():
+            view = node.status()["cluster"]
+            registration = view["registration"]
+            if registration["renewals"] <= before[name] or not registration["written"]:
+                return False
+            peers = view["peers"]["peers"]
+            if len(view["nodes"]) != 3 or len(peers) != 2:
+                return False
+            if not all(peer["alive"] for peer in peers.values()):
+                return False
+        return True
+
+    wait_until(settled, timeout=15, what="every node registered anew and seeing the others")
+
+
 def test_a_change_waiting_for_an_unreachable_etcd_holds_up_no_packet(cluster: Cluster) -> None:
     client, fabric = cluster.lab.host("client"), cluster.lab.topology.fabric_netns
     assert fabric is not None
@@ -408,6 +432,9 @@ def test_a_change_waiting_for_an_unreachable_etcd_holds_up_no_packet(cluster: Cl
         writer.join(timeout=30)
     finally:
         subprocess.run([*table, "delete", "table", "inet", "cut"], check=True)
+        # The cut outlasts a write's 2 s timeout, so a node's 3 s lease may
+        # expire just after it: the next test must find the cluster whole.
+        _wait_registered_and_whole(cluster)
     assert answers and answers[0].status_code == 503, answers
     assert " 0% packet loss" in ping.stdout, ping.stdout
     worst = max(float(rtt) for rtt in re.findall(r"time=([\d.]+) ms", ping.stdout))
@@ -419,6 +446,8 @@ def test_with_etcd_gone_the_nodes_forward_and_the_api_answers_503_then_resync(
 ) -> None:
     client = cluster.lab.host("client")
     body = {"port_pair_group": {"name": "while-down"}}
+    # Every node's lease just renewed: none can run out while etcd is gone.
+    _wait_registered_and_whole(cluster)
     cluster.lab.stop_etcd()
     try:
         ping = client.run(["ping", "-c", "3", "-i", "0.2", "-W", "3", "10.0.0.2"], timeout=20)
@@ -443,8 +472,15 @@ def test_with_etcd_gone_the_nodes_forward_and_the_api_answers_503_then_resync(
         return "while-down" in {g["name"] for g in reply.json()["port_pair_groups"]}
 
     wait_until(seen_on_n3, timeout=20, what="n3 seeing the change made after etcd came back")
-    groups = cluster.api("n2", "GET", "/v2.0/sfc/port_pair_groups").json()["port_pair_groups"]
-    assert {g["name"] for g in groups} == {"appliances", "while-down"}
+
+    # Only this test's own groups are checked: the write the previous test sent
+    # into the cut timed out, so it may or may not have been made (docs/cluster.md).
+    def names_on_n2() -> set[str]:
+        reply = cluster.api("n2", "GET", "/v2.0/sfc/port_pair_groups")
+        return {g["name"] for g in reply.json()["port_pair_groups"]}
+
+    wait_until(lambda: "while-down" in names_on_n2(), timeout=20, what="n2 seeing it too")
+    assert "appliances" in names_on_n2()
 
 
 def test_nsh_from_an_address_that_is_no_node_is_a_counted_drop(cluster: Cluster) -> None:

@@ -82,6 +82,7 @@ class NodeRegistration:
         self.lost = False
         """Whether another node took the name while this one's lease had expired."""
         self.renewals = 0
+        """How many times the lease has been kept alive."""
         self._record = record
         self._written: NodeRecord | None = None
         self._changed = threading.Condition()

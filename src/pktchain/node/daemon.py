@@ -1341,6 +1341,19 @@ class Node:
                 for name, record in sorted(view.nodes.items())
                 if record.ports_down
             },
+            "registration": self._registration_status(),
+        }
+
+    def _registration_status(self) -> dict[str, Any] | None:
+        """This node's own key in the registry: its lease's TTL, how often the
+        lease has been renewed, and whether etcd holds the current record."""
+        registration = self.registration
+        if registration is None:
+            return None
+        return {
+            "lease_ttl": registration.granted_ttl,
+            "renewals": registration.renewals,
+            "written": registration.written,
         }
 
 
