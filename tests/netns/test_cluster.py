@@ -140,13 +140,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             )
             nodes[name] = node.start(timeout=30)
         cluster = Cluster(lab, nodes, tmp)
-        wait_until(
-            lambda: all(
-                len(node.status()["cluster"]["peers"]["peers"]) == 2 for node in nodes.values()
-            ),
-            timeout=15,
-            what="every node seeing the two others",
-        )
+        _wait_registered_and_whole(cluster)
         _make_chain(cluster)
         # The hosts learn each other (ARP) before the tests measure anything.
         assert lab.host("client").run(["ping", "-c", "1", "-W", "3", "10.0.0.2"], timeout=10).ok
